@@ -1,0 +1,100 @@
+//! The xdp-lb XDP program. It reads as the packet's path:
+//! parse → service lookup → flow lookup / schedule → rewrite → count → verdict.
+//!
+//! Anything that is not a configured, active virtual service goes to the kernel
+//! untouched (`XDP_PASS`); every verdict is counted by reason in `GLOBAL_STATS`.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod counters;
+#[cfg(target_arch = "bpf")]
+mod dr;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod schedule;
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use xdp_lb_common::{FWD_DR, Reason, SERVICE_F_ACTIVE, ServiceKey};
+
+    use crate::{counters, dr, maps::SERVICES, parse, schedule};
+
+    /// A final action together with the reason it is counted under.
+    pub struct Verdict {
+        pub action: u32,
+        pub reason: Reason,
+    }
+
+    impl Verdict {
+        #[inline(always)]
+        pub const fn pass(reason: Reason) -> Self {
+            Verdict {
+                action: xdp_action::XDP_PASS,
+                reason,
+            }
+        }
+        #[inline(always)]
+        pub const fn drop(reason: Reason) -> Self {
+            Verdict {
+                action: xdp_action::XDP_DROP,
+                reason,
+            }
+        }
+    }
+
+    #[xdp]
+    pub fn xdp_lb(ctx: XdpContext) -> u32 {
+        let verdict = match process(&ctx) {
+            Ok(v) | Err(v) => v,
+        };
+        counters::count_reason(verdict.reason);
+        verdict.action
+    }
+
+    #[inline(always)]
+    fn process(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+        let pkt = parse::parse(ctx).map_err(Verdict::pass)?;
+        let key = ServiceKey {
+            addr: pkt.flow.dst,
+            port_be: pkt.flow.dport_be,
+            proto: pkt.flow.proto,
+            _pad: 0,
+        };
+        // SAFETY: the value is copied out at once; userspace replaces whole entries.
+        let svc = match unsafe { SERVICES.get(&key) } {
+            Some(svc) => *svc,
+            None => return Ok(Verdict::pass(Reason::PassNotService)),
+        };
+        let stats = counters::service(svc.id);
+        if svc.flags & SERVICE_F_ACTIVE == 0 {
+            counters::bump(stats.map(|s| unsafe { &mut (*s).pass_inactive }));
+            return Ok(Verdict::pass(Reason::PassInactive));
+        }
+        let chosen = schedule::select(&pkt, &svc, stats)?;
+        counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
+        match svc.forwarding {
+            FWD_DR => dr::forward(ctx, &chosen.backend, stats),
+            // NAT and TUN are not in the data plane yet; the daemon refuses such configs.
+            _ => Err(Verdict::drop(Reason::DropBadBackend)),
+        }
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// Host builds (`cargo build --workspace`) compile this stub instead of the program.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

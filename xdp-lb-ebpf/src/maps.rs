@@ -1,0 +1,48 @@
+//! The maps the program shares with the daemon. Names are part of the contract:
+//! the daemon opens them by these names.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use xdp_lb_common::{
+    BackendStats, BackendValue, DEFAULT_MAX_FLOWS, FlowKey, FlowValue, MAX_BACKENDS,
+    MAX_EGRESS_IFACES, MAX_SERVICES, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats,
+    ServiceValue,
+};
+
+/// (VIP, port, proto) → service.
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Backend id → where and how to send.
+#[map]
+pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Shared pool of schedule slots (backend ids); each service indexes its own range.
+#[map]
+pub static SCHEDULE: Array<u32> = Array::with_max_entries(SCHEDULE_POOL_SLOTS, 0);
+
+/// 5-tuple → pinned backend, so a connection never changes server while it is active.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// Per-CPU round-robin position per service id.
+#[map]
+pub static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static SERVICE_STATS: PerCpuArray<ServiceStats> =
+    PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static BACKEND_STATS: PerCpuArray<BackendStats> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Verdict counts by `Reason`.
+#[map]
+pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
+
+/// Egress interfaces for redirects, keyed by ifindex.
+#[map]
+pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS_IFACES, 0);

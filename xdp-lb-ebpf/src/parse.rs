@@ -1,0 +1,143 @@
+//! Header parsing: Ethernet (with at most one 802.1Q tag), IPv4 (options allowed),
+//! IPv6 (no extension headers), TCP and UDP. Produces the flow key or the reason the
+//! packet is left to the kernel. Nothing here writes to the packet.
+use aya_ebpf::programs::XdpContext;
+use core::mem::size_of;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+use xdp_lb_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, v4_mapped};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_FRAGMENT: u8 = 44;
+
+/// What the rest of the program needs to know about a packet.
+pub struct Packet {
+    pub flow: FlowKey,
+    /// Frame length in bytes, for the byte counters.
+    pub len: u64,
+}
+
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(Reason::PassTruncated);
+    }
+    Ok((start + offset) as *const T)
+}
+
+#[inline(always)]
+pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
+    ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    // A frame too short for Ethernet is not ours to judge: the kernel drops it.
+    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::PassNotIp)?;
+    // SAFETY: bounds checked by ptr_at (here and below).
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut l3 = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q {
+        let vlan: *const VlanHdr = ptr_at(ctx, l3)?;
+        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        l3 += VlanHdr::LEN;
+    }
+    let mut flow = FlowKey::default();
+    let l4 = match ether_type {
+        ETH_P_IP => parse_ipv4(ctx, l3, &mut flow)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l3, &mut flow)?,
+        _ => return Err(Reason::PassNotIp),
+    };
+    match flow.proto {
+        IPPROTO_TCP => {
+            let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
+            // Data offset (high nibble of byte 12) below 5 words is impossible.
+            let doff = unsafe { *((tcp as *const u8).add(12)) } >> 4;
+            if doff < 5 {
+                return Err(Reason::PassMalformed);
+            }
+            flow.sport_be = unsafe { u16::from_ne_bytes((*tcp).source) };
+            flow.dport_be = unsafe { u16::from_ne_bytes((*tcp).dest) };
+        }
+        IPPROTO_UDP => {
+            let udp: *const UdpHdr = ptr_at(ctx, l4)?;
+            flow.sport_be = unsafe { u16::from_ne_bytes((*udp).src) };
+            flow.dport_be = unsafe { u16::from_ne_bytes((*udp).dst) };
+        }
+        _ => return Err(Reason::PassNotL4),
+    }
+    Ok(Packet { flow, len })
+}
+
+/// Fills addresses and protocol; returns the L4 offset.
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    let (vihl, frags, tot_len, proto, src, dst) = unsafe {
+        (
+            (*ip).vihl,
+            u16::from_be_bytes((*ip).frags),
+            u16::from_be_bytes((*ip).tot_len) as usize,
+            (*ip).proto,
+            (*ip).src_addr,
+            (*ip).dst_addr,
+        )
+    };
+    let ihl = (vihl & 0x0f) as usize * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl {
+        return Err(Reason::PassMalformed);
+    }
+    // Ethernet padding may make the frame longer than tot_len, never shorter.
+    if ctx.data() + l3 + tot_len > ctx.data_end() {
+        return Err(Reason::PassTruncated);
+    }
+    // MF set or a non-zero offset: ports are unknown (or absent), leave it to the kernel.
+    if frags & 0x3fff != 0 {
+        return Err(Reason::PassFragment);
+    }
+    flow.src = v4_mapped(src);
+    flow.dst = v4_mapped(dst);
+    flow.proto = proto;
+    // ihl ≤ 60, so the offset stays bounded for the verifier.
+    Ok(l3 + ihl)
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, Reason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, l3)?;
+    let (version, payload_len, next) = unsafe {
+        (
+            (*ip).vcf[0] >> 4,
+            u16::from_be_bytes((*ip).payload_len) as usize,
+            (*ip).next_hdr,
+        )
+    };
+    if version != 6 {
+        return Err(Reason::PassMalformed);
+    }
+    if ctx.data() + l3 + Ipv6Hdr::LEN + payload_len > ctx.data_end() {
+        return Err(Reason::PassTruncated);
+    }
+    match next {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_FRAGMENT => return Err(Reason::PassFragment),
+        0 | 43 | 50 | 51 | 60 | 135 | 139 | 140 => return Err(Reason::PassIpv6Ext),
+        _ => return Err(Reason::PassNotL4),
+    }
+    unsafe {
+        flow.src = (*ip).src_addr;
+        flow.dst = (*ip).dst_addr;
+    }
+    flow.proto = next;
+    Ok(l3 + Ipv6Hdr::LEN)
+}

@@ -1,0 +1,122 @@
+//! Backend selection. A known flow keeps its backend while that backend is active;
+//! a new flow takes a slot of the service's precomputed schedule. The kernel only
+//! indexes the schedule: weights, interleaving and consistent hashing are built by
+//! the daemon, so new schedulers need no change here.
+use xdp_lb_common::{
+    BACKEND_F_ACTIVE, BackendValue, FlowKey, FlowValue, Reason, SELECT_CURSOR, SELECT_HASH_SRC,
+    ServiceStats, ServiceValue,
+};
+
+use crate::{
+    counters,
+    maps::{BACKENDS, CURSORS, FLOWS, SCHEDULE},
+    parse::Packet,
+    program::Verdict,
+};
+
+pub struct Chosen {
+    pub backend_id: u32,
+    pub backend: BackendValue,
+    pub new_flow: bool,
+}
+
+#[inline(always)]
+pub fn select(
+    pkt: &Packet,
+    svc: &ServiceValue,
+    stats: Option<*mut ServiceStats>,
+) -> Result<Chosen, Verdict> {
+    // SAFETY: the value is copied out at once.
+    if let Some(pinned) = unsafe { FLOWS.get(&pkt.flow) } {
+        let backend_id = pinned.backend;
+        if let Some(backend) = BACKENDS.get(backend_id) {
+            if backend.flags & BACKEND_F_ACTIVE != 0 {
+                return Ok(Chosen {
+                    backend_id,
+                    backend: *backend,
+                    new_flow: false,
+                });
+            }
+        }
+        // Its backend is gone or disabled: reschedule as a new flow.
+        counters::bump(stats.map(|s| unsafe { &mut (*s).rescheduled }));
+    }
+
+    if svc.sched_len == 0 {
+        counters::bump(stats.map(|s| unsafe { &mut (*s).drop_no_backend }));
+        return Err(Verdict::drop(Reason::DropNoBackend));
+    }
+    let slot = match svc.select {
+        SELECT_CURSOR => next_cursor(svc.id),
+        SELECT_HASH_SRC => hash_words(&pkt.flow.src, 0),
+        _ => flow_hash(&pkt.flow),
+    } % svc.sched_len;
+    let backend_id = match SCHEDULE.get(svc.sched_base + slot) {
+        Some(id) => *id,
+        None => return Err(Verdict::drop(Reason::DropBadBackend)),
+    };
+    let backend = match BACKENDS.get(backend_id) {
+        Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => *b,
+        _ => return Err(Verdict::drop(Reason::DropBadBackend)),
+    };
+    let pin = FlowValue {
+        backend: backend_id,
+        service: svc.id,
+    };
+    // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
+    let _ = FLOWS.insert(&pkt.flow, &pin, 0);
+    Ok(Chosen {
+        backend_id,
+        backend,
+        new_flow: true,
+    })
+}
+
+/// Per-CPU round robin over the schedule: no shared cache line between CPUs, and each
+/// CPU still walks the whole interleaved sequence, so the split follows the weights.
+#[inline(always)]
+fn next_cursor(service_id: u32) -> u32 {
+    match CURSORS.get_ptr_mut(service_id) {
+        Some(c) => unsafe {
+            let v = *c;
+            *c = v.wrapping_add(1);
+            v
+        },
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn flow_hash(flow: &FlowKey) -> u32 {
+    let ports = ((flow.sport_be as u32) << 16) | flow.dport_be as u32;
+    let h = hash_words(&flow.src, ports ^ flow.proto as u32);
+    hash_words(&flow.dst, h)
+}
+
+/// Murmur3-style mixing of a 16-byte address into a seed; unrolled, no loops.
+#[inline(always)]
+fn hash_words(addr: &[u8; 16], seed: u32) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    let mut h = seed ^ 0x9e37_79b9;
+    h = mix(h, w(0));
+    h = mix(h, w(4));
+    h = mix(h, w(8));
+    h = mix(h, w(12));
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[inline(always)]
+fn mix(h: u32, k: u32) -> u32 {
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
