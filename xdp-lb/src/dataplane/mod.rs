@@ -1,0 +1,294 @@
+//! The data plane as the daemon sees it: the embedded XDP program, its attachment to
+//! interfaces, and typed writes to its maps.
+//!
+//! Writers keep the kernel's view consistent at every instant: a schedule is written
+//! into a fresh range of the pool before the service entry that points to it is
+//! replaced (one map update), so a packet never sees a half-written schedule.
+pub mod pool;
+pub mod stats;
+
+use std::collections::HashMap as StdHashMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode},
+};
+use tracing::warn;
+use xdp_lb_common::{
+    BackendStats, BackendValue, MAX_BACKENDS, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, ServiceKey,
+    ServiceStats, ServiceValue,
+};
+
+use crate::config;
+use pool::{PoolExhausted, SchedulePool};
+
+/// The XDP program, built by build.rs and embedded so one binary is all a host needs.
+pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));
+/// A trivial MAC-swap `XDP_TX` program: the floor `cargo xtask bench` compares against.
+pub static FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-floor"));
+
+pub const PROGRAM_NAME: &str = "xdp_lb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "missing privileges: loading an XDP program needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    )]
+    Privileges,
+    #[error("loading the XDP program failed: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the XDP program was rejected by the kernel: {0}")]
+    Verify(#[source] ProgramError),
+    #[error("the embedded object has no map `{0}`; rebuild with `cargo xtask build-ebpf`")]
+    MissingMap(&'static str),
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("attaching XDP to `{iface}` in {mode} mode failed: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map `EGRESS`: cannot add ifindex {ifindex} as a redirect target: {reason}")]
+    Egress { ifindex: u32, reason: String },
+    #[error("backend id {0} is out of range (max {MAX_BACKENDS})")]
+    BackendId(u32),
+    #[error(transparent)]
+    Pool(#[from] PoolExhausted),
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+/// How a service is installed: its key, id, forwarding and the backend ids of its
+/// schedule slots (the output of `schedule::*` mapped to backend ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub key: ServiceKey,
+    pub id: u32,
+    pub forwarding: u8,
+    pub select: u8,
+    pub active: bool,
+    pub slots: Vec<u32>,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: Array<MapData, BackendValue>,
+    schedule: Array<MapData, u32>,
+    egress: DevMapHash<MapData>,
+    pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
+    pub(crate) backend_stats: PerCpuArray<MapData, BackendStats>,
+    pub(crate) global_stats: PerCpuArray<MapData, u64>,
+    pool: SchedulePool,
+    /// Live schedule range per service key.
+    ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
+}
+
+/// Where and how the program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedMode {
+    Driver,
+    Generic,
+}
+
+impl AttachedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachedMode::Driver => "driver",
+            AttachedMode::Generic => "generic",
+        }
+    }
+}
+
+impl Dataplane {
+    /// Loads the embedded program (verifier included) and opens its maps.
+    pub fn load(max_flows: u32) -> Result<Dataplane, DataplaneError> {
+        Self::load_object(PROGRAM_OBJECT, max_flows)
+    }
+
+    fn load_object(object: &[u8], max_flows: u32) -> Result<Dataplane, DataplaneError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", max_flows)
+            .load(object)
+            .map_err(|e| {
+                if is_permission_error(&e) {
+                    DataplaneError::Privileges
+                } else {
+                    DataplaneError::Load(Box::new(e))
+                }
+            })?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingMap("program xdp_lb"))?
+            .try_into()
+            .map_err(DataplaneError::Verify)?;
+        program.load().map_err(|e| match &e {
+            ProgramError::LoadError { io_error, .. }
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                DataplaneError::Privileges
+            }
+            _ => DataplaneError::Verify(e),
+        })?;
+
+        macro_rules! take {
+            ($name:literal) => {{
+                let map = ebpf
+                    .take_map($name)
+                    .ok_or(DataplaneError::MissingMap($name))?;
+                map.try_into().map_err(map_err($name))?
+            }};
+        }
+        Ok(Dataplane {
+            services: take!("SERVICES"),
+            backends: take!("BACKENDS"),
+            schedule: take!("SCHEDULE"),
+            egress: take!("EGRESS"),
+            service_stats: take!("SERVICE_STATS"),
+            backend_stats: take!("BACKEND_STATS"),
+            global_stats: take!("GLOBAL_STATS"),
+            ebpf,
+            pool: SchedulePool::new(SCHEDULE_POOL_SLOTS),
+            ranges: StdHashMap::new(),
+        })
+    }
+
+    /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .expect("program loaded in Dataplane::load")
+    }
+
+    /// Attaches to `iface`. `Auto` tries driver mode and falls back to generic mode
+    /// with a warning; `Driver` and `Generic` insist. The attachment is a bpf_link:
+    /// it goes away with this process, so nothing is left behind even after a crash.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: config::XdpMode,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .expect("program loaded in Dataplane::load");
+        let attach = |program: &mut Xdp, m: AttachedMode| {
+            let flags = match m {
+                AttachedMode::Driver => XdpMode::Driver,
+                AttachedMode::Generic => XdpMode::Skb,
+            };
+            program
+                .attach(iface, flags)
+                .map(|_| m)
+                .map_err(|source| DataplaneError::Attach {
+                    iface: iface.to_string(),
+                    mode: m.as_str(),
+                    source,
+                })
+        };
+        match mode {
+            config::XdpMode::Driver => attach(program, AttachedMode::Driver),
+            config::XdpMode::Generic => attach(program, AttachedMode::Generic),
+            config::XdpMode::Auto => match attach(program, AttachedMode::Driver) {
+                Ok(m) => Ok(m),
+                Err(e) => {
+                    warn!(interface = iface, error = %e, "driver-mode XDP unavailable, falling back to generic mode (slower)");
+                    attach(program, AttachedMode::Generic)
+                }
+            },
+        }
+    }
+
+    /// Makes `ifindex` a redirect target (needed when a backend's egress interface is
+    /// not the one its packets arrive on).
+    pub fn add_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.egress
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| DataplaneError::Egress {
+                ifindex,
+                reason: e.to_string(),
+            })
+    }
+
+    pub fn set_backend(&mut self, id: u32, value: &BackendValue) -> Result<(), DataplaneError> {
+        if id >= MAX_BACKENDS {
+            return Err(DataplaneError::BackendId(id));
+        }
+        self.backends.set(id, value, 0).map_err(map_err("BACKENDS"))
+    }
+
+    pub fn backend(&self, id: u32) -> Result<BackendValue, DataplaneError> {
+        self.backends.get(&id, 0).map_err(map_err("BACKENDS"))
+    }
+
+    /// Installs or replaces a service and its schedule in one visible step.
+    pub fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+        let range = self.pool.allocate(spec.slots.len() as u32)?;
+        for (slot, backend) in range.clone().zip(&spec.slots) {
+            self.schedule
+                .set(slot, backend, 0)
+                .map_err(map_err("SCHEDULE"))?;
+        }
+        let value = ServiceValue {
+            id: spec.id,
+            flags: if spec.active { SERVICE_F_ACTIVE } else { 0 },
+            forwarding: spec.forwarding,
+            select: spec.select,
+            _pad: [0; 2],
+            sched_base: range.start,
+            sched_len: range.end - range.start,
+        };
+        // The switch: from here on new flows read the new range.
+        self.services
+            .insert(spec.key, value, 0)
+            .map_err(map_err("SERVICES"))?;
+        if let Some(old) = self.ranges.insert(spec.key, range) {
+            self.pool.retire(old);
+        }
+        Ok(())
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Result<ServiceValue, DataplaneError> {
+        self.services.get(key, 0).map_err(map_err("SERVICES"))
+    }
+
+    /// The backend ids of a service's live schedule, in slot order.
+    pub fn schedule_of(&self, key: &ServiceKey) -> Result<Vec<u32>, DataplaneError> {
+        let value = self.service(key)?;
+        (value.sched_base..value.sched_base + value.sched_len)
+            .map(|slot| self.schedule.get(&slot, 0).map_err(map_err("SCHEDULE")))
+            .collect()
+    }
+}
+
+fn is_permission_error(e: &aya::EbpfError) -> bool {
+    // Map creation is the first privileged step of a load.
+    let text = format!("{e:?}");
+    text.contains("EPERM")
+        || text.contains("Operation not permitted")
+        || text.contains("PermissionDenied")
+}
+
+/// Loads the floor program for the benchmark.
+pub fn load_floor() -> Result<Ebpf, DataplaneError> {
+    let mut ebpf = Ebpf::load(FLOOR_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+    let program: &mut Xdp = ebpf
+        .program_mut("xdp_floor")
+        .ok_or(DataplaneError::MissingMap("program xdp_floor"))?
+        .try_into()
+        .map_err(DataplaneError::Verify)?;
+    program.load().map_err(DataplaneError::Verify)?;
+    Ok(ebpf)
+}

@@ -1,0 +1,53 @@
+//! Reading the per-CPU counters: each CPU's copy summed into one snapshot.
+use std::collections::BTreeMap;
+
+use xdp_lb_common::{BackendStats, Reason, ServiceStats};
+
+use super::{Dataplane, DataplaneError, map_err};
+
+/// Verdict counts by reason name.
+pub type ReasonCounts = BTreeMap<&'static str, u64>;
+
+impl Dataplane {
+    pub fn global_stats(&self) -> Result<ReasonCounts, DataplaneError> {
+        let mut out = BTreeMap::new();
+        for reason in Reason::ALL {
+            let per_cpu = self
+                .global_stats
+                .get(&(reason as u32), 0)
+                .map_err(map_err("GLOBAL_STATS"))?;
+            out.insert(reason.name(), per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+
+    pub fn service_stats(&self, id: u32) -> Result<ServiceStats, DataplaneError> {
+        let per_cpu = self
+            .service_stats
+            .get(&id, 0)
+            .map_err(map_err("SERVICE_STATS"))?;
+        Ok(per_cpu.iter().fold(ServiceStats::default(), |mut acc, s| {
+            acc.packets += s.packets;
+            acc.bytes += s.bytes;
+            acc.new_flows += s.new_flows;
+            acc.rescheduled += s.rescheduled;
+            acc.pass_inactive += s.pass_inactive;
+            acc.drop_no_backend += s.drop_no_backend;
+            acc.drop_redirect += s.drop_redirect;
+            acc
+        }))
+    }
+
+    pub fn backend_stats(&self, id: u32) -> Result<BackendStats, DataplaneError> {
+        let per_cpu = self
+            .backend_stats
+            .get(&id, 0)
+            .map_err(map_err("BACKEND_STATS"))?;
+        Ok(per_cpu.iter().fold(BackendStats::default(), |mut acc, s| {
+            acc.packets += s.packets;
+            acc.bytes += s.bytes;
+            acc.new_flows += s.new_flows;
+            acc
+        }))
+    }
+}

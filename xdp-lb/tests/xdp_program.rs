@@ -1,0 +1,453 @@
+//! The XDP program through BPF_PROG_TEST_RUN: crafted frames in, action and bytes out.
+//! A table of fixtures in Katran's style, plus stickiness, scheduling and counter
+//! checks. Needs root (CAP_BPF); without it every test fails with that message.
+use aya::programs::{TestRun, TestRunOptions};
+use etherparse::{IpNumber, Ipv4Header, Ipv4Options, PacketBuilder};
+use xdp_lb::{
+    dataplane::{Dataplane, ServiceSpec},
+    schedule,
+};
+use xdp_lb_common::{
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, v4_mapped,
+};
+
+/// `enum xdp_action` from the kernel UAPI.
+mod xdp_action {
+    pub const XDP_DROP: u32 = 1;
+    pub const XDP_PASS: u32 = 2;
+    pub const XDP_TX: u32 = 3;
+}
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const BACKEND_MACS: [[u8; 6]; 3] = [
+    [0x02, 0, 0, 0, 0, 0x11],
+    [0x02, 0, 0, 0, 0, 0x12],
+    [0x02, 0, 0, 0, 0, 0x13],
+];
+const CLIENT: [u8; 4] = [198, 51, 100, 7];
+const VIP: [u8; 4] = [192, 0, 2, 100];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+];
+const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+/// The loopback device: BPF_PROG_TEST_RUN runs XDP as if received on it.
+const TEST_RUN_IFINDEX: u32 = 1;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests load XDP programs and need root (CAP_BPF, CAP_NET_ADMIN)"
+    );
+}
+
+/// Keeps the per-CPU round-robin cursor on one CPU so schedule order is exact.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; we set one bit and apply it to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+fn key(addr: [u8; 16], port: u16, proto: u8) -> ServiceKey {
+    ServiceKey {
+        addr,
+        port_be: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+/// Three DR backends with weights 1:2:3 behind VIP:80/tcp, VIP:53/udp and [VIP6]:80/tcp,
+/// an inactive service on :81 and a service with no usable backend on :82.
+fn dataplane() -> Dataplane {
+    require_root();
+    pin_to_cpu0();
+    let mut dp = Dataplane::load(4096).expect("load the XDP program");
+    for (id, mac) in BACKEND_MACS.iter().enumerate() {
+        let backend = BackendValue {
+            addr: v4_mapped([192, 0, 2, 11 + id as u8]),
+            dst_mac: *mac,
+            src_mac: LB_MAC,
+            ifindex: TEST_RUN_IFINDEX,
+            flags: BACKEND_F_ACTIVE,
+            port_be: 80u16.to_be(),
+            _pad: [0; 2],
+        };
+        dp.set_backend(id as u32, &backend).unwrap();
+    }
+    let wrr = schedule::weighted_round_robin(&[1, 2, 3]).unwrap();
+    let services = [
+        (
+            key(v4_mapped(VIP), 80, IPPROTO_TCP),
+            0,
+            true,
+            wrr.slots.clone(),
+        ),
+        (
+            key(v4_mapped(VIP), 53, IPPROTO_UDP),
+            1,
+            true,
+            wrr.slots.clone(),
+        ),
+        (key(VIP6, 80, IPPROTO_TCP), 2, true, wrr.slots.clone()),
+        (
+            key(v4_mapped(VIP), 81, IPPROTO_TCP),
+            3,
+            false,
+            wrr.slots.clone(),
+        ),
+        (key(v4_mapped(VIP), 82, IPPROTO_TCP), 4, true, Vec::new()),
+    ];
+    for (key, id, active, slots) in services {
+        dp.set_service(&ServiceSpec {
+            key,
+            id,
+            forwarding: FWD_DR,
+            select: wrr.select,
+            active,
+            slots,
+        })
+        .unwrap();
+    }
+    dp
+}
+
+fn run(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::default();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let result = dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+fn tcp4(sport: u16, dport: u16) -> Vec<u8> {
+    tcp4_from(CLIENT, sport, dport)
+}
+
+fn tcp4_from(src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(src, VIP, 64)
+        .tcp(sport, dport, 1000, 64_000)
+        .syn()
+        .write(&mut frame, b"hello")
+        .unwrap();
+    frame
+}
+
+fn udp4(sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .udp(sport, dport)
+        .write(&mut frame, b"query")
+        .unwrap();
+    frame
+}
+
+fn tcp4_vlan(sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .single_vlan(42.try_into().unwrap())
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(sport, dport, 1000, 64_000)
+        .write(&mut frame, b"tagged")
+        .unwrap();
+    frame
+}
+
+fn tcp6(sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(CLIENT6, VIP6, 64)
+        .tcp(sport, dport, 1000, 64_000)
+        .write(&mut frame, b"six")
+        .unwrap();
+    frame
+}
+
+/// An IPv4 TCP frame whose header carries 4 bytes of options (IHL 6).
+fn tcp4_with_ip_options(sport: u16) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, CLIENT, VIP).unwrap();
+    ip.options = Ipv4Options::try_from(&[1u8, 1, 1, 0][..]).unwrap(); // NOP NOP NOP EOL
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(sport, 80, 1, 1000)
+        .write(&mut frame, b"opts")
+        .unwrap();
+    assert_eq!(frame[14] & 0x0f, 6, "fixture must have IHL 6");
+    frame
+}
+
+fn set_ipv4_frag(frame: &mut [u8], flags_offset: u16) {
+    frame[14 + 6..14 + 8].copy_from_slice(&flags_offset.to_be_bytes());
+}
+
+/// DR: only the MACs change, everything after the Ethernet addresses is untouched.
+fn assert_dr_rewrite(input: &[u8], output: &[u8]) -> usize {
+    assert_eq!(
+        output.len(),
+        input.len(),
+        "DR must not change the frame length"
+    );
+    assert_eq!(
+        &output[6..12],
+        &LB_MAC,
+        "source MAC must be the egress interface's"
+    );
+    assert_eq!(
+        &output[12..],
+        &input[12..],
+        "DR must not touch the IP header or payload"
+    );
+    BACKEND_MACS
+        .iter()
+        .position(|m| output[0..6] == *m)
+        .unwrap_or_else(|| panic!("destination MAC {:02x?} is no backend's", &output[0..6]))
+}
+
+enum Expect {
+    /// XDP_TX with MACs rewritten.
+    Forward,
+    /// XDP_PASS, frame unchanged.
+    Pass,
+    /// XDP_DROP.
+    Drop,
+}
+
+#[test]
+fn fixtures() {
+    let dp = dataplane();
+    let truncated_ip = tcp4(4000, 80)[..14 + 12].to_vec();
+    let truncated_tcp = tcp4(4001, 80)[..14 + 20 + 10].to_vec();
+    let mut first_fragment = tcp4(4002, 80);
+    set_ipv4_frag(&mut first_fragment, 0x2000); // MF
+    let mut later_fragment = tcp4(4003, 80);
+    set_ipv4_frag(&mut later_fragment, 0x0010); // offset 128 bytes
+    let mut ihl_too_small = tcp4(4004, 80);
+    ihl_too_small[14] = 0x44;
+    let mut tot_len_too_big = tcp4(4005, 80);
+    tot_len_too_big[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    let mut bad_tcp_offset = tcp4(4006, 80);
+    bad_tcp_offset[14 + 20 + 12] = 0x40;
+    let mut arp = vec![0u8; 42];
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let fixtures: Vec<(&str, Vec<u8>, Expect)> = vec![
+        (
+            "tcp to the VIP is forwarded",
+            tcp4(5000, 80),
+            Expect::Forward,
+        ),
+        (
+            "udp to the VIP is forwarded",
+            udp4(5000, 53),
+            Expect::Forward,
+        ),
+        (
+            "802.1Q tagged tcp to the VIP is forwarded",
+            tcp4_vlan(5001, 80),
+            Expect::Forward,
+        ),
+        (
+            "ipv6 tcp to the VIP6 is forwarded",
+            tcp6(5002, 80),
+            Expect::Forward,
+        ),
+        (
+            "ipv4 options are carried through",
+            tcp4_with_ip_options(5003),
+            Expect::Forward,
+        ),
+        (
+            "tcp to a non-service port passes",
+            tcp4(5004, 8080),
+            Expect::Pass,
+        ),
+        (
+            "udp to a tcp-only port passes",
+            udp4(5005, 80),
+            Expect::Pass,
+        ),
+        (
+            "tcp from elsewhere to another address passes",
+            {
+                let mut f = tcp4(5006, 80);
+                f[14 + 19] = 99; // destination 192.0.2.99
+                // Checksum is not the program's business; only the address matters.
+                f
+            },
+            Expect::Pass,
+        ),
+        ("an inactive service passes", tcp4(5007, 81), Expect::Pass),
+        (
+            "a service with no backend drops",
+            tcp4(5008, 82),
+            Expect::Drop,
+        ),
+        ("arp passes", arp, Expect::Pass),
+        // BPF_PROG_TEST_RUN refuses frames below 14 bytes, so this is the shortest.
+        (
+            "an ethernet header alone passes",
+            tcp4(5009, 80)[..14].to_vec(),
+            Expect::Pass,
+        ),
+        ("a truncated ipv4 header passes", truncated_ip, Expect::Pass),
+        ("a truncated tcp header passes", truncated_tcp, Expect::Pass),
+        ("a first fragment passes", first_fragment, Expect::Pass),
+        ("a later fragment passes", later_fragment, Expect::Pass),
+        ("ihl below 5 passes", ihl_too_small, Expect::Pass),
+        (
+            "tot_len beyond the frame passes",
+            tot_len_too_big,
+            Expect::Pass,
+        ),
+        (
+            "tcp data offset below 5 passes",
+            bad_tcp_offset,
+            Expect::Pass,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, frame, expect) in fixtures {
+        let (action, out) = run(&dp, &frame);
+        let ok = match expect {
+            Expect::Forward => {
+                action == xdp_action::XDP_TX && {
+                    assert_dr_rewrite(&frame, &out);
+                    true
+                }
+            }
+            Expect::Pass => action == xdp_action::XDP_PASS && out == frame,
+            Expect::Drop => action == xdp_action::XDP_DROP,
+        };
+        if !ok {
+            failures.push(format!("{what}: action {action}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "fixtures failed:\n{}",
+        failures.join("\n")
+    );
+
+    let reasons = dp.global_stats().unwrap();
+    assert_eq!(reasons["tx"], 5, "{reasons:?}");
+    assert_eq!(reasons["pass_not_service"], 3, "{reasons:?}");
+    assert_eq!(reasons["pass_inactive"], 1, "{reasons:?}");
+    assert_eq!(reasons["drop_no_backend"], 1, "{reasons:?}");
+    assert_eq!(reasons["pass_not_ip"], 1, "{reasons:?}");
+    assert_eq!(reasons["pass_truncated"], 4, "{reasons:?}");
+    assert_eq!(reasons["pass_fragment"], 2, "{reasons:?}");
+    assert_eq!(reasons["pass_malformed"], 2, "{reasons:?}");
+}
+
+#[test]
+fn new_flows_follow_the_interleaved_schedule_exactly() {
+    let dp = dataplane();
+    let picked: Vec<usize> = (0..12u16)
+        .map(|i| {
+            let frame = tcp4(10_000 + i, 80);
+            let (action, out) = run(&dp, &frame);
+            assert_eq!(action, xdp_action::XDP_TX);
+            assert_dr_rewrite(&frame, &out)
+        })
+        .collect();
+    // Two walks of the smooth 1:2:3 sequence [2, 1, 0, 2, 1, 2].
+    assert_eq!(picked, vec![2, 1, 0, 2, 1, 2, 2, 1, 0, 2, 1, 2]);
+    let stats = dp.service_stats(0).unwrap();
+    assert_eq!(stats.new_flows, 12);
+    let per_backend: Vec<u64> = (0..3)
+        .map(|b| dp.backend_stats(b).unwrap().new_flows)
+        .collect();
+    assert_eq!(per_backend, vec![2, 4, 6]);
+}
+
+#[test]
+fn a_flow_sticks_to_its_backend() {
+    let dp = dataplane();
+    let flows: Vec<Vec<u8>> = (0..6u16).map(|i| tcp4(20_000 + i, 80)).collect();
+    let first: Vec<usize> = flows
+        .iter()
+        .map(|f| assert_dr_rewrite(f, &run(&dp, f).1))
+        .collect();
+    for _ in 0..5 {
+        let again: Vec<usize> = flows
+            .iter()
+            .map(|f| assert_dr_rewrite(f, &run(&dp, f).1))
+            .collect();
+        assert_eq!(again, first, "a known flow changed backend");
+    }
+    let stats = dp.service_stats(0).unwrap();
+    assert_eq!(stats.packets, 36);
+    assert_eq!(stats.new_flows, 6);
+    assert_eq!(stats.bytes, 36 * flows[0].len() as u64);
+}
+
+#[test]
+fn a_flow_on_a_disabled_backend_is_rescheduled_and_others_stay() {
+    let mut dp = dataplane();
+    let flows: Vec<Vec<u8>> = (0..6u16).map(|i| tcp4(30_000 + i, 80)).collect();
+    let first: Vec<usize> = flows
+        .iter()
+        .map(|f| assert_dr_rewrite(f, &run(&dp, f).1))
+        .collect();
+    // Disable backend 2 and remove it from the schedule, as a failed check would.
+    let mut b2 = dp.backend(2).unwrap();
+    b2.flags = 0;
+    dp.set_backend(2, &b2).unwrap();
+    let k = key(v4_mapped(VIP), 80, IPPROTO_TCP);
+    let wrr = schedule::weighted_round_robin(&[1, 2, 0]).unwrap();
+    dp.set_service(&ServiceSpec {
+        key: k,
+        id: 0,
+        forwarding: FWD_DR,
+        select: wrr.select,
+        active: true,
+        slots: wrr.slots,
+    })
+    .unwrap();
+    assert_eq!(dp.schedule_of(&k).unwrap(), vec![1, 0, 1]);
+    for (f, before) in flows.iter().zip(&first) {
+        let now = assert_dr_rewrite(f, &run(&dp, f).1);
+        if *before == 2 {
+            assert_ne!(now, 2, "flow stayed on the disabled backend");
+        } else {
+            assert_eq!(now, *before, "a flow on a healthy backend moved");
+        }
+    }
+    assert_eq!(dp.service_stats(0).unwrap().rescheduled, 3);
+}
+
+#[test]
+fn weight_zero_backend_gets_no_new_flows() {
+    let mut dp = dataplane();
+    let k = key(v4_mapped(VIP), 80, IPPROTO_TCP);
+    let wrr = schedule::weighted_round_robin(&[1, 0, 3]).unwrap();
+    dp.set_service(&ServiceSpec {
+        key: k,
+        id: 0,
+        forwarding: FWD_DR,
+        select: wrr.select,
+        active: true,
+        slots: wrr.slots,
+    })
+    .unwrap();
+    for i in 0..40u16 {
+        let f = tcp4(40_000 + i, 80);
+        assert_ne!(assert_dr_rewrite(&f, &run(&dp, &f).1), 1);
+    }
+    assert_eq!(dp.backend_stats(1).unwrap().new_flows, 0);
+    assert_eq!(dp.backend_stats(0).unwrap().new_flows, 10);
+    assert_eq!(dp.backend_stats(2).unwrap().new_flows, 30);
+}
