@@ -1,0 +1,252 @@
+//! A thin typed wrapper over rtnetlink: interface lookup, route lookup and the
+//! neighbour entries that give DR its next-hop MACs.
+//!
+//! Real servers' MACs come from *managed* neighbour entries (`NTF_EXT_MANAGED`,
+//! kernel ≥ 5.16): the kernel resolves them and keeps re-validating them although no
+//! packet to the real server ever crosses the kernel (XDP sends them all), so a MAC
+//! never silently goes stale under us. Entries we created are removed on shutdown.
+use std::net::IpAddr;
+
+use futures_util::TryStreamExt as _;
+use rtnetlink::{
+    Handle, RouteMessageBuilder,
+    packet_route::{
+        link::LinkAttribute,
+        neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourMessage,
+            NeighbourState,
+        },
+        route::{RouteAddress, RouteAttribute},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("unknown interface `{0}`: no such network device in this namespace")]
+    UnknownInterface(String),
+    #[error("interface `{name}` has no Ethernet address; XDP DR needs an Ethernet device")]
+    NoMac { name: String },
+    #[error("no route to {addr}: {source}")]
+    NoRoute {
+        addr: IpAddr,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot build a route query for {addr}: {reason}")]
+    RouteQuery { addr: IpAddr, reason: String },
+    #[error("{what}: {source}")]
+    Request {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// An interface as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+/// Where the kernel would send a packet for an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub oif: u32,
+    pub gateway: Option<IpAddr>,
+}
+
+/// A neighbour entry's MAC and whether the kernel considers it usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: Option<[u8; 6]>,
+    pub state: NeighbourState,
+}
+
+impl Neighbour {
+    /// A MAC we may forward to: the kernel has (or had recently) confirmed it.
+    pub fn usable_mac(&self) -> Option<[u8; 6]> {
+        match self.state {
+            NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp => self.mac,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens the connection and spawns its driver on the current tokio runtime.
+    pub fn connect() -> Result<Netlink, NetlinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Link, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let msg = match links.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Err(NetlinkError::UnknownInterface(name.to_string())),
+            // ENODEV comes back as an error message, not an empty dump.
+            Err(rtnetlink::Error::NetlinkError(_)) => {
+                return Err(NetlinkError::UnknownInterface(name.to_string()));
+            }
+            Err(source) => {
+                return Err(NetlinkError::Request {
+                    what: format!("looking up interface `{name}`"),
+                    source,
+                });
+            }
+        };
+        let mac = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                Some([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]])
+            }
+            _ => None,
+        });
+        let mac = mac.ok_or_else(|| NetlinkError::NoMac {
+            name: name.to_string(),
+        })?;
+        Ok(Link {
+            name: name.to_string(),
+            index: msg.header.index,
+            mac,
+        })
+    }
+
+    /// `ip route get ADDR`.
+    pub async fn route_to(&self, addr: IpAddr) -> Result<Route, NetlinkError> {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(addr, prefix)
+            .map_err(|e| NetlinkError::RouteQuery {
+                addr,
+                reason: e.to_string(),
+            })?
+            .build();
+        let mut routes = self.handle.route().get(msg).execute();
+        let route = routes
+            .try_next()
+            .await
+            .map_err(|source| NetlinkError::NoRoute { addr, source })?
+            .ok_or(NetlinkError::NoRoute {
+                addr,
+                source: rtnetlink::Error::RequestFailed,
+            })?;
+        let mut oif = 0;
+        let mut gateway = None;
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => oif = *i,
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(IpAddr::V4(*a)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gateway = Some(IpAddr::V6(*a)),
+                _ => {}
+            }
+        }
+        Ok(Route { oif, gateway })
+    }
+
+    /// Creates (or converts an existing entry into) a managed neighbour entry so the
+    /// kernel resolves `addr` on `ifindex` and keeps it fresh.
+    pub async fn ensure_managed_neighbour(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+    ) -> Result<(), NetlinkError> {
+        let mut req = self
+            .handle
+            .neighbours()
+            .add(ifindex, addr)
+            .state(NeighbourState::None)
+            .replace();
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        req.execute().await.map_err(|source| NetlinkError::Request {
+            what: format!("adding a managed neighbour entry for {addr} (ifindex {ifindex})"),
+            source,
+        })
+    }
+
+    /// The neighbour entry for `addr` on `ifindex`, if any.
+    pub async fn neighbour(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+    ) -> Result<Option<Neighbour>, NetlinkError> {
+        Ok(self
+            .neighbour_message(ifindex, addr)
+            .await?
+            .map(|msg| Neighbour {
+                mac: msg.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                        Some([b[0], b[1], b[2], b[3], b[4], b[5]])
+                    }
+                    _ => None,
+                }),
+                state: msg.header.state,
+            }))
+    }
+
+    /// Deletes the neighbour entry for `addr` on `ifindex` (missing is fine).
+    pub async fn remove_neighbour(&self, ifindex: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+        let Some(msg) = self.neighbour_message(ifindex, addr).await? else {
+            return Ok(());
+        };
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => Ok(()),
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("removing the neighbour entry for {addr} (ifindex {ifindex})"),
+                source,
+            }),
+        }
+    }
+
+    async fn neighbour_message(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+    ) -> Result<Option<NeighbourMessage>, NetlinkError> {
+        let wanted = match addr {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        };
+        let mut dump = self.handle.neighbours().get().execute();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: "dumping the neighbour table".to_string(),
+                source,
+            })?
+        {
+            let matches = msg.header.ifindex == ifindex
+                && msg
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, NeighbourAttribute::Destination(d) if *d == wanted));
+            if matches {
+                return Ok(Some(msg));
+            }
+        }
+        Ok(None)
+    }
+}
