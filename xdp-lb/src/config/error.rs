@@ -1,0 +1,174 @@
+//! Config errors and source locations: turns byte offsets (TOML spans) into the
+//! `file:line:col` that every message starts with.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+
+/// A position in a config file. `line` and `col` are 1-based; `col` counts characters
+/// (a tab is one column, as in compiler messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub source: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.source, self.line, self.col)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read; the I/O error is the source.
+    #[error("{}: cannot read config file", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, or it is TOML that does not describe a valid config.
+    #[error("{location}: {message}")]
+    Invalid { location: Location, message: String },
+}
+
+impl ConfigError {
+    /// Where in the file the problem is (`None` for an I/O error).
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Invalid { location, .. } => Some(location),
+        }
+    }
+
+    /// The message without its location prefix (`None` for an I/O error).
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Invalid { message, .. } => Some(message),
+        }
+    }
+}
+
+/// The text being parsed and its name, to build located errors from byte offsets.
+pub(super) struct SourceText<'a> {
+    pub(super) text: &'a str,
+    pub(super) source: &'a str,
+}
+
+impl<'a> SourceText<'a> {
+    pub(super) fn new(text: &'a str, source: &'a str) -> Self {
+        Self { text, source }
+    }
+
+    /// The location of byte `offset`. Offsets past the end clamp to the end; an offset
+    /// inside a multi-byte character counts as that character.
+    pub(super) fn locate(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        // Count characters, not bytes: the start of each UTF-8 sequence is one character.
+        // A byte-order mark occupies no column.
+        let skip = if line_start == 0 && self.text.starts_with('\u{feff}') {
+            3
+        } else {
+            0
+        };
+        let col = 1 + before[(line_start + skip).min(offset)..]
+            .iter()
+            .filter(|&&b| (b & 0xC0) != 0x80)
+            .count();
+        Location {
+            source: self.source.to_owned(),
+            line,
+            col,
+        }
+    }
+
+    /// An error at the start of `span`.
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            location: self.locate(span.start),
+            message: message.into(),
+        }
+    }
+
+    /// The 1-based line of byte `offset`, for messages that refer to another place.
+    pub(super) fn line_of(&self, offset: usize) -> usize {
+        self.locate(offset).line
+    }
+
+    /// Converts a `toml` error (syntax, or a shape the serde types reject) into a located
+    /// error, rewording serde's Rust-flavoured phrases into TOML terms and naming the key.
+    pub(super) fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
+        let span = error.span().unwrap_or(0..0);
+        // Syntax errors come as several lines ("invalid array\nexpected `]`").
+        let mut message = error
+            .message()
+            .trim()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ")
+            .replace("unknown field", "unknown key")
+            .replace("expected a sequence", "expected an array")
+            .replace("invalid type: map", "invalid type: table")
+            .replace("invalid type: sequence", "invalid type: array");
+        if let Some(hint) = unknown_key_hint(&message) {
+            message.push_str(hint);
+        }
+        let names_key = message.starts_with("unknown key") || message.starts_with("duplicate key");
+        if !names_key && let Some(key) = self.key_before(span.start) {
+            message = format!("`{key}`: {message}");
+        } else if message.starts_with("invalid type:")
+            && let Some(header) = self.table_header_at(span.start)
+        {
+            message = format!("`[{header}]`: {message}");
+            if message.ends_with("expected an array") {
+                message.push_str(&format!(" of tables: write `[[{header}]]`"));
+            }
+        }
+        self.error(span, message)
+    }
+
+    /// The key of a `key = value` pair whose value starts at `offset`, if the text
+    /// there has that shape.
+    fn key_before(&self, offset: usize) -> Option<&'a str> {
+        let before = self.text.get(..offset)?.trim_end_matches([' ', '\t']);
+        let before = before.strip_suffix('=')?.trim_end_matches([' ', '\t']);
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let key = &before[start..];
+        (!key.is_empty()).then_some(key)
+    }
+
+    /// The name of a `[table]` header that starts at `offset`, if there is one.
+    fn table_header_at(&self, offset: usize) -> Option<&'a str> {
+        let rest = self.text.get(offset..)?.strip_prefix('[')?;
+        if rest.starts_with('[') {
+            return None;
+        }
+        let end = rest.find(']')?;
+        Some(rest[..end].trim())
+    }
+}
+
+/// keepalived spells some of our keys differently; point its users at ours.
+fn unknown_key_hint(message: &str) -> Option<&'static str> {
+    if message.starts_with("unknown key `lb_algo`") {
+        Some("; did you mean `scheduler`?")
+    } else if message.starts_with("unknown key `lb_kind`") {
+        Some("; did you mean `forwarding`?")
+    } else {
+        None
+    }
+}

@@ -1,0 +1,146 @@
+//! The daemon's configuration: the TOML file users write (see `config/lb.example.toml`),
+//! loaded into a validated model. Every error names `file:line:col` and says what would
+//! be valid.
+//!
+//! - `raw.rs`: the serde shapes of the file (unknown keys are rejected there),
+//! - `validate.rs`: types, defaults, ranges and cross-entry rules,
+//! - `duration.rs`: `"100ms"` / `"5s"` / `"1m"` durations,
+//! - `error.rs`: [`ConfigError`], [`Location`] and byte-offset → line:col.
+
+mod duration;
+mod error;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::{ConfigError, Location};
+
+/// Reads the config file at `path` and parses it; messages name the path as given.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates config `text`; `source` is the file name used in messages.
+pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+    let src = error::SourceText::new(text, source);
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+    validate::validate(raw, &src)
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub global: Global,
+    pub dataplane: Dataplane,
+    pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// `[global]`: settings of this node.
+#[derive(Debug, Clone, Default)]
+pub struct Global {
+    /// A name for this node in logs and status output (keepalived's `router_id`).
+    pub router_id: Option<String>,
+}
+
+/// `[dataplane]`: where and how the XDP program runs.
+#[derive(Debug, Clone)]
+pub struct Dataplane {
+    /// NICs the XDP program attaches to; non-empty, each a valid Linux interface name.
+    pub interfaces: Vec<String>,
+    /// Default [`XdpMode::Auto`].
+    pub xdp_mode: XdpMode,
+    /// Capacity of the flow table; default 262144, valid 1024..=16777216.
+    pub max_flows: u32,
+    /// How long to wait for a real server's MAC at start; default 5s.
+    pub neighbour_timeout: Duration,
+}
+
+/// How the XDP program is attached (`xdp_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Driver mode where the NIC supports it, generic (SKB) mode otherwise.
+    Auto,
+    /// Native driver mode only; attaching fails if the driver lacks XDP.
+    Driver,
+    /// Generic (SKB) mode: works everywhere, slower.
+    Generic,
+}
+
+/// One `[[virtual_server]]`: a (vip, port, protocol) service and its real servers.
+#[derive(Debug, Clone)]
+pub struct VirtualServer {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub forwarding: Forwarding,
+    /// At least one; same address family as `vip`; no (address, port) twice.
+    pub real_servers: Vec<RealServer>,
+    /// Where the entry's `vip` value is, for later messages about this service.
+    pub location: Location,
+}
+
+/// `protocol`: default `tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// `scheduler`: how new flows are spread over real servers; default `wrr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+}
+
+/// `forwarding`: how packets reach a real server; default `dr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// Direct routing: rewrite the destination MAC, keep the IP packet as is.
+    Dr,
+}
+
+/// One `[[virtual_server.real_server]]`.
+#[derive(Debug, Clone)]
+pub struct RealServer {
+    pub address: IpAddr,
+    /// Defaults to the virtual server's port.
+    pub port: u16,
+    /// Default 1, valid 0..=65535; 0 means the server takes no new flows.
+    pub weight: u32,
+    /// Where the entry's `address` value is, for later messages about this server.
+    pub location: Location,
+}
+
+/// The config-file spelling of each choice, so messages and status output match what
+/// users write.
+macro_rules! display_as_config_name {
+    ($($ty:ty { $($variant:ident => $name:literal),+ $(,)? })+) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $(Self::$variant => $name),+ })
+            }
+        }
+    )+};
+}
+
+display_as_config_name! {
+    XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
+    Protocol { Tcp => "tcp", Udp => "udp" }
+    Scheduler { Rr => "rr", Wrr => "wrr" }
+    Forwarding { Dr => "dr" }
+}

@@ -1,0 +1,53 @@
+//! The TOML file as serde sees it, before validation.
+//!
+//! Tables are typed so that serde rejects unknown keys (`deny_unknown_fields`, with the
+//! key's span). Scalars are kept as spanned `toml::Value`s and typed in `validate.rs`,
+//! so a wrong type gets a message that names the key and says what is valid. Every
+//! field is optional here; `validate.rs` reports the missing ones.
+
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawConfig {
+    pub(super) global: Option<Spanned<RawGlobal>>,
+    pub(super) dataplane: Option<Spanned<RawDataplane>>,
+    #[serde(default)]
+    pub(super) virtual_server: Vec<Spanned<RawVirtualServer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawGlobal {
+    pub(super) router_id: Option<Spanned<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawDataplane {
+    pub(super) interfaces: Option<Spanned<Vec<Spanned<Value>>>>,
+    pub(super) xdp_mode: Option<Spanned<Value>>,
+    pub(super) max_flows: Option<Spanned<Value>>,
+    pub(super) neighbour_timeout: Option<Spanned<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawVirtualServer {
+    pub(super) vip: Option<Spanned<Value>>,
+    pub(super) port: Option<Spanned<Value>>,
+    pub(super) protocol: Option<Spanned<Value>>,
+    pub(super) scheduler: Option<Spanned<Value>>,
+    pub(super) forwarding: Option<Spanned<Value>>,
+    #[serde(default)]
+    pub(super) real_server: Vec<Spanned<RawRealServer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawRealServer {
+    pub(super) address: Option<Spanned<Value>>,
+    pub(super) port: Option<Spanned<Value>>,
+    pub(super) weight: Option<Spanned<Value>>,
+}

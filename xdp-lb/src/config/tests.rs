@@ -1,0 +1,822 @@
+//! Tests of `config`: a full file, the defaults, and each error with its exact
+//! line:col and a key phrase of its message.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+/// Joins `lines` with '\n', so a line's number in the file is its index + 1.
+fn doc(lines: &[&str]) -> String {
+    lines.join("\n") + "\n"
+}
+
+/// A `[dataplane]` that is valid, taking lines 1 and 2.
+const DP: [&str; 2] = ["[dataplane]", "interfaces = [\"eth0\"]"];
+
+fn with_dp(rest: &[&str]) -> String {
+    let mut lines = DP.to_vec();
+    lines.extend_from_slice(rest);
+    doc(&lines)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[track_caller]
+fn parse_ok(text: &str) -> Config {
+    parse(text, "lb.toml").unwrap_or_else(|e| panic!("expected a valid config, got: {e}\n{text}"))
+}
+
+/// Parses `text`, expects an error at `line:col` whose message contains every phrase.
+#[track_caller]
+fn assert_error(text: &str, line: usize, col: usize, phrases: &[&str]) {
+    let error = match parse(text, "lb.toml") {
+        Ok(config) => panic!("expected an error, parsed {config:?}\n{text}"),
+        Err(error) => error,
+    };
+    let shown = error.to_string();
+    let prefix = format!("lb.toml:{line}:{col}: ");
+    assert!(
+        shown.starts_with(&prefix),
+        "expected {prefix:?}…, got {shown:?}\n{text}"
+    );
+    let message = error.message().expect("a located error");
+    assert_eq!(
+        message.chars().next().map(char::is_uppercase),
+        Some(false),
+        "{shown}"
+    );
+    for phrase in phrases {
+        assert!(shown.contains(phrase), "expected {phrase:?} in {shown:?}");
+    }
+}
+
+// ----- valid files -----
+
+#[test]
+fn full_config_parses_to_expected_values() {
+    let text = doc(&[
+        "[global]",
+        "router_id = \"lb1\"",
+        "",
+        "[dataplane]",
+        "interfaces = [\"eth0\", \"eth1\"]",
+        "xdp_mode = \"driver\"",
+        "max_flows = 1048576",
+        "neighbour_timeout = \"1m30s\"",
+        "",
+        "[[virtual_server]]",
+        "vip = \"192.0.2.100\"",
+        "port = 80",
+        "protocol = \"tcp\"",
+        "scheduler = \"rr\"",
+        "forwarding = \"dr\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  port = 8080",
+        "  weight = 3",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.12\"",
+        "  weight = 0",
+        "",
+        "[[virtual_server]]",
+        "vip = \"2001:db8::100\"",
+        "port = 53",
+        "protocol = \"udp\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"2001:db8::11\"",
+    ]);
+    let config = parse_ok(&text);
+    assert_eq!(config.global.router_id.as_deref(), Some("lb1"));
+    let dp = &config.dataplane;
+    assert_eq!(dp.interfaces, ["eth0", "eth1"]);
+    assert_eq!(dp.xdp_mode, XdpMode::Driver);
+    assert_eq!(dp.max_flows, 1_048_576);
+    assert_eq!(dp.neighbour_timeout, Duration::from_secs(90));
+
+    assert_eq!(config.virtual_servers.len(), 2);
+    let web = &config.virtual_servers[0];
+    assert_eq!(
+        (web.vip, web.port, web.protocol),
+        (ip("192.0.2.100"), 80, Protocol::Tcp)
+    );
+    assert_eq!(
+        (web.scheduler, web.forwarding),
+        (Scheduler::Rr, Forwarding::Dr)
+    );
+    assert_eq!(
+        web.location,
+        Location {
+            source: "lb.toml".into(),
+            line: 11,
+            col: 7
+        }
+    );
+    let rs: Vec<_> = web
+        .real_servers
+        .iter()
+        .map(|r| (r.address, r.port, r.weight))
+        .collect();
+    assert_eq!(rs, [(ip("192.0.2.11"), 8080, 3), (ip("192.0.2.12"), 80, 0)]);
+    assert_eq!(web.real_servers[1].location.to_string(), "lb.toml:21:13");
+
+    let dns = &config.virtual_servers[1];
+    assert_eq!(
+        (dns.vip, dns.port, dns.protocol),
+        (ip("2001:db8::100"), 53, Protocol::Udp)
+    );
+    assert_eq!(
+        (dns.scheduler, dns.forwarding),
+        (Scheduler::Wrr, Forwarding::Dr)
+    );
+    assert_eq!(dns.real_servers[0].address, ip("2001:db8::11"));
+    assert_eq!(
+        (dns.real_servers[0].port, dns.real_servers[0].weight),
+        (53, 1)
+    );
+}
+
+#[test]
+fn defaults_apply_and_zero_virtual_servers_is_valid() {
+    let config = parse_ok(&doc(&DP));
+    assert_eq!(config.global.router_id, None);
+    assert_eq!(config.dataplane.interfaces, ["eth0"]);
+    assert_eq!(config.dataplane.xdp_mode, XdpMode::Auto);
+    assert_eq!(config.dataplane.max_flows, 262_144);
+    assert_eq!(config.dataplane.neighbour_timeout, Duration::from_secs(5));
+    assert!(config.virtual_servers.is_empty());
+
+    let config = parse_ok(&with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.100\"",
+        "port = 443",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.11\"",
+    ]));
+    let vs = &config.virtual_servers[0];
+    assert_eq!(
+        (vs.protocol, vs.scheduler, vs.forwarding),
+        (Protocol::Tcp, Scheduler::Wrr, Forwarding::Dr)
+    );
+    assert_eq!(
+        (vs.real_servers[0].port, vs.real_servers[0].weight),
+        (443, 1)
+    );
+}
+
+#[test]
+fn inline_tables_are_accepted() {
+    let config = parse_ok(&doc(&[
+        "dataplane = { interfaces = [\"eth0\"], xdp_mode = \"generic\" }",
+        "virtual_server = [",
+        "  { vip = \"192.0.2.1\", port = 80, real_server = [{ address = \"192.0.2.2\" }] },",
+        "]",
+    ]));
+    assert_eq!(config.dataplane.xdp_mode, XdpMode::Generic);
+    assert_eq!(
+        config.virtual_servers[0].real_servers[0].address,
+        ip("192.0.2.2")
+    );
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/lb.example.toml");
+    let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.virtual_servers.len(), 2);
+    assert!(
+        config.virtual_servers[0]
+            .location
+            .source
+            .ends_with("lb.example.toml")
+    );
+}
+
+#[test]
+fn all_weights_zero_is_allowed() {
+    let config = parse_ok(&with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.100\"",
+        "port = 80",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.11\"",
+        "weight = 0",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.12\"",
+        "weight = 0",
+    ]));
+    assert!(
+        config.virtual_servers[0]
+            .real_servers
+            .iter()
+            .all(|r| r.weight == 0)
+    );
+}
+
+#[test]
+fn same_vip_and_port_with_another_protocol_is_another_service() {
+    let config = parse_ok(&with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.100\"",
+        "port = 53",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.11\"",
+        "[[virtual_server]]",
+        "vip = \"192.0.2.100\"",
+        "port = 53",
+        "protocol = \"udp\"",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.11\"",
+    ]));
+    assert_eq!(config.virtual_servers.len(), 2);
+}
+
+#[test]
+fn weights_with_a_common_divisor_fit_the_schedule() {
+    // 65534 + 2 = 65536, gcd 2: a schedule of 32768 slots.
+    parse_ok(&with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.100\"",
+        "port = 80",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.11\"",
+        "weight = 65534",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.12\"",
+        "weight = 2",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.13\"",
+        "weight = 65534",
+    ]));
+}
+
+// ----- locations -----
+
+#[test]
+fn location_display_and_columns_count_characters_with_crlf_tabs_and_bom() {
+    let location = Location {
+        source: "lb.toml".into(),
+        line: 12,
+        col: 5,
+    };
+    assert_eq!(location.to_string(), "lb.toml:12:5");
+
+    // CRLF line ends, a tab before the key, a multi-byte character before the bad value.
+    let text = "[dataplane]\r\ninterfaces = [\"eth0\"]\r\n\tmax_flows = 1\r\n";
+    assert_error(text, 3, 14, &["`max_flows` = 1 is out of range"]);
+    let text = "[dataplane]\r\ninterfaces = [\"é\", \"a/b\"]\r\n";
+    assert_error(text, 2, 20, &["\"a/b\" is not a valid interface name"]);
+    let text = "\u{feff}[dataplane]\ninterfaces = [\"eth0\"]\nbogus = 1\n";
+    assert_error(text, 3, 1, &["unknown key `bogus`"]);
+    let text = "\u{feff}[dataplane]\ninterfaces = [\"eth0\"]\nbogus = 1\n";
+    // Everything on one line: the column past the header counts the BOM as nothing.
+    assert_error(&text.replace('\n', " "), 1, 13, &["expected newline"]);
+}
+
+// ----- file and syntax errors -----
+
+#[test]
+fn load_names_the_path_of_an_unreadable_file() {
+    let error = load(Path::new("/nonexistent/lb.toml")).unwrap_err();
+    assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "/nonexistent/lb.toml: cannot read config file"
+    );
+    assert!(std::error::Error::source(&error).is_some());
+    assert_eq!(error.location(), None);
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let text = with_dp(&["[[virtual_server]]", "vip = \"192.0.2.1", "port = 80"]);
+    assert_error(&text, 4, 17, &["invalid basic string"]);
+    let text = with_dp(&["max_flows = 1024", "max_flows = 2048"]);
+    assert_error(&text, 4, 1, &["duplicate key `max_flows`"]);
+}
+
+// ----- unknown keys and values -----
+
+#[test]
+fn unknown_key_points_at_the_key_and_lists_valid_keys() {
+    let text = with_dp(&["  bogus = 1"]);
+    assert_error(
+        &text,
+        3,
+        3,
+        &["unknown key `bogus`", "`interfaces`", "`neighbour_timeout`"],
+    );
+    let text = doc(&[
+        "[dataplane]",
+        "interfaces = [\"eth0\"]",
+        "[vrrp.VI_1]",
+        "priority = 100",
+    ]);
+    assert_error(
+        &text,
+        3,
+        2,
+        &["unknown key `vrrp`", "`dataplane`", "`virtual_server`"],
+    );
+}
+
+#[test]
+fn keepalived_keys_get_a_hint() {
+    let service = ["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = 80"];
+    let mut lines = service.to_vec();
+    lines.push("lb_algo = \"wrr\"");
+    assert_error(
+        &with_dp(&lines),
+        6,
+        1,
+        &["unknown key `lb_algo`", "did you mean `scheduler`?"],
+    );
+    let mut lines = service.to_vec();
+    lines.push("lb_kind = \"DR\"");
+    assert_error(
+        &with_dp(&lines),
+        6,
+        1,
+        &["unknown key `lb_kind`", "did you mean `forwarding`?"],
+    );
+    let mut lines = service.to_vec();
+    lines.push("delay_loop = 6");
+    assert_error(
+        &with_dp(&lines),
+        6,
+        1,
+        &["unknown key `delay_loop`", "`scheduler`"],
+    );
+}
+
+#[test]
+fn unknown_key_in_real_server() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  inhibit_on_failure = true",
+    ]);
+    assert_error(
+        &text,
+        8,
+        3,
+        &["unknown key `inhibit_on_failure`", "`address`", "`weight`"],
+    );
+}
+
+#[test]
+fn unknown_values_list_the_valid_ones() {
+    let text = with_dp(&["xdp_mode = \"fast\""]);
+    assert_error(
+        &text,
+        3,
+        12,
+        &[
+            "invalid `xdp_mode` \"fast\"",
+            "\"auto\", \"driver\", \"generic\"",
+        ],
+    );
+    let text = with_dp(&["xdp_mode = \"native\""]);
+    assert_error(&text, 3, 12, &["did you mean \"driver\"?"]);
+    let service = ["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = 80"];
+    let mut lines = service.to_vec();
+    lines.push("protocol = \"TCP\"");
+    assert_error(
+        &with_dp(&lines),
+        6,
+        12,
+        &[
+            "invalid `protocol` \"TCP\"",
+            "\"tcp\", \"udp\"",
+            "did you mean \"tcp\"?",
+        ],
+    );
+    let mut lines = service.to_vec();
+    lines.push("scheduler = \"wlc\"");
+    assert_error(
+        &with_dp(&lines),
+        6,
+        13,
+        &["invalid `scheduler` \"wlc\"", "\"rr\", \"wrr\""],
+    );
+    let mut lines = service.to_vec();
+    lines.push("forwarding = 1");
+    assert_error(
+        &with_dp(&lines),
+        6,
+        14,
+        &["`forwarding` must be one of \"dr\", found integer"],
+    );
+}
+
+#[test]
+fn designed_but_unimplemented_values_say_so() {
+    let service = ["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = 80"];
+    for (line, col, valid) in [
+        ("forwarding = \"nat\"", 14, "valid now: \"dr\""),
+        ("forwarding = \"tun\"", 14, "valid now: \"dr\""),
+        ("scheduler = \"sh\"", 13, "valid now: \"rr\", \"wrr\""),
+        ("scheduler = \"maglev\"", 13, "valid now: \"rr\", \"wrr\""),
+    ] {
+        let mut lines = service.to_vec();
+        lines.push(line);
+        assert_error(
+            &with_dp(&lines),
+            6,
+            col,
+            &[line, "is not implemented yet in this version", valid],
+        );
+    }
+}
+
+// ----- addresses -----
+
+#[test]
+fn vip_and_address_must_be_ip_addresses() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"www.example.com\"",
+        "port = 80",
+    ]);
+    assert_error(
+        &text,
+        4,
+        7,
+        &[
+            "`vip` = \"www.example.com\" is not an IP address",
+            "\"192.0.2.100\"",
+        ],
+    );
+    let text = with_dp(&["[[virtual_server]]", "vip = \"192.0.2.1/24\"", "port = 80"]);
+    assert_error(
+        &text,
+        4,
+        7,
+        &["is not an IP address", "without a prefix length"],
+    );
+    let text = with_dp(&["[[virtual_server]]", "vip = \"0.0.0.0\"", "port = 80"]);
+    assert_error(&text, 4, 7, &["is not a unicast address"]);
+    let text = with_dp(&["[[virtual_server]]", "vip = 3232235777", "port = 80"]);
+    assert_error(
+        &text,
+        4,
+        7,
+        &["`vip` must be an IP address in a string", "found integer"],
+    );
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11:80\"",
+    ]);
+    assert_error(
+        &text,
+        7,
+        13,
+        &[
+            "`address` = \"192.0.2.11:80\" is not an IP address",
+            "the port goes in `port`",
+        ],
+    );
+}
+
+#[test]
+fn real_server_family_must_match_the_vip() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"2001:db8::11\"",
+    ]);
+    assert_error(
+        &text,
+        7,
+        13,
+        &[
+            "real server 2001:db8::11 is IPv6",
+            "192.0.2.1:80/tcp is IPv4",
+            "same address family",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_real_server_points_at_the_second_and_names_the_first() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.12\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  port = 80", // the default port spelled out is the same server
+    ]);
+    assert_error(
+        &text,
+        11,
+        13,
+        &[
+            "real server 192.0.2.11:80 is listed twice",
+            "192.0.2.1:80/tcp",
+            "first at line 7",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_virtual_server_points_at_the_second_and_names_the_first() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"2001:db8::1\"",
+        "port = 443",
+        "  [[virtual_server.real_server]]",
+        "  address = \"2001:db8::11\"",
+        "[[virtual_server]]",
+        "vip = \"2001:db8::1\"",
+        "port = 443",
+        "protocol = \"tcp\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"2001:db8::12\"",
+    ]);
+    assert_error(
+        &text,
+        9,
+        7,
+        &[
+            "virtual server [2001:db8::1]:443/tcp is defined twice",
+            "first at line 4",
+        ],
+    );
+}
+
+// ----- numbers -----
+
+#[test]
+fn ports_must_be_1_to_65535() {
+    let text = with_dp(&["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = 0"]);
+    assert_error(&text, 5, 8, &["`port` = 0 is out of range", "1 to 65535"]);
+    let text = with_dp(&["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = 65536"]);
+    assert_error(
+        &text,
+        5,
+        8,
+        &["`port` = 65536 is out of range", "1 to 65535"],
+    );
+    let text = with_dp(&["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = \"80\""]);
+    assert_error(
+        &text,
+        5,
+        8,
+        &["`port` must be an integer from 1 to 65535, found string"],
+    );
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  port = 0",
+    ]);
+    assert_error(&text, 8, 10, &["`port` = 0 is out of range"]);
+}
+
+#[test]
+fn weight_must_be_0_to_65535() {
+    let rs = [
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "[[virtual_server.real_server]]",
+        "address = \"192.0.2.11\"",
+    ];
+    let mut lines = rs.to_vec();
+    lines.push("weight = 65536");
+    assert_error(
+        &with_dp(&lines),
+        8,
+        10,
+        &["`weight` = 65536 is out of range", "0 to 65535"],
+    );
+    let mut lines = rs.to_vec();
+    lines.push("weight = -1");
+    assert_error(&with_dp(&lines), 8, 10, &["`weight` = -1 is out of range"]);
+}
+
+#[test]
+fn schedule_length_is_limited() {
+    // 65535 + 2 = 65537 slots with gcd 1: exactly the limit.
+    let at_limit = |last: &str| {
+        with_dp(&[
+            "[[virtual_server]]",
+            "vip = \"192.0.2.1\"",
+            "port = 80",
+            "[[virtual_server.real_server]]",
+            "address = \"192.0.2.11\"",
+            "weight = 65535",
+            "[[virtual_server.real_server]]",
+            "address = \"192.0.2.12\"",
+            last,
+        ])
+    };
+    parse_ok(&at_limit("weight = 2"));
+    // 65535 + 4 = 65539 slots with gcd 1: over the limit.
+    assert_error(
+        &at_limit("weight = 4"),
+        4,
+        7,
+        &[
+            "virtual server 192.0.2.1:80/tcp",
+            "schedule of 65539 slots",
+            "limit of 65537",
+        ],
+    );
+}
+
+#[test]
+fn schedule_length_is_per_service() {
+    // Two services of 65535 + 2 slots each: the limit applies to each on its own.
+    let service = |vip: &str| {
+        [
+            "[[virtual_server]]".to_owned(),
+            format!("vip = \"{vip}\""),
+            "port = 80".to_owned(),
+            "[[virtual_server.real_server]]".to_owned(),
+            "address = \"192.0.2.11\"".to_owned(),
+            "weight = 65535".to_owned(),
+            "[[virtual_server.real_server]]".to_owned(),
+            "address = \"192.0.2.12\"".to_owned(),
+            "weight = 2".to_owned(),
+        ]
+    };
+    let lines: Vec<String> = service("192.0.2.1")
+        .into_iter()
+        .chain(service("192.0.2.2"))
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(parse_ok(&with_dp(&lines)).virtual_servers.len(), 2);
+}
+
+#[test]
+fn max_flows_range_and_type() {
+    assert_error(
+        &with_dp(&["max_flows = 1023"]),
+        3,
+        13,
+        &["`max_flows` = 1023 is out of range", "1024 to 16777216"],
+    );
+    assert_error(
+        &with_dp(&["max_flows = 16777217"]),
+        3,
+        13,
+        &["out of range"],
+    );
+    assert_error(
+        &with_dp(&["max_flows = 1.5"]),
+        3,
+        13,
+        &["`max_flows` must be an integer from 1024 to 16777216, found float"],
+    );
+    parse_ok(&with_dp(&["max_flows = 16777216"]));
+}
+
+#[test]
+fn durations_need_units() {
+    assert_error(
+        &with_dp(&["neighbour_timeout = \"5\""]),
+        3,
+        21,
+        &[
+            "`neighbour_timeout` = \"5\" is not a valid duration",
+            "\"500ms\", \"5s\" or \"1m\"",
+        ],
+    );
+    assert_error(
+        &with_dp(&["neighbour_timeout = 5"]),
+        3,
+        21,
+        &[
+            "`neighbour_timeout` must be a string with a unit",
+            "found integer",
+        ],
+    );
+    let config = parse_ok(&with_dp(&["neighbour_timeout = \"250ms\""]));
+    assert_eq!(
+        config.dataplane.neighbour_timeout,
+        Duration::from_millis(250)
+    );
+}
+
+// ----- required entries and shapes -----
+
+#[test]
+fn dataplane_and_interfaces_are_required_and_checked() {
+    assert_error(
+        "[global]\nrouter_id = \"lb1\"\n",
+        1,
+        1,
+        &["missing table `[dataplane]`"],
+    );
+    assert_error(
+        "[global]\n\n[dataplane]\nxdp_mode = \"auto\"\n",
+        3,
+        1,
+        &["`[dataplane]` is missing `interfaces`"],
+    );
+    assert_error(
+        "[dataplane]\ninterfaces = []\n",
+        2,
+        14,
+        &["`interfaces` is empty"],
+    );
+    assert_error(
+        "[dataplane]\ninterfaces = [\"eth0\", 1]\n",
+        2,
+        23,
+        &[
+            "`interfaces` must be an array of interface names",
+            "found integer",
+        ],
+    );
+    assert_error(
+        "[dataplane]\ninterfaces = \"eth0\"\n",
+        2,
+        14,
+        &["`interfaces`: invalid type: string \"eth0\", expected an array"],
+    );
+    assert_error(
+        "[dataplane]\ninterfaces = [\"eth0\", \"eth0\"]\n",
+        2,
+        23,
+        &["`interfaces` lists \"eth0\" twice"],
+    );
+    for bad in ["a-very-long-name", "eth 0", ".", "..", "", "eth0:1"] {
+        let text = format!("[dataplane]\ninterfaces = [{bad:?}]\n");
+        assert_error(
+            &text,
+            2,
+            15,
+            &["is not a valid interface name", "1 to 15 bytes"],
+        );
+    }
+    parse_ok("[dataplane]\ninterfaces = [\"fifteen-chars-x\"]\n");
+}
+
+#[test]
+fn virtual_server_needs_vip_port_and_a_real_server() {
+    let text = with_dp(&["", "[[virtual_server]]", "port = 80"]);
+    assert_error(&text, 4, 1, &["`[[virtual_server]]` is missing `vip`"]);
+    let text = with_dp(&["[[virtual_server]]", "vip = \"192.0.2.1\""]);
+    assert_error(&text, 3, 1, &["vip 192.0.2.1 is missing `port`"]);
+    let text = with_dp(&["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = 80"]);
+    assert_error(
+        &text,
+        4,
+        7,
+        &[
+            "virtual server 192.0.2.1:80/tcp has no real servers",
+            "[[virtual_server.real_server]]",
+        ],
+    );
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  weight = 1",
+    ]);
+    assert_error(&text, 6, 3, &["is missing `address`"]);
+}
+
+#[test]
+fn wrong_table_shapes_name_the_table() {
+    let text = with_dp(&["[virtual_server]", "vip = \"192.0.2.1\""]);
+    assert_error(
+        &text,
+        3,
+        1,
+        &[
+            "`[virtual_server]`",
+            "expected an array",
+            "write `[[virtual_server]]`",
+        ],
+    );
+    assert_error(
+        "dataplane = 5\n",
+        1,
+        13,
+        &["`dataplane`: invalid type: integer `5`, expected a table"],
+    );
+    let text = with_dp(&["[global]", "router_id = \"\""]);
+    assert_error(&text, 4, 13, &["`router_id` is empty"]);
+}

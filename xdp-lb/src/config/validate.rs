@@ -1,0 +1,503 @@
+//! Turns the raw serde shapes into the validated model: types every scalar, applies
+//! defaults, checks ranges and cross-entry rules (families, duplicates, schedule size),
+//! and reports the first problem at the offending key or value.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use toml::{Spanned, Value};
+use xdp_lb_common::{DEFAULT_MAX_FLOWS, MAX_SCHEDULE_LEN};
+
+use super::duration::{DURATION_FORM, parse_duration};
+use super::error::{ConfigError, SourceText};
+use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
+use super::{
+    Config, Dataplane, Forwarding, Global, Protocol, RealServer, Scheduler, VirtualServer, XdpMode,
+};
+
+const MAX_FLOWS: RangeInclusive<i64> = 1024..=16_777_216;
+const DEFAULT_NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(5);
+const PORTS: RangeInclusive<i64> = 1..=65535;
+const WEIGHTS: RangeInclusive<i64> = 0..=65535;
+const DEFAULT_WEIGHT: u32 = 1;
+/// Linux `IFNAMSIZ` is 16 including the terminating NUL.
+const MAX_IFNAME_BYTES: usize = 15;
+
+const XDP_MODES: Choices<XdpMode> = Choices {
+    key: "xdp_mode",
+    valid: &[
+        ("auto", XdpMode::Auto),
+        ("driver", XdpMode::Driver),
+        ("generic", XdpMode::Generic),
+    ],
+    not_implemented: &[],
+    aliases: &[("native", "driver"), ("drv", "driver"), ("skb", "generic")],
+};
+const PROTOCOLS: Choices<Protocol> = Choices {
+    key: "protocol",
+    valid: &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
+    not_implemented: &[],
+    aliases: &[],
+};
+const SCHEDULERS: Choices<Scheduler> = Choices {
+    key: "scheduler",
+    valid: &[("rr", Scheduler::Rr), ("wrr", Scheduler::Wrr)],
+    not_implemented: &["sh", "maglev"],
+    aliases: &[],
+};
+const FORWARDINGS: Choices<Forwarding> = Choices {
+    key: "forwarding",
+    valid: &[("dr", Forwarding::Dr)],
+    not_implemented: &["nat", "tun"],
+    aliases: &[("direct", "dr"), ("route", "dr")],
+};
+
+/// The values a string-valued key accepts.
+struct Choices<T: 'static> {
+    key: &'static str,
+    valid: &'static [(&'static str, T)],
+    /// Values the design names that this version does not implement yet.
+    not_implemented: &'static [&'static str],
+    /// Spellings from other tools (keepalived, iproute2) and what we call them.
+    aliases: &'static [(&'static str, &'static str)],
+}
+
+impl<T: Copy> Choices<T> {
+    fn names(&self) -> String {
+        let names: Vec<String> = self
+            .valid
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        names.join(", ")
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, ConfigError> {
+    let v = Validator { src };
+    let global = match raw.global {
+        Some(global) => v.global(global.into_inner())?,
+        None => Global::default(),
+    };
+    let dataplane = match raw.dataplane {
+        Some(dataplane) => v.dataplane(dataplane)?,
+        None => {
+            return Err(src.error(
+                0..0,
+                "missing table `[dataplane]`: it needs at least `interfaces`, \
+                 e.g. `interfaces = [\"eth0\"]`",
+            ));
+        }
+    };
+    let virtual_servers = v.virtual_servers(raw.virtual_server)?;
+    Ok(Config {
+        global,
+        dataplane,
+        virtual_servers,
+    })
+}
+
+struct Validator<'s, 'a> {
+    src: &'s SourceText<'a>,
+}
+
+impl Validator<'_, '_> {
+    fn global(&self, raw: RawGlobal) -> Result<Global, ConfigError> {
+        let router_id = match &raw.router_id {
+            Some(value) => {
+                let id = self.string(value, "router_id", "a non-empty string such as \"lb1\"")?;
+                if id.trim().is_empty() {
+                    return Err(self.src.error(
+                        value.span(),
+                        "`router_id` is empty: use a non-empty string such as \"lb1\", \
+                         or leave it out",
+                    ));
+                }
+                Some(id.to_owned())
+            }
+            None => None,
+        };
+        Ok(Global { router_id })
+    }
+
+    fn dataplane(&self, table: Spanned<RawDataplane>) -> Result<Dataplane, ConfigError> {
+        let span = table.span();
+        let raw = table.into_inner();
+        let Some(list) = raw.interfaces else {
+            return Err(self.src.error(
+                span,
+                "`[dataplane]` is missing `interfaces`, the NICs to attach the XDP program to, \
+                 e.g. `interfaces = [\"eth0\"]`",
+            ));
+        };
+        if list.get_ref().is_empty() {
+            return Err(self.src.error(
+                list.span(),
+                "`interfaces` is empty: list at least one NIC, e.g. `interfaces = [\"eth0\"]`",
+            ));
+        }
+        let mut interfaces: Vec<String> = Vec::new();
+        for item in list.get_ref() {
+            let name = self.string(
+                item,
+                "interfaces",
+                "an array of interface names such as [\"eth0\"]",
+            )?;
+            if !is_valid_ifname(name) {
+                return Err(self.src.error(
+                    item.span(),
+                    format!(
+                        "`interfaces`: {name:?} is not a valid interface name \
+                         (1 to {MAX_IFNAME_BYTES} bytes, no '/', ':' or whitespace, \
+                         not \".\" or \"..\")"
+                    ),
+                ));
+            }
+            if interfaces.iter().any(|seen| seen == name) {
+                return Err(self
+                    .src
+                    .error(item.span(), format!("`interfaces` lists {name:?} twice")));
+            }
+            interfaces.push(name.to_owned());
+        }
+
+        let xdp_mode = match &raw.xdp_mode {
+            Some(value) => self.choice(value, &XDP_MODES)?,
+            None => XdpMode::Auto,
+        };
+        let max_flows = match &raw.max_flows {
+            Some(value) => self.integer(value, "max_flows", MAX_FLOWS)? as u32,
+            None => DEFAULT_MAX_FLOWS,
+        };
+        let neighbour_timeout = match &raw.neighbour_timeout {
+            Some(value) => self.duration(value, "neighbour_timeout")?,
+            None => DEFAULT_NEIGHBOUR_TIMEOUT,
+        };
+        Ok(Dataplane {
+            interfaces,
+            xdp_mode,
+            max_flows,
+            neighbour_timeout,
+        })
+    }
+
+    fn virtual_servers(
+        &self,
+        raws: Vec<Spanned<RawVirtualServer>>,
+    ) -> Result<Vec<VirtualServer>, ConfigError> {
+        // (vip, port, protocol) -> offset of the first definition's vip.
+        let mut seen: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
+        let mut services = Vec::with_capacity(raws.len());
+        for table in raws {
+            let span = table.span();
+            let raw = table.into_inner();
+            let Some(vip_value) = &raw.vip else {
+                return Err(self.src.error(
+                    span,
+                    "`[[virtual_server]]` is missing `vip`, the virtual IP address, \
+                     e.g. `vip = \"192.0.2.100\"`",
+                ));
+            };
+            let vip = self.ip(vip_value, "vip", "192.0.2.100")?;
+            let Some(port_value) = &raw.port else {
+                return Err(self.src.error(
+                    span,
+                    format!(
+                        "`[[virtual_server]]` for vip {vip} is missing `port`, e.g. `port = 80`"
+                    ),
+                ));
+            };
+            let port = self.port(port_value)?;
+            let protocol = match &raw.protocol {
+                Some(value) => self.choice(value, &PROTOCOLS)?,
+                None => Protocol::Tcp,
+            };
+            let name = service_name(vip, port, protocol);
+            match seen.entry((vip, port, protocol)) {
+                Entry::Occupied(first) => {
+                    return Err(self.src.error(
+                        vip_value.span(),
+                        format!(
+                            "virtual server {name} is defined twice (first at line {})",
+                            self.src.line_of(*first.get())
+                        ),
+                    ));
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(vip_value.span().start);
+                }
+            }
+            let scheduler = match &raw.scheduler {
+                Some(value) => self.choice(value, &SCHEDULERS)?,
+                None => Scheduler::Wrr,
+            };
+            let forwarding = match &raw.forwarding {
+                Some(value) => self.choice(value, &FORWARDINGS)?,
+                None => Forwarding::Dr,
+            };
+            let real_servers = self.real_servers(&raw.real_server, vip, port, &name)?;
+            if real_servers.is_empty() {
+                return Err(self.src.error(
+                    vip_value.span(),
+                    format!(
+                        "virtual server {name} has no real servers: add at least one \
+                         `[[virtual_server.real_server]]` after it"
+                    ),
+                ));
+            }
+            let len = schedule_len(real_servers.iter().map(|rs| rs.weight));
+            if len > u64::from(MAX_SCHEDULE_LEN) {
+                return Err(self.src.error(
+                    vip_value.span(),
+                    format!(
+                        "virtual server {name}: its weights need a schedule of {len} slots \
+                         (sum of weights divided by their greatest common divisor), more than \
+                         the limit of {MAX_SCHEDULE_LEN}; use smaller weights or weights with \
+                         a common divisor"
+                    ),
+                ));
+            }
+            services.push(VirtualServer {
+                vip,
+                port,
+                protocol,
+                scheduler,
+                forwarding,
+                real_servers,
+                location: self.src.locate(vip_value.span().start),
+            });
+        }
+        Ok(services)
+    }
+
+    fn real_servers(
+        &self,
+        raws: &[Spanned<RawRealServer>],
+        vip: IpAddr,
+        service_port: u16,
+        service: &str,
+    ) -> Result<Vec<RealServer>, ConfigError> {
+        // (address, port) -> offset of the first definition's address.
+        let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
+        let mut real_servers = Vec::with_capacity(raws.len());
+        for table in raws {
+            let raw = table.get_ref();
+            let Some(address_value) = &raw.address else {
+                return Err(self.src.error(
+                    table.span(),
+                    format!(
+                        "`[[virtual_server.real_server]]` of virtual server {service} is missing \
+                         `address`, e.g. `address = \"192.0.2.11\"`"
+                    ),
+                ));
+            };
+            let address = self.ip(address_value, "address", "192.0.2.11")?;
+            if address.is_ipv4() != vip.is_ipv4() {
+                return Err(self.src.error(
+                    address_value.span(),
+                    format!(
+                        "real server {address} is {} but virtual server {service} is {}: \
+                         a real server must be in the same address family as its vip",
+                        family(address),
+                        family(vip)
+                    ),
+                ));
+            }
+            let port = match &raw.port {
+                Some(value) => self.port(value)?,
+                None => service_port,
+            };
+            let weight = match &raw.weight {
+                Some(value) => self.integer(value, "weight", WEIGHTS)? as u32,
+                None => DEFAULT_WEIGHT,
+            };
+            match seen.entry((address, port)) {
+                Entry::Occupied(first) => {
+                    return Err(self.src.error(
+                        address_value.span(),
+                        format!(
+                            "real server {} is listed twice in virtual server {service} \
+                             (first at line {})",
+                            SocketAddr::new(address, port),
+                            self.src.line_of(*first.get())
+                        ),
+                    ));
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(address_value.span().start);
+                }
+            }
+            real_servers.push(RealServer {
+                address,
+                port,
+                weight,
+                location: self.src.locate(address_value.span().start),
+            });
+        }
+        Ok(real_servers)
+    }
+
+    // ----- typed scalars -----
+
+    fn string<'v>(
+        &self,
+        value: &'v Spanned<Value>,
+        key: &str,
+        form: &str,
+    ) -> Result<&'v str, ConfigError> {
+        match value.get_ref() {
+            Value::String(s) => Ok(s),
+            other => Err(self.src.error(
+                value.span(),
+                format!("`{key}` must be {form}, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn integer(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+        range: RangeInclusive<i64>,
+    ) -> Result<i64, ConfigError> {
+        let (lo, hi) = (range.start(), range.end());
+        match value.get_ref() {
+            Value::Integer(n) if range.contains(n) => Ok(*n),
+            Value::Integer(n) => Err(self.src.error(
+                value.span(),
+                format!("`{key}` = {n} is out of range: valid values are {lo} to {hi}"),
+            )),
+            other => Err(self.src.error(
+                value.span(),
+                format!(
+                    "`{key}` must be an integer from {lo} to {hi}, found {}",
+                    other.type_str()
+                ),
+            )),
+        }
+    }
+
+    fn port(&self, value: &Spanned<Value>) -> Result<u16, ConfigError> {
+        Ok(self.integer(value, "port", PORTS)? as u16)
+    }
+
+    fn duration(&self, value: &Spanned<Value>, key: &str) -> Result<Duration, ConfigError> {
+        let text = self.string(value, key, DURATION_FORM)?;
+        parse_duration(text).ok_or_else(|| {
+            self.src.error(
+                value.span(),
+                format!("`{key}` = {text:?} is not a valid duration: expected {DURATION_FORM}"),
+            )
+        })
+    }
+
+    fn ip(&self, value: &Spanned<Value>, key: &str, example: &str) -> Result<IpAddr, ConfigError> {
+        let form = format!("an IP address in a string such as \"{example}\"");
+        let text = self.string(value, key, &form)?;
+        let Ok(address) = text.trim().parse::<IpAddr>() else {
+            let hint = if text.contains('/') {
+                ", without a prefix length"
+            } else if text.trim().parse::<SocketAddr>().is_ok() {
+                "; the port goes in `port`"
+            } else {
+                ""
+            };
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}` = {text:?} is not an IP address: expected {form}{hint}"),
+            ));
+        };
+        if address.is_unspecified() || address.is_multicast() || is_broadcast(address) {
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}` = {text:?} is not a unicast address: expected {form}"),
+            ));
+        }
+        Ok(address)
+    }
+
+    fn choice<T: Copy>(
+        &self,
+        value: &Spanned<Value>,
+        choices: &Choices<T>,
+    ) -> Result<T, ConfigError> {
+        let key = choices.key;
+        let names = choices.names();
+        let text = self.string(value, key, &format!("one of {names}"))?;
+        if let Some((_, choice)) = choices.valid.iter().find(|(name, _)| *name == text) {
+            return Ok(*choice);
+        }
+        let message = if choices.not_implemented.contains(&text) {
+            format!("`{key} = {text:?}` is not implemented yet in this version; valid now: {names}")
+        } else {
+            let lower = text.to_ascii_lowercase();
+            let suggestion = choices
+                .valid
+                .iter()
+                .map(|(name, _)| *name)
+                .find(|name| *name == lower)
+                .or_else(|| {
+                    choices
+                        .aliases
+                        .iter()
+                        .find(|(alias, _)| *alias == lower)
+                        .map(|a| a.1)
+                });
+            match suggestion {
+                Some(name) => format!(
+                    "invalid `{key}` {text:?}: expected one of {names}; did you mean \"{name}\"?"
+                ),
+                None => format!("invalid `{key}` {text:?}: expected one of {names}"),
+            }
+        };
+        Err(self.src.error(value.span(), message))
+    }
+}
+
+/// Linux's `dev_valid_name`: 1..IFNAMSIZ-1 bytes, not "." or "..", no '/', ':' or
+/// whitespace. A NUL would end the name early in the kernel's copy.
+fn is_valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME_BYTES
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+}
+
+fn is_broadcast(address: IpAddr) -> bool {
+    matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+fn family(address: IpAddr) -> &'static str {
+    if address.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// "192.0.2.100:80/tcp", "[2001:db8::1]:443/tcp": how messages name a service.
+fn service_name(vip: IpAddr, port: u16, protocol: Protocol) -> String {
+    format!("{}/{protocol}", SocketAddr::new(vip, port))
+}
+
+/// Length of the smallest schedule that honours the weights exactly: the sum of the
+/// weights divided by their greatest common divisor (zero weights take no slot).
+fn schedule_len(weights: impl Iterator<Item = u32> + Clone) -> u64 {
+    let divisor = weights
+        .clone()
+        .filter(|&w| w > 0)
+        .fold(0u64, |g, w| gcd(g, u64::from(w)));
+    if divisor == 0 {
+        return 0;
+    }
+    weights.map(u64::from).sum::<u64>() / divisor
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}

@@ -1,0 +1,6 @@
+//! xdp-lb: the daemon's library. `main.rs` only parses the command line and wires
+//! these modules together.
+pub mod config;
+pub mod dataplane;
+pub mod netlink;
+pub mod schedule;
