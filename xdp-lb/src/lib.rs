@@ -1,6 +1,9 @@
 //! xdp-lb: the daemon's library. `main.rs` only parses the command line and wires
 //! these modules together.
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod netlink;
+pub mod privileges;
 pub mod schedule;
+pub mod services;

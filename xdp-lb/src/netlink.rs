@@ -5,7 +5,7 @@
 //! kernel ≥ 5.16): the kernel resolves them and keeps re-validating them although no
 //! packet to the real server ever crosses the kernel (XDP sends them all), so a MAC
 //! never silently goes stale under us. Entries we created are removed on shutdown.
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use futures_util::TryStreamExt as _;
 use rtnetlink::{
@@ -185,24 +185,29 @@ impl Netlink {
         })
     }
 
-    /// The neighbour entry for `addr` on `ifindex`, if any.
-    pub async fn neighbour(
-        &self,
-        ifindex: u32,
-        addr: IpAddr,
-    ) -> Result<Option<Neighbour>, NetlinkError> {
-        Ok(self
-            .neighbour_message(ifindex, addr)
-            .await?
-            .map(|msg| Neighbour {
-                mac: msg.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
-                        Some([b[0], b[1], b[2], b[3], b[4], b[5]])
-                    }
-                    _ => None,
-                }),
-                state: msg.header.state,
-            }))
+    /// The whole neighbour table, keyed by (ifindex, address). One dump serves every
+    /// real server, and the dump is always read to its end.
+    pub async fn neighbours(&self) -> Result<HashMap<(u32, IpAddr), Neighbour>, NetlinkError> {
+        let mut table = HashMap::new();
+        for msg in self.neighbour_messages().await? {
+            let Some(addr) = destination(&msg) else {
+                continue;
+            };
+            let mac = msg.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                    Some([b[0], b[1], b[2], b[3], b[4], b[5]])
+                }
+                _ => None,
+            });
+            table.insert(
+                (msg.header.ifindex, addr),
+                Neighbour {
+                    mac,
+                    state: msg.header.state,
+                },
+            );
+        }
+        Ok(table)
     }
 
     /// Deletes the neighbour entry for `addr` on `ifindex` (missing is fine).
@@ -225,28 +230,31 @@ impl Netlink {
         ifindex: u32,
         addr: IpAddr,
     ) -> Result<Option<NeighbourMessage>, NetlinkError> {
-        let wanted = match addr {
-            IpAddr::V4(a) => NeighbourAddress::Inet(a),
-            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-        };
-        let mut dump = self.handle.neighbours().get().execute();
-        while let Some(msg) = dump
-            .try_next()
+        Ok(self
+            .neighbour_messages()
+            .await?
+            .into_iter()
+            .find(|m| m.header.ifindex == ifindex && destination(m) == Some(addr)))
+    }
+
+    async fn neighbour_messages(&self) -> Result<Vec<NeighbourMessage>, NetlinkError> {
+        self.handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect()
             .await
             .map_err(|source| NetlinkError::Request {
                 what: "dumping the neighbour table".to_string(),
                 source,
-            })?
-        {
-            let matches = msg.header.ifindex == ifindex
-                && msg
-                    .attributes
-                    .iter()
-                    .any(|a| matches!(a, NeighbourAttribute::Destination(d) if *d == wanted));
-            if matches {
-                return Ok(Some(msg));
-            }
-        }
-        Ok(None)
+            })
     }
+}
+
+fn destination(msg: &NeighbourMessage) -> Option<IpAddr> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    })
 }

@@ -1,0 +1,260 @@
+//! The daemon's main job: config → interfaces → real servers' MACs → maps → attach,
+//! then keep the maps true to the neighbour table until shutdown.
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    dataplane::Dataplane,
+    netlink::{Link, Netlink},
+    privileges,
+    services::{Egress, ServiceTable},
+};
+
+/// How often the neighbour table is re-read once running.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+/// Poll step while waiting for MACs at start.
+const NEIGHBOUR_POLL: Duration = Duration::from_millis(50);
+
+/// Runs until `shutdown` resolves; detaches and cleans up before returning.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    privileges::check()?;
+    let netlink = Netlink::connect()?;
+    let mut links = BTreeMap::new();
+    for name in &config.dataplane.interfaces {
+        let link = netlink.link_by_name(name).await?;
+        links.insert(link.index, link);
+    }
+    let mut table = ServiceTable::from_config(&config)?;
+    route_backends(&netlink, &links, &mut table).await?;
+
+    let mut dataplane = Dataplane::load(config.dataplane.max_flows)?;
+    let neighbours = Neighbours::register(&netlink, &table).await?;
+    let result = async {
+        neighbours.wait_for_macs(&mut table, config.dataplane.neighbour_timeout).await?;
+        for link in links.values() {
+            dataplane.add_egress(link.index)?;
+        }
+        write_all(&mut dataplane, &table)?;
+        for link in links.values() {
+            let mode = dataplane.attach(&link.name, config.dataplane.xdp_mode)?;
+            info!(interface = %link.name, mode = mode.as_str(), "XDP attached");
+        }
+        info!(
+            services = table.services.len(),
+            real_servers = table.backends.len(),
+            "xdp-lb ready"
+        );
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = tick.tick() => {
+                    if let Err(e) = neighbours.refresh(&mut table, &mut dataplane).await {
+                        warn!(error = %format!("{e:#}"), "neighbour refresh failed; keeping the last known MACs");
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    info!("shutting down: detaching XDP and removing managed neighbour entries");
+    drop(dataplane);
+    neighbours.cleanup().await;
+    result
+}
+
+/// Finds each real server's egress interface. DR needs the real server on-link via
+/// one of the XDP interfaces: anything else is a config error for this host.
+async fn route_backends(
+    netlink: &Netlink,
+    links: &BTreeMap<u32, Link>,
+    table: &mut ServiceTable,
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = links.values().map(|l| l.name.as_str()).collect();
+    for b in &mut table.backends {
+        let route = netlink.route_to(b.addr).await?;
+        let Some(link) = links.get(&route.oif) else {
+            bail!(
+                "real server {}: the route to it leaves by ifindex {}, not by an XDP interface ({}); \
+                 DR needs real servers on a segment of `dataplane.interfaces`",
+                b.addr,
+                route.oif,
+                names.join(", ")
+            );
+        };
+        if let Some(gw) = route.gateway {
+            bail!(
+                "real server {} is behind gateway {gw} on `{}`; DR needs it on the same L2 segment",
+                b.addr,
+                link.name
+            );
+        }
+        b.egress = Some(Egress {
+            ifindex: link.index,
+            mac: link.mac,
+        });
+    }
+    Ok(())
+}
+
+fn write_all(dataplane: &mut Dataplane, table: &ServiceTable) -> anyhow::Result<()> {
+    for b in &table.backends {
+        dataplane.set_backend(b.id, &table.backend_value(b.id))?;
+    }
+    for index in 0..table.services.len() {
+        dataplane.set_service(&table.spec(index)?)?;
+    }
+    Ok(())
+}
+
+/// The managed neighbour entries behind the backends' MACs.
+struct Neighbours {
+    netlink: Netlink,
+    /// (ifindex, addr) entries this daemon created, removed again on shutdown.
+    created: Vec<(u32, std::net::IpAddr)>,
+}
+
+impl Neighbours {
+    async fn register(netlink: &Netlink, table: &ServiceTable) -> anyhow::Result<Neighbours> {
+        let mut created = Vec::new();
+        let existing = netlink.neighbours().await?;
+        for b in &table.backends {
+            let ifindex = b.egress.expect("routed before").ifindex;
+            if created.contains(&(ifindex, b.addr)) {
+                continue;
+            }
+            // A static entry set by an operator is theirs: use it, do not convert it.
+            if existing.get(&(ifindex, b.addr)).is_some_and(|n| {
+                n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
+            }) {
+                continue;
+            }
+            netlink.ensure_managed_neighbour(ifindex, b.addr).await?;
+            created.push((ifindex, b.addr));
+        }
+        Ok(Neighbours {
+            netlink: netlink.clone(),
+            created,
+        })
+    }
+
+    /// Reads every backend's MAC into the table; returns the ids whose value changed.
+    async fn read(&self, table: &mut ServiceTable) -> anyhow::Result<Vec<u32>> {
+        let mut changed = Vec::new();
+        let neighbours = self.netlink.neighbours().await?;
+        for id in 0..table.backends.len() as u32 {
+            let b = &table.backends[id as usize];
+            let ifindex = b.egress.expect("routed before").ifindex;
+            let mac = neighbours
+                .get(&(ifindex, b.addr))
+                .and_then(|n| n.usable_mac());
+            if table.set_mac(id, mac) {
+                changed.push(id);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Waits (bounded) for MACs. A service left with no usable real server although
+    /// it has weight is an error; single unresolved servers are warnings and keep
+    /// being retried in the background.
+    async fn wait_for_macs(
+        &self,
+        table: &mut ServiceTable,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.read(table).await?;
+            if table.backends.iter().all(|b| b.mac.is_some()) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(NEIGHBOUR_POLL).await;
+        }
+        for (index, svc) in table.services.iter().enumerate() {
+            let unresolved: Vec<String> = svc
+                .backends
+                .iter()
+                .map(|id| &table.backends[*id as usize])
+                .filter(|b| b.mac.is_none())
+                .map(|b| b.addr.to_string())
+                .collect();
+            if unresolved.is_empty() {
+                continue;
+            }
+            let configured: u32 = svc
+                .backends
+                .iter()
+                .map(|id| table.backends[*id as usize].weight)
+                .sum();
+            if table.usable_weight(index) == 0 && configured > 0 {
+                bail!(
+                    "virtual server {}: no real server answered ARP/ND within {:?} ({}); \
+                     are they up and on this L2 segment?",
+                    svc.name,
+                    timeout,
+                    unresolved.join(", ")
+                );
+            }
+            warn!(
+                service = %svc.name,
+                unresolved = %unresolved.join(", "),
+                "real servers without a MAC yet; serving with the others and retrying"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies MAC changes (resolved, changed, lost) to the maps.
+    async fn refresh(
+        &self,
+        table: &mut ServiceTable,
+        dataplane: &mut Dataplane,
+    ) -> anyhow::Result<()> {
+        let changed = self.read(table).await?;
+        let mut services = Vec::new();
+        for id in changed {
+            let b = &table.backends[id as usize];
+            match b.mac {
+                Some(mac) => {
+                    info!(real_server = %b.addr, mac = %fmt_mac(mac), "real server MAC learned")
+                }
+                None => warn!(real_server = %b.addr, "real server MAC lost; no new flows to it"),
+            }
+            dataplane.set_backend(id, &table.backend_value(id))?;
+            if !services.contains(&b.service) {
+                services.push(b.service);
+            }
+        }
+        for index in services {
+            dataplane
+                .set_service(&table.spec(index)?)
+                .with_context(|| format!("updating {}", table.services[index].name))?;
+        }
+        Ok(())
+    }
+
+    async fn cleanup(self) {
+        for (ifindex, addr) in &self.created {
+            if let Err(e) = self.netlink.remove_neighbour(*ifindex, *addr).await {
+                warn!(error = %e, "could not remove a managed neighbour entry");
+            }
+        }
+    }
+}
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}

@@ -1,0 +1,104 @@
+//! `xdp-lb`: the command line. Parses arguments, sets up logging, and hands over to
+//! `daemon::run` or the validator; errors end as one line and a non-zero exit.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use xdp_lb::config::{self, XdpMode};
+
+#[derive(Parser)]
+#[command(
+    name = "xdp-lb",
+    version,
+    about = "XDP load balancer: DR forwarding with weighted scheduling"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(short, long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Override `dataplane.xdp_mode`.
+    #[arg(long, value_enum)]
+    xdp_mode: Option<ModeArg>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration without touching the system.
+    Check,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Auto,
+    Driver,
+    Generic,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdp-lb: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let Some(path) = cli.config else {
+        anyhow::bail!("no configuration given: use `--config FILE` (see config/lb.example.toml)");
+    };
+    let mut config = config::load(&path)?;
+    if let Some(mode) = cli.xdp_mode {
+        config.dataplane.xdp_mode = match mode {
+            ModeArg::Auto => XdpMode::Auto,
+            ModeArg::Driver => XdpMode::Driver,
+            ModeArg::Generic => XdpMode::Generic,
+        };
+    }
+    match cli.command {
+        Some(Command::Check) => {
+            let backends: usize = config
+                .virtual_servers
+                .iter()
+                .map(|v| v.real_servers.len())
+                .sum();
+            println!(
+                "{}: ok ({} virtual servers, {} real servers, interfaces: {})",
+                path.display(),
+                config.virtual_servers.len(),
+                backends,
+                config.dataplane.interfaces.join(", ")
+            );
+            Ok(())
+        }
+        None => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(xdp_lb::daemon::run(config, shutdown_signal()))
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

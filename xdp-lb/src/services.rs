@@ -1,0 +1,296 @@
+//! The daemon's model of virtual services and their real servers, and how it turns
+//! into map contents. Pure: the daemon feeds it MACs and egress interfaces, and asks
+//! for the `BackendValue`s and `ServiceSpec`s to write.
+//!
+//! A backend is one real server *of one service* (as an IPVS destination is), so its
+//! counters and state are per service.
+use std::net::IpAddr;
+
+use xdp_lb_common::{
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS, MAX_SERVICES,
+    ServiceKey, v4_mapped,
+};
+
+use crate::{
+    config::{Config, Forwarding, Protocol, Scheduler},
+    dataplane::ServiceSpec,
+    schedule::{self, ScheduleError},
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ServicesError {
+    #[error("{count} virtual servers configured; the data plane holds at most {MAX_SERVICES}")]
+    TooManyServices { count: usize },
+    #[error("{count} real servers configured in all; the data plane holds at most {MAX_BACKENDS}")]
+    TooManyBackends { count: usize },
+    #[error("virtual server {service}: {source}")]
+    Schedule {
+        service: String,
+        #[source]
+        source: ScheduleError,
+    },
+}
+
+/// Where a backend's packets leave: the interface index and its MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub id: u32,
+    pub service: usize,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    pub egress: Option<Egress>,
+    /// The real server's MAC, once the neighbour table has it.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl Backend {
+    /// Can carry traffic: we know where to send it and to which MAC.
+    pub fn usable(&self) -> bool {
+        self.egress.is_some() && self.mac.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: u32,
+    pub key: ServiceKey,
+    /// `vip:port/proto`, as logs and errors name it.
+    pub name: String,
+    pub scheduler: Scheduler,
+    pub forwarding: Forwarding,
+    pub backends: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceTable {
+    pub services: Vec<Service>,
+    pub backends: Vec<Backend>,
+}
+
+pub fn addr16(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => v4_mapped(a.octets()),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+pub fn service_name(vip: IpAddr, port: u16, protocol: Protocol) -> String {
+    match vip {
+        IpAddr::V4(a) => format!("{a}:{port}/{protocol}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}/{protocol}"),
+    }
+}
+
+impl ServiceTable {
+    pub fn from_config(config: &Config) -> Result<ServiceTable, ServicesError> {
+        let vs = &config.virtual_servers;
+        if vs.len() > MAX_SERVICES as usize {
+            return Err(ServicesError::TooManyServices { count: vs.len() });
+        }
+        let total: usize = vs.iter().map(|v| v.real_servers.len()).sum();
+        if total > MAX_BACKENDS as usize {
+            return Err(ServicesError::TooManyBackends { count: total });
+        }
+        let mut services = Vec::with_capacity(vs.len());
+        let mut backends = Vec::with_capacity(total);
+        for (index, v) in vs.iter().enumerate() {
+            let proto = match v.protocol {
+                Protocol::Tcp => IPPROTO_TCP,
+                Protocol::Udp => IPPROTO_UDP,
+            };
+            let mut ids = Vec::with_capacity(v.real_servers.len());
+            for rs in &v.real_servers {
+                let id = backends.len() as u32;
+                ids.push(id);
+                backends.push(Backend {
+                    id,
+                    service: index,
+                    addr: rs.address,
+                    port: rs.port,
+                    weight: rs.weight,
+                    egress: None,
+                    mac: None,
+                });
+            }
+            services.push(Service {
+                id: index as u32,
+                key: ServiceKey {
+                    addr: addr16(v.vip),
+                    port_be: v.port.to_be(),
+                    proto,
+                    _pad: 0,
+                },
+                name: service_name(v.vip, v.port, v.protocol),
+                scheduler: v.scheduler,
+                forwarding: v.forwarding,
+                backends: ids,
+            });
+        }
+        Ok(ServiceTable { services, backends })
+    }
+
+    pub fn backend_value(&self, id: u32) -> BackendValue {
+        let b = &self.backends[id as usize];
+        let egress = b.egress.unwrap_or(Egress {
+            ifindex: 0,
+            mac: [0; 6],
+        });
+        BackendValue {
+            addr: addr16(b.addr),
+            dst_mac: b.mac.unwrap_or([0; 6]),
+            src_mac: egress.mac,
+            ifindex: egress.ifindex,
+            flags: if b.usable() { BACKEND_F_ACTIVE } else { 0 },
+            port_be: b.port.to_be(),
+            _pad: [0; 2],
+        }
+    }
+
+    /// The map contents for service `index`: unusable backends count as weight 0.
+    pub fn spec(&self, index: usize) -> Result<ServiceSpec, ServicesError> {
+        let svc = &self.services[index];
+        let weights: Vec<u32> = svc
+            .backends
+            .iter()
+            .map(|id| {
+                let b = &self.backends[*id as usize];
+                if b.usable() { b.weight } else { 0 }
+            })
+            .collect();
+        let sched = match svc.scheduler {
+            Scheduler::Rr => schedule::round_robin(&weights),
+            Scheduler::Wrr => schedule::weighted_round_robin(&weights).map_err(|source| {
+                ServicesError::Schedule {
+                    service: svc.name.clone(),
+                    source,
+                }
+            })?,
+        };
+        Ok(ServiceSpec {
+            key: svc.key,
+            id: svc.id,
+            forwarding: match svc.forwarding {
+                Forwarding::Dr => FWD_DR,
+            },
+            select: sched.select,
+            active: true,
+            slots: sched
+                .slots
+                .iter()
+                .map(|pos| svc.backends[*pos as usize])
+                .collect(),
+        })
+    }
+
+    /// Records a backend's MAC; returns whether the backend's map value changed.
+    pub fn set_mac(&mut self, id: u32, mac: Option<[u8; 6]>) -> bool {
+        let b = &mut self.backends[id as usize];
+        let changed = b.mac != mac;
+        b.mac = mac;
+        changed
+    }
+
+    /// Usable backend weight of a service; 0 means it cannot take new flows.
+    pub fn usable_weight(&self, index: usize) -> u32 {
+        self.services[index]
+            .backends
+            .iter()
+            .map(|id| &self.backends[*id as usize])
+            .filter(|b| b.usable())
+            .map(|b| b.weight)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const CONFIG: &str = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[[virtual_server]]
+vip = "192.0.2.100"
+port = 80
+  [[virtual_server.real_server]]
+  address = "192.0.2.11"
+  weight = 1
+  [[virtual_server.real_server]]
+  address = "192.0.2.12"
+  weight = 2
+  [[virtual_server.real_server]]
+  address = "192.0.2.13"
+  port = 8080
+  weight = 3
+
+[[virtual_server]]
+vip = "2001:db8::100"
+port = 53
+protocol = "udp"
+scheduler = "rr"
+  [[virtual_server.real_server]]
+  address = "2001:db8::11"
+"#;
+
+    fn table() -> ServiceTable {
+        ServiceTable::from_config(&config::parse(CONFIG, "test.toml").unwrap()).unwrap()
+    }
+
+    fn make_usable(t: &mut ServiceTable, id: u32) {
+        t.backends[id as usize].egress = Some(Egress {
+            ifindex: 7,
+            mac: [2, 0, 0, 0, 0, 2],
+        });
+        t.set_mac(id, Some([2, 0, 0, 0, 0, 0x10 + id as u8]));
+    }
+
+    #[test]
+    fn keys_ids_and_names_follow_the_config() {
+        let t = table();
+        assert_eq!(t.services[0].name, "192.0.2.100:80/tcp");
+        assert_eq!(t.services[1].name, "[2001:db8::100]:53/udp");
+        assert_eq!(t.services[0].key.addr, v4_mapped([192, 0, 2, 100]));
+        assert_eq!(u16::from_be(t.services[0].key.port_be), 80);
+        assert_eq!(t.services[1].key.proto, IPPROTO_UDP);
+        assert_eq!(t.services[0].backends, vec![0, 1, 2]);
+        assert_eq!(t.services[1].backends, vec![3]);
+        assert_eq!(u16::from_be(t.backend_value(2).port_be), 8080);
+    }
+
+    #[test]
+    fn unresolved_backends_are_inactive_and_get_no_slots() {
+        let mut t = table();
+        assert_eq!(t.backend_value(0).flags, 0);
+        assert!(t.spec(0).unwrap().slots.is_empty());
+        make_usable(&mut t, 0);
+        make_usable(&mut t, 2);
+        assert_eq!(t.backend_value(0).flags, BACKEND_F_ACTIVE);
+        assert_eq!(t.backend_value(0).dst_mac, [2, 0, 0, 0, 0, 0x10]);
+        assert_eq!(t.backend_value(0).ifindex, 7);
+        // Weights 1 and 3 (backend 1 unresolved): slots hold backend ids.
+        assert_eq!(t.spec(0).unwrap().slots, vec![2, 0, 2, 2]);
+        assert_eq!(t.usable_weight(0), 4);
+    }
+
+    #[test]
+    fn losing_a_mac_takes_the_backend_out() {
+        let mut t = table();
+        for id in 0..3 {
+            make_usable(&mut t, id);
+        }
+        assert_eq!(t.spec(0).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+        assert!(t.set_mac(1, None));
+        assert!(!t.set_mac(1, None), "no change reported twice");
+        assert_eq!(t.backend_value(1).flags, 0);
+        assert!(!t.spec(0).unwrap().slots.contains(&1));
+    }
+}
