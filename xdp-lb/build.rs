@@ -15,7 +15,8 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     aya_build::build_ebpf([package], Toolchain::default()).context(
-        "building the XDP program failed; run `cargo xtask setup` to install the nightly \
-         rust-src component and bpf-linker",
+        "building the XDP program failed: the compiler's output is in the cargo:warning \
+         lines above; if the nightly rust-src component or bpf-linker is missing, run \
+         `cargo xtask setup`",
     )
 }

@@ -77,7 +77,8 @@ mod program {
         let chosen = schedule::select(&pkt, &svc, stats)?;
         counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
         match svc.forwarding {
-            FWD_DR => dr::forward(ctx, &chosen.backend, stats),
+            // SAFETY: array map values live as long as the map.
+            FWD_DR => dr::forward(ctx, unsafe { &*chosen.backend }, stats),
             // NAT and TUN are not in the data plane yet; the daemon refuses such configs.
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
         }

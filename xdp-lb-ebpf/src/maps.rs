@@ -23,9 +23,13 @@ pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(MAX_BACKENDS,
 pub static SCHEDULE: Array<u32> = Array::with_max_entries(SCHEDULE_POOL_SLOTS, 0);
 
 /// 5-tuple → pinned backend, so a connection never changes server while it is active.
+/// One table shared by all CPUs (a flow may arrive on any queue), but per-CPU LRU
+/// lists (`BPF_F_NO_COMMON_LRU`), so inserting new flows takes no global lock.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// Per-CPU round-robin position per service id.
 #[map]

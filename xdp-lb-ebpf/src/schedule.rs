@@ -16,7 +16,8 @@ use crate::{
 
 pub struct Chosen {
     pub backend_id: u32,
-    pub backend: BackendValue,
+    /// Points into the BACKENDS array: read in place, never copied.
+    pub backend: *const BackendValue,
     pub new_flow: bool,
 }
 
@@ -33,7 +34,7 @@ pub fn select(
             if backend.flags & BACKEND_F_ACTIVE != 0 {
                 return Ok(Chosen {
                     backend_id,
-                    backend: *backend,
+                    backend,
                     new_flow: false,
                 });
             }
@@ -56,7 +57,7 @@ pub fn select(
         None => return Err(Verdict::drop(Reason::DropBadBackend)),
     };
     let backend = match BACKENDS.get(backend_id) {
-        Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => *b,
+        Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b as *const BackendValue,
         _ => return Err(Verdict::drop(Reason::DropBadBackend)),
     };
     let pin = FlowValue {

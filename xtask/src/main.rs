@@ -1,1 +1,125 @@
-fn main() {}
+//! `cargo xtask …`: everything a newcomer needs, each step idempotent.
+//!
+//! - `setup`       install what a bare machine lacks (apt packages, nightly rust-src, bpf-linker)
+//! - `build-ebpf`  build the XDP program and the daemon that embeds it
+//! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration
+//! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
+//! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor
+mod demo;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing prerequisites (idempotent).
+    Setup,
+    /// Build the XDP object and the xdp-lb binary that embeds it.
+    BuildEbpf {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test (needs root: XDP, namespaces, raw sockets).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the demo lab: client, LB, three backends weighted 1:2:3, real HTTP traffic.
+    Demo {
+        /// New connections the client opens.
+        #[arg(long, default_value_t = 600)]
+        connections: usize,
+    },
+    /// Print the data-plane benchmark table.
+    Bench,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::install(),
+        Cmd::BuildEbpf { release } => {
+            setup::install()?;
+            let mut cmd = cargo(&["build", "--package", "xdp-lb"]);
+            if release {
+                cmd.arg("--release");
+            }
+            run_cmd(&mut cmd)?;
+            let profile = if release { "release" } else { "debug" };
+            println!("built target/{profile}/xdp-lb (the XDP program is embedded in it)");
+            Ok(())
+        }
+        Cmd::Test { args } => {
+            setup::install()?;
+            require_root("the tests load XDP programs and build network namespaces")?;
+            // Network-namespace tests run one at a time: 2 cores, and timing-free but
+            // traffic-heavy tests are easier to read when they do not interleave.
+            let mut cmd = cargo(&["test", "--workspace", "--no-fail-fast"]);
+            cmd.args(&args).args(["--", "--test-threads=1"]);
+            run_cmd(&mut cmd)
+        }
+        Cmd::Demo { connections } => {
+            setup::install()?;
+            require_root("the demo builds network namespaces and attaches XDP")?;
+            run_cmd(&mut cargo(&["build", "--release", "--package", "xdp-lb"]))?;
+            demo::run(&workspace_root().join("target/release/xdp-lb"), connections)
+        }
+        Cmd::Bench => {
+            setup::install()?;
+            require_root("the benchmark loads XDP programs")?;
+            run_cmd(&mut cargo(&[
+                "bench",
+                "--package",
+                "xdp-lb",
+                "--bench",
+                "dataplane",
+            ]))
+        }
+    }
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).current_dir(workspace_root());
+    cmd
+}
+
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn require_root(why: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("{why}: run as root (e.g. `sudo -E cargo xtask …`)");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -1,0 +1,146 @@
+//! `cargo xtask bench`: ns/packet of the XDP program under BPF_PROG_TEST_RUN, measured
+//! side by side with a trivial MAC-swap `XDP_TX` program (the floor) in the same run.
+//!
+//! Packets whose flow must be new on every run cannot use the kernel's repeat loop
+//! (it reuses one packet), so those rows time single runs in a loop and compare them
+//! with the floor timed the same way.
+use std::time::Duration;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use etherparse::PacketBuilder;
+use xdp_lb::{
+    dataplane::{Dataplane, ServiceSpec, load_floor},
+    schedule,
+};
+use xdp_lb_common::{BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, ServiceKey, v4_mapped};
+
+const REPEAT: u32 = 1_000_000;
+const SINGLE_RUNS: u16 = 20_000;
+
+fn frame(sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([198, 51, 100, 7], [192, 0, 2, 100], 64)
+        .tcp(sport, dport, 1, 64_000)
+        .write(&mut f, &[0u8; 64])
+        .unwrap();
+    f
+}
+
+fn time(program: &Xdp, frame: &[u8], repeat: u32) -> Duration {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::default();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    program.test_run(opts).expect("BPF_PROG_TEST_RUN").duration
+}
+
+/// Median ns of single runs, each on a frame from `make(i)`.
+fn median_single(program: &Xdp, make: impl Fn(u16) -> Vec<u8>) -> f64 {
+    let mut ns: Vec<u128> = (0..SINGLE_RUNS)
+        .map(|i| time(program, &make(i), 1).as_nanos())
+        .collect();
+    ns.sort_unstable();
+    ns[ns.len() / 2] as f64
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions; a zeroed cpu_set_t with one bit set is valid.
+    unsafe {
+        assert_eq!(
+            libc::geteuid(),
+            0,
+            "the benchmark loads XDP programs: run as root"
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+    let mut dp = Dataplane::load(1 << 18).expect("load xdp-lb");
+    for id in 0..3u32 {
+        let b = BackendValue {
+            addr: v4_mapped([192, 0, 2, 11 + id as u8]),
+            dst_mac: [2, 0, 0, 0, 0, 0x11 + id as u8],
+            src_mac: [2, 0, 0, 0, 0, 2],
+            ifindex: 1,
+            flags: BACKEND_F_ACTIVE,
+            port_be: 80u16.to_be(),
+            _pad: [0; 2],
+        };
+        dp.set_backend(id, &b).unwrap();
+    }
+    let wrr = schedule::weighted_round_robin(&[1, 2, 3]).unwrap();
+    let key = ServiceKey {
+        addr: v4_mapped([192, 0, 2, 100]),
+        port_be: 80u16.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    dp.set_service(&ServiceSpec {
+        key,
+        id: 0,
+        forwarding: FWD_DR,
+        select: wrr.select,
+        active: true,
+        slots: wrr.slots,
+    })
+    .unwrap();
+    let floor_ebpf = load_floor().expect("load the floor program");
+    let floor: &Xdp = floor_ebpf.program("xdp_floor").unwrap().try_into().unwrap();
+    let lb = dp.program();
+
+    let per_packet = |d: Duration| d.as_nanos() as f64;
+    let floor_repeat = per_packet(time(floor, &frame(1, 80), REPEAT));
+    let non_vip = per_packet(time(lb, &frame(1, 8080), REPEAT));
+    let established_frame = frame(2, 80);
+    time(lb, &established_frame, 1); // create the flow
+    let established = per_packet(time(lb, &established_frame, REPEAT));
+    let floor_single = median_single(floor, |i| frame(i, 80));
+    // Distinct source ports from 10_000: every run is a new flow.
+    let new_flow = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 80));
+    let established_single = median_single(lb, |_| established_frame.clone());
+
+    println!("xdp-lb data plane, BPF_PROG_TEST_RUN on one CPU (64-byte TCP payload)");
+    println!();
+    println!(
+        "| case                         | timing              | xdp-lb ns/pkt | floor ns/pkt | ratio |"
+    );
+    println!(
+        "|------------------------------|---------------------|--------------:|-------------:|------:|"
+    );
+    let row = |case: &str, how: &str, ours: f64, floor: f64| {
+        println!(
+            "| {case:<28} | {how:<19} | {ours:>13.1} | {floor:>12.1} | {:>5.2} |",
+            ours / floor
+        );
+    };
+    row(
+        "non-VIP packet (XDP_PASS)",
+        &format!("repeat {REPEAT}"),
+        non_vip,
+        floor_repeat,
+    );
+    row(
+        "established flow (XDP_TX)",
+        &format!("repeat {REPEAT}"),
+        established,
+        floor_repeat,
+    );
+    row(
+        "established flow (XDP_TX)",
+        &format!("median of {SINGLE_RUNS} x1"),
+        established_single,
+        floor_single,
+    );
+    row(
+        "new flow (XDP_TX)",
+        &format!("median of {SINGLE_RUNS} x1"),
+        new_flow,
+        floor_single,
+    );
+    println!();
+    println!(
+        "floor = trivial MAC-swap XDP_TX program; single runs include the kernel's per-call timer cost."
+    );
+}
