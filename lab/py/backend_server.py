@@ -1,0 +1,95 @@
+"""Backend servers for xdp-lb labs (embedded in the xdp-lb-lab crate).
+
+usage: python3 -c <this script> http|udp PORT NAME
+
+Answers every HTTP request (HTTP/1.1, keep-alive) or UDP datagram with NAME,
+listening on 0.0.0.0 so it serves both its own address and a VIP on `lo` (LVS-DR).
+Prints "ready" on stdout once the socket is bound, then serves until killed.
+"""
+
+import socket
+import struct
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# linux/in.h; Python's socket module does not export it.
+IP_PKTINFO = 8
+
+
+def ready():
+    print("ready", flush=True)
+
+
+def serve_http(port, name):
+    body = (name + "\n").encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; without TCP_NODELAY the body
+        # waits for the client's delayed ACK on every keep-alive request.
+        disable_nagle_algorithm = True
+
+        def answer(self, with_body):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Backend", name)
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def do_GET(self):
+            self.answer(True)
+
+        def do_HEAD(self):
+            self.answer(False)
+
+        def log_message(self, format, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+        request_queue_size = 256
+
+    server = Server(("0.0.0.0", port), Handler)
+    ready()
+    server.serve_forever()
+
+
+def serve_udp(port, name):
+    reply = name.encode()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    sock.bind(("0.0.0.0", port))
+    ready()
+    while True:
+        _data, ancdata, _flags, peer = sock.recvmsg(65535, socket.CMSG_SPACE(12))
+        # Reply from the address the datagram was sent to (the VIP in DR mode),
+        # not from whatever source address the route would pick.
+        local = None
+        for level, ctype, cdata in ancdata:
+            if level == socket.IPPROTO_IP and ctype == IP_PKTINFO and len(cdata) >= 12:
+                _ifindex, _spec_dst, local = struct.unpack("i4s4s", cdata[:12])
+        anc = []
+        if local is not None:
+            anc = [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("i4s4s", 0, local, bytes(4)))]
+        try:
+            sock.sendmsg([reply], anc, 0, peer)
+        except OSError as e:
+            print(f"udp reply to {peer} failed: {e}", file=sys.stderr, flush=True)
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[1] not in ("http", "udp"):
+        sys.exit("usage: backend_server.py http|udp PORT NAME")
+    kind, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if kind == "http":
+        serve_http(port, name)
+    else:
+        serve_udp(port, name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+//! Throwaway labs in network namespaces for xdp-lb's demo and integration tests.
+//!
+//! - [`netns`]: [`Netns`], a named namespace as an RAII guard (kill + delete on drop),
+//!   with helpers to run commands or Rust closures inside it.
+//! - [`topology`]: [`DrLab`], the LVS-DR topology (client, LB, real servers joined by
+//!   bridges), one-arm or two-arm.
+//! - [`backends`]: [`BackendServer`], python3 HTTP/UDP servers answering a name.
+//! - [`client`]: probes run from a namespace: HTTP over new or keep-alive connections,
+//!   UDP from many source ports, reachability waits.
+//! - [`xdp`]: tiny XDP programs from bytecode: the pass-through program the lab puts on
+//!   the LB-facing veth peers (so `XDP_TX` is delivered), and a loader for test programs.
+//!
+//! Everything needs root ([`require_root`]) and the `ip` (iproute2), `ethtool` and
+//! `python3` programs. Addresses come from the documentation ranges and exist only
+//! inside the lab's namespaces; the host's interfaces and routes are never touched.
+
+pub mod backends;
+pub mod client;
+pub mod netns;
+pub mod topology;
+pub mod xdp;
+
+pub use backends::{BackendServer, ServerKind};
+pub use client::{http_get_keepalive, http_get_new_connections, udp_query, wait_tcp_reachable};
+pub use netns::{Netns, namespaces_with_prefix, require_root};
+pub use topology::{Backend, DrLab, DrLabOptions};

@@ -1,0 +1,353 @@
+//! Named network namespaces as RAII guards.
+//!
+//! A [`Netns`] is created with `ip netns add` and, when dropped, kills every
+//! process still inside it and deletes it, so a lab disappears even when a test
+//! panics. Commands run inside it through `ip netns exec` ([`Netns::command`],
+//! [`Netns::sh`]); Rust code runs inside it on a fresh thread that joins the
+//! namespace with `setns(CLONE_NEWNET)` ([`Netns::run`]), which affects only
+//! that thread.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Counter behind unique namespace and lab names within this process.
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// `ip netns add` may set up the `/run/netns` mount on first use; two of those
+/// racing inside one process can stack mounts, so adds and deletes are serialized.
+static NETNS_LOCK: Mutex<()> = Mutex::new(());
+
+/// A fresh number, unique within this process, for building unique names.
+pub(crate) fn next_id() -> u32 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Fails with a clear message unless the process runs as root.
+///
+/// Labs create namespaces, veths and bridges, which needs CAP_SYS_ADMIN and
+/// CAP_NET_ADMIN. Tests call this first and fail (never skip) without it.
+pub fn require_root() -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        bail!(
+            "xdp-lb-lab needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN) to build network \
+             namespaces; run the tests as root, e.g. `sudo -E cargo test`"
+        )
+    }
+}
+
+/// Fails with an install hint unless `program` can be started.
+pub(crate) fn require_tool(program: &str, version_arg: &str, why: &str) -> Result<()> {
+    match Command::new(program)
+        .arg(version_arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
+            "`{program}` is not installed but the lab needs it {why}; \
+             install it (e.g. `apt-get install -y {program}`)"
+        ),
+        Err(e) => Err(anyhow!(e).context(format!("cannot run `{program}`"))),
+    }
+}
+
+/// The command line of `cmd`, for error messages.
+pub(crate) fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&arg.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` to completion; on failure the error names the command, its exit
+/// status and its stderr. Returns stdout.
+pub(crate) fn run_checked(cmd: &mut Command) -> Result<String> {
+    let line = describe(cmd);
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
+        bail!(
+            "`{line}` failed ({status}): {}{}",
+            stderr.trim(),
+            if stdout.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\nstdout: {}", stdout.trim())
+            }
+        );
+    }
+    Ok(stdout)
+}
+
+/// Names of all named network namespaces (`ip netns list`) starting with `prefix`.
+pub fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>> {
+    let out = run_checked(Command::new("ip").args(["netns", "list"]))?;
+    // Lines look like `name` or `name (id: 3)`.
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        bail!("invalid namespace name {name:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'")
+    }
+}
+
+/// A named network namespace, deleted (with every process in it killed) on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named `prefix` + this process's pid + a counter,
+    /// e.g. `xlbt1234-0`, so concurrent tests and processes never collide.
+    pub fn new(prefix: &str) -> Result<Netns> {
+        Netns::named(format!("{prefix}{}-{}", std::process::id(), next_id()))
+    }
+
+    /// Creates a namespace with exactly this name; fails if it already exists.
+    pub fn named(name: impl Into<String>) -> Result<Netns> {
+        let name = name.into();
+        validate_name(&name)?;
+        {
+            let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            run_checked(Command::new("ip").args(["netns", "add", &name]))
+                .with_context(|| format!("cannot create network namespace {name}"))?;
+        }
+        let ns = Netns { name };
+        // A fresh namespace has `lo` down; everything here expects it up.
+        ns.ip(["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip netns exec <name> <program>`: add arguments, then spawn or run it.
+    /// `ip netns exec` execs the program, so a spawned child's pid is the
+    /// program's. Children still running when the namespace drops are killed
+    /// (reap them yourself, e.g. by keeping the `Child` and waiting on it).
+    ///
+    /// The child also joins the namespace itself between fork and exec, so it
+    /// is inside as soon as `spawn` returns: `ip` alone would join a moment
+    /// later, and a namespace dropped in that window (a test failing right
+    /// after starting a daemon) would miss the process and leave it running.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        // If the file cannot be opened, `ip netns exec` reports why.
+        if let Ok(netns) = File::open(self.path()) {
+            // SAFETY: the hook only calls setns(2), which is async-signal-safe,
+            // and builds an io::Error from errno without allocating. The file
+            // is opened O_CLOEXEC, so the program does not inherit it.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        cmd
+    }
+
+    /// The namespace's file, `/run/netns/<name>`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `sh -c <cmdline>` inside the namespace and returns its stdout; the
+    /// error names the namespace, the command line and its stderr.
+    pub fn sh(&self, cmdline: &str) -> Result<String> {
+        let mut cmd = self.command("sh");
+        cmd.args(["-c", cmdline]);
+        run_checked(&mut cmd).with_context(|| format!("in netns {}: sh -c {cmdline:?}", self.name))
+    }
+
+    /// Runs `ip -n <name> <args...>` and returns its stdout.
+    pub fn ip<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", &self.name]).args(args);
+        run_checked(&mut cmd)
+    }
+
+    /// Runs `f` on a new thread that first joins this namespace, and returns
+    /// its result. A panic in `f` becomes an error carrying the panic message.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = self.path();
+        let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        let name = self.name.clone();
+        let handle = thread::Builder::new()
+            .name(format!("netns {name}"))
+            .spawn(move || -> Result<T> {
+                // setns(CLONE_NEWNET) changes only this thread's namespace;
+                // the thread ends with `f`, so nothing else runs in there.
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("setns into network namespace {name}"))?;
+                drop(file);
+                Ok(f())
+            })
+            .context("cannot spawn a thread")?;
+        match handle.join() {
+            Ok(result) => result,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                bail!("code run in netns {} panicked: {msg}", self.name)
+            }
+        }
+    }
+
+    /// Writes sysctls inside the namespace, e.g. `("net/ipv4/ip_forward", "1")`
+    /// (dots work too). Written through /proc/sys from a thread inside the
+    /// namespace: network sysctls resolve against the writer's namespace.
+    pub fn sysctl(&self, settings: &[(&str, &str)]) -> Result<()> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.replace('.', "/"), v.to_string()))
+            .collect();
+        let name = self.name.clone();
+        self.run(move || -> Result<()> {
+            for (key, value) in settings {
+                let path = format!("/proc/sys/{key}");
+                std::fs::write(&path, &value)
+                    .with_context(|| format!("in netns {name}: cannot write {value} to {path}"))?;
+            }
+            Ok(())
+        })?
+    }
+
+    /// The MAC address of interface `ifname` in this namespace, as `aa:bb:cc:dd:ee:ff`.
+    pub fn mac(&self, ifname: &str) -> Result<String> {
+        let out = self.ip(["-o", "link", "show", "dev", ifname])?;
+        let mut words = out.split_whitespace();
+        words
+            .find(|w| *w == "link/ether")
+            .and_then(|_| words.next())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no MAC address for {ifname} in netns {}: {out}", self.name))
+    }
+
+    /// The ifindex of interface `ifname` in this namespace.
+    pub fn ifindex(&self, ifname: &str) -> Result<u32> {
+        let out = self.ip(["-o", "link", "show", "dev", ifname])?;
+        out.split(':')
+            .next()
+            .and_then(|i| i.trim().parse().ok())
+            .ok_or_else(|| anyhow!("no ifindex for {ifname} in netns {}: {out}", self.name))
+    }
+
+    /// Pids of the processes whose network namespace is this one (`ip netns pids`).
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let out = run_checked(Command::new("ip").args(["netns", "pids", &self.name]))?;
+        out.split_whitespace()
+            .map(|p| {
+                p.parse()
+                    .with_context(|| format!("bad pid {p:?} from ip netns pids"))
+            })
+            .collect()
+    }
+
+    /// Kills every process in the namespace except this one, repeating a few
+    /// times in case something forked meanwhile.
+    fn kill_all(&self) {
+        let me = std::process::id() as i32;
+        for _ in 0..5 {
+            let pids: Vec<i32> = match self.pids() {
+                Ok(p) => p.into_iter().filter(|p| *p != me).collect(),
+                Err(_) => return,
+            };
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.kill_all();
+        let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let result = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        match result {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "xdp-lb-lab: cannot delete netns {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("xdp-lb-lab: cannot run ip netns delete {}: {e}", self.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("xlb1-0-b-b1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name("../etc").is_err());
+    }
+}
