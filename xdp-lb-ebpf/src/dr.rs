@@ -14,10 +14,7 @@ pub fn forward(
 ) -> Result<Verdict, Verdict> {
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
     // SAFETY: bounds checked by ptr_at_mut.
-    unsafe {
-        (*eth).dst_addr = backend.dst_mac;
-        (*eth).src_addr = backend.src_mac;
-    }
+    unsafe { write_macs(eth as *mut u16, &backend.dst_mac, &backend.src_mac) };
     if backend.ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(Verdict {
             action: xdp_action::XDP_TX,
@@ -33,5 +30,21 @@ pub fn forward(
             counters::bump(stats.map(|s| unsafe { &mut (*s).drop_redirect }));
             Err(Verdict::drop(Reason::DropRedirect))
         }
+    }
+}
+
+/// Writes both MACs as six 16-bit stores. A plain array assignment compiles to two
+/// byte-wise `memmove` calls on BPF; the packet start and the map value's MAC fields
+/// are both 2-byte aligned, so half-words are safe and several times cheaper.
+#[inline(always)]
+unsafe fn write_macs(eth: *mut u16, dst: &[u8; 6], src: &[u8; 6]) {
+    let half = |m: &[u8; 6], i: usize| u16::from_ne_bytes([m[2 * i], m[2 * i + 1]]);
+    unsafe {
+        *eth = half(dst, 0);
+        *eth.add(1) = half(dst, 1);
+        *eth.add(2) = half(dst, 2);
+        *eth.add(3) = half(src, 0);
+        *eth.add(4) = half(src, 1);
+        *eth.add(5) = half(src, 2);
     }
 }

@@ -1,8 +1,5 @@
-//! Helper programs beside the load balancer:
-//! - `xdp_floor`, the benchmark floor: swap the Ethernet addresses and bounce the frame
-//!   (`XDP_TX`); `cargo xtask bench` times it beside xdp-lb in the same run.
-//! - `xdp_pass`, for test labs: a veth only flushes frames another veth sent it with
-//!   `XDP_TX` when it has an XDP program of its own, so lab peers get this one.
+//! The benchmark floor: swap the Ethernet addresses and bounce the frame (`XDP_TX`).
+//! `cargo xtask bench` times it beside xdp-lb in the same run.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
@@ -23,11 +20,6 @@ mod program {
             *eth.add(1) = dst;
         }
         xdp_action::XDP_TX
-    }
-
-    #[xdp]
-    pub fn xdp_pass(_ctx: XdpContext) -> u32 {
-        xdp_action::XDP_PASS
     }
 }
 

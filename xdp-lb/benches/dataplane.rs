@@ -29,10 +29,12 @@ fn frame(sport: u16, dport: u16) -> Vec<u8> {
 
 fn time(program: &Xdp, frame: &[u8], repeat: u32) -> Duration {
     let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::default();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.repeat = repeat;
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    };
     program.test_run(opts).expect("BPF_PROG_TEST_RUN").duration
 }
 

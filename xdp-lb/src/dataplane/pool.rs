@@ -29,7 +29,7 @@ impl SchedulePool {
     pub fn new(capacity: u32) -> Self {
         SchedulePool {
             capacity,
-            free: vec![0..capacity],
+            free: std::iter::once(0..capacity).collect(),
             retired: Vec::new(),
         }
     }

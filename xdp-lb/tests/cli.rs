@@ -1,0 +1,67 @@
+//! The command line without privileges: `check` validates and names file:line:col.
+use std::process::Command;
+
+fn xdp_lb(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xdp-lb"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/lb.example.toml");
+    let (code, stdout, stderr) = xdp_lb(&["check", "--config", example]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("ok (2 virtual servers, 4 real servers, interfaces: eth0)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_names_file_line_and_column_of_a_bad_value() {
+    let f = write(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\nforwarding = \"nat\"\n  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n",
+    );
+    let path = f.path().to_str().unwrap().to_string();
+    let (code, _, stderr) = xdp_lb(&["check", "--config", &path]);
+    assert_eq!(code, Some(1));
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("xdp-lb: error: {path}:7:14:")),
+        "{stderr}"
+    );
+    assert!(first.contains("nat"), "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, not a backtrace:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let (code, _, stderr) = xdp_lb(&["check", "--config", "/nonexistent/lb.toml"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("/nonexistent/lb.toml"), "{stderr}");
+    assert!(stderr.contains("No such file"), "{stderr}");
+}
+
+#[test]
+fn no_config_at_all_says_how_to_give_one() {
+    let (code, _, stderr) = xdp_lb(&[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--config FILE"), "{stderr}");
+}

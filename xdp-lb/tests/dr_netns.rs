@@ -1,0 +1,164 @@
+//! Direct routing end to end: the real `xdp-lb` binary with XDP on a veth in a
+//! network namespace, real python HTTP/UDP servers as DR real servers (VIP on lo,
+//! arp_ignore/arp_announce), and a client opening real connections to the VIP.
+//! Needs root; every lab is torn down on drop, also when an assert fails.
+mod support;
+
+use std::time::Duration;
+
+use support::{Daemon, IO_TIMEOUT, assert_split, config, dr_lab, vip};
+use xdp_lb_lab::{DrLabOptions, http_get_keepalive, http_get_new_connections, udp_query};
+
+#[test]
+fn six_hundred_connections_split_by_weight_1_2_3() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 2, 3])]));
+    let tally = http_get_new_connections(&lab.client, vip(80), 600, IO_TIMEOUT).unwrap();
+    assert_split(&tally, &[("b1", 1), ("b2", 2), ("b3", 3)], 600, 5.0);
+    daemon.stop();
+}
+
+#[test]
+fn a_long_connection_stays_on_one_server() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1, 1])]));
+    for _ in 0..3 {
+        let names = http_get_keepalive(&lab.client, vip(80), 200, IO_TIMEOUT).unwrap();
+        assert_eq!(names.len(), 200);
+        assert!(
+            names.iter().all(|n| *n == names[0]),
+            "one connection was answered by several servers: {names:?}"
+        );
+    }
+    daemon.stop();
+}
+
+#[test]
+fn a_weight_zero_server_gets_no_connections() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 0, 2])]));
+    let tally = http_get_new_connections(&lab.client, vip(80), 150, IO_TIMEOUT).unwrap();
+    assert!(
+        !tally.contains_key("b2"),
+        "weight-0 server got connections: {tally:?}"
+    );
+    assert_split(&tally, &[("b1", 1), ("b3", 2)], 150, 5.0);
+    daemon.stop();
+}
+
+#[test]
+fn a_udp_service_is_balanced_too() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
+    lab.start_udp_backends(53).unwrap();
+    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(53, "udp", &[1, 2, 3])]));
+    let tally = udp_query(&lab.client, vip(53), 300, IO_TIMEOUT).unwrap();
+    assert_split(&tally, &[("b1", 1), ("b2", 2), ("b3", 3)], 300, 5.0);
+    daemon.stop();
+}
+
+#[test]
+fn two_arm_lb_redirects_to_the_backend_interface() {
+    // Client on eth0, real servers behind eth1: every forwarded packet takes the
+    // devmap redirect instead of XDP_TX.
+    let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1])]));
+    let tally = http_get_new_connections(&lab.client, vip(80), 100, IO_TIMEOUT).unwrap();
+    assert_split(&tally, &[("b1", 1), ("b2", 1)], 100, 5.0);
+    daemon.stop();
+}
+
+#[test]
+fn sigterm_detaches_xdp_and_removes_managed_neighbours() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1])]));
+    let link = lab.lb.ip(["-d", "link", "show", "eth0"]).unwrap();
+    assert!(
+        link.contains("prog/xdp"),
+        "no XDP program while running:\n{link}"
+    );
+    let neigh = lab.lb.ip(["-d", "neigh", "show", "dev", "eth0"]).unwrap();
+    assert!(
+        neigh.contains("managed"),
+        "no managed neighbour while running:\n{neigh}"
+    );
+    let log = daemon.stop();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    let link = lab.lb.ip(["-d", "link", "show", "eth0"]).unwrap();
+    assert!(
+        !link.contains("prog/xdp"),
+        "XDP left attached after SIGTERM:\n{link}"
+    );
+    let neigh = lab.lb.ip(["-d", "neigh", "show", "dev", "eth0"]).unwrap();
+    assert!(
+        !neigh.contains("managed"),
+        "managed neighbours left behind:\n{neigh}"
+    );
+    // And traffic to the VIP is the kernel's again: nothing listens on the LB.
+    let err = http_get_new_connections(&lab.client, vip(80), 1, IO_TIMEOUT).unwrap_err();
+    assert!(format!("{err:#}").contains("refused"), "{err:#}");
+}
+
+#[test]
+fn an_unknown_interface_is_one_clear_error() {
+    let lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
+    let text = config(&lab, &[(80, "tcp", &[1])]).replace("\"eth0\"", "\"nope0\"");
+    let (code, log) = Daemon::spawn(&lab.lb, &text).wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("xdp-lb: error: unknown interface `nope0`"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_service_whose_only_server_never_answers_arp_fails_after_the_wait() {
+    let lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
+    let text = config(&lab, &[(80, "tcp", &[1])])
+        .replace("192.0.2.11", "192.0.2.99")
+        .replace("\"10s\"", "\"1s\"");
+    let (code, log) = Daemon::spawn(&lab.lb, &text).wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("no real server answered ARP/ND within 1s (192.0.2.99)"),
+        "{log}"
+    );
+    let link = lab.lb.ip(["-d", "link", "show", "eth0"]).unwrap();
+    assert!(
+        !link.contains("prog/xdp"),
+        "XDP left attached after a failed start:\n{link}"
+    );
+}
+
+#[test]
+fn a_silent_server_does_not_stop_the_others_and_joins_when_it_answers() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    // b2's address is taken down before the daemon starts: no ARP answer.
+    lab.backends[1]
+        .ns
+        .ip(["link", "set", "eth0", "down"])
+        .unwrap();
+    let text = config(&lab, &[(80, "tcp", &[1, 1])]).replace("\"10s\"", "\"1s\"");
+    let mut daemon = Daemon::start(&lab.lb, &text);
+    assert!(
+        daemon.log().contains("real servers without a MAC yet"),
+        "{}",
+        daemon.log()
+    );
+    let tally = http_get_new_connections(&lab.client, vip(80), 20, IO_TIMEOUT).unwrap();
+    assert_eq!(tally.get("b1"), Some(&20), "{tally:?}");
+    // b2 comes up: the kernel's managed entry resolves and the daemon adds it.
+    lab.backends[1]
+        .ns
+        .ip(["link", "set", "eth0", "up"])
+        .unwrap();
+    daemon.wait_for_line("real server MAC learned", Duration::from_secs(60));
+    let tally = http_get_new_connections(&lab.client, vip(80), 40, IO_TIMEOUT).unwrap();
+    assert_split(&tally, &[("b1", 1), ("b2", 1)], 40, 5.0);
+    daemon.stop();
+}
