@@ -66,6 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         anyhow::Ok(())
     }
     .await;
+    log_counters(&dataplane, &table);
     info!("shutting down: detaching XDP and removing managed neighbour entries");
     drop(dataplane);
     neighbours.cleanup().await;
@@ -104,6 +105,40 @@ async fn route_backends(
         });
     }
     Ok(())
+}
+
+/// The data plane's counters, so a run ends with what it did.
+fn log_counters(dataplane: &Dataplane, table: &ServiceTable) {
+    for svc in &table.services {
+        let Ok(s) = dataplane.service_stats(svc.id) else {
+            continue;
+        };
+        info!(
+            service = %svc.name,
+            packets = s.packets,
+            bytes = s.bytes,
+            new_flows = s.new_flows,
+            rescheduled = s.rescheduled,
+            pass_inactive = s.pass_inactive,
+            drop_no_backend = s.drop_no_backend,
+            drop_redirect = s.drop_redirect,
+            "service counters"
+        );
+        for id in &svc.backends {
+            let b = &table.backends[*id as usize];
+            if let Ok(c) = dataplane.backend_stats(*id) {
+                info!(service = %svc.name, real_server = %b.addr, packets = c.packets, bytes = c.bytes, new_flows = c.new_flows, "real server counters");
+            }
+        }
+    }
+    if let Ok(reasons) = dataplane.global_stats() {
+        let nonzero: Vec<String> = reasons
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        info!(verdicts = %nonzero.join(" "), "data plane verdicts");
+    }
 }
 
 fn write_all(dataplane: &mut Dataplane, table: &ServiceTable) -> anyhow::Result<()> {

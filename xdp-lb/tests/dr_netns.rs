@@ -6,24 +6,24 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Daemon, IO_TIMEOUT, assert_split, config, dr_lab, vip};
+use support::{IO_TIMEOUT, assert_split, config, dr_lab, spawn, start, vip};
 use xdp_lb_lab::{DrLabOptions, http_get_keepalive, http_get_new_connections, udp_query};
 
 #[test]
 fn six_hundred_connections_split_by_weight_1_2_3() {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
     lab.start_http_backends(80).unwrap();
-    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 2, 3])]));
+    let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 2, 3])]));
     let tally = http_get_new_connections(&lab.client, vip(80), 600, IO_TIMEOUT).unwrap();
     assert_split(&tally, &[("b1", 1), ("b2", 2), ("b3", 3)], 600, 5.0);
-    daemon.stop();
+    daemon.stop().unwrap();
 }
 
 #[test]
 fn a_long_connection_stays_on_one_server() {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
     lab.start_http_backends(80).unwrap();
-    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1, 1])]));
+    let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1, 1])]));
     for _ in 0..3 {
         let names = http_get_keepalive(&lab.client, vip(80), 200, IO_TIMEOUT).unwrap();
         assert_eq!(names.len(), 200);
@@ -32,31 +32,31 @@ fn a_long_connection_stays_on_one_server() {
             "one connection was answered by several servers: {names:?}"
         );
     }
-    daemon.stop();
+    daemon.stop().unwrap();
 }
 
 #[test]
 fn a_weight_zero_server_gets_no_connections() {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
     lab.start_http_backends(80).unwrap();
-    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 0, 2])]));
+    let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 0, 2])]));
     let tally = http_get_new_connections(&lab.client, vip(80), 150, IO_TIMEOUT).unwrap();
     assert!(
         !tally.contains_key("b2"),
         "weight-0 server got connections: {tally:?}"
     );
     assert_split(&tally, &[("b1", 1), ("b3", 2)], 150, 5.0);
-    daemon.stop();
+    daemon.stop().unwrap();
 }
 
 #[test]
 fn a_udp_service_is_balanced_too() {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
     lab.start_udp_backends(53).unwrap();
-    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(53, "udp", &[1, 2, 3])]));
+    let daemon = start(&lab.lb, &config(&lab, &[(53, "udp", &[1, 2, 3])]));
     let tally = udp_query(&lab.client, vip(53), 300, IO_TIMEOUT).unwrap();
     assert_split(&tally, &[("b1", 1), ("b2", 2), ("b3", 3)], 300, 5.0);
-    daemon.stop();
+    daemon.stop().unwrap();
 }
 
 #[test]
@@ -65,17 +65,17 @@ fn two_arm_lb_redirects_to_the_backend_interface() {
     // devmap redirect instead of XDP_TX.
     let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
     lab.start_http_backends(80).unwrap();
-    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1])]));
+    let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1])]));
     let tally = http_get_new_connections(&lab.client, vip(80), 100, IO_TIMEOUT).unwrap();
     assert_split(&tally, &[("b1", 1), ("b2", 1)], 100, 5.0);
-    daemon.stop();
+    daemon.stop().unwrap();
 }
 
 #[test]
 fn sigterm_detaches_xdp_and_removes_managed_neighbours() {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
     lab.start_http_backends(80).unwrap();
-    let daemon = Daemon::start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1])]));
+    let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1])]));
     let link = lab.lb.ip(["-d", "link", "show", "eth0"]).unwrap();
     assert!(
         link.contains("prog/xdp"),
@@ -86,7 +86,7 @@ fn sigterm_detaches_xdp_and_removes_managed_neighbours() {
         neigh.contains("managed"),
         "no managed neighbour while running:\n{neigh}"
     );
-    let log = daemon.stop();
+    let log = daemon.stop().unwrap();
     assert!(log.contains("SIGTERM received"), "{log}");
     let link = lab.lb.ip(["-d", "link", "show", "eth0"]).unwrap();
     assert!(
@@ -107,7 +107,9 @@ fn sigterm_detaches_xdp_and_removes_managed_neighbours() {
 fn an_unknown_interface_is_one_clear_error() {
     let lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
     let text = config(&lab, &[(80, "tcp", &[1])]).replace("\"eth0\"", "\"nope0\"");
-    let (code, log) = Daemon::spawn(&lab.lb, &text).wait_exit(Duration::from_secs(30));
+    let (code, log) = spawn(&lab.lb, &text)
+        .wait_exit(Duration::from_secs(30))
+        .unwrap();
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("xdp-lb: error: unknown interface `nope0`"),
@@ -121,7 +123,9 @@ fn a_service_whose_only_server_never_answers_arp_fails_after_the_wait() {
     let text = config(&lab, &[(80, "tcp", &[1])])
         .replace("192.0.2.11", "192.0.2.99")
         .replace("\"10s\"", "\"1s\"");
-    let (code, log) = Daemon::spawn(&lab.lb, &text).wait_exit(Duration::from_secs(30));
+    let (code, log) = spawn(&lab.lb, &text)
+        .wait_exit(Duration::from_secs(30))
+        .unwrap();
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("no real server answered ARP/ND within 1s (192.0.2.99)"),
@@ -144,7 +148,7 @@ fn a_silent_server_does_not_stop_the_others_and_joins_when_it_answers() {
         .ip(["link", "set", "eth0", "down"])
         .unwrap();
     let text = config(&lab, &[(80, "tcp", &[1, 1])]).replace("\"10s\"", "\"1s\"");
-    let mut daemon = Daemon::start(&lab.lb, &text);
+    let mut daemon = start(&lab.lb, &text);
     assert!(
         daemon.log().contains("real servers without a MAC yet"),
         "{}",
@@ -157,8 +161,10 @@ fn a_silent_server_does_not_stop_the_others_and_joins_when_it_answers() {
         .ns
         .ip(["link", "set", "eth0", "up"])
         .unwrap();
-    daemon.wait_for_line("real server MAC learned", Duration::from_secs(60));
+    daemon
+        .wait_for_line("real server MAC learned", Duration::from_secs(60))
+        .unwrap();
     let tally = http_get_new_connections(&lab.client, vip(80), 40, IO_TIMEOUT).unwrap();
     assert_split(&tally, &[("b1", 1), ("b2", 1)], 40, 5.0);
-    daemon.stop();
+    daemon.stop().unwrap();
 }

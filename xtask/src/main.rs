@@ -5,7 +5,6 @@
 //! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration
 //! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
 //! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor
-mod demo;
 mod setup;
 
 use std::process::Command;
@@ -71,8 +70,17 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { connections } => {
             setup::install()?;
             require_root("the demo builds network namespaces and attaches XDP")?;
-            run_cmd(&mut cargo(&["build", "--release", "--package", "xdp-lb"]))?;
-            demo::run(&workspace_root().join("target/release/xdp-lb"), connections)
+            run_cmd(&mut cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "xdp-lb",
+                "--bins",
+            ]))?;
+            run_cmd(
+                Command::new(workspace_root().join("target/release/xdp-lb-demo"))
+                    .args(["--connections", &connections.to_string()]),
+            )
         }
         Cmd::Bench => {
             setup::install()?;

@@ -2,15 +2,9 @@
 //! peers, and the real `xdp-lb` binary started inside the LB namespace.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::{
-    io::{BufRead as _, BufReader},
-    net::SocketAddr,
-    process::{Child, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
-use xdp_lb_lab::{DrLab, DrLabOptions, Netns};
+use xdp_lb_lab::{Daemon, DrLab, DrLabOptions, Netns};
 
 /// Generous bound for the daemon to resolve MACs and attach.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,135 +45,18 @@ pub fn config(lab: &DrLab, services: &[(u16, &str, &[u32])]) -> String {
     text
 }
 
-/// The real daemon binary, run in a namespace, its stderr collected line by line.
-pub struct Daemon {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    lines: mpsc::Receiver<String>,
-    _config: tempfile::TempPath,
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_xdp-lb"))
 }
 
-impl Daemon {
-    /// Starts `xdp-lb --config` in `ns`; does not wait for readiness.
-    pub fn spawn(ns: &Netns, config: &str) -> Daemon {
-        let mut file = tempfile::NamedTempFile::new().expect("temp config");
-        std::io::Write::write_all(&mut file, config.as_bytes()).unwrap();
-        let path = file.into_temp_path();
-        let mut child = ns
-            .command(env!("CARGO_BIN_EXE_xdp-lb"))
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn xdp-lb");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        Daemon {
-            child,
-            log,
-            lines,
-            _config: path,
-        }
-    }
-
-    /// Starts the daemon and waits for its "xdp-lb ready" line.
-    pub fn start(ns: &Netns, config: &str) -> Daemon {
-        let mut d = Daemon::spawn(ns, config);
-        d.wait_for_line("xdp-lb ready", READY_TIMEOUT);
-        d
-    }
-
-    /// Waits until a log line contains `needle`; panics with the whole log if the
-    /// daemon exits or the time runs out first.
-    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "xdp-lb did not log {needle:?} within {timeout:?}; log:\n{}",
-                        self.log()
-                    )
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().ok();
-                    panic!(
-                        "xdp-lb exited ({status:?}) before logging {needle:?}; log:\n{}",
-                        self.log()
-                    )
-                }
-            }
-        }
-    }
-
-    /// Waits for the daemon to exit by itself; returns its exit code and log.
-    pub fn wait_exit(mut self, timeout: Duration) -> (Option<i32>, String) {
-        self.wait_exit_mut(timeout)
-    }
-
-    /// SIGTERM, then waits for a clean exit; returns the log.
-    pub fn stop(mut self) -> String {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("signal xdp-lb");
-        let (code, log) = self.wait_exit_mut(READY_TIMEOUT);
-        assert_eq!(
-            code,
-            Some(0),
-            "xdp-lb did not exit cleanly on SIGTERM; log:\n{log}"
-        );
-        log
-    }
-
-    fn wait_exit_mut(&mut self, timeout: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + timeout;
-        // The reader thread ends when the daemon closes stderr, i.e. exits.
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "xdp-lb still running after {timeout:?}; log:\n{}",
-                        self.log()
-                    )
-                }
-            }
-        }
-        let status = self.child.wait().expect("wait for xdp-lb");
-        (status.code(), self.log())
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
+/// Starts the real `xdp-lb` in `ns` and waits for it to be ready.
+pub fn start(ns: &Netns, config: &str) -> Daemon {
+    Daemon::start(ns, binary(), config, READY_TIMEOUT).unwrap()
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts the real `xdp-lb` in `ns` without waiting.
+pub fn spawn(ns: &Netns, config: &str) -> Daemon {
+    Daemon::spawn(ns, binary(), config).unwrap()
 }
 
 /// Asserts each backend's count is within ±`pct`% of its weight's share of `total`.

@@ -1,0 +1,145 @@
+//! The xdp-lb daemon (or any long-running program taking `--config FILE`) run inside
+//! a namespace, its stderr collected line by line so callers can wait for a log line
+//! (an event) instead of sleeping.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::Path,
+    process::{Child, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::netns::Netns;
+
+/// How long a stop (SIGTERM until exit) may take.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A daemon run in a namespace, its stderr collected line by line. Killed on drop.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+    _config: tempfile::TempPath,
+}
+
+impl Daemon {
+    /// Starts `program --config FILE` in `ns` with `config` written to FILE; does
+    /// not wait for readiness.
+    pub fn spawn(ns: &Netns, program: &Path, config: &str) -> Result<Daemon> {
+        let mut file = tempfile::NamedTempFile::new().context("creating a temp config file")?;
+        file.write_all(config.as_bytes())
+            .context("writing the temp config file")?;
+        let path = file.into_temp_path();
+        let mut child = ns
+            .command(program)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {} in netns {}", program.display(), ns.name()))?;
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Ok(Daemon {
+            child,
+            log,
+            lines,
+            _config: path,
+        })
+    }
+
+    /// Starts the daemon and waits (up to `timeout`) for its "xdp-lb ready" line.
+    pub fn start(ns: &Netns, program: &Path, config: &str, timeout: Duration) -> Result<Daemon> {
+        let mut d = Daemon::spawn(ns, program, config)?;
+        d.wait_for_line("xdp-lb ready", timeout)?;
+        Ok(d)
+    }
+
+    /// Waits until a log line contains `needle`; the error carries the whole log if
+    /// the daemon exits or the time runs out first.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => anyhow::bail!(
+                    "the daemon did not log {needle:?} within {timeout:?}; log:\n{}",
+                    self.log()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    anyhow::bail!(
+                        "the daemon exited ({status:?}) before logging {needle:?}; log:\n{}",
+                        self.log()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits for the daemon to exit by itself; returns its exit code and log.
+    pub fn wait_exit(mut self, timeout: Duration) -> Result<(Option<i32>, String)> {
+        self.wait_exit_mut(timeout)
+    }
+
+    /// SIGTERM, then waits for a clean (status 0) exit; returns the log.
+    pub fn stop(mut self) -> Result<String> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .context("sending SIGTERM to the daemon")?;
+        let (code, log) = self.wait_exit_mut(STOP_TIMEOUT)?;
+        anyhow::ensure!(
+            code == Some(0),
+            "the daemon exited with {code:?} on SIGTERM; log:\n{log}"
+        );
+        Ok(log)
+    }
+
+    fn wait_exit_mut(&mut self, timeout: Duration) -> Result<(Option<i32>, String)> {
+        let deadline = Instant::now() + timeout;
+        // The reader thread ends when the daemon closes stderr, i.e. exits.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => anyhow::bail!(
+                    "the daemon is still running after {timeout:?}; log:\n{}",
+                    self.log()
+                ),
+            }
+        }
+        let status = self.child.wait().context("waiting for the daemon")?;
+        Ok((status.code(), self.log()))
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
