@@ -65,3 +65,38 @@ fn no_config_at_all_says_how_to_give_one() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--config FILE"), "{stderr}");
 }
+
+#[test]
+fn an_unprivileged_run_says_which_privileges_are_missing() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test drops root with setpriv: run it as root"
+    );
+    let f = write("[dataplane]\ninterfaces = [\"lo\"]\n");
+    // Readable by the unprivileged user the daemon runs as below.
+    std::fs::set_permissions(
+        f.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_xdp-lb"))
+        .arg("--config")
+        .arg(f.path())
+        .output()
+        .expect("setpriv (util-linux) runs the daemon as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("xdp-lb: error: missing privileges: xdp-lb needs root or the capabilities CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON"),
+        "{stderr}"
+    );
+}

@@ -66,7 +66,8 @@ fn key(addr: [u8; 16], port: u16, proto: u8) -> ServiceKey {
 }
 
 /// Three DR backends with weights 1:2:3 behind VIP:80/tcp, VIP:53/udp and [VIP6]:80/tcp,
-/// an inactive service on :81 and a service with no usable backend on :82.
+/// an inactive service on :81, a service with no usable backend on :82 and one whose
+/// backend's egress interface is no redirect target on :83.
 fn dataplane() -> Dataplane {
     require_root();
     pin_to_cpu0();
@@ -83,6 +84,12 @@ fn dataplane() -> Dataplane {
         };
         dp.set_backend(id as u32, &backend).unwrap();
     }
+    // Backend 3 leaves by an interface that is not a redirect target.
+    let elsewhere = BackendValue {
+        ifindex: 999,
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(3, &elsewhere).unwrap();
     let wrr = schedule::weighted_round_robin(&[1, 2, 3]).unwrap();
     let services = [
         (
@@ -105,6 +112,7 @@ fn dataplane() -> Dataplane {
             wrr.slots.clone(),
         ),
         (key(v4_mapped(VIP), 82, IPPROTO_TCP), 4, true, Vec::new()),
+        (key(v4_mapped(VIP), 83, IPPROTO_TCP), 5, true, vec![3]),
     ];
     for (key, id, active, slots) in services {
         dp.set_service(&ServiceSpec {
@@ -297,6 +305,11 @@ fn fixtures() {
             tcp4(5008, 82),
             Expect::Drop,
         ),
+        (
+            "a backend behind a missing egress drops",
+            tcp4(5010, 83),
+            Expect::Drop,
+        ),
         ("arp passes", arp, Expect::Pass),
         // BPF_PROG_TEST_RUN refuses frames below 14 bytes, so this is the shortest.
         (
@@ -348,6 +361,8 @@ fn fixtures() {
     assert_eq!(reasons["pass_not_service"], 3, "{reasons:?}");
     assert_eq!(reasons["pass_inactive"], 1, "{reasons:?}");
     assert_eq!(reasons["drop_no_backend"], 1, "{reasons:?}");
+    assert_eq!(reasons["drop_redirect"], 1, "{reasons:?}");
+    assert_eq!(dp.service_stats(5).unwrap().drop_redirect, 1);
     assert_eq!(reasons["pass_not_ip"], 1, "{reasons:?}");
     assert_eq!(reasons["pass_truncated"], 4, "{reasons:?}");
     assert_eq!(reasons["pass_fragment"], 2, "{reasons:?}");
