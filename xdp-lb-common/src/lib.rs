@@ -102,7 +102,46 @@ pub struct FlowKey {
 pub struct FlowValue {
     pub backend: u32,
     pub service: u32,
+    /// NAT flows only (`bpf_ktime_get_ns`, refreshed at most once a second): idle
+    /// entries expire. DR flows keep 0 and live until the LRU evicts them.
+    pub last_seen_ns: u64,
+    /// `FLOW_F_*`.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// `FlowValue::flags` / `NatValue::flags`: a FIN or RST was seen; the entry expires
+/// after the shorter closing timeout.
+pub const FLOW_F_CLOSING: u32 = 1;
+
+/// Value of the NAT reply map, keyed by the reply's 5-tuple as the real server sends
+/// it (src = real server, dst = client): how to turn it back into VIP traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatValue {
+    pub vip: [u8; 16],
+    pub vport_be: u16,
+    /// The client's next hop (the original frame's source MAC).
+    pub client_mac: [u8; 6],
+    /// Our MAC on the client side (the original frame's destination MAC).
+    pub lb_mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The client-side interface the original frame arrived on.
+    pub ifindex: u32,
+    pub last_seen_ns: u64,
+    pub flags: u32,
+    pub service: u32,
+}
+
+/// Index of the `CONFIG` array (u64 values set by the daemon).
+pub const CONFIG_NAT_ENABLED: u32 = 0;
+pub const CONFIG_TIMEOUT_TCP_NS: u32 = 1;
+pub const CONFIG_TIMEOUT_TCP_FIN_NS: u32 = 2;
+pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
+pub const CONFIG_SLOTS: u32 = 4;
+/// Timestamps are refreshed at most this often, so a busy flow does not dirty its
+/// cache line on every packet.
+pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
 
 /// Per-service counters (per-CPU array indexed by service id).
 #[repr(C)]
@@ -161,9 +200,13 @@ pub enum Reason {
     PassMalformed = 11,
     /// IPv6 with an extension header before TCP/UDP: passed.
     PassIpv6Ext = 12,
+    /// A NAT reply translated back to the VIP and forwarded.
+    NatReply = 13,
+    /// NAT of this address family is not supported (IPv6 NAT): dropped.
+    DropNatFamily = 14,
 }
 
-pub const REASON_COUNT: u32 = 13;
+pub const REASON_COUNT: u32 = 15;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -180,6 +223,8 @@ impl Reason {
         Reason::DropRedirect,
         Reason::PassMalformed,
         Reason::PassIpv6Ext,
+        Reason::NatReply,
+        Reason::DropNatFamily,
     ];
 
     /// Stable snake_case name for logs and metrics.
@@ -198,6 +243,8 @@ impl Reason {
             Reason::DropRedirect => "drop_redirect",
             Reason::PassMalformed => "pass_malformed",
             Reason::PassIpv6Ext => "pass_ipv6_ext",
+            Reason::NatReply => "nat_reply",
+            Reason::DropNatFamily => "drop_nat_family",
         }
     }
 }
@@ -214,7 +261,8 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
 const _: () = assert!(core::mem::size_of::<BackendValue>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
+const _: () = assert!(core::mem::size_of::<NatValue>() == 56);
 const _: () = assert!(core::mem::size_of::<ServiceStats>() == 56);
 const _: () = assert!(core::mem::size_of::<BackendStats>() == 24);
 
@@ -227,6 +275,7 @@ mod pod {
     unsafe impl aya::Pod for BackendValue {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for NatValue {}
     unsafe impl aya::Pod for ServiceStats {}
     unsafe impl aya::Pod for BackendStats {}
 }

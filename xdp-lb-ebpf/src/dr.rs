@@ -37,7 +37,7 @@ pub fn forward(
 /// byte-wise `memmove` calls on BPF; the packet start and the map value's MAC fields
 /// are both 2-byte aligned, so half-words are safe and several times cheaper.
 #[inline(always)]
-unsafe fn write_macs(eth: *mut u16, dst: &[u8; 6], src: &[u8; 6]) {
+pub unsafe fn write_macs(eth: *mut u16, dst: &[u8; 6], src: &[u8; 6]) {
     let half = |m: &[u8; 6], i: usize| u16::from_ne_bytes([m[2 * i], m[2 * i + 1]]);
     unsafe {
         *eth = half(dst, 0);

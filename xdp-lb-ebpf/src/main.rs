@@ -8,9 +8,13 @@
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]
+mod csum;
+#[cfg(target_arch = "bpf")]
 mod dr;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
@@ -18,10 +22,17 @@ mod schedule;
 
 #[cfg(target_arch = "bpf")]
 mod program {
+    use aya_ebpf::helpers::bpf_ktime_get_ns;
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-    use xdp_lb_common::{FWD_DR, Reason, SERVICE_F_ACTIVE, ServiceKey};
+    use xdp_lb_common::{
+        CONFIG_NAT_ENABLED, FWD_DR, FWD_NAT, Reason, SERVICE_F_ACTIVE, ServiceKey,
+    };
 
-    use crate::{counters, dr, maps::SERVICES, parse, schedule};
+    use crate::{
+        counters, dr,
+        maps::{CONFIG, SERVICES},
+        nat, parse, schedule,
+    };
 
     /// A final action together with the reason it is counted under.
     pub struct Verdict {
@@ -67,19 +78,37 @@ mod program {
         // SAFETY: the value is copied out at once; userspace replaces whole entries.
         let svc = match unsafe { SERVICES.get(&key) } {
             Some(svc) => *svc,
-            None => return Ok(Verdict::pass(Reason::PassNotService)),
+            None => {
+                // Only NAT setups pay for the reply lookup.
+                if CONFIG.get(CONFIG_NAT_ENABLED).is_some_and(|on| *on != 0) {
+                    // SAFETY: bpf_ktime_get_ns has no preconditions.
+                    let now = unsafe { bpf_ktime_get_ns() };
+                    if let Some(verdict) = nat::reply(ctx, &pkt, now) {
+                        return verdict;
+                    }
+                }
+                return Ok(Verdict::pass(Reason::PassNotService));
+            }
         };
         let stats = counters::service(svc.id);
         if svc.flags & SERVICE_F_ACTIVE == 0 {
             counters::bump(stats.map(|s| unsafe { &mut (*s).pass_inactive }));
             return Ok(Verdict::pass(Reason::PassInactive));
         }
-        let chosen = schedule::select(&pkt, &svc, stats)?;
+        // NAT flows age; DR flows only leave by LRU eviction and skip the clock.
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        let now = if svc.forwarding == FWD_NAT {
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        };
+        let chosen = schedule::select(&pkt, &svc, stats, now)?;
         counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
         match svc.forwarding {
             // SAFETY: array map values live as long as the map.
             FWD_DR => dr::forward(ctx, unsafe { &*chosen.backend }, stats),
-            // NAT and TUN are not in the data plane yet; the daemon refuses such configs.
+            FWD_NAT => nat::forward(ctx, &pkt, unsafe { &*chosen.backend }, svc.id, stats, now),
+            // TUN is not in the data plane yet; the daemon refuses such configs.
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
         }
     }

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BackendStats, BackendValue, DEFAULT_MAX_FLOWS, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_EGRESS_IFACES, MAX_SERVICES, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats,
-    ServiceValue,
+    BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS, FlowKey, FlowValue, MAX_BACKENDS,
+    MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey,
+    ServiceStats, ServiceValue,
 };
 
 /// (VIP, port, proto) → service.
@@ -50,3 +50,12 @@ pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON
 /// Egress interfaces for redirects, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS_IFACES, 0);
+
+/// NAT reply 5-tuple (real server → client) → how to translate it back.
+#[map]
+pub static NAT_REPLIES: LruHashMap<FlowKey, NatValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+
+/// Settings written by the daemon (`CONFIG_*` indices).
+#[map]
+pub static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_SLOTS, 0);

@@ -22,7 +22,16 @@ pub struct Packet {
     pub flow: FlowKey,
     /// Frame length in bytes, for the byte counters.
     pub len: u64,
+    /// Offsets of the IP and TCP/UDP headers, for the NAT rewrite.
+    pub l3: usize,
+    pub l4: usize,
+    pub ipv4: bool,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
 }
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
 
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
@@ -53,6 +62,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         l3 += VlanHdr::LEN;
     }
     let mut flow = FlowKey::default();
+    let mut tcp_flags = 0;
+    let ipv4 = ether_type == ETH_P_IP;
     let l4 = match ether_type {
         ETH_P_IP => parse_ipv4(ctx, l3, &mut flow)?,
         ETH_P_IPV6 => parse_ipv6(ctx, l3, &mut flow)?,
@@ -68,6 +79,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             }
             flow.sport_be = unsafe { u16::from_ne_bytes((*tcp).source) };
             flow.dport_be = unsafe { u16::from_ne_bytes((*tcp).dest) };
+            tcp_flags = unsafe { *((tcp as *const u8).add(13)) };
         }
         IPPROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, l4)?;
@@ -76,7 +88,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         }
         _ => return Err(Reason::PassNotL4),
     }
-    Ok(Packet { flow, len })
+    Ok(Packet {
+        flow,
+        len,
+        l3,
+        l4,
+        ipv4,
+        tcp_flags,
+    })
 }
 
 /// Fills addresses and protocol; returns the L4 offset.

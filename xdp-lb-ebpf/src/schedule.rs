@@ -10,7 +10,8 @@ use xdp_lb_common::{
 use crate::{
     counters,
     maps::{BACKENDS, CURSORS, FLOWS, SCHEDULE},
-    parse::Packet,
+    nat,
+    parse::{Packet, TCP_FIN, TCP_RST},
     program::Verdict,
 };
 
@@ -21,26 +22,42 @@ pub struct Chosen {
     pub new_flow: bool,
 }
 
+/// `now` is 0 for flows that do not age (DR); NAT passes the time so idle pins expire.
 #[inline(always)]
 pub fn select(
     pkt: &Packet,
     svc: &ServiceValue,
     stats: Option<*mut ServiceStats>,
+    now: u64,
 ) -> Result<Chosen, Verdict> {
-    // SAFETY: the value is copied out at once.
-    if let Some(pinned) = unsafe { FLOWS.get(&pkt.flow) } {
+    if let Some(pinned) = FLOWS.get_ptr_mut(&pkt.flow) {
+        // SAFETY: map value pointer from a successful lookup.
+        let pinned = unsafe { &mut *pinned };
         let backend_id = pinned.backend;
-        if let Some(backend) = BACKENDS.get(backend_id) {
-            if backend.flags & BACKEND_F_ACTIVE != 0 {
-                return Ok(Chosen {
-                    backend_id,
-                    backend,
-                    new_flow: false,
-                });
+        let idle = now != 0 && nat::expired(pinned.last_seen_ns, pinned.flags, pkt.flow.proto, now);
+        let backend = BACKENDS.get(backend_id);
+        if idle {
+            // An idle NAT flow: whatever comes now is a new connection.
+        } else if let Some(backend) = backend
+            && backend.flags & BACKEND_F_ACTIVE != 0
+        {
+            if now != 0 {
+                nat::touch(
+                    &mut pinned.last_seen_ns,
+                    &mut pinned.flags,
+                    now,
+                    closing(pkt),
+                );
             }
+            return Ok(Chosen {
+                backend_id,
+                backend,
+                new_flow: false,
+            });
+        } else {
+            // Its backend is gone or disabled: reschedule as a new flow.
+            counters::bump(stats.map(|s| unsafe { &mut (*s).rescheduled }));
         }
-        // Its backend is gone or disabled: reschedule as a new flow.
-        counters::bump(stats.map(|s| unsafe { &mut (*s).rescheduled }));
     }
 
     if svc.sched_len == 0 {
@@ -63,6 +80,9 @@ pub fn select(
     let pin = FlowValue {
         backend: backend_id,
         service: svc.id,
+        last_seen_ns: now,
+        flags: if now != 0 { closing(pkt) } else { 0 },
+        _pad: 0,
     };
     // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
     let _ = FLOWS.insert(&pkt.flow, &pin, 0);
@@ -120,4 +140,13 @@ fn mix(h: u32, k: u32) -> u32 {
         .rotate_left(13)
         .wrapping_mul(5)
         .wrapping_add(0xe654_6b64)
+}
+
+#[inline(always)]
+fn closing(pkt: &Packet) -> u32 {
+    if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        xdp_lb_common::FLOW_F_CLOSING
+    } else {
+        0
+    }
 }

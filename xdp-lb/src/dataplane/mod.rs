@@ -4,6 +4,7 @@
 //! Writers keep the kernel's view consistent at every instant: a schedule is written
 //! into a fresh range of the pool before the service entry that points to it is
 //! replaced (one map update), so a packet never sees a half-written schedule.
+pub mod nat;
 pub mod pool;
 pub mod stats;
 
@@ -16,8 +17,8 @@ use aya::{
 };
 use tracing::warn;
 use xdp_lb_common::{
-    BackendStats, BackendValue, MAX_BACKENDS, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, ServiceKey,
-    ServiceStats, ServiceValue,
+    BackendStats, BackendValue, FlowKey, FlowValue, MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS,
+    SERVICE_F_ACTIVE, ServiceKey, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -89,6 +90,9 @@ pub struct Dataplane {
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
     pub(crate) backend_stats: PerCpuArray<MapData, BackendStats>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
+    pub(crate) flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
+    pub(crate) config: Array<MapData, u64>,
     pool: SchedulePool,
     /// Live schedule range per service key.
     ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
@@ -119,6 +123,7 @@ impl Dataplane {
     fn load_object(object: &[u8], max_flows: u32) -> Result<Dataplane, DataplaneError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", max_flows)
+            .map_max_entries("NAT_REPLIES", max_flows)
             .load(object)
             .map_err(|e| {
                 if is_permission_error(&e) {
@@ -157,6 +162,9 @@ impl Dataplane {
             service_stats: take!("SERVICE_STATS"),
             backend_stats: take!("BACKEND_STATS"),
             global_stats: take!("GLOBAL_STATS"),
+            flows: take!("FLOWS"),
+            nat_replies: take!("NAT_REPLIES"),
+            config: take!("CONFIG"),
             ebpf,
             pool: SchedulePool::new(SCHEDULE_POOL_SLOTS),
             ranges: StdHashMap::new(),

@@ -2,6 +2,8 @@
 //! peers, and the real `xdp-lb` binary started inside the LB namespace.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod test_run;
+
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use xdp_lb_lab::{Daemon, DrLab, DrLabOptions, Netns};

@@ -1,0 +1,242 @@
+//! NAT forwarding (IPv4): client → VIP:port becomes client → real server ip:port, and
+//! the real server's replies become VIP:port → client again, with incremental IP and
+//! TCP/UDP checksum updates. The reply map remembers how to undo the translation and
+//! where the client is (its next-hop MAC and our interface), so replies need nothing
+//! from userspace. Entries carry a coarse last-seen time; the daemon deletes idle ones.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+use xdp_lb_common::{
+    BackendValue, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS,
+    FLOW_F_CLOSING, FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, NatValue, Reason, ServiceStats,
+};
+
+use crate::{
+    csum::{replace16, replace32},
+    dr,
+    maps::{CONFIG, EGRESS, NAT_REPLIES},
+    parse::{Packet, TCP_FIN, TCP_RST, ptr_at_mut},
+    program::Verdict,
+};
+
+/// Which end of the packet the rewrite changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Src,
+    Dst,
+}
+
+/// Translates a client's packet towards `backend` and forwards it like DR does.
+#[inline(always)]
+pub fn forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    backend: &BackendValue,
+    service: u32,
+    stats: Option<*mut ServiceStats>,
+    now: u64,
+) -> Result<Verdict, Verdict> {
+    if !pkt.ipv4 {
+        return Err(Verdict::drop(Reason::DropNatFamily));
+    }
+    let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+    let reply = FlowKey {
+        src: backend.addr,
+        dst: pkt.flow.src,
+        sport_be: backend.port_be,
+        dport_be: pkt.flow.sport_be,
+        proto: pkt.flow.proto,
+        _pad: [0; 3],
+    };
+    let closing = closing_flag(pkt.tcp_flags);
+    match NAT_REPLIES.get_ptr_mut(&reply) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(entry) => unsafe {
+            touch(
+                &mut (*entry).last_seen_ns,
+                &mut (*entry).flags,
+                now,
+                closing,
+            )
+        },
+        None => {
+            let entry = NatValue {
+                vip: pkt.flow.dst,
+                vport_be: pkt.flow.dport_be,
+                client_mac,
+                lb_mac,
+                _pad: [0; 2],
+                ifindex: ctx.ingress_ifindex() as u32,
+                last_seen_ns: now,
+                flags: closing,
+                service,
+            };
+            // A full LRU evicts the oldest entry; losing one only loses that reply path.
+            let _ = NAT_REPLIES.insert(&reply, &entry, 0);
+        }
+    }
+    let addr = [
+        backend.addr[12],
+        backend.addr[13],
+        backend.addr[14],
+        backend.addr[15],
+    ];
+    rewrite_v4(ctx, pkt, End::Dst, addr, backend.port_be).map_err(Verdict::pass)?;
+    dr::forward(ctx, backend, stats)
+}
+
+/// A real server's reply to a NAT flow, translated back; `None` if it is not one.
+#[inline(always)]
+pub fn reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<Result<Verdict, Verdict>> {
+    let entry = NAT_REPLIES.get_ptr_mut(&pkt.flow)?;
+    // SAFETY: map value pointer from a successful lookup, copied field by field.
+    let nat = unsafe { &mut *entry };
+    if expired(nat.last_seen_ns, nat.flags, pkt.flow.proto, now) {
+        return None;
+    }
+    touch(
+        &mut nat.last_seen_ns,
+        &mut nat.flags,
+        now,
+        closing_flag(pkt.tcp_flags),
+    );
+    let vip = [nat.vip[12], nat.vip[13], nat.vip[14], nat.vip[15]];
+    let (vport, client_mac, lb_mac, ifindex) =
+        (nat.vport_be, nat.client_mac, nat.lb_mac, nat.ifindex);
+    Some(send_reply(
+        ctx,
+        pkt,
+        vip,
+        vport,
+        &client_mac,
+        &lb_mac,
+        ifindex,
+    ))
+}
+
+#[inline(always)]
+fn send_reply(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    vip: [u8; 4],
+    vport_be: u16,
+    client_mac: &[u8; 6],
+    lb_mac: &[u8; 6],
+    ifindex: u32,
+) -> Result<Verdict, Verdict> {
+    rewrite_v4(ctx, pkt, End::Src, vip, vport_be).map_err(Verdict::pass)?;
+    let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
+    // SAFETY: bounds checked by ptr_at_mut.
+    unsafe { dr::write_macs(eth as *mut u16, client_mac, lb_mac) };
+    if ifindex == ctx.ingress_ifindex() as u32 {
+        return Ok(Verdict {
+            action: xdp_action::XDP_TX,
+            reason: Reason::NatReply,
+        });
+    }
+    match EGRESS.redirect(ifindex, 0) {
+        Ok(action) => Ok(Verdict {
+            action,
+            reason: Reason::NatReply,
+        }),
+        Err(_) => Err(Verdict::drop(Reason::DropRedirect)),
+    }
+}
+
+/// Rewrites one end's IPv4 address and port, updating the IP and L4 checksums.
+#[inline(always)]
+fn rewrite_v4(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    end: End,
+    addr: [u8; 4],
+    port_be: u16,
+) -> Result<(), Reason> {
+    let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, pkt.l3)?;
+    // SAFETY: bounds checked by ptr_at_mut (here and below).
+    let old_addr = unsafe {
+        let old = if end == End::Dst {
+            (*ip).dst_addr
+        } else {
+            (*ip).src_addr
+        };
+        (*ip).check = replace32(u16::from_be_bytes((*ip).check), old, addr).to_be_bytes();
+        if end == End::Dst {
+            (*ip).dst_addr = addr;
+        } else {
+            (*ip).src_addr = addr;
+        }
+        old
+    };
+    let new_port = u16::from_be(port_be);
+    if pkt.flow.proto == IPPROTO_TCP {
+        let tcp: *mut TcpHdr = ptr_at_mut(ctx, pkt.l4)?;
+        unsafe {
+            let field = if end == End::Dst {
+                &mut (*tcp).dest
+            } else {
+                &mut (*tcp).source
+            };
+            let old_port = u16::from_be_bytes(*field);
+            *field = new_port.to_be_bytes();
+            let c = replace32(u16::from_be_bytes((*tcp).check), old_addr, addr);
+            (*tcp).check = replace16(c, old_port, new_port).to_be_bytes();
+        }
+    } else {
+        let udp: *mut UdpHdr = ptr_at_mut(ctx, pkt.l4)?;
+        unsafe {
+            let field = if end == End::Dst {
+                &mut (*udp).dst
+            } else {
+                &mut (*udp).src
+            };
+            let old_port = u16::from_be_bytes(*field);
+            *field = new_port.to_be_bytes();
+            let check = u16::from_be_bytes((*udp).check);
+            // 0 means "no checksum" for UDP over IPv4: keep it that way.
+            if check != 0 {
+                let c = replace16(replace32(check, old_addr, addr), old_port, new_port);
+                // A computed 0 is sent as 0xffff (RFC 768).
+                (*udp).check = if c == 0 { 0xffff } else { c }.to_be_bytes();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn closing_flag(tcp_flags: u8) -> u32 {
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        FLOW_F_CLOSING
+    } else {
+        0
+    }
+}
+
+/// Refreshes a last-seen time at most once per granularity and latches FIN/RST.
+#[inline(always)]
+pub fn touch(last_seen: &mut u64, flags: &mut u32, now: u64, closing: u32) {
+    if now.wrapping_sub(*last_seen) > LAST_SEEN_GRANULARITY_NS {
+        *last_seen = now;
+    }
+    if closing != 0 && *flags & closing == 0 {
+        *flags |= closing;
+    }
+}
+
+/// Idle longer than the timeout for its protocol and state.
+#[inline(always)]
+pub fn expired(last_seen: u64, flags: u32, proto: u8, now: u64) -> bool {
+    let slot = if proto != IPPROTO_TCP {
+        CONFIG_TIMEOUT_UDP_NS
+    } else if flags & FLOW_F_CLOSING != 0 {
+        CONFIG_TIMEOUT_TCP_FIN_NS
+    } else {
+        CONFIG_TIMEOUT_TCP_NS
+    };
+    match CONFIG.get(slot) {
+        Some(timeout) if *timeout > 0 => now.wrapping_sub(last_seen) > *timeout,
+        _ => false,
+    }
+}

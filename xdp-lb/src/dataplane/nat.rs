@@ -1,0 +1,117 @@
+//! NAT state as the daemon sees it: the timeouts the program applies, and the
+//! garbage collection of idle flow and reply entries (the LRU only evicts when full,
+//! so without this a quiet table would keep dead entries forever).
+use std::time::Duration;
+
+use xdp_lb_common::{
+    CONFIG_NAT_ENABLED, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS,
+    FLOW_F_CLOSING, FlowKey, IPPROTO_TCP,
+};
+
+use super::{Dataplane, DataplaneError, map_err};
+
+/// Idle timeouts of NAT entries, as IPVS has them (`ipvsadm --set tcp tcpfin udp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatTimeouts {
+    pub tcp: Duration,
+    /// After a FIN or RST was seen.
+    pub tcp_fin: Duration,
+    pub udp: Duration,
+}
+
+impl Default for NatTimeouts {
+    /// IPVS's defaults: 900 s, 120 s, 300 s.
+    fn default() -> Self {
+        NatTimeouts {
+            tcp: Duration::from_secs(900),
+            tcp_fin: Duration::from_secs(120),
+            udp: Duration::from_secs(300),
+        }
+    }
+}
+
+impl NatTimeouts {
+    fn for_entry(&self, proto: u8, flags: u32) -> Duration {
+        match (proto, flags & FLOW_F_CLOSING != 0) {
+            (IPPROTO_TCP, true) => self.tcp_fin,
+            (IPPROTO_TCP, false) => self.tcp,
+            _ => self.udp,
+        }
+    }
+}
+
+/// The clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC), in ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What one garbage-collection pass found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatGc {
+    pub flows_left: usize,
+    pub flows_removed: usize,
+    pub replies_left: usize,
+    pub replies_removed: usize,
+}
+
+impl Dataplane {
+    /// Turns NAT reply handling on (or off) and sets the idle timeouts.
+    pub fn set_nat(&mut self, enabled: bool, t: &NatTimeouts) -> Result<(), DataplaneError> {
+        let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        for (slot, value) in [
+            (CONFIG_TIMEOUT_TCP_NS, ns(t.tcp)),
+            (CONFIG_TIMEOUT_TCP_FIN_NS, ns(t.tcp_fin)),
+            (CONFIG_TIMEOUT_UDP_NS, ns(t.udp)),
+            (CONFIG_NAT_ENABLED, u64::from(enabled)),
+        ] {
+            self.config.set(slot, value, 0).map_err(map_err("CONFIG"))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes NAT flow and reply entries idle past their timeout. DR flows (never
+    /// stamped) are left to the LRU.
+    pub fn expire_nat(&mut self, t: &NatTimeouts, now_ns: u64) -> Result<NatGc, DataplaneError> {
+        let idle = |last: u64, proto: u8, flags: u32| {
+            last != 0 && now_ns.saturating_sub(last) > t.for_entry(proto, flags).as_nanos() as u64
+        };
+        let mut gc = NatGc::default();
+        let stale_flows: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| idle(v.last_seen_ns, k.proto, v.flags))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale_flows {
+            // Gone already (evicted or raced): fine.
+            let _ = self.flows.remove(k);
+        }
+        let stale_replies: Vec<FlowKey> = self
+            .nat_replies
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| idle(v.last_seen_ns, k.proto, v.flags))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale_replies {
+            let _ = self.nat_replies.remove(k);
+        }
+        gc.flows_removed = stale_flows.len();
+        gc.replies_removed = stale_replies.len();
+        gc.flows_left = self.flows.keys().count();
+        gc.replies_left = self.nat_replies.keys().count();
+        Ok(gc)
+    }
+
+    /// Entries in the flow table and the NAT reply table.
+    pub fn table_sizes(&self) -> (usize, usize) {
+        (self.flows.keys().count(), self.nat_replies.keys().count())
+    }
+}

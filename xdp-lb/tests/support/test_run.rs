@@ -1,0 +1,64 @@
+//! BPF_PROG_TEST_RUN helpers: load the program, pin the thread, run a frame.
+use aya::programs::{TestRun, TestRunOptions};
+use xdp_lb::dataplane::Dataplane;
+use xdp_lb_common::ServiceKey;
+
+/// `enum xdp_action` from the kernel UAPI.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// BPF_PROG_TEST_RUN runs XDP as if received on the loopback device.
+pub const TEST_RUN_IFINDEX: u32 = 1;
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests load XDP programs and need root (CAP_BPF, CAP_NET_ADMIN)"
+    );
+}
+
+/// Keeps per-CPU state (round-robin cursors, counters) on one CPU so results are exact.
+pub fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; we set one bit and apply it to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// A loaded program on a pinned, privileged thread.
+pub fn load() -> Dataplane {
+    require_root();
+    pin_to_cpu0();
+    Dataplane::load(4096).expect("load the XDP program")
+}
+
+pub fn key(addr: [u8; 16], port: u16, proto: u8) -> ServiceKey {
+    ServiceKey {
+        addr,
+        port_be: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+/// Runs one frame; returns the action and the frame as the program left it.
+pub fn run(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    };
+    let result = dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
