@@ -107,7 +107,15 @@ mod program {
         match svc.forwarding {
             // SAFETY: array map values live as long as the map.
             FWD_DR => dr::forward(ctx, unsafe { &*chosen.backend }, stats),
-            FWD_NAT => nat::forward(ctx, &pkt, unsafe { &*chosen.backend }, svc.id, stats, now),
+            FWD_NAT => nat::forward(
+                ctx,
+                &pkt,
+                unsafe { &*chosen.backend },
+                svc.id,
+                stats,
+                now,
+                chosen.refreshed,
+            ),
             // TUN is not in the data plane yet; the daemon refuses such configs.
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
         }

@@ -26,6 +26,8 @@ enum End {
 }
 
 /// Translates a client's packet towards `backend` and forwards it like DR does.
+/// `refresh`: the flow is new or its entry was just refreshed, so the reply entry is
+/// refreshed (or recreated) too; other packets skip that second lookup.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
@@ -34,11 +36,30 @@ pub fn forward(
     service: u32,
     stats: Option<*mut ServiceStats>,
     now: u64,
+    refresh: bool,
 ) -> Result<Verdict, Verdict> {
     if !pkt.ipv4 {
         return Err(Verdict::drop(Reason::DropNatFamily));
     }
-    let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
+    if refresh {
+        remember_reply(ctx, pkt, backend, service, now);
+    }
+    let addr = [
+        backend.addr[12],
+        backend.addr[13],
+        backend.addr[14],
+        backend.addr[15],
+    ];
+    rewrite_v4(ctx, pkt, End::Dst, addr, backend.port_be).map_err(Verdict::pass)?;
+    dr::forward(ctx, backend, stats)
+}
+
+/// Creates or refreshes the reply entry of this flow.
+#[inline(always)]
+fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, service: u32, now: u64) {
+    let Ok(eth) = crate::parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return;
+    };
     // SAFETY: bounds checked by ptr_at.
     let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
     let reply = FlowKey {
@@ -58,7 +79,7 @@ pub fn forward(
                 &mut (*entry).flags,
                 now,
                 closing,
-            )
+            );
         },
         None => {
             let entry = NatValue {
@@ -76,14 +97,6 @@ pub fn forward(
             let _ = NAT_REPLIES.insert(&reply, &entry, 0);
         }
     }
-    let addr = [
-        backend.addr[12],
-        backend.addr[13],
-        backend.addr[14],
-        backend.addr[15],
-    ];
-    rewrite_v4(ctx, pkt, End::Dst, addr, backend.port_be).map_err(Verdict::pass)?;
-    dr::forward(ctx, backend, stats)
 }
 
 /// A real server's reply to a NAT flow, translated back; `None` if it is not one.
@@ -214,15 +227,20 @@ fn closing_flag(tcp_flags: u8) -> u32 {
     }
 }
 
-/// Refreshes a last-seen time at most once per granularity and latches FIN/RST.
+/// Refreshes a last-seen time at most once per granularity and latches FIN/RST;
+/// says whether anything changed.
 #[inline(always)]
-pub fn touch(last_seen: &mut u64, flags: &mut u32, now: u64, closing: u32) {
+pub fn touch(last_seen: &mut u64, flags: &mut u32, now: u64, closing: u32) -> bool {
+    let mut changed = false;
     if now.wrapping_sub(*last_seen) > LAST_SEEN_GRANULARITY_NS {
         *last_seen = now;
+        changed = true;
     }
     if closing != 0 && *flags & closing == 0 {
         *flags |= closing;
+        changed = true;
     }
+    changed
 }
 
 /// Idle longer than the timeout for its protocol and state.

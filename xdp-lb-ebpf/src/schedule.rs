@@ -20,6 +20,8 @@ pub struct Chosen {
     /// Points into the BACKENDS array: read in place, never copied.
     pub backend: *const BackendValue,
     pub new_flow: bool,
+    /// New, or its aging state changed: NAT refreshes the reply entry then.
+    pub refreshed: bool,
 }
 
 /// `now` is 0 for flows that do not age (DR); NAT passes the time so idle pins expire.
@@ -41,18 +43,18 @@ pub fn select(
         } else if let Some(backend) = backend
             && backend.flags & BACKEND_F_ACTIVE != 0
         {
-            if now != 0 {
-                nat::touch(
+            let refreshed = now != 0
+                && nat::touch(
                     &mut pinned.last_seen_ns,
                     &mut pinned.flags,
                     now,
                     closing(pkt),
                 );
-            }
             return Ok(Chosen {
                 backend_id,
                 backend,
                 new_flow: false,
+                refreshed,
             });
         } else {
             // Its backend is gone or disabled: reschedule as a new flow.
@@ -90,6 +92,7 @@ pub fn select(
         backend_id,
         backend,
         new_flow: true,
+        refreshed: true,
     })
 }
 

@@ -9,10 +9,13 @@ use std::time::Duration;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
 use xdp_lb::{
-    dataplane::{Dataplane, ServiceSpec, load_floor},
+    dataplane::{Dataplane, ServiceSpec, load_floor, nat::NatTimeouts},
     schedule,
 };
-use xdp_lb_common::{BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, ServiceKey, v4_mapped};
+use xdp_lb_common::{
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, IPPROTO_TCP, SELECT_CURSOR, ServiceKey,
+    v4_mapped,
+};
 
 /// Repeat-loop rows: ROUNDS rounds, each timing every case once with REPEAT runs, so
 /// a slow moment of the machine hits all cases alike; the median round is reported.
@@ -20,10 +23,18 @@ const ROUNDS: usize = 21;
 const REPEAT: u32 = 200_000;
 const SINGLE_RUNS: u16 = 20_000;
 
+const CLIENT: [u8; 4] = [198, 51, 100, 7];
+const VIP: [u8; 4] = [192, 0, 2, 100];
+const NAT_SERVER: [u8; 4] = [203, 0, 113, 11];
+
 fn frame(sport: u16, dport: u16) -> Vec<u8> {
+    tcp(CLIENT, sport, VIP, dport)
+}
+
+fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
     let mut f = Vec::new();
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([198, 51, 100, 7], [192, 0, 2, 100], 64)
+        .ipv4(src, dst, 64)
         .tcp(sport, dport, 1, 64_000)
         .write(&mut f, &[0u8; 64])
         .unwrap();
@@ -91,10 +102,28 @@ fn main() {
         slots: wrr.slots,
     })
     .unwrap();
+    // A NAT service on :81 with one real server (port 8080).
+    let nat_backend = BackendValue {
+        addr: v4_mapped(NAT_SERVER),
+        port_be: 8080u16.to_be(),
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(3, &nat_backend).unwrap();
+    dp.set_service(&ServiceSpec {
+        key: ServiceKey {
+            port_be: 81u16.to_be(),
+            ..key
+        },
+        id: 1,
+        forwarding: FWD_NAT,
+        select: SELECT_CURSOR,
+        active: true,
+        slots: vec![3],
+    })
+    .unwrap();
     let floor_ebpf = load_floor().expect("load the floor program");
     let floor: &Xdp = floor_ebpf.program("xdp_floor").unwrap().try_into().unwrap();
     let lb = dp.program();
-
     let established_frame = frame(2, 80);
     time(lb, &established_frame, 1); // create the flow
     let (floor_frame, non_vip_frame) = (frame(1, 80), frame(1, 8080));
@@ -111,7 +140,26 @@ fn main() {
     let floor_single = median_single(floor, |i| frame(i, 80));
     // Distinct source ports from 10_000: every run is a new flow.
     let new_flow = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 80));
-    let established_single = median_single(lb, |_| established_frame.clone());
+    // The 20 000 flows the previous row created, each seen again: a realistic spread
+    // over the table rather than one hot entry.
+    let established_single = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 80));
+
+    // NAT on: non-VIP packets now also try the reply table.
+    dp.set_nat(true, &NatTimeouts::default()).unwrap();
+    let lb = dp.program();
+    let mut nat_rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        nat_rounds.push(time(lb, &non_vip_frame, REPEAT).as_nanos() as f64);
+    }
+    nat_rounds.sort_by(f64::total_cmp);
+    let non_vip_nat_on = nat_rounds[ROUNDS / 2];
+    // NAT rewrites addresses, so a repeat loop would feed the rewritten frame back in:
+    // single runs only. The forward rows first create 20 000 flows, then reuse them.
+    let nat_new = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 81));
+    let nat_established = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 81));
+    let nat_reply = median_single(lb, |i| {
+        tcp(NAT_SERVER, 8080, CLIENT, 30_000u16.wrapping_add(i))
+    });
 
     println!("xdp-lb data plane, BPF_PROG_TEST_RUN on one CPU (64-byte TCP payload)");
     println!();
@@ -140,7 +188,7 @@ fn main() {
         floor_repeat,
     );
     row(
-        "established flow (XDP_TX)",
+        "established flows (XDP_TX)",
         &format!("median {SINGLE_RUNS}x1"),
         established_single,
         floor_single,
@@ -151,8 +199,26 @@ fn main() {
         new_flow,
         floor_single,
     );
+    let single = format!("median {SINGLE_RUNS}x1");
+    row(
+        "non-VIP packet, NAT enabled",
+        &format!("median {ROUNDS}x{REPEAT}"),
+        non_vip_nat_on,
+        floor_repeat,
+    );
+    row("NAT forward, new flow", &single, nat_new, floor_single);
+    row(
+        "NAT forward, established",
+        &single,
+        nat_established,
+        floor_single,
+    );
+    row("NAT reply (reverse)", &single, nat_reply, floor_single);
     println!();
     println!(
         "floor = trivial MAC-swap XDP_TX program; single runs include the kernel's per-call timer cost."
+    );
+    println!(
+        "repeat rows reuse one hot flow; x1 rows walk 20 000 distinct flows (new, then seen again)."
     );
 }

@@ -10,8 +10,8 @@ use anyhow::{Context as _, bail};
 use tracing::{info, warn};
 
 use crate::{
-    config::Config,
-    dataplane::Dataplane,
+    config::{Config, Forwarding, NatTimeouts},
+    dataplane::{Dataplane, nat::monotonic_ns},
     netlink::{Link, Netlink},
     privileges,
     services::{Egress, ServiceTable},
@@ -42,6 +42,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             dataplane.add_egress(link.index)?;
         }
         write_all(&mut dataplane, &table)?;
+        let nat = config.virtual_servers.iter().any(|v| v.forwarding == Forwarding::Nat);
+        let nat_timeouts = config.dataplane.nat_timeouts;
+        dataplane.set_nat(nat, &nat_timeouts)?;
         for link in links.values() {
             let mode = dataplane.attach(&link.name, config.dataplane.xdp_mode)?;
             info!(interface = %link.name, mode = mode.as_str(), "XDP attached");
@@ -53,6 +56,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         );
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
+        let mut nat_gc = tokio::time::interval(nat_gc_interval(&nat_timeouts));
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -61,6 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                         warn!(error = %format!("{e:#}"), "neighbour refresh failed; keeping the last known MACs");
                     }
                 }
+                _ = nat_gc.tick(), if nat => collect_nat(&mut dataplane, &nat_timeouts),
             }
         }
         anyhow::Ok(())
@@ -86,7 +91,7 @@ async fn route_backends(
         let Some(link) = links.get(&route.oif) else {
             bail!(
                 "real server {}: the route to it leaves by ifindex {}, not by an XDP interface ({}); \
-                 DR needs real servers on a segment of `dataplane.interfaces`",
+                 DR and NAT need real servers on a segment of `dataplane.interfaces`",
                 b.addr,
                 route.oif,
                 names.join(", ")
@@ -94,7 +99,7 @@ async fn route_backends(
         };
         if let Some(gw) = route.gateway {
             bail!(
-                "real server {} is behind gateway {gw} on `{}`; DR needs it on the same L2 segment",
+                "real server {} is behind gateway {gw} on `{}`; DR and NAT need it on the same L2 segment",
                 b.addr,
                 link.name
             );
@@ -105,6 +110,29 @@ async fn route_backends(
         });
     }
     Ok(())
+}
+
+/// Half the shortest NAT timeout, between 1 s and 10 s: entries leave at most 50 %
+/// after their timeout, and a big table is not walked more than once a second.
+fn nat_gc_interval(t: &NatTimeouts) -> Duration {
+    (t.tcp.min(t.tcp_fin).min(t.udp) / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// Deletes idle NAT entries (the LRU alone would only evict them when full).
+fn collect_nat(dataplane: &mut Dataplane, t: &NatTimeouts) {
+    match dataplane.expire_nat(t, monotonic_ns()) {
+        Ok(gc) if gc.flows_removed + gc.replies_removed > 0 => info!(
+            flows_removed = gc.flows_removed,
+            replies_removed = gc.replies_removed,
+            flows_left = gc.flows_left,
+            replies_left = gc.replies_left,
+            "expired idle NAT entries"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %e, "NAT garbage collection failed; the LRU still bounds the tables")
+        }
+    }
 }
 
 /// The data plane's counters, so a run ends with what it did.

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS, MAX_SERVICES,
-    ServiceKey, v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
+    MAX_SERVICES, ServiceKey, v4_mapped,
 };
 
 use crate::{
@@ -178,6 +178,7 @@ impl ServiceTable {
             id: svc.id,
             forwarding: match svc.forwarding {
                 Forwarding::Dr => FWD_DR,
+                Forwarding::Nat => FWD_NAT,
             },
             select: sched.select,
             active: true,

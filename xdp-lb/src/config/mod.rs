@@ -64,6 +64,29 @@ pub struct Dataplane {
     pub max_flows: u32,
     /// How long to wait for a real server's MAC at start; default 5s.
     pub neighbour_timeout: Duration,
+    /// Idle timeouts of NAT connections (`nat_tcp_timeout`, `nat_tcp_fin_timeout`,
+    /// `nat_udp_timeout`); IPVS's defaults.
+    pub nat_timeouts: NatTimeouts,
+}
+
+/// Idle timeouts of NAT entries, as IPVS has them (`ipvsadm --set tcp tcpfin udp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatTimeouts {
+    pub tcp: Duration,
+    /// After a FIN or RST was seen.
+    pub tcp_fin: Duration,
+    pub udp: Duration,
+}
+
+impl Default for NatTimeouts {
+    /// IPVS's defaults: 900 s, 120 s, 300 s.
+    fn default() -> Self {
+        NatTimeouts {
+            tcp: Duration::from_secs(900),
+            tcp_fin: Duration::from_secs(120),
+            udp: Duration::from_secs(300),
+        }
+    }
 }
 
 /// How the XDP program is attached (`xdp_mode`).
@@ -112,6 +135,9 @@ pub enum Scheduler {
 pub enum Forwarding {
     /// Direct routing: rewrite the destination MAC, keep the IP packet as is.
     Dr,
+    /// Address (and port) translation both ways; the LB must be the real servers'
+    /// gateway. IPv4 only for now.
+    Nat,
 }
 
 /// One `[[virtual_server.real_server]]`.
@@ -142,5 +168,5 @@ display_as_config_name! {
     XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
     Protocol { Tcp => "tcp", Udp => "udp" }
     Scheduler { Rr => "rr", Wrr => "wrr" }
-    Forwarding { Dr => "dr" }
+    Forwarding { Dr => "dr", Nat => "nat" }
 }

@@ -30,6 +30,9 @@ pub(super) struct RawDataplane {
     pub(super) xdp_mode: Option<Spanned<Value>>,
     pub(super) max_flows: Option<Spanned<Value>>,
     pub(super) neighbour_timeout: Option<Spanned<Value>>,
+    pub(super) nat_tcp_timeout: Option<Spanned<Value>>,
+    pub(super) nat_tcp_fin_timeout: Option<Spanned<Value>>,
+    pub(super) nat_udp_timeout: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,8 @@ use super::duration::{DURATION_FORM, parse_duration};
 use super::error::{ConfigError, SourceText};
 use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
 use super::{
-    Config, Dataplane, Forwarding, Global, Protocol, RealServer, Scheduler, VirtualServer, XdpMode,
+    Config, Dataplane, Forwarding, Global, NatTimeouts, Protocol, RealServer, Scheduler,
+    VirtualServer, XdpMode,
 };
 
 const MAX_FLOWS: RangeInclusive<i64> = 1024..=16_777_216;
@@ -50,8 +51,8 @@ const SCHEDULERS: Choices<Scheduler> = Choices {
 };
 const FORWARDINGS: Choices<Forwarding> = Choices {
     key: "forwarding",
-    valid: &[("dr", Forwarding::Dr)],
-    not_implemented: &["nat", "tun"],
+    valid: &[("dr", Forwarding::Dr), ("nat", Forwarding::Nat)],
+    not_implemented: &["tun"],
     aliases: &[("direct", "dr"), ("route", "dr")],
 };
 
@@ -176,11 +177,42 @@ impl Validator<'_, '_> {
             Some(value) => self.duration(value, "neighbour_timeout")?,
             None => DEFAULT_NEIGHBOUR_TIMEOUT,
         };
+        let defaults = NatTimeouts::default();
+        let mut nat_timeouts = defaults;
+        for (value, key, slot) in [
+            (
+                &raw.nat_tcp_timeout,
+                "nat_tcp_timeout",
+                &mut nat_timeouts.tcp,
+            ),
+            (
+                &raw.nat_tcp_fin_timeout,
+                "nat_tcp_fin_timeout",
+                &mut nat_timeouts.tcp_fin,
+            ),
+            (
+                &raw.nat_udp_timeout,
+                "nat_udp_timeout",
+                &mut nat_timeouts.udp,
+            ),
+        ] {
+            if let Some(value) = value {
+                let d = self.duration(value, key)?;
+                if d.is_zero() {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!("`{key}` must be longer than 0s: an entry that expires at once breaks every NAT connection"),
+                    ));
+                }
+                *slot = d;
+            }
+        }
         Ok(Dataplane {
             interfaces,
             xdp_mode,
             max_flows,
             neighbour_timeout,
+            nat_timeouts,
         })
     }
 
@@ -238,6 +270,16 @@ impl Validator<'_, '_> {
                 Some(value) => self.choice(value, &FORWARDINGS)?,
                 None => Forwarding::Dr,
             };
+            if forwarding == Forwarding::Nat && vip.is_ipv6() {
+                let value = raw.forwarding.as_ref().expect("nat was given explicitly");
+                return Err(self.src.error(
+                    value.span(),
+                    format!(
+                        "virtual server {name}: `forwarding = \"nat\"` supports IPv4 only in this \
+                         version; use \"dr\" for IPv6"
+                    ),
+                ));
+            }
             let real_servers = self.real_servers(&raw.real_server, vip, port, &name)?;
             if real_servers.is_empty() {
                 return Err(self.src.error(

@@ -9,26 +9,7 @@ use xdp_lb_common::{
 };
 
 use super::{Dataplane, DataplaneError, map_err};
-
-/// Idle timeouts of NAT entries, as IPVS has them (`ipvsadm --set tcp tcpfin udp`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NatTimeouts {
-    pub tcp: Duration,
-    /// After a FIN or RST was seen.
-    pub tcp_fin: Duration,
-    pub udp: Duration,
-}
-
-impl Default for NatTimeouts {
-    /// IPVS's defaults: 900 s, 120 s, 300 s.
-    fn default() -> Self {
-        NatTimeouts {
-            tcp: Duration::from_secs(900),
-            tcp_fin: Duration::from_secs(120),
-            udp: Duration::from_secs(300),
-        }
-    }
-}
+pub use crate::config::NatTimeouts;
 
 impl NatTimeouts {
     fn for_entry(&self, proto: u8, flags: u32) -> Duration {

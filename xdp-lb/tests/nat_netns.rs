@@ -1,0 +1,84 @@
+//! NAT end to end: two-arm lab (client segment on eth0, real servers behind eth1 with
+//! the LB as their default gateway), the real `xdp-lb` binary, python real servers
+//! listening on other ports than the VIP's (port mapping), real client connections.
+mod support;
+
+use std::time::Duration;
+
+use support::{IO_TIMEOUT, assert_split, dr_lab, start, vip};
+use xdp_lb_lab::{DrLab, DrLabOptions, http_get_keepalive, http_get_new_connections, udp_query};
+
+/// VIP:80/tcp → :8080 and VIP:53/udp → :5353 on every backend, NAT.
+fn nat_config(lab: &DrLab, extra: &str) -> String {
+    let mut text = format!(
+        "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nneighbour_timeout = \"10s\"\n{extra}\n"
+    );
+    for (vport, proto, rport) in [(80, "tcp", 8080), (53, "udp", 5353)] {
+        text += &format!(
+            "\n[[virtual_server]]\nvip = \"{}\"\nport = {vport}\nprotocol = \"{proto}\"\nforwarding = \"nat\"\n",
+            DrLab::VIP
+        );
+        for b in &lab.backends {
+            text += &format!(
+                "  [[virtual_server.real_server]]\n  address = \"{}\"\n  port = {rport}\n",
+                b.addr
+            );
+        }
+    }
+    text
+}
+
+#[test]
+fn http_through_the_vip_reaches_each_server_on_its_mapped_port() {
+    let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
+    lab.start_http_backends(8080).unwrap();
+    let daemon = start(&lab.lb, &nat_config(&lab, ""));
+    let tally = http_get_new_connections(&lab.client, vip(80), 100, IO_TIMEOUT).unwrap();
+    assert_split(&tally, &[("b1", 1), ("b2", 1)], 100, 5.0);
+    let names = http_get_keepalive(&lab.client, vip(80), 100, IO_TIMEOUT).unwrap();
+    assert!(
+        names.iter().all(|n| *n == names[0]),
+        "keep-alive connection moved: {names:?}"
+    );
+    // Nothing listens on 80 anywhere: answers prove both translations happened.
+    daemon.stop().unwrap();
+}
+
+#[test]
+fn a_udp_service_is_translated_both_ways() {
+    let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
+    lab.start_udp_backends(5353).unwrap();
+    let daemon = start(&lab.lb, &nat_config(&lab, ""));
+    // The client only accepts answers from VIP:53, so each name proves the reverse path.
+    let tally = udp_query(&lab.client, vip(53), 100, IO_TIMEOUT).unwrap();
+    assert_split(&tally, &[("b1", 1), ("b2", 1)], 100, 5.0);
+    daemon.stop().unwrap();
+}
+
+#[test]
+fn ten_thousand_short_connections_leave_the_tables_bounded_and_they_expire() {
+    let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
+    lab.start_http_backends(8080).unwrap();
+    let extra = "max_flows = 2048\nnat_tcp_fin_timeout = \"1s\"\nnat_tcp_timeout = \"3s\"";
+    let mut daemon = start(&lab.lb, &nat_config(&lab, extra));
+    // Five times the table size, one after another: the LRU bounds the tables, and
+    // every connection still completes.
+    let tally = http_get_new_connections(&lab.client, vip(80), 10_000, IO_TIMEOUT).unwrap();
+    assert_eq!(tally.values().sum::<usize>(), 10_000);
+    // Then, with no traffic, the collector empties both tables.
+    daemon
+        .wait_for_line("flows_left=0 replies_left=0", Duration::from_secs(30))
+        .unwrap();
+    let log = daemon.stop().unwrap();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("expired idle NAT entries"))
+    {
+        let left: usize = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("flows_left="))
+            .and_then(|n| n.parse().ok())
+            .expect("flows_left in the log line");
+        assert!(left <= 2048, "flow table above its bound: {line}");
+    }
+}
