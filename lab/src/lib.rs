@@ -7,6 +7,7 @@
 //! - [`backends`]: [`BackendServer`], python3 HTTP/UDP servers answering a name.
 //! - [`client`]: probes run from a namespace: HTTP over new or keep-alive connections,
 //!   UDP from many source ports, reachability waits.
+//! - [`capture`]: [`Capture`], an AF_PACKET capture on one interface of a namespace.
 //! - [`daemon`]: [`Daemon`], the xdp-lb binary run in a namespace, its log awaited line by line.
 //! - [`xdp`]: tiny XDP programs from bytecode: the pass-through program the lab puts on
 //!   the LB-facing veth peers (so `XDP_TX` is delivered), and a loader for test programs.
@@ -16,6 +17,7 @@
 //! inside the lab's namespaces; the host's interfaces and routes are never touched.
 
 pub mod backends;
+pub mod capture;
 pub mod client;
 pub mod daemon;
 pub mod netns;
@@ -23,6 +25,7 @@ pub mod topology;
 pub mod xdp;
 
 pub use backends::{BackendServer, ServerKind};
+pub use capture::Capture;
 pub use client::{http_get_keepalive, http_get_new_connections, udp_query, wait_tcp_reachable};
 pub use daemon::Daemon;
 pub use netns::{Netns, namespaces_with_prefix, require_root};

@@ -73,15 +73,20 @@ pub struct ServiceValue {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackendValue {
     pub addr: [u8; 16],
-    /// Destination MAC for DR (the real server's, from the neighbour table).
+    /// Next-hop MAC: the real server's (DR, NAT) or its gateway's (TUN), from the
+    /// neighbour table.
     pub dst_mac: [u8; 6],
-    /// Source MAC for DR (the egress interface's).
+    /// The egress interface's MAC.
     pub src_mac: [u8; 6],
     /// Egress interface; `XDP_TX` when equal to the ingress one, else devmap redirect.
     pub ifindex: u32,
     pub flags: u32,
     pub port_be: u16,
-    pub _pad: [u8; 2],
+    /// TUN: the egress interface's MTU; bigger encapsulated packets go to the kernel.
+    pub mtu: u16,
+    /// TUN: the outer source address (IPv4-mapped), the one the kernel would use to
+    /// reach the real server.
+    pub tun_src: [u8; 16],
 }
 
 /// Key of the flow map: the 5-tuple of a client's packet.
@@ -202,11 +207,15 @@ pub enum Reason {
     PassIpv6Ext = 12,
     /// A NAT reply translated back to the VIP and forwarded.
     NatReply = 13,
-    /// NAT of this address family is not supported (IPv6 NAT): dropped.
+    /// NAT or TUN of this address family is not supported (IPv6): dropped.
     DropNatFamily = 14,
+    /// TUN: the encapsulated packet would exceed the egress MTU: passed to the kernel.
+    PassTooBig = 15,
+    /// TUN: no headroom for the outer header (`bpf_xdp_adjust_head` failed): dropped.
+    DropNoHeadroom = 16,
 }
 
-pub const REASON_COUNT: u32 = 15;
+pub const REASON_COUNT: u32 = 17;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -225,6 +234,8 @@ impl Reason {
         Reason::PassIpv6Ext,
         Reason::NatReply,
         Reason::DropNatFamily,
+        Reason::PassTooBig,
+        Reason::DropNoHeadroom,
     ];
 
     /// Stable snake_case name for logs and metrics.
@@ -245,6 +256,8 @@ impl Reason {
             Reason::PassIpv6Ext => "pass_ipv6_ext",
             Reason::NatReply => "nat_reply",
             Reason::DropNatFamily => "drop_nat_family",
+            Reason::PassTooBig => "pass_too_big",
+            Reason::DropNoHeadroom => "drop_no_headroom",
         }
     }
 }
@@ -259,7 +272,7 @@ pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
 // Layout guards: a size change here must be a deliberate change on both sides.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
-const _: () = assert!(core::mem::size_of::<BackendValue>() == 40);
+const _: () = assert!(core::mem::size_of::<BackendValue>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
 const _: () = assert!(core::mem::size_of::<NatValue>() == 56);

@@ -19,19 +19,21 @@ mod nat;
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod schedule;
+#[cfg(target_arch = "bpf")]
+mod tun;
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::helpers::bpf_ktime_get_ns;
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use xdp_lb_common::{
-        CONFIG_NAT_ENABLED, FWD_DR, FWD_NAT, Reason, SERVICE_F_ACTIVE, ServiceKey,
+        CONFIG_NAT_ENABLED, FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, ServiceKey,
     };
 
     use crate::{
         counters, dr,
         maps::{CONFIG, SERVICES},
-        nat, parse, schedule,
+        nat, parse, schedule, tun,
     };
 
     /// A final action together with the reason it is counted under.
@@ -116,7 +118,7 @@ mod program {
                 now,
                 chosen.refreshed,
             ),
-            // TUN is not in the data plane yet; the daemon refuses such configs.
+            FWD_TUN => tun::forward(ctx, &pkt, unsafe { &*chosen.backend }, stats),
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
         }
     }

@@ -13,8 +13,8 @@ use xdp_lb::{
     schedule,
 };
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, IPPROTO_TCP, SELECT_CURSOR, ServiceKey,
-    v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP, SELECT_CURSOR,
+    ServiceKey, v4_mapped,
 };
 
 /// Repeat-loop rows: ROUNDS rounds, each timing every case once with REPEAT runs, so
@@ -82,7 +82,8 @@ fn main() {
             ifindex: 1,
             flags: BACKEND_F_ACTIVE,
             port_be: 80u16.to_be(),
-            _pad: [0; 2],
+            mtu: 1500,
+            tun_src: [0; 16],
         };
         dp.set_backend(id, &b).unwrap();
     }
@@ -121,6 +122,26 @@ fn main() {
         slots: vec![3],
     })
     .unwrap();
+    // A TUN service on :82 with one real server.
+    let tun_backend = BackendValue {
+        addr: v4_mapped(NAT_SERVER),
+        mtu: 1500,
+        tun_src: v4_mapped([192, 0, 2, 2]),
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(4, &tun_backend).unwrap();
+    dp.set_service(&ServiceSpec {
+        key: ServiceKey {
+            port_be: 82u16.to_be(),
+            ..key
+        },
+        id: 2,
+        forwarding: FWD_TUN,
+        select: SELECT_CURSOR,
+        active: true,
+        slots: vec![4],
+    })
+    .unwrap();
     let floor_ebpf = load_floor().expect("load the floor program");
     let floor: &Xdp = floor_ebpf.program("xdp_floor").unwrap().try_into().unwrap();
     let lb = dp.program();
@@ -144,6 +165,10 @@ fn main() {
     // over the table rather than one hot entry.
     let established_single = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 80));
 
+    // TUN grows the frame, so single runs as well; the same 20 000 flows twice.
+    let tun_new = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 82));
+    let tun_established = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 82));
+
     // NAT on: non-VIP packets now also try the reply table.
     dp.set_nat(true, &NatTimeouts::default()).unwrap();
     let lb = dp.program();
@@ -164,14 +189,14 @@ fn main() {
     println!("xdp-lb data plane, BPF_PROG_TEST_RUN on one CPU (64-byte TCP payload)");
     println!();
     println!(
-        "| case                         | timing              | xdp-lb ns/pkt | floor ns/pkt | ratio |"
+        "| case                           | timing              | xdp-lb ns/pkt | floor ns/pkt | ratio |"
     );
     println!(
-        "|------------------------------|---------------------|--------------:|-------------:|------:|"
+        "|--------------------------------|---------------------|--------------:|-------------:|------:|"
     );
     let row = |case: &str, how: &str, ours: f64, floor: f64| {
         println!(
-            "| {case:<28} | {how:<19} | {ours:>13.1} | {floor:>12.1} | {:>5.2} |",
+            "| {case:<30} | {how:<19} | {ours:>13.1} | {floor:>12.1} | {:>5.2} |",
             ours / floor
         );
     };
@@ -214,6 +239,18 @@ fn main() {
         floor_single,
     );
     row("NAT reply (reverse)", &single, nat_reply, floor_single);
+    row(
+        "TUN encapsulation, new flow",
+        &single,
+        tun_new,
+        floor_single,
+    );
+    row(
+        "TUN encapsulation, established",
+        &single,
+        tun_established,
+        floor_single,
+    );
     println!();
     println!(
         "floor = trivial MAC-swap XDP_TX program; single runs include the kernel's per-call timer cost."

@@ -78,8 +78,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     result
 }
 
-/// Finds each real server's egress interface. DR needs the real server on-link via
-/// one of the XDP interfaces: anything else is a config error for this host.
+/// Finds each real server's egress interface and next hop. Every real server must be
+/// reached through one of the XDP interfaces; DR and NAT need it on-link, TUN may
+/// reach it through a gateway (whose MAC the frames then go to).
 async fn route_backends(
     netlink: &Netlink,
     links: &BTreeMap<u32, Link>,
@@ -87,19 +88,31 @@ async fn route_backends(
 ) -> anyhow::Result<()> {
     let names: Vec<&str> = links.values().map(|l| l.name.as_str()).collect();
     for b in &mut table.backends {
+        let forwarding = table.services[b.service].forwarding;
         let route = netlink.route_to(b.addr).await?;
         let Some(link) = links.get(&route.oif) else {
             bail!(
                 "real server {}: the route to it leaves by ifindex {}, not by an XDP interface ({}); \
-                 DR and NAT need real servers on a segment of `dataplane.interfaces`",
+                 add the interface it leaves by to `dataplane.interfaces`",
                 b.addr,
                 route.oif,
                 names.join(", ")
             );
         };
-        if let Some(gw) = route.gateway {
+        let next_hop = match route.gateway {
+            Some(gw) if forwarding != Forwarding::Tun => bail!(
+                "real server {} is behind gateway {gw} on `{}`; {forwarding} forwarding needs it \
+                 on the same L2 segment (use \"tun\" for real servers behind a router)",
+                b.addr,
+                link.name
+            ),
+            Some(gw) => gw,
+            None => b.addr,
+        };
+        if forwarding == Forwarding::Tun && route.prefsrc.is_none() {
             bail!(
-                "real server {} is behind gateway {gw} on `{}`; DR and NAT need it on the same L2 segment",
+                "real server {}: the kernel has no source address towards it on `{}`; TUN needs \
+                 one for the outer header",
                 b.addr,
                 link.name
             );
@@ -107,6 +120,9 @@ async fn route_backends(
         b.egress = Some(Egress {
             ifindex: link.index,
             mac: link.mac,
+            mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
+            next_hop,
+            source: route.prefsrc,
         });
     }
     Ok(())
@@ -191,18 +207,19 @@ impl Neighbours {
         let mut created = Vec::new();
         let existing = netlink.neighbours().await?;
         for b in &table.backends {
-            let ifindex = b.egress.expect("routed before").ifindex;
-            if created.contains(&(ifindex, b.addr)) {
+            let egress = b.egress.expect("routed before");
+            let entry = (egress.ifindex, egress.next_hop);
+            if created.contains(&entry) {
                 continue;
             }
             // A static entry set by an operator is theirs: use it, do not convert it.
-            if existing.get(&(ifindex, b.addr)).is_some_and(|n| {
+            if existing.get(&entry).is_some_and(|n| {
                 n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
             }) {
                 continue;
             }
-            netlink.ensure_managed_neighbour(ifindex, b.addr).await?;
-            created.push((ifindex, b.addr));
+            netlink.ensure_managed_neighbour(entry.0, entry.1).await?;
+            created.push(entry);
         }
         Ok(Neighbours {
             netlink: netlink.clone(),
@@ -215,10 +232,9 @@ impl Neighbours {
         let mut changed = Vec::new();
         let neighbours = self.netlink.neighbours().await?;
         for id in 0..table.backends.len() as u32 {
-            let b = &table.backends[id as usize];
-            let ifindex = b.egress.expect("routed before").ifindex;
+            let egress = table.backends[id as usize].egress.expect("routed before");
             let mac = neighbours
-                .get(&(ifindex, b.addr))
+                .get(&(egress.ifindex, egress.next_hop))
                 .and_then(|n| n.usable_mac());
             if table.set_mac(id, mac) {
                 changed.push(id);

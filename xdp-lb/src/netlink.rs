@@ -50,6 +50,7 @@ pub struct Link {
     pub name: String,
     pub index: u32,
     pub mac: [u8; 6],
+    pub mtu: u32,
 }
 
 /// Where the kernel would send a packet for an address.
@@ -57,6 +58,8 @@ pub struct Link {
 pub struct Route {
     pub oif: u32,
     pub gateway: Option<IpAddr>,
+    /// The source address the kernel would pick (`src` of `ip route get`).
+    pub prefsrc: Option<IpAddr>,
 }
 
 /// A neighbour entry's MAC and whether the kernel considers it usable.
@@ -124,10 +127,19 @@ impl Netlink {
         let mac = mac.ok_or_else(|| NetlinkError::NoMac {
             name: name.to_string(),
         })?;
+        let mtu = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(1500);
         Ok(Link {
             name: name.to_string(),
             index: msg.header.index,
             mac,
+            mtu,
         })
     }
 
@@ -152,15 +164,24 @@ impl Netlink {
             })?;
         let mut oif = 0;
         let mut gateway = None;
+        let mut prefsrc = None;
         for attr in &route.attributes {
             match attr {
                 RouteAttribute::Oif(i) => oif = *i,
                 RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(IpAddr::V4(*a)),
                 RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gateway = Some(IpAddr::V6(*a)),
+                RouteAttribute::PrefSource(RouteAddress::Inet(a)) => prefsrc = Some(IpAddr::V4(*a)),
+                RouteAttribute::PrefSource(RouteAddress::Inet6(a)) => {
+                    prefsrc = Some(IpAddr::V6(*a))
+                }
                 _ => {}
             }
         }
-        Ok(Route { oif, gateway })
+        Ok(Route {
+            oif,
+            gateway,
+            prefsrc,
+        })
     }
 
     /// Creates (or converts an existing entry into) a managed neighbour entry so the

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS,
-    MAX_SERVICES, ServiceKey, v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP,
+    MAX_BACKENDS, MAX_SERVICES, ServiceKey, v4_mapped,
 };
 
 use crate::{
@@ -31,11 +31,18 @@ pub enum ServicesError {
     },
 }
 
-/// Where a backend's packets leave: the interface index and its MAC.
+/// Where a backend's packets leave, as the kernel's routing table says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Egress {
     pub ifindex: u32,
+    /// The egress interface's MAC.
     pub mac: [u8; 6],
+    pub mtu: u16,
+    /// Whose MAC the frames go to: the real server itself, or (TUN only) its gateway.
+    pub next_hop: IpAddr,
+    /// The source address the kernel would use towards the real server (TUN's outer
+    /// source).
+    pub source: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,18 +145,24 @@ impl ServiceTable {
 
     pub fn backend_value(&self, id: u32) -> BackendValue {
         let b = &self.backends[id as usize];
-        let egress = b.egress.unwrap_or(Egress {
-            ifindex: 0,
-            mac: [0; 6],
-        });
+        let (ifindex, src_mac, mtu, tun_src) = match b.egress {
+            Some(e) => (
+                e.ifindex,
+                e.mac,
+                e.mtu,
+                e.source.map(addr16).unwrap_or([0; 16]),
+            ),
+            None => (0, [0; 6], 0, [0; 16]),
+        };
         BackendValue {
             addr: addr16(b.addr),
             dst_mac: b.mac.unwrap_or([0; 6]),
-            src_mac: egress.mac,
-            ifindex: egress.ifindex,
+            src_mac,
+            ifindex,
             flags: if b.usable() { BACKEND_F_ACTIVE } else { 0 },
             port_be: b.port.to_be(),
-            _pad: [0; 2],
+            mtu,
+            tun_src,
         }
     }
 
@@ -179,6 +192,7 @@ impl ServiceTable {
             forwarding: match svc.forwarding {
                 Forwarding::Dr => FWD_DR,
                 Forwarding::Nat => FWD_NAT,
+                Forwarding::Tun => FWD_TUN,
             },
             select: sched.select,
             active: true,
@@ -250,6 +264,9 @@ scheduler = "rr"
         t.backends[id as usize].egress = Some(Egress {
             ifindex: 7,
             mac: [2, 0, 0, 0, 0, 2],
+            mtu: 1500,
+            next_hop: t.backends[id as usize].addr,
+            source: None,
         });
         t.set_mac(id, Some([2, 0, 0, 0, 0, 0x10 + id as u8]));
     }

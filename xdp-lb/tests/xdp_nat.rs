@@ -31,7 +31,8 @@ fn nat_dataplane() -> Dataplane {
         ifindex: TEST_RUN_IFINDEX,
         flags: BACKEND_F_ACTIVE,
         port_be: SERVER_PORT.to_be(),
-        _pad: [0; 2],
+        mtu: 1500,
+        tun_src: [0; 16],
     };
     dp.set_backend(0, &backend).unwrap();
     for (id, (port, proto)) in [(80, IPPROTO_TCP), (53, IPPROTO_UDP)]

@@ -80,7 +80,8 @@ fn dataplane() -> Dataplane {
             ifindex: TEST_RUN_IFINDEX,
             flags: BACKEND_F_ACTIVE,
             port_be: 80u16.to_be(),
-            _pad: [0; 2],
+            mtu: 1500,
+            tun_src: [0; 16],
         };
         dp.set_backend(id as u32, &backend).unwrap();
     }

@@ -138,6 +138,9 @@ pub enum Forwarding {
     /// Address (and port) translation both ways; the LB must be the real servers'
     /// gateway. IPv4 only for now.
     Nat,
+    /// IP-in-IP encapsulation to the real server (which may be behind a router and
+    /// decapsulates, holding the VIP on an ipip tunnel device). IPv4 only for now.
+    Tun,
 }
 
 /// One `[[virtual_server.real_server]]`.
@@ -168,5 +171,5 @@ display_as_config_name! {
     XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
     Protocol { Tcp => "tcp", Udp => "udp" }
     Scheduler { Rr => "rr", Wrr => "wrr" }
-    Forwarding { Dr => "dr", Nat => "nat" }
+    Forwarding { Dr => "dr", Nat => "nat", Tun => "tun" }
 }

@@ -51,8 +51,12 @@ const SCHEDULERS: Choices<Scheduler> = Choices {
 };
 const FORWARDINGS: Choices<Forwarding> = Choices {
     key: "forwarding",
-    valid: &[("dr", Forwarding::Dr), ("nat", Forwarding::Nat)],
-    not_implemented: &["tun"],
+    valid: &[
+        ("dr", Forwarding::Dr),
+        ("nat", Forwarding::Nat),
+        ("tun", Forwarding::Tun),
+    ],
+    not_implemented: &[],
     aliases: &[("direct", "dr"), ("route", "dr")],
 };
 
@@ -270,13 +274,16 @@ impl Validator<'_, '_> {
                 Some(value) => self.choice(value, &FORWARDINGS)?,
                 None => Forwarding::Dr,
             };
-            if forwarding == Forwarding::Nat && vip.is_ipv6() {
-                let value = raw.forwarding.as_ref().expect("nat was given explicitly");
+            if forwarding != Forwarding::Dr && vip.is_ipv6() {
+                let value = raw
+                    .forwarding
+                    .as_ref()
+                    .expect("nat/tun was given explicitly");
                 return Err(self.src.error(
                     value.span(),
                     format!(
-                        "virtual server {name}: `forwarding = \"nat\"` supports IPv4 only in this \
-                         version; use \"dr\" for IPv6"
+                        "virtual server {name}: `forwarding = \"{forwarding}\"` supports IPv4 only \
+                         in this version; use \"dr\" for IPv6"
                     ),
                 ));
             }

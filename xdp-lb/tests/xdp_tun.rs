@@ -1,0 +1,154 @@
+//! TUN through BPF_PROG_TEST_RUN: the frame leaves as Ethernet | outer IPv4 (proto 4)
+//! | the original IP packet byte for byte. The outer header is checked field by field
+//! and its checksum recomputed from scratch; too-big packets go to the kernel.
+mod support;
+
+use etherparse::{Ipv4HeaderSlice, PacketBuilder};
+use support::test_run::{TEST_RUN_IFINDEX, XDP_PASS, XDP_TX, key, load, run};
+use xdp_lb::dataplane::{Dataplane, ServiceSpec};
+use xdp_lb_common::{
+    BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
+};
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
+const CLIENT: [u8; 4] = [198, 51, 100, 7];
+const VIP: [u8; 4] = [192, 0, 2, 100];
+const LB_ADDR: [u8; 4] = [192, 0, 2, 2];
+const SERVER: [u8; 4] = [203, 0, 113, 11];
+
+/// One TUN real server (behind a gateway) for VIP:80/tcp; VIP:53/udp goes to a second
+/// entry of the same server whose egress MTU is tiny.
+fn tun_dataplane() -> Dataplane {
+    let mut dp = load();
+    let backend = BackendValue {
+        addr: v4_mapped(SERVER),
+        dst_mac: GATEWAY_MAC,
+        src_mac: LB_MAC,
+        ifindex: TEST_RUN_IFINDEX,
+        flags: BACKEND_F_ACTIVE,
+        port_be: 80u16.to_be(),
+        mtu: 1500,
+        tun_src: v4_mapped(LB_ADDR),
+    };
+    dp.set_backend(0, &backend).unwrap();
+    dp.set_backend(
+        1,
+        &BackendValue {
+            mtu: 100,
+            ..backend
+        },
+    )
+    .unwrap();
+    for (id, (port, proto, backend)) in [(80, IPPROTO_TCP, 0), (53, IPPROTO_UDP, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        dp.set_service(&ServiceSpec {
+            key: key(v4_mapped(VIP), port, proto),
+            id: id as u32,
+            forwarding: FWD_TUN,
+            select: SELECT_CURSOR,
+            active: true,
+            slots: vec![backend],
+        })
+        .unwrap();
+    }
+    dp
+}
+
+fn tcp(payload: &[u8], vlan: bool) -> Vec<u8> {
+    let mut f = Vec::new();
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    if vlan {
+        eth.single_vlan(7.try_into().unwrap())
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(40_000, 80, 1, 1000)
+            .write(&mut f, payload)
+            .unwrap();
+    } else {
+        eth.ipv4(CLIENT, VIP, 64)
+            .tcp(40_000, 80, 1, 1000)
+            .write(&mut f, payload)
+            .unwrap();
+    }
+    f
+}
+
+/// Checks an encapsulated frame against its input; `l3` is 14, or 18 with a tag.
+fn assert_encapsulated(input: &[u8], out: &[u8], l3: usize) {
+    assert_eq!(
+        out.len(),
+        input.len() + 20,
+        "exactly one outer IPv4 header added"
+    );
+    assert_eq!(&out[0..6], &GATEWAY_MAC, "to the next hop");
+    assert_eq!(&out[6..12], &LB_MAC, "from the egress interface");
+    assert_eq!(&out[12..l3 - 2], &input[12..l3 - 2], "VLAN tag kept");
+    assert_eq!(&out[l3 - 2..l3], &[0x08, 0x00], "ethertype IPv4");
+    let outer = Ipv4HeaderSlice::from_slice(&out[l3..])
+        .expect("outer IPv4 header")
+        .to_header();
+    let inner = &input[l3..];
+    assert_eq!(outer.protocol, etherparse::IpNumber::IPV4, "IP-in-IP");
+    assert_eq!(outer.source, LB_ADDR);
+    assert_eq!(outer.destination, SERVER);
+    assert_eq!(outer.time_to_live, 64);
+    assert_eq!(usize::from(outer.total_len), inner.len() + 20);
+    assert_eq!(
+        outer.dont_fragment,
+        inner[6] & 0x40 != 0,
+        "DF follows the inner packet"
+    );
+    assert_eq!(
+        outer.header_checksum,
+        outer.calc_header_checksum(),
+        "outer checksum"
+    );
+    assert_eq!(&out[l3 + 20..], inner, "the inner packet is untouched");
+}
+
+#[test]
+fn packets_are_encapsulated_in_ipip() {
+    let dp = tun_dataplane();
+    for payload in [&b""[..], b"x", b"odd length!", &[0xaa; 1400]] {
+        let frame = tcp(payload, false);
+        let (action, out) = run(&dp, &frame);
+        assert_eq!(action, XDP_TX);
+        assert_encapsulated(&frame, &out, 14);
+    }
+}
+
+#[test]
+fn a_vlan_tag_stays_in_front_of_the_outer_header() {
+    let dp = tun_dataplane();
+    let frame = tcp(b"tagged", true);
+    let (action, out) = run(&dp, &frame);
+    assert_eq!(action, XDP_TX);
+    assert_encapsulated(&frame, &out, 18);
+}
+
+#[test]
+fn a_packet_too_big_for_the_egress_mtu_goes_to_the_kernel() {
+    let dp = tun_dataplane();
+    let mut fits = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .udp(5000, 53)
+        .write(&mut fits, &[0; 52]) // 80-byte packet + 20 = the 100-byte MTU
+        .unwrap();
+    let (action, out) = run(&dp, &fits);
+    assert_eq!(action, XDP_TX, "100 bytes fit an MTU of 100");
+    assert_encapsulated(&fits, &out, 14);
+    let mut too_big = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .udp(5001, 53)
+        .write(&mut too_big, &[0; 53])
+        .unwrap();
+    let (action, out) = run(&dp, &too_big);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, too_big, "passed untouched");
+    assert_eq!(dp.global_stats().unwrap()["pass_too_big"], 1);
+}
