@@ -6,7 +6,10 @@
 mod support;
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
-use support::test_run::{TEST_RUN_IFINDEX, XDP_PASS, XDP_TX, key, load, run};
+use support::test_run::{
+    TEST_RUN_IFINDEX, key, load, run,
+    xdp_action::{XDP_PASS, XDP_TX},
+};
 use xdp_lb::dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_NAT, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,

@@ -1,7 +1,8 @@
 //! The XDP program through BPF_PROG_TEST_RUN: crafted frames in, action and bytes out.
 //! A table of fixtures in Katran's style, plus stickiness, scheduling and counter
 //! checks. Needs root (CAP_BPF); without it every test fails with that message.
-use aya::programs::{TestRun, TestRunOptions};
+mod support;
+
 use etherparse::{IpNumber, Ipv4Header, Ipv4Options, PacketBuilder};
 use xdp_lb::{
     dataplane::{Dataplane, ServiceSpec},
@@ -11,12 +12,7 @@ use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, v4_mapped,
 };
 
-/// `enum xdp_action` from the kernel UAPI.
-mod xdp_action {
-    pub const XDP_DROP: u32 = 1;
-    pub const XDP_PASS: u32 = 2;
-    pub const XDP_TX: u32 = 3;
-}
+use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -31,47 +27,11 @@ const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
 ];
 const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-/// The loopback device: BPF_PROG_TEST_RUN runs XDP as if received on it.
-const TEST_RUN_IFINDEX: u32 = 1;
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests load XDP programs and need root (CAP_BPF, CAP_NET_ADMIN)"
-    );
-}
-
-/// Keeps the per-CPU round-robin cursor on one CPU so schedule order is exact.
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; we set one bit and apply it to this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
-fn key(addr: [u8; 16], port: u16, proto: u8) -> ServiceKey {
-    ServiceKey {
-        addr,
-        port_be: port.to_be(),
-        proto,
-        _pad: 0,
-    }
-}
-
 /// Three DR backends with weights 1:2:3 behind VIP:80/tcp, VIP:53/udp and [VIP6]:80/tcp,
 /// an inactive service on :81, a service with no usable backend on :82 and one whose
 /// backend's egress interface is no redirect target on :83.
 fn dataplane() -> Dataplane {
-    require_root();
-    pin_to_cpu0();
-    let mut dp = Dataplane::load(4096).expect("load the XDP program");
+    let mut dp = load();
     for (id, mac) in BACKEND_MACS.iter().enumerate() {
         let backend = BackendValue {
             addr: v4_mapped([192, 0, 2, 11 + id as u8]),
@@ -127,18 +87,6 @@ fn dataplane() -> Dataplane {
         .unwrap();
     }
     dp
-}
-
-fn run(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ..Default::default()
-    };
-    let result = dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
 }
 
 fn tcp4(sport: u16, dport: u16) -> Vec<u8> {
@@ -424,17 +372,7 @@ fn a_flow_on_a_disabled_backend_is_rescheduled_and_others_stay() {
     let mut b2 = dp.backend(2).unwrap();
     b2.flags = 0;
     dp.set_backend(2, &b2).unwrap();
-    let k = key(v4_mapped(VIP), 80, IPPROTO_TCP);
-    let wrr = schedule::weighted_round_robin(&[1, 2, 0]).unwrap();
-    dp.set_service(&ServiceSpec {
-        key: k,
-        id: 0,
-        forwarding: FWD_DR,
-        select: wrr.select,
-        active: true,
-        slots: wrr.slots,
-    })
-    .unwrap();
+    let k = reweight_tcp_service(&mut dp, &[1, 2, 0]);
     assert_eq!(dp.schedule_of(&k).unwrap(), vec![1, 0, 1]);
     for (f, before) in flows.iter().zip(&first) {
         let now = assert_dr_rewrite(f, &run(&dp, f).1);
@@ -450,8 +388,21 @@ fn a_flow_on_a_disabled_backend_is_rescheduled_and_others_stay() {
 #[test]
 fn weight_zero_backend_gets_no_new_flows() {
     let mut dp = dataplane();
+    reweight_tcp_service(&mut dp, &[1, 0, 3]);
+    for i in 0..40u16 {
+        let f = tcp4(40_000 + i, 80);
+        assert_ne!(assert_dr_rewrite(&f, &run(&dp, &f).1), 1);
+    }
+    assert_eq!(dp.backend_stats(1).unwrap().new_flows, 0);
+    assert_eq!(dp.backend_stats(0).unwrap().new_flows, 10);
+    assert_eq!(dp.backend_stats(2).unwrap().new_flows, 30);
+}
+
+/// Replaces the VIP:80/tcp schedule with one for these weights, as a health-check or
+/// weight change would; returns the service key.
+fn reweight_tcp_service(dp: &mut Dataplane, weights: &[u32]) -> ServiceKey {
     let k = key(v4_mapped(VIP), 80, IPPROTO_TCP);
-    let wrr = schedule::weighted_round_robin(&[1, 0, 3]).unwrap();
+    let wrr = schedule::weighted_round_robin(weights).unwrap();
     dp.set_service(&ServiceSpec {
         key: k,
         id: 0,
@@ -461,11 +412,5 @@ fn weight_zero_backend_gets_no_new_flows() {
         slots: wrr.slots,
     })
     .unwrap();
-    for i in 0..40u16 {
-        let f = tcp4(40_000 + i, 80);
-        assert_ne!(assert_dr_rewrite(&f, &run(&dp, &f).1), 1);
-    }
-    assert_eq!(dp.backend_stats(1).unwrap().new_flows, 0);
-    assert_eq!(dp.backend_stats(0).unwrap().new_flows, 10);
-    assert_eq!(dp.backend_stats(2).unwrap().new_flows, 30);
+    k
 }

@@ -4,7 +4,10 @@
 mod support;
 
 use etherparse::{Ipv4HeaderSlice, PacketBuilder};
-use support::test_run::{TEST_RUN_IFINDEX, XDP_PASS, XDP_TX, key, load, run};
+use support::test_run::{
+    TEST_RUN_IFINDEX, key, load, run,
+    xdp_action::{XDP_PASS, XDP_TX},
+};
 use xdp_lb::dataplane::{Dataplane, ServiceSpec};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,

@@ -4,10 +4,12 @@ use xdp_lb::dataplane::Dataplane;
 use xdp_lb_common::ServiceKey;
 
 /// `enum xdp_action` from the kernel UAPI.
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-pub const XDP_REDIRECT: u32 = 4;
+pub mod xdp_action {
+    pub const XDP_DROP: u32 = 1;
+    pub const XDP_PASS: u32 = 2;
+    pub const XDP_TX: u32 = 3;
+    pub const XDP_REDIRECT: u32 = 4;
+}
 
 /// BPF_PROG_TEST_RUN runs XDP as if received on the loopback device.
 pub const TEST_RUN_IFINDEX: u32 = 1;
