@@ -11,6 +11,7 @@ use futures_util::TryStreamExt as _;
 use rtnetlink::{
     Handle, RouteMessageBuilder,
     packet_route::{
+        address::{AddressAttribute, AddressFlags},
         link::LinkAttribute,
         neighbour::{
             NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourMessage,
@@ -60,6 +61,13 @@ pub struct Route {
     pub gateway: Option<IpAddr>,
     /// The source address the kernel would pick (`src` of `ip route get`).
     pub prefsrc: Option<IpAddr>,
+}
+
+/// Whether an address change found the kernel already in the wanted state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Done,
+    AlreadyThere,
 }
 
 /// A neighbour entry's MAC and whether the kernel considers it usable.
@@ -182,6 +190,100 @@ impl Netlink {
             gateway,
             prefsrc,
         })
+    }
+
+    /// Adds `addr/prefix_len` to `ifindex` (a VIP): IPv6 without duplicate address
+    /// detection, so it is usable at once (as keepalived does); an IPv4 label if given.
+    /// Present already is not an error.
+    pub async fn add_address(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+        label: Option<&str>,
+    ) -> Result<Change, NetlinkError> {
+        let mut req = self.handle.address().add(ifindex, addr, prefix_len);
+        let msg = req.message_mut();
+        if addr.is_ipv6() {
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        if let (Some(label), IpAddr::V4(_)) = (label, addr) {
+            msg.attributes
+                .push(AddressAttribute::Label(label.to_string()));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(Change::Done),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
+                Ok(Change::AlreadyThere)
+            }
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("adding {addr}/{prefix_len} to ifindex {ifindex}"),
+                source,
+            }),
+        }
+    }
+
+    /// Removes `addr` from `ifindex`; absent already is not an error.
+    pub async fn remove_address(&self, ifindex: u32, addr: IpAddr) -> Result<Change, NetlinkError> {
+        let found = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .set_address_filter(addr)
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("looking up {addr} on ifindex {ifindex}"),
+                source,
+            })?;
+        let Some(msg) = found.into_iter().next() else {
+            return Ok(Change::AlreadyThere);
+        };
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(Change::Done),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -libc::EADDRNOTAVAIL || e.raw_code() == -libc::ENOENT =>
+            {
+                Ok(Change::AlreadyThere)
+            }
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("removing {addr} from ifindex {ifindex}"),
+                source,
+            }),
+        }
+    }
+
+    /// The interface's IPv6 link-local address (the source of VRRPv3 adverts and NAs).
+    pub async fn link_local_v6(
+        &self,
+        ifindex: u32,
+    ) -> Result<Option<std::net::Ipv6Addr>, NetlinkError> {
+        let addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("listing the addresses of ifindex {ifindex}"),
+                source,
+            })?;
+        Ok(addrs
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V6(v6))
+                    if v6.segments()[0] & 0xffc0 == 0xfe80 =>
+                {
+                    Some(*v6)
+                }
+                _ => None,
+            }))
     }
 
     /// Creates (or converts an existing entry into) a managed neighbour entry so the

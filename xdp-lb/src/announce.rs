@@ -1,0 +1,172 @@
+//! Telling the segment that an address moved here: gratuitous ARP for IPv4 and
+//! unsolicited neighbour advertisements for IPv6, sent when a VRRP instance becomes
+//! MASTER (and periodically, if configured), as keepalived does.
+//!
+//! Frames are built whole (etherparse computes the ICMPv6 checksum) and sent on an
+//! `AF_PACKET` socket bound to the interface, so the source MAC, the hop limit of 255
+//! that RFC 4861 requires, and the link-local source are exactly what we set.
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use etherparse::{
+    ArpEthIpv4Packet, ArpHardwareId, ArpOperation, EtherType, Icmpv6Type, PacketBuilder,
+    icmpv6::NeighborAdvertisementHeader,
+};
+
+const BROADCAST: [u8; 6] = [0xff; 6];
+/// ff02::1, all nodes, and its Ethernet multicast address 33:33:00:00:00:01.
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+/// Option type 2, target link-layer address, length 1 (8 bytes).
+const OPTION_TARGET_LL: [u8; 2] = [2, 1];
+
+/// A gratuitous ARP: a broadcast request whose sender and target address are both the
+/// VIP (the form keepalived sends; every stack updates its cache from it).
+pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
+    let arp = ArpEthIpv4Packet {
+        operation: ArpOperation::REQUEST,
+        sender_mac: mac,
+        sender_ipv4: vip.octets(),
+        target_mac: [0; 6],
+        target_ipv4: vip.octets(),
+    };
+    let mut frame = Vec::with_capacity(42);
+    PacketBuilder::ethernet2(mac, BROADCAST)
+        .arp(arp.to_arp_packet())
+        .write(&mut frame)
+        .expect("writing to a Vec cannot fail");
+    debug_assert_eq!(frame[12..14], EtherType::ARP.0.to_be_bytes());
+    debug_assert_eq!(frame[14..16], ArpHardwareId::ETHERNET.0.to_be_bytes());
+    frame
+}
+
+/// An unsolicited neighbour advertisement for `vip` from `link_local`, to all nodes,
+/// hop limit 255, override flag set, with our MAC as target link-layer address.
+pub fn unsolicited_na(mac: [u8; 6], link_local: Ipv6Addr, vip: Ipv6Addr) -> Vec<u8> {
+    let mut body = Vec::with_capacity(24);
+    body.extend_from_slice(&vip.octets());
+    body.extend_from_slice(&OPTION_TARGET_LL);
+    body.extend_from_slice(&mac);
+    let mut frame = Vec::with_capacity(86);
+    PacketBuilder::ethernet2(mac, ALL_NODES_MAC)
+        .ipv6(link_local.octets(), ALL_NODES.octets(), 255)
+        .icmpv6(Icmpv6Type::NeighborAdvertisement(
+            NeighborAdvertisementHeader {
+                router: false,
+                solicited: false,
+                // The receiver replaces its cached MAC (RFC 4861 §4.4).
+                r#override: true,
+            },
+        ))
+        .write(&mut frame, &body)
+        .expect("writing to a Vec cannot fail");
+    frame
+}
+
+/// An `AF_PACKET` socket bound to one interface, for sending whole frames.
+pub struct FrameSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl FrameSocket {
+    pub fn open(ifindex: u32) -> io::Result<FrameSocket> {
+        // SAFETY: plain socket(2); the fd is owned at once. Protocol 0: send only.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh, valid fd.
+        Ok(FrameSocket {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            ifindex,
+        })
+    }
+
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: a zeroed sockaddr_ll is valid; we fill the fields sendto needs.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: frame and addr are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+
+    #[test]
+    fn gratuitous_arp_announces_the_vip_from_our_mac() {
+        let frame = gratuitous_arp(MAC, Ipv4Addr::new(192, 0, 2, 200));
+        assert_eq!(frame.len(), 42);
+        assert_eq!(&frame[0..6], &BROADCAST);
+        assert_eq!(&frame[6..12], &MAC);
+        let packet = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(NetSlice::Arp(arp)) = packet.net else {
+            panic!("not ARP")
+        };
+        assert_eq!(arp.operation(), ArpOperation::REQUEST);
+        assert_eq!(arp.sender_hw_addr(), &MAC);
+        assert_eq!(arp.sender_protocol_addr(), &[192, 0, 2, 200]);
+        assert_eq!(arp.target_protocol_addr(), &[192, 0, 2, 200]);
+    }
+
+    #[test]
+    fn unsolicited_na_has_hop_limit_255_override_and_a_valid_checksum() {
+        let ll: Ipv6Addr = "fe80::11:22ff:fe33:4455".parse().unwrap();
+        let vip: Ipv6Addr = "2001:db8::200".parse().unwrap();
+        let frame = unsolicited_na(MAC, ll, vip);
+        assert_eq!(&frame[0..6], &ALL_NODES_MAC);
+        let packet = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(NetSlice::Ipv6(ip)) = &packet.net else {
+            panic!("not IPv6")
+        };
+        assert_eq!(ip.header().hop_limit(), 255);
+        assert_eq!(ip.header().source_addr(), ll);
+        assert_eq!(ip.header().destination_addr(), ALL_NODES);
+        let Some(TransportSlice::Icmpv6(icmp)) = &packet.transport else {
+            panic!("not ICMPv6")
+        };
+        assert_eq!(icmp.slice()[0], 136, "neighbour advertisement");
+        assert_eq!(
+            icmp.slice()[4],
+            0x20,
+            "override flag, not solicited, not router"
+        );
+        let payload = icmp.payload();
+        assert_eq!(&payload[..16], &vip.octets(), "target address");
+        assert_eq!(&payload[16..18], &OPTION_TARGET_LL);
+        assert_eq!(&payload[18..24], &MAC);
+        let header = ip.header().to_header();
+        assert_eq!(
+            icmp.header().checksum,
+            icmp.header()
+                .icmp_type
+                .calc_checksum(header.source, header.destination, payload)
+                .unwrap()
+        );
+    }
+}
