@@ -219,6 +219,26 @@ impl Netns {
 
     /// Runs `f` on a new thread that first joins this namespace, and returns
     /// its result. A panic in `f` becomes an error carrying the panic message.
+    /// Like [`Netns::run`], but returns at once: the closure runs on its own thread
+    /// inside the namespace, and the handle yields its result (or the setns error).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<thread::JoinHandle<Result<T>>> {
+        let path = self.path();
+        let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        let name = self.name.clone();
+        thread::Builder::new()
+            .name(format!("netns {name}"))
+            .spawn(move || -> Result<T> {
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("setns into network namespace {name}"))?;
+                drop(file);
+                Ok(f())
+            })
+            .context("cannot spawn a thread")
+    }
+
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let path = self.path();
         let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;

@@ -8,3 +8,4 @@ pub mod netlink;
 pub mod privileges;
 pub mod schedule;
 pub mod services;
+pub mod vrrp_socket;
