@@ -55,12 +55,37 @@ pub struct Backend {
     pub egress: Option<Egress>,
     /// The real server's MAC, once the neighbour table has it.
     pub mac: Option<[u8; 6]>,
+    /// The health checks' verdict (true when the server has no check).
+    pub healthy: bool,
+    /// A weight set by a check (keepalived's `misc_dynamic`), instead of `weight`.
+    pub dynamic_weight: Option<u32>,
+    /// keepalived's `inhibit_on_failure`: a failed server keeps its flows and only
+    /// stops getting new ones, instead of leaving the schedule with its flows moved.
+    pub inhibit_on_failure: bool,
 }
 
 impl Backend {
-    /// Can carry traffic: we know where to send it and to which MAC.
-    pub fn usable(&self) -> bool {
+    /// We know where to send its packets and to which MAC.
+    pub fn reachable(&self) -> bool {
         self.egress.is_some() && self.mac.is_some()
+    }
+
+    /// Takes new flows: reachable, healthy and with a weight.
+    pub fn usable(&self) -> bool {
+        self.reachable() && self.healthy && self.effective_weight() > 0
+    }
+
+    /// The weight new flows are spread by (0 when unusable).
+    pub fn effective_weight(&self) -> u32 {
+        if !self.reachable() || !self.healthy {
+            return 0;
+        }
+        self.dynamic_weight.unwrap_or(self.weight)
+    }
+
+    /// Its existing flows keep going to it: reachable, and healthy or inhibited.
+    pub fn keeps_flows(&self) -> bool {
+        self.reachable() && (self.healthy || self.inhibit_on_failure)
     }
 }
 
@@ -124,6 +149,9 @@ impl ServiceTable {
                     weight: rs.weight,
                     egress: None,
                     mac: None,
+                    healthy: true,
+                    dynamic_weight: None,
+                    inhibit_on_failure: false,
                 });
             }
             services.push(Service {
@@ -159,7 +187,7 @@ impl ServiceTable {
             dst_mac: b.mac.unwrap_or([0; 6]),
             src_mac,
             ifindex,
-            flags: if b.usable() { BACKEND_F_ACTIVE } else { 0 },
+            flags: if b.keeps_flows() { BACKEND_F_ACTIVE } else { 0 },
             port_be: b.port.to_be(),
             mtu,
             tun_src,
@@ -172,10 +200,7 @@ impl ServiceTable {
         let weights: Vec<u32> = svc
             .backends
             .iter()
-            .map(|id| {
-                let b = &self.backends[*id as usize];
-                if b.usable() { b.weight } else { 0 }
-            })
+            .map(|id| self.backends[*id as usize].effective_weight())
             .collect();
         let sched = match svc.scheduler {
             Scheduler::Rr => schedule::round_robin(&weights),
@@ -212,14 +237,22 @@ impl ServiceTable {
         changed
     }
 
+    /// Records a health verdict; returns whether the backend's map value or weight
+    /// changed (so its service's schedule must be rebuilt).
+    pub fn set_health(&mut self, id: u32, healthy: bool, dynamic_weight: Option<u32>) -> bool {
+        let b = &mut self.backends[id as usize];
+        let changed = b.healthy != healthy || b.dynamic_weight != dynamic_weight;
+        b.healthy = healthy;
+        b.dynamic_weight = dynamic_weight;
+        changed
+    }
+
     /// Usable backend weight of a service; 0 means it cannot take new flows.
     pub fn usable_weight(&self, index: usize) -> u32 {
         self.services[index]
             .backends
             .iter()
-            .map(|id| &self.backends[*id as usize])
-            .filter(|b| b.usable())
-            .map(|b| b.weight)
+            .map(|id| self.backends[*id as usize].effective_weight())
             .sum()
     }
 }
@@ -297,6 +330,55 @@ scheduler = "rr"
         // Weights 1 and 3 (backend 1 unresolved): slots hold backend ids.
         assert_eq!(t.spec(0).unwrap().slots, vec![2, 0, 2, 2]);
         assert_eq!(t.usable_weight(0), 4);
+    }
+
+    #[test]
+    fn a_failed_check_takes_the_server_out_and_moves_its_flows() {
+        let mut t = table();
+        for id in 0..3 {
+            make_usable(&mut t, id);
+        }
+        assert!(t.set_health(1, false, None));
+        assert!(!t.spec(0).unwrap().slots.contains(&1));
+        assert_eq!(
+            t.backend_value(1).flags,
+            0,
+            "flows pinned to it are rescheduled"
+        );
+        assert!(t.set_health(1, true, None));
+        assert_eq!(t.spec(0).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+    }
+
+    #[test]
+    fn inhibit_on_failure_keeps_flows_but_takes_no_new_ones() {
+        let mut t = table();
+        for id in 0..3 {
+            make_usable(&mut t, id);
+        }
+        t.backends[1].inhibit_on_failure = true;
+        t.set_health(1, false, None);
+        assert!(!t.spec(0).unwrap().slots.contains(&1));
+        assert_eq!(
+            t.backend_value(1).flags,
+            BACKEND_F_ACTIVE,
+            "existing flows stay"
+        );
+    }
+
+    #[test]
+    fn a_dynamic_weight_replaces_the_configured_one() {
+        let mut t = table();
+        for id in 0..3 {
+            make_usable(&mut t, id);
+        }
+        assert!(t.set_health(0, true, Some(3)));
+        assert_eq!(t.usable_weight(0), 3 + 2 + 3);
+        assert!(
+            t.set_health(2, true, Some(0)),
+            "dynamic weight 0: up, but no new flows"
+        );
+        assert!(!t.spec(0).unwrap().slots.contains(&2));
+        assert_eq!(t.backend_value(2).flags, BACKEND_F_ACTIVE);
     }
 
     #[test]
