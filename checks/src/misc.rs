@@ -1,0 +1,177 @@
+//! `MISC_CHECK`: runs a command directly (no shell) and judges its exit status.
+//!
+//! Exit 0 is up. With `dynamic` (keepalived's `misc_dynamic`), exit 2..=255 is up with
+//! weight `code - 2` and exit 1 is down; otherwise any non-zero exit is down. Death by a
+//! signal is down.
+//!
+//! The command runs in its own process group with stdin/stdout/stderr on /dev/null, so
+//! a timeout can end everything it started: like keepalived, SIGTERM to the group, then
+//! SIGKILL after [`TERM_GRACE`]. If the probe itself is dropped (scheduler shutdown), a
+//! guard SIGKILLs the group, so no script outlives the checker.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, User};
+
+use crate::reason::{Outcome, Phase, Reason, Up, io_message};
+use crate::spec::{CheckParams, MiscCheck};
+
+/// How long a timed-out command gets between SIGTERM and SIGKILL (keepalived: 2 s).
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// A prepared MISC check: argv, resolved timeout and user.
+#[derive(Debug)]
+pub(crate) struct MiscProbe {
+    argv: Vec<String>,
+    timeout: Duration,
+    dynamic: bool,
+    /// (uid, gid) to run as, from `user`.
+    ids: Option<(u32, u32)>,
+}
+
+impl MiscProbe {
+    pub(crate) fn new(misc: &MiscCheck, params: &CheckParams) -> Result<MiscProbe, Reason> {
+        if misc.argv.first().is_none_or(String::is_empty) {
+            return Err(Reason::Invalid("misc command is empty".into()));
+        }
+        let ids = match &misc.user {
+            None => None,
+            Some(name) => match User::from_name(name) {
+                Ok(Some(user)) => Some((user.uid.as_raw(), user.gid.as_raw())),
+                Ok(None) => {
+                    return Err(Reason::Invalid(format!(
+                        "misc user {name:?} does not exist"
+                    )));
+                }
+                Err(errno) => {
+                    return Err(Reason::Invalid(format!(
+                        "cannot look up misc user {name:?}: {}",
+                        crate::reason::lower_first(errno.desc())
+                    )));
+                }
+            },
+        };
+        Ok(MiscProbe {
+            argv: misc.argv.clone(),
+            timeout: misc.timeout.unwrap_or(params.interval),
+            dynamic: misc.dynamic,
+            ids,
+        })
+    }
+
+    pub(crate) async fn probe(&self) -> Outcome {
+        let program = &self.argv[0];
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&self.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = self.ids {
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd.spawn().map_err(|e| Reason::Spawn {
+            program: program.clone(),
+            message: io_message(&e),
+        })?;
+        let mut group = GroupGuard(child.id().map(|pid| Pid::from_raw(pid as i32)));
+        match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(Ok(status)) => {
+                // Whatever the command left running in the background is its business.
+                group.0 = None;
+                judge(status, self.dynamic)
+            }
+            Ok(Err(e)) => Err(Reason::io(Phase::Wait, &e)),
+            Err(_elapsed) => {
+                group.signal(Signal::SIGTERM);
+                if tokio::time::timeout(TERM_GRACE, child.wait())
+                    .await
+                    .is_err()
+                {
+                    group.signal(Signal::SIGKILL);
+                    // SIGKILL cannot be ignored; the bound only guards against a process
+                    // stuck in the kernel, which kill_on_drop and tokio's reaper handle.
+                    let _ = tokio::time::timeout(TERM_GRACE, child.wait()).await;
+                }
+                // The guard SIGKILLs what is left of the group, as keepalived does.
+                Err(Reason::KilledAfterTimeout {
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+}
+
+/// The verdict on an exit status.
+fn judge(status: ExitStatus, dynamic: bool) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    match status.code() {
+        Some(0) => Ok(Up::default()),
+        Some(code @ 2..=255) if dynamic => Ok(Up {
+            weight: Some(code as u32 - 2),
+        }),
+        Some(code) => Err(Reason::Exit(code)),
+        None => Err(Reason::Signal {
+            signal: status.signal().unwrap_or(0),
+        }),
+    }
+}
+
+/// SIGKILLs a process group when dropped, unless cleared.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn signal(&self, signal: Signal) {
+        if let Some(pgid) = self.0 {
+            // ESRCH (all gone) is the expected end, not an error.
+            let _ = killpg(pgid, signal);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn exit_codes_are_judged_like_keepalived() {
+        assert_eq!(judge(exited(0), false), Ok(Up { weight: None }));
+        assert_eq!(judge(exited(1), false), Err(Reason::Exit(1)));
+        assert_eq!(judge(exited(7), false), Err(Reason::Exit(7)));
+        assert_eq!(judge(exited(0), true), Ok(Up { weight: None }));
+        assert_eq!(judge(exited(1), true), Err(Reason::Exit(1)));
+        assert_eq!(judge(exited(2), true), Ok(Up { weight: Some(0) }));
+        assert_eq!(judge(exited(255), true), Ok(Up { weight: Some(253) }));
+        assert_eq!(
+            judge(ExitStatus::from_raw(9), false),
+            Err(Reason::Signal { signal: 9 })
+        );
+    }
+
+    #[test]
+    fn unknown_users_are_rejected_up_front() {
+        let misc = MiscCheck {
+            user: Some("no-such-user-xdp-lb".into()),
+            ..MiscCheck::new(["/bin/true"])
+        };
+        let params = CheckParams::new("127.0.0.1:1".parse().unwrap(), &crate::CheckSpec::Tcp);
+        assert_eq!(
+            MiscProbe::new(&misc, &params).unwrap_err().to_string(),
+            "invalid check: misc user \"no-such-user-xdp-lb\" does not exist"
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The outcome of one probe: [`Up`] (with an optional dynamic weight) or a [`Reason`]
+//! saying precisely what failed.
+//!
+//! [`Reason`] is the crate's one error type: every checker, the spec validation and the
+//! scheduler speak it. Its `Display` is lowercase words meant to follow a server and a
+//! check name in a log line ("… is down: status 503, expected 200"). It is `Clone` and
+//! `PartialEq` so transitions can carry it and tests can compare it; OS errors are kept
+//! as their message for that reason.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::spec::{Digest, QType};
+
+/// A successful probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Up {
+    /// A weight reported by the check itself (MISC with `dynamic`: exit code - 2);
+    /// `None` means "the configured weight".
+    pub weight: Option<u32>,
+}
+
+/// What one probe found: up, or down with the reason.
+pub type Outcome = Result<Up, Reason>;
+
+/// Where a probe was when something went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Creating or binding the local socket.
+    Socket,
+    /// TCP connect (or UDP/ICMP connect, which only picks a route).
+    Connect,
+    /// The TLS handshake.
+    TlsHandshake,
+    /// Sending the request, payload or query.
+    Send,
+    /// Waiting for the HTTP status line and headers.
+    Response,
+    /// Reading the HTTP body for the digest.
+    Body,
+    /// Waiting for a UDP, DNS or ICMP reply.
+    Reply,
+    /// Waiting for a MISC command to exit.
+    Wait,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Socket => "opening the socket",
+            Phase::Connect => "connecting",
+            Phase::TlsHandshake => "in the tls handshake",
+            Phase::Send => "sending",
+            Phase::Response => "waiting for the response",
+            Phase::Body => "reading the body",
+            Phase::Reply => "waiting for a reply",
+            Phase::Wait => "waiting for the command",
+        })
+    }
+}
+
+/// Why a probe (or a check's setup) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    #[error("timeout after {} {phase}", Dur(*after))]
+    Timeout { phase: Phase, after: Duration },
+    #[error("connection refused")]
+    Refused,
+    /// Any other OS error, with the phase it happened in.
+    #[error("{phase}: {message}")]
+    Io { phase: Phase, message: String },
+    #[error("status {got}, expected {}", list(expected))]
+    Status { got: u16, expected: Vec<u16> },
+    #[error("body {} mismatch: expected {}, got {got}", expected.algorithm(), expected.hex())]
+    DigestMismatch { expected: Digest, got: String },
+    #[error("body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// A malformed or cut-short HTTP exchange.
+    #[error("http: {0}")]
+    Http(String),
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("exit code {0}")]
+    Exit(i32),
+    #[error("killed by signal {signal} ({name})", name = signal_name(*signal))]
+    Signal { signal: i32 },
+    #[error("killed after timeout of {}", Dur(*timeout))]
+    KilledAfterTimeout { timeout: Duration },
+    #[error("cannot run {program}: {message}")]
+    Spawn { program: String, message: String },
+    #[error(
+        "reply does not match: expected {} at the start, got {}",
+        hex_preview(expected),
+        hex_preview(got)
+    )]
+    UnexpectedReply { expected: Vec<u8>, got: Vec<u8> },
+    /// ICMP port unreachable, as a connected UDP socket reports it (ECONNREFUSED).
+    #[error("icmp port unreachable")]
+    PortUnreachable,
+    /// An ICMP error other than port unreachable (host, network, prohibited, ...).
+    #[error("icmp {0}")]
+    Unreachable(String),
+    #[error("dns rcode {}", rcode_name(*rcode))]
+    DnsRcode { rcode: u8 },
+    #[error("dns reply has no {qtype} answer for {name}")]
+    DnsNoAnswer { name: String, qtype: QType },
+    #[error("malformed dns reply: {0}")]
+    DnsMalformed(String),
+    /// The check cannot run as configured (bad digest, unknown user, unreadable CA file, ...).
+    #[error("invalid check: {0}")]
+    Invalid(String),
+}
+
+impl Reason {
+    /// An OS error in `phase`, with refusals and ICMP errors turned into their own variants.
+    pub(crate) fn io(phase: Phase, err: &io::Error) -> Reason {
+        match err.raw_os_error() {
+            Some(libc_errno::ECONNREFUSED) if phase == Phase::Reply || phase == Phase::Send => {
+                Reason::PortUnreachable
+            }
+            Some(libc_errno::ECONNREFUSED) => Reason::Refused,
+            Some(code @ (libc_errno::EHOSTUNREACH | libc_errno::ENETUNREACH))
+                if phase == Phase::Reply =>
+            {
+                Reason::Unreachable(os_message(code))
+            }
+            _ => Reason::Io {
+                phase,
+                message: io_message(err),
+            },
+        }
+    }
+}
+
+/// The errno values this crate tells apart, from nix so no libc dependency is needed.
+pub(crate) mod libc_errno {
+    use nix::errno::Errno;
+    pub const ECONNREFUSED: i32 = Errno::ECONNREFUSED as i32;
+    pub const EHOSTUNREACH: i32 = Errno::EHOSTUNREACH as i32;
+    pub const ENETUNREACH: i32 = Errno::ENETUNREACH as i32;
+    pub const EACCES: i32 = Errno::EACCES as i32;
+    pub const EPERM: i32 = Errno::EPERM as i32;
+}
+
+/// An OS error's text without Rust's " (os error N)" suffix, first letter lowercased:
+/// "connection reset by peer".
+pub(crate) fn io_message(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(code) => os_message(code),
+        None => lower_first(&err.to_string()),
+    }
+}
+
+fn os_message(code: i32) -> String {
+    lower_first(nix::errno::Errno::from_raw(code).desc())
+}
+
+/// Lowercases the first character, leaving names and acronyms further on alone.
+pub(crate) fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A duration as people write it in the config: "5s", "250ms", "1.5s".
+#[derive(Debug, Clone, Copy)]
+pub struct Dur(pub Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            write!(f, "{}s", d.as_secs())
+        } else if d < Duration::from_secs(1) && d.subsec_nanos().is_multiple_of(1_000_000) {
+            write!(f, "{}ms", d.as_millis())
+        } else {
+            write!(f, "{}s", d.as_secs_f64())
+        }
+    }
+}
+
+fn list(codes: &[u16]) -> String {
+    match codes {
+        [] => "none".to_owned(),
+        [one] => one.to_string(),
+        many => {
+            let all: Vec<String> = many.iter().map(u16::to_string).collect();
+            format!("one of {}", all.join(", "))
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_ascii_lowercase())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// At most 16 bytes as hex, with the total length when cut.
+fn hex_preview(bytes: &[u8]) -> String {
+    const MAX: usize = 16;
+    let shown: String = bytes.iter().take(MAX).map(|b| format!("{b:02x}")).collect();
+    match bytes.len() {
+        0 => "nothing".to_owned(),
+        n if n > MAX => format!("{shown}… ({n} bytes)"),
+        _ => shown,
+    }
+}
+
+/// RFC 1035 / 6895 names of the response codes a health check meets.
+pub(crate) fn rcode_name(rcode: u8) -> String {
+    match rcode {
+        0 => "noerror".into(),
+        1 => "formerr".into(),
+        2 => "servfail".into(),
+        3 => "nxdomain".into(),
+        4 => "notimp".into(),
+        5 => "refused".into(),
+        n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_lowercase_and_precise() {
+        let cases: Vec<(Reason, &str)> = vec![
+            (
+                Reason::Timeout {
+                    phase: Phase::Connect,
+                    after: Duration::from_secs(5),
+                },
+                "timeout after 5s connecting",
+            ),
+            (
+                Reason::Timeout {
+                    phase: Phase::Response,
+                    after: Duration::from_millis(250),
+                },
+                "timeout after 250ms waiting for the response",
+            ),
+            (Reason::Refused, "connection refused"),
+            (
+                Reason::Status {
+                    got: 503,
+                    expected: vec![200],
+                },
+                "status 503, expected 200",
+            ),
+            (
+                Reason::Status {
+                    got: 404,
+                    expected: vec![200, 204],
+                },
+                "status 404, expected one of 200, 204",
+            ),
+            (
+                Reason::DigestMismatch {
+                    expected: Digest::Md5("00112233445566778899aabbccddeeff".into()),
+                    got: "ffeeddccbbaa99887766554433221100".into(),
+                },
+                "body md5 mismatch: expected 00112233445566778899aabbccddeeff, \
+                 got ffeeddccbbaa99887766554433221100",
+            ),
+            (Reason::Exit(3), "exit code 3"),
+            (Reason::Signal { signal: 9 }, "killed by signal 9 (sigkill)"),
+            (
+                Reason::KilledAfterTimeout {
+                    timeout: Duration::from_millis(1500),
+                },
+                "killed after timeout of 1.5s",
+            ),
+            (Reason::DnsRcode { rcode: 3 }, "dns rcode nxdomain"),
+            (
+                Reason::DnsNoAnswer {
+                    name: "example.org".into(),
+                    qtype: QType::Aaaa,
+                },
+                "dns reply has no aaaa answer for example.org",
+            ),
+            (
+                Reason::UnexpectedReply {
+                    expected: b"pong".to_vec(),
+                    got: vec![0; 20],
+                },
+                "reply does not match: expected 706f6e67 at the start, \
+                 got 00000000000000000000000000000000… (20 bytes)",
+            ),
+            (Reason::PortUnreachable, "icmp port unreachable"),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn os_errors_are_classified() {
+        let refused = io::Error::from_raw_os_error(libc_errno::ECONNREFUSED);
+        assert_eq!(Reason::io(Phase::Connect, &refused), Reason::Refused);
+        assert_eq!(Reason::io(Phase::Reply, &refused), Reason::PortUnreachable);
+        let unreach = io::Error::from_raw_os_error(libc_errno::EHOSTUNREACH);
+        assert_eq!(
+            Reason::io(Phase::Reply, &unreach).to_string(),
+            "icmp no route to host"
+        );
+        assert_eq!(
+            Reason::io(Phase::Connect, &unreach).to_string(),
+            "connecting: no route to host"
+        );
+    }
+}
