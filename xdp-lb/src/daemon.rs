@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use tracing::{info, warn};
+use xdp_lb_checks::BackendId;
 
 use crate::{
     config::{Config, Forwarding, NatTimeouts},
@@ -16,6 +17,11 @@ use crate::{
     privileges,
     services::{Egress, ServiceTable},
 };
+
+/// Probes in flight at once, however many real servers are checked.
+const CHECK_CONCURRENCY: usize = 256;
+/// How long shutdown waits for checks (and MISC scripts) to end.
+const CHECKS_STOP: Duration = Duration::from_secs(5);
 
 /// How often the neighbour table is re-read once running.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -54,6 +60,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             real_servers = table.backends.len(),
             "xdp-lb ready"
         );
+        // Health checks run beside the loop and report changes over a channel.
+        let (transitions_tx, mut transitions) = tokio::sync::mpsc::channel(1024);
+        let (stop_checks, checks_stopped) = tokio::sync::oneshot::channel::<()>();
+        let checks: Vec<_> = table
+            .checks
+            .iter()
+            .map(|(id, c)| (BackendId(*id), c.spec.clone(), c.params.clone()))
+            .collect();
+        let checks_task = tokio::spawn(xdp_lb_checks::run(
+            checks,
+            CHECK_CONCURRENCY,
+            transitions_tx,
+            async move {
+                let _ = checks_stopped.await;
+            },
+        ));
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut nat_gc = tokio::time::interval(nat_gc_interval(&nat_timeouts));
@@ -66,7 +88,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     }
                 }
                 _ = nat_gc.tick(), if nat => collect_nat(&mut dataplane, &nat_timeouts),
+                Some(t) = transitions.recv() => {
+                    if let Err(e) = apply_health(&mut table, &mut dataplane, &t) {
+                        warn!(error = %format!("{e:#}"), "could not apply a health change to the data plane");
+                    }
+                }
             }
+        }
+        let _ = stop_checks.send(());
+        if tokio::time::timeout(CHECKS_STOP, checks_task).await.is_err() {
+            warn!("health checks did not stop within {CHECKS_STOP:?}");
         }
         anyhow::Ok(())
     }
@@ -124,6 +155,38 @@ async fn route_backends(
             next_hop,
             source: route.prefsrc,
         });
+    }
+    Ok(())
+}
+
+/// A health verdict changed: log it (with the service and real server it is about),
+/// and rebuild that service's schedule; the switch is one map update.
+fn apply_health(
+    table: &mut ServiceTable,
+    dataplane: &mut Dataplane,
+    t: &xdp_lb_checks::Transition,
+) -> anyhow::Result<()> {
+    let id = t.backend.0;
+    let b = &table.backends[id as usize];
+    let service = table.services[b.service].name.clone();
+    let server = std::net::SocketAddr::new(b.addr, b.port);
+    let what = match (&t.reason, t.weight) {
+        (Some(reason), _) => format!("down: {reason}"),
+        (None, Some(w)) => format!("up with weight {w}"),
+        (None, None) => "up".to_string(),
+    };
+    if t.up {
+        info!(%service, real_server = %server, check = %t.check, "real server {what}");
+    } else {
+        warn!(%service, real_server = %server, check = %t.check, "real server {what}");
+    }
+    if table.set_health(id, t.up, t.weight) {
+        let index = table.backends[id as usize].service;
+        dataplane.set_backend(id, &table.backend_value(id))?;
+        dataplane.set_service(&table.spec(index)?)?;
+        if table.usable_weight(index) == 0 {
+            warn!(%service, "no real server can take new connections");
+        }
     }
     Ok(())
 }
@@ -259,7 +322,7 @@ impl Neighbours {
             }
             tokio::time::sleep(NEIGHBOUR_POLL).await;
         }
-        for (index, svc) in table.services.iter().enumerate() {
+        for svc in &table.services {
             let unresolved: Vec<String> = svc
                 .backends
                 .iter()
@@ -275,7 +338,16 @@ impl Neighbours {
                 .iter()
                 .map(|id| table.backends[*id as usize].weight)
                 .sum();
-            if table.usable_weight(index) == 0 && configured > 0 {
+            // Health does not matter here (alpha servers start down): only whether any
+            // real server with weight has a MAC.
+            let resolved: u32 = svc
+                .backends
+                .iter()
+                .map(|id| &table.backends[*id as usize])
+                .filter(|b| b.mac.is_some())
+                .map(|b| b.weight)
+                .sum();
+            if resolved == 0 && configured > 0 {
                 bail!(
                     "virtual server {}: no real server answered ARP/ND within {:?} ({}); \
                      are they up and on this L2 segment?",

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS, MAX_SERVICES, ServiceKey, v4_mapped,
+    MAX_BACKENDS, MAX_SERVICES, SELECT_CURSOR, ServiceKey, v4_mapped,
 };
 
 use crate::{
@@ -65,6 +65,21 @@ pub struct Backend {
 }
 
 impl Backend {
+    fn new(id: u32, service: usize, addr: IpAddr, port: u16, weight: u32) -> Backend {
+        Backend {
+            id,
+            service,
+            addr,
+            port,
+            weight,
+            egress: None,
+            mac: None,
+            healthy: true,
+            dynamic_weight: None,
+            inhibit_on_failure: false,
+        }
+    }
+
     /// We know where to send its packets and to which MAC.
     pub fn reachable(&self) -> bool {
         self.egress.is_some() && self.mac.is_some()
@@ -98,12 +113,17 @@ pub struct Service {
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
     pub backends: Vec<u32>,
+    /// keepalived's `sorry_server`: a backend that takes new flows only while no real
+    /// server can.
+    pub sorry: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ServiceTable {
     pub services: Vec<Service>,
     pub backends: Vec<Backend>,
+    /// Health checks by backend id.
+    pub checks: Vec<(u32, crate::config::Check)>,
 }
 
 pub fn addr16(addr: IpAddr) -> [u8; 16] {
@@ -126,11 +146,15 @@ impl ServiceTable {
         if vs.len() > MAX_SERVICES as usize {
             return Err(ServicesError::TooManyServices { count: vs.len() });
         }
-        let total: usize = vs.iter().map(|v| v.real_servers.len()).sum();
+        let total: usize = vs
+            .iter()
+            .map(|v| v.real_servers.len() + usize::from(v.sorry_server.is_some()))
+            .sum();
         if total > MAX_BACKENDS as usize {
             return Err(ServicesError::TooManyBackends { count: total });
         }
         let mut services = Vec::with_capacity(vs.len());
+        let mut checks = Vec::new();
         let mut backends = Vec::with_capacity(total);
         for (index, v) in vs.iter().enumerate() {
             let proto = match v.protocol {
@@ -141,19 +165,20 @@ impl ServiceTable {
             for rs in &v.real_servers {
                 let id = backends.len() as u32;
                 ids.push(id);
-                backends.push(Backend {
-                    id,
-                    service: index,
-                    addr: rs.address,
-                    port: rs.port,
-                    weight: rs.weight,
-                    egress: None,
-                    mac: None,
-                    healthy: true,
-                    dynamic_weight: None,
-                    inhibit_on_failure: false,
-                });
+                if let Some(check) = &rs.check {
+                    checks.push((id, check.clone()));
+                }
+                let mut backend = Backend::new(id, index, rs.address, rs.port, rs.weight);
+                backend.inhibit_on_failure = rs.inhibit_on_failure;
+                // `alpha`: down until its first successful check.
+                backend.healthy = !rs.check.as_ref().is_some_and(|c| c.params.alpha);
+                backends.push(backend);
             }
+            let sorry = v.sorry_server.map(|addr| {
+                let id = backends.len() as u32;
+                backends.push(Backend::new(id, index, addr.ip(), addr.port(), 1));
+                id
+            });
             services.push(Service {
                 id: index as u32,
                 key: ServiceKey {
@@ -166,9 +191,14 @@ impl ServiceTable {
                 scheduler: v.scheduler,
                 forwarding: v.forwarding,
                 backends: ids,
+                sorry,
             });
         }
-        Ok(ServiceTable { services, backends })
+        Ok(ServiceTable {
+            services,
+            backends,
+            checks,
+        })
     }
 
     pub fn backend_value(&self, id: u32) -> BackendValue {
@@ -202,6 +232,13 @@ impl ServiceTable {
             .iter()
             .map(|id| self.backends[*id as usize].effective_weight())
             .collect();
+        // Nobody can take new flows: the sorry server does, if it is reachable.
+        if weights.iter().all(|w| *w == 0)
+            && let Some(sorry) = svc.sorry
+            && self.backends[sorry as usize].usable()
+        {
+            return Ok(self.service_spec(svc, SELECT_CURSOR, vec![sorry]));
+        }
         let sched = match svc.scheduler {
             Scheduler::Rr => schedule::round_robin(&weights),
             Scheduler::Wrr => schedule::weighted_round_robin(&weights).map_err(|source| {
@@ -211,7 +248,16 @@ impl ServiceTable {
                 }
             })?,
         };
-        Ok(ServiceSpec {
+        let slots = sched
+            .slots
+            .iter()
+            .map(|pos| svc.backends[*pos as usize])
+            .collect();
+        Ok(self.service_spec(svc, sched.select, slots))
+    }
+
+    fn service_spec(&self, svc: &Service, select: u8, slots: Vec<u32>) -> ServiceSpec {
+        ServiceSpec {
             key: svc.key,
             id: svc.id,
             forwarding: match svc.forwarding {
@@ -219,14 +265,10 @@ impl ServiceTable {
                 Forwarding::Nat => FWD_NAT,
                 Forwarding::Tun => FWD_TUN,
             },
-            select: sched.select,
+            select,
             active: true,
-            slots: sched
-                .slots
-                .iter()
-                .map(|pos| svc.backends[*pos as usize])
-                .collect(),
-        })
+            slots,
+        }
     }
 
     /// Records a backend's MAC; returns whether the backend's map value changed.

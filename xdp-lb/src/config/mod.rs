@@ -7,6 +7,7 @@
 //! - `duration.rs`: `"100ms"` / `"5s"` / `"1m"` durations,
 //! - `error.rs`: [`ConfigError`], [`Location`] and byte-offset → line:col.
 
+mod check;
 mod duration;
 mod error;
 mod raw;
@@ -16,7 +17,7 @@ mod validate;
 mod tests;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -110,6 +111,9 @@ pub struct VirtualServer {
     pub forwarding: Forwarding,
     /// At least one; same address family as `vip`; no (address, port) twice.
     pub real_servers: Vec<RealServer>,
+    /// Takes new flows while no real server can (keepalived's `sorry_server`); same
+    /// family as the vip, port defaulting to the service's.
+    pub sorry_server: Option<SocketAddr>,
     /// Where the entry's `vip` value is, for later messages about this service.
     pub location: Location,
 }
@@ -151,8 +155,21 @@ pub struct RealServer {
     pub port: u16,
     /// Default 1, valid 0..=65535; 0 means the server takes no new flows.
     pub weight: u32,
+    /// keepalived's `inhibit_on_failure`: when its check fails the server keeps its
+    /// flows and only stops getting new ones (default: it leaves, flows move).
+    pub inhibit_on_failure: bool,
+    /// Its health check, if any (without one it is always considered up).
+    pub check: Option<Check>,
     /// Where the entry's `address` value is, for later messages about this server.
     pub location: Location,
+}
+
+/// A real server's health check: what to probe and how often, with keepalived's
+/// defaults for anything not given.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub spec: xdp_lb_checks::CheckSpec,
+    pub params: xdp_lb_checks::CheckParams,
 }
 
 /// The config-file spelling of each choice, so messages and status output match what

@@ -43,6 +43,7 @@ pub(super) struct RawVirtualServer {
     pub(super) protocol: Option<Spanned<Value>>,
     pub(super) scheduler: Option<Spanned<Value>>,
     pub(super) forwarding: Option<Spanned<Value>>,
+    pub(super) sorry_server: Option<Spanned<Value>>,
     #[serde(default)]
     pub(super) real_server: Vec<Spanned<RawRealServer>>,
 }
@@ -53,4 +54,40 @@ pub(super) struct RawRealServer {
     pub(super) address: Option<Spanned<Value>>,
     pub(super) port: Option<Spanned<Value>>,
     pub(super) weight: Option<Spanned<Value>>,
+    pub(super) inhibit_on_failure: Option<Spanned<Value>>,
+    pub(super) check: Option<Spanned<RawCheck>>,
+}
+
+/// `check = { type = "http", ... }` of a real server; keys as keepalived names them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table such as { type = \"tcp\" }")]
+pub(super) struct RawCheck {
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Spanned<Value>>,
+    pub(super) interval: Option<Spanned<Value>>,
+    pub(super) warmup: Option<Spanned<Value>>,
+    pub(super) connect_timeout: Option<Spanned<Value>>,
+    pub(super) retry: Option<Spanned<Value>>,
+    pub(super) delay_before_retry: Option<Spanned<Value>>,
+    pub(super) rise: Option<Spanned<Value>>,
+    pub(super) fall: Option<Spanned<Value>>,
+    pub(super) source: Option<Spanned<Value>>,
+    pub(super) connect_ip: Option<Spanned<Value>>,
+    pub(super) connect_port: Option<Spanned<Value>>,
+    pub(super) alpha: Option<Spanned<Value>>,
+    pub(super) path: Option<Spanned<Value>>,
+    pub(super) status: Option<Spanned<Value>>,
+    pub(super) digest: Option<Spanned<Value>>,
+    pub(super) virtualhost: Option<Spanned<Value>>,
+    pub(super) verify_certificate: Option<Spanned<Value>>,
+    pub(super) ca_file: Option<Spanned<Value>>,
+    pub(super) sni: Option<Spanned<Value>>,
+    pub(super) command: Option<Spanned<Value>>,
+    pub(super) timeout: Option<Spanned<Value>>,
+    pub(super) dynamic: Option<Spanned<Value>>,
+    pub(super) user: Option<Spanned<Value>>,
+    pub(super) payload: Option<Spanned<Value>>,
+    pub(super) expect: Option<Spanned<Value>>,
+    pub(super) name: Option<Spanned<Value>>,
+    pub(super) qtype: Option<Spanned<Value>>,
 }

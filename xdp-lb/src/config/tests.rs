@@ -360,13 +360,118 @@ fn unknown_key_in_real_server() {
         "port = 80",
         "  [[virtual_server.real_server]]",
         "  address = \"192.0.2.11\"",
-        "  inhibit_on_failure = true",
+        "  notify_down = \"/bin/true\"",
     ]);
     assert_error(
         &text,
         8,
         3,
-        &["unknown key `inhibit_on_failure`", "`address`", "`weight`"],
+        &[
+            "unknown key `notify_down`",
+            "`address`",
+            "`weight`",
+            "`check`",
+        ],
+    );
+}
+
+// ----- health checks and sorry server -----
+
+fn with_check(check: &str) -> String {
+    with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "sorry_server = \"192.0.2.250:8080\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  inhibit_on_failure = true",
+        &format!("  check = {check}"),
+    ])
+}
+
+#[test]
+fn an_http_check_takes_keepalived_parameters() {
+    let config = parse(
+        &with_check(
+            "{ type = \"http\", path = \"/health\", status = [200, 204], interval = \"2s\", \
+             connect_timeout = \"500ms\", retry = 0, rise = 2, fall = 3, alpha = true, \
+             digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\", virtualhost = \"www.example.org\" }",
+        ),
+        "lb.toml",
+    )
+    .unwrap();
+    let vs = &config.virtual_servers[0];
+    assert_eq!(vs.sorry_server, Some("192.0.2.250:8080".parse().unwrap()));
+    let rs = &vs.real_servers[0];
+    assert!(rs.inhibit_on_failure);
+    let check = rs.check.as_ref().unwrap();
+    let xdp_lb_checks::CheckSpec::Http(http) = &check.spec else {
+        panic!("{:?}", check.spec)
+    };
+    assert_eq!(http.path, "/health");
+    assert_eq!(http.status, vec![200, 204]);
+    assert_eq!(http.virtualhost.as_deref(), Some("www.example.org"));
+    let p = &check.params;
+    assert_eq!(p.server, "192.0.2.11:80".parse().unwrap());
+    assert_eq!(
+        (p.interval, p.warmup),
+        (Duration::from_secs(2), Duration::from_secs(2))
+    );
+    assert_eq!(p.connect_timeout, Duration::from_millis(500));
+    assert_eq!((p.retry, p.rise, p.fall, p.alpha), (0, 2, 3, true));
+}
+
+#[test]
+fn keepalived_checker_names_are_accepted() {
+    let config = parse(
+        &with_check(
+            "{ type = \"TCP_CHECK\" }"
+                .replace("TCP_CHECK", "tcp_check")
+                .as_str(),
+        ),
+        "lb.toml",
+    )
+    .unwrap();
+    let check = config.virtual_servers[0].real_servers[0]
+        .check
+        .as_ref()
+        .unwrap();
+    assert_eq!(check.spec, xdp_lb_checks::CheckSpec::Tcp);
+}
+
+#[test]
+fn check_errors_point_at_the_check() {
+    // Line 10 is the check line; columns point at the offending value.
+    assert_error(
+        &with_check("{ type = \"smtp\" }"),
+        10,
+        20,
+        &["invalid check `type` \"smtp\"", "\"http\""],
+    );
+    assert_error(
+        &with_check("{ type = \"tcp\", path = \"/\" }"),
+        10,
+        34,
+        &["`path` does not apply to a tcp check (it is for: http, https)"],
+    );
+    assert_error(
+        &with_check("{ type = \"misc\", command = [\"/nonexistent/check\"] }"),
+        10,
+        38,
+        &["`command`: /nonexistent/check does not exist"],
+    );
+    assert_error(
+        &with_check("{ type = \"http\", digest = \"crc32:abcd\" }"),
+        10,
+        37,
+        &["invalid `digest`", "md5:"],
+    );
+    assert_error(
+        &with_check("{ type = \"tcp\", rise = 0 }"),
+        10,
+        34,
+        &["`rise` = 0 is out of range"],
     );
 }
 

@@ -105,8 +105,8 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
     })
 }
 
-struct Validator<'s, 'a> {
-    src: &'s SourceText<'a>,
+pub(super) struct Validator<'s, 'a> {
+    pub(super) src: &'s SourceText<'a>,
 }
 
 impl Validator<'_, '_> {
@@ -309,6 +309,10 @@ impl Validator<'_, '_> {
                     ),
                 ));
             }
+            let sorry_server = match &raw.sorry_server {
+                Some(value) => Some(self.sorry_server(value, vip, port, &name)?),
+                None => None,
+            };
             services.push(VirtualServer {
                 vip,
                 port,
@@ -316,6 +320,7 @@ impl Validator<'_, '_> {
                 scheduler,
                 forwarding,
                 real_servers,
+                sorry_server,
                 location: self.src.locate(vip_value.span().start),
             });
         }
@@ -363,6 +368,14 @@ impl Validator<'_, '_> {
                 Some(value) => self.integer(value, "weight", WEIGHTS)? as u32,
                 None => DEFAULT_WEIGHT,
             };
+            let inhibit_on_failure = match &raw.inhibit_on_failure {
+                Some(value) => self.boolean(value, "inhibit_on_failure")?,
+                None => false,
+            };
+            let check = match &raw.check {
+                Some(table) => Some(self.check(table, SocketAddr::new(address, port), service)?),
+                None => None,
+            };
             match seen.entry((address, port)) {
                 Entry::Occupied(first) => {
                     return Err(self.src.error(
@@ -383,6 +396,8 @@ impl Validator<'_, '_> {
                 address,
                 port,
                 weight,
+                inhibit_on_failure,
+                check,
                 location: self.src.locate(address_value.span().start),
             });
         }
@@ -391,7 +406,7 @@ impl Validator<'_, '_> {
 
     // ----- typed scalars -----
 
-    fn string<'v>(
+    pub(super) fn string<'v>(
         &self,
         value: &'v Spanned<Value>,
         key: &str,
@@ -406,7 +421,7 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn integer(
+    pub(super) fn integer(
         &self,
         value: &Spanned<Value>,
         key: &str,
@@ -429,11 +444,15 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn port(&self, value: &Spanned<Value>) -> Result<u16, ConfigError> {
+    pub(super) fn port(&self, value: &Spanned<Value>) -> Result<u16, ConfigError> {
         Ok(self.integer(value, "port", PORTS)? as u16)
     }
 
-    fn duration(&self, value: &Spanned<Value>, key: &str) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
         let text = self.string(value, key, DURATION_FORM)?;
         parse_duration(text).ok_or_else(|| {
             self.src.error(
@@ -443,7 +462,12 @@ impl Validator<'_, '_> {
         })
     }
 
-    fn ip(&self, value: &Spanned<Value>, key: &str, example: &str) -> Result<IpAddr, ConfigError> {
+    pub(super) fn ip(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+        example: &str,
+    ) -> Result<IpAddr, ConfigError> {
         let form = format!("an IP address in a string such as \"{example}\"");
         let text = self.string(value, key, &form)?;
         let Ok(address) = text.trim().parse::<IpAddr>() else {
@@ -466,6 +490,16 @@ impl Validator<'_, '_> {
             ));
         }
         Ok(address)
+    }
+
+    pub(super) fn boolean(&self, value: &Spanned<Value>, key: &str) -> Result<bool, ConfigError> {
+        match value.get_ref() {
+            Value::Boolean(b) => Ok(*b),
+            other => Err(self.src.error(
+                value.span(),
+                format!("`{key}` must be true or false, found {}", other.type_str()),
+            )),
+        }
     }
 
     fn choice<T: Copy>(
