@@ -47,6 +47,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         for link in links.values() {
             dataplane.add_egress(link.index)?;
         }
+        for index in 0..table.services.len() {
+            quorum_changed(&mut table, index);
+        }
         write_all(&mut dataplane, &table)?;
         let nat = config.virtual_servers.iter().any(|v| v.forwarding == Forwarding::Nat);
         let nat_timeouts = config.dataplane.nat_timeouts;
@@ -96,6 +99,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         }
         let _ = stop_checks.send(());
+        // keepalived's omega: the down command also runs when the service stops.
+        for svc in &table.services {
+            if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
+                crate::notify::run(argv, &format!("quorum_down (omega) of {}", svc.name)).await;
+            }
+        }
         if tokio::time::timeout(CHECKS_STOP, checks_task).await.is_err() {
             warn!("health checks did not stop within {CHECKS_STOP:?}");
         }
@@ -183,12 +192,32 @@ fn apply_health(
     if table.set_health(id, t.up, t.weight) {
         let index = table.backends[id as usize].service;
         dataplane.set_backend(id, &table.backend_value(id))?;
+        quorum_changed(table, index);
         dataplane.set_service(&table.spec(index)?)?;
         if table.usable_weight(index) == 0 {
             warn!(%service, "no real server can take new connections");
         }
     }
     Ok(())
+}
+
+/// Re-evaluates a service's quorum and runs its up/down command on a change.
+fn quorum_changed(table: &mut ServiceTable, index: usize) {
+    let Some(gained) = table.update_quorum(index) else {
+        return;
+    };
+    let svc = &table.services[index];
+    let weight = table.usable_weight(index);
+    let (command, edge) = if gained {
+        info!(service = %svc.name, weight, quorum = svc.quorum.quorum, "quorum gained");
+        (svc.quorum.up.clone(), "quorum_up")
+    } else {
+        warn!(service = %svc.name, weight, quorum = svc.quorum.quorum, "quorum lost: new connections go to the sorry server, if any");
+        (svc.quorum.down.clone(), "quorum_down")
+    };
+    if let Some(argv) = command {
+        crate::notify::spawn(argv, format!("{edge} of {}", svc.name));
+    }
 }
 
 /// Half the shortest NAT timeout, between 1 s and 10 s: entries leave at most 50 %

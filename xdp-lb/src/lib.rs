@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod netlink;
+pub mod notify;
 pub mod privileges;
 pub mod schedule;
 pub mod services;

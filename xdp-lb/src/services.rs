@@ -12,7 +12,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    config::{Config, Forwarding, Protocol, Scheduler},
+    config::{Config, Forwarding, Protocol, Quorum, Scheduler},
     dataplane::ServiceSpec,
     schedule::{self, ScheduleError},
 };
@@ -116,6 +116,9 @@ pub struct Service {
     /// keepalived's `sorry_server`: a backend that takes new flows only while no real
     /// server can.
     pub sorry: Option<u32>,
+    pub quorum: Quorum,
+    /// Whether the healthy weight meets the quorum (with hysteresis on both edges).
+    pub quorum_ok: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +195,8 @@ impl ServiceTable {
                 forwarding: v.forwarding,
                 backends: ids,
                 sorry,
+                quorum: v.quorum.clone(),
+                quorum_ok: true,
             });
         }
         Ok(ServiceTable {
@@ -232,12 +237,12 @@ impl ServiceTable {
             .iter()
             .map(|id| self.backends[*id as usize].effective_weight())
             .collect();
-        // Nobody can take new flows: the sorry server does, if it is reachable.
-        if weights.iter().all(|w| *w == 0)
-            && let Some(sorry) = svc.sorry
-            && self.backends[sorry as usize].usable()
-        {
-            return Ok(self.service_spec(svc, SELECT_CURSOR, vec![sorry]));
+        // Nobody can take new flows, or too little weight is left: the sorry server
+        // takes them if it is reachable; without one, new flows have nowhere to go.
+        let no_quorum = !svc.quorum_ok || weights.iter().all(|w| *w == 0);
+        if no_quorum {
+            let sorry = svc.sorry.filter(|id| self.backends[*id as usize].usable());
+            return Ok(self.service_spec(svc, SELECT_CURSOR, sorry.into_iter().collect()));
         }
         let sched = match svc.scheduler {
             Scheduler::Rr => schedule::round_robin(&weights),
@@ -287,6 +292,24 @@ impl ServiceTable {
         b.healthy = healthy;
         b.dynamic_weight = dynamic_weight;
         changed
+    }
+
+    /// Re-evaluates a service's quorum: `Some(true)` when it was just gained,
+    /// `Some(false)` when just lost (keepalived's hysteresis: lost below
+    /// quorum - hysteresis, gained at quorum + hysteresis).
+    pub fn update_quorum(&mut self, index: usize) -> Option<bool> {
+        let weight = self.usable_weight(index);
+        let svc = &mut self.services[index];
+        let q = &svc.quorum;
+        if svc.quorum_ok && weight < q.quorum.saturating_sub(q.hysteresis) {
+            svc.quorum_ok = false;
+            return Some(false);
+        }
+        if !svc.quorum_ok && weight >= q.quorum.saturating_add(q.hysteresis) {
+            svc.quorum_ok = true;
+            return Some(true);
+        }
+        None
     }
 
     /// Usable backend weight of a service; 0 means it cannot take new flows.
@@ -421,6 +444,34 @@ scheduler = "rr"
         );
         assert!(!t.spec(0).unwrap().slots.contains(&2));
         assert_eq!(t.backend_value(2).flags, BACKEND_F_ACTIVE);
+    }
+
+    #[test]
+    fn quorum_is_lost_and_regained_with_hysteresis() {
+        let mut t = table();
+        for id in 0..3 {
+            make_usable(&mut t, id);
+        }
+        t.services[0].quorum = Quorum {
+            quorum: 4,
+            hysteresis: 1,
+            ..Quorum::default()
+        };
+        assert_eq!(t.update_quorum(0), None, "6 >= 4");
+        t.set_health(2, false, None); // weight 3 left: not below 4 - 1
+        assert_eq!(t.update_quorum(0), None);
+        t.set_health(1, false, None); // weight 1 left: lost
+        assert_eq!(t.update_quorum(0), Some(false));
+        assert!(
+            t.spec(0).unwrap().slots.is_empty(),
+            "no sorry server: nowhere to go"
+        );
+        t.set_health(2, true, None); // 4: not yet 4 + 1
+        assert_eq!(t.update_quorum(0), None);
+        assert!(t.spec(0).unwrap().slots.is_empty());
+        t.set_health(1, true, None); // 6: regained
+        assert_eq!(t.update_quorum(0), Some(true));
+        assert_eq!(t.spec(0).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
     }
 
     #[test]

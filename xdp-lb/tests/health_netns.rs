@@ -165,3 +165,57 @@ fn failed_servers_leave_and_rejoin_live_flows_carry_on_and_the_sorry_server_answ
     assert_eq!(tally.get("b3"), Some(&10), "{tally:?}");
     daemon.stop().unwrap();
 }
+
+#[test]
+fn losing_the_quorum_sends_new_connections_to_the_sorry_server_and_runs_the_commands() {
+    let mut lab = xdp_lb_lab::DrLab::build(DrLabOptions::one_arm(&["b1", "b2", "b3"])).unwrap();
+    lab.start_http_backends(80).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("quorum.log");
+    let command = |word: &str| {
+        format!(
+            "[\"/bin/sh\", \"-c\", \"echo {word} >> {}\"]",
+            log.display()
+        )
+    };
+    let text = config(&lab).replace(
+        "sorry_server",
+        &format!(
+            "quorum = 2\nquorum_up = {}\nquorum_down = {}\nomega = true\nsorry_server",
+            command("up"),
+            command("down")
+        ),
+    );
+    let mut daemon = start(&lab.lb, &text);
+    let tally = http_get_new_connections(&lab.client, vip(80), 10, IO_TIMEOUT).unwrap();
+    assert!(
+        !tally.contains_key("b3"),
+        "quorum met: no sorry server yet: {tally:?}"
+    );
+
+    // One of two weight-1 servers fails: weight 1 < quorum 2, although b2 is healthy.
+    lab.stop_backend_server("b1").unwrap();
+    daemon
+        .wait_for_line("quorum lost", Duration::from_secs(10))
+        .unwrap();
+    daemon
+        .wait_for_line("quorum_down of", Duration::from_secs(10))
+        .unwrap();
+    let tally = http_get_new_connections(&lab.client, vip(80), 10, IO_TIMEOUT).unwrap();
+    assert_eq!(tally.get("b3"), Some(&10), "{tally:?}");
+
+    lab.start_http_backend("b1", 80).unwrap();
+    daemon
+        .wait_for_line("quorum gained", Duration::from_secs(10))
+        .unwrap();
+    daemon
+        .wait_for_line("quorum_up of", Duration::from_secs(10))
+        .unwrap();
+    let tally = http_get_new_connections(&lab.client, vip(80), 10, IO_TIMEOUT).unwrap();
+    assert!(!tally.contains_key("b3"), "{tally:?}");
+
+    // omega: the down command runs once more when the daemon stops.
+    daemon.stop().unwrap();
+    let ran = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(ran, "down\nup\ndown\n");
+}

@@ -244,34 +244,14 @@ impl Validator<'_, '_> {
     }
 
     fn misc(&self, raw: &RawCheck, table: &Spanned<RawCheck>) -> Result<MiscCheck, ConfigError> {
-        let form = "a list of strings such as [\"/usr/local/bin/check_app\", \"--fast\"] (run without a shell)";
         let Some(value) = &raw.command else {
             return Err(self.src.error(
                 table.span(),
-                format!("a misc check needs `command`: {form}"),
+                "a misc check needs `command`, e.g. [\"/usr/local/bin/check_app\", \"--fast\"] \
+                 (run without a shell)",
             ));
         };
-        let argv = match value.get_ref() {
-            Value::Array(items) if !items.is_empty() => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>(),
-            _ => None,
-        };
-        let Some(argv) = argv else {
-            return Err(self
-                .src
-                .error(value.span(), format!("`command` must be {form}")));
-        };
-        // A missing program is a start-up error, not a server that is silently down.
-        let program = std::path::Path::new(&argv[0]);
-        if program.is_absolute() && !program.exists() {
-            return Err(self.src.error(
-                value.span(),
-                format!("`command`: {} does not exist", argv[0]),
-            ));
-        }
-        let mut misc = MiscCheck::new(argv);
+        let mut misc = MiscCheck::new(self.argv(value, "command")?);
         if let Some(v) = &raw.timeout {
             misc.timeout = Some(self.duration(v, "timeout")?);
         }

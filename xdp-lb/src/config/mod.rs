@@ -114,6 +114,10 @@ pub struct VirtualServer {
     /// Takes new flows while no real server can (keepalived's `sorry_server`); same
     /// family as the vip, port defaulting to the service's.
     pub sorry_server: Option<SocketAddr>,
+    /// keepalived's quorum: the service runs on its real servers only while their
+    /// healthy weight is at least this (default 1), with `hysteresis` on both edges;
+    /// below it new flows go to the sorry server (or nowhere).
+    pub quorum: Quorum,
     /// Where the entry's `vip` value is, for later messages about this service.
     pub location: Location,
 }
@@ -162,6 +166,30 @@ pub struct RealServer {
     pub check: Option<Check>,
     /// Where the entry's `address` value is, for later messages about this server.
     pub location: Location,
+}
+
+/// `quorum`, `hysteresis`, `quorum_up`, `quorum_down` and `omega` of a virtual server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    pub quorum: u32,
+    pub hysteresis: u32,
+    /// Run (argv, no shell) when the quorum is gained / lost.
+    pub up: Option<Vec<String>>,
+    pub down: Option<Vec<String>>,
+    /// keepalived's `omega`: also run the down command on shutdown.
+    pub omega: bool,
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Quorum {
+            quorum: 1,
+            hysteresis: 0,
+            up: None,
+            down: None,
+            omega: false,
+        }
+    }
 }
 
 /// A real server's health check: what to probe and how often, with keepalived's

@@ -44,6 +44,11 @@ pub(super) struct RawVirtualServer {
     pub(super) scheduler: Option<Spanned<Value>>,
     pub(super) forwarding: Option<Spanned<Value>>,
     pub(super) sorry_server: Option<Spanned<Value>>,
+    pub(super) quorum: Option<Spanned<Value>>,
+    pub(super) hysteresis: Option<Spanned<Value>>,
+    pub(super) quorum_up: Option<Spanned<Value>>,
+    pub(super) quorum_down: Option<Spanned<Value>>,
+    pub(super) omega: Option<Spanned<Value>>,
     #[serde(default)]
     pub(super) real_server: Vec<Spanned<RawRealServer>>,
 }

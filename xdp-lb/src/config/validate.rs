@@ -15,7 +15,7 @@ use super::duration::{DURATION_FORM, parse_duration};
 use super::error::{ConfigError, SourceText};
 use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
 use super::{
-    Config, Dataplane, Forwarding, Global, NatTimeouts, Protocol, RealServer, Scheduler,
+    Config, Dataplane, Forwarding, Global, NatTimeouts, Protocol, Quorum, RealServer, Scheduler,
     VirtualServer, XdpMode,
 };
 
@@ -313,6 +313,7 @@ impl Validator<'_, '_> {
                 Some(value) => Some(self.sorry_server(value, vip, port, &name)?),
                 None => None,
             };
+            let quorum = self.quorum(&raw)?;
             services.push(VirtualServer {
                 vip,
                 port,
@@ -321,6 +322,7 @@ impl Validator<'_, '_> {
                 forwarding,
                 real_servers,
                 sorry_server,
+                quorum,
                 location: self.src.locate(vip_value.span().start),
             });
         }
@@ -490,6 +492,69 @@ impl Validator<'_, '_> {
             ));
         }
         Ok(address)
+    }
+
+    fn quorum(&self, raw: &RawVirtualServer) -> Result<Quorum, ConfigError> {
+        let mut q = Quorum::default();
+        if let Some(v) = &raw.quorum {
+            q.quorum = self.integer(v, "quorum", 1..=u32::MAX as i64)? as u32;
+        }
+        if let Some(v) = &raw.hysteresis {
+            q.hysteresis = self.integer(v, "hysteresis", 0..=u32::MAX as i64)? as u32;
+            if q.hysteresis >= q.quorum {
+                return Err(self.src.error(
+                    v.span(),
+                    format!(
+                        "`hysteresis` = {} must be below `quorum` = {}: the service could never lose its quorum",
+                        q.hysteresis, q.quorum
+                    ),
+                ));
+            }
+        }
+        q.up = raw
+            .quorum_up
+            .as_ref()
+            .map(|v| self.argv(v, "quorum_up"))
+            .transpose()?;
+        q.down = raw
+            .quorum_down
+            .as_ref()
+            .map(|v| self.argv(v, "quorum_down"))
+            .transpose()?;
+        if let Some(v) = &raw.omega {
+            q.omega = self.boolean(v, "omega")?;
+        }
+        Ok(q)
+    }
+
+    /// A command as a list of strings, run directly (no shell); its program must exist.
+    pub(super) fn argv(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let form =
+            "a list of strings such as [\"/usr/local/bin/notify\", \"down\"] (run without a shell)";
+        let argv = match value.get_ref() {
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        let Some(argv) = argv else {
+            return Err(self
+                .src
+                .error(value.span(), format!("`{key}` must be {form}")));
+        };
+        // A missing program is a start-up error, not a silent failure later.
+        let program = std::path::Path::new(&argv[0]);
+        if program.is_absolute() && !program.exists() {
+            return Err(self
+                .src
+                .error(value.span(), format!("`{key}`: {} does not exist", argv[0])));
+        }
+        Ok(argv)
     }
 
     pub(super) fn boolean(&self, value: &Spanned<Value>, key: &str) -> Result<bool, ConfigError> {
