@@ -33,7 +33,7 @@ fn check_accepts_the_example_config() {
 #[test]
 fn check_names_file_line_and_column_of_a_bad_value() {
     let f = write(
-        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\nforwarding = \"nat\"\n  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n",
+        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\nforwarding = \"masq\"\n  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n",
     );
     let path = f.path().to_str().unwrap().to_string();
     let (code, _, stderr) = xdp_lb(&["check", "--config", &path]);
@@ -43,7 +43,7 @@ fn check_names_file_line_and_column_of_a_bad_value() {
         first.starts_with(&format!("xdp-lb: error: {path}:7:14:")),
         "{stderr}"
     );
-    assert!(first.contains("nat"), "{stderr}");
+    assert!(first.contains("did you mean \"nat\"?"), "{stderr}");
     assert_eq!(
         stderr.lines().count(),
         1,

@@ -57,7 +57,16 @@ const FORWARDINGS: Choices<Forwarding> = Choices {
         ("tun", Forwarding::Tun),
     ],
     not_implemented: &[],
-    aliases: &[("direct", "dr"), ("route", "dr")],
+    // ipvsadm calls them gatewaying, masquerading and ipip.
+    aliases: &[
+        ("direct", "dr"),
+        ("route", "dr"),
+        ("gatewaying", "dr"),
+        ("masq", "nat"),
+        ("masquerading", "nat"),
+        ("ipip", "tun"),
+        ("tunnel", "tun"),
+    ],
 };
 
 /// The values a string-valued key accepts.
