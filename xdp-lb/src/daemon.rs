@@ -263,7 +263,7 @@ fn log_counters(dataplane: &Dataplane, table: &ServiceTable) {
         for id in &svc.backends {
             let b = &table.backends[*id as usize];
             if let Ok(c) = dataplane.backend_stats(*id) {
-                info!(service = %svc.name, real_server = %b.addr, packets = c.packets, bytes = c.bytes, new_flows = c.new_flows, "real server counters");
+                info!(service = %svc.name, real_server = %b.addr, packets = c.packets, bytes = c.bytes, new_flows = c.new_flows, health_transitions = b.transitions, "real server counters");
             }
         }
     }

@@ -62,6 +62,8 @@ pub struct Backend {
     /// keepalived's `inhibit_on_failure`: a failed server keeps its flows and only
     /// stops getting new ones, instead of leaving the schedule with its flows moved.
     pub inhibit_on_failure: bool,
+    /// Health transitions seen (up → down and down → up).
+    pub transitions: u64,
 }
 
 impl Backend {
@@ -77,6 +79,7 @@ impl Backend {
             healthy: true,
             dynamic_weight: None,
             inhibit_on_failure: false,
+            transitions: 0,
         }
     }
 
@@ -288,6 +291,9 @@ impl ServiceTable {
     /// changed (so its service's schedule must be rebuilt).
     pub fn set_health(&mut self, id: u32, healthy: bool, dynamic_weight: Option<u32>) -> bool {
         let b = &mut self.backends[id as usize];
+        if b.healthy != healthy {
+            b.transitions += 1;
+        }
         let changed = b.healthy != healthy || b.dynamic_weight != dynamic_weight;
         b.healthy = healthy;
         b.dynamic_weight = dynamic_weight;
