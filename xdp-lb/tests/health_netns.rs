@@ -215,12 +215,12 @@ fn losing_the_quorum_sends_new_connections_to_the_sorry_server_and_runs_the_comm
     assert!(!tally.contains_key("b3"), "{tally:?}");
 
     // omega: the down command runs once more when the daemon stops.
-    let log = daemon.stop().unwrap();
+    let daemon_log = daemon.stop().unwrap();
     let b1 = lab.backend("b1").unwrap().addr;
-    let counted = log
+    let counted = daemon_log
         .lines()
         .find(|l| l.contains("real server counters") && l.contains(&format!("real_server={b1} ")))
-        .unwrap_or_else(|| panic!("no counters line for {b1}:\n{log}"));
+        .unwrap_or_else(|| panic!("no counters line for {b1}:\n{daemon_log}"));
     assert!(
         counted.contains("health_transitions=2"),
         "b1 went down and up: {counted}"
