@@ -85,8 +85,20 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench => {
             setup::install()?;
             require_root("the benchmark loads XDP programs")?;
-            run_cmd(&mut cargo(&["bench", "-p", "xdp-lb", "--bench", "dataplane"]))?;
-            run_cmd(&mut cargo(&["bench", "-p", "xdp-lb-checks", "--bench", "checks"]))
+            run_cmd(&mut cargo(&[
+                "bench",
+                "-p",
+                "xdp-lb",
+                "--bench",
+                "dataplane",
+            ]))?;
+            run_cmd(&mut cargo(&[
+                "bench",
+                "-p",
+                "xdp-lb-checks",
+                "--bench",
+                "checks",
+            ]))
         }
     }
 }
