@@ -30,6 +30,16 @@ const NEIGHBOUR_POLL: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if let Some(vi) = config.vrrp.first() {
+        // Parsed and validated, but not run yet: starting without them would leave the
+        // services on their VIPs inactive forever.
+        bail!(
+            "{}: [vrrp.{}]: this version validates VRRP instances but does not run them yet; \
+             remove the [vrrp.*] tables to run the load balancer alone",
+            vi.location,
+            vi.name
+        );
+    }
     privileges::check()?;
     let netlink = Netlink::connect()?;
     let mut links = BTreeMap::new();

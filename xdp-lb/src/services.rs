@@ -122,6 +122,10 @@ pub struct Service {
     pub quorum: Quorum,
     /// Whether the healthy weight meets the quorum (with hysteresis on both edges).
     pub quorum_ok: bool,
+    pub vip: IpAddr,
+    /// Forwarded by XDP. A service on a VRRP-managed VIP is active only while this node
+    /// is MASTER for it; otherwise its packets go to the kernel.
+    pub active: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +204,11 @@ impl ServiceTable {
                 sorry,
                 quorum: v.quorum.clone(),
                 quorum_ok: true,
+                vip: v.vip,
+                active: !config
+                    .vrrp
+                    .iter()
+                    .any(|vi| vi.virtual_ipaddresses.iter().any(|a| a.addr == v.vip)),
             });
         }
         Ok(ServiceTable {
@@ -274,7 +283,7 @@ impl ServiceTable {
                 Forwarding::Tun => FWD_TUN,
             },
             select,
-            active: true,
+            active: svc.active,
             slots,
         }
     }
@@ -297,6 +306,19 @@ impl ServiceTable {
         let changed = b.healthy != healthy || b.dynamic_weight != dynamic_weight;
         b.healthy = healthy;
         b.dynamic_weight = dynamic_weight;
+        changed
+    }
+
+    /// This node became (or stopped being) MASTER for `vips`: the services on them are
+    /// forwarded (or left to the kernel). Returns the services whose state changed.
+    pub fn set_vips_active(&mut self, vips: &[IpAddr], active: bool) -> Vec<usize> {
+        let mut changed = Vec::new();
+        for (index, svc) in self.services.iter_mut().enumerate() {
+            if vips.contains(&svc.vip) && svc.active != active {
+                svc.active = active;
+                changed.push(index);
+            }
+        }
         changed
     }
 
@@ -478,6 +500,33 @@ scheduler = "rr"
         t.set_health(1, true, None); // 6: regained
         assert_eq!(t.update_quorum(0), Some(true));
         assert_eq!(t.spec(0).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+    }
+
+    #[test]
+    fn services_on_vrrp_vips_follow_the_instance_state() {
+        let text = format!(
+            "{CONFIG}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+             virtual_ipaddresses = [\"192.0.2.100/24\"]\n"
+        );
+        let mut t = ServiceTable::from_config(&config::parse(&text, "test.toml").unwrap()).unwrap();
+        assert!(
+            !t.spec(0).unwrap().active,
+            "not MASTER yet: left to the kernel"
+        );
+        assert!(
+            t.spec(1).unwrap().active,
+            "the IPv6 service is not VRRP-managed"
+        );
+        let vip: IpAddr = "192.0.2.100".parse().unwrap();
+        assert_eq!(t.set_vips_active(&[vip], true), vec![0]);
+        assert!(t.spec(0).unwrap().active);
+        assert_eq!(
+            t.set_vips_active(&[vip], true),
+            Vec::<usize>::new(),
+            "no change twice"
+        );
+        assert_eq!(t.set_vips_active(&[vip], false), vec![0]);
+        assert!(!t.spec(0).unwrap().active);
     }
 
     #[test]

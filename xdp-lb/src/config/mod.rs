@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod raw;
 mod validate;
+mod vrrp;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,56 @@ pub struct Config {
     pub global: Global,
     pub dataplane: Dataplane,
     pub virtual_servers: Vec<VirtualServer>,
+    /// `[vrrp.NAME]` instances, sorted by name.
+    pub vrrp: Vec<VrrpInstance>,
+}
+
+/// One `[vrrp.NAME]` instance, with keepalived's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpInstance {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    /// 1..=255; 255 = address owner. Default 100.
+    pub priority: u8,
+    /// 2 or 3; default 2 for IPv4 (as keepalived), 3 for IPv6.
+    pub version: u8,
+    /// Default 1 s; whole seconds for v2, centiseconds for v3.
+    pub advert_interval: Duration,
+    /// VRRPv2 simple password, at most 8 bytes.
+    pub auth_pass: Option<String>,
+    /// Default true; `false` is keepalived's `nopreempt`.
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub virtual_ipaddresses: Vec<VrrpAddress>,
+    pub unicast_src_ip: Option<IpAddr>,
+    /// Non-empty: adverts go unicast to these instead of the multicast group.
+    pub unicast_peers: Vec<IpAddr>,
+    /// Gratuitous ARP / unsolicited NA on becoming MASTER: count, spacing, refresh.
+    pub garp_master_repeat: u32,
+    pub garp_master_delay: Duration,
+    pub garp_master_refresh: Option<Duration>,
+    pub notify: VrrpNotify,
+    pub location: Location,
+}
+
+/// A virtual address of an instance: `"192.0.2.200/24 label eth0:vip"` style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpAddress {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub label: Option<String>,
+}
+
+/// Notify commands (argv, run without a shell).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VrrpNotify {
+    pub master: Option<Vec<String>>,
+    pub backup: Option<Vec<String>>,
+    pub fault: Option<Vec<String>>,
+    pub stop: Option<Vec<String>>,
+    /// Called with (instance, state, priority) appended, as keepalived's `notify`.
+    pub generic: Option<Vec<String>>,
 }
 
 /// `[global]`: settings of this node.

@@ -15,6 +15,34 @@ pub(super) struct RawConfig {
     pub(super) dataplane: Option<Spanned<RawDataplane>>,
     #[serde(default)]
     pub(super) virtual_server: Vec<Spanned<RawVirtualServer>>,
+    /// `[vrrp.NAME]` instances, by name.
+    #[serde(default)]
+    pub(super) vrrp: std::collections::BTreeMap<String, Spanned<RawVrrp>>,
+}
+
+/// `[vrrp.NAME]`: one VRRP instance; keys as keepalived names them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawVrrp {
+    pub(super) interface: Option<Spanned<Value>>,
+    pub(super) virtual_router_id: Option<Spanned<Value>>,
+    pub(super) priority: Option<Spanned<Value>>,
+    pub(super) version: Option<Spanned<Value>>,
+    pub(super) advert_interval: Option<Spanned<Value>>,
+    pub(super) auth_pass: Option<Spanned<Value>>,
+    pub(super) preempt: Option<Spanned<Value>>,
+    pub(super) preempt_delay: Option<Spanned<Value>>,
+    pub(super) virtual_ipaddresses: Option<Spanned<Value>>,
+    pub(super) unicast_src_ip: Option<Spanned<Value>>,
+    pub(super) unicast_peers: Option<Spanned<Value>>,
+    pub(super) garp_master_repeat: Option<Spanned<Value>>,
+    pub(super) garp_master_delay: Option<Spanned<Value>>,
+    pub(super) garp_master_refresh: Option<Spanned<Value>>,
+    pub(super) notify_master: Option<Spanned<Value>>,
+    pub(super) notify_backup: Option<Spanned<Value>>,
+    pub(super) notify_fault: Option<Spanned<Value>>,
+    pub(super) notify_stop: Option<Spanned<Value>>,
+    pub(super) notify: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

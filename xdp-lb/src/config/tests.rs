@@ -312,14 +312,19 @@ fn unknown_key_points_at_the_key_and_lists_valid_keys() {
     let text = doc(&[
         "[dataplane]",
         "interfaces = [\"eth0\"]",
-        "[vrrp.VI_1]",
-        "priority = 100",
+        "[vrrp_script.chk]",
+        "script = \"/bin/true\"",
     ]);
     assert_error(
         &text,
         3,
         2,
-        &["unknown key `vrrp`", "`dataplane`", "`virtual_server`"],
+        &[
+            "unknown key `vrrp_script`",
+            "`dataplane`",
+            "`virtual_server`",
+            "`vrrp`",
+        ],
     );
 }
 
@@ -922,4 +927,128 @@ fn wrong_table_shapes_name_the_table() {
     );
     let text = with_dp(&["[global]", "router_id = \"\""]);
     assert_error(&text, 4, 13, &["`router_id` is empty"]);
+}
+
+// ----- vrrp -----
+
+fn with_vrrp(lines: &[&str]) -> String {
+    let mut all = vec!["[vrrp.VI_1]"];
+    all.extend_from_slice(lines);
+    with_dp(&all)
+}
+
+#[test]
+fn a_vrrp_instance_takes_keepalived_defaults() {
+    let text = with_vrrp(&[
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.200/24 label eth0:vi1\", \"192.0.2.201\"]",
+    ]);
+    let config = parse(&text, "lb.toml").unwrap();
+    let vi = &config.vrrp[0];
+    assert_eq!(
+        (vi.name.as_str(), vi.interface.as_str(), vi.vrid),
+        ("VI_1", "eth0", 51)
+    );
+    assert_eq!(
+        (vi.priority, vi.version),
+        (100, 2),
+        "keepalived: v2 for IPv4"
+    );
+    assert_eq!(vi.advert_interval, Duration::from_secs(1));
+    assert!(vi.preempt);
+    assert_eq!(vi.virtual_ipaddresses[0].prefix, 24);
+    assert_eq!(vi.virtual_ipaddresses[0].label.as_deref(), Some("eth0:vi1"));
+    assert_eq!(vi.virtual_ipaddresses[1].prefix, 32);
+    assert_eq!((vi.garp_master_repeat, vi.unicast_peers.len()), (5, 0));
+}
+
+#[test]
+fn ipv6_instances_default_to_v3_and_sub_second_intervals_need_v3() {
+    let v6 = with_vrrp(&[
+        "interface = \"eth0\"",
+        "virtual_router_id = 52",
+        "advert_interval = \"100ms\"",
+        "virtual_ipaddresses = [\"2001:db8::200/64\"]",
+    ]);
+    let config = parse(&v6, "lb.toml").unwrap();
+    assert_eq!(config.vrrp[0].version, 3);
+    assert_eq!(config.vrrp[0].advert_interval, Duration::from_millis(100));
+    let v2_fast = with_vrrp(&[
+        "interface = \"eth0\"",
+        "virtual_router_id = 52",
+        "advert_interval = \"100ms\"",
+        "virtual_ipaddresses = [\"192.0.2.200\"]",
+    ]);
+    assert_error(&v2_fast, 6, 19, &["does not fit VRRPv2", "use version 3"]);
+}
+
+#[test]
+fn vrrp_rules_are_checked_at_the_key() {
+    let base = ["interface = \"eth0\"", "virtual_router_id = 51"];
+    let case = |extra: &[&str]| {
+        let mut lines = base.to_vec();
+        lines.extend_from_slice(extra);
+        with_vrrp(&lines)
+    };
+    assert_error(
+        &case(&["version = 2", "virtual_ipaddresses = [\"2001:db8::1\"]"]),
+        6,
+        11,
+        &["`version = 2` cannot carry IPv6"],
+    );
+    assert_error(
+        &case(&[
+            "version = 3",
+            "auth_pass = \"secret\"",
+            "virtual_ipaddresses = [\"192.0.2.1\"]",
+        ]),
+        7,
+        13,
+        &["`auth_pass` is VRRPv2 only"],
+    );
+    assert_error(
+        &case(&[
+            "auth_pass = \"123456789\"",
+            "virtual_ipaddresses = [\"192.0.2.1\"]",
+        ]),
+        6,
+        13,
+        &["1 to 8 bytes"],
+    );
+    assert_error(
+        &case(&["virtual_ipaddresses = [\"192.0.2.1\", \"2001:db8::1\"]"]),
+        6,
+        23,
+        &["mixes address families"],
+    );
+    assert_error(
+        &with_vrrp(&[
+            "virtual_router_id = 51",
+            "virtual_ipaddresses = [\"192.0.2.1\"]",
+        ]),
+        3,
+        1,
+        &["[vrrp.VI_1] is missing `interface`"],
+    );
+}
+
+#[test]
+fn two_instances_on_one_vrid_and_interface_clash() {
+    let text = with_dp(&[
+        "[vrrp.A]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.1\"]",
+        "[vrrp.B]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.2\"]",
+    ]);
+    assert_error(
+        &text,
+        9,
+        21,
+        &["[vrrp.B] uses virtual_router_id 51 on eth0 like [vrrp.A]"],
+    );
 }

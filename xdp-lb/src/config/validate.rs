@@ -107,10 +107,12 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         }
     };
     let virtual_servers = v.virtual_servers(raw.virtual_server)?;
+    let vrrp = v.vrrp_instances(raw.vrrp)?;
     Ok(Config {
         global,
         dataplane,
         virtual_servers,
+        vrrp,
     })
 }
 

@@ -1,0 +1,303 @@
+//! `[vrrp.NAME]` instances: typed with keepalived's defaults, and the rules that make
+//! an instance able to share a VRID with keepalived (v2 only over IPv4, auth only for
+//! v2, whole-second v2 intervals, one address family) checked at the offending key.
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use toml::{Spanned, Value};
+
+use super::error::ConfigError;
+use super::raw::RawVrrp;
+use super::validate::Validator;
+use super::{VrrpAddress, VrrpInstance, VrrpNotify};
+
+const DEFAULT_PRIORITY: u8 = 100;
+const DEFAULT_GARP_REPEAT: u32 = 5;
+const DEFAULT_GARP_DELAY: Duration = Duration::from_millis(100);
+/// VRRPv3's 12-bit centisecond field.
+const MAX_V3_INTERVAL: Duration = Duration::from_millis(40_950);
+
+impl Validator<'_, '_> {
+    pub(super) fn vrrp_instances(
+        &self,
+        raws: BTreeMap<String, Spanned<RawVrrp>>,
+    ) -> Result<Vec<VrrpInstance>, ConfigError> {
+        // (interface, vrid, family) -> first instance's name.
+        let mut seen: HashMap<(String, u8, bool), String> = HashMap::new();
+        let mut out = Vec::with_capacity(raws.len());
+        for (name, table) in raws {
+            let instance = self.vrrp_instance(&name, &table)?;
+            let key = (instance.interface.clone(), instance.vrid, is_v6(&instance));
+            if let Some(first) = seen.insert(key, name.clone()) {
+                let value = table
+                    .get_ref()
+                    .virtual_router_id
+                    .as_ref()
+                    .expect("vrid is required");
+                return Err(self.src.error(
+                    value.span(),
+                    format!(
+                        "[vrrp.{name}] uses virtual_router_id {} on {} like [vrrp.{first}]: \
+                         one VRID per interface and address family",
+                        instance.vrid, instance.interface
+                    ),
+                ));
+            }
+            out.push(instance);
+        }
+        Ok(out)
+    }
+
+    fn vrrp_instance(
+        &self,
+        name: &str,
+        table: &Spanned<RawVrrp>,
+    ) -> Result<VrrpInstance, ConfigError> {
+        let raw = table.get_ref();
+        let missing = |key: &str, example: &str| {
+            self.src.error(
+                table.span(),
+                format!("[vrrp.{name}] is missing `{key}`, e.g. `{key} = {example}`"),
+            )
+        };
+        let interface = match &raw.interface {
+            Some(v) => self
+                .string(v, "interface", "an interface name such as \"eth0\"")?
+                .to_owned(),
+            None => return Err(missing("interface", "\"eth0\"")),
+        };
+        let Some(vrid_value) = &raw.virtual_router_id else {
+            return Err(missing("virtual_router_id", "51"));
+        };
+        let vrid = self.integer(vrid_value, "virtual_router_id", 1..=255)? as u8;
+        let priority = match &raw.priority {
+            Some(v) => self.integer(v, "priority", 1..=255)? as u8,
+            None => DEFAULT_PRIORITY,
+        };
+        let Some(vips_value) = &raw.virtual_ipaddresses else {
+            return Err(missing("virtual_ipaddresses", "[\"192.0.2.200/24\"]"));
+        };
+        let virtual_ipaddresses = self.vrrp_addresses(vips_value)?;
+        let v6 = virtual_ipaddresses[0].addr.is_ipv6();
+        let version = match &raw.version {
+            Some(v) => {
+                let version = self.integer(v, "version", 2..=3)? as u8;
+                if version == 2 && v6 {
+                    return Err(self.src.error(
+                        v.span(),
+                        "`version = 2` cannot carry IPv6 addresses (RFC 3768 is IPv4 only): use 3",
+                    ));
+                }
+                version
+            }
+            // keepalived's default: v2, but v3 for IPv6.
+            None if v6 => 3,
+            None => 2,
+        };
+        let advert_interval = match &raw.advert_interval {
+            Some(v) => {
+                let d = self.duration(v, "advert_interval")?;
+                let whole = d.subsec_nanos() == 0
+                    && d >= Duration::from_secs(1)
+                    && d <= Duration::from_secs(255);
+                let centis = d.as_millis() % 10 == 0
+                    && d >= Duration::from_millis(10)
+                    && d <= MAX_V3_INTERVAL;
+                if version == 2 && !whole {
+                    return Err(self.src.error(
+                        v.span(),
+                        format!("`advert_interval` = {d:?} does not fit VRRPv2: whole seconds from 1s to 255s (use version 3 for sub-second)"),
+                    ));
+                }
+                if version == 3 && !centis {
+                    return Err(self.src.error(
+                        v.span(),
+                        format!("`advert_interval` = {d:?} does not fit VRRPv3: 10ms steps from 10ms to 40.95s"),
+                    ));
+                }
+                d
+            }
+            None => Duration::from_secs(1),
+        };
+        let auth_pass = match &raw.auth_pass {
+            Some(v) => {
+                let pass = self.string(v, "auth_pass", "a password of 1 to 8 characters")?;
+                if version != 2 {
+                    return Err(self.src.error(v.span(), "`auth_pass` is VRRPv2 only (RFC 5798 removed authentication); set `version = 2` or drop it"));
+                }
+                if pass.is_empty() || pass.len() > 8 {
+                    return Err(self.src.error(
+                        v.span(),
+                        format!("`auth_pass` must be 1 to 8 bytes (keepalived silently uses only the first 8); this one has {}", pass.len()),
+                    ));
+                }
+                Some(pass.to_owned())
+            }
+            None => None,
+        };
+        let preempt = match &raw.preempt {
+            Some(v) => self.boolean(v, "preempt")?,
+            None => true,
+        };
+        let preempt_delay = match &raw.preempt_delay {
+            Some(v) => self.duration(v, "preempt_delay")?,
+            None => Duration::ZERO,
+        };
+        let unicast_src_ip = match &raw.unicast_src_ip {
+            Some(v) => Some(self.family_ip(v, "unicast_src_ip", v6)?),
+            None => None,
+        };
+        let unicast_peers = match &raw.unicast_peers {
+            Some(v) => match v.get_ref() {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|item| {
+                        let spanned = Spanned::new(v.span(), item.clone());
+                        self.family_ip(&spanned, "unicast_peers", v6)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => {
+                    return Err(self.src.error(
+                        v.span(),
+                        "`unicast_peers` must be a list of addresses such as [\"192.0.2.2\"]",
+                    ));
+                }
+            },
+            None => Vec::new(),
+        };
+        let garp_master_repeat = match &raw.garp_master_repeat {
+            Some(v) => self.integer(v, "garp_master_repeat", 0..=1000)? as u32,
+            None => DEFAULT_GARP_REPEAT,
+        };
+        let garp_master_delay = match &raw.garp_master_delay {
+            Some(v) => self.duration(v, "garp_master_delay")?,
+            None => DEFAULT_GARP_DELAY,
+        };
+        let garp_master_refresh = match &raw.garp_master_refresh {
+            Some(v) => Some(self.duration(v, "garp_master_refresh")?).filter(|d| !d.is_zero()),
+            None => None,
+        };
+        let argv = |v: &Option<Spanned<Value>>, key: &str| {
+            v.as_ref().map(|v| self.argv(v, key)).transpose()
+        };
+        let notify = VrrpNotify {
+            master: argv(&raw.notify_master, "notify_master")?,
+            backup: argv(&raw.notify_backup, "notify_backup")?,
+            fault: argv(&raw.notify_fault, "notify_fault")?,
+            stop: argv(&raw.notify_stop, "notify_stop")?,
+            generic: argv(&raw.notify, "notify")?,
+        };
+        Ok(VrrpInstance {
+            name: name.to_owned(),
+            interface,
+            vrid,
+            priority,
+            version,
+            advert_interval,
+            auth_pass,
+            preempt,
+            preempt_delay,
+            virtual_ipaddresses,
+            unicast_src_ip,
+            unicast_peers,
+            garp_master_repeat,
+            garp_master_delay,
+            garp_master_refresh,
+            notify,
+            location: self.src.locate(vrid_value.span().start),
+        })
+    }
+
+    /// `["192.0.2.200/24", "192.0.2.201 label eth0:vip2"]`: one family, no repeats.
+    fn vrrp_addresses(&self, value: &Spanned<Value>) -> Result<Vec<VrrpAddress>, ConfigError> {
+        let form = "a list such as [\"192.0.2.200/24\", \"192.0.2.201/24 label eth0:vip\"]";
+        let Value::Array(items) = value.get_ref() else {
+            return Err(self.src.error(
+                value.span(),
+                format!("`virtual_ipaddresses` must be {form}"),
+            ));
+        };
+        if items.is_empty() {
+            return Err(self.src.error(
+                value.span(),
+                format!("`virtual_ipaddresses` is empty: give {form}"),
+            ));
+        }
+        let mut out: Vec<VrrpAddress> = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(text) = item.as_str() else {
+                return Err(self.src.error(
+                    value.span(),
+                    format!("`virtual_ipaddresses` must be {form}"),
+                ));
+            };
+            let bad = |why: &str| {
+                self.src.error(
+                    value.span(),
+                    format!("`virtual_ipaddresses`: {text:?} {why}; expected {form}"),
+                )
+            };
+            let mut words = text.split_whitespace();
+            let cidr = words.next().ok_or_else(|| bad("is empty"))?;
+            let (addr, prefix) = match cidr.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (cidr, None),
+            };
+            let addr: IpAddr = addr.parse().map_err(|_| bad("is not an address"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                Some(p) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| bad("has a bad prefix length"))?,
+                None => max,
+            };
+            let label = match (words.next(), words.next(), words.next()) {
+                (None, _, _) => None,
+                (Some("label"), Some(label), None) if addr.is_ipv4() => Some(label.to_owned()),
+                (Some("label"), Some(_), None) => {
+                    return Err(bad("has a label, which only IPv4 addresses can carry"));
+                }
+                _ => return Err(bad("has words other than `label NAME`")),
+            };
+            if let Some(first) = out.first()
+                && first.addr.is_ipv4() != addr.is_ipv4()
+            {
+                return Err(bad(
+                    "mixes address families; use one instance per family, as VRRP does",
+                ));
+            }
+            if out.iter().any(|a| a.addr == addr) {
+                return Err(bad("is listed twice"));
+            }
+            out.push(VrrpAddress {
+                addr,
+                prefix,
+                label,
+            });
+        }
+        Ok(out)
+    }
+
+    fn family_ip(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+        v6: bool,
+    ) -> Result<IpAddr, ConfigError> {
+        let addr = self.ip(value, key, if v6 { "2001:db8::2" } else { "192.0.2.2" })?;
+        if addr.is_ipv6() != v6 {
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}`: {addr} is not in the family of the instance's virtual addresses"),
+            ));
+        }
+        Ok(addr)
+    }
+}
+
+fn is_v6(instance: &VrrpInstance) -> bool {
+    instance.virtual_ipaddresses[0].addr.is_ipv6()
+}
