@@ -3,7 +3,8 @@
 usage: python3 -c <this script> http|udp PORT NAME
 
 Answers every HTTP request (HTTP/1.1, keep-alive) or UDP datagram with NAME,
-listening on 0.0.0.0 so it serves both its own address and a VIP on `lo` (LVS-DR).
+listening on all addresses (HTTP: IPv4 and IPv6) so it serves both its own address and
+a VIP on `lo` (LVS-DR).
 Prints "ready" on stdout once the socket is bound, then serves until killed.
 """
 
@@ -48,11 +49,17 @@ def serve_http(port, name):
             pass
 
     class Server(ThreadingHTTPServer):
+        # Dual stack: IPv4 clients arrive as v4-mapped addresses on the same socket.
+        address_family = socket.AF_INET6
         allow_reuse_address = True
         daemon_threads = True
         request_queue_size = 256
 
-    server = Server(("0.0.0.0", port), Handler)
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    server = Server(("::", port), Handler)
     ready()
     server.serve_forever()
 

@@ -32,7 +32,7 @@
 //! `sw2`, `b-<backend>`), so a test can check that nothing with the prefix
 //! survives the lab.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -160,6 +160,9 @@ impl DrLab {
     /// The virtual IP, present on the LB's `eth0` (it answers ARP for it) and
     /// on every backend's `lo`.
     pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+    /// One-arm only: the IPv6 VIP, placed like [`DrLab::VIP`] (on the LB's `eth0`,
+    /// on every backend's `lo`); client 2001:db8::1, LB ::2, backends ::11, ::12, ...
+    pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 
     /// Builds the lab and waits until the client reaches every backend.
     pub fn build(opts: DrLabOptions) -> Result<DrLab> {
@@ -292,6 +295,18 @@ impl DrLab {
             client.ip(["addr", "add", "192.0.2.1/24", "dev", "eth0"])?;
             lb.ip(["addr", "add", "192.0.2.2/24", "dev", "eth0"])?;
             lb.ip(["addr", "add", &vip, "dev", "eth0"])?;
+            // IPv6 beside it, without DAD so addresses are usable at once. A backend
+            // does not answer neighbour solicitations for the VIP it holds on `lo`
+            // (Linux only answers for addresses of the receiving interface).
+            let vip6 = format!("{}/128", DrLab::VIP6);
+            client.ip(["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"])?;
+            lb.ip(["addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad"])?;
+            lb.ip(["addr", "add", &vip6, "dev", "eth0", "nodad"])?;
+            for (i, b) in backends.iter().enumerate() {
+                let own = format!("2001:db8::{:x}/64", 0x11 + i);
+                b.ns.ip(["addr", "add", &own, "dev", "eth0", "nodad"])?;
+                b.ns.ip(["addr", "add", &vip6, "dev", "lo", "nodad"])?;
+            }
             lb.sysctl(&[
                 ("net/ipv4/conf/all/rp_filter", "0"),
                 ("net/ipv4/conf/eth0/rp_filter", "0"),
@@ -379,6 +394,11 @@ impl DrLab {
     /// The LB interface facing the backends: `eth0` (one-arm) or `eth1` (two-arm).
     pub fn lb_backend_interface(&self) -> &'static str {
         if self.two_arm { "eth1" } else { "eth0" }
+    }
+
+    /// One-arm only: a backend's IPv6 address (2001:db8::11, ::12, ...).
+    pub fn backend_addr6(&self, index: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11 + index as u16)
     }
 
     /// The backend with this name.
