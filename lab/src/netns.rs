@@ -371,3 +371,29 @@ mod tests {
         assert!(validate_name("../etc").is_err());
     }
 }
+
+/// Two fresh namespaces (names from `prefix`) joined by a veth whose ends are both
+/// `eth0`, with IPv6 duplicate address detection off and both ends up: the smallest
+/// segment for tests of protocols between two hosts.
+pub fn veth_pair(prefix: &str) -> Result<(Netns, Netns)> {
+    require_root()?;
+    let a = Netns::new(&format!("{prefix}a"))?;
+    let b = Netns::new(&format!("{prefix}b"))?;
+    a.ip([
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        b.name(),
+    ])?;
+    for ns in [&a, &b] {
+        ns.sysctl(&[("net/ipv6/conf/eth0/accept_dad", "0")])?;
+        ns.ip(["link", "set", "eth0", "up"])?;
+    }
+    Ok((a, b))
+}

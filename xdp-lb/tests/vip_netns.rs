@@ -7,31 +7,11 @@ use xdp_lb::{
     announce::{FrameSocket, gratuitous_arp, unsolicited_na},
     netlink::{Change, Netlink},
 };
-use xdp_lb_lab::{Capture, Netns, require_root};
+use xdp_lb_lab::{Capture, Netns, veth_pair};
 
 /// Two namespaces joined by a veth: `a` (the VRRP node) and `b` (a peer).
 fn pair() -> (Netns, Netns) {
-    require_root().unwrap();
-    let a = Netns::new("xlbvip-a").unwrap();
-    let b = Netns::new("xlbvip-b").unwrap();
-    a.ip([
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        b.name(),
-    ])
-    .unwrap();
-    for ns in [&a, &b] {
-        ns.ip(["link", "set", "eth0", "up"]).unwrap();
-        ns.sysctl(&[("net/ipv6/conf/eth0/accept_dad", "0")])
-            .unwrap();
-    }
+    let (a, b) = veth_pair("xlbvip-").unwrap();
     a.ip(["addr", "add", "192.0.2.1/24", "dev", "eth0"])
         .unwrap();
     b.ip(["addr", "add", "192.0.2.2/24", "dev", "eth0"])
