@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{IO_TIMEOUT, start, vip};
+use support::{IO_TIMEOUT, assert_split, start, vip};
 use xdp_lb_lab::{DrLab, DrLabOptions, http_get_new_connections};
 
 /// b1 and b2 are checked real servers, b3 is the sorry server.
@@ -91,11 +91,8 @@ fn failed_servers_leave_and_rejoin_live_flows_carry_on_and_the_sorry_server_answ
     let mut daemon = start(&lab.lb, &config(&lab));
     // Before any failure, both checked servers take new connections, the sorry none.
     let tally = http_get_new_connections(&lab.client, vip(80), 20, IO_TIMEOUT).unwrap();
-    assert_eq!(
-        (tally.get("b1"), tally.get("b2"), tally.get("b3")),
-        (Some(&10), Some(&10), None),
-        "{tally:?}"
-    );
+    // (Per-CPU round robin: an even split per CPU, not exactly 10/10 overall.)
+    assert_split(&tally, &[("b1", 1), ("b2", 1)], 20, 30.0);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (first_tx, first_rx) = std::sync::mpsc::channel();
@@ -137,7 +134,7 @@ fn failed_servers_leave_and_rejoin_live_flows_carry_on_and_the_sorry_server_answ
     assert!(line.contains("real server up"), "{line}");
     eprintln!("measured: restart to rejoin: {:?}", restarted_at.elapsed());
     let tally = http_get_new_connections(&lab.client, vip(80), 20, IO_TIMEOUT).unwrap();
-    assert_eq!(tally.get(victim_name), Some(&10), "{tally:?}");
+    assert_split(&tally, &[("b1", 1), ("b2", 1)], 20, 30.0);
 
     // The long connection never noticed.
     stop.store(true, Ordering::Relaxed);
