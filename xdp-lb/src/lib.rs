@@ -4,6 +4,7 @@ pub mod announce;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod failover;
 pub mod netlink;
 pub mod notify;
 pub mod privileges;

@@ -1,43 +1,58 @@
-//! Notify commands (`quorum_up`, `quorum_down`, and later VRRP's notify scripts): run
-//! directly from their argv (no shell unless the argv names one), with a timeout, and
-//! in their own task so a slow script never holds up the data plane or a state machine.
-use std::time::Duration;
+//! Notify commands (`quorum_up`, `quorum_down`, VRRP's `notify_*`): run directly from
+//! their argv (no shell unless the argv names one), with a timeout after which they are
+//! killed, and outside the caller's loop so a slow script never holds up the data plane
+//! or a state machine.
+use std::{process::Stdio, time::Duration};
 
 use tokio::{process::Command, task::JoinHandle};
 use tracing::{info, warn};
 
-/// A script still running after this is killed.
+/// A script still running after this is killed (unless the caller gives its own).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `argv` to completion (or the timeout) and logs the outcome; `what` names the
-/// event in the log, e.g. "quorum_down of 192.0.2.100:80/tcp".
-pub async fn run(argv: &[String], what: &str) {
+/// Runs `argv` to completion (or `timeout`, when it is killed) and logs the outcome;
+/// `what` names the event in the log, e.g. "quorum_down of 192.0.2.100:80/tcp".
+/// Returns whether the command exited successfully.
+pub async fn run(argv: &[String], what: &str, timeout: Duration) -> bool {
     let Some((program, args)) = argv.split_first() else {
-        return;
+        return false;
     };
     let mut command = Command::new(program);
-    command.args(args).kill_on_drop(true);
-    let child = match command.spawn() {
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             warn!(command = %argv.join(" "), error = %e, "{what}: cannot start the command");
-            return;
+            return false;
         }
     };
-    match tokio::time::timeout(TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() => {
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => {
             info!(command = %argv.join(" "), "{what}: command ran");
+            true
         }
-        Ok(Ok(out)) => {
-            warn!(command = %argv.join(" "), status = %out.status, "{what}: command failed")
+        Ok(Ok(status)) => {
+            warn!(command = %argv.join(" "), %status, "{what}: command failed");
+            false
         }
-        Ok(Err(e)) => warn!(command = %argv.join(" "), error = %e, "{what}: command failed"),
-        // Dropping the future kills the child (kill_on_drop).
-        Err(_) => warn!(command = %argv.join(" "), "{what}: command killed after {TIMEOUT:?}"),
+        Ok(Err(e)) => {
+            warn!(command = %argv.join(" "), error = %e, "{what}: command failed");
+            false
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            warn!(command = %argv.join(" "), "{what}: command killed after {timeout:?}");
+            false
+        }
     }
 }
 
-/// Starts `run` in its own task.
-pub fn spawn(argv: Vec<String>, what: String) -> JoinHandle<()> {
-    tokio::spawn(async move { run(&argv, &what).await })
+/// Starts `run` (with the default timeout) in its own task.
+pub fn spawn(argv: Vec<String>, what: String) -> JoinHandle<bool> {
+    tokio::spawn(async move { run(&argv, &what, TIMEOUT).await })
 }

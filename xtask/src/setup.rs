@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use crate::run_cmd;
 
 /// llvm/polly: bpf-linker's build. iproute2/ethtool/python3/tcpdump: the labs.
+/// keepalived: the real VRRP peer of the failover tests.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -16,6 +17,7 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     "tcpdump",
     "curl",
+    "keepalived",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";

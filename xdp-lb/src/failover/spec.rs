@@ -1,0 +1,187 @@
+//! What one VRRP instance is configured with, as the failover runtime takes it. Built in
+//! code for now; the TOML configuration will produce the same values.
+
+use std::{net::IpAddr, time::Duration};
+
+use xdp_lb_vrrp::{
+    Config, Version,
+    fsm::{DEFAULT_ADVERT_INTERVAL, DEFAULT_PRIORITY},
+    packet::simple_password,
+};
+
+/// keepalived's `vrrp_garp_master_repeat` default.
+pub const DEFAULT_GARP_REPEAT: u32 = 5;
+/// Default time between two rounds of gratuitous ARP / unsolicited NA.
+pub const DEFAULT_GARP_DELAY: Duration = Duration::from_millis(100);
+/// Default bound on one notify command's run time.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A virtual address held by the MASTER: `addr/prefix` on the instance's interface, with
+/// an optional IPv4 label (`eth0:vip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualAddress {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub label: Option<String>,
+}
+
+impl VirtualAddress {
+    /// `addr/prefix` without a label.
+    pub fn new(addr: IpAddr, prefix: u8) -> VirtualAddress {
+        VirtualAddress {
+            addr,
+            prefix,
+            label: None,
+        }
+    }
+}
+
+/// Commands run on state changes. Each is an argv list executed directly (no shell), in
+/// order per instance, off the state machine's task, each bounded by `timeout` (killed
+/// when it runs over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub master: Option<Vec<String>>,
+    pub backup: Option<Vec<String>>,
+    pub fault: Option<Vec<String>>,
+    pub stop: Option<Vec<String>>,
+    /// Called on every change with keepalived's arguments appended:
+    /// `INSTANCE <name> <MASTER|BACKUP|FAULT|STOP> <priority>`.
+    pub generic: Option<Vec<String>>,
+    pub timeout: Duration,
+}
+
+impl Default for Notify {
+    fn default() -> Notify {
+        Notify {
+            master: None,
+            backup: None,
+            fault: None,
+            stop: None,
+            generic: None,
+            timeout: DEFAULT_NOTIFY_TIMEOUT,
+        }
+    }
+}
+
+/// One VRRP instance (keepalived's `vrrp_instance`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// Instance name, for logs, events and notify commands.
+    pub name: String,
+    /// Interface the adverts go out on and the VIPs are added to.
+    pub interface: String,
+    pub vrid: u8,
+    /// 1..=255 (255: address owner).
+    pub priority: u8,
+    pub version: Version,
+    /// v2: whole seconds; v3: a multiple of 10 ms.
+    pub advert_interval: Duration,
+    /// v2 simple password (first 8 bytes are used, as keepalived does).
+    pub auth_pass: Option<String>,
+    /// `false` is keepalived's `nopreempt`.
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// All of one family: it decides whether the instance speaks over IPv4 or IPv6.
+    pub virtual_addresses: Vec<VirtualAddress>,
+    /// Source of our adverts. Default: the interface's first IPv4 address that is not a
+    /// VIP, or its IPv6 link-local address.
+    pub unicast_source: Option<IpAddr>,
+    /// Unicast peers; empty means multicast (224.0.0.18 / ff02::12).
+    pub unicast_peers: Vec<IpAddr>,
+    /// Rounds of gratuitous ARP / unsolicited NA on becoming MASTER (at least one).
+    pub garp_repeat: u32,
+    /// Time between two rounds.
+    pub garp_delay: Duration,
+    /// While MASTER, announce the VIPs again this often.
+    pub garp_refresh: Option<Duration>,
+    pub notify: Notify,
+}
+
+impl InstanceSpec {
+    /// keepalived's defaults: VRRPv3, priority 100, 1 s, preempt, multicast, five rounds
+    /// of announcements, no refresh, no notify commands.
+    pub fn new(
+        name: impl Into<String>,
+        interface: impl Into<String>,
+        vrid: u8,
+        virtual_addresses: Vec<VirtualAddress>,
+    ) -> InstanceSpec {
+        InstanceSpec {
+            name: name.into(),
+            interface: interface.into(),
+            vrid,
+            priority: DEFAULT_PRIORITY,
+            version: Version::V3,
+            advert_interval: DEFAULT_ADVERT_INTERVAL,
+            auth_pass: None,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            virtual_addresses,
+            unicast_source: None,
+            unicast_peers: Vec::new(),
+            garp_repeat: DEFAULT_GARP_REPEAT,
+            garp_delay: DEFAULT_GARP_DELAY,
+            garp_refresh: None,
+            notify: Notify::default(),
+        }
+    }
+
+    /// Whether the instance speaks VRRP over IPv6 (its VIPs are IPv6).
+    pub fn is_ipv6(&self) -> bool {
+        self.virtual_addresses
+            .first()
+            .is_some_and(|v| v.addr.is_ipv6())
+    }
+
+    /// Whether adverts go to unicast peers rather than the multicast group.
+    pub fn is_unicast(&self) -> bool {
+        !self.unicast_peers.is_empty()
+    }
+
+    /// The VIPs without prefixes.
+    pub fn vips(&self) -> Vec<IpAddr> {
+        self.virtual_addresses.iter().map(|v| v.addr).collect()
+    }
+
+    /// The state machine's configuration, with `primary` as our advert source.
+    pub fn fsm_config(&self, primary: IpAddr) -> Config {
+        let mut cfg = Config::new(self.vrid, primary);
+        cfg.priority = self.priority;
+        cfg.version = self.version;
+        cfg.advert_interval = self.advert_interval;
+        cfg.preempt = self.preempt;
+        cfg.preempt_delay = self.preempt_delay;
+        cfg.addresses = self.vips();
+        cfg.auth = self
+            .auth_pass
+            .as_ref()
+            .map(|p| simple_password(p.as_bytes()));
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsm_config_carries_the_spec() {
+        let vip = VirtualAddress::new("192.0.2.200".parse().unwrap(), 24);
+        let mut spec = InstanceSpec::new("VI_1", "eth0", 51, vec![vip]);
+        spec.version = Version::V2;
+        spec.priority = 150;
+        spec.auth_pass = Some("secret12345".into());
+        let cfg = spec.fsm_config("192.0.2.1".parse().unwrap());
+        assert_eq!(cfg.vrid, 51);
+        assert_eq!(cfg.priority, 150);
+        assert_eq!(cfg.auth, Some(*b"secret12"));
+        assert_eq!(
+            cfg.addresses,
+            vec!["192.0.2.200".parse::<IpAddr>().unwrap()]
+        );
+        assert!(!spec.is_ipv6());
+        assert!(!spec.is_unicast());
+        assert!(cfg.validate().is_ok());
+    }
+}

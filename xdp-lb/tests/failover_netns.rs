@@ -1,0 +1,941 @@
+//! The failover runtime on real sockets, in network namespaces joined by a veth:
+//! xdp-lb against xdp-lb, and xdp-lb against real keepalived sharing one VRID (v3 and v2
+//! with authentication, multicast and unicast). Takeover gaps are measured from the
+//! moment the master is stopped or killed to the moment the other side reports MASTER,
+//! and printed (run with `--nocapture`).
+//!
+//! Needs root, `ip` and `/usr/sbin/keepalived`; fails (never skips) without them.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::IpAddr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use xdp_lb::{
+    failover::{FailoverEvent, InstanceSpec, VirtualAddress, run},
+    netlink::Netlink,
+};
+use xdp_lb_lab::{
+    Capture, Netns, require_root,
+    xdp::{XDP_DROP, XDP_PASS, attach_xdp_bytecode, bpf_insn},
+};
+use xdp_lb_vrrp::{State, Version};
+
+const VIP: &str = "192.0.2.200";
+const VRID: u8 = 51;
+const A_ADDR: &str = "192.0.2.1";
+const B_ADDR: &str = "192.0.2.2";
+
+/// Every log line of this test binary, so tests can look for the warnings they expect.
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Writes log output to the test's captured stdout and to [`LOG`].
+struct Tee;
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        print!("{text}");
+        LOG.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text.into_owned());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "xdp_lb=info".into()),
+        )
+        .with_ansi(false)
+        .with_writer(|| Tee)
+        .try_init();
+}
+
+/// Waits for a log line containing every one of `needles`.
+fn wait_log(needles: &[&str], within: Duration) {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        let found = LOG
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|l| needles.iter().all(|n| l.contains(n)));
+        if found {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("expected a log line with {needles:?} within {within:?}");
+}
+
+/// Two namespaces, `a` (192.0.2.1) and `b` (192.0.2.2), joined by a veth named `eth0`
+/// on both sides.
+fn pair(tag: &str) -> (Netns, Netns) {
+    require_root().expect("these tests need root");
+    init_tracing();
+    let a = Netns::new(&format!("xlbfo{tag}a")).unwrap();
+    let b = Netns::new(&format!("xlbfo{tag}b")).unwrap();
+    a.ip([
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        b.name(),
+    ])
+    .unwrap();
+    for (ns, addr, ll) in [(&a, A_ADDR, "fe80::a/64"), (&b, B_ADDR, "fe80::b/64")] {
+        // A fixed link-local without DAD: usable (and the VRRPv3 source) at once.
+        ns.sysctl(&[("net/ipv6/conf/eth0/accept_dad", "0")])
+            .unwrap();
+        ns.ip(["link", "set", "eth0", "addrgenmode", "none"])
+            .unwrap();
+        ns.ip(["link", "set", "eth0", "up"]).unwrap();
+        ns.ip(["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
+            .unwrap();
+        ns.ip(["addr", "add", ll, "dev", "eth0", "nodad"]).unwrap();
+    }
+    (a, b)
+}
+
+fn vip_spec(name: &str, priority: u8, version: Version, interval: Duration) -> InstanceSpec {
+    let vip = VirtualAddress::new(VIP.parse().unwrap(), 24);
+    let mut spec = InstanceSpec::new(name, "eth0", VRID, vec![vip]);
+    spec.priority = priority;
+    spec.version = version;
+    spec.advert_interval = interval;
+    spec.garp_repeat = 2;
+    spec
+}
+
+fn has_vip(ns: &Netns, vip: &str) -> bool {
+    ns.ip(["-o", "addr", "show", "dev", "eth0"])
+        .unwrap()
+        .contains(&format!(" {vip}/"))
+}
+
+/// Polls `ip addr` until the VIP is (or is not) on `ns`'s eth0.
+fn wait_vip(ns: &Netns, vip: &str, present: bool, within: Duration) {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if has_vip(ns, vip) == present {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "expected {vip} {} on eth0 in {} within {within:?}; ip addr shows:\n{}",
+        if present { "present" } else { "absent" },
+        ns.name(),
+        ns.ip(["addr", "show", "dev", "eth0"]).unwrap_or_default()
+    );
+}
+
+/// An xdp-lb failover runner on its own runtime inside a namespace.
+struct Node {
+    name: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    crash: Option<tokio::sync::oneshot::Sender<()>>,
+    events: mpsc::Receiver<(Instant, FailoverEvent)>,
+    seen: Vec<(Instant, FailoverEvent)>,
+    thread: Option<thread::JoinHandle<anyhow::Result<anyhow::Result<()>>>>,
+}
+
+impl Node {
+    fn start(ns: &Netns, specs: Vec<InstanceSpec>) -> Node {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
+        let (std_tx, events) = mpsc::channel();
+        let thread = ns
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let netlink = Netlink::connect()?;
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                    let forward = tokio::spawn(async move {
+                        while let Some(ev) = rx.recv().await {
+                            let _ = std_tx.send((Instant::now(), ev));
+                        }
+                    });
+                    let running = run(specs, netlink, tx, async {
+                        let _ = stop_rx.await;
+                    });
+                    tokio::select! {
+                        result = running => {
+                            let _ = forward.await;
+                            result
+                        }
+                        // The crash of a process: every task dropped with the runtime,
+                        // no priority-0 advert, the VIPs left behind.
+                        Ok(()) = crash_rx => Ok(()),
+                    }
+                })
+            })
+            .unwrap();
+        Node {
+            name: ns.name().to_string(),
+            stop: Some(stop_tx),
+            crash: Some(crash_tx),
+            events,
+            seen: Vec::new(),
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for the next report of `state`; returns when it happened.
+    fn wait_state(&mut self, state: State, within: Duration) -> Instant {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((at, ev)) => {
+                    self.seen.push((at, ev.clone()));
+                    if ev.state == state {
+                        return at;
+                    }
+                }
+                Err(_) => panic!(
+                    "xdp-lb in {}: expected {state} within {within:?}; events so far: {:?}",
+                    self.name,
+                    self.seen.iter().map(|(_, e)| e.state).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Events reported so far without waiting.
+    fn drain(&mut self) -> Vec<State> {
+        while let Ok((at, ev)) = self.events.try_recv() {
+            self.seen.push((at, ev));
+        }
+        self.seen.iter().map(|(_, e)| e.state).collect()
+    }
+
+    fn state(&mut self) -> Option<State> {
+        self.drain().last().copied()
+    }
+
+    /// Completes the shutdown future and waits for `run` to return; returns when the
+    /// shutdown was asked for.
+    fn stop(mut self) -> Instant {
+        let at = Instant::now();
+        self.shutdown();
+        at
+    }
+
+    /// Drops the runner as `kill -9` would end a daemon; returns when.
+    fn crash(mut self) -> Instant {
+        let at = Instant::now();
+        if let Some(crash) = self.crash.take() {
+            let _ = crash.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        at
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join().expect("runner thread");
+            if !thread::panicking() {
+                result
+                    .expect("setns")
+                    .expect("failover::run returned an error");
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// xdp-lb against xdp-lb
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
+    let (a, b) = pair("x");
+    let vip = VIP;
+    let dir = tempfile::tempdir().unwrap();
+    let notified = dir.path().join("notify");
+    let interval = Duration::from_secs(1);
+
+    let mut spec_a = vip_spec("VI_A", 200, Version::V3, interval);
+    spec_a.notify.generic = Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("echo \"$@\" >> {}", notified.display()),
+        "sh".into(),
+    ]);
+    spec_a.garp_refresh = Some(Duration::from_millis(500));
+    let spec_b = vip_spec("VI_B", 100, Version::V3, interval);
+
+    let capture = Capture::start(&b, "eth0").unwrap();
+    let mut node_a = Node::start(&a, vec![spec_a.clone()]);
+    let mut node_b = Node::start(&b, vec![spec_b]);
+    node_a.wait_state(State::Master, Duration::from_secs(10));
+    // Two rounds of gratuitous ARP from a's MAC, then the periodic refresh.
+    let mac_a: Vec<u8> = a
+        .mac("eth0")
+        .unwrap()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let vip_octets = VIP.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let garp = |f: &[u8]| {
+        f.len() >= 42
+            && f[6..12] == mac_a[..]
+            && f[12..14] == [0x08, 0x06]
+            && f[28..32] == vip_octets
+    };
+    for n in 1..=3 {
+        capture
+            .next_matching(Duration::from_secs(3), garp)
+            .unwrap_or_else(|e| panic!("gratuitous ARP number {n}: {e}"));
+    }
+    drop(capture);
+    node_b.wait_state(State::Backup, Duration::from_secs(5));
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+    assert!(!has_vip(&b, vip), "the backup must not hold the VIP");
+    assert!(
+        !node_b.drain().contains(&State::Master),
+        "the lower priority never became MASTER"
+    );
+
+    // Graceful stop of the master: priority 0, the backup takes over after its skew.
+    let stopped = node_a.stop();
+    wait_vip(&a, vip, false, Duration::from_secs(1));
+    let took_over = node_b.wait_state(State::Master, Duration::from_secs(3));
+    let gap = took_over - stopped;
+    println!("xdp-lb -> xdp-lb graceful takeover (v3, 1 s): {gap:?}");
+    assert!(
+        gap < Duration::from_millis(2500),
+        "graceful takeover took {gap:?}"
+    );
+    wait_vip(&b, vip, true, Duration::from_secs(2));
+
+    // The higher priority returns and preempts once its master-down timer runs out.
+    let restarted = Instant::now();
+    let mut node_a = Node::start(&a, vec![spec_a]);
+    node_a.wait_state(State::Backup, Duration::from_secs(2));
+    let back = node_a.wait_state(State::Master, Duration::from_secs(8));
+    node_b.wait_state(State::Backup, Duration::from_secs(3));
+    println!(
+        "preemption back: MASTER again {:?} after restart",
+        back - restarted
+    );
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+    wait_vip(&b, vip, false, Duration::from_secs(2));
+    drop(node_a);
+    drop(node_b);
+
+    let log = std::fs::read_to_string(&notified).unwrap_or_default();
+    assert!(
+        log.contains("INSTANCE VI_A MASTER 200") && log.contains("INSTANCE VI_A STOP 200"),
+        "generic notify called with keepalived's arguments; got:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// xdp-lb against keepalived
+// ---------------------------------------------------------------------------------
+
+/// How keepalived is configured for one run.
+#[derive(Clone)]
+struct KaConf {
+    priority: u8,
+    version: Version,
+    /// keepalived's `advert_int`, e.g. "1" or "0.1".
+    advert_int: &'static str,
+    auth_pass: Option<&'static str>,
+    /// (our address, peer) for unicast.
+    unicast: Option<(&'static str, &'static str)>,
+    /// The virtual address with its prefix.
+    vip: &'static str,
+}
+
+impl KaConf {
+    fn render(&self) -> String {
+        let mut s = String::from(
+            "global_defs {\n    router_id xlb_test\n    script_user root\n}\n\
+             vrrp_instance VI_1 {\n    state BACKUP\n    interface eth0\n",
+        );
+        s += &format!(
+            "    virtual_router_id {VRID}\n    priority {}\n",
+            self.priority
+        );
+        s += &format!(
+            "    advert_int {}\n    version {}\n",
+            self.advert_int,
+            self.version.number()
+        );
+        if let Some(pass) = self.auth_pass {
+            s += &format!(
+                "    authentication {{\n        auth_type PASS\n        auth_pass {pass}\n    }}\n"
+            );
+        }
+        if let Some((src, peer)) = self.unicast {
+            s +=
+                &format!("    unicast_src_ip {src}\n    unicast_peer {{\n        {peer}\n    }}\n");
+        }
+        s += &format!(
+            "    virtual_ipaddress {{\n        {}\n    }}\n}}\n",
+            self.vip
+        );
+        s
+    }
+}
+
+/// keepalived (VRRP only) in a namespace, its console log collected line by line.
+struct Keepalived {
+    child: Child,
+    dir: PathBuf,
+    lines: mpsc::Receiver<(Instant, String)>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Keepalived {
+    fn start(ns: &Netns, dir: &std::path::Path, run: u32, conf: &KaConf) -> Keepalived {
+        let dir = dir.join(format!("ka{run}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keepalived.conf");
+        std::fs::write(&file, conf.render()).unwrap();
+        let mut child = ns
+            .command("/usr/sbin/keepalived")
+            .args(["-n", "-l", "-D", "-G", "-P", "-f"])
+            .arg(&file)
+            .arg("-p")
+            .arg(dir.join("keepalived.pid"))
+            .arg("-r")
+            .arg(dir.join("vrrp.pid"))
+            .arg("-c")
+            .arg(dir.join("checkers.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start /usr/sbin/keepalived (apt-get install keepalived)");
+        let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            let log = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send((Instant::now(), line));
+                }
+            });
+        }
+        Keepalived {
+            child,
+            dir,
+            lines,
+            log,
+        }
+    }
+
+    /// Waits for a log line containing `needle`; returns when it was read.
+    fn wait_line(&self, needle: &str, within: Duration) -> Instant {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if line.contains(needle) => return at,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "keepalived: expected a line with {needle:?} within {within:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    fn saw(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn vrrp_pid(&self) -> Pid {
+        let path = self.dir.join("vrrp.pid");
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return Pid::from_raw(pid);
+            }
+            assert!(Instant::now() < until, "no vrrp pid in {}", path.display());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` of the VRRP process, then of its parent (which would otherwise respawn
+    /// it). Returns when the VRRP process was killed.
+    fn kill9(mut self) -> Instant {
+        let vrrp = self.vrrp_pid();
+        let at = Instant::now();
+        kill(vrrp, Signal::SIGKILL).unwrap();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        at
+    }
+
+    /// SIGTERM: keepalived sends its priority-0 advert and exits.
+    fn terminate(mut self) -> Instant {
+        let at = Instant::now();
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let _ = self.child.wait();
+        at
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How long to watch a BACKUP stay BACKUP: a few master-down intervals.
+fn observe(interval: Duration) -> Duration {
+    interval * 4 + Duration::from_millis(500)
+}
+
+/// keepalived (priority 200) MASTER, xdp-lb (priority 100) BACKUP; then keepalived is
+/// killed with SIGKILL (xdp-lb takes over after its master-down interval), comes back
+/// and preempts, and is stopped with SIGTERM (xdp-lb takes over after its skew time).
+fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
+    let (a, b) = pair(tag);
+    let vip = &ours.virtual_addresses[0].addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let interval = ours.advert_interval;
+    let label = format!(
+        "v{} {:?}{}{}{}",
+        ours.version,
+        interval,
+        if ours.is_ipv6() { " ipv6" } else { "" },
+        if ours.auth_pass.is_some() {
+            " auth"
+        } else {
+            ""
+        },
+        if ours.is_unicast() { " unicast" } else { "" }
+    );
+
+    let keepalived = Keepalived::start(&b, dir.path(), 0, &ka);
+    keepalived.wait_line("Entering MASTER STATE", Duration::from_secs(15));
+    wait_vip(&b, vip, true, Duration::from_secs(2));
+
+    let mut node = Node::start(&a, vec![ours]);
+    node.wait_state(State::Backup, Duration::from_secs(5));
+    // The backup must stay BACKUP while keepalived advertises.
+    let until = Instant::now() + observe(interval);
+    while Instant::now() < until {
+        assert_eq!(
+            node.state(),
+            Some(State::Backup),
+            "xdp-lb must stay BACKUP under a higher-priority keepalived ({label})"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!has_vip(&a, vip));
+
+    // kill -9: no priority 0; we wait 3 x interval + skew.
+    let killed = keepalived.kill9();
+    let took_over = node.wait_state(State::Master, interval * 3 + Duration::from_secs(3));
+    let gap = took_over - killed;
+    // The master-down timer runs from the last advert heard, up to one interval
+    // before the kill.
+    let down = interval * 3 + interval.mul_f64(156.0 / 256.0);
+    println!(
+        "keepalived -> xdp-lb after kill -9 ({label}): {gap:?} \
+         (master-down interval {down:?}, minus up to one interval)"
+    );
+    assert!(
+        gap + interval + Duration::from_millis(100) >= down && gap < down + Duration::from_secs(2),
+        "takeover after kill -9 took {gap:?}; expected between {:?} and {down:?}",
+        down - interval
+    );
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+
+    // keepalived returns with the higher priority and preempts us.
+    let keepalived = Keepalived::start(&b, dir.path(), 1, &ka);
+    keepalived.wait_line("Entering MASTER STATE", Duration::from_secs(15));
+    node.wait_state(State::Backup, Duration::from_secs(5));
+    wait_vip(&a, vip, false, Duration::from_secs(2));
+
+    // SIGTERM: keepalived sends priority 0, we take over after our skew time.
+    let stopped = keepalived.terminate();
+    let took_over = node.wait_state(State::Master, interval * 2 + Duration::from_secs(2));
+    let gap = took_over - stopped;
+    println!("keepalived -> xdp-lb after SIGTERM ({label}): {gap:?}");
+    assert!(
+        gap < interval + Duration::from_secs(1),
+        "takeover after SIGTERM took {gap:?}"
+    );
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+    drop(node);
+}
+
+/// xdp-lb (priority 200) MASTER, keepalived (priority 100) BACKUP; then our runner is
+/// stopped (keepalived takes over at once), and returns and preempts.
+fn xdp_lb_master_then_keepalived(tag: &str, ka: KaConf, ours: InstanceSpec) {
+    let (a, b) = pair(tag);
+    let vip = &ours.virtual_addresses[0].addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let interval = ours.advert_interval;
+    let label = format!(
+        "v{} {:?}{}{}",
+        ours.version,
+        interval,
+        if ours.is_ipv6() { " ipv6" } else { "" },
+        if ours.auth_pass.is_some() {
+            " auth"
+        } else {
+            ""
+        }
+    );
+
+    let mut node = Node::start(&a, vec![ours.clone()]);
+    node.wait_state(State::Master, Duration::from_secs(15));
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+
+    let keepalived = Keepalived::start(&b, dir.path(), 0, &ka);
+    keepalived.wait_line("Entering BACKUP STATE", Duration::from_secs(10));
+    thread::sleep(observe(interval));
+    assert!(
+        !keepalived.saw("Entering MASTER STATE"),
+        "keepalived must stay BACKUP under a higher-priority xdp-lb ({label}); log:\n{}",
+        keepalived.log.lock().unwrap().join("\n")
+    );
+    assert!(!has_vip(&b, vip));
+    assert_eq!(node.state(), Some(State::Master));
+
+    // Our graceful stop: priority 0, keepalived takes over after its skew time.
+    let stopped = node.stop();
+    let took_over = keepalived.wait_line(
+        "Entering MASTER STATE",
+        interval * 2 + Duration::from_secs(2),
+    );
+    let gap = took_over.saturating_duration_since(stopped);
+    println!("xdp-lb -> keepalived after graceful stop ({label}): {gap:?}");
+    assert!(
+        gap < interval + Duration::from_secs(1),
+        "keepalived took {gap:?}"
+    );
+    wait_vip(&a, vip, false, Duration::from_secs(1));
+    wait_vip(&b, vip, true, Duration::from_secs(2));
+
+    // We come back with the higher priority and preempt keepalived.
+    let mut node = Node::start(&a, vec![ours]);
+    node.wait_state(State::Master, interval * 4 + Duration::from_secs(3));
+    keepalived.wait_line("Entering BACKUP STATE", Duration::from_secs(5));
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+    wait_vip(&b, vip, false, Duration::from_secs(2));
+
+    // Our crash: no priority 0; keepalived waits out its master-down interval.
+    let crashed = node.crash();
+    let took_over = keepalived.wait_line(
+        "Entering MASTER STATE",
+        interval * 4 + Duration::from_secs(3),
+    );
+    let gap = took_over.saturating_duration_since(crashed);
+    let down = interval * 3 + interval.mul_f64(156.0 / 256.0);
+    println!(
+        "xdp-lb -> keepalived after crash ({label}): {gap:?} \
+         (master-down interval {down:?}, minus up to one interval)"
+    );
+    assert!(
+        gap + interval + Duration::from_millis(100) >= down && gap < down + Duration::from_secs(2),
+        "keepalived took {gap:?} after our crash"
+    );
+    wait_vip(&b, vip, true, Duration::from_secs(2));
+    drop(keepalived);
+}
+
+fn ka(priority: u8, version: Version, advert_int: &'static str) -> KaConf {
+    KaConf {
+        priority,
+        version,
+        advert_int,
+        auth_pass: None,
+        unicast: None,
+        vip: "192.0.2.200/24",
+    }
+}
+
+#[test]
+fn keepalived_master_v3_1s_xdp_lb_takes_over() {
+    let ours = vip_spec("VI_1", 100, Version::V3, Duration::from_secs(1));
+    keepalived_master_then_xdp_lb("k31", ka(200, Version::V3, "1"), ours);
+}
+
+#[test]
+fn keepalived_master_v3_100ms_xdp_lb_takes_over() {
+    let ours = vip_spec("VI_1", 100, Version::V3, Duration::from_millis(100));
+    keepalived_master_then_xdp_lb("k3f", ka(200, Version::V3, "0.1"), ours);
+}
+
+#[test]
+fn keepalived_master_v2_auth_1s_xdp_lb_takes_over() {
+    let mut ours = vip_spec("VI_1", 100, Version::V2, Duration::from_secs(1));
+    ours.auth_pass = Some("s3cret".into());
+    let mut conf = ka(200, Version::V2, "1");
+    conf.auth_pass = Some("s3cret");
+    keepalived_master_then_xdp_lb("k21", conf, ours);
+}
+
+#[test]
+fn xdp_lb_master_v3_1s_keepalived_backup() {
+    let ours = vip_spec("VI_1", 200, Version::V3, Duration::from_secs(1));
+    xdp_lb_master_then_keepalived("x31", ka(100, Version::V3, "1"), ours);
+}
+
+#[test]
+fn xdp_lb_master_v2_auth_1s_keepalived_backup() {
+    let mut ours = vip_spec("VI_1", 200, Version::V2, Duration::from_secs(1));
+    ours.auth_pass = Some("s3cret".into());
+    let mut conf = ka(100, Version::V2, "1");
+    conf.auth_pass = Some("s3cret");
+    xdp_lb_master_then_keepalived("x21", conf, ours);
+}
+
+#[test]
+fn keepalived_master_v3_unicast_xdp_lb_takes_over() {
+    let mut ours = vip_spec("VI_1", 100, Version::V3, Duration::from_secs(1));
+    ours.unicast_source = Some(A_ADDR.parse::<IpAddr>().unwrap());
+    ours.unicast_peers = vec![B_ADDR.parse().unwrap()];
+    let mut conf = ka(200, Version::V3, "1");
+    conf.unicast = Some((B_ADDR, A_ADDR));
+    keepalived_master_then_xdp_lb("k3u", conf, ours);
+}
+
+#[test]
+fn xdp_lb_master_v3_100ms_keepalived_backup() {
+    let ours = vip_spec("VI_1", 200, Version::V3, Duration::from_millis(100));
+    xdp_lb_master_then_keepalived("x3f", ka(100, Version::V3, "0.1"), ours);
+}
+
+/// An XDP program that drops IPv4 frames of protocol 112 (VRRP) and passes the rest:
+/// the lab's stand-in for a firewall filtering VRRP (no nftables or tc actions needed).
+const DROP_VRRP: [[u8; 8]; 13] = [
+    bpf_insn(0x61, 2, 1, 0, 0),        // r2 = ctx->data
+    bpf_insn(0x61, 3, 1, 4, 0),        // r3 = ctx->data_end
+    bpf_insn(0xbf, 4, 2, 0, 0),        // r4 = r2
+    bpf_insn(0x07, 4, 0, 0, 24),       // r4 += 24 (Ethernet + IPv4 up to the protocol)
+    bpf_insn(0x2d, 4, 3, 6, 0),        // if r4 > r3 goto pass
+    bpf_insn(0x69, 5, 2, 12, 0),       // r5 = ethertype (u16, as read little endian)
+    bpf_insn(0x55, 5, 0, 4, 0x0008),   // if r5 != htons(0x0800) goto pass
+    bpf_insn(0x71, 5, 2, 23, 0),       // r5 = ip protocol
+    bpf_insn(0x55, 5, 0, 2, 112),      // if r5 != 112 goto pass
+    bpf_insn(0xb7, 0, 0, 0, XDP_DROP), // r0 = XDP_DROP
+    bpf_insn(0x95, 0, 0, 0, 0),        // exit
+    bpf_insn(0xb7, 0, 0, 0, XDP_PASS), // pass: r0 = XDP_PASS
+    bpf_insn(0x95, 0, 0, 0, 0),        // exit
+];
+
+/// VRRP from `a` is dropped on `b`'s ingress: `b` never hears the higher priority and
+/// claims MASTER too; `a` hears it and reports the split brain.
+#[test]
+fn split_brain_is_reported_by_the_master_that_hears_the_other() {
+    let (a, b) = pair("sb");
+    let vip = VIP;
+    attach_xdp_bytecode(&b, "eth0", "drop_vrrp", &DROP_VRRP).unwrap();
+    let interval = Duration::from_millis(200);
+    let mut node_a = Node::start(&a, vec![vip_spec("SB_A", 200, Version::V3, interval)]);
+    let mut node_b = Node::start(&b, vec![vip_spec("SB_B", 100, Version::V3, interval)]);
+    node_a.wait_state(State::Master, Duration::from_secs(5));
+    node_b.wait_state(State::Master, Duration::from_secs(5));
+    wait_log(
+        &["split brain", "SB_A", "192.0.2.2", "filtered"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        has_vip(&a, vip) && has_vip(&b, vip),
+        "both sides hold the VIP in a split brain"
+    );
+}
+
+/// Two clusters on one VRID with different VIPs: each warns about the other, ignores
+/// its adverts and stays MASTER of its own VIP without flapping.
+#[test]
+fn vrid_clash_is_reported_without_flapping() {
+    let (a, b) = pair("vc");
+    let interval = Duration::from_millis(200);
+    let spec_a = vip_spec("VC_A", 200, Version::V3, interval);
+    let mut spec_b = vip_spec("VC_B", 100, Version::V3, interval);
+    spec_b.virtual_addresses = vec![VirtualAddress::new("192.0.2.201".parse().unwrap(), 24)];
+    let mut node_a = Node::start(&a, vec![spec_a]);
+    let mut node_b = Node::start(&b, vec![spec_b]);
+    node_a.wait_state(State::Master, Duration::from_secs(5));
+    node_b.wait_state(State::Master, Duration::from_secs(5));
+    wait_log(
+        &["vrid clash", "VC_A", "192.0.2.2", "address list"],
+        Duration::from_secs(5),
+    );
+    wait_log(
+        &["vrid clash", "VC_B", "192.0.2.1", "address list"],
+        Duration::from_secs(5),
+    );
+    thread::sleep(interval * 10);
+    for node in [&mut node_a, &mut node_b] {
+        assert_eq!(
+            node.drain(),
+            vec![State::Backup, State::Master],
+            "{} must not flap",
+            node.name
+        );
+    }
+}
+
+/// With `preempt = false` a returning higher priority stays BACKUP.
+#[test]
+fn nopreempt_leaves_the_current_master_in_place() {
+    let (a, b) = pair("np");
+    let vip = VIP;
+    let interval = Duration::from_millis(200);
+    let mut spec_a = vip_spec("NP_A", 200, Version::V3, interval);
+    spec_a.preempt = false;
+    let mut node_b = Node::start(&b, vec![vip_spec("NP_B", 100, Version::V3, interval)]);
+    node_b.wait_state(State::Master, Duration::from_secs(5));
+    let mut node_a = Node::start(&a, vec![spec_a]);
+    node_a.wait_state(State::Backup, Duration::from_secs(2));
+    thread::sleep(interval * 10);
+    assert_eq!(
+        node_a.drain(),
+        vec![State::Backup],
+        "nopreempt must not take over"
+    );
+    assert_eq!(node_b.drain(), vec![State::Backup, State::Master]);
+    assert!(has_vip(&b, vip) && !has_vip(&a, vip));
+}
+
+#[test]
+fn keepalived_master_v3_ipv6_xdp_lb_takes_over() {
+    let vip = VirtualAddress::new("2001:db8::200".parse().unwrap(), 64);
+    let mut ours = vip_spec("VI_1", 100, Version::V3, Duration::from_secs(1));
+    ours.virtual_addresses = vec![vip];
+    let mut conf = ka(200, Version::V3, "1");
+    conf.vip = "2001:db8::200/64";
+    keepalived_master_then_xdp_lb("k36", conf, ours);
+}
+
+#[test]
+fn xdp_lb_master_v3_ipv6_keepalived_backup() {
+    let vip = VirtualAddress::new("2001:db8::200".parse().unwrap(), 64);
+    let mut ours = vip_spec("VI_1", 200, Version::V3, Duration::from_secs(1));
+    ours.virtual_addresses = vec![vip];
+    let mut conf = ka(100, Version::V3, "1");
+    conf.vip = "2001:db8::200/64";
+    xdp_lb_master_then_keepalived("x36", conf, ours);
+}
+
+/// `a` and `b` on a bridge in a third namespace, so one side's link can go down while
+/// the other keeps its carrier.
+fn bridged(tag: &str) -> (Netns, Netns, Netns) {
+    require_root().expect("these tests need root");
+    init_tracing();
+    let sw = Netns::new(&format!("xlbfo{tag}s")).unwrap();
+    sw.ip(["link", "add", "br0", "type", "bridge"]).unwrap();
+    sw.ip(["link", "set", "br0", "up"]).unwrap();
+    let a = Netns::new(&format!("xlbfo{tag}a")).unwrap();
+    let b = Netns::new(&format!("xlbfo{tag}b")).unwrap();
+    for (ns, port, addr) in [(&a, "pa", A_ADDR), (&b, "pb", B_ADDR)] {
+        sw.ip([
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])
+        .unwrap();
+        sw.ip(["link", "set", port, "master", "br0", "up"]).unwrap();
+        ns.ip(["link", "set", "eth0", "up"]).unwrap();
+        ns.ip(["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
+            .unwrap();
+    }
+    (a, b, sw)
+}
+
+/// The MASTER's interface goes down: FAULT (VIP removed), the backup takes over; the
+/// interface returns: BACKUP, then MASTER again by preemption.
+#[test]
+fn interface_down_means_fault_and_the_backup_takes_over() {
+    let (a, b, _sw) = bridged("if");
+    let vip = VIP;
+    let interval = Duration::from_millis(200);
+    let mut node_a = Node::start(&a, vec![vip_spec("IF_A", 200, Version::V3, interval)]);
+    let mut node_b = Node::start(&b, vec![vip_spec("IF_B", 100, Version::V3, interval)]);
+    node_a.wait_state(State::Master, Duration::from_secs(5));
+    node_b.wait_state(State::Backup, Duration::from_secs(5));
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+
+    let down = Instant::now();
+    a.ip(["link", "set", "eth0", "down"]).unwrap();
+    let fault = node_a.wait_state(State::Fault, Duration::from_secs(3));
+    wait_vip(&a, vip, false, Duration::from_secs(2));
+    let took_over = node_b.wait_state(State::Master, Duration::from_secs(5));
+    println!(
+        "interface down: FAULT after {:?}, backup MASTER after {:?} (v3 200 ms)",
+        fault - down,
+        took_over - down
+    );
+    wait_vip(&b, vip, true, Duration::from_secs(2));
+
+    a.ip(["link", "set", "eth0", "up"]).unwrap();
+    node_a.wait_state(State::Backup, Duration::from_secs(3));
+    node_a.wait_state(State::Master, Duration::from_secs(5));
+    node_b.wait_state(State::Backup, Duration::from_secs(3));
+    wait_vip(&a, vip, true, Duration::from_secs(2));
+    wait_vip(&b, vip, false, Duration::from_secs(2));
+}
