@@ -13,6 +13,7 @@ use xdp_lb_checks::BackendId;
 use crate::{
     config::{Config, Forwarding, NatTimeouts},
     dataplane::{Dataplane, nat::monotonic_ns},
+    failover,
     netlink::{Link, Netlink},
     privileges,
     services::{Egress, ServiceTable},
@@ -30,16 +31,6 @@ const NEIGHBOUR_POLL: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    if let Some(vi) = config.vrrp.first() {
-        // Parsed and validated, but not run yet: starting without them would leave the
-        // services on their VIPs inactive forever.
-        bail!(
-            "{}: [vrrp.{}]: this version validates VRRP instances but does not run them yet; \
-             remove the [vrrp.*] tables to run the load balancer alone",
-            vi.location,
-            vi.name
-        );
-    }
     privileges::check()?;
     let netlink = Netlink::connect()?;
     let mut links = BTreeMap::new();
@@ -89,6 +80,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 let _ = checks_stopped.await;
             },
         ));
+        // VRRP instances: services on their VIPs are forwarded only while MASTER.
+        let (failover_tx, mut failover_events) = tokio::sync::mpsc::channel(64);
+        let (stop_failover, failover_stopped) = tokio::sync::oneshot::channel::<()>();
+        let instances: Vec<_> = config.vrrp.iter().map(instance_spec).collect();
+        let failover_task = (!instances.is_empty()).then(|| {
+            tokio::spawn(failover::run(instances, netlink.clone(), failover_tx, async move {
+                let _ = failover_stopped.await;
+            }))
+        });
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut nat_gc = tokio::time::interval(nat_gc_interval(&nat_timeouts));
@@ -101,9 +101,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     }
                 }
                 _ = nat_gc.tick(), if nat => collect_nat(&mut dataplane, &nat_timeouts),
+                Some(event) = failover_events.recv() => {
+                    if let Err(e) = apply_failover(&mut table, &mut dataplane, &event) {
+                        warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
+                    }
+                }
                 Some(t) = transitions.recv() => {
                     if let Err(e) = apply_health(&mut table, &mut dataplane, &t) {
                         warn!(error = %format!("{e:#}"), "could not apply a health change to the data plane");
+                    }
+                }
+            }
+        }
+        // VRRP first: a MASTER sends priority 0 and drops its VIPs, so the peer takes
+        // over at once, while this node still forwards what arrives meanwhile.
+        if let Some(task) = failover_task {
+            let _ = stop_failover.send(());
+            // Keep applying state changes (the last ones say the VIPs are gone).
+            let mut task = std::pin::pin!(task);
+            loop {
+                tokio::select! {
+                    result = &mut task => {
+                        match result {
+                            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "VRRP stopped with an error"),
+                            Err(e) => warn!(error = %e, "VRRP task failed"),
+                            Ok(Ok(())) => {}
+                        }
+                        break;
+                    }
+                    Some(event) = failover_events.recv() => {
+                        let _ = apply_failover(&mut table, &mut dataplane, &event);
                     }
                 }
             }
@@ -112,7 +139,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         // keepalived's omega: the down command also runs when the service stops.
         for svc in &table.services {
             if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
-                crate::notify::run(argv, &format!("quorum_down (omega) of {}", svc.name)).await;
+                let what = format!("quorum_down (omega) of {}", svc.name);
+                crate::notify::run(argv, &what, crate::notify::TIMEOUT).await;
             }
         }
         if tokio::time::timeout(CHECKS_STOP, checks_task).await.is_err() {
@@ -176,6 +204,65 @@ async fn route_backends(
         });
     }
     Ok(())
+}
+
+/// A VRRP instance changed state: services on its VIPs are forwarded only while it is
+/// MASTER (otherwise their packets go to the kernel, which on a BACKUP does not hold
+/// the VIPs).
+fn apply_failover(
+    table: &mut ServiceTable,
+    dataplane: &mut Dataplane,
+    event: &failover::FailoverEvent,
+) -> anyhow::Result<()> {
+    let master = event.state == xdp_lb_vrrp::State::Master;
+    info!(instance = %event.instance, state = ?event.state, "vrrp instance state");
+    for index in table.set_vips_active(&event.vips, master) {
+        dataplane.set_service(&table.spec(index)?)?;
+        info!(
+            service = %table.services[index].name,
+            forwarding = master,
+            "data plane follows vrrp"
+        );
+    }
+    Ok(())
+}
+
+/// The runtime's view of a `[vrrp.NAME]` table.
+fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
+    let vips = vi
+        .virtual_ipaddresses
+        .iter()
+        .map(|a| failover::VirtualAddress {
+            addr: a.addr,
+            prefix: a.prefix,
+            label: a.label.clone(),
+        })
+        .collect();
+    let mut spec = failover::InstanceSpec::new(&vi.name, &vi.interface, vi.vrid, vips);
+    spec.priority = vi.priority;
+    spec.version = if vi.version == 2 {
+        xdp_lb_vrrp::Version::V2
+    } else {
+        xdp_lb_vrrp::Version::V3
+    };
+    spec.advert_interval = vi.advert_interval;
+    spec.auth_pass = vi.auth_pass.clone();
+    spec.preempt = vi.preempt;
+    spec.preempt_delay = vi.preempt_delay;
+    spec.unicast_source = vi.unicast_src_ip;
+    spec.unicast_peers = vi.unicast_peers.clone();
+    spec.garp_repeat = vi.garp_master_repeat;
+    spec.garp_delay = vi.garp_master_delay;
+    spec.garp_refresh = vi.garp_master_refresh;
+    spec.notify = failover::Notify {
+        master: vi.notify.master.clone(),
+        backup: vi.notify.backup.clone(),
+        fault: vi.notify.fault.clone(),
+        stop: vi.notify.stop.clone(),
+        generic: vi.notify.generic.clone(),
+        ..failover::Notify::default()
+    };
+    spec
 }
 
 /// A health verdict changed: log it (with the service and real server it is about),
