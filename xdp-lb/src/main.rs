@@ -74,10 +74,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|v| v.real_servers.len())
                 .sum();
             println!(
-                "{}: ok ({} virtual servers, {} real servers, interfaces: {})",
+                "{}: ok ({} virtual servers, {} real servers, {} vrrp instances, interfaces: {})",
                 path.display(),
                 config.virtual_servers.len(),
                 backends,
+                config.vrrp.len(),
                 config.dataplane.interfaces.join(", ")
             );
             Ok(())

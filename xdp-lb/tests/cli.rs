@@ -25,7 +25,8 @@ fn check_accepts_the_example_config() {
     let (code, stdout, stderr) = xdp_lb(&["check", "--config", example]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stdout.contains("ok (2 virtual servers, 4 real servers, interfaces: eth0)"),
+        stdout
+            .contains("ok (2 virtual servers, 4 real servers, 1 vrrp instances, interfaces: eth0)"),
         "{stdout}"
     );
 }
