@@ -84,11 +84,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let (failover_tx, mut failover_events) = tokio::sync::mpsc::channel(64);
         let (stop_failover, failover_stopped) = tokio::sync::oneshot::channel::<()>();
         let instances: Vec<_> = config.vrrp.iter().map(instance_spec).collect();
+        let (track_tx, track_rx) = tokio::sync::mpsc::channel(64);
+        let tracking = VrrpTracking::new(&config, &table, track_tx);
         let failover_task = (!instances.is_empty()).then(|| {
-            tokio::spawn(failover::run(instances, netlink.clone(), failover_tx, async move {
-                let _ = failover_stopped.await;
-            }))
+            tokio::spawn(failover::run_tracked(
+                instances,
+                netlink.clone(),
+                failover_tx,
+                track_rx,
+                async move {
+                    let _ = failover_stopped.await;
+                },
+            ))
         });
+        // The quorum at start (alpha servers start down).
+        tracking.update(&table);
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut nat_gc = tokio::time::interval(nat_gc_interval(&nat_timeouts));
@@ -107,7 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     }
                 }
                 Some(t) = transitions.recv() => {
-                    if let Err(e) = apply_health(&mut table, &mut dataplane, &t) {
+                    if let Err(e) = apply_health(&mut table, &mut dataplane, &tracking, &t) {
                         warn!(error = %format!("{e:#}"), "could not apply a health change to the data plane");
                     }
                 }
@@ -270,6 +280,7 @@ fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
 fn apply_health(
     table: &mut ServiceTable,
     dataplane: &mut Dataplane,
+    tracking: &VrrpTracking,
     t: &xdp_lb_checks::Transition,
 ) -> anyhow::Result<()> {
     let id = t.backend.0;
@@ -289,7 +300,9 @@ fn apply_health(
     if table.set_health(id, t.up, t.weight) {
         let index = table.backends[id as usize].service;
         dataplane.set_backend(id, &table.backend_value(id))?;
-        quorum_changed(table, index);
+        if quorum_changed(table, index) {
+            tracking.update(table);
+        }
         dataplane.set_service(&table.spec(index)?)?;
         if table.usable_weight(index) == 0 {
             warn!(%service, "no real server can take new connections");
@@ -298,10 +311,11 @@ fn apply_health(
     Ok(())
 }
 
-/// Re-evaluates a service's quorum and runs its up/down command on a change.
-fn quorum_changed(table: &mut ServiceTable, index: usize) {
+/// Re-evaluates a service's quorum and runs its up/down command on a change; says
+/// whether it changed.
+fn quorum_changed(table: &mut ServiceTable, index: usize) -> bool {
     let Some(gained) = table.update_quorum(index) else {
-        return;
+        return false;
     };
     let svc = &table.services[index];
     let weight = table.usable_weight(index);
@@ -314,6 +328,73 @@ fn quorum_changed(table: &mut ServiceTable, index: usize) {
     };
     if let Some(argv) = command {
         crate::notify::spawn(argv, format!("{edge} of {}", svc.name));
+    }
+    true
+}
+
+/// VRRP instances that track virtual servers' quorum (`track_virtual_servers`).
+struct VrrpTracking {
+    tx: tokio::sync::mpsc::Sender<failover::TrackUpdate>,
+    /// Instance name → (service index, weight) of each tracked service.
+    instances: Vec<(String, Vec<(usize, i32)>)>,
+}
+
+impl VrrpTracking {
+    fn new(
+        config: &Config,
+        table: &ServiceTable,
+        tx: tokio::sync::mpsc::Sender<failover::TrackUpdate>,
+    ) -> VrrpTracking {
+        let instances = config
+            .vrrp
+            .iter()
+            .filter(|vi| !vi.track_virtual_servers.is_empty())
+            .map(|vi| {
+                let tracked = vi
+                    .track_virtual_servers
+                    .iter()
+                    .filter_map(|t| {
+                        let name = crate::services::service_name(t.vip, t.port, t.protocol);
+                        table
+                            .services
+                            .iter()
+                            .position(|s| s.name == name)
+                            .map(|i| (i, t.weight))
+                    })
+                    .collect();
+                (vi.name.clone(), tracked)
+            })
+            .collect();
+        VrrpTracking { tx, instances }
+    }
+
+    /// Tells every tracking instance the total weight of its tracked services that
+    /// lost their quorum (and FAULT if a weight-0 one did). Totals, so resending is
+    /// harmless.
+    fn update(&self, table: &ServiceTable) {
+        for (instance, tracked) in &self.instances {
+            let lost: Vec<&(usize, i32)> = tracked
+                .iter()
+                .filter(|(i, _)| !table.services[*i].quorum_ok)
+                .collect();
+            let update = failover::TrackUpdate {
+                instance: instance.clone(),
+                adjust: lost.iter().map(|(_, w)| w).sum(),
+                fault: lost.iter().any(|(_, w)| *w == 0),
+                reason: if lost.is_empty() {
+                    "every tracked virtual server has its quorum".into()
+                } else {
+                    let names: Vec<&str> = lost
+                        .iter()
+                        .map(|(i, _)| table.services[*i].name.as_str())
+                        .collect();
+                    format!("quorum lost: {}", names.join(", "))
+                },
+            };
+            if self.tx.try_send(update).is_err() {
+                warn!(%instance, "vrrp tracking update dropped: the vrrp runtime is not keeping up");
+            }
+        }
     }
 }
 

@@ -47,3 +47,163 @@ fn services_follow_the_vrrp_state_of_their_vip() {
         "VIP left behind:\n{addrs}"
     );
 }
+
+/// keepalived in its own namespace on the lab's segment, console log on a channel.
+struct Keepalived {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+    _ns: xdp_lb_lab::Netns,
+}
+
+impl Keepalived {
+    fn start(lab: &DrLab, priority: u8) -> Keepalived {
+        use std::io::BufRead as _;
+        let ns = xdp_lb_lab::Netns::new("xlbka").unwrap();
+        // Plug it into the lab's bridge like every other host.
+        ns.ip([
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "pka",
+            "netns",
+            lab.switch.name(),
+        ])
+        .unwrap();
+        lab.switch
+            .ip(["link", "set", "pka", "master", "br0", "up"])
+            .unwrap();
+        ns.ip(["link", "set", "eth0", "up"]).unwrap();
+        ns.ip(["addr", "add", "192.0.2.3/24", "dev", "eth0"])
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("keepalived.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id ka_peer\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  \
+                 interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  \
+                 version 3\n  virtual_ipaddress {{\n    {}/32\n  }}\n}}\n",
+                DrLab::VIP
+            ),
+        )
+        .unwrap();
+        let mut child = ns
+            .command("/usr/sbin/keepalived")
+            .args(["-n", "-l", "-D", "-G", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path().join("k.pid"))
+            .arg("-r")
+            .arg(dir.path().join("v.pid"))
+            .arg("-c")
+            .arg(dir.path().join("c.pid"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/sbin/keepalived (cargo xtask setup installs it)");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let pipes: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for pipe in pipes {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Keepalived {
+            child,
+            lines,
+            _dir: dir,
+            _ns: ns,
+        }
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(line) => eprintln!("keepalived: {line}"),
+                Err(_) => panic!("keepalived did not log {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    lab.lb
+        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
+        .unwrap();
+    let check = "check = { type = \"http\", interval = \"200ms\", warmup = \"0s\", \
+                 connect_timeout = \"300ms\", retry = 0 }";
+    let text = format!(
+        "{}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\nversion = 3\n\
+         advert_interval = \"100ms\"\nvirtual_ipaddresses = [\"{vip}/32\"]\n\
+         track_virtual_servers = [{{ vip = \"{vip}\", port = 80, weight = -50 }}]\n",
+        config(&lab, &[(80, "tcp", &[1, 1])])
+            .replace("  weight = 1\n", &format!("  weight = 1\n  {check}\n")),
+        vip = DrLab::VIP
+    );
+    let keepalived = Keepalived::start(&lab, 90);
+    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+    let mut daemon = start(&lab.lb, &text);
+    let line = daemon
+        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        line.contains("forwarding=true"),
+        "priority 100 beats keepalived's 90: {line}"
+    );
+    let tally = http_get_new_connections(&lab.client, vip(80), 20, IO_TIMEOUT).unwrap();
+    assert_eq!(tally.values().sum::<usize>(), 20, "{tally:?}");
+
+    // Both real servers fail: quorum lost, priority 100 - 50 = 50 < 90, keepalived preempts.
+    lab.stop_backend_server("b1").unwrap();
+    lab.stop_backend_server("b2").unwrap();
+    daemon
+        .wait_for_line("quorum lost", Duration::from_secs(10))
+        .unwrap();
+    let line = daemon
+        .wait_for_line("vrrp tracking changed", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("adjust=-50"), "{line}");
+    keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
+    let line = daemon
+        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("forwarding=false"), "{line}");
+
+    // One comes back: quorum regained, priority 100 again, we preempt back.
+    lab.start_http_backend("b1", 80).unwrap();
+    daemon
+        .wait_for_line("quorum gained", Duration::from_secs(10))
+        .unwrap();
+    let line = daemon
+        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("forwarding=true"), "{line}");
+    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+    let tally = http_get_new_connections(&lab.client, vip(80), 10, IO_TIMEOUT).unwrap();
+    assert_eq!(tally.get("b1"), Some(&10), "{tally:?}");
+    daemon.stop().unwrap();
+}

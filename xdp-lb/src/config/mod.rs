@@ -76,7 +76,20 @@ pub struct VrrpInstance {
     pub garp_master_delay: Duration,
     pub garp_master_refresh: Option<Duration>,
     pub notify: VrrpNotify,
+    /// Virtual servers whose quorum this instance tracks.
+    pub track_virtual_servers: Vec<TrackedService>,
     pub location: Location,
+}
+
+/// `{ vip = "192.0.2.100", port = 80, protocol = "tcp", weight = -50 }`: while that
+/// virtual server has lost its quorum, `weight` is added to the instance's priority;
+/// weight 0 puts the instance in FAULT instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedService {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub weight: i32,
 }
 
 /// A virtual address of an instance: `"192.0.2.200/24 label eth0:vip"` style.

@@ -43,6 +43,7 @@ pub(super) struct RawVrrp {
     pub(super) notify_fault: Option<Spanned<Value>>,
     pub(super) notify_stop: Option<Spanned<Value>>,
     pub(super) notify: Option<Spanned<Value>>,
+    pub(super) track_virtual_servers: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1052,3 +1052,32 @@ fn two_instances_on_one_vrid_and_interface_clash() {
         &["[vrrp.B] uses virtual_router_id 51 on eth0 like [vrrp.A]"],
     );
 }
+
+#[test]
+fn a_tracked_virtual_server_must_exist() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.100\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "[vrrp.VI_1]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.100\"]",
+        "track_virtual_servers = [{ vip = \"192.0.2.100\", port = 80, weight = -50 }]",
+    ]);
+    let config = parse(&text, "lb.toml").unwrap();
+    let tracked = &config.vrrp[0].track_virtual_servers[0];
+    assert_eq!(
+        (tracked.port, tracked.protocol, tracked.weight),
+        (80, Protocol::Tcp, -50)
+    );
+    let wrong = text.replace("port = 80, weight", "port = 81, weight");
+    assert_error(
+        &wrong,
+        12,
+        25,
+        &["there is no virtual server 192.0.2.100 port 81 tcp to track"],
+    );
+}

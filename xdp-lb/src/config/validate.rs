@@ -37,7 +37,7 @@ const XDP_MODES: Choices<XdpMode> = Choices {
     not_implemented: &[],
     aliases: &[("native", "driver"), ("drv", "driver"), ("skb", "generic")],
 };
-const PROTOCOLS: Choices<Protocol> = Choices {
+pub(super) const PROTOCOLS: Choices<Protocol> = Choices {
     key: "protocol",
     valid: &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
     not_implemented: &[],
@@ -70,7 +70,7 @@ const FORWARDINGS: Choices<Forwarding> = Choices {
 };
 
 /// The values a string-valued key accepts.
-struct Choices<T: 'static> {
+pub(super) struct Choices<T: 'static> {
     key: &'static str,
     valid: &'static [(&'static str, T)],
     /// Values the design names that this version does not implement yet.
@@ -107,7 +107,7 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         }
     };
     let virtual_servers = v.virtual_servers(raw.virtual_server)?;
-    let vrrp = v.vrrp_instances(raw.vrrp)?;
+    let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers)?;
     Ok(Config {
         global,
         dataplane,
@@ -578,7 +578,7 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn choice<T: Copy>(
+    pub(super) fn choice<T: Copy>(
         &self,
         value: &Spanned<Value>,
         choices: &Choices<T>,

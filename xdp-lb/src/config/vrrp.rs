@@ -10,7 +10,7 @@ use toml::{Spanned, Value};
 use super::error::ConfigError;
 use super::raw::RawVrrp;
 use super::validate::Validator;
-use super::{VrrpAddress, VrrpInstance, VrrpNotify};
+use super::{Protocol, TrackedService, VirtualServer, VrrpAddress, VrrpInstance, VrrpNotify};
 
 const DEFAULT_PRIORITY: u8 = 100;
 const DEFAULT_GARP_REPEAT: u32 = 5;
@@ -22,12 +22,13 @@ impl Validator<'_, '_> {
     pub(super) fn vrrp_instances(
         &self,
         raws: BTreeMap<String, Spanned<RawVrrp>>,
+        services: &[VirtualServer],
     ) -> Result<Vec<VrrpInstance>, ConfigError> {
         // (interface, vrid, family) -> first instance's name.
         let mut seen: HashMap<(String, u8, bool), String> = HashMap::new();
         let mut out = Vec::with_capacity(raws.len());
         for (name, table) in raws {
-            let instance = self.vrrp_instance(&name, &table)?;
+            let instance = self.vrrp_instance(&name, &table, services)?;
             let key = (instance.interface.clone(), instance.vrid, is_v6(&instance));
             if let Some(first) = seen.insert(key, name.clone()) {
                 let value = table
@@ -53,6 +54,7 @@ impl Validator<'_, '_> {
         &self,
         name: &str,
         table: &Spanned<RawVrrp>,
+        services: &[VirtualServer],
     ) -> Result<VrrpInstance, ConfigError> {
         let raw = table.get_ref();
         let missing = |key: &str, example: &str| {
@@ -205,6 +207,10 @@ impl Validator<'_, '_> {
             garp_master_delay,
             garp_master_refresh,
             notify,
+            track_virtual_servers: match &raw.track_virtual_servers {
+                Some(v) => self.tracked_services(v, services)?,
+                None => Vec::new(),
+            },
             location: self.src.locate(vrid_value.span().start),
         })
     }
@@ -276,6 +282,73 @@ impl Validator<'_, '_> {
                 addr,
                 prefix,
                 label,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `[{ vip = "192.0.2.100", port = 80, protocol = "tcp", weight = -50 }]`; each must
+    /// name a configured virtual server.
+    fn tracked_services(
+        &self,
+        value: &Spanned<Value>,
+        services: &[VirtualServer],
+    ) -> Result<Vec<TrackedService>, ConfigError> {
+        let form = "a list of tables such as [{ vip = \"192.0.2.100\", port = 80, protocol = \"tcp\", weight = -50 }]";
+        let err = |msg: String| self.src.error(value.span(), msg);
+        let Value::Array(items) = value.get_ref() else {
+            return Err(err(format!("`track_virtual_servers` must be {form}")));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Value::Table(t) = item else {
+                return Err(err(format!("`track_virtual_servers` must be {form}")));
+            };
+            if let Some(key) = t
+                .keys()
+                .find(|k| !["vip", "port", "protocol", "weight"].contains(&k.as_str()))
+            {
+                return Err(err(format!(
+                    "`track_virtual_servers`: unknown key `{key}`; expected vip, port, protocol, weight"
+                )));
+            }
+            let vip = t
+                .get("vip")
+                .and_then(Value::as_str)
+                .and_then(|v| v.parse::<IpAddr>().ok())
+                .ok_or_else(|| err(format!("`track_virtual_servers`: each entry needs `vip`, an address; expected {form}")))?;
+            let port = t
+                .get("port")
+                .and_then(Value::as_integer)
+                .filter(|p| (1..=65535).contains(p))
+                .ok_or_else(|| err(format!("`track_virtual_servers`: each entry needs `port` (1 to 65535); expected {form}")))? as u16;
+            let protocol = match t.get("protocol").map(|p| p.as_str()) {
+                None | Some(Some("tcp")) => Protocol::Tcp,
+                Some(Some("udp")) => Protocol::Udp,
+                _ => {
+                    return Err(err(
+                        "`track_virtual_servers`: `protocol` must be \"tcp\" or \"udp\"".into(),
+                    ));
+                }
+            };
+            let weight = t
+                .get("weight")
+                .and_then(Value::as_integer)
+                .filter(|w| (-254..=254).contains(w))
+                .ok_or_else(|| err("`track_virtual_servers`: each entry needs `weight` from -254 to 254 (0 = FAULT)".into()))? as i32;
+            if !services
+                .iter()
+                .any(|s| s.vip == vip && s.port == port && s.protocol == protocol)
+            {
+                return Err(err(format!(
+                    "`track_virtual_servers`: there is no virtual server {vip} port {port} {protocol} to track"
+                )));
+            }
+            out.push(TrackedService {
+                vip,
+                port,
+                protocol,
+                weight,
             });
         }
         Ok(out)

@@ -53,6 +53,18 @@ pub struct FailoverEvent {
     pub vips: Vec<IpAddr>,
 }
 
+/// What tracked objects say about an instance (the daemon sends one whenever a tracked
+/// virtual server's quorum changes): `adjust` is the total weight to add to the
+/// configured priority (negative lowers it), `fault` puts the instance in FAULT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackUpdate {
+    pub instance: String,
+    pub adjust: i32,
+    pub fault: bool,
+    /// For the log: what changed.
+    pub reason: String,
+}
+
 /// Why the instances could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum FailoverError {
@@ -133,7 +145,43 @@ pub async fn run(
     events: mpsc::Sender<FailoverEvent>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let (_no_tracking, tracking) = mpsc::channel(1);
+    run_tracked(instances, netlink, events, tracking, shutdown).await
+}
+
+/// [`run`], with tracking updates for the instances (by name) arriving on `tracking`.
+pub async fn run_tracked(
+    instances: Vec<InstanceSpec>,
+    netlink: Netlink,
+    events: mpsc::Sender<FailoverEvent>,
+    mut tracking: mpsc::Receiver<TrackUpdate>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let groups = prepare(instances, &netlink).await?;
+    // Route each update to the socket task that runs its instance.
+    let mut routes: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (i, p) in group.instances.iter().enumerate() {
+            routes.insert(p.spec.name.clone(), (g, i));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let _router = AbortOnDrop(tokio::spawn(async move {
+        while let Some(update) = tracking.recv().await {
+            match routes.get(&update.instance) {
+                Some(&(g, i)) => {
+                    let _ = senders[g].send((i, update)).await;
+                }
+                None => {
+                    tracing::warn!(instance = %update.instance, "tracking update for an unknown vrrp instance")
+                }
+            }
+        }
+    }));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every socket is opened before any instance starts, so a failure here leaves
     // nothing half-running (an address owner would be MASTER at once).
@@ -144,9 +192,10 @@ pub async fn run(
     let _link_task = AbortOnDrop(link_task);
     let opened = groups
         .into_iter()
-        .map(|group| {
+        .zip(receivers)
+        .map(|(group, tracking)| {
             let link = links[&group.ifindex].clone();
-            runner::SocketTask::open(group, link, netlink.clone(), events.clone())
+            runner::SocketTask::open(group, link, tracking, netlink.clone(), events.clone())
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut tasks = JoinSet::new();

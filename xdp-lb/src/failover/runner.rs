@@ -34,6 +34,9 @@ struct Running {
     destinations: Vec<IpAddr>,
     announcer: Option<JoinHandle<()>>,
     notifier: Notifier,
+    /// FAULT causes, combined: the interface's link, and tracked objects.
+    link_down: bool,
+    track_fault: bool,
 }
 
 pub(crate) struct SocketTask {
@@ -52,12 +55,15 @@ pub(crate) struct SocketTask {
     socket_drops: [u64; DropReason::ALL.len()],
     /// Adverts for VRIDs none of our instances on this socket uses.
     other_vrid: u64,
+    /// Tracking updates for this socket's instances, by instance index.
+    tracking: mpsc::Receiver<(usize, super::TrackUpdate)>,
 }
 
 impl SocketTask {
     pub(crate) fn open(
         group: Group,
         link: watch::Receiver<bool>,
+        tracking: mpsc::Receiver<(usize, super::TrackUpdate)>,
         netlink: Netlink,
         events: mpsc::Sender<FailoverEvent>,
     ) -> Result<SocketTask, FailoverError> {
@@ -107,6 +113,8 @@ impl SocketTask {
                     expect,
                     destinations,
                     announcer: None,
+                    link_down: false,
+                    track_fault: false,
                 }
             })
             .collect();
@@ -123,6 +131,7 @@ impl SocketTask {
             events,
             socket_drops: [0; DropReason::ALL.len()],
             other_vrid: 0,
+            tracking,
         })
     }
 
@@ -139,6 +148,7 @@ impl SocketTask {
             );
             if !*self.link.borrow() {
                 self.link_fault(i, true);
+                self.instances[i].link_down = true;
             }
             self.deliver(i, Event::Start).await;
         }
@@ -185,9 +195,12 @@ impl SocketTask {
                     let down = !*self.link.borrow_and_update();
                     for i in 0..self.instances.len() {
                         self.link_fault(i, down);
-                        self.deliver(i, Event::FaultSet(down)).await;
+                        self.instances[i].link_down = down;
+                        let fault = down || self.instances[i].track_fault;
+                        self.deliver(i, Event::FaultSet(fault)).await;
                     }
                 }
+                Some((i, update)) = self.tracking.recv() => self.track(i, update).await,
                 received = self.socket.recv() => match received {
                     Ok(received) => self.received(received).await,
                     Err(e) => {
@@ -205,6 +218,26 @@ impl SocketTask {
                     }
                 }
             }
+        }
+    }
+
+    /// A tracked object changed: the total weight adjusts the priority (as keepalived
+    /// sums its tracked weights); a fault makes the instance FAULT.
+    async fn track(&mut self, i: usize, update: super::TrackUpdate) {
+        let r = &mut self.instances[i];
+        tracing::info!(
+            instance = %r.spec.name,
+            adjust = update.adjust,
+            fault = update.fault,
+            reason = %update.reason,
+            "vrrp tracking changed"
+        );
+        let fault_changed = r.track_fault != update.fault;
+        r.track_fault = update.fault;
+        let fault = r.link_down || r.track_fault;
+        self.deliver(i, Event::PriorityAdjust(update.adjust)).await;
+        if fault_changed {
+            self.deliver(i, Event::FaultSet(fault)).await;
         }
     }
 
