@@ -24,10 +24,7 @@ use xdp_lb::{
     failover::{FailoverEvent, InstanceSpec, VirtualAddress, run},
     netlink::Netlink,
 };
-use xdp_lb_lab::{
-    Capture, Netns, require_root,
-    xdp::{XDP_DROP, XDP_PASS, attach_xdp_bytecode, bpf_insn},
-};
+use xdp_lb_lab::{Capture, Netns, require_root};
 use xdp_lb_vrrp::{State, Version};
 
 const VIP: &str = "192.0.2.200";
@@ -761,31 +758,17 @@ fn xdp_lb_master_v3_100ms_keepalived_backup() {
     xdp_lb_master_then_keepalived("x3f", ka(100, Version::V3, "0.1"), ours);
 }
 
-/// An XDP program that drops IPv4 frames of protocol 112 (VRRP) and passes the rest:
-/// the lab's stand-in for a firewall filtering VRRP (no nftables or tc actions needed).
-const DROP_VRRP: [[u8; 8]; 13] = [
-    bpf_insn(0x61, 2, 1, 0, 0),        // r2 = ctx->data
-    bpf_insn(0x61, 3, 1, 4, 0),        // r3 = ctx->data_end
-    bpf_insn(0xbf, 4, 2, 0, 0),        // r4 = r2
-    bpf_insn(0x07, 4, 0, 0, 24),       // r4 += 24 (Ethernet + IPv4 up to the protocol)
-    bpf_insn(0x2d, 4, 3, 6, 0),        // if r4 > r3 goto pass
-    bpf_insn(0x69, 5, 2, 12, 0),       // r5 = ethertype (u16, as read little endian)
-    bpf_insn(0x55, 5, 0, 4, 0x0008),   // if r5 != htons(0x0800) goto pass
-    bpf_insn(0x71, 5, 2, 23, 0),       // r5 = ip protocol
-    bpf_insn(0x55, 5, 0, 2, 112),      // if r5 != 112 goto pass
-    bpf_insn(0xb7, 0, 0, 0, XDP_DROP), // r0 = XDP_DROP
-    bpf_insn(0x95, 0, 0, 0, 0),        // exit
-    bpf_insn(0xb7, 0, 0, 0, XDP_PASS), // pass: r0 = XDP_PASS
-    bpf_insn(0x95, 0, 0, 0, 0),        // exit
-];
-
 /// VRRP from `a` is dropped on `b`'s ingress: `b` never hears the higher priority and
 /// claims MASTER too; `a` hears it and reports the split brain.
 #[test]
 fn split_brain_is_reported_by_the_master_that_hears_the_other() {
     let (a, b) = pair("sb");
     let vip = VIP;
-    attach_xdp_bytecode(&b, "eth0", "drop_vrrp", &DROP_VRRP).unwrap();
+    // B stops hearing A: protocol 112 dropped on B's input by nftables.
+    b.sh("nft add table inet xlb && \
+          nft 'add chain inet xlb input { type filter hook input priority 0; policy accept; }' && \
+          nft add rule inet xlb input meta l4proto vrrp counter drop")
+        .expect("nftables (cargo xtask setup installs it)");
     let interval = Duration::from_millis(200);
     let mut node_a = Node::start(&a, vec![vip_spec("SB_A", 200, Version::V3, interval)]);
     let mut node_b = Node::start(&b, vec![vip_spec("SB_B", 100, Version::V3, interval)]);

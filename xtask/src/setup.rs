@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use crate::run_cmd;
 
 /// llvm/polly: bpf-linker's build. iproute2/ethtool/python3/tcpdump: the labs.
-/// keepalived: the real VRRP peer of the failover tests.
+/// keepalived: the real VRRP peer of the failover tests; nftables: their split brain.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -18,6 +18,7 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "curl",
     "keepalived",
+    "nftables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
