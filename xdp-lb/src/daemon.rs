@@ -85,7 +85,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let (stop_failover, failover_stopped) = tokio::sync::oneshot::channel::<()>();
         let instances: Vec<_> = config.vrrp.iter().map(instance_spec).collect();
         let (track_tx, track_rx) = tokio::sync::mpsc::channel(64);
-        let tracking = VrrpTracking::new(&config, &table, track_tx);
+        let mut tracking = VrrpTracking::new(&config, &table, track_tx);
+        let (scripts_tx, mut script_transitions) = tokio::sync::mpsc::channel(64);
+        let (stop_scripts, scripts_stopped) = tokio::sync::oneshot::channel::<()>();
+        let scripts_task = tokio::spawn(xdp_lb_checks::run(
+            script_checks(&config),
+            CHECK_CONCURRENCY,
+            scripts_tx,
+            async move {
+                let _ = scripts_stopped.await;
+            },
+        ));
         let failover_task = (!instances.is_empty()).then(|| {
             tokio::spawn(failover::run_tracked(
                 instances,
@@ -115,6 +125,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     if let Err(e) = apply_failover(&mut table, &mut dataplane, &event) {
                         warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
                     }
+                }
+                Some(t) = script_transitions.recv() => {
+                    tracking.script_changed(t.backend.0 as usize, t.up, &table);
                 }
                 Some(t) = transitions.recv() => {
                     if let Err(e) = apply_health(&mut table, &mut dataplane, &tracking, &t) {
@@ -146,6 +159,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         }
         let _ = stop_checks.send(());
+        let _ = stop_scripts.send(());
+        if tokio::time::timeout(CHECKS_STOP, scripts_task).await.is_err() {
+            warn!("track scripts did not stop within {CHECKS_STOP:?}");
+        }
         // keepalived's omega: the down command also runs when the service stops.
         for svc in &table.services {
             if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
@@ -332,11 +349,21 @@ fn quorum_changed(table: &mut ServiceTable, index: usize) -> bool {
     true
 }
 
-/// VRRP instances that track virtual servers' quorum (`track_virtual_servers`).
+/// What VRRP instances track: virtual servers' quorum (`track_virtual_servers`) and
+/// track scripts (`track_scripts`), turned into priority adjustments and FAULT.
 struct VrrpTracking {
     tx: tokio::sync::mpsc::Sender<failover::TrackUpdate>,
-    /// Instance name → (service index, weight) of each tracked service.
-    instances: Vec<(String, Vec<(usize, i32)>)>,
+    instances: Vec<TrackingOf>,
+    /// Each `[script.NAME]`'s name, weight and current verdict (scripts start up).
+    scripts: Vec<(String, i32, bool)>,
+}
+
+struct TrackingOf {
+    instance: String,
+    /// (service index, weight) of each tracked virtual server.
+    services: Vec<(usize, i32)>,
+    /// Indices into `VrrpTracking::scripts`.
+    scripts: Vec<usize>,
 }
 
 impl VrrpTracking {
@@ -348,54 +375,121 @@ impl VrrpTracking {
         let instances = config
             .vrrp
             .iter()
-            .filter(|vi| !vi.track_virtual_servers.is_empty())
-            .map(|vi| {
-                let tracked = vi
+            .filter(|vi| !vi.track_virtual_servers.is_empty() || !vi.track_scripts.is_empty())
+            .map(|vi| TrackingOf {
+                instance: vi.name.clone(),
+                services: vi
                     .track_virtual_servers
                     .iter()
                     .filter_map(|t| {
                         let name = crate::services::service_name(t.vip, t.port, t.protocol);
-                        table
-                            .services
-                            .iter()
-                            .position(|s| s.name == name)
-                            .map(|i| (i, t.weight))
+                        let index = table.services.iter().position(|s| s.name == name)?;
+                        Some((index, t.weight))
                     })
-                    .collect();
-                (vi.name.clone(), tracked)
+                    .collect(),
+                scripts: vi
+                    .track_scripts
+                    .iter()
+                    .filter_map(|n| config.scripts.iter().position(|s| &s.name == n))
+                    .collect(),
             })
             .collect();
-        VrrpTracking { tx, instances }
+        let scripts = config
+            .scripts
+            .iter()
+            .map(|s| (s.name.clone(), s.weight, true))
+            .collect();
+        VrrpTracking {
+            tx,
+            instances,
+            scripts,
+        }
     }
 
-    /// Tells every tracking instance the total weight of its tracked services that
-    /// lost their quorum (and FAULT if a weight-0 one did). Totals, so resending is
+    fn script_changed(&mut self, index: usize, up: bool, table: &ServiceTable) {
+        let (name, _, ok) = &mut self.scripts[index];
+        if *ok != up {
+            *ok = up;
+            if up {
+                info!(script = %name, "track script succeeds again");
+            } else {
+                warn!(script = %name, "track script fails");
+            }
+            self.update(table);
+        }
+    }
+
+    /// Tells every tracking instance its total adjustment, as keepalived sums tracking
+    /// weights: a tracked virtual server without quorum adds its (negative) weight; a
+    /// script adds a positive weight while it succeeds and a negative one while it
+    /// fails; weight 0 means FAULT while the object is down. Totals, so resending is
     /// harmless.
     fn update(&self, table: &ServiceTable) {
-        for (instance, tracked) in &self.instances {
-            let lost: Vec<&(usize, i32)> = tracked
-                .iter()
-                .filter(|(i, _)| !table.services[*i].quorum_ok)
-                .collect();
+        for t in &self.instances {
+            let mut adjust = 0;
+            let mut fault = false;
+            let mut down = Vec::new();
+            for (index, weight) in &t.services {
+                if !table.services[*index].quorum_ok {
+                    adjust += weight;
+                    fault |= *weight == 0;
+                    down.push(table.services[*index].name.clone());
+                }
+            }
+            for index in &t.scripts {
+                let (name, weight, ok) = &self.scripts[*index];
+                match (*ok, weight.signum()) {
+                    (true, 1) | (false, -1) => adjust += weight,
+                    (false, 0) => fault = true,
+                    _ => {}
+                }
+                if !ok {
+                    down.push(format!("script {name}"));
+                }
+            }
             let update = failover::TrackUpdate {
-                instance: instance.clone(),
-                adjust: lost.iter().map(|(_, w)| w).sum(),
-                fault: lost.iter().any(|(_, w)| *w == 0),
-                reason: if lost.is_empty() {
-                    "every tracked virtual server has its quorum".into()
+                instance: t.instance.clone(),
+                adjust,
+                fault,
+                reason: if down.is_empty() {
+                    "every tracked object is up".into()
                 } else {
-                    let names: Vec<&str> = lost
-                        .iter()
-                        .map(|(i, _)| table.services[*i].name.as_str())
-                        .collect();
-                    format!("quorum lost: {}", names.join(", "))
+                    format!("down: {}", down.join(", "))
                 },
             };
             if self.tx.try_send(update).is_err() {
-                warn!(%instance, "vrrp tracking update dropped: the vrrp runtime is not keeping up");
+                warn!(instance = %t.instance, "vrrp tracking update dropped: the vrrp runtime is not keeping up");
             }
         }
     }
+}
+
+/// Track scripts are MISC checks run by the same scheduler as the health checks.
+fn script_checks(
+    config: &Config,
+) -> Vec<(
+    BackendId,
+    xdp_lb_checks::CheckSpec,
+    xdp_lb_checks::CheckParams,
+)> {
+    config
+        .scripts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut misc = xdp_lb_checks::MiscCheck::new(s.command.clone());
+            misc.timeout = Some(s.timeout);
+            let spec = xdp_lb_checks::CheckSpec::Misc(misc);
+            // A MISC check probes no server; the address only names it in logs.
+            let mut params = xdp_lb_checks::CheckParams::new(([0, 0, 0, 0], 0).into(), &spec);
+            params.interval = s.interval;
+            params.warmup = Duration::ZERO;
+            params.retry = 0;
+            params.rise = s.rise;
+            params.fall = s.fall;
+            (BackendId(i as u32), spec, params)
+        })
+        .collect()
 }
 
 /// Half the shortest NAT timeout, between 1 s and 10 s: entries leave at most 50 %

@@ -207,3 +207,58 @@ fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
     assert_eq!(tally.get("b1"), Some(&10), "{tally:?}");
     daemon.stop().unwrap();
 }
+
+#[test]
+fn a_failing_track_script_hands_the_vip_to_keepalived_and_back() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
+    lab.start_http_backends(80).unwrap();
+    lab.lb
+        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("healthy");
+    std::fs::write(&flag, b"").unwrap();
+    let text = format!(
+        "{}\n[script.chk_flag]\ncommand = [\"/bin/sh\", \"-c\", \"test -e {}\"]\ninterval = \"100ms\"\n\
+         weight = -50\n\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\n\
+         version = 3\nadvert_interval = \"100ms\"\nvirtual_ipaddresses = [\"{}/32\"]\n\
+         track_scripts = [\"chk_flag\"]\n",
+        config(&lab, &[(80, "tcp", &[1])]),
+        flag.display(),
+        DrLab::VIP
+    );
+    let keepalived = Keepalived::start(&lab, 90);
+    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+    let mut daemon = start(&lab.lb, &text);
+    let line = daemon
+        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("forwarding=true"), "{line}");
+
+    // The script fails: priority 100 - 50 = 50 < 90, keepalived takes over.
+    std::fs::remove_file(&flag).unwrap();
+    daemon
+        .wait_for_line("track script fails", Duration::from_secs(10))
+        .unwrap();
+    let line = daemon
+        .wait_for_line("vrrp tracking changed", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("adjust=-50"), "{line}");
+    keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
+    let line = daemon
+        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("forwarding=false"), "{line}");
+
+    // It succeeds again: we preempt back.
+    std::fs::write(&flag, b"").unwrap();
+    daemon
+        .wait_for_line("track script succeeds again", Duration::from_secs(10))
+        .unwrap();
+    let line = daemon
+        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("forwarding=true"), "{line}");
+    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+    daemon.stop().unwrap();
+}

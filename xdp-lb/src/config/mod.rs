@@ -48,6 +48,23 @@ pub struct Config {
     pub virtual_servers: Vec<VirtualServer>,
     /// `[vrrp.NAME]` instances, sorted by name.
     pub vrrp: Vec<VrrpInstance>,
+    /// `[script.NAME]` track scripts, sorted by name.
+    pub scripts: Vec<TrackScript>,
+}
+
+/// keepalived's `vrrp_script`: a command run every `interval`; after `fall` failures it
+/// is down, after `rise` successes up again. An instance tracking it adds `weight` to
+/// its priority while the script is up (weight > 0) or down (weight < 0); weight 0
+/// puts the instance in FAULT while the script is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackScript {
+    pub name: String,
+    pub command: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub weight: i32,
+    pub rise: u32,
+    pub fall: u32,
 }
 
 /// One `[vrrp.NAME]` instance, with keepalived's defaults.
@@ -78,6 +95,8 @@ pub struct VrrpInstance {
     pub notify: VrrpNotify,
     /// Virtual servers whose quorum this instance tracks.
     pub track_virtual_servers: Vec<TrackedService>,
+    /// Names of `[script.NAME]` tables this instance tracks (each exists).
+    pub track_scripts: Vec<String>,
     pub location: Location,
 }
 

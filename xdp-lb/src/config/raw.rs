@@ -18,6 +18,21 @@ pub(super) struct RawConfig {
     /// `[vrrp.NAME]` instances, by name.
     #[serde(default)]
     pub(super) vrrp: std::collections::BTreeMap<String, Spanned<RawVrrp>>,
+    /// `[script.NAME]` track scripts, by name.
+    #[serde(default)]
+    pub(super) script: std::collections::BTreeMap<String, Spanned<RawScript>>,
+}
+
+/// `[script.NAME]`: keepalived's `vrrp_script`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawScript {
+    pub(super) command: Option<Spanned<Value>>,
+    pub(super) interval: Option<Spanned<Value>>,
+    pub(super) timeout: Option<Spanned<Value>>,
+    pub(super) weight: Option<Spanned<Value>>,
+    pub(super) rise: Option<Spanned<Value>>,
+    pub(super) fall: Option<Spanned<Value>>,
 }
 
 /// `[vrrp.NAME]`: one VRRP instance; keys as keepalived names them.
@@ -44,6 +59,7 @@ pub(super) struct RawVrrp {
     pub(super) notify_stop: Option<Spanned<Value>>,
     pub(super) notify: Option<Spanned<Value>>,
     pub(super) track_virtual_servers: Option<Spanned<Value>>,
+    pub(super) track_scripts: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

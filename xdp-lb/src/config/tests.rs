@@ -1081,3 +1081,49 @@ fn a_tracked_virtual_server_must_exist() {
         &["there is no virtual server 192.0.2.100 port 81 tcp to track"],
     );
 }
+
+#[test]
+fn track_scripts_take_keepalived_defaults_and_must_exist() {
+    let text = with_dp(&[
+        "[script.chk_true]",
+        "command = [\"/bin/true\"]",
+        "weight = -20",
+        "fall = 2",
+        "[vrrp.VI_1]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.100\"]",
+        "track_scripts = [\"chk_true\"]",
+    ]);
+    let config = parse(&text, "lb.toml").unwrap();
+    let s = &config.scripts[0];
+    assert_eq!(
+        (s.name.as_str(), s.weight, s.rise, s.fall),
+        ("chk_true", -20, 1, 2)
+    );
+    assert_eq!(
+        (s.interval, s.timeout),
+        (Duration::from_secs(1), Duration::from_secs(1))
+    );
+    assert_eq!(config.vrrp[0].track_scripts, vec!["chk_true".to_string()]);
+    let wrong = text.replace(
+        "track_scripts = [\"chk_true\"]",
+        "track_scripts = [\"chk_nginx\"]",
+    );
+    assert_error(
+        &wrong,
+        11,
+        17,
+        &["there is no [script.chk_nginx] (defined: chk_true)"],
+    );
+    let missing = text.replace(
+        "command = [\"/bin/true\"]",
+        "command = [\"/nonexistent/chk\"]",
+    );
+    assert_error(
+        &missing,
+        4,
+        11,
+        &["`command`: /nonexistent/chk does not exist"],
+    );
+}

@@ -107,12 +107,14 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         }
     };
     let virtual_servers = v.virtual_servers(raw.virtual_server)?;
-    let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers)?;
+    let scripts = v.scripts(raw.script)?;
+    let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
     Ok(Config {
         global,
         dataplane,
         virtual_servers,
         vrrp,
+        scripts,
     })
 }
 

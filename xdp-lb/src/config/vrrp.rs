@@ -8,9 +8,11 @@ use std::time::Duration;
 use toml::{Spanned, Value};
 
 use super::error::ConfigError;
-use super::raw::RawVrrp;
+use super::raw::{RawScript, RawVrrp};
 use super::validate::Validator;
-use super::{Protocol, TrackedService, VirtualServer, VrrpAddress, VrrpInstance, VrrpNotify};
+use super::{
+    Protocol, TrackScript, TrackedService, VirtualServer, VrrpAddress, VrrpInstance, VrrpNotify,
+};
 
 const DEFAULT_PRIORITY: u8 = 100;
 const DEFAULT_GARP_REPEAT: u32 = 5;
@@ -23,12 +25,13 @@ impl Validator<'_, '_> {
         &self,
         raws: BTreeMap<String, Spanned<RawVrrp>>,
         services: &[VirtualServer],
+        scripts: &[TrackScript],
     ) -> Result<Vec<VrrpInstance>, ConfigError> {
         // (interface, vrid, family) -> first instance's name.
         let mut seen: HashMap<(String, u8, bool), String> = HashMap::new();
         let mut out = Vec::with_capacity(raws.len());
         for (name, table) in raws {
-            let instance = self.vrrp_instance(&name, &table, services)?;
+            let instance = self.vrrp_instance(&name, &table, services, scripts)?;
             let key = (instance.interface.clone(), instance.vrid, is_v6(&instance));
             if let Some(first) = seen.insert(key, name.clone()) {
                 let value = table
@@ -55,6 +58,7 @@ impl Validator<'_, '_> {
         name: &str,
         table: &Spanned<RawVrrp>,
         services: &[VirtualServer],
+        scripts: &[TrackScript],
     ) -> Result<VrrpInstance, ConfigError> {
         let raw = table.get_ref();
         let missing = |key: &str, example: &str| {
@@ -207,6 +211,10 @@ impl Validator<'_, '_> {
             garp_master_delay,
             garp_master_refresh,
             notify,
+            track_scripts: match &raw.track_scripts {
+                Some(v) => self.track_scripts(v, scripts)?,
+                None => Vec::new(),
+            },
             track_virtual_servers: match &raw.track_virtual_servers {
                 Some(v) => self.tracked_services(v, services)?,
                 None => Vec::new(),
@@ -349,6 +357,99 @@ impl Validator<'_, '_> {
                 port,
                 protocol,
                 weight,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `["chk_nginx"]`: names of `[script.NAME]` tables.
+    fn track_scripts(
+        &self,
+        value: &Spanned<Value>,
+        scripts: &[TrackScript],
+    ) -> Result<Vec<String>, ConfigError> {
+        let names = match value.get_ref() {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        let Some(names) = names else {
+            return Err(self.src.error(
+                value.span(),
+                "`track_scripts` must be a list of script names such as [\"chk_nginx\"]",
+            ));
+        };
+        if let Some(missing) = names
+            .iter()
+            .find(|n| !scripts.iter().any(|s| &s.name == *n))
+        {
+            let known: Vec<&str> = scripts.iter().map(|s| s.name.as_str()).collect();
+            return Err(self.src.error(
+                value.span(),
+                format!(
+                    "`track_scripts`: there is no [script.{missing}] (defined: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        Ok(names)
+    }
+
+    /// `[script.NAME]` tables.
+    pub(super) fn scripts(
+        &self,
+        raws: BTreeMap<String, Spanned<RawScript>>,
+    ) -> Result<Vec<TrackScript>, ConfigError> {
+        let mut out = Vec::with_capacity(raws.len());
+        for (name, table) in raws {
+            let raw = table.get_ref();
+            let Some(command) = &raw.command else {
+                return Err(self.src.error(
+                    table.span(),
+                    format!("[script.{name}] is missing `command`, e.g. `command = [\"/usr/bin/pgrep\", \"-x\", \"nginx\"]`"),
+                ));
+            };
+            let command = self.argv(command, "command")?;
+            let interval = match &raw.interval {
+                Some(v) => self.duration(v, "interval")?,
+                None => Duration::from_secs(1),
+            };
+            let timeout = match &raw.timeout {
+                Some(v) => self.duration(v, "timeout")?,
+                None => interval,
+            };
+            let weight = match &raw.weight {
+                Some(v) => self.integer(v, "weight", -254..=254)? as i32,
+                None => 0,
+            };
+            let rise = match &raw.rise {
+                Some(v) => self.integer(v, "rise", 1..=1000)? as u32,
+                None => 1,
+            };
+            let fall = match &raw.fall {
+                Some(v) => self.integer(v, "fall", 1..=1000)? as u32,
+                None => 1,
+            };
+            if interval.is_zero() || timeout.is_zero() {
+                return Err(self.src.error(
+                    table.span(),
+                    format!("[script.{name}]: `interval` and `timeout` must be above 0s"),
+                ));
+            }
+            out.push(TrackScript {
+                name,
+                command,
+                interval,
+                timeout,
+                weight,
+                rise,
+                fall,
             });
         }
         Ok(out)
