@@ -147,6 +147,31 @@ impl Drop for Keepalived {
     }
 }
 
+/// The next "data plane follows vrrp" line says the service forwards (or not).
+fn expect_forwarding(daemon: &mut xdp_lb_lab::Daemon, forwarding: bool) {
+    let line = daemon
+        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains(&format!("forwarding={forwarding}")), "{line}");
+}
+
+/// Tracking took 50 off our priority (100 -> 50 < keepalived's 90): keepalived takes
+/// the VIP and our service stops forwarding.
+fn expect_handover_to_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: &Keepalived) {
+    let line = daemon
+        .wait_for_line("vrrp tracking changed", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("adjust=-50"), "{line}");
+    keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
+    expect_forwarding(daemon, false);
+}
+
+/// Tracking is back to 0: we preempt, keepalived goes back to BACKUP.
+fn expect_takeover_from_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: &Keepalived) {
+    expect_forwarding(daemon, true);
+    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+}
+
 #[test]
 fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
@@ -167,13 +192,8 @@ fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
     let keepalived = Keepalived::start(&lab, 90);
     keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
     let mut daemon = start(&lab.lb, &text);
-    let line = daemon
-        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
-        .unwrap();
-    assert!(
-        line.contains("forwarding=true"),
-        "priority 100 beats keepalived's 90: {line}"
-    );
+    // Priority 100 beats keepalived's 90.
+    expect_forwarding(&mut daemon, true);
     let tally = http_get_new_connections(&lab.client, vip(80), 20, IO_TIMEOUT).unwrap();
     assert_eq!(tally.values().sum::<usize>(), 20, "{tally:?}");
 
@@ -183,26 +203,14 @@ fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
     daemon
         .wait_for_line("quorum lost", Duration::from_secs(10))
         .unwrap();
-    let line = daemon
-        .wait_for_line("vrrp tracking changed", Duration::from_secs(10))
-        .unwrap();
-    assert!(line.contains("adjust=-50"), "{line}");
-    keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
-    let line = daemon
-        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
-        .unwrap();
-    assert!(line.contains("forwarding=false"), "{line}");
+    expect_handover_to_keepalived(&mut daemon, &keepalived);
 
     // One comes back: quorum regained, priority 100 again, we preempt back.
     lab.start_http_backend("b1", 80).unwrap();
     daemon
         .wait_for_line("quorum gained", Duration::from_secs(10))
         .unwrap();
-    let line = daemon
-        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
-        .unwrap();
-    assert!(line.contains("forwarding=true"), "{line}");
-    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+    expect_takeover_from_keepalived(&mut daemon, &keepalived);
     let tally = http_get_new_connections(&lab.client, vip(80), 10, IO_TIMEOUT).unwrap();
     assert_eq!(tally.get("b1"), Some(&10), "{tally:?}");
     daemon.stop().unwrap();
@@ -230,35 +238,20 @@ fn a_failing_track_script_hands_the_vip_to_keepalived_and_back() {
     let keepalived = Keepalived::start(&lab, 90);
     keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
     let mut daemon = start(&lab.lb, &text);
-    let line = daemon
-        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
-        .unwrap();
-    assert!(line.contains("forwarding=true"), "{line}");
+    expect_forwarding(&mut daemon, true);
 
     // The script fails: priority 100 - 50 = 50 < 90, keepalived takes over.
     std::fs::remove_file(&flag).unwrap();
     daemon
         .wait_for_line("track script fails", Duration::from_secs(10))
         .unwrap();
-    let line = daemon
-        .wait_for_line("vrrp tracking changed", Duration::from_secs(10))
-        .unwrap();
-    assert!(line.contains("adjust=-50"), "{line}");
-    keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
-    let line = daemon
-        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
-        .unwrap();
-    assert!(line.contains("forwarding=false"), "{line}");
+    expect_handover_to_keepalived(&mut daemon, &keepalived);
 
     // It succeeds again: we preempt back.
     std::fs::write(&flag, b"").unwrap();
     daemon
         .wait_for_line("track script succeeds again", Duration::from_secs(10))
         .unwrap();
-    let line = daemon
-        .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
-        .unwrap();
-    assert!(line.contains("forwarding=true"), "{line}");
-    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+    expect_takeover_from_keepalived(&mut daemon, &keepalived);
     daemon.stop().unwrap();
 }
