@@ -359,22 +359,10 @@ impl Drop for Netns {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_validated() {
-        assert!(validate_name("xlb1-0-b-b1").is_ok());
-        assert!(validate_name("").is_err());
-        assert!(validate_name("a b").is_err());
-        assert!(validate_name("../etc").is_err());
-    }
-}
-
 /// Two fresh namespaces (names from `prefix`) joined by a veth whose ends are both
-/// `eth0`, with IPv6 duplicate address detection off and both ends up: the smallest
-/// segment for tests of protocols between two hosts.
+/// `eth0` and up: the smallest segment for tests of protocols between two hosts. IPv6
+/// is quiet and deterministic: no duplicate address detection, no generated link-local,
+/// but the fixed link-locals fe80::a (`a`) and fe80::b (`b`), usable at once.
 pub fn veth_pair(prefix: &str) -> Result<(Netns, Netns)> {
     require_root()?;
     let a = Netns::new(&format!("{prefix}a"))?;
@@ -391,9 +379,24 @@ pub fn veth_pair(prefix: &str) -> Result<(Netns, Netns)> {
         "netns",
         b.name(),
     ])?;
-    for ns in [&a, &b] {
+    for (ns, link_local) in [(&a, "fe80::a/64"), (&b, "fe80::b/64")] {
         ns.sysctl(&[("net/ipv6/conf/eth0/accept_dad", "0")])?;
+        ns.ip(["link", "set", "eth0", "addrgenmode", "none"])?;
         ns.ip(["link", "set", "eth0", "up"])?;
+        ns.ip(["addr", "add", link_local, "dev", "eth0", "nodad"])?;
     }
     Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("xlb1-0-b-b1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name("../etc").is_err());
+    }
 }

@@ -24,7 +24,7 @@ use xdp_lb::{
     failover::{FailoverEvent, InstanceSpec, VirtualAddress, run},
     netlink::Netlink,
 };
-use xdp_lb_lab::{Capture, Netns, require_root};
+use xdp_lb_lab::{Capture, Netns, require_root, veth_pair};
 use xdp_lb_vrrp::{State, Version};
 
 const VIP: &str = "192.0.2.200";
@@ -84,33 +84,11 @@ fn wait_log(needles: &[&str], within: Duration) {
 /// Two namespaces, `a` (192.0.2.1) and `b` (192.0.2.2), joined by a veth named `eth0`
 /// on both sides.
 fn pair(tag: &str) -> (Netns, Netns) {
-    require_root().expect("these tests need root");
     init_tracing();
-    let a = Netns::new(&format!("xlbfo{tag}a")).unwrap();
-    let b = Netns::new(&format!("xlbfo{tag}b")).unwrap();
-    a.ip([
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        b.name(),
-    ])
-    .unwrap();
-    for (ns, addr, ll) in [(&a, A_ADDR, "fe80::a/64"), (&b, B_ADDR, "fe80::b/64")] {
-        // A fixed link-local without DAD: usable (and the VRRPv3 source) at once.
-        ns.sysctl(&[("net/ipv6/conf/eth0/accept_dad", "0")])
-            .unwrap();
-        ns.ip(["link", "set", "eth0", "addrgenmode", "none"])
-            .unwrap();
-        ns.ip(["link", "set", "eth0", "up"]).unwrap();
+    let (a, b) = veth_pair(&format!("xlbfo{tag}")).expect("these tests need root");
+    for (ns, addr) in [(&a, A_ADDR), (&b, B_ADDR)] {
         ns.ip(["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
             .unwrap();
-        ns.ip(["addr", "add", ll, "dev", "eth0", "nodad"]).unwrap();
     }
     (a, b)
 }
