@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::reason::{Outcome, Phase, Reason, Up};
+use crate::reason::{Outcome, Phase, Reason, Up, reply_before};
 use crate::spec::{CheckParams, DnsCheck, QType};
 use crate::udp;
 
@@ -177,15 +177,7 @@ impl DnsProbe {
         let deadline = Instant::now() + self.timeout;
         let mut buf = vec![0u8; MAX_REPLY];
         loop {
-            let len = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-                Err(_elapsed) => {
-                    return Err(Reason::Timeout {
-                        phase: Phase::Reply,
-                        after: self.timeout,
-                    });
-                }
-                Ok(result) => result.map_err(|e| Reason::io(Phase::Reply, &e))?,
-            };
+            let len = reply_before(deadline, self.timeout, socket.recv(&mut buf)).await?;
             if let Verdict::Done(outcome) = judge_reply(&buf[..len], id, &self.name, self.qtype) {
                 return outcome;
             }

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::reason::{Outcome, Phase, Reason, Up, libc_errno};
+use crate::reason::{Outcome, Phase, Reason, Up, libc_errno, reply_before};
 
 const ECHO_REQUEST_V4: u8 = 8;
 const ECHO_REPLY_V4: u8 = 0;
@@ -78,15 +78,7 @@ impl IcmpProbe {
         let deadline = Instant::now() + self.timeout;
         let mut buf = [0u8; 1500];
         loop {
-            let len = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-                Err(_elapsed) => {
-                    return Err(Reason::Timeout {
-                        phase: Phase::Reply,
-                        after: self.timeout,
-                    });
-                }
-                Ok(result) => result.map_err(|e| Reason::io(Phase::Reply, &e))?,
-            };
+            let len = reply_before(deadline, self.timeout, socket.recv(&mut buf)).await?;
             let message = match (kind, v6) {
                 (Kind::Raw, false) => strip_ipv4_header(&buf[..len]),
                 _ => Some(&buf[..len]),

@@ -145,6 +145,22 @@ pub(crate) mod libc_errno {
 
 /// An OS error's text without Rust's " (os error N)" suffix, first letter lowercased:
 /// "connection reset by peer".
+/// Waits for a reply datagram (`recv`) until `deadline`, the end of a `timeout` that
+/// started with the request: the length read, or why there is none.
+pub(crate) async fn reply_before(
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    recv: impl Future<Output = io::Result<usize>>,
+) -> Result<usize, Reason> {
+    match tokio::time::timeout_at(deadline, recv).await {
+        Err(_elapsed) => Err(Reason::Timeout {
+            phase: Phase::Reply,
+            after: timeout,
+        }),
+        Ok(result) => result.map_err(|e| Reason::io(Phase::Reply, &e)),
+    }
+}
+
 pub(crate) fn io_message(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(code) => os_message(code),
