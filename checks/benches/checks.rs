@@ -116,9 +116,9 @@ async fn measure() -> (Duration, Vec<Duration>) {
 
     // Failure latency: stop one server's listener at a time and wait for its transition.
     let mut latencies = Vec::new();
-    for i in 0..LATENCY_SAMPLES {
-        accepts[i].abort();
-        let _ = (&mut accepts[i]).await;
+    for (i, accept) in accepts.iter_mut().enumerate().take(LATENCY_SAMPLES) {
+        accept.abort();
+        let _ = accept.await;
         let failed = Instant::now();
         loop {
             let t = rx.recv().await.expect("scheduler running");
