@@ -99,6 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let failover_task = (!instances.is_empty()).then(|| {
             tokio::spawn(failover::run_tracked(
                 instances,
+                config.sync_groups.iter().map(sync_group_spec).collect(),
                 netlink.clone(),
                 failover_tx,
                 track_rx,
@@ -263,6 +264,8 @@ fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
             addr: a.addr,
             prefix: a.prefix,
             label: a.label.clone(),
+            device: a.device.clone(),
+            scope: a.scope,
         })
         .collect();
     let mut spec = failover::InstanceSpec::new(&vi.name, &vi.interface, vi.vrid, vips);
@@ -281,15 +284,36 @@ fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
     spec.garp_repeat = vi.garp_master_repeat;
     spec.garp_delay = vi.garp_master_delay;
     spec.garp_refresh = vi.garp_master_refresh;
-    spec.notify = failover::Notify {
-        master: vi.notify.master.clone(),
-        backup: vi.notify.backup.clone(),
-        fault: vi.notify.fault.clone(),
-        stop: vi.notify.stop.clone(),
-        generic: vi.notify.generic.clone(),
-        ..failover::Notify::default()
-    };
+    spec.notify = notify_spec(&vi.notify);
+    spec.track_interfaces = vi
+        .track_interfaces
+        .iter()
+        .map(|t| failover::TrackedInterface {
+            name: t.name.clone(),
+            weight: t.weight,
+        })
+        .collect();
     spec
+}
+
+/// The runtime's view of a `[vrrp_sync_group.NAME]` table.
+fn sync_group_spec(g: &crate::config::SyncGroup) -> failover::SyncGroupSpec {
+    failover::SyncGroupSpec {
+        name: g.name.clone(),
+        members: g.members.clone(),
+        notify: notify_spec(&g.notify),
+    }
+}
+
+fn notify_spec(n: &crate::config::VrrpNotify) -> failover::Notify {
+    failover::Notify {
+        master: n.master.clone(),
+        backup: n.backup.clone(),
+        fault: n.fault.clone(),
+        stop: n.stop.clone(),
+        generic: n.generic.clone(),
+        ..failover::Notify::default()
+    }
 }
 
 /// A health verdict changed: log it (with the service and real server it is about),
@@ -479,6 +503,7 @@ fn script_checks(
         .map(|(i, s)| {
             let mut misc = xdp_lb_checks::MiscCheck::new(s.command.clone());
             misc.timeout = Some(s.timeout);
+            misc.user = s.user.clone();
             let spec = xdp_lb_checks::CheckSpec::Misc(misc);
             // A MISC check probes no server; the address only names it in logs.
             let mut params = xdp_lb_checks::CheckParams::new(([0, 0, 0, 0], 0).into(), &spec);

@@ -201,9 +201,13 @@ impl Netlink {
         addr: IpAddr,
         prefix_len: u8,
         label: Option<&str>,
+        scope: Option<u8>,
     ) -> Result<Change, NetlinkError> {
         let mut req = self.handle.address().add(ifindex, addr, prefix_len);
         let msg = req.message_mut();
+        if let Some(scope) = scope {
+            msg.header.scope = scope.into();
+        }
         if addr.is_ipv6() {
             msg.attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));

@@ -57,9 +57,13 @@ fn vips_are_added_and_removed_idempotently() {
     let v6: IpAddr = "2001:db8::200".parse().unwrap();
     let added = in_ns(&a, async move |nl, i| {
         [
-            nl.add_address(i, v4, 24, Some("eth0:vi1")).await.unwrap(),
-            nl.add_address(i, v4, 24, Some("eth0:vi1")).await.unwrap(),
-            nl.add_address(i, v6, 64, None).await.unwrap(),
+            nl.add_address(i, v4, 24, Some("eth0:vi1"), None)
+                .await
+                .unwrap(),
+            nl.add_address(i, v4, 24, Some("eth0:vi1"), None)
+                .await
+                .unwrap(),
+            nl.add_address(i, v6, 64, None, None).await.unwrap(),
         ]
     });
     assert_eq!(added, [Change::Done, Change::AlreadyThere, Change::Done]);

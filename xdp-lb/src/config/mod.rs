@@ -50,6 +50,28 @@ pub struct Config {
     pub vrrp: Vec<VrrpInstance>,
     /// `[script.NAME]` track scripts, sorted by name.
     pub scripts: Vec<TrackScript>,
+    /// `[vrrp_sync_group.NAME]` groups, sorted by name.
+    pub sync_groups: Vec<SyncGroup>,
+}
+
+/// keepalived's `vrrp_sync_group`: instances that change state together (when one
+/// fails, all fail over). An instance belongs to at most one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGroup {
+    pub name: String,
+    /// Names of `[vrrp.NAME]` instances, at least two.
+    pub members: Vec<String>,
+    /// The group's own notify commands; `generic` gets `GROUP <name> <STATE> 0`.
+    pub notify: VrrpNotify,
+}
+
+/// `{ name = "eth1", weight = -20 }` or `"eth1"`: while that interface is down, its
+/// (negative) weight is added to the instance's priority, or while it is up its
+/// (positive) weight; weight 0 (the default) puts the instance in FAULT while it is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedInterface {
+    pub name: String,
+    pub weight: i32,
 }
 
 /// keepalived's `vrrp_script`: a command run every `interval`; after `fall` failures it
@@ -65,6 +87,8 @@ pub struct TrackScript {
     pub weight: i32,
     pub rise: u32,
     pub fall: u32,
+    /// Run as this user (and its primary group) rather than the daemon's.
+    pub user: Option<String>,
 }
 
 /// One `[vrrp.NAME]` instance, with keepalived's defaults.
@@ -97,6 +121,8 @@ pub struct VrrpInstance {
     pub track_virtual_servers: Vec<TrackedService>,
     /// Names of `[script.NAME]` tables this instance tracks (each exists).
     pub track_scripts: Vec<String>,
+    /// `track_interfaces`: links whose state changes the priority or means FAULT.
+    pub track_interfaces: Vec<TrackedInterface>,
     pub location: Location,
 }
 
@@ -111,12 +137,17 @@ pub struct TrackedService {
     pub weight: i32,
 }
 
-/// A virtual address of an instance: `"192.0.2.200/24 label eth0:vip"` style.
+/// A virtual address of an instance: `"192.0.2.200/24 dev eth1 scope link label eth1:vip"`
+/// style, as keepalived's `virtual_ipaddress` block (and `ip addr add`) write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpAddress {
     pub addr: IpAddr,
     pub prefix: u8,
     pub label: Option<String>,
+    /// The device to hold it; default: the instance's interface.
+    pub device: Option<String>,
+    /// rtnetlink scope (`RT_SCOPE_*`: 0 global, 200 site, 253 link, 254 host); default 0.
+    pub scope: Option<u8>,
 }
 
 /// Notify commands (argv, run without a shell).

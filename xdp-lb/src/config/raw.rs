@@ -21,6 +21,21 @@ pub(super) struct RawConfig {
     /// `[script.NAME]` track scripts, by name.
     #[serde(default)]
     pub(super) script: std::collections::BTreeMap<String, Spanned<RawScript>>,
+    /// `[vrrp_sync_group.NAME]` groups, by name.
+    #[serde(default)]
+    pub(super) vrrp_sync_group: std::collections::BTreeMap<String, Spanned<RawSyncGroup>>,
+}
+
+/// `[vrrp_sync_group.NAME]`: keepalived's `vrrp_sync_group`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawSyncGroup {
+    pub(super) group: Option<Spanned<Value>>,
+    pub(super) notify_master: Option<Spanned<Value>>,
+    pub(super) notify_backup: Option<Spanned<Value>>,
+    pub(super) notify_fault: Option<Spanned<Value>>,
+    pub(super) notify_stop: Option<Spanned<Value>>,
+    pub(super) notify: Option<Spanned<Value>>,
 }
 
 /// `[script.NAME]`: keepalived's `vrrp_script`.
@@ -33,6 +48,8 @@ pub(super) struct RawScript {
     pub(super) weight: Option<Spanned<Value>>,
     pub(super) rise: Option<Spanned<Value>>,
     pub(super) fall: Option<Spanned<Value>>,
+    pub(super) user: Option<Spanned<Value>>,
+    pub(super) shell: Option<Spanned<Value>>,
 }
 
 /// `[vrrp.NAME]`: one VRRP instance; keys as keepalived names them.
@@ -60,6 +77,7 @@ pub(super) struct RawVrrp {
     pub(super) notify: Option<Spanned<Value>>,
     pub(super) track_virtual_servers: Option<Spanned<Value>>,
     pub(super) track_scripts: Option<Spanned<Value>>,
+    pub(super) track_interfaces: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

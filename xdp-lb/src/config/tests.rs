@@ -1127,3 +1127,198 @@ fn track_scripts_take_keepalived_defaults_and_must_exist() {
         &["`command`: /nonexistent/chk does not exist"],
     );
 }
+
+#[test]
+fn script_commands_must_be_executable_and_a_shell_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.sh");
+    std::fs::write(&plain, "#!/bin/sh\nexit 0\n").unwrap();
+    let script = |command: &str, extra: &[&str]| {
+        let mut lines = vec!["[script.chk]".to_string(), format!("command = {command}")];
+        lines.extend(extra.iter().map(|l| l.to_string()));
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        with_dp(&lines)
+    };
+    assert_error(
+        &script(&format!("[\"{}\"]", plain.display()), &[]),
+        4,
+        11,
+        &["is not executable (chmod +x it)"],
+    );
+    assert_error(
+        &script(&format!("[\"{}\"]", dir.path().display()), &[]),
+        4,
+        11,
+        &["is not a file"],
+    );
+    assert_error(
+        &script("[\"no-such-program-xdp-lb\"]", &[]),
+        4,
+        11,
+        &["is not an executable on PATH"],
+    );
+    // A bare name found on PATH is fine, as execvp finds it.
+    parse_ok(&script("[\"true\"]", &[]));
+
+    assert_error(
+        &script("\"pgrep -x nginx\"", &[]),
+        4,
+        11,
+        &["runs without a shell", "set `shell = true`"],
+    );
+    assert_error(
+        &script("[\"/bin/true\"]", &["shell = true"]),
+        4,
+        11,
+        &["with `shell = true`, `command` is one string"],
+    );
+    let config = parse_ok(&script(
+        "\"test -d / || exit 1\"",
+        &["shell = true", "user = \"nobody\""],
+    ));
+    assert_eq!(
+        config.scripts[0].command,
+        vec!["/bin/sh", "-c", "test -d / || exit 1"]
+    );
+    assert_eq!(config.scripts[0].user.as_deref(), Some("nobody"));
+    assert_error(
+        &script("[\"/bin/true\"]", &["user = \"no-such-user-xdp-lb\""]),
+        5,
+        8,
+        &["there is no user \"no-such-user-xdp-lb\""],
+    );
+}
+
+#[test]
+fn virtual_addresses_take_dev_scope_and_label() {
+    let text = with_vrrp(&[
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.200/24 dev eth1 scope link label eth1:vip\", \"192.0.2.201 scope 200\"]",
+    ]);
+    let vi = &parse_ok(&text).vrrp[0];
+    let a = &vi.virtual_ipaddresses[0];
+    assert_eq!(
+        (a.device.as_deref(), a.scope, a.label.as_deref()),
+        (Some("eth1"), Some(253), Some("eth1:vip"))
+    );
+    let b = &vi.virtual_ipaddresses[1];
+    assert_eq!(
+        (b.device.as_deref(), b.scope, b.prefix),
+        (None, Some(200), 32)
+    );
+    let bad = |vip: &str, phrase: &str| {
+        let text = with_vrrp(&[
+            "interface = \"eth0\"",
+            "virtual_router_id = 51",
+            &format!("virtual_ipaddresses = [\"{vip}\"]"),
+        ]);
+        assert_error(&text, 6, 23, &[phrase]);
+    };
+    bad("192.0.2.200 scope galaxy", "unknown scope");
+    bad("192.0.2.200 dev", "has `dev` without a value");
+    bad("192.0.2.200 dev eth1 dev eth2", "gives `dev` twice");
+    bad("192.0.2.200 brd 192.0.2.255", "drop `brd`");
+    bad(
+        "192.0.2.200 via eth1",
+        "can be `dev NAME`, `scope SCOPE` and `label NAME`",
+    );
+    bad("2001:db8::1 label eth0:x", "only IPv4 addresses can carry");
+}
+
+#[test]
+fn track_interfaces_take_names_or_weights() {
+    let text = with_vrrp(&[
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.200\"]",
+        "track_interfaces = [\"eth1\", { name = \"eth2\", weight = -20 }]",
+    ]);
+    let vi = &parse_ok(&text).vrrp[0];
+    assert_eq!(
+        vi.track_interfaces,
+        vec![
+            TrackedInterface {
+                name: "eth1".into(),
+                weight: 0
+            },
+            TrackedInterface {
+                name: "eth2".into(),
+                weight: -20
+            },
+        ]
+    );
+    let bad = |value: &str, phrase: &str| {
+        let text = with_vrrp(&[
+            "interface = \"eth0\"",
+            "virtual_router_id = 51",
+            "virtual_ipaddresses = [\"192.0.2.200\"]",
+            &format!("track_interfaces = {value}"),
+        ]);
+        assert_error(&text, 7, 20, &[phrase]);
+    };
+    bad("[\"eth1\", \"eth1\"]", "eth1 is listed twice");
+    bad("[{ name = \"eth1\", weight = 300 }]", "from -254 to 254");
+    bad("[{ nam = \"eth1\" }]", "unknown key `nam`");
+    bad("\"eth1\"", "must be a list");
+    bad("[\"an-interface-name-too-long\"]", "1 to 15 characters");
+}
+
+#[test]
+fn sync_groups_name_existing_instances_once() {
+    let instances = [
+        "[vrrp.VI_EXT]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.200\"]",
+        "[vrrp.VI_INT]",
+        "interface = \"eth1\"",
+        "virtual_router_id = 52",
+        "virtual_ipaddresses = [\"198.51.100.200\"]",
+    ];
+    let with_group = |group: &[&str]| {
+        let mut lines = instances.to_vec();
+        lines.extend_from_slice(group);
+        with_dp(&lines)
+    };
+    let config = parse_ok(&with_group(&[
+        "[vrrp_sync_group.VG_1]",
+        "group = [\"VI_EXT\", \"VI_INT\"]",
+        "notify = [\"/bin/true\"]",
+    ]));
+    let g = &config.sync_groups[0];
+    assert_eq!(
+        (g.name.as_str(), g.members.clone()),
+        ("VG_1", vec!["VI_EXT".to_string(), "VI_INT".to_string()])
+    );
+    assert_eq!(g.notify.generic, Some(vec!["/bin/true".to_string()]));
+    assert_error(
+        &with_group(&["[vrrp_sync_group.VG_1]", "group = [\"VI_EXT\", \"VI_X\"]"]),
+        12,
+        9,
+        &["there is no [vrrp.VI_X] (defined: VI_EXT, VI_INT)"],
+    );
+    assert_error(
+        &with_group(&["[vrrp_sync_group.VG_1]", "group = [\"VI_EXT\"]"]),
+        12,
+        9,
+        &["at least two instances"],
+    );
+    assert_error(
+        &with_group(&[
+            "[vrrp_sync_group.A]",
+            "group = [\"VI_EXT\", \"VI_INT\"]",
+            "[vrrp_sync_group.B]",
+            "group = [\"VI_INT\", \"VI_EXT\"]",
+        ]),
+        14,
+        9,
+        &["[vrrp.VI_INT] is already in [vrrp_sync_group.A]"],
+    );
+    assert_error(
+        &with_group(&["[vrrp_sync_group.VG_1]", "notify = [\"/bin/true\"]"]),
+        11,
+        1,
+        &["[vrrp_sync_group.VG_1] is missing `group`"],
+    );
+}

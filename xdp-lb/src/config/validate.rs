@@ -109,12 +109,14 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
     let virtual_servers = v.virtual_servers(raw.virtual_server)?;
     let scripts = v.scripts(raw.script)?;
     let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
+    let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
     Ok(Config {
         global,
         dataplane,
         virtual_servers,
         vrrp,
         scripts,
+        sync_groups,
     })
 }
 
@@ -560,12 +562,12 @@ impl Validator<'_, '_> {
                 .src
                 .error(value.span(), format!("`{key}` must be {form}")));
         };
-        // A missing program is a start-up error, not a silent failure later.
-        let program = std::path::Path::new(&argv[0]);
-        if program.is_absolute() && !program.exists() {
+        // A missing or non-executable program is a start-up error, not a silent
+        // failure later.
+        if let Err(why) = executable(&argv[0]) {
             return Err(self
                 .src
-                .error(value.span(), format!("`{key}`: {} does not exist", argv[0])));
+                .error(value.span(), format!("`{key}`: {} {why}", argv[0])));
         }
         Ok(argv)
     }
@@ -661,4 +663,29 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
+}
+
+/// Whether `program` can be run: an absolute path to an executable file, or a bare name
+/// found on `PATH` (as `execvp` would look it up).
+fn executable(program: &str) -> Result<(), &'static str> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |path: &std::path::Path| {
+        std::fs::metadata(path).map(|m| (m.is_file(), m.permissions().mode() & 0o111 != 0))
+    };
+    if program.contains('/') {
+        return match runnable(std::path::Path::new(program)) {
+            Err(_) => Err("does not exist"),
+            Ok((false, _)) => Err("is not a file"),
+            Ok((true, false)) => Err("is not executable (chmod +x it)"),
+            Ok((true, true)) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .any(|dir| matches!(runnable(&dir.join(program)), Ok((true, true))));
+    if found {
+        Ok(())
+    } else {
+        Err("is not an executable on PATH (give its absolute path)")
+    }
 }

@@ -8,10 +8,12 @@ use std::time::Duration;
 use toml::{Spanned, Value};
 
 use super::error::ConfigError;
+use super::raw::RawSyncGroup;
 use super::raw::{RawScript, RawVrrp};
 use super::validate::Validator;
 use super::{
-    Protocol, TrackScript, TrackedService, VirtualServer, VrrpAddress, VrrpInstance, VrrpNotify,
+    Protocol, SyncGroup, TrackScript, TrackedInterface, TrackedService, VirtualServer, VrrpAddress,
+    VrrpInstance, VrrpNotify,
 };
 
 const DEFAULT_PRIORITY: u8 = 100;
@@ -215,6 +217,10 @@ impl Validator<'_, '_> {
                 Some(v) => self.track_scripts(v, scripts)?,
                 None => Vec::new(),
             },
+            track_interfaces: match &raw.track_interfaces {
+                Some(v) => self.tracked_interfaces(v)?,
+                None => Vec::new(),
+            },
             track_virtual_servers: match &raw.track_virtual_servers {
                 Some(v) => self.tracked_services(v, services)?,
                 None => Vec::new(),
@@ -223,9 +229,10 @@ impl Validator<'_, '_> {
         })
     }
 
-    /// `["192.0.2.200/24", "192.0.2.201 label eth0:vip2"]`: one family, no repeats.
+    /// `["192.0.2.200/24", "192.0.2.201/24 dev eth1 scope link label eth1:vip2"]`: one
+    /// family, no repeats; `dev`, `scope` and `label` as `ip addr add` takes them.
     fn vrrp_addresses(&self, value: &Spanned<Value>) -> Result<Vec<VrrpAddress>, ConfigError> {
-        let form = "a list such as [\"192.0.2.200/24\", \"192.0.2.201/24 label eth0:vip\"]";
+        let form = "a list such as [\"192.0.2.200/24\", \"192.0.2.201/24 dev eth1 scope link label eth1:vip\"]";
         let Value::Array(items) = value.get_ref() else {
             return Err(self.src.error(
                 value.span(),
@@ -268,14 +275,40 @@ impl Validator<'_, '_> {
                     .ok_or_else(|| bad("has a bad prefix length"))?,
                 None => max,
             };
-            let label = match (words.next(), words.next(), words.next()) {
-                (None, _, _) => None,
-                (Some("label"), Some(label), None) if addr.is_ipv4() => Some(label.to_owned()),
-                (Some("label"), Some(_), None) => {
-                    return Err(bad("has a label, which only IPv4 addresses can carry"));
+            let (mut label, mut device, mut scope) = (None, None, None);
+            while let Some(word) = words.next() {
+                let Some(arg) = words.next() else {
+                    return Err(bad(&format!("has `{word}` without a value")));
+                };
+                let slot = match word {
+                    "label" if addr.is_ipv6() => {
+                        return Err(bad("has a label, which only IPv4 addresses can carry"));
+                    }
+                    "label" => &mut label,
+                    "dev" => &mut device,
+                    "scope" => {
+                        if scope.replace(parse_scope(arg).ok_or_else(|| {
+                            bad("has an unknown scope (global, site, link, host, nowhere or 0 to 255)")
+                        })?).is_some() {
+                            return Err(bad("gives `scope` twice"));
+                        }
+                        continue;
+                    }
+                    "brd" | "broadcast" => {
+                        return Err(bad(
+                            "sets a broadcast address, which xdp-lb does not set; drop `brd`",
+                        ));
+                    }
+                    other => {
+                        return Err(bad(&format!(
+                            "has `{other}`; the words after the address can be `dev NAME`, `scope SCOPE` and `label NAME`"
+                        )));
+                    }
+                };
+                if slot.replace(arg.to_owned()).is_some() {
+                    return Err(bad(&format!("gives `{word}` twice")));
                 }
-                _ => return Err(bad("has words other than `label NAME`")),
-            };
+            }
             if let Some(first) = out.first()
                 && first.addr.is_ipv4() != addr.is_ipv4()
             {
@@ -290,6 +323,8 @@ impl Validator<'_, '_> {
                 addr,
                 prefix,
                 label,
+                device,
+                scope,
             });
         }
         Ok(out)
@@ -415,7 +450,49 @@ impl Validator<'_, '_> {
                     format!("[script.{name}] is missing `command`, e.g. `command = [\"/usr/bin/pgrep\", \"-x\", \"nginx\"]`"),
                 ));
             };
-            let command = self.argv(command, "command")?;
+            let shell = match &raw.shell {
+                Some(v) => self.boolean(v, "shell")?,
+                None => false,
+            };
+            let command = match (command.get_ref(), shell) {
+                (Value::String(line), true) if !line.trim().is_empty() => {
+                    // keepalived runs scripts without a shell too; this asks for one.
+                    vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()]
+                }
+                (_, true) => {
+                    return Err(self.src.error(
+                        command.span(),
+                        "with `shell = true`, `command` is one string for /bin/sh -c, e.g. `command = \"pgrep -x nginx || pgrep -x apache2\"`",
+                    ));
+                }
+                (Value::String(_), false) => {
+                    return Err(self.src.error(
+                        command.span(),
+                        "`command` is a string but runs without a shell: write it as a list such as [\"/usr/bin/pgrep\", \"-x\", \"nginx\"], or set `shell = true`",
+                    ));
+                }
+                (_, false) => self.argv(command, "command")?,
+            };
+            let user = match &raw.user {
+                Some(v) => {
+                    let name = self.string(v, "user", "a user name such as \"nobody\"")?;
+                    match nix::unistd::User::from_name(name) {
+                        Ok(Some(_)) => Some(name.to_owned()),
+                        Ok(None) => {
+                            return Err(self.src.error(
+                                v.span(),
+                                format!("`user`: there is no user {name:?} on this host"),
+                            ));
+                        }
+                        Err(e) => {
+                            return Err(self
+                                .src
+                                .error(v.span(), format!("`user`: cannot look up {name:?}: {e}")));
+                        }
+                    }
+                }
+                None => None,
+            };
             let interval = match &raw.interval {
                 Some(v) => self.duration(v, "interval")?,
                 None => Duration::from_secs(1),
@@ -450,6 +527,138 @@ impl Validator<'_, '_> {
                 weight,
                 rise,
                 fall,
+                user,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `["eth1", { name = "eth2", weight = -20 }]`.
+    fn tracked_interfaces(
+        &self,
+        value: &Spanned<Value>,
+    ) -> Result<Vec<TrackedInterface>, ConfigError> {
+        let form = "a list such as [\"eth1\", { name = \"eth2\", weight = -20 }] (weight 0, the default, means FAULT while down)";
+        let err = |msg: String| self.src.error(value.span(), msg);
+        let Value::Array(items) = value.get_ref() else {
+            return Err(err(format!("`track_interfaces` must be {form}")));
+        };
+        let mut out: Vec<TrackedInterface> = Vec::with_capacity(items.len());
+        for item in items {
+            let (name, weight) = match item {
+                Value::String(name) => (name.clone(), 0),
+                Value::Table(t) => {
+                    if let Some(key) = t.keys().find(|k| !["name", "weight"].contains(&k.as_str()))
+                    {
+                        return Err(err(format!(
+                            "`track_interfaces`: unknown key `{key}`; expected name, weight"
+                        )));
+                    }
+                    let name = t.get("name").and_then(Value::as_str).ok_or_else(|| {
+                        err(format!(
+                            "`track_interfaces`: each table needs `name`; expected {form}"
+                        ))
+                    })?;
+                    let weight = match t.get("weight") {
+                        None => 0,
+                        Some(w) => w
+                            .as_integer()
+                            .filter(|w| (-254..=254).contains(w))
+                            .ok_or_else(|| err("`track_interfaces`: `weight` must be from -254 to 254 (0 = FAULT)".into()))? as i32,
+                    };
+                    (name.to_owned(), weight)
+                }
+                _ => return Err(err(format!("`track_interfaces` must be {form}"))),
+            };
+            if name.is_empty() || name.len() > 15 {
+                return Err(err(format!(
+                    "`track_interfaces`: {name:?} is not an interface name (1 to 15 characters)"
+                )));
+            }
+            if out.iter().any(|t| t.name == name) {
+                return Err(err(format!("`track_interfaces`: {name} is listed twice")));
+            }
+            out.push(TrackedInterface { name, weight });
+        }
+        Ok(out)
+    }
+
+    /// `[vrrp_sync_group.NAME]` tables: members are existing instances, each in at most
+    /// one group.
+    pub(super) fn sync_groups(
+        &self,
+        raws: BTreeMap<String, Spanned<RawSyncGroup>>,
+        instances: &[VrrpInstance],
+    ) -> Result<Vec<SyncGroup>, ConfigError> {
+        let mut member_of: HashMap<String, String> = HashMap::new();
+        let mut out = Vec::with_capacity(raws.len());
+        for (name, table) in raws {
+            let raw = table.get_ref();
+            let form = "a list of [vrrp.NAME] instance names such as [\"VI_EXT\", \"VI_INT\"]";
+            let Some(group) = &raw.group else {
+                return Err(self.src.error(
+                    table.span(),
+                    format!("[vrrp_sync_group.{name}] is missing `group`, {form}"),
+                ));
+            };
+            let members = match group.get_ref() {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>(),
+                _ => None,
+            };
+            let Some(members) = members else {
+                return Err(self
+                    .src
+                    .error(group.span(), format!("`group` must be {form}")));
+            };
+            if members.len() < 2 {
+                return Err(self.src.error(
+                    group.span(),
+                    "`group` needs at least two instances: a group of one changes nothing",
+                ));
+            }
+            for (k, member) in members.iter().enumerate() {
+                if !instances.iter().any(|i| &i.name == member) {
+                    let known: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+                    return Err(self.src.error(
+                        group.span(),
+                        format!(
+                            "`group`: there is no [vrrp.{member}] (defined: {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+                if members[..k].contains(member) {
+                    return Err(self
+                        .src
+                        .error(group.span(), format!("`group`: {member} is listed twice")));
+                }
+                if let Some(first) = member_of.insert(member.clone(), name.clone()) {
+                    return Err(self.src.error(
+                        group.span(),
+                        format!("`group`: [vrrp.{member}] is already in [vrrp_sync_group.{first}]; an instance belongs to one group at most"),
+                    ));
+                }
+            }
+            let argv = |v: &Option<Spanned<Value>>, key: &str| {
+                v.as_ref().map(|v| self.argv(v, key)).transpose()
+            };
+            out.push(SyncGroup {
+                notify: VrrpNotify {
+                    master: argv(&raw.notify_master, "notify_master")?,
+                    backup: argv(&raw.notify_backup, "notify_backup")?,
+                    fault: argv(&raw.notify_fault, "notify_fault")?,
+                    stop: argv(&raw.notify_stop, "notify_stop")?,
+                    generic: argv(&raw.notify, "notify")?,
+                },
+                name,
+                members,
             });
         }
         Ok(out)
@@ -474,4 +683,16 @@ impl Validator<'_, '_> {
 
 fn is_v6(instance: &VrrpInstance) -> bool {
     instance.virtual_ipaddresses[0].addr.is_ipv6()
+}
+
+/// `ip addr add ... scope SCOPE`: a name or a number.
+fn parse_scope(text: &str) -> Option<u8> {
+    match text {
+        "global" | "universe" => Some(0),
+        "site" => Some(200),
+        "link" => Some(253),
+        "host" => Some(254),
+        "nowhere" => Some(255),
+        n => n.parse().ok(),
+    }
 }

@@ -1,6 +1,7 @@
-//! Link state of the interfaces the instances run on, from an rtnetlink subscription
-//! to link changes (`RTMGRP_LINK`): an instance whose interface is down (not `UP`, or no
-//! carrier, keepalived's test) goes to FAULT, and back to BACKUP when it returns.
+//! Link state of the interfaces the instances run on and track, from an rtnetlink
+//! subscription to link changes (`RTMGRP_LINK`). An interface counts as down when it is
+//! not `UP` or has no carrier (keepalived's test): an instance whose own interface is
+//! down goes to FAULT, and a tracked interface applies its weight.
 //!
 //! A connection of its own rather than [`crate::netlink::Netlink`]'s: multicast
 //! notifications arrive on the socket that subscribed, and mixing them into the request
@@ -18,28 +19,33 @@ use rtnetlink::{
     },
     sys::{AsyncSocket as _, SocketAddr},
 };
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 /// Whether an interface can carry adverts: administratively up and with carrier.
 fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up) && link.header.flags.contains(LinkFlags::Running)
 }
 
-/// Watches `ifindexes`: one receiver per interface (`true` while it is up), and the
-/// task reading the notifications (abort it when done).
-pub(crate) async fn monitor(
-    ifindexes: &[u32],
-) -> std::io::Result<(HashMap<u32, watch::Receiver<bool>>, JoinHandle<()>)> {
+/// What [`monitor`] returns: each interface's state now (`true`: up), the changes from
+/// then on as `(ifindex, up)`, and the task reading the notifications (abort it when
+/// done).
+pub(crate) type Monitor = (
+    HashMap<u32, bool>,
+    mpsc::UnboundedReceiver<(u32, bool)>,
+    JoinHandle<()>,
+);
+
+/// Watches `ifindexes`.
+pub(crate) async fn monitor(ifindexes: &[u32]) -> std::io::Result<Monitor> {
     let (mut conn, handle, mut messages) = rtnetlink::new_connection()?;
     conn.socket_mut()
         .socket_mut()
         .bind(&SocketAddr::new(0, RTMGRP_LINK))?;
     let driver = tokio::spawn(conn);
 
-    let mut senders = HashMap::new();
-    let mut receivers = HashMap::new();
+    let mut states = HashMap::new();
     for &index in ifindexes {
-        if senders.contains_key(&index) {
+        if states.contains_key(&index) {
             continue;
         }
         // Subscribed first, so a change between this query and the loop is not lost.
@@ -60,10 +66,10 @@ pub(crate) async fn monitor(
                 )));
             }
         };
-        let (tx, rx) = watch::channel(up);
-        senders.insert(index, tx);
-        receivers.insert(index, rx);
+        states.insert(index, up);
     }
+    let (tx, changes) = mpsc::unbounded_channel();
+    let mut last = states.clone();
 
     let task = tokio::spawn(async move {
         // Aborting this task stops the connection too.
@@ -78,12 +84,15 @@ pub(crate) async fn monitor(
                 }
                 _ => continue,
             };
-            if let Some(tx) = senders.get(&index) {
-                tx.send_if_modified(|old| std::mem::replace(old, up) != up);
+            if let Some(old) = last.get_mut(&index)
+                && std::mem::replace(old, up) != up
+                && tx.send((index, up)).is_err()
+            {
+                return;
             }
         }
     });
-    Ok((receivers, task))
+    Ok((states, changes, task))
 }
 
 struct AbortOnDrop(JoinHandle<()>);

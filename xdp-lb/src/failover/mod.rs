@@ -1,27 +1,33 @@
 //! Failover: the runtime that drives VRRP instances ([`xdp_lb_vrrp::Instance`]) on real
 //! sockets, the way keepalived's VRRP process does.
 //!
-//! [`run`] resolves every [`InstanceSpec`] (interface, advert source), groups the
-//! instances by socket — one raw protocol-112 socket per interface, address family and
-//! unicast source — and runs one task per socket. A task demultiplexes what arrives by
-//! VRID, sleeps until the earliest [`xdp_lb_vrrp::Instance::next_deadline`], and carries
-//! out the state machine's actions:
+//! [`run`] resolves every [`InstanceSpec`] (interfaces, VIP devices, tracked interfaces,
+//! advert source) and opens one raw protocol-112 socket per interface, address family
+//! and unicast source. One task, the [`engine`], owns every state machine — alone, or
+//! in its sync group ([`xdp_lb_vrrp::SyncGroup`]), whose members may sit on different
+//! interfaces — demultiplexes arriving adverts by VRID, sleeps until the earliest
+//! deadline, and carries out the actions:
 //! - `SendAdvert`: one advert per destination (the multicast group, or each unicast peer);
-//! - `BecomeMaster`: VIPs added over rtnetlink, then gratuitous ARP / unsolicited NA
-//!   rounds (and an optional periodic refresh) on a task of their own;
+//! - `BecomeMaster`: VIPs added over rtnetlink (on their own device and scope if given),
+//!   then gratuitous ARP / unsolicited NA rounds (and an optional periodic refresh) on a
+//!   task of their own;
 //! - `BecomeBackup` / `BecomeFault` / `Stop`: announcements stopped, VIPs removed;
-//!   an instance whose interface goes down (or loses carrier) enters FAULT (see
-//!   [`link`]) and returns to BACKUP when it comes back;
 //! - `SplitBrain` / `VridClash`: a warning naming the instance, the peer and the cause.
+//!
+//! Tracking (see [`link`] and [`TrackUpdate`]): an instance whose interface (or a VIP's
+//! device) goes down enters FAULT; tracked interfaces add their weight or mean FAULT;
+//! the daemon's tracked scripts and virtual servers arrive as [`TrackUpdate`]s. All add
+//! up as keepalived adds them.
 //!
 //! Every state change is reported as a [`FailoverEvent`] (the daemon flips the XDP
 //! "active" flag of the services on those VIPs) and runs the notify commands (see
-//! [`notify`]). When the shutdown future completes, a MASTER sends its priority-0 advert
-//! and removes its VIPs before [`run`] returns, so a backup takes over at once.
+//! [`notify`]); a sync group runs its own when the whole group has changed. When the
+//! shutdown future completes, a MASTER sends its priority-0 advert and removes its VIPs
+//! before [`run`] returns, so a backup takes over at once.
 
+mod engine;
 mod link;
 mod notify;
-mod runner;
 mod spec;
 
 use std::{
@@ -30,18 +36,16 @@ use std::{
     net::IpAddr,
 };
 
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinSet,
-};
+use tokio::sync::mpsc;
 use xdp_lb_vrrp::{ConfigError, Instance, State};
 
 use crate::netlink::{Netlink, NetlinkError};
+use engine::Engine;
 
 pub use notify::{Notifier, run_one as run_notify_command};
 pub use spec::{
     DEFAULT_GARP_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_NOTIFY_TIMEOUT, InstanceSpec, Notify,
-    VirtualAddress,
+    SyncGroupSpec, TrackedInterface, VirtualAddress,
 };
 
 /// A state change of one instance. `state` is [`State::Master`] while the VIPs are held
@@ -105,6 +109,8 @@ pub enum FailoverError {
         #[source]
         source: ConfigError,
     },
+    #[error("vrrp sync group `{group}`: {why}")]
+    SyncGroup { group: String, why: String },
     #[error("vrrp instance name `{0}` is used twice; names must be unique")]
     DuplicateName(String),
     #[error(
@@ -134,7 +140,7 @@ pub enum FailoverError {
     },
 }
 
-/// Runs `instances` until `shutdown` completes (or a socket task fails), then stops them:
+/// Runs `instances` until `shutdown` completes (or a socket fails), then stops them:
 /// a MASTER sends its priority-0 advert and removes its VIPs before this returns.
 ///
 /// `events` receives every state change in order; the runtime waits for room in the
@@ -146,83 +152,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (_no_tracking, tracking) = mpsc::channel(1);
-    run_tracked(instances, netlink, events, tracking, shutdown).await
+    run_tracked(instances, Vec::new(), netlink, events, tracking, shutdown).await
 }
 
-/// [`run`], with tracking updates for the instances (by name) arriving on `tracking`.
+/// [`run`], with sync groups, and with tracking updates for the instances (by name)
+/// arriving on `tracking`.
 pub async fn run_tracked(
     instances: Vec<InstanceSpec>,
+    sync_groups: Vec<SyncGroupSpec>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
-    mut tracking: mpsc::Receiver<TrackUpdate>,
+    tracking: mpsc::Receiver<TrackUpdate>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let groups = prepare(instances, &netlink).await?;
-    // Route each update to the socket task that runs its instance.
-    let mut routes: HashMap<String, (usize, usize)> = HashMap::new();
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for (g, group) in groups.iter().enumerate() {
-        for (i, p) in group.instances.iter().enumerate() {
-            routes.insert(p.spec.name.clone(), (g, i));
-        }
-        let (tx, rx) = mpsc::channel(16);
-        senders.push(tx);
-        receivers.push(rx);
-    }
-    let _router = AbortOnDrop(tokio::spawn(async move {
-        while let Some(update) = tracking.recv().await {
-            match routes.get(&update.instance) {
-                Some(&(g, i)) => {
-                    let _ = senders[g].send((i, update)).await;
-                }
-                None => {
-                    tracing::warn!(instance = %update.instance, "tracking update for an unknown vrrp instance")
-                }
-            }
-        }
-    }));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // Every socket is opened before any instance starts, so a failure here leaves
-    // nothing half-running (an address owner would be MASTER at once).
-    let ifindexes: Vec<u32> = groups.iter().map(|g| g.ifindex).collect();
-    let (links, link_task) = link::monitor(&ifindexes)
+    let plan = prepare(instances, &sync_groups, &netlink).await?;
+    let ifindexes: Vec<u32> = plan.links.keys().copied().collect();
+    let (link_states, link_changes, link_task) = link::monitor(&ifindexes)
         .await
         .map_err(FailoverError::LinkMonitor)?;
     let _link_task = AbortOnDrop(link_task);
-    let opened = groups
-        .into_iter()
-        .zip(receivers)
-        .map(|(group, tracking)| {
-            let link = links[&group.ifindex].clone();
-            runner::SocketTask::open(group, link, tracking, netlink.clone(), events.clone())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut tasks = JoinSet::new();
-    for task in opened {
-        tasks.spawn(task.run(stop_rx.clone()));
-    }
-    tokio::pin!(shutdown);
-    let mut result = Ok(());
-    tokio::select! {
-        () = &mut shutdown => {}
-        Some(ended) = tasks.join_next() => {
-            result = flatten(ended);
-            if result.is_ok() {
-                result = Err(anyhow::anyhow!("a vrrp socket task ended on its own"));
-            }
-        }
-    }
-    let _ = stop_tx.send(true);
-    while let Some(ended) = tasks.join_next().await {
-        let ended = flatten(ended);
-        if result.is_ok() {
-            result = ended;
-        } else if let Err(e) = ended {
-            tracing::error!("vrrp socket task failed while stopping: {e:#}");
-        }
-    }
-    result
+    let engine = Engine::open(
+        plan,
+        sync_groups,
+        link_states,
+        link_changes,
+        tracking,
+        netlink,
+        events,
+    )?;
+    engine.run(shutdown).await
 }
 
 /// Aborts a helper task when [`run`] returns, however it returns.
@@ -234,38 +192,51 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
-    ended.map_err(|e| anyhow::anyhow!("vrrp socket task panicked or was cancelled: {e}"))?
+/// Everything resolved before anything runs.
+pub(crate) struct Plan {
+    pub sockets: Vec<SocketPlan>,
+    pub instances: Vec<PlannedInstance>,
+    /// Every interface involved (instances', VIP devices, tracked): ifindex → (name, MAC).
+    pub links: HashMap<u32, (String, [u8; 6])>,
 }
 
-/// Instances sharing one socket.
-pub(crate) struct Group {
+/// One raw VRRP socket: per interface, address family and unicast source.
+pub(crate) struct SocketPlan {
     pub interface: String,
     pub ifindex: u32,
-    pub mac: [u8; 6],
     pub v6: bool,
     /// `Some` for unicast: the address the socket is bound to.
     pub unicast_source: Option<IpAddr>,
-    pub instances: Vec<Prepared>,
 }
 
 /// One instance, resolved and validated.
-pub(crate) struct Prepared {
+pub(crate) struct PlannedInstance {
     pub spec: InstanceSpec,
     pub fsm: Instance,
     pub primary: IpAddr,
+    pub socket: usize,
+    pub ifindex: u32,
+    /// ifindex of each VIP's device.
+    pub vip_links: Vec<u32>,
+    /// (ifindex, weight) of each tracked interface.
+    pub tracked: Vec<(u32, i32)>,
 }
 
-type GroupKey = (String, bool, Option<IpAddr>);
+type SocketKey = (u32, bool, Option<IpAddr>);
 
 async fn prepare(
     instances: Vec<InstanceSpec>,
+    sync_groups: &[SyncGroupSpec],
     netlink: &Netlink,
-) -> Result<Vec<Group>, FailoverError> {
+) -> Result<Plan, FailoverError> {
     let mut names = HashSet::new();
     let mut vrids: HashMap<(String, bool, u8), String> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<GroupKey, usize> = HashMap::new();
+    let mut plan = Plan {
+        sockets: Vec::new(),
+        instances: Vec::new(),
+        links: HashMap::new(),
+    };
+    let mut socket_index: HashMap<SocketKey, usize> = HashMap::new();
     for spec in instances {
         if !names.insert(spec.name.clone()) {
             return Err(FailoverError::DuplicateName(spec.name));
@@ -298,17 +269,33 @@ async fn prepare(
         }
         vrids.insert(vrid_key, spec.name.clone());
 
-        let link = netlink
-            .link_by_name(&spec.interface)
-            .await
-            .map_err(|source| FailoverError::Interface {
-                instance: spec.name.clone(),
-                source: Box::new(source),
-            })?;
+        let mut resolve =
+            async |name: &str| -> Result<u32, FailoverError> {
+                let link = netlink.link_by_name(name).await.map_err(|source| {
+                    FailoverError::Interface {
+                        instance: spec.name.clone(),
+                        source: Box::new(source),
+                    }
+                })?;
+                plan.links.insert(link.index, (link.name, link.mac));
+                Ok(link.index)
+            };
+        let ifindex = resolve(&spec.interface).await?;
+        let mut vip_links = Vec::with_capacity(spec.virtual_addresses.len());
+        for vip in &spec.virtual_addresses {
+            vip_links.push(match &vip.device {
+                Some(device) => resolve(device).await?,
+                None => ifindex,
+            });
+        }
+        let mut tracked = Vec::with_capacity(spec.track_interfaces.len());
+        for t in &spec.track_interfaces {
+            tracked.push((resolve(&t.name).await?, t.weight));
+        }
         let primary = match spec.unicast_source {
             Some(src) => Some(src),
             None if v6 => netlink
-                .link_local_v6(link.index)
+                .link_local_v6(ifindex)
                 .await
                 .map_err(|source| FailoverError::Interface {
                     instance: spec.name.clone(),
@@ -341,21 +328,48 @@ async fn prepare(
                 source,
             })?;
         let unicast_source = spec.is_unicast().then_some(primary);
-        let key = (spec.interface.clone(), v6, unicast_source);
-        let at = *index.entry(key).or_insert_with(|| {
-            groups.push(Group {
-                interface: spec.interface.clone(),
-                ifindex: link.index,
-                mac: link.mac,
-                v6,
-                unicast_source,
-                instances: Vec::new(),
+        let socket = *socket_index
+            .entry((ifindex, v6, unicast_source))
+            .or_insert_with(|| {
+                plan.sockets.push(SocketPlan {
+                    interface: spec.interface.clone(),
+                    ifindex,
+                    v6,
+                    unicast_source,
+                });
+                plan.sockets.len() - 1
             });
-            groups.len() - 1
+        plan.instances.push(PlannedInstance {
+            spec,
+            fsm,
+            primary,
+            socket,
+            ifindex,
+            vip_links,
+            tracked,
         });
-        groups[at].instances.push(Prepared { spec, fsm, primary });
     }
-    Ok(groups)
+    let mut member_of: HashMap<&str, &str> = HashMap::new();
+    for g in sync_groups {
+        let bad = |why: String| FailoverError::SyncGroup {
+            group: g.name.clone(),
+            why,
+        };
+        if g.members.len() < 2 {
+            return Err(bad("needs at least two instances".into()));
+        }
+        for m in &g.members {
+            if !names.contains(m) {
+                return Err(bad(format!("there is no vrrp instance `{m}`")));
+            }
+            if let Some(other) = member_of.insert(m, &g.name) {
+                return Err(bad(format!(
+                    "instance `{m}` is already in sync group `{other}` (or listed twice)"
+                )));
+            }
+        }
+    }
+    Ok(plan)
 }
 
 /// The interface's first IPv4 address that is not one of `vips` (the kernel's primary

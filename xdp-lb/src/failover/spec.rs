@@ -1,5 +1,6 @@
-//! What one VRRP instance is configured with, as the failover runtime takes it. Built in
-//! code for now; the TOML configuration will produce the same values.
+//! What the VRRP instances and sync groups are configured with, as the failover runtime
+//! takes them (the daemon builds them from the TOML configuration; tests build them in
+//! code).
 
 use std::{net::IpAddr, time::Duration};
 
@@ -16,24 +17,49 @@ pub const DEFAULT_GARP_DELAY: Duration = Duration::from_millis(100);
 /// Default bound on one notify command's run time.
 pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A virtual address held by the MASTER: `addr/prefix` on the instance's interface, with
-/// an optional IPv4 label (`eth0:vip`).
+/// A virtual address held by the MASTER: `addr/prefix` on the instance's interface (or
+/// on `device`), with an optional IPv4 label (`eth0:vip`) and scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualAddress {
     pub addr: IpAddr,
     pub prefix: u8,
     pub label: Option<String>,
+    /// Another interface to hold the address (keepalived's `dev`); its gratuitous ARP or
+    /// neighbour advertisement goes out there too.
+    pub device: Option<String>,
+    /// rtnetlink scope (`RT_SCOPE_*`); `None` is global.
+    pub scope: Option<u8>,
 }
 
 impl VirtualAddress {
-    /// `addr/prefix` without a label.
+    /// `addr/prefix` on the instance's interface, global scope, no label.
     pub fn new(addr: IpAddr, prefix: u8) -> VirtualAddress {
         VirtualAddress {
             addr,
             prefix,
             label: None,
+            device: None,
+            scope: None,
         }
     }
+}
+
+/// keepalived's `track_interface` entry: while `name` is down, `weight` (negative) is
+/// added to the priority, or while it is up `weight` (positive); weight 0 means FAULT
+/// while it is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedInterface {
+    pub name: String,
+    pub weight: i32,
+}
+
+/// keepalived's `vrrp_sync_group`: instances (by name) that change state together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGroupSpec {
+    pub name: String,
+    pub members: Vec<String>,
+    /// The group's notify commands; `generic` gets `GROUP <name> <STATE> 0` appended.
+    pub notify: Notify,
 }
 
 /// Commands run on state changes. Each is an argv list executed directly (no shell), in
@@ -96,6 +122,8 @@ pub struct InstanceSpec {
     /// While MASTER, announce the VIPs again this often.
     pub garp_refresh: Option<Duration>,
     pub notify: Notify,
+    /// Interfaces besides `interface` whose state changes the priority or means FAULT.
+    pub track_interfaces: Vec<TrackedInterface>,
 }
 
 impl InstanceSpec {
@@ -124,6 +152,7 @@ impl InstanceSpec {
             garp_delay: DEFAULT_GARP_DELAY,
             garp_refresh: None,
             notify: Notify::default(),
+            track_interfaces: Vec::new(),
         }
     }
 

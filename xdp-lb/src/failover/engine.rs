@@ -1,0 +1,870 @@
+//! The engine: one task that owns every instance's state machine (alone, or in its sync
+//! group), and carries out what they ask for. Sockets only carry packets: a reader task
+//! per socket hands what arrives to the engine, so members of one sync group may run on
+//! different interfaces and still move together.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr},
+    sync::Arc,
+    time::Instant,
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use xdp_lb_vrrp::{
+    Action, DropReason, Event, Expect, Instance, State, SyncGroup,
+    packet::{self, MULTICAST_V4, MULTICAST_V6},
+};
+
+use super::{
+    FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan, SyncGroupSpec,
+    TrackUpdate, notify::Notifier,
+};
+use crate::{
+    announce::{FrameSocket, gratuitous_arp, unsolicited_na},
+    netlink::Netlink,
+    vrrp_socket::{Received, VrrpSocket},
+};
+
+/// A raw VRRP socket and the instances whose adverts it carries.
+struct SocketIo {
+    interface: String,
+    socket: Arc<VrrpSocket>,
+    /// VRID → instance index.
+    by_vrid: HashMap<u8, usize>,
+    /// Packets dropped before they could be given to an instance.
+    drops: [u64; DropReason::ALL.len()],
+    /// Adverts for VRIDs none of our instances on this socket uses.
+    other_vrid: u64,
+    reader: JoinHandle<()>,
+}
+
+/// The state machines: an instance alone, or a sync group of them.
+enum Unit {
+    Alone(Box<Instance>),
+    Synced {
+        group: SyncGroup,
+        /// Member index → instance index.
+        members: Vec<usize>,
+        /// Index into [`Engine::groups`].
+        notify: usize,
+    },
+}
+
+/// One instance at run time, besides its state machine.
+struct Running {
+    spec: InstanceSpec,
+    unit: usize,
+    /// Index among its group's members (0 when alone).
+    member: usize,
+    socket: usize,
+    ifindex: u32,
+    primary: IpAddr,
+    expect: Expect,
+    destinations: Vec<IpAddr>,
+    /// ifindex of each VIP's device, in `spec.virtual_addresses` order.
+    vip_links: Vec<u32>,
+    /// (ifindex, weight) of each tracked interface.
+    tracked: Vec<(u32, i32)>,
+    announcer: Option<JoinHandle<()>>,
+    notifier: Notifier,
+    /// What the daemon's tracked objects ask for ([`TrackUpdate`]).
+    external_adjust: i32,
+    external_fault: bool,
+    /// What was last given to the state machine.
+    adjust: i32,
+    fault: bool,
+}
+
+/// A sync group's notify commands and the state they were last run for.
+struct GroupNotify {
+    name: String,
+    spec: super::Notify,
+    notifier: Notifier,
+    state: State,
+}
+
+pub(crate) struct Engine {
+    sockets: Vec<SocketIo>,
+    instances: Vec<Running>,
+    units: Vec<Unit>,
+    groups: Vec<GroupNotify>,
+    by_name: HashMap<String, usize>,
+    /// ifindex → (name, MAC, up).
+    links: HashMap<u32, Link>,
+    frames: HashMap<u32, Arc<FrameSocket>>,
+    packets: mpsc::Receiver<(usize, std::io::Result<Received>)>,
+    link_changes: mpsc::UnboundedReceiver<(u32, bool)>,
+    tracking: mpsc::Receiver<TrackUpdate>,
+    netlink: Netlink,
+    events: mpsc::Sender<FailoverEvent>,
+}
+
+struct Link {
+    name: String,
+    mac: [u8; 6],
+    up: bool,
+}
+
+impl Engine {
+    /// Opens every socket (VRRP and announcement) before anything runs, so a failure
+    /// leaves nothing half-started.
+    pub(crate) fn open(
+        plan: Plan,
+        sync_groups: Vec<SyncGroupSpec>,
+        link_states: HashMap<u32, bool>,
+        link_changes: mpsc::UnboundedReceiver<(u32, bool)>,
+        tracking: mpsc::Receiver<TrackUpdate>,
+        netlink: Netlink,
+        events: mpsc::Sender<FailoverEvent>,
+    ) -> Result<Engine, FailoverError> {
+        let (packets_tx, packets) = mpsc::channel(256);
+        let mut sockets = Vec::with_capacity(plan.sockets.len());
+        for (id, s) in plan.sockets.iter().enumerate() {
+            sockets.push(open_socket(id, s, packets_tx.clone())?);
+        }
+        let mut frames = HashMap::new();
+        for &ifindex in plan.links.keys() {
+            let socket =
+                FrameSocket::open(ifindex).map_err(|source| FailoverError::FrameSocket {
+                    interface: plan.links[&ifindex].0.clone(),
+                    source,
+                })?;
+            frames.insert(ifindex, Arc::new(socket));
+        }
+        let links = plan
+            .links
+            .iter()
+            .map(|(&index, (name, mac))| {
+                let up = link_states.get(&index).copied().unwrap_or(false);
+                (
+                    index,
+                    Link {
+                        name: name.clone(),
+                        mac: *mac,
+                        up,
+                    },
+                )
+            })
+            .collect();
+
+        let mut by_name = HashMap::new();
+        let mut planned: Vec<Option<(PlannedInstance, Instance)>> = Vec::new();
+        for (i, p) in plan.instances.into_iter().enumerate() {
+            by_name.insert(p.spec.name.clone(), i);
+            let fsm = p.fsm.clone();
+            planned.push(Some((p, fsm)));
+        }
+        // Units: each group first (members in its listed order), then the rest alone.
+        let mut units = Vec::new();
+        let mut placement: Vec<(usize, usize)> = vec![(usize::MAX, 0); planned.len()];
+        let mut groups = Vec::new();
+        for g in sync_groups {
+            let members: Vec<usize> = g.members.iter().map(|m| by_name[m]).collect();
+            let fsms = members
+                .iter()
+                .map(|&i| planned[i].as_ref().expect("member of one group").1.clone())
+                .collect();
+            for (k, &i) in members.iter().enumerate() {
+                placement[i] = (units.len(), k);
+            }
+            units.push(Unit::Synced {
+                group: SyncGroup::new(fsms),
+                members,
+                notify: groups.len(),
+            });
+            groups.push(GroupNotify {
+                notifier: Notifier::start(&g.name, g.notify.timeout),
+                name: g.name,
+                spec: g.notify,
+                state: State::Initialize,
+            });
+        }
+        for (i, slot) in placement.iter_mut().enumerate() {
+            if slot.0 == usize::MAX {
+                *slot = (units.len(), 0);
+                units.push(Unit::Alone(Box::new(
+                    planned[i].as_ref().expect("planned").1.clone(),
+                )));
+            }
+        }
+        let instances = planned
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (p, _) = p.expect("planned");
+                let socket = &plan.sockets[p.socket];
+                let unicast = p.spec.is_unicast();
+                let expect = Expect {
+                    unicast,
+                    // keepalived does not check the TTL of unicast adverts, which may
+                    // have crossed a router.
+                    check_ttl: !unicast,
+                    ..p.fsm.expect()
+                };
+                let destinations = if unicast {
+                    p.spec.unicast_peers.clone()
+                } else if socket.v6 {
+                    vec![IpAddr::V6(MULTICAST_V6)]
+                } else {
+                    vec![IpAddr::V4(MULTICAST_V4)]
+                };
+                sockets[p.socket].by_vrid.insert(p.spec.vrid, i);
+                Running {
+                    notifier: Notifier::start(&p.spec.name, p.spec.notify.timeout),
+                    unit: placement[i].0,
+                    member: placement[i].1,
+                    socket: p.socket,
+                    ifindex: p.ifindex,
+                    primary: p.primary,
+                    expect,
+                    destinations,
+                    vip_links: p.vip_links,
+                    tracked: p.tracked,
+                    announcer: None,
+                    external_adjust: 0,
+                    external_fault: false,
+                    adjust: 0,
+                    fault: false,
+                    spec: p.spec,
+                }
+            })
+            .collect();
+        Ok(Engine {
+            sockets,
+            instances,
+            units,
+            groups,
+            by_name,
+            links,
+            frames,
+            packets,
+            link_changes,
+            tracking,
+            netlink,
+            events,
+        })
+    }
+
+    /// Runs until `shutdown` completes or a socket fails; stops every instance either
+    /// way (a MASTER sends its priority-0 advert and removes its VIPs).
+    pub(crate) async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        for i in 0..self.instances.len() {
+            let r = &self.instances[i];
+            tracing::info!(
+                instance = %r.spec.name,
+                interface = %self.sockets[r.socket].interface,
+                vrid = r.spec.vrid,
+                priority = r.spec.priority,
+                source = %r.primary,
+                "vrrp instance starting"
+            );
+        }
+        // Tracked state at start (a link already down means FAULT from the first step).
+        for i in 0..self.instances.len() {
+            self.retrack(i, "state at start").await;
+        }
+        for i in 0..self.instances.len() {
+            self.deliver(i, Event::Start).await;
+        }
+        let result = self.event_loop(shutdown).await;
+        for i in 0..self.instances.len() {
+            self.deliver(i, Event::Shutdown).await;
+        }
+        self.finish().await;
+        result
+    }
+
+    async fn event_loop(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut watching_links = true;
+        let mut tracking_open = true;
+        loop {
+            let deadline = self.units.iter().filter_map(Unit::next_deadline).min();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                change = self.link_changes.recv(), if watching_links => match change {
+                    Some((ifindex, up)) => self.link_changed(ifindex, up).await,
+                    None => {
+                        tracing::warn!("link state no longer watched; instances stay as they are");
+                        watching_links = false;
+                    }
+                },
+                update = self.tracking.recv(), if tracking_open => match update {
+                    Some(update) => self.track(update).await,
+                    None => tracking_open = false,
+                },
+                Some((socket, received)) = self.packets.recv() => match received {
+                    Ok(received) => self.received(socket, received).await,
+                    Err(e) => {
+                        return Err(anyhow::anyhow!(
+                            "receiving vrrp adverts on `{}`: {e}",
+                            self.sockets[socket].interface
+                        ));
+                    }
+                },
+                () = sleep => {
+                    let now = Instant::now();
+                    for i in 0..self.instances.len() {
+                        if self.fsm(i).next_deadline().is_some_and(|at| at <= now) {
+                            self.deliver(i, Event::Timer).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fsm(&self, i: usize) -> &Instance {
+        let r = &self.instances[i];
+        match &self.units[r.unit] {
+            Unit::Alone(fsm) => fsm,
+            Unit::Synced { group, .. } => group.member(r.member).expect("member"),
+        }
+    }
+
+    /// An interface went up or down: FAULT for the instances on it, weights for those
+    /// tracking it.
+    async fn link_changed(&mut self, ifindex: u32, up: bool) {
+        let Some(link) = self.links.get_mut(&ifindex) else {
+            return;
+        };
+        link.up = up;
+        let name = link.name.clone();
+        if up {
+            tracing::info!(interface = %name, "interface is up");
+        } else {
+            tracing::warn!(interface = %name, "interface is down or has no carrier");
+        }
+        let why = format!("interface {name} {}", if up { "up" } else { "down" });
+        for i in 0..self.instances.len() {
+            let r = &self.instances[i];
+            let concerned = r.ifindex == ifindex
+                || r.vip_links.contains(&ifindex)
+                || r.tracked.iter().any(|(t, _)| *t == ifindex);
+            if concerned {
+                self.retrack(i, &why).await;
+            }
+        }
+    }
+
+    /// The daemon's tracked objects changed for one instance.
+    async fn track(&mut self, update: TrackUpdate) {
+        let Some(&i) = self.by_name.get(&update.instance) else {
+            tracing::warn!(instance = %update.instance, "tracking update for an unknown vrrp instance");
+            return;
+        };
+        let r = &mut self.instances[i];
+        r.external_adjust = update.adjust;
+        r.external_fault = update.fault;
+        self.retrack(i, &update.reason).await;
+    }
+
+    /// Combines every tracked cause, as keepalived does: weights add up (a positive one
+    /// while its interface is up, a negative one while it is down), and any FAULT cause
+    /// (own interface down, a weight-0 tracked interface down, a tracked object asking
+    /// for it) means FAULT. Gives the state machine only what changed.
+    async fn retrack(&mut self, i: usize, why: &str) {
+        let up = |ifindex: &u32| self.links.get(ifindex).is_some_and(|l| l.up);
+        let r = &self.instances[i];
+        let own_down = !up(&r.ifindex);
+        let mut adjust = r.external_adjust;
+        let mut fault = r.external_fault || own_down;
+        let mut down_names = Vec::new();
+        if own_down {
+            down_names.push(self.links[&r.ifindex].name.clone());
+        }
+        // The devices of VIPs held elsewhere are tracked too (as keepalived does): a
+        // VIP that cannot be reached is a fault.
+        for ifindex in r.vip_links.iter().filter(|&&l| l != r.ifindex) {
+            if !up(ifindex) {
+                fault = true;
+                down_names.push(self.links[ifindex].name.clone());
+            }
+        }
+        for (ifindex, weight) in &r.tracked {
+            let is_up = up(ifindex);
+            if !is_up {
+                down_names.push(self.links[ifindex].name.clone());
+            }
+            match (*weight, is_up) {
+                (0, false) => fault = true,
+                (w, true) if w > 0 => adjust += w,
+                (w, false) if w < 0 => adjust += w,
+                _ => {}
+            }
+        }
+        let (adjust_changed, fault_changed) = (adjust != r.adjust, fault != r.fault);
+        if !adjust_changed && !fault_changed {
+            return;
+        }
+        tracing::info!(
+            instance = %r.spec.name,
+            adjust,
+            fault,
+            down = %down_names.join(","),
+            reason = %why,
+            "vrrp tracking changed"
+        );
+        let r = &mut self.instances[i];
+        r.adjust = adjust;
+        r.fault = fault;
+        if adjust_changed {
+            self.deliver(i, Event::PriorityAdjust(adjust)).await;
+        }
+        if fault_changed {
+            self.deliver(i, Event::FaultSet(fault)).await;
+        }
+    }
+
+    async fn received(&mut self, socket: usize, received: Received) {
+        let io = &mut self.sockets[socket];
+        let Some(vrid) = packet::peek_vrid(&received.payload) else {
+            io.drops[DropReason::TooShort.index()] += 1;
+            return;
+        };
+        let Some(&i) = io.by_vrid.get(&vrid) else {
+            io.other_vrid += 1;
+            return;
+        };
+        let running = &self.instances[i];
+        let event = match packet::decode(
+            &received.payload,
+            received.src,
+            received.dst,
+            received.ttl,
+            &running.expect,
+        ) {
+            Ok(advert) => Event::Advert {
+                from: received.src,
+                advert,
+            },
+            Err(reason) => {
+                tracing::debug!(
+                    instance = %running.spec.name,
+                    peer = %received.src,
+                    %reason,
+                    "vrrp packet dropped"
+                );
+                Event::Dropped {
+                    from: received.src,
+                    reason,
+                }
+            }
+        };
+        self.deliver(i, event).await;
+    }
+
+    /// Feeds `event` to instance `i` (and through its group to the other members), and
+    /// carries out what every state machine asks for.
+    async fn deliver(&mut self, i: usize, event: Event) {
+        let now = Instant::now();
+        let (unit, member) = (self.instances[i].unit, self.instances[i].member);
+        let actions: Vec<(usize, Action)> = match &mut self.units[unit] {
+            Unit::Alone(fsm) => fsm.handle(now, event).into_iter().map(|a| (i, a)).collect(),
+            Unit::Synced { group, members, .. } => group
+                .handle(now, member, event)
+                .into_iter()
+                .map(|(m, a)| (members[m], a))
+                .collect(),
+        };
+        let moved = actions.iter().any(|(_, a)| {
+            matches!(
+                a,
+                Action::BecomeMaster | Action::BecomeBackup | Action::BecomeFault | Action::Stop
+            )
+        });
+        for (j, action) in actions {
+            self.act(j, action).await;
+        }
+        if moved && let Unit::Synced { notify, .. } = self.units[unit] {
+            self.group_changed(unit, notify);
+        }
+    }
+
+    async fn act(&mut self, i: usize, action: Action) {
+        match action {
+            Action::SendAdvert { priority } => self.send_advert(i, priority).await,
+            Action::BecomeMaster => {
+                self.add_vips(i).await;
+                self.start_announcer(i).await;
+                self.changed(i, State::Master).await;
+            }
+            Action::BecomeBackup => self.release(i, State::Backup).await,
+            Action::BecomeFault => self.release(i, State::Fault).await,
+            Action::Stop => self.release(i, State::Initialize).await,
+            Action::SplitBrain {
+                peer,
+                peer_priority,
+            } => {
+                let r = &self.instances[i];
+                let ours = self.fsm(i).priority();
+                tracing::warn!(
+                    instance = %r.spec.name,
+                    interface = %self.sockets[r.socket].interface,
+                    vrid = r.spec.vrid,
+                    %peer,
+                    peer_priority,
+                    our_priority = ours,
+                    "split brain: {peer} keeps advertising as MASTER with priority \
+                     {peer_priority} while we are MASTER with priority {ours}; it does not \
+                     hear our adverts, most likely because vrrp multicast or ip protocol 112 \
+                     is filtered between the nodes"
+                );
+            }
+            Action::VridClash { peer, what } => {
+                let r = &self.instances[i];
+                tracing::warn!(
+                    instance = %r.spec.name,
+                    interface = %self.sockets[r.socket].interface,
+                    vrid = r.spec.vrid,
+                    %peer,
+                    clash = what.name(),
+                    "vrid clash: {peer} advertises virtual_router_id {} but {what}; its \
+                     adverts are ignored (two clusters sharing one id on this segment, or \
+                     a configuration that differs between the nodes)",
+                    r.spec.vrid
+                );
+            }
+        }
+    }
+
+    async fn send_advert(&mut self, i: usize, priority: u8) {
+        let advert = self.fsm(i).advert(priority);
+        let r = &self.instances[i];
+        let io = &self.sockets[r.socket];
+        for &dst in &r.destinations {
+            let bytes = match packet::encode(&advert, r.primary, dst) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(instance = %r.spec.name, %dst, "cannot encode advert: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = io.socket.send(&bytes, dst).await {
+                tracing::warn!(
+                    instance = %r.spec.name,
+                    interface = %io.interface,
+                    %dst,
+                    "cannot send vrrp advert: {e}"
+                );
+            }
+        }
+    }
+
+    async fn add_vips(&mut self, i: usize) {
+        let r = &self.instances[i];
+        for (vip, &ifindex) in r.spec.virtual_addresses.iter().zip(&r.vip_links) {
+            if let Err(e) = self
+                .netlink
+                .add_address(
+                    ifindex,
+                    vip.addr,
+                    vip.prefix,
+                    vip.label.as_deref(),
+                    vip.scope,
+                )
+                .await
+            {
+                tracing::error!(
+                    instance = %r.spec.name,
+                    interface = %self.links[&ifindex].name,
+                    vip = %vip.addr,
+                    "cannot add virtual address: {e}"
+                );
+            }
+        }
+    }
+
+    async fn remove_vips(&mut self, i: usize) {
+        let r = &self.instances[i];
+        for (vip, &ifindex) in r.spec.virtual_addresses.iter().zip(&r.vip_links) {
+            if let Err(e) = self.netlink.remove_address(ifindex, vip.addr).await {
+                tracing::error!(
+                    instance = %r.spec.name,
+                    interface = %self.links[&ifindex].name,
+                    vip = %vip.addr,
+                    "cannot remove virtual address: {e}"
+                );
+            }
+        }
+    }
+
+    /// Sends the gratuitous ARP / unsolicited NA rounds (and the periodic refresh) on a
+    /// task of their own, stopped when the instance leaves MASTER. Each VIP is announced
+    /// on the device that holds it, from that device's MAC.
+    async fn start_announcer(&mut self, i: usize) {
+        let mut link_locals: HashMap<u32, Option<Ipv6Addr>> = HashMap::new();
+        let r = &self.instances[i];
+        if r.spec.is_ipv6() {
+            for &ifindex in &r.vip_links {
+                if link_locals.contains_key(&ifindex) {
+                    continue;
+                }
+                let ll = match self.netlink.link_local_v6(ifindex).await {
+                    Ok(ll) => ll,
+                    Err(e) => {
+                        tracing::warn!(interface = %self.links[&ifindex].name, "no link-local address: {e}");
+                        None
+                    }
+                };
+                link_locals.insert(ifindex, ll);
+            }
+        }
+        let frames: Vec<(Arc<FrameSocket>, Vec<u8>)> = r
+            .spec
+            .virtual_addresses
+            .iter()
+            .zip(&r.vip_links)
+            .filter_map(|(v, ifindex)| {
+                let mac = self.links[ifindex].mac;
+                let frame = match v.addr {
+                    IpAddr::V4(a) => gratuitous_arp(mac, a),
+                    IpAddr::V6(a) => unsolicited_na(mac, link_locals[ifindex]?, a),
+                };
+                Some((Arc::clone(&self.frames[ifindex]), frame))
+            })
+            .collect();
+        let r = &mut self.instances[i];
+        if frames.is_empty() {
+            tracing::warn!(
+                instance = %r.spec.name,
+                "no neighbour advertisement sent: the interfaces have no ipv6 link-local address"
+            );
+            return;
+        }
+        if let Some(old) = r.announcer.take() {
+            old.abort();
+        }
+        let name = r.spec.name.clone();
+        let rounds = r.spec.garp_repeat.max(1);
+        let delay = r.spec.garp_delay;
+        let refresh = r.spec.garp_refresh;
+        r.announcer = Some(tokio::spawn(async move {
+            let send_all = || {
+                for (socket, frame) in &frames {
+                    if let Err(e) = socket.send(frame) {
+                        tracing::warn!(instance = %name, "cannot send announcement: {e}");
+                    }
+                }
+            };
+            for round in 0..rounds {
+                if round > 0 {
+                    tokio::time::sleep(delay).await;
+                }
+                send_all();
+            }
+            if let Some(every) = refresh.filter(|d| !d.is_zero()) {
+                loop {
+                    tokio::time::sleep(every).await;
+                    send_all();
+                }
+            }
+        }));
+    }
+
+    async fn release(&mut self, i: usize, state: State) {
+        if let Some(announcer) = self.instances[i].announcer.take() {
+            announcer.abort();
+        }
+        self.remove_vips(i).await;
+        self.changed(i, state).await;
+    }
+
+    /// Logs the change, runs the notify commands and reports the event.
+    async fn changed(&mut self, i: usize, state: State) {
+        let fsm = self.fsm(i);
+        let (priority, master) = (fsm.priority(), fsm.master());
+        let r = &self.instances[i];
+        let label = state_label(state);
+        tracing::info!(
+            instance = %r.spec.name,
+            interface = %self.sockets[r.socket].interface,
+            vrid = r.spec.vrid,
+            priority,
+            master = ?master,
+            "vrrp instance entering {label} state"
+        );
+        notify(
+            &r.notifier,
+            &r.spec.notify,
+            state,
+            ["INSTANCE", &r.spec.name, label, &priority.to_string()],
+        );
+        let event = FailoverEvent {
+            instance: r.spec.name.clone(),
+            state,
+            vips: r.spec.vips(),
+        };
+        // A closed receiver only means nobody listens any more.
+        let _ = self.events.send(event).await;
+    }
+
+    /// After a member moved: once every member is in one state (or any is in FAULT),
+    /// that is the group's state; its notify commands run when it changes.
+    fn group_changed(&mut self, unit: usize, g: usize) {
+        let Unit::Synced { members, .. } = &self.units[unit] else {
+            return;
+        };
+        let states: Vec<State> = members.iter().map(|&m| self.fsm(m).state()).collect();
+        let state = if states.contains(&State::Fault) {
+            State::Fault
+        } else if states.iter().all(|s| *s == states[0]) {
+            states[0]
+        } else {
+            // Members in between (one forced along by another): wait for them.
+            return;
+        };
+        let group = &mut self.groups[g];
+        if group.state == state {
+            return;
+        }
+        group.state = state;
+        let label = state_label(state);
+        tracing::info!(group = %group.name, "vrrp sync group entering {label} state");
+        notify(
+            &group.notifier,
+            &group.spec,
+            state,
+            ["GROUP", &group.name, label, "0"],
+        );
+    }
+
+    /// Logs the counters, stops the readers and lets the notify commands finish.
+    async fn finish(self) {
+        for r in &self.instances {
+            let stats = self.fsm_of(r).stats();
+            tracing::info!(
+                instance = %r.spec.name,
+                adverts_received = stats.adverts_received,
+                adverts_sent = stats.adverts_sent,
+                became_master = stats.became_master,
+                split_brain_adverts = stats.split_brain_adverts,
+                drops = %counters(&stats.drops),
+                "vrrp instance stopped"
+            );
+        }
+        for io in &self.sockets {
+            io.reader.abort();
+            tracing::debug!(
+                interface = %io.interface,
+                other_vrid = io.other_vrid,
+                drops = %counters(&io.drops),
+                "vrrp socket closed"
+            );
+        }
+        for r in self.instances {
+            if let Some(announcer) = r.announcer {
+                announcer.abort();
+            }
+            r.notifier.finish().await;
+        }
+        for g in self.groups {
+            g.notifier.finish().await;
+        }
+    }
+
+    fn fsm_of(&self, r: &Running) -> &Instance {
+        match &self.units[r.unit] {
+            Unit::Alone(fsm) => fsm,
+            Unit::Synced { group, .. } => group.member(r.member).expect("member"),
+        }
+    }
+}
+
+impl Unit {
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Unit::Alone(fsm) => fsm.next_deadline(),
+            Unit::Synced { group, .. } => group.next_deadline(),
+        }
+    }
+}
+
+/// Opens one VRRP socket and starts its reader.
+fn open_socket(
+    id: usize,
+    plan: &SocketPlan,
+    packets: mpsc::Sender<(usize, std::io::Result<Received>)>,
+) -> Result<SocketIo, FailoverError> {
+    let socket = VrrpSocket::open(
+        &plan.interface,
+        plan.ifindex,
+        plan.v6,
+        plan.unicast_source.is_none(),
+        plan.unicast_source,
+    )
+    .map_err(|source| FailoverError::Socket {
+        interface: plan.interface.clone(),
+        source,
+    })?;
+    let socket = Arc::new(socket);
+    let reader = {
+        let socket = Arc::clone(&socket);
+        tokio::spawn(async move {
+            loop {
+                let received = socket.recv().await;
+                let failed = received.is_err();
+                if packets.send((id, received)).await.is_err() || failed {
+                    return;
+                }
+            }
+        })
+    };
+    Ok(SocketIo {
+        interface: plan.interface.clone(),
+        socket,
+        by_vrid: HashMap::new(),
+        drops: [0; DropReason::ALL.len()],
+        other_vrid: 0,
+        reader,
+    })
+}
+
+/// keepalived's names for the states in notify arguments.
+fn state_label(state: State) -> &'static str {
+    match state {
+        State::Initialize => "STOP",
+        other => other.name(),
+    }
+}
+
+/// Runs the command for `state`, then the generic one with `args` appended.
+fn notify(notifier: &Notifier, spec: &super::Notify, state: State, args: [&str; 4]) {
+    let specific = match state {
+        State::Master => &spec.master,
+        State::Backup => &spec.backup,
+        State::Fault => &spec.fault,
+        State::Initialize => &spec.stop,
+    };
+    if let Some(argv) = specific {
+        notifier.run(argv.clone());
+    }
+    if let Some(argv) = &spec.generic {
+        let mut argv = argv.clone();
+        argv.extend(args.iter().map(|a| a.to_string()));
+        notifier.run(argv);
+    }
+}
+
+/// `reason=count` for every non-zero counter.
+fn counters(drops: &[u64; DropReason::ALL.len()]) -> String {
+    DropReason::ALL
+        .iter()
+        .filter(|r| drops[r.index()] > 0)
+        .map(|r| format!("{}={}", r.name(), drops[r.index()]))
+        .collect::<Vec<_>>()
+        .join(",")
+}
