@@ -17,6 +17,7 @@ use crate::{
     netlink::{Link, Netlink},
     privileges,
     services::{Egress, ServiceTable},
+    status::Snapshot,
 };
 
 /// Probes in flight at once, however many real servers are checked.
@@ -31,7 +32,13 @@ const NEIGHBOUR_POLL: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     privileges::check()?;
+    // Bound first, so a taken port stops the start before anything is changed.
+    let api_listener = match config.global.api {
+        Some(addr) => Some(crate::api::bind(addr).await?),
+        None => None,
+    };
     let netlink = Netlink::connect()?;
     let mut links = BTreeMap::new();
     for name in &config.dataplane.interfaces {
@@ -59,6 +66,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             let mode = dataplane.attach(&link.name, config.dataplane.xdp_mode)?;
             info!(interface = %link.name, mode = mode.as_str(), "XDP attached");
         }
+        let (api_tx, mut api_requests) = tokio::sync::mpsc::channel(16);
+        let _api_task = api_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "status API listening: /status, /metrics");
+            }
+            AbortOnDrop(tokio::spawn(crate::api::serve(listener, api_tx)))
+        });
+        let vrrp_status = failover::StatusBoard::default();
+        let snapshot = |table: &ServiceTable, dataplane: &Dataplane| {
+            Snapshot::take(
+                config.global.router_id.clone(),
+                started.elapsed(),
+                table,
+                dataplane,
+                vrrp_status.snapshot(),
+            )
+        };
         info!(
             services = table.services.len(),
             real_servers = table.backends.len(),
@@ -103,6 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 netlink.clone(),
                 failover_tx,
                 track_rx,
+                vrrp_status.clone(),
                 async move {
                     let _ = failover_stopped.await;
                 },
@@ -134,6 +159,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     if let Err(e) = apply_health(&mut table, &mut dataplane, &tracking, &t) {
                         warn!(error = %format!("{e:#}"), "could not apply a health change to the data plane");
                     }
+                }
+                Some(reply) = api_requests.recv() => {
+                    let _ = reply.send(snapshot(&table, &dataplane));
                 }
             }
         }
@@ -174,10 +202,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         if tokio::time::timeout(CHECKS_STOP, checks_task).await.is_err() {
             warn!("health checks did not stop within {CHECKS_STOP:?}");
         }
+        log_counters(&snapshot(&table, &dataplane));
         anyhow::Ok(())
     }
     .await;
-    log_counters(&dataplane, &table);
     info!("shutting down: detaching XDP and removing managed neighbour entries");
     drop(dataplane);
     neighbours.cleanup().await;
@@ -541,36 +569,47 @@ fn collect_nat(dataplane: &mut Dataplane, t: &NatTimeouts) {
 }
 
 /// The data plane's counters, so a run ends with what it did.
-fn log_counters(dataplane: &Dataplane, table: &ServiceTable) {
-    for svc in &table.services {
-        let Ok(s) = dataplane.service_stats(svc.id) else {
-            continue;
-        };
+fn log_counters(snapshot: &Snapshot) {
+    for svc in &snapshot.services {
+        let c = &svc.counters;
         info!(
             service = %svc.name,
-            packets = s.packets,
-            bytes = s.bytes,
-            new_flows = s.new_flows,
-            rescheduled = s.rescheduled,
-            pass_inactive = s.pass_inactive,
-            drop_no_backend = s.drop_no_backend,
-            drop_redirect = s.drop_redirect,
+            packets = c.packets,
+            bytes = c.bytes,
+            new_flows = c.new_flows,
+            rescheduled = c.rescheduled_flows,
+            pass_inactive = c.passed_inactive,
+            drop_no_backend = c.dropped_no_real_server,
+            drop_redirect = c.dropped_redirect,
             "service counters"
         );
-        for id in &svc.backends {
-            let b = &table.backends[*id as usize];
-            if let Ok(c) = dataplane.backend_stats(*id) {
-                info!(service = %svc.name, real_server = %b.addr, packets = c.packets, bytes = c.bytes, new_flows = c.new_flows, health_transitions = b.transitions, "real server counters");
-            }
+        for b in &svc.real_servers {
+            info!(
+                service = %svc.name,
+                real_server = %b.address,
+                packets = b.packets,
+                bytes = b.bytes,
+                new_flows = b.new_flows,
+                health_transitions = b.health_transitions,
+                "real server counters"
+            );
         }
     }
-    if let Ok(reasons) = dataplane.global_stats() {
-        let nonzero: Vec<String> = reasons
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(r, n)| format!("{r}={n}"))
-            .collect();
-        info!(verdicts = %nonzero.join(" "), "data plane verdicts");
+    let nonzero: Vec<String> = snapshot
+        .verdicts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    info!(verdicts = %nonzero.join(" "), "data plane verdicts");
+}
+
+/// Aborts a helper task when the daemon's loop ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

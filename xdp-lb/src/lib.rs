@@ -1,13 +1,16 @@
 //! xdp-lb: the daemon's library. `main.rs` only parses the command line and wires
 //! these modules together.
 pub mod announce;
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod failover;
+pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod privileges;
 pub mod schedule;
 pub mod services;
+pub mod status;
 pub mod vrrp_socket;

@@ -1,6 +1,7 @@
 //! The daemon with a VRRP instance: services on the instance's VIP are forwarded by
 //! XDP only once this node is MASTER, the VIP is added by VRRP (not by hand), and a
-//! stop hands the VIP back (priority 0) and removes it.
+//! stop hands the VIP back (priority 0) and removes it. The status API shows the same:
+//! the instance's state and the exact flow counts.
 mod support;
 
 use std::time::Duration;
@@ -17,8 +18,9 @@ fn services_follow_the_vrrp_state_of_their_vip() {
         .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
         .unwrap();
     let text = format!(
-        "{}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\nversion = 3\n\
-         advert_interval = \"100ms\"\nvirtual_ipaddresses = [\"{}/32\"]\n",
+        "[global]\napi = \"127.0.0.1:9180\"\n{}\n[vrrp.VI_1]\ninterface = \"eth0\"\n\
+         virtual_router_id = 51\nversion = 3\nadvert_interval = \"100ms\"\n\
+         virtual_ipaddresses = [\"{}/32\"]\n",
         config(&lab, &[(80, "tcp", &[1, 1])]),
         DrLab::VIP
     );
@@ -35,6 +37,68 @@ fn services_follow_the_vrrp_state_of_their_vip() {
     );
     let tally = http_get_new_connections(&lab.client, vip(80), 40, IO_TIMEOUT).unwrap();
     assert_split(&tally, &[("b1", 1), ("b2", 1)], 40, 5.0);
+
+    // The status API, from inside the LB's namespace.
+    // (body, status code)
+    let get = |path: &str| {
+        let out = lab
+            .lb
+            .sh(&format!(
+                "curl -sS -w '\\n%{{http_code}}' http://127.0.0.1:9180{path}"
+            ))
+            .unwrap();
+        let (body, code) = out
+            .rsplit_once('\n')
+            .expect("curl prints the status code last");
+        (body.to_string(), code.to_string())
+    };
+    let (metrics, code) = get("/metrics");
+    assert_eq!(code, "200");
+    let service = "service=\"192.0.2.100:80/tcp\"";
+    for line in [
+        format!("xdp_lb_service_new_flows_total{{{service}}} 40"),
+        format!("xdp_lb_service_active{{{service}}} 1"),
+        "xdp_lb_vrrp_state{instance=\"VI_1\",state=\"MASTER\"} 1".to_string(),
+        "xdp_lb_vrrp_state{instance=\"VI_1\",state=\"BACKUP\"} 0".to_string(),
+        "xdp_lb_vrrp_dropped_total{instance=\"VI_1\",reason=\"bad_ttl\"} 0".to_string(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in /metrics:\n{metrics}"
+        );
+    }
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    let per_server: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("xdp_lb_real_server_new_flows_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        per_server, 40,
+        "new flows per real server add up:\n{metrics}"
+    );
+
+    let (json, code) = get("/status");
+    assert_eq!(code, "200");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["vrrp"][0]["name"], "VI_1");
+    assert_eq!(status["vrrp"][0]["state"], "MASTER");
+    assert_eq!(status["vrrp"][0]["priority"], 100);
+    assert_eq!(status["services"][0]["active"], true);
+    assert_eq!(status["services"][0]["counters"]["new_flows"], 40);
+    let servers = status["services"][0]["real_servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2);
+    assert!(
+        servers
+            .iter()
+            .all(|s| s["healthy"] == true && s["reachable"] == true)
+    );
+    assert_eq!(get("/nope").1, "404");
+    let post = lab
+        .lb
+        .sh("curl -sS -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:9180/status")
+        .unwrap();
+    assert_eq!(post, "405");
 
     let log = daemon.stop().unwrap();
     assert!(

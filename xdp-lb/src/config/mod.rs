@@ -166,6 +166,8 @@ pub struct VrrpNotify {
 pub struct Global {
     /// A name for this node in logs and status output (keepalived's `router_id`).
     pub router_id: Option<String>,
+    /// Where the status API (`/status`, `/metrics`) listens; off when `None`.
+    pub api: Option<std::net::SocketAddr>,
 }
 
 /// `[dataplane]`: where and how the XDP program runs.

@@ -84,6 +84,7 @@ pub(super) struct RawVrrp {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawGlobal {
     pub(super) router_id: Option<Spanned<Value>>,
+    pub(super) api: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

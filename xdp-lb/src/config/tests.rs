@@ -1322,3 +1322,21 @@ fn sync_groups_name_existing_instances_once() {
         &["[vrrp_sync_group.VG_1] is missing `group`"],
     );
 }
+
+#[test]
+fn the_status_api_takes_an_address_and_port() {
+    let config = parse_ok(&doc(&[
+        "[global]",
+        "api = \"127.0.0.1:9180\"",
+        DP[0],
+        DP[1],
+    ]));
+    assert_eq!(config.global.api, Some("127.0.0.1:9180".parse().unwrap()));
+    assert_eq!(parse_ok(&with_dp(&[])).global.api, None, "off by default");
+    assert_error(
+        &doc(&["[global]", "api = \"127.0.0.1\"", DP[0], DP[1]]),
+        2,
+        7,
+        &["`api` = \"127.0.0.1\" is not an address and port"],
+    );
+}

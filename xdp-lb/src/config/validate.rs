@@ -140,7 +140,24 @@ impl Validator<'_, '_> {
             }
             None => None,
         };
-        Ok(Global { router_id })
+        let api = match &raw.api {
+            Some(value) => {
+                let text = self.string(
+                    value,
+                    "api",
+                    "an address and port such as \"127.0.0.1:9180\"",
+                )?;
+                let addr = text.parse::<std::net::SocketAddr>().map_err(|_| {
+                    self.src.error(
+                        value.span(),
+                        format!("`api` = {text:?} is not an address and port such as \"127.0.0.1:9180\" or \"[::1]:9180\""),
+                    )
+                })?;
+                Some(addr)
+            }
+            None => None,
+        };
+        Ok(Global { router_id, api })
     }
 
     fn dataplane(&self, table: Spanned<RawDataplane>) -> Result<Dataplane, ConfigError> {

@@ -18,7 +18,9 @@ use xdp_lb_vrrp::{
 
 use super::{
     FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan, SyncGroupSpec,
-    TrackUpdate, notify::Notifier,
+    TrackUpdate,
+    notify::Notifier,
+    status::{InstanceStatus, StatusBoard, state_label},
 };
 use crate::{
     announce::{FrameSocket, gratuitous_arp, unsolicited_na},
@@ -98,6 +100,7 @@ pub(crate) struct Engine {
     tracking: mpsc::Receiver<TrackUpdate>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
+    status: StatusBoard,
 }
 
 struct Link {
@@ -112,11 +115,12 @@ impl Engine {
     pub(crate) fn open(
         plan: Plan,
         sync_groups: Vec<SyncGroupSpec>,
-        link_states: HashMap<u32, bool>,
-        link_changes: mpsc::UnboundedReceiver<(u32, bool)>,
+        // Each interface's state now, and the changes from then on (see `link`).
+        (link_states, link_changes): (HashMap<u32, bool>, mpsc::UnboundedReceiver<(u32, bool)>),
         tracking: mpsc::Receiver<TrackUpdate>,
         netlink: Netlink,
         events: mpsc::Sender<FailoverEvent>,
+        status: StatusBoard,
     ) -> Result<Engine, FailoverError> {
         let (packets_tx, packets) = mpsc::channel(256);
         let mut sockets = Vec::with_capacity(plan.sockets.len());
@@ -243,6 +247,7 @@ impl Engine {
             tracking,
             netlink,
             events,
+            status,
         })
     }
 
@@ -491,6 +496,34 @@ impl Engine {
         }
         if moved && let Unit::Synced { notify, .. } = self.units[unit] {
             self.group_changed(unit, notify);
+        }
+        self.publish(unit);
+    }
+
+    /// Writes the status of every instance of `unit` (a group moves its members too).
+    fn publish(&self, unit: usize) {
+        let (members, group) = match &self.units[unit] {
+            Unit::Alone(_) => (
+                self.instances
+                    .iter()
+                    .position(|r| r.unit == unit)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            Unit::Synced {
+                members, notify, ..
+            } => (members.clone(), Some(self.groups[*notify].name.as_str())),
+        };
+        for i in members {
+            let r = &self.instances[i];
+            self.status.set(InstanceStatus::of(
+                &r.spec.name,
+                group,
+                &self.sockets[r.socket].interface,
+                self.fsm(i),
+                r.primary,
+            ));
         }
     }
 
@@ -831,14 +864,6 @@ fn open_socket(
         other_vrid: 0,
         reader,
     })
-}
-
-/// keepalived's names for the states in notify arguments.
-fn state_label(state: State) -> &'static str {
-    match state {
-        State::Initialize => "STOP",
-        other => other.name(),
-    }
 }
 
 /// Runs the command for `state`, then the generic one with `args` appended.

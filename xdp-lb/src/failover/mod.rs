@@ -29,6 +29,7 @@ mod engine;
 mod link;
 mod notify;
 mod spec;
+mod status;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -47,6 +48,7 @@ pub use spec::{
     DEFAULT_GARP_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_NOTIFY_TIMEOUT, InstanceSpec, Notify,
     SyncGroupSpec, TrackedInterface, VirtualAddress,
 };
+pub use status::{InstanceStatus, StatusBoard};
 
 /// A state change of one instance. `state` is [`State::Master`] while the VIPs are held
 /// here, and [`State::Initialize`] once the instance has stopped.
@@ -152,17 +154,28 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (_no_tracking, tracking) = mpsc::channel(1);
-    run_tracked(instances, Vec::new(), netlink, events, tracking, shutdown).await
+    let status = StatusBoard::default();
+    run_tracked(
+        instances,
+        Vec::new(),
+        netlink,
+        events,
+        tracking,
+        status,
+        shutdown,
+    )
+    .await
 }
 
-/// [`run`], with sync groups, and with tracking updates for the instances (by name)
-/// arriving on `tracking`.
+/// [`run`], with sync groups, with tracking updates for the instances (by name)
+/// arriving on `tracking`, and every instance's status kept up to date on `status`.
 pub async fn run_tracked(
     instances: Vec<InstanceSpec>,
     sync_groups: Vec<SyncGroupSpec>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
     tracking: mpsc::Receiver<TrackUpdate>,
+    status: StatusBoard,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let plan = prepare(instances, &sync_groups, &netlink).await?;
@@ -174,11 +187,11 @@ pub async fn run_tracked(
     let engine = Engine::open(
         plan,
         sync_groups,
-        link_states,
-        link_changes,
+        (link_states, link_changes),
         tracking,
         netlink,
         events,
+        status,
     )?;
     engine.run(shutdown).await
 }

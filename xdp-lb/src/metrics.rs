@@ -1,0 +1,279 @@
+//! `/metrics`: a [`Snapshot`] in the Prometheus text format, written by
+//! `prometheus-client` (names get the `xdp_lb_` prefix, counters the `_total` suffix).
+//! Every label value a counter can take is emitted, zeros included, so rates start at
+//! the first scrape.
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use xdp_lb_vrrp::{Clash, DropReason};
+
+use crate::status::Snapshot;
+
+/// The content type of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders `snapshot`.
+pub fn render(snapshot: Snapshot) -> String {
+    let mut registry = Registry::with_prefix("xdp_lb");
+    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: its name, help, and a value per label set.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut series = series.into_iter().peekable();
+    let Some((_, first)) = series.peek() else {
+        return Ok(());
+    };
+    let mut metric = encoder.encode_descriptor(name, help, None, first.metric_type())?;
+    for (labels, value) in series {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: i64) -> ConstGauge<i64> {
+    ConstGauge::new(v)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        family(
+            &mut e,
+            "uptime_seconds",
+            "Seconds since the daemon started",
+            [(Vec::new(), gauge(s.uptime_seconds as i64))],
+        )?;
+        family(
+            &mut e,
+            "verdicts",
+            "Packets seen by the XDP program, by verdict reason",
+            s.verdicts
+                .iter()
+                .map(|(r, n)| (vec![("reason", r.to_string())], counter(*n))),
+        )?;
+
+        let svc = |x: &crate::status::ServiceStatus| vec![("service", x.name.clone())];
+        type Pick = fn(&crate::status::ServiceCounters) -> u64;
+        let service_counters: [(&str, &str, Pick); 7] = [
+            (
+                "service_packets",
+                "Packets forwarded for the service",
+                |c| c.packets,
+            ),
+            ("service_bytes", "Bytes forwarded for the service", |c| {
+                c.bytes
+            }),
+            (
+                "service_new_flows",
+                "Flows scheduled onto a real server",
+                |c| c.new_flows,
+            ),
+            (
+                "service_rescheduled_flows",
+                "Flows moved off a real server that became unusable",
+                |c| c.rescheduled_flows,
+            ),
+            (
+                "service_passed_inactive",
+                "Packets given to the kernel because this node is not VRRP MASTER for the VIP",
+                |c| c.passed_inactive,
+            ),
+            (
+                "service_dropped_no_real_server",
+                "Packets dropped because no real server was usable",
+                |c| c.dropped_no_real_server,
+            ),
+            (
+                "service_dropped_redirect",
+                "Packets dropped because the redirect to the egress interface failed",
+                |c| c.dropped_redirect,
+            ),
+        ];
+        for (name, help, pick) in service_counters {
+            family(
+                &mut e,
+                name,
+                help,
+                s.services
+                    .iter()
+                    .map(|x| (svc(x), counter(pick(&x.counters)))),
+            )?;
+        }
+        family(
+            &mut e,
+            "service_active",
+            "1 while XDP forwards the service (VRRP MASTER for its VIP, or no instance holds it)",
+            s.services.iter().map(|x| (svc(x), gauge(x.active.into()))),
+        )?;
+        family(
+            &mut e,
+            "service_quorum_ok",
+            "1 while the service's healthy weight meets its quorum",
+            s.services
+                .iter()
+                .map(|x| (svc(x), gauge(x.quorum_ok.into()))),
+        )?;
+
+        let servers: Vec<(Labels, &crate::status::RealServerStatus)> = s
+            .services
+            .iter()
+            .flat_map(|x| {
+                x.real_servers
+                    .iter()
+                    .map(|r| (false, r))
+                    .chain(x.sorry_server.iter().map(|r| (true, r)))
+                    .map(move |(sorry, r)| {
+                        let mut l = svc(x);
+                        l.push((
+                            "real_server",
+                            std::net::SocketAddr::new(r.address, r.port).to_string(),
+                        ));
+                        l.push(("sorry", sorry.to_string()));
+                        (l, r)
+                    })
+            })
+            .collect();
+        type PickRs = fn(&crate::status::RealServerStatus) -> u64;
+        let server_counters: [(&str, &str, PickRs); 4] = [
+            (
+                "real_server_packets",
+                "Packets forwarded to the real server",
+                |r| r.packets,
+            ),
+            (
+                "real_server_bytes",
+                "Bytes forwarded to the real server",
+                |r| r.bytes,
+            ),
+            (
+                "real_server_new_flows",
+                "Flows scheduled onto the real server",
+                |r| r.new_flows,
+            ),
+            (
+                "real_server_health_transitions",
+                "Times the real server went up or down",
+                |r| r.health_transitions,
+            ),
+        ];
+        for (name, help, pick) in server_counters {
+            family(
+                &mut e,
+                name,
+                help,
+                servers.iter().map(|(l, r)| (l.clone(), counter(pick(r)))),
+            )?;
+        }
+        family(
+            &mut e,
+            "real_server_healthy",
+            "1 while the real server passes its health check",
+            servers
+                .iter()
+                .map(|(l, r)| (l.clone(), gauge(r.healthy.into()))),
+        )?;
+        family(
+            &mut e,
+            "real_server_weight",
+            "The weight new flows give the real server now (0 while down)",
+            servers
+                .iter()
+                .map(|(l, r)| (l.clone(), gauge(r.effective_weight.into()))),
+        )?;
+
+        let vi = |v: &crate::failover::InstanceStatus| vec![("instance", v.name.clone())];
+        family(
+            &mut e,
+            "vrrp_state",
+            "1 for the VRRP instance's current state",
+            s.vrrp.iter().flat_map(|v| {
+                ["MASTER", "BACKUP", "FAULT", "STOP"]
+                    .into_iter()
+                    .map(move |st| {
+                        let mut l = vi(v);
+                        l.push(("state", st.to_string()));
+                        (l, gauge((v.state == st).into()))
+                    })
+            }),
+        )?;
+        family(
+            &mut e,
+            "vrrp_priority",
+            "The VRRP instance's effective priority",
+            s.vrrp.iter().map(|v| (vi(v), gauge(v.priority.into()))),
+        )?;
+        type PickVi = fn(&crate::failover::InstanceStatus) -> u64;
+        let vrrp_counters: [(&str, &str, PickVi); 4] = [
+            (
+                "vrrp_adverts_received",
+                "Valid adverts received for the instance's VRID",
+                |v| v.adverts_received,
+            ),
+            ("vrrp_adverts_sent", "Adverts sent", |v| v.adverts_sent),
+            ("vrrp_became_master", "Transitions to MASTER", |v| {
+                v.became_master
+            }),
+            (
+                "vrrp_split_brain_adverts",
+                "Adverts from another MASTER while this one is MASTER",
+                |v| v.split_brain_adverts,
+            ),
+        ];
+        for (name, help, pick) in vrrp_counters {
+            family(
+                &mut e,
+                name,
+                help,
+                s.vrrp.iter().map(|v| (vi(v), counter(pick(v)))),
+            )?;
+        }
+        family(
+            &mut e,
+            "vrrp_dropped",
+            "VRRP packets dropped, by reason",
+            s.vrrp.iter().flat_map(|v| {
+                DropReason::ALL.iter().map(move |r| {
+                    let mut l = vi(v);
+                    l.push(("reason", r.name().to_string()));
+                    (l, counter(v.drops.get(r.name()).copied().unwrap_or(0)))
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "vrrp_clashes",
+            "Adverts for the instance's VRID from a peer configured differently, by what differs",
+            s.vrrp.iter().flat_map(|v| {
+                Clash::ALL.iter().map(move |c| {
+                    let mut l = vi(v);
+                    l.push(("what", c.name().to_string()));
+                    (l, counter(v.clashes.get(c.name()).copied().unwrap_or(0)))
+                })
+            }),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! What the node is doing now, for `/status` and `/metrics`: one plain snapshot taken
+//! from the service table, the data plane's counters and the VRRP instances. The
+//! daemon's loop takes it (it owns the table and the maps); the API only renders it.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::Serialize;
+
+use crate::{dataplane::Dataplane, failover::InstanceStatus, services::ServiceTable};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// `[global] router_id`.
+    pub router_id: Option<String>,
+    pub uptime_seconds: u64,
+    pub services: Vec<ServiceStatus>,
+    pub vrrp: Vec<InstanceStatus>,
+    /// Data-plane verdicts by reason, summed over CPUs.
+    pub verdicts: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// `vip:port/proto`.
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub forwarding: String,
+    pub scheduler: String,
+    /// Forwarded by XDP now (false while a VRRP instance holding its VIP is not MASTER).
+    pub active: bool,
+    pub quorum_ok: bool,
+    pub counters: ServiceCounters,
+    pub real_servers: Vec<RealServerStatus>,
+    pub sorry_server: Option<RealServerStatus>,
+}
+
+/// The service's data-plane counters (summed over CPUs).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub rescheduled_flows: u64,
+    pub passed_inactive: u64,
+    pub dropped_no_real_server: u64,
+    pub dropped_redirect: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RealServerStatus {
+    pub address: IpAddr,
+    pub port: u16,
+    /// Configured weight.
+    pub weight: u32,
+    /// The weight new flows get now (0 while down or unreachable; a MISC check's
+    /// dynamic weight replaces the configured one).
+    pub effective_weight: u32,
+    pub healthy: bool,
+    /// Its MAC is known, so the data plane can reach it.
+    pub reachable: bool,
+    pub health_transitions: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl Snapshot {
+    /// Reads the counters from the data plane; a counter that cannot be read is 0 and
+    /// the reading error is logged once per snapshot.
+    pub fn take(
+        router_id: Option<String>,
+        uptime: std::time::Duration,
+        table: &ServiceTable,
+        dataplane: &Dataplane,
+        vrrp: Vec<InstanceStatus>,
+    ) -> Snapshot {
+        let mut failed = None;
+        let mut note = |e: crate::dataplane::DataplaneError| {
+            failed.get_or_insert_with(|| e.to_string());
+        };
+        let real_server = |id: u32, note: &mut dyn FnMut(crate::dataplane::DataplaneError)| {
+            let b = &table.backends[id as usize];
+            let c = dataplane.backend_stats(id).unwrap_or_else(|e| {
+                note(e);
+                Default::default()
+            });
+            RealServerStatus {
+                address: b.addr,
+                port: b.port,
+                weight: b.weight,
+                effective_weight: b.effective_weight(),
+                healthy: b.healthy,
+                reachable: b.reachable(),
+                health_transitions: b.transitions,
+                packets: c.packets,
+                bytes: c.bytes,
+                new_flows: c.new_flows,
+            }
+        };
+        let services = table
+            .services
+            .iter()
+            .map(|svc| {
+                let s = dataplane.service_stats(svc.id).unwrap_or_else(|e| {
+                    note(e);
+                    Default::default()
+                });
+                ServiceStatus {
+                    name: svc.name.clone(),
+                    vip: svc.vip,
+                    port: u16::from_be(svc.key.port_be),
+                    protocol: if svc.key.proto == libc::IPPROTO_UDP as u8 {
+                        "udp".into()
+                    } else {
+                        "tcp".into()
+                    },
+                    forwarding: svc.forwarding.to_string(),
+                    scheduler: svc.scheduler.to_string(),
+                    active: svc.active,
+                    quorum_ok: svc.quorum_ok,
+                    counters: ServiceCounters {
+                        packets: s.packets,
+                        bytes: s.bytes,
+                        new_flows: s.new_flows,
+                        rescheduled_flows: s.rescheduled,
+                        passed_inactive: s.pass_inactive,
+                        dropped_no_real_server: s.drop_no_backend,
+                        dropped_redirect: s.drop_redirect,
+                    },
+                    real_servers: svc
+                        .backends
+                        .iter()
+                        .map(|&id| real_server(id, &mut note))
+                        .collect(),
+                    sorry_server: svc.sorry.map(|id| real_server(id, &mut note)),
+                }
+            })
+            .collect();
+        let verdicts = dataplane.global_stats().unwrap_or_else(|e| {
+            note(e);
+            Default::default()
+        });
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "some data-plane counters could not be read; shown as 0");
+        }
+        Snapshot {
+            router_id,
+            uptime_seconds: uptime.as_secs(),
+            services,
+            vrrp,
+            verdicts,
+        }
+    }
+}
