@@ -13,4 +13,5 @@ pub mod privileges;
 pub mod schedule;
 pub mod services;
 pub mod status;
+pub mod status_client;
 pub mod vrrp_socket;

@@ -26,6 +26,16 @@ struct Cli {
 enum Command {
     /// Validate the configuration without touching the system.
     Check,
+    /// Show a running daemon's VRRP instances, services and real servers (read from
+    /// its status API: `[global] api` of the configuration, or `--api`).
+    Status {
+        /// The status API's address, e.g. 127.0.0.1:9180.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// Print the JSON snapshot as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -55,6 +65,28 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Status { api, json }) = &cli.command {
+        let addr = match (api, &cli.config) {
+            (Some(addr), _) => *addr,
+            (None, Some(path)) => config::load(path)?.global.api.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no `[global] api`, so the daemon serves no status; set it (e.g. api = \"127.0.0.1:9180\") or give --api",
+                    path.display()
+                )
+            })?,
+            (None, None) => anyhow::bail!("give `--api ADDR` or `--config FILE` (whose `[global] api` is read)"),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let snapshot = runtime.block_on(xdp_lb::status_client::fetch(addr))?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        } else {
+            print!("{}", xdp_lb::status_client::render(&snapshot));
+        }
+        return Ok(());
+    }
     let Some(path) = cli.config else {
         anyhow::bail!("no configuration given: use `--config FILE` (see config/lb.example.toml)");
     };
@@ -67,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     match cli.command {
+        Some(Command::Status { .. }) => unreachable!("handled above"),
         Some(Command::Check) => {
             let backends: usize = config
                 .virtual_servers

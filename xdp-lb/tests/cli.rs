@@ -101,3 +101,20 @@ fn an_unprivileged_run_says_which_privileges_are_missing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn status_without_an_api_address_says_how_to_give_one() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/lb.example.toml");
+    let (code, _, stderr) = xdp_lb(&["status", "--config", example]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("has no `[global] api`, so the daemon serves no status"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = xdp_lb(&["status"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("give `--api ADDR` or `--config FILE`"),
+        "{stderr}"
+    );
+}

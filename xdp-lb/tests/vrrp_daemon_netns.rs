@@ -99,6 +99,24 @@ fn services_follow_the_vrrp_state_of_their_vip() {
         .sh("curl -sS -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:9180/status")
         .unwrap();
     assert_eq!(post, "405");
+    // `xdp-lb status` reads the same, for people.
+    let shown = lab
+        .lb
+        .command(env!("CARGO_BIN_EXE_xdp-lb"))
+        .args(["status", "--api", "127.0.0.1:9180"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    for needle in [
+        "  VI_1         eth0     vrid 51  MASTER  priority 100/100",
+        "  192.0.2.100:80/tcp dr wrr  forwarding",
+        "    -> 192.0.2.11:80          up     weight 1/1",
+    ] {
+        assert!(
+            shown.contains(needle),
+            "no {needle:?} in `xdp-lb status`:\n{shown}"
+        );
+    }
 
     let log = daemon.stop().unwrap();
     assert!(

@@ -1,0 +1,212 @@
+//! `xdp-lb status`: reads a running daemon's `/status` and prints it for people, the
+//! way `ipvsadm -Ln` and keepalived's logs are read today, but in one place.
+
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{Request, body::Bytes, header};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// How long the whole request may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// GETs `/status` from the daemon at `addr`.
+pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Value> {
+    let get = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| {
+            format!("cannot reach the status API at {addr} (is xdp-lb running with `[global] api` set?)")
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake with the status API")?;
+        tokio::spawn(conn);
+        let request = Request::get("/status")
+            .header(header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await.context("GET /status")?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(
+            status.is_success(),
+            "GET /status answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
+        serde_json::from_slice(&body).context("the status API answered something other than JSON")
+    };
+    tokio::time::timeout(TIMEOUT, get).await.map_err(|_| {
+        anyhow::anyhow!("the status API at {addr} did not answer within {TIMEOUT:?}")
+    })?
+}
+
+/// The snapshot as text: VRRP instances, then services with their real servers.
+pub fn render(s: &Value) -> String {
+    let mut out = String::new();
+    let name = s["router_id"].as_str().unwrap_or("xdp-lb");
+    let _ = writeln!(
+        out,
+        "{name}, up {}",
+        uptime(s["uptime_seconds"].as_u64().unwrap_or(0))
+    );
+    let instances = s["vrrp"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !instances.is_empty() {
+        let _ = writeln!(out, "\nVRRP");
+        for v in instances {
+            let master = match (v["master"].as_str(), v["master_priority"].as_u64()) {
+                (Some(addr), Some(p)) => format!("master {addr} ({p})"),
+                _ => "no master heard".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<8} vrid {:<3} {:<6}  priority {}/{}  {master}{}",
+                v["name"].as_str().unwrap_or("?"),
+                v["interface"].as_str().unwrap_or("?"),
+                v["vrid"].as_u64().unwrap_or(0),
+                v["state"].as_str().unwrap_or("?"),
+                v["priority"],
+                v["base_priority"],
+                v["group"]
+                    .as_str()
+                    .map(|g| format!("  group {g}"))
+                    .unwrap_or_default(),
+            );
+            let _ = writeln!(
+                out,
+                "    adverts in {} out {}, became master {}x, split-brain adverts {}{}{}",
+                v["adverts_received"],
+                v["adverts_sent"],
+                v["became_master"],
+                v["split_brain_adverts"],
+                counts(", drops: ", &v["drops"]),
+                counts(", clashes: ", &v["clashes"]),
+            );
+        }
+    }
+    let services = s["services"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !services.is_empty() {
+        let _ = writeln!(out, "\nSERVICES");
+        for svc in services {
+            let c = &svc["counters"];
+            let _ = writeln!(
+                out,
+                "  {} {} {}  {}{}  packets {} new flows {}{}",
+                svc["name"].as_str().unwrap_or("?"),
+                svc["forwarding"].as_str().unwrap_or("?"),
+                svc["scheduler"].as_str().unwrap_or("?"),
+                if svc["active"] == true {
+                    "forwarding"
+                } else {
+                    "passive (not MASTER)"
+                },
+                if svc["quorum_ok"] == true {
+                    ""
+                } else {
+                    ", quorum lost"
+                },
+                c["packets"],
+                c["new_flows"],
+                match c["dropped_no_real_server"].as_u64() {
+                    Some(0) | None => String::new(),
+                    Some(n) => format!(", {n} dropped with no real server"),
+                },
+            );
+            let servers = svc["real_servers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for (rs, sorry) in servers.iter().map(|r| (r, false)).chain(
+                svc["sorry_server"]
+                    .as_object()
+                    .map(|_| (&svc["sorry_server"], true)),
+            ) {
+                let state = match (rs["healthy"] == true, rs["reachable"] == true) {
+                    (true, true) => "up",
+                    (false, _) => "DOWN",
+                    (true, false) => "no MAC",
+                };
+                let addr = match rs["address"].as_str() {
+                    Some(a) if a.contains(':') => format!("[{a}]:{}", rs["port"]),
+                    Some(a) => format!("{a}:{}", rs["port"]),
+                    None => "?".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "    -> {addr:<22} {state:<6} weight {}/{}  packets {} new flows {}{}",
+                    rs["effective_weight"],
+                    rs["weight"],
+                    rs["packets"],
+                    rs["new_flows"],
+                    if sorry { "  (sorry server)" } else { "" },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `name=n,name=n` after `label`, or nothing when the map is empty.
+fn counts(label: &str, map: &Value) -> String {
+    match map.as_object() {
+        Some(m) if !m.is_empty() => {
+            let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{label}{}", items.join(","))
+        }
+        _ => String::new(),
+    }
+}
+
+fn uptime(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_reads_as_text() {
+        let s = serde_json::json!({
+            "router_id": "lb1",
+            "uptime_seconds": 3725,
+            "vrrp": [{
+                "name": "VI_1", "group": "VG_1", "interface": "eth0", "vrid": 51,
+                "state": "MASTER", "priority": 90, "base_priority": 100,
+                "master": "192.0.2.1", "master_priority": 90,
+                "adverts_received": 3, "adverts_sent": 1200, "became_master": 1,
+                "split_brain_adverts": 0, "drops": {"bad_ttl": 2}, "clashes": {}
+            }],
+            "services": [{
+                "name": "192.0.2.100:80/tcp", "forwarding": "dr", "scheduler": "wrr",
+                "active": true, "quorum_ok": true,
+                "counters": {"packets": 274, "new_flows": 40, "dropped_no_real_server": 0},
+                "real_servers": [
+                    {"address": "192.0.2.11", "port": 80, "weight": 2, "effective_weight": 2,
+                     "healthy": true, "reachable": true, "packets": 144, "new_flows": 21},
+                    {"address": "2001:db8::12", "port": 80, "weight": 1, "effective_weight": 0,
+                     "healthy": false, "reachable": true, "packets": 130, "new_flows": 19}
+                ],
+                "sorry_server": null
+            }]
+        });
+        let text = render(&s);
+        for line in [
+            "lb1, up 1h02m",
+            "  VI_1         eth0     vrid 51  MASTER  priority 90/100  master 192.0.2.1 (90)  group VG_1",
+            "    adverts in 3 out 1200, became master 1x, split-brain adverts 0, drops: bad_ttl=2",
+            "  192.0.2.100:80/tcp dr wrr  forwarding  packets 274 new flows 40",
+            "    -> 192.0.2.11:80          up     weight 2/2  packets 144 new flows 21",
+            "    -> [2001:db8::12]:80      DOWN   weight 0/1  packets 130 new flows 19",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+}
