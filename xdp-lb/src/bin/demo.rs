@@ -27,6 +27,8 @@ struct Args {
 
 const BACKENDS: [(&str, u32); 3] = [("b1", 1), ("b2", 2), ("b3", 3)];
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The status API, on the LB namespace's own loopback.
+const API: &str = "127.0.0.1:9180";
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -94,6 +96,30 @@ fn main() -> anyhow::Result<()> {
     let same = names.iter().filter(|n| *n == first).count();
     println!("   all answered by {first}: {same} of {}", names.len());
 
+    println!("\n== `xdp-lb status` in the LB namespace (read from the daemon's status API)\n");
+    let status = lab
+        .lb
+        .command(&daemon_bin)
+        .args(["status", "--api", API])
+        .output()
+        .context("running `xdp-lb status`")?;
+    if !status.status.success() {
+        bail!(
+            "`xdp-lb status` failed: {}",
+            String::from_utf8_lossy(&status.stderr).trim()
+        );
+    }
+    for line in String::from_utf8_lossy(&status.stdout).lines() {
+        println!(
+            "{}",
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("   {line}")
+            }
+        );
+    }
+
     println!("\n== stopping xdp-lb (SIGTERM) and tearing the lab down");
     let log = daemon.stop()?;
     for line in log.lines().skip_while(|l| !l.contains("SIGTERM received")) {
@@ -111,7 +137,7 @@ fn main() -> anyhow::Result<()> {
 
 fn demo_config(lab: &DrLab) -> String {
     let mut text = format!(
-        "[global]\nrouter_id = \"demo-lb\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n\n\
+        "[global]\nrouter_id = \"demo-lb\"\napi = \"{API}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n\n\
          [[virtual_server]]\nvip = \"{}\"\nport = 80\nprotocol = \"tcp\"\nscheduler = \"wrr\"\nforwarding = \"dr\"\n",
         DrLab::VIP
     );
