@@ -120,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 let _ = scripts_stopped.await;
             },
         ));
-        let failover_task = (!instances.is_empty()).then(|| {
+        let mut failover_task = (!instances.is_empty()).then(|| {
             tokio::spawn(failover::run_tracked(
                 instances,
                 config.sync_groups.iter().map(sync_group_spec).collect(),
@@ -138,9 +138,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut nat_gc = tokio::time::interval(nat_gc_interval(&nat_timeouts));
+        // Set when the VRRP runtime ended by itself (a socket failed): it has already
+        // stopped its instances, so the daemon stops too and a supervisor restarts it,
+        // rather than forwarding on as a node no peer hears.
+        let mut vrrp_failed = None;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                ended = async { failover_task.as_mut().expect("guarded").await }, if failover_task.is_some() => {
+                    failover_task = None;
+                    vrrp_failed = Some(match ended {
+                        Ok(Ok(())) => anyhow::anyhow!("the VRRP runtime ended on its own"),
+                        Ok(Err(e)) => e,
+                        Err(e) => anyhow::anyhow!("the VRRP task failed: {e}"),
+                    });
+                    break;
+                }
                 _ = tick.tick() => {
                     if let Err(e) = neighbours.refresh(&mut table, &mut dataplane).await {
                         warn!(error = %format!("{e:#}"), "neighbour refresh failed; keeping the last known MACs");
@@ -202,8 +215,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         if tokio::time::timeout(CHECKS_STOP, checks_task).await.is_err() {
             warn!("health checks did not stop within {CHECKS_STOP:?}");
         }
+        // The last state changes of a failed VRRP runtime (its instances stopped).
+        while let Ok(event) = failover_events.try_recv() {
+            let _ = apply_failover(&mut table, &mut dataplane, &event);
+        }
         log_counters(&snapshot(&table, &dataplane));
-        anyhow::Ok(())
+        match vrrp_failed {
+            Some(e) => Err(e.context("VRRP stopped, so xdp-lb stops too (restart it)")),
+            None => anyhow::Ok(()),
+        }
     }
     .await;
     info!("shutting down: detaching XDP and removing managed neighbour entries");
