@@ -9,6 +9,11 @@
 //!   UDP from many source ports, reachability waits.
 //! - [`capture`]: [`Capture`], an AF_PACKET capture on one interface of a namespace.
 //! - [`daemon`]: [`Daemon`], the xdp-lb binary run in a namespace, its log awaited line by line.
+//! - [`keepalived`]: [`Keepalived`], real keepalived (VRRP only) in a namespace, with a
+//!   one-instance configuration ([`KaConf`]), stopped gracefully or killed like a crash.
+//! - [`probe`]: a failover as a client sees it: a UDP [`Probe`] that records who answers
+//!   a virtual address every few milliseconds, per-node [`Responder`]s, the
+//!   [`Handover`] analysis, and the [`ProbeLab`] segment (two nodes and a client).
 //! - [`xdp`]: tiny XDP programs from bytecode: the pass-through program the lab puts on
 //!   the LB-facing veth peers (so `XDP_TX` is delivered), and a loader for test programs.
 //!
@@ -20,7 +25,9 @@ pub mod backends;
 pub mod capture;
 pub mod client;
 pub mod daemon;
+pub mod keepalived;
 pub mod netns;
+pub mod probe;
 pub mod topology;
 pub mod xdp;
 
@@ -28,5 +35,7 @@ pub use backends::{BackendServer, ServerKind};
 pub use capture::Capture;
 pub use client::{http_get_keepalive, http_get_new_connections, udp_query, wait_tcp_reachable};
 pub use daemon::Daemon;
+pub use keepalived::{KaConf, Keepalived};
 pub use netns::{Netns, namespaces_with_prefix, require_root, veth_pair};
+pub use probe::{Handover, Probe, ProbeLab, Reply, Responder};
 pub use topology::{Backend, DrLab, DrLabOptions};
