@@ -1,36 +1,60 @@
-//! The failover runtime on real sockets, in network namespaces joined by a veth:
-//! xdp-lb against xdp-lb, and xdp-lb against real keepalived sharing one VRID (v3 and v2
-//! with authentication, multicast and unicast). Takeover gaps are measured from the
-//! moment the master is stopped or killed to the moment the other side reports MASTER,
-//! and printed (run with `--nocapture`).
+//! The failover runtime on real sockets, in network namespaces: xdp-lb against xdp-lb,
+//! and xdp-lb against real keepalived sharing one VRID (v3 and v2 with authentication,
+//! multicast and unicast, IPv4 and IPv6).
+//!
+//! Takeovers are measured by a client: both nodes and a client namespace sit on one
+//! bridge, each node runs a UDP responder on the virtual address, and the client probes
+//! it every 10 ms ([`xdp_lb_lab::probe`]). The client's outage (its first answer from
+//! the new node minus its last from the old one) is asserted against VRRP's timers:
+//! after a `kill -9` or crash (no priority-0 advert) below 3 x interval + skew plus a
+//! margin, and no earlier than the master-down interval minus one interval (the
+//! backup's timer started at the last advert it heard); after a graceful stop
+//! (priority 0) below one interval plus a margin. A crash is a host crash: the old
+//! node's responder stops with it (the virtual address a killed VRRP daemon leaves
+//! configured would otherwise keep answering). The state-event gaps (stop or kill to
+//! the other side reporting MASTER) are checked as before. Everything measured is
+//! printed (run with `--nocapture`).
 //!
 //! Needs root, `ip` and `/usr/sbin/keepalived`; fails (never skips) without them.
 
 use std::{
-    io::{BufRead as _, BufReader},
-    net::IpAddr,
-    path::PathBuf,
-    process::{Child, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    net::{IpAddr, SocketAddr},
+    sync::{Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
 
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
 use xdp_lb::{
     failover::{FailoverEvent, InstanceSpec, VirtualAddress, run},
     netlink::Netlink,
 };
-use xdp_lb_lab::{Capture, Netns, require_root, veth_pair};
+use xdp_lb_lab::{
+    Capture, Handover, KaConf, Keepalived, Netns, Probe, ProbeLab, Responder,
+    probe::{count_from, timeline},
+    veth_pair,
+};
 use xdp_lb_vrrp::{State, Version};
 
 const VIP: &str = "192.0.2.200";
 const VRID: u8 = 51;
 const A_ADDR: &str = "192.0.2.1";
 const B_ADDR: &str = "192.0.2.2";
+
+/// The UDP port the nodes' responders answer on.
+const PROBE_PORT: u16 = 7000;
+/// How often the client probes the virtual address.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+/// Added to VRRP's timers in the upper bounds: the gratuitous ARP or unsolicited NA
+/// reaching the client, the next probe, and scheduling on a loaded 2-core machine.
+const MARGIN: Duration = Duration::from_millis(300);
+/// Taken off the lower bound after a kill: the last advert before the kill may have
+/// been sent a little late, or timers fire a little early.
+const JITTER: Duration = Duration::from_millis(100);
+/// How long after a handover the client must hear only the new node.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Responder names: what the client hears from each kind of node.
+const XLB: &str = "xdp-lb";
+const KA: &str = "keepalived";
 
 /// Every log line of this test binary, so tests can look for the warnings they expect.
 static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -91,6 +115,90 @@ fn pair(tag: &str) -> (Netns, Netns) {
             .unwrap();
     }
     (a, b)
+}
+
+/// Nodes `a` (192.0.2.1, fe80::a) and `b` (192.0.2.2, fe80::b) and a client
+/// (192.0.2.9, 2001:db8::9) on a bridge in a fourth namespace: the client sees a
+/// takeover as any host on the segment would, and one node's link can go down while
+/// the other keeps its carrier.
+fn probed(tag: &str) -> ProbeLab {
+    init_tracing();
+    ProbeLab::build(&format!("xlbfo{tag}")).expect("these tests need root")
+}
+
+/// Where the client probes: the instance's first virtual address.
+fn probe_target(spec: &InstanceSpec) -> SocketAddr {
+    SocketAddr::new(spec.virtual_addresses[0].addr, PROBE_PORT)
+}
+
+/// RFC 5798's master-down interval of a backup with `priority`: 3 x interval + skew.
+fn master_down(interval: Duration, priority: u8) -> Duration {
+    interval * 3 + interval.mul_f64(f64::from(256 - u32::from(priority)) / 256.0)
+}
+
+/// After a `kill -9` or crash: the client's outage stays below the backup's
+/// master-down interval plus [`MARGIN`], and the new node answers no earlier than
+/// that interval minus one advert interval after the kill.
+fn check_crash_handover(what: &str, h: &Handover, probe: &Probe, interval: Duration) {
+    let down = master_down(interval, 100);
+    println!(
+        "{what}: client outage {:?}, new node answered {:?} after the kill, {} probes lost \
+         (master-down interval {down:?})",
+        h.outage(),
+        h.after_event(),
+        h.lost.map_or("?".into(), |l| l.to_string())
+    );
+    let trace = || timeline(&probe.replies(), h.event);
+    assert!(
+        h.outage() < down + MARGIN,
+        "{what}: the client had no answer for {:?}, more than the master-down interval \
+         {down:?} + {MARGIN:?}; replies (seconds from the kill): {}",
+        h.outage(),
+        trace()
+    );
+    assert!(
+        h.after_event() + JITTER >= down - interval,
+        "{what}: the new node answered {:?} after the kill, before its master-down interval \
+         {down:?} minus one advert interval could have run out; replies (seconds from the \
+         kill): {}",
+        h.after_event(),
+        trace()
+    );
+}
+
+/// After a graceful stop (priority 0): the client's outage stays below one advert
+/// interval plus [`MARGIN`] (the backup waits only its skew time).
+fn check_graceful_handover(what: &str, h: &Handover, probe: &Probe, interval: Duration) {
+    println!(
+        "{what}: client outage {:?}, new node answered {:?} after the stop, {} probes lost",
+        h.outage(),
+        h.after_event(),
+        h.lost.map_or("?".into(), |l| l.to_string())
+    );
+    assert!(
+        h.outage() < interval + MARGIN,
+        "{what}: the client had no answer for {:?}, more than one interval {interval:?} + \
+         {MARGIN:?}; replies (seconds from the stop): {}",
+        h.outage(),
+        timeline(&probe.replies(), h.event)
+    );
+}
+
+/// Once the new node answers, the old one must not any more: waits [`SETTLE`] worth of
+/// answers from `new` and checks none came from `old` meanwhile.
+fn check_settled(what: &str, h: &Handover, probe: &Probe, old: &str, new: &str) {
+    let until = h.first_new + SETTLE;
+    let heard = probe
+        .wait_from(new, until, SETTLE + Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{what}: the client lost {new} again: {e:#}"));
+    let replies = probe.replies();
+    assert_eq!(
+        count_from(&replies, old, h.first_new, heard),
+        0,
+        "{what}: {old} still answered after {new} took over; replies (seconds from the \
+         event): {}",
+        timeline(&replies, h.event)
+    );
 }
 
 fn vip_spec(name: &str, priority: u8, version: Version, interval: Duration) -> InstanceSpec {
@@ -258,9 +366,12 @@ impl Drop for Node {
 // xdp-lb against xdp-lb
 // ---------------------------------------------------------------------------------
 
+/// Two xdp-lb runners: election, gratuitous ARP, a graceful stop (priority 0), the
+/// preemption back, and a crash (no priority 0), the handovers measured by the client.
 #[test]
 fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
-    let (a, b) = pair("x");
+    let lab = probed("x");
+    let (a, b) = (&lab.a, &lab.b);
     let vip = VIP;
     let dir = tempfile::tempdir().unwrap();
     let notified = dir.path().join("notify");
@@ -275,10 +386,13 @@ fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
     ]);
     spec_a.garp_refresh = Some(Duration::from_millis(500));
     let spec_b = vip_spec("VI_B", 100, Version::V3, interval);
+    let target = probe_target(&spec_a);
+    let answers_a = Responder::start(a, target, "a").unwrap();
+    let _answers_b = Responder::start(b, target, "b").unwrap();
 
-    let capture = Capture::start(&b, "eth0").unwrap();
-    let mut node_a = Node::start(&a, vec![spec_a.clone()]);
-    let mut node_b = Node::start(&b, vec![spec_b]);
+    let capture = Capture::start(b, "eth0").unwrap();
+    let mut node_a = Node::start(a, vec![spec_a.clone()]);
+    let mut node_b = Node::start(b, vec![spec_b]);
     node_a.wait_state(State::Master, Duration::from_secs(10));
     // Two rounds of gratuitous ARP from a's MAC, then the periodic refresh.
     let mac_a: Vec<u8> = a
@@ -301,28 +415,38 @@ fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
     }
     drop(capture);
     node_b.wait_state(State::Backup, Duration::from_secs(5));
-    wait_vip(&a, vip, true, Duration::from_secs(2));
-    assert!(!has_vip(&b, vip), "the backup must not hold the VIP");
+    wait_vip(a, vip, true, Duration::from_secs(2));
+    assert!(!has_vip(b, vip), "the backup must not hold the VIP");
     assert!(
         !node_b.drain().contains(&State::Master),
         "the lower priority never became MASTER"
     );
+    let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+    probe
+        .wait_from("a", Instant::now(), Duration::from_secs(5))
+        .unwrap();
 
     // Graceful stop of the master: priority 0, the backup takes over after its skew.
     let stopped = node_a.stop();
-    wait_vip(&a, vip, false, Duration::from_secs(1));
+    wait_vip(a, vip, false, Duration::from_secs(1));
     let took_over = node_b.wait_state(State::Master, Duration::from_secs(3));
     let gap = took_over - stopped;
-    println!("xdp-lb -> xdp-lb graceful takeover (v3, 1 s): {gap:?}");
+    println!("xdp-lb -> xdp-lb graceful takeover (v3, 1 s): MASTER after {gap:?}");
     assert!(
         gap < Duration::from_millis(2500),
         "graceful takeover took {gap:?}"
     );
-    wait_vip(&b, vip, true, Duration::from_secs(2));
+    let what = "xdp-lb -> xdp-lb after a graceful stop (v3, 1 s)";
+    let h = probe
+        .handover("a", "b", stopped, Duration::from_secs(3))
+        .unwrap();
+    check_graceful_handover(what, &h, &probe, interval);
+    check_settled(what, &h, &probe, "a", "b");
+    wait_vip(b, vip, true, Duration::from_secs(2));
 
     // The higher priority returns and preempts once its master-down timer runs out.
     let restarted = Instant::now();
-    let mut node_a = Node::start(&a, vec![spec_a]);
+    let mut node_a = Node::start(a, vec![spec_a]);
     node_a.wait_state(State::Backup, Duration::from_secs(2));
     let back = node_a.wait_state(State::Master, Duration::from_secs(8));
     node_b.wait_state(State::Backup, Duration::from_secs(3));
@@ -330,9 +454,35 @@ fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
         "preemption back: MASTER again {:?} after restart",
         back - restarted
     );
-    wait_vip(&a, vip, true, Duration::from_secs(2));
-    wait_vip(&b, vip, false, Duration::from_secs(2));
-    drop(node_a);
+    wait_vip(a, vip, true, Duration::from_secs(2));
+    wait_vip(b, vip, false, Duration::from_secs(2));
+    let what = "xdp-lb -> xdp-lb preemption (v3, 1 s)";
+    let h = probe
+        .handover("b", "a", restarted, Duration::from_secs(3))
+        .unwrap();
+    println!(
+        "{what}: client outage {:?}, a answered {:?} after its restart",
+        h.outage(),
+        h.after_event()
+    );
+    check_settled(what, &h, &probe, "b", "a");
+
+    // A crash of the master's host: no priority 0, the VIP left behind; the backup
+    // waits out its master-down interval.
+    answers_a.stop().unwrap();
+    let crashed = node_a.crash();
+    let took_over = node_b.wait_state(State::Master, Duration::from_secs(6));
+    println!(
+        "xdp-lb -> xdp-lb after a crash (v3, 1 s): MASTER after {:?}",
+        took_over - crashed
+    );
+    let what = "xdp-lb -> xdp-lb after a crash (v3, 1 s)";
+    let h = probe
+        .handover("a", "b", crashed, Duration::from_secs(6))
+        .unwrap();
+    check_crash_handover(what, &h, &probe, interval);
+    check_settled(what, &h, &probe, "a", "b");
+    wait_vip(b, vip, true, Duration::from_secs(2));
     drop(node_b);
 
     let log = std::fs::read_to_string(&notified).unwrap_or_default();
@@ -346,193 +496,17 @@ fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
 // xdp-lb against keepalived
 // ---------------------------------------------------------------------------------
 
-/// How keepalived is configured for one run.
-#[derive(Clone)]
-struct KaConf {
-    priority: u8,
-    version: Version,
-    /// keepalived's `advert_int`, e.g. "1" or "0.1".
-    advert_int: &'static str,
-    auth_pass: Option<&'static str>,
-    /// (our address, peer) for unicast.
-    unicast: Option<(&'static str, &'static str)>,
-    /// The virtual address with its prefix.
-    vip: &'static str,
-}
-
-impl KaConf {
-    fn render(&self) -> String {
-        let mut s = String::from(
-            "global_defs {\n    router_id xlb_test\n    script_user root\n}\n\
-             vrrp_instance VI_1 {\n    state BACKUP\n    interface eth0\n",
-        );
-        s += &format!(
-            "    virtual_router_id {VRID}\n    priority {}\n",
-            self.priority
-        );
-        s += &format!(
-            "    advert_int {}\n    version {}\n",
-            self.advert_int,
-            self.version.number()
-        );
-        if let Some(pass) = self.auth_pass {
-            s += &format!(
-                "    authentication {{\n        auth_type PASS\n        auth_pass {pass}\n    }}\n"
-            );
-        }
-        if let Some((src, peer)) = self.unicast {
-            s +=
-                &format!("    unicast_src_ip {src}\n    unicast_peer {{\n        {peer}\n    }}\n");
-        }
-        s += &format!(
-            "    virtual_ipaddress {{\n        {}\n    }}\n}}\n",
-            self.vip
-        );
-        s
-    }
-}
-
-/// keepalived (VRRP only) in a namespace, its console log collected line by line.
-struct Keepalived {
-    child: Child,
-    dir: PathBuf,
-    lines: mpsc::Receiver<(Instant, String)>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Keepalived {
-    fn start(ns: &Netns, dir: &std::path::Path, run: u32, conf: &KaConf) -> Keepalived {
-        let dir = dir.join(format!("ka{run}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("keepalived.conf");
-        std::fs::write(&file, conf.render()).unwrap();
-        let mut child = ns
-            .command("/usr/sbin/keepalived")
-            .args(["-n", "-l", "-D", "-G", "-P", "-f"])
-            .arg(&file)
-            .arg("-p")
-            .arg(dir.join("keepalived.pid"))
-            .arg("-r")
-            .arg(dir.join("vrrp.pid"))
-            .arg("-c")
-            .arg(dir.join("checkers.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start /usr/sbin/keepalived (apt-get install keepalived)");
-        let (tx, lines) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            let log = log.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line.clone());
-                    let _ = tx.send((Instant::now(), line));
-                }
-            });
-        }
-        Keepalived {
-            child,
-            dir,
-            lines,
-            log,
-        }
-    }
-
-    /// Waits for a log line containing `needle`; returns when it was read.
-    fn wait_line(&self, needle: &str, within: Duration) -> Instant {
-        let until = Instant::now() + within;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((at, line)) if line.contains(needle) => return at,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "keepalived: expected a line with {needle:?} within {within:?}; log:\n{}",
-                    self.log.lock().unwrap().join("\n")
-                ),
-            }
-        }
-    }
-
-    fn saw(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-
-    fn vrrp_pid(&self) -> Pid {
-        let path = self.dir.join("vrrp.pid");
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(pid) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                return Pid::from_raw(pid);
-            }
-            assert!(Instant::now() < until, "no vrrp pid in {}", path.display());
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `kill -9` of the VRRP process, then of its parent (which would otherwise respawn
-    /// it). Returns when the VRRP process was killed.
-    fn kill9(mut self) -> Instant {
-        let vrrp = self.vrrp_pid();
-        let at = Instant::now();
-        kill(vrrp, Signal::SIGKILL).unwrap();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        at
-    }
-
-    /// SIGTERM: keepalived sends its priority-0 advert and exits.
-    fn terminate(mut self) -> Instant {
-        let at = Instant::now();
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let _ = self.child.wait();
-        at
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// How long to watch a BACKUP stay BACKUP: a few master-down intervals.
 fn observe(interval: Duration) -> Duration {
     interval * 4 + Duration::from_millis(500)
 }
 
-/// keepalived (priority 200) MASTER, xdp-lb (priority 100) BACKUP; then keepalived is
-/// killed with SIGKILL (xdp-lb takes over after its master-down interval), comes back
-/// and preempts, and is stopped with SIGTERM (xdp-lb takes over after its skew time).
-fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
-    let (a, b) = pair(tag);
-    let vip = &ours.virtual_addresses[0].addr.to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let interval = ours.advert_interval;
-    let label = format!(
+/// A scenario's label in the printed measurements, e.g. `v3 1s auth unicast`.
+fn label(ours: &InstanceSpec) -> String {
+    format!(
         "v{} {:?}{}{}{}",
         ours.version,
-        interval,
+        ours.advert_interval,
         if ours.is_ipv6() { " ipv6" } else { "" },
         if ours.auth_pass.is_some() {
             " auth"
@@ -540,13 +514,36 @@ fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
             ""
         },
         if ours.is_unicast() { " unicast" } else { "" }
-    );
+    )
+}
 
-    let keepalived = Keepalived::start(&b, dir.path(), 0, &ka);
-    keepalived.wait_line("Entering MASTER STATE", Duration::from_secs(15));
-    wait_vip(&b, vip, true, Duration::from_secs(2));
+/// keepalived (priority 200) MASTER, xdp-lb (priority 100) BACKUP; then keepalived's
+/// host crashes (`kill -9`, its responder stopped: xdp-lb takes over after its
+/// master-down interval), keepalived comes back and preempts, and is stopped with
+/// SIGTERM (xdp-lb takes over after its skew time). Both takeovers are measured by
+/// the client.
+fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
+    let lab = probed(tag);
+    let (a, b) = (&lab.a, &lab.b);
+    let vip = &ours.virtual_addresses[0].addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let interval = ours.advert_interval;
+    let label = label(&ours);
+    let target = probe_target(&ours);
+    let _xlb_answers = Responder::start(a, target, XLB).unwrap();
+    let ka_answers = Responder::start(b, target, KA).unwrap();
 
-    let mut node = Node::start(&a, vec![ours]);
+    let keepalived = Keepalived::start(b, dir.path(), 0, &ka).unwrap();
+    keepalived
+        .wait_line("Entering MASTER STATE", Duration::from_secs(15))
+        .unwrap();
+    wait_vip(b, vip, true, Duration::from_secs(2));
+    let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+    probe
+        .wait_from(KA, Instant::now(), Duration::from_secs(5))
+        .unwrap();
+
+    let mut node = Node::start(a, vec![ours]);
     node.wait_state(State::Backup, Duration::from_secs(5));
     // The backup must stay BACKUP while keepalived advertises.
     let until = Instant::now() + observe(interval);
@@ -558,130 +555,186 @@ fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
         );
         thread::sleep(Duration::from_millis(50));
     }
-    assert!(!has_vip(&a, vip));
+    assert!(!has_vip(a, vip));
 
-    // kill -9: no priority 0; we wait 3 x interval + skew.
-    let killed = keepalived.kill9();
+    // kill -9 of keepalived's host: no priority 0; we wait 3 x interval + skew.
+    ka_answers.stop().unwrap();
+    let killed = keepalived.kill9().unwrap();
     let took_over = node.wait_state(State::Master, interval * 3 + Duration::from_secs(3));
     let gap = took_over - killed;
     // The master-down timer runs from the last advert heard, up to one interval
     // before the kill.
-    let down = interval * 3 + interval.mul_f64(156.0 / 256.0);
+    let down = master_down(interval, 100);
     println!(
-        "keepalived -> xdp-lb after kill -9 ({label}): {gap:?} \
+        "keepalived -> xdp-lb after kill -9 ({label}): MASTER after {gap:?} \
          (master-down interval {down:?}, minus up to one interval)"
     );
     assert!(
-        gap + interval + Duration::from_millis(100) >= down && gap < down + Duration::from_secs(2),
+        gap + interval + JITTER >= down && gap < down + Duration::from_secs(2),
         "takeover after kill -9 took {gap:?}; expected between {:?} and {down:?}",
         down - interval
     );
-    wait_vip(&a, vip, true, Duration::from_secs(2));
+    let what = format!("keepalived -> xdp-lb after kill -9 ({label})");
+    let h = probe
+        .handover(KA, XLB, killed, Duration::from_secs(3))
+        .unwrap();
+    check_crash_handover(&what, &h, &probe, interval);
+    check_settled(&what, &h, &probe, KA, XLB);
+    wait_vip(a, vip, true, Duration::from_secs(2));
 
-    // keepalived returns with the higher priority and preempts us.
-    let keepalived = Keepalived::start(&b, dir.path(), 1, &ka);
-    keepalived.wait_line("Entering MASTER STATE", Duration::from_secs(15));
+    // keepalived's host returns with the higher priority and preempts us.
+    let _ka_answers = Responder::start(b, target, KA).unwrap();
+    let restarted = Instant::now();
+    let keepalived = Keepalived::start(b, dir.path(), 1, &ka).unwrap();
+    keepalived
+        .wait_line("Entering MASTER STATE", Duration::from_secs(15))
+        .unwrap();
     node.wait_state(State::Backup, Duration::from_secs(5));
-    wait_vip(&a, vip, false, Duration::from_secs(2));
+    wait_vip(a, vip, false, Duration::from_secs(2));
+    let h = probe
+        .handover(XLB, KA, restarted, Duration::from_secs(3))
+        .unwrap();
+    check_settled(
+        &format!("keepalived preempting xdp-lb ({label})"),
+        &h,
+        &probe,
+        XLB,
+        KA,
+    );
 
     // SIGTERM: keepalived sends priority 0, we take over after our skew time.
-    let stopped = keepalived.terminate();
+    let stopped = keepalived.terminate().unwrap();
     let took_over = node.wait_state(State::Master, interval * 2 + Duration::from_secs(2));
     let gap = took_over - stopped;
-    println!("keepalived -> xdp-lb after SIGTERM ({label}): {gap:?}");
+    println!("keepalived -> xdp-lb after SIGTERM ({label}): MASTER after {gap:?}");
     assert!(
         gap < interval + Duration::from_secs(1),
         "takeover after SIGTERM took {gap:?}"
     );
-    wait_vip(&a, vip, true, Duration::from_secs(2));
+    let what = format!("keepalived -> xdp-lb after SIGTERM ({label})");
+    let h = probe
+        .handover(KA, XLB, stopped, Duration::from_secs(3))
+        .unwrap();
+    check_graceful_handover(&what, &h, &probe, interval);
+    check_settled(&what, &h, &probe, KA, XLB);
+    wait_vip(a, vip, true, Duration::from_secs(2));
     drop(node);
 }
 
 /// xdp-lb (priority 200) MASTER, keepalived (priority 100) BACKUP; then our runner is
-/// stopped (keepalived takes over at once), and returns and preempts.
+/// stopped (keepalived takes over after its skew time), returns and preempts, and its
+/// host crashes (keepalived waits out its master-down interval). Both takeovers are
+/// measured by the client.
 fn xdp_lb_master_then_keepalived(tag: &str, ka: KaConf, ours: InstanceSpec) {
-    let (a, b) = pair(tag);
+    let lab = probed(tag);
+    let (a, b) = (&lab.a, &lab.b);
     let vip = &ours.virtual_addresses[0].addr.to_string();
     let dir = tempfile::tempdir().unwrap();
     let interval = ours.advert_interval;
-    let label = format!(
-        "v{} {:?}{}{}",
-        ours.version,
-        interval,
-        if ours.is_ipv6() { " ipv6" } else { "" },
-        if ours.auth_pass.is_some() {
-            " auth"
-        } else {
-            ""
-        }
-    );
+    let label = label(&ours);
+    let target = probe_target(&ours);
+    let xlb_answers = Responder::start(a, target, XLB).unwrap();
+    let _ka_answers = Responder::start(b, target, KA).unwrap();
 
-    let mut node = Node::start(&a, vec![ours.clone()]);
+    let mut node = Node::start(a, vec![ours.clone()]);
     node.wait_state(State::Master, Duration::from_secs(15));
-    wait_vip(&a, vip, true, Duration::from_secs(2));
+    wait_vip(a, vip, true, Duration::from_secs(2));
+    let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+    probe
+        .wait_from(XLB, Instant::now(), Duration::from_secs(5))
+        .unwrap();
 
-    let keepalived = Keepalived::start(&b, dir.path(), 0, &ka);
-    keepalived.wait_line("Entering BACKUP STATE", Duration::from_secs(10));
+    let keepalived = Keepalived::start(b, dir.path(), 0, &ka).unwrap();
+    keepalived
+        .wait_line("Entering BACKUP STATE", Duration::from_secs(10))
+        .unwrap();
     thread::sleep(observe(interval));
     assert!(
         !keepalived.saw("Entering MASTER STATE"),
         "keepalived must stay BACKUP under a higher-priority xdp-lb ({label}); log:\n{}",
-        keepalived.log.lock().unwrap().join("\n")
+        keepalived.log()
     );
-    assert!(!has_vip(&b, vip));
+    assert!(!has_vip(b, vip));
     assert_eq!(node.state(), Some(State::Master));
 
     // Our graceful stop: priority 0, keepalived takes over after its skew time.
     let stopped = node.stop();
-    let took_over = keepalived.wait_line(
-        "Entering MASTER STATE",
-        interval * 2 + Duration::from_secs(2),
-    );
+    let took_over = keepalived
+        .wait_line(
+            "Entering MASTER STATE",
+            interval * 2 + Duration::from_secs(2),
+        )
+        .unwrap();
     let gap = took_over.saturating_duration_since(stopped);
-    println!("xdp-lb -> keepalived after graceful stop ({label}): {gap:?}");
+    println!("xdp-lb -> keepalived after graceful stop ({label}): MASTER after {gap:?}");
     assert!(
         gap < interval + Duration::from_secs(1),
         "keepalived took {gap:?}"
     );
-    wait_vip(&a, vip, false, Duration::from_secs(1));
-    wait_vip(&b, vip, true, Duration::from_secs(2));
+    let what = format!("xdp-lb -> keepalived after graceful stop ({label})");
+    let h = probe
+        .handover(XLB, KA, stopped, Duration::from_secs(3))
+        .unwrap();
+    check_graceful_handover(&what, &h, &probe, interval);
+    check_settled(&what, &h, &probe, XLB, KA);
+    wait_vip(a, vip, false, Duration::from_secs(1));
+    wait_vip(b, vip, true, Duration::from_secs(2));
 
     // We come back with the higher priority and preempt keepalived.
-    let mut node = Node::start(&a, vec![ours]);
+    let restarted = Instant::now();
+    let mut node = Node::start(a, vec![ours]);
     node.wait_state(State::Master, interval * 4 + Duration::from_secs(3));
-    keepalived.wait_line("Entering BACKUP STATE", Duration::from_secs(5));
-    wait_vip(&a, vip, true, Duration::from_secs(2));
-    wait_vip(&b, vip, false, Duration::from_secs(2));
-
-    // Our crash: no priority 0; keepalived waits out its master-down interval.
-    let crashed = node.crash();
-    let took_over = keepalived.wait_line(
-        "Entering MASTER STATE",
-        interval * 4 + Duration::from_secs(3),
+    keepalived
+        .wait_line("Entering BACKUP STATE", Duration::from_secs(5))
+        .unwrap();
+    wait_vip(a, vip, true, Duration::from_secs(2));
+    wait_vip(b, vip, false, Duration::from_secs(2));
+    let h = probe
+        .handover(KA, XLB, restarted, Duration::from_secs(3))
+        .unwrap();
+    check_settled(
+        &format!("xdp-lb preempting keepalived ({label})"),
+        &h,
+        &probe,
+        KA,
+        XLB,
     );
+
+    // Our host crashes: no priority 0; keepalived waits out its master-down interval.
+    xlb_answers.stop().unwrap();
+    let crashed = node.crash();
+    let took_over = keepalived
+        .wait_line(
+            "Entering MASTER STATE",
+            interval * 4 + Duration::from_secs(3),
+        )
+        .unwrap();
     let gap = took_over.saturating_duration_since(crashed);
-    let down = interval * 3 + interval.mul_f64(156.0 / 256.0);
+    let down = master_down(interval, 100);
     println!(
-        "xdp-lb -> keepalived after crash ({label}): {gap:?} \
+        "xdp-lb -> keepalived after crash ({label}): MASTER after {gap:?} \
          (master-down interval {down:?}, minus up to one interval)"
     );
     assert!(
-        gap + interval + Duration::from_millis(100) >= down && gap < down + Duration::from_secs(2),
+        gap + interval + JITTER >= down && gap < down + Duration::from_secs(2),
         "keepalived took {gap:?} after our crash"
     );
-    wait_vip(&b, vip, true, Duration::from_secs(2));
+    let what = format!("xdp-lb -> keepalived after crash ({label})");
+    let h = probe
+        .handover(XLB, KA, crashed, Duration::from_secs(3))
+        .unwrap();
+    check_crash_handover(&what, &h, &probe, interval);
+    check_settled(&what, &h, &probe, XLB, KA);
+    wait_vip(b, vip, true, Duration::from_secs(2));
     drop(keepalived);
 }
 
-fn ka(priority: u8, version: Version, advert_int: &'static str) -> KaConf {
-    KaConf {
-        priority,
-        version,
-        advert_int,
-        auth_pass: None,
-        unicast: None,
-        vip: "192.0.2.200/24",
-    }
+fn ka(priority: u8, version: Version, advert_int: &str) -> KaConf {
+    let mut conf = KaConf::new("eth0", VRID, "192.0.2.200/24");
+    conf.priority = priority;
+    conf.version = version.number();
+    conf.advert_int = advert_int.to_owned();
+    conf
 }
 
 #[test]
@@ -701,7 +754,7 @@ fn keepalived_master_v2_auth_1s_xdp_lb_takes_over() {
     let mut ours = vip_spec("VI_1", 100, Version::V2, Duration::from_secs(1));
     ours.auth_pass = Some("s3cret".into());
     let mut conf = ka(200, Version::V2, "1");
-    conf.auth_pass = Some("s3cret");
+    conf.auth_pass = Some("s3cret".into());
     keepalived_master_then_xdp_lb("k21", conf, ours);
 }
 
@@ -716,7 +769,7 @@ fn xdp_lb_master_v2_auth_1s_keepalived_backup() {
     let mut ours = vip_spec("VI_1", 200, Version::V2, Duration::from_secs(1));
     ours.auth_pass = Some("s3cret".into());
     let mut conf = ka(100, Version::V2, "1");
-    conf.auth_pass = Some("s3cret");
+    conf.auth_pass = Some("s3cret".into());
     xdp_lb_master_then_keepalived("x21", conf, ours);
 }
 
@@ -726,7 +779,7 @@ fn keepalived_master_v3_unicast_xdp_lb_takes_over() {
     ours.unicast_source = Some(A_ADDR.parse::<IpAddr>().unwrap());
     ours.unicast_peers = vec![B_ADDR.parse().unwrap()];
     let mut conf = ka(200, Version::V3, "1");
-    conf.unicast = Some((B_ADDR, A_ADDR));
+    conf.unicast = Some((B_ADDR.into(), A_ADDR.into()));
     keepalived_master_then_xdp_lb("k3u", conf, ours);
 }
 
@@ -822,7 +875,7 @@ fn keepalived_master_v3_ipv6_xdp_lb_takes_over() {
     let mut ours = vip_spec("VI_1", 100, Version::V3, Duration::from_secs(1));
     ours.virtual_addresses = vec![vip];
     let mut conf = ka(200, Version::V3, "1");
-    conf.vip = "2001:db8::200/64";
+    conf.vip = "2001:db8::200/64".into();
     keepalived_master_then_xdp_lb("k36", conf, ours);
 }
 
@@ -832,71 +885,40 @@ fn xdp_lb_master_v3_ipv6_keepalived_backup() {
     let mut ours = vip_spec("VI_1", 200, Version::V3, Duration::from_secs(1));
     ours.virtual_addresses = vec![vip];
     let mut conf = ka(100, Version::V3, "1");
-    conf.vip = "2001:db8::200/64";
+    conf.vip = "2001:db8::200/64".into();
     xdp_lb_master_then_keepalived("x36", conf, ours);
-}
-
-/// `a` and `b` on a bridge in a third namespace, so one side's link can go down while
-/// the other keeps its carrier.
-fn bridged(tag: &str) -> (Netns, Netns, Netns) {
-    require_root().expect("these tests need root");
-    init_tracing();
-    let sw = Netns::new(&format!("xlbfo{tag}s")).unwrap();
-    sw.ip(["link", "add", "br0", "type", "bridge"]).unwrap();
-    sw.ip(["link", "set", "br0", "up"]).unwrap();
-    let a = Netns::new(&format!("xlbfo{tag}a")).unwrap();
-    let b = Netns::new(&format!("xlbfo{tag}b")).unwrap();
-    for (ns, port, addr) in [(&a, "pa", A_ADDR), (&b, "pb", B_ADDR)] {
-        sw.ip([
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])
-        .unwrap();
-        sw.ip(["link", "set", port, "master", "br0", "up"]).unwrap();
-        ns.ip(["link", "set", "eth0", "up"]).unwrap();
-        ns.ip(["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
-            .unwrap();
-    }
-    (a, b, sw)
 }
 
 /// The MASTER's interface goes down: FAULT (VIP removed), the backup takes over; the
 /// interface returns: BACKUP, then MASTER again by preemption.
 #[test]
 fn interface_down_means_fault_and_the_backup_takes_over() {
-    let (a, b, _sw) = bridged("if");
+    let lab = probed("if");
+    let (a, b) = (&lab.a, &lab.b);
     let vip = VIP;
     let interval = Duration::from_millis(200);
-    let mut node_a = Node::start(&a, vec![vip_spec("IF_A", 200, Version::V3, interval)]);
-    let mut node_b = Node::start(&b, vec![vip_spec("IF_B", 100, Version::V3, interval)]);
+    let mut node_a = Node::start(a, vec![vip_spec("IF_A", 200, Version::V3, interval)]);
+    let mut node_b = Node::start(b, vec![vip_spec("IF_B", 100, Version::V3, interval)]);
     node_a.wait_state(State::Master, Duration::from_secs(5));
     node_b.wait_state(State::Backup, Duration::from_secs(5));
-    wait_vip(&a, vip, true, Duration::from_secs(2));
+    wait_vip(a, vip, true, Duration::from_secs(2));
 
     let down = Instant::now();
     a.ip(["link", "set", "eth0", "down"]).unwrap();
     let fault = node_a.wait_state(State::Fault, Duration::from_secs(3));
-    wait_vip(&a, vip, false, Duration::from_secs(2));
+    wait_vip(a, vip, false, Duration::from_secs(2));
     let took_over = node_b.wait_state(State::Master, Duration::from_secs(5));
     println!(
         "interface down: FAULT after {:?}, backup MASTER after {:?} (v3 200 ms)",
         fault - down,
         took_over - down
     );
-    wait_vip(&b, vip, true, Duration::from_secs(2));
+    wait_vip(b, vip, true, Duration::from_secs(2));
 
     a.ip(["link", "set", "eth0", "up"]).unwrap();
     node_a.wait_state(State::Backup, Duration::from_secs(3));
     node_a.wait_state(State::Master, Duration::from_secs(5));
     node_b.wait_state(State::Backup, Duration::from_secs(3));
-    wait_vip(&a, vip, true, Duration::from_secs(2));
-    wait_vip(&b, vip, false, Duration::from_secs(2));
+    wait_vip(a, vip, true, Duration::from_secs(2));
+    wait_vip(b, vip, false, Duration::from_secs(2));
 }
