@@ -4,7 +4,8 @@
 //! - `build-ebpf`  build the XDP program and the daemon that embeds it
 //! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration
 //! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
-//! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor
+//! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor, and VRRP
+//!   takeover gaps seen by a client, xdp-lb beside keepalived
 mod setup;
 
 use std::process::Command;
@@ -40,7 +41,7 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         connections: usize,
     },
-    /// Print the data-plane benchmark table.
+    /// Print the benchmark tables: data plane, VRRP takeover (beside keepalived), checks.
     Bench,
 }
 
@@ -84,13 +85,17 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench => {
             setup::install()?;
-            require_root("the benchmark loads XDP programs")?;
+            require_root("the benchmarks load XDP programs and build network namespaces")?;
             run_cmd(&mut cargo(&[
                 "bench",
                 "-p",
                 "xdp-lb",
                 "--bench",
                 "dataplane",
+            ]))?;
+            // VRRP takeover measured by a client, xdp-lb beside keepalived (~4 minutes).
+            run_cmd(&mut cargo(&[
+                "bench", "-p", "xdp-lb", "--bench", "failover",
             ]))?;
             run_cmd(&mut cargo(&[
                 "bench",
