@@ -106,6 +106,12 @@ impl Keepalived {
     /// `dir/ka<run>` (a fresh `run` number per start keeps restarts apart). Does not
     /// wait for any state: use [`Keepalived::wait_line`].
     pub fn start(ns: &Netns, dir: &Path, run: u32, conf: &KaConf) -> Result<Keepalived> {
+        Keepalived::start_config(ns, dir, run, &conf.render())
+    }
+
+    /// [`Keepalived::start`] with a configuration written out in full (several
+    /// instances, sync groups, anything [`KaConf`] does not render).
+    pub fn start_config(ns: &Netns, dir: &Path, run: u32, text: &str) -> Result<Keepalived> {
         if !Path::new(KEEPALIVED).exists() {
             bail!(
                 "{KEEPALIVED} is not installed (`cargo xtask setup` or `apt-get install keepalived`)"
@@ -115,8 +121,7 @@ impl Keepalived {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let file = dir.join("keepalived.conf");
-        std::fs::write(&file, conf.render())
-            .with_context(|| format!("cannot write {}", file.display()))?;
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
         let mut child = match ns
             .command(KEEPALIVED)
             .args(["-n", "-l", "-D", "-G", "-P", "-f"])
@@ -190,6 +195,33 @@ impl Keepalived {
                 ),
             }
         }
+    }
+
+    /// Waits until each of `needles` has been in a line not waited past before, in
+    /// any order (two instances' changes may be logged either way round); returns when
+    /// the last was read.
+    pub fn wait_lines(&self, needles: &[&str], within: Duration) -> Result<Instant> {
+        let until = Instant::now() + within;
+        let mut pending: Vec<&str> = needles.to_vec();
+        let mut last = Instant::now();
+        while !pending.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) => {
+                    let before = pending.len();
+                    pending.retain(|n| !line.contains(n));
+                    if pending.len() < before {
+                        last = at;
+                    }
+                }
+                Err(_) => bail!(
+                    "keepalived in netns {}: still waiting for {pending:?} after {within:?}; log:\n{}",
+                    self.netns,
+                    self.log()
+                ),
+            }
+        }
+        Ok(last)
     }
 
     /// Whether any line so far contains `needle`.

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
-use xdp_lb_lab::{DrLab, DrLabOptions, http_get_new_connections};
+use xdp_lb_lab::{DrLab, DrLabOptions, KaConf, http_get_new_connections};
 
 #[test]
 fn services_follow_the_vrrp_state_of_their_vip() {
@@ -130,19 +130,17 @@ fn services_follow_the_vrrp_state_of_their_vip() {
     );
 }
 
-/// keepalived in its own namespace on the lab's segment, console log on a channel.
-struct Keepalived {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
+/// keepalived in its own namespace plugged into the lab's bridge (VRID 51, v3, 100 ms,
+/// the lab's VIP).
+struct KeepalivedPeer {
+    keepalived: xdp_lb_lab::Keepalived,
     _dir: tempfile::TempDir,
     _ns: xdp_lb_lab::Netns,
 }
 
-impl Keepalived {
-    fn start(lab: &DrLab, priority: u8) -> Keepalived {
-        use std::io::BufRead as _;
+impl KeepalivedPeer {
+    fn start(lab: &DrLab, priority: u8) -> KeepalivedPeer {
         let ns = xdp_lb_lab::Netns::new("xlbka").unwrap();
-        // Plug it into the lab's bridge like every other host.
         ns.ip([
             "link",
             "add",
@@ -162,74 +160,24 @@ impl Keepalived {
         ns.ip(["link", "set", "eth0", "up"]).unwrap();
         ns.ip(["addr", "add", "192.0.2.3/24", "dev", "eth0"])
             .unwrap();
+        let mut conf = KaConf::new("eth0", 51, &format!("{}/32", DrLab::VIP));
+        conf.priority = priority;
+        conf.version = 3;
+        conf.advert_int = "0.1".into();
         let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("keepalived.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  router_id ka_peer\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  \
-                 interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  \
-                 version 3\n  virtual_ipaddress {{\n    {}/32\n  }}\n}}\n",
-                DrLab::VIP
-            ),
-        )
-        .unwrap();
-        let mut child = ns
-            .command("/usr/sbin/keepalived")
-            .args(["-n", "-l", "-D", "-G", "-P", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path().join("k.pid"))
-            .arg("-r")
-            .arg(dir.path().join("v.pid"))
-            .arg("-c")
-            .arg(dir.path().join("c.pid"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("/usr/sbin/keepalived (cargo xtask setup installs it)");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let pipes: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for pipe in pipes {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Keepalived {
-            child,
-            lines,
+        let keepalived = xdp_lb_lab::Keepalived::start(&ns, dir.path(), 0, &conf).unwrap();
+        KeepalivedPeer {
+            keepalived,
             _dir: dir,
             _ns: ns,
         }
     }
 
     fn wait_for(&self, needle: &str, timeout: Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(line) => eprintln!("keepalived: {line}"),
-                Err(_) => panic!("keepalived did not log {needle:?} within {timeout:?}"),
-            }
-        }
+        self.keepalived.wait_line(needle, timeout).unwrap();
     }
 }
 
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The next "data plane follows vrrp" line says the service forwards (or not).
 fn expect_forwarding(daemon: &mut xdp_lb_lab::Daemon, forwarding: bool) {
     let line = daemon
         .wait_for_line("data plane follows vrrp", Duration::from_secs(10))
@@ -239,7 +187,7 @@ fn expect_forwarding(daemon: &mut xdp_lb_lab::Daemon, forwarding: bool) {
 
 /// Tracking took 50 off our priority (100 -> 50 < keepalived's 90): keepalived takes
 /// the VIP and our service stops forwarding.
-fn expect_handover_to_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: &Keepalived) {
+fn expect_handover_to_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: &KeepalivedPeer) {
     let line = daemon
         .wait_for_line("vrrp tracking changed", Duration::from_secs(10))
         .unwrap();
@@ -249,7 +197,7 @@ fn expect_handover_to_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: &K
 }
 
 /// Tracking is back to 0: we preempt, keepalived goes back to BACKUP.
-fn expect_takeover_from_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: &Keepalived) {
+fn expect_takeover_from_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: &KeepalivedPeer) {
     expect_forwarding(daemon, true);
     keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
 }
@@ -271,7 +219,7 @@ fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
             .replace("  weight = 1\n", &format!("  weight = 1\n  {check}\n")),
         vip = DrLab::VIP
     );
-    let keepalived = Keepalived::start(&lab, 90);
+    let keepalived = KeepalivedPeer::start(&lab, 90);
     keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
     let mut daemon = start(&lab.lb, &text);
     // Priority 100 beats keepalived's 90.
@@ -317,7 +265,7 @@ fn a_failing_track_script_hands_the_vip_to_keepalived_and_back() {
         flag.display(),
         DrLab::VIP
     );
-    let keepalived = Keepalived::start(&lab, 90);
+    let keepalived = KeepalivedPeer::start(&lab, 90);
     keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
     let mut daemon = start(&lab.lb, &text);
     expect_forwarding(&mut daemon, true);
