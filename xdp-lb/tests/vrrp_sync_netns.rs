@@ -1,7 +1,8 @@
 //! The real daemon's VRRP configured from TOML, on two nodes joined by two segments
 //! (each through a bridge, so one node's link can go down while the other keeps its
 //! carrier): sync groups whose members sit on different interfaces, tracked interfaces
-//! with weights, and VIPs on a device and scope of their own.
+//! with weights, and VIPs on a device and scope of their own; and a sync group shared
+//! with real keepalived.
 //!
 //! Needs root and `ip`; fails (never skips) without them.
 mod support;
@@ -9,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::spawn;
-use xdp_lb_lab::{Daemon, Netns, require_root};
+use xdp_lb_lab::{Daemon, Keepalived, Netns, require_root};
 
 /// Generous bound for a state change at 100 ms adverts.
 const CHANGE: Duration = Duration::from_secs(10);
@@ -266,4 +267,108 @@ fn a_tracked_interface_weight_hands_over_and_vips_take_dev_and_scope() {
         "a weight is not a fault:\n{log_a}"
     );
     node_b.stop().unwrap();
+}
+
+/// keepalived on `ns` with the same two instances in a `vrrp_sync_group VG_1`.
+fn keepalived_group(ns: &Netns, dir: &std::path::Path, run: u32, priority: u8) -> Keepalived {
+    let instance = |name: &str, iface: &str, vrid: u8, vip: &str| {
+        format!(
+            "vrrp_instance {name} {{\n    state BACKUP\n    interface {iface}\n    \
+             virtual_router_id {vrid}\n    priority {priority}\n    advert_int 0.1\n    \
+             version 3\n    virtual_ipaddress {{\n        {vip}\n    }}\n}}\n"
+        )
+    };
+    let text = format!(
+        "global_defs {{\n    router_id ka_peer\n}}\n\
+         vrrp_sync_group VG_1 {{\n    group {{\n        VI_EXT\n        VI_INT\n    }}\n}}\n{}{}",
+        instance("VI_EXT", "eth0", 51, "192.0.2.200/24"),
+        instance("VI_INT", "eth1", 52, "198.51.100.200/24"),
+    );
+    Keepalived::start_config(ns, dir, run, &text).unwrap()
+}
+
+/// The same sync group on xdp-lb and on real keepalived, sharing both VRIDs. Either
+/// side, when MASTER, hands the whole group over when its eth1 goes down, and the
+/// other side takes both VIPs together.
+#[test]
+fn a_sync_group_shared_with_keepalived_moves_together_both_ways() {
+    let (a, b, _sw) = two_segments("k");
+    let dir = tempfile::tempdir().unwrap();
+    let group_config = |priority: u8| {
+        let mut text = instance("VI_EXT", "eth0", 51, priority, "[\"192.0.2.200/24\"]", "");
+        text += &instance(
+            "VI_INT",
+            "eth1",
+            52,
+            priority,
+            "[\"198.51.100.200/24\"]",
+            "",
+        );
+        text += "[vrrp_sync_group.VG_1]\ngroup = [\"VI_EXT\", \"VI_INT\"]\n";
+        node_config(&text)
+    };
+    fn both(state: &str) -> [(&'static str, &str); 2] {
+        [("VI_EXT", state), ("VI_INT", state)]
+    }
+    let ka_both = |state: &str| {
+        [
+            format!("(VI_EXT) Entering {state} STATE"),
+            format!("(VI_INT) Entering {state} STATE"),
+        ]
+    };
+    let wait_ka = |ka: &Keepalived, state: &str| {
+        let lines = ka_both(state);
+        let needles: Vec<&str> = lines.iter().map(String::as_str).collect();
+        ka.wait_lines(&needles, CHANGE).unwrap();
+    };
+
+    // xdp-lb MASTER (200), keepalived BACKUP (100); xdp-lb's eth1 fails.
+    let mut ours = spawn(&a, &group_config(200));
+    wait_states(&mut ours, &both("MASTER"));
+    let keepalived = keepalived_group(&b, dir.path(), 0, 100);
+    wait_ka(&keepalived, "BACKUP");
+    a.ip(["link", "set", "eth1", "down"]).unwrap();
+    wait_states(&mut ours, &both("FAULT"));
+    wait_ka(&keepalived, "MASTER");
+    assert!(
+        has(&b, "eth0", "192.0.2.200/24") && has(&b, "eth1", "198.51.100.200/24"),
+        "keepalived holds both VIPs:\n{}\n{}",
+        addrs(&b, "eth0"),
+        addrs(&b, "eth1")
+    );
+    assert!(!has(&a, "eth0", "192.0.2.200/24"));
+    a.ip(["link", "set", "eth1", "up"]).unwrap();
+    wait_states(&mut ours, &both("MASTER"));
+    wait_ka(&keepalived, "BACKUP");
+    ours.stop().unwrap();
+    wait_ka(&keepalived, "MASTER");
+
+    // Roles swapped: keepalived MASTER (100), xdp-lb BACKUP (50); keepalived's eth1
+    // fails, its group goes to FAULT, and xdp-lb takes both VIPs.
+    let mut ours = spawn(&a, &group_config(50));
+    wait_states(&mut ours, &both("BACKUP"));
+    b.ip(["link", "set", "eth1", "down"]).unwrap();
+    keepalived
+        .wait_line("(VI_INT) Entering FAULT STATE", CHANGE)
+        .unwrap();
+    wait_states(&mut ours, &both("MASTER"));
+    assert!(
+        has(&a, "eth0", "192.0.2.200/24") && has(&a, "eth1", "198.51.100.200/24"),
+        "xdp-lb holds both VIPs:\n{}\n{}",
+        addrs(&a, "eth0"),
+        addrs(&a, "eth1")
+    );
+    assert!(
+        !has(&b, "eth0", "192.0.2.200/24"),
+        "keepalived's group released VI_EXT too:\n{}",
+        addrs(&b, "eth0")
+    );
+    b.ip(["link", "set", "eth1", "up"]).unwrap();
+    wait_ka(&keepalived, "MASTER");
+    wait_states(&mut ours, &both("BACKUP"));
+    let log = ours.stop().unwrap();
+    assert!(
+        !log.contains("split brain") && !log.contains("vrid clash"),
+        "no diagnostics between matching configurations:\n{log}"
+    );
 }
