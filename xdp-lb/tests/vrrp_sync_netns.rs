@@ -100,6 +100,24 @@ fn has(ns: &Netns, iface: &str, cidr: &str) -> bool {
     addrs(ns, iface).contains(&format!("inet {cidr} "))
 }
 
+/// The group's VIPs: VI_EXT's on eth0, VI_INT's on eth1.
+const GROUP_VIPS: [(&str, &str); 2] = [("eth0", "192.0.2.200/24"), ("eth1", "198.51.100.200/24")];
+
+/// Asserts that `ns` holds both group VIPs (`held`) or neither.
+#[track_caller]
+fn assert_group_vips(ns: &Netns, held: bool) {
+    for (iface, cidr) in GROUP_VIPS {
+        assert_eq!(
+            has(ns, iface, cidr),
+            held,
+            "{} should {}hold {cidr} on {iface}:\n{}",
+            ns.name(),
+            if held { "" } else { "not " },
+            addrs(ns, iface)
+        );
+    }
+}
+
 /// A sync group across eth0 and eth1: when the master's eth1 goes down, its eth1
 /// instance enters FAULT and takes the eth0 instance with it, so the other node holds
 /// both VIPs (an instance outside the group stays where it is); when eth1 returns,
@@ -147,22 +165,14 @@ fn a_sync_group_fails_over_together_across_interfaces() {
             ("VI_SOLO", "BACKUP"),
         ],
     );
-    assert!(has(&a, "eth0", "192.0.2.200/24") && has(&a, "eth1", "198.51.100.200/24"));
+    assert_group_vips(&a, true);
 
     a.ip(["link", "set", "eth1", "down"]).unwrap();
     wait_states(&mut node_a, &[("VI_INT", "FAULT"), ("VI_EXT", "FAULT")]);
     wait_states(&mut node_b, &[("VI_EXT", "MASTER"), ("VI_INT", "MASTER")]);
-    assert!(
-        has(&b, "eth0", "192.0.2.200/24") && has(&b, "eth1", "198.51.100.200/24"),
-        "b holds both group VIPs:\n{}\n{}",
-        addrs(&b, "eth0"),
-        addrs(&b, "eth1")
-    );
-    assert!(
-        !has(&a, "eth0", "192.0.2.200/24"),
-        "the group took VI_EXT's VIP off a although eth0 is up:\n{}",
-        addrs(&a, "eth0")
-    );
+    assert_group_vips(&b, true);
+    // Also VI_EXT's, although a's eth0 is up: the group took it along.
+    assert_group_vips(&a, false);
     assert!(
         has(&a, "eth0", "192.0.2.201/24"),
         "VI_SOLO is not in the group and stays MASTER on a:\n{}",
@@ -172,7 +182,8 @@ fn a_sync_group_fails_over_together_across_interfaces() {
     a.ip(["link", "set", "eth1", "up"]).unwrap();
     wait_states(&mut node_a, &[("VI_EXT", "MASTER"), ("VI_INT", "MASTER")]);
     wait_states(&mut node_b, &[("VI_EXT", "BACKUP"), ("VI_INT", "BACKUP")]);
-    assert!(has(&a, "eth0", "192.0.2.200/24") && has(&a, "eth1", "198.51.100.200/24"));
+    assert_group_vips(&a, true);
+    assert_group_vips(&b, false);
     let log_b = node_b.stop().unwrap();
     assert!(
         !entered(&log_b, "VI_SOLO", "MASTER"),
@@ -330,13 +341,8 @@ fn a_sync_group_shared_with_keepalived_moves_together_both_ways() {
     a.ip(["link", "set", "eth1", "down"]).unwrap();
     wait_states(&mut ours, &both("FAULT"));
     wait_ka(&keepalived, "MASTER");
-    assert!(
-        has(&b, "eth0", "192.0.2.200/24") && has(&b, "eth1", "198.51.100.200/24"),
-        "keepalived holds both VIPs:\n{}\n{}",
-        addrs(&b, "eth0"),
-        addrs(&b, "eth1")
-    );
-    assert!(!has(&a, "eth0", "192.0.2.200/24"));
+    assert_group_vips(&b, true);
+    assert_group_vips(&a, false);
     a.ip(["link", "set", "eth1", "up"]).unwrap();
     wait_states(&mut ours, &both("MASTER"));
     wait_ka(&keepalived, "BACKUP");
@@ -352,17 +358,9 @@ fn a_sync_group_shared_with_keepalived_moves_together_both_ways() {
         .wait_line("(VI_INT) Entering FAULT STATE", CHANGE)
         .unwrap();
     wait_states(&mut ours, &both("MASTER"));
-    assert!(
-        has(&a, "eth0", "192.0.2.200/24") && has(&a, "eth1", "198.51.100.200/24"),
-        "xdp-lb holds both VIPs:\n{}\n{}",
-        addrs(&a, "eth0"),
-        addrs(&a, "eth1")
-    );
-    assert!(
-        !has(&b, "eth0", "192.0.2.200/24"),
-        "keepalived's group released VI_EXT too:\n{}",
-        addrs(&b, "eth0")
-    );
+    assert_group_vips(&a, true);
+    // keepalived's group released VI_EXT too, although its eth0 is up.
+    assert_group_vips(&b, false);
     b.ip(["link", "set", "eth1", "up"]).unwrap();
     wait_ka(&keepalived, "MASTER");
     wait_states(&mut ours, &both("BACKUP"));
