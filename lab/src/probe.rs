@@ -275,6 +275,25 @@ impl Probe {
     /// Waits for a reply from `name` received at or after `after`; returns when it
     /// arrived. The error shows what the client received instead.
     pub fn wait_from(&self, name: &str, after: Instant, within: Duration) -> Result<Instant> {
+        self.wait_matching(after, within, name, |r| r.from == name)
+            .map(|r| r.at)
+    }
+
+    /// Waits for the first reply from anyone received at or after `after`.
+    pub fn wait_any(&self, after: Instant, within: Duration) -> Result<Reply> {
+        self.wait_matching(after, within, "anyone", |_| true)
+    }
+
+    /// The first reply at or after `after` that `wanted` accepts (`who` names it in
+    /// the error).
+    fn wait_matching(
+        &self,
+        after: Instant,
+        within: Duration,
+        who: &str,
+        wanted: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply> {
+        let name = who;
         let until = Instant::now() + within;
         let mut replies = self.lock();
         loop {
@@ -282,10 +301,10 @@ impl Probe {
                 .iter()
                 .rev()
                 .take_while(|r| r.at >= after)
-                .filter(|r| r.from == name)
+                .filter(|r| wanted(r))
                 .last();
             if let Some(r) = found {
-                return Ok(r.at);
+                return Ok(r.clone());
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || self.finished() {

@@ -19,6 +19,10 @@
 //!                                                   default via 192.0.2.2
 //! ```
 //!
+//! With a standby LB (one-arm, [`DrLabOptions::with_standby`]), `lb2` (192.0.2.3/24)
+//! joins the segment like the LB, and neither LB gets the IPv4 VIP: VRRP is to add it
+//! on whichever is MASTER.
+//!
 //! The two-arm client reaches the VIP (and the backends' own addresses) by
 //! routing through the LB; the LB forwards the backends' direct replies
 //! (source VIP) back with `ip_forward=1`, `rp_filter=0` and `accept_local=1`.
@@ -56,6 +60,8 @@ pub struct DrLabOptions {
     pub backends: Vec<String>,
     /// Client and backends on separate segments with the LB routing between them.
     pub two_arm: bool,
+    /// One-arm only: a second LB (`lb2`) for VRRP; the IPv4 VIP is left to VRRP.
+    pub standby: bool,
 }
 
 impl Default for DrLabOptions {
@@ -71,7 +77,14 @@ impl DrLabOptions {
         DrLabOptions {
             backends: backends.iter().map(|b| b.to_string()).collect(),
             two_arm: false,
+            standby: false,
         }
+    }
+
+    /// Adds the standby LB `lb2` (one-arm only).
+    pub fn with_standby(mut self) -> Self {
+        self.standby = true;
+        self
     }
 
     /// Two-arm lab with these backends.
@@ -139,6 +152,8 @@ pub struct DrLab {
     pub client: Netns,
     /// Where the xdp-lb daemon runs; see [`DrLab::lb_interfaces`].
     pub lb: Netns,
+    /// With [`DrLabOptions::with_standby`]: the second LB, wired like `lb`.
+    pub standby: Option<Netns>,
     /// The bridge of the client segment (one-arm: of everything).
     pub switch: Netns,
     /// Two-arm only: the bridge of the backend segment.
@@ -163,6 +178,8 @@ impl DrLab {
     /// One-arm only: the IPv6 VIP, placed like [`DrLab::VIP`] (on the LB's `eth0`,
     /// on every backend's `lo`); client 2001:db8::1, LB ::2, backends ::11, ::12, ...
     pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+    /// The standby LB's address (one-arm, [`DrLabOptions::with_standby`]).
+    pub const STANDBY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 
     /// Builds the lab and waits until the client reaches every backend.
     pub fn build(opts: DrLabOptions) -> Result<DrLab> {
@@ -174,6 +191,9 @@ impl DrLab {
         )?;
         if opts.backends.is_empty() {
             bail!("a DR lab needs at least one backend");
+        }
+        if opts.standby && opts.two_arm {
+            bail!("a standby LB is only built in the one-arm lab");
         }
         if opts.backends.len() > 80 {
             bail!("at most 80 backends fit 192.0.2.11..=192.0.2.90");
@@ -202,6 +222,11 @@ impl DrLab {
         };
         let client = endpoint_ns(&prefix, "c")?;
         let lb = endpoint_ns(&prefix, "lb")?;
+        let standby = if opts.standby {
+            Some(endpoint_ns(&prefix, "lb2")?)
+        } else {
+            None
+        };
         let mut backends = Vec::new();
         for (i, name) in opts.backends.iter().enumerate() {
             backends.push(Backend {
@@ -235,6 +260,14 @@ impl DrLab {
                 ifname: "eth1",
             });
         }
+        if let Some(standby) = &standby {
+            ports.push(Port {
+                switch: &switch,
+                port: "lb2".into(),
+                endpoint: standby,
+                ifname: "eth0",
+            });
+        }
         for b in &backends {
             ports.push(Port {
                 switch: back_switch,
@@ -251,6 +284,9 @@ impl DrLab {
         attach_xdp_pass(&switch, "lb")?;
         if opts.two_arm {
             attach_xdp_pass(back_switch, "lb1")?;
+        }
+        if standby.is_some() {
+            attach_xdp_pass(&switch, "lb2")?;
         }
 
         let vip = format!("{}/32", DrLab::VIP);
@@ -294,7 +330,16 @@ impl DrLab {
         } else {
             client.ip(["addr", "add", "192.0.2.1/24", "dev", "eth0"])?;
             lb.ip(["addr", "add", "192.0.2.2/24", "dev", "eth0"])?;
-            lb.ip(["addr", "add", &vip, "dev", "eth0"])?;
+            if let Some(standby) = &standby {
+                standby.ip(["addr", "add", "192.0.2.3/24", "dev", "eth0"])?;
+                standby.sysctl(&[
+                    ("net/ipv4/conf/all/rp_filter", "0"),
+                    ("net/ipv4/conf/eth0/rp_filter", "0"),
+                    ("net/ipv4/conf/all/send_redirects", "0"),
+                ])?;
+            } else {
+                lb.ip(["addr", "add", &vip, "dev", "eth0"])?;
+            }
             // IPv6 beside it, without DAD so addresses are usable at once. A backend
             // does not answer neighbour solicitations for the VIP it holds on `lo`
             // (Linux only answers for addresses of the receiving interface).
@@ -319,12 +364,18 @@ impl DrLab {
             backends,
             client,
             lb,
+            standby,
             switch,
             backend_switch,
             prefix,
             two_arm: opts.two_arm,
         };
         let mut targets = vec![SocketAddr::from((lab.lb_addr(), PROBE_PORT))];
+        targets.extend(
+            lab.standby
+                .as_ref()
+                .map(|_| SocketAddr::from((DrLab::STANDBY_ADDR, PROBE_PORT))),
+        );
         targets.extend(
             lab.backends
                 .iter()
@@ -352,6 +403,7 @@ impl DrLab {
             self.lb.name().to_owned(),
             self.switch.name().to_owned(),
         ];
+        names.extend(self.standby.iter().map(|s| s.name().to_owned()));
         names.extend(self.backend_switch.iter().map(|s| s.name().to_owned()));
         names.extend(self.backends.iter().map(|b| b.ns.name().to_owned()));
         names

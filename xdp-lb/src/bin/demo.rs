@@ -1,15 +1,24 @@
 //! `xdp-lb-demo` (run by `cargo xtask demo`): a throwaway lab in network namespaces
 //! with real traffic through the real daemon, on an embedded default config.
 //!
-//! Client, one LB and three DR real servers (python HTTP servers answering their name,
-//! weights 1:2:3) on one bridge; the `xdp-lb` binary next to this one runs in the LB
-//! namespace exactly as on a host; the client opens new connections to the VIP and
-//! the answers are tallied. Everything is torn down at the end, also on failure.
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+//! A client, two LBs and three DR real servers (python HTTP and UDP servers answering
+//! their name, weights 1:2:3) on one bridge. The `xdp-lb` binary next to this one runs
+//! in each LB namespace exactly as on a host, the two sharing the VIP over VRRP. The
+//! client's new connections to the VIP are tallied; then the MASTER is killed while the
+//! client probes the VIP over UDP, and the backup's takeover is shown as the client saw
+//! it, and traffic tallied again through it. Everything is torn down at the end, also
+//! on failure.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use xdp_lb_lab::{Daemon, DrLab, DrLabOptions, http_get_keepalive, http_get_new_connections};
+use xdp_lb_lab::{
+    Daemon, DrLab, DrLabOptions, Netns, Probe, http_get_keepalive, http_get_new_connections,
+};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +36,10 @@ struct Args {
 
 const BACKENDS: [(&str, u32); 3] = [("b1", 1), ("b2", 2), ("b3", 3)];
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a daemon may take to start or change state.
+const READY: Duration = Duration::from_secs(30);
+/// The UDP service the client probes during the failover.
+const UDP_PORT: u16 = 5353;
 /// The status API, on the LB namespace's own loopback.
 const API: &str = "127.0.0.1:9180";
 
@@ -46,47 +59,47 @@ fn main() -> anyhow::Result<()> {
 
     println!("== building the lab (network namespaces, veths, a bridge)");
     let names: Vec<&str> = BACKENDS.iter().map(|(n, _)| *n).collect();
-    let mut lab = DrLab::build(DrLabOptions::one_arm(&names))?;
+    let mut lab = DrLab::build(DrLabOptions::one_arm(&names).with_standby())?;
     lab.start_http_backends(80)?;
+    lab.start_udp_backends(UDP_PORT)?;
+    let standby = lab.standby.as_ref().context("the lab has no standby LB")?;
     println!(
-        "   client {}  ->  VIP {}:80 on the LB (XDP on its eth0)",
+        "   client {}  ->  VIP {} held by whichever LB is VRRP MASTER",
         lab.client_addr(),
         DrLab::VIP
     );
+    println!(
+        "   lb1 {} (priority 150) and lb2 {} (priority 100), XDP on each eth0",
+        lab.lb_addr(),
+        DrLab::STANDBY_ADDR
+    );
     for b in &lab.backends {
         println!(
-            "   real server {} at {} (VIP on lo, python http.server)",
+            "   real server {} at {} (VIP on lo, python http.server and a UDP echo)",
             b.name, b.addr
         );
     }
 
-    let config = demo_config(&lab);
-    println!("\n== the embedded config\n");
+    let config = demo_config(&lab, 150);
+    println!("\n== the embedded config of lb1 (lb2's differs in `priority` only)\n");
     for line in config.lines() {
         println!("   {line}");
     }
 
-    println!("\n== starting xdp-lb in the LB namespace");
-    let daemon = Daemon::start(&lab.lb, &daemon_bin, &config, Duration::from_secs(30))?;
-    for line in daemon.log().lines() {
-        println!("   | {line}");
-    }
+    println!("\n== starting xdp-lb on lb1, then on lb2");
+    let mut lb1 = Daemon::start(&lab.lb, &daemon_bin, &config, READY)?;
+    lb1.wait_for_line("data plane follows vrrp", READY)?;
+    let mut lb2 = Daemon::start(standby, &daemon_bin, &demo_config(&lab, 100), READY)?;
+    lb2.wait_for_line("entering BACKUP state", READY)?;
+    show_log("lb1", &lb1, |l| l.contains("vrrp") || l.contains("ready"));
+    show_log("lb2", &lb2, |l| l.contains("vrrp") || l.contains("ready"));
 
     let vip = SocketAddr::from((DrLab::VIP, 80));
     println!(
-        "\n== {} new HTTP connections from the client to {vip}",
+        "\n== {} new HTTP connections from the client to {vip} (through lb1)",
         args.connections
     );
-    let tally = http_get_new_connections(&lab.client, vip, args.connections, IO_TIMEOUT)?;
-    let total_weight: u32 = BACKENDS.iter().map(|(_, w)| w).sum();
-    println!("\n   real server  weight  answered  share   expected");
-    for (name, weight) in BACKENDS {
-        let got = tally.get(name).copied().unwrap_or(0);
-        let share = 100.0 * got as f64 / args.connections as f64;
-        let expected = 100.0 * f64::from(weight) / f64::from(total_weight);
-        let bar = "#".repeat((share / 2.0).round() as usize);
-        println!("   {name:<11}  {weight:>6}  {got:>8}  {share:>5.1}%  {expected:>5.1}%  {bar}");
-    }
+    tally(&lab, vip, args.connections)?;
 
     println!("\n== one keep-alive connection, 50 requests");
     let names = http_get_keepalive(&lab.client, vip, 50, IO_TIMEOUT)?;
@@ -96,10 +109,86 @@ fn main() -> anyhow::Result<()> {
     let same = names.iter().filter(|n| *n == first).count();
     println!("   all answered by {first}: {same} of {}", names.len());
 
-    println!("\n== `xdp-lb status` in the LB namespace (read from the daemon's status API)\n");
-    let status = lab
-        .lb
-        .command(&daemon_bin)
+    show_status(&lab.lb, &daemon_bin, "lb1")?;
+
+    let udp = SocketAddr::from((DrLab::VIP, UDP_PORT));
+    println!("\n== lb1 crashes (kill -9) while the client sends to udp://{udp} every 10 ms");
+    let probe = Probe::start(&lab.client, udp, Duration::from_millis(10))?;
+    let before = probe.wait_any(Instant::now(), IO_TIMEOUT)?;
+    let killed = Instant::now();
+    drop(lb1); // SIGKILL: no priority-0 advert, the VIP left behind on lb1
+    lb2.wait_for_line("entering MASTER state", READY)?;
+    let mastered = Instant::now();
+    let after = probe.wait_any(mastered, IO_TIMEOUT)?;
+    let replies = probe.stop()?;
+    let silence = replies
+        .windows(2)
+        .filter(|w| w[1].at >= killed && w[0].at <= after.at)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "   lb2 became MASTER {} ms after the kill (VRRPv3 at 100 ms: master-down \
+         interval = 3 x 100 ms + 61 ms skew)",
+        (mastered - killed).as_millis()
+    );
+    println!(
+        "   the client's longest silence: {} ms; its flow went to {} before and to {} \
+         after (lb2 scheduled it anew: flow state is per node)",
+        silence.as_millis(),
+        before.from,
+        after.from
+    );
+
+    println!(
+        "\n== {} new HTTP connections to {vip} again (through lb2)",
+        args.connections
+    );
+    tally(&lab, vip, args.connections)?;
+    show_status(standby, &daemon_bin, "lb2")?;
+
+    println!("\n== stopping xdp-lb on lb2 (SIGTERM) and tearing the lab down");
+    let log = lb2.stop()?;
+    for line in log.lines().skip_while(|l| !l.contains("SIGTERM received")) {
+        println!("   | {line}");
+    }
+    let prefix = lab.prefix().to_string();
+    drop(lab);
+    let left = xdp_lb_lab::namespaces_with_prefix(&prefix)?;
+    if !left.is_empty() {
+        bail!("namespaces left behind: {left:?}");
+    }
+    println!("   done: the lab's namespaces are gone");
+    Ok(())
+}
+
+/// Opens `connections` new HTTP connections to `vip` and prints who answered.
+fn tally(lab: &DrLab, vip: SocketAddr, connections: usize) -> anyhow::Result<()> {
+    let tally = http_get_new_connections(&lab.client, vip, connections, IO_TIMEOUT)?;
+    let total_weight: u32 = BACKENDS.iter().map(|(_, w)| w).sum();
+    println!("\n   real server  weight  answered  share   expected");
+    for (name, weight) in BACKENDS {
+        let got = tally.get(name).copied().unwrap_or(0);
+        let share = 100.0 * got as f64 / connections as f64;
+        let expected = 100.0 * f64::from(weight) / f64::from(total_weight);
+        let bar = "#".repeat((share / 2.0).round() as usize);
+        println!("   {name:<11}  {weight:>6}  {got:>8}  {share:>5.1}%  {expected:>5.1}%  {bar}");
+    }
+    Ok(())
+}
+
+/// The daemon's log lines that `keep` picks, indented under `who`.
+fn show_log(who: &str, daemon: &Daemon, keep: impl Fn(&str) -> bool) {
+    for line in daemon.log().lines().filter(|l| keep(l)) {
+        println!("   {who} | {line}");
+    }
+}
+
+/// Runs `xdp-lb status` in `ns` and prints it.
+fn show_status(ns: &Netns, daemon_bin: &Path, who: &str) -> anyhow::Result<()> {
+    println!("\n== `xdp-lb status` on {who} (read from the daemon's status API)\n");
+    let status = ns
+        .command(daemon_bin)
         .args(["status", "--api", API])
         .output()
         .context("running `xdp-lb status`")?;
@@ -119,33 +208,31 @@ fn main() -> anyhow::Result<()> {
             }
         );
     }
-
-    println!("\n== stopping xdp-lb (SIGTERM) and tearing the lab down");
-    let log = daemon.stop()?;
-    for line in log.lines().skip_while(|l| !l.contains("SIGTERM received")) {
-        println!("   | {line}");
-    }
-    let prefix = lab.prefix().to_string();
-    drop(lab);
-    let left = xdp_lb_lab::namespaces_with_prefix(&prefix)?;
-    if !left.is_empty() {
-        bail!("namespaces left behind: {left:?}");
-    }
-    println!("   done: the lab's namespaces are gone");
     Ok(())
 }
 
-fn demo_config(lab: &DrLab) -> String {
+/// One LB's config: the HTTP and UDP services, and the VRRP instance holding the VIP.
+fn demo_config(lab: &DrLab, priority: u8) -> String {
     let mut text = format!(
-        "[global]\nrouter_id = \"demo-lb\"\napi = \"{API}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n\n\
-         [[virtual_server]]\nvip = \"{}\"\nport = 80\nprotocol = \"tcp\"\nscheduler = \"wrr\"\nforwarding = \"dr\"\n",
+        "[global]\nrouter_id = \"demo-lb\"\napi = \"{API}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n"
+    );
+    for (port, protocol) in [(80, "tcp"), (UDP_PORT, "udp")] {
+        text += &format!(
+            "\n[[virtual_server]]\nvip = \"{}\"\nport = {port}\nprotocol = \"{protocol}\"\n\
+             scheduler = \"wrr\"\nforwarding = \"dr\"\n",
+            DrLab::VIP
+        );
+        for (b, (_, weight)) in lab.backends.iter().zip(BACKENDS) {
+            text += &format!(
+                "\n  [[virtual_server.real_server]]\n  address = \"{}\"\n  weight = {weight}\n",
+                b.addr
+            );
+        }
+    }
+    text += &format!(
+        "\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\n\
+         version = 3\nadvert_interval = \"100ms\"\nvirtual_ipaddresses = [\"{}/32\"]\n",
         DrLab::VIP
     );
-    for (b, (_, weight)) in lab.backends.iter().zip(BACKENDS) {
-        text += &format!(
-            "\n  [[virtual_server.real_server]]\n  address = \"{}\"\n  weight = {weight}\n",
-            b.addr
-        );
-    }
     text
 }
