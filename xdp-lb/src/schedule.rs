@@ -1,8 +1,9 @@
 //! Schedule construction: the precomputed slot sequences the XDP program indexes.
 //!
 //! The kernel walks a service's schedule with a per-CPU cursor (rr, wrr) or indexes
-//! it by a hash (sh, maglev later), so everything about weights lives here, in plain
-//! functions that need no root to test.
+//! it by a hash (sh: the source address; maglev: the connection's 5-tuple) into a
+//! Maglev table, so everything about weights lives here, in plain functions that need
+//! no root to test.
 
 use xdp_lb_common::{MAX_SCHEDULE_LEN, SELECT_CURSOR};
 
@@ -76,6 +77,110 @@ pub fn weighted_round_robin(weights: &[u32]) -> Result<Schedule, ScheduleError> 
         slots,
         select: SELECT_CURSOR,
     })
+}
+
+/// Maglev table sizes (primes, so every skip visits every slot). A table gets the
+/// smallest that holds at least [`MAGLEV_SLOTS_PER_BACKEND`] slots per real server
+/// with weight, which keeps each server's share within about 1 % of its weight's.
+const MAGLEV_SIZES: [u32; 9] = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521];
+const MAGLEV_SLOTS_PER_BACKEND: u64 = 100;
+
+/// A Maglev lookup table (Eisenbud et al., NSDI 2016) with weights: every real server
+/// walks its own permutation of the slots, and in each round a server with weight `w`
+/// (divided by the weights' gcd) claims its next `w` free slots, so shares follow the
+/// weights. The permutation comes from the server's identity (`keys`, e.g. a hash of
+/// its address and port), never from its position in the list, so:
+/// - every load balancer with the same healthy servers builds the same table, and a
+///   flow lands on the same real server whichever LB the network (or a VRRP failover)
+///   hands it to;
+/// - a server leaving or joining moves only about its own share of the slots.
+///
+/// `keys` and `weights` are parallel; slots hold positions in them. Weight 0 takes no
+/// slot. `select` is the kernel's hash ([`xdp_lb_common::SELECT_HASH_SRC`] or
+/// [`xdp_lb_common::SELECT_HASH_FLOW`]).
+pub fn maglev(keys: &[u64], weights: &[u32], select: u8) -> Schedule {
+    let g = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd);
+    let mut members: Vec<(u64, usize, u64)> = keys
+        .iter()
+        .zip(weights)
+        .enumerate()
+        .filter(|(_, (_, w))| **w > 0)
+        .map(|(pos, (key, w))| (*key, pos, u64::from(*w / g)))
+        .collect();
+    if members.is_empty() {
+        return Schedule {
+            slots: Vec::new(),
+            select,
+        };
+    }
+    // The same order on every node, whatever the configuration's order.
+    members.sort_unstable();
+    let wanted = MAGLEV_SLOTS_PER_BACKEND * members.len() as u64;
+    let size = MAGLEV_SIZES
+        .iter()
+        .copied()
+        .find(|m| u64::from(*m) >= wanted)
+        .unwrap_or(MAGLEV_SIZES[MAGLEV_SIZES.len() - 1]);
+    let m = u64::from(size);
+    // (offset, skip, next) of each member's permutation: slot = offset + next * skip.
+    let mut walks: Vec<(u64, u64, u64)> = members
+        .iter()
+        .map(|(key, _, _)| (fnv1a(*key, 0) % m, fnv1a(*key, 1) % (m - 1) + 1, 0))
+        .collect();
+    let mut table: Vec<Option<u32>> = vec![None; size as usize];
+    let mut filled = 0u64;
+    'fill: loop {
+        for (k, (_, pos, turns)) in members.iter().enumerate() {
+            for _ in 0..*turns {
+                let (offset, skip, next) = &mut walks[k];
+                let mut slot = (*offset + *next * *skip) % m;
+                while table[slot as usize].is_some() {
+                    *next += 1;
+                    slot = (*offset + *next * *skip) % m;
+                }
+                table[slot as usize] = Some(*pos as u32);
+                *next += 1;
+                filled += 1;
+                if filled == m {
+                    break 'fill;
+                }
+            }
+        }
+    }
+    Schedule {
+        slots: table
+            .into_iter()
+            .map(|s| s.expect("every slot filled"))
+            .collect(),
+        select,
+    }
+}
+
+/// A real server's identity for [`maglev`]: its address and port, hashed.
+pub fn backend_key(addr: std::net::IpAddr, port: u16) -> u64 {
+    let bytes = match addr {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    let mut h = FNV_OFFSET;
+    for b in bytes.iter().chain(&port.to_be_bytes()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// FNV-1a (64 bit): a published, fixed function, so tables agree between nodes and
+/// versions (std's hasher makes no such promise).
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV-1a of `key`'s bytes after a one-byte `seed`.
+fn fnv1a(key: u64, seed: u8) -> u64 {
+    let mut h = (FNV_OFFSET ^ u64::from(seed)).wrapping_mul(FNV_PRIME);
+    for b in key.to_le_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+    }
+    h
 }
 
 /// Length the weighted schedule would have, for validation without building it.
@@ -165,6 +270,81 @@ mod tests {
     #[test]
     fn round_robin_ignores_weights() {
         assert_eq!(round_robin(&[1, 5, 2]).slots, vec![0, 1, 2]);
+    }
+
+    fn keys(n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| backend_key(format!("192.0.2.{}", 11 + i).parse().unwrap(), 80))
+            .collect()
+    }
+
+    #[test]
+    fn maglev_shares_follow_the_weights() {
+        use xdp_lb_common::SELECT_HASH_FLOW;
+        for weights in [vec![1, 1, 1], vec![1, 2, 3], vec![5, 0, 1, 4], vec![1; 40]] {
+            let s = maglev(&keys(weights.len()), &weights, SELECT_HASH_FLOW);
+            assert!(MAGLEV_SIZES.contains(&(s.slots.len() as u32)));
+            assert_eq!(s.select, SELECT_HASH_FLOW);
+            let total: u32 = weights.iter().sum();
+            for (pos, got) in counts(&s, weights.len()).into_iter().enumerate() {
+                let expected = s.slots.len() as f64 * f64::from(weights[pos]) / f64::from(total);
+                assert!(
+                    (got as f64 - expected).abs() <= expected * 0.02 + 1.0,
+                    "weights {weights:?}: position {pos} has {got} slots, expected {expected:.1}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn maglev_is_the_same_in_any_configuration_order() {
+        let (k, w) = (keys(3), [1, 2, 3]);
+        let a = maglev(&k, &w, 0);
+        let b = maglev(&[k[2], k[0], k[1]], &[w[2], w[0], w[1]], 0);
+        // Positions differ; the servers behind them must not.
+        let a_keys: Vec<u64> = a.slots.iter().map(|p| k[*p as usize]).collect();
+        let reordered = [k[2], k[0], k[1]];
+        let b_keys: Vec<u64> = b.slots.iter().map(|p| reordered[*p as usize]).collect();
+        assert_eq!(a_keys, b_keys);
+    }
+
+    #[test]
+    fn maglev_moves_little_when_a_server_leaves() {
+        let k = keys(10);
+        let all = maglev(&k, &[1; 10], 0);
+        let mut down = [1; 10];
+        down[3] = 0;
+        let fewer = maglev(&k, &down, 0);
+        assert_eq!(all.slots.len(), fewer.slots.len(), "same table size");
+        // Slots of the servers that stayed should mostly stay with them.
+        let kept_before = all.slots.iter().filter(|p| **p != 3).count();
+        let moved = all
+            .slots
+            .iter()
+            .zip(&fewer.slots)
+            .filter(|(a, b)| **a != 3 && a != b)
+            .count();
+        assert!(
+            (moved as f64) < kept_before as f64 * 0.10,
+            "{moved} of {kept_before} slots of remaining servers moved"
+        );
+        assert!(!fewer.slots.contains(&3));
+    }
+
+    #[test]
+    fn maglev_of_nothing_is_empty() {
+        assert!(maglev(&keys(2), &[0, 0], 0).slots.is_empty());
+        assert!(maglev(&[], &[], 0).slots.is_empty());
+    }
+
+    #[test]
+    fn backend_keys_tell_servers_and_ports_apart() {
+        let a = backend_key("192.0.2.11".parse().unwrap(), 80);
+        assert_ne!(a, backend_key("192.0.2.11".parse().unwrap(), 81));
+        assert_ne!(a, backend_key("192.0.2.12".parse().unwrap(), 80));
+        assert_ne!(a, backend_key("::ffff:192.0.2.12".parse().unwrap(), 80));
+        // Fixed function: the same key on every node and version.
+        assert_eq!(a, backend_key("::ffff:192.0.2.11".parse().unwrap(), 80));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS, MAX_SERVICES, SELECT_CURSOR, ServiceKey, v4_mapped,
+    MAX_BACKENDS, MAX_SERVICES, SELECT_CURSOR, SELECT_HASH_FLOW, SELECT_HASH_SRC, ServiceKey,
+    v4_mapped,
 };
 
 use crate::{
@@ -264,6 +265,22 @@ impl ServiceTable {
                     source,
                 }
             })?,
+            Scheduler::Sh | Scheduler::Maglev => {
+                let keys: Vec<u64> = svc
+                    .backends
+                    .iter()
+                    .map(|id| {
+                        let b = &self.backends[*id as usize];
+                        schedule::backend_key(b.addr, b.port)
+                    })
+                    .collect();
+                let select = if svc.scheduler == Scheduler::Sh {
+                    SELECT_HASH_SRC
+                } else {
+                    SELECT_HASH_FLOW
+                };
+                schedule::maglev(&keys, &weights, select)
+            }
         };
         let slots = sched
             .slots

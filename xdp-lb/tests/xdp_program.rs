@@ -9,7 +9,8 @@ use xdp_lb::{
     schedule,
 };
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, SELECT_HASH_FLOW,
+    SELECT_HASH_SRC, ServiceKey, v4_mapped,
 };
 
 use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
@@ -413,4 +414,87 @@ fn reweight_tcp_service(dp: &mut Dataplane, weights: &[u32]) -> ServiceKey {
     })
     .unwrap();
     k
+}
+
+/// The fixture data plane with VIP:80/tcp on a weighted (1:2:3) Maglev table hashed by
+/// `select`, as the daemon builds it for `scheduler = "maglev"` (flow) or `"sh"` (source).
+fn hashed(select: u8) -> Dataplane {
+    let mut dp = dataplane();
+    let keys: Vec<u64> = (0..3u8)
+        .map(|i| schedule::backend_key([192, 0, 2, 11 + i].into(), 80))
+        .collect();
+    let table = schedule::maglev(&keys, &[1, 2, 3], select);
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(VIP), 80, IPPROTO_TCP),
+        id: 0,
+        forwarding: FWD_DR,
+        select: table.select,
+        active: true,
+        slots: table.slots,
+    })
+    .unwrap();
+    dp
+}
+
+/// Asserts each backend's share of `picked` is within 30 % of its 1:2:3 weight share.
+#[track_caller]
+fn assert_one_two_three(picked: &[usize]) {
+    for (b, weight) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+        let got = picked.iter().filter(|p| **p == b).count() as f64;
+        let expected = picked.len() as f64 * weight / 6.0;
+        assert!(
+            (got - expected).abs() <= expected * 0.3,
+            "backend {b}: {got} of {} new flows, expected about {expected}",
+            picked.len()
+        );
+    }
+}
+
+/// Two load balancers (two loaded programs, separate maps) with the same Maglev table
+/// send every connection to the same real server, so a connection survives a failover
+/// between them; the shares follow the weights.
+#[test]
+fn maglev_sends_a_connection_to_the_same_backend_on_every_lb() {
+    let (lb_a, lb_b) = (hashed(SELECT_HASH_FLOW), hashed(SELECT_HASH_FLOW));
+    let picked: Vec<usize> = (0..600u16)
+        .map(|i| {
+            let f = tcp4(50_000 + i, 80);
+            let on_a = assert_dr_rewrite(&f, &run(&lb_a, &f).1);
+            let on_b = assert_dr_rewrite(&f, &run(&lb_b, &f).1);
+            assert_eq!(
+                on_a,
+                on_b,
+                "source port {} went to different backends",
+                50_000 + i
+            );
+            on_a
+        })
+        .collect();
+    assert_one_two_three(&picked);
+    assert!(
+        picked.windows(2).any(|w| w[0] != w[1]),
+        "one client's connections spread over the backends"
+    );
+}
+
+/// Source hashing: every connection of one client goes to one real server (on every
+/// load balancer); many clients spread by the weights.
+#[test]
+fn sh_keeps_a_client_on_one_backend_and_spreads_clients() {
+    let (lb_a, lb_b) = (hashed(SELECT_HASH_SRC), hashed(SELECT_HASH_SRC));
+    let first = assert_dr_rewrite(&tcp4(1_000, 80), &run(&lb_a, &tcp4(1_000, 80)).1);
+    for port in 1_001..1_050u16 {
+        let f = tcp4(port, 80);
+        assert_eq!(assert_dr_rewrite(&f, &run(&lb_a, &f).1), first);
+        assert_eq!(assert_dr_rewrite(&f, &run(&lb_b, &f).1), first);
+    }
+    let picked: Vec<usize> = (0..600u16)
+        .map(|i| {
+            let f = tcp4_from([10, 0, (i >> 8) as u8, i as u8], 40_000, 80);
+            let on_a = assert_dr_rewrite(&f, &run(&lb_a, &f).1);
+            assert_eq!(on_a, assert_dr_rewrite(&f, &run(&lb_b, &f).1));
+            on_a
+        })
+        .collect();
+    assert_one_two_three(&picked);
 }

@@ -252,6 +252,14 @@ pub enum Scheduler {
     Rr,
     /// Weighted round robin.
     Wrr,
+    /// Source hashing: the client's address picks the real server, through a weighted
+    /// Maglev table, so a client sticks to one server across connections and load
+    /// balancers (IPVS's `sh`, and `mh` without its port option).
+    Sh,
+    /// Maglev hashing of the whole connection (addresses, ports, protocol): every load
+    /// balancer with the same healthy servers sends a connection to the same one, so
+    /// connections survive a failover between them.
+    Maglev,
 }
 
 /// `forwarding`: how packets reach a real server; default `dr`.
@@ -331,6 +339,6 @@ macro_rules! display_as_config_name {
 display_as_config_name! {
     XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
     Protocol { Tcp => "tcp", Udp => "udp" }
-    Scheduler { Rr => "rr", Wrr => "wrr" }
+    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Maglev => "maglev" }
     Forwarding { Dr => "dr", Nat => "nat", Tun => "tun" }
 }

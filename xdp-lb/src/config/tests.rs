@@ -526,21 +526,43 @@ fn unknown_values_list_the_valid_ones() {
 }
 
 #[test]
-fn designed_but_unimplemented_values_say_so() {
-    let service = ["[[virtual_server]]", "vip = \"192.0.2.1\"", "port = 80"];
-    for (line, col, valid) in [
-        ("scheduler = \"sh\"", 13, "valid now: \"rr\", \"wrr\""),
-        ("scheduler = \"maglev\"", 13, "valid now: \"rr\", \"wrr\""),
-    ] {
-        let mut lines = service.to_vec();
-        lines.push(line);
-        assert_error(
-            &with_dp(&lines),
-            6,
-            col,
-            &[line, "is not implemented yet in this version", valid],
-        );
-    }
+fn hash_schedulers_parse_and_ipvs_names_point_at_them() {
+    let service = |scheduler: &str| {
+        with_dp(&[
+            "[[virtual_server]]",
+            "vip = \"192.0.2.1\"",
+            "port = 80",
+            &format!("scheduler = \"{scheduler}\""),
+            "  [[virtual_server.real_server]]",
+            "  address = \"192.0.2.11\"",
+        ])
+    };
+    assert_eq!(
+        parse_ok(&service("sh")).virtual_servers[0].scheduler,
+        Scheduler::Sh
+    );
+    assert_eq!(
+        parse_ok(&service("maglev")).virtual_servers[0].scheduler,
+        Scheduler::Maglev
+    );
+    assert_error(
+        &service("mh"),
+        6,
+        13,
+        &["invalid `scheduler` \"mh\"", "did you mean \"sh\"?"],
+    );
+    // Hash tables have a fixed size: weights wrr could not reduce are fine there.
+    let coprime = service("maglev").replace(
+        "  address = \"192.0.2.11\"",
+        "  address = \"192.0.2.11\"\n  weight = 65535\n  [[virtual_server.real_server]]\n  address = \"192.0.2.12\"\n  weight = 4",
+    );
+    parse_ok(&coprime);
+    assert_error(
+        &coprime.replace("\"maglev\"", "\"wrr\""),
+        4,
+        7,
+        &["its weights need a schedule of 65539 slots"],
+    );
 }
 
 // ----- addresses -----

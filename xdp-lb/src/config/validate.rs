@@ -45,9 +45,15 @@ pub(super) const PROTOCOLS: Choices<Protocol> = Choices {
 };
 const SCHEDULERS: Choices<Scheduler> = Choices {
     key: "scheduler",
-    valid: &[("rr", Scheduler::Rr), ("wrr", Scheduler::Wrr)],
-    not_implemented: &["sh", "maglev"],
-    aliases: &[],
+    valid: &[
+        ("rr", Scheduler::Rr),
+        ("wrr", Scheduler::Wrr),
+        ("sh", Scheduler::Sh),
+        ("maglev", Scheduler::Maglev),
+    ],
+    not_implemented: &[],
+    // IPVS's Maglev scheduler hashes the source address unless told otherwise.
+    aliases: &[("mh", "sh"), ("source_hash", "sh")],
 };
 const FORWARDINGS: Choices<Forwarding> = Choices {
     key: "forwarding",
@@ -329,8 +335,10 @@ impl Validator<'_, '_> {
                     ),
                 ));
             }
+            // Only wrr's schedule grows with the weights (rr ignores them, the hash
+            // tables have a fixed size).
             let len = schedule_len(real_servers.iter().map(|rs| rs.weight));
-            if len > u64::from(MAX_SCHEDULE_LEN) {
+            if scheduler == Scheduler::Wrr && len > u64::from(MAX_SCHEDULE_LEN) {
                 return Err(self.src.error(
                     vip_value.span(),
                     format!(
