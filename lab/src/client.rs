@@ -46,25 +46,45 @@ pub fn http_get_keepalive(
     requests: usize,
     timeout: Duration,
 ) -> Result<Vec<String>> {
-    let where_ = ns.name().to_owned();
-    ns.run(move || -> Result<Vec<String>> {
-        let stream = connect(addr, timeout)
-            .with_context(|| format!("from netns {where_}: keep-alive connection to {addr}"))?;
-        let local = stream.local_addr().ok();
-        let mut reader = BufReader::new(stream);
-        let mut names = Vec::with_capacity(requests);
-        for i in 1..=requests {
-            let name = http_exchange(&mut reader, addr, false).with_context(|| {
-                format!(
-                    "from netns {where_}: request {i} of {requests} on keep-alive connection \
-                     {} -> {addr}",
-                    local.map_or("?".into(), |l| l.to_string())
-                )
-            })?;
-            names.push(name);
-        }
-        Ok(names)
-    })?
+    let mut connection = KeepAlive::open(ns, addr, timeout)?;
+    (0..requests).map(|_| connection.get()).collect()
+}
+
+/// One HTTP/1.1 keep-alive connection opened from a namespace (the socket stays in
+/// it), whose requests can be spread over time, e.g. across a failover.
+pub struct KeepAlive {
+    reader: BufReader<TcpStream>,
+    addr: SocketAddr,
+    describe: String,
+    sent: usize,
+}
+
+impl KeepAlive {
+    pub fn open(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<KeepAlive> {
+        let where_ = ns.name().to_owned();
+        let stream = ns.run(move || {
+            connect(addr, timeout)
+                .with_context(|| format!("from netns {where_}: keep-alive connection to {addr}"))
+        })??;
+        let describe = format!(
+            "keep-alive connection {} -> {addr} from netns {}",
+            stream.local_addr().map_or("?".into(), |l| l.to_string()),
+            ns.name()
+        );
+        Ok(KeepAlive {
+            reader: BufReader::new(stream),
+            addr,
+            describe,
+            sent: 0,
+        })
+    }
+
+    /// One GET on the connection; the name that answered.
+    pub fn get(&mut self) -> Result<String> {
+        self.sent += 1;
+        http_exchange(&mut self.reader, self.addr, false)
+            .with_context(|| format!("request {} on the {}", self.sent, self.describe))
+    }
 }
 
 /// Sends `n` datagrams to `addr`, each from a different source port, and

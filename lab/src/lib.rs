@@ -33,7 +33,9 @@ pub mod xdp;
 
 pub use backends::{BackendServer, ServerKind};
 pub use capture::Capture;
-pub use client::{http_get_keepalive, http_get_new_connections, udp_query, wait_tcp_reachable};
+pub use client::{
+    KeepAlive, http_get_keepalive, http_get_new_connections, udp_query, wait_tcp_reachable,
+};
 pub use daemon::Daemon;
 pub use keepalived::{KaConf, Keepalived};
 pub use netns::{Netns, namespaces_with_prefix, require_root, veth_pair};

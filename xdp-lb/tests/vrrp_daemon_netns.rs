@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
-use xdp_lb_lab::{DrLab, DrLabOptions, KaConf, http_get_new_connections};
+use xdp_lb_lab::{DrLab, DrLabOptions, KaConf, KeepAlive, http_get_new_connections};
 
 #[test]
 fn services_follow_the_vrrp_state_of_their_vip() {
@@ -284,4 +284,74 @@ fn a_failing_track_script_hands_the_vip_to_keepalived_and_back() {
         .unwrap();
     expect_takeover_from_keepalived(&mut daemon, &keepalived);
     daemon.stop().unwrap();
+}
+
+/// Two LBs share the VIP over VRRP with `scheduler = "maglev"`: both compute the same
+/// table (the backup lists the real servers in another order), so when the MASTER's
+/// host dies (daemon killed, link down) in the middle of a keep-alive connection, the
+/// backup sends the connection's next packets to the same real server and the
+/// connection carries on. (With wrr the backup would pick anew, from its own cursor.)
+#[test]
+fn a_connection_survives_a_failover_between_lbs_with_maglev() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]).with_standby());
+    lab.start_http_backends(80).unwrap();
+    let text = |priority: u8, order: [usize; 3]| {
+        let mut text = format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"{}\"\n\
+             port = 80\nscheduler = \"maglev\"\n",
+            DrLab::VIP
+        );
+        for i in order {
+            text += &format!(
+                "  [[virtual_server.real_server]]\n  address = \"{}\"\n  weight = {}\n",
+                lab.backends[i].addr,
+                i + 1
+            );
+        }
+        text + &format!(
+            "[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+             priority = {priority}\nversion = 3\nadvert_interval = \"100ms\"\n\
+             virtual_ipaddresses = [\"{}/32\"]\n",
+            DrLab::VIP
+        )
+    };
+    let mut lb1 = start(&lab.lb, &text(150, [0, 1, 2]));
+    expect_forwarding(&mut lb1, true);
+    let standby = lab.standby.as_ref().unwrap();
+    let mut lb2 = start(standby, &text(100, [2, 0, 1]));
+    lb2.wait_for_line("entering BACKUP state", Duration::from_secs(10))
+        .unwrap();
+
+    // Other flows first, so nothing lines up by chance between the two LBs.
+    http_get_new_connections(&lab.client, vip(80), 5, IO_TIMEOUT).unwrap();
+    let mut connection = KeepAlive::open(&lab.client, vip(80), IO_TIMEOUT).unwrap();
+    let server = connection.get().unwrap();
+    for _ in 0..3 {
+        assert_eq!(connection.get().unwrap(), server);
+    }
+    // lb1's host dies: no priority 0, and nothing reaches it any more.
+    drop(lb1);
+    lab.lb.ip(["link", "set", "eth0", "down"]).unwrap();
+    expect_forwarding(&mut lb2, true);
+    for i in 0..5 {
+        let answer = connection
+            .get()
+            .unwrap_or_else(|e| panic!("request {i} after the failover: {e:#}"));
+        assert_eq!(
+            answer, server,
+            "the connection moved to another real server"
+        );
+    }
+    let log = lb2.stop().unwrap();
+    let new_flows: u64 = log
+        .lines()
+        .find(|l| l.contains("service counters"))
+        .and_then(|l| l.split("new_flows=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no service counters in lb2's log:\n{log}"));
+    assert_eq!(
+        new_flows, 1,
+        "lb2 scheduled the connection as a new flow of its own"
+    );
 }
