@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "   the client's longest silence: {} ms; its flow went to {} before and to {} \
-         after (lb2 scheduled it anew: flow state is per node)",
+         after (scheduler maglev: both LBs pick the same real server)",
         silence.as_millis(),
         before.from,
         after.from
@@ -216,10 +216,12 @@ fn demo_config(lab: &DrLab, priority: u8) -> String {
     let mut text = format!(
         "[global]\nrouter_id = \"demo-lb\"\napi = \"{API}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n"
     );
-    for (port, protocol) in [(80, "tcp"), (UDP_PORT, "udp")] {
+    // wrr for the exact 1:2:3 tally; maglev for the probed UDP flow, so both LBs send it
+    // to the same real server.
+    for (port, protocol, scheduler) in [(80, "tcp", "wrr"), (UDP_PORT, "udp", "maglev")] {
         text += &format!(
             "\n[[virtual_server]]\nvip = \"{}\"\nport = {port}\nprotocol = \"{protocol}\"\n\
-             scheduler = \"wrr\"\nforwarding = \"dr\"\n",
+             scheduler = \"{scheduler}\"\nforwarding = \"dr\"\n",
             DrLab::VIP
         );
         for (b, (_, weight)) in lab.backends.iter().zip(BACKENDS) {
