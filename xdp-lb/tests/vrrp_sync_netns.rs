@@ -100,6 +100,21 @@ fn has(ns: &Netns, iface: &str, cidr: &str) -> bool {
     addrs(ns, iface).contains(&format!("inet {cidr} "))
 }
 
+/// VI_EXT (eth0, VRID 51) and VI_INT (eth1, VRID 52) at `priority`, in
+/// `[vrrp_sync_group.VG_1]`, whose table ends with `group_extra`.
+fn group_tables(priority: u8, group_extra: &str) -> String {
+    let mut text = instance("VI_EXT", "eth0", 51, priority, "[\"192.0.2.200/24\"]", "");
+    text += &instance(
+        "VI_INT",
+        "eth1",
+        52,
+        priority,
+        "[\"198.51.100.200/24\"]",
+        "",
+    );
+    text + "[vrrp_sync_group.VG_1]\ngroup = [\"VI_EXT\", \"VI_INT\"]\n" + group_extra
+}
+
 /// The group's VIPs: VI_EXT's on eth0, VI_INT's on eth1.
 const GROUP_VIPS: [(&str, &str); 2] = [("eth0", "192.0.2.200/24"), ("eth1", "198.51.100.200/24")];
 
@@ -128,24 +143,16 @@ fn a_sync_group_fails_over_together_across_interfaces() {
     let dir = tempfile::tempdir().unwrap();
     let notified = dir.path().join("group-notify");
     let config = |priority: u8, notify: bool| {
-        let mut text = instance("VI_EXT", "eth0", 51, priority, "[\"192.0.2.200/24\"]", "");
-        text += &instance(
-            "VI_INT",
-            "eth1",
-            52,
-            priority,
-            "[\"198.51.100.200/24\"]",
-            "",
-        );
-        text += &instance("VI_SOLO", "eth0", 53, priority, "[\"192.0.2.201/24\"]", "");
-        text += "[vrrp_sync_group.VG_1]\ngroup = [\"VI_EXT\", \"VI_INT\"]\n";
-        if notify {
-            text += &format!(
+        let notify = if notify {
+            format!(
                 "notify = [\"/bin/sh\", \"-c\", \"echo \\\"$@\\\" >> {}\", \"sh\"]\n",
                 notified.display()
-            );
-        }
-        node_config(&text)
+            )
+        } else {
+            String::new()
+        };
+        let solo = instance("VI_SOLO", "eth0", 53, priority, "[\"192.0.2.201/24\"]", "");
+        node_config(&(group_tables(priority, &notify) + &solo))
     };
     let mut node_a = spawn(&a, &config(200, true));
     wait_states(
@@ -305,19 +312,7 @@ fn keepalived_group(ns: &Netns, dir: &std::path::Path, run: u32, priority: u8) -
 fn a_sync_group_shared_with_keepalived_moves_together_both_ways() {
     let (a, b, _sw) = two_segments("k");
     let dir = tempfile::tempdir().unwrap();
-    let group_config = |priority: u8| {
-        let mut text = instance("VI_EXT", "eth0", 51, priority, "[\"192.0.2.200/24\"]", "");
-        text += &instance(
-            "VI_INT",
-            "eth1",
-            52,
-            priority,
-            "[\"198.51.100.200/24\"]",
-            "",
-        );
-        text += "[vrrp_sync_group.VG_1]\ngroup = [\"VI_EXT\", \"VI_INT\"]\n";
-        node_config(&text)
-    };
+    let group_config = |priority: u8| node_config(&group_tables(priority, ""));
     fn both(state: &str) -> [(&'static str, &str); 2] {
         [("VI_EXT", state), ("VI_INT", state)]
     }
