@@ -36,6 +36,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Translate a keepalived.conf into an xdp-lb configuration on stdout; every
+    /// setting not translated is reported on stderr with its line.
+    ImportKeepalived {
+        /// The keepalived configuration file.
+        file: PathBuf,
+        /// `[dataplane] interfaces` (repeatable); default: the vrrp instances' interfaces.
+        #[arg(long = "interface", value_name = "IFACE")]
+        interfaces: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,6 +96,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(Command::ImportKeepalived { file, interfaces }) = &cli.command {
+        return import_keepalived(file, interfaces);
+    }
     let Some(path) = cli.config else {
         anyhow::bail!("no configuration given: use `--config FILE` (see config/lb.example.toml)");
     };
@@ -99,7 +111,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     match cli.command {
-        Some(Command::Status { .. }) => unreachable!("handled above"),
+        Some(Command::Status { .. } | Command::ImportKeepalived { .. }) => {
+            unreachable!("handled above")
+        }
         Some(Command::Check) => {
             let backends: usize = config
                 .virtual_servers
@@ -124,6 +138,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(xdp_lb::daemon::run(config, shutdown_signal()))
         }
     }
+}
+
+/// `import-keepalived`: notes on stderr, the TOML on stdout only if it is valid.
+fn import_keepalived(file: &std::path::Path, interfaces: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read keepalived configuration", file.display()))?;
+    let import = xdp_lb::import::import(&text, &file.display().to_string(), interfaces)?;
+    for line in import.report() {
+        eprintln!("{line}");
+    }
+    if import.interfaces_from_vrrp {
+        eprintln!(
+            "xdp-lb: note: [dataplane] interfaces = {:?} (the vrrp instances' interfaces); \
+             give --interface to choose",
+            import.interfaces
+        );
+    }
+    import.validate().map_err(anyhow::Error::msg)?;
+    print!("{}", import.toml);
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

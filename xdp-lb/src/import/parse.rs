@@ -1,0 +1,242 @@
+//! keepalived's configuration syntax: whitespace-separated words, `{` `}` blocks (the
+//! `{` on the keyword's line or the next one), `!` / `#` comments to the end of the
+//! line, double-quoted strings that may hold spaces. Produces a tree of statements,
+//! each with its 1-based line.
+
+use std::fmt;
+
+/// One word of a statement; `quoted` if it was written in double quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Word {
+    pub(super) text: String,
+    pub(super) quoted: bool,
+}
+
+/// `keyword args... [{ block }]`.
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    pub(super) keyword: String,
+    pub(super) args: Vec<Word>,
+    pub(super) line: usize,
+    pub(super) block: Option<Vec<Node>>,
+}
+
+impl Node {
+    /// The arguments' texts.
+    pub(super) fn arg_texts(&self) -> Vec<&str> {
+        self.args.iter().map(|w| w.text.as_str()).collect()
+    }
+
+    /// `keyword arg1 arg2 [{ ... }]` as written (quotes restored), for messages.
+    pub(super) fn display(&self) -> String {
+        let mut s = self.keyword.clone();
+        for w in &self.args {
+            s.push(' ');
+            if w.quoted {
+                s.push('"');
+                s.push_str(&w.text);
+                s.push('"');
+            } else {
+                s.push_str(&w.text);
+            }
+        }
+        if self.block.is_some() {
+            s.push_str(" { ... }");
+        }
+        s
+    }
+
+    /// Every word of the node and its block's statements, flattened: `group { A B }`,
+    /// `unicast_peer { 192.0.2.2 \n 192.0.2.3 }`.
+    pub(super) fn block_words(&self) -> Vec<(Word, usize)> {
+        let mut out = Vec::new();
+        for node in self.block.iter().flatten() {
+            out.push((
+                Word {
+                    text: node.keyword.clone(),
+                    quoted: false,
+                },
+                node.line,
+            ));
+            out.extend(node.args.iter().map(|w| (w.clone(), node.line)));
+        }
+        out
+    }
+}
+
+/// A syntax error: unbalanced braces, an unterminated quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+#[derive(Debug)]
+enum Token {
+    Word(Word),
+    Open,
+    Close,
+}
+
+/// The tokens of one line, without its comment.
+fn tokens(line: &str, number: usize) -> Result<Vec<Token>, SyntaxError> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '!' || c == '#' {
+            break;
+        } else if c == '{' {
+            chars.next();
+            out.push(Token::Open);
+        } else if c == '}' {
+            chars.next();
+            out.push(Token::Close);
+        } else if c == '"' {
+            chars.next();
+            let mut text = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some(c) => text.push(c),
+                    None => {
+                        return Err(SyntaxError {
+                            line: number,
+                            message: "unterminated double-quoted string (a quote opened on this line is not closed)".into(),
+                        });
+                    }
+                }
+            }
+            out.push(Token::Word(Word { text, quoted: true }));
+        } else {
+            let mut text = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() || c == '{' || c == '}' || c == '"' {
+                    break;
+                }
+                text.push(c);
+                chars.next();
+            }
+            out.push(Token::Word(Word {
+                text,
+                quoted: false,
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the whole text into top-level statements.
+pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    // The open blocks: the statements collected so far in each, and the line of the
+    // `{` that opened it. The bottom one is the top level.
+    let mut stack: Vec<(Vec<Node>, usize)> = vec![(Vec::new(), 0)];
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        // The statement being built on this line (keyword and arguments).
+        let mut current: Option<Node> = None;
+        for token in tokens(line, number)? {
+            match token {
+                Token::Word(word) => match &mut current {
+                    Some(node) => node.args.push(word),
+                    None => {
+                        current = Some(Node {
+                            keyword: word.text,
+                            args: Vec::new(),
+                            line: number,
+                            block: None,
+                        })
+                    }
+                },
+                Token::Open => {
+                    let owner = match current.take() {
+                        Some(node) => node,
+                        // A `{` that starts its line belongs to the statement just before.
+                        None => {
+                            let level = &mut stack.last_mut().expect("top level").0;
+                            match level.last() {
+                                Some(node) if node.block.is_none() => level.pop().expect("checked"),
+                                _ => {
+                                    return Err(SyntaxError {
+                                        line: number,
+                                        message: "`{` without a keyword before it".into(),
+                                    });
+                                }
+                            }
+                        }
+                    };
+                    stack.last_mut().expect("top level").0.push(owner);
+                    stack.push((Vec::new(), number));
+                }
+                Token::Close => {
+                    if let Some(node) = current.take() {
+                        stack.last_mut().expect("top level").0.push(node);
+                    }
+                    if stack.len() == 1 {
+                        return Err(SyntaxError {
+                            line: number,
+                            message:
+                                "`}` closes no block (one `}` too many, or a `{` missing before it)"
+                                    .into(),
+                        });
+                    }
+                    let (block, _) = stack.pop().expect("checked above");
+                    let parent = &mut stack.last_mut().expect("top level").0;
+                    let owner = parent.last_mut().expect("a block has an owner");
+                    owner.block = Some(block);
+                }
+            }
+        }
+        if let Some(node) = current.take() {
+            stack.last_mut().expect("top level").0.push(node);
+        }
+    }
+    if stack.len() > 1 {
+        let (_, opened) = stack.last().expect("checked");
+        let parent = &stack[stack.len() - 2].0;
+        let owner = parent.last().map(|n| n.keyword.as_str()).unwrap_or("?");
+        return Err(SyntaxError {
+            line: *opened,
+            message: format!(
+                "the `{{` of `{owner}` on this line is never closed (a `}}` is missing)"
+            ),
+        });
+    }
+    Ok(stack.pop().expect("top level").0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_comments_and_quotes() {
+        let nodes = parse(
+            "! comment\nglobal_defs\n{\n  router_id lb1 # trailing\n}\nvrrp_script chk { script \"pgrep -x nginx\" }\n",
+        )
+        .unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].keyword, "global_defs");
+        assert_eq!(nodes[0].line, 2);
+        let inner = nodes[0].block.as_ref().unwrap();
+        assert_eq!(inner[0].keyword, "router_id");
+        assert_eq!(inner[0].arg_texts(), vec!["lb1"]);
+        let script = &nodes[1].block.as_ref().unwrap()[0];
+        assert_eq!(script.args[0].text, "pgrep -x nginx");
+        assert!(script.args[0].quoted);
+    }
+
+    #[test]
+    fn unbalanced_braces_name_the_line() {
+        assert_eq!(parse("a {\n b\n").unwrap_err().line, 1);
+        assert_eq!(parse("a {\n}\n}\n").unwrap_err().line, 3);
+        assert_eq!(parse("x \"open\n").unwrap_err().line, 1);
+    }
+}

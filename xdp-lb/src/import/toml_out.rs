@@ -1,0 +1,166 @@
+//! The generated TOML: tables of `key = value` lines, each remembering the keepalived
+//! line it came from. Strings are escaped here, so the text is always valid TOML.
+
+/// A TOML value, rendered inline.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum V {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    Arr(Vec<V>),
+    /// An inline table, keys in this order.
+    Table(Vec<(String, V)>),
+}
+
+impl V {
+    pub(super) fn str(s: impl Into<String>) -> V {
+        V::Str(s.into())
+    }
+
+    pub(super) fn strs<S: Into<String>>(items: impl IntoIterator<Item = S>) -> V {
+        V::Arr(items.into_iter().map(|s| V::Str(s.into())).collect())
+    }
+
+    fn render(&self, out: &mut String) {
+        match self {
+            V::Str(s) => out.push_str(&quote(s)),
+            V::Int(n) => out.push_str(&n.to_string()),
+            V::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            V::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    item.render(out);
+                }
+                out.push(']');
+            }
+            V::Table(entries) => {
+                if entries.is_empty() {
+                    out.push_str("{}");
+                    return;
+                }
+                out.push_str("{ ");
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&key(k));
+                    out.push_str(" = ");
+                    v.render(out);
+                }
+                out.push_str(" }");
+            }
+        }
+    }
+}
+
+/// A TOML basic string.
+pub(super) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A key: bare when TOML allows it, quoted otherwise.
+pub(super) fn key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare { k.to_owned() } else { quote(k) }
+}
+
+/// One `[header]` or `[[header]]` and its keys.
+#[derive(Debug, Clone)]
+pub(super) struct Section {
+    /// The header as written, e.g. `[vrrp.VI_1]`.
+    pub(super) header: String,
+    /// keepalived line the table comes from (0: none).
+    pub(super) line: usize,
+    /// Indented (a real server under its virtual server).
+    pub(super) nested: bool,
+    /// Key, value, keepalived line.
+    pub(super) entries: Vec<(String, V, usize)>,
+}
+
+impl Section {
+    pub(super) fn new(header: String, line: usize) -> Section {
+        Section {
+            header,
+            line,
+            nested: false,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Sets `key` (replacing an earlier value, as keepalived's last one wins).
+    pub(super) fn set(&mut self, key: &str, value: V, line: usize) {
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _, _)| k == key) {
+            *slot = (key.to_owned(), value, line);
+        } else {
+            self.entries.push((key.to_owned(), value, line));
+        }
+    }
+
+    /// Puts the keys in `order` first, in that order (the others after, as they were).
+    pub(super) fn order(&mut self, order: &[&str]) {
+        self.entries
+            .sort_by_key(|(k, _, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
+    }
+
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _, _)| k == key)
+    }
+}
+
+/// The document's text, and for each of its lines the keepalived line it came from.
+pub(super) fn render(
+    sections: &[Section],
+    preamble: &[String],
+    source: &str,
+) -> (String, Vec<Option<usize>>) {
+    let mut text = String::new();
+    let mut origin = Vec::new();
+    let mut push = |line: String, from: Option<usize>| {
+        text.push_str(&line);
+        text.push('\n');
+        origin.push(from);
+    };
+    for line in preamble {
+        push(format!("# {line}"), None);
+    }
+    for section in sections {
+        let indent = if section.nested { "  " } else { "" };
+        push(String::new(), None);
+        let from = (section.line > 0).then_some(section.line);
+        let comment = match from {
+            Some(line) => format!("  # {source}:{line}"),
+            None => String::new(),
+        };
+        push(format!("{indent}{}{comment}", section.header), from);
+        for (k, v, line) in &section.entries {
+            let mut value = String::new();
+            v.render(&mut value);
+            push(
+                format!("{indent}{} = {value}", key(k)),
+                (*line > 0).then_some(*line),
+            );
+        }
+    }
+    (text, origin)
+}

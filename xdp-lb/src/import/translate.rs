@@ -1,0 +1,1227 @@
+//! keepalived's statements → xdp-lb's tables. Every statement is either translated or
+//! reported as a [`Note`] with its line; none is dropped silently (except `state`,
+//! which xdp-lb does not need: priorities decide).
+
+use std::net::IpAddr;
+
+use super::Note;
+use super::parse::{Node, Word};
+use super::toml_out::{Section, V, key};
+
+/// Characters that make a command string need a shell.
+const SHELL_CHARS: &[char] = &[
+    '|', '&', ';', '<', '>', '(', ')', '$', '`', '*', '?', '[', ']', '~', '"', '\'', '\\',
+];
+
+#[derive(Default)]
+pub(super) struct Tx {
+    pub(super) notes: Vec<Note>,
+    pub(super) router_id: Option<(String, usize)>,
+    vrrp_version: Option<(i64, usize)>,
+    /// `vrrp_garp_master_*` of global_defs: defaults for every instance.
+    garp_defaults: Vec<(String, V, usize)>,
+    pub(super) scripts: Vec<Section>,
+    script_names: Vec<String>,
+    /// (name, interface, table).
+    pub(super) instances: Vec<(String, String, Section)>,
+    pub(super) groups: Vec<Section>,
+    /// `[[virtual_server]]` tables, each followed by its real servers.
+    pub(super) services: Vec<Section>,
+}
+
+/// keepalived's seconds (`3`, `0.1`, `1.5`) as an xdp-lb duration (`"3s"`, `"100ms"`);
+/// `None` if not a non-negative number or finer than a millisecond.
+pub(super) fn seconds(text: &str) -> Option<String> {
+    let (whole, frac) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    if whole.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !whole.chars().all(|c| c.is_ascii_digit()) || !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac = frac.trim_end_matches('0');
+    if frac.len() > 3 {
+        return None;
+    }
+    let millis: u64 = format!("{frac:0<3}").parse().ok()?;
+    let total = whole.checked_mul(1000)?.checked_add(millis)?;
+    Some(if total % 1000 == 0 {
+        format!("{}s", total / 1000)
+    } else {
+        format!("{total}ms")
+    })
+}
+
+fn needs_shell(text: &str) -> bool {
+    text.contains(SHELL_CHARS)
+}
+
+/// A command string as xdp-lb's argv: split on whitespace, or `/bin/sh -c` when it
+/// uses shell syntax.
+fn command(text: &str) -> V {
+    if needs_shell(text) {
+        V::strs(["/bin/sh", "-c", text])
+    } else {
+        V::strs(text.split_whitespace())
+    }
+}
+
+/// Why a keyword with no translation is left out, for the ones users are likely to
+/// have; a generic reason otherwise.
+fn why_not(keyword: &str) -> String {
+    let why = match keyword {
+        "include" => {
+            "includes are not followed: import each included file as well and merge the output, \
+             or concatenate the files first"
+        }
+        "virtual_server_group" => {
+            "xdp-lb has no virtual server groups: write one virtual_server per address and port"
+        }
+        "static_ipaddress" | "static_routes" | "static_rules" | "virtual_routes"
+        | "virtual_rules" => {
+            "xdp-lb does not manage static or per-instance addresses, routes or rules: \
+             configure them with the OS or from notify commands"
+        }
+        "vrrp_track_process" | "track_process" | "vrrp_track_file" | "track_file" | "track_bfd"
+        | "bfd_instance" => {
+            "xdp-lb tracks scripts, interfaces and virtual servers only: use a vrrp_script"
+        }
+        "notification_email"
+        | "notification_email_from"
+        | "smtp_server"
+        | "smtp_connect_timeout"
+        | "smtp_alert"
+        | "smtp_helo" => "xdp-lb sends no mail: use notify commands",
+        "enable_script_security" | "script_user" => {
+            "xdp-lb runs commands as its own user; set `user` per script where needed"
+        }
+        "persistence_timeout" | "persistence_granularity" | "persistence_engine" => {
+            "xdp-lb has no persistence timeout: existing connections stay on their real server; \
+             for client affinity use lb_algo sh (scheduler = \"sh\")"
+        }
+        "notify_up" | "notify_down" => {
+            "xdp-lb runs no command per real server: it logs every transition with its reason \
+             and serves state on the status API"
+        }
+        "use_vmac" | "vmac_xmit_base" => "xdp-lb has no VRRP virtual MAC (vmac) interfaces",
+        "mcast_src_ip" => {
+            "xdp-lb sends multicast adverts from the interface's address; unicast_src_ip is \
+             supported with unicast_peer"
+        }
+        "virtual_ipaddress_excluded" => {
+            "xdp-lb has no excluded addresses: move them into virtual_ipaddress (another \
+             instance if there are many) or add them from notify commands"
+        }
+        "sorry_server_inhibit" | "sorry_server_lvs_method" => {
+            "the sorry server takes new connections with the service's forwarding method"
+        }
+        "uthreshold" | "lthreshold" => "xdp-lb has no per-server connection limits",
+        "ha_suspend" => "xdp-lb checks every real server all the time",
+        _ => "xdp-lb has no equivalent",
+    };
+    why.to_owned()
+}
+
+impl Tx {
+    pub(super) fn report(&mut self, node: &Node, why: impl Into<String>) {
+        self.notes.push(Note {
+            line: node.line,
+            setting: node.display(),
+            why: why.into(),
+        });
+    }
+
+    fn report_at(&mut self, line: usize, setting: impl Into<String>, why: impl Into<String>) {
+        self.notes.push(Note {
+            line,
+            setting: setting.into(),
+            why: why.into(),
+        });
+    }
+
+    pub(super) fn unhandled(&mut self, node: &Node) {
+        let why = why_not(&node.keyword);
+        self.report(node, why);
+    }
+
+    /// The single argument of `node`, reporting any other shape.
+    fn one_arg<'n>(&mut self, node: &'n Node, form: &str) -> Option<&'n Word> {
+        if node.args.len() != 1 || node.block.is_some() {
+            self.report(node, format!("expected one value: {form}"));
+            return None;
+        }
+        Some(&node.args[0])
+    }
+
+    fn int_arg(&mut self, node: &Node, lo: i64, hi: i64) -> Option<V> {
+        let word = self.one_arg(node, &format!("an integer from {lo} to {hi}"))?;
+        match word.text.parse::<i64>() {
+            Ok(n) if (lo..=hi).contains(&n) => Some(V::Int(n)),
+            _ => {
+                self.report(node, format!("expected an integer from {lo} to {hi}"));
+                None
+            }
+        }
+    }
+
+    fn secs_arg(&mut self, node: &Node) -> Option<V> {
+        let word = self.one_arg(node, "a number of seconds such as 3 or 0.5")?;
+        match seconds(&word.text) {
+            Some(d) => Some(V::Str(d)),
+            None => {
+                self.report(
+                    node,
+                    "expected a number of seconds such as 3 or 0.5 (millisecond precision)",
+                );
+                None
+            }
+        }
+    }
+
+    fn flag(&mut self, node: &Node) -> bool {
+        if !node.args.is_empty() || node.block.is_some() {
+            self.report(node, "expected no value after this keyword");
+            return false;
+        }
+        true
+    }
+
+    fn block<'n>(&mut self, node: &'n Node) -> Option<&'n [Node]> {
+        match &node.block {
+            Some(block) => Some(block),
+            None => {
+                self.report(node, "expected a { } block after it");
+                None
+            }
+        }
+    }
+
+    /// A notify-style command: `notify_master /path/script` or `"/path/script args"`;
+    /// words after the script are keepalived's user and group.
+    fn notify_command(&mut self, node: &Node) -> Option<V> {
+        if node.block.is_some() || node.args.is_empty() {
+            self.report(node, "expected a script path or a quoted command");
+            return None;
+        }
+        if node.args.len() > 1 {
+            self.report(
+                node,
+                "xdp-lb runs notify commands as its own user: the user/group after the \
+                 command is dropped",
+            );
+        }
+        Some(command(&node.args[0].text))
+    }
+
+    // ----- global_defs -----
+
+    pub(super) fn global_defs(&mut self, node: &Node) {
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        for item in block {
+            match item.keyword.as_str() {
+                "router_id" => {
+                    if let Some(w) = self.one_arg(item, "a name") {
+                        self.router_id = Some((w.text.clone(), item.line));
+                    }
+                }
+                "vrrp_version" => {
+                    if let Some(V::Int(n)) = self.int_arg(item, 2, 3) {
+                        self.vrrp_version = Some((n, item.line));
+                    }
+                }
+                "vrrp_garp_master_delay" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        self.garp_defaults
+                            .push(("garp_master_delay".into(), v, item.line));
+                    }
+                }
+                "vrrp_garp_master_repeat" => {
+                    if let Some(v) = self.int_arg(item, 0, 1000) {
+                        self.garp_defaults
+                            .push(("garp_master_repeat".into(), v, item.line));
+                    }
+                }
+                "vrrp_garp_master_refresh" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        self.garp_defaults
+                            .push(("garp_master_refresh".into(), v, item.line));
+                    }
+                }
+                _ => self.unhandled(item),
+            }
+        }
+    }
+
+    // ----- vrrp_script -----
+
+    pub(super) fn vrrp_script(&mut self, node: &Node) {
+        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
+            self.report(node, "a vrrp_script needs a name");
+            return;
+        };
+        if node.args.len() > 1 {
+            self.report(node, "expected `vrrp_script NAME {`");
+            return;
+        }
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        let mut section = Section::new(format!("[script.{}]", key(&name)), node.line);
+        for item in block {
+            match item.keyword.as_str() {
+                "script" => {
+                    if item.args.is_empty() || item.block.is_some() {
+                        self.report(item, "expected a command");
+                        continue;
+                    }
+                    let text = item
+                        .args
+                        .iter()
+                        .map(|w| w.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    if needs_shell(&text) {
+                        section.set("command", V::Str(text), item.line);
+                        section.set("shell", V::Bool(true), item.line);
+                    } else {
+                        section.set("command", V::strs(text.split_whitespace()), item.line);
+                    }
+                }
+                "interval" | "timeout" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        section.set(&item.keyword, v, item.line);
+                    }
+                }
+                "weight" => {
+                    let args = item.arg_texts();
+                    if args.len() == 2 && args[1] == "reverse" {
+                        self.report(
+                            item,
+                            "xdp-lb has no `reverse` (a negative weight applies while the \
+                             script fails, a positive one while it succeeds): the script is \
+                             left out rather than run with another meaning",
+                        );
+                        return;
+                    }
+                    if let Some(v) = self.int_arg(item, -254, 254) {
+                        section.set("weight", v, item.line);
+                    }
+                }
+                "rise" | "fall" => {
+                    if let Some(v) = self.int_arg(item, 1, 1000) {
+                        section.set(&item.keyword, v, item.line);
+                    }
+                }
+                "user" => match item.arg_texts().as_slice() {
+                    [user] => section.set("user", V::str(*user), item.line),
+                    [user, _group] => {
+                        section.set("user", V::str(*user), item.line);
+                        self.report(
+                            item,
+                            "the group is not translated: xdp-lb uses the user's primary group",
+                        );
+                    }
+                    _ => self.report(item, "expected `user NAME [GROUP]`"),
+                },
+                _ => self.unhandled(item),
+            }
+        }
+        if !section.has("command") {
+            self.report(
+                node,
+                "it has no `script`, so xdp-lb cannot run it; instances tracking it will not",
+            );
+            return;
+        }
+        self.script_names.push(name);
+        self.scripts.push(section);
+    }
+
+    // ----- vrrp_instance -----
+
+    pub(super) fn vrrp_instance(&mut self, node: &Node) {
+        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
+            self.report(node, "a vrrp_instance needs a name");
+            return;
+        };
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        let mut s = Section::new(format!("[vrrp.{}]", key(&name)), node.line);
+        let mut interface: Option<String> = None;
+        let mut version = self.vrrp_version;
+        let mut auth: Option<(String, usize)> = None;
+        let mut auth_line = 0;
+        let mut vips: Vec<(String, IpAddr, usize)> = Vec::new();
+        for item in block {
+            match item.keyword.as_str() {
+                // Priorities decide who is MASTER, as in keepalived.
+                "state" => {}
+                // keepalived's default.
+                "preempt" => {}
+                "interface" => {
+                    if let Some(w) = self.one_arg(item, "an interface name") {
+                        interface = Some(w.text.clone());
+                        s.set("interface", V::str(&w.text), item.line);
+                    }
+                }
+                "virtual_router_id" => {
+                    if let Some(v) = self.int_arg(item, 1, 255) {
+                        s.set("virtual_router_id", v, item.line);
+                    }
+                }
+                "priority" => {
+                    if let Some(v) = self.int_arg(item, 1, 255) {
+                        s.set("priority", v, item.line);
+                    }
+                }
+                "version" => {
+                    if let Some(V::Int(n)) = self.int_arg(item, 2, 3) {
+                        version = Some((n, item.line));
+                    }
+                }
+                "advert_int" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        s.set("advert_interval", v, item.line);
+                    }
+                }
+                "nopreempt" => {
+                    if self.flag(item) {
+                        s.set("preempt", V::Bool(false), item.line);
+                    }
+                }
+                "preempt_delay" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        s.set("preempt_delay", v, item.line);
+                    }
+                }
+                "authentication" => {
+                    auth_line = item.line;
+                    auth = self.authentication(item).or(auth);
+                }
+                "virtual_ipaddress" => self.virtual_ipaddress(item, &mut vips),
+                "unicast_src_ip" => {
+                    if let Some(w) = self.one_arg(item, "an address") {
+                        s.set("unicast_src_ip", V::str(&w.text), item.line);
+                    }
+                }
+                "unicast_peer" => {
+                    let Some(block) = self.block(item) else {
+                        continue;
+                    };
+                    let mut peers = Vec::new();
+                    for peer in block {
+                        if !peer.args.is_empty() || peer.block.is_some() {
+                            self.report(
+                                peer,
+                                "only the address is translated (xdp-lb has no per-peer TTL limits)",
+                            );
+                        }
+                        peers.push(V::str(&peer.keyword));
+                    }
+                    s.set("unicast_peers", V::Arr(peers), item.line);
+                }
+                "track_script" => {
+                    let names = self.track_scripts(item);
+                    s.set("track_scripts", V::strs(names), item.line);
+                }
+                "track_interface" => {
+                    let list = self.track_interfaces(item);
+                    s.set("track_interfaces", V::Arr(list), item.line);
+                }
+                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                    if let Some(v) = self.notify_command(item) {
+                        s.set(&item.keyword, v, item.line);
+                    }
+                }
+                "garp_master_delay" | "garp_master_refresh" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        s.set(&item.keyword, v, item.line);
+                    }
+                }
+                "garp_master_repeat" => {
+                    if let Some(v) = self.int_arg(item, 0, 1000) {
+                        s.set("garp_master_repeat", v, item.line);
+                    }
+                }
+                _ => self.unhandled(item),
+            }
+        }
+        // Fill in what global_defs gave.
+        if let Some((n, line)) = version {
+            s.set("version", V::Int(n), line);
+        }
+        let v3 = version.is_some_and(|(n, _)| n == 3) || vips.iter().any(|(_, a, _)| a.is_ipv6());
+        if let Some((pass, line)) = auth {
+            if v3 {
+                self.report_at(
+                    auth_line,
+                    "authentication { ... }",
+                    "VRRPv3 has no authentication (keepalived ignores it too)",
+                );
+            } else {
+                s.set("auth_pass", V::Str(pass), line);
+            }
+        }
+        for (k, v, line) in self.garp_defaults.clone() {
+            if !s.has(&k) {
+                s.set(&k, v, line);
+            }
+        }
+        if !vips.is_empty() {
+            let line = vips[0].2;
+            s.set(
+                "virtual_ipaddresses",
+                V::strs(vips.into_iter().map(|(text, _, _)| text)),
+                line,
+            );
+        }
+        // Without these xdp-lb cannot run the instance: say so once, for the instance.
+        let missing: Vec<&str> = [
+            ("interface", "interface"),
+            ("virtual_router_id", "virtual_router_id"),
+            ("virtual_ipaddresses", "virtual_ipaddress"),
+        ]
+        .into_iter()
+        .filter(|(ours, _)| !s.has(ours))
+        .map(|(_, theirs)| theirs)
+        .collect();
+        if !missing.is_empty() {
+            self.report(
+                node,
+                format!(
+                    "the instance has no usable {}; xdp-lb needs it (sync groups lose this member)",
+                    missing.join(", ")
+                ),
+            );
+            return;
+        }
+        s.order(&[
+            "interface",
+            "virtual_router_id",
+            "priority",
+            "version",
+            "advert_interval",
+            "auth_pass",
+            "preempt",
+            "preempt_delay",
+            "virtual_ipaddresses",
+        ]);
+        self.instances.push((name, interface.expect("checked"), s));
+    }
+
+    fn authentication(&mut self, node: &Node) -> Option<(String, usize)> {
+        let block = self.block(node)?;
+        let mut kind: Option<&Node> = None;
+        let mut pass: Option<(String, usize)> = None;
+        for item in block {
+            match item.keyword.as_str() {
+                "auth_type" => kind = Some(item),
+                "auth_pass" => {
+                    if let Some(w) = self.one_arg(item, "a password") {
+                        let mut text = w.text.clone();
+                        if text.len() > 8 {
+                            let cut = (0..=8).rev().find(|i| text.is_char_boundary(*i));
+                            text.truncate(cut.unwrap_or(0));
+                            self.report(
+                                item,
+                                format!(
+                                    "only its first 8 bytes are used, as keepalived does: \
+                                     auth_pass = {text:?}"
+                                ),
+                            );
+                        }
+                        pass = Some((text, item.line));
+                    }
+                }
+                _ => self.unhandled(item),
+            }
+        }
+        match kind.map(|k| k.arg_texts()) {
+            Some(args) if args == ["AH"] => {
+                self.report(
+                    kind.expect("matched"),
+                    "IPsec AH authentication is not supported: xdp-lb does PASS only \
+                     (RFC 5798 drops authentication; consider VRRPv3 without it)",
+                );
+                None
+            }
+            Some(args) if args != ["PASS"] => {
+                self.report(kind.expect("matched"), "expected PASS or AH");
+                None
+            }
+            _ => pass,
+        }
+    }
+
+    fn virtual_ipaddress(&mut self, node: &Node, vips: &mut Vec<(String, IpAddr, usize)>) {
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        for item in block {
+            let addr_text = item.keyword.as_str();
+            let addr = addr_text.split_once('/').map_or(addr_text, |(a, _)| a);
+            let Ok(addr) = addr.parse::<IpAddr>() else {
+                self.report(item, "not an address with an optional /prefix");
+                continue;
+            };
+            if let Some((_, first, _)) = vips.first()
+                && first.is_ipv4() != addr.is_ipv4()
+            {
+                self.report(
+                    item,
+                    "mixes address families in one instance; use one instance per family",
+                );
+                continue;
+            }
+            if vips.iter().any(|(_, a, _)| *a == addr) {
+                self.report(item, "listed twice");
+                continue;
+            }
+            let mut text = addr_text.to_owned();
+            let args = item.arg_texts();
+            let mut i = 0;
+            while i < args.len() {
+                let word = args[i];
+                let value = args.get(i + 1).copied();
+                match (word, value) {
+                    ("dev" | "scope", Some(v)) => {
+                        text.push_str(&format!(" {word} {v}"));
+                        i += 2;
+                    }
+                    ("label", Some(v)) if addr.is_ipv4() => {
+                        text.push_str(&format!(" label {v}"));
+                        i += 2;
+                    }
+                    ("label", Some(v)) => {
+                        self.report_at(
+                            item.line,
+                            format!("{addr_text} label {v}"),
+                            "IPv6 addresses carry no label",
+                        );
+                        i += 2;
+                    }
+                    ("brd" | "broadcast", Some(v)) => {
+                        self.report_at(
+                            item.line,
+                            format!("{addr_text} {word} {v}"),
+                            "xdp-lb sets no broadcast address; the kernel's default applies",
+                        );
+                        i += 2;
+                    }
+                    _ => {
+                        self.report_at(
+                            item.line,
+                            format!("{addr_text} {}", args[i..].join(" ")),
+                            "only `dev`, `scope` and `label` are translated after an address",
+                        );
+                        break;
+                    }
+                }
+            }
+            if item.block.is_some() {
+                self.report(item, "unexpected block");
+            }
+            vips.push((text, addr, item.line));
+        }
+    }
+
+    fn track_scripts(&mut self, node: &Node) -> Vec<String> {
+        let words = node.block_words();
+        let mut names: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let (word, line) = &words[i];
+            if word.text == "weight" {
+                // `NAME weight N`: keepalived's per-instance override of the script's weight.
+                let n = words.get(i + 1).map(|(w, _)| w.text.as_str()).unwrap_or("");
+                let name = i
+                    .checked_sub(1)
+                    .map(|p| words[p].0.text.clone())
+                    .unwrap_or_default();
+                self.report_at(
+                    *line,
+                    format!("{name} weight {n}"),
+                    "xdp-lb has no per-instance script weight: it uses the weight of \
+                     [script.NAME]; set it there",
+                );
+                i += 2;
+                continue;
+            }
+            if !self.script_names.contains(&word.text) {
+                self.report_at(
+                    *line,
+                    word.text.clone(),
+                    "there is no (translated) vrrp_script of this name to track",
+                );
+            } else if !names.contains(&word.text) {
+                names.push(word.text.clone());
+            }
+            i += 1;
+        }
+        if node.block.is_none() {
+            self.report(node, "expected a { } block after it");
+        }
+        names
+    }
+
+    fn track_interfaces(&mut self, node: &Node) -> Vec<V> {
+        let words = node.block_words();
+        let mut out: Vec<(String, Option<i64>)> = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let (word, line) = &words[i];
+            if word.text == "weight" {
+                let n = words.get(i + 1).map(|(w, _)| w.text.as_str()).unwrap_or("");
+                match (out.last_mut(), n.parse::<i64>()) {
+                    (Some(last), Ok(w)) if (-254..=254).contains(&w) => last.1 = Some(w),
+                    _ => self.report_at(
+                        *line,
+                        format!("weight {n}"),
+                        "expected a weight from -254 to 254 after an interface name",
+                    ),
+                }
+                i += 2;
+                continue;
+            }
+            if !out.iter().any(|(n, _)| *n == word.text) {
+                out.push((word.text.clone(), None));
+            }
+            i += 1;
+        }
+        if node.block.is_none() {
+            self.report(node, "expected a { } block after it");
+        }
+        out.into_iter()
+            .map(|(name, weight)| match weight {
+                Some(w) if w != 0 => V::Table(vec![
+                    ("name".into(), V::Str(name)),
+                    ("weight".into(), V::Int(w)),
+                ]),
+                _ => V::Str(name),
+            })
+            .collect()
+    }
+
+    // ----- vrrp_sync_group -----
+
+    pub(super) fn vrrp_sync_group(&mut self, node: &Node) {
+        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
+            self.report(node, "a vrrp_sync_group needs a name");
+            return;
+        };
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        let mut s = Section::new(format!("[vrrp_sync_group.{}]", key(&name)), node.line);
+        let mut members: Vec<String> = Vec::new();
+        for item in block {
+            match item.keyword.as_str() {
+                "group" => {
+                    for (word, line) in item.block_words() {
+                        if self.instances.iter().any(|(n, _, _)| *n == word.text) {
+                            if !members.contains(&word.text) {
+                                members.push(word.text);
+                            }
+                        } else {
+                            self.report_at(
+                                line,
+                                word.text,
+                                "there is no (translated) vrrp_instance of this name",
+                            );
+                        }
+                    }
+                    s.set("group", V::strs(members.clone()), item.line);
+                }
+                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                    if let Some(v) = self.notify_command(item) {
+                        s.set(&item.keyword, v, item.line);
+                    }
+                }
+                "track_script" | "track_interface" => self.report(
+                    item,
+                    "xdp-lb tracks per instance: move it into each member vrrp_instance",
+                ),
+                _ => self.unhandled(item),
+            }
+        }
+        if members.len() < 2 {
+            self.report(
+                node,
+                "the group needs at least two translated instances; it is left out",
+            );
+            return;
+        }
+        self.groups.push(s);
+    }
+
+    // ----- virtual_server -----
+
+    pub(super) fn virtual_server(&mut self, node: &Node) {
+        let args = node.arg_texts();
+        if args.first() == Some(&"fwmark") {
+            self.report(
+                node,
+                "fwmark virtual servers are not supported: xdp-lb matches (vip, port, protocol); \
+                 write one virtual_server per address and port",
+            );
+            return;
+        }
+        if args.first() == Some(&"group") {
+            self.report(node, why_not("virtual_server_group"));
+            return;
+        }
+        let parsed = match args.as_slice() {
+            [ip, port] => ip
+                .parse::<IpAddr>()
+                .ok()
+                .zip(port.parse::<u16>().ok().filter(|p| *p > 0)),
+            _ => None,
+        };
+        let Some((vip, port)) = parsed else {
+            self.report(node, "expected `virtual_server IP PORT {`");
+            return;
+        };
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        let mut s = Section::new("[[virtual_server]]".into(), node.line);
+        s.set("vip", V::Str(vip.to_string()), node.line);
+        s.set("port", V::Int(port.into()), node.line);
+        let mut defaults = CheckDefaults::default();
+        let mut real_servers: Vec<&Node> = Vec::new();
+        for item in block {
+            if defaults.take(self, item) {
+                continue;
+            }
+            match item.keyword.as_str() {
+                "lb_algo" | "lvs_sched" => {
+                    let Some(w) = self.one_arg(item, "a scheduler") else {
+                        continue;
+                    };
+                    let scheduler = match w.text.as_str() {
+                        "rr" => "rr",
+                        "wrr" => "wrr",
+                        "sh" | "mh" => "sh",
+                        other => {
+                            self.report(
+                                item,
+                                format!(
+                                    "xdp-lb has no `{other}` scheduler: using wrr (others: rr, \
+                                     sh, maglev)"
+                                ),
+                            );
+                            "wrr"
+                        }
+                    };
+                    s.set("scheduler", V::str(scheduler), item.line);
+                }
+                "lb_kind" | "lvs_method" => {
+                    let Some(w) = self.one_arg(item, "DR, NAT or TUN") else {
+                        continue;
+                    };
+                    match w.text.to_ascii_uppercase().as_str() {
+                        "DR" => s.set("forwarding", V::str("dr"), item.line),
+                        "NAT" => s.set("forwarding", V::str("nat"), item.line),
+                        "TUN" => s.set("forwarding", V::str("tun"), item.line),
+                        _ => self.report(item, "expected DR, NAT or TUN; using dr"),
+                    }
+                }
+                "protocol" => {
+                    let Some(w) = self.one_arg(item, "TCP or UDP") else {
+                        continue;
+                    };
+                    match w.text.to_ascii_uppercase().as_str() {
+                        "TCP" => s.set("protocol", V::str("tcp"), item.line),
+                        "UDP" => s.set("protocol", V::str("udp"), item.line),
+                        _ => {
+                            self.report(
+                                node,
+                                format!(
+                                    "xdp-lb balances TCP and UDP only, not {}: the virtual \
+                                     server is left out",
+                                    w.text
+                                ),
+                            );
+                            return;
+                        }
+                    }
+                }
+                "quorum" => {
+                    if let Some(v) = self.int_arg(item, 1, u32::MAX.into()) {
+                        s.set("quorum", v, item.line);
+                    }
+                }
+                "hysteresis" => {
+                    if let Some(v) = self.int_arg(item, 0, u32::MAX.into()) {
+                        s.set("hysteresis", v, item.line);
+                    }
+                }
+                "quorum_up" | "quorum_down" => {
+                    if let Some(v) = self.notify_command(item) {
+                        s.set(&item.keyword, v, item.line);
+                    }
+                }
+                "omega" => {
+                    if self.flag(item) {
+                        s.set("omega", V::Bool(true), item.line);
+                    }
+                }
+                "sorry_server" => match item.arg_texts().as_slice() {
+                    [ip, port] if ip.parse::<IpAddr>().is_ok() && port.parse::<u16>().is_ok() => {
+                        let addr = std::net::SocketAddr::new(
+                            ip.parse().expect("checked"),
+                            port.parse().expect("checked"),
+                        );
+                        s.set("sorry_server", V::Str(addr.to_string()), item.line);
+                    }
+                    _ => self.report(item, "expected `sorry_server IP PORT`"),
+                },
+                "real_server" => real_servers.push(item),
+                _ => self.unhandled(item),
+            }
+        }
+        let mut servers = Vec::new();
+        for rs in real_servers {
+            if let Some(section) = self.real_server(rs, vip, &defaults) {
+                servers.push(section);
+            }
+        }
+        if servers.is_empty() {
+            self.report(
+                node,
+                "it has no usable real_server; xdp-lb needs at least one, so the virtual server \
+                 is left out",
+            );
+            return;
+        }
+        self.services.push(s);
+        self.services.extend(servers);
+    }
+
+    fn real_server(
+        &mut self,
+        node: &Node,
+        vip: IpAddr,
+        defaults: &CheckDefaults,
+    ) -> Option<Section> {
+        let args = node.arg_texts();
+        let parsed = match args.as_slice() {
+            [ip, port] => ip
+                .parse::<IpAddr>()
+                .ok()
+                .zip(port.parse::<u16>().ok().filter(|p| *p > 0).map(Some)),
+            [ip] => ip.parse::<IpAddr>().ok().map(|ip| (ip, None)),
+            _ => None,
+        };
+        let Some((address, port)) = parsed else {
+            self.report(node, "expected `real_server IP PORT {`; left out");
+            return None;
+        };
+        if address.is_ipv4() != vip.is_ipv4() {
+            self.report(node, "not in the virtual server's address family; left out");
+            return None;
+        }
+        let mut s = Section::new("[[virtual_server.real_server]]".into(), node.line);
+        s.nested = true;
+        s.set("address", V::Str(address.to_string()), node.line);
+        if let Some(port) = port {
+            s.set("port", V::Int(port.into()), node.line);
+        }
+        let mut defaults = defaults.clone();
+        let mut check: Option<(V, usize)> = None;
+        for item in node.block.iter().flatten() {
+            if defaults.take(self, item) {
+                continue;
+            }
+            match item.keyword.as_str() {
+                "weight" => {
+                    if let Some(v) = self.int_arg(item, 0, 65535) {
+                        s.set("weight", v, item.line);
+                    }
+                }
+                "inhibit_on_failure" => {
+                    if self.flag(item) {
+                        s.set("inhibit_on_failure", V::Bool(true), item.line);
+                    }
+                }
+                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "PING_CHECK"
+                | "DNS_CHECK" => {
+                    if check.is_some() {
+                        self.report(
+                            item,
+                            "xdp-lb runs one check per real server: only the first is translated",
+                        );
+                        continue;
+                    }
+                    if let Some(v) = self.check(item, &defaults) {
+                        check = Some((v, item.line));
+                    }
+                }
+                "UDP_CHECK" | "SMTP_CHECK" | "BFD_CHECK" | "FILE_CHECK" => self.report(
+                    item,
+                    "this checker is not translated: write `check = { type = ... }` by hand \
+                     (xdp-lb has tcp, http, https, misc, udp, dns, icmp)",
+                ),
+                _ => self.unhandled(item),
+            }
+        }
+        if let Some((v, line)) = check {
+            s.set("check", v, line);
+        }
+        Some(s)
+    }
+
+    fn check(&mut self, node: &Node, defaults: &CheckDefaults) -> Option<V> {
+        let kind = match node.keyword.as_str() {
+            "TCP_CHECK" => "tcp",
+            "HTTP_GET" => "http",
+            "SSL_GET" => "https",
+            "MISC_CHECK" => "misc",
+            "PING_CHECK" => "icmp",
+            _ => "dns",
+        };
+        let http = matches!(kind, "http" | "https");
+        let mut t: Vec<(String, V)> = vec![("type".into(), V::str(kind))];
+        let mut defaults = defaults.clone();
+        let mut urls = 0;
+        let mut virtualhost = None;
+        for item in node.block.iter().flatten() {
+            if !http && item.keyword == "virtualhost" {
+                self.report(item, "only HTTP_GET and SSL_GET send a virtual host");
+                continue;
+            }
+            if defaults.take(self, item) {
+                continue;
+            }
+            match (kind, item.keyword.as_str()) {
+                (_, "connect_port") => {
+                    if let Some(v) = self.int_arg(item, 1, 65535) {
+                        put(&mut t, "connect_port", v);
+                    }
+                }
+                (_, "connect_ip") => {
+                    if let Some(w) = self.one_arg(item, "an address") {
+                        put(&mut t, "connect_ip", V::str(&w.text));
+                    }
+                }
+                (_, "bindto") => {
+                    if let Some(w) = self.one_arg(item, "an address") {
+                        put(&mut t, "source", V::str(&w.text));
+                    }
+                }
+                (_, "url") if http => {
+                    urls += 1;
+                    if urls > 1 {
+                        self.report(
+                            item,
+                            "xdp-lb checks one url per real server: only the first is translated",
+                        );
+                        continue;
+                    }
+                    self.url(item, &mut t, &mut virtualhost);
+                }
+                ("misc", "misc_path") => {
+                    if let Some(w) = self.one_arg(item, "a command") {
+                        put(&mut t, "command", command(&w.text));
+                    }
+                }
+                ("misc", "misc_timeout") => {
+                    if let Some(v) = self.secs_arg(item) {
+                        put(&mut t, "timeout", v);
+                    }
+                }
+                ("misc", "misc_dynamic") => {
+                    if self.flag(item) {
+                        put(&mut t, "dynamic", V::Bool(true));
+                    }
+                }
+                ("misc", "user") => match item.arg_texts().as_slice() {
+                    [user] => put(&mut t, "user", V::str(*user)),
+                    [user, _] => {
+                        put(&mut t, "user", V::str(*user));
+                        self.report(
+                            item,
+                            "the group is not translated: xdp-lb uses the user's primary group",
+                        );
+                    }
+                    _ => self.report(item, "expected `user NAME [GROUP]`"),
+                },
+                ("dns", "type") => {
+                    if let Some(w) = self.one_arg(item, "a record type") {
+                        put(&mut t, "qtype", V::str(&w.text));
+                    }
+                }
+                ("dns", "name") => {
+                    if let Some(w) = self.one_arg(item, "a name") {
+                        put(&mut t, "name", V::str(&w.text));
+                    }
+                }
+                _ => self.unhandled(item),
+            }
+        }
+        if kind == "misc" && !t.iter().any(|(k, _)| k == "command") {
+            self.report(node, "a MISC_CHECK without misc_path cannot run; left out");
+            return None;
+        }
+        if http && let Some(host) = virtualhost.or(defaults.virtualhost) {
+            put(&mut t, "virtualhost", V::Str(host));
+        }
+        for (k, v) in defaults.entries {
+            if !t.iter().any(|(have, _)| *have == k) {
+                t.push((k, v));
+            }
+        }
+        Some(V::Table(t))
+    }
+
+    fn url(&mut self, node: &Node, t: &mut Vec<(String, V)>, virtualhost: &mut Option<String>) {
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        let mut status: Vec<i64> = Vec::new();
+        for item in block {
+            match item.keyword.as_str() {
+                "path" => {
+                    if let Some(w) = self.one_arg(item, "a path") {
+                        put(t, "path", V::str(&w.text));
+                    }
+                }
+                "status_code" => {
+                    let mut ok = !item.args.is_empty();
+                    for part in item.args.iter().flat_map(|w| w.text.split(',')) {
+                        let range = match part.split_once('-') {
+                            Some((a, b)) => a.parse::<i64>().ok().zip(b.parse::<i64>().ok()),
+                            None => part.parse::<i64>().ok().map(|n| (n, n)),
+                        };
+                        match range {
+                            Some((a, b)) if 100 <= a && a <= b && b <= 999 => {
+                                status.extend(
+                                    (a..=b).filter(|c| !status.contains(c)).collect::<Vec<_>>(),
+                                );
+                            }
+                            _ => ok = false,
+                        }
+                    }
+                    if !ok {
+                        self.report(
+                            item,
+                            "expected status codes such as 200, 200-299 or 200,301",
+                        );
+                    }
+                }
+                "digest" => {
+                    let Some(w) = self.one_arg(item, "an md5 digest") else {
+                        continue;
+                    };
+                    if w.text.len() == 32 && w.text.chars().all(|c| c.is_ascii_hexdigit()) {
+                        put(
+                            t,
+                            "digest",
+                            V::Str(format!("md5:{}", w.text.to_ascii_lowercase())),
+                        );
+                    } else {
+                        self.report(
+                            item,
+                            "not an md5 digest of 32 hex digits as genhash prints it",
+                        );
+                    }
+                }
+                "virtualhost" => {
+                    if let Some(w) = self.one_arg(item, "a host name") {
+                        *virtualhost = Some(w.text.clone());
+                    }
+                }
+                _ => self.unhandled(item),
+            }
+        }
+        if !status.is_empty() {
+            put(
+                t,
+                "status",
+                V::Arr(status.into_iter().map(V::Int).collect()),
+            );
+        }
+    }
+}
+
+/// Sets `key` in an inline table, replacing an earlier value.
+fn put(t: &mut Vec<(String, V)>, key: &str, v: V) {
+    if let Some(slot) = t.iter_mut().find(|(k, _)| k == key) {
+        slot.1 = v;
+    } else {
+        t.push((key.to_owned(), v));
+    }
+}
+
+/// Check settings keepalived allows on the virtual server, the real server or the
+/// checker itself, the innermost winning.
+#[derive(Clone, Default)]
+struct CheckDefaults {
+    entries: Vec<(String, V)>,
+    virtualhost: Option<String>,
+}
+
+impl CheckDefaults {
+    /// Takes `item` if it is one of these settings (reporting a bad value).
+    fn take(&mut self, tx: &mut Tx, item: &Node) -> bool {
+        let (ours, value) = match item.keyword.as_str() {
+            "delay_loop" => ("interval", tx.secs_arg(item)),
+            "connect_timeout" => ("connect_timeout", tx.secs_arg(item)),
+            "delay_before_retry" => ("delay_before_retry", tx.secs_arg(item)),
+            "warmup" => ("warmup", tx.secs_arg(item)),
+            "retry" | "nb_get_retry" => ("retry", tx.int_arg(item, 0, 1000)),
+            "alpha" => ("alpha", tx.flag(item).then_some(V::Bool(true))),
+            "virtualhost" if item.block.is_none() && item.args.len() == 1 => {
+                // Only http checks take it; kept aside until the check type is known.
+                self.virtualhost = Some(item.args[0].text.clone());
+                return true;
+            }
+            _ => return false,
+        };
+        if let Some(v) = value {
+            put(&mut self.entries, ours, v);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_become_durations() {
+        assert_eq!(seconds("1").as_deref(), Some("1s"));
+        assert_eq!(seconds("0.1").as_deref(), Some("100ms"));
+        assert_eq!(seconds("1.5").as_deref(), Some("1500ms"));
+        assert_eq!(seconds("2.000").as_deref(), Some("2s"));
+        assert_eq!(seconds("0").as_deref(), Some("0s"));
+        assert_eq!(seconds("0.0001"), None);
+        assert_eq!(seconds("-1"), None);
+        assert_eq!(seconds("abc"), None);
+        assert_eq!(seconds("."), None);
+    }
+
+    #[test]
+    fn commands_use_a_shell_only_when_needed() {
+        assert_eq!(
+            command("/bin/true master"),
+            V::strs(["/bin/true", "master"])
+        );
+        assert_eq!(
+            command("pgrep nginx || exit 1"),
+            V::strs(["/bin/sh", "-c", "pgrep nginx || exit 1"])
+        );
+    }
+}

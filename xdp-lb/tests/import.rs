@@ -1,0 +1,345 @@
+//! `xdp-lb import-keepalived`: keepalived.conf → a valid xdp-lb configuration, with
+//! every setting left out reported with its line. No privileges needed.
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use xdp_lb::config::{self, Forwarding, Protocol, Scheduler, TrackedInterface};
+use xdp_lb::import::{ImportError, import};
+use xdp_lb_checks::CheckSpec;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keepalived");
+
+fn xdp_lb(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xdp-lb"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn data(name: &str) -> String {
+    format!("{DATA}/{name}")
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn a_realistic_config_translates_to_a_valid_one() {
+    let file = data("lb1.conf");
+    let (code, stdout, stderr) = xdp_lb(&["import-keepalived", &file]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("not translated"),
+        "everything in lb1.conf has a translation:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("interfaces = [\"eth0\", \"eth1\"]"),
+        "{stderr}"
+    );
+    let c = config::parse(&stdout, "out.toml").unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+
+    assert_eq!(c.global.router_id.as_deref(), Some("LB1"));
+    assert_eq!(c.dataplane.interfaces, ["eth0", "eth1"]);
+
+    // vrrp_script → [script.NAME]
+    assert_eq!(c.scripts.len(), 2);
+    let nginx = &c.scripts[0];
+    assert_eq!(nginx.name, "chk_nginx");
+    assert_eq!(nginx.command, ["/usr/bin/env", "true"]);
+    assert_eq!((nginx.interval, nginx.timeout), (secs(2), secs(1)));
+    assert_eq!((nginx.weight, nginx.rise, nginx.fall), (-20, 2, 3));
+    let port = &c.scripts[1];
+    assert_eq!(
+        port.command,
+        ["/bin/sh", "-c", "/bin/true 127.0.0.1 && /bin/true"]
+    );
+    assert_eq!(port.interval, Duration::from_millis(500));
+
+    // vrrp_instance → [vrrp.NAME]
+    let ext = c.vrrp.iter().find(|v| v.name == "VI_EXT").unwrap();
+    assert_eq!(ext.interface, "eth0");
+    assert_eq!((ext.vrid, ext.priority, ext.version), (51, 150, 2));
+    assert_eq!(ext.advert_interval, secs(1));
+    assert_eq!(ext.auth_pass.as_deref(), Some("s3cret"));
+    assert!(ext.preempt);
+    assert_eq!(ext.unicast_src_ip, Some("192.0.2.2".parse().unwrap()));
+    assert_eq!(
+        ext.unicast_peers,
+        [
+            "192.0.2.3".parse::<IpAddr>().unwrap(),
+            "192.0.2.4".parse().unwrap()
+        ]
+    );
+    assert_eq!(ext.virtual_ipaddresses.len(), 2);
+    let vip = &ext.virtual_ipaddresses[0];
+    assert_eq!(vip.addr, "192.0.2.100".parse::<IpAddr>().unwrap());
+    assert_eq!(vip.prefix, 24);
+    assert_eq!(vip.device.as_deref(), Some("eth0"));
+    assert_eq!(vip.label.as_deref(), Some("eth0:vip"));
+    assert_eq!(ext.track_scripts, ["chk_nginx", "chk_port"]);
+    assert_eq!(
+        ext.track_interfaces,
+        [
+            TrackedInterface {
+                name: "eth1".into(),
+                weight: -30
+            },
+            TrackedInterface {
+                name: "eth2".into(),
+                weight: 0
+            }
+        ]
+    );
+    assert_eq!(
+        ext.notify.master.as_deref(),
+        Some(&["/usr/bin/env".to_owned(), "logger".into(), "master".into()][..])
+    );
+    assert_eq!(
+        ext.notify.backup.as_deref(),
+        Some(&["/bin/true".to_owned()][..])
+    );
+    assert_eq!(
+        ext.notify.fault.as_ref().unwrap()[..2],
+        ["/bin/sh".to_owned(), "-c".into()]
+    );
+    assert_eq!(
+        (ext.garp_master_delay, ext.garp_master_repeat),
+        (secs(2), 3)
+    );
+
+    let int = c.vrrp.iter().find(|v| v.name == "VI_INT").unwrap();
+    assert_eq!((int.vrid, int.priority, int.version), (52, 100, 3));
+    assert_eq!(int.advert_interval, Duration::from_millis(100));
+    assert!(!int.preempt);
+    assert_eq!(int.auth_pass, None);
+    assert_eq!(int.virtual_ipaddresses[0].scope, Some(0));
+
+    // vrrp_sync_group
+    assert_eq!(c.sync_groups.len(), 1);
+    assert_eq!(c.sync_groups[0].name, "VG_1");
+    assert_eq!(c.sync_groups[0].members, ["VI_EXT", "VI_INT"]);
+    assert!(c.sync_groups[0].notify.master.is_some());
+
+    // virtual_server
+    assert_eq!(c.virtual_servers.len(), 2);
+    let web = &c.virtual_servers[0];
+    assert_eq!(web.vip, "192.0.2.100".parse::<IpAddr>().unwrap());
+    assert_eq!((web.port, web.protocol), (80, Protocol::Tcp));
+    assert_eq!(web.scheduler, Scheduler::Wrr);
+    assert_eq!(web.forwarding, Forwarding::Dr);
+    assert_eq!(web.sorry_server, Some("192.0.2.250:8080".parse().unwrap()));
+    assert_eq!((web.quorum.quorum, web.quorum.hysteresis), (2, 1));
+    let weights: Vec<u32> = web.real_servers.iter().map(|r| r.weight).collect();
+    assert_eq!(weights, [1, 2, 3, 4]);
+    assert!(web.real_servers[1].inhibit_on_failure);
+    for rs in &web.real_servers[..3] {
+        let check = rs.check.as_ref().unwrap();
+        assert_eq!(check.spec, CheckSpec::Tcp);
+        assert_eq!(check.params.interval, secs(3), "delay_loop");
+    }
+    let first = &web.real_servers[0].check.as_ref().unwrap().params;
+    assert_eq!(first.connect_timeout, secs(2));
+    assert_eq!(first.connect_port, Some(80));
+    assert_eq!((first.retry, first.delay_before_retry), (2, secs(1)));
+    assert_eq!(
+        web.real_servers[2]
+            .check
+            .as_ref()
+            .unwrap()
+            .params
+            .connect_timeout,
+        Duration::from_millis(500)
+    );
+    let http_rs = &web.real_servers[3];
+    assert_eq!(http_rs.port, 8080);
+    let http_check = http_rs.check.as_ref().unwrap();
+    let CheckSpec::Http(http) = &http_check.spec else {
+        panic!("{:?}", http_check.spec);
+    };
+    assert_eq!(http.path, "/health");
+    assert_eq!(http.status, [200]);
+    assert!(http.digest.is_some());
+    assert_eq!(
+        (
+            http_check.params.retry,
+            http_check.params.delay_before_retry
+        ),
+        (3, secs(2))
+    );
+
+    let dns = &c.virtual_servers[1];
+    assert_eq!((dns.port, dns.protocol), (53, Protocol::Udp));
+    assert_eq!(dns.scheduler, Scheduler::Sh, "mh becomes sh");
+    let CheckSpec::Misc(misc) = &dns.real_servers[0].check.as_ref().unwrap().spec else {
+        panic!("a misc check");
+    };
+    assert_eq!(misc.argv, ["/bin/true", "192.0.2.21"]);
+    assert!(misc.dynamic);
+    assert_eq!(misc.timeout, Some(secs(5)));
+}
+
+#[test]
+fn unsupported_settings_are_reported_with_their_lines() {
+    let file = data("unsupported.conf");
+    let (code, stdout, stderr) = xdp_lb(&["import-keepalived", &file]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for expected in [
+        ":3: notification_email { ... }: not translated (",
+        ":7: include /etc/keepalived/extra.conf: not translated (",
+        ":14: 198.51.100.10/24 brd 198.51.100.255: not translated (",
+        ":16: use_vmac: not translated (",
+        ":17: frobnicate yes: not translated (",
+        ":21: lb_algo lc: not translated (",
+        ":23: persistence_timeout 300: not translated (",
+        ":26: notify_up /bin/true: not translated (",
+        ":33: virtual_server fwmark 1 { ... }: not translated (",
+    ] {
+        let line = format!("{file}{expected}");
+        assert!(stderr.contains(&line), "missing {line:?} in:\n{stderr}");
+    }
+    assert_eq!(stderr.matches("not translated").count(), 9, "{stderr}");
+    let c = config::parse(&stdout, "out.toml").unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    assert_eq!(c.virtual_servers.len(), 1, "the fwmark one is left out");
+    let vs = &c.virtual_servers[0];
+    assert_eq!(vs.scheduler, Scheduler::Wrr, "lc falls back to wrr");
+    assert_eq!(vs.forwarding, Forwarding::Nat);
+    assert_eq!(c.vrrp[0].virtual_ipaddresses.len(), 1);
+}
+
+#[test]
+fn unbalanced_braces_are_a_syntax_error_with_the_line() {
+    let file = data("unbalanced.conf");
+    let (code, stdout, stderr) = xdp_lb(&["import-keepalived", &file]);
+    assert_eq!(code, Some(1));
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{file}:5: syntax error:")) && stderr.contains("never closed"),
+        "{stderr}"
+    );
+
+    let err = import("global_defs {\n router_id a\n}\n}\n", "k.conf", &[]).unwrap_err();
+    let ImportError::Syntax { error, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(error.line, 4);
+    assert!(
+        err.to_string().starts_with("k.conf:4: syntax error: `}`"),
+        "{err}"
+    );
+    let err = import("vrrp_script x {\n script \"/bin/true\n}\n", "k.conf", &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("k.conf:2: syntax error: unterminated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_vrrp_an_interface_must_be_given() {
+    let text = "virtual_server 192.0.2.1 80 {\n  real_server 192.0.2.11 80 {\n  }\n}\n";
+    let err = import(text, "k.conf", &[]).unwrap_err();
+    assert!(matches!(err, ImportError::NoInterface { .. }));
+    assert!(err.to_string().contains("--interface"), "{err}");
+    let out = import(text, "k.conf", &["ens3".into()]).unwrap();
+    let c = out.validate().unwrap();
+    assert_eq!(c.dataplane.interfaces, ["ens3"]);
+    assert!(c.virtual_servers[0].real_servers[0].check.is_none());
+}
+
+#[test]
+fn an_invalid_result_names_the_generated_line_and_its_origin() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        f.path(),
+        "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n  192.0.2.9\n }\n notify_master \"/nonexistent/notify master\"\n}\n",
+    )
+    .unwrap();
+    let path = f.path().to_str().unwrap();
+    let (code, stdout, stderr) = xdp_lb(&["import-keepalived", path, "--interface", "ens3"]);
+    assert_eq!(code, Some(1));
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("the translated configuration is not valid: generated:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/nonexistent/notify does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{path}:7 | notify_master")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn partial_translations_are_reported_and_strings_are_escaped() {
+    let text = r#"
+global_defs {
+  vrrp_version 3
+}
+vrrp_script chk {
+  script /bin/true
+  weight 10 reverse
+}
+vrrp_script chk_ok {
+  script "/bin/true 'a\b' $HOME"
+}
+vrrp_instance "VI one" {
+  interface eth0
+  virtual_router_id 9
+  advert_int 0.05
+  authentication {
+    auth_type PASS
+    auth_pass toolongpassword
+  }
+  virtual_ipaddress { 2001:db8::1/64 label x
+    192.0.2.1 }
+  track_script {
+    chk weight 5
+    chk_ok
+  }
+  notify "/usr/bin/env printf %s\\n" root
+}
+"#;
+    let out = import(text, "k.conf", &[]).unwrap();
+    let report = out.report().join("\n");
+    for expected in [
+        "k.conf:7: weight 10 reverse: not translated (",
+        "k.conf:18: auth_pass toolongpassword: not translated (",
+        "k.conf:16: authentication { ... }: not translated (VRRPv3",
+        "k.conf:20: 2001:db8::1/64 label x: not translated (",
+        "k.conf:21: 192.0.2.1: not translated (mixes",
+        "k.conf:23: chk: not translated (there is no (translated) vrrp_script",
+        "k.conf:23: chk weight 5: not translated (",
+        "k.conf:26: notify \"/usr/bin/env printf %s\\\\n\" root: not translated (",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    assert_eq!(
+        c.scripts[0].command,
+        ["/bin/sh", "-c", "/bin/true 'a\\b' $HOME"]
+    );
+    let vi = &c.vrrp[0];
+    assert_eq!(vi.name, "VI one");
+    assert_eq!((vi.version, vi.auth_pass.as_deref()), (3, None));
+    assert_eq!(vi.advert_interval, Duration::from_millis(50));
+    assert_eq!(vi.track_scripts, ["chk_ok"]);
+    assert_eq!(
+        vi.notify.generic.as_ref().unwrap(),
+        &["/bin/sh", "-c", "/usr/bin/env printf %s\\\\n"]
+    );
+}
