@@ -2,6 +2,8 @@
 //! (224.0.0.18 / ff02::12) or unicast to configured peers, always sent with TTL / hop
 //! limit 255, and received with the TTL / hop limit the sender used (RFC 5798 §5.1.1.3
 //! and §7.1 require dropping anything else) and the source and destination addresses.
+//! The IP header matches keepalived's: TOS / traffic class 0xc0 (network control) and,
+//! for IPv4, no DF bit.
 use std::{
     io,
     mem::MaybeUninit,
@@ -17,6 +19,8 @@ pub const IPPROTO_VRRP: i32 = 112;
 pub const VRRP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 const TTL: u32 = 255;
+/// IPTOS_PREC_INTERNETCONTROL: what keepalived (and FRR) send adverts with.
+const TOS: u32 = 0xc0;
 
 /// An advertisement as it arrived: the VRRP payload and what the IP layer said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +35,16 @@ pub struct Received {
 pub struct VrrpSocket {
     fd: AsyncFd<Socket>,
     v6: bool,
+    /// The source of multicast adverts, set per packet (IP_PKTINFO / IPV6_PKTINFO):
+    /// binding the socket to it would stop it receiving the group's adverts.
+    multicast_source: Option<IpAddr>,
+    ifindex: u32,
 }
 
 impl VrrpSocket {
     /// A socket on `ifname` (index `ifindex`). With `multicast`, joins the VRRP group on
-    /// that interface; `source` (if any) is the address adverts are sent from.
+    /// that interface; `source` (if any) is the address adverts are sent from
+    /// (keepalived's `mcast_src_ip` / `unicast_src_ip`).
     pub fn open(
         ifname: &str,
         ifindex: u32,
@@ -48,10 +57,13 @@ impl VrrpSocket {
         socket.set_nonblocking(true)?;
         // Only this interface's adverts: instances on other interfaces have their own.
         socket.bind_device(Some(ifname.as_bytes()))?;
-        if let Some(src) = source {
+        // A unicast socket is bound to its source, which also keeps other instances'
+        // unicast adverts (to other addresses of ours) off it.
+        if let (Some(src), false) = (source, multicast) {
             socket.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
         }
         if v6 {
+            socket.set_tclass_v6(TOS)?;
             socket.set_multicast_hops_v6(TTL)?;
             socket.set_unicast_hops_v6(TTL)?;
             socket.set_multicast_loop_v6(false)?;
@@ -62,6 +74,13 @@ impl VrrpSocket {
                 socket.join_multicast_v6(&VRRP_GROUP_V6, ifindex)?;
             }
         } else {
+            socket.set_tos_v4(TOS)?;
+            set_int(
+                &socket,
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DONT,
+            )?;
             socket.set_multicast_ttl_v4(TTL)?;
             socket.set_ttl_v4(TTL)?;
             socket.set_multicast_loop_v4(false)?;
@@ -75,7 +94,12 @@ impl VrrpSocket {
         }
         // SAFETY: the socket is owned by the AsyncFd from here on and closed by it.
         let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
-        Ok(VrrpSocket { fd, v6 })
+        Ok(VrrpSocket {
+            fd,
+            v6,
+            multicast_source: source.filter(|_| multicast),
+            ifindex,
+        })
     }
 
     /// Sends one VRRP payload (the IP header is the kernel's, TTL 255).
@@ -83,7 +107,10 @@ impl VrrpSocket {
         let addr = SockAddr::from(SocketAddr::new(dst, 0));
         loop {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|s| s.get_ref().send_to(payload, &addr)) {
+            match guard.try_io(|s| match self.multicast_source {
+                Some(src) => send_from(s.get_ref(), self.ifindex, payload, dst, src),
+                None => s.get_ref().send_to(payload, &addr),
+            }) {
                 Ok(result) => return result.map(|_| ()),
                 Err(_would_block) => continue,
             }
@@ -110,6 +137,60 @@ impl VrrpSocket {
             }
         }
     }
+}
+
+/// Sends `payload` to `dst` from `src`, which must be one of the host's addresses.
+fn send_from(
+    socket: &Socket,
+    ifindex: u32,
+    payload: &[u8],
+    dst: IpAddr,
+    src: IpAddr,
+) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, SockaddrIn, sendmsg};
+    let iov = [io::IoSlice::new(payload)];
+    let sent = match (dst, src) {
+        (IpAddr::V4(dst), IpAddr::V4(src)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: ifindex as i32,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let to = SockaddrIn::from(std::net::SocketAddrV4::new(dst, 0));
+            sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv4PacketInfo(&info)],
+                MsgFlags::empty(),
+                Some(&to),
+            )
+        }
+        (IpAddr::V6(dst), IpAddr::V6(src)) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: src.octets(),
+                },
+                ipi6_ifindex: ifindex,
+            };
+            let to = SockaddrIn6::from(std::net::SocketAddrV6::new(dst, 0, 0, 0));
+            sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv6PacketInfo(&info)],
+                MsgFlags::empty(),
+                Some(&to),
+            )
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("source {src} and destination {dst} are of different families"),
+            ));
+        }
+    };
+    sent.map_err(io::Error::from)
 }
 
 /// IPv4 raw sockets deliver the IP header: TTL and addresses come from it.

@@ -836,8 +836,8 @@ fn open_socket(
         &plan.interface,
         plan.ifindex,
         plan.v6,
-        plan.unicast_source.is_none(),
-        plan.unicast_source,
+        plan.multicast,
+        plan.source,
     )
     .map_err(|source| FailoverError::Socket {
         interface: plan.interface.clone(),

@@ -218,8 +218,11 @@ pub(crate) struct SocketPlan {
     pub interface: String,
     pub ifindex: u32,
     pub v6: bool,
-    /// `Some` for unicast: the address the socket is bound to.
-    pub unicast_source: Option<IpAddr>,
+    /// The configured source address (bound to for unicast, set per packet for
+    /// multicast); `None`: the kernel's choice, which is `primary` (see [`first_ipv4`]).
+    pub source: Option<IpAddr>,
+    /// Whether the socket joins the VRRP multicast group.
+    pub multicast: bool,
 }
 
 /// One instance, resolved and validated.
@@ -234,8 +237,8 @@ pub(crate) struct PlannedInstance {
     /// (ifindex, weight) of each tracked interface.
     pub tracked: Vec<(u32, i32)>,
 }
-
-type SocketKey = (u32, bool, Option<IpAddr>);
+/// (ifindex, IPv6, configured source, multicast): instances that agree share a socket.
+type SocketKey = (u32, bool, Option<IpAddr>, bool);
 
 async fn prepare(
     instances: Vec<InstanceSpec>,
@@ -340,15 +343,17 @@ async fn prepare(
                 instance: spec.name.clone(),
                 source,
             })?;
-        let unicast_source = spec.is_unicast().then_some(primary);
+        let source = spec.unicast_source;
+        let multicast = !spec.is_unicast();
         let socket = *socket_index
-            .entry((ifindex, v6, unicast_source))
+            .entry((ifindex, v6, source, multicast))
             .or_insert_with(|| {
                 plan.sockets.push(SocketPlan {
                     interface: spec.interface.clone(),
                     ifindex,
                     v6,
-                    unicast_source,
+                    source,
+                    multicast,
                 });
                 plan.sockets.len() - 1
             });
