@@ -1,6 +1,7 @@
 //! Telling the segment that an address moved here: gratuitous ARP for IPv4 and
 //! unsolicited neighbour advertisements for IPv6, sent when a VRRP instance becomes
-//! MASTER (and periodically, if configured), as keepalived does.
+//! MASTER (and periodically, if configured), as keepalived does, on keepalived's
+//! schedule ([`Schedule`]).
 //!
 //! Frames are built whole (etherparse computes the ICMPv6 checksum) and sent on an
 //! `AF_PACKET` socket bound to the interface, so the source MAC, the hop limit of 255
@@ -9,6 +10,7 @@ use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
 };
 
 use etherparse::{
@@ -22,6 +24,72 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 /// Option type 2, target link-layer address, length 1 (8 bytes).
 const OPTION_TARGET_LL: [u8; 2] = [2, 1];
+
+/// When to announce, with keepalived's keys and defaults: a burst of `repeat`
+/// (`garp_master_repeat`, 5) on becoming MASTER, a second burst `delay`
+/// (`garp_master_delay`, 5 s; zero: none) later, then `refresh_repeat`
+/// (`garp_master_refresh_repeat`, 1) every `refresh` (`garp_master_refresh`; none by
+/// default) while MASTER. Within a burst, one round every `interval` (`garp_interval`,
+/// 0). A round announces every VIP once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub repeat: u32,
+    pub delay: Duration,
+    pub refresh: Option<Duration>,
+    pub refresh_repeat: u32,
+    pub interval: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Schedule {
+        Schedule {
+            repeat: 5,
+            delay: Duration::from_secs(5),
+            refresh: None,
+            refresh_repeat: 1,
+            interval: Duration::ZERO,
+        }
+    }
+}
+
+impl Schedule {
+    /// Runs the schedule from now, calling `round` for each round, until dropped (the
+    /// instance left MASTER) or, without a refresh, after the second burst.
+    pub async fn run(self, mut round: impl FnMut()) {
+        let start = tokio::time::Instant::now();
+        burst(self.repeat, self.interval, &mut round).await;
+        let mut second = (!self.delay.is_zero()).then(|| start + self.delay);
+        let refresh = self.refresh.filter(|d| !d.is_zero());
+        let mut next_refresh = refresh.map(|every| start + every);
+        loop {
+            let (at, is_second) = match (second, next_refresh) {
+                (Some(s), Some(r)) if r < s => (r, false),
+                (Some(s), _) => (s, true),
+                (None, Some(r)) => (r, false),
+                (None, None) => return,
+            };
+            tokio::time::sleep_until(at).await;
+            if is_second {
+                second = None;
+                burst(self.repeat, self.interval, &mut round).await;
+            } else {
+                let every = refresh.expect("a refresh is due only if set");
+                next_refresh = Some(at + every);
+                burst(self.refresh_repeat, self.interval, &mut round).await;
+            }
+        }
+    }
+}
+
+/// `n` rounds, `interval` apart.
+async fn burst(n: u32, interval: Duration, round: &mut impl FnMut()) {
+    for i in 0..n {
+        if i > 0 && !interval.is_zero() {
+            tokio::time::sleep(interval).await;
+        }
+        round();
+    }
+}
 
 /// A gratuitous ARP: a broadcast request whose sender and target address are both the
 /// VIP (the form keepalived sends; every stack updates its cache from it).
@@ -114,6 +182,73 @@ impl FrameSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The times (from the start) of each round of `schedule` within `window`.
+    async fn rounds(schedule: Schedule, window: Duration) -> Vec<Duration> {
+        let start = tokio::time::Instant::now();
+        let times = std::cell::RefCell::new(Vec::new());
+        let _ = tokio::time::timeout(
+            window,
+            schedule.run(|| times.borrow_mut().push(start.elapsed())),
+        )
+        .await;
+        times.into_inner()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalived_defaults_two_bursts_of_five() {
+        let times = rounds(Schedule::default(), Duration::from_secs(60)).await;
+        let mut expected = vec![ms(0); 5];
+        expected.extend([ms(5000); 5]);
+        assert_eq!(times, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_are_spaced_by_the_interval_and_refreshes_follow() {
+        let schedule = Schedule {
+            repeat: 3,
+            delay: ms(1000),
+            refresh: Some(ms(400)),
+            refresh_repeat: 2,
+            interval: ms(10),
+        };
+        let times = rounds(schedule, ms(1250)).await;
+        assert_eq!(
+            times,
+            [
+                ms(0),
+                ms(10),
+                ms(20),
+                ms(400),
+                ms(410),
+                ms(800),
+                ms(810),
+                ms(1000),
+                ms(1010),
+                ms(1020),
+                ms(1200),
+                ms(1210),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_burst_with_zero_delay_and_nothing_with_zero_repeat() {
+        let once = Schedule {
+            delay: Duration::ZERO,
+            ..Schedule::default()
+        };
+        assert_eq!(rounds(once, Duration::from_secs(60)).await, [ms(0); 5]);
+        let none = Schedule {
+            repeat: 0,
+            ..Schedule::default()
+        };
+        assert!(rounds(none, Duration::from_secs(60)).await.is_empty());
+    }
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
     const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];

@@ -332,6 +332,8 @@ fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
     spec.garp_repeat = vi.garp_master_repeat;
     spec.garp_delay = vi.garp_master_delay;
     spec.garp_refresh = vi.garp_master_refresh;
+    spec.garp_refresh_repeat = vi.garp_master_refresh_repeat;
+    spec.garp_interval = vi.garp_interval;
     spec.notify = notify_spec(&vi.notify);
     spec.track_interfaces = vi
         .track_interfaces

@@ -113,12 +113,19 @@ fn a_realistic_config_translates_to_a_valid_one() {
         (ext.garp_master_delay, ext.garp_master_repeat),
         (secs(2), 3)
     );
+    // global_defs' vrrp_garp_* are every instance's defaults.
+    assert_eq!(
+        (ext.garp_interval, ext.garp_master_refresh_repeat),
+        (Duration::from_millis(10), 2)
+    );
 
     let int = c.vrrp.iter().find(|v| v.name == "VI_INT").unwrap();
     assert_eq!((int.vrid, int.priority, int.version), (52, 100, 3));
     assert_eq!(int.advert_interval, Duration::from_millis(100));
     assert!(!int.preempt);
     assert_eq!(int.auth_pass, None);
+    assert_eq!(int.unicast_src_ip, Some("10.0.0.2".parse().unwrap()));
+    assert!(int.unicast_peers.is_empty(), "mcast_src_ip stays multicast");
     assert_eq!(int.virtual_ipaddresses[0].scope, Some(0));
 
     // vrrp_sync_group

@@ -109,13 +109,20 @@ pub struct VrrpInstance {
     pub preempt: bool,
     pub preempt_delay: Duration,
     pub virtual_ipaddresses: Vec<VrrpAddress>,
+    /// The source of our adverts (`unicast_src_ip`, or `mcast_src_ip` as keepalived
+    /// also calls it); default: the interface's address (IPv6: its link-local one).
     pub unicast_src_ip: Option<IpAddr>,
     /// Non-empty: adverts go unicast to these instead of the multicast group.
     pub unicast_peers: Vec<IpAddr>,
-    /// Gratuitous ARP / unsolicited NA on becoming MASTER: count, spacing, refresh.
+    /// Gratuitous ARP / unsolicited NA on becoming MASTER, with keepalived's meaning:
+    /// a burst of `garp_master_repeat`, a second one `garp_master_delay` later (zero:
+    /// none), then `garp_master_refresh_repeat` every `garp_master_refresh`; rounds of a
+    /// burst `garp_interval` apart.
     pub garp_master_repeat: u32,
     pub garp_master_delay: Duration,
     pub garp_master_refresh: Option<Duration>,
+    pub garp_master_refresh_repeat: u32,
+    pub garp_interval: Duration,
     pub notify: VrrpNotify,
     /// Virtual servers whose quorum this instance tracks.
     pub track_virtual_servers: Vec<TrackedService>,

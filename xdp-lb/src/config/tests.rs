@@ -983,6 +983,55 @@ fn a_vrrp_instance_takes_keepalived_defaults() {
     assert_eq!(vi.virtual_ipaddresses[0].label.as_deref(), Some("eth0:vi1"));
     assert_eq!(vi.virtual_ipaddresses[1].prefix, 32);
     assert_eq!((vi.garp_master_repeat, vi.unicast_peers.len()), (5, 0));
+    // keepalived's announcement schedule: a second burst 5 s later, no refresh.
+    assert_eq!(vi.garp_master_delay, Duration::from_secs(5));
+    assert_eq!(
+        (vi.garp_master_refresh, vi.garp_master_refresh_repeat),
+        (None, 1)
+    );
+    assert_eq!(vi.garp_interval, Duration::ZERO);
+    assert_eq!(vi.unicast_src_ip, None);
+}
+
+#[test]
+fn mcast_src_ip_is_the_source_of_multicast_adverts() {
+    let base = [
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.200/24\"]",
+        "garp_master_refresh = \"60s\"",
+        "garp_master_refresh_repeat = 2",
+        "garp_interval = \"10ms\"",
+    ];
+    let mut lines = base.to_vec();
+    lines.push("mcast_src_ip = \"192.0.2.2\"");
+    let vi = &parse_ok(&with_vrrp(&lines)).vrrp[0];
+    assert_eq!(vi.unicast_src_ip, Some("192.0.2.2".parse().unwrap()));
+    assert!(vi.unicast_peers.is_empty());
+    assert_eq!(
+        (vi.garp_master_refresh, vi.garp_master_refresh_repeat),
+        (Some(Duration::from_secs(60)), 2)
+    );
+    assert_eq!(vi.garp_interval, Duration::from_millis(10));
+
+    lines.push("unicast_src_ip = \"192.0.2.2\"");
+    let text = with_vrrp(&lines);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("mcast_src_ip"))
+        .unwrap()
+        + 1;
+    assert_error(&text, line, 16, &["both set the source of the adverts"]);
+
+    let mut v6 = base.to_vec();
+    v6.push("mcast_src_ip = \"2001:db8::2\"");
+    let text = with_vrrp(&v6);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("mcast_src_ip"))
+        .unwrap()
+        + 1;
+    assert_error(&text, line, 16, &["mcast_src_ip"]);
 }
 
 #[test]

@@ -18,7 +18,8 @@ use super::{
 
 const DEFAULT_PRIORITY: u8 = 100;
 const DEFAULT_GARP_REPEAT: u32 = 5;
-const DEFAULT_GARP_DELAY: Duration = Duration::from_millis(100);
+const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
+const DEFAULT_GARP_REFRESH_REPEAT: u32 = 1;
 /// VRRPv3's 12-bit centisecond field.
 const MAX_V3_INTERVAL: Duration = Duration::from_millis(40_950);
 
@@ -152,9 +153,17 @@ impl Validator<'_, '_> {
             Some(v) => self.duration(v, "preempt_delay")?,
             None => Duration::ZERO,
         };
-        let unicast_src_ip = match &raw.unicast_src_ip {
-            Some(v) => Some(self.family_ip(v, "unicast_src_ip", v6)?),
-            None => None,
+        // keepalived takes either name for the source of the adverts, multicast or not.
+        let unicast_src_ip = match (&raw.unicast_src_ip, &raw.mcast_src_ip) {
+            (Some(_), Some(m)) => {
+                return Err(self.src.error(
+                    m.span(),
+                    "`mcast_src_ip` and `unicast_src_ip` both set the source of the adverts: keep one",
+                ));
+            }
+            (Some(v), None) => Some(self.family_ip(v, "unicast_src_ip", v6)?),
+            (None, Some(v)) => Some(self.family_ip(v, "mcast_src_ip", v6)?),
+            (None, None) => None,
         };
         let unicast_peers = match &raw.unicast_peers {
             Some(v) => match v.get_ref() {
@@ -186,6 +195,14 @@ impl Validator<'_, '_> {
             Some(v) => Some(self.duration(v, "garp_master_refresh")?).filter(|d| !d.is_zero()),
             None => None,
         };
+        let garp_master_refresh_repeat = match &raw.garp_master_refresh_repeat {
+            Some(v) => self.integer(v, "garp_master_refresh_repeat", 1..=1000)? as u32,
+            None => DEFAULT_GARP_REFRESH_REPEAT,
+        };
+        let garp_interval = match &raw.garp_interval {
+            Some(v) => self.duration(v, "garp_interval")?,
+            None => Duration::ZERO,
+        };
         let argv = |v: &Option<Spanned<Value>>, key: &str| {
             v.as_ref().map(|v| self.argv(v, key)).transpose()
         };
@@ -212,6 +229,8 @@ impl Validator<'_, '_> {
             garp_master_repeat,
             garp_master_delay,
             garp_master_refresh,
+            garp_master_refresh_repeat,
+            garp_interval,
             notify,
             track_scripts: match &raw.track_scripts {
                 Some(v) => self.track_scripts(v, scripts)?,

@@ -682,30 +682,20 @@ impl Engine {
             old.abort();
         }
         let name = r.spec.name.clone();
-        let rounds = r.spec.garp_repeat.max(1);
-        let delay = r.spec.garp_delay;
-        let refresh = r.spec.garp_refresh;
-        r.announcer = Some(tokio::spawn(async move {
-            let send_all = || {
-                for (socket, frame) in &frames {
-                    if let Err(e) = socket.send(frame) {
-                        tracing::warn!(instance = %name, "cannot send announcement: {e}");
-                    }
-                }
-            };
-            for round in 0..rounds {
-                if round > 0 {
-                    tokio::time::sleep(delay).await;
-                }
-                send_all();
-            }
-            if let Some(every) = refresh.filter(|d| !d.is_zero()) {
-                loop {
-                    tokio::time::sleep(every).await;
-                    send_all();
+        let schedule = crate::announce::Schedule {
+            repeat: r.spec.garp_repeat,
+            delay: r.spec.garp_delay,
+            refresh: r.spec.garp_refresh,
+            refresh_repeat: r.spec.garp_refresh_repeat,
+            interval: r.spec.garp_interval,
+        };
+        r.announcer = Some(tokio::spawn(schedule.run(move || {
+            for (socket, frame) in &frames {
+                if let Err(e) = socket.send(frame) {
+                    tracing::warn!(instance = %name, "cannot send announcement: {e}");
                 }
             }
-        }));
+        })));
     }
 
     async fn release(&mut self, i: usize, state: State) {

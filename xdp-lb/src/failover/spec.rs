@@ -12,8 +12,8 @@ use xdp_lb_vrrp::{
 
 /// keepalived's `vrrp_garp_master_repeat` default.
 pub const DEFAULT_GARP_REPEAT: u32 = 5;
-/// Default time between two rounds of gratuitous ARP / unsolicited NA.
-pub const DEFAULT_GARP_DELAY: Duration = Duration::from_millis(100);
+/// keepalived's `vrrp_garp_master_delay` default: the second burst, 5 s after the first.
+pub const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
 /// Default bound on one notify command's run time.
 pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -115,20 +115,25 @@ pub struct InstanceSpec {
     pub unicast_source: Option<IpAddr>,
     /// Unicast peers; empty means multicast (224.0.0.18 / ff02::12).
     pub unicast_peers: Vec<IpAddr>,
-    /// Rounds of gratuitous ARP / unsolicited NA on becoming MASTER (at least one).
+    /// Rounds of gratuitous ARP / unsolicited NA in each burst on becoming MASTER
+    /// (keepalived's `garp_master_repeat`; see [`crate::announce::Schedule`]).
     pub garp_repeat: u32,
-    /// Time between two rounds.
+    /// When the second burst follows the first (`garp_master_delay`; zero: none).
     pub garp_delay: Duration,
-    /// While MASTER, announce the VIPs again this often.
+    /// While MASTER, announce the VIPs again this often (`garp_master_refresh`)...
     pub garp_refresh: Option<Duration>,
+    /// ...in this many rounds (`garp_master_refresh_repeat`).
+    pub garp_refresh_repeat: u32,
+    /// Between two rounds of a burst (`vrrp_garp_interval`).
+    pub garp_interval: Duration,
     pub notify: Notify,
     /// Interfaces besides `interface` whose state changes the priority or means FAULT.
     pub track_interfaces: Vec<TrackedInterface>,
 }
 
 impl InstanceSpec {
-    /// keepalived's defaults: VRRPv3, priority 100, 1 s, preempt, multicast, five rounds
-    /// of announcements, no refresh, no notify commands.
+    /// keepalived's defaults: VRRPv3, priority 100, 1 s, preempt, multicast, two bursts
+    /// of five announcements 5 s apart, no refresh, no notify commands.
     pub fn new(
         name: impl Into<String>,
         interface: impl Into<String>,
@@ -151,6 +156,8 @@ impl InstanceSpec {
             garp_repeat: DEFAULT_GARP_REPEAT,
             garp_delay: DEFAULT_GARP_DELAY,
             garp_refresh: None,
+            garp_refresh_repeat: 1,
+            garp_interval: Duration::ZERO,
             notify: Notify::default(),
             track_interfaces: Vec::new(),
         }

@@ -112,10 +112,6 @@ fn why_not(keyword: &str) -> String {
              and serves state on the status API"
         }
         "use_vmac" | "vmac_xmit_base" => "xdp-lb has no VRRP virtual MAC (vmac) interfaces",
-        "mcast_src_ip" => {
-            "xdp-lb sends multicast adverts from the interface's address; unicast_src_ip is \
-             supported with unicast_peer"
-        }
         "virtual_ipaddress_excluded" => {
             "xdp-lb has no excluded addresses: move them into virtual_ipaddress (another \
              instance if there are many) or add them from notify commands"
@@ -255,6 +251,22 @@ impl Tx {
                     if let Some(v) = self.secs_arg(item) {
                         self.garp_defaults
                             .push(("garp_master_refresh".into(), v, item.line));
+                    }
+                }
+                "vrrp_garp_master_refresh_repeat" => {
+                    if let Some(v) = self.int_arg(item, 1, 1000) {
+                        self.garp_defaults.push((
+                            "garp_master_refresh_repeat".into(),
+                            v,
+                            item.line,
+                        ));
+                    }
+                }
+                // One spacing for both: xdp-lb announces an instance's VIPs together.
+                "vrrp_garp_interval" | "vrrp_gna_interval" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        self.garp_defaults
+                            .push(("garp_interval".into(), v, item.line));
                     }
                 }
                 _ => self.unhandled(item),
@@ -410,9 +422,9 @@ impl Tx {
                     auth = self.authentication(item).or(auth);
                 }
                 "virtual_ipaddress" => self.virtual_ipaddress(item, &mut vips),
-                "unicast_src_ip" => {
+                "unicast_src_ip" | "mcast_src_ip" => {
                     if let Some(w) = self.one_arg(item, "an address") {
-                        s.set("unicast_src_ip", V::str(&w.text), item.line);
+                        s.set(&item.keyword, V::str(&w.text), item.line);
                     }
                 }
                 "unicast_peer" => {
@@ -452,6 +464,11 @@ impl Tx {
                 "garp_master_repeat" => {
                     if let Some(v) = self.int_arg(item, 0, 1000) {
                         s.set("garp_master_repeat", v, item.line);
+                    }
+                }
+                "garp_master_refresh_repeat" => {
+                    if let Some(v) = self.int_arg(item, 1, 1000) {
+                        s.set("garp_master_refresh_repeat", v, item.line);
                     }
                 }
                 _ => self.unhandled(item),
