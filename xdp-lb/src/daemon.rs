@@ -81,6 +81,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 table,
                 dataplane,
                 vrrp_status.snapshot(),
+                vrrp_status.sockets(),
             )
         };
         info!(

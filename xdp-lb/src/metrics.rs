@@ -274,6 +274,32 @@ impl Collector for SnapshotCollector {
                 })
             }),
         )?;
+        let socket = |v: &crate::failover::SocketStatus| {
+            vec![
+                ("interface", v.interface.clone()),
+                ("family", v.family.to_string()),
+            ]
+        };
+        family(
+            &mut e,
+            "vrrp_socket_dropped",
+            "VRRP packets too broken to name a VRID, by interface and reason",
+            s.vrrp_sockets.iter().flat_map(|v| {
+                DropReason::ALL.iter().map(move |r| {
+                    let mut l = socket(v);
+                    l.push(("reason", r.name().to_string()));
+                    (l, counter(v.drops.get(r.name()).copied().unwrap_or(0)))
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "vrrp_other_vrid_adverts",
+            "Adverts for VRIDs none of this node's instances on the interface uses",
+            s.vrrp_sockets
+                .iter()
+                .map(|v| (socket(v), counter(v.other_vrid))),
+        )?;
         Ok(())
     }
 }

@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Serialize;
 
-use crate::{dataplane::Dataplane, failover::InstanceStatus, services::ServiceTable};
+use crate::{
+    dataplane::Dataplane,
+    failover::{InstanceStatus, SocketStatus},
+    services::ServiceTable,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -15,6 +19,8 @@ pub struct Snapshot {
     pub uptime_seconds: u64,
     pub services: Vec<ServiceStatus>,
     pub vrrp: Vec<InstanceStatus>,
+    /// VRRP packets no instance was given, per interface and family.
+    pub vrrp_sockets: Vec<SocketStatus>,
     /// Data-plane verdicts by reason, summed over CPUs.
     pub verdicts: BTreeMap<&'static str, u64>,
 }
@@ -75,6 +81,7 @@ impl Snapshot {
         table: &ServiceTable,
         dataplane: &Dataplane,
         vrrp: Vec<InstanceStatus>,
+        vrrp_sockets: Vec<SocketStatus>,
     ) -> Snapshot {
         let mut failed = None;
         let mut note = |e: crate::dataplane::DataplaneError| {
@@ -150,6 +157,7 @@ impl Snapshot {
             uptime_seconds: uptime.as_secs(),
             services,
             vrrp,
+            vrrp_sockets,
             verdicts,
         }
     }

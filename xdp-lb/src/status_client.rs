@@ -82,6 +82,28 @@ pub fn render(s: &Value) -> String {
                 counts(", clashes: ", &v["clashes"]),
             );
         }
+        let sockets = s["vrrp_sockets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for v in sockets {
+            let drops = counts("drops: ", &v["drops"]);
+            let other = v["other_vrid"].as_u64().unwrap_or(0);
+            if other == 0 && drops.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  on {} ({}): {other} adverts for other VRIDs{}",
+                v["interface"].as_str().unwrap_or("?"),
+                v["family"].as_str().unwrap_or("?"),
+                if drops.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {drops}")
+                },
+            );
+        }
     }
     let services = s["services"]
         .as_array()
@@ -184,6 +206,10 @@ mod tests {
                 "adverts_received": 3, "adverts_sent": 1200, "became_master": 1,
                 "split_brain_adverts": 0, "drops": {"bad_ttl": 2}, "clashes": {}
             }],
+            "vrrp_sockets": [
+                {"interface": "eth0", "family": "ipv4", "other_vrid": 7, "drops": {"too_short": 1}},
+                {"interface": "eth1", "family": "ipv4", "other_vrid": 0, "drops": {}}
+            ],
             "services": [{
                 "name": "192.0.2.100:80/tcp", "forwarding": "dr", "scheduler": "wrr",
                 "active": true, "quorum_ok": true,
@@ -202,11 +228,16 @@ mod tests {
             "lb1, up 1h02m",
             "  VI_1         eth0     vrid 51  MASTER  priority 90/100  master 192.0.2.1 (90)  group VG_1",
             "    adverts in 3 out 1200, became master 1x, split-brain adverts 0, drops: bad_ttl=2",
+            "  on eth0 (ipv4): 7 adverts for other VRIDs, drops: too_short=1",
             "  192.0.2.100:80/tcp dr wrr  forwarding  packets 274 new flows 40",
             "    -> 192.0.2.11:80          up     weight 2/2  packets 144 new flows 21",
             "    -> [2001:db8::12]:80      DOWN   weight 0/1  packets 130 new flows 19",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
+        assert!(
+            !text.contains("on eth1"),
+            "a quiet socket is not shown:\n{text}"
+        );
     }
 }

@@ -20,7 +20,7 @@ use super::{
     FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan, SyncGroupSpec,
     TrackUpdate,
     notify::Notifier,
-    status::{InstanceStatus, StatusBoard, state_label},
+    status::{InstanceStatus, SocketStatus, StatusBoard, state_label},
 };
 use crate::{
     announce::{FrameSocket, gratuitous_arp, unsolicited_na},
@@ -31,6 +31,7 @@ use crate::{
 /// A raw VRRP socket and the instances whose adverts it carries.
 struct SocketIo {
     interface: String,
+    v6: bool,
     socket: Arc<VrrpSocket>,
     /// VRID → instance index.
     by_vrid: HashMap<u8, usize>,
@@ -268,6 +269,10 @@ impl Engine {
                 "vrrp instance starting"
             );
         }
+        // Every socket is listed (at zero) from the start.
+        for socket in 0..self.sockets.len() {
+            self.publish_socket(socket);
+        }
         // Tracked state at start (a link already down means FAULT from the first step).
         for i in 0..self.instances.len() {
             self.retrack(i, "state at start").await;
@@ -437,11 +442,14 @@ impl Engine {
     async fn received(&mut self, socket: usize, received: Received) {
         let io = &mut self.sockets[socket];
         let Some(vrid) = packet::peek_vrid(&received.payload) else {
+            tracing::debug!(interface = %io.interface, peer = %received.src, "vrrp packet dropped: too short to name a VRID");
             io.drops[DropReason::TooShort.index()] += 1;
+            self.publish_socket(socket);
             return;
         };
         let Some(&i) = io.by_vrid.get(&vrid) else {
             io.other_vrid += 1;
+            self.publish_socket(socket);
             return;
         };
         let running = &self.instances[i];
@@ -498,6 +506,30 @@ impl Engine {
             self.group_changed(unit, notify);
         }
         self.publish(unit);
+    }
+
+    /// Writes the counters of `socket`'s interface and family (summed over its sockets:
+    /// unicast and multicast instances there have one each).
+    fn publish_socket(&self, socket: usize) {
+        let this = &self.sockets[socket];
+        let mut other_vrid = 0;
+        let mut drops = [0; DropReason::ALL.len()];
+        for io in self
+            .sockets
+            .iter()
+            .filter(|io| io.interface == this.interface && io.v6 == this.v6)
+        {
+            other_vrid += io.other_vrid;
+            for (sum, n) in drops.iter_mut().zip(io.drops) {
+                *sum += n;
+            }
+        }
+        self.status.set_socket(SocketStatus::of(
+            &this.interface,
+            this.v6,
+            other_vrid,
+            &drops,
+        ));
     }
 
     /// Writes the status of every instance of `unit` (a group moves its members too).
@@ -848,6 +880,7 @@ fn open_socket(
     };
     Ok(SocketIo {
         interface: plan.interface.clone(),
+        v6: plan.v6,
         socket,
         by_vrid: HashMap::new(),
         drops: [0; DropReason::ALL.len()],

@@ -1,5 +1,7 @@
 //! A live view of every instance, for the status API and metrics: the engine writes an
-//! instance's entry after each event it handled, readers take a copy.
+//! instance's entry after each event it handled, readers take a copy. Packets no
+//! instance could be given (too short to name a VRID, or for a VRID nobody here uses)
+//! are counted per socket.
 
 use std::{
     collections::BTreeMap,
@@ -86,22 +88,69 @@ pub(crate) fn state_label(state: State) -> &'static str {
     }
 }
 
-/// Where the engine publishes [`InstanceStatus`]es; cheap to clone and share.
+/// One VRRP socket (an interface and address family): what arrived on it that no
+/// instance was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocketStatus {
+    pub interface: String,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// Adverts for a VRID that none of our instances on this socket uses (another
+    /// router group on the segment: normal, and not a drop).
+    pub other_vrid: u64,
+    /// Packets too broken to name a VRID, by reason (non-zero ones).
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+impl SocketStatus {
+    pub(crate) fn of(
+        interface: &str,
+        v6: bool,
+        other_vrid: u64,
+        drops: &[u64; DropReason::ALL.len()],
+    ) -> SocketStatus {
+        SocketStatus {
+            interface: interface.to_owned(),
+            family: if v6 { "ipv6" } else { "ipv4" },
+            other_vrid,
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.name(), drops[r.index()]))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// Where the engine publishes [`InstanceStatus`]es and [`SocketStatus`]es; cheap to
+/// clone and share.
 #[derive(Debug, Clone, Default)]
-pub struct StatusBoard(Arc<Mutex<BTreeMap<String, InstanceStatus>>>);
+pub struct StatusBoard {
+    instances: Arc<Mutex<BTreeMap<String, InstanceStatus>>>,
+    sockets: Arc<Mutex<BTreeMap<(String, &'static str), SocketStatus>>>,
+}
 
 impl StatusBoard {
     /// Every instance, by name.
     pub fn snapshot(&self) -> Vec<InstanceStatus> {
-        self.lock().values().cloned().collect()
+        lock(&self.instances).values().cloned().collect()
+    }
+
+    /// Every socket, by interface and family.
+    pub fn sockets(&self) -> Vec<SocketStatus> {
+        lock(&self.sockets).values().cloned().collect()
     }
 
     pub(crate) fn set(&self, status: InstanceStatus) {
-        self.lock().insert(status.name.clone(), status);
+        lock(&self.instances).insert(status.name.clone(), status);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, InstanceStatus>> {
-        // A panic while holding it cannot leave a half-written map: inserts are whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn set_socket(&self, status: SocketStatus) {
+        lock(&self.sockets).insert((status.interface.clone(), status.family), status);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it cannot leave a half-written map: inserts are whole.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

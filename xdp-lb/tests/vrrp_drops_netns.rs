@@ -1,0 +1,247 @@
+//! Broken VRRP packets on the wire, sent by a peer namespace to a running MASTER: each
+//! kind (too short to name a VRID, wrong TTL, wrong checksum, wrong password, another
+//! VRID) is dropped and counted under its own reason, and none of them changes state,
+//! although each claims a higher priority. A valid advert of that priority then does
+//! make the MASTER step down, so the broken ones would have been noticed.
+//!
+//! Needs root and `ip`; fails (never skips) without them.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use xdp_lb::{
+    failover::{
+        FailoverEvent, InstanceSpec, InstanceStatus, SocketStatus, StatusBoard, VirtualAddress,
+        run_tracked,
+    },
+    netlink::Netlink,
+};
+use xdp_lb_lab::{Netns, veth_pair};
+use xdp_lb_vrrp::{
+    State, Version,
+    packet::{Advert, encode, simple_password},
+};
+
+const VRID: u8 = 51;
+const PASSWORD: &str = "secret";
+const OURS: &str = "192.0.2.1";
+const PEER: &str = "192.0.2.2";
+const VIP: &str = "192.0.2.200";
+const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A VRRPv2 advert from the peer with this VRID, priority and password.
+fn advert(vrid: u8, priority: u8, password: &str) -> Vec<u8> {
+    let advert = Advert {
+        version: Version::V2,
+        vrid,
+        priority,
+        max_advert_interval: Duration::from_secs(1),
+        auth: Some(simple_password(password.as_bytes())),
+        addresses: vec![ip(VIP)],
+    };
+    encode(&advert, ip(PEER), IpAddr::V4(GROUP)).unwrap()
+}
+
+/// Sends each payload to the VRRP group from `ns` with this TTL.
+fn send(ns: &Netns, ttl: u32, payloads: Vec<Vec<u8>>) {
+    ns.run(move || {
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+        socket.bind_device(Some(b"eth0")).unwrap();
+        socket.set_multicast_ttl_v4(ttl).unwrap();
+        let to = SockAddr::from(std::net::SocketAddr::new(IpAddr::V4(GROUP), 0));
+        for p in payloads {
+            socket.send_to(&p, &to).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// The runtime in `ns`, with its status board and state events.
+struct Node {
+    status: StatusBoard,
+    events: mpsc::Receiver<FailoverEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<anyhow::Result<()>>>>,
+}
+
+impl Node {
+    fn start(ns: &Netns, spec: InstanceSpec) -> Node {
+        let status = StatusBoard::default();
+        let board = status.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (std_tx, events) = mpsc::channel();
+        let thread = ns
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                    let forward = tokio::spawn(async move {
+                        while let Some(ev) = rx.recv().await {
+                            let _ = std_tx.send(ev);
+                        }
+                    });
+                    let (_tracking_tx, tracking) = tokio::sync::mpsc::channel(1);
+                    let result = run_tracked(
+                        vec![spec],
+                        Vec::new(),
+                        Netlink::connect()?,
+                        tx,
+                        tracking,
+                        board,
+                        async {
+                            let _ = stopped.await;
+                        },
+                    )
+                    .await;
+                    let _ = forward.await;
+                    result
+                })
+            })
+            .unwrap();
+        Node {
+            status,
+            events,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn wait_state(&self, state: State, within: Duration) {
+        let until = Instant::now() + within;
+        let mut seen = Vec::new();
+        while let Ok(ev) = self
+            .events
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            if ev.state == state {
+                return;
+            }
+            seen.push(ev.state);
+        }
+        panic!("expected {state} within {within:?}; saw {seen:?}");
+    }
+
+    fn instance(&self) -> InstanceStatus {
+        self.status.snapshot().pop().expect("one instance")
+    }
+
+    fn socket(&self) -> SocketStatus {
+        self.status.sockets().pop().expect("one socket")
+    }
+
+    /// Waits until `done` holds for the status (counters are written as packets are
+    /// handled, which is after they were sent).
+    fn wait_status(&self, what: &str, done: impl Fn(&InstanceStatus, &SocketStatus) -> bool) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if done(&self.instance(), &self.socket()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{what}: not seen within 5 s; instance {:?}, socket {:?}",
+            self.instance(),
+            self.socket()
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join().expect("runner thread");
+            if !std::thread::panicking() {
+                result
+                    .expect("setns")
+                    .expect("failover::run_tracked failed");
+            }
+        }
+    }
+}
+
+#[test]
+fn broken_adverts_are_counted_by_reason_and_never_change_state() {
+    let (a, b) = veth_pair("xlbdrop-").unwrap();
+    a.ip(["addr", "add", &format!("{OURS}/24"), "dev", "eth0"])
+        .unwrap();
+    b.ip(["addr", "add", &format!("{PEER}/24"), "dev", "eth0"])
+        .unwrap();
+    let mut spec = InstanceSpec::new(
+        "VI_DROP",
+        "eth0",
+        VRID,
+        vec![VirtualAddress::new(ip(VIP), 24)],
+    );
+    spec.version = Version::V2;
+    spec.auth_pass = Some(PASSWORD.into());
+    spec.priority = 100;
+    let node = Node::start(&a, spec);
+    // Master-down interval: 3 s + skew.
+    node.wait_state(State::Master, Duration::from_secs(10));
+    let before = node.instance();
+
+    let mut bad_checksum = advert(VRID, 254, PASSWORD);
+    bad_checksum[6] ^= 0xff;
+    send(
+        &b,
+        255,
+        vec![
+            vec![0x21],
+            bad_checksum,
+            advert(VRID, 254, "wrong"),
+            advert(VRID + 1, 254, PASSWORD),
+        ],
+    );
+    // RFC 3768 §7.1: an advert whose TTL is not 255 is discarded.
+    send(&b, 64, vec![advert(VRID, 254, PASSWORD)]);
+
+    node.wait_status("one drop of each kind", |i, s| {
+        let d = |r: &str| i.drops.get(r).copied().unwrap_or(0);
+        d("bad_checksum") == 1
+            && d("auth_mismatch") == 1
+            && d("bad_ttl") == 1
+            && s.drops.get("too_short") == Some(&1)
+            && s.other_vrid == 1
+    });
+    let after = node.instance();
+    assert_eq!(after.state, "MASTER", "broken adverts changed the state");
+    assert_eq!(after.master_priority, Some(100));
+    assert_eq!(
+        after.adverts_received, before.adverts_received,
+        "no broken advert counts as received"
+    );
+    assert_eq!(
+        after.drops.values().sum::<u64>(),
+        3,
+        "each broken advert is one drop: {:?}",
+        after.drops
+    );
+    assert!(
+        node.events.try_recv().is_err(),
+        "no state change was reported"
+    );
+    let socket = node.socket();
+    assert_eq!((socket.interface.as_str(), socket.family), ("eth0", "ipv4"));
+
+    // The same advert, intact: the MASTER hears a higher priority and steps down.
+    send(&b, 255, vec![advert(VRID, 254, PASSWORD)]);
+    node.wait_state(State::Backup, Duration::from_secs(5));
+    let last = node.instance();
+    assert_eq!(last.master, Some(ip(PEER)));
+    assert_eq!(last.master_priority, Some(254));
+}
