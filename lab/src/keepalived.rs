@@ -42,6 +42,9 @@ pub struct KaConf {
     pub auth_pass: Option<String>,
     /// (`unicast_src_ip`, the one `unicast_peer`) for unicast instead of multicast.
     pub unicast: Option<(String, String)>,
+    /// `nopreempt`: a higher priority joining stays BACKUP (keepalived accepts it only
+    /// with `state BACKUP`, which is what is rendered).
+    pub nopreempt: bool,
     /// The virtual address with its prefix, e.g. "192.0.2.200/24".
     pub vip: String,
 }
@@ -57,6 +60,7 @@ impl KaConf {
             advert_int: "1".to_owned(),
             auth_pass: None,
             unicast: None,
+            nopreempt: false,
             vip: vip.to_owned(),
         }
     }
@@ -70,6 +74,9 @@ impl KaConf {
              virtual_router_id {}\n    priority {}\n    advert_int {}\n    version {}\n",
             self.interface, self.vrid, self.priority, self.advert_int, self.version
         );
+        if self.nopreempt {
+            s.push_str("    nopreempt\n");
+        }
         if let Some(pass) = &self.auth_pass {
             let _ = write!(
                 s,
@@ -333,6 +340,7 @@ mod tests {
         }
         assert!(!text.contains("authentication"), "{text}");
         assert!(!text.contains("unicast"), "{text}");
+        assert!(!text.contains("nopreempt"), "{text}");
         assert_eq!(text.matches('{').count(), text.matches('}').count());
     }
 
@@ -352,5 +360,16 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches('{').count(), text.matches('}').count());
+    }
+
+    #[test]
+    fn renders_nopreempt_inside_the_instance() {
+        let mut conf = KaConf::new("eth0", 51, "192.0.2.200/24");
+        conf.nopreempt = true;
+        let text = conf.render();
+        let instance = text.find("vrrp_instance VI_1 {").expect("an instance");
+        let at = text.find("\n    nopreempt\n").expect("nopreempt rendered");
+        assert!(at > instance, "{text}");
+        assert!(text.contains("    state BACKUP\n"), "{text}");
     }
 }

@@ -25,7 +25,9 @@ use std::{
 };
 
 use xdp_lb::{
-    failover::{FailoverEvent, InstanceSpec, VirtualAddress, run},
+    failover::{
+        FailoverEvent, InstanceSpec, InstanceStatus, StatusBoard, VirtualAddress, run_tracked,
+    },
     netlink::Netlink,
 };
 use xdp_lb_lab::{
@@ -241,6 +243,8 @@ struct Node {
     crash: Option<tokio::sync::oneshot::Sender<()>>,
     events: mpsc::Receiver<(Instant, FailoverEvent)>,
     seen: Vec<(Instant, FailoverEvent)>,
+    /// What the engine publishes for the status API and metrics (the counters).
+    status: StatusBoard,
     thread: Option<thread::JoinHandle<anyhow::Result<anyhow::Result<()>>>>,
 }
 
@@ -249,6 +253,8 @@ impl Node {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
         let (std_tx, events) = mpsc::channel();
+        let status = StatusBoard::default();
+        let board = status.clone();
         let thread = ns
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -263,9 +269,12 @@ impl Node {
                             let _ = std_tx.send((Instant::now(), ev));
                         }
                     });
-                    let running = run(specs, netlink, tx, async {
-                        let _ = stop_rx.await;
-                    });
+                    // No tracking: the sender is dropped, the engine stops listening.
+                    let (_, tracking) = tokio::sync::mpsc::channel(1);
+                    let running =
+                        run_tracked(specs, Vec::new(), netlink, tx, tracking, board, async {
+                            let _ = stop_rx.await;
+                        });
                     tokio::select! {
                         result = running => {
                             let _ = forward.await;
@@ -284,6 +293,7 @@ impl Node {
             crash: Some(crash_tx),
             events,
             seen: Vec::new(),
+            status,
             thread: Some(thread),
         }
     }
@@ -305,6 +315,28 @@ impl Node {
                     self.name,
                     self.seen.iter().map(|(_, e)| e.state).collect::<Vec<_>>()
                 ),
+            }
+        }
+    }
+
+    /// Waits until instance `name`'s published status satisfies `ok`; returns it.
+    fn wait_status(
+        &self,
+        name: &str,
+        within: Duration,
+        ok: impl Fn(&InstanceStatus) -> bool,
+    ) -> InstanceStatus {
+        let until = Instant::now() + within;
+        loop {
+            let now = self.status.snapshot().into_iter().find(|s| s.name == name);
+            match now {
+                Some(s) if ok(&s) => return s,
+                _ if Instant::now() >= until => panic!(
+                    "xdp-lb in {}: status of {name} not as expected within {within:?}; \
+                     last: {now:?}",
+                    self.name
+                ),
+                _ => thread::sleep(Duration::from_millis(20)),
             }
         }
     }
@@ -602,7 +634,21 @@ fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
         KA,
     );
 
-    // SIGTERM: keepalived sends priority 0, we take over after our skew time.
+    keepalived_stops_xdp_lb_takes_over(&label, keepalived, &mut node, &probe, &lab, vip, interval);
+    drop(node);
+}
+
+/// SIGTERM to the MASTER keepalived on `b`: it sends priority 0, the BACKUP xdp-lb on
+/// `a` takes over after its skew time; the client follows.
+fn keepalived_stops_xdp_lb_takes_over(
+    label: &str,
+    keepalived: Keepalived,
+    node: &mut Node,
+    probe: &Probe,
+    lab: &ProbeLab,
+    vip: &str,
+    interval: Duration,
+) {
     let stopped = keepalived.terminate().unwrap();
     let took_over = node.wait_state(State::Master, interval * 2 + Duration::from_secs(2));
     let gap = took_over - stopped;
@@ -615,10 +661,10 @@ fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
     let h = probe
         .handover(KA, XLB, stopped, Duration::from_secs(3))
         .unwrap();
-    check_graceful_handover(&what, &h, &probe, interval);
-    check_settled(&what, &h, &probe, KA, XLB);
-    wait_vip(a, vip, true, Duration::from_secs(2));
-    drop(node);
+    check_graceful_handover(&what, &h, probe, interval);
+    check_settled(&what, &h, probe, KA, XLB);
+    wait_vip(&lab.a, vip, true, Duration::from_secs(2));
+    wait_vip(&lab.b, vip, false, Duration::from_secs(2));
 }
 
 /// xdp-lb (priority 200) MASTER, keepalived (priority 100) BACKUP; then our runner is
@@ -657,28 +703,7 @@ fn xdp_lb_master_then_keepalived(tag: &str, ka: KaConf, ours: InstanceSpec) {
     assert!(!has_vip(b, vip));
     assert_eq!(node.state(), Some(State::Master));
 
-    // Our graceful stop: priority 0, keepalived takes over after its skew time.
-    let stopped = node.stop();
-    let took_over = keepalived
-        .wait_line(
-            "Entering MASTER STATE",
-            interval * 2 + Duration::from_secs(2),
-        )
-        .unwrap();
-    let gap = took_over.saturating_duration_since(stopped);
-    println!("xdp-lb -> keepalived after graceful stop ({label}): MASTER after {gap:?}");
-    assert!(
-        gap < interval + Duration::from_secs(1),
-        "keepalived took {gap:?}"
-    );
-    let what = format!("xdp-lb -> keepalived after graceful stop ({label})");
-    let h = probe
-        .handover(XLB, KA, stopped, Duration::from_secs(3))
-        .unwrap();
-    check_graceful_handover(&what, &h, &probe, interval);
-    check_settled(&what, &h, &probe, XLB, KA);
-    wait_vip(a, vip, false, Duration::from_secs(1));
-    wait_vip(b, vip, true, Duration::from_secs(2));
+    xdp_lb_stops_keepalived_takes_over(&label, node, &keepalived, &probe, &lab, vip, interval);
 
     // We come back with the higher priority and preempt keepalived.
     let restarted = Instant::now();
@@ -729,6 +754,118 @@ fn xdp_lb_master_then_keepalived(tag: &str, ka: KaConf, ours: InstanceSpec) {
     drop(keepalived);
 }
 
+/// Our graceful stop on `a`: priority 0, the BACKUP keepalived on `b` takes over after
+/// its skew time; the client follows.
+fn xdp_lb_stops_keepalived_takes_over(
+    label: &str,
+    node: Node,
+    keepalived: &Keepalived,
+    probe: &Probe,
+    lab: &ProbeLab,
+    vip: &str,
+    interval: Duration,
+) {
+    let stopped = node.stop();
+    let took_over = keepalived
+        .wait_line(
+            "Entering MASTER STATE",
+            interval * 2 + Duration::from_secs(2),
+        )
+        .unwrap();
+    let gap = took_over.saturating_duration_since(stopped);
+    println!("xdp-lb -> keepalived after graceful stop ({label}): MASTER after {gap:?}");
+    assert!(
+        gap < interval + Duration::from_secs(1),
+        "keepalived took {gap:?}"
+    );
+    let what = format!("xdp-lb -> keepalived after graceful stop ({label})");
+    let h = probe
+        .handover(XLB, KA, stopped, Duration::from_secs(3))
+        .unwrap();
+    check_graceful_handover(&what, &h, probe, interval);
+    check_settled(&what, &h, probe, XLB, KA);
+    wait_vip(&lab.a, vip, false, Duration::from_secs(1));
+    wait_vip(&lab.b, vip, true, Duration::from_secs(2));
+}
+
+/// Watches for [`observe`]`(interval)` that nothing moves: `holder` keeps the VIP,
+/// `other` never gets it, `steady` (the VRRP states) holds at every poll, and the
+/// client hears only `holder`'s responder, without a gap longer than [`MARGIN`].
+/// Returns (replies heard, longest gap) for the printout.
+fn check_holds(
+    what: &str,
+    probe: &Probe,
+    (holder, holder_name): (&Netns, &str),
+    (other, other_name): (&Netns, &str),
+    vip: &str,
+    interval: Duration,
+    mut steady: impl FnMut() -> Result<(), String>,
+) -> (usize, Duration) {
+    let start = Instant::now();
+    let until = start + observe(interval);
+    while Instant::now() < until {
+        if let Err(why) = steady() {
+            panic!("{what}: {why} after {:?}", start.elapsed());
+        }
+        assert!(
+            has_vip(holder, vip) && !has_vip(other, vip),
+            "{what}: the VIP moved after {:?} (on {}: {}, on {}: {})",
+            start.elapsed(),
+            holder.name(),
+            has_vip(holder, vip),
+            other.name(),
+            has_vip(other, vip)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let replies = probe.replies();
+    let heard: Vec<Instant> = replies
+        .iter()
+        .filter(|r| r.at >= start && r.at < until)
+        .map(|r| {
+            assert_eq!(
+                r.from,
+                holder_name,
+                "{what}: the client heard {other_name}; replies (seconds from the start of \
+                 the window): {}",
+                timeline(&replies, start)
+            );
+            r.at
+        })
+        .collect();
+    let gap = std::iter::once(start)
+        .chain(heard.iter().copied())
+        .chain(std::iter::once(until))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        gap < MARGIN,
+        "{what}: the client heard nothing for {gap:?}; replies (seconds from the start of \
+         the window): {}",
+        timeline(&replies, start)
+    );
+    (heard.len(), gap)
+}
+
+/// How many log lines so far contain `needle` (keepalived logs its initial BACKUP too).
+fn ka_count(keepalived: &Keepalived, needle: &str) -> usize {
+    keepalived
+        .log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Unicast between `a` and `b` on both sides.
+fn unicast(ours: &mut InstanceSpec, conf: &mut KaConf) {
+    ours.unicast_source = Some(A_ADDR.parse::<IpAddr>().unwrap());
+    ours.unicast_peers = vec![B_ADDR.parse().unwrap()];
+    conf.unicast = Some((B_ADDR.into(), A_ADDR.into()));
+}
+
 fn ka(priority: u8, version: Version, advert_int: &str) -> KaConf {
     let mut conf = KaConf::new("eth0", VRID, "192.0.2.200/24");
     conf.priority = priority;
@@ -776,11 +913,137 @@ fn xdp_lb_master_v2_auth_1s_keepalived_backup() {
 #[test]
 fn keepalived_master_v3_unicast_xdp_lb_takes_over() {
     let mut ours = vip_spec("VI_1", 100, Version::V3, Duration::from_secs(1));
-    ours.unicast_source = Some(A_ADDR.parse::<IpAddr>().unwrap());
-    ours.unicast_peers = vec![B_ADDR.parse().unwrap()];
     let mut conf = ka(200, Version::V3, "1");
-    conf.unicast = Some((B_ADDR.into(), A_ADDR.into()));
+    unicast(&mut ours, &mut conf);
     keepalived_master_then_xdp_lb("k3u", conf, ours);
+}
+
+#[test]
+fn xdp_lb_master_v3_unicast_keepalived_backup() {
+    let mut ours = vip_spec("VI_1", 200, Version::V3, Duration::from_secs(1));
+    let mut conf = ka(100, Version::V3, "1");
+    unicast(&mut ours, &mut conf);
+    xdp_lb_master_then_keepalived("x3u", conf, ours);
+}
+
+#[test]
+fn xdp_lb_master_v2_auth_unicast_keepalived_backup() {
+    let mut ours = vip_spec("VI_1", 200, Version::V2, Duration::from_secs(1));
+    ours.auth_pass = Some("s3cret".into());
+    let mut conf = ka(100, Version::V2, "1");
+    conf.auth_pass = Some("s3cret".into());
+    unicast(&mut ours, &mut conf);
+    xdp_lb_master_then_keepalived("x2u", conf, ours);
+}
+
+/// keepalived with `nopreempt` and the higher priority joins while xdp-lb is MASTER:
+/// it stays BACKUP and the client stays on xdp-lb; our graceful stop then hands over.
+#[test]
+fn keepalived_nopreempt_joins_and_xdp_lb_stays_master() {
+    let lab = probed("knp");
+    let (a, b) = (&lab.a, &lab.b);
+    let interval = Duration::from_secs(1);
+    let ours = vip_spec("VI_1", 100, Version::V3, interval);
+    let label = format!("{} keepalived nopreempt", label(&ours));
+    let mut conf = ka(200, Version::V3, "1");
+    conf.nopreempt = true;
+    let dir = tempfile::tempdir().unwrap();
+    let target = probe_target(&ours);
+    let _xlb_answers = Responder::start(a, target, XLB).unwrap();
+    let _ka_answers = Responder::start(b, target, KA).unwrap();
+
+    let mut node = Node::start(a, vec![ours]);
+    node.wait_state(State::Master, Duration::from_secs(15));
+    wait_vip(a, VIP, true, Duration::from_secs(2));
+    let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+    probe
+        .wait_from(XLB, Instant::now(), Duration::from_secs(5))
+        .unwrap();
+
+    let started = Instant::now();
+    let keepalived = Keepalived::start(b, dir.path(), 0, &conf).unwrap();
+    let backup = keepalived
+        .wait_line("Entering BACKUP STATE", Duration::from_secs(10))
+        .unwrap();
+    // The window outlasts keepalived's master-down interval: had it not heard us (or
+    // preempted), it would have become MASTER within it.
+    let (heard, gap) = check_holds(&label, &probe, (a, XLB), (b, KA), VIP, interval, || {
+        if node.state() != Some(State::Master) {
+            return Err(format!("xdp-lb left MASTER: {:?}", node.drain()));
+        }
+        if keepalived.saw("Entering MASTER STATE") {
+            return Err(format!(
+                "keepalived preempted despite nopreempt; log:\n{}",
+                keepalived.log()
+            ));
+        }
+        Ok(())
+    });
+    println!(
+        "{label}: keepalived BACKUP {:?} after its start; xdp-lb kept MASTER for {:?} \
+         ({heard} replies, longest gap {gap:?})",
+        backup - started,
+        observe(interval)
+    );
+    assert_eq!(node.drain(), vec![State::Backup, State::Master]);
+
+    xdp_lb_stops_keepalived_takes_over(&label, node, &keepalived, &probe, &lab, VIP, interval);
+}
+
+/// xdp-lb with `preempt = false` and the higher priority joins while keepalived is
+/// MASTER: it stays BACKUP and the client stays on keepalived; keepalived's SIGTERM
+/// then hands over.
+#[test]
+fn xdp_lb_nopreempt_joins_and_keepalived_stays_master() {
+    let lab = probed("xnp");
+    let (a, b) = (&lab.a, &lab.b);
+    let interval = Duration::from_secs(1);
+    let mut ours = vip_spec("VI_1", 200, Version::V3, interval);
+    ours.preempt = false;
+    let label = format!("{} xdp-lb nopreempt", label(&ours));
+    let dir = tempfile::tempdir().unwrap();
+    let target = probe_target(&ours);
+    let _xlb_answers = Responder::start(a, target, XLB).unwrap();
+    let _ka_answers = Responder::start(b, target, KA).unwrap();
+
+    let keepalived = Keepalived::start(b, dir.path(), 0, &ka(100, Version::V3, "1")).unwrap();
+    keepalived
+        .wait_line("Entering MASTER STATE", Duration::from_secs(15))
+        .unwrap();
+    wait_vip(b, VIP, true, Duration::from_secs(2));
+    let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+    probe
+        .wait_from(KA, Instant::now(), Duration::from_secs(5))
+        .unwrap();
+
+    let started = Instant::now();
+    let mut node = Node::start(a, vec![ours]);
+    let backup = node.wait_state(State::Backup, Duration::from_secs(5));
+    let ka_backups = ka_count(&keepalived, "Entering BACKUP STATE");
+    // Longer than our master-down interval: had we not heard keepalived (or
+    // preempted), we would have become MASTER within it.
+    let (heard, gap) = check_holds(&label, &probe, (b, KA), (a, XLB), VIP, interval, || {
+        if node.state() != Some(State::Backup) {
+            return Err(format!("xdp-lb left BACKUP: {:?}", node.drain()));
+        }
+        if ka_count(&keepalived, "Entering BACKUP STATE") != ka_backups {
+            return Err(format!(
+                "keepalived gave way to a nopreempt xdp-lb; log:\n{}",
+                keepalived.log()
+            ));
+        }
+        Ok(())
+    });
+    println!(
+        "{label}: xdp-lb BACKUP {:?} after its start; keepalived kept MASTER for {:?} \
+         ({heard} replies, longest gap {gap:?})",
+        backup - started,
+        observe(interval)
+    );
+    assert_eq!(node.drain(), vec![State::Backup]);
+
+    keepalived_stops_xdp_lb_takes_over(&label, keepalived, &mut node, &probe, &lab, VIP, interval);
+    drop(node);
 }
 
 #[test]
@@ -790,7 +1053,8 @@ fn xdp_lb_master_v3_100ms_keepalived_backup() {
 }
 
 /// VRRP from `a` is dropped on `b`'s ingress: `b` never hears the higher priority and
-/// claims MASTER too; `a` hears it and reports the split brain.
+/// claims MASTER too; `a` hears it, reports the split brain (naming `b`'s priority)
+/// and counts `b`'s adverts in its status.
 #[test]
 fn split_brain_is_reported_by_the_master_that_hears_the_other() {
     let (a, b) = pair("sb");
@@ -803,12 +1067,43 @@ fn split_brain_is_reported_by_the_master_that_hears_the_other() {
     let interval = Duration::from_millis(200);
     let mut node_a = Node::start(&a, vec![vip_spec("SB_A", 200, Version::V3, interval)]);
     let mut node_b = Node::start(&b, vec![vip_spec("SB_B", 100, Version::V3, interval)]);
-    node_a.wait_state(State::Master, Duration::from_secs(5));
+    let a_master = node_a.wait_state(State::Master, Duration::from_secs(5));
     node_b.wait_state(State::Master, Duration::from_secs(5));
     wait_log(
-        &["split brain", "SB_A", "192.0.2.2", "filtered"],
+        &[
+            "split brain",
+            "SB_A",
+            "192.0.2.2",
+            "filtered",
+            "with priority 100 while we are MASTER with priority 200",
+            "peer_priority=100",
+        ],
         Duration::from_secs(10),
     );
+    let reported = Instant::now();
+    // The counter keeps counting b's adverts after the (rate-limited) warning.
+    let first = node_a.wait_status("SB_A", Duration::from_secs(5), |s| {
+        s.split_brain_adverts > 0
+    });
+    let later = node_a.wait_status("SB_A", interval * 10, |s| {
+        s.split_brain_adverts > first.split_brain_adverts
+    });
+    println!(
+        "split brain (v3 200 ms): warned {:?} after a became MASTER; split_brain_adverts \
+         {} then {} ({:?} after the warning)",
+        reported - a_master,
+        first.split_brain_adverts,
+        later.split_brain_adverts,
+        reported.elapsed()
+    );
+    assert_eq!(
+        (later.state, later.master_priority),
+        ("MASTER", Some(200)),
+        "a stays MASTER with its own priority: {later:?}"
+    );
+    // b hears nothing from a, so it has nothing to count.
+    let b_status = node_b.wait_status("SB_B", Duration::from_secs(1), |s| s.state == "MASTER");
+    assert_eq!(b_status.split_brain_adverts, 0, "{b_status:?}");
     assert!(
         has_vip(&a, vip) && has_vip(&b, vip),
         "both sides hold the VIP in a split brain"
