@@ -2,12 +2,29 @@
 //! XDP only once this node is MASTER, the VIP is added by VRRP (not by hand), and a
 //! stop hands the VIP back (priority 0) and removes it. The status API shows the same:
 //! the instance's state and the exact flow counts.
+//!
+//! The real binary as MASTER and real keepalived as BACKUP on one VRID, measured by a
+//! client probing the VIP: `kill -9` of the daemon (keepalived waits out its
+//! master-down interval) and SIGTERM (priority 0: keepalived waits only its skew time;
+//! the daemon removes its VIP and exits 0), with every notify command configured.
 mod support;
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use support::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
-use xdp_lb_lab::{DrLab, DrLabOptions, KaConf, KeepAlive, http_get_new_connections};
+use xdp_lb_lab::{
+    Daemon, DrLab, DrLabOptions, Handover, KaConf, KeepAlive, Keepalived, Netns, Probe, ProbeLab,
+    Responder, http_get_new_connections,
+    probe::{count_from, timeline},
+};
 
 #[test]
 fn services_follow_the_vrrp_state_of_their_vip() {
@@ -354,4 +371,443 @@ fn a_connection_survives_a_failover_between_lbs_with_maglev() {
         new_flows, 1,
         "lb2 scheduled the connection as a new flow of its own"
     );
+}
+
+// ---------------------------------------------------------------------------------
+// The real daemon as MASTER, real keepalived as BACKUP, measured by a client
+// ---------------------------------------------------------------------------------
+
+/// The probed VIP (on [`ProbeLab`]'s segment: the daemon in `a`, keepalived in `b`).
+const PROBED_VIP: &str = "192.0.2.200";
+const PROBED_VRID: u8 = 51;
+/// The UDP port each node's responder answers on.
+const PROBED_PORT: u16 = 7000;
+/// How often the client probes the VIP.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+const XLB_PRIORITY: u8 = 200;
+const KA_PRIORITY: u8 = 100;
+/// Added to VRRP's timers in the upper bounds: the gratuitous ARP reaching the client,
+/// the next probe, and scheduling on a loaded 2-core machine (as in failover_netns).
+const MARGIN: Duration = Duration::from_millis(300);
+/// Taken off the lower bound after a kill: the last advert before it may have been
+/// sent a little late, or timers fire a little early.
+const JITTER: Duration = Duration::from_millis(100);
+/// How long after a handover the client must hear only the new node.
+const SETTLE: Duration = Duration::from_millis(300);
+/// What the client hears from each node.
+const XLB: &str = "xdp-lb";
+const KA: &str = "keepalived";
+
+/// One VRRP setting both sides are configured with.
+struct Setting {
+    label: &'static str,
+    version: u8,
+    interval: Duration,
+    /// The same interval as keepalived writes it.
+    advert_int: &'static str,
+    auth_pass: Option<&'static str>,
+}
+
+const V3_100MS: Setting = Setting {
+    label: "v3 100 ms",
+    version: 3,
+    interval: Duration::from_millis(100),
+    advert_int: "0.1",
+    auth_pass: None,
+};
+
+const V2_1S_AUTH: Setting = Setting {
+    label: "v2 1 s auth",
+    version: 2,
+    interval: Duration::from_secs(1),
+    advert_int: "1",
+    auth_pass: Some("s3cret"),
+};
+
+/// RFC 5798's skew time of a backup with `priority`: (256 - priority) / 256 x interval.
+fn skew(interval: Duration, priority: u8) -> Duration {
+    interval.mul_f64(f64::from(256 - u32::from(priority)) / 256.0)
+}
+
+/// RFC 5798's master-down interval of a backup with `priority`: 3 x interval + skew.
+fn master_down(interval: Duration, priority: u8) -> Duration {
+    interval * 3 + skew(interval, priority)
+}
+
+fn has_vip(ns: &Netns) -> bool {
+    ns.ip(["-o", "addr", "show", "dev", "eth0"])
+        .unwrap()
+        .contains(&format!(" {PROBED_VIP}/"))
+}
+
+/// Polls `ip addr` until the VIP is (or is not) on `ns`'s eth0.
+fn wait_vip(ns: &Netns, present: bool, within: Duration) {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if has_vip(ns) == present {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "expected {PROBED_VIP} {} on eth0 in {} within {within:?}; ip addr shows:\n{}",
+        if present { "present" } else { "absent" },
+        ns.name(),
+        ns.ip(["addr", "show", "dev", "eth0"]).unwrap_or_default()
+    );
+}
+
+/// The daemon's configuration: one VRRP instance `VI_1` on the probed VIP, nothing to
+/// forward (the XDP program passes the probe to the kernel), and every notify command,
+/// each appending its own line to `notified`.
+fn daemon_config(setting: &Setting, notified: &Path) -> String {
+    let file = notified.display();
+    let append = |word: &str| format!("[\"/bin/sh\", \"-c\", \"echo {word} >> '{file}'\"]");
+    let mut text = format!(
+        "[dataplane]\ninterfaces = [\"eth0\"]\nmax_flows = 1024\n\n\
+         [vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = {PROBED_VRID}\n\
+         priority = {XLB_PRIORITY}\nversion = {}\nadvert_interval = \"{}ms\"\n\
+         virtual_ipaddresses = [\"{PROBED_VIP}/24\"]\n\
+         notify_master = {}\nnotify_backup = {}\nnotify_fault = {}\nnotify_stop = {}\n\
+         notify = [\"/bin/sh\", \"-c\", \"echo generic $* >> '{file}'\", \"sh\"]\n",
+        setting.version,
+        setting.interval.as_millis(),
+        append("master"),
+        append("backup"),
+        append("fault"),
+        append("stop"),
+    );
+    if let Some(pass) = setting.auth_pass {
+        text += &format!("auth_pass = \"{pass}\"\n");
+    }
+    text
+}
+
+/// The lines the notify commands of [`daemon_config`] write for `states` in order: the
+/// state's own command, then the generic one with keepalived's arguments.
+fn notify_lines(states: &[&str]) -> Vec<String> {
+    states
+        .iter()
+        .flat_map(|state| {
+            [
+                state.to_lowercase(),
+                format!("generic INSTANCE VI_1 {state} {XLB_PRIORITY}"),
+            ]
+        })
+        .collect()
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls the notify file until it has as many lines as `expected` (or `within` runs
+/// out), then asserts they are exactly those.
+fn expect_notified(what: &str, path: &Path, expected: &[String], within: Duration) {
+    let until = Instant::now() + within;
+    let mut lines = read_lines(path);
+    while lines.len() < expected.len() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        lines = read_lines(path);
+    }
+    assert_eq!(
+        lines, expected,
+        "{what}: the notify commands' lines (waited up to {within:?})"
+    );
+}
+
+/// The pid of the `xdp-lb` binary running in `ns` (exactly one).
+fn daemon_pid(ns: &Netns) -> Pid {
+    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_xdp-lb")).unwrap();
+    let pids: Vec<i32> = ns
+        .pids()
+        .unwrap()
+        .into_iter()
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == binary))
+        .collect();
+    assert_eq!(
+        pids.len(),
+        1,
+        "expected one xdp-lb process in netns {}, found {pids:?}",
+        ns.name()
+    );
+    Pid::from_raw(pids[0])
+}
+
+/// The real daemon (priority 200) MASTER in `a` and keepalived (priority 100) BACKUP
+/// in `b`, each with a responder on the VIP, and the client hearing the daemon.
+struct MasterAndBackup {
+    lab: ProbeLab,
+    daemon: Daemon,
+    keepalived: Keepalived,
+    probe: Probe,
+    xlb_answers: Responder,
+    _ka_answers: Responder,
+    notified: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MasterAndBackup {
+    fn start(tag: &str, setting: &Setting) -> MasterAndBackup {
+        xdp_lb_lab::require_root().expect("these tests build network namespaces");
+        let lab = ProbeLab::build(&format!("xlbvd{tag}")).expect("build the probe lab");
+        let dir = tempfile::tempdir().unwrap();
+        let notified = dir.path().join("notified");
+        let interval = setting.interval;
+        let target = SocketAddr::new(PROBED_VIP.parse::<IpAddr>().unwrap(), PROBED_PORT);
+        let xlb_answers = Responder::start(&lab.a, target, XLB).unwrap();
+        let ka_answers = Responder::start(&lab.b, target, KA).unwrap();
+
+        // Alone on the segment, the daemon becomes MASTER after its master-down interval.
+        let mut daemon = start(&lab.a, &daemon_config(setting, &notified));
+        daemon
+            .wait_for_line(
+                "vrrp instance entering MASTER state",
+                master_down(interval, XLB_PRIORITY) + Duration::from_secs(5),
+            )
+            .unwrap();
+        wait_vip(&lab.a, true, Duration::from_secs(2));
+        let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+        probe
+            .wait_from(XLB, Instant::now(), Duration::from_secs(5))
+            .unwrap();
+
+        let mut conf = KaConf::new("eth0", PROBED_VRID, &format!("{PROBED_VIP}/24"));
+        conf.priority = KA_PRIORITY;
+        conf.version = setting.version;
+        conf.advert_int = setting.advert_int.into();
+        conf.auth_pass = setting.auth_pass.map(Into::into);
+        let keepalived = Keepalived::start(&lab.b, dir.path(), 0, &conf).unwrap();
+        let backup = keepalived
+            .wait_line("Entering BACKUP STATE", Duration::from_secs(10))
+            .unwrap();
+        // keepalived's master-down timer runs from its start: had it not heard (or not
+        // accepted) our adverts, it would be MASTER well before the client's next
+        // answer from us after this.
+        let watched = master_down(interval, KA_PRIORITY) + MARGIN;
+        let heard = probe
+            .wait_from(XLB, backup + watched, watched + Duration::from_secs(2))
+            .unwrap();
+        assert!(
+            !keepalived.saw("Entering MASTER STATE"),
+            "keepalived must stay BACKUP under a higher-priority xdp-lb ({}); log:\n{}",
+            setting.label,
+            keepalived.log()
+        );
+        let replies = probe.replies();
+        assert_eq!(
+            count_from(&replies, KA, backup, heard),
+            0,
+            "keepalived answered while BACKUP ({}); replies (seconds from its BACKUP): {}",
+            setting.label,
+            timeline(&replies, backup)
+        );
+        assert!(!has_vip(&lab.b), "the BACKUP must not hold the VIP");
+        // Started as BACKUP, then MASTER; nothing else yet.
+        expect_notified(
+            &format!("xdp-lb MASTER ({})", setting.label),
+            &notified,
+            &notify_lines(&["BACKUP", "MASTER"]),
+            Duration::from_secs(5),
+        );
+        MasterAndBackup {
+            lab,
+            daemon,
+            keepalived,
+            probe,
+            xlb_answers,
+            _ka_answers: ka_answers,
+            notified,
+            _dir: dir,
+        }
+    }
+}
+
+fn lost(h: &Handover) -> String {
+    h.lost.map_or("?".into(), |l| l.to_string())
+}
+
+/// `kill -9` of the real daemon (its host's responder stopped at the same instant, as
+/// a host crash): no priority 0, so keepalived waits out its master-down interval and
+/// takes the VIP; the client's outage is within it plus a margin, and no shorter than
+/// two intervals. No STOP notify runs, and the killed daemon's VIP stays behind.
+#[test]
+fn kill_9_of_the_daemon_hands_the_vip_to_keepalived_after_master_down() {
+    let setting = &V3_100MS;
+    let interval = setting.interval;
+    // Bound whole (not destructured), so the responders and the temp dir live on.
+    let run = MasterAndBackup::start("k", setting);
+    let (lab, probe, keepalived, notified) = (&run.lab, &run.probe, &run.keepalived, &run.notified);
+    let (daemon, xlb_answers) = (run.daemon, run.xlb_answers);
+
+    let pid = daemon_pid(&lab.a);
+    xlb_answers.stop().unwrap();
+    let killed = Instant::now();
+    kill(pid, Signal::SIGKILL).unwrap();
+    let (code, log) = daemon.wait_exit(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        code, None,
+        "kill -9 ends the daemon by the signal, not an exit code; log:\n{log}"
+    );
+    let took_over = keepalived
+        .wait_line(
+            "Entering MASTER STATE",
+            master_down(interval, KA_PRIORITY) + Duration::from_secs(3),
+        )
+        .unwrap();
+    let gap = took_over.saturating_duration_since(killed);
+    let down = master_down(interval, KA_PRIORITY);
+    let h = probe
+        .handover(XLB, KA, killed, Duration::from_secs(3))
+        .unwrap();
+    let trace = || timeline(&probe.replies(), killed);
+    println!(
+        "xdp-lb (real daemon) -> keepalived after kill -9 ({}): keepalived MASTER after \
+         {gap:?}; client outage {:?}, keepalived answered {:?} after the kill, {} probes \
+         lost (master-down interval {down:?})",
+        setting.label,
+        h.outage(),
+        h.after_event(),
+        lost(&h)
+    );
+    assert!(
+        gap + interval + JITTER >= down && gap < down + MARGIN,
+        "keepalived became MASTER {gap:?} after the kill; expected between {:?} (its \
+         master-down interval minus one interval and {JITTER:?}) and {:?}",
+        down - interval - JITTER,
+        down + MARGIN
+    );
+    assert!(
+        h.outage() < down + MARGIN,
+        "the client had no answer for {:?}, more than the master-down interval {down:?} + \
+         {MARGIN:?}; replies (seconds from the kill): {}",
+        h.outage(),
+        trace()
+    );
+    assert!(
+        h.outage() > interval * 2,
+        "the client had no answer for only {:?}, less than two intervals ({:?}): nothing \
+         said goodbye, so keepalived cannot have taken over that soon; replies (seconds \
+         from the kill): {}",
+        h.outage(),
+        interval * 2,
+        trace()
+    );
+    assert!(
+        h.after_event() + JITTER >= down - interval,
+        "keepalived answered {:?} after the kill, before its master-down interval {down:?} \
+         minus one interval could have run out; replies (seconds from the kill): {}",
+        h.after_event(),
+        trace()
+    );
+    assert!(
+        !keepalived.saw("priority 0"),
+        "nothing sent priority 0 on a kill -9; keepalived's log:\n{}",
+        keepalived.log()
+    );
+    wait_vip(&lab.b, true, Duration::from_secs(2));
+    // Nobody removed the killed daemon's VIP.
+    assert!(has_vip(&lab.a), "a killed daemon cannot remove its VIP");
+    // The process is gone, so nothing more can run: exactly BACKUP and MASTER.
+    assert_eq!(
+        read_lines(notified),
+        notify_lines(&["BACKUP", "MASTER"]),
+        "no STOP (or FAULT) notify after a kill -9"
+    );
+}
+
+/// SIGTERM of the real daemon as MASTER: it sends priority 0, removes its VIP, runs
+/// its STOP notify commands and exits 0; keepalived takes over after its skew time.
+fn sigterm_hands_the_vip_to_keepalived(tag: &str, setting: &Setting) {
+    // Bound whole (not destructured), so the responders and the temp dir live on.
+    let run = MasterAndBackup::start(tag, setting);
+    let (lab, probe, keepalived, notified) = (&run.lab, &run.probe, &run.keepalived, &run.notified);
+    let daemon = run.daemon;
+
+    let pid = daemon_pid(&lab.a);
+    let stopped = Instant::now();
+    kill(pid, Signal::SIGTERM).unwrap();
+    let (code, log) = daemon.wait_exit(Duration::from_secs(30)).unwrap();
+    let exited = stopped.elapsed();
+    assert_eq!(code, Some(0), "exit status on SIGTERM; log:\n{log}");
+    assert!(
+        log.contains("vrrp instance entering STOP state"),
+        "no STOP in the daemon's log:\n{log}"
+    );
+    // Checked at once: the daemon removes its VIP before it exits.
+    assert!(
+        !has_vip(&lab.a),
+        "the daemon left its VIP behind:\n{}",
+        lab.a.ip(["addr", "show", "dev", "eth0"]).unwrap()
+    );
+    // And it lets its notify commands finish before it exits.
+    assert_eq!(
+        read_lines(notified),
+        notify_lines(&["BACKUP", "MASTER", "STOP"]),
+        "the notify commands' lines once the daemon exited"
+    );
+    let skew = skew(setting.interval, KA_PRIORITY);
+    keepalived
+        .wait_line(
+            "Backup received priority 0 advertisement",
+            Duration::from_secs(3),
+        )
+        .unwrap();
+    let took_over = keepalived
+        .wait_line("Entering MASTER STATE", Duration::from_secs(3))
+        .unwrap();
+    let gap = took_over.saturating_duration_since(stopped);
+    let h = probe
+        .handover(XLB, KA, stopped, Duration::from_secs(3))
+        .unwrap();
+    println!(
+        "xdp-lb (real daemon) -> keepalived after SIGTERM ({}): daemon exited after \
+         {exited:?}, keepalived MASTER after {gap:?}; client outage {:?}, keepalived \
+         answered {:?} after the signal, {} probes lost (skew time {skew:?})",
+        setting.label,
+        h.outage(),
+        h.after_event(),
+        lost(&h)
+    );
+    assert!(
+        gap < skew + MARGIN,
+        "keepalived became MASTER {gap:?} after the SIGTERM, more than its skew time \
+         {skew:?} + {MARGIN:?}"
+    );
+    assert!(
+        h.outage() < skew + MARGIN,
+        "the client had no answer for {:?}, more than keepalived's skew time {skew:?} + \
+         {MARGIN:?}; replies (seconds from the signal): {}",
+        h.outage(),
+        timeline(&probe.replies(), stopped)
+    );
+    // Once keepalived answers, the stopped node's responder (still running) must not:
+    // the VIP is gone from its host.
+    let until = h.first_new + SETTLE;
+    let heard = probe
+        .wait_from(KA, until, SETTLE + Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("the client lost keepalived again: {e:#}"));
+    let replies = probe.replies();
+    assert_eq!(
+        count_from(&replies, XLB, h.first_new, heard),
+        0,
+        "xdp-lb's host still answered after keepalived took over; replies (seconds from \
+         the signal): {}",
+        timeline(&replies, stopped)
+    );
+    wait_vip(&lab.b, true, Duration::from_secs(2));
+}
+
+#[test]
+fn sigterm_of_the_daemon_hands_the_vip_to_keepalived_v3_100ms() {
+    sigterm_hands_the_vip_to_keepalived("t3", &V3_100MS);
+}
+
+#[test]
+fn sigterm_of_the_daemon_hands_the_vip_to_keepalived_v2_1s_auth() {
+    sigterm_hands_the_vip_to_keepalived("t2", &V2_1S_AUTH);
 }
