@@ -47,7 +47,7 @@ pub mod sync_group;
 
 pub use fsm::{Action, Clash, Config, ConfigError, Event, Instance, State, Stats};
 pub use packet::{
-    Advert, AdvertError, DropReason, Expect, Ipv4Header, Version, decode, decode_ipv4, encode,
-    encode_ipv4,
+    Advert, AdvertError, ChecksumForm, DropReason, Expect, Ipv4Header, Version, decode,
+    decode_form, decode_ipv4, encode, encode_ipv4,
 };
 pub use sync_group::SyncGroup;

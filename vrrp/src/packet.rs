@@ -378,6 +378,18 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Vec<u8>, Adve
     Ok(out)
 }
 
+/// Which pseudo-header a VRRPv3 checksum was computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumForm {
+    /// RFC 5798's: the packet's real source and destination.
+    Rfc,
+    /// keepalived before 1.3.6 put the multicast group 224.0.0.18 in the pseudo-header
+    /// of IPv4 unicast adverts too (keepalived issue #642); keepalived since accepts
+    /// it, and answers in kind (`old_unicast_checksum`). IPv6 never had it: the
+    /// kernel computes that checksum.
+    OldUnicast,
+}
+
 /// Decodes and checks one VRRP message (`payload`, the bytes after the IP header) that
 /// arrived from `src` to `dst` with the given TTL / hop limit.
 ///
@@ -392,6 +404,19 @@ pub fn decode(
     ttl_or_hop_limit: u8,
     expected: &Expect,
 ) -> Result<Advert, DropReason> {
+    decode_form(payload, src, dst, ttl_or_hop_limit, expected).map(|(advert, _)| advert)
+}
+
+/// [`decode`], also saying which checksum form the sender used: an IPv4 VRRPv3
+/// unicast advert whose checksum only verifies over the multicast pseudo-header is
+/// accepted as [`ChecksumForm::OldUnicast`], as keepalived accepts it.
+pub fn decode_form(
+    payload: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl_or_hop_limit: u8,
+    expected: &Expect,
+) -> Result<(Advert, ChecksumForm), DropReason> {
     let ipv6 = match (src, dst) {
         (IpAddr::V4(_), IpAddr::V4(_)) => false,
         (IpAddr::V6(_), IpAddr::V6(_)) => true,
@@ -418,9 +443,17 @@ pub fn decode(
     if payload.len() != addresses_end + auth_len {
         return Err(DropReason::LengthMismatch);
     }
-    if !checksum::verify(version, src, dst, payload) {
+    let form = if checksum::verify(version, src, dst, payload) {
+        ChecksumForm::Rfc
+    } else if version == Version::V3
+        && !ipv6
+        && !dst.is_multicast()
+        && checksum::verify(version, src, IpAddr::V4(MULTICAST_V4), payload)
+    {
+        ChecksumForm::OldUnicast
+    } else {
         return Err(DropReason::BadChecksum);
-    }
+    };
     if expected.check_ttl && ttl_or_hop_limit != TTL {
         return Err(DropReason::BadTtl);
     }
@@ -462,14 +495,17 @@ pub fn decode(
         })
         .collect();
 
-    Ok(Advert {
-        version,
-        vrid: header[1],
-        priority: header[2],
-        max_advert_interval: interval,
-        auth,
-        addresses,
-    })
+    Ok((
+        Advert {
+            version,
+            vrid: header[1],
+            priority: header[2],
+            max_advert_interval: interval,
+            auth,
+            addresses,
+        },
+        form,
+    ))
 }
 
 /// The IPv4 header fields VRRP cares about.
@@ -721,6 +757,52 @@ mod tests {
         assert_eq!(
             encode(&v3_v6(), ip("fe80::1"), mcast6()).unwrap(),
             hex(V3_V6)
+        );
+    }
+
+    #[test]
+    fn old_keepalived_unicast_checksums_are_recognised() {
+        let src = ip("192.0.2.10");
+        let uni = Expect {
+            unicast: true,
+            ..Expect::new(Version::V3)
+        };
+        // The multicast vector's checksum is what keepalived < 1.3.6 sent unicast.
+        assert_eq!(
+            decode_form(&hex(V3_V4), src, ip("192.0.2.11"), 255, &uni),
+            Ok((v3_v4(), ChecksumForm::OldUnicast))
+        );
+        assert_eq!(
+            decode_form(&hex(V3_V4_UNICAST), src, ip("192.0.2.11"), 255, &uni),
+            Ok((v3_v4(), ChecksumForm::Rfc))
+        );
+        // Neither form: still a bad checksum.
+        let mut broken = hex(V3_V4);
+        broken[7] ^= 1;
+        assert_eq!(
+            decode(&broken, src, ip("192.0.2.11"), 255, &uni),
+            Err(DropReason::BadChecksum)
+        );
+        // Only IPv4 unicast had the bug: over IPv6 or to the group it is just wrong.
+        let unicast_bytes = hex(V3_V4_UNICAST);
+        assert_eq!(
+            decode(
+                &unicast_bytes,
+                src,
+                mcast4(),
+                255,
+                &Expect::new(Version::V3)
+            ),
+            Err(DropReason::BadChecksum)
+        );
+        let v6_group_form = encode(&v3_v6(), ip("fe80::1"), mcast6()).unwrap();
+        let v6_uni = Expect {
+            unicast: true,
+            ..Expect::new(Version::V3)
+        };
+        assert_eq!(
+            decode(&v6_group_form, ip("fe80::1"), ip("fe80::2"), 255, &v6_uni),
+            Err(DropReason::BadChecksum)
         );
     }
 

@@ -330,6 +330,7 @@ fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
     spec.preempt_delay = vi.preempt_delay;
     spec.unicast_source = vi.unicast_src_ip;
     spec.unicast_peers = vi.unicast_peers.clone();
+    spec.old_unicast_checksum = vi.old_unicast_checksum;
     spec.garp_repeat = vi.garp_master_repeat;
     spec.garp_delay = vi.garp_master_delay;
     spec.garp_refresh = vi.garp_master_refresh;

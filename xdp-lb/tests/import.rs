@@ -350,3 +350,20 @@ vrrp_instance "VI one" {
         &["/bin/sh", "-c", "/usr/bin/env printf %s\\\\n"]
     );
 }
+
+#[test]
+fn old_unicast_checksum_is_carried_over() {
+    let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n version 3\n unicast_peer {\n  192.0.2.3\n }\n old_unicast_checksum\n virtual_ipaddress {\n  192.0.2.9\n }\n}\n";
+    let out = import(text, "k.conf", &[]).unwrap();
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    assert!(out.validate().unwrap().vrrp[0].old_unicast_checksum);
+    let never = text.replace("old_unicast_checksum", "old_unicast_checksum never");
+    let out = import(&never, "k.conf", &[]).unwrap();
+    assert_eq!(
+        out.report(),
+        [
+            "k.conf:8: old_unicast_checksum never: not translated (xdp-lb accepts the old checksum form and answers in kind once a peer uses it; it cannot be refused)"
+        ]
+    );
+    assert!(!out.validate().unwrap().vrrp[0].old_unicast_checksum);
+}

@@ -2,7 +2,9 @@
 //! kind (too short to name a VRID, wrong TTL, wrong checksum, wrong password, another
 //! VRID) is dropped and counted under its own reason, and none of them changes state,
 //! although each claims a higher priority. A valid advert of that priority then does
-//! make the MASTER step down, so the broken ones would have been noticed.
+//! make the MASTER step down, so the broken ones would have been noticed. And one form
+//! that looks broken but is not: the VRRPv3 unicast checksum of keepalived before
+//! 1.3.6, accepted and answered in kind.
 //!
 //! Needs root and `ip`; fails (never skips) without them.
 
@@ -22,7 +24,7 @@ use xdp_lb::{
 };
 use xdp_lb_lab::{Netns, veth_pair};
 use xdp_lb_vrrp::{
-    State, Version,
+    State, Version, checksum,
     packet::{Advert, encode, simple_password},
 };
 
@@ -35,6 +37,19 @@ const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+/// A VRRPv3 advert from the peer, its checksum summed over `summed_dst`.
+fn advert_v3(priority: u8, summed_dst: IpAddr) -> Vec<u8> {
+    let advert = Advert {
+        version: Version::V3,
+        vrid: VRID,
+        priority,
+        max_advert_interval: Duration::from_millis(100),
+        auth: None,
+        addresses: vec![ip(VIP)],
+    };
+    encode(&advert, ip(PEER), summed_dst).unwrap()
 }
 
 /// A VRRPv2 advert from the peer with this VRID, priority and password.
@@ -52,11 +67,17 @@ fn advert(vrid: u8, priority: u8, password: &str) -> Vec<u8> {
 
 /// Sends each payload to the VRRP group from `ns` with this TTL.
 fn send(ns: &Netns, ttl: u32, payloads: Vec<Vec<u8>>) {
+    send_to(ns, IpAddr::V4(GROUP), ttl, payloads);
+}
+
+/// Sends each payload to `dst` from `ns` with this TTL.
+fn send_to(ns: &Netns, dst: IpAddr, ttl: u32, payloads: Vec<Vec<u8>>) {
     ns.run(move || {
         let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
         socket.bind_device(Some(b"eth0")).unwrap();
         socket.set_multicast_ttl_v4(ttl).unwrap();
-        let to = SockAddr::from(std::net::SocketAddr::new(IpAddr::V4(GROUP), 0));
+        socket.set_ttl_v4(ttl).unwrap();
+        let to = SockAddr::from(std::net::SocketAddr::new(dst, 0));
         for p in payloads {
             socket.send_to(&p, &to).unwrap();
         }
@@ -244,4 +265,93 @@ fn broken_adverts_are_counted_by_reason_and_never_change_state() {
     let last = node.instance();
     assert_eq!(last.master, Some(ip(PEER)));
     assert_eq!(last.master_priority, Some(254));
+}
+
+#[test]
+fn an_old_keepalived_unicast_checksum_is_accepted_and_answered_in_kind() {
+    let (a, b) = veth_pair("xlbold-").unwrap();
+    a.ip(["addr", "add", &format!("{OURS}/24"), "dev", "eth0"])
+        .unwrap();
+    b.ip(["addr", "add", &format!("{PEER}/24"), "dev", "eth0"])
+        .unwrap();
+    let mut spec = InstanceSpec::new(
+        "VI_OLD",
+        "eth0",
+        VRID,
+        vec![VirtualAddress::new(ip(VIP), 24)],
+    );
+    spec.advert_interval = Duration::from_millis(100);
+    spec.priority = 200;
+    spec.unicast_source = Some(ip(OURS));
+    spec.unicast_peers = vec![ip(PEER)];
+    // The peer's own socket, to read our adverts.
+    let (adverts_tx, adverts) = mpsc::channel::<Vec<u8>>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let reader = b
+        .spawn(move || {
+            let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+            socket.bind_device(Some(b"eth0")).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+            while stop_rx.try_recv().is_err() {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    // SAFETY: recv initialised the first n bytes.
+                    let bytes: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
+                    let ihl = usize::from(bytes[0] & 0x0f) * 4;
+                    if adverts_tx.send(bytes[ihl..].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .unwrap();
+    let node = Node::start(&a, spec);
+    node.wait_state(State::Master, Duration::from_secs(5));
+    let form = |payload: &[u8]| {
+        if checksum::verify(Version::V3, ip(OURS), ip(PEER), payload) {
+            "rfc"
+        } else if checksum::verify(Version::V3, ip(OURS), IpAddr::V4(GROUP), payload) {
+            "old"
+        } else {
+            "broken"
+        }
+    };
+    let next_form = || {
+        let p = adverts
+            .recv_timeout(Duration::from_secs(2))
+            .expect("an advert from the MASTER");
+        form(&p)
+    };
+    assert_eq!(
+        next_form(),
+        "rfc",
+        "RFC 5798's checksum until a peer shows otherwise"
+    );
+
+    // A lower-priority peer with keepalived 1.3.5's checksum: heard, not dropped.
+    send_to(&b, ip(OURS), 255, vec![advert_v3(100, IpAddr::V4(GROUP))]);
+    node.wait_status("the old-form advert received", |i, _| {
+        i.adverts_received >= 1
+    });
+    assert!(
+        node.instance().drops.is_empty(),
+        "{:?}",
+        node.instance().drops
+    );
+    // Ours follow suit (allow the ones already on their way).
+    let switched = (0..20).any(|_| next_form() == "old");
+    assert!(
+        switched,
+        "the MASTER's adverts never took the old checksum form"
+    );
+    assert_eq!(next_form(), "old", "and keep it");
+    assert_eq!(node.instance().state, "MASTER");
+    drop(node);
+    let _ = stop_tx.send(());
+    reader.join().unwrap().unwrap();
 }

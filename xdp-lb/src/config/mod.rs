@@ -114,6 +114,8 @@ pub struct VrrpInstance {
     pub unicast_src_ip: Option<IpAddr>,
     /// Non-empty: adverts go unicast to these instead of the multicast group.
     pub unicast_peers: Vec<IpAddr>,
+    /// IPv4 VRRPv3 unicast checksums as keepalived before 1.3.6 computed them.
+    pub old_unicast_checksum: bool,
     /// Gratuitous ARP / unsolicited NA on becoming MASTER, with keepalived's meaning:
     /// a burst of `garp_master_repeat`, a second one `garp_master_delay` later (zero:
     /// none), then `garp_master_refresh_repeat` every `garp_master_refresh`; rounds of a

@@ -68,6 +68,7 @@ pub(super) struct RawVrrp {
     pub(super) unicast_src_ip: Option<Spanned<Value>>,
     pub(super) mcast_src_ip: Option<Spanned<Value>>,
     pub(super) unicast_peers: Option<Spanned<Value>>,
+    pub(super) old_unicast_checksum: Option<Spanned<Value>>,
     pub(super) garp_master_repeat: Option<Spanned<Value>>,
     pub(super) garp_master_delay: Option<Spanned<Value>>,
     pub(super) garp_master_refresh: Option<Spanned<Value>>,

@@ -994,6 +994,32 @@ fn a_vrrp_instance_takes_keepalived_defaults() {
 }
 
 #[test]
+fn old_unicast_checksum_is_for_v3_unicast_over_ipv4() {
+    let unicast = [
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "version = 3",
+        "virtual_ipaddresses = [\"192.0.2.200/24\"]",
+        "unicast_peers = [\"192.0.2.3\"]",
+        "old_unicast_checksum = true",
+    ];
+    assert!(parse_ok(&with_vrrp(&unicast)).vrrp[0].old_unicast_checksum);
+    // Without peers (multicast) the flag means nothing: an error at the flag.
+    let multicast: Vec<&str> = unicast
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("unicast_peers"))
+        .collect();
+    let text = with_vrrp(&multicast);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("old_unicast_checksum"))
+        .unwrap()
+        + 1;
+    assert_error(&text, line, 24, &["only applies to VRRPv3 over IPv4"]);
+}
+
+#[test]
 fn mcast_src_ip_is_the_source_of_multicast_adverts() {
     let base = [
         "interface = \"eth0\"",

@@ -183,6 +183,20 @@ impl Validator<'_, '_> {
             },
             None => Vec::new(),
         };
+        let old_unicast_checksum = match &raw.old_unicast_checksum {
+            Some(v) => {
+                let on = self.boolean(v, "old_unicast_checksum")?;
+                if on && (unicast_peers.is_empty() || version != 3 || v6) {
+                    return Err(self.src.error(
+                        v.span(),
+                        "`old_unicast_checksum` only applies to VRRPv3 over IPv4 with \
+                         `unicast_peers` (the checksum keepalived before 1.3.6 sent there)",
+                    ));
+                }
+                on
+            }
+            None => false,
+        };
         let garp_master_repeat = match &raw.garp_master_repeat {
             Some(v) => self.integer(v, "garp_master_repeat", 0..=1000)? as u32,
             None => DEFAULT_GARP_REPEAT,
@@ -226,6 +240,7 @@ impl Validator<'_, '_> {
             virtual_ipaddresses,
             unicast_src_ip,
             unicast_peers,
+            old_unicast_checksum,
             garp_master_repeat,
             garp_master_delay,
             garp_master_refresh,

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{sync::mpsc, task::JoinHandle};
 use xdp_lb_vrrp::{
-    Action, DropReason, Event, Expect, Instance, State, SyncGroup,
+    Action, ChecksumForm, DropReason, Event, Expect, Instance, State, SyncGroup,
     packet::{self, MULTICAST_V4, MULTICAST_V6},
 };
 
@@ -65,6 +65,9 @@ struct Running {
     primary: IpAddr,
     expect: Expect,
     destinations: Vec<IpAddr>,
+    /// Send VRRPv3 unicast checksums as keepalived before 1.3.6 did: configured, or
+    /// learnt from a peer that sends them (keepalived switches the same way).
+    old_unicast_checksum: bool,
     /// ifindex of each VIP's device, in `spec.virtual_addresses` order.
     vip_links: Vec<u32>,
     /// (ifindex, weight) of each tracked interface.
@@ -224,6 +227,7 @@ impl Engine {
                     primary: p.primary,
                     expect,
                     destinations,
+                    old_unicast_checksum: p.spec.old_unicast_checksum,
                     vip_links: p.vip_links,
                     tracked: p.tracked,
                     announcer: None,
@@ -452,18 +456,31 @@ impl Engine {
             self.publish_socket(socket);
             return;
         };
-        let running = &self.instances[i];
-        let event = match packet::decode(
+        let running = &mut self.instances[i];
+        let event = match packet::decode_form(
             &received.payload,
             received.src,
             received.dst,
             received.ttl,
             &running.expect,
         ) {
-            Ok(advert) => Event::Advert {
-                from: received.src,
-                advert,
-            },
+            Ok((advert, form)) => {
+                if form == ChecksumForm::OldUnicast && !running.old_unicast_checksum {
+                    running.old_unicast_checksum = true;
+                    tracing::warn!(
+                        instance = %running.spec.name,
+                        peer = %received.src,
+                        "the peer computes VRRPv3 unicast checksums as keepalived before \
+                         1.3.6 did (over 224.0.0.18): accepted, and ours are sent the same \
+                         way from now on (set old_unicast_checksum = true to start so; \
+                         better, upgrade the peer)"
+                    );
+                }
+                Event::Advert {
+                    from: received.src,
+                    advert,
+                }
+            }
             Err(reason) => {
                 tracing::debug!(
                     instance = %running.spec.name,
@@ -611,7 +628,12 @@ impl Engine {
         let r = &self.instances[i];
         let io = &self.sockets[r.socket];
         for &dst in &r.destinations {
-            let bytes = match packet::encode(&advert, r.primary, dst) {
+            // The old form differs only in the pseudo-header the checksum covers.
+            let summed_dst = match dst {
+                IpAddr::V4(_) if r.old_unicast_checksum => IpAddr::V4(MULTICAST_V4),
+                _ => dst,
+            };
+            let bytes = match packet::encode(&advert, r.primary, summed_dst) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     tracing::error!(instance = %r.spec.name, %dst, "cannot encode advert: {e}");

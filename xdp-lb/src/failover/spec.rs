@@ -115,6 +115,9 @@ pub struct InstanceSpec {
     pub unicast_source: Option<IpAddr>,
     /// Unicast peers; empty means multicast (224.0.0.18 / ff02::12).
     pub unicast_peers: Vec<IpAddr>,
+    /// IPv4 VRRPv3 unicast: checksum over the multicast pseudo-header, as keepalived
+    /// before 1.3.6 (`old_unicast_checksum`). Also switched on by hearing a peer do it.
+    pub old_unicast_checksum: bool,
     /// Rounds of gratuitous ARP / unsolicited NA in each burst on becoming MASTER
     /// (keepalived's `garp_master_repeat`; see [`crate::announce::Schedule`]).
     pub garp_repeat: u32,
@@ -153,6 +156,7 @@ impl InstanceSpec {
             virtual_addresses,
             unicast_source: None,
             unicast_peers: Vec::new(),
+            old_unicast_checksum: false,
             garp_repeat: DEFAULT_GARP_REPEAT,
             garp_delay: DEFAULT_GARP_DELAY,
             garp_refresh: None,

@@ -412,6 +412,16 @@ impl Tx {
                         s.set("preempt", V::Bool(false), item.line);
                     }
                 }
+                "old_unicast_checksum" if item.arg_texts() == ["never"] => self.report(
+                    item,
+                    "xdp-lb accepts the old checksum form and answers in kind once a peer \
+                     uses it; it cannot be refused",
+                ),
+                "old_unicast_checksum" => {
+                    if self.flag(item) {
+                        s.set("old_unicast_checksum", V::Bool(true), item.line);
+                    }
+                }
                 "preempt_delay" => {
                     if let Some(v) = self.secs_arg(item) {
                         s.set("preempt_delay", v, item.line);
