@@ -91,6 +91,14 @@ impl Daemon {
         }
     }
 
+    /// Sends `signal` to the daemon (SIGKILL for a crash, SIGTERM for a stop), without
+    /// waiting; [`Daemon::wait_exit`] then tells how it ended.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal)
+            .with_context(|| format!("sending {signal} to the daemon (pid {pid})"))
+    }
+
     /// Waits for the daemon to exit by itself; returns its exit code and log.
     pub fn wait_exit(mut self, timeout: Duration) -> Result<(Option<i32>, String)> {
         self.wait_exit_mut(timeout)
@@ -98,11 +106,7 @@ impl Daemon {
 
     /// SIGTERM, then waits for a clean (status 0) exit; returns the log.
     pub fn stop(mut self) -> Result<String> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .context("sending SIGTERM to the daemon")?;
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
         let (code, log) = self.wait_exit_mut(STOP_TIMEOUT)?;
         anyhow::ensure!(
             code == Some(0),

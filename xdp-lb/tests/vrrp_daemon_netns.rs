@@ -15,10 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use nix::sys::signal::Signal;
 use support::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
 use xdp_lb_lab::{
     Daemon, DrLab, DrLabOptions, Handover, KaConf, KeepAlive, Keepalived, Netns, Probe, ProbeLab,
@@ -520,24 +517,6 @@ fn expect_notified(what: &str, path: &Path, expected: &[String], within: Duratio
     );
 }
 
-/// The pid of the `xdp-lb` binary running in `ns` (exactly one).
-fn daemon_pid(ns: &Netns) -> Pid {
-    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_xdp-lb")).unwrap();
-    let pids: Vec<i32> = ns
-        .pids()
-        .unwrap()
-        .into_iter()
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == binary))
-        .collect();
-    assert_eq!(
-        pids.len(),
-        1,
-        "expected one xdp-lb process in netns {}, found {pids:?}",
-        ns.name()
-    );
-    Pid::from_raw(pids[0])
-}
-
 /// The real daemon (priority 200) MASTER in `a` and keepalived (priority 100) BACKUP
 /// in `b`, each with a responder on the VIP, and the client hearing the daemon.
 struct MasterAndBackup {
@@ -644,10 +623,9 @@ fn kill_9_of_the_daemon_hands_the_vip_to_keepalived_after_master_down() {
     let (lab, probe, keepalived, notified) = (&run.lab, &run.probe, &run.keepalived, &run.notified);
     let (daemon, xlb_answers) = (run.daemon, run.xlb_answers);
 
-    let pid = daemon_pid(&lab.a);
     xlb_answers.stop().unwrap();
     let killed = Instant::now();
-    kill(pid, Signal::SIGKILL).unwrap();
+    daemon.signal(Signal::SIGKILL).unwrap();
     let (code, log) = daemon.wait_exit(Duration::from_secs(5)).unwrap();
     assert_eq!(
         code, None,
@@ -728,9 +706,8 @@ fn sigterm_hands_the_vip_to_keepalived(tag: &str, setting: &Setting) {
     let (lab, probe, keepalived, notified) = (&run.lab, &run.probe, &run.keepalived, &run.notified);
     let daemon = run.daemon;
 
-    let pid = daemon_pid(&lab.a);
     let stopped = Instant::now();
-    kill(pid, Signal::SIGTERM).unwrap();
+    daemon.signal(Signal::SIGTERM).unwrap();
     let (code, log) = daemon.wait_exit(Duration::from_secs(30)).unwrap();
     let exited = stopped.elapsed();
     assert_eq!(code, Some(0), "exit status on SIGTERM; log:\n{log}");
