@@ -38,10 +38,15 @@ pub fn vrrp_checksum(version: Version, src: IpAddr, dst: IpAddr, message: &[u8])
     sum.ones_complement().to_ne_bytes()
 }
 
-/// True when the checksum stored in `message` is right.
+/// True when the checksum stored in `message` is right. When the message sums to
+/// 0xffff, both zeros of one's complement (0x0000 and 0xffff) are right, as for
+/// keepalived and the kernel, which sum the whole message and require zero.
 pub fn verify(version: Version, src: IpAddr, dst: IpAddr, message: &[u8]) -> bool {
     match message.get(CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2) {
-        Some(stored) => stored == vrrp_checksum(version, src, dst, message),
+        Some(stored) => {
+            let right = vrrp_checksum(version, src, dst, message);
+            stored == right || (right == [0, 0] && stored == [0xff, 0xff])
+        }
         None => false,
     }
 }
