@@ -42,6 +42,9 @@ pub fn select(
             // An idle NAT flow: whatever comes now is a new connection.
         } else if let Some(backend) = backend
             && backend.flags & BACKEND_F_ACTIVE != 0
+            // A reload may give a removed real server's slot to another service's new
+            // one: a pin made for another service id is not followed.
+            && pinned.service == svc.id
         {
             let refreshed = now != 0
                 && nat::touch(

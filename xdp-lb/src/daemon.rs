@@ -1,7 +1,8 @@
 //! The daemon's main job: config → interfaces → real servers' MACs → maps → attach,
-//! then keep the maps true to the neighbour table until shutdown.
+//! then keep the maps true to the neighbour table, the health checks, the VRRP state
+//! and reloaded configurations until shutdown.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     future::Future,
     time::{Duration, Instant},
 };
@@ -32,6 +33,17 @@ const NEIGHBOUR_POLL: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (_no_reloads, reloads) = tokio::sync::mpsc::channel(1);
+    run_reloadable(config, reloads, shutdown).await
+}
+
+/// [`run`], applying each configuration that arrives on `reloads` (see
+/// [`crate::reload`]); one that cannot be applied is logged and changes nothing.
+pub async fn run_reloadable(
+    mut config: Config,
+    mut reloads: tokio::sync::mpsc::Receiver<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     privileges::check()?;
     // Bound first, so a taken port stops the start before anything is changed.
@@ -49,7 +61,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     route_backends(&netlink, &links, &mut table).await?;
 
     let mut dataplane = Dataplane::load(config.dataplane.max_flows)?;
-    let neighbours = Neighbours::register(&netlink, &table).await?;
+    let mut neighbours = Neighbours::register(&netlink, &table).await?;
     let result = async {
         neighbours.wait_for_macs(&mut table, config.dataplane.neighbour_timeout).await?;
         for link in links.values() {
@@ -59,7 +71,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             quorum_changed(&mut table, index);
         }
         write_all(&mut dataplane, &table)?;
-        let nat = config.virtual_servers.iter().any(|v| v.forwarding == Forwarding::Nat);
+        let mut nat = config.virtual_servers.iter().any(|v| v.forwarding == Forwarding::Nat);
         let nat_timeouts = config.dataplane.nat_timeouts;
         dataplane.set_nat(nat, &nat_timeouts)?;
         for link in links.values() {
@@ -74,9 +86,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             AbortOnDrop(tokio::spawn(crate::api::serve(listener, api_tx)))
         });
         let vrrp_status = failover::StatusBoard::default();
+        // `[global]` cannot change on a reload.
+        let router_id = config.global.router_id.clone();
         let snapshot = |table: &ServiceTable, dataplane: &Dataplane| {
             Snapshot::take(
-                config.global.router_id.clone(),
+                router_id.clone(),
                 started.elapsed(),
                 table,
                 dataplane,
@@ -90,21 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             "xdp-lb ready"
         );
         // Health checks run beside the loop and report changes over a channel.
-        let (transitions_tx, mut transitions) = tokio::sync::mpsc::channel(1024);
-        let (stop_checks, checks_stopped) = tokio::sync::oneshot::channel::<()>();
-        let checks: Vec<_> = table
-            .checks
-            .iter()
-            .map(|(id, c)| (BackendId(*id), c.spec.clone(), c.params.clone()))
-            .collect();
-        let checks_task = tokio::spawn(xdp_lb_checks::run(
-            checks,
-            CHECK_CONCURRENCY,
-            transitions_tx,
-            async move {
-                let _ = checks_stopped.await;
-            },
-        ));
+        let (mut checks, mut transitions) = HealthChecks::start(&table);
         // VRRP instances: services on their VIPs are forwarded only while MASTER.
         let (failover_tx, mut failover_events) = tokio::sync::mpsc::channel(64);
         let (stop_failover, failover_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -136,6 +136,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         });
         // The quorum at start (alpha servers start down).
         tracking.update(&table);
+        // The VIPs of instances that are MASTER now (for services a reload adds).
+        let mut master_vips: HashSet<std::net::IpAddr> = HashSet::new();
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut nat_gc = tokio::time::interval(nat_gc_interval(&nat_timeouts));
@@ -162,8 +164,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 }
                 _ = nat_gc.tick(), if nat => collect_nat(&mut dataplane, &nat_timeouts),
                 Some(event) = failover_events.recv() => {
+                    for vip in &event.vips {
+                        if event.state == xdp_lb_vrrp::State::Master {
+                            master_vips.insert(*vip);
+                        } else {
+                            master_vips.remove(vip);
+                        }
+                    }
                     if let Err(e) = apply_failover(&mut table, &mut dataplane, &event) {
                         warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
+                    }
+                }
+                Some(new) = reloads.recv() => {
+                    let mut state = Running {
+                        config: &mut config,
+                        netlink: &netlink,
+                        links: &links,
+                        table: &mut table,
+                        dataplane: &mut dataplane,
+                        neighbours: &mut neighbours,
+                        tracking: &mut tracking,
+                        master_vips: &master_vips,
+                        nat: &mut nat,
+                    };
+                    match reload(&mut state, new).await {
+                        Ok(None) => info!("configuration reloaded: nothing changed"),
+                        Ok(Some(summary)) => {
+                            // The checks of the new table, each starting from the
+                            // server's current verdict.
+                            checks.stop().await;
+                            (checks, transitions) = HealthChecks::start(&table);
+                            tracking.update(&table);
+                            info!("configuration reloaded: {summary}");
+                        }
+                        Err(e) => tracing::error!("reload refused, the running configuration stays: {e:#}"),
                     }
                 }
                 Some(t) = script_transitions.recv() => {
@@ -201,7 +235,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 }
             }
         }
-        let _ = stop_checks.send(());
         let _ = stop_scripts.send(());
         if tokio::time::timeout(CHECKS_STOP, scripts_task).await.is_err() {
             warn!("track scripts did not stop within {CHECKS_STOP:?}");
@@ -213,9 +246,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 crate::notify::run(argv, &what, crate::notify::TIMEOUT).await;
             }
         }
-        if tokio::time::timeout(CHECKS_STOP, checks_task).await.is_err() {
-            warn!("health checks did not stop within {CHECKS_STOP:?}");
-        }
+        checks.stop().await;
         // The last state changes of a failed VRRP runtime (its instances stopped).
         while let Ok(event) = failover_events.try_recv() {
             let _ = apply_failover(&mut table, &mut dataplane, &event);
@@ -231,6 +262,146 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     drop(dataplane);
     neighbours.cleanup().await;
     result
+}
+
+/// The health checks of a table's real servers, on a task of their own.
+struct HealthChecks {
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl HealthChecks {
+    /// Starts every check of `table`, each from its server's verdict there (a server
+    /// that is down needs one success to come up, as an `alpha` one does).
+    fn start(
+        table: &ServiceTable,
+    ) -> (
+        HealthChecks,
+        tokio::sync::mpsc::Receiver<xdp_lb_checks::Transition>,
+    ) {
+        let (tx, transitions) = tokio::sync::mpsc::channel(1024);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let checks: Vec<_> = table
+            .checks
+            .iter()
+            .map(|(index, c)| {
+                let mut params = c.params.clone();
+                params.alpha = !table.backends[*index as usize].healthy;
+                (BackendId(*index), c.spec.clone(), params)
+            })
+            .collect();
+        let task = tokio::spawn(xdp_lb_checks::run(
+            checks,
+            CHECK_CONCURRENCY,
+            tx,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (HealthChecks { task, stop }, transitions)
+    }
+
+    /// Stops every check (MISC commands are killed) and waits, bounded.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(CHECKS_STOP, self.task).await.is_err() {
+            warn!("health checks did not stop within {CHECKS_STOP:?}");
+        }
+    }
+}
+
+/// What a reload may change, borrowed from the daemon's loop.
+struct Running<'a> {
+    config: &'a mut Config,
+    netlink: &'a Netlink,
+    links: &'a BTreeMap<u32, Link>,
+    table: &'a mut ServiceTable,
+    dataplane: &'a mut Dataplane,
+    neighbours: &'a mut Neighbours,
+    tracking: &'a mut VrrpTracking,
+    master_vips: &'a HashSet<std::net::IpAddr>,
+    nat: &'a mut bool,
+}
+
+/// Applies a reloaded configuration's virtual servers, or explains why not (and then
+/// nothing changed). `Ok(None)`: the virtual servers are as they were. On `Some`, the
+/// caller restarts the health checks on the new table.
+async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<String>> {
+    let restart = crate::reload::restart_needed(state.config, &new);
+    if !restart.is_empty() {
+        bail!(
+            "{} changed; only [[virtual_server]] tables are applied live, restart xdp-lb \
+             for the rest (a graceful restart hands the VIPs over with priority 0)",
+            restart.join(", ")
+        );
+    }
+    if strip_locations(&state.config.virtual_servers) == strip_locations(&new.virtual_servers) {
+        *state.config = new;
+        return Ok(None);
+    }
+    // Everything that can fail comes before the first map write.
+    let (mut table, reloaded) = ServiceTable::reload(&new, state.table)?;
+    route_backends(state.netlink, state.links, &mut table).await?;
+    for svc in &mut table.services {
+        // A service on a VRRP VIP is forwarded while this node is MASTER for it.
+        if !svc.active {
+            svc.active = state.master_vips.contains(&svc.vip);
+        }
+    }
+    state.neighbours.update(&table).await?;
+    state.neighbours.read(&mut table).await?;
+    for index in 0..table.services.len() {
+        quorum_changed(&mut table, index);
+    }
+    let dp = &mut *state.dataplane;
+    dp.reset_counters(&reloaded.new_services, &reloaded.new_backends)?;
+    for &slot in &reloaded.removed_backends {
+        // Inactive: flows still pinned to it move on their next packet.
+        dp.set_backend(slot, &xdp_lb_common::BackendValue::default())?;
+    }
+    write_all(dp, &table)?;
+    for key in &reloaded.removed_services {
+        dp.remove_service(key)?;
+    }
+    let nat = new
+        .virtual_servers
+        .iter()
+        .any(|v| v.forwarding == Forwarding::Nat);
+    if nat != *state.nat {
+        dp.set_nat(nat, &new.dataplane.nat_timeouts)?;
+        *state.nat = nat;
+    }
+    let summary = format!(
+        "{} virtual servers ({} new, {} removed), {} real servers ({} new, {} removed; {} kept \
+         their health)",
+        table.services.len(),
+        reloaded.new_services.len(),
+        reloaded.removed_services.len(),
+        table.backends.len(),
+        reloaded.new_backends.len(),
+        reloaded.removed_backends.len(),
+        reloaded.kept_health,
+    );
+    state.tracking.retarget(&new, &table);
+    *state.table = table;
+    *state.config = new;
+    Ok(Some(summary))
+}
+
+/// The virtual servers without where they were written, to tell whether a reload
+/// changed them.
+fn strip_locations(vs: &[crate::config::VirtualServer]) -> Vec<crate::config::VirtualServer> {
+    let nowhere = crate::config::Location::default();
+    vs.iter()
+        .cloned()
+        .map(|mut v| {
+            v.location = nowhere.clone();
+            for rs in &mut v.real_servers {
+                rs.location = nowhere.clone();
+            }
+            v
+        })
+        .collect()
 }
 
 /// Finds each real server's egress interface and next hop. Every real server must be
@@ -392,7 +563,7 @@ fn apply_health(
     }
     if table.set_health(id, t.up, t.weight) {
         let index = table.backends[id as usize].service;
-        dataplane.set_backend(id, &table.backend_value(id))?;
+        write_backend(dataplane, table, id)?;
         if quorum_changed(table, index) {
             tracking.update(table);
         }
@@ -479,6 +650,15 @@ impl VrrpTracking {
             tx,
             instances,
             scripts,
+        }
+    }
+
+    /// Points the tracked virtual servers at their places in a reloaded table (the
+    /// instances and scripts cannot change on a reload).
+    fn retarget(&mut self, config: &Config, table: &ServiceTable) {
+        let fresh = VrrpTracking::new(config, table, self.tx.clone());
+        for (t, f) in self.instances.iter_mut().zip(fresh.instances) {
+            t.services = f.services;
         }
     }
 
@@ -638,13 +818,23 @@ impl Drop for AbortOnDrop {
 }
 
 fn write_all(dataplane: &mut Dataplane, table: &ServiceTable) -> anyhow::Result<()> {
-    for b in &table.backends {
-        dataplane.set_backend(b.id, &table.backend_value(b.id))?;
+    for index in 0..table.backends.len() as u32 {
+        write_backend(dataplane, table, index)?;
     }
     for index in 0..table.services.len() {
         dataplane.set_service(&table.spec(index)?)?;
     }
     Ok(())
+}
+
+/// Writes the backend at `index` into its slot.
+fn write_backend(
+    dataplane: &mut Dataplane,
+    table: &ServiceTable,
+    index: u32,
+) -> anyhow::Result<()> {
+    let slot = table.backends[index as usize].id;
+    Ok(dataplane.set_backend(slot, &table.backend_value(index))?)
 }
 
 /// The managed neighbour entries behind the backends' MACs.
@@ -677,6 +867,43 @@ impl Neighbours {
             netlink: netlink.clone(),
             created,
         })
+    }
+
+    /// Follows a reloaded table: managed entries for new next hops, and the ones
+    /// created for next hops no longer used removed.
+    async fn update(&mut self, table: &ServiceTable) -> anyhow::Result<()> {
+        let wanted: Vec<(u32, std::net::IpAddr)> = table
+            .backends
+            .iter()
+            .map(|b| {
+                let e = b.egress.expect("routed before");
+                (e.ifindex, e.next_hop)
+            })
+            .collect();
+        let existing = self.netlink.neighbours().await?;
+        for entry in &wanted {
+            if self.created.contains(entry)
+                || existing.get(entry).is_some_and(|n| {
+                    n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
+                })
+            {
+                continue;
+            }
+            self.netlink
+                .ensure_managed_neighbour(entry.0, entry.1)
+                .await?;
+            self.created.push(*entry);
+        }
+        let mut kept = Vec::with_capacity(self.created.len());
+        for entry in self.created.drain(..) {
+            if wanted.contains(&entry) {
+                kept.push(entry);
+            } else if let Err(e) = self.netlink.remove_neighbour(entry.0, entry.1).await {
+                warn!(error = %e, "could not remove a managed neighbour entry");
+            }
+        }
+        self.created = kept;
+        Ok(())
     }
 
     /// Reads every backend's MAC into the table; returns the ids whose value changed.
@@ -770,7 +997,7 @@ impl Neighbours {
                 }
                 None => warn!(real_server = %b.addr, "real server MAC lost; no new flows to it"),
             }
-            dataplane.set_backend(id, &table.backend_value(id))?;
+            write_backend(dataplane, table, id)?;
             if !services.contains(&b.service) {
                 services.push(b.service);
             }

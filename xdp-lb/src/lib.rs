@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod privileges;
+pub mod reload;
 pub mod schedule;
 pub mod services;
 pub mod status;

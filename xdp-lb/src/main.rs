@@ -135,7 +135,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            runtime.block_on(xdp_lb::daemon::run(config, shutdown_signal()))
+            let xdp_mode = config.dataplane.xdp_mode;
+            runtime.block_on(async move {
+                let (tx, reloads) = tokio::sync::mpsc::channel(4);
+                tokio::spawn(reload_on_sighup(path, xdp_mode, tx));
+                xdp_lb::daemon::run_reloadable(config, reloads, shutdown_signal()).await
+            })
         }
     }
 }
@@ -159,6 +164,36 @@ fn import_keepalived(file: &std::path::Path, interfaces: &[String]) -> anyhow::R
     import.validate().map_err(anyhow::Error::msg)?;
     print!("{}", import.toml);
     Ok(())
+}
+
+/// On each SIGHUP, reads and validates `path` again and hands the result to the
+/// daemon; an invalid file is reported (file:line:col) and the daemon keeps running
+/// as it was. `--xdp-mode` keeps applying.
+async fn reload_on_sighup(
+    path: PathBuf,
+    xdp_mode: XdpMode,
+    tx: tokio::sync::mpsc::Sender<xdp_lb::config::Config>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::error!("cannot install the SIGHUP handler, reload is off: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
+        match config::load(&path) {
+            Ok(mut config) => {
+                config.dataplane.xdp_mode = xdp_mode;
+                if tx.send(config).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

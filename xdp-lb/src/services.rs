@@ -4,6 +4,12 @@
 //!
 //! A backend is one real server *of one service* (as an IPVS destination is), so its
 //! counters and state are per service.
+//!
+//! A backend's `id` is its slot in the BACKENDS map (and its counters), a service's
+//! `id` its counters' index; both stay the same across a reload for as long as the
+//! real server (service key, address, port) or the service (key) stays configured,
+//! so established flows keep their server ([`ServiceTable::reload`]).
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use xdp_lb_common::{
@@ -48,8 +54,12 @@ pub struct Egress {
 
 #[derive(Debug, Clone)]
 pub struct Backend {
+    /// Slot in the BACKENDS map and the per-backend counters.
     pub id: u32,
+    /// Index of its service in [`ServiceTable::services`].
     pub service: usize,
+    /// keepalived's `sorry_server` of its service, not a real server.
+    pub sorry: bool,
     pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
@@ -72,6 +82,7 @@ impl Backend {
         Backend {
             id,
             service,
+            sorry: false,
             addr,
             port,
             weight,
@@ -110,15 +121,17 @@ impl Backend {
 
 #[derive(Debug, Clone)]
 pub struct Service {
+    /// Index of its counters and round-robin cursor.
     pub id: u32,
     pub key: ServiceKey,
     /// `vip:port/proto`, as logs and errors name it.
     pub name: String,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
+    /// Its real servers, as indices into [`ServiceTable::backends`].
     pub backends: Vec<u32>,
-    /// keepalived's `sorry_server`: a backend that takes new flows only while no real
-    /// server can.
+    /// keepalived's `sorry_server` (an index, too): a backend that takes new flows
+    /// only while no real server can.
     pub sorry: Option<u32>,
     pub quorum: Quorum,
     /// Whether the healthy weight meets the quorum (with hysteresis on both edges).
@@ -133,14 +146,73 @@ pub struct Service {
 pub struct ServiceTable {
     pub services: Vec<Service>,
     pub backends: Vec<Backend>,
-    /// Health checks by backend id.
+    /// Health checks by backend index.
     pub checks: Vec<(u32, crate::config::Check)>,
+}
+
+/// What a reload changed in the maps' terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Services no longer configured: their keys leave the SERVICES map.
+    pub removed_services: Vec<ServiceKey>,
+    /// Slots of real servers no longer configured: inactive, so their flows move.
+    pub removed_backends: Vec<u32>,
+    /// Newly given counter indices and slots: their counters start from zero.
+    pub new_services: Vec<u32>,
+    pub new_backends: Vec<u32>,
+    /// Real servers that kept their slot, and whose health carried over (same check).
+    pub kept_backends: usize,
+    pub kept_health: usize,
+}
+
+/// A real server's identity across reloads.
+type BackendIdentity = (ServiceKey, IpAddr, u16, bool);
+
+/// Hands out the lowest ids that are neither kept nor were in use before the reload
+/// (a removed server's slot is not given to another one in the same reload, while
+/// the maps may still hold its flows).
+struct Ids {
+    taken: HashSet<u32>,
+    next: u32,
+    max: u32,
+}
+
+impl Ids {
+    fn new(taken: HashSet<u32>, max: u32) -> Ids {
+        Ids {
+            taken,
+            next: 0,
+            max,
+        }
+    }
+
+    fn take(&mut self) -> Option<u32> {
+        while self.taken.contains(&self.next) {
+            self.next += 1;
+        }
+        (self.next < self.max).then(|| {
+            self.taken.insert(self.next);
+            self.next
+        })
+    }
 }
 
 pub fn addr16(addr: IpAddr) -> [u8; 16] {
     match addr {
         IpAddr::V4(a) => v4_mapped(a.octets()),
         IpAddr::V6(a) => a.octets(),
+    }
+}
+
+fn service_key(v: &crate::config::VirtualServer) -> ServiceKey {
+    ServiceKey {
+        addr: addr16(v.vip),
+        port_be: v.port.to_be(),
+        proto: match v.protocol {
+            Protocol::Tcp => IPPROTO_TCP,
+            Protocol::Udp => IPPROTO_UDP,
+        },
+        _pad: 0,
     }
 }
 
@@ -153,6 +225,25 @@ pub fn service_name(vip: IpAddr, port: u16, protocol: Protocol) -> String {
 
 impl ServiceTable {
     pub fn from_config(config: &Config) -> Result<ServiceTable, ServicesError> {
+        Self::build(config, None).map(|(table, _)| table)
+    }
+
+    /// The table for a reloaded `config`, replacing `old`: real servers and services
+    /// still configured keep their ids, MAC and route; a real server whose check is
+    /// unchanged keeps its health (and dynamic weight) too. New ones start as at
+    /// start-up (alpha servers down). Services' VRRP `active` state is the caller's
+    /// to restore.
+    pub fn reload(
+        config: &Config,
+        old: &ServiceTable,
+    ) -> Result<(ServiceTable, Reloaded), ServicesError> {
+        Self::build(config, Some(old))
+    }
+
+    fn build(
+        config: &Config,
+        old: Option<&ServiceTable>,
+    ) -> Result<(ServiceTable, Reloaded), ServicesError> {
         let vs = &config.virtual_servers;
         if vs.len() > MAX_SERVICES as usize {
             return Err(ServicesError::TooManyServices { count: vs.len() });
@@ -164,47 +255,147 @@ impl ServiceTable {
         if total > MAX_BACKENDS as usize {
             return Err(ServicesError::TooManyBackends { count: total });
         }
+        // What the old table had, by identity.
+        let mut old_backends: HashMap<BackendIdentity, &Backend> = HashMap::new();
+        // Checks by slot.
+        let mut old_checks: HashMap<u32, &crate::config::Check> = HashMap::new();
+        let mut old_services: HashMap<ServiceKey, &Service> = HashMap::new();
+        if let Some(old) = old {
+            for b in &old.backends {
+                let key = old.services[b.service].key;
+                old_backends.insert((key, b.addr, b.port, b.sorry), b);
+            }
+            for (index, check) in &old.checks {
+                old_checks.insert(old.backends[*index as usize].id, check);
+            }
+            for svc in &old.services {
+                old_services.insert(svc.key, svc);
+            }
+        }
+        let mut reloaded = Reloaded::default();
+        // Ids kept, and ids in use before: neither is handed out anew.
+        let keys: Vec<ServiceKey> = vs.iter().map(service_key).collect();
+        let mut kept_slots = HashSet::new();
+        let mut kept_services = HashSet::new();
+        for (v, key) in vs.iter().zip(&keys) {
+            if let Some(svc) = old_services.get(key) {
+                kept_services.insert(svc.id);
+            }
+            let sorry = v.sorry_server.map(|a| (a.ip(), a.port(), true));
+            let servers = v.real_servers.iter().map(|rs| (rs.address, rs.port, false));
+            for (addr, port, is_sorry) in servers.chain(sorry) {
+                if let Some(b) = old_backends.get(&(*key, addr, port, is_sorry)) {
+                    kept_slots.insert(b.id);
+                }
+            }
+        }
+        let mut slot_ids = Ids::new(
+            old.iter()
+                .flat_map(|o| o.backends.iter().map(|b| b.id))
+                .collect(),
+            MAX_BACKENDS,
+        );
+        let mut service_ids = Ids::new(
+            old.iter()
+                .flat_map(|o| o.services.iter().map(|s| s.id))
+                .collect(),
+            MAX_SERVICES,
+        );
         let mut services = Vec::with_capacity(vs.len());
         let mut checks = Vec::new();
-        let mut backends = Vec::with_capacity(total);
-        for (index, v) in vs.iter().enumerate() {
-            let proto = match v.protocol {
-                Protocol::Tcp => IPPROTO_TCP,
-                Protocol::Udp => IPPROTO_UDP,
+        let mut backends: Vec<Backend> = Vec::with_capacity(total);
+        // A new real server: a fresh slot, or the old one when it stays.
+        let mut place = |backends: &mut Vec<Backend>,
+                         reloaded: &mut Reloaded,
+                         identity: BackendIdentity,
+                         service: usize,
+                         weight: u32|
+         -> Result<(u32, Option<Backend>), ServicesError> {
+            let index = backends.len() as u32;
+            let (id, previous) = match old_backends.get(&identity) {
+                Some(b) => {
+                    reloaded.kept_backends += 1;
+                    (b.id, Some((*b).clone()))
+                }
+                None => {
+                    let id = slot_ids
+                        .take()
+                        .ok_or(ServicesError::TooManyBackends { count: total })?;
+                    reloaded.new_backends.push(id);
+                    (id, None)
+                }
             };
+            let mut backend = Backend::new(id, service, identity.1, identity.2, weight);
+            backend.sorry = identity.3;
+            if let Some(p) = &previous {
+                backend.mac = p.mac;
+                backend.egress = p.egress;
+                backend.transitions = p.transitions;
+            }
+            backends.push(backend);
+            Ok((index, previous))
+        };
+        for (index, (v, key)) in vs.iter().zip(&keys).enumerate() {
             let mut ids = Vec::with_capacity(v.real_servers.len());
             for rs in &v.real_servers {
-                let id = backends.len() as u32;
-                ids.push(id);
+                let (i, previous) = place(
+                    &mut backends,
+                    &mut reloaded,
+                    (*key, rs.address, rs.port, false),
+                    index,
+                    rs.weight,
+                )?;
+                ids.push(i);
                 if let Some(check) = &rs.check {
-                    checks.push((id, check.clone()));
+                    checks.push((i, check.clone()));
                 }
-                let mut backend = Backend::new(id, index, rs.address, rs.port, rs.weight);
+                let backend = &mut backends[i as usize];
                 backend.inhibit_on_failure = rs.inhibit_on_failure;
                 // `alpha`: down until its first successful check.
                 backend.healthy = !rs.check.as_ref().is_some_and(|c| c.params.alpha);
-                backends.push(backend);
+                // The same check as before: its verdict stands.
+                let same_check = previous
+                    .as_ref()
+                    .is_some_and(|p| old_checks.get(&p.id).copied() == rs.check.as_ref());
+                if let (true, Some(p)) = (same_check, &previous) {
+                    backend.healthy = p.healthy;
+                    backend.dynamic_weight = p.dynamic_weight;
+                    reloaded.kept_health += 1;
+                }
             }
-            let sorry = v.sorry_server.map(|addr| {
-                let id = backends.len() as u32;
-                backends.push(Backend::new(id, index, addr.ip(), addr.port(), 1));
-                id
-            });
+            let sorry = match v.sorry_server {
+                Some(addr) => Some(
+                    place(
+                        &mut backends,
+                        &mut reloaded,
+                        (*key, addr.ip(), addr.port(), true),
+                        index,
+                        1,
+                    )?
+                    .0,
+                ),
+                None => None,
+            };
+            let (id, quorum_ok) = match old_services.get(key) {
+                Some(svc) => (svc.id, svc.quorum_ok),
+                None => {
+                    let id = service_ids
+                        .take()
+                        .ok_or(ServicesError::TooManyServices { count: vs.len() })?;
+                    reloaded.new_services.push(id);
+                    (id, true)
+                }
+            };
             services.push(Service {
-                id: index as u32,
-                key: ServiceKey {
-                    addr: addr16(v.vip),
-                    port_be: v.port.to_be(),
-                    proto,
-                    _pad: 0,
-                },
+                id,
+                key: *key,
                 name: service_name(v.vip, v.port, v.protocol),
                 scheduler: v.scheduler,
                 forwarding: v.forwarding,
                 backends: ids,
                 sorry,
                 quorum: v.quorum.clone(),
-                quorum_ok: true,
+                quorum_ok,
                 vip: v.vip,
                 active: !config
                     .vrrp
@@ -212,15 +403,33 @@ impl ServiceTable {
                     .any(|vi| vi.virtual_ipaddresses.iter().any(|a| a.addr == v.vip)),
             });
         }
-        Ok(ServiceTable {
-            services,
-            backends,
-            checks,
-        })
+        if let Some(old) = old {
+            reloaded.removed_services = old
+                .services
+                .iter()
+                .filter(|s| !kept_services.contains(&s.id))
+                .map(|s| s.key)
+                .collect();
+            reloaded.removed_backends = old
+                .backends
+                .iter()
+                .filter(|b| !kept_slots.contains(&b.id))
+                .map(|b| b.id)
+                .collect();
+        }
+        Ok((
+            ServiceTable {
+                services,
+                backends,
+                checks,
+            },
+            reloaded,
+        ))
     }
 
-    pub fn backend_value(&self, id: u32) -> BackendValue {
-        let b = &self.backends[id as usize];
+    /// The BACKENDS map value of the backend at `index` (its slot is its `id`).
+    pub fn backend_value(&self, index: u32) -> BackendValue {
+        let b = &self.backends[index as usize];
         let (ifindex, src_mac, mtu, tun_src) = match b.egress {
             Some(e) => (
                 e.ifindex,
@@ -254,7 +463,11 @@ impl ServiceTable {
         // takes them if it is reachable; without one, new flows have nowhere to go.
         let no_quorum = !svc.quorum_ok || weights.iter().all(|w| *w == 0);
         if no_quorum {
-            let sorry = svc.sorry.filter(|id| self.backends[*id as usize].usable());
+            let sorry = svc
+                .sorry
+                .map(|i| &self.backends[i as usize])
+                .filter(|b| b.usable())
+                .map(|b| b.id);
             return Ok(self.service_spec(svc, SELECT_CURSOR, sorry.into_iter().collect()));
         }
         let sched = match svc.scheduler {
@@ -285,7 +498,7 @@ impl ServiceTable {
         let slots = sched
             .slots
             .iter()
-            .map(|pos| svc.backends[*pos as usize])
+            .map(|pos| self.backends[svc.backends[*pos as usize] as usize].id)
             .collect();
         Ok(self.service_spec(svc, sched.select, slots))
     }
@@ -557,5 +770,86 @@ scheduler = "rr"
         assert!(!t.set_mac(1, None), "no change reported twice");
         assert_eq!(t.backend_value(1).flags, 0);
         assert!(!t.spec(0).unwrap().slots.contains(&1));
+    }
+
+    fn reloaded(old: &ServiceTable, text: &str) -> (ServiceTable, Reloaded) {
+        ServiceTable::reload(&config::parse(text, "new.toml").unwrap(), old).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_the_slots_and_state_of_real_servers_that_stay() {
+        let mut old = table();
+        for id in 0..4 {
+            make_usable(&mut old, id);
+        }
+        old.set_health(1, false, None);
+        // .11 leaves, .14 joins, .12 gets weight 5; the IPv6 service goes; a new one.
+        let text = CONFIG
+            .replace(
+                "  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n  weight = 1\n",
+                "",
+            )
+            .replace("weight = 2", "weight = 5")
+            .replace(
+                "[[virtual_server]]\nvip = \"2001:db8::100\"",
+                "  [[virtual_server.real_server]]\n  address = \"192.0.2.14\"\n\n[[virtual_server]]\nvip = \"192.0.2.200\"",
+            )
+            .replace("2001:db8::11", "192.0.2.21");
+        let (t, r) = reloaded(&old, &text);
+        let slot = |addr: &str| {
+            let addr: IpAddr = addr.parse().unwrap();
+            t.backends.iter().find(|b| b.addr == addr).unwrap()
+        };
+        // Kept: same slot, MAC, route and verdict (no check: still its verdict).
+        assert_eq!(slot("192.0.2.12").id, 1);
+        assert_eq!(slot("192.0.2.12").weight, 5);
+        assert!(!slot("192.0.2.12").healthy, "its verdict carried over");
+        assert_eq!(slot("192.0.2.12").mac, old.backends[1].mac);
+        assert_eq!(slot("192.0.2.13").id, 2);
+        assert!(slot("192.0.2.13").reachable());
+        // New: slots nobody used before (not .11's 0, nor the IPv6 server's 3).
+        assert_eq!(slot("192.0.2.14").id, 4);
+        assert_eq!(slot("192.0.2.21").id, 5);
+        assert!(
+            !slot("192.0.2.14").reachable(),
+            "learns its MAC as at start"
+        );
+        assert_eq!(r.removed_backends, vec![0, 3]);
+        assert_eq!(r.new_backends, vec![4, 5]);
+        assert_eq!((r.kept_backends, r.kept_health), (2, 2));
+        // Services: the first keeps id 0; the IPv6 one (id 1) leaves; the new gets 2.
+        assert_eq!(t.services[0].id, 0);
+        assert_eq!(t.services[1].id, 2);
+        assert_eq!(r.removed_services, vec![old.services[1].key]);
+        assert_eq!(r.new_services, vec![2]);
+        // The schedule names slots: .13 (weight 3) only, .12 being down.
+        assert_eq!(t.spec(0).unwrap().slots, vec![2]);
+    }
+
+    #[test]
+    fn a_changed_check_starts_its_server_afresh() {
+        let with_check = |interval: &str| {
+            CONFIG.replace(
+                "  address = \"192.0.2.12\"\n  weight = 2\n",
+                &format!(
+                    "  address = \"192.0.2.12\"\n  weight = 2\n  check = {{ type = \"tcp\", interval = \"{interval}\", alpha = true }}\n"
+                ),
+            )
+        };
+        let mut old =
+            ServiceTable::from_config(&config::parse(&with_check("2s"), "old.toml").unwrap())
+                .unwrap();
+        assert!(!old.backends[1].healthy, "alpha: down until checked");
+        old.set_health(1, true, None);
+        let (same, r) = reloaded(&old, &with_check("2s"));
+        assert!(
+            same.backends[1].healthy,
+            "the same check: its verdict stands"
+        );
+        assert_eq!(r.kept_health, 4);
+        let (changed, r) = reloaded(&old, &with_check("5s"));
+        assert!(!changed.backends[1].healthy, "a new check: alpha again");
+        assert_eq!(changed.backends[1].id, 1, "but the same slot");
+        assert_eq!(r.kept_health, 3);
     }
 }

@@ -89,7 +89,7 @@ impl Snapshot {
         };
         let real_server = |id: u32, note: &mut dyn FnMut(crate::dataplane::DataplaneError)| {
             let b = &table.backends[id as usize];
-            let c = dataplane.backend_stats(id).unwrap_or_else(|e| {
+            let c = dataplane.backend_stats(b.id).unwrap_or_else(|e| {
                 note(e);
                 Default::default()
             });

@@ -9,8 +9,8 @@ use xdp_lb::{
     schedule,
 };
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, SELECT_HASH_FLOW,
-    SELECT_HASH_SRC, ServiceKey, v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR,
+    SELECT_HASH_FLOW, SELECT_HASH_SRC, ServiceKey, v4_mapped,
 };
 
 use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
@@ -384,6 +384,35 @@ fn a_flow_on_a_disabled_backend_is_rescheduled_and_others_stay() {
         }
     }
     assert_eq!(dp.service_stats(0).unwrap().rescheduled, 3);
+}
+
+/// After a reload gave the service key to a service with another id (the old one was
+/// removed and its slots handed on), flows pinned under the old id start afresh.
+#[test]
+fn a_pin_made_for_another_service_id_is_not_followed() {
+    let mut dp = dataplane();
+    let f = tcp4(31_000, 80);
+    let before = assert_dr_rewrite(&f, &run(&dp, &f).1);
+    // The same key under id 1, whose schedule holds only the other backends.
+    let k = key(v4_mapped(VIP), 80, IPPROTO_TCP);
+    let others: Vec<u32> = (0..3).filter(|b| *b != before as u32).collect();
+    dp.set_service(&ServiceSpec {
+        key: k,
+        id: 1,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        active: true,
+        slots: others.clone(),
+    })
+    .unwrap();
+    let now = assert_dr_rewrite(&f, &run(&dp, &f).1);
+    assert!(
+        others.contains(&(now as u32)),
+        "the flow followed a pin made under service id 0 to backend {now}"
+    );
+    assert_eq!(dp.service_stats(1).unwrap().rescheduled, 1);
+    // Pinned again, under id 1: it stays.
+    assert_eq!(assert_dr_rewrite(&f, &run(&dp, &f).1), now);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// A position in a config file. `line` and `col` are 1-based; `col` counts characters
 /// (a tab is one column, as in compiler messages).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Location {
     pub source: String,
     pub line: usize,

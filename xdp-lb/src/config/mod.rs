@@ -37,7 +37,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
     let src = error::SourceText::new(text, source);
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-    validate::validate(raw, &src)
+    let mut config = validate::validate(raw, &src)?;
+    // It parsed as `RawConfig`, so it parses as a table.
+    let mut others: toml::Table = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+    others.remove("virtual_server");
+    config.others = others;
+    Ok(config)
 }
 
 /// A validated configuration.
@@ -52,6 +57,9 @@ pub struct Config {
     pub scripts: Vec<TrackScript>,
     /// `[vrrp_sync_group.NAME]` groups, sorted by name.
     pub sync_groups: Vec<SyncGroup>,
+    /// Every table but `[[virtual_server]]`, as written: a reload compares them to
+    /// tell what besides virtual servers changed (see `crate::reload`).
+    pub others: toml::Table,
 }
 
 /// keepalived's `vrrp_sync_group`: instances that change state together (when one
@@ -227,7 +235,7 @@ pub enum XdpMode {
 }
 
 /// One `[[virtual_server]]`: a (vip, port, protocol) service and its real servers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualServer {
     pub vip: IpAddr,
     pub port: u16,
@@ -285,7 +293,7 @@ pub enum Forwarding {
 }
 
 /// One `[[virtual_server.real_server]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealServer {
     pub address: IpAddr,
     /// Defaults to the virtual server's port.
@@ -327,7 +335,7 @@ impl Default for Quorum {
 
 /// A real server's health check: what to probe and how often, with keepalived's
 /// defaults for anything not given.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     pub spec: xdp_lb_checks::CheckSpec,
     pub params: xdp_lb_checks::CheckParams,

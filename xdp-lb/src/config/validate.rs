@@ -123,6 +123,7 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         vrrp,
         scripts,
         sync_groups,
+        others: toml::Table::new(),
     })
 }
 

@@ -59,6 +59,8 @@ pub enum DataplaneError {
     },
     #[error("map `EGRESS`: cannot add ifindex {ifindex} as a redirect target: {reason}")]
     Egress { ifindex: u32, reason: String },
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
     #[error("backend id {0} is out of range (max {MAX_BACKENDS})")]
     BackendId(u32),
     #[error(transparent)]
@@ -264,6 +266,44 @@ impl Dataplane {
             .map_err(map_err("SERVICES"))?;
         if let Some(old) = self.ranges.insert(spec.key, range) {
             self.pool.retire(old);
+        }
+        Ok(())
+    }
+
+    /// Takes a service out (a reload dropped it): its packets go to the kernel again,
+    /// and its schedule range is retired.
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        match self.services.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("SERVICES")(e)),
+        }
+        if let Some(old) = self.ranges.remove(key) {
+            self.pool.retire(old);
+        }
+        Ok(())
+    }
+
+    /// Zeroes the counters of a service id and backend slots that a reload hands to
+    /// new services and real servers.
+    pub fn reset_counters(
+        &mut self,
+        service_ids: &[u32],
+        backend_slots: &[u32],
+    ) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
+        for &id in service_ids {
+            let zero = aya::maps::PerCpuValues::try_from(vec![ServiceStats::default(); cpus])
+                .map_err(DataplaneError::Cpus)?;
+            self.service_stats
+                .set(id, zero, 0)
+                .map_err(map_err("SERVICE_STATS"))?;
+        }
+        for &slot in backend_slots {
+            let zero = aya::maps::PerCpuValues::try_from(vec![BackendStats::default(); cpus])
+                .map_err(DataplaneError::Cpus)?;
+            self.backend_stats
+                .set(slot, zero, 0)
+                .map_err(map_err("BACKEND_STATS"))?;
         }
         Ok(())
     }
