@@ -91,6 +91,22 @@ impl Daemon {
         }
     }
 
+    /// Replaces the daemon's config file with `config` and sends SIGHUP (a reload, as
+    /// `systemctl reload` does); the caller waits for the outcome in the log.
+    pub fn reload(&self, config: &str) -> Result<()> {
+        // Written aside and renamed, so the daemon never reads half a file.
+        let path: &Path = &self._config;
+        let aside = path.with_extension("new");
+        std::fs::write(&aside, config).context("writing the new config file")?;
+        std::fs::rename(&aside, path).context("replacing the config file")?;
+        self.signal(nix::sys::signal::Signal::SIGHUP)
+    }
+
+    /// The config file the daemon was started with.
+    pub fn config_path(&self) -> &Path {
+        &self._config
+    }
+
     /// Sends `signal` to the daemon (SIGKILL for a crash, SIGTERM for a stop), without
     /// waiting; [`Daemon::wait_exit`] then tells how it ended.
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {

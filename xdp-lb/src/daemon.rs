@@ -348,8 +348,13 @@ async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<S
             svc.active = state.master_vips.contains(&svc.vip);
         }
     }
-    state.neighbours.update(&table).await?;
-    state.neighbours.read(&mut table).await?;
+    // New real servers' MACs, waited for as at start (bounded by neighbour_timeout;
+    // the loop waits meanwhile), so "reloaded" means they take connections.
+    state.neighbours.add(&table).await?;
+    state
+        .neighbours
+        .wait_for_macs(&mut table, new.dataplane.neighbour_timeout)
+        .await?;
     for index in 0..table.services.len() {
         quorum_changed(&mut table, index);
     }
@@ -383,6 +388,7 @@ async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<S
         reloaded.kept_health,
     );
     state.tracking.retarget(&new, &table);
+    state.neighbours.prune(&table).await;
     *state.table = table;
     *state.config = new;
     Ok(Some(summary))
@@ -837,6 +843,18 @@ fn write_backend(
     Ok(dataplane.set_backend(slot, &table.backend_value(index))?)
 }
 
+/// (ifindex, next hop) of every backend, routed before.
+fn next_hops(table: &ServiceTable) -> Vec<(u32, std::net::IpAddr)> {
+    table
+        .backends
+        .iter()
+        .map(|b| {
+            let e = b.egress.expect("routed before");
+            (e.ifindex, e.next_hop)
+        })
+        .collect()
+}
+
 /// The managed neighbour entries behind the backends' MACs.
 struct Neighbours {
     netlink: Netlink,
@@ -869,21 +887,12 @@ impl Neighbours {
         })
     }
 
-    /// Follows a reloaded table: managed entries for new next hops, and the ones
-    /// created for next hops no longer used removed.
-    async fn update(&mut self, table: &ServiceTable) -> anyhow::Result<()> {
-        let wanted: Vec<(u32, std::net::IpAddr)> = table
-            .backends
-            .iter()
-            .map(|b| {
-                let e = b.egress.expect("routed before");
-                (e.ifindex, e.next_hop)
-            })
-            .collect();
+    /// Managed entries for a reloaded table's new next hops.
+    async fn add(&mut self, table: &ServiceTable) -> anyhow::Result<()> {
         let existing = self.netlink.neighbours().await?;
-        for entry in &wanted {
-            if self.created.contains(entry)
-                || existing.get(entry).is_some_and(|n| {
+        for entry in next_hops(table) {
+            if self.created.contains(&entry)
+                || existing.get(&entry).is_some_and(|n| {
                     n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
                 })
             {
@@ -892,8 +901,14 @@ impl Neighbours {
             self.netlink
                 .ensure_managed_neighbour(entry.0, entry.1)
                 .await?;
-            self.created.push(*entry);
+            self.created.push(entry);
         }
+        Ok(())
+    }
+
+    /// Removes the entries this daemon created for next hops `table` no longer uses.
+    async fn prune(&mut self, table: &ServiceTable) {
+        let wanted = next_hops(table);
         let mut kept = Vec::with_capacity(self.created.len());
         for entry in self.created.drain(..) {
             if wanted.contains(&entry) {
@@ -903,7 +918,6 @@ impl Neighbours {
             }
         }
         self.created = kept;
-        Ok(())
     }
 
     /// Reads every backend's MAC into the table; returns the ids whose value changed.
