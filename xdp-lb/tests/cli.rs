@@ -1,17 +1,7 @@
 //! The command line without privileges: `check` validates and names file:line:col.
-use std::process::Command;
+mod support;
 
-fn xdp_lb(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xdp-lb"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::xdp_lb;
 
 fn write(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -82,7 +72,7 @@ fn an_unprivileged_run_says_which_privileges_are_missing() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let out = Command::new("setpriv")
+    let out = std::process::Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",

@@ -1,26 +1,16 @@
 //! `xdp-lb import-keepalived`: keepalived.conf → a valid xdp-lb configuration, with
 //! every setting left out reported with its line. No privileges needed.
+mod support;
+
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::Duration;
+use support::xdp_lb;
 
 use xdp_lb::config::{self, Forwarding, Protocol, Scheduler, TrackedInterface};
 use xdp_lb::import::{ImportError, import};
 use xdp_lb_checks::CheckSpec;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keepalived");
-
-fn xdp_lb(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xdp-lb"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn data(name: &str) -> String {
     format!("{DATA}/{name}")

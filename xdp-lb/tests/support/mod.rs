@@ -81,3 +81,16 @@ pub fn assert_split(
         );
     }
 }
+
+/// Runs the `xdp-lb` binary with `args`: exit code, stdout, stderr.
+pub fn xdp_lb(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
