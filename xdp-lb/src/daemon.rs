@@ -71,7 +71,7 @@ pub async fn run_reloadable(
             quorum_changed(&mut table, index);
         }
         write_all(&mut dataplane, &table)?;
-        let mut nat = config.virtual_servers.iter().any(|v| v.forwarding == Forwarding::Nat);
+        let mut nat = uses_nat(&config);
         let nat_timeouts = config.dataplane.nat_timeouts;
         dataplane.set_nat(nat, &nat_timeouts)?;
         for link in links.values() {
@@ -368,10 +368,7 @@ async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<S
     for key in &reloaded.removed_services {
         dp.remove_service(key)?;
     }
-    let nat = new
-        .virtual_servers
-        .iter()
-        .any(|v| v.forwarding == Forwarding::Nat);
+    let nat = uses_nat(&new);
     if nat != *state.nat {
         dp.set_nat(nat, &new.dataplane.nat_timeouts)?;
         *state.nat = nat;
@@ -392,6 +389,14 @@ async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<S
     *state.table = table;
     *state.config = new;
     Ok(Some(summary))
+}
+
+/// Whether any virtual server forwards by NAT (the reply path is on only then).
+fn uses_nat(config: &Config) -> bool {
+    config
+        .virtual_servers
+        .iter()
+        .any(|v| v.forwarding == Forwarding::Nat)
 }
 
 /// The virtual servers without where they were written, to tell whether a reload
@@ -864,33 +869,20 @@ struct Neighbours {
 
 impl Neighbours {
     async fn register(netlink: &Netlink, table: &ServiceTable) -> anyhow::Result<Neighbours> {
-        let mut created = Vec::new();
-        let existing = netlink.neighbours().await?;
-        for b in &table.backends {
-            let egress = b.egress.expect("routed before");
-            let entry = (egress.ifindex, egress.next_hop);
-            if created.contains(&entry) {
-                continue;
-            }
-            // A static entry set by an operator is theirs: use it, do not convert it.
-            if existing.get(&entry).is_some_and(|n| {
-                n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
-            }) {
-                continue;
-            }
-            netlink.ensure_managed_neighbour(entry.0, entry.1).await?;
-            created.push(entry);
-        }
-        Ok(Neighbours {
+        let mut neighbours = Neighbours {
             netlink: netlink.clone(),
-            created,
-        })
+            created: Vec::new(),
+        };
+        neighbours.add(table).await?;
+        Ok(neighbours)
     }
 
-    /// Managed entries for a reloaded table's new next hops.
+    /// Managed entries for the table's next hops that have none from us yet (at start,
+    /// and for a reloaded table's new ones).
     async fn add(&mut self, table: &ServiceTable) -> anyhow::Result<()> {
         let existing = self.netlink.neighbours().await?;
         for entry in next_hops(table) {
+            // A static entry set by an operator is theirs: use it, do not convert it.
             if self.created.contains(&entry)
                 || existing.get(&entry).is_some_and(|n| {
                     n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
