@@ -273,22 +273,8 @@ impl ServiceTable {
             }
         }
         let mut reloaded = Reloaded::default();
-        // Ids kept, and ids in use before: neither is handed out anew.
         let keys: Vec<ServiceKey> = vs.iter().map(service_key).collect();
-        let mut kept_slots = HashSet::new();
-        let mut kept_services = HashSet::new();
-        for (v, key) in vs.iter().zip(&keys) {
-            if let Some(svc) = old_services.get(key) {
-                kept_services.insert(svc.id);
-            }
-            let sorry = v.sorry_server.map(|a| (a.ip(), a.port(), true));
-            let servers = v.real_servers.iter().map(|rs| (rs.address, rs.port, false));
-            for (addr, port, is_sorry) in servers.chain(sorry) {
-                if let Some(b) = old_backends.get(&(*key, addr, port, is_sorry)) {
-                    kept_slots.insert(b.id);
-                }
-            }
-        }
+        // Every id in use before is off limits for new ones; kept ones are reused.
         let mut slot_ids = Ids::new(
             old.iter()
                 .flat_map(|o| o.backends.iter().map(|b| b.id))
@@ -404,6 +390,8 @@ impl ServiceTable {
             });
         }
         if let Some(old) = old {
+            let kept_services: HashSet<u32> = services.iter().map(|s| s.id).collect();
+            let kept_slots: HashSet<u32> = backends.iter().map(|b| b.id).collect();
             reloaded.removed_services = old
                 .services
                 .iter()
