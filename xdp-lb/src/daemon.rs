@@ -550,8 +550,9 @@ fn notify_spec(n: &crate::config::VrrpNotify) -> failover::Notify {
     }
 }
 
-/// A health verdict changed: log it (with the service and real server it is about),
-/// and rebuild that service's schedule; the switch is one map update.
+/// A health verdict changed: rebuild that service's schedule (the switch is one map
+/// update), then log it with the service and real server it is about. The line comes
+/// after the maps are written so that, once it is read, new connections already follow it.
 fn apply_health(
     table: &mut ServiceTable,
     dataplane: &mut Dataplane,
@@ -560,38 +561,50 @@ fn apply_health(
 ) -> anyhow::Result<()> {
     let id = t.backend.0;
     let b = &table.backends[id as usize];
-    let service = table.services[b.service].name.clone();
+    let index = b.service;
+    let service = table.services[index].name.clone();
     let server = std::net::SocketAddr::new(b.addr, b.port);
     let what = match (&t.reason, t.weight) {
         (Some(reason), _) => format!("down: {reason}"),
         (None, Some(w)) => format!("up with weight {w}"),
         (None, None) => "up".to_string(),
     };
+    let mut quorum = None;
+    let applied = if table.set_health(id, t.up, t.weight) {
+        write_backend(dataplane, table, id)
+            .and_then(|()| {
+                // The schedule written next depends on the quorum (sorry server).
+                quorum = table.update_quorum(index);
+                Ok(dataplane.set_service(&table.spec(index)?)?)
+            })
+            .map(|()| true)
+    } else {
+        Ok(false)
+    };
     if t.up {
         info!(%service, real_server = %server, check = %t.check, "real server {what}");
     } else {
         warn!(%service, real_server = %server, check = %t.check, "real server {what}");
     }
-    if table.set_health(id, t.up, t.weight) {
-        let index = table.backends[id as usize].service;
-        write_backend(dataplane, table, id)?;
-        if quorum_changed(table, index) {
-            tracking.update(table);
-        }
-        dataplane.set_service(&table.spec(index)?)?;
-        if table.usable_weight(index) == 0 {
-            warn!(%service, "no real server can take new connections");
-        }
+    if let Some(gained) = quorum {
+        report_quorum(table, index, gained);
+        tracking.update(table);
+    }
+    if applied? && table.usable_weight(index) == 0 {
+        warn!(%service, "no real server can take new connections");
     }
     Ok(())
 }
 
-/// Re-evaluates a service's quorum and runs its up/down command on a change; says
-/// whether it changed.
-fn quorum_changed(table: &mut ServiceTable, index: usize) -> bool {
-    let Some(gained) = table.update_quorum(index) else {
-        return false;
-    };
+/// Re-evaluates a service's quorum and runs its up/down command on a change.
+fn quorum_changed(table: &mut ServiceTable, index: usize) {
+    if let Some(gained) = table.update_quorum(index) {
+        report_quorum(table, index, gained);
+    }
+}
+
+/// Logs a quorum edge and runs the service's up/down command for it.
+fn report_quorum(table: &ServiceTable, index: usize, gained: bool) {
     let svc = &table.services[index];
     let weight = table.usable_weight(index);
     let (command, edge) = if gained {
@@ -604,7 +617,6 @@ fn quorum_changed(table: &mut ServiceTable, index: usize) -> bool {
     if let Some(argv) = command {
         crate::notify::spawn(argv, format!("{edge} of {}", svc.name));
     }
-    true
 }
 
 /// What VRRP instances track: virtual servers' quorum (`track_virtual_servers`) and
@@ -995,6 +1007,19 @@ impl Neighbours {
     ) -> anyhow::Result<()> {
         let changed = self.read(table).await?;
         let mut services = Vec::new();
+        for &id in &changed {
+            write_backend(dataplane, table, id)?;
+            let service = table.backends[id as usize].service;
+            if !services.contains(&service) {
+                services.push(service);
+            }
+        }
+        for index in services {
+            dataplane
+                .set_service(&table.spec(index)?)
+                .with_context(|| format!("updating {}", table.services[index].name))?;
+        }
+        // Logged once the maps follow, so a reader of the line can rely on it.
         for id in changed {
             let b = &table.backends[id as usize];
             match b.mac {
@@ -1003,15 +1028,6 @@ impl Neighbours {
                 }
                 None => warn!(real_server = %b.addr, "real server MAC lost; no new flows to it"),
             }
-            write_backend(dataplane, table, id)?;
-            if !services.contains(&b.service) {
-                services.push(b.service);
-            }
-        }
-        for index in services {
-            dataplane
-                .set_service(&table.spec(index)?)
-                .with_context(|| format!("updating {}", table.services[index].name))?;
         }
         Ok(())
     }
