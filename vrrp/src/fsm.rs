@@ -163,6 +163,13 @@ pub struct Config {
     pub primary_address: IpAddr,
     /// Minimum time between two reports of the same diagnostic.
     pub report_interval: Duration,
+    /// While MASTER, do not answer a lower-priority advert with one of ours
+    /// (keepalived's `lower_prio_no_advert`; default: answer at once).
+    pub lower_prio_no_advert: bool,
+    /// While MASTER, answer a higher-priority advert with one of ours before giving way
+    /// (keepalived's `higher_prio_send_advert`), so that every node, including a third
+    /// that missed the winner's advert, sees the change at once.
+    pub higher_prio_send_advert: bool,
 }
 
 impl Config {
@@ -184,6 +191,8 @@ impl Config {
             auth: None,
             primary_address,
             report_interval: DEFAULT_REPORT_INTERVAL,
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
         }
     }
 
@@ -303,6 +312,10 @@ pub enum Action {
     },
     /// Now MASTER: add the VIPs, send GARP / unsolicited NA, run the master notify.
     BecomeMaster,
+    /// Still MASTER, but a lower-priority advert arrived: its sender may have held the
+    /// addresses, so hosts may cache its MAC. Announce the addresses again (keepalived's
+    /// `garp_lower_prio_repeat` / `garp_lower_prio_delay`).
+    Reannounce,
     /// Now BACKUP: remove the VIPs if held, run the backup notify.
     BecomeBackup,
     /// Now FAULT: remove the VIPs if held, run the fault notify.
@@ -332,6 +345,7 @@ impl fmt::Display for Action {
         match self {
             Action::SendAdvert { priority } => write!(f, "send advert with priority {priority}"),
             Action::BecomeMaster => f.write_str("enter MASTER state"),
+            Action::Reannounce => f.write_str("announce the addresses again"),
             Action::BecomeBackup => f.write_str("enter BACKUP state"),
             Action::BecomeFault => f.write_str("enter FAULT state"),
             Action::Stop => f.write_str("stop"),
@@ -733,6 +747,9 @@ impl Instance {
         let peer_wins = advert.priority > self.priority
             || (advert.priority == self.priority && from > self.cfg.primary_address);
         if peer_wins {
+            if self.cfg.higher_prio_send_advert {
+                self.send(self.priority, out);
+            }
             if self.cfg.version == Version::V3 {
                 self.master_adver_interval = advert.max_advert_interval;
             }
@@ -741,7 +758,10 @@ impl Instance {
         } else {
             // Answer at once so that the other master hears a better one (keepalived's
             // "forcing new election").
-            self.send(self.priority, out);
+            if !self.cfg.lower_prio_no_advert {
+                self.send(self.priority, out);
+            }
+            out.push(Action::Reannounce);
             self.note_conflict(now, from, advert.priority, out);
         }
     }
@@ -1098,10 +1118,11 @@ mod tests {
             assert_eq!(vr.next_deadline(), Some(down));
         }
         assert_eq!(to_master(&mut vr), down);
-        // The old master's next advert is answered at once.
+        // The old master's next advert is answered at once, and since hosts may still
+        // hold its MAC for the addresses, they are announced again.
         assert_eq!(
             vr.handle(down + secs(0.2), advert_from(&vr, 100)),
-            vec![Action::SendAdvert { priority: 150 }]
+            vec![Action::SendAdvert { priority: 150 }, Action::Reannounce]
         );
     }
 
@@ -1261,9 +1282,60 @@ mod tests {
         };
         assert_eq!(
             vr.handle(at, low),
-            vec![Action::SendAdvert { priority: 150 }]
+            vec![Action::SendAdvert { priority: 150 }, Action::Reannounce]
         );
         assert_eq!(vr.state(), State::Master);
+    }
+
+    #[test]
+    fn master_answers_a_lower_priority_advert_and_announces_again() {
+        let t0 = Instant::now();
+        let mut vr = started(cfg(150), t0);
+        let at = to_master(&mut vr);
+        let sent = vr.stats().adverts_sent;
+        assert_eq!(
+            vr.handle(at, advert_from(&vr, 100)),
+            vec![Action::SendAdvert { priority: 150 }, Action::Reannounce]
+        );
+        assert_eq!(vr.stats().adverts_sent, sent + 1);
+        assert_eq!(vr.state(), State::Master);
+
+        // lower_prio_no_advert: the addresses are announced, no advert is sent.
+        let mut vr = started(
+            Config {
+                lower_prio_no_advert: true,
+                ..cfg(150)
+            },
+            t0,
+        );
+        let at = to_master(&mut vr);
+        let sent = vr.stats().adverts_sent;
+        assert_eq!(
+            vr.handle(at, advert_from(&vr, 100)),
+            vec![Action::Reannounce]
+        );
+        assert_eq!(vr.stats().adverts_sent, sent);
+    }
+
+    #[test]
+    fn higher_prio_send_advert_answers_before_giving_way() {
+        let t0 = Instant::now();
+        let mut vr = started(
+            Config {
+                higher_prio_send_advert: true,
+                ..cfg(150)
+            },
+            t0,
+        );
+        let at = to_master(&mut vr);
+        assert_eq!(
+            vr.handle(at, advert_from(&vr, 200)),
+            vec![Action::SendAdvert { priority: 150 }, Action::BecomeBackup]
+        );
+        assert_eq!(vr.state(), State::Backup);
+        assert_eq!(vr.master(), Some((ip(PEER), 200)));
+        // As BACKUP it stays silent under the new master.
+        assert!(vr.handle(at, advert_from(&vr, 200)).is_empty());
     }
 
     #[test]
