@@ -10,8 +10,11 @@ use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::Arc,
     time::Duration,
 };
+
+use tokio::task::JoinHandle;
 
 use etherparse::{
     ArpEthIpv4Packet, ArpHardwareId, ArpOperation, EtherType, Icmpv6Type, PacketBuilder,
@@ -78,6 +81,71 @@ impl Schedule {
                 burst(self.refresh_repeat, self.interval, &mut round).await;
             }
         }
+    }
+}
+
+/// One round: every frame, each on its interface's socket.
+pub type Frames = Arc<Vec<(Arc<FrameSocket>, Vec<u8>)>>;
+
+/// The announcements of one instance while it is MASTER: the takeover schedule and,
+/// when a lower-priority advert arrives, extra bursts (keepalived's
+/// `garp_lower_prio_*`), each on a task of its own. [`Announcer::stop`] ends both.
+#[derive(Default)]
+pub struct Announcer {
+    instance: Arc<str>,
+    frames: Frames,
+    takeover: Option<JoinHandle<()>>,
+    lower_prio: Option<JoinHandle<()>>,
+}
+
+impl Announcer {
+    /// Starts announcing `frames` on `schedule` (becoming MASTER), replacing what ran.
+    pub fn start(&mut self, instance: &str, frames: Frames, schedule: Schedule) {
+        self.stop();
+        self.instance = instance.into();
+        self.frames = frames;
+        self.takeover = Some(self.spawn(schedule));
+    }
+
+    /// A lower-priority advert arrived: a burst of `repeat` now and another `delay`
+    /// after the last such advert (a newer one restarts that wait rather than adding
+    /// bursts). Nothing while not started or with `repeat` zero.
+    pub fn again(&mut self, repeat: u32, delay: Duration, interval: Duration) {
+        if self.frames.is_empty() || repeat == 0 {
+            return;
+        }
+        if let Some(old) = self.lower_prio.take() {
+            old.abort();
+        }
+        self.lower_prio = Some(self.spawn(Schedule {
+            repeat,
+            delay,
+            refresh: None,
+            refresh_repeat: 0,
+            interval,
+        }));
+    }
+
+    /// Leaving MASTER (or shutting down): no more announcements.
+    pub fn stop(&mut self) {
+        for task in [self.takeover.take(), self.lower_prio.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        self.frames = Frames::default();
+    }
+
+    fn spawn(&self, schedule: Schedule) -> JoinHandle<()> {
+        let (frames, instance) = (Arc::clone(&self.frames), Arc::clone(&self.instance));
+        tokio::spawn(schedule.run(move || {
+            for (socket, frame) in frames.iter() {
+                if let Err(e) = socket.send(frame) {
+                    tracing::warn!(instance = %instance, "cannot send announcement: {e}");
+                }
+            }
+        }))
     }
 }
 

@@ -518,6 +518,10 @@ fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
     spec.garp_refresh = vi.garp_master_refresh;
     spec.garp_refresh_repeat = vi.garp_master_refresh_repeat;
     spec.garp_interval = vi.garp_interval;
+    spec.garp_lower_prio_repeat = vi.garp_lower_prio_repeat;
+    spec.garp_lower_prio_delay = vi.garp_lower_prio_delay;
+    spec.lower_prio_no_advert = vi.lower_prio_no_advert;
+    spec.higher_prio_send_advert = vi.higher_prio_send_advert;
     spec.notify = notify_spec(&vi.notify);
     spec.track_interfaces = vi
         .track_interfaces

@@ -4,7 +4,9 @@
 //! although each claims a higher priority. A valid advert of that priority then does
 //! make the MASTER step down, so the broken ones would have been noticed. And one form
 //! that looks broken but is not: the VRRPv3 unicast checksum of keepalived before
-//! 1.3.6, accepted and answered in kind.
+//! 1.3.6, accepted and answered in kind. Last, a valid advert of lower priority: the
+//! MASTER keeps its state and announces its addresses again, on keepalived's
+//! `garp_lower_prio_repeat` / `garp_lower_prio_delay` schedule.
 //!
 //! Needs root and `ip`; fails (never skips) without them.
 
@@ -22,7 +24,7 @@ use xdp_lb::{
     },
     netlink::Netlink,
 };
-use xdp_lb_lab::{Netns, veth_pair};
+use xdp_lb_lab::{Capture, Netns, veth_pair};
 use xdp_lb_vrrp::{
     State, Version, checksum,
     packet::{Advert, encode, simple_password},
@@ -354,4 +356,97 @@ fn an_old_keepalived_unicast_checksum_is_accepted_and_answered_in_kind() {
     drop(node);
     let _ = stop_tx.send(());
     reader.join().unwrap().unwrap();
+}
+
+/// The arrival times of our gratuitous ARPs for the VIP (sender `mac`) seen by
+/// `capture` until `window` has passed.
+fn garps(capture: &Capture, mac: [u8; 6], window: Duration) -> Vec<Instant> {
+    let until = Instant::now() + window;
+    let vip = ip(VIP);
+    let IpAddr::V4(vip) = vip else { unreachable!() };
+    let mut seen = Vec::new();
+    while let Ok(_frame) =
+        capture.next_matching(until.saturating_duration_since(Instant::now()), |f| {
+            f.len() >= 42
+                && f[12..14] == [0x08, 0x06]
+                && f[6..12] == mac
+                && f[28..32] == vip.octets()
+                && f[38..42] == vip.octets()
+        })
+    {
+        seen.push(Instant::now());
+    }
+    seen
+}
+
+#[test]
+fn a_lower_priority_advert_makes_the_master_announce_again() {
+    let (a, b) = veth_pair("xlblow-").unwrap();
+    a.ip(["addr", "add", &format!("{OURS}/24"), "dev", "eth0"])
+        .unwrap();
+    b.ip(["addr", "add", &format!("{PEER}/24"), "dev", "eth0"])
+        .unwrap();
+    let mac: [u8; 6] = a
+        .mac("eth0")
+        .unwrap()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    let mut spec = InstanceSpec::new(
+        "VI_LOW",
+        "eth0",
+        VRID,
+        vec![VirtualAddress::new(ip(VIP), 24)],
+    );
+    spec.advert_interval = Duration::from_millis(100);
+    spec.priority = 200;
+    // No announcements on the takeover itself, so every one seen comes from the
+    // lower-priority adverts.
+    spec.garp_repeat = 0;
+    spec.garp_delay = Duration::ZERO;
+    spec.garp_lower_prio_repeat = 3;
+    spec.garp_lower_prio_delay = Duration::from_millis(600);
+    let capture = Capture::start(&b, "eth0").unwrap();
+    let node = Node::start(&a, spec);
+    node.wait_state(State::Master, Duration::from_secs(5));
+    assert!(
+        garps(&capture, mac, Duration::from_millis(300)).is_empty(),
+        "no announcement before a lower-priority advert"
+    );
+
+    let sent = Instant::now();
+    send(&b, 255, vec![advert_v3(100, IpAddr::V4(GROUP))]);
+    let seen = garps(&capture, mac, Duration::from_millis(1200));
+    let after: Vec<Duration> = seen.iter().map(|t| t.duration_since(sent)).collect();
+    assert_eq!(after.len(), 6, "two bursts of three: {after:?}");
+    assert!(
+        after[2] < Duration::from_millis(400),
+        "the first burst follows the advert at once: {after:?}"
+    );
+    assert!(
+        after[3] >= Duration::from_millis(550),
+        "the second burst waits garp_lower_prio_delay: {after:?}"
+    );
+    let status = node.instance();
+    assert_eq!(status.state, "MASTER", "a lower priority never takes over");
+    assert_eq!(status.adverts_received, 1);
+    assert!(status.drops.is_empty(), "{:?}", status.drops);
+
+    // Adverts that keep coming each get a burst, and one second burst follows the
+    // last of them, not one per advert.
+    let first = Instant::now();
+    for _ in 0..3 {
+        send(&b, 255, vec![advert_v3(100, IpAddr::V4(GROUP))]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let seen = garps(&capture, mac, Duration::from_millis(1500));
+    let after: Vec<Duration> = seen.iter().map(|t| t.duration_since(first)).collect();
+    assert_eq!(after.len(), 12, "three bursts, then one more: {after:?}");
+    assert!(
+        after[9] >= Duration::from_millis(300 + 550),
+        "the second burst counts from the last advert: {after:?}"
+    );
+    assert_eq!(node.instance().adverts_received, 4);
 }

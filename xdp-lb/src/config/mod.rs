@@ -133,6 +133,13 @@ pub struct VrrpInstance {
     pub garp_master_refresh: Option<Duration>,
     pub garp_master_refresh_repeat: u32,
     pub garp_interval: Duration,
+    /// While MASTER, on a lower-priority advert: `garp_lower_prio_repeat` rounds
+    /// (default 5; 0: none), again `garp_lower_prio_delay` (default 5 s) after the last.
+    pub garp_lower_prio_repeat: u32,
+    pub garp_lower_prio_delay: Duration,
+    /// keepalived's `lower_prio_no_advert` and `higher_prio_send_advert` (both off).
+    pub lower_prio_no_advert: bool,
+    pub higher_prio_send_advert: bool,
     pub notify: VrrpNotify,
     /// Virtual servers whose quorum this instance tracks.
     pub track_virtual_servers: Vec<TrackedService>,

@@ -991,6 +991,41 @@ fn a_vrrp_instance_takes_keepalived_defaults() {
     );
     assert_eq!(vi.garp_interval, Duration::ZERO);
     assert_eq!(vi.unicast_src_ip, None);
+    // On a lower-priority advert while MASTER: answer, and announce as on a takeover.
+    assert_eq!(
+        (vi.garp_lower_prio_repeat, vi.garp_lower_prio_delay),
+        (5, Duration::from_secs(5))
+    );
+    assert!(!vi.lower_prio_no_advert && !vi.higher_prio_send_advert);
+}
+
+#[test]
+fn lower_and_higher_priority_answers_are_configurable() {
+    let mut lines = vec![
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.200/24\"]",
+        "garp_lower_prio_repeat = 0",
+        "garp_lower_prio_delay = \"0s\"",
+        "lower_prio_no_advert = true",
+        "higher_prio_send_advert = true",
+    ];
+    let vi = &parse_ok(&with_vrrp(&lines)).vrrp[0];
+    assert_eq!(
+        (vi.garp_lower_prio_repeat, vi.garp_lower_prio_delay),
+        (0, Duration::ZERO)
+    );
+    assert!(vi.lower_prio_no_advert && vi.higher_prio_send_advert);
+
+    lines.push("garp_lower_prio_repeat = 1001");
+    lines.retain(|l| *l != "garp_lower_prio_repeat = 0");
+    let text = with_vrrp(&lines);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("garp_lower_prio_repeat"))
+        .unwrap()
+        + 1;
+    assert_error(&text, line, 26, &["garp_lower_prio_repeat"]);
 }
 
 #[test]

@@ -217,6 +217,21 @@ impl Validator<'_, '_> {
             Some(v) => self.duration(v, "garp_interval")?,
             None => Duration::ZERO,
         };
+        let garp_lower_prio_repeat = match &raw.garp_lower_prio_repeat {
+            Some(v) => self.integer(v, "garp_lower_prio_repeat", 0..=1000)? as u32,
+            None => DEFAULT_GARP_REPEAT,
+        };
+        let garp_lower_prio_delay = match &raw.garp_lower_prio_delay {
+            Some(v) => self.duration(v, "garp_lower_prio_delay")?,
+            None => DEFAULT_GARP_DELAY,
+        };
+        let flag = |v: &Option<Spanned<Value>>, key: &str| match v {
+            Some(v) => self.boolean(v, key),
+            None => Ok(false),
+        };
+        let lower_prio_no_advert = flag(&raw.lower_prio_no_advert, "lower_prio_no_advert")?;
+        let higher_prio_send_advert =
+            flag(&raw.higher_prio_send_advert, "higher_prio_send_advert")?;
         let argv = |v: &Option<Spanned<Value>>, key: &str| {
             v.as_ref().map(|v| self.argv(v, key)).transpose()
         };
@@ -246,6 +261,10 @@ impl Validator<'_, '_> {
             garp_master_refresh,
             garp_master_refresh_repeat,
             garp_interval,
+            garp_lower_prio_repeat,
+            garp_lower_prio_delay,
+            lower_prio_no_advert,
+            higher_prio_send_advert,
             notify,
             track_scripts: match &raw.track_scripts {
                 Some(v) => self.track_scripts(v, scripts)?,

@@ -23,7 +23,7 @@ use super::{
     status::{InstanceStatus, SocketStatus, StatusBoard, state_label},
 };
 use crate::{
-    announce::{FrameSocket, gratuitous_arp, unsolicited_na},
+    announce::{Announcer, FrameSocket, gratuitous_arp, unsolicited_na},
     netlink::Netlink,
     vrrp_socket::{Received, VrrpSocket},
 };
@@ -72,7 +72,7 @@ struct Running {
     vip_links: Vec<u32>,
     /// (ifindex, weight) of each tracked interface.
     tracked: Vec<(u32, i32)>,
-    announcer: Option<JoinHandle<()>>,
+    announcer: Announcer,
     notifier: Notifier,
     /// What the daemon's tracked objects ask for ([`TrackUpdate`]).
     external_adjust: i32,
@@ -230,7 +230,7 @@ impl Engine {
                     old_unicast_checksum: p.spec.old_unicast_checksum,
                     vip_links: p.vip_links,
                     tracked: p.tracked,
-                    announcer: None,
+                    announcer: Announcer::default(),
                     external_adjust: 0,
                     external_fault: false,
                     adjust: 0,
@@ -584,6 +584,15 @@ impl Engine {
                 self.start_announcer(i).await;
                 self.changed(i, State::Master).await;
             }
+            Action::Reannounce => {
+                let r = &mut self.instances[i];
+                let s = &r.spec;
+                r.announcer.again(
+                    s.garp_lower_prio_repeat,
+                    s.garp_lower_prio_delay,
+                    s.garp_interval,
+                );
+            }
             Action::BecomeBackup => self.release(i, State::Backup).await,
             Action::BecomeFault => self.release(i, State::Fault).await,
             Action::Stop => self.release(i, State::Initialize).await,
@@ -732,10 +741,6 @@ impl Engine {
             );
             return;
         }
-        if let Some(old) = r.announcer.take() {
-            old.abort();
-        }
-        let name = r.spec.name.clone();
         let schedule = crate::announce::Schedule {
             repeat: r.spec.garp_repeat,
             delay: r.spec.garp_delay,
@@ -743,19 +748,11 @@ impl Engine {
             refresh_repeat: r.spec.garp_refresh_repeat,
             interval: r.spec.garp_interval,
         };
-        r.announcer = Some(tokio::spawn(schedule.run(move || {
-            for (socket, frame) in &frames {
-                if let Err(e) = socket.send(frame) {
-                    tracing::warn!(instance = %name, "cannot send announcement: {e}");
-                }
-            }
-        })));
+        r.announcer.start(&r.spec.name, Arc::new(frames), schedule);
     }
 
     async fn release(&mut self, i: usize, state: State) {
-        if let Some(announcer) = self.instances[i].announcer.take() {
-            announcer.abort();
-        }
+        self.instances[i].announcer.stop();
         self.remove_vips(i).await;
         self.changed(i, state).await;
     }
@@ -842,10 +839,8 @@ impl Engine {
                 "vrrp socket closed"
             );
         }
-        for r in self.instances {
-            if let Some(announcer) = r.announcer {
-                announcer.abort();
-            }
+        for mut r in self.instances {
+            r.announcer.stop();
             r.notifier.finish().await;
         }
         for g in self.groups {

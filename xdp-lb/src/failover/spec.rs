@@ -129,6 +129,16 @@ pub struct InstanceSpec {
     pub garp_refresh_repeat: u32,
     /// Between two rounds of a burst (`vrrp_garp_interval`).
     pub garp_interval: Duration,
+    /// While MASTER, rounds announced when a lower-priority advert arrives
+    /// (`garp_lower_prio_repeat`; zero: none)...
+    pub garp_lower_prio_repeat: u32,
+    /// ...and again this long after the last such advert (`garp_lower_prio_delay`;
+    /// zero: once only).
+    pub garp_lower_prio_delay: Duration,
+    /// Do not answer a lower-priority advert with ours (`lower_prio_no_advert`).
+    pub lower_prio_no_advert: bool,
+    /// Answer a higher-priority advert before giving way (`higher_prio_send_advert`).
+    pub higher_prio_send_advert: bool,
     pub notify: Notify,
     /// Interfaces besides `interface` whose state changes the priority or means FAULT.
     pub track_interfaces: Vec<TrackedInterface>,
@@ -162,6 +172,10 @@ impl InstanceSpec {
             garp_refresh: None,
             garp_refresh_repeat: 1,
             garp_interval: Duration::ZERO,
+            garp_lower_prio_repeat: DEFAULT_GARP_REPEAT,
+            garp_lower_prio_delay: DEFAULT_GARP_DELAY,
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
             notify: Notify::default(),
             track_interfaces: Vec::new(),
         }
@@ -192,6 +206,8 @@ impl InstanceSpec {
         cfg.advert_interval = self.advert_interval;
         cfg.preempt = self.preempt;
         cfg.preempt_delay = self.preempt_delay;
+        cfg.lower_prio_no_advert = self.lower_prio_no_advert;
+        cfg.higher_prio_send_advert = self.higher_prio_send_advert;
         cfg.addresses = self.vips();
         cfg.auth = self
             .auth_pass
@@ -212,7 +228,9 @@ mod tests {
         spec.version = Version::V2;
         spec.priority = 150;
         spec.auth_pass = Some("secret12345".into());
+        spec.lower_prio_no_advert = true;
         let cfg = spec.fsm_config("192.0.2.1".parse().unwrap());
+        assert!(cfg.lower_prio_no_advert && !cfg.higher_prio_send_advert);
         assert_eq!(cfg.vrid, 51);
         assert_eq!(cfg.priority, 150);
         assert_eq!(cfg.auth, Some(*b"secret12"));
