@@ -108,6 +108,14 @@ fn a_realistic_config_translates_to_a_valid_one() {
         (ext.garp_interval, ext.garp_master_refresh_repeat),
         (Duration::from_millis(10), 2)
     );
+    // The lower-priority ones follow global_defs' vrrp_garp_master_* unless given
+    // (vrrp_garp_lower_prio_repeat 1 comes before vrrp_garp_master_repeat 4 and wins);
+    // an instance's own garp_master_* do not move them, as in keepalived.
+    assert_eq!(
+        (ext.garp_lower_prio_repeat, ext.garp_lower_prio_delay),
+        (1, secs(7))
+    );
+    assert!(ext.higher_prio_send_advert && !ext.lower_prio_no_advert);
 
     let int = c.vrrp.iter().find(|v| v.name == "VI_INT").unwrap();
     assert_eq!((int.vrid, int.priority, int.version), (52, 100, 3));
@@ -117,6 +125,15 @@ fn a_realistic_config_translates_to_a_valid_one() {
     assert_eq!(int.unicast_src_ip, Some("10.0.0.2".parse().unwrap()));
     assert!(int.unicast_peers.is_empty(), "mcast_src_ip stays multicast");
     assert_eq!(int.virtual_ipaddresses[0].scope, Some(0));
+    assert_eq!(
+        (int.garp_master_repeat, int.garp_master_delay),
+        (4, secs(3))
+    );
+    assert_eq!(
+        (int.garp_lower_prio_repeat, int.garp_lower_prio_delay),
+        (1, secs(3))
+    );
+    assert!(int.higher_prio_send_advert && int.lower_prio_no_advert);
 
     // vrrp_sync_group
     assert_eq!(c.sync_groups.len(), 1);

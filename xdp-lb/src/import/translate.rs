@@ -190,6 +190,34 @@ impl Tx {
         true
     }
 
+    /// keepalived's `<BOOL>` after a keyword: none means true, else on|off|true|false|yes|no.
+    fn bool_arg(&mut self, node: &Node) -> Option<bool> {
+        if node.args.is_empty() && node.block.is_none() {
+            return Some(true);
+        }
+        let word = self.one_arg(node, "on, off, true, false, yes or no")?;
+        match word.text.to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" => Some(true),
+            "off" | "false" | "no" => Some(false),
+            _ => {
+                self.report(node, "expected on, off, true, false, yes or no");
+                None
+            }
+        }
+    }
+
+    /// A global default for every instance that does not set `key` itself. `derived`
+    /// ones (keepalived's lower-priority GARP settings follow the master ones unless
+    /// given) never replace an explicit one, whatever the order in global_defs.
+    fn instance_default(&mut self, key: &str, v: V, line: usize, derived: bool) {
+        let existing = self.garp_defaults.iter().position(|(k, _, _)| k == key);
+        match existing {
+            Some(_) if derived => {}
+            Some(i) => self.garp_defaults[i] = (key.to_owned(), v, line),
+            None => self.garp_defaults.push((key.to_owned(), v, line)),
+        }
+    }
+
     fn block<'n>(&mut self, node: &'n Node) -> Option<&'n [Node]> {
         match &node.block {
             Some(block) => Some(block),
@@ -237,36 +265,46 @@ impl Tx {
                 }
                 "vrrp_garp_master_delay" => {
                     if let Some(v) = self.secs_arg(item) {
-                        self.garp_defaults
-                            .push(("garp_master_delay".into(), v, item.line));
+                        self.instance_default("garp_master_delay", v.clone(), item.line, false);
+                        self.instance_default("garp_lower_prio_delay", v, item.line, true);
                     }
                 }
                 "vrrp_garp_master_repeat" => {
                     if let Some(v) = self.int_arg(item, 0, 1000) {
-                        self.garp_defaults
-                            .push(("garp_master_repeat".into(), v, item.line));
+                        self.instance_default("garp_master_repeat", v.clone(), item.line, false);
+                        self.instance_default("garp_lower_prio_repeat", v, item.line, true);
                     }
                 }
                 "vrrp_garp_master_refresh" => {
                     if let Some(v) = self.secs_arg(item) {
-                        self.garp_defaults
-                            .push(("garp_master_refresh".into(), v, item.line));
+                        self.instance_default("garp_master_refresh", v, item.line, false);
                     }
                 }
                 "vrrp_garp_master_refresh_repeat" => {
                     if let Some(v) = self.int_arg(item, 1, 1000) {
-                        self.garp_defaults.push((
-                            "garp_master_refresh_repeat".into(),
-                            v,
-                            item.line,
-                        ));
+                        self.instance_default("garp_master_refresh_repeat", v, item.line, false);
+                    }
+                }
+                "vrrp_garp_lower_prio_delay" => {
+                    if let Some(v) = self.secs_arg(item) {
+                        self.instance_default("garp_lower_prio_delay", v, item.line, false);
+                    }
+                }
+                "vrrp_garp_lower_prio_repeat" => {
+                    if let Some(v) = self.int_arg(item, 0, 1000) {
+                        self.instance_default("garp_lower_prio_repeat", v, item.line, false);
+                    }
+                }
+                "vrrp_lower_prio_no_advert" | "vrrp_higher_prio_send_advert" => {
+                    if let Some(on) = self.bool_arg(item) {
+                        let key = &item.keyword["vrrp_".len()..];
+                        self.instance_default(key, V::Bool(on), item.line, false);
                     }
                 }
                 // One spacing for both: xdp-lb announces an instance's VIPs together.
                 "vrrp_garp_interval" | "vrrp_gna_interval" => {
                     if let Some(v) = self.secs_arg(item) {
-                        self.garp_defaults
-                            .push(("garp_interval".into(), v, item.line));
+                        self.instance_default("garp_interval", v, item.line, false);
                     }
                 }
                 _ => self.unhandled(item),
@@ -466,7 +504,17 @@ impl Tx {
                         s.set(&item.keyword, v, item.line);
                     }
                 }
-                "garp_master_delay" | "garp_master_refresh" => {
+                "garp_lower_prio_repeat" => {
+                    if let Some(v) = self.int_arg(item, 0, 1000) {
+                        s.set("garp_lower_prio_repeat", v, item.line);
+                    }
+                }
+                "lower_prio_no_advert" | "higher_prio_send_advert" => {
+                    if let Some(on) = self.bool_arg(item) {
+                        s.set(&item.keyword, V::Bool(on), item.line);
+                    }
+                }
+                "garp_master_delay" | "garp_master_refresh" | "garp_lower_prio_delay" => {
                     if let Some(v) = self.secs_arg(item) {
                         s.set(&item.keyword, v, item.line);
                     }
