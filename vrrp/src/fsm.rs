@@ -530,6 +530,44 @@ impl Instance {
         self.base_priority
     }
 
+    /// Applies a changed configuration in place (a reload), keeping the state, timers
+    /// and what was learnt of the master. Only what needs no new election may change:
+    /// the priority (not to or from 255, the address owner), preempt, preempt_delay,
+    /// the advert answer switches and the report interval. Otherwise nothing changes
+    /// and the first field that differs is named. A new priority takes effect as
+    /// tracking does: a MASTER advertises it from its next advert on, a BACKUP weighs
+    /// the master's next advert with it.
+    pub fn reconfigure(&mut self, cfg: &Config) -> Result<(), &'static str> {
+        let old = &self.cfg;
+        let fixed = [
+            ("virtual_router_id", old.vrid == cfg.vrid),
+            ("version", old.version == cfg.version),
+            (
+                "advert_interval",
+                old.advert_interval == cfg.advert_interval,
+            ),
+            ("virtual addresses", old.addresses == cfg.addresses),
+            ("authentication", old.auth == cfg.auth),
+            ("advert source", old.primary_address == cfg.primary_address),
+            (
+                "priority 255 (address owner)",
+                (old.priority == PRIORITY_OWNER) == (cfg.priority == PRIORITY_OWNER),
+            ),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
+            return Err(field);
+        }
+        if cfg.priority == PRIORITY_STOP {
+            return Err("priority 0");
+        }
+        self.cfg = cfg.clone();
+        if self.base_priority != PRIORITY_OWNER - 1 || cfg.priority != PRIORITY_OWNER {
+            self.base_priority = cfg.priority;
+        }
+        self.update_priority();
+        Ok(())
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
@@ -1315,6 +1353,92 @@ mod tests {
             vec![Action::Reannounce]
         );
         assert_eq!(vr.stats().adverts_sent, sent);
+    }
+
+    #[test]
+    fn reconfigure_changes_priority_and_preemption_in_place() {
+        let t0 = Instant::now();
+        let mut vr = started(cfg(150), t0);
+        let at = to_master(&mut vr);
+        vr.handle(at, Event::PriorityAdjust(-20));
+        assert_eq!(vr.priority(), 130);
+        assert_eq!(
+            vr.reconfigure(&Config {
+                preempt: false,
+                ..cfg(50)
+            }),
+            Ok(())
+        );
+        // Still MASTER (no new election), now with base 50 and the tracking kept.
+        assert_eq!(vr.state(), State::Master);
+        assert_eq!((vr.base_priority(), vr.priority()), (50, 30));
+        assert!(!vr.config().preempt);
+        let t = at + secs(1.0);
+        assert_eq!(
+            vr.handle(t, Event::Timer),
+            vec![Action::SendAdvert { priority: 30 }]
+        );
+        // A peer at 100 now wins.
+        assert_eq!(
+            vr.handle(t, advert_from(&vr, 100)),
+            vec![Action::BecomeBackup]
+        );
+
+        // A BACKUP raised above the master preempts it once its timer runs out.
+        let mut vr = started(cfg(100), t0);
+        assert!(vr.handle(t0, advert_from(&vr, 150)).is_empty());
+        vr.reconfigure(&cfg(200)).unwrap();
+        let down = vr.next_deadline().unwrap();
+        assert!(
+            vr.handle(down - secs(0.5), advert_from(&vr, 150))
+                .is_empty()
+        );
+        assert_eq!(
+            vr.next_deadline(),
+            Some(down),
+            "a lower master no longer holds us"
+        );
+        assert_eq!(to_master(&mut vr), down);
+    }
+
+    #[test]
+    fn reconfigure_refuses_what_needs_a_new_election() {
+        let t0 = Instant::now();
+        let mut vr = started(cfg(150), t0);
+        let before = vr.config().clone();
+        let refused = [
+            (
+                Config {
+                    vrid: 52,
+                    ..cfg(150)
+                },
+                "virtual_router_id",
+            ),
+            (
+                Config {
+                    advert_interval: secs(2.0),
+                    ..cfg(150)
+                },
+                "advert_interval",
+            ),
+            (
+                Config {
+                    addresses: vec![],
+                    ..cfg(150)
+                },
+                "virtual addresses",
+            ),
+            (cfg(255), "priority 255 (address owner)"),
+        ];
+        for (new, field) in refused {
+            assert_eq!(vr.reconfigure(&new), Err(field));
+            assert_eq!(vr.config(), &before, "nothing changed");
+        }
+        let mut owner = started(cfg(255), t0);
+        assert_eq!(
+            owner.reconfigure(&cfg(254)),
+            Err("priority 255 (address owner)")
+        );
     }
 
     #[test]

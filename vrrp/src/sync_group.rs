@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use crate::fsm::{Action, Event, Instance, State};
+use crate::fsm::{Action, Config, Event, Instance, State};
 
 /// Instances that move between states together.
 #[derive(Debug, Clone)]
@@ -41,6 +41,15 @@ impl SyncGroup {
     /// One member.
     pub fn member(&self, index: usize) -> Option<&Instance> {
         self.members.get(index)
+    }
+
+    /// [`Instance::reconfigure`] for one member (it changes no state, so the group's
+    /// rules still hold).
+    pub fn reconfigure(&mut self, index: usize, cfg: &Config) -> Result<(), &'static str> {
+        match self.members.get_mut(index) {
+            Some(member) => member.reconfigure(cfg),
+            None => Err("sync group member"),
+        }
     }
 
     /// Dissolves the group; the instances act alone from now on.
