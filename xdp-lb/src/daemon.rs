@@ -188,14 +188,23 @@ pub async fn run_reloadable(
                         nat: &mut nat,
                     };
                     match reload(&mut state, new).await {
-                        Ok(None) => info!("configuration reloaded: nothing changed"),
-                        Ok(Some(summary)) => {
-                            // The checks of the new table, each starting from the
-                            // server's current verdict.
-                            checks.stop().await;
-                            (checks, transitions) = HealthChecks::start(&table);
-                            tracking.update(&table);
-                            info!("configuration reloaded: {summary}");
+                        Ok(Reloaded { services: None, vrrp: false }) => {
+                            info!("configuration reloaded: nothing changed");
+                        }
+                        Ok(Reloaded { services, vrrp }) => {
+                            let mut parts = Vec::new();
+                            if let Some(summary) = services {
+                                // The checks of the new table, each starting from the
+                                // server's current verdict.
+                                checks.stop().await;
+                                (checks, transitions) = HealthChecks::start(&table);
+                                tracking.update(&table);
+                                parts.push(summary);
+                            }
+                            if vrrp {
+                                parts.push("vrrp instances reconfigured in place".into());
+                            }
+                            info!("configuration reloaded: {}", parts.join("; "));
                         }
                         Err(e) => tracing::error!("reload refused, the running configuration stays: {e:#}"),
                     }
@@ -323,24 +332,46 @@ struct Running<'a> {
     nat: &'a mut bool,
 }
 
-/// Applies a reloaded configuration's virtual servers, or explains why not (and then
-/// nothing changed). `Ok(None)`: the virtual servers are as they were. On `Some`, the
-/// caller restarts the health checks on the new table.
-async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<String>> {
+/// What a reload changed.
+struct Reloaded {
+    /// The virtual servers changed (a summary); the caller then restarts the health
+    /// checks on the new table.
+    services: Option<String>,
+    /// VRRP instances changed in place.
+    vrrp: bool,
+}
+
+/// Applies a reloaded configuration, or explains why not (and then nothing changed):
+/// the virtual servers, and the VRRP instances' settings that apply in place.
+async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Reloaded> {
     let restart = crate::reload::restart_needed(state.config, &new);
     if !restart.is_empty() {
         bail!(
-            "{} changed; only [[virtual_server]] tables are applied live, restart xdp-lb \
-             for the rest (a graceful restart hands the VIPs over with priority 0)",
-            restart.join(", ")
+            "{} changed; these need a restart of xdp-lb (a graceful restart hands the VIPs \
+             over with priority 0)",
+            restart.join("; ")
         );
     }
-    if strip_locations(&state.config.virtual_servers) == strip_locations(&new.virtual_servers) {
-        *state.config = new;
-        return Ok(None);
+    let services = if strip_locations(&state.config.virtual_servers)
+        == strip_locations(&new.virtual_servers)
+    {
+        None
+    } else {
+        Some(reload_services(state, &new).await?)
+    };
+    // After the services: a failed services reload leaves VRRP untouched too.
+    let vrrp = state.config.others.get("vrrp") != new.others.get("vrrp");
+    if vrrp {
+        state.tracking.reconfigure(&new).await;
     }
-    // Everything that can fail comes before the first map write.
-    let (mut table, reloaded) = ServiceTable::reload(&new, state.table)?;
+    *state.config = new;
+    Ok(Reloaded { services, vrrp })
+}
+
+/// The virtual-server part of [`reload`]: everything that can fail comes before the
+/// first map write.
+async fn reload_services(state: &mut Running<'_>, new: &Config) -> anyhow::Result<String> {
+    let (mut table, reloaded) = ServiceTable::reload(new, state.table)?;
     route_backends(state.netlink, state.links, &mut table).await?;
     for svc in &mut table.services {
         // A service on a VRRP VIP is forwarded while this node is MASTER for it.
@@ -368,7 +399,7 @@ async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<S
     for key in &reloaded.removed_services {
         dp.remove_service(key)?;
     }
-    let nat = uses_nat(&new);
+    let nat = uses_nat(new);
     if nat != *state.nat {
         dp.set_nat(nat, &new.dataplane.nat_timeouts)?;
         *state.nat = nat;
@@ -384,11 +415,10 @@ async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Option<S
         reloaded.removed_backends.len(),
         reloaded.kept_health,
     );
-    state.tracking.retarget(&new, &table);
+    state.tracking.retarget(new, &table);
     state.neighbours.prune(&table).await;
     *state.table = table;
-    *state.config = new;
-    Ok(Some(summary))
+    Ok(summary)
 }
 
 /// Whether any virtual server forwards by NAT (the reply path is on only then).
@@ -626,7 +656,7 @@ fn report_quorum(table: &ServiceTable, index: usize, gained: bool) {
 /// What VRRP instances track: virtual servers' quorum (`track_virtual_servers`) and
 /// track scripts (`track_scripts`), turned into priority adjustments and FAULT.
 struct VrrpTracking {
-    tx: tokio::sync::mpsc::Sender<failover::TrackUpdate>,
+    tx: tokio::sync::mpsc::Sender<failover::Control>,
     instances: Vec<TrackingOf>,
     /// Each `[script.NAME]`'s name, weight and current verdict (scripts start up).
     scripts: Vec<(String, i32, bool)>,
@@ -644,7 +674,7 @@ impl VrrpTracking {
     fn new(
         config: &Config,
         table: &ServiceTable,
-        tx: tokio::sync::mpsc::Sender<failover::TrackUpdate>,
+        tx: tokio::sync::mpsc::Sender<failover::Control>,
     ) -> VrrpTracking {
         let instances = config
             .vrrp
@@ -682,6 +712,19 @@ impl VrrpTracking {
 
     /// Points the tracked virtual servers at their places in a reloaded table (the
     /// instances and scripts cannot change on a reload).
+    /// A reload changed VRRP instances in ways they take in place.
+    async fn reconfigure(&self, config: &Config) {
+        let specs = config.vrrp.iter().map(instance_spec).collect();
+        if self
+            .tx
+            .send(failover::Control::Reconfigure(specs))
+            .await
+            .is_err()
+        {
+            warn!("vrrp instances not reconfigured: the vrrp runtime has stopped");
+        }
+    }
+
     fn retarget(&mut self, config: &Config, table: &ServiceTable) {
         let fresh = VrrpTracking::new(config, table, self.tx.clone());
         for (t, f) in self.instances.iter_mut().zip(fresh.instances) {
@@ -740,7 +783,7 @@ impl VrrpTracking {
                     format!("down: {}", down.join(", "))
                 },
             };
-            if self.tx.try_send(update).is_err() {
+            if self.tx.try_send(update.into()).is_err() {
                 warn!(instance = %t.instance, "vrrp tracking update dropped: the vrrp runtime is not keeping up");
             }
         }

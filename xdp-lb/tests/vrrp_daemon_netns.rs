@@ -300,6 +300,74 @@ fn a_failing_track_script_hands_the_vip_to_keepalived_and_back() {
     daemon.stop().unwrap();
 }
 
+/// The maintenance move keepalived users make: lower the MASTER's priority in its
+/// config and reload. The instance is reconfigured in place (no restart, no priority 0),
+/// keepalived sees the lower priority in our adverts and preempts; reloading the old
+/// priority takes the VIP back. A reload that changes a key that cannot apply in place
+/// is refused and names it, and the instance carries on as it was.
+#[test]
+fn a_reload_lowering_the_priority_hands_the_vip_to_keepalived_and_back() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
+    lab.start_http_backends(80).unwrap();
+    lab.lb
+        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
+        .unwrap();
+    let text = |priority: u8, extra: &str| {
+        format!(
+            "{}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\n\
+             version = 3\nadvert_interval = \"100ms\"\nvirtual_ipaddresses = [\"{}/32\"]\n{extra}",
+            config(&lab, &[(80, "tcp", &[1])]),
+            DrLab::VIP
+        )
+    };
+    let keepalived = KeepalivedPeer::start(&lab, 90);
+    keepalived.wait_for("Entering BACKUP STATE", Duration::from_secs(10));
+    let mut daemon = start(&lab.lb, &text(100, ""));
+    expect_forwarding(&mut daemon, true);
+
+    daemon.reload(&text(50, "")).unwrap();
+    let line = daemon
+        .wait_for_line("vrrp instance reconfigured", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        line.contains("priority=50") && line.contains("state=MASTER"),
+        "{line}"
+    );
+    keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
+    expect_forwarding(&mut daemon, false);
+    let holds_vip = || {
+        lab.lb
+            .ip(["-o", "addr", "show", "dev", "eth0"])
+            .unwrap()
+            .contains(&format!(" {}/", DrLab::VIP))
+    };
+    // Removed before the data plane was told, so already gone.
+    assert!(!holds_vip(), "the VIP left with the MASTER role");
+
+    // Not in place: refused, named, and nothing changes.
+    daemon
+        .reload(&text(100, "unicast_peers = [\"192.0.2.3\"]\n"))
+        .unwrap();
+    let line = daemon
+        .wait_for_line("reload refused", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("[vrrp.VI_1] unicast_peers"), "{line}");
+
+    daemon.reload(&text(100, "")).unwrap();
+    let line = daemon
+        .wait_for_line("vrrp instance reconfigured", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        line.contains("priority=100") && line.contains("state=BACKUP"),
+        "{line}"
+    );
+    expect_takeover_from_keepalived(&mut daemon, &keepalived);
+    assert!(holds_vip(), "the VIP is back");
+    let tally = http_get_new_connections(&lab.client, vip(80), 10, IO_TIMEOUT).unwrap();
+    assert_eq!(tally.get("b1"), Some(&10), "{tally:?}");
+    daemon.stop().unwrap();
+}
+
 /// Two LBs share the VIP over VRRP with `scheduler = "maglev"`: both compute the same
 /// table (the backup lists the real servers in another order), so when the MASTER's
 /// host dies (daemon killed, link down) in the middle of a keep-alive connection, the

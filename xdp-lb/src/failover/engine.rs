@@ -17,8 +17,8 @@ use xdp_lb_vrrp::{
 };
 
 use super::{
-    FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan, SyncGroupSpec,
-    TrackUpdate,
+    Control, FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan,
+    SyncGroupSpec, TrackUpdate,
     notify::Notifier,
     status::{InstanceStatus, SocketStatus, StatusBoard, state_label},
 };
@@ -101,7 +101,7 @@ pub(crate) struct Engine {
     frames: HashMap<u32, Arc<FrameSocket>>,
     packets: mpsc::Receiver<(usize, std::io::Result<Received>)>,
     link_changes: mpsc::UnboundedReceiver<(u32, bool)>,
-    tracking: mpsc::Receiver<TrackUpdate>,
+    control: mpsc::Receiver<Control>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
     status: StatusBoard,
@@ -121,7 +121,7 @@ impl Engine {
         sync_groups: Vec<SyncGroupSpec>,
         // Each interface's state now, and the changes from then on (see `link`).
         (link_states, link_changes): (HashMap<u32, bool>, mpsc::UnboundedReceiver<(u32, bool)>),
-        tracking: mpsc::Receiver<TrackUpdate>,
+        control: mpsc::Receiver<Control>,
         netlink: Netlink,
         events: mpsc::Sender<FailoverEvent>,
         status: StatusBoard,
@@ -249,7 +249,7 @@ impl Engine {
             frames,
             packets,
             link_changes,
-            tracking,
+            control,
             netlink,
             events,
             status,
@@ -298,7 +298,7 @@ impl Engine {
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let mut watching_links = true;
-        let mut tracking_open = true;
+        let mut control_open = true;
         loop {
             let deadline = self.units.iter().filter_map(Unit::next_deadline).min();
             let sleep = async {
@@ -316,9 +316,10 @@ impl Engine {
                         watching_links = false;
                     }
                 },
-                update = self.tracking.recv(), if tracking_open => match update {
-                    Some(update) => self.track(update).await,
-                    None => tracking_open = false,
+                message = self.control.recv(), if control_open => match message {
+                    Some(Control::Track(update)) => self.track(update).await,
+                    Some(Control::Reconfigure(specs)) => self.reconfigure(specs),
+                    None => control_open = false,
                 },
                 Some((socket, received)) = self.packets.recv() => match received {
                     Ok(received) => self.received(socket, received).await,
@@ -371,6 +372,43 @@ impl Engine {
             if concerned {
                 self.retrack(i, &why).await;
             }
+        }
+    }
+
+    /// A reload changed instances in place: the state machine takes the new priority
+    /// and preemption, and the rest of the spec (announcements, notify commands) is
+    /// used from now on. An instance it cannot take is left as it was, with an error.
+    fn reconfigure(&mut self, specs: Vec<InstanceSpec>) {
+        for spec in specs {
+            let Some(&i) = self.by_name.get(&spec.name) else {
+                tracing::error!(instance = %spec.name, "reload names a vrrp instance that is not running; restart xdp-lb to add it");
+                continue;
+            };
+            let r = &self.instances[i];
+            if r.spec == spec {
+                continue;
+            }
+            let cfg = spec.fsm_config(r.primary);
+            let (unit, member) = (r.unit, r.member);
+            let applied = match &mut self.units[unit] {
+                Unit::Alone(fsm) => fsm.reconfigure(&cfg),
+                Unit::Synced { group, .. } => group.reconfigure(member, &cfg),
+            };
+            if let Err(field) = applied {
+                tracing::error!(instance = %spec.name, "reload not applied to this instance: its {field} changed; restart xdp-lb for that");
+                continue;
+            }
+            let fsm = self.fsm(i);
+            tracing::info!(
+                instance = %spec.name,
+                state = %state_label(fsm.state()),
+                priority = fsm.priority(),
+                base_priority = fsm.base_priority(),
+                preempt = spec.preempt,
+                "vrrp instance reconfigured"
+            );
+            self.instances[i].spec = spec;
+            self.publish(unit);
         }
     }
 

@@ -71,6 +71,24 @@ pub struct TrackUpdate {
     pub reason: String,
 }
 
+/// What the daemon tells the running instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Tracked objects changed for one instance.
+    Track(TrackUpdate),
+    /// A reload: the instances' new specs, by name. Only what
+    /// [`xdp_lb_vrrp::Instance::reconfigure`] allows may differ (priority, preempt,
+    /// preempt_delay, the advert answer switches), besides the announcement schedule
+    /// and notify commands; the daemon checks that first.
+    Reconfigure(Vec<InstanceSpec>),
+}
+
+impl From<TrackUpdate> for Control {
+    fn from(update: TrackUpdate) -> Control {
+        Control::Track(update)
+    }
+}
+
 /// Why the instances could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum FailoverError {
@@ -167,14 +185,14 @@ pub async fn run(
     .await
 }
 
-/// [`run`], with sync groups, with tracking updates for the instances (by name)
-/// arriving on `tracking`, and every instance's status kept up to date on `status`.
+/// [`run`], with sync groups, with tracking updates and reloads for the instances (by
+/// name) arriving on `control`, and every instance's status kept up to date on `status`.
 pub async fn run_tracked(
     instances: Vec<InstanceSpec>,
     sync_groups: Vec<SyncGroupSpec>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
-    tracking: mpsc::Receiver<TrackUpdate>,
+    control: mpsc::Receiver<Control>,
     status: StatusBoard,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -188,7 +206,7 @@ pub async fn run_tracked(
         plan,
         sync_groups,
         (link_states, link_changes),
-        tracking,
+        control,
         netlink,
         events,
         status,
