@@ -87,6 +87,16 @@ fn send_to(ns: &Netns, dst: IpAddr, ttl: u32, payloads: Vec<Vec<u8>>) {
     .unwrap();
 }
 
+/// Our namespace (`OURS` on eth0) and the peer's (`PEER`), joined by a veth pair.
+fn pair(prefix: &str) -> (Netns, Netns) {
+    let (a, b) = veth_pair(prefix).unwrap();
+    a.ip(["addr", "add", &format!("{OURS}/24"), "dev", "eth0"])
+        .unwrap();
+    b.ip(["addr", "add", &format!("{PEER}/24"), "dev", "eth0"])
+        .unwrap();
+    (a, b)
+}
+
 /// The runtime in `ns`, with its status board and state events.
 struct Node {
     status: StatusBoard,
@@ -199,11 +209,7 @@ impl Drop for Node {
 
 #[test]
 fn broken_adverts_are_counted_by_reason_and_never_change_state() {
-    let (a, b) = veth_pair("xlbdrop-").unwrap();
-    a.ip(["addr", "add", &format!("{OURS}/24"), "dev", "eth0"])
-        .unwrap();
-    b.ip(["addr", "add", &format!("{PEER}/24"), "dev", "eth0"])
-        .unwrap();
+    let (a, b) = pair("xlbdrop-");
     let mut spec = InstanceSpec::new(
         "VI_DROP",
         "eth0",
@@ -271,11 +277,7 @@ fn broken_adverts_are_counted_by_reason_and_never_change_state() {
 
 #[test]
 fn an_old_keepalived_unicast_checksum_is_accepted_and_answered_in_kind() {
-    let (a, b) = veth_pair("xlbold-").unwrap();
-    a.ip(["addr", "add", &format!("{OURS}/24"), "dev", "eth0"])
-        .unwrap();
-    b.ip(["addr", "add", &format!("{PEER}/24"), "dev", "eth0"])
-        .unwrap();
+    let (a, b) = pair("xlbold-");
     let mut spec = InstanceSpec::new(
         "VI_OLD",
         "eth0",
@@ -381,11 +383,7 @@ fn garps(capture: &Capture, mac: [u8; 6], window: Duration) -> Vec<Instant> {
 
 #[test]
 fn a_lower_priority_advert_makes_the_master_announce_again() {
-    let (a, b) = veth_pair("xlblow-").unwrap();
-    a.ip(["addr", "add", &format!("{OURS}/24"), "dev", "eth0"])
-        .unwrap();
-    b.ip(["addr", "add", &format!("{PEER}/24"), "dev", "eth0"])
-        .unwrap();
+    let (a, b) = pair("xlblow-");
     let mac: [u8; 6] = a
         .mac("eth0")
         .unwrap()
