@@ -164,16 +164,7 @@ pub async fn run_reloadable(
                 }
                 _ = nat_gc.tick(), if nat => collect_nat(&mut dataplane, &nat_timeouts),
                 Some(event) = failover_events.recv() => {
-                    for vip in &event.vips {
-                        if event.state == xdp_lb_vrrp::State::Master {
-                            master_vips.insert(*vip);
-                        } else {
-                            master_vips.remove(vip);
-                        }
-                    }
-                    if let Err(e) = apply_failover(&mut table, &mut dataplane, &event) {
-                        warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
-                    }
+                    on_failover(&mut table, &mut dataplane, &mut master_vips, &event);
                 }
                 Some(new) = reloads.recv() => {
                     let mut state = Running {
@@ -184,7 +175,8 @@ pub async fn run_reloadable(
                         dataplane: &mut dataplane,
                         neighbours: &mut neighbours,
                         tracking: &mut tracking,
-                        master_vips: &master_vips,
+                        master_vips: &mut master_vips,
+                        failover_events: &mut failover_events,
                         nat: &mut nat,
                     };
                     match reload(&mut state, new).await {
@@ -328,7 +320,9 @@ struct Running<'a> {
     dataplane: &'a mut Dataplane,
     neighbours: &'a mut Neighbours,
     tracking: &'a mut VrrpTracking,
-    master_vips: &'a HashSet<std::net::IpAddr>,
+    master_vips: &'a mut HashSet<std::net::IpAddr>,
+    /// Applied to the running table while a reload waits for new MACs.
+    failover_events: &'a mut tokio::sync::mpsc::Receiver<failover::FailoverEvent>,
     nat: &'a mut bool,
 }
 
@@ -379,13 +373,29 @@ async fn reload_services(state: &mut Running<'_>, new: &Config) -> anyhow::Resul
             svc.active = state.master_vips.contains(&svc.vip);
         }
     }
-    // New real servers' MACs, waited for as at start (bounded by neighbour_timeout;
-    // the loop waits meanwhile), so "reloaded" means they take connections.
+    // New real servers' MACs, waited for as at start (bounded by neighbour_timeout),
+    // so "reloaded" means they take connections. VRRP changes meanwhile go to the
+    // running table at once, and to the new one before it is written.
     state.neighbours.add(&table).await?;
-    state
-        .neighbours
-        .wait_for_macs(&mut table, new.dataplane.neighbour_timeout)
-        .await?;
+    let mut during = Vec::new();
+    {
+        let wait = state
+            .neighbours
+            .wait_for_macs(&mut table, new.dataplane.neighbour_timeout);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                done = &mut wait => break done?,
+                Some(event) = state.failover_events.recv() => {
+                    on_failover(state.table, state.dataplane, state.master_vips, &event);
+                    during.push(event);
+                }
+            }
+        }
+    }
+    for event in &during {
+        table.set_vips_active(&event.vips, event.state == xdp_lb_vrrp::State::Master);
+    }
     for index in 0..table.services.len() {
         quorum_changed(&mut table, index);
     }
@@ -419,6 +429,26 @@ async fn reload_services(state: &mut Running<'_>, new: &Config) -> anyhow::Resul
     state.neighbours.prune(&table).await;
     *state.table = table;
     Ok(summary)
+}
+
+/// A VRRP state change: the VIPs this node is MASTER for, and the services on them
+/// forwarded (MASTER) or handed to the kernel.
+fn on_failover(
+    table: &mut ServiceTable,
+    dataplane: &mut Dataplane,
+    master_vips: &mut HashSet<std::net::IpAddr>,
+    event: &failover::FailoverEvent,
+) {
+    for vip in &event.vips {
+        if event.state == xdp_lb_vrrp::State::Master {
+            master_vips.insert(*vip);
+        } else {
+            master_vips.remove(vip);
+        }
+    }
+    if let Err(e) = apply_failover(table, dataplane, event) {
+        warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
+    }
 }
 
 /// Whether any virtual server forwards by NAT (the reply path is on only then).

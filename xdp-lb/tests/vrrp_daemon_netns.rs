@@ -368,6 +368,52 @@ fn a_reload_lowering_the_priority_hands_the_vip_to_keepalived_and_back() {
     daemon.stop().unwrap();
 }
 
+/// A reload that waits for a new real server's MAC does not hold VRRP back: keepalived
+/// takes the VIP during the wait, our service stops forwarding then (not after the
+/// wait), and the reloaded table keeps it stopped.
+#[test]
+fn a_takeover_during_a_reload_is_applied_at_once_and_kept() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    lab.lb
+        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
+        .unwrap();
+    // b2 never answers ARP: a reload adding it waits out neighbour_timeout.
+    lab.backends[1]
+        .ns
+        .ip(["link", "set", "eth0", "down"])
+        .unwrap();
+    let text = |weights: &[u32]| {
+        format!(
+            "[global]\napi = \"127.0.0.1:9181\"\n{}\n[vrrp.VI_1]\ninterface = \"eth0\"\n\
+             virtual_router_id = 51\npriority = 100\nversion = 3\nadvert_interval = \"100ms\"\n\
+             virtual_ipaddresses = [\"{}/32\"]\n",
+            config(&lab, &[(80, "tcp", weights)]).replace("\"10s\"", "\"6s\""),
+            DrLab::VIP
+        )
+    };
+    let mut daemon = start(&lab.lb, &text(&[1]));
+    expect_forwarding(&mut daemon, true);
+
+    daemon.reload(&text(&[1, 1])).unwrap();
+    let keepalived = KeepalivedPeer::start(&lab, 200);
+    keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
+    // Both lines would come, in the other order, if the wait held the loop.
+    expect_forwarding(&mut daemon, false);
+    let line = daemon
+        .wait_for_line("configuration reloaded", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains("1 new"), "{line}");
+    let status = lab.lb.sh("curl -sS http://127.0.0.1:9181/status").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["vrrp"][0]["state"], "BACKUP");
+    assert_eq!(
+        status["services"][0]["active"], false,
+        "the reloaded table follows the takeover: {status}"
+    );
+    daemon.stop().unwrap();
+}
+
 /// Two LBs share the VIP over VRRP with `scheduler = "maglev"`: both compute the same
 /// table (the backup lists the real servers in another order), so when the MASTER's
 /// host dies (daemon killed, link down) in the middle of a keep-alive connection, the
