@@ -12,11 +12,11 @@
 //! instances, which a restart does more honestly. A refused or invalid reload changes
 //! nothing.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use toml::{Table, Value};
 
-use crate::config::Config;
+use crate::config::{Config, Location, VrrpInstance, VrrpNotify};
 
 /// `[vrrp.NAME]` keys a reload applies in place.
 pub const LIVE_VRRP_KEYS: &[&str] = &[
@@ -41,8 +41,8 @@ pub const LIVE_VRRP_KEYS: &[&str] = &[
 
 /// What differs between the running `old` and the reloaded `new` configuration that
 /// a reload cannot apply, besides `[[virtual_server]]`: `[dataplane]`,
-/// `[vrrp.VI_1] interface`, ... Compared as written (a key added with its default
-/// value counts as a change).
+/// `[vrrp.VI_1] interface`, ... VRRP instances are compared by value (a key written
+/// out with its default is no change); other tables as written.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     let keys: BTreeSet<&String> = old.others.keys().chain(new.others.keys()).collect();
@@ -63,7 +63,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
                     match (a.get(name), b.get(name)) {
                         (x, y) if x == y => {}
                         (Some(Value::Table(x)), Some(Value::Table(y))) if key == "vrrp" => {
-                            if let Some(why) = vrrp_restart(x, y) {
+                            let parsed = |c: &'_ Config| {
+                                c.vrrp.iter().find(|v| v.name == **name).map(fixed_part)
+                            };
+                            let same = parsed(old).is_some() && parsed(old) == parsed(new);
+                            if let Some(why) = vrrp_restart(x, y).filter(|_| !same) {
                                 changed.push(format!("{table} {why}"));
                             }
                         }
@@ -77,6 +81,29 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         }
     }
     changed
+}
+
+/// An instance without what a reload applies in place (nor where it was written), so
+/// that keys written out with their default value are no change.
+fn fixed_part(v: &VrrpInstance) -> VrrpInstance {
+    VrrpInstance {
+        // Only whether it is the address owner is fixed.
+        priority: if v.priority == 255 { 255 } else { 1 },
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+        garp_master_repeat: 0,
+        garp_master_delay: Duration::ZERO,
+        garp_master_refresh: None,
+        garp_master_refresh_repeat: 0,
+        garp_interval: Duration::ZERO,
+        garp_lower_prio_repeat: 0,
+        garp_lower_prio_delay: Duration::ZERO,
+        lower_prio_no_advert: false,
+        higher_prio_send_advert: false,
+        notify: VrrpNotify::default(),
+        location: Location::default(),
+        ..v.clone()
+    }
 }
 
 /// Why one instance's changes need a restart, if they do: the keys outside
@@ -182,5 +209,11 @@ port = 80
              virtual_ipaddresses = [\"192.0.2.102/24\"]\n"
         );
         assert_eq!(changed(&added), ["[vrrp.VI_3] (added)"]);
+        // A fixed key written out with the value it had by default is no change.
+        let explicit = BASE.replace(
+            "virtual_router_id = 52\n",
+            "virtual_router_id = 52\nversion = 2\nadvert_interval = \"1s\"\n",
+        );
+        assert!(changed(&explicit).is_empty(), "{:?}", changed(&explicit));
     }
 }
