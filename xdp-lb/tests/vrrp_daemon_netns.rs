@@ -23,14 +23,19 @@ use xdp_lb_lab::{
     probe::{count_from, timeline},
 };
 
-#[test]
-fn services_follow_the_vrrp_state_of_their_vip() {
-    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+/// A DR lab with HTTP real servers whose LB does not hold the VIP: VRRP adds it.
+fn vrrp_lab(backends: &[&str]) -> DrLab {
+    let mut lab = dr_lab(DrLabOptions::one_arm(backends));
     lab.start_http_backends(80).unwrap();
-    // VRRP owns the VIP now: take away the one the lab put on the LB.
     lab.lb
         .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
         .unwrap();
+    lab
+}
+
+#[test]
+fn services_follow_the_vrrp_state_of_their_vip() {
+    let lab = vrrp_lab(&["b1", "b2"]);
     let text = format!(
         "[global]\napi = \"127.0.0.1:9180\"\n{}\n[vrrp.VI_1]\ninterface = \"eth0\"\n\
          virtual_router_id = 51\nversion = 3\nadvert_interval = \"100ms\"\n\
@@ -218,11 +223,7 @@ fn expect_takeover_from_keepalived(daemon: &mut xdp_lb_lab::Daemon, keepalived: 
 
 #[test]
 fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
-    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
-    lab.start_http_backends(80).unwrap();
-    lab.lb
-        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
-        .unwrap();
+    let mut lab = vrrp_lab(&["b1", "b2"]);
     let check = "check = { type = \"http\", interval = \"200ms\", warmup = \"0s\", \
                  connect_timeout = \"300ms\", retry = 0 }";
     let text = format!(
@@ -262,11 +263,7 @@ fn losing_a_tracked_quorum_hands_the_vip_to_keepalived_and_back() {
 
 #[test]
 fn a_failing_track_script_hands_the_vip_to_keepalived_and_back() {
-    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
-    lab.start_http_backends(80).unwrap();
-    lab.lb
-        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
-        .unwrap();
+    let lab = vrrp_lab(&["b1"]);
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("healthy");
     std::fs::write(&flag, b"").unwrap();
@@ -307,11 +304,7 @@ fn a_failing_track_script_hands_the_vip_to_keepalived_and_back() {
 /// is refused and names it, and the instance carries on as it was.
 #[test]
 fn a_reload_lowering_the_priority_hands_the_vip_to_keepalived_and_back() {
-    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
-    lab.start_http_backends(80).unwrap();
-    lab.lb
-        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
-        .unwrap();
+    let lab = vrrp_lab(&["b1"]);
     let text = |priority: u8, extra: &str| {
         format!(
             "{}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\n\
@@ -373,11 +366,7 @@ fn a_reload_lowering_the_priority_hands_the_vip_to_keepalived_and_back() {
 /// wait), and the reloaded table keeps it stopped.
 #[test]
 fn a_takeover_during_a_reload_is_applied_at_once_and_kept() {
-    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
-    lab.start_http_backends(80).unwrap();
-    lab.lb
-        .ip(["addr", "del", &format!("{}/32", DrLab::VIP), "dev", "eth0"])
-        .unwrap();
+    let lab = vrrp_lab(&["b1", "b2"]);
     // b2 never answers ARP: a reload adding it waits out neighbour_timeout.
     lab.backends[1]
         .ns
