@@ -561,7 +561,9 @@ impl Instance {
             return Err("priority 0");
         }
         self.cfg = cfg.clone();
-        if self.base_priority != PRIORITY_OWNER - 1 || cfg.priority != PRIORITY_OWNER {
+        // An owner stays one (checked above): its base is 255, or 254 after an owner
+        // clash, and stays so.
+        if cfg.priority != PRIORITY_OWNER {
             self.base_priority = cfg.priority;
         }
         self.update_priority();
