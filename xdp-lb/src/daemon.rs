@@ -740,8 +740,6 @@ impl VrrpTracking {
         }
     }
 
-    /// Points the tracked virtual servers at their places in a reloaded table (the
-    /// instances and scripts cannot change on a reload).
     /// A reload changed VRRP instances in ways they take in place.
     async fn reconfigure(&self, config: &Config) {
         let specs = config.vrrp.iter().map(instance_spec).collect();
@@ -755,6 +753,8 @@ impl VrrpTracking {
         }
     }
 
+    /// Points the tracked virtual servers at their places in a reloaded table (the
+    /// instances and scripts cannot change on a reload).
     fn retarget(&mut self, config: &Config, table: &ServiceTable) {
         let fresh = VrrpTracking::new(config, table, self.tx.clone());
         for (t, f) in self.instances.iter_mut().zip(fresh.instances) {
