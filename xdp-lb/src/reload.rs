@@ -18,7 +18,8 @@ use toml::{Table, Value};
 
 use crate::config::{Config, Location, VrrpInstance, VrrpNotify};
 
-/// `[vrrp.NAME]` keys a reload applies in place.
+/// `[vrrp.NAME]` keys a reload applies in place (as written; [`fixed_part`] leaves out
+/// the same settings once parsed, and the two must name the same ones).
 pub const LIVE_VRRP_KEYS: &[&str] = &[
     "priority",
     "preempt",
