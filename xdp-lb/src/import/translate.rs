@@ -18,8 +18,9 @@ pub(super) struct Tx {
     pub(super) notes: Vec<Note>,
     pub(super) router_id: Option<(String, usize)>,
     vrrp_version: Option<(i64, usize)>,
-    /// `vrrp_garp_master_*` of global_defs: defaults for every instance.
-    garp_defaults: Vec<(String, V, usize)>,
+    /// global_defs' `vrrp_garp_*` and advert-answer switches: (key, value, line)
+    /// defaults for every instance that does not set the key.
+    instance_defaults: Vec<(String, V, usize)>,
     pub(super) scripts: Vec<Section>,
     script_names: Vec<String>,
     /// (name, interface, table).
@@ -210,11 +211,11 @@ impl Tx {
     /// ones (keepalived's lower-priority GARP settings follow the master ones unless
     /// given) never replace an explicit one, whatever the order in global_defs.
     fn instance_default(&mut self, key: &str, v: V, line: usize, derived: bool) {
-        let existing = self.garp_defaults.iter().position(|(k, _, _)| k == key);
+        let existing = self.instance_defaults.iter().position(|(k, _, _)| k == key);
         match existing {
             Some(_) if derived => {}
-            Some(i) => self.garp_defaults[i] = (key.to_owned(), v, line),
-            None => self.garp_defaults.push((key.to_owned(), v, line)),
+            Some(i) => self.instance_defaults[i] = (key.to_owned(), v, line),
+            None => self.instance_defaults.push((key.to_owned(), v, line)),
         }
     }
 
@@ -548,7 +549,7 @@ impl Tx {
                 s.set("auth_pass", V::Str(pass), line);
             }
         }
-        for (k, v, line) in self.garp_defaults.clone() {
+        for (k, v, line) in self.instance_defaults.clone() {
             if !s.has(&k) {
                 s.set(&k, v, line);
             }
