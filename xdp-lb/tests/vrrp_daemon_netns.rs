@@ -318,14 +318,19 @@ fn a_reload_lowering_the_priority_hands_the_vip_to_keepalived_and_back() {
     let mut daemon = start(&lab.lb, &text(100, ""));
     expect_forwarding(&mut daemon, true);
 
-    daemon.reload(&text(50, "")).unwrap();
-    let line = daemon
-        .wait_for_line("vrrp instance reconfigured", Duration::from_secs(10))
-        .unwrap();
-    assert!(
-        line.contains("priority=50") && line.contains("state=MASTER"),
-        "{line}"
-    );
+    // Reloads with `priority` and waits for the instance to take it, still in `state`.
+    let reload_priority = |daemon: &mut xdp_lb_lab::Daemon, priority: u8, state: &str| {
+        daemon.reload(&text(priority, "")).unwrap();
+        let line = daemon
+            .wait_for_line("vrrp instance reconfigured", Duration::from_secs(10))
+            .unwrap();
+        assert!(
+            line.contains(&format!("priority={priority}"))
+                && line.contains(&format!("state={state}")),
+            "{line}"
+        );
+    };
+    reload_priority(&mut daemon, 50, "MASTER");
     keepalived.wait_for("Entering MASTER STATE", Duration::from_secs(10));
     expect_forwarding(&mut daemon, false);
     let holds_vip = || {
@@ -346,14 +351,7 @@ fn a_reload_lowering_the_priority_hands_the_vip_to_keepalived_and_back() {
         .unwrap();
     assert!(line.contains("[vrrp.VI_1] unicast_peers"), "{line}");
 
-    daemon.reload(&text(100, "")).unwrap();
-    let line = daemon
-        .wait_for_line("vrrp instance reconfigured", Duration::from_secs(10))
-        .unwrap();
-    assert!(
-        line.contains("priority=100") && line.contains("state=BACKUP"),
-        "{line}"
-    );
+    reload_priority(&mut daemon, 100, "BACKUP");
     expect_takeover_from_keepalived(&mut daemon, &keepalived);
     assert!(holds_vip(), "the VIP is back");
     let tally = http_get_new_connections(&lab.client, vip(80), 10, IO_TIMEOUT).unwrap();
