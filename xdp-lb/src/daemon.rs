@@ -4,32 +4,24 @@
 use std::{
     collections::{BTreeMap, HashSet},
     future::Future,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use tracing::{info, warn};
-use xdp_lb_checks::BackendId;
 
 use crate::{
     config::{Config, Forwarding, NatTimeouts},
     dataplane::{Dataplane, nat::monotonic_ns},
     failover,
+    health_checks::{CHECK_CONCURRENCY, CHECKS_STOP, HealthChecks},
+    neighbours::{NEIGHBOUR_REFRESH, Neighbours, route_backends},
     netlink::{Link, Netlink},
     privileges,
-    services::{Egress, ServiceTable},
+    services::ServiceTable,
     status::Snapshot,
+    tracking::{VrrpTracking, script_checks},
 };
-
-/// Probes in flight at once, however many real servers are checked.
-const CHECK_CONCURRENCY: usize = 256;
-/// How long shutdown waits for checks (and MISC scripts) to end.
-const CHECKS_STOP: Duration = Duration::from_secs(5);
-
-/// How often the neighbour table is re-read once running.
-const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
-/// Poll step while waiting for MACs at start.
-const NEIGHBOUR_POLL: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -108,7 +100,7 @@ pub async fn run_reloadable(
         // VRRP instances: services on their VIPs are forwarded only while MASTER.
         let (failover_tx, mut failover_events) = tokio::sync::mpsc::channel(64);
         let (stop_failover, failover_stopped) = tokio::sync::oneshot::channel::<()>();
-        let instances: Vec<_> = config.vrrp.iter().map(instance_spec).collect();
+        let instances: Vec<_> = config.vrrp.iter().map(failover::instance_spec).collect();
         let (track_tx, track_rx) = tokio::sync::mpsc::channel(64);
         let mut tracking = VrrpTracking::new(&config, &table, track_tx);
         let (scripts_tx, mut script_transitions) = tokio::sync::mpsc::channel(64);
@@ -124,7 +116,7 @@ pub async fn run_reloadable(
         let mut failover_task = (!instances.is_empty()).then(|| {
             tokio::spawn(failover::run_tracked(
                 instances,
-                config.sync_groups.iter().map(sync_group_spec).collect(),
+                config.sync_groups.iter().map(failover::sync_group_spec).collect(),
                 netlink.clone(),
                 failover_tx,
                 track_rx,
@@ -263,52 +255,6 @@ pub async fn run_reloadable(
     drop(dataplane);
     neighbours.cleanup().await;
     result
-}
-
-/// The health checks of a table's real servers, on a task of their own.
-struct HealthChecks {
-    task: tokio::task::JoinHandle<()>,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl HealthChecks {
-    /// Starts every check of `table`, each from its server's verdict there (a server
-    /// that is down needs one success to come up, as an `alpha` one does).
-    fn start(
-        table: &ServiceTable,
-    ) -> (
-        HealthChecks,
-        tokio::sync::mpsc::Receiver<xdp_lb_checks::Transition>,
-    ) {
-        let (tx, transitions) = tokio::sync::mpsc::channel(1024);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let checks: Vec<_> = table
-            .checks
-            .iter()
-            .map(|(index, c)| {
-                let mut params = c.params.clone();
-                params.alpha = !table.backends[*index as usize].healthy;
-                (BackendId(*index), c.spec.clone(), params)
-            })
-            .collect();
-        let task = tokio::spawn(xdp_lb_checks::run(
-            checks,
-            CHECK_CONCURRENCY,
-            tx,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        (HealthChecks { task, stop }, transitions)
-    }
-
-    /// Stops every check (MISC commands are killed) and waits, bounded.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        if tokio::time::timeout(CHECKS_STOP, self.task).await.is_err() {
-            warn!("health checks did not stop within {CHECKS_STOP:?}");
-        }
-    }
 }
 
 /// What a reload may change, borrowed from the daemon's loop.
@@ -475,56 +421,6 @@ fn strip_locations(vs: &[crate::config::VirtualServer]) -> Vec<crate::config::Vi
         .collect()
 }
 
-/// Finds each real server's egress interface and next hop. Every real server must be
-/// reached through one of the XDP interfaces; DR and NAT need it on-link, TUN may
-/// reach it through a gateway (whose MAC the frames then go to).
-async fn route_backends(
-    netlink: &Netlink,
-    links: &BTreeMap<u32, Link>,
-    table: &mut ServiceTable,
-) -> anyhow::Result<()> {
-    let names: Vec<&str> = links.values().map(|l| l.name.as_str()).collect();
-    for b in &mut table.backends {
-        let forwarding = table.services[b.service].forwarding;
-        let route = netlink.route_to(b.addr).await?;
-        let Some(link) = links.get(&route.oif) else {
-            bail!(
-                "real server {}: the route to it leaves by ifindex {}, not by an XDP interface ({}); \
-                 add the interface it leaves by to `dataplane.interfaces`",
-                b.addr,
-                route.oif,
-                names.join(", ")
-            );
-        };
-        let next_hop = match route.gateway {
-            Some(gw) if forwarding != Forwarding::Tun => bail!(
-                "real server {} is behind gateway {gw} on `{}`; {forwarding} forwarding needs it \
-                 on the same L2 segment (use \"tun\" for real servers behind a router)",
-                b.addr,
-                link.name
-            ),
-            Some(gw) => gw,
-            None => b.addr,
-        };
-        if forwarding == Forwarding::Tun && route.prefsrc.is_none() {
-            bail!(
-                "real server {}: the kernel has no source address towards it on `{}`; TUN needs \
-                 one for the outer header",
-                b.addr,
-                link.name
-            );
-        }
-        b.egress = Some(Egress {
-            ifindex: link.index,
-            mac: link.mac,
-            mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
-            next_hop,
-            source: route.prefsrc,
-        });
-    }
-    Ok(())
-}
-
 /// A VRRP instance changed state: services on its VIPs are forwarded only while it is
 /// MASTER (otherwise their packets go to the kernel, which on a BACKUP does not hold
 /// the VIPs).
@@ -544,74 +440,6 @@ fn apply_failover(
         );
     }
     Ok(())
-}
-
-/// The runtime's view of a `[vrrp.NAME]` table.
-fn instance_spec(vi: &crate::config::VrrpInstance) -> failover::InstanceSpec {
-    let vips = vi
-        .virtual_ipaddresses
-        .iter()
-        .map(|a| failover::VirtualAddress {
-            addr: a.addr,
-            prefix: a.prefix,
-            label: a.label.clone(),
-            device: a.device.clone(),
-            scope: a.scope,
-        })
-        .collect();
-    let mut spec = failover::InstanceSpec::new(&vi.name, &vi.interface, vi.vrid, vips);
-    spec.priority = vi.priority;
-    spec.version = if vi.version == 2 {
-        xdp_lb_vrrp::Version::V2
-    } else {
-        xdp_lb_vrrp::Version::V3
-    };
-    spec.advert_interval = vi.advert_interval;
-    spec.auth_pass = vi.auth_pass.clone();
-    spec.preempt = vi.preempt;
-    spec.preempt_delay = vi.preempt_delay;
-    spec.unicast_source = vi.unicast_src_ip;
-    spec.unicast_peers = vi.unicast_peers.clone();
-    spec.old_unicast_checksum = vi.old_unicast_checksum;
-    spec.garp_repeat = vi.garp_master_repeat;
-    spec.garp_delay = vi.garp_master_delay;
-    spec.garp_refresh = vi.garp_master_refresh;
-    spec.garp_refresh_repeat = vi.garp_master_refresh_repeat;
-    spec.garp_interval = vi.garp_interval;
-    spec.garp_lower_prio_repeat = vi.garp_lower_prio_repeat;
-    spec.garp_lower_prio_delay = vi.garp_lower_prio_delay;
-    spec.lower_prio_no_advert = vi.lower_prio_no_advert;
-    spec.higher_prio_send_advert = vi.higher_prio_send_advert;
-    spec.notify = notify_spec(&vi.notify);
-    spec.track_interfaces = vi
-        .track_interfaces
-        .iter()
-        .map(|t| failover::TrackedInterface {
-            name: t.name.clone(),
-            weight: t.weight,
-        })
-        .collect();
-    spec
-}
-
-/// The runtime's view of a `[vrrp_sync_group.NAME]` table.
-fn sync_group_spec(g: &crate::config::SyncGroup) -> failover::SyncGroupSpec {
-    failover::SyncGroupSpec {
-        name: g.name.clone(),
-        members: g.members.clone(),
-        notify: notify_spec(&g.notify),
-    }
-}
-
-fn notify_spec(n: &crate::config::VrrpNotify) -> failover::Notify {
-    failover::Notify {
-        master: n.master.clone(),
-        backup: n.backup.clone(),
-        fault: n.fault.clone(),
-        stop: n.stop.clone(),
-        generic: n.generic.clone(),
-        ..failover::Notify::default()
-    }
 }
 
 /// A health verdict changed: rebuild that service's schedule (the switch is one map
@@ -681,172 +509,6 @@ fn report_quorum(table: &ServiceTable, index: usize, gained: bool) {
     if let Some(argv) = command {
         crate::notify::spawn(argv, format!("{edge} of {}", svc.name));
     }
-}
-
-/// What VRRP instances track: virtual servers' quorum (`track_virtual_servers`) and
-/// track scripts (`track_scripts`), turned into priority adjustments and FAULT.
-struct VrrpTracking {
-    tx: tokio::sync::mpsc::Sender<failover::Control>,
-    instances: Vec<TrackingOf>,
-    /// Each `[script.NAME]`'s name, weight and current verdict (scripts start up).
-    scripts: Vec<(String, i32, bool)>,
-}
-
-struct TrackingOf {
-    instance: String,
-    /// (service index, weight) of each tracked virtual server.
-    services: Vec<(usize, i32)>,
-    /// Indices into `VrrpTracking::scripts`.
-    scripts: Vec<usize>,
-}
-
-impl VrrpTracking {
-    fn new(
-        config: &Config,
-        table: &ServiceTable,
-        tx: tokio::sync::mpsc::Sender<failover::Control>,
-    ) -> VrrpTracking {
-        let instances = config
-            .vrrp
-            .iter()
-            .filter(|vi| !vi.track_virtual_servers.is_empty() || !vi.track_scripts.is_empty())
-            .map(|vi| TrackingOf {
-                instance: vi.name.clone(),
-                services: vi
-                    .track_virtual_servers
-                    .iter()
-                    .filter_map(|t| {
-                        let name = crate::services::service_name(t.vip, t.port, t.protocol);
-                        let index = table.services.iter().position(|s| s.name == name)?;
-                        Some((index, t.weight))
-                    })
-                    .collect(),
-                scripts: vi
-                    .track_scripts
-                    .iter()
-                    .filter_map(|n| config.scripts.iter().position(|s| &s.name == n))
-                    .collect(),
-            })
-            .collect();
-        let scripts = config
-            .scripts
-            .iter()
-            .map(|s| (s.name.clone(), s.weight, true))
-            .collect();
-        VrrpTracking {
-            tx,
-            instances,
-            scripts,
-        }
-    }
-
-    /// A reload changed VRRP instances in ways they take in place.
-    async fn reconfigure(&self, config: &Config) {
-        let specs = config.vrrp.iter().map(instance_spec).collect();
-        if self
-            .tx
-            .send(failover::Control::Reconfigure(specs))
-            .await
-            .is_err()
-        {
-            warn!("vrrp instances not reconfigured: the vrrp runtime has stopped");
-        }
-    }
-
-    /// Points the tracked virtual servers at their places in a reloaded table (the
-    /// instances and scripts cannot change on a reload).
-    fn retarget(&mut self, config: &Config, table: &ServiceTable) {
-        let fresh = VrrpTracking::new(config, table, self.tx.clone());
-        for (t, f) in self.instances.iter_mut().zip(fresh.instances) {
-            t.services = f.services;
-        }
-    }
-
-    fn script_changed(&mut self, index: usize, up: bool, table: &ServiceTable) {
-        let (name, _, ok) = &mut self.scripts[index];
-        if *ok != up {
-            *ok = up;
-            if up {
-                info!(script = %name, "track script succeeds again");
-            } else {
-                warn!(script = %name, "track script fails");
-            }
-            self.update(table);
-        }
-    }
-
-    /// Tells every tracking instance its total adjustment, as keepalived sums tracking
-    /// weights: a tracked virtual server without quorum adds its (negative) weight; a
-    /// script adds a positive weight while it succeeds and a negative one while it
-    /// fails; weight 0 means FAULT while the object is down. Totals, so resending is
-    /// harmless.
-    fn update(&self, table: &ServiceTable) {
-        for t in &self.instances {
-            let mut adjust = 0;
-            let mut fault = false;
-            let mut down = Vec::new();
-            for (index, weight) in &t.services {
-                if !table.services[*index].quorum_ok {
-                    adjust += weight;
-                    fault |= *weight == 0;
-                    down.push(table.services[*index].name.clone());
-                }
-            }
-            for index in &t.scripts {
-                let (name, weight, ok) = &self.scripts[*index];
-                match (*ok, weight.signum()) {
-                    (true, 1) | (false, -1) => adjust += weight,
-                    (false, 0) => fault = true,
-                    _ => {}
-                }
-                if !ok {
-                    down.push(format!("script {name}"));
-                }
-            }
-            let update = failover::TrackUpdate {
-                instance: t.instance.clone(),
-                adjust,
-                fault,
-                reason: if down.is_empty() {
-                    "every tracked object is up".into()
-                } else {
-                    format!("down: {}", down.join(", "))
-                },
-            };
-            if self.tx.try_send(update.into()).is_err() {
-                warn!(instance = %t.instance, "vrrp tracking update dropped: the vrrp runtime is not keeping up");
-            }
-        }
-    }
-}
-
-/// Track scripts are MISC checks run by the same scheduler as the health checks.
-fn script_checks(
-    config: &Config,
-) -> Vec<(
-    BackendId,
-    xdp_lb_checks::CheckSpec,
-    xdp_lb_checks::CheckParams,
-)> {
-    config
-        .scripts
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut misc = xdp_lb_checks::MiscCheck::new(s.command.clone());
-            misc.timeout = Some(s.timeout);
-            misc.user = s.user.clone();
-            let spec = xdp_lb_checks::CheckSpec::Misc(misc);
-            // A MISC check probes no server; the address only names it in logs.
-            let mut params = xdp_lb_checks::CheckParams::new(([0, 0, 0, 0], 0).into(), &spec);
-            params.interval = s.interval;
-            params.warmup = Duration::ZERO;
-            params.retry = 0;
-            params.rise = s.rise;
-            params.fall = s.fall;
-            (BackendId(i as u32), spec, params)
-        })
-        .collect()
 }
 
 /// Half the shortest NAT timeout, between 1 s and 10 s: entries leave at most 50 %
@@ -928,199 +590,11 @@ fn write_all(dataplane: &mut Dataplane, table: &ServiceTable) -> anyhow::Result<
 }
 
 /// Writes the backend at `index` into its slot.
-fn write_backend(
+pub(crate) fn write_backend(
     dataplane: &mut Dataplane,
     table: &ServiceTable,
     index: u32,
 ) -> anyhow::Result<()> {
     let slot = table.backends[index as usize].id;
     Ok(dataplane.set_backend(slot, &table.backend_value(index))?)
-}
-
-/// (ifindex, next hop) of every backend, routed before.
-fn next_hops(table: &ServiceTable) -> Vec<(u32, std::net::IpAddr)> {
-    table
-        .backends
-        .iter()
-        .map(|b| {
-            let e = b.egress.expect("routed before");
-            (e.ifindex, e.next_hop)
-        })
-        .collect()
-}
-
-/// The managed neighbour entries behind the backends' MACs.
-struct Neighbours {
-    netlink: Netlink,
-    /// (ifindex, addr) entries this daemon created, removed again on shutdown.
-    created: Vec<(u32, std::net::IpAddr)>,
-}
-
-impl Neighbours {
-    async fn register(netlink: &Netlink, table: &ServiceTable) -> anyhow::Result<Neighbours> {
-        let mut neighbours = Neighbours {
-            netlink: netlink.clone(),
-            created: Vec::new(),
-        };
-        neighbours.add(table).await?;
-        Ok(neighbours)
-    }
-
-    /// Managed entries for the table's next hops that have none from us yet (at start,
-    /// and for a reloaded table's new ones).
-    async fn add(&mut self, table: &ServiceTable) -> anyhow::Result<()> {
-        let existing = self.netlink.neighbours().await?;
-        for entry in next_hops(table) {
-            // A static entry set by an operator is theirs: use it, do not convert it.
-            if self.created.contains(&entry)
-                || existing.get(&entry).is_some_and(|n| {
-                    n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
-                })
-            {
-                continue;
-            }
-            self.netlink
-                .ensure_managed_neighbour(entry.0, entry.1)
-                .await?;
-            self.created.push(entry);
-        }
-        Ok(())
-    }
-
-    /// Removes the entries this daemon created for next hops `table` no longer uses.
-    async fn prune(&mut self, table: &ServiceTable) {
-        let wanted = next_hops(table);
-        let mut kept = Vec::with_capacity(self.created.len());
-        for entry in self.created.drain(..) {
-            if wanted.contains(&entry) {
-                kept.push(entry);
-            } else if let Err(e) = self.netlink.remove_neighbour(entry.0, entry.1).await {
-                warn!(error = %e, "could not remove a managed neighbour entry");
-            }
-        }
-        self.created = kept;
-    }
-
-    /// Reads every backend's MAC into the table; returns the ids whose value changed.
-    async fn read(&self, table: &mut ServiceTable) -> anyhow::Result<Vec<u32>> {
-        let mut changed = Vec::new();
-        let neighbours = self.netlink.neighbours().await?;
-        for id in 0..table.backends.len() as u32 {
-            let egress = table.backends[id as usize].egress.expect("routed before");
-            let mac = neighbours
-                .get(&(egress.ifindex, egress.next_hop))
-                .and_then(|n| n.usable_mac());
-            if table.set_mac(id, mac) {
-                changed.push(id);
-            }
-        }
-        Ok(changed)
-    }
-
-    /// Waits (bounded) for MACs. A service left with no usable real server although
-    /// it has weight is an error; single unresolved servers are warnings and keep
-    /// being retried in the background.
-    async fn wait_for_macs(
-        &self,
-        table: &mut ServiceTable,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.read(table).await?;
-            if table.backends.iter().all(|b| b.mac.is_some()) || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(NEIGHBOUR_POLL).await;
-        }
-        for svc in &table.services {
-            let unresolved: Vec<String> = svc
-                .backends
-                .iter()
-                .map(|id| &table.backends[*id as usize])
-                .filter(|b| b.mac.is_none())
-                .map(|b| b.addr.to_string())
-                .collect();
-            if unresolved.is_empty() {
-                continue;
-            }
-            let configured: u32 = svc
-                .backends
-                .iter()
-                .map(|id| table.backends[*id as usize].weight)
-                .sum();
-            // Health does not matter here (alpha servers start down): only whether any
-            // real server with weight has a MAC.
-            let resolved: u32 = svc
-                .backends
-                .iter()
-                .map(|id| &table.backends[*id as usize])
-                .filter(|b| b.mac.is_some())
-                .map(|b| b.weight)
-                .sum();
-            if resolved == 0 && configured > 0 {
-                bail!(
-                    "virtual server {}: no real server answered ARP/ND within {:?} ({}); \
-                     are they up and on this L2 segment?",
-                    svc.name,
-                    timeout,
-                    unresolved.join(", ")
-                );
-            }
-            warn!(
-                service = %svc.name,
-                unresolved = %unresolved.join(", "),
-                "real servers without a MAC yet; serving with the others and retrying"
-            );
-        }
-        Ok(())
-    }
-
-    /// Applies MAC changes (resolved, changed, lost) to the maps.
-    async fn refresh(
-        &self,
-        table: &mut ServiceTable,
-        dataplane: &mut Dataplane,
-    ) -> anyhow::Result<()> {
-        let changed = self.read(table).await?;
-        let mut services = Vec::new();
-        for &id in &changed {
-            write_backend(dataplane, table, id)?;
-            let service = table.backends[id as usize].service;
-            if !services.contains(&service) {
-                services.push(service);
-            }
-        }
-        for index in services {
-            dataplane
-                .set_service(&table.spec(index)?)
-                .with_context(|| format!("updating {}", table.services[index].name))?;
-        }
-        // Logged once the maps follow, so a reader of the line can rely on it.
-        for id in changed {
-            let b = &table.backends[id as usize];
-            match b.mac {
-                Some(mac) => {
-                    info!(real_server = %b.addr, mac = %fmt_mac(mac), "real server MAC learned")
-                }
-                None => warn!(real_server = %b.addr, "real server MAC lost; no new flows to it"),
-            }
-        }
-        Ok(())
-    }
-
-    async fn cleanup(self) {
-        for (ifindex, addr) in &self.created {
-            if let Err(e) = self.netlink.remove_neighbour(*ifindex, *addr).await {
-                warn!(error = %e, "could not remove a managed neighbour entry");
-            }
-        }
-    }
-}
-
-pub fn fmt_mac(m: [u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
 }

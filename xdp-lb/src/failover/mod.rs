@@ -26,6 +26,7 @@
 //! before [`run`] returns, so a backup takes over at once.
 
 mod engine;
+mod from_config;
 mod link;
 mod notify;
 mod spec;
@@ -43,6 +44,7 @@ use xdp_lb_vrrp::{ConfigError, Instance, State};
 use crate::netlink::{Netlink, NetlinkError};
 use engine::Engine;
 
+pub(crate) use from_config::{instance_spec, sync_group_spec};
 pub use notify::{Notifier, run_one as run_notify_command};
 pub use spec::{
     DEFAULT_GARP_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_NOTIFY_TIMEOUT, InstanceSpec, Notify,
