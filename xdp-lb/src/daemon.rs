@@ -1,39 +1,77 @@
-//! The daemon's main job: config → interfaces → real servers' MACs → maps → attach,
-//! then keep the maps true to the neighbour table, the health checks, the VRRP state
-//! and reloaded configurations until shutdown.
-use std::{
-    collections::{BTreeMap, HashSet},
-    future::Future,
-    time::Duration,
-};
+//! The daemon: wiring, in the shape of mini-redis. [`run_reloadable`] brings the node
+//! up (config → interfaces → routes → real servers' MACs → maps → attach), then starts
+//! one task per source of change (health checks, track scripts, VRRP, the neighbour
+//! table, NAT ageing, the status API, reloads) that each send an [`Event`] to one
+//! channel. The loop hands every event to [`Core`], which passes it to the forwarding
+//! owner ([`crate::forwarding`]) and logs what changed; nothing in the loop waits for
+//! long: a reload's slow part (routes, new MACs) runs on a task that reports back.
+//! Shutdown stops VRRP first (priority 0, VIPs removed) while still applying its state
+//! changes, then everything else, then detaches XDP.
+
+use std::{collections::BTreeMap, future::Future, ops::ControlFlow, time::Duration};
 
 use anyhow::bail;
-use tracing::{info, warn};
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::{
-    config::{Config, Forwarding, NatTimeouts},
+    api::SnapshotRequest,
+    config::{Config, Forwarding as ForwardingMethod, NatTimeouts},
     dataplane::{Dataplane, nat::monotonic_ns},
-    failover,
-    health_checks::{CHECK_CONCURRENCY, CHECKS_STOP, HealthChecks},
-    neighbours::{NEIGHBOUR_REFRESH, Neighbours, route_backends},
+    failover::{self, FailoverEvent},
+    forwarding::{Forwarding, PreparedReload, QuorumEdge},
+    health_checks::HealthChecks,
+    neighbours::{NEIGHBOUR_REFRESH, Neighbours, fmt_mac, route_backends},
     netlink::{Link, Netlink},
     privileges,
-    services::ServiceTable,
+    services::{Macs, ServiceTable},
     status::Snapshot,
     tracking::{VrrpTracking, script_checks},
 };
 
+/// Room for events between the sources and the loop (sources wait when it is full).
+const EVENT_QUEUE: usize = 1024;
+
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (_no_reloads, reloads) = tokio::sync::mpsc::channel(1);
+    let (_no_reloads, reloads) = mpsc::channel(1);
     run_reloadable(config, reloads, shutdown).await
+}
+
+/// Everything that changes what the daemon does, in the order it happened.
+enum Event {
+    /// A real server's health verdict, from the checks started as `generation`.
+    Health {
+        generation: u64,
+        transition: xdp_lb_checks::Transition,
+    },
+    /// A track script's verdict.
+    Script(xdp_lb_checks::Transition),
+    /// A VRRP instance changed state.
+    Vrrp(FailoverEvent),
+    /// The VRRP runtime ended (on its own, or after being stopped).
+    VrrpEnded(anyhow::Result<()>),
+    /// The neighbour table, read again.
+    Neighbours(anyhow::Result<Macs>),
+    /// Time to collect idle NAT entries.
+    NatGc,
+    /// A reloaded configuration (SIGHUP).
+    Reload(Config),
+    /// A reload's table is ready (or could not be prepared).
+    Prepared {
+        generation: u64,
+        result: anyhow::Result<PreparedReload>,
+    },
+    /// The status API wants a snapshot.
+    Api(SnapshotRequest),
 }
 
 /// [`run`], applying each configuration that arrives on `reloads` (see
 /// [`crate::reload`]); one that cannot be applied is logged and changes nothing.
 pub async fn run_reloadable(
-    mut config: Config,
-    mut reloads: tokio::sync::mpsc::Receiver<Config>,
+    config: Config,
+    reloads: mpsc::Receiver<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -53,356 +91,612 @@ pub async fn run_reloadable(
     route_backends(&netlink, &links, &mut table).await?;
 
     let mut dataplane = Dataplane::load(config.dataplane.max_flows)?;
-    let mut neighbours = Neighbours::register(&netlink, &table).await?;
+    // Clones share the record of the entries created, removed again at the end.
+    let neighbours = Neighbours::new(&netlink);
     let result = async {
-        neighbours.wait_for_macs(&mut table, config.dataplane.neighbour_timeout).await?;
+        neighbours.add(&table).await?;
+        neighbours
+            .wait_for_macs(&mut table, config.dataplane.neighbour_timeout)
+            .await?;
         for link in links.values() {
             dataplane.add_egress(link.index)?;
         }
-        for index in 0..table.services.len() {
-            quorum_changed(&mut table, index);
+        let (forwarding, edges) = Forwarding::start(table, dataplane, nat_of(&config))?;
+        for edge in edges {
+            report_quorum(forwarding.table(), edge);
         }
-        write_all(&mut dataplane, &table)?;
-        let mut nat = uses_nat(&config);
-        let nat_timeouts = config.dataplane.nat_timeouts;
-        dataplane.set_nat(nat, &nat_timeouts)?;
-        for link in links.values() {
-            let mode = dataplane.attach(&link.name, config.dataplane.xdp_mode)?;
-            info!(interface = %link.name, mode = mode.as_str(), "XDP attached");
-        }
-        let (api_tx, mut api_requests) = tokio::sync::mpsc::channel(16);
-        let _api_task = api_listener.map(|listener| {
+        let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut core = Core::new(
+            config,
+            forwarding,
+            netlink,
+            links,
+            neighbours.clone(),
+            tx.clone(),
+        );
+        core.attach()?;
+        if let Some(listener) = api_listener {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "status API listening: /status, /metrics");
             }
-            AbortOnDrop(tokio::spawn(crate::api::serve(listener, api_tx)))
-        });
-        let vrrp_status = failover::StatusBoard::default();
-        // `[global]` cannot change on a reload.
-        let router_id = config.global.router_id.clone();
-        let snapshot = |table: &ServiceTable, dataplane: &Dataplane| {
-            Snapshot::take(
-                router_id.clone(),
-                started.elapsed(),
-                table,
-                dataplane,
-                vrrp_status.snapshot(),
-                vrrp_status.sockets(),
-            )
-        };
+            let (api_tx, api_rx) = mpsc::channel(16);
+            tasks.spawn(cancel_with(&stop, crate::api::serve(listener, api_tx)));
+            tasks.spawn(forward(api_rx, tx.clone(), Event::Api));
+        }
+        tasks.spawn(cancel_with(
+            &stop,
+            forward(reloads, tx.clone(), Event::Reload),
+        ));
+        tasks.spawn(cancel_with(
+            &stop,
+            poll_neighbours(core.neighbours.clone(), tx.clone()),
+        ));
+        tasks.spawn(cancel_with(
+            &stop,
+            tick(
+                nat_gc_interval(&core.config.dataplane.nat_timeouts),
+                tx.clone(),
+                || Event::NatGc,
+            ),
+        ));
+        let scripts = start_scripts(&core.config, &stop, &tx, &mut tasks);
+        let vrrp_stop = CancellationToken::new();
+        let vrrp = core.start_vrrp(&vrrp_stop, &mut tasks);
         info!(
-            services = table.services.len(),
-            real_servers = table.backends.len(),
+            services = core.forwarding.table().services.len(),
+            real_servers = core.forwarding.table().backends.len(),
             "xdp-lb ready"
         );
-        // Health checks run beside the loop and report changes over a channel.
-        let (mut checks, mut transitions) = HealthChecks::start(&table);
-        // VRRP instances: services on their VIPs are forwarded only while MASTER.
-        let (failover_tx, mut failover_events) = tokio::sync::mpsc::channel(64);
-        let (stop_failover, failover_stopped) = tokio::sync::oneshot::channel::<()>();
-        let instances: Vec<_> = config.vrrp.iter().map(failover::instance_spec).collect();
-        let (track_tx, track_rx) = tokio::sync::mpsc::channel(64);
-        let mut tracking = VrrpTracking::new(&config, &table, track_tx);
-        let (scripts_tx, mut script_transitions) = tokio::sync::mpsc::channel(64);
-        let (stop_scripts, scripts_stopped) = tokio::sync::oneshot::channel::<()>();
-        let scripts_task = tokio::spawn(xdp_lb_checks::run(
-            script_checks(&config),
-            CHECK_CONCURRENCY,
-            scripts_tx,
-            async move {
-                let _ = scripts_stopped.await;
-            },
-        ));
-        let mut failover_task = (!instances.is_empty()).then(|| {
-            tokio::spawn(failover::run_tracked(
-                instances,
-                config.sync_groups.iter().map(failover::sync_group_spec).collect(),
-                netlink.clone(),
-                failover_tx,
-                track_rx,
-                vrrp_status.clone(),
-                async move {
-                    let _ = failover_stopped.await;
-                },
-            ))
-        });
-        // The quorum at start (alpha servers start down).
-        tracking.update(&table);
-        // The VIPs of instances that are MASTER now (for services a reload adds).
-        let mut master_vips: HashSet<std::net::IpAddr> = HashSet::new();
+        core.started = started;
+
+        // The loop: every event to the core, until shutdown or VRRP fails.
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
-        let mut nat_gc = tokio::time::interval(nat_gc_interval(&nat_timeouts));
-        // Set when the VRRP runtime ended by itself (a socket failed): it has already
-        // stopped its instances, so the daemon stops too and a supervisor restarts it,
-        // rather than forwarding on as a node no peer hears.
         let mut vrrp_failed = None;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                ended = async { failover_task.as_mut().expect("guarded").await }, if failover_task.is_some() => {
-                    failover_task = None;
-                    vrrp_failed = Some(match ended {
-                        Ok(Ok(())) => anyhow::anyhow!("the VRRP runtime ended on its own"),
-                        Ok(Err(e)) => e,
-                        Err(e) => anyhow::anyhow!("the VRRP task failed: {e}"),
-                    });
-                    break;
-                }
-                _ = tick.tick() => {
-                    if let Err(e) = neighbours.refresh(&mut table, &mut dataplane).await {
-                        warn!(error = %format!("{e:#}"), "neighbour refresh failed; keeping the last known MACs");
+                Some(event) = events.recv() => {
+                    if let ControlFlow::Break(e) = core.handle(event).await {
+                        vrrp_failed = Some(e);
+                        break;
                     }
-                }
-                _ = nat_gc.tick(), if nat => collect_nat(&mut dataplane, &nat_timeouts),
-                Some(event) = failover_events.recv() => {
-                    on_failover(&mut table, &mut dataplane, &mut master_vips, &event);
-                }
-                Some(new) = reloads.recv() => {
-                    let mut state = Running {
-                        config: &mut config,
-                        netlink: &netlink,
-                        links: &links,
-                        table: &mut table,
-                        dataplane: &mut dataplane,
-                        neighbours: &mut neighbours,
-                        tracking: &mut tracking,
-                        master_vips: &mut master_vips,
-                        failover_events: &mut failover_events,
-                        nat: &mut nat,
-                    };
-                    match reload(&mut state, new).await {
-                        Ok(Reloaded { services: None, vrrp: false }) => {
-                            info!("configuration reloaded: nothing changed");
-                        }
-                        Ok(Reloaded { services, vrrp }) => {
-                            let mut parts = Vec::new();
-                            if let Some(summary) = services {
-                                // The checks of the new table, each starting from the
-                                // server's current verdict.
-                                checks.stop().await;
-                                (checks, transitions) = HealthChecks::start(&table);
-                                tracking.update(&table);
-                                parts.push(summary);
-                            }
-                            if vrrp {
-                                parts.push("vrrp instances reconfigured in place".into());
-                            }
-                            info!("configuration reloaded: {}", parts.join("; "));
-                        }
-                        Err(e) => tracing::error!("reload refused, the running configuration stays: {e:#}"),
-                    }
-                }
-                Some(t) = script_transitions.recv() => {
-                    tracking.script_changed(t.backend.0 as usize, t.up, &table);
-                }
-                Some(t) = transitions.recv() => {
-                    if let Err(e) = apply_health(&mut table, &mut dataplane, &tracking, &t) {
-                        warn!(error = %format!("{e:#}"), "could not apply a health change to the data plane");
-                    }
-                }
-                Some(reply) = api_requests.recv() => {
-                    let _ = reply.send(snapshot(&table, &dataplane));
                 }
             }
         }
+
         // VRRP first: a MASTER sends priority 0 and drops its VIPs, so the peer takes
         // over at once, while this node still forwards what arrives meanwhile.
-        if let Some(task) = failover_task {
-            let _ = stop_failover.send(());
-            // Keep applying state changes (the last ones say the VIPs are gone).
-            let mut task = std::pin::pin!(task);
-            loop {
-                tokio::select! {
-                    result = &mut task => {
-                        match result {
-                            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "VRRP stopped with an error"),
-                            Err(e) => warn!(error = %e, "VRRP task failed"),
-                            Ok(Ok(())) => {}
+        if vrrp && vrrp_failed.is_none() {
+            vrrp_stop.cancel();
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Vrrp(e) => core.on_vrrp(&e),
+                    Event::VrrpEnded(result) => {
+                        if let Err(e) = result {
+                            warn!(error = %format!("{e:#}"), "VRRP stopped with an error");
                         }
                         break;
                     }
-                    Some(event) = failover_events.recv() => {
-                        let _ = apply_failover(&mut table, &mut dataplane, &event);
+                    Event::Api(reply) => {
+                        let _ = reply.send(core.snapshot());
                     }
+                    _ => {}
                 }
             }
         }
-        let _ = stop_scripts.send(());
-        if tokio::time::timeout(CHECKS_STOP, scripts_task).await.is_err() {
-            warn!("track scripts did not stop within {CHECKS_STOP:?}");
+        stop.cancel();
+        // Sources blocked on a full queue give up; none is read any more.
+        drop(events);
+        if let Some(scripts) = scripts {
+            scripts.stop().await;
         }
         // keepalived's omega: the down command also runs when the service stops.
-        for svc in &table.services {
+        for svc in &core.forwarding.table().services {
             if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
                 let what = format!("quorum_down (omega) of {}", svc.name);
                 crate::notify::run(argv, &what, crate::notify::TIMEOUT).await;
             }
         }
-        checks.stop().await;
-        // The last state changes of a failed VRRP runtime (its instances stopped).
-        while let Ok(event) = failover_events.try_recv() {
-            let _ = apply_failover(&mut table, &mut dataplane, &event);
-        }
-        log_counters(&snapshot(&table, &dataplane));
+        std::mem::replace(&mut core.checks, HealthChecks::idle())
+            .stop()
+            .await;
+        while tasks.join_next().await.is_some() {}
+        core.snapshot().log_counters();
         match vrrp_failed {
             Some(e) => Err(e.context("VRRP stopped, so xdp-lb stops too (restart it)")),
             None => anyhow::Ok(()),
         }
     }
     .await;
+    // The data plane (and with it the XDP attachment) went with the block.
     info!("shutting down: detaching XDP and removing managed neighbour entries");
-    drop(dataplane);
     neighbours.cleanup().await;
     result
 }
 
-/// What a reload may change, borrowed from the daemon's loop.
-struct Running<'a> {
-    config: &'a mut Config,
-    netlink: &'a Netlink,
-    links: &'a BTreeMap<u32, Link>,
-    table: &'a mut ServiceTable,
-    dataplane: &'a mut Dataplane,
-    neighbours: &'a mut Neighbours,
-    tracking: &'a mut VrrpTracking,
-    master_vips: &'a mut HashSet<std::net::IpAddr>,
-    /// Applied to the running table while a reload waits for new MACs.
-    failover_events: &'a mut tokio::sync::mpsc::Receiver<failover::FailoverEvent>,
-    nat: &'a mut bool,
+/// The daemon's state between events: the forwarding owner and what feeds it.
+struct Core {
+    /// The configuration running now (a reload replaces it once applied).
+    config: Config,
+    forwarding: Forwarding<Dataplane>,
+    netlink: Netlink,
+    /// The XDP interfaces, by ifindex (fixed: `[dataplane]` needs a restart).
+    links: BTreeMap<u32, Link>,
+    neighbours: Neighbours,
+    checks: HealthChecks,
+    /// Which checks' verdicts count: a reload restarts the checks, and verdicts the
+    /// old ones sent are dropped.
+    check_generation: u64,
+    tracking: VrrpTracking,
+    vrrp_status: failover::StatusBoard,
+    reload: Reloads,
+    events: mpsc::Sender<Event>,
+    started: std::time::Instant,
 }
 
-/// What a reload changed.
-struct Reloaded {
-    /// The virtual servers changed (a summary); the caller then restarts the health
-    /// checks on the new table.
-    services: Option<String>,
-    /// VRRP instances changed in place.
-    vrrp: bool,
+/// A reload being prepared, and the one to run after it.
+#[derive(Default)]
+struct Reloads {
+    generation: u64,
+    preparing: Option<(Config, AbortOnDrop)>,
+    queued: Option<Config>,
 }
 
-/// Applies a reloaded configuration, or explains why not (and then nothing changed):
-/// the virtual servers, and the VRRP instances' settings that apply in place.
-async fn reload(state: &mut Running<'_>, new: Config) -> anyhow::Result<Reloaded> {
-    let restart = crate::reload::restart_needed(state.config, &new);
-    if !restart.is_empty() {
-        bail!(
-            "{} changed; these need a restart of xdp-lb (a graceful restart hands the VIPs \
-             over with priority 0)",
-            restart.join("; ")
-        );
+impl Core {
+    fn new(
+        config: Config,
+        forwarding: Forwarding<Dataplane>,
+        netlink: Netlink,
+        links: BTreeMap<u32, Link>,
+        neighbours: Neighbours,
+        events: mpsc::Sender<Event>,
+    ) -> Core {
+        let (track_tx, _) = mpsc::channel(1);
+        let tracking = VrrpTracking::new(&config, forwarding.table(), track_tx);
+        let mut core = Core {
+            config,
+            forwarding,
+            netlink,
+            links,
+            neighbours,
+            checks: HealthChecks::idle(),
+            check_generation: 0,
+            tracking,
+            vrrp_status: failover::StatusBoard::default(),
+            reload: Reloads::default(),
+            events,
+            started: std::time::Instant::now(),
+        };
+        core.restart_checks();
+        core
     }
-    let services = if strip_locations(&state.config.virtual_servers)
-        == strip_locations(&new.virtual_servers)
-    {
-        None
-    } else {
-        Some(reload_services(state, &new).await?)
-    };
-    // After the services: a failed services reload leaves VRRP untouched too.
-    let vrrp = state.config.others.get("vrrp") != new.others.get("vrrp");
-    if vrrp {
-        state.tracking.reconfigure(&new).await;
-    }
-    *state.config = new;
-    Ok(Reloaded { services, vrrp })
-}
 
-/// The virtual-server part of [`reload`]: everything that can fail comes before the
-/// first map write.
-async fn reload_services(state: &mut Running<'_>, new: &Config) -> anyhow::Result<String> {
-    let (mut table, reloaded) = ServiceTable::reload(new, state.table)?;
-    route_backends(state.netlink, state.links, &mut table).await?;
-    for svc in &mut table.services {
-        // A service on a VRRP VIP is forwarded while this node is MASTER for it.
-        if !svc.active {
-            svc.active = state.master_vips.contains(&svc.vip);
+    /// Attaches XDP to every interface (driver mode unless told otherwise).
+    fn attach(&mut self) -> anyhow::Result<()> {
+        for link in self.links.values() {
+            let mode = self
+                .forwarding
+                .writer_mut()
+                .attach(&link.name, self.config.dataplane.xdp_mode)?;
+            info!(interface = %link.name, mode = mode.as_str(), "XDP attached");
         }
+        Ok(())
     }
-    // New real servers' MACs, waited for as at start (bounded by neighbour_timeout),
-    // so "reloaded" means they take connections. VRRP changes meanwhile go to the
-    // running table at once, and to the new one before it is written.
-    state.neighbours.add(&table).await?;
-    let mut during = Vec::new();
-    {
-        let wait = state
-            .neighbours
-            .wait_for_macs(&mut table, new.dataplane.neighbour_timeout);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                done = &mut wait => break done?,
-                Some(event) = state.failover_events.recv() => {
-                    on_failover(state.table, state.dataplane, state.master_vips, &event);
-                    during.push(event);
+
+    /// Starts the VRRP runtime, if any instance is configured: its state changes and
+    /// its end arrive as events, in order. Returns whether it runs.
+    fn start_vrrp(&mut self, stop: &CancellationToken, tasks: &mut JoinSet<()>) -> bool {
+        if self.config.vrrp.is_empty() {
+            return false;
+        }
+        let (track_tx, track_rx) = mpsc::channel(64);
+        self.tracking = VrrpTracking::new(&self.config, self.forwarding.table(), track_tx);
+        // The quorum at start (alpha servers start down).
+        self.tracking.update(self.forwarding.table());
+        let (failover_tx, mut failover_rx) = mpsc::channel(64);
+        let runtime = failover::run_tracked(
+            self.config
+                .vrrp
+                .iter()
+                .map(failover::instance_spec)
+                .collect(),
+            self.config
+                .sync_groups
+                .iter()
+                .map(failover::sync_group_spec)
+                .collect(),
+            self.netlink.clone(),
+            failover_tx,
+            track_rx,
+            self.vrrp_status.clone(),
+            stop.clone().cancelled_owned(),
+        );
+        let events = self.events.clone();
+        tasks.spawn(async move {
+            tokio::pin!(runtime);
+            // The runtime waits for room to send a change, so relaying them until it
+            // ends, then the rest, keeps every change before the end.
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    Some(e) = failover_rx.recv() => {
+                        let _ = events.send(Event::Vrrp(e)).await;
+                    }
+                    result = &mut runtime => break result,
                 }
+            };
+            while let Ok(e) = failover_rx.try_recv() {
+                let _ = events.send(Event::Vrrp(e)).await;
+            }
+            let _ = events.send(Event::VrrpEnded(result)).await;
+        });
+        true
+    }
+
+    /// One event. `Break` when the daemon must stop: the VRRP runtime ended on its own
+    /// (a socket failed): it has already stopped its instances, so the daemon stops
+    /// too and a supervisor restarts it, rather than forwarding on as a node no peer
+    /// hears.
+    async fn handle(&mut self, event: Event) -> ControlFlow<anyhow::Error> {
+        match event {
+            Event::Health {
+                generation,
+                transition,
+            } if generation == self.check_generation => self.on_health(&transition),
+            Event::Health { .. } => {}
+            Event::Script(t) => {
+                self.tracking
+                    .script_changed(t.backend.0 as usize, t.up, self.forwarding.table());
+            }
+            Event::Vrrp(e) => self.on_vrrp(&e),
+            Event::VrrpEnded(result) => {
+                return ControlFlow::Break(match result {
+                    Ok(()) => anyhow::anyhow!("the VRRP runtime ended on its own"),
+                    Err(e) => e,
+                });
+            }
+            Event::Neighbours(Ok(macs)) => self.on_neighbours(&macs),
+            Event::Neighbours(Err(e)) => {
+                warn!(error = %format!("{e:#}"), "neighbour refresh failed; keeping the last known MACs");
+            }
+            Event::NatGc => self.collect_nat(),
+            Event::Reload(config) => self.on_reload(config).await,
+            Event::Prepared { generation, result } if generation == self.reload.generation => {
+                self.on_prepared(result).await;
+            }
+            Event::Prepared { .. } => {}
+            Event::Api(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A health verdict: the maps follow first, then the line is logged with the
+    /// service and real server it is about, so once it is read new connections already
+    /// follow it.
+    fn on_health(&mut self, t: &xdp_lb_checks::Transition) {
+        let index = t.backend.0;
+        let applied = self.forwarding.apply_health(index, t.up, t.weight);
+        let table = self.forwarding.table();
+        let b = &table.backends[index as usize];
+        let service = &table.services[b.service].name;
+        let server = std::net::SocketAddr::new(b.addr, b.port);
+        let what = match (&t.reason, t.weight) {
+            (Some(reason), _) => format!("down: {reason}"),
+            (None, Some(w)) => format!("up with weight {w}"),
+            (None, None) => "up".to_string(),
+        };
+        if t.up {
+            info!(%service, real_server = %server, check = %t.check, "real server {what}");
+        } else {
+            warn!(%service, real_server = %server, check = %t.check, "real server {what}");
+        }
+        match applied {
+            Ok(applied) => {
+                if applied.exhausted {
+                    warn!(%service, "no real server can take new connections");
+                }
+                if let Some(edge) = applied.quorum {
+                    report_quorum(table, edge);
+                    self.tracking.update(table);
+                }
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "could not apply a health change to the data plane");
             }
         }
     }
-    for event in &during {
-        table.set_vips_active(&event.vips, event.state == xdp_lb_vrrp::State::Master);
-    }
-    for index in 0..table.services.len() {
-        quorum_changed(&mut table, index);
-    }
-    let dp = &mut *state.dataplane;
-    dp.reset_counters(&reloaded.new_services, &reloaded.new_backends)?;
-    for &slot in &reloaded.removed_backends {
-        // Inactive: flows still pinned to it move on their next packet.
-        dp.set_backend(slot, &xdp_lb_common::BackendValue::default())?;
-    }
-    write_all(dp, &table)?;
-    for key in &reloaded.removed_services {
-        dp.remove_service(key)?;
-    }
-    let nat = uses_nat(new);
-    if nat != *state.nat {
-        dp.set_nat(nat, &new.dataplane.nat_timeouts)?;
-        *state.nat = nat;
-    }
-    let summary = format!(
-        "{} virtual servers ({} new, {} removed), {} real servers ({} new, {} removed; {} kept \
-         their health)",
-        table.services.len(),
-        reloaded.new_services.len(),
-        reloaded.removed_services.len(),
-        table.backends.len(),
-        reloaded.new_backends.len(),
-        reloaded.removed_backends.len(),
-        reloaded.kept_health,
-    );
-    state.tracking.retarget(new, &table);
-    state.neighbours.prune(&table).await;
-    *state.table = table;
-    Ok(summary)
-}
 
-/// A VRRP state change: the VIPs this node is MASTER for, and the services on them
-/// forwarded (MASTER) or handed to the kernel.
-fn on_failover(
-    table: &mut ServiceTable,
-    dataplane: &mut Dataplane,
-    master_vips: &mut HashSet<std::net::IpAddr>,
-    event: &failover::FailoverEvent,
-) {
-    for vip in &event.vips {
-        if event.state == xdp_lb_vrrp::State::Master {
-            master_vips.insert(*vip);
-        } else {
-            master_vips.remove(vip);
+    /// A VRRP state change: services on its VIPs are forwarded only while MASTER.
+    fn on_vrrp(&mut self, event: &FailoverEvent) {
+        let master = event.state == xdp_lb_vrrp::State::Master;
+        info!(instance = %event.instance, state = ?event.state, "vrrp instance state");
+        match self.forwarding.apply_vrrp(&event.vips, master) {
+            Ok(changed) => {
+                for index in changed {
+                    info!(
+                        service = %self.forwarding.table().services[index].name,
+                        forwarding = master,
+                        "data plane follows vrrp"
+                    );
+                }
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
+            }
         }
     }
-    if let Err(e) = apply_failover(table, dataplane, event) {
-        warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
+
+    /// MACs learned, changed or lost: logged once the maps follow.
+    fn on_neighbours(&mut self, macs: &Macs) {
+        match self.forwarding.apply_neighbours(macs) {
+            Ok(changed) => {
+                for index in changed {
+                    let b = &self.forwarding.table().backends[index as usize];
+                    match b.mac {
+                        Some(mac) => {
+                            info!(real_server = %b.addr, mac = %fmt_mac(mac), "real server MAC learned")
+                        }
+                        None => {
+                            warn!(real_server = %b.addr, "real server MAC lost; no new flows to it")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "could not apply MAC changes to the data plane");
+            }
+        }
+    }
+
+    /// Deletes idle NAT entries (the LRU alone would only evict them when full).
+    fn collect_nat(&mut self) {
+        let Some(timeouts) = self.forwarding.nat() else {
+            return;
+        };
+        match self
+            .forwarding
+            .writer_mut()
+            .expire_nat(&timeouts, monotonic_ns())
+        {
+            Ok(gc) if gc.flows_removed + gc.replies_removed > 0 => info!(
+                flows_removed = gc.flows_removed,
+                replies_removed = gc.replies_removed,
+                flows_left = gc.flows_left,
+                replies_left = gc.replies_left,
+                "expired idle NAT entries"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "NAT garbage collection failed; the LRU still bounds the tables")
+            }
+        }
+    }
+
+    /// A reloaded configuration: refused at once if it changes what needs a restart;
+    /// applied at once if only VRRP settings changed; otherwise its table is prepared
+    /// on a task (routes, new real servers' MACs) while events keep being handled. One
+    /// arriving meanwhile waits for that one (only the latest waits).
+    async fn on_reload(&mut self, new: Config) {
+        if self.reload.preparing.is_some() {
+            info!("a reload is being prepared; this one follows it");
+            self.reload.queued = Some(new);
+            return;
+        }
+        if let Err(e) = self.check_reload(&new) {
+            error!("reload refused, the running configuration stays: {e:#}");
+            return;
+        }
+        if strip_locations(&self.config.virtual_servers) == strip_locations(&new.virtual_servers) {
+            let vrrp = self.reconfigure_vrrp(&new).await;
+            self.config = new;
+            if vrrp {
+                info!("configuration reloaded: vrrp instances reconfigured in place");
+            } else {
+                info!("configuration reloaded: nothing changed");
+            }
+            return;
+        }
+        let (table, reloaded) = match ServiceTable::reload(&new, self.forwarding.table()) {
+            Ok(built) => built,
+            Err(e) => {
+                error!("reload refused, the running configuration stays: {e:#}");
+                return;
+            }
+        };
+        info!(
+            new_real_servers = reloaded.new_backends.len(),
+            "reload: resolving routes and new real servers' MACs before the switch"
+        );
+        self.reload.generation += 1;
+        let generation = self.reload.generation;
+        let prepare = prepare_reload(
+            self.netlink.clone(),
+            self.links.clone(),
+            self.neighbours.clone(),
+            PreparedReload {
+                table,
+                reloaded,
+                nat: nat_of(&new),
+            },
+            new.dataplane.neighbour_timeout,
+        );
+        let events = self.events.clone();
+        let task = tokio::spawn(async move {
+            let result = prepare.await;
+            let _ = events.send(Event::Prepared { generation, result }).await;
+        });
+        self.reload.preparing = Some((new, AbortOnDrop(task)));
+    }
+
+    /// What a reload cannot apply (see [`crate::reload`]).
+    fn check_reload(&self, new: &Config) -> anyhow::Result<()> {
+        let restart = crate::reload::restart_needed(&self.config, new);
+        if !restart.is_empty() {
+            bail!(
+                "{} changed; these need a restart of xdp-lb (a graceful restart hands the VIPs \
+                 over with priority 0)",
+                restart.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// A reload's table is ready: switch to it, restart the checks on it, and apply the
+    /// VRRP settings (after the services: a failed services reload leaves VRRP as is).
+    async fn on_prepared(&mut self, result: anyhow::Result<PreparedReload>) {
+        let (new, _task) = self.reload.preparing.take().expect("a reload was prepared");
+        let applied = match result {
+            Ok(prepared) => {
+                let summary = summary(&prepared);
+                self.forwarding
+                    .apply_reload(prepared)
+                    .map(|edges| (edges, summary))
+                    .map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok((edges, summary)) => {
+                for edge in edges {
+                    report_quorum(self.forwarding.table(), edge);
+                }
+                // The checks of the new table, each starting from the server's verdict.
+                self.restart_checks();
+                self.tracking.retarget(&new, self.forwarding.table());
+                self.tracking.update(self.forwarding.table());
+                let mut parts = vec![summary];
+                if self.reconfigure_vrrp(&new).await {
+                    parts.push("vrrp instances reconfigured in place".into());
+                }
+                self.config = new;
+                info!("configuration reloaded: {}", parts.join("; "));
+            }
+            Err(e) => error!("reload refused, the running configuration stays: {e:#}"),
+        }
+        self.neighbours.prune(self.forwarding.table()).await;
+        if let Some(next) = self.reload.queued.take() {
+            Box::pin(self.on_reload(next)).await;
+        }
+    }
+
+    /// Sends the instances' new settings to the VRRP runtime if they changed.
+    async fn reconfigure_vrrp(&mut self, new: &Config) -> bool {
+        let changed = strip_vrrp_locations(&self.config.vrrp) != strip_vrrp_locations(&new.vrrp);
+        if changed {
+            self.tracking.reconfigure(new).await;
+        }
+        changed
+    }
+
+    /// Starts the checks of the forwarding table (each from its server's verdict
+    /// there); the previous ones stop on their own task and their verdicts are dropped.
+    fn restart_checks(&mut self) {
+        self.check_generation += 1;
+        let generation = self.check_generation;
+        let (checks, transitions) = HealthChecks::start(self.forwarding.table());
+        let old = std::mem::replace(&mut self.checks, checks);
+        tokio::spawn(old.stop());
+        tokio::spawn(forward(
+            transitions,
+            self.events.clone(),
+            move |transition| Event::Health {
+                generation,
+                transition,
+            },
+        ));
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::take(
+            self.config.global.router_id.clone(),
+            self.started.elapsed(),
+            &self.forwarding,
+            self.vrrp_status.snapshot(),
+            self.vrrp_status.sockets(),
+        )
     }
 }
 
-/// Whether any virtual server forwards by NAT (the reply path is on only then).
-fn uses_nat(config: &Config) -> bool {
+/// The slow part of a reload, off the loop: routes to every real server, managed
+/// neighbour entries for new next hops, and their MACs (waited for, bounded by
+/// `neighbour_timeout`, so "reloaded" means they take connections).
+async fn prepare_reload(
+    netlink: Netlink,
+    links: BTreeMap<u32, Link>,
+    neighbours: Neighbours,
+    mut prepared: PreparedReload,
+    neighbour_timeout: Duration,
+) -> anyhow::Result<PreparedReload> {
+    route_backends(&netlink, &links, &mut prepared.table).await?;
+    neighbours.add(&prepared.table).await?;
+    neighbours
+        .wait_for_macs(&mut prepared.table, neighbour_timeout)
+        .await?;
+    Ok(prepared)
+}
+
+/// How a reload's log line sums it up.
+fn summary(prepared: &PreparedReload) -> String {
+    let (t, r) = (&prepared.table, &prepared.reloaded);
+    format!(
+        "{} virtual servers ({} new, {} removed), {} real servers ({} new, {} removed; {} kept \
+         their health)",
+        t.services.len(),
+        r.new_services.len(),
+        r.removed_services.len(),
+        t.backends.len(),
+        r.new_backends.len(),
+        r.removed_backends.len(),
+        r.carried_health.len(),
+    )
+}
+
+/// Track scripts run as MISC checks on a scheduler of their own for the daemon's life.
+fn start_scripts(
+    config: &Config,
+    stop: &CancellationToken,
+    events: &mpsc::Sender<Event>,
+    tasks: &mut JoinSet<()>,
+) -> Option<HealthChecks> {
+    if config.scripts.is_empty() {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let checks = HealthChecks::spawn(script_checks(config), tx);
+    tasks.spawn(cancel_with(
+        stop,
+        forward(rx, events.clone(), Event::Script),
+    ));
+    Some(checks)
+}
+
+/// The NAT reply path of `config`: on (with its timeouts) when a service uses NAT.
+fn nat_of(config: &Config) -> Option<NatTimeouts> {
     config
         .virtual_servers
         .iter()
-        .any(|v| v.forwarding == Forwarding::Nat)
+        .any(|v| v.forwarding == ForwardingMethod::Nat)
+        .then_some(config.dataplane.nat_timeouts)
+}
+
+/// Logs a quorum edge and runs the service's up/down command for it.
+fn report_quorum(table: &ServiceTable, edge: QuorumEdge) {
+    let svc = &table.services[edge.service];
+    let weight = table.usable_weight(edge.service);
+    let (command, name) = if edge.gained {
+        info!(service = %svc.name, weight, quorum = svc.quorum.quorum, "quorum gained");
+        (svc.quorum.up.clone(), "quorum_up")
+    } else {
+        warn!(service = %svc.name, weight, quorum = svc.quorum.quorum, "quorum lost: new connections go to the sorry server, if any");
+        (svc.quorum.down.clone(), "quorum_down")
+    };
+    if let Some(argv) = command {
+        crate::notify::spawn(argv, format!("{name} of {}", svc.name));
+    }
 }
 
 /// The virtual servers without where they were written, to tell whether a reload
@@ -421,94 +715,15 @@ fn strip_locations(vs: &[crate::config::VirtualServer]) -> Vec<crate::config::Vi
         .collect()
 }
 
-/// A VRRP instance changed state: services on its VIPs are forwarded only while it is
-/// MASTER (otherwise their packets go to the kernel, which on a BACKUP does not hold
-/// the VIPs).
-fn apply_failover(
-    table: &mut ServiceTable,
-    dataplane: &mut Dataplane,
-    event: &failover::FailoverEvent,
-) -> anyhow::Result<()> {
-    let master = event.state == xdp_lb_vrrp::State::Master;
-    info!(instance = %event.instance, state = ?event.state, "vrrp instance state");
-    for index in table.set_vips_active(&event.vips, master) {
-        dataplane.set_service(&table.spec(index)?)?;
-        info!(
-            service = %table.services[index].name,
-            forwarding = master,
-            "data plane follows vrrp"
-        );
-    }
-    Ok(())
-}
-
-/// A health verdict changed: rebuild that service's schedule (the switch is one map
-/// update), then log it with the service and real server it is about. The line comes
-/// after the maps are written so that, once it is read, new connections already follow it.
-fn apply_health(
-    table: &mut ServiceTable,
-    dataplane: &mut Dataplane,
-    tracking: &VrrpTracking,
-    t: &xdp_lb_checks::Transition,
-) -> anyhow::Result<()> {
-    let id = t.backend.0;
-    let b = &table.backends[id as usize];
-    let index = b.service;
-    let service = table.services[index].name.clone();
-    let server = std::net::SocketAddr::new(b.addr, b.port);
-    let what = match (&t.reason, t.weight) {
-        (Some(reason), _) => format!("down: {reason}"),
-        (None, Some(w)) => format!("up with weight {w}"),
-        (None, None) => "up".to_string(),
-    };
-    let mut quorum = None;
-    let applied = if table.set_health(id, t.up, t.weight) {
-        write_backend(dataplane, table, id)
-            .and_then(|()| {
-                // The schedule written next depends on the quorum (sorry server).
-                quorum = table.update_quorum(index);
-                Ok(dataplane.set_service(&table.spec(index)?)?)
-            })
-            .map(|()| true)
-    } else {
-        Ok(false)
-    };
-    if t.up {
-        info!(%service, real_server = %server, check = %t.check, "real server {what}");
-    } else {
-        warn!(%service, real_server = %server, check = %t.check, "real server {what}");
-    }
-    if let Some(gained) = quorum {
-        report_quorum(table, index, gained);
-        tracking.update(table);
-    }
-    if applied? && table.usable_weight(index) == 0 {
-        warn!(%service, "no real server can take new connections");
-    }
-    Ok(())
-}
-
-/// Re-evaluates a service's quorum and runs its up/down command on a change.
-fn quorum_changed(table: &mut ServiceTable, index: usize) {
-    if let Some(gained) = table.update_quorum(index) {
-        report_quorum(table, index, gained);
-    }
-}
-
-/// Logs a quorum edge and runs the service's up/down command for it.
-fn report_quorum(table: &ServiceTable, index: usize, gained: bool) {
-    let svc = &table.services[index];
-    let weight = table.usable_weight(index);
-    let (command, edge) = if gained {
-        info!(service = %svc.name, weight, quorum = svc.quorum.quorum, "quorum gained");
-        (svc.quorum.up.clone(), "quorum_up")
-    } else {
-        warn!(service = %svc.name, weight, quorum = svc.quorum.quorum, "quorum lost: new connections go to the sorry server, if any");
-        (svc.quorum.down.clone(), "quorum_down")
-    };
-    if let Some(argv) = command {
-        crate::notify::spawn(argv, format!("{edge} of {}", svc.name));
-    }
+/// The VRRP instances without where they were written.
+fn strip_vrrp_locations(vs: &[crate::config::VrrpInstance]) -> Vec<crate::config::VrrpInstance> {
+    vs.iter()
+        .cloned()
+        .map(|mut v| {
+            v.location = crate::config::Location::default();
+            v
+        })
+        .collect()
 }
 
 /// Half the shortest NAT timeout, between 1 s and 10 s: entries leave at most 50 %
@@ -517,84 +732,66 @@ fn nat_gc_interval(t: &NatTimeouts) -> Duration {
     (t.tcp.min(t.tcp_fin).min(t.udp) / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
-/// Deletes idle NAT entries (the LRU alone would only evict them when full).
-fn collect_nat(dataplane: &mut Dataplane, t: &NatTimeouts) {
-    match dataplane.expire_nat(t, monotonic_ns()) {
-        Ok(gc) if gc.flows_removed + gc.replies_removed > 0 => info!(
-            flows_removed = gc.flows_removed,
-            replies_removed = gc.replies_removed,
-            flows_left = gc.flows_left,
-            replies_left = gc.replies_left,
-            "expired idle NAT entries"
-        ),
-        Ok(_) => {}
-        Err(e) => {
-            warn!(error = %e, "NAT garbage collection failed; the LRU still bounds the tables")
+/// Relays every item of `rx` as an event until either side closes.
+async fn forward<T>(
+    mut rx: mpsc::Receiver<T>,
+    events: mpsc::Sender<Event>,
+    wrap: impl Fn(T) -> Event,
+) {
+    while let Some(item) = rx.recv().await {
+        if events.send(wrap(item)).await.is_err() {
+            return;
         }
     }
 }
 
-/// The data plane's counters, so a run ends with what it did.
-fn log_counters(snapshot: &Snapshot) {
-    for svc in &snapshot.services {
-        let c = &svc.counters;
-        info!(
-            service = %svc.name,
-            packets = c.packets,
-            bytes = c.bytes,
-            new_flows = c.new_flows,
-            rescheduled = c.rescheduled_flows,
-            pass_inactive = c.passed_inactive,
-            drop_no_backend = c.dropped_no_real_server,
-            drop_redirect = c.dropped_redirect,
-            "service counters"
-        );
-        for b in &svc.real_servers {
-            info!(
-                service = %svc.name,
-                real_server = %b.address,
-                packets = b.packets,
-                bytes = b.bytes,
-                new_flows = b.new_flows,
-                health_transitions = b.health_transitions,
-                "real server counters"
-            );
+/// Reads the neighbour table every [`NEIGHBOUR_REFRESH`].
+async fn poll_neighbours(neighbours: Neighbours, events: mpsc::Sender<Event>) {
+    let mut every = tokio::time::interval(NEIGHBOUR_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if events
+            .send(Event::Neighbours(neighbours.macs().await))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
-    let nonzero: Vec<String> = snapshot
-        .verdicts
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(r, n)| format!("{r}={n}"))
-        .collect();
-    info!(verdicts = %nonzero.join(" "), "data plane verdicts");
 }
 
-/// Aborts a helper task when the daemon's loop ends, however it ends.
+/// Sends `event()` every `period`.
+async fn tick(period: Duration, events: mpsc::Sender<Event>, event: impl Fn() -> Event) {
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if events.send(event()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `task` until `stop` is cancelled.
+fn cancel_with(
+    stop: &CancellationToken,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let stop = stop.clone();
+    async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = task => {}
+        }
+    }
+}
+
+/// Aborts a task when dropped, however its owner goes away.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn write_all(dataplane: &mut Dataplane, table: &ServiceTable) -> anyhow::Result<()> {
-    for index in 0..table.backends.len() as u32 {
-        write_backend(dataplane, table, index)?;
-    }
-    for index in 0..table.services.len() {
-        dataplane.set_service(&table.spec(index)?)?;
-    }
-    Ok(())
-}
-
-/// Writes the backend at `index` into its slot.
-pub(crate) fn write_backend(
-    dataplane: &mut Dataplane,
-    table: &ServiceTable,
-    index: u32,
-) -> anyhow::Result<()> {
-    let slot = table.backends[index as usize].id;
-    Ok(dataplane.set_backend(slot, &table.backend_value(index))?)
 }

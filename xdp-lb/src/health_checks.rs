@@ -27,7 +27,6 @@ impl HealthChecks {
         tokio::sync::mpsc::Receiver<xdp_lb_checks::Transition>,
     ) {
         let (tx, transitions) = tokio::sync::mpsc::channel(1024);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let checks: Vec<_> = table
             .checks
             .iter()
@@ -37,6 +36,19 @@ impl HealthChecks {
                 (BackendId(*index), c.spec.clone(), params)
             })
             .collect();
+        (HealthChecks::spawn(checks, tx), transitions)
+    }
+
+    /// Runs `checks`, sending their transitions to `tx`.
+    pub(crate) fn spawn(
+        checks: Vec<(
+            BackendId,
+            xdp_lb_checks::CheckSpec,
+            xdp_lb_checks::CheckParams,
+        )>,
+        tx: tokio::sync::mpsc::Sender<xdp_lb_checks::Transition>,
+    ) -> HealthChecks {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(xdp_lb_checks::run(
             checks,
             CHECK_CONCURRENCY,
@@ -45,7 +57,16 @@ impl HealthChecks {
                 let _ = stopped.await;
             },
         ));
-        (HealthChecks { task, stop }, transitions)
+        HealthChecks { task, stop }
+    }
+
+    /// No checks (until the first real ones replace it).
+    pub(crate) fn idle() -> HealthChecks {
+        let (stop, _) = tokio::sync::oneshot::channel();
+        HealthChecks {
+            task: tokio::spawn(async {}),
+            stop,
+        }
     }
 
     /// Stops every check (MISC commands are killed) and waits, bounded.

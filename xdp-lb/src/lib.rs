@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod failover;
+pub mod forwarding;
 mod health_checks;
 pub mod import;
 pub mod metrics;

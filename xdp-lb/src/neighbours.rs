@@ -2,17 +2,18 @@
 //! neighbour entries the kernel keeps fresh).
 use std::{
     collections::BTreeMap,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use anyhow::{Context as _, bail};
-use tracing::{info, warn};
+use anyhow::bail;
+use tokio::time::Instant;
+use tracing::warn;
 
 use crate::{
     config::Forwarding,
-    dataplane::Dataplane,
     netlink::{Link, Netlink},
-    services::{Egress, ServiceTable},
+    services::{Egress, Macs, ServiceTable},
 };
 
 /// How often the neighbour table is re-read once running.
@@ -82,33 +83,35 @@ fn next_hops(table: &ServiceTable) -> Vec<(u32, std::net::IpAddr)> {
         .collect()
 }
 
-/// The managed neighbour entries behind the backends' MACs.
+/// The managed neighbour entries behind the backends' MACs. Clones share the record of
+/// what was created, so a reload's task can add entries while the daemon runs on.
+#[derive(Clone)]
 pub(crate) struct Neighbours {
     netlink: Netlink,
     /// (ifindex, addr) entries this daemon created, removed again on shutdown.
-    created: Vec<(u32, std::net::IpAddr)>,
+    created: Arc<Mutex<Vec<(u32, std::net::IpAddr)>>>,
 }
 
 impl Neighbours {
-    pub(crate) async fn register(
-        netlink: &Netlink,
-        table: &ServiceTable,
-    ) -> anyhow::Result<Neighbours> {
-        let mut neighbours = Neighbours {
+    pub(crate) fn new(netlink: &Netlink) -> Neighbours {
+        Neighbours {
             netlink: netlink.clone(),
-            created: Vec::new(),
-        };
-        neighbours.add(table).await?;
-        Ok(neighbours)
+            created: Arc::default(),
+        }
+    }
+
+    fn created(&self) -> std::sync::MutexGuard<'_, Vec<(u32, std::net::IpAddr)>> {
+        // Never held across an await, and no code panics while holding it.
+        self.created.lock().expect("neighbour record lock")
     }
 
     /// Managed entries for the table's next hops that have none from us yet (at start,
     /// and for a reloaded table's new ones).
-    pub(crate) async fn add(&mut self, table: &ServiceTable) -> anyhow::Result<()> {
+    pub(crate) async fn add(&self, table: &ServiceTable) -> anyhow::Result<()> {
         let existing = self.netlink.neighbours().await?;
         for entry in next_hops(table) {
             // A static entry set by an operator is theirs: use it, do not convert it.
-            if self.created.contains(&entry)
+            if self.created().contains(&entry)
                 || existing.get(&entry).is_some_and(|n| {
                     n.state == rtnetlink::packet_route::neighbour::NeighbourState::Permanent
                 })
@@ -118,44 +121,42 @@ impl Neighbours {
             self.netlink
                 .ensure_managed_neighbour(entry.0, entry.1)
                 .await?;
-            self.created.push(entry);
+            self.created().push(entry);
         }
         Ok(())
     }
 
     /// Removes the entries this daemon created for next hops `table` no longer uses.
-    pub(crate) async fn prune(&mut self, table: &ServiceTable) {
+    pub(crate) async fn prune(&self, table: &ServiceTable) {
         let wanted = next_hops(table);
-        let mut kept = Vec::with_capacity(self.created.len());
-        for entry in self.created.drain(..) {
-            if wanted.contains(&entry) {
-                kept.push(entry);
-            } else if let Err(e) = self.netlink.remove_neighbour(entry.0, entry.1).await {
+        let unwanted: Vec<_> = {
+            let mut created = self.created();
+            let (kept, unwanted) = created.drain(..).partition(|e| wanted.contains(e));
+            *created = kept;
+            unwanted
+        };
+        for (ifindex, addr) in unwanted {
+            if let Err(e) = self.netlink.remove_neighbour(ifindex, addr).await {
                 warn!(error = %e, "could not remove a managed neighbour entry");
             }
         }
-        self.created = kept;
     }
 
-    /// Reads every backend's MAC into the table; returns the ids whose value changed.
-    async fn read(&self, table: &mut ServiceTable) -> anyhow::Result<Vec<u32>> {
-        let mut changed = Vec::new();
-        let neighbours = self.netlink.neighbours().await?;
-        for id in 0..table.backends.len() as u32 {
-            let egress = table.backends[id as usize].egress.expect("routed before");
-            let mac = neighbours
-                .get(&(egress.ifindex, egress.next_hop))
-                .and_then(|n| n.usable_mac());
-            if table.set_mac(id, mac) {
-                changed.push(id);
-            }
-        }
-        Ok(changed)
+    /// The neighbour table's usable MACs.
+    pub(crate) async fn macs(&self) -> anyhow::Result<Macs> {
+        Ok(self
+            .netlink
+            .neighbours()
+            .await?
+            .into_iter()
+            .filter_map(|(key, n)| Some((key, n.usable_mac()?)))
+            .collect())
     }
 
-    /// Waits (bounded) for MACs. A service left with no usable real server although
-    /// it has weight is an error; single unresolved servers are warnings and keep
-    /// being retried in the background.
+    /// Learns MACs into `table` until every backend has one or `timeout` has passed. A
+    /// service left with no real server that could take traffic although it has weight
+    /// is an error; single unresolved servers are warnings (the daemon's neighbour
+    /// refresh keeps retrying them).
     pub(crate) async fn wait_for_macs(
         &self,
         table: &mut ServiceTable,
@@ -163,91 +164,22 @@ impl Neighbours {
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.read(table).await?;
+            table.learn_macs(&self.macs().await?);
             if table.backends.iter().all(|b| b.mac.is_some()) || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(NEIGHBOUR_POLL).await;
         }
-        for svc in &table.services {
-            let unresolved: Vec<String> = svc
-                .backends
-                .iter()
-                .map(|id| &table.backends[*id as usize])
-                .filter(|b| b.mac.is_none())
-                .map(|b| b.addr.to_string())
-                .collect();
-            if unresolved.is_empty() {
-                continue;
-            }
-            let configured: u32 = svc
-                .backends
-                .iter()
-                .map(|id| table.backends[*id as usize].weight)
-                .sum();
-            // Health does not matter here (alpha servers start down): only whether any
-            // real server with weight has a MAC.
-            let resolved: u32 = svc
-                .backends
-                .iter()
-                .map(|id| &table.backends[*id as usize])
-                .filter(|b| b.mac.is_some())
-                .map(|b| b.weight)
-                .sum();
-            if resolved == 0 && configured > 0 {
-                bail!(
-                    "virtual server {}: no real server answered ARP/ND within {:?} ({}); \
-                     are they up and on this L2 segment?",
-                    svc.name,
-                    timeout,
-                    unresolved.join(", ")
-                );
-            }
-            warn!(
-                service = %svc.name,
-                unresolved = %unresolved.join(", "),
-                "real servers without a MAC yet; serving with the others and retrying"
-            );
-        }
-        Ok(())
-    }
-
-    /// Applies MAC changes (resolved, changed, lost) to the maps.
-    pub(crate) async fn refresh(
-        &self,
-        table: &mut ServiceTable,
-        dataplane: &mut Dataplane,
-    ) -> anyhow::Result<()> {
-        let changed = self.read(table).await?;
-        let mut services = Vec::new();
-        for &id in &changed {
-            crate::daemon::write_backend(dataplane, table, id)?;
-            let service = table.backends[id as usize].service;
-            if !services.contains(&service) {
-                services.push(service);
-            }
-        }
-        for index in services {
-            dataplane
-                .set_service(&table.spec(index)?)
-                .with_context(|| format!("updating {}", table.services[index].name))?;
-        }
-        // Logged once the maps follow, so a reader of the line can rely on it.
-        for id in changed {
-            let b = &table.backends[id as usize];
-            match b.mac {
-                Some(mac) => {
-                    info!(real_server = %b.addr, mac = %fmt_mac(mac), "real server MAC learned")
-                }
-                None => warn!(real_server = %b.addr, "real server MAC lost; no new flows to it"),
-            }
+        for warning in table.unresolved_macs(timeout).map_err(anyhow::Error::msg)? {
+            warn!("{warning}");
         }
         Ok(())
     }
 
     pub(crate) async fn cleanup(self) {
-        for (ifindex, addr) in &self.created {
-            if let Err(e) = self.netlink.remove_neighbour(*ifindex, *addr).await {
+        let created = std::mem::take(&mut *self.created());
+        for (ifindex, addr) in created {
+            if let Err(e) = self.netlink.remove_neighbour(ifindex, addr).await {
                 warn!(error = %e, "could not remove a managed neighbour entry");
             }
         }

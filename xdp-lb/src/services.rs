@@ -38,6 +38,9 @@ pub enum ServicesError {
     },
 }
 
+/// Usable MACs from the neighbour table, by (ifindex, next hop).
+pub type Macs = HashMap<(u32, IpAddr), [u8; 6]>;
+
 /// Where a backend's packets leave, as the kernel's routing table says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Egress {
@@ -137,9 +140,10 @@ pub struct Service {
     /// Whether the healthy weight meets the quorum (with hysteresis on both edges).
     pub quorum_ok: bool,
     pub vip: IpAddr,
-    /// Forwarded by XDP. A service on a VRRP-managed VIP is active only while this node
-    /// is MASTER for it; otherwise its packets go to the kernel.
-    pub active: bool,
+    /// Its VIP belongs to a VRRP instance: it is forwarded only while this node is
+    /// MASTER for it (see [`crate::forwarding`], which knows the MASTER VIPs), and
+    /// otherwise its packets go to the kernel.
+    pub on_vrrp_vip: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -160,9 +164,10 @@ pub struct Reloaded {
     /// Newly given counter indices and slots: their counters start from zero.
     pub new_services: Vec<u32>,
     pub new_backends: Vec<u32>,
-    /// Real servers that kept their slot, and whose health carried over (same check).
+    /// Real servers that kept their slot.
     pub kept_backends: usize,
-    pub kept_health: usize,
+    /// Slots of the real servers whose verdict carried over (same check).
+    pub carried_health: Vec<u32>,
 }
 
 /// A real server's identity across reloads.
@@ -231,8 +236,7 @@ impl ServiceTable {
     /// The table for a reloaded `config`, replacing `old`: real servers and services
     /// still configured keep their ids, MAC and route; a real server whose check is
     /// unchanged keeps its health (and dynamic weight) too. New ones start as at
-    /// start-up (alpha servers down). Services' VRRP `active` state is the caller's
-    /// to restore.
+    /// start-up (alpha servers down).
     pub fn reload(
         config: &Config,
         old: &ServiceTable,
@@ -346,7 +350,7 @@ impl ServiceTable {
                 if let (true, Some(p)) = (same_check, &previous) {
                     backend.healthy = p.healthy;
                     backend.dynamic_weight = p.dynamic_weight;
-                    reloaded.kept_health += 1;
+                    reloaded.carried_health.push(p.id);
                 }
             }
             let sorry = match v.sorry_server {
@@ -383,7 +387,7 @@ impl ServiceTable {
                 quorum: v.quorum.clone(),
                 quorum_ok,
                 vip: v.vip,
-                active: !config
+                on_vrrp_vip: config
                     .vrrp
                     .iter()
                     .any(|vi| vi.virtual_ipaddresses.iter().any(|a| a.addr == v.vip)),
@@ -439,8 +443,9 @@ impl ServiceTable {
         }
     }
 
-    /// The map contents for service `index`: unusable backends count as weight 0.
-    pub fn spec(&self, index: usize) -> Result<ServiceSpec, ServicesError> {
+    /// The map contents for service `index`, forwarded by XDP if `active`: unusable
+    /// backends count as weight 0.
+    pub fn spec(&self, index: usize, active: bool) -> Result<ServiceSpec, ServicesError> {
         let svc = &self.services[index];
         let weights: Vec<u32> = svc
             .backends
@@ -456,7 +461,7 @@ impl ServiceTable {
                 .map(|i| &self.backends[i as usize])
                 .filter(|b| b.usable())
                 .map(|b| b.id);
-            return Ok(self.service_spec(svc, SELECT_CURSOR, sorry.into_iter().collect()));
+            return Ok(self.service_spec(svc, active, SELECT_CURSOR, sorry.into_iter().collect()));
         }
         let sched = match svc.scheduler {
             Scheduler::Rr => schedule::round_robin(&weights),
@@ -488,10 +493,16 @@ impl ServiceTable {
             .iter()
             .map(|pos| self.backends[svc.backends[*pos as usize] as usize].id)
             .collect();
-        Ok(self.service_spec(svc, sched.select, slots))
+        Ok(self.service_spec(svc, active, sched.select, slots))
     }
 
-    fn service_spec(&self, svc: &Service, select: u8, slots: Vec<u32>) -> ServiceSpec {
+    fn service_spec(
+        &self,
+        svc: &Service,
+        active: bool,
+        select: u8,
+        slots: Vec<u32>,
+    ) -> ServiceSpec {
         ServiceSpec {
             key: svc.key,
             id: svc.id,
@@ -501,7 +512,7 @@ impl ServiceTable {
                 Forwarding::Tun => FWD_TUN,
             },
             select,
-            active: svc.active,
+            active,
             slots,
         }
     }
@@ -527,17 +538,56 @@ impl ServiceTable {
         changed
     }
 
-    /// This node became (or stopped being) MASTER for `vips`: the services on them are
-    /// forwarded (or left to the kernel). Returns the services whose state changed.
-    pub fn set_vips_active(&mut self, vips: &[IpAddr], active: bool) -> Vec<usize> {
+    /// Records every backend's MAC from the neighbour table's usable entries (keyed
+    /// by egress ifindex and next hop); returns the indices whose MAC changed.
+    pub fn learn_macs(&mut self, macs: &Macs) -> Vec<u32> {
         let mut changed = Vec::new();
-        for (index, svc) in self.services.iter_mut().enumerate() {
-            if vips.contains(&svc.vip) && svc.active != active {
-                svc.active = active;
+        for index in 0..self.backends.len() as u32 {
+            let Some(egress) = self.backends[index as usize].egress else {
+                continue;
+            };
+            let mac = macs.get(&(egress.ifindex, egress.next_hop)).copied();
+            if self.set_mac(index, mac) {
                 changed.push(index);
             }
         }
         changed
+    }
+
+    /// After waiting `waited` for MACs: an error for a service left with no real server
+    /// that could ever take traffic although it has weight (health does not matter
+    /// here: alpha servers start down); a warning line for each service with some
+    /// servers unresolved (they keep being retried).
+    pub fn unresolved_macs(&self, waited: std::time::Duration) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        for svc in &self.services {
+            let backends = svc.backends.iter().map(|id| &self.backends[*id as usize]);
+            let unresolved: Vec<String> = backends
+                .clone()
+                .filter(|b| b.mac.is_none())
+                .map(|b| b.addr.to_string())
+                .collect();
+            if unresolved.is_empty() {
+                continue;
+            }
+            let configured: u32 = backends.clone().map(|b| b.weight).sum();
+            let resolved: u32 = backends.filter(|b| b.mac.is_some()).map(|b| b.weight).sum();
+            if resolved == 0 && configured > 0 {
+                return Err(format!(
+                    "virtual server {}: no real server answered ARP/ND within {waited:?} ({}); \
+                     are they up and on this L2 segment?",
+                    svc.name,
+                    unresolved.join(", ")
+                ));
+            }
+            warnings.push(format!(
+                "virtual server {}: real servers without a MAC yet ({}); serving with the \
+                 others and retrying",
+                svc.name,
+                unresolved.join(", ")
+            ));
+        }
+        Ok(warnings)
     }
 
     /// Re-evaluates a service's quorum: `Some(true)` when it was just gained,
@@ -632,14 +682,14 @@ scheduler = "rr"
     fn unresolved_backends_are_inactive_and_get_no_slots() {
         let mut t = table();
         assert_eq!(t.backend_value(0).flags, 0);
-        assert!(t.spec(0).unwrap().slots.is_empty());
+        assert!(t.spec(0, true).unwrap().slots.is_empty());
         make_usable(&mut t, 0);
         make_usable(&mut t, 2);
         assert_eq!(t.backend_value(0).flags, BACKEND_F_ACTIVE);
         assert_eq!(t.backend_value(0).dst_mac, [2, 0, 0, 0, 0, 0x10]);
         assert_eq!(t.backend_value(0).ifindex, 7);
         // Weights 1 and 3 (backend 1 unresolved): slots hold backend ids.
-        assert_eq!(t.spec(0).unwrap().slots, vec![2, 0, 2, 2]);
+        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 0, 2, 2]);
         assert_eq!(t.usable_weight(0), 4);
     }
 
@@ -650,14 +700,14 @@ scheduler = "rr"
             make_usable(&mut t, id);
         }
         assert!(t.set_health(1, false, None));
-        assert!(!t.spec(0).unwrap().slots.contains(&1));
+        assert!(!t.spec(0, true).unwrap().slots.contains(&1));
         assert_eq!(
             t.backend_value(1).flags,
             0,
             "flows pinned to it are rescheduled"
         );
         assert!(t.set_health(1, true, None));
-        assert_eq!(t.spec(0).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
     }
 
     #[test]
@@ -668,7 +718,7 @@ scheduler = "rr"
         }
         t.backends[1].inhibit_on_failure = true;
         t.set_health(1, false, None);
-        assert!(!t.spec(0).unwrap().slots.contains(&1));
+        assert!(!t.spec(0, true).unwrap().slots.contains(&1));
         assert_eq!(
             t.backend_value(1).flags,
             BACKEND_F_ACTIVE,
@@ -688,7 +738,7 @@ scheduler = "rr"
             t.set_health(2, true, Some(0)),
             "dynamic weight 0: up, but no new flows"
         );
-        assert!(!t.spec(0).unwrap().slots.contains(&2));
+        assert!(!t.spec(0, true).unwrap().slots.contains(&2));
         assert_eq!(t.backend_value(2).flags, BACKEND_F_ACTIVE);
     }
 
@@ -709,42 +759,29 @@ scheduler = "rr"
         t.set_health(1, false, None); // weight 1 left: lost
         assert_eq!(t.update_quorum(0), Some(false));
         assert!(
-            t.spec(0).unwrap().slots.is_empty(),
+            t.spec(0, true).unwrap().slots.is_empty(),
             "no sorry server: nowhere to go"
         );
         t.set_health(2, true, None); // 4: not yet 4 + 1
         assert_eq!(t.update_quorum(0), None);
-        assert!(t.spec(0).unwrap().slots.is_empty());
+        assert!(t.spec(0, true).unwrap().slots.is_empty());
         t.set_health(1, true, None); // 6: regained
         assert_eq!(t.update_quorum(0), Some(true));
-        assert_eq!(t.spec(0).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
     }
 
     #[test]
-    fn services_on_vrrp_vips_follow_the_instance_state() {
+    fn services_on_vrrp_vips_are_marked() {
         let text = format!(
             "{CONFIG}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
              virtual_ipaddresses = [\"192.0.2.100/24\"]\n"
         );
-        let mut t = ServiceTable::from_config(&config::parse(&text, "test.toml").unwrap()).unwrap();
+        let t = ServiceTable::from_config(&config::parse(&text, "test.toml").unwrap()).unwrap();
+        assert!(t.services[0].on_vrrp_vip);
         assert!(
-            !t.spec(0).unwrap().active,
-            "not MASTER yet: left to the kernel"
-        );
-        assert!(
-            t.spec(1).unwrap().active,
+            !t.services[1].on_vrrp_vip,
             "the IPv6 service is not VRRP-managed"
         );
-        let vip: IpAddr = "192.0.2.100".parse().unwrap();
-        assert_eq!(t.set_vips_active(&[vip], true), vec![0]);
-        assert!(t.spec(0).unwrap().active);
-        assert_eq!(
-            t.set_vips_active(&[vip], true),
-            Vec::<usize>::new(),
-            "no change twice"
-        );
-        assert_eq!(t.set_vips_active(&[vip], false), vec![0]);
-        assert!(!t.spec(0).unwrap().active);
     }
 
     #[test]
@@ -753,11 +790,11 @@ scheduler = "rr"
         for id in 0..3 {
             make_usable(&mut t, id);
         }
-        assert_eq!(t.spec(0).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
         assert!(t.set_mac(1, None));
         assert!(!t.set_mac(1, None), "no change reported twice");
         assert_eq!(t.backend_value(1).flags, 0);
-        assert!(!t.spec(0).unwrap().slots.contains(&1));
+        assert!(!t.spec(0, true).unwrap().slots.contains(&1));
     }
 
     fn reloaded(old: &ServiceTable, text: &str) -> (ServiceTable, Reloaded) {
@@ -804,14 +841,14 @@ scheduler = "rr"
         );
         assert_eq!(r.removed_backends, vec![0, 3]);
         assert_eq!(r.new_backends, vec![4, 5]);
-        assert_eq!((r.kept_backends, r.kept_health), (2, 2));
+        assert_eq!((r.kept_backends, r.carried_health.len()), (2, 2));
         // Services: the first keeps id 0; the IPv6 one (id 1) leaves; the new gets 2.
         assert_eq!(t.services[0].id, 0);
         assert_eq!(t.services[1].id, 2);
         assert_eq!(r.removed_services, vec![old.services[1].key]);
         assert_eq!(r.new_services, vec![2]);
         // The schedule names slots: .13 (weight 3) only, .12 being down.
-        assert_eq!(t.spec(0).unwrap().slots, vec![2]);
+        assert_eq!(t.spec(0, true).unwrap().slots, vec![2]);
     }
 
     #[test]
@@ -834,10 +871,10 @@ scheduler = "rr"
             same.backends[1].healthy,
             "the same check: its verdict stands"
         );
-        assert_eq!(r.kept_health, 4);
+        assert_eq!(r.carried_health.len(), 4);
         let (changed, r) = reloaded(&old, &with_check("5s"));
         assert!(!changed.backends[1].healthy, "a new check: alpha again");
         assert_eq!(changed.backends[1].id, 1, "but the same slot");
-        assert_eq!(r.kept_health, 3);
+        assert_eq!(r.carried_health.len(), 3);
     }
 }

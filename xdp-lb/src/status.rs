@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     dataplane::Dataplane,
     failover::{InstanceStatus, SocketStatus},
-    services::ServiceTable,
+    forwarding::Forwarding,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,11 +78,11 @@ impl Snapshot {
     pub fn take(
         router_id: Option<String>,
         uptime: std::time::Duration,
-        table: &ServiceTable,
-        dataplane: &Dataplane,
+        forwarding: &Forwarding<Dataplane>,
         vrrp: Vec<InstanceStatus>,
         vrrp_sockets: Vec<SocketStatus>,
     ) -> Snapshot {
+        let (table, dataplane) = (forwarding.table(), forwarding.writer());
         let mut failed = None;
         let mut note = |e: crate::dataplane::DataplaneError| {
             failed.get_or_insert_with(|| e.to_string());
@@ -109,7 +109,8 @@ impl Snapshot {
         let services = table
             .services
             .iter()
-            .map(|svc| {
+            .enumerate()
+            .map(|(index, svc)| {
                 let s = dataplane.service_stats(svc.id).unwrap_or_else(|e| {
                     note(e);
                     Default::default()
@@ -125,7 +126,7 @@ impl Snapshot {
                     },
                     forwarding: svc.forwarding.to_string(),
                     scheduler: svc.scheduler.to_string(),
-                    active: svc.active,
+                    active: forwarding.is_active(index),
                     quorum_ok: svc.quorum_ok,
                     counters: ServiceCounters {
                         packets: s.packets,
@@ -160,5 +161,41 @@ impl Snapshot {
             vrrp_sockets,
             verdicts,
         }
+    }
+
+    /// The data plane's counters as log lines, so a run ends with what it did.
+    pub fn log_counters(&self) {
+        for svc in &self.services {
+            let c = &svc.counters;
+            tracing::info!(
+                service = %svc.name,
+                packets = c.packets,
+                bytes = c.bytes,
+                new_flows = c.new_flows,
+                rescheduled = c.rescheduled_flows,
+                pass_inactive = c.passed_inactive,
+                drop_no_backend = c.dropped_no_real_server,
+                drop_redirect = c.dropped_redirect,
+                "service counters"
+            );
+            for b in &svc.real_servers {
+                tracing::info!(
+                    service = %svc.name,
+                    real_server = %b.address,
+                    packets = b.packets,
+                    bytes = b.bytes,
+                    new_flows = b.new_flows,
+                    health_transitions = b.health_transitions,
+                    "real server counters"
+                );
+            }
+        }
+        let nonzero: Vec<String> = self
+            .verdicts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        tracing::info!(verdicts = %nonzero.join(" "), "data plane verdicts");
     }
 }

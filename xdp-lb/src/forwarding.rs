@@ -1,0 +1,304 @@
+//! The one owner of what the XDP maps say. [`Forwarding`] holds the service table
+//! (real servers, their health and MACs), the VIPs this node is VRRP MASTER for, and
+//! the map writer; every change (a health verdict, a VRRP state, the neighbour table,
+//! a reload) is one `apply_*` method that updates the model and writes exactly the map
+//! entries that follow from it. The methods are plain (no I/O besides the writer, no
+//! tasks), so they are unit-tested against an in-memory writer (see `forwarding/tests.rs`); the daemon only routes
+//! events to them.
+//!
+//! Order matters for readers of the log: each method writes the maps first and returns
+//! what happened, so a line saying "real server down" is true once it is read.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use xdp_lb_common::{BackendValue, ServiceKey};
+
+use crate::{
+    config::NatTimeouts,
+    dataplane::{Dataplane, DataplaneError, ServiceSpec},
+    services::{Macs, Reloaded, ServiceTable, ServicesError},
+};
+
+/// The map operations the owner needs; the real [`Dataplane`] implements it, and an
+/// in-memory one in the unit tests.
+pub trait MapWriter {
+    /// Replaces the BACKENDS entry of `slot`.
+    fn set_backend(&mut self, slot: u32, value: &BackendValue) -> Result<(), DataplaneError>;
+    /// Installs or replaces a service and its schedule in one visible step.
+    fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError>;
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
+    /// Zeroes the counters of newly given service ids and backend slots.
+    fn reset_counters(&mut self, services: &[u32], slots: &[u32]) -> Result<(), DataplaneError>;
+    /// Switches the NAT reply path on or off, with its timeouts.
+    fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError>;
+}
+
+impl MapWriter for Dataplane {
+    fn set_backend(&mut self, slot: u32, value: &BackendValue) -> Result<(), DataplaneError> {
+        Dataplane::set_backend(self, slot, value)
+    }
+    fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+        Dataplane::set_service(self, spec)
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        Dataplane::remove_service(self, key)
+    }
+    fn reset_counters(&mut self, services: &[u32], slots: &[u32]) -> Result<(), DataplaneError> {
+        Dataplane::reset_counters(self, services, slots)
+    }
+    fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
+        Dataplane::set_nat(self, on, timeouts)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardingError {
+    #[error(transparent)]
+    Map(#[from] DataplaneError),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+}
+
+/// A service gained (`gained`) or lost its quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumEdge {
+    pub service: usize,
+    pub gained: bool,
+}
+
+/// What a health verdict changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthApplied {
+    /// The maps changed (the verdict or the dynamic weight differed).
+    pub changed: bool,
+    pub quorum: Option<QuorumEdge>,
+    /// The service has no real server left for new connections.
+    pub exhausted: bool,
+}
+
+/// A reloaded service table, routed and with its new real servers' MACs learned (the
+/// slow part, done off the owner), ready to be switched to.
+#[derive(Debug)]
+pub struct PreparedReload {
+    pub table: ServiceTable,
+    pub reloaded: Reloaded,
+    /// The NAT reply path: on (with these timeouts) when a service forwards by NAT.
+    pub nat: Option<NatTimeouts>,
+}
+
+/// The owner of the forwarding state; see the module's documentation.
+pub struct Forwarding<W: MapWriter> {
+    table: ServiceTable,
+    /// VIPs of the VRRP instances that are MASTER here: the one record of it. A service
+    /// on a VRRP VIP is forwarded while its VIP is in here.
+    master_vips: BTreeSet<IpAddr>,
+    writer: W,
+    nat: Option<NatTimeouts>,
+}
+
+impl<W: MapWriter> Forwarding<W> {
+    /// Takes `table` (routed, MACs learned) and writes all of it: the quorum of each
+    /// service first (alpha servers start down), then every backend and service, then
+    /// the NAT switch. Services on VRRP VIPs start inactive (not MASTER yet).
+    pub fn start(
+        mut table: ServiceTable,
+        writer: W,
+        nat: Option<NatTimeouts>,
+    ) -> Result<(Forwarding<W>, Vec<QuorumEdge>), ForwardingError> {
+        let edges = quorum_edges(&mut table);
+        let mut owner = Forwarding {
+            table,
+            master_vips: BTreeSet::new(),
+            writer,
+            nat: None,
+        };
+        owner.write_all()?;
+        owner.set_nat(nat)?;
+        Ok((owner, edges))
+    }
+
+    pub fn table(&self) -> &ServiceTable {
+        &self.table
+    }
+
+    pub fn writer(&self) -> &W {
+        &self.writer
+    }
+
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+
+    /// The NAT timeouts while the reply path is on.
+    pub fn nat(&self) -> Option<NatTimeouts> {
+        self.nat
+    }
+
+    /// Whether XDP forwards service `index` now: always, unless its VIP belongs to a
+    /// VRRP instance that is not MASTER here.
+    pub fn is_active(&self, index: usize) -> bool {
+        let svc = &self.table.services[index];
+        !svc.on_vrrp_vip || self.master_vips.contains(&svc.vip)
+    }
+
+    /// A health check's verdict on the real server at `index` (with a MISC check's
+    /// dynamic weight): its backend entry and its service's schedule follow in one map
+    /// update each, then the quorum is re-evaluated (the schedule depends on it).
+    pub fn apply_health(
+        &mut self,
+        index: u32,
+        up: bool,
+        weight: Option<u32>,
+    ) -> Result<HealthApplied, ForwardingError> {
+        let service = self.table.backends[index as usize].service;
+        if !self.table.set_health(index, up, weight) {
+            return Ok(HealthApplied::default());
+        }
+        self.write_backend(index)?;
+        let quorum = self
+            .table
+            .update_quorum(service)
+            .map(|gained| QuorumEdge { service, gained });
+        self.write_service(service)?;
+        Ok(HealthApplied {
+            changed: true,
+            quorum,
+            exhausted: self.table.usable_weight(service) == 0,
+        })
+    }
+
+    /// A VRRP instance's state: its `vips` are this node's while `master`. Services on
+    /// them are forwarded (MASTER) or left to the kernel (otherwise: on a BACKUP the
+    /// kernel does not hold the VIPs). Returns the services whose state changed.
+    pub fn apply_vrrp(
+        &mut self,
+        vips: &[IpAddr],
+        master: bool,
+    ) -> Result<Vec<usize>, ForwardingError> {
+        let before: Vec<bool> = (0..self.table.services.len())
+            .map(|i| self.is_active(i))
+            .collect();
+        for vip in vips {
+            if master {
+                self.master_vips.insert(*vip);
+            } else {
+                self.master_vips.remove(vip);
+            }
+        }
+        let changed: Vec<usize> = (0..self.table.services.len())
+            .filter(|&i| self.is_active(i) != before[i])
+            .collect();
+        for &index in &changed {
+            self.write_service(index)?;
+        }
+        Ok(changed)
+    }
+
+    /// The neighbour table's usable MACs: every backend whose MAC was learned, changed
+    /// or lost is rewritten, then its service's schedule (a server without a MAC takes
+    /// no new flows, and its flows move). Returns the indices of those backends.
+    pub fn apply_neighbours(&mut self, macs: &Macs) -> Result<Vec<u32>, ForwardingError> {
+        let changed = self.table.learn_macs(macs);
+        let mut services = Vec::new();
+        for &index in &changed {
+            self.write_backend(index)?;
+            let service = self.table.backends[index as usize].service;
+            if !services.contains(&service) {
+                services.push(service);
+            }
+        }
+        for service in services {
+            self.write_service(service)?;
+        }
+        Ok(changed)
+    }
+
+    /// Switches to a reloaded table. Health verdicts that arrived while it was being
+    /// prepared are carried into it (for servers whose check did not change), and
+    /// services on VRRP VIPs take the VRRP state of now. Counters of new ids start from
+    /// zero; removed real servers are marked inactive (their flows move on their next
+    /// packet) before every entry of the new table is written; removed services leave.
+    pub fn apply_reload(
+        &mut self,
+        prepared: PreparedReload,
+    ) -> Result<Vec<QuorumEdge>, ForwardingError> {
+        let PreparedReload {
+            mut table,
+            reloaded,
+            nat,
+        } = prepared;
+        for new in &mut table.backends {
+            if !reloaded.carried_health.contains(&new.id) {
+                continue;
+            }
+            if let Some(old) = self.table.backends.iter().find(|b| b.id == new.id) {
+                new.healthy = old.healthy;
+                new.dynamic_weight = old.dynamic_weight;
+                new.transitions = old.transitions;
+            }
+        }
+        for svc in &mut table.services {
+            if let Some(old) = self.table.services.iter().find(|s| s.id == svc.id) {
+                svc.quorum_ok = old.quorum_ok;
+            }
+        }
+        let edges = quorum_edges(&mut table);
+        self.writer
+            .reset_counters(&reloaded.new_services, &reloaded.new_backends)?;
+        for &slot in &reloaded.removed_backends {
+            self.writer.set_backend(slot, &BackendValue::default())?;
+        }
+        self.table = table;
+        self.write_all()?;
+        for key in &reloaded.removed_services {
+            self.writer.remove_service(key)?;
+        }
+        self.set_nat(nat)?;
+        Ok(edges)
+    }
+
+    fn set_nat(&mut self, nat: Option<NatTimeouts>) -> Result<(), ForwardingError> {
+        if nat != self.nat {
+            let off = NatTimeouts::default();
+            self.writer
+                .set_nat(nat.is_some(), nat.as_ref().unwrap_or(&off))?;
+            self.nat = nat;
+        }
+        Ok(())
+    }
+
+    fn write_all(&mut self) -> Result<(), ForwardingError> {
+        for index in 0..self.table.backends.len() as u32 {
+            self.write_backend(index)?;
+        }
+        for index in 0..self.table.services.len() {
+            self.write_service(index)?;
+        }
+        Ok(())
+    }
+
+    fn write_backend(&mut self, index: u32) -> Result<(), ForwardingError> {
+        let slot = self.table.backends[index as usize].id;
+        let value = self.table.backend_value(index);
+        Ok(self.writer.set_backend(slot, &value)?)
+    }
+
+    fn write_service(&mut self, index: usize) -> Result<(), ForwardingError> {
+        let spec = self.table.spec(index, self.is_active(index))?;
+        Ok(self.writer.set_service(&spec)?)
+    }
+}
+
+/// Re-evaluates every service's quorum.
+fn quorum_edges(table: &mut ServiceTable) -> Vec<QuorumEdge> {
+    (0..table.services.len())
+        .filter_map(|service| {
+            table
+                .update_quorum(service)
+                .map(|gained| QuorumEdge { service, gained })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

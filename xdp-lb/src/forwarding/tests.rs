@@ -1,0 +1,388 @@
+//! The forwarding owner's decisions, checked write by write against in-memory maps.
+use super::*;
+
+/// An in-memory [`MapWriter`]: the maps' contents, and every write in order.
+#[derive(Debug, Default)]
+pub struct MemoryMaps {
+    pub backends: std::collections::BTreeMap<u32, BackendValue>,
+    pub services: std::collections::BTreeMap<[u8; 20], ServiceSpec>,
+    pub nat: Option<NatTimeouts>,
+    pub writes: Vec<Write>,
+}
+
+/// One write seen by [`MemoryMaps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Backend(u32),
+    Service(ServiceKey),
+    RemoveService(ServiceKey),
+    ResetCounters(Vec<u32>, Vec<u32>),
+    Nat(bool),
+}
+
+impl MemoryMaps {
+    /// The spec written for `key`.
+    pub fn service(&self, key: &ServiceKey) -> Option<&ServiceSpec> {
+        self.services.get(&key_bytes(key))
+    }
+
+    /// The writes since the last call.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.writes)
+    }
+}
+
+fn key_bytes(key: &ServiceKey) -> [u8; 20] {
+    let mut out = [0; 20];
+    out[..16].copy_from_slice(&key.addr);
+    out[16..18].copy_from_slice(&key.port_be.to_ne_bytes());
+    out[18] = key.proto;
+    out
+}
+
+impl MapWriter for MemoryMaps {
+    fn set_backend(&mut self, slot: u32, value: &BackendValue) -> Result<(), DataplaneError> {
+        if slot >= xdp_lb_common::MAX_BACKENDS {
+            return Err(DataplaneError::BackendId(slot));
+        }
+        self.backends.insert(slot, *value);
+        self.writes.push(Write::Backend(slot));
+        Ok(())
+    }
+    fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+        self.services.insert(key_bytes(&spec.key), spec.clone());
+        self.writes.push(Write::Service(spec.key));
+        Ok(())
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        self.services.remove(&key_bytes(key));
+        self.writes.push(Write::RemoveService(*key));
+        Ok(())
+    }
+    fn reset_counters(&mut self, services: &[u32], slots: &[u32]) -> Result<(), DataplaneError> {
+        self.writes
+            .push(Write::ResetCounters(services.to_vec(), slots.to_vec()));
+        Ok(())
+    }
+    fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
+        self.nat = on.then_some(*timeouts);
+        self.writes.push(Write::Nat(on));
+        Ok(())
+    }
+}
+
+use crate::{
+    config,
+    services::{Egress, Macs},
+};
+use xdp_lb_common::BACKEND_F_ACTIVE;
+
+const CONFIG: &str = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[vrrp.VI_1]
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddresses = ["192.0.2.100/24"]
+
+[[virtual_server]]
+vip = "192.0.2.100"
+port = 80
+quorum = 3
+  [[virtual_server.real_server]]
+  address = "192.0.2.11"
+  weight = 1
+  [[virtual_server.real_server]]
+  address = "192.0.2.12"
+  weight = 2
+  [[virtual_server.real_server]]
+  address = "192.0.2.13"
+  weight = 3
+
+[[virtual_server]]
+vip = "2001:db8::100"
+port = 53
+protocol = "udp"
+  [[virtual_server.real_server]]
+  address = "2001:db8::11"
+"#;
+
+fn parse(text: &str) -> config::Config {
+    config::parse(text, "test.toml").unwrap()
+}
+
+/// Every backend routed out of ifindex 7, on-link.
+fn route(table: &mut ServiceTable) {
+    for b in &mut table.backends {
+        b.egress = Some(Egress {
+            ifindex: 7,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            next_hop: b.addr,
+            source: None,
+        });
+    }
+}
+
+/// A MAC for each of `addrs` on ifindex 7.
+fn macs(addrs: &[&str]) -> Macs {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ((7, a.parse().unwrap()), [2, 0, 0, 0, 0, 0x10 + i as u8]))
+        .collect()
+}
+
+const ALL: [&str; 4] = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "2001:db8::11"];
+
+fn started(text: &str) -> Forwarding<MemoryMaps> {
+    let mut table = ServiceTable::from_config(&parse(text)).unwrap();
+    route(&mut table);
+    table.learn_macs(&macs(&ALL));
+    let (mut owner, edges) = Forwarding::start(table, MemoryMaps::default(), None).unwrap();
+    assert!(edges.is_empty(), "every service starts with its quorum");
+    owner.writer_mut().take_writes();
+    owner
+}
+
+fn vip() -> IpAddr {
+    "192.0.2.100".parse().unwrap()
+}
+
+fn key(owner: &Forwarding<MemoryMaps>, index: usize) -> ServiceKey {
+    owner.table().services[index].key
+}
+
+fn spec(owner: &Forwarding<MemoryMaps>, index: usize) -> ServiceSpec {
+    owner.writer().service(&key(owner, index)).unwrap().clone()
+}
+
+#[test]
+fn start_writes_every_entry_and_leaves_vrrp_services_to_the_kernel() {
+    let mut table = ServiceTable::from_config(&parse(CONFIG)).unwrap();
+    route(&mut table);
+    table.learn_macs(&macs(&ALL));
+    let nat = NatTimeouts::default();
+    let (owner, _) = Forwarding::start(table, MemoryMaps::default(), Some(nat)).unwrap();
+    let maps = owner.writer();
+    assert_eq!(
+        maps.writes,
+        vec![
+            Write::Backend(0),
+            Write::Backend(1),
+            Write::Backend(2),
+            Write::Backend(3),
+            Write::Service(key(&owner, 0)),
+            Write::Service(key(&owner, 1)),
+            Write::Nat(true),
+        ]
+    );
+    assert_eq!(maps.backends[&1].flags, BACKEND_F_ACTIVE);
+    assert_eq!(maps.backends[&1].dst_mac, [2, 0, 0, 0, 0, 0x11]);
+    assert!(!spec(&owner, 0).active, "not MASTER yet");
+    assert!(spec(&owner, 1).active, "not on a VRRP VIP");
+    assert_eq!(spec(&owner, 0).slots.len(), 6, "wrr 1:2:3");
+    assert_eq!(maps.nat, Some(nat));
+}
+
+#[test]
+fn vrrp_state_switches_only_the_services_on_its_vips() {
+    let mut owner = started(CONFIG);
+    assert_eq!(owner.apply_vrrp(&[vip()], true).unwrap(), vec![0]);
+    assert_eq!(
+        owner.writer_mut().take_writes(),
+        vec![Write::Service(key(&owner, 0))]
+    );
+    assert!(spec(&owner, 0).active);
+    assert!(owner.is_active(0));
+    // The same state again writes nothing.
+    assert!(owner.apply_vrrp(&[vip()], true).unwrap().is_empty());
+    assert!(owner.writer_mut().take_writes().is_empty());
+    // Another instance's VIP changes nothing here.
+    let other: IpAddr = "198.51.100.1".parse().unwrap();
+    assert!(owner.apply_vrrp(&[other], true).unwrap().is_empty());
+    assert_eq!(owner.apply_vrrp(&[vip()], false).unwrap(), vec![0]);
+    assert!(!spec(&owner, 0).active);
+    assert!(
+        spec(&owner, 1).active,
+        "the unmanaged service stays forwarded"
+    );
+}
+
+#[test]
+fn a_failed_server_leaves_its_schedule_backend_first() {
+    let mut owner = started(CONFIG);
+    let applied = owner.apply_health(2, false, None).unwrap();
+    assert!(applied.changed);
+    // Weight 3 of 6 left: quorum 3 still met.
+    assert_eq!(applied.quorum, None);
+    assert!(!applied.exhausted);
+    // The backend entry first (its flows move), then the schedule without it.
+    assert_eq!(
+        owner.writer_mut().take_writes(),
+        vec![Write::Backend(2), Write::Service(key(&owner, 0))]
+    );
+    assert_eq!(owner.writer().backends[&2].flags, 0);
+    assert!(!spec(&owner, 0).slots.contains(&2));
+    // The same verdict again: nothing to write.
+    assert_eq!(
+        owner.apply_health(2, false, None).unwrap(),
+        HealthApplied::default()
+    );
+    assert!(owner.writer_mut().take_writes().is_empty());
+}
+
+#[test]
+fn losing_the_quorum_is_reported_once_and_empties_the_schedule() {
+    let mut owner = started(CONFIG);
+    owner.apply_health(2, false, None).unwrap();
+    let applied = owner.apply_health(1, false, None).unwrap();
+    assert_eq!(
+        applied.quorum,
+        Some(QuorumEdge {
+            service: 0,
+            gained: false
+        })
+    );
+    assert!(spec(&owner, 0).slots.is_empty(), "no sorry server");
+    let applied = owner.apply_health(0, false, None).unwrap();
+    assert_eq!(applied.quorum, None, "already lost");
+    assert!(applied.exhausted);
+    owner.apply_health(2, true, None).unwrap();
+    assert_eq!(spec(&owner, 0).slots, vec![2], "quorum regained with 3");
+}
+
+#[test]
+fn a_dynamic_weight_rewrites_the_schedule() {
+    let mut owner = started(CONFIG);
+    let applied = owner.apply_health(0, true, Some(6)).unwrap();
+    assert!(applied.changed);
+    let slots = spec(&owner, 0).slots;
+    assert_eq!(slots.iter().filter(|s| **s == 0).count(), 6);
+}
+
+#[test]
+fn neighbour_changes_rewrite_only_what_they_touch() {
+    let mut owner = started(CONFIG);
+    // Nothing changed: no writes.
+    assert!(owner.apply_neighbours(&macs(&ALL)).unwrap().is_empty());
+    assert!(owner.writer_mut().take_writes().is_empty());
+    // .12 moved to another MAC, .13 lost its entry.
+    let mut now = macs(&ALL);
+    now.insert((7, "192.0.2.12".parse().unwrap()), [2, 0, 0, 0, 0, 0x99]);
+    now.remove(&(7, "192.0.2.13".parse().unwrap()));
+    assert_eq!(owner.apply_neighbours(&now).unwrap(), vec![1, 2]);
+    assert_eq!(
+        owner.writer_mut().take_writes(),
+        vec![
+            Write::Backend(1),
+            Write::Backend(2),
+            Write::Service(key(&owner, 0))
+        ]
+    );
+    assert_eq!(owner.writer().backends[&1].dst_mac, [2, 0, 0, 0, 0, 0x99]);
+    assert_eq!(owner.writer().backends[&2].flags, 0, "no MAC: flows move");
+    assert!(!spec(&owner, 0).slots.contains(&2));
+}
+
+/// Prepares a reload of `text` as the daemon does: routed, MACs of `addrs` learned.
+fn prepare(owner: &Forwarding<MemoryMaps>, text: &str, addrs: &[&str]) -> PreparedReload {
+    let (mut table, reloaded) = ServiceTable::reload(&parse(text), owner.table()).unwrap();
+    route(&mut table);
+    table.learn_macs(&macs(addrs));
+    PreparedReload {
+        table,
+        reloaded,
+        nat: None,
+    }
+}
+
+#[test]
+fn a_reload_takes_the_vrrp_state_and_verdicts_of_the_moment_it_is_applied() {
+    let mut owner = started(CONFIG);
+    // .14 joins; while its MAC is waited for, VI_1 becomes MASTER and .12 fails.
+    let text = CONFIG.replace(
+        "  address = \"192.0.2.13\"\n  weight = 3\n",
+        "  address = \"192.0.2.13\"\n  weight = 3\n  [[virtual_server.real_server]]\n  address = \"192.0.2.14\"\n",
+    );
+    let mut all = ALL.to_vec();
+    all.push("192.0.2.14");
+    let prepared = prepare(&owner, &text, &all);
+    owner.apply_vrrp(&[vip()], true).unwrap();
+    owner.apply_health(1, false, None).unwrap();
+    owner.writer_mut().take_writes();
+    let edges = owner.apply_reload(prepared).unwrap();
+    assert!(edges.is_empty());
+    let spec0 = spec(&owner, 0);
+    assert!(spec0.active, "MASTER since before the switch");
+    assert!(!spec0.slots.contains(&1), ".12 failed during the wait");
+    assert!(spec0.slots.contains(&4), ".14 takes new flows");
+    assert!(!owner.table().backends[1].healthy);
+    let writes = owner.writer_mut().take_writes();
+    assert_eq!(writes[0], Write::ResetCounters(vec![], vec![4]));
+    assert!(writes.contains(&Write::Backend(4)));
+}
+
+#[test]
+fn a_reload_deactivates_removed_servers_before_writing_and_removes_services() {
+    let mut owner = started(CONFIG);
+    let removed_key = key(&owner, 1);
+    // The IPv6 service leaves; .11 leaves.
+    let text = CONFIG
+        .replace(
+            "  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n  weight = 1\n",
+            "",
+        )
+        .replace("quorum = 3", "quorum = 1");
+    let text = &text[..text.find("[[virtual_server]]\nvip = \"2001").unwrap()];
+    let prepared = prepare(&owner, text, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    let writes = owner.writer_mut().take_writes();
+    let first_service = writes
+        .iter()
+        .position(|w| matches!(w, Write::Service(_)))
+        .unwrap();
+    let removed_slots = [0, 3];
+    for slot in removed_slots {
+        let at = writes
+            .iter()
+            .position(|w| *w == Write::Backend(slot))
+            .unwrap();
+        assert!(
+            at < first_service,
+            "slot {slot} inactive before any schedule"
+        );
+        assert_eq!(owner.writer().backends[&slot], BackendValue::default());
+    }
+    assert_eq!(writes.last(), Some(&Write::RemoveService(removed_key)));
+    assert!(owner.writer().service(&removed_key).is_none());
+    assert_eq!(owner.table().services.len(), 1);
+}
+
+#[test]
+fn the_nat_reply_path_follows_a_reload() {
+    let mut owner = started(CONFIG);
+    let mut prepared = prepare(&owner, CONFIG, &ALL);
+    prepared.nat = Some(NatTimeouts::default());
+    owner.apply_reload(prepared).unwrap();
+    assert!(owner.writer_mut().take_writes().contains(&Write::Nat(true)));
+    let prepared = prepare(&owner, CONFIG, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    assert!(
+        owner
+            .writer_mut()
+            .take_writes()
+            .contains(&Write::Nat(false))
+    );
+    // Unchanged: not written again.
+    let prepared = prepare(&owner, CONFIG, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    assert!(
+        !owner
+            .writer_mut()
+            .take_writes()
+            .iter()
+            .any(|w| matches!(w, Write::Nat(_)))
+    );
+}
