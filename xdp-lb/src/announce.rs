@@ -215,8 +215,8 @@ impl FrameSocket {
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: raw is a fresh, valid fd.
         Ok(FrameSocket {
+            // SAFETY: raw is a fresh, valid fd that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
             ifindex,
         })

@@ -59,8 +59,8 @@ fn no_config_at_all_says_how_to_give_one() {
 
 #[test]
 fn an_unprivileged_run_says_which_privileges_are_missing() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "this test drops root with setpriv: run it as root"
