@@ -64,18 +64,29 @@ fn main() -> anyhow::Result<()> {
             require_root("the tests load XDP programs and build network namespaces")?;
             // Network-namespace tests run one at a time: 2 cores, and timing-free but
             // traffic-heavy tests are easier to read when they do not interleave.
-            let mut cmd = cargo(&["test", "--workspace", "--no-fail-fast"]);
+            // The eBPF crate builds for its bpf target only (its host stub bin would
+            // collide with the daemon's name), through xdp-lb's build script.
+            let mut cmd = cargo(&[
+                "test",
+                "--workspace",
+                "--exclude",
+                "xdp-lb-ebpf",
+                "--no-fail-fast",
+            ]);
             cmd.args(&args).args(["--", "--test-threads=1"]);
             run_cmd(&mut cmd)
         }
         Cmd::Demo { connections } => {
             setup::install()?;
             require_root("the demo builds network namespaces and attaches XDP")?;
+            // The demo (in the end-to-end tests' package) runs the daemon beside it.
             run_cmd(&mut cargo(&[
                 "build",
                 "--release",
                 "--package",
                 "xdp-lb",
+                "--package",
+                "xdp-lb-tests",
                 "--bins",
             ]))?;
             run_cmd(

@@ -1,10 +1,9 @@
 //! `xdp-lb import-keepalived`: keepalived.conf → a valid xdp-lb configuration, with
 //! every setting left out reported with its line. No privileges needed.
-mod support;
 
 use std::net::IpAddr;
 use std::time::Duration;
-use support::xdp_lb;
+use xdp_lb_tests::xdp_lb;
 
 use xdp_lb::config::{self, Forwarding, Protocol, Scheduler, TrackedInterface};
 use xdp_lb::import::{ImportError, import};

@@ -1,12 +1,11 @@
 //! NAT end to end: two-arm lab (client segment on eth0, real servers behind eth1 with
 //! the LB as their default gateway), the real `xdp-lb` binary, python real servers
 //! listening on other ports than the VIP's (port mapping), real client connections.
-mod support;
 
 use std::time::Duration;
 
-use support::{IO_TIMEOUT, assert_split, dr_lab, start, vip};
 use xdp_lb_lab::{DrLab, DrLabOptions, http_get_keepalive, http_get_new_connections, udp_query};
+use xdp_lb_tests::{IO_TIMEOUT, assert_split, dr_lab, start, vip};
 
 /// VIP:80/tcp → :8080 and VIP:53/udp → :5353 on every backend, NAT.
 fn nat_config(lab: &DrLab, extra: &str) -> String {

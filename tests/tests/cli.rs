@@ -1,7 +1,6 @@
 //! The command line without privileges: `check` validates and names file:line:col.
-mod support;
 
-use support::xdp_lb;
+use xdp_lb_tests::xdp_lb;
 
 fn write(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -79,7 +78,7 @@ fn an_unprivileged_run_says_which_privileges_are_missing() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(env!("CARGO_BIN_EXE_xdp-lb"))
+        .arg(xdp_lb_tests::binary())
         .arg("--config")
         .arg(f.path())
         .output()

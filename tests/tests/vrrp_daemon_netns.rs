@@ -7,7 +7,6 @@
 //! client probing the VIP: `kill -9` of the daemon (keepalived waits out its
 //! master-down interval) and SIGTERM (priority 0: keepalived waits only its skew time;
 //! the daemon removes its VIP and exits 0), with every notify command configured.
-mod support;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -16,12 +15,12 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use support::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
 use xdp_lb_lab::{
     Daemon, DrLab, DrLabOptions, Handover, KaConf, KeepAlive, Keepalived, Netns, Probe, ProbeLab,
     Responder, http_get_new_connections,
     probe::{count_from, timeline},
 };
+use xdp_lb_tests::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
 
 /// A DR lab with HTTP real servers whose LB does not hold the VIP: VRRP adds it.
 fn vrrp_lab(backends: &[&str]) -> DrLab {
@@ -121,7 +120,7 @@ fn services_follow_the_vrrp_state_of_their_vip() {
     // `xdp-lb status` reads the same, for people.
     let shown = lab
         .lb
-        .command(env!("CARGO_BIN_EXE_xdp-lb"))
+        .command(xdp_lb_tests::binary())
         .args(["status", "--api", "127.0.0.1:9180"])
         .output()
         .unwrap();

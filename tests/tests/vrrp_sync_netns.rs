@@ -5,12 +5,11 @@
 //! with real keepalived.
 //!
 //! Needs root and `ip`; fails (never skips) without them.
-mod support;
 
 use std::time::{Duration, Instant};
 
-use support::spawn;
 use xdp_lb_lab::{Daemon, Keepalived, Netns, require_root};
+use xdp_lb_tests::spawn;
 
 /// Generous bound for a state change at 100 ms adverts.
 const CHANGE: Duration = Duration::from_secs(10);

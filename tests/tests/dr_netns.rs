@@ -2,12 +2,11 @@
 //! network namespace, real python HTTP/UDP servers as DR real servers (VIP on lo,
 //! arp_ignore/arp_announce), and a client opening real connections to the VIP.
 //! Needs root; every lab is torn down on drop, also when an assert fails.
-mod support;
 
 use std::time::Duration;
 
-use support::{IO_TIMEOUT, assert_split, config, dr_lab, spawn, start, vip};
 use xdp_lb_lab::{DrLab, DrLabOptions, http_get_keepalive, http_get_new_connections, udp_query};
+use xdp_lb_tests::{IO_TIMEOUT, assert_split, config, dr_lab, spawn, start, vip};
 
 #[test]
 fn six_hundred_connections_split_by_weight_1_2_3() {

@@ -4,12 +4,11 @@
 //! that stays carries on; an invalid file or a change that needs a restart is refused
 //! with its reason and changes nothing.
 //! Needs root; every lab is torn down on drop, also when an assert fails.
-mod support;
 
 use std::time::Duration;
 
-use support::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
 use xdp_lb_lab::{DrLab, DrLabOptions, KeepAlive, http_get_new_connections, udp_query};
+use xdp_lb_tests::{IO_TIMEOUT, assert_split, config, dr_lab, start, vip};
 
 /// How long a reload may take to be logged (it re-reads routes and neighbours).
 const RELOADED: Duration = Duration::from_secs(10);

@@ -1,7 +1,6 @@
 //! Health checks end to end through the XDP data plane: real HTTP checks against the
 //! python real servers, a client that keeps opening connections, one long keep-alive
 //! connection that must not notice anything, and the sorry server when all are down.
-mod support;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -13,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{IO_TIMEOUT, assert_split, start, vip};
 use xdp_lb_lab::{DrLab, DrLabOptions, http_get_new_connections};
+use xdp_lb_tests::{IO_TIMEOUT, assert_split, start, vip};
 
 /// b1 and b2 are checked real servers, b3 is the sorry server.
 fn config(lab: &DrLab) -> String {

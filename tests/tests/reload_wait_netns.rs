@@ -2,12 +2,11 @@
 //! not hold the daemon: while it waits, a health check's verdict still reaches the maps
 //! (new connections stop going to the failed server at once), and SIGTERM stops the
 //! daemon within a second. Needs root; the lab is torn down on drop.
-mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{IO_TIMEOUT, start, vip};
 use xdp_lb_lab::{DrLab, DrLabOptions, http_get_new_connections};
+use xdp_lb_tests::{IO_TIMEOUT, start, vip};
 
 /// The reload's MAC wait: long, so everything below happens inside it.
 const NEIGHBOUR_TIMEOUT: &str = "6s";
@@ -37,7 +36,7 @@ fn config(lab: &DrLab, silent: bool) -> String {
 
 #[test]
 fn health_verdicts_reach_the_maps_while_a_reload_waits_for_a_mac() {
-    let mut lab = support::dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    let mut lab = xdp_lb_tests::dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
     lab.start_http_backends(80).unwrap();
     let mut daemon = start(&lab.lb, &config(&lab, false));
     let before = http_get_new_connections(&lab.client, vip(80), 20, IO_TIMEOUT).unwrap();
@@ -81,7 +80,7 @@ fn health_verdicts_reach_the_maps_while_a_reload_waits_for_a_mac() {
 
 #[test]
 fn sigterm_during_a_reloads_mac_wait_stops_the_daemon_at_once() {
-    let mut lab = support::dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    let mut lab = xdp_lb_tests::dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
     lab.start_http_backends(80).unwrap();
     let mut daemon = start(&lab.lb, &config(&lab, false));
     daemon.reload(&config(&lab, true)).unwrap();

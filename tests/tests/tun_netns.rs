@@ -2,13 +2,12 @@
 //! decapsulate; instead the frames arriving at the real server's interface are
 //! captured and decoded: the outer IPv4 header (LB → real server, protocol 4) must
 //! wrap the client's datagram exactly as the client sent it to the VIP.
-mod support;
 
 use std::{net::UdpSocket, time::Duration};
 
 use etherparse::{InternetSlice, IpNumber, Ipv4HeaderSlice, SlicedPacket, TransportSlice};
-use support::{dr_lab, start};
 use xdp_lb_lab::{Capture, DrLab, DrLabOptions};
+use xdp_lb_tests::{dr_lab, start};
 
 #[test]
 fn datagrams_reach_the_real_server_as_ipip_with_the_inner_packet_intact() {
