@@ -1,18 +1,19 @@
 //! What the node is doing now, for `/status` and `/metrics`: one plain snapshot taken
 //! from the service table, the data plane's counters and the VRRP instances. The
-//! daemon's loop takes it (it owns the table and the maps); the API only renders it.
+//! daemon's loop takes it (it owns the table and the maps); the API only renders it,
+//! and `xdp-lb status` reads it back as this same type.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     dataplane::Dataplane,
-    failover::{InstanceStatus, SocketStatus},
+    failover::{InstanceStatus, Label, SocketStatus},
     forwarding::Forwarding,
 };
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     /// `[global] router_id`.
     pub router_id: Option<String>,
@@ -22,10 +23,10 @@ pub struct Snapshot {
     /// VRRP packets no instance was given, per interface and family.
     pub vrrp_sockets: Vec<SocketStatus>,
     /// Data-plane verdicts by reason, summed over CPUs.
-    pub verdicts: BTreeMap<&'static str, u64>,
+    pub verdicts: BTreeMap<Label, u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceStatus {
     /// `vip:port/proto`.
     pub name: String,
@@ -43,7 +44,7 @@ pub struct ServiceStatus {
 }
 
 /// The service's data-plane counters (summed over CPUs).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServiceCounters {
     pub packets: u64,
     pub bytes: u64,
@@ -54,7 +55,7 @@ pub struct ServiceCounters {
     pub dropped_redirect: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RealServerStatus {
     pub address: IpAddr,
     pub port: u16,
@@ -150,6 +151,7 @@ impl Snapshot {
             note(e);
             Default::default()
         });
+        let verdicts = verdicts.into_iter().map(|(r, n)| (r.into(), n)).collect();
         if let Some(e) = failed {
             tracing::warn!(error = %e, "some data-plane counters could not be read; shown as 0");
         }

@@ -7,13 +7,14 @@ use anyhow::Context as _;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, body::Bytes, header};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+
+use crate::{failover::Label, status::Snapshot};
 
 /// How long the whole request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GETs `/status` from the daemon at `addr`.
-pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Value> {
+pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Snapshot> {
     let get = async {
         let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| {
             format!("cannot reach the status API at {addr} (is xdp-lb running with `[global] api` set?)")
@@ -33,7 +34,8 @@ pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Value> {
             "GET /status answered {status}: {}",
             String::from_utf8_lossy(&body).trim()
         );
-        serde_json::from_slice(&body).context("the status API answered something other than JSON")
+        serde_json::from_slice(&body)
+            .context("the status API answered something other than a status snapshot")
     };
     tokio::time::timeout(TIMEOUT, get).await.map_err(|_| {
         anyhow::anyhow!("the status API at {addr} did not answer within {TIMEOUT:?}")
@@ -41,62 +43,53 @@ pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Value> {
 }
 
 /// The snapshot as text: VRRP instances, then services with their real servers.
-pub fn render(s: &Value) -> String {
+pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
-    let name = s["router_id"].as_str().unwrap_or("xdp-lb");
-    let _ = writeln!(
-        out,
-        "{name}, up {}",
-        uptime(s["uptime_seconds"].as_u64().unwrap_or(0))
-    );
-    let instances = s["vrrp"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if !instances.is_empty() {
+    let name = s.router_id.as_deref().unwrap_or("xdp-lb");
+    let _ = writeln!(out, "{name}, up {}", uptime(s.uptime_seconds));
+    if !s.vrrp.is_empty() {
         let _ = writeln!(out, "\nVRRP");
-        for v in instances {
-            let master = match (v["master"].as_str(), v["master_priority"].as_u64()) {
+        for v in &s.vrrp {
+            let master = match (v.master, v.master_priority) {
                 (Some(addr), Some(p)) => format!("master {addr} ({p})"),
                 _ => "no master heard".into(),
             };
             let _ = writeln!(
                 out,
                 "  {:<12} {:<8} vrid {:<3} {:<6}  priority {}/{}  {master}{}",
-                v["name"].as_str().unwrap_or("?"),
-                v["interface"].as_str().unwrap_or("?"),
-                v["vrid"].as_u64().unwrap_or(0),
-                v["state"].as_str().unwrap_or("?"),
-                v["priority"],
-                v["base_priority"],
-                v["group"]
-                    .as_str()
+                v.name,
+                v.interface,
+                v.vrid,
+                v.state,
+                v.priority,
+                v.base_priority,
+                v.group
+                    .as_ref()
                     .map(|g| format!("  group {g}"))
                     .unwrap_or_default(),
             );
             let _ = writeln!(
                 out,
                 "    adverts in {} out {}, became master {}x, split-brain adverts {}{}{}",
-                v["adverts_received"],
-                v["adverts_sent"],
-                v["became_master"],
-                v["split_brain_adverts"],
-                counts(", drops: ", &v["drops"]),
-                counts(", clashes: ", &v["clashes"]),
+                v.adverts_received,
+                v.adverts_sent,
+                v.became_master,
+                v.split_brain_adverts,
+                counts(", drops: ", &v.drops),
+                counts(", clashes: ", &v.clashes),
             );
         }
-        let sockets = s["vrrp_sockets"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for v in sockets {
-            let drops = counts("drops: ", &v["drops"]);
-            let other = v["other_vrid"].as_u64().unwrap_or(0);
-            if other == 0 && drops.is_empty() {
+        for v in &s.vrrp_sockets {
+            let drops = counts("drops: ", &v.drops);
+            if v.other_vrid == 0 && drops.is_empty() {
                 continue;
             }
             let _ = writeln!(
                 out,
-                "  on {} ({}): {other} adverts for other VRIDs{}",
-                v["interface"].as_str().unwrap_or("?"),
-                v["family"].as_str().unwrap_or("?"),
+                "  on {} ({}): {} adverts for other VRIDs{}",
+                v.interface,
+                v.family,
+                v.other_vrid,
                 if drops.is_empty() {
                     String::new()
                 } else {
@@ -105,63 +98,44 @@ pub fn render(s: &Value) -> String {
             );
         }
     }
-    let services = s["services"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if !services.is_empty() {
+    if !s.services.is_empty() {
         let _ = writeln!(out, "\nSERVICES");
-        for svc in services {
-            let c = &svc["counters"];
+        for svc in &s.services {
+            let c = &svc.counters;
             let _ = writeln!(
                 out,
                 "  {} {} {}  {}{}  packets {} new flows {}{}",
-                svc["name"].as_str().unwrap_or("?"),
-                svc["forwarding"].as_str().unwrap_or("?"),
-                svc["scheduler"].as_str().unwrap_or("?"),
-                if svc["active"] == true {
+                svc.name,
+                svc.forwarding,
+                svc.scheduler,
+                if svc.active {
                     "forwarding"
                 } else {
                     "passive (not MASTER)"
                 },
-                if svc["quorum_ok"] == true {
-                    ""
-                } else {
-                    ", quorum lost"
-                },
-                c["packets"],
-                c["new_flows"],
-                match c["dropped_no_real_server"].as_u64() {
-                    Some(0) | None => String::new(),
-                    Some(n) => format!(", {n} dropped with no real server"),
+                if svc.quorum_ok { "" } else { ", quorum lost" },
+                c.packets,
+                c.new_flows,
+                match c.dropped_no_real_server {
+                    0 => String::new(),
+                    n => format!(", {n} dropped with no real server"),
                 },
             );
-            let servers = svc["real_servers"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            for (rs, sorry) in servers.iter().map(|r| (r, false)).chain(
-                svc["sorry_server"]
-                    .as_object()
-                    .map(|_| (&svc["sorry_server"], true)),
-            ) {
-                let state = match (rs["healthy"] == true, rs["reachable"] == true) {
+            let servers = svc.real_servers.iter().map(|r| (r, false));
+            for (rs, sorry) in servers.chain(svc.sorry_server.iter().map(|r| (r, true))) {
+                let state = match (rs.healthy, rs.reachable) {
                     (true, true) => "up",
                     (false, _) => "DOWN",
                     (true, false) => "no MAC",
                 };
-                let addr = match rs["address"].as_str() {
-                    Some(a) if a.contains(':') => format!("[{a}]:{}", rs["port"]),
-                    Some(a) => format!("{a}:{}", rs["port"]),
-                    None => "?".into(),
-                };
+                let addr = std::net::SocketAddr::new(rs.address, rs.port).to_string();
                 let _ = writeln!(
                     out,
                     "    -> {addr:<22} {state:<6} weight {}/{}  packets {} new flows {}{}",
-                    rs["effective_weight"],
-                    rs["weight"],
-                    rs["packets"],
-                    rs["new_flows"],
+                    rs.effective_weight,
+                    rs.weight,
+                    rs.packets,
+                    rs.new_flows,
                     if sorry { "  (sorry server)" } else { "" },
                 );
             }
@@ -171,14 +145,12 @@ pub fn render(s: &Value) -> String {
 }
 
 /// `name=n,name=n` after `label`, or nothing when the map is empty.
-fn counts(label: &str, map: &Value) -> String {
-    match map.as_object() {
-        Some(m) if !m.is_empty() => {
-            let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{label}{}", items.join(","))
-        }
-        _ => String::new(),
+fn counts(label: &str, map: &std::collections::BTreeMap<Label, u64>) -> String {
+    if map.is_empty() {
+        return String::new();
     }
+    let items: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{label}{}", items.join(","))
 }
 
 fn uptime(secs: u64) -> String {
@@ -196,7 +168,16 @@ mod tests {
 
     #[test]
     fn a_snapshot_reads_as_text() {
-        let s = serde_json::json!({
+        // The wire format as the daemon serves it, read back as the shared type.
+        let rs = |address: &str, weight, effective_weight, healthy, packets, new_flows| {
+            serde_json::json!({
+                "address": address, "port": 80, "weight": weight,
+                "effective_weight": effective_weight, "healthy": healthy, "reachable": true,
+                "health_transitions": 0, "packets": packets, "bytes": packets * 60,
+                "new_flows": new_flows
+            })
+        };
+        let json = serde_json::json!({
             "router_id": "lb1",
             "uptime_seconds": 3725,
             "vrrp": [{
@@ -211,18 +192,21 @@ mod tests {
                 {"interface": "eth1", "family": "ipv4", "other_vrid": 0, "drops": {}}
             ],
             "services": [{
-                "name": "192.0.2.100:80/tcp", "forwarding": "dr", "scheduler": "wrr",
+                "name": "192.0.2.100:80/tcp", "vip": "192.0.2.100", "port": 80,
+                "protocol": "tcp", "forwarding": "dr", "scheduler": "wrr",
                 "active": true, "quorum_ok": true,
-                "counters": {"packets": 274, "new_flows": 40, "dropped_no_real_server": 0},
+                "counters": {"packets": 274, "bytes": 16440, "new_flows": 40,
+                    "rescheduled_flows": 0, "passed_inactive": 0,
+                    "dropped_no_real_server": 0, "dropped_redirect": 0},
                 "real_servers": [
-                    {"address": "192.0.2.11", "port": 80, "weight": 2, "effective_weight": 2,
-                     "healthy": true, "reachable": true, "packets": 144, "new_flows": 21},
-                    {"address": "2001:db8::12", "port": 80, "weight": 1, "effective_weight": 0,
-                     "healthy": false, "reachable": true, "packets": 130, "new_flows": 19}
+                    rs("192.0.2.11", 2, 2, true, 144, 21),
+                    rs("2001:db8::12", 1, 0, false, 130, 19)
                 ],
                 "sorry_server": null
-            }]
+            }],
+            "verdicts": {"tx": 274}
         });
+        let s: Snapshot = serde_json::from_value(json).unwrap();
         let text = render(&s);
         for line in [
             "lb1, up 1h02m",

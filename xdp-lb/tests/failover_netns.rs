@@ -1097,7 +1097,7 @@ fn split_brain_is_reported_by_the_master_that_hears_the_other() {
         reported.elapsed()
     );
     assert_eq!(
-        (later.state, later.master_priority),
+        (later.state.as_ref(), later.master_priority),
         ("MASTER", Some(200)),
         "a stays MASTER with its own priority: {later:?}"
     );

@@ -265,7 +265,10 @@ fn broken_adverts_are_counted_by_reason_and_never_change_state() {
         "no state change was reported"
     );
     let socket = node.socket();
-    assert_eq!((socket.interface.as_str(), socket.family), ("eth0", "ipv4"));
+    assert_eq!(
+        (socket.interface.as_str(), socket.family.as_ref()),
+        ("eth0", "ipv4")
+    );
 
     // The same advert, intact: the MASTER hears a higher priority and steps down.
     send(&b, 255, vec![advert(VRID, 254, PASSWORD)]);

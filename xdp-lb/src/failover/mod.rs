@@ -50,7 +50,7 @@ pub use spec::{
     DEFAULT_GARP_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_NOTIFY_TIMEOUT, InstanceSpec, Notify,
     SyncGroupSpec, TrackedInterface, VirtualAddress,
 };
-pub use status::{InstanceStatus, SocketStatus, StatusBoard};
+pub use status::{InstanceStatus, Label, SocketStatus, StatusBoard};
 
 /// A state change of one instance. `state` is [`State::Master`] while the VIPs are held
 /// here, and [`State::Initialize`] once the instance has stopped.

@@ -9,11 +9,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xdp_lb_vrrp::{Clash, DropReason, Instance, State};
 
+/// A fixed name (a state, a reason) in the daemon; owned once read back by a client.
+pub type Label = std::borrow::Cow<'static, str>;
+
 /// One instance as it is now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceStatus {
     pub name: String,
     /// Its sync group, if any.
@@ -21,7 +24,7 @@ pub struct InstanceStatus {
     pub interface: String,
     pub vrid: u8,
     /// `MASTER`, `BACKUP`, `FAULT` or `STOP`.
-    pub state: &'static str,
+    pub state: Label,
     /// Effective priority (configured, adjusted by tracking).
     pub priority: u8,
     pub base_priority: u8,
@@ -33,9 +36,9 @@ pub struct InstanceStatus {
     pub became_master: u64,
     pub split_brain_adverts: u64,
     /// Dropped packets by reason (non-zero ones).
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<Label, u64>,
     /// Adverts from a differently configured peer, by what differs (non-zero ones).
-    pub clashes: BTreeMap<&'static str, u64>,
+    pub clashes: BTreeMap<Label, u64>,
 }
 
 impl InstanceStatus {
@@ -57,7 +60,7 @@ impl InstanceStatus {
             group: group.map(str::to_owned),
             interface: interface.to_owned(),
             vrid: fsm.config().vrid,
-            state: state_label(state),
+            state: state_label(state).into(),
             priority: fsm.priority(),
             base_priority: fsm.base_priority(),
             master: master.map(|m| m.0),
@@ -68,12 +71,12 @@ impl InstanceStatus {
             split_brain_adverts: stats.split_brain_adverts,
             drops: DropReason::ALL
                 .iter()
-                .map(|r| (r.name(), stats.drops(*r)))
+                .map(|r| (r.name().into(), stats.drops(*r)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             clashes: Clash::ALL
                 .iter()
-                .map(|c| (c.name(), stats.clashes(*c)))
+                .map(|c| (c.name().into(), stats.clashes(*c)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
         }
@@ -90,16 +93,16 @@ pub(crate) fn state_label(state: State) -> &'static str {
 
 /// One VRRP socket (an interface and address family): what arrived on it that no
 /// instance was given.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketStatus {
     pub interface: String,
     /// `ipv4` or `ipv6`.
-    pub family: &'static str,
+    pub family: Label,
     /// Adverts for a VRID that none of our instances on this socket uses (another
     /// router group on the segment: normal, and not a drop).
     pub other_vrid: u64,
     /// Packets too broken to name a VRID, by reason (non-zero ones).
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<Label, u64>,
 }
 
 impl SocketStatus {
@@ -111,11 +114,11 @@ impl SocketStatus {
     ) -> SocketStatus {
         SocketStatus {
             interface: interface.to_owned(),
-            family: if v6 { "ipv6" } else { "ipv4" },
+            family: if v6 { "ipv6" } else { "ipv4" }.into(),
             other_vrid,
             drops: DropReason::ALL
                 .iter()
-                .map(|r| (r.name(), drops[r.index()]))
+                .map(|r| (r.name().into(), drops[r.index()]))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
         }
@@ -127,7 +130,7 @@ impl SocketStatus {
 #[derive(Debug, Clone, Default)]
 pub struct StatusBoard {
     instances: Arc<Mutex<BTreeMap<String, InstanceStatus>>>,
-    sockets: Arc<Mutex<BTreeMap<(String, &'static str), SocketStatus>>>,
+    sockets: Arc<Mutex<BTreeMap<(String, Label), SocketStatus>>>,
 }
 
 impl StatusBoard {
@@ -146,7 +149,7 @@ impl StatusBoard {
     }
 
     pub(crate) fn set_socket(&self, status: SocketStatus) {
-        lock(&self.sockets).insert((status.interface.clone(), status.family), status);
+        lock(&self.sockets).insert((status.interface.clone(), status.family.clone()), status);
     }
 }
 
