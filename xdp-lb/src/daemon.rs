@@ -25,9 +25,9 @@ use crate::{
     neighbours::{NEIGHBOUR_REFRESH, Neighbours, fmt_mac, route_backends},
     netlink::{Link, Netlink},
     privileges,
-    services::{Macs, ServiceTable},
+    services::{BackendIndex, Macs, ServiceTable},
     status::Snapshot,
-    tracking::{VrrpTracking, script_checks},
+    tracking::{ScriptIndex, VrrpTracking, script_checks},
 };
 
 /// Room for events between the sources and the loop (sources wait when it is full).
@@ -347,8 +347,10 @@ impl Core {
             } if generation == self.check_generation => self.on_health(&transition),
             Event::Health { .. } => {}
             Event::Script(t) => {
+                // The scripts' checks run under their ScriptIndex.
+                let index = ScriptIndex(t.backend.0 as usize);
                 self.tracking
-                    .script_changed(t.backend.0 as usize, t.up, self.forwarding.table());
+                    .script_changed(index, t.up, self.forwarding.table());
             }
             Event::Vrrp(e) => self.on_vrrp(&e),
             Event::VrrpEnded(result) => {
@@ -378,10 +380,11 @@ impl Core {
     /// service and real server it is about, so once it is read new connections already
     /// follow it.
     fn on_health(&mut self, t: &xdp_lb_checks::Transition) {
-        let index = t.backend.0;
+        // The checks were started with each real server's index in the table.
+        let index = BackendIndex(t.backend.0);
         let applied = self.forwarding.apply_health(index, t.up, t.weight);
         let table = self.forwarding.table();
-        let b = &table.backends[index as usize];
+        let b = &table.backends[index];
         let service = &table.services[b.service].name;
         let server = std::net::SocketAddr::new(b.addr, b.port);
         let what = match (&t.reason, t.weight) {
@@ -435,7 +438,7 @@ impl Core {
         match self.forwarding.apply_neighbours(macs) {
             Ok(changed) => {
                 for index in changed {
-                    let b = &self.forwarding.table().backends[index as usize];
+                    let b = &self.forwarding.table().backends[index];
                     match b.mac {
                         Some(mac) => {
                             info!(real_server = %b.addr, mac = %fmt_mac(mac), "real server MAC learned")

@@ -16,26 +16,26 @@ use xdp_lb_common::{BackendValue, ServiceKey};
 use crate::{
     config::NatTimeouts,
     dataplane::{Dataplane, DataplaneError, ServiceSpec},
-    services::{Macs, Reloaded, ServiceTable, ServicesError},
+    services::{BackendIndex, Macs, Reloaded, ServiceTable, ServicesError, Slot},
 };
 
 /// The map operations the owner needs; the real [`Dataplane`] implements it, and an
 /// in-memory one in the unit tests.
 pub trait MapWriter {
     /// Replaces the BACKENDS entry of `slot`.
-    fn set_backend(&mut self, slot: u32, value: &BackendValue) -> Result<(), DataplaneError>;
+    fn set_backend(&mut self, slot: Slot, value: &BackendValue) -> Result<(), DataplaneError>;
     /// Installs or replaces a service and its schedule in one visible step.
     fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError>;
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
     /// Zeroes the counters of newly given service ids and backend slots.
-    fn reset_counters(&mut self, services: &[u32], slots: &[u32]) -> Result<(), DataplaneError>;
+    fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError>;
     /// Switches the NAT reply path on or off, with its timeouts.
     fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError>;
 }
 
 impl MapWriter for Dataplane {
-    fn set_backend(&mut self, slot: u32, value: &BackendValue) -> Result<(), DataplaneError> {
-        Dataplane::set_backend(self, slot, value)
+    fn set_backend(&mut self, slot: Slot, value: &BackendValue) -> Result<(), DataplaneError> {
+        Dataplane::set_backend(self, slot.0, value)
     }
     fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
         Dataplane::set_service(self, spec)
@@ -43,8 +43,9 @@ impl MapWriter for Dataplane {
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         Dataplane::remove_service(self, key)
     }
-    fn reset_counters(&mut self, services: &[u32], slots: &[u32]) -> Result<(), DataplaneError> {
-        Dataplane::reset_counters(self, services, slots)
+    fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError> {
+        let slots: Vec<u32> = slots.iter().map(|s| s.0).collect();
+        Dataplane::reset_counters(self, services, &slots)
     }
     fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
         Dataplane::set_nat(self, on, timeouts)
@@ -146,11 +147,11 @@ impl<W: MapWriter> Forwarding<W> {
     /// update each, then the quorum is re-evaluated (the schedule depends on it).
     pub fn apply_health(
         &mut self,
-        index: u32,
+        index: BackendIndex,
         up: bool,
         weight: Option<u32>,
     ) -> Result<HealthApplied, ForwardingError> {
-        let service = self.table.backends[index as usize].service;
+        let service = self.table.backends[index].service;
         if !self.table.set_health(index, up, weight) {
             return Ok(HealthApplied::default());
         }
@@ -197,12 +198,12 @@ impl<W: MapWriter> Forwarding<W> {
     /// The neighbour table's usable MACs: every backend whose MAC was learned, changed
     /// or lost is rewritten, then its service's schedule (a server without a MAC takes
     /// no new flows, and its flows move). Returns the indices of those backends.
-    pub fn apply_neighbours(&mut self, macs: &Macs) -> Result<Vec<u32>, ForwardingError> {
+    pub fn apply_neighbours(&mut self, macs: &Macs) -> Result<Vec<BackendIndex>, ForwardingError> {
         let changed = self.table.learn_macs(macs);
         let mut services = Vec::new();
         for &index in &changed {
             self.write_backend(index)?;
-            let service = self.table.backends[index as usize].service;
+            let service = self.table.backends[index].service;
             if !services.contains(&service) {
                 services.push(service);
             }
@@ -268,7 +269,7 @@ impl<W: MapWriter> Forwarding<W> {
     }
 
     fn write_all(&mut self) -> Result<(), ForwardingError> {
-        for index in 0..self.table.backends.len() as u32 {
+        for index in self.table.backend_indices() {
             self.write_backend(index)?;
         }
         for index in 0..self.table.services.len() {
@@ -277,8 +278,8 @@ impl<W: MapWriter> Forwarding<W> {
         Ok(())
     }
 
-    fn write_backend(&mut self, index: u32) -> Result<(), ForwardingError> {
-        let slot = self.table.backends[index as usize].id;
+    fn write_backend(&mut self, index: BackendIndex) -> Result<(), ForwardingError> {
+        let slot = self.table.backends[index].id;
         let value = self.table.backend_value(index);
         Ok(self.writer.set_backend(slot, &value)?)
     }

@@ -32,8 +32,8 @@ impl HealthChecks {
             .iter()
             .map(|(index, c)| {
                 let mut params = c.params.clone();
-                params.alpha = !table.backends[*index as usize].healthy;
-                (BackendId(*index), c.spec.clone(), params)
+                params.alpha = !table.backends[*index].healthy;
+                (BackendId(index.0), c.spec.clone(), params)
             })
             .collect();
         (HealthChecks::spawn(checks, tx), transitions)

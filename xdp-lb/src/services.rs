@@ -38,6 +38,29 @@ pub enum ServicesError {
     },
 }
 
+/// A backend's slot in the BACKENDS map and in the per-backend counters. It stays the
+/// same across reloads for as long as the real server stays configured, so flows
+/// pinned to it keep their server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(pub u32);
+
+/// A backend's position in [`ServiceTable::backends`] (a reload may move it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendIndex(pub u32);
+
+impl std::ops::Index<BackendIndex> for Vec<Backend> {
+    type Output = Backend;
+    fn index(&self, index: BackendIndex) -> &Backend {
+        &self[index.0 as usize]
+    }
+}
+
+impl std::ops::IndexMut<BackendIndex> for Vec<Backend> {
+    fn index_mut(&mut self, index: BackendIndex) -> &mut Backend {
+        &mut self[index.0 as usize]
+    }
+}
+
 /// Usable MACs from the neighbour table, by (ifindex, next hop).
 pub type Macs = HashMap<(u32, IpAddr), [u8; 6]>;
 
@@ -58,7 +81,7 @@ pub struct Egress {
 #[derive(Debug, Clone)]
 pub struct Backend {
     /// Slot in the BACKENDS map and the per-backend counters.
-    pub id: u32,
+    pub id: Slot,
     /// Index of its service in [`ServiceTable::services`].
     pub service: usize,
     /// keepalived's `sorry_server` of its service, not a real server.
@@ -81,7 +104,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(id: u32, service: usize, addr: IpAddr, port: u16, weight: u32) -> Backend {
+    fn new(id: Slot, service: usize, addr: IpAddr, port: u16, weight: u32) -> Backend {
         Backend {
             id,
             service,
@@ -132,10 +155,10 @@ pub struct Service {
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
     /// Its real servers, as indices into [`ServiceTable::backends`].
-    pub backends: Vec<u32>,
+    pub backends: Vec<BackendIndex>,
     /// keepalived's `sorry_server` (an index, too): a backend that takes new flows
     /// only while no real server can.
-    pub sorry: Option<u32>,
+    pub sorry: Option<BackendIndex>,
     pub quorum: Quorum,
     /// Whether the healthy weight meets the quorum (with hysteresis on both edges).
     pub quorum_ok: bool,
@@ -151,7 +174,7 @@ pub struct ServiceTable {
     pub services: Vec<Service>,
     pub backends: Vec<Backend>,
     /// Health checks by backend index.
-    pub checks: Vec<(u32, crate::config::Check)>,
+    pub checks: Vec<(BackendIndex, crate::config::Check)>,
 }
 
 /// What a reload changed in the maps' terms.
@@ -160,14 +183,14 @@ pub struct Reloaded {
     /// Services no longer configured: their keys leave the SERVICES map.
     pub removed_services: Vec<ServiceKey>,
     /// Slots of real servers no longer configured: inactive, so their flows move.
-    pub removed_backends: Vec<u32>,
+    pub removed_backends: Vec<Slot>,
     /// Newly given counter indices and slots: their counters start from zero.
     pub new_services: Vec<u32>,
-    pub new_backends: Vec<u32>,
+    pub new_backends: Vec<Slot>,
     /// Real servers that kept their slot.
     pub kept_backends: usize,
     /// Slots of the real servers whose verdict carried over (same check).
-    pub carried_health: Vec<u32>,
+    pub carried_health: Vec<Slot>,
 }
 
 /// A real server's identity across reloads.
@@ -262,7 +285,7 @@ impl ServiceTable {
         // What the old table had, by identity.
         let mut old_backends: HashMap<BackendIdentity, &Backend> = HashMap::new();
         // Checks by slot.
-        let mut old_checks: HashMap<u32, &crate::config::Check> = HashMap::new();
+        let mut old_checks: HashMap<Slot, &crate::config::Check> = HashMap::new();
         let mut old_services: HashMap<ServiceKey, &Service> = HashMap::new();
         if let Some(old) = old {
             for b in &old.backends {
@@ -270,7 +293,7 @@ impl ServiceTable {
                 old_backends.insert((key, b.addr, b.port, b.sorry), b);
             }
             for (index, check) in &old.checks {
-                old_checks.insert(old.backends[*index as usize].id, check);
+                old_checks.insert(old.backends[*index].id, check);
             }
             for svc in &old.services {
                 old_services.insert(svc.key, svc);
@@ -281,7 +304,7 @@ impl ServiceTable {
         // Every id in use before is off limits for new ones; kept ones are reused.
         let mut slot_ids = Ids::new(
             old.iter()
-                .flat_map(|o| o.backends.iter().map(|b| b.id))
+                .flat_map(|o| o.backends.iter().map(|b| b.id.0))
                 .collect(),
             MAX_BACKENDS,
         );
@@ -300,17 +323,19 @@ impl ServiceTable {
                          identity: BackendIdentity,
                          service: usize,
                          weight: u32|
-         -> Result<(u32, Option<Backend>), ServicesError> {
-            let index = backends.len() as u32;
+         -> Result<(BackendIndex, Option<Backend>), ServicesError> {
+            let index = BackendIndex(backends.len() as u32);
             let (id, previous) = match old_backends.get(&identity) {
                 Some(b) => {
                     reloaded.kept_backends += 1;
                     (b.id, Some((*b).clone()))
                 }
                 None => {
-                    let id = slot_ids
-                        .take()
-                        .ok_or(ServicesError::TooManyBackends { count: total })?;
+                    let id = Slot(
+                        slot_ids
+                            .take()
+                            .ok_or(ServicesError::TooManyBackends { count: total })?,
+                    );
                     reloaded.new_backends.push(id);
                     (id, None)
                 }
@@ -339,7 +364,7 @@ impl ServiceTable {
                 if let Some(check) = &rs.check {
                     checks.push((i, check.clone()));
                 }
-                let backend = &mut backends[i as usize];
+                let backend = &mut backends[i];
                 backend.inhibit_on_failure = rs.inhibit_on_failure;
                 // `alpha`: down until its first successful check.
                 backend.healthy = !rs.check.as_ref().is_some_and(|c| c.params.alpha);
@@ -395,7 +420,7 @@ impl ServiceTable {
         }
         if let Some(old) = old {
             let kept_services: HashSet<u32> = services.iter().map(|s| s.id).collect();
-            let kept_slots: HashSet<u32> = backends.iter().map(|b| b.id).collect();
+            let kept_slots: HashSet<Slot> = backends.iter().map(|b| b.id).collect();
             reloaded.removed_services = old
                 .services
                 .iter()
@@ -420,8 +445,8 @@ impl ServiceTable {
     }
 
     /// The BACKENDS map value of the backend at `index` (its slot is its `id`).
-    pub fn backend_value(&self, index: u32) -> BackendValue {
-        let b = &self.backends[index as usize];
+    pub fn backend_value(&self, index: BackendIndex) -> BackendValue {
+        let b = &self.backends[index];
         let (ifindex, src_mac, mtu, tun_src) = match b.egress {
             Some(e) => (
                 e.ifindex,
@@ -450,7 +475,7 @@ impl ServiceTable {
         let weights: Vec<u32> = svc
             .backends
             .iter()
-            .map(|id| self.backends[*id as usize].effective_weight())
+            .map(|id| self.backends[*id].effective_weight())
             .collect();
         // Nobody can take new flows, or too little weight is left: the sorry server
         // takes them if it is reachable; without one, new flows have nowhere to go.
@@ -458,9 +483,9 @@ impl ServiceTable {
         if no_quorum {
             let sorry = svc
                 .sorry
-                .map(|i| &self.backends[i as usize])
+                .map(|i| &self.backends[i])
                 .filter(|b| b.usable())
-                .map(|b| b.id);
+                .map(|b| b.id.0);
             return Ok(self.service_spec(svc, active, SELECT_CURSOR, sorry.into_iter().collect()));
         }
         let sched = match svc.scheduler {
@@ -476,7 +501,7 @@ impl ServiceTable {
                     .backends
                     .iter()
                     .map(|id| {
-                        let b = &self.backends[*id as usize];
+                        let b = &self.backends[*id];
                         schedule::backend_key(b.addr, b.port)
                     })
                     .collect();
@@ -491,7 +516,7 @@ impl ServiceTable {
         let slots = sched
             .slots
             .iter()
-            .map(|pos| self.backends[svc.backends[*pos as usize] as usize].id)
+            .map(|pos| self.backends[svc.backends[*pos as usize]].id.0)
             .collect();
         Ok(self.service_spec(svc, active, sched.select, slots))
     }
@@ -518,8 +543,8 @@ impl ServiceTable {
     }
 
     /// Records a backend's MAC; returns whether the backend's map value changed.
-    pub fn set_mac(&mut self, id: u32, mac: Option<[u8; 6]>) -> bool {
-        let b = &mut self.backends[id as usize];
+    pub fn set_mac(&mut self, id: BackendIndex, mac: Option<[u8; 6]>) -> bool {
+        let b = &mut self.backends[id];
         let changed = b.mac != mac;
         b.mac = mac;
         changed
@@ -527,8 +552,13 @@ impl ServiceTable {
 
     /// Records a health verdict; returns whether the backend's map value or weight
     /// changed (so its service's schedule must be rebuilt).
-    pub fn set_health(&mut self, id: u32, healthy: bool, dynamic_weight: Option<u32>) -> bool {
-        let b = &mut self.backends[id as usize];
+    pub fn set_health(
+        &mut self,
+        id: BackendIndex,
+        healthy: bool,
+        dynamic_weight: Option<u32>,
+    ) -> bool {
+        let b = &mut self.backends[id];
         if b.healthy != healthy {
             b.transitions += 1;
         }
@@ -540,10 +570,10 @@ impl ServiceTable {
 
     /// Records every backend's MAC from the neighbour table's usable entries (keyed
     /// by egress ifindex and next hop); returns the indices whose MAC changed.
-    pub fn learn_macs(&mut self, macs: &Macs) -> Vec<u32> {
+    pub fn learn_macs(&mut self, macs: &Macs) -> Vec<BackendIndex> {
         let mut changed = Vec::new();
-        for index in 0..self.backends.len() as u32 {
-            let Some(egress) = self.backends[index as usize].egress else {
+        for index in self.backend_indices() {
+            let Some(egress) = self.backends[index].egress else {
                 continue;
             };
             let mac = macs.get(&(egress.ifindex, egress.next_hop)).copied();
@@ -561,7 +591,7 @@ impl ServiceTable {
     pub fn unresolved_macs(&self, waited: std::time::Duration) -> Result<Vec<String>, String> {
         let mut warnings = Vec::new();
         for svc in &self.services {
-            let backends = svc.backends.iter().map(|id| &self.backends[*id as usize]);
+            let backends = svc.backends.iter().map(|id| &self.backends[*id]);
             let unresolved: Vec<String> = backends
                 .clone()
                 .filter(|b| b.mac.is_none())
@@ -608,12 +638,17 @@ impl ServiceTable {
         None
     }
 
+    /// Every backend's index, in order.
+    pub fn backend_indices(&self) -> impl Iterator<Item = BackendIndex> + use<> {
+        (0..self.backends.len() as u32).map(BackendIndex)
+    }
+
     /// Usable backend weight of a service; 0 means it cannot take new flows.
     pub fn usable_weight(&self, index: usize) -> u32 {
         self.services[index]
             .backends
             .iter()
-            .map(|id| self.backends[*id as usize].effective_weight())
+            .map(|id| self.backends[*id].effective_weight())
             .sum()
     }
 }
@@ -621,6 +656,11 @@ impl ServiceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(non_snake_case)]
+    fn B(n: u32) -> BackendIndex {
+        BackendIndex(n)
+    }
     use crate::config;
 
     const CONFIG: &str = r#"
@@ -655,14 +695,15 @@ scheduler = "rr"
     }
 
     fn make_usable(t: &mut ServiceTable, id: u32) {
-        t.backends[id as usize].egress = Some(Egress {
+        let id = B(id);
+        t.backends[id].egress = Some(Egress {
             ifindex: 7,
             mac: [2, 0, 0, 0, 0, 2],
             mtu: 1500,
-            next_hop: t.backends[id as usize].addr,
+            next_hop: t.backends[id].addr,
             source: None,
         });
-        t.set_mac(id, Some([2, 0, 0, 0, 0, 0x10 + id as u8]));
+        t.set_mac(id, Some([2, 0, 0, 0, 0, 0x10 + id.0 as u8]));
     }
 
     #[test]
@@ -673,21 +714,21 @@ scheduler = "rr"
         assert_eq!(t.services[0].key.addr, v4_mapped([192, 0, 2, 100]));
         assert_eq!(u16::from_be(t.services[0].key.port_be), 80);
         assert_eq!(t.services[1].key.proto, IPPROTO_UDP);
-        assert_eq!(t.services[0].backends, vec![0, 1, 2]);
-        assert_eq!(t.services[1].backends, vec![3]);
-        assert_eq!(u16::from_be(t.backend_value(2).port_be), 8080);
+        assert_eq!(t.services[0].backends, [0, 1, 2].map(B));
+        assert_eq!(t.services[1].backends, [B(3)]);
+        assert_eq!(u16::from_be(t.backend_value(B(2)).port_be), 8080);
     }
 
     #[test]
     fn unresolved_backends_are_inactive_and_get_no_slots() {
         let mut t = table();
-        assert_eq!(t.backend_value(0).flags, 0);
+        assert_eq!(t.backend_value(B(0)).flags, 0);
         assert!(t.spec(0, true).unwrap().slots.is_empty());
         make_usable(&mut t, 0);
         make_usable(&mut t, 2);
-        assert_eq!(t.backend_value(0).flags, BACKEND_F_ACTIVE);
-        assert_eq!(t.backend_value(0).dst_mac, [2, 0, 0, 0, 0, 0x10]);
-        assert_eq!(t.backend_value(0).ifindex, 7);
+        assert_eq!(t.backend_value(B(0)).flags, BACKEND_F_ACTIVE);
+        assert_eq!(t.backend_value(B(0)).dst_mac, [2, 0, 0, 0, 0, 0x10]);
+        assert_eq!(t.backend_value(B(0)).ifindex, 7);
         // Weights 1 and 3 (backend 1 unresolved): slots hold backend ids.
         assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 0, 2, 2]);
         assert_eq!(t.usable_weight(0), 4);
@@ -699,14 +740,14 @@ scheduler = "rr"
         for id in 0..3 {
             make_usable(&mut t, id);
         }
-        assert!(t.set_health(1, false, None));
+        assert!(t.set_health(B(1), false, None));
         assert!(!t.spec(0, true).unwrap().slots.contains(&1));
         assert_eq!(
-            t.backend_value(1).flags,
+            t.backend_value(B(1)).flags,
             0,
             "flows pinned to it are rescheduled"
         );
-        assert!(t.set_health(1, true, None));
+        assert!(t.set_health(B(1), true, None));
         assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
     }
 
@@ -717,10 +758,10 @@ scheduler = "rr"
             make_usable(&mut t, id);
         }
         t.backends[1].inhibit_on_failure = true;
-        t.set_health(1, false, None);
+        t.set_health(B(1), false, None);
         assert!(!t.spec(0, true).unwrap().slots.contains(&1));
         assert_eq!(
-            t.backend_value(1).flags,
+            t.backend_value(B(1)).flags,
             BACKEND_F_ACTIVE,
             "existing flows stay"
         );
@@ -732,14 +773,14 @@ scheduler = "rr"
         for id in 0..3 {
             make_usable(&mut t, id);
         }
-        assert!(t.set_health(0, true, Some(3)));
+        assert!(t.set_health(B(0), true, Some(3)));
         assert_eq!(t.usable_weight(0), 3 + 2 + 3);
         assert!(
-            t.set_health(2, true, Some(0)),
+            t.set_health(B(2), true, Some(0)),
             "dynamic weight 0: up, but no new flows"
         );
         assert!(!t.spec(0, true).unwrap().slots.contains(&2));
-        assert_eq!(t.backend_value(2).flags, BACKEND_F_ACTIVE);
+        assert_eq!(t.backend_value(B(2)).flags, BACKEND_F_ACTIVE);
     }
 
     #[test]
@@ -754,18 +795,18 @@ scheduler = "rr"
             ..Quorum::default()
         };
         assert_eq!(t.update_quorum(0), None, "6 >= 4");
-        t.set_health(2, false, None); // weight 3 left: not below 4 - 1
+        t.set_health(B(2), false, None); // weight 3 left: not below 4 - 1
         assert_eq!(t.update_quorum(0), None);
-        t.set_health(1, false, None); // weight 1 left: lost
+        t.set_health(B(1), false, None); // weight 1 left: lost
         assert_eq!(t.update_quorum(0), Some(false));
         assert!(
             t.spec(0, true).unwrap().slots.is_empty(),
             "no sorry server: nowhere to go"
         );
-        t.set_health(2, true, None); // 4: not yet 4 + 1
+        t.set_health(B(2), true, None); // 4: not yet 4 + 1
         assert_eq!(t.update_quorum(0), None);
         assert!(t.spec(0, true).unwrap().slots.is_empty());
-        t.set_health(1, true, None); // 6: regained
+        t.set_health(B(1), true, None); // 6: regained
         assert_eq!(t.update_quorum(0), Some(true));
         assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
     }
@@ -791,9 +832,9 @@ scheduler = "rr"
             make_usable(&mut t, id);
         }
         assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
-        assert!(t.set_mac(1, None));
-        assert!(!t.set_mac(1, None), "no change reported twice");
-        assert_eq!(t.backend_value(1).flags, 0);
+        assert!(t.set_mac(B(1), None));
+        assert!(!t.set_mac(B(1), None), "no change reported twice");
+        assert_eq!(t.backend_value(B(1)).flags, 0);
         assert!(!t.spec(0, true).unwrap().slots.contains(&1));
     }
 
@@ -807,7 +848,7 @@ scheduler = "rr"
         for id in 0..4 {
             make_usable(&mut old, id);
         }
-        old.set_health(1, false, None);
+        old.set_health(B(1), false, None);
         // .11 leaves, .14 joins, .12 gets weight 5; the IPv6 service goes; a new one.
         let text = CONFIG
             .replace(
@@ -826,21 +867,21 @@ scheduler = "rr"
             t.backends.iter().find(|b| b.addr == addr).unwrap()
         };
         // Kept: same slot, MAC, route and verdict (no check: still its verdict).
-        assert_eq!(slot("192.0.2.12").id, 1);
+        assert_eq!(slot("192.0.2.12").id, Slot(1));
         assert_eq!(slot("192.0.2.12").weight, 5);
         assert!(!slot("192.0.2.12").healthy, "its verdict carried over");
         assert_eq!(slot("192.0.2.12").mac, old.backends[1].mac);
-        assert_eq!(slot("192.0.2.13").id, 2);
+        assert_eq!(slot("192.0.2.13").id, Slot(2));
         assert!(slot("192.0.2.13").reachable());
         // New: slots nobody used before (not .11's 0, nor the IPv6 server's 3).
-        assert_eq!(slot("192.0.2.14").id, 4);
-        assert_eq!(slot("192.0.2.21").id, 5);
+        assert_eq!(slot("192.0.2.14").id, Slot(4));
+        assert_eq!(slot("192.0.2.21").id, Slot(5));
         assert!(
             !slot("192.0.2.14").reachable(),
             "learns its MAC as at start"
         );
-        assert_eq!(r.removed_backends, vec![0, 3]);
-        assert_eq!(r.new_backends, vec![4, 5]);
+        assert_eq!(r.removed_backends, [Slot(0), Slot(3)]);
+        assert_eq!(r.new_backends, [Slot(4), Slot(5)]);
         assert_eq!((r.kept_backends, r.carried_health.len()), (2, 2));
         // Services: the first keeps id 0; the IPv6 one (id 1) leaves; the new gets 2.
         assert_eq!(t.services[0].id, 0);
@@ -865,7 +906,7 @@ scheduler = "rr"
             ServiceTable::from_config(&config::parse(&with_check("2s"), "old.toml").unwrap())
                 .unwrap();
         assert!(!old.backends[1].healthy, "alpha: down until checked");
-        old.set_health(1, true, None);
+        old.set_health(B(1), true, None);
         let (same, r) = reloaded(&old, &with_check("2s"));
         assert!(
             same.backends[1].healthy,
@@ -874,7 +915,7 @@ scheduler = "rr"
         assert_eq!(r.carried_health.len(), 4);
         let (changed, r) = reloaded(&old, &with_check("5s"));
         assert!(!changed.backends[1].healthy, "a new check: alpha again");
-        assert_eq!(changed.backends[1].id, 1, "but the same slot");
+        assert_eq!(changed.backends[1].id, Slot(1), "but the same slot");
         assert_eq!(r.carried_health.len(), 3);
     }
 }

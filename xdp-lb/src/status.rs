@@ -11,6 +11,7 @@ use crate::{
     dataplane::Dataplane,
     failover::{InstanceStatus, Label, SocketStatus},
     forwarding::Forwarding,
+    services::BackendIndex,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,25 +89,26 @@ impl Snapshot {
         let mut note = |e: crate::dataplane::DataplaneError| {
             failed.get_or_insert_with(|| e.to_string());
         };
-        let real_server = |id: u32, note: &mut dyn FnMut(crate::dataplane::DataplaneError)| {
-            let b = &table.backends[id as usize];
-            let c = dataplane.backend_stats(b.id).unwrap_or_else(|e| {
-                note(e);
-                Default::default()
-            });
-            RealServerStatus {
-                address: b.addr,
-                port: b.port,
-                weight: b.weight,
-                effective_weight: b.effective_weight(),
-                healthy: b.healthy,
-                reachable: b.reachable(),
-                health_transitions: b.transitions,
-                packets: c.packets,
-                bytes: c.bytes,
-                new_flows: c.new_flows,
-            }
-        };
+        let real_server =
+            |id: BackendIndex, note: &mut dyn FnMut(crate::dataplane::DataplaneError)| {
+                let b = &table.backends[id];
+                let c = dataplane.backend_stats(b.id.0).unwrap_or_else(|e| {
+                    note(e);
+                    Default::default()
+                });
+                RealServerStatus {
+                    address: b.addr,
+                    port: b.port,
+                    weight: b.weight,
+                    effective_weight: b.effective_weight(),
+                    healthy: b.healthy,
+                    reachable: b.reachable(),
+                    health_transitions: b.transitions,
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    new_flows: c.new_flows,
+                }
+            };
         let services = table
             .services
             .iter()

@@ -85,8 +85,8 @@ impl VrrpTracking {
         }
     }
 
-    pub(crate) fn script_changed(&mut self, index: usize, up: bool, table: &ServiceTable) {
-        let (name, _, ok) = &mut self.scripts[index];
+    pub(crate) fn script_changed(&mut self, index: ScriptIndex, up: bool, table: &ServiceTable) {
+        let (name, _, ok) = &mut self.scripts[index.0];
         if *ok != up {
             *ok = up;
             if up {
@@ -143,7 +143,13 @@ impl VrrpTracking {
     }
 }
 
-/// Track scripts are MISC checks run by the same scheduler as the health checks.
+/// A `[script.NAME]`'s position in the config's scripts (sorted by name); its checks
+/// run under this number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScriptIndex(pub usize);
+
+/// Track scripts are MISC checks run by the same scheduler as the health checks,
+/// each under its [`ScriptIndex`].
 pub(crate) fn script_checks(
     config: &Config,
 ) -> Vec<(

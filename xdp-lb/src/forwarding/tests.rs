@@ -41,7 +41,9 @@ fn key_bytes(key: &ServiceKey) -> [u8; 20] {
 }
 
 impl MapWriter for MemoryMaps {
-    fn set_backend(&mut self, slot: u32, value: &BackendValue) -> Result<(), DataplaneError> {
+    fn set_backend(&mut self, slot: Slot, value: &BackendValue) -> Result<(), DataplaneError> {
+        // Kept by the number the kernel's map is indexed by.
+        let slot = slot.0;
         if slot >= xdp_lb_common::MAX_BACKENDS {
             return Err(DataplaneError::BackendId(slot));
         }
@@ -59,9 +61,10 @@ impl MapWriter for MemoryMaps {
         self.writes.push(Write::RemoveService(*key));
         Ok(())
     }
-    fn reset_counters(&mut self, services: &[u32], slots: &[u32]) -> Result<(), DataplaneError> {
+    fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError> {
+        let slots = slots.iter().map(|s| s.0).collect();
         self.writes
-            .push(Write::ResetCounters(services.to_vec(), slots.to_vec()));
+            .push(Write::ResetCounters(services.to_vec(), slots));
         Ok(())
     }
     fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
@@ -213,7 +216,7 @@ fn vrrp_state_switches_only_the_services_on_its_vips() {
 #[test]
 fn a_failed_server_leaves_its_schedule_backend_first() {
     let mut owner = started(CONFIG);
-    let applied = owner.apply_health(2, false, None).unwrap();
+    let applied = owner.apply_health(BackendIndex(2), false, None).unwrap();
     assert!(applied.changed);
     // Weight 3 of 6 left: quorum 3 still met.
     assert_eq!(applied.quorum, None);
@@ -227,7 +230,7 @@ fn a_failed_server_leaves_its_schedule_backend_first() {
     assert!(!spec(&owner, 0).slots.contains(&2));
     // The same verdict again: nothing to write.
     assert_eq!(
-        owner.apply_health(2, false, None).unwrap(),
+        owner.apply_health(BackendIndex(2), false, None).unwrap(),
         HealthApplied::default()
     );
     assert!(owner.writer_mut().take_writes().is_empty());
@@ -236,8 +239,8 @@ fn a_failed_server_leaves_its_schedule_backend_first() {
 #[test]
 fn losing_the_quorum_is_reported_once_and_empties_the_schedule() {
     let mut owner = started(CONFIG);
-    owner.apply_health(2, false, None).unwrap();
-    let applied = owner.apply_health(1, false, None).unwrap();
+    owner.apply_health(BackendIndex(2), false, None).unwrap();
+    let applied = owner.apply_health(BackendIndex(1), false, None).unwrap();
     assert_eq!(
         applied.quorum,
         Some(QuorumEdge {
@@ -246,17 +249,17 @@ fn losing_the_quorum_is_reported_once_and_empties_the_schedule() {
         })
     );
     assert!(spec(&owner, 0).slots.is_empty(), "no sorry server");
-    let applied = owner.apply_health(0, false, None).unwrap();
+    let applied = owner.apply_health(BackendIndex(0), false, None).unwrap();
     assert_eq!(applied.quorum, None, "already lost");
     assert!(applied.exhausted);
-    owner.apply_health(2, true, None).unwrap();
+    owner.apply_health(BackendIndex(2), true, None).unwrap();
     assert_eq!(spec(&owner, 0).slots, vec![2], "quorum regained with 3");
 }
 
 #[test]
 fn a_dynamic_weight_rewrites_the_schedule() {
     let mut owner = started(CONFIG);
-    let applied = owner.apply_health(0, true, Some(6)).unwrap();
+    let applied = owner.apply_health(BackendIndex(0), true, Some(6)).unwrap();
     assert!(applied.changed);
     let slots = spec(&owner, 0).slots;
     assert_eq!(slots.iter().filter(|s| **s == 0).count(), 6);
@@ -272,7 +275,10 @@ fn neighbour_changes_rewrite_only_what_they_touch() {
     let mut now = macs(&ALL);
     now.insert((7, "192.0.2.12".parse().unwrap()), [2, 0, 0, 0, 0, 0x99]);
     now.remove(&(7, "192.0.2.13".parse().unwrap()));
-    assert_eq!(owner.apply_neighbours(&now).unwrap(), vec![1, 2]);
+    assert_eq!(
+        owner.apply_neighbours(&now).unwrap(),
+        [BackendIndex(1), BackendIndex(2)]
+    );
     assert_eq!(
         owner.writer_mut().take_writes(),
         vec![
@@ -310,7 +316,7 @@ fn a_reload_takes_the_vrrp_state_and_verdicts_of_the_moment_it_is_applied() {
     all.push("192.0.2.14");
     let prepared = prepare(&owner, &text, &all);
     owner.apply_vrrp(&[vip()], true).unwrap();
-    owner.apply_health(1, false, None).unwrap();
+    owner.apply_health(BackendIndex(1), false, None).unwrap();
     owner.writer_mut().take_writes();
     let edges = owner.apply_reload(prepared).unwrap();
     assert!(edges.is_empty());
