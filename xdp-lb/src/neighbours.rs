@@ -153,27 +153,14 @@ impl Neighbours {
             .collect())
     }
 
-    /// Learns MACs into `table` until every backend has one or `timeout` has passed. A
-    /// service left with no real server that could take traffic although it has weight
-    /// is an error; single unresolved servers are warnings (the daemon's neighbour
-    /// refresh keeps retrying them).
+    /// Learns MACs into `table` until every backend has one or `timeout` has passed
+    /// (see [`wait_for_macs`]).
     pub(crate) async fn wait_for_macs(
         &self,
         table: &mut ServiceTable,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            table.learn_macs(&self.macs().await?);
-            if table.backends.iter().all(|b| b.mac.is_some()) || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(NEIGHBOUR_POLL).await;
-        }
-        for warning in table.unresolved_macs(timeout).map_err(anyhow::Error::msg)? {
-            warn!("{warning}");
-        }
-        Ok(())
+        wait_for_macs(table, timeout, || self.macs()).await
     }
 
     pub(crate) async fn cleanup(self) {
@@ -186,9 +173,125 @@ impl Neighbours {
     }
 }
 
+/// Learns MACs from `read` into `table`, every [`NEIGHBOUR_POLL`], until every backend
+/// has one or `timeout` has passed. A service left with no real server that could take
+/// traffic although it has weight is an error; single unresolved servers are warnings
+/// (the daemon's neighbour refresh keeps retrying them).
+pub(crate) async fn wait_for_macs<F, R>(
+    table: &mut ServiceTable,
+    timeout: Duration,
+    mut read: R,
+) -> anyhow::Result<()>
+where
+    R: FnMut() -> F,
+    F: std::future::Future<Output = anyhow::Result<Macs>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        table.learn_macs(&read().await?);
+        if table.backends.iter().all(|b| b.mac.is_some()) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(NEIGHBOUR_POLL).await;
+    }
+    for warning in table.unresolved_macs(timeout).map_err(anyhow::Error::msg)? {
+        warn!("{warning}");
+    }
+    Ok(())
+}
+
 pub fn fmt_mac(m: [u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[[virtual_server]]
+vip = "192.0.2.100"
+port = 80
+  [[virtual_server.real_server]]
+  address = "192.0.2.11"
+  [[virtual_server.real_server]]
+  address = "192.0.2.12"
+"#;
+
+    fn table() -> ServiceTable {
+        let config = crate::config::parse(CONFIG, "test.toml").unwrap();
+        let mut table = ServiceTable::from_config(&config).unwrap();
+        for b in &mut table.backends {
+            b.egress = Some(Egress {
+                ifindex: 7,
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+                next_hop: b.addr,
+                source: None,
+            });
+        }
+        table
+    }
+
+    fn mac_of(addr: &str) -> Macs {
+        Macs::from([((7, addr.parse().unwrap()), [2, 0, 0, 0, 0, 0x11])])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_ends_as_soon_as_every_mac_is_known() {
+        let mut table = table();
+        let started = Instant::now();
+        let mut reads = 0;
+        let read = || {
+            reads += 1;
+            let mut macs = mac_of("192.0.2.11");
+            if reads >= 4 {
+                macs.extend(mac_of("192.0.2.12"));
+            }
+            async move { Ok(macs) }
+        };
+        wait_for_macs(&mut table, Duration::from_secs(6), read)
+            .await
+            .unwrap();
+        assert_eq!(reads, 4);
+        assert_eq!(started.elapsed(), NEIGHBOUR_POLL * 3);
+        assert!(table.backends.iter().all(|b| b.mac.is_some()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_silent_server_is_waited_for_until_the_timeout_then_left_out() {
+        let mut table = table();
+        let started = Instant::now();
+        let read = || async { Ok(mac_of("192.0.2.11")) };
+        wait_for_macs(&mut table, Duration::from_secs(6), read)
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(6) && waited < Duration::from_secs(6) + NEIGHBOUR_POLL,
+            "{waited:?}"
+        );
+        assert!(table.backends[1].mac.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_with_no_mac_at_all_is_an_error_naming_it() {
+        let mut table = table();
+        let read = || async { Ok(Macs::new()) };
+        let err = wait_for_macs(&mut table, Duration::from_secs(2), read)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("virtual server 192.0.2.100:80/tcp")
+                && err.contains("192.0.2.11, 192.0.2.12"),
+            "{err}"
+        );
+    }
 }
