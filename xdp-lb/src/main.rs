@@ -184,7 +184,16 @@ async fn reload_on_sighup(
     };
     while hup.recv().await.is_some() {
         tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
-        match config::load(&path) {
+        // Parsed off the runtime: a big file must not delay an advert.
+        let parsed = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || config::load(&path)).await
+        };
+        let Ok(parsed) = parsed else {
+            tracing::error!("reload refused: parsing the configuration panicked");
+            continue;
+        };
+        match parsed {
             Ok(mut config) => {
                 config.dataplane.xdp_mode = xdp_mode;
                 if tx.send(config).await.is_err() {

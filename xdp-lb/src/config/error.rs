@@ -23,13 +23,10 @@ impl fmt::Display for Location {
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read; the I/O error is the source.
-    #[error("{}: cannot read config file", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read, or is not a file of a sane size; `reason` says
+    /// which (the OS error included).
+    #[error("{}: cannot read config file: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
     /// The text is not valid TOML, or it is TOML that does not describe a valid config.
     #[error("{location}: {message}")]
     Invalid { location: Location, message: String },
@@ -57,11 +54,22 @@ impl ConfigError {
 pub(super) struct SourceText<'a> {
     pub(super) text: &'a str,
     pub(super) source: &'a str,
+    /// Byte offset of each line's start, so locating an offset is a binary search
+    /// (every real server is located: a scan from the top each time made big files
+    /// quadratic to load).
+    line_starts: Vec<usize>,
 }
 
 impl<'a> SourceText<'a> {
     pub(super) fn new(text: &'a str, source: &'a str) -> Self {
-        Self { text, source }
+        let line_starts = std::iter::once(0)
+            .chain(newlines(text).map(|i| i + 1))
+            .collect();
+        Self {
+            text,
+            source,
+            line_starts,
+        }
     }
 
     /// The location of byte `offset`. Offsets past the end clamp to the end; an offset
@@ -69,11 +77,9 @@ impl<'a> SourceText<'a> {
     pub(super) fn locate(&self, offset: usize) -> Location {
         let offset = offset.min(self.text.len());
         let before = &self.text.as_bytes()[..offset];
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        // The last line start at or before `offset`.
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
         // Count characters, not bytes: the start of each UTF-8 sequence is one character.
         // A byte-order mark occupies no column.
         let skip = if line_start == 0 && self.text.starts_with('\u{feff}') {
@@ -171,4 +177,12 @@ fn unknown_key_hint(message: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Byte offsets of every `\n` in `text`.
+fn newlines(text: &str) -> impl Iterator<Item = usize> + '_ {
+    text.bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
 }

@@ -26,11 +26,37 @@ pub use error::{ConfigError, Location};
 
 /// Reads the config file at `path` and parses it; messages name the path as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read_bounded(path).map_err(|reason| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        reason,
     })?;
     parse(&text, &path.display().to_string())
+}
+
+/// The largest config file read (a 10 MB file with 150,000 real servers loads in about
+/// a second; anything much bigger is a mistake, such as `--config /dev/zero`).
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// Reads a regular file of at most [`MAX_CONFIG_BYTES`]; a FIFO or device is refused
+/// rather than read without end.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a FIFO, device or directory is not read)".into());
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "larger than {} MiB; is this the right file?",
+            MAX_CONFIG_BYTES >> 20
+        ));
+    }
+    Ok(text)
 }
 
 /// Parses and validates config `text`; `source` is the file name used in messages.

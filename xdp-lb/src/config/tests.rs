@@ -279,14 +279,36 @@ fn location_display_and_columns_count_characters_with_crlf_tabs_and_bom() {
 // ----- file and syntax errors -----
 
 #[test]
+fn load_refuses_what_is_not_a_regular_file_or_is_too_big() {
+    let error = load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(error.contains("not a regular file"), "{error}");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("lb.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Opening a FIFO for reading waits for a writer: one opens it beside.
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
+    };
+    let error = load(&fifo).unwrap_err().to_string();
+    assert!(error.contains("not a regular file"), "{error}");
+    drop(writer.join());
+    let big = dir.path().join("big.toml");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+    let error = load(&big).unwrap_err().to_string();
+    assert!(error.contains("larger than 64 MiB"), "{error}");
+}
+
+#[test]
 fn load_names_the_path_of_an_unreadable_file() {
     let error = load(Path::new("/nonexistent/lb.toml")).unwrap_err();
     assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
     assert_eq!(
         error.to_string(),
-        "/nonexistent/lb.toml: cannot read config file"
+        "/nonexistent/lb.toml: cannot read config file: No such file or directory (os error 2)",
+        "names the path and the OS error"
     );
-    assert!(std::error::Error::source(&error).is_some());
     assert_eq!(error.location(), None);
 }
 
