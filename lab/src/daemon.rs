@@ -149,6 +149,11 @@ impl Daemon {
         Ok((status.code(), self.log()))
     }
 
+    /// Its process id (`ip netns exec` execs the program, so it is the daemon's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")

@@ -1,8 +1,14 @@
 //! The status API (`[global] api`): `GET /status` (JSON) and `GET /metrics`
 //! (Prometheus text). Each request asks the daemon's loop for a [`Snapshot`] over a
 //! channel, since the loop owns the service table and the maps; rendering happens here.
+//!
+//! It must never cost the daemon its file descriptors (health checks, VRRP and notify
+//! commands need them): at most [`MAX_CONNECTIONS`] are open at once (more wait in the
+//! kernel's backlog, holding none of ours), a request's headers must arrive within
+//! [`HEADER_TIMEOUT`], and a connection lives at most [`CONNECTION_LIFETIME`]. With
+//! `api_token` set, every request must carry it (`Authorization: Bearer <token>`).
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{
@@ -12,10 +18,10 @@ use hyper::{
     server::conn::http1,
     service::service_fn,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
 };
 
 use crate::{metrics, status::Snapshot};
@@ -30,9 +36,29 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// API connections open at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may stay open, keep-alive included.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
 /// Serves until the task is aborted.
-pub async fn serve(listener: TcpListener, requests: mpsc::Sender<SnapshotRequest>) {
+pub async fn serve(
+    listener: TcpListener,
+    requests: mpsc::Sender<SnapshotRequest>,
+    token: Option<String>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let token: Option<Arc<str>> = token.map(Into::into);
     loop {
+        // A permit first: connections beyond the cap wait in the backlog, not in our
+        // descriptor table.
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -43,13 +69,20 @@ pub async fn serve(listener: TcpListener, requests: mpsc::Sender<SnapshotRequest
             }
         };
         let requests = requests.clone();
+        let token = token.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, requests.clone()));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "status API connection ended with an error");
+            let _permit = permit;
+            let service = service_fn(move |req| respond(req, requests.clone(), token.clone()));
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "status API connection ended with an error")
+                }
+                Err(_) => tracing::debug!(%peer, "status API connection closed: open too long"),
+                Ok(Ok(())) => {}
             }
         });
     }
@@ -58,7 +91,26 @@ pub async fn serve(listener: TcpListener, requests: mpsc::Sender<SnapshotRequest
 async fn respond(
     req: Request<Incoming>,
     requests: mpsc::Sender<SnapshotRequest>,
+    token: Option<Arc<str>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "send `Authorization: Bearer <api_token>`\n".into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return Ok(r);
+        }
+    }
     let path = req.uri().path();
     let known = matches!(path, "/" | "/status" | "/metrics");
     if !known {
@@ -103,6 +155,12 @@ async fn respond(
         header::HeaderValue::from_static(content_type),
     );
     Ok(r)
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell
+/// how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

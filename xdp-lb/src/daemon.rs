@@ -76,6 +76,7 @@ pub async fn run_reloadable(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     privileges::check()?;
+    privileges::raise_fd_limit();
     // Bound first, so a taken port stops the start before anything is changed.
     let api_listener = match config.global.api {
         Some(addr) => Some(crate::api::bind(addr).await?),
@@ -122,7 +123,11 @@ pub async fn run_reloadable(
                 info!(%addr, "status API listening: /status, /metrics");
             }
             let (api_tx, api_rx) = mpsc::channel(16);
-            tasks.spawn(cancel_with(&stop, crate::api::serve(listener, api_tx)));
+            let token = core.config.global.api_token.clone();
+            tasks.spawn(cancel_with(
+                &stop,
+                crate::api::serve(listener, api_tx, token),
+            ));
             tasks.spawn(forward(api_rx, tx.clone(), Event::Api));
         }
         tasks.spawn(cancel_with(

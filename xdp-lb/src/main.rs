@@ -35,6 +35,9 @@ enum Command {
         /// Print the JSON snapshot as it is.
         #[arg(long)]
         json: bool,
+        /// The API's `api_token`, with `--api` (read from the configuration otherwise).
+        #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Translate a keepalived.conf into an xdp-lb configuration on stdout; every
     /// setting not translated is reported on stderr with its line.
@@ -74,21 +77,27 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Status { api, json }) = &cli.command {
-        let addr = match (api, &cli.config) {
-            (Some(addr), _) => *addr,
-            (None, Some(path)) => config::load(path)?.global.api.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{} has no `[global] api`, so the daemon serves no status; set it (e.g. api = \"127.0.0.1:9180\") or give --api",
-                    path.display()
-                )
-            })?,
-            (None, None) => anyhow::bail!("give `--api ADDR` or `--config FILE` (whose `[global] api` is read)"),
+    if let Some(Command::Status { api, json, token }) = &cli.command {
+        let (addr, token) = match (api, &cli.config) {
+            (Some(addr), _) => (*addr, token.clone()),
+            (None, Some(path)) => {
+                let global = config::load(path)?.global;
+                let addr = global.api.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} has no `[global] api`, so the daemon serves no status; set it (e.g. api = \"127.0.0.1:9180\") or give --api",
+                        path.display()
+                    )
+                })?;
+                (addr, token.clone().or(global.api_token))
+            }
+            (None, None) => {
+                anyhow::bail!("give `--api ADDR` or `--config FILE` (whose `[global] api` is read)")
+            }
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let snapshot = runtime.block_on(xdp_lb::status_client::fetch(addr))?;
+        let snapshot = runtime.block_on(xdp_lb::status_client::fetch(addr, token.as_deref()))?;
         if *json {
             println!("{}", serde_json::to_string_pretty(&snapshot)?);
         } else {

@@ -74,3 +74,30 @@ mod tests {
         assert!(missing(caps).is_empty());
     }
 }
+
+/// Raises the soft limit on open files to the hard one (as systemd's LimitNOFILE does
+/// for a unit), so many checks, API clients and notify commands fit; logs the result.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), soft = limit.rlim_cur, "cannot raise the open-file limit");
+            return;
+        }
+        limit = raised;
+    }
+    tracing::info!(open_files = limit.rlim_cur, "open-file limit");
+}

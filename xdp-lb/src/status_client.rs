@@ -13,8 +13,12 @@ use crate::{failover::Label, status::Snapshot};
 /// How long the whole request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// GETs `/status` from the daemon at `addr`.
-pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Snapshot> {
+/// The most a status answer may be (a daemon with thousands of real servers answers
+/// in well under 10 MiB); a bigger one is not read.
+const MAX_BODY: usize = 16 << 20;
+
+/// GETs `/status` from the daemon at `addr`, with its `api_token` if it has one.
+pub async fn fetch(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Snapshot> {
     let get = async {
         let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| {
             format!("cannot reach the status API at {addr} (is xdp-lb running with `[global] api` set?)")
@@ -23,12 +27,18 @@ pub async fn fetch(addr: SocketAddr) -> anyhow::Result<Snapshot> {
             .await
             .context("HTTP handshake with the status API")?;
         tokio::spawn(conn);
-        let request = Request::get("/status")
-            .header(header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())?;
+        let mut request = Request::get("/status").header(header::HOST, addr.to_string());
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Empty::<Bytes>::new())?;
         let response = sender.send_request(request).await.context("GET /status")?;
         let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the status answer: {e}"))?
+            .to_bytes();
         anyhow::ensure!(
             status.is_success(),
             "GET /status answered {status}: {}",

@@ -216,8 +216,11 @@ pub struct VrrpNotify {
 pub struct Global {
     /// A name for this node in logs and status output (keepalived's `router_id`).
     pub router_id: Option<String>,
-    /// Where the status API (`/status`, `/metrics`) listens; off when `None`.
+    /// Where the status API (`/status`, `/metrics`) listens; off when `None`. Only a
+    /// loopback address unless `api_token` is set.
     pub api: Option<std::net::SocketAddr>,
+    /// Required of every API request (`Authorization: Bearer <token>`) when set.
+    pub api_token: Option<String>,
 }
 
 /// `[dataplane]`: where and how the XDP program runs.

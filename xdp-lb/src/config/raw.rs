@@ -93,6 +93,7 @@ pub(super) struct RawVrrp {
 pub(super) struct RawGlobal {
     pub(super) router_id: Option<Spanned<Value>>,
     pub(super) api: Option<Spanned<Value>>,
+    pub(super) api_token: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1494,3 +1494,27 @@ fn the_status_api_takes_an_address_and_port() {
         &["`api` = \"127.0.0.1\" is not an address and port"],
     );
 }
+
+#[test]
+fn the_api_leaves_loopback_only_with_a_token() {
+    let base = "[dataplane]\ninterfaces = [\"eth0\"]\n";
+    let open = format!("[global]\napi = \"0.0.0.0:9180\"\n{base}");
+    assert_error(
+        &open,
+        2,
+        7,
+        &[
+            "reachable from other hosts",
+            "set `api_token`",
+            "\"127.0.0.1:9180\"",
+        ],
+    );
+    let short = format!("[global]\napi = \"0.0.0.0:9180\"\napi_token = \"short\"\n{base}");
+    assert_error(&short, 3, 13, &["16 or more printable characters"]);
+    let token = "0123456789abcdef";
+    let ok = format!("[global]\napi = \"0.0.0.0:9180\"\napi_token = \"{token}\"\n{base}");
+    let config = parse(&ok, "lb.toml").unwrap();
+    assert_eq!(config.global.api_token.as_deref(), Some(token));
+    let local = format!("[global]\napi = \"[::1]:9180\"\n{base}");
+    assert!(parse(&local, "lb.toml").unwrap().global.api_token.is_none());
+}

@@ -160,11 +160,42 @@ impl Validator<'_, '_> {
                         format!("`api` = {text:?} is not an address and port such as \"127.0.0.1:9180\" or \"[::1]:9180\""),
                     )
                 })?;
-                Some(addr)
+                Some((addr, value.span()))
             }
             None => None,
         };
-        Ok(Global { router_id, api })
+        let api_token = match &raw.api_token {
+            Some(value) => {
+                let token = self.string(value, "api_token", "a secret of 16 or more characters")?;
+                if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(self.src.error(
+                        value.span(),
+                        "`api_token` must be 16 or more printable characters without spaces \
+                         (clients send it as `Authorization: Bearer <token>`)",
+                    ));
+                }
+                Some(token.to_owned())
+            }
+            None => None,
+        };
+        // Reachable from other hosts (and through the VIPs): only with a token.
+        if let (Some((addr, span)), None) = (&api, &api_token) {
+            if !addr.ip().is_loopback() {
+                return Err(self.src.error(
+                    span.clone(),
+                    format!(
+                        "`api` = \"{addr}\" is reachable from other hosts (and through the VIPs): \
+                         set `api_token` as well, or use a loopback address such as \"127.0.0.1:{}\"",
+                        addr.port()
+                    ),
+                ));
+            }
+        }
+        Ok(Global {
+            router_id,
+            api: api.map(|(addr, _)| addr),
+            api_token,
+        })
     }
 
     fn dataplane(&self, table: Spanned<RawDataplane>) -> Result<Dataplane, ConfigError> {
