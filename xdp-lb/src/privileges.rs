@@ -53,28 +53,6 @@ pub fn check() -> Result<(), MissingPrivileges> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn root_has_everything() {
-        assert!(missing(effective_caps("Name:\tx\nCapEff:\t000001ffffffffff\n")).is_empty());
-    }
-
-    #[test]
-    fn an_unprivileged_process_is_told_what_it_lacks() {
-        let m = missing(effective_caps("CapEff:\t0000000000000000\n"));
-        assert_eq!(m, vec!["CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"]);
-    }
-
-    #[test]
-    fn bpf_and_perfmon_replace_sys_admin() {
-        let caps = (1u64 << CAP_NET_ADMIN) | (1 << CAP_BPF) | (1 << CAP_PERFMON);
-        assert!(missing(caps).is_empty());
-    }
-}
-
 /// Raises the soft limit on open files to the hard one (as systemd's LimitNOFILE does
 /// for a unit), so many checks, API clients and notify commands fit; logs the result.
 pub fn raise_fd_limit() {
@@ -100,4 +78,26 @@ pub fn raise_fd_limit() {
         limit = raised;
     }
     tracing::info!(open_files = limit.rlim_cur, "open-file limit");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_has_everything() {
+        assert!(missing(effective_caps("Name:\tx\nCapEff:\t000001ffffffffff\n")).is_empty());
+    }
+
+    #[test]
+    fn an_unprivileged_process_is_told_what_it_lacks() {
+        let m = missing(effective_caps("CapEff:\t0000000000000000\n"));
+        assert_eq!(m, vec!["CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"]);
+    }
+
+    #[test]
+    fn bpf_and_perfmon_replace_sys_admin() {
+        let caps = (1u64 << CAP_NET_ADMIN) | (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        assert!(missing(caps).is_empty());
+    }
 }

@@ -179,17 +179,17 @@ impl Validator<'_, '_> {
             None => None,
         };
         // Reachable from other hosts (and through the VIPs): only with a token.
-        if let (Some((addr, span)), None) = (&api, &api_token) {
-            if !addr.ip().is_loopback() {
-                return Err(self.src.error(
-                    span.clone(),
-                    format!(
-                        "`api` = \"{addr}\" is reachable from other hosts (and through the VIPs): \
-                         set `api_token` as well, or use a loopback address such as \"127.0.0.1:{}\"",
-                        addr.port()
-                    ),
-                ));
-            }
+        if let (Some((addr, span)), None) = (&api, &api_token)
+            && !addr.ip().is_loopback()
+        {
+            return Err(self.src.error(
+                span.clone(),
+                format!(
+                    "`api` = \"{addr}\" is reachable from other hosts (and through the VIPs): \
+                     set `api_token` as well, or use a loopback address such as \"127.0.0.1:{}\"",
+                    addr.port()
+                ),
+            ));
         }
         Ok(Global {
             router_id,
