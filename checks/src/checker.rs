@@ -18,7 +18,14 @@ use crate::udp::UdpProbe;
 pub struct Checker {
     name: String,
     kind: Kind,
+    /// One probe's whole run, whatever its phases: a server that answers a byte at a
+    /// time within every per-phase timeout still fails in the end.
+    deadline: Duration,
 }
+
+/// Phases of a probe that each get `connect_timeout` (connect, answer, body): its
+/// overall deadline is this many of them.
+pub const DEADLINE_PHASES: u32 = 3;
 
 #[derive(Debug)]
 enum Kind {
@@ -56,9 +63,16 @@ impl Checker {
             CheckSpec::Dns(dns) => Kind::Dns(DnsProbe::new(dns, params)?),
             CheckSpec::Icmp => Kind::Icmp(IcmpProbe::new(params)),
         };
+        let deadline = match &kind {
+            // The command's own timeout, then its TERM/KILL grace: the misc probe ends
+            // by itself; this only backs it up.
+            Kind::Misc(misc) => misc.longest_run() + Duration::from_secs(1),
+            _ => params.connect_timeout * DEADLINE_PHASES,
+        };
         Ok(Checker {
             name: spec.describe(params),
             kind,
+            deadline,
         })
     }
 
@@ -67,8 +81,23 @@ impl Checker {
         &self.name
     }
 
-    /// One attempt, no retries: up, or down with the reason.
+    /// One probe's overall deadline.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// One attempt, no retries: up, or down with the reason; never longer than
+    /// [`Checker::deadline`].
     pub async fn probe(&self) -> Outcome {
+        match tokio::time::timeout(self.deadline, self.probe_once()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Reason::Deadline {
+                after: self.deadline,
+            }),
+        }
+    }
+
+    async fn probe_once(&self) -> Outcome {
         match &self.kind {
             Kind::Tcp {
                 target,

@@ -24,7 +24,7 @@ pub mod spec;
 mod tcp;
 mod udp;
 
-pub use checker::Checker;
+pub use checker::{Checker, DEADLINE_PHASES};
 pub use health::{Change, Health};
 pub use http::{MAX_BODY, USER_AGENT_VALUE};
 pub use misc::TERM_GRACE;

@@ -6,8 +6,9 @@
 //!
 //! The command runs in its own process group with stdin/stdout/stderr on /dev/null, so
 //! a timeout can end everything it started: like keepalived, SIGTERM to the group, then
-//! SIGKILL after [`TERM_GRACE`]. If the probe itself is dropped (scheduler shutdown), a
-//! guard SIGKILLs the group, so no script outlives the checker.
+//! SIGKILL after [`TERM_GRACE`]. When the command exits, whatever it left running in
+//! its group is killed too, and if the probe itself is dropped (scheduler shutdown) a
+//! guard SIGKILLs the group: no script's children pile up or outlive the checker.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -61,6 +62,11 @@ impl MiscProbe {
         })
     }
 
+    /// The longest one run may take: the timeout, then SIGTERM's and SIGKILL's grace.
+    pub(crate) fn longest_run(&self) -> Duration {
+        self.timeout + TERM_GRACE * 2
+    }
+
     pub(crate) async fn probe(&self) -> Outcome {
         let program = &self.argv[0];
         let mut cmd = tokio::process::Command::new(program);
@@ -77,13 +83,10 @@ impl MiscProbe {
             program: program.clone(),
             message: io_message(&e),
         })?;
-        let mut group = GroupGuard(child.id().map(|pid| Pid::from_raw(pid as i32)));
+        let group = GroupGuard(child.id().map(|pid| Pid::from_raw(pid as i32)));
         match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(Ok(status)) => {
-                // Whatever the command left running in the background is its business.
-                group.0 = None;
-                judge(status, self.dynamic)
-            }
+            // The guard kills what the command left running in its group.
+            Ok(Ok(status)) => judge(status, self.dynamic),
             Ok(Err(e)) => Err(Reason::io(Phase::Wait, &e)),
             Err(_elapsed) => {
                 group.signal(Signal::SIGTERM);

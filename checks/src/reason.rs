@@ -87,6 +87,9 @@ pub enum Reason {
     Signal { signal: i32 },
     #[error("killed after timeout of {}", Dur(*timeout))]
     KilledAfterTimeout { timeout: Duration },
+    /// The probe as a whole ran past its deadline (each phase was quick enough).
+    #[error("no verdict within {} in all (a server answering too slowly)", Dur(*after))]
+    Deadline { after: Duration },
     #[error("cannot run {program}: {message}")]
     Spawn { program: String, message: String },
     #[error(

@@ -23,6 +23,33 @@ fn get(path: &str) -> HttpCheck {
 }
 
 #[test]
+fn a_server_dripping_its_body_fails_at_the_overall_deadline() {
+    in_netns(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        // A byte every 100 ms: every read is well within the 500 ms connect_timeout.
+        web::spawn_dripping(
+            listener,
+            b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n",
+            Duration::from_millis(100),
+        );
+        let check = HttpCheck {
+            digest: Some(Digest::Md5(digest_cli("md5sum", b"whatever"))),
+            ..get("/")
+        };
+        let started = std::time::Instant::now();
+        let outcome = probe(server, CheckSpec::Http(check)).await;
+        let deadline = Duration::from_millis(500) * xdp_lb_checks::DEADLINE_PHASES;
+        assert_eq!(outcome, Err(Reason::Deadline { after: deadline }));
+        assert!(started.elapsed() < deadline + Duration::from_secs(1));
+        assert_eq!(
+            outcome.unwrap_err().to_string(),
+            "no verdict within 1.5s in all (a server answering too slowly)"
+        );
+    });
+}
+
+#[test]
 fn up_on_200_and_the_request_is_keepalived_s() {
     in_netns(|| async {
         let (server, seen) = http_server().await;

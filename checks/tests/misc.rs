@@ -154,6 +154,20 @@ async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
 }
 
 #[tokio::test]
+async fn children_left_behind_by_a_finished_script_are_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("sleep.pid");
+    // Exits at once, leaving a long-lived child in its group (with fds closed, so it
+    // does not hold the script's output open).
+    let script = format!(
+        "sleep 30 </dev/null >/dev/null 2>&1 & echo $! > {}; exit 0",
+        pidfile.display()
+    );
+    assert_eq!(run(sh(&script)).await, Ok(Up::default()));
+    wait_dead(read_pid(&pidfile).await).await;
+}
+
+#[tokio::test]
 async fn a_dropped_probe_kills_the_script_group() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("sleep.pid");

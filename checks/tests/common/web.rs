@@ -168,6 +168,25 @@ pub fn spawn_stalling(listener: TcpListener, reply: &'static [u8]) {
     });
 }
 
+/// Answers every connection with `head`, then one byte of body every `every`: each
+/// read is quick, the whole answer takes long.
+pub fn spawn_dripping(listener: TcpListener, head: &'static [u8], every: std::time::Duration) {
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let _ = stream.write_all(head).await;
+                loop {
+                    tokio::time::sleep(every).await;
+                    if stream.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// A self-signed certificate for `names` (DNS names or IP addresses) and a TLS acceptor
 /// serving it.
 pub struct SelfSigned {
