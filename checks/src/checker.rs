@@ -23,9 +23,10 @@ pub struct Checker {
     deadline: Duration,
 }
 
-/// Phases of a probe that each get `connect_timeout` (connect, answer, body): its
+/// Phases of a probe that each get `connect_timeout` (connect, TLS handshake, answer,
+/// body): its
 /// overall deadline is this many of them.
-pub const DEADLINE_PHASES: u32 = 3;
+pub const DEADLINE_PHASES: u32 = 4;
 
 #[derive(Debug)]
 enum Kind {
