@@ -8,6 +8,38 @@ use std::time::Duration;
 pub(crate) const DURATION_FORM: &str =
     "a string with a unit such as \"500ms\", \"5s\" or \"1m\" (units: ms, s, m, h)";
 
+/// The longest any duration may be: timers stay far from overflowing a clock, and a
+/// value this big is a typo.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest `key` may be: keepalived's own limits where it has them, a start-up
+/// wait an operator would notice, and [`MAX_DURATION`] for everything else.
+pub(crate) fn max_duration(key: &str) -> Duration {
+    match key {
+        // keepalived refuses a preempt_delay over 1,000 s.
+        "preempt_delay" => Duration::from_secs(1000),
+        // The start (and a reload) waits this long for real servers' MACs.
+        "neighbour_timeout" => Duration::from_secs(600),
+        _ => MAX_DURATION,
+    }
+}
+
+/// `d` written the way the config takes it: `"16m40s"`, `"24h"`, `"250ms"`.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let mut out = String::new();
+    for (n, unit) in [(secs / 3600, "h"), (secs / 60 % 60, "m"), (secs % 60, "s")] {
+        if n > 0 {
+            out += &format!("{n}{unit}");
+        }
+    }
+    let ms = d.subsec_millis();
+    if ms > 0 || out.is_empty() {
+        out += &format!("{ms}ms");
+    }
+    out
+}
+
 /// Parses `text` as one or more `<integer><unit>` parts; `None` if it is not that shape
 /// or does not fit in a `Duration`.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
@@ -44,6 +76,13 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_they_are_written() {
+        for text in ["16m40s", "24h", "10m", "250ms", "1h1s", "0ms", "2s500ms"] {
+            assert_eq!(fmt_duration(parse_duration(text).unwrap()), text);
+        }
+    }
 
     #[test]
     fn units_and_sums() {

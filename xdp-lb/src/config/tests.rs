@@ -1518,3 +1518,30 @@ fn the_api_leaves_loopback_only_with_a_token() {
     let local = format!("[global]\napi = \"[::1]:9180\"\n{base}");
     assert!(parse(&local, "lb.toml").unwrap().global.api_token.is_none());
 }
+
+#[test]
+fn durations_have_upper_bounds() {
+    let base = "[dataplane]\ninterfaces = [\"eth0\"]\n";
+    let huge = base.replace(
+        "[dataplane]\n",
+        "[dataplane]\nneighbour_timeout = \"5124095576030431h\"\n",
+    );
+    assert_error(&huge, 2, 21, &["too long: at most 10m"]);
+    let long = base.replace(
+        "[dataplane]\n",
+        "[dataplane]\nneighbour_timeout = \"11m\"\n",
+    );
+    assert_error(
+        &long,
+        2,
+        21,
+        &["`neighbour_timeout` = \"11m\" is too long: at most 10m"],
+    );
+    let vrrp = format!(
+        "{base}[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+         virtual_ipaddresses = [\"192.0.2.1/24\"]\ngarp_master_refresh = \"25h\"\n"
+    );
+    assert_error(&vrrp, 7, 23, &["too long: at most 24h"]);
+    let delay = vrrp.replace("garp_master_refresh = \"25h\"", "preempt_delay = \"1001s\"");
+    assert_error(&delay, 7, 17, &["too long: at most 16m40s"]);
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use toml::{Spanned, Value};
 use xdp_lb_common::{DEFAULT_MAX_FLOWS, MAX_SCHEDULE_LEN};
 
-use super::duration::{DURATION_FORM, parse_duration};
+use super::duration::{DURATION_FORM, fmt_duration, max_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
 use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
 use super::{
@@ -528,12 +528,23 @@ impl Validator<'_, '_> {
         key: &str,
     ) -> Result<Duration, ConfigError> {
         let text = self.string(value, key, DURATION_FORM)?;
-        parse_duration(text).ok_or_else(|| {
+        let d = parse_duration(text).ok_or_else(|| {
             self.src.error(
                 value.span(),
                 format!("`{key}` = {text:?} is not a valid duration: expected {DURATION_FORM}"),
             )
-        })
+        })?;
+        let max = max_duration(key);
+        if d > max {
+            return Err(self.src.error(
+                value.span(),
+                format!(
+                    "`{key}` = {text:?} is too long: at most {}",
+                    fmt_duration(max)
+                ),
+            ));
+        }
+        Ok(d)
     }
 
     pub(super) fn ip(
