@@ -1545,3 +1545,29 @@ fn durations_have_upper_bounds() {
     let delay = vrrp.replace("garp_master_refresh = \"25h\"", "preempt_delay = \"1001s\"");
     assert_error(&delay, 7, 17, &["too long: at most 16m40s"]);
 }
+
+#[test]
+fn check_refuses_more_real_servers_than_the_data_plane_holds() {
+    let mut text = String::from("[dataplane]\ninterfaces = [\"eth0\"]\n");
+    for v in 0..5 {
+        text += &format!("\n[[virtual_server]]\nvip = \"10.0.{v}.1\"\nport = 80\n");
+        for r in 0..1000 {
+            text += &format!(
+                "  [[virtual_server.real_server]]\n  address = \"10.{}.{}.{}\"\n",
+                v + 1,
+                r / 250,
+                r % 250 + 1
+            );
+        }
+    }
+    let line = 1 + text
+        .lines()
+        .position(|l| l == "vip = \"10.0.4.1\"")
+        .unwrap();
+    assert_error(
+        &text,
+        line,
+        7,
+        &["to 5000; the data plane holds at most 4096"],
+    );
+}

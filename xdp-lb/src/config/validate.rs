@@ -9,7 +9,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use toml::{Spanned, Value};
-use xdp_lb_common::{DEFAULT_MAX_FLOWS, MAX_SCHEDULE_LEN};
+use xdp_lb_common::{DEFAULT_MAX_FLOWS, MAX_BACKENDS, MAX_SCHEDULE_LEN, MAX_SERVICES};
 
 use super::duration::{DURATION_FORM, fmt_duration, max_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
@@ -297,6 +297,7 @@ impl Validator<'_, '_> {
         // (vip, port, protocol) -> offset of the first definition's vip.
         let mut seen: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
         let mut services = Vec::with_capacity(raws.len());
+        let mut backends = 0;
         for table in raws {
             let span = table.span();
             let raw = table.into_inner();
@@ -386,6 +387,26 @@ impl Validator<'_, '_> {
                 None => None,
             };
             let quorum = self.quorum(&raw)?;
+            // The data plane's tables are sized at build time: say so here, not at start.
+            backends += real_servers.len() + usize::from(sorry_server.is_some());
+            if backends > MAX_BACKENDS as usize {
+                return Err(self.src.error(
+                    vip_value.span(),
+                    format!(
+                        "virtual server {name} brings the real servers (sorry servers included) \
+                         to {backends}; the data plane holds at most {MAX_BACKENDS}"
+                    ),
+                ));
+            }
+            if services.len() == MAX_SERVICES as usize {
+                return Err(self.src.error(
+                    vip_value.span(),
+                    format!(
+                        "virtual server {name} is one too many: the data plane holds at most \
+                         {MAX_SERVICES} virtual servers"
+                    ),
+                ));
+            }
             services.push(VirtualServer {
                 vip,
                 port,
