@@ -20,6 +20,7 @@ mod icmp;
 mod misc;
 mod reason;
 pub mod scheduler;
+pub mod script_security;
 pub mod spec;
 mod tcp;
 mod udp;

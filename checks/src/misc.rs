@@ -69,6 +69,12 @@ impl MiscProbe {
 
     pub(crate) async fn probe(&self) -> Outcome {
         let program = &self.argv[0];
+        // Checked before every run, so a script made unsafe after the start is caught:
+        // it is not run if anyone but root or its user could have changed it.
+        let uid = self
+            .ids
+            .map_or_else(|| nix::unistd::geteuid().as_raw(), |(uid, _)| uid);
+        crate::script_security::check(program, uid).map_err(Reason::Unsafe)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(&self.argv[1..])
             .stdin(Stdio::null())

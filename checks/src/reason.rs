@@ -92,6 +92,9 @@ pub enum Reason {
     Deadline { after: Duration },
     #[error("cannot run {program}: {message}")]
     Spawn { program: String, message: String },
+    /// Not run: others could have changed it (see `script_security`).
+    #[error("{0}")]
+    Unsafe(String),
     #[error(
         "reply does not match: expected {} at the start, got {}",
         hex_preview(expected),

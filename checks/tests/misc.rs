@@ -202,3 +202,33 @@ async fn runs_as_the_given_user() {
     // As ourselves (root) the same test fails: the user switch is what made it pass.
     assert_eq!(run(sh(&script)).await, Err(Reason::Exit(1)));
 }
+
+#[tokio::test]
+async fn a_script_others_can_change_is_not_run() {
+    xdp_lb_lab::require_root().unwrap_or_else(|e| panic!("judging root-owned files {e:#}"));
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let script = dir.path().join("check.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o757)).unwrap();
+    let outcome = run(MiscCheck::new([script.to_str().unwrap()])).await;
+    let why = outcome.unwrap_err().to_string();
+    assert!(
+        why.starts_with("unsafe permissions found for script")
+            && why.contains("writable by anyone"),
+        "{why}"
+    );
+    assert!(!marker.exists(), "the unsafe script ran");
+    // Made safe again, it runs.
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        run(MiscCheck::new([script.to_str().unwrap()])).await,
+        Ok(Up::default())
+    );
+    assert!(marker.exists());
+}

@@ -17,6 +17,12 @@ pub async fn run(argv: &[String], what: &str, timeout: Duration) -> bool {
     let Some((program, args)) = argv.split_first() else {
         return false;
     };
+    // keepalived's script security: never run, as root, what others could change.
+    let uid = nix::unistd::geteuid().as_raw();
+    if let Err(why) = xdp_lb_checks::script_security::check(program, uid) {
+        warn!(command = %argv.join(" "), "{what}: not run: {why}");
+        return false;
+    }
     let mut command = Command::new(program);
     command
         .args(args)
@@ -55,4 +61,26 @@ pub async fn run(argv: &[String], what: &str, timeout: Duration) -> bool {
 /// Starts `run` (with the default timeout) in its own task.
 pub fn spawn(argv: Vec<String>, what: String) -> JoinHandle<bool> {
     tokio::spawn(async move { run(&argv, &what, TIMEOUT).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_others_can_change_is_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let script = dir.path().join("notify.sh");
+        std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let argv = vec![script.display().to_string()];
+        assert!(!run(&argv, "test notify", TIMEOUT).await);
+        assert!(!marker.exists(), "an unsafe notify command ran");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(run(&argv, "test notify", TIMEOUT).await);
+        assert!(marker.exists());
+    }
 }

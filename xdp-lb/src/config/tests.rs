@@ -1571,3 +1571,26 @@ fn check_refuses_more_real_servers_than_the_data_plane_holds() {
         &["to 5000; the data plane holds at most 4096"],
     );
 }
+
+#[test]
+fn a_command_others_can_change_is_refused_at_its_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("down.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let text = format!(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"192.0.2.1\"\n\
+         port = 80\nquorum_down = [\"{}\"]\n  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n",
+        script.display()
+    );
+    assert_error(
+        &text,
+        7,
+        15,
+        &[
+            "`quorum_down`: unsafe permissions found for script",
+            "writable by anyone",
+        ],
+    );
+}

@@ -658,6 +658,11 @@ impl Validator<'_, '_> {
                 .src
                 .error(value.span(), format!("`{key}`: {} {why}", argv[0])));
         }
+        // keepalived's script security: refused if others could change it (checked
+        // again before every run, owner included).
+        if let Err(why) = xdp_lb_checks::script_security::check_writable(&argv[0]) {
+            return Err(self.src.error(value.span(), format!("`{key}`: {why}")));
+        }
         Ok(argv)
     }
 
