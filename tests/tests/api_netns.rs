@@ -186,3 +186,36 @@ fn with_a_token_requests_without_it_are_refused() {
     );
     daemon.stop().unwrap();
 }
+
+#[test]
+fn metrics_pass_promtool_check_metrics() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = start(&lab.lb, &config(&lab, &format!("api = \"{API}\"")));
+    let (status, body) = get(&lab, "/metrics", None);
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("xdp_lb_build_info{"), "{body}");
+    // Prometheus's own linter and parser, on what the daemon served.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (cargo xtask setup installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.stop().unwrap();
+}

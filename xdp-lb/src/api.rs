@@ -142,7 +142,17 @@ async fn respond(
             "the daemon is stopping\n".into(),
         ));
     };
-    let (content_type, body) = if path == "/metrics" {
+    let openmetrics = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (content_type, body) = if path == "/metrics" && openmetrics {
+        (
+            metrics::OPENMETRICS_CONTENT_TYPE,
+            metrics::render_openmetrics(snapshot),
+        )
+    } else if path == "/metrics" {
         (metrics::CONTENT_TYPE, metrics::render(snapshot))
     } else {
         let mut json = serde_json::to_string_pretty(&snapshot).expect("a snapshot serializes");

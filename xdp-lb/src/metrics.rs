@@ -1,7 +1,8 @@
-//! `/metrics`: a [`Snapshot`] in the Prometheus text format, written by
-//! `prometheus-client` (names get the `xdp_lb_` prefix, counters the `_total` suffix).
-//! Every label value a counter can take is emitted, zeros included, so rates start at
-//! the first scrape.
+//! `/metrics`: a [`Snapshot`] written by `prometheus-client` (names get the `xdp_lb_`
+//! prefix, counters the `_total` suffix) in OpenMetrics, which Prometheus asks for,
+//! or, for every other client (`curl`, `promtool check metrics`), in the classic text
+//! format 0.0.4. Every label value a counter can take is emitted, zeros included, so
+//! rates start at the first scrape.
 
 use prometheus_client::{
     collector::Collector,
@@ -13,16 +14,56 @@ use xdp_lb_vrrp::{Clash, DropReason};
 
 use crate::status::Snapshot;
 
-/// The content type of the text format.
+/// The content type of the classic text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of OpenMetrics.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Renders `snapshot`.
-pub fn render(snapshot: Snapshot) -> String {
+/// Renders `snapshot` in OpenMetrics.
+pub fn render_openmetrics(snapshot: Snapshot) -> String {
     let mut registry = Registry::with_prefix("xdp_lb");
     registry.register_collector(Box::new(SnapshotCollector(snapshot)));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)
         .expect("writing to a String cannot fail");
+    out
+}
+
+/// Renders `snapshot` in the classic text format (0.0.4).
+pub fn render(snapshot: Snapshot) -> String {
+    to_classic_text(&render_openmetrics(snapshot))
+}
+
+/// OpenMetrics as the classic format: a counter family's `# HELP`/`# TYPE` lines name
+/// its samples (`x_total`, where OpenMetrics writes `x`), and there is no `# EOF`.
+fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match header {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out += &format!("{prefix}{name}{suffix} {tail}");
+            }
+            None => out += line,
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -60,6 +101,18 @@ fn gauge(v: i64) -> ConstGauge<i64> {
 impl Collector for SnapshotCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
+        family(
+            &mut e,
+            "build_info",
+            "Always 1; the labels say which xdp-lb this is",
+            [(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION").to_string()),
+                    ("commit", env!("XDP_LB_COMMIT").to_string()),
+                ],
+                gauge(1),
+            )],
+        )?;
         family(
             &mut e,
             "uptime_seconds",
@@ -226,13 +279,23 @@ impl Collector for SnapshotCollector {
             s.vrrp.iter().map(|v| (vi(v), gauge(v.priority.into()))),
         )?;
         type PickVi = fn(&crate::failover::InstanceStatus) -> u64;
-        let vrrp_counters: [(&str, &str, PickVi); 4] = [
+        let vrrp_counters: [(&str, &str, PickVi); 6] = [
             (
                 "vrrp_adverts_received",
                 "Valid adverts received for the instance's VRID",
                 |v| v.adverts_received,
             ),
             ("vrrp_adverts_sent", "Adverts sent", |v| v.adverts_sent),
+            (
+                "vrrp_priority_zero_received",
+                "Priority-0 adverts received (the MASTER stepping down)",
+                |v| v.priority_zero_received,
+            ),
+            (
+                "vrrp_priority_zero_sent",
+                "Priority-0 adverts sent (stepping down as MASTER)",
+                |v| v.priority_zero_sent,
+            ),
             ("vrrp_became_master", "Transitions to MASTER", |v| {
                 v.became_master
             }),
@@ -301,5 +364,58 @@ impl Collector for SnapshotCollector {
                 .map(|v| (socket(v), counter(v.other_vrid))),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counter_families_as_their_samples() {
+        let text = render(crate::status::sample());
+        assert!(!text.contains("# EOF"), "{text}");
+        let mut families = 0;
+        for line in text.lines() {
+            if let Some(name) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|l| l.strip_suffix(" counter"))
+            {
+                families += 1;
+                assert!(name.ends_with("_total"), "{line}");
+                let help = format!("# HELP {name} ");
+                assert!(text.lines().any(|l| l.starts_with(&help)), "no {help:?}");
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                    "no samples named {name}"
+                );
+            }
+        }
+        assert!(families > 10, "{text}");
+        assert!(
+            text.contains("xdp_lb_verdicts_total{reason=\"tx\"} 274"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE xdp_lb_build_info gauge"));
+        assert!(
+            text.contains(&format!(
+                "xdp_lb_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                env!("XDP_LB_COMMIT")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("xdp_lb_vrrp_priority_zero_received_total{instance=\"VI_1\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn openmetrics_keeps_its_own_form() {
+        let text = render_openmetrics(crate::status::sample());
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("# TYPE xdp_lb_verdicts counter"), "{text}");
     }
 }

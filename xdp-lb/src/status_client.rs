@@ -178,45 +178,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_reads_as_text() {
-        // The wire format as the daemon serves it, read back as the shared type.
-        let rs = |address: &str, weight, effective_weight, healthy, packets, new_flows| {
-            serde_json::json!({
-                "address": address, "port": 80, "weight": weight,
-                "effective_weight": effective_weight, "healthy": healthy, "reachable": true,
-                "health_transitions": 0, "packets": packets, "bytes": packets * 60,
-                "new_flows": new_flows
-            })
-        };
-        let json = serde_json::json!({
-            "router_id": "lb1",
-            "uptime_seconds": 3725,
-            "vrrp": [{
-                "name": "VI_1", "group": "VG_1", "interface": "eth0", "vrid": 51,
-                "state": "MASTER", "priority": 90, "base_priority": 100,
-                "master": "192.0.2.1", "master_priority": 90,
-                "adverts_received": 3, "adverts_sent": 1200, "became_master": 1,
-                "split_brain_adverts": 0, "drops": {"bad_ttl": 2}, "clashes": {}
-            }],
-            "vrrp_sockets": [
-                {"interface": "eth0", "family": "ipv4", "other_vrid": 7, "drops": {"too_short": 1}},
-                {"interface": "eth1", "family": "ipv4", "other_vrid": 0, "drops": {}}
-            ],
-            "services": [{
-                "name": "192.0.2.100:80/tcp", "vip": "192.0.2.100", "port": 80,
-                "protocol": "tcp", "forwarding": "dr", "scheduler": "wrr",
-                "active": true, "quorum_ok": true,
-                "counters": {"packets": 274, "bytes": 16440, "new_flows": 40,
-                    "rescheduled_flows": 0, "passed_inactive": 0,
-                    "dropped_no_real_server": 0, "dropped_redirect": 0},
-                "real_servers": [
-                    rs("192.0.2.11", 2, 2, true, 144, 21),
-                    rs("2001:db8::12", 1, 0, false, 130, 19)
-                ],
-                "sorry_server": null
-            }],
-            "verdicts": {"tx": 274}
-        });
-        let s: Snapshot = serde_json::from_value(json).unwrap();
+        let s = crate::status::sample();
         let text = render(&s);
         for line in [
             "lb1, up 1h02m",

@@ -25,8 +25,46 @@ const NIGHTLY: &str = "nightly";
 
 pub fn install() -> anyhow::Result<()> {
     apt()?;
+    promtool()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    Ok(())
+}
+
+/// `promtool`, which the tests run on `/metrics`: taken out of Debian's prometheus
+/// package without installing it (no server, no service started).
+fn promtool() -> anyhow::Result<()> {
+    if quiet(Command::new("promtool").arg("--version")) {
+        return Ok(());
+    }
+    eprintln!("setup: installing promtool (from Debian's prometheus package)");
+    let dir = std::env::temp_dir().join("xdp-lb-setup-promtool");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "-q", "prometheus"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !download() {
+        // No package lists yet on a fresh machine.
+        run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+        if !download() {
+            bail!("cannot download Debian's prometheus package for promtool");
+        }
+    }
+    let deb = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let root = dir.join("root");
+    run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    std::fs::copy(root.join("usr/bin/promtool"), "/usr/local/bin/promtool")
+        .context("installing promtool into /usr/local/bin")?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -33,6 +33,9 @@ pub struct InstanceStatus {
     pub master_priority: Option<u8>,
     pub adverts_received: u64,
     pub adverts_sent: u64,
+    /// Priority-0 adverts (a MASTER stepping down) received and sent.
+    pub priority_zero_received: u64,
+    pub priority_zero_sent: u64,
     pub became_master: u64,
     pub split_brain_adverts: u64,
     /// Dropped packets by reason (non-zero ones).
@@ -67,6 +70,8 @@ impl InstanceStatus {
             master_priority: master.map(|m| m.1),
             adverts_received: stats.adverts_received,
             adverts_sent: stats.adverts_sent,
+            priority_zero_received: stats.priority_zero_received,
+            priority_zero_sent: stats.priority_zero_sent,
             became_master: stats.became_master,
             split_brain_adverts: stats.split_brain_adverts,
             drops: DropReason::ALL
