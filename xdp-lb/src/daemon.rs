@@ -19,6 +19,7 @@ use crate::{
     api::SnapshotRequest,
     config::{Config, Forwarding as ForwardingMethod, NatTimeouts},
     dataplane::{Dataplane, nat::monotonic_ns},
+    dump::Dump,
     failover::{self, FailoverEvent},
     forwarding::{Forwarding, PreparedReload, QuorumEdge},
     health_checks::HealthChecks,
@@ -65,6 +66,8 @@ enum Event {
     },
     /// The status API wants a snapshot.
     Api(SnapshotRequest),
+    /// SIGUSR1 or SIGUSR2: write a dump, as keepalived does.
+    Dump(Dump),
 }
 
 /// [`run`], applying each configuration that arrives on `reloads` (see
@@ -75,6 +78,8 @@ pub async fn run_reloadable(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // First of all: from here on SIGUSR1/SIGUSR2 ask for dumps instead of killing us.
+    let dump_signals = DumpSignals::install()?;
     privileges::check()?;
     privileges::raise_fd_limit();
     // Bound first, so a taken port stops the start before anything is changed.
@@ -146,6 +151,7 @@ pub async fn run_reloadable(
                 || Event::NatGc,
             ),
         ));
+        tasks.spawn(cancel_with(&stop, dump_signals.relay(tx.clone())));
         let scripts = start_scripts(&core.config, &stop, &tx, &mut tasks);
         let vrrp_stop = CancellationToken::new();
         let vrrp = core.start_vrrp(&vrrp_stop, &mut tasks);
@@ -376,6 +382,15 @@ impl Core {
             Event::Prepared { .. } => {}
             Event::Api(reply) => {
                 let _ = reply.send(self.snapshot());
+            }
+            Event::Dump(dump) => {
+                let dir = &self.config.global.dump_dir;
+                match dump.write(dir, self.snapshot(), &self.forwarding) {
+                    Ok(path) => info!(path = %path.display(), "{dump:?} dump written"),
+                    Err(e) => {
+                        warn!(dir = %dir.display(), error = %e, "cannot write the {dump:?} dump")
+                    }
+                }
             }
         }
         ControlFlow::Continue(())
@@ -749,6 +764,35 @@ async fn forward<T>(
     while let Some(item) = rx.recv().await {
         if events.send(wrap(item)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// SIGUSR1 and SIGUSR2, caught from the start (their default action kills).
+struct DumpSignals {
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl DumpSignals {
+    fn install() -> anyhow::Result<DumpSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(DumpSignals {
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    async fn relay(mut self, events: mpsc::Sender<Event>) {
+        loop {
+            let dump = tokio::select! {
+                Some(()) = self.usr1.recv() => Dump::Data,
+                Some(()) = self.usr2.recv() => Dump::Stats,
+                else => return,
+            };
+            if events.send(Event::Dump(dump)).await.is_err() {
+                return;
+            }
         }
     }
 }

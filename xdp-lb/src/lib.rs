@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod dump;
 pub mod failover;
 pub mod forwarding;
 mod health_checks;

@@ -212,7 +212,7 @@ pub struct VrrpNotify {
 }
 
 /// `[global]`: settings of this node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Global {
     /// A name for this node in logs and status output (keepalived's `router_id`).
     pub router_id: Option<String>,
@@ -221,6 +221,20 @@ pub struct Global {
     pub api: Option<std::net::SocketAddr>,
     /// Required of every API request (`Authorization: Bearer <token>`) when set.
     pub api_token: Option<String>,
+    /// Where SIGUSR1 and SIGUSR2 write their dumps (`xdp-lb.data`, `xdp-lb.stats`);
+    /// default `/tmp`, as keepalived.
+    pub dump_dir: std::path::PathBuf,
+}
+
+impl Default for Global {
+    fn default() -> Global {
+        Global {
+            router_id: None,
+            api: None,
+            api_token: None,
+            dump_dir: std::path::PathBuf::from("/tmp"),
+        }
+    }
 }
 
 /// `[dataplane]`: where and how the XDP program runs.

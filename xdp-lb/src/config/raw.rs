@@ -94,6 +94,7 @@ pub(super) struct RawGlobal {
     pub(super) router_id: Option<Spanned<Value>>,
     pub(super) api: Option<Spanned<Value>>,
     pub(super) api_token: Option<Spanned<Value>>,
+    pub(super) dump_dir: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

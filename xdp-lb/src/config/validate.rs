@@ -191,10 +191,27 @@ impl Validator<'_, '_> {
                 ),
             ));
         }
+        let dump_dir = match &raw.dump_dir {
+            Some(value) => {
+                let dir =
+                    self.string(value, "dump_dir", "an absolute directory such as \"/tmp\"")?;
+                if !dir.starts_with('/') {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!(
+                            "`dump_dir` = {dir:?} must be an absolute directory such as \"/tmp\""
+                        ),
+                    ));
+                }
+                std::path::PathBuf::from(dir)
+            }
+            None => Global::default().dump_dir,
+        };
         Ok(Global {
             router_id,
             api: api.map(|(addr, _)| addr),
             api_token,
+            dump_dir,
         })
     }
 
