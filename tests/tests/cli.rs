@@ -86,9 +86,32 @@ fn an_unprivileged_run_says_which_privileges_are_missing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("xdp-lb: error: missing privileges: xdp-lb needs root or the capabilities CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON"),
+        stderr.contains("xdp-lb: error: missing privileges: xdp-lb needs root or the capabilities CAP_NET_ADMIN (attaches XDP, manages neighbours and VIPs), CAP_NET_RAW (VRRP, ICMP checks and gratuitous ARP use raw sockets), CAP_BPF (loads the XDP program and its maps), CAP_PERFMON (loads the XDP program and its maps)"),
         "{stderr}"
     );
+}
+
+#[test]
+fn root_without_cap_net_raw_is_stopped_before_ready_naming_it() {
+    let f = write("[dataplane]\ninterfaces = [\"lo\"]\n");
+    // Root, but CAP_NET_RAW out of the bounding set (as a unit that forgot it).
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-net_raw", "--inh-caps=-all"])
+        .arg(xdp_lb_tests::binary())
+        .arg("--config")
+        .arg(f.path())
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "missing privileges: xdp-lb needs root or the capabilities CAP_NET_RAW (VRRP, ICMP \
+             checks and gratuitous ARP use raw sockets)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("xdp-lb ready"), "{stderr}");
 }
 
 #[test]

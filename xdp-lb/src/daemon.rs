@@ -80,7 +80,7 @@ pub async fn run_reloadable(
     let started = std::time::Instant::now();
     // First of all: from here on SIGUSR1/SIGUSR2 ask for dumps instead of killing us.
     let dump_signals = DumpSignals::install()?;
-    privileges::check()?;
+    privileges::check(&config)?;
     privileges::raise_fd_limit();
     // Bound first, so a taken port stops the start before anything is changed.
     let api_listener = match config.global.api {
