@@ -85,7 +85,17 @@ fn services_follow_the_vrrp_state_of_their_vip() {
             "no {line:?} in /metrics:\n{metrics}"
         );
     }
-    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    // The classic text format for curl; OpenMetrics (with its # EOF) when asked for.
+    assert!(!metrics.contains("# EOF"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE xdp_lb_service_new_flows_total counter"),
+        "{metrics}"
+    );
+    let openmetrics = lab
+        .lb
+        .sh("curl -sS -H 'Accept: application/openmetrics-text; version=1.0.0' http://127.0.0.1:9180/metrics")
+        .unwrap();
+    assert!(openmetrics.trim_end().ends_with("# EOF"), "{openmetrics}");
     let per_server: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("xdp_lb_real_server_new_flows_total{"))

@@ -68,6 +68,8 @@ enum Event {
     Api(SnapshotRequest),
     /// SIGUSR1 or SIGUSR2: write a dump, as keepalived does.
     Dump(Dump),
+    /// Time to tell systemd's watchdog the loop is alive.
+    Watchdog,
 }
 
 /// [`run`], applying each configuration that arrives on `reloads` (see
@@ -152,6 +154,12 @@ pub async fn run_reloadable(
             ),
         ));
         tasks.spawn(cancel_with(&stop, dump_signals.relay(tx.clone())));
+        if let Some(every) = crate::systemd::watchdog_interval() {
+            tasks.spawn(cancel_with(
+                &stop,
+                tick(every, tx.clone(), || Event::Watchdog),
+            ));
+        }
         let scripts = start_scripts(&core.config, &stop, &tx, &mut tasks);
         let vrrp_stop = CancellationToken::new();
         let vrrp = core.start_vrrp(&vrrp_stop, &mut tasks);
@@ -160,6 +168,7 @@ pub async fn run_reloadable(
             real_servers = core.forwarding.table().backends.len(),
             "xdp-lb ready"
         );
+        crate::systemd::ready(&core.summary());
         core.started = started;
 
         // The loop: every event to the core, until shutdown or VRRP fails.
@@ -177,6 +186,7 @@ pub async fn run_reloadable(
             }
         }
 
+        crate::systemd::stopping();
         // VRRP first: a MASTER sends priority 0 and drops its VIPs, so the peer takes
         // over at once, while this node still forwards what arrives meanwhile.
         if vrrp && vrrp_failed.is_none() {
@@ -383,6 +393,7 @@ impl Core {
             Event::Api(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            Event::Watchdog => crate::systemd::watchdog(),
             Event::Dump(dump) => {
                 let dir = &self.config.global.dump_dir;
                 match dump.write(dir, self.snapshot(), &self.forwarding) {
@@ -504,6 +515,14 @@ impl Core {
     /// on a task (routes, new real servers' MACs) while events keep being handled. One
     /// arriving meanwhile waits for that one (only the latest waits).
     async fn on_reload(&mut self, new: Config) {
+        crate::systemd::reloading();
+        self.reload_inner(new).await;
+        if self.reload.preparing.is_none() {
+            crate::systemd::ready(&self.summary());
+        }
+    }
+
+    async fn reload_inner(&mut self, new: Config) {
         if self.reload.preparing.is_some() {
             info!("a reload is being prepared; this one follows it");
             self.reload.queued = Some(new);
@@ -602,8 +621,21 @@ impl Core {
         }
         self.neighbours.prune(self.forwarding.table()).await;
         if let Some(next) = self.reload.queued.take() {
-            Box::pin(self.on_reload(next)).await;
+            Box::pin(self.reload_inner(next)).await;
         }
+        if self.reload.preparing.is_none() {
+            crate::systemd::ready(&self.summary());
+        }
+    }
+
+    /// One line for `systemctl status`.
+    fn summary(&self) -> String {
+        let table = self.forwarding.table();
+        format!(
+            "forwarding {} virtual servers, {} real servers",
+            table.services.len(),
+            table.backends.len()
+        )
     }
 
     /// Sends the instances' new settings to the VRRP runtime if they changed.

@@ -20,5 +20,6 @@ pub mod schedule;
 pub mod services;
 pub mod status;
 pub mod status_client;
+pub mod systemd;
 mod tracking;
 pub mod vrrp_socket;

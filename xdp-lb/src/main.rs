@@ -5,11 +5,21 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use xdp_lb::config::{self, XdpMode};
 
+/// `--version`: the version, the commit, and what the host must offer.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("XDP_LB_COMMIT"),
+    ")\nneeds: Linux >= 5.15 (XDP in driver or generic mode, BPF links, devmap hash, \
+     per-CPU LRU hash maps, CAP_BPF), glibc >= 2.34; the XDP program is built in"
+);
+
 #[derive(Parser)]
 #[command(
     name = "xdp-lb",
     version,
-    about = "XDP load balancer: DR forwarding with weighted scheduling"
+    long_version = LONG_VERSION,
+    about = "XDP load balancer with VRRP failover and health checks (keepalived + LVS in one daemon)"
 )]
 struct Cli {
     /// Configuration file (TOML).
@@ -39,6 +49,12 @@ enum Command {
         #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Print the man page or a shell completion script (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
     /// Translate a keepalived.conf into an xdp-lb configuration on stdout; every
     /// setting not translated is reported on stderr with its line.
     ImportKeepalived {
@@ -51,6 +67,14 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     Auto,
     Driver,
@@ -59,14 +83,7 @@ enum ModeArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -108,6 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::ImportKeepalived { file, interfaces }) = &cli.command {
         return import_keepalived(file, interfaces);
     }
+    if let Some(Command::Generate { what }) = &cli.command {
+        return generate(*what);
+    }
     let Some(path) = cli.config else {
         anyhow::bail!("no configuration given: use `--config FILE` (see config/lb.example.toml)");
     };
@@ -120,7 +140,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     match cli.command {
-        Some(Command::Status { .. } | Command::ImportKeepalived { .. }) => {
+        Some(
+            Command::Status { .. } | Command::ImportKeepalived { .. } | Command::Generate { .. },
+        ) => {
             unreachable!("handled above")
         }
         Some(Command::Check) => {
@@ -152,6 +174,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Logs to stderr, or straight to the journal when stderr is the journal (under
+/// systemd), so each line keeps its priority (journalctl -p warning).
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    match journald {
+        Some(journald) => tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("xdp-lb".into()))
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+}
+
+/// `generate`: the man page (roff) or a completion script, on stdout.
+fn generate(what: Generated) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut out = std::io::stdout();
+    match what {
+        Generated::Man => clap_mangen::Man::new(command)
+            .section("8")
+            .render(&mut out)?,
+        Generated::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut command, "xdp-lb", &mut out)
+        }
+        Generated::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut command, "xdp-lb", &mut out)
+        }
+        Generated::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut command, "xdp-lb", &mut out)
+        }
+    }
+    Ok(())
 }
 
 /// `import-keepalived`: notes on stderr, the TOML on stdout only if it is valid.

@@ -6,6 +6,9 @@
 //! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
 //! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor, and VRRP
 //!   takeover gaps seen by a client, xdp-lb beside keepalived
+//! - `package`     a Debian package: the binary (XDP program embedded), the systemd
+//!   unit, a default configuration, the man page and shell completions
+mod package;
 mod setup;
 
 use std::process::Command;
@@ -43,6 +46,15 @@ enum Cmd {
     },
     /// Print the benchmark tables: data plane, VRRP takeover (beside keepalived), checks.
     Bench,
+    /// Build the Debian package (target/package/xdp-lb_VERSION-1_amd64.deb).
+    Package {
+        /// Package the debug build (for tests; hosts get the release build).
+        #[arg(long)]
+        debug: bool,
+        /// Where the .deb goes.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +105,15 @@ fn main() -> anyhow::Result<()> {
                 Command::new(workspace_root().join("target/release/xdp-lb-demo"))
                     .args(["--connections", &connections.to_string()]),
             )
+        }
+        Cmd::Package { debug, out } => {
+            setup::install()?;
+            let out = out.unwrap_or_else(|| workspace_root().join("target/package"));
+            std::fs::create_dir_all(&out)?;
+            let deb = package::build(!debug, &out)?;
+            let size = std::fs::metadata(&deb)?.len();
+            println!("{} ({} KiB)", deb.display(), size / 1024);
+            run_cmd(Command::new("dpkg-deb").arg("--contents").arg(&deb))
         }
         Cmd::Bench => {
             setup::install()?;
