@@ -8,9 +8,11 @@ use super::Note;
 use super::parse::{Node, Word};
 use super::toml_out::{Section, V, key};
 
-/// Characters that make a command string need a shell.
-const SHELL_CHARS: &[char] = &[
-    '|', '&', ';', '<', '>', '(', ')', '$', '`', '*', '?', '[', ']', '~', '"', '\'', '\\',
+/// Shell words that are no program: keepalived looks them up on PATH, does not find
+/// them, and refuses the script ("Cannot find script [[ in path").
+const SHELL_WORDS: &[&str] = &[
+    "[[", "]]", "!", "{", "}", "(", ")", "if", "then", "else", "fi", "for", "while", "do", "done",
+    "case", "esac", "function", "time",
 ];
 
 #[derive(Default)]
@@ -61,17 +63,54 @@ pub(super) fn seconds(text: &str) -> Option<String> {
     })
 }
 
-fn needs_shell(text: &str) -> bool {
-    text.contains(SHELL_CHARS)
+/// A command string split into argv as keepalived splits it (it runs scripts without
+/// a shell): words are separated by blanks, and single or double quotes group a word
+/// (the quotes themselves removed). `&&`, `||`, `;` and `|` are plain words, as they
+/// are to keepalived: a `/bin/sh -c 'test' && exit 1` script runs `test` alone, with
+/// the rest as `$0`, `$1`, ... of the shell, and that is what keepalived reports.
+fn split_argv(text: &str) -> Vec<String> {
+    let mut argv = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for c in text.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => word.push(c),
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                in_word = true;
+            }
+            None if c.is_whitespace() => {
+                if in_word {
+                    argv.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            None => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        argv.push(word);
+    }
+    argv
 }
 
-/// A command string as xdp-lb's argv: split on whitespace, or `/bin/sh -c` when it
-/// uses shell syntax.
-fn command(text: &str) -> V {
-    if needs_shell(text) {
-        V::strs(["/bin/sh", "-c", text])
-    } else {
-        V::strs(text.split_whitespace())
+/// A command string as xdp-lb's argv, with keepalived's meaning (see [`split_argv`]);
+/// `Err` with keepalived's reason when keepalived would refuse to run it.
+fn command(text: &str) -> Result<V, String> {
+    let argv = split_argv(text);
+    match argv.first() {
+        None => Err("the command is empty".into()),
+        Some(first) if SHELL_WORDS.contains(&first.as_str()) => Err(format!(
+            "keepalived refuses this script too (\"Cannot find script {first} in path\": \
+             `{first}` is shell syntax, not a program; keepalived runs scripts without a shell): \
+             write it as a command, e.g. [\"/bin/sh\", \"-c\", \"...\"], knowing keepalived never ran it"
+        )),
+        Some(_) => Ok(V::strs(argv)),
     }
 }
 
@@ -243,7 +282,13 @@ impl Tx {
                  command is dropped",
             );
         }
-        Some(command(&node.args[0].text))
+        match command(&node.args[0].text) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.report(node, &why);
+                None
+            }
+        }
     }
 
     // ----- global_defs -----
@@ -341,11 +386,9 @@ impl Tx {
                         .map(|w| w.text.as_str())
                         .collect::<Vec<_>>()
                         .join(" ");
-                    if needs_shell(&text) {
-                        section.set("command", V::Str(text), item.line);
-                        section.set("shell", V::Bool(true), item.line);
-                    } else {
-                        section.set("command", V::strs(text.split_whitespace()), item.line);
+                    match command(&text) {
+                        Ok(argv) => section.set("command", argv, item.line),
+                        Err(why) => self.report(item, &why),
                     }
                 }
                 "interval" | "timeout" => {
@@ -390,7 +433,7 @@ impl Tx {
         if !section.has("command") {
             self.report(
                 node,
-                "it has no `script`, so xdp-lb cannot run it; instances tracking it will not",
+                "it has no `script` xdp-lb can run, so instances tracking it will not",
             );
             return;
         }
@@ -1109,7 +1152,10 @@ impl Tx {
                 }
                 ("misc", "misc_path") => {
                     if let Some(w) = self.one_arg(item, "a command") {
-                        put(&mut t, "command", command(&w.text));
+                        match command(&w.text) {
+                            Ok(argv) => put(&mut t, "command", argv),
+                            Err(why) => self.report(item, &why),
+                        }
                     }
                 }
                 ("misc", "misc_timeout") => {
@@ -1290,14 +1336,39 @@ mod tests {
     }
 
     #[test]
-    fn commands_use_a_shell_only_when_needed() {
+    fn commands_split_as_keepalived_splits_them_without_a_shell() {
         assert_eq!(
             command("/bin/true master"),
-            V::strs(["/bin/true", "master"])
+            Ok(V::strs(["/bin/true", "master"]))
         );
+        // keepalived runs no shell: `||` is an argument of pgrep.
         assert_eq!(
             command("pgrep nginx || exit 1"),
-            V::strs(["/bin/sh", "-c", "pgrep nginx || exit 1"])
+            Ok(V::strs(["pgrep", "nginx", "||", "exit", "1"]))
+        );
+        // The keepalived guide's chk_down: bash runs the test alone; the rest are $0...
+        assert_eq!(
+            command("/bin/bash -c '[[ -e /etc/keepalived/down ]]' && exit 1 || exit 0"),
+            Ok(V::strs([
+                "/bin/bash",
+                "-c",
+                "[[ -e /etc/keepalived/down ]]",
+                "&&",
+                "exit",
+                "1",
+                "||",
+                "exit",
+                "0"
+            ]))
+        );
+        assert_eq!(
+            command("\"/usr/local/bin/check port\" 'a b'\"c\""),
+            Ok(V::strs(["/usr/local/bin/check port", "a bc"]))
+        );
+        let refused = command("[[ -e /etc/keepalived/down ]]").unwrap_err();
+        assert!(
+            refused.contains("Cannot find script [[ in path"),
+            "{refused}"
         );
     }
 }
