@@ -88,6 +88,7 @@ fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, servic
                 client_mac,
                 lb_mac,
                 _pad: [0; 2],
+                _pad2: 0,
                 ifindex: ctx.ingress_ifindex() as u32,
                 last_seen_ns: now,
                 flags: closing,
