@@ -3,7 +3,8 @@
 //!
 //! Writers keep the kernel's view consistent at every instant: a schedule is written
 //! into a fresh range of the pool before the service entry that points to it is
-//! replaced (one map update), so a packet never sees a half-written schedule.
+//! replaced (one map update), so a packet never sees a half-written schedule. The
+//! replaced range is reused only after a grace period (see [`pool`]).
 pub mod nat;
 pub mod pool;
 pub mod stats;
@@ -22,7 +23,7 @@ use xdp_lb_common::{
 };
 
 use crate::config;
-use pool::{PoolExhausted, SchedulePool};
+use pool::{GRACE, PoolExhausted, RangePool, SystemClock};
 
 /// The XDP program, built by build.rs and embedded so one binary is all a host needs.
 pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));
@@ -95,7 +96,7 @@ pub struct Dataplane {
     pub(crate) flows: HashMap<MapData, FlowKey, FlowValue>,
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
     pub(crate) config: Array<MapData, u64>,
-    pool: SchedulePool,
+    pool: RangePool,
     /// Live schedule range per service key.
     ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
 }
@@ -168,7 +169,7 @@ impl Dataplane {
             nat_replies: take!("NAT_REPLIES"),
             config: take!("CONFIG"),
             ebpf,
-            pool: SchedulePool::new(SCHEDULE_POOL_SLOTS),
+            pool: RangePool::new("schedule pool", 0..SCHEDULE_POOL_SLOTS, GRACE),
             ranges: StdHashMap::new(),
         })
     }
@@ -243,13 +244,19 @@ impl Dataplane {
         self.backends.get(&id, 0).map_err(map_err("BACKENDS"))
     }
 
-    /// Installs or replaces a service and its schedule in one visible step.
+    /// Installs or replaces a service and its schedule in one visible step. If the
+    /// schedule pool is short only because replaced ranges are in their grace period,
+    /// this blocks until they are free (at most [`GRACE`]).
     pub fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
-        let range = self.pool.allocate(spec.slots.len() as u32)?;
+        let range = self
+            .pool
+            .allocate_waiting(spec.slots.len() as u32, &SystemClock)?;
         for (slot, backend) in range.clone().zip(&spec.slots) {
-            self.schedule
-                .set(slot, backend, 0)
-                .map_err(map_err("SCHEDULE"))?;
+            if let Err(e) = self.schedule.set(slot, backend, 0) {
+                // Nothing points at the range yet.
+                self.pool.unused(range);
+                return Err(map_err("SCHEDULE")(e));
+            }
         }
         let value = ServiceValue {
             id: spec.id,
@@ -261,11 +268,12 @@ impl Dataplane {
             sched_len: range.end - range.start,
         };
         // The switch: from here on new flows read the new range.
-        self.services
-            .insert(spec.key, value, 0)
-            .map_err(map_err("SERVICES"))?;
+        if let Err(e) = self.services.insert(spec.key, value, 0) {
+            self.pool.unused(range);
+            return Err(map_err("SERVICES")(e));
+        }
         if let Some(old) = self.ranges.insert(spec.key, range) {
-            self.pool.retire(old);
+            self.pool.retire(old, std::time::Instant::now());
         }
         Ok(())
     }
@@ -278,7 +286,7 @@ impl Dataplane {
             Err(e) => return Err(map_err("SERVICES")(e)),
         }
         if let Some(old) = self.ranges.remove(key) {
-            self.pool.retire(old);
+            self.pool.retire(old, std::time::Instant::now());
         }
         Ok(())
     }
