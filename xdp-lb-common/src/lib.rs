@@ -8,8 +8,14 @@
 
 /// Capacity of the services hash map.
 pub const MAX_SERVICES: u32 = 1024;
-/// Capacity of the backends array; a backend's index is its id.
+/// Number of backend ids; flows and schedules name a backend by its id.
 pub const MAX_BACKENDS: u32 = 4096;
+/// Copies in the backend value pool (`BACKEND_VALUES`): one live copy per id, and as
+/// many again for replaced copies waiting out their grace period.
+pub const BACKEND_VALUE_SLOTS: u32 = 2 * MAX_BACKENDS;
+/// The pool entry every unset (or removed) backend id points to: all zero, inactive.
+/// Userspace never writes it.
+pub const BACKEND_VALUE_EMPTY: u32 = 0;
 /// Slots in the shared schedule pool. Each service owns a `[base, base+len)` range.
 pub const SCHEDULE_POOL_SLOTS: u32 = 1 << 18;
 /// Longest schedule a single service may have (a Maglev table of 65537 fits).
@@ -68,7 +74,9 @@ pub struct ServiceValue {
     pub sched_len: u32,
 }
 
-/// Value of the backends array (index = backend id).
+/// A backend: one entry of the value pool `BACKEND_VALUES`. `BACKEND_SLOT[id]` names the
+/// entry that is current for backend `id`; an update writes a fresh entry and then
+/// switches that index, so a packet sees the old value or the new one, never a mix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackendValue {

@@ -9,7 +9,7 @@ use xdp_lb_common::{
 
 use crate::{
     counters,
-    maps::{BACKENDS, CURSORS, FLOWS, SCHEDULE},
+    maps::{BACKEND_SLOT, BACKEND_VALUES, CURSORS, FLOWS, SCHEDULE},
     nat,
     parse::{Packet, TCP_FIN, TCP_RST},
     program::Verdict,
@@ -17,7 +17,9 @@ use crate::{
 
 pub struct Chosen {
     pub backend_id: u32,
-    /// Points into the BACKENDS array: read in place, never copied.
+    /// Points into the BACKEND_VALUES pool: read in place, never copied. Userspace
+    /// never rewrites an entry that an id points to, nor one retired less than a
+    /// grace period ago, so it stays unchanged for the rest of this run.
     pub backend: *const BackendValue,
     pub new_flow: bool,
     /// New, or its aging state changed: NAT refreshes the reply entry then.
@@ -37,7 +39,7 @@ pub fn select(
         let pinned = unsafe { &mut *pinned };
         let backend_id = pinned.backend;
         let idle = now != 0 && nat::expired(pinned.last_seen_ns, pinned.flags, pkt.flow.proto, now);
-        let backend = BACKENDS.get(backend_id);
+        let backend = backend(backend_id);
         if idle {
             // An idle NAT flow: whatever comes now is a new connection.
         } else if let Some(backend) = backend
@@ -78,7 +80,7 @@ pub fn select(
         Some(id) => *id,
         None => return Err(Verdict::drop(Reason::DropBadBackend)),
     };
-    let backend = match BACKENDS.get(backend_id) {
+    let backend = match backend(backend_id) {
         Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b as *const BackendValue,
         _ => return Err(Verdict::drop(Reason::DropBadBackend)),
     };
@@ -97,6 +99,14 @@ pub fn select(
         new_flow: true,
         refreshed: true,
     })
+}
+
+/// The current value of backend `id`: one more array lookup than reading it by id,
+/// the price of replacing it in one step.
+#[inline(always)]
+fn backend(id: u32) -> Option<&'static BackendValue> {
+    let index = *BACKEND_SLOT.get(id)?;
+    BACKEND_VALUES.get(index)
 }
 
 /// Per-CPU round robin over the schedule: no shared cache line between CPUs, and each

@@ -4,7 +4,9 @@
 //! Writers keep the kernel's view consistent at every instant: a schedule is written
 //! into a fresh range of the pool before the service entry that points to it is
 //! replaced (one map update), so a packet never sees a half-written schedule. The
-//! replaced range is reused only after a grace period (see [`pool`]).
+//! replaced range is reused only after a grace period (see [`pool`]). Backends are
+//! replaced the same way: the new value goes into a spare entry of the value pool
+//! `BACKEND_VALUES`, then one u32 write to `BACKEND_SLOT[id]` switches to it.
 pub mod nat;
 pub mod pool;
 pub mod stats;
@@ -18,7 +20,8 @@ use aya::{
 };
 use tracing::warn;
 use xdp_lb_common::{
-    BackendStats, BackendValue, FlowKey, FlowValue, MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS,
+    BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
+    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS,
     SERVICE_F_ACTIVE, ServiceKey, ServiceStats, ServiceValue,
 };
 
@@ -87,7 +90,8 @@ pub struct ServiceSpec {
 pub struct Dataplane {
     ebpf: Ebpf,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
-    backends: Array<MapData, BackendValue>,
+    backend_slot: Array<MapData, u32>,
+    backend_values: Array<MapData, BackendValue>,
     schedule: Array<MapData, u32>,
     egress: DevMapHash<MapData>,
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
@@ -97,6 +101,10 @@ pub struct Dataplane {
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
     pub(crate) config: Array<MapData, u64>,
     pool: RangePool,
+    /// Entries of `BACKEND_VALUES`, one at a time.
+    values: RangePool,
+    /// What `BACKEND_SLOT` holds, by backend id (all `BACKEND_VALUE_EMPTY` at load).
+    current: Vec<u32>,
     /// Live schedule range per service key.
     ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
 }
@@ -159,7 +167,8 @@ impl Dataplane {
         }
         Ok(Dataplane {
             services: take!("SERVICES"),
-            backends: take!("BACKENDS"),
+            backend_slot: take!("BACKEND_SLOT"),
+            backend_values: take!("BACKEND_VALUES"),
             schedule: take!("SCHEDULE"),
             egress: take!("EGRESS"),
             service_stats: take!("SERVICE_STATS"),
@@ -170,6 +179,12 @@ impl Dataplane {
             config: take!("CONFIG"),
             ebpf,
             pool: RangePool::new("schedule pool", 0..SCHEDULE_POOL_SLOTS, GRACE),
+            values: RangePool::new(
+                "backend value pool",
+                BACKEND_VALUE_EMPTY + 1..BACKEND_VALUE_SLOTS,
+                GRACE,
+            ),
+            current: vec![BACKEND_VALUE_EMPTY; MAX_BACKENDS as usize],
             ranges: StdHashMap::new(),
         })
     }
@@ -233,15 +248,47 @@ impl Dataplane {
             })
     }
 
+    /// Installs or replaces backend `id` in one visible step: the value is written to
+    /// a spare entry of the value pool, then `BACKEND_SLOT[id]` is switched to it. The
+    /// replaced entry is reused only after a grace period. An all-zero value (a
+    /// removed backend) points the id at the shared empty entry and takes no space.
     pub fn set_backend(&mut self, id: u32, value: &BackendValue) -> Result<(), DataplaneError> {
         if id >= MAX_BACKENDS {
             return Err(DataplaneError::BackendId(id));
         }
-        self.backends.set(id, value, 0).map_err(map_err("BACKENDS"))
+        let entry = if *value == BackendValue::default() {
+            BACKEND_VALUE_EMPTY
+        } else {
+            let range = self.values.allocate_waiting(1, &SystemClock)?;
+            if let Err(e) = self.backend_values.set(range.start, value, 0) {
+                self.values.unused(range);
+                return Err(map_err("BACKEND_VALUES")(e));
+            }
+            range.start
+        };
+        // The switch: from here on packets read the new entry.
+        if let Err(e) = self.backend_slot.set(id, entry, 0) {
+            if entry != BACKEND_VALUE_EMPTY {
+                self.values.unused(entry..entry + 1);
+            }
+            return Err(map_err("BACKEND_SLOT")(e));
+        }
+        let old = std::mem::replace(&mut self.current[id as usize], entry);
+        if old != BACKEND_VALUE_EMPTY {
+            self.values.retire(old..old + 1, std::time::Instant::now());
+        }
+        Ok(())
     }
 
+    /// The current value of backend `id`, as the program reads it.
     pub fn backend(&self, id: u32) -> Result<BackendValue, DataplaneError> {
-        self.backends.get(&id, 0).map_err(map_err("BACKENDS"))
+        let entry = self
+            .backend_slot
+            .get(&id, 0)
+            .map_err(map_err("BACKEND_SLOT"))?;
+        self.backend_values
+            .get(&entry, 0)
+            .map_err(map_err("BACKEND_VALUES"))
     }
 
     /// Installs or replaces a service and its schedule in one visible step. If the
