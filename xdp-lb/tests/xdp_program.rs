@@ -527,3 +527,42 @@ fn sh_keeps_a_client_on_one_backend_and_spreads_clients() {
         .collect();
     assert_one_two_three(&picked);
 }
+
+/// Backends are replaced copy-on-write: each update takes a fresh entry of the value
+/// pool, and replaced entries wait out a grace period before reuse. Far more updates
+/// in a row than the pool has entries must neither fail nor stall for long, and
+/// traffic follows the last one.
+#[test]
+fn a_burst_of_backend_updates_waits_for_free_copies_and_the_last_one_wins() {
+    let mut dp = dataplane();
+    let started = std::time::Instant::now();
+    let n = 3 * xdp_lb_common::BACKEND_VALUE_SLOTS;
+    for i in 0..n {
+        let mac = [0x02, 0xee, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let b = BackendValue {
+            dst_mac: mac,
+            ..dp.backend(0).unwrap()
+        };
+        dp.set_backend(0, &b).unwrap();
+    }
+    let took = started.elapsed();
+    let last = n - 1;
+    let want = [0x02, 0xee, 0, (last >> 16) as u8, (last >> 8) as u8, last as u8];
+    assert_eq!(dp.backend(0).unwrap().dst_mac, want);
+    // Only backend 0 on the schedule: every new flow must carry the last MAC.
+    reweight_tcp_service(&mut dp, &[1, 0, 0]);
+    for i in 0..4u16 {
+        let (action, out) = run(&dp, &tcp4(60_000 + i, 80));
+        assert_eq!(action, xdp_action::XDP_TX);
+        assert_eq!(&out[0..6], &want);
+    }
+    // Each pool's worth of updates waits at most one grace period (50 ms).
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "{n} updates took {took:?}"
+    );
+    // Removing a backend (all-zero value) needs no copy and stops its new flows.
+    dp.set_backend(0, &BackendValue::default()).unwrap();
+    let (action, _) = run(&dp, &tcp4(61_000, 80));
+    assert_eq!(action, xdp_action::XDP_DROP, "a removed backend took a flow");
+}
