@@ -1,5 +1,5 @@
 //! The xdp-lb XDP program. It reads as the packet's path:
-//! parse → service lookup → flow lookup / schedule → rewrite → count → verdict.
+//! parse → service lookup → flow lookup / schedule → rewrite → pin and count → verdict.
 //!
 //! Anything that is not a configured, active virtual service goes to the kernel
 //! untouched (`XDP_PASS`); every verdict is counted by reason in `GLOBAL_STATS`.
@@ -105,22 +105,21 @@ mod program {
             0
         };
         let chosen = schedule::select(&pkt, &svc, stats, now)?;
-        counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
-        match svc.forwarding {
-            // SAFETY: array map values live as long as the map.
-            FWD_DR => dr::forward(ctx, unsafe { &*chosen.backend }, stats),
-            FWD_NAT => nat::forward(
-                ctx,
-                &pkt,
-                unsafe { &*chosen.backend },
-                svc.id,
-                stats,
-                now,
-                chosen.refreshed,
-            ),
-            FWD_TUN => tun::forward(ctx, &pkt, unsafe { &*chosen.backend }, stats),
+        // SAFETY: `chosen.backend` points into an array map value, which lives as long
+        // as the map; userspace does not rewrite it during this run (see `Chosen`).
+        let backend = unsafe { &*chosen.backend };
+        let verdict = match svc.forwarding {
+            FWD_DR => dr::forward(ctx, backend, stats),
+            FWD_NAT => nat::forward(ctx, &pkt, backend, svc.id, stats, now, chosen.refreshed),
+            FWD_TUN => tun::forward(ctx, &pkt, backend, stats),
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
-        }
+        }?;
+        // Only now did the packet really leave for this real server: pin its flow and
+        // count it. A pass or drop on the way (too big, no redirect target) returned
+        // above and counts only under its reason.
+        schedule::commit(&pkt, &svc, &chosen, stats, now);
+        counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
+        Ok(verdict)
     }
 }
 

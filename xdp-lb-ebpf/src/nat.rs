@@ -27,7 +27,8 @@ enum End {
 
 /// Translates a client's packet towards `backend` and forwards it like DR does.
 /// `refresh`: the flow is new or its entry was just refreshed, so the reply entry is
-/// refreshed (or recreated) too; other packets skip that second lookup.
+/// refreshed (or recreated) too, once the packet has left; other packets skip that
+/// second lookup.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
@@ -41,9 +42,10 @@ pub fn forward(
     if !pkt.ipv4 {
         return Err(Verdict::drop(Reason::DropNatFamily));
     }
-    if refresh {
-        remember_reply(ctx, pkt, backend, service, now);
-    }
+    // The client's side of the frame, read before the rewrite replaces the MACs.
+    let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
+    // SAFETY: bounds checked by ptr_at; plain byte arrays, copied out.
+    let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
     let addr = [
         backend.addr[12],
         backend.addr[13],
@@ -51,17 +53,29 @@ pub fn forward(
         backend.addr[15],
     ];
     rewrite_v4(ctx, pkt, End::Dst, addr, backend.port_be).map_err(Verdict::pass)?;
-    dr::forward(ctx, backend, stats)
+    let verdict = dr::forward(ctx, backend, stats)?;
+    // Only a packet that left can be answered: no reply entry for a dropped one.
+    if refresh {
+        let client = Client {
+            mac: client_mac,
+            lb_mac,
+            ifindex: ctx.ingress_ifindex() as u32,
+        };
+        remember_reply(pkt, backend, service, now, &client);
+    }
+    Ok(verdict)
+}
+
+/// Where a NAT flow's client is: its next hop and our interface towards it.
+struct Client {
+    mac: [u8; 6],
+    lb_mac: [u8; 6],
+    ifindex: u32,
 }
 
 /// Creates or refreshes the reply entry of this flow.
 #[inline(always)]
-fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, service: u32, now: u64) {
-    let Ok(eth) = crate::parse::ptr_at::<EthHdr>(ctx, 0) else {
-        return;
-    };
-    // SAFETY: bounds checked by ptr_at.
-    let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, client: &Client) {
     let reply = FlowKey {
         src: backend.addr,
         dst: pkt.flow.src,
@@ -85,11 +99,11 @@ fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, servic
             let entry = NatValue {
                 vip: pkt.flow.dst,
                 vport_be: pkt.flow.dport_be,
-                client_mac,
-                lb_mac,
+                client_mac: client.mac,
+                lb_mac: client.lb_mac,
                 _pad: [0; 2],
+                ifindex: client.ifindex,
                 _pad2: 0,
-                ifindex: ctx.ingress_ifindex() as u32,
                 last_seen_ns: now,
                 flags: closing,
                 service,

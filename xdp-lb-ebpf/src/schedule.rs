@@ -15,6 +15,9 @@ use crate::{
     program::Verdict,
 };
 
+/// The backend picked for a packet. Nothing is recorded yet: the caller pins a new
+/// flow and counts a moved one with [`commit`], and only once the packet has really
+/// been forwarded.
 pub struct Chosen {
     pub backend_id: u32,
     /// Points into the BACKEND_VALUES pool: read in place, never copied. Userspace
@@ -22,6 +25,8 @@ pub struct Chosen {
     /// grace period ago, so it stays unchanged for the rest of this run.
     pub backend: *const BackendValue,
     pub new_flow: bool,
+    /// A new pick for a flow whose pinned backend is gone or disabled.
+    pub rescheduled: bool,
     /// New, or its aging state changed: NAT refreshes the reply entry then.
     pub refreshed: bool,
 }
@@ -34,6 +39,7 @@ pub fn select(
     stats: Option<*mut ServiceStats>,
     now: u64,
 ) -> Result<Chosen, Verdict> {
+    let mut rescheduled = false;
     if let Some(pinned) = FLOWS.get_ptr_mut(&pkt.flow) {
         // SAFETY: map value pointer from a successful lookup.
         let pinned = unsafe { &mut *pinned };
@@ -59,11 +65,12 @@ pub fn select(
                 backend_id,
                 backend,
                 new_flow: false,
+                rescheduled: false,
                 refreshed,
             });
         } else {
             // Its backend is gone or disabled: reschedule as a new flow.
-            counters::bump(stats.map(|s| unsafe { &mut (*s).rescheduled }));
+            rescheduled = true;
         }
     }
 
@@ -84,8 +91,32 @@ pub fn select(
         Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b as *const BackendValue,
         _ => return Err(Verdict::drop(Reason::DropBadBackend)),
     };
+    Ok(Chosen {
+        backend_id,
+        backend,
+        new_flow: true,
+        rescheduled,
+        refreshed: true,
+    })
+}
+
+/// Records a pick whose packet was forwarded: a new flow is pinned to its backend
+/// (replacing a stale pin) and a moved one counted. A packet passed or dropped on the
+/// forwarding path leaves no pin, so the flow's next packet picks afresh and is
+/// counted as new when it really reaches a server.
+#[inline(always)]
+pub fn commit(
+    pkt: &Packet,
+    svc: &ServiceValue,
+    chosen: &Chosen,
+    stats: Option<*mut ServiceStats>,
+    now: u64,
+) {
+    if !chosen.new_flow {
+        return;
+    }
     let pin = FlowValue {
-        backend: backend_id,
+        backend: chosen.backend_id,
         service: svc.id,
         last_seen_ns: now,
         flags: if now != 0 { closing(pkt) } else { 0 },
@@ -93,12 +124,10 @@ pub fn select(
     };
     // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
     let _ = FLOWS.insert(&pkt.flow, &pin, 0);
-    Ok(Chosen {
-        backend_id,
-        backend,
-        new_flow: true,
-        refreshed: true,
-    })
+    if chosen.rescheduled {
+        // SAFETY: a per-CPU array value of this CPU, see `counters`.
+        counters::bump(stats.map(|s| unsafe { &mut (*s).rescheduled }));
+    }
 }
 
 /// The current value of backend `id`: one more array lookup than reading it by id,

@@ -54,16 +54,19 @@ pub fn forward(
         return Err(Verdict::drop(Reason::DropNoHeadroom));
     }
     // New layout: Ethernet (+ tag) | outer IPv4 | inner packet (where it was).
+    // From here on a failed bounds check (impossible: the frame just grew) must not
+    // hand the kernel a half-built frame, so it drops.
+    let unfinished = |_| Verdict::drop(Reason::DropNoHeadroom);
     let l3 = if vlan {
-        let p: *mut u32 = ptr_at_mut(ctx, EthHdr::LEN - 2).map_err(Verdict::pass)?;
+        let p: *mut u32 = ptr_at_mut(ctx, EthHdr::LEN - 2).map_err(unfinished)?;
         // SAFETY: bounds checked by ptr_at_mut.
         unsafe { core::ptr::write_unaligned(p, tag) };
         EthHdr::LEN + 4
     } else {
         EthHdr::LEN
     };
-    let ethertype: *mut [u8; 2] = ptr_at_mut(ctx, l3 - 2).map_err(Verdict::pass)?;
-    let outer: *mut Ipv4Hdr = ptr_at_mut(ctx, l3).map_err(Verdict::pass)?;
+    let ethertype: *mut [u8; 2] = ptr_at_mut(ctx, l3 - 2).map_err(unfinished)?;
+    let outer: *mut Ipv4Hdr = ptr_at_mut(ctx, l3).map_err(unfinished)?;
     let src = [
         backend.tun_src[12],
         backend.tun_src[13],
