@@ -566,3 +566,42 @@ fn a_burst_of_backend_updates_waits_for_free_copies_and_the_last_one_wins() {
     let (action, _) = run(&dp, &tcp4(61_000, 80));
     assert_eq!(action, xdp_action::XDP_DROP, "a removed backend took a flow");
 }
+
+/// A real server counts a packet (packets, bytes, new flow) only when the packet is
+/// forwarded to it. A packet dropped on the forwarding path (here: its egress
+/// interface is no redirect target) counts only under its reason, on the service's
+/// drop counter, and pins no flow, so it cannot be counted later as a known flow.
+#[test]
+fn dr_counts_a_real_server_only_for_packets_it_forwards() {
+    let dp = dataplane();
+    let frame = tcp4(62_000, 80);
+    let (action, out) = run(&dp, &frame);
+    assert_eq!(action, xdp_action::XDP_TX);
+    let b = assert_dr_rewrite(&frame, &out) as u32;
+    let len = frame.len() as u64;
+    let got = dp.backend_stats(b).unwrap();
+    assert_eq!((got.packets, got.bytes, got.new_flows), (1, len, 1));
+    let svc = dp.service_stats(0).unwrap();
+    assert_eq!((svc.packets, svc.bytes, svc.new_flows), (1, len, 1));
+    assert_eq!(dp.table_sizes().0, 1, "the forwarded flow is pinned");
+
+    // Service :83 sends to backend 3, whose interface is no redirect target.
+    for sport in [62_001, 62_001, 62_002] {
+        let (action, _) = run(&dp, &tcp4(sport, 83));
+        assert_eq!(action, xdp_action::XDP_DROP);
+    }
+    let dropped = dp.backend_stats(3).unwrap();
+    assert_eq!(
+        (dropped.packets, dropped.bytes, dropped.new_flows),
+        (0, 0, 0),
+        "a dropped packet counted for the real server"
+    );
+    let svc = dp.service_stats(5).unwrap();
+    assert_eq!(
+        (svc.packets, svc.new_flows, svc.drop_redirect),
+        (0, 0, 3),
+        "{svc:?}"
+    );
+    assert_eq!(dp.global_stats().unwrap()["drop_redirect"], 3);
+    assert_eq!(dp.table_sizes().0, 1, "a dropped packet pinned its flow");
+}
