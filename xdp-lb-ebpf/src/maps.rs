@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey,
-    ServiceStats, ServiceValue,
+    BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS, FlowKey,
+    FlowValue, MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, REASON_COUNT,
+    SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
 };
 
 /// (VIP, port, proto) → service.

@@ -44,7 +44,8 @@ pub fn forward(
     }
     // The client's side of the frame, read before the rewrite replaces the MACs.
     let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
-    // SAFETY: bounds checked by ptr_at; plain byte arrays, copied out.
+    // SAFETY: ptr_at checked that the whole header lies inside the packet, which is
+    // valid memory for the run; its fields are byte arrays (alignment 1), read by value.
     let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
     let addr = [
         backend.addr[12],
@@ -85,8 +86,10 @@ fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, 
         _pad: [0; 3],
     };
     let closing = closing_flag(pkt.tcp_flags);
-    match NAT_REPLIES.get_ptr_mut(&reply) {
-        // SAFETY: map value pointer from a successful lookup.
+    match NAT_REPLIES.get_ptr_mut(reply) {
+        // SAFETY: a value pointer from a successful lookup stays valid for the run
+        // (elements are freed after an RCU grace period); a concurrent update of the
+        // same entry by another CPU can only lose a refresh of these aligned words.
         Some(entry) => unsafe {
             touch(
                 &mut (*entry).last_seen_ns,
@@ -109,7 +112,7 @@ fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, 
                 service,
             };
             // A full LRU evicts the oldest entry; losing one only loses that reply path.
-            let _ = NAT_REPLIES.insert(&reply, &entry, 0);
+            let _ = NAT_REPLIES.insert(reply, entry, 0);
         }
     }
 }
@@ -117,8 +120,11 @@ fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, 
 /// A real server's reply to a NAT flow, translated back; `None` if it is not one.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<Result<Verdict, Verdict>> {
-    let entry = NAT_REPLIES.get_ptr_mut(&pkt.flow)?;
-    // SAFETY: map value pointer from a successful lookup, copied field by field.
+    // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
+    let flow = &pkt.flow;
+    let entry = NAT_REPLIES.get_ptr_mut(flow)?;
+    // SAFETY: as in `remember_reply`: valid for the run; the fields used are copied
+    // out below, and a racing writer can only lose a refresh of aligned words.
     let nat = unsafe { &mut *entry };
     if expired(nat.last_seen_ns, nat.flags, pkt.flow.proto, now) {
         return None;
@@ -155,7 +161,8 @@ fn send_reply(
 ) -> Result<Verdict, Verdict> {
     rewrite_v4(ctx, pkt, End::Src, vip, vport_be).map_err(Verdict::pass)?;
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
-    // SAFETY: bounds checked by ptr_at_mut.
+    // SAFETY: ptr_at_mut checked the 14-byte Ethernet header; the frame starts 2-byte
+    // aligned (see `dr::write_macs`).
     unsafe { dr::write_macs(eth as *mut u16, client_mac, lb_mac) };
     if ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(Verdict {
@@ -182,7 +189,8 @@ fn rewrite_v4(
     port_be: u16,
 ) -> Result<(), Reason> {
     let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, pkt.l3)?;
-    // SAFETY: bounds checked by ptr_at_mut (here and below).
+    // SAFETY: ptr_at_mut checked that the IPv4 header lies inside the packet (valid,
+    // writable memory for the run); its fields are byte arrays (alignment 1).
     let old_addr = unsafe {
         let old = if end == End::Dst {
             (*ip).dst_addr
@@ -200,6 +208,8 @@ fn rewrite_v4(
     let new_port = u16::from_be(port_be);
     if pkt.flow.proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at_mut(ctx, pkt.l4)?;
+        // SAFETY: ptr_at_mut checked the TCP header; byte-array fields, and the one
+        // reference made (`field`) is the only access to those two bytes meanwhile.
         unsafe {
             let field = if end == End::Dst {
                 &mut (*tcp).dest
@@ -213,6 +223,7 @@ fn rewrite_v4(
         }
     } else {
         let udp: *mut UdpHdr = ptr_at_mut(ctx, pkt.l4)?;
+        // SAFETY: as for TCP above, with the UDP header.
         unsafe {
             let field = if end == End::Dst {
                 &mut (*udp).dst

@@ -40,8 +40,14 @@ pub fn select(
     now: u64,
 ) -> Result<Chosen, Verdict> {
     let mut rescheduled = false;
-    if let Some(pinned) = FLOWS.get_ptr_mut(&pkt.flow) {
-        // SAFETY: map value pointer from a successful lookup.
+    // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
+    let flow = &pkt.flow;
+    if let Some(pinned) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a value pointer from a successful lookup stays valid for the whole
+        // run (hash map elements are freed only after an RCU grace period). Another
+        // CPU may update the same flow's entry at the same time (two packets of one
+        // flow on two queues); the fields are aligned words, so that race loses at
+        // most a timestamp refresh and never tears a backend id.
         let pinned = unsafe { &mut *pinned };
         let backend_id = pinned.backend;
         let idle = now != 0 && nat::expired(pinned.last_seen_ns, pinned.flags, pkt.flow.proto, now);
@@ -75,7 +81,7 @@ pub fn select(
     }
 
     if svc.sched_len == 0 {
-        counters::bump(stats.map(|s| unsafe { &mut (*s).drop_no_backend }));
+        counters::bump(stats, |s| &mut s.drop_no_backend);
         return Err(Verdict::drop(Reason::DropNoBackend));
     }
     let slot = match svc.select {
@@ -123,10 +129,10 @@ pub fn commit(
         _pad: 0,
     };
     // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
-    let _ = FLOWS.insert(&pkt.flow, &pin, 0);
+    let flow = &pkt.flow;
+    let _ = FLOWS.insert(flow, pin, 0);
     if chosen.rescheduled {
-        // SAFETY: a per-CPU array value of this CPU, see `counters`.
-        counters::bump(stats.map(|s| unsafe { &mut (*s).rescheduled }));
+        counters::bump(stats, |s| &mut s.rescheduled);
     }
 }
 
@@ -143,6 +149,8 @@ fn backend(id: u32) -> Option<&'static BackendValue> {
 #[inline(always)]
 fn next_cursor(service_id: u32) -> u32 {
     match CURSORS.get_ptr_mut(service_id) {
+        // SAFETY: this CPU's copy from a successful per-CPU array lookup, written by
+        // no one else during the run (see `counters::bump`).
         Some(c) => unsafe {
             let v = *c;
             *c = v.wrapping_add(1);
