@@ -368,7 +368,9 @@ fn nat_counts_a_real_server_only_for_packets_it_forwards() {
         ..dp.backend(0).unwrap()
     };
     dp.set_backend(1, &unreachable).unwrap();
-    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
+    let vip6 = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+    ];
     for (id, key) in [
         (2, key(v4_mapped(VIP), 81, IPPROTO_TCP)),
         (3, key(vip6, 80, IPPROTO_TCP)),

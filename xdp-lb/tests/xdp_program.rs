@@ -547,7 +547,14 @@ fn a_burst_of_backend_updates_waits_for_free_copies_and_the_last_one_wins() {
     }
     let took = started.elapsed();
     let last = n - 1;
-    let want = [0x02, 0xee, 0, (last >> 16) as u8, (last >> 8) as u8, last as u8];
+    let want = [
+        0x02,
+        0xee,
+        0,
+        (last >> 16) as u8,
+        (last >> 8) as u8,
+        last as u8,
+    ];
     assert_eq!(dp.backend(0).unwrap().dst_mac, want);
     // Only backend 0 on the schedule: every new flow must carry the last MAC.
     reweight_tcp_service(&mut dp, &[1, 0, 0]);
@@ -564,7 +571,11 @@ fn a_burst_of_backend_updates_waits_for_free_copies_and_the_last_one_wins() {
     // Removing a backend (all-zero value) needs no copy and stops its new flows.
     dp.set_backend(0, &BackendValue::default()).unwrap();
     let (action, _) = run(&dp, &tcp4(61_000, 80));
-    assert_eq!(action, xdp_action::XDP_DROP, "a removed backend took a flow");
+    assert_eq!(
+        action,
+        xdp_action::XDP_DROP,
+        "a removed backend took a flow"
+    );
 }
 
 /// A real server counts a packet (packets, bytes, new flow) only when the packet is

@@ -21,8 +21,8 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
-    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS,
-    SERVICE_F_ACTIVE, ServiceKey, ServiceStats, ServiceValue,
+    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, ServiceKey, ServiceStats,
+    ServiceValue,
 };
 
 use crate::config;

@@ -257,7 +257,10 @@ mod tests {
         // Full, and a is still in grace 49 ms later.
         let err = p.allocate(4, t + 49 * MS).unwrap_err();
         assert_eq!((err.in_grace, err.largest), (8, 0), "{err}");
-        assert!(err.to_string().contains("8 slots were retired less than 50 ms ago"));
+        assert!(
+            err.to_string()
+                .contains("8 slots were retired less than 50 ms ago")
+        );
         // At 50 ms `a` is free again, `b` (retired 1 ms later) not yet.
         assert_eq!(p.allocate(4, t + 50 * MS).unwrap(), a);
         assert!(p.allocate(4, t + 50 * MS).is_err());
