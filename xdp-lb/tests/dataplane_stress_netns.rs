@@ -516,11 +516,9 @@ fn allowed(log: &[Flip], from: u64, to: u64) -> (u8, [u8; SERVERS]) {
     let hi = log.partition_point(|f| f.start_ns <= to).max(1) - 1;
     let (mut active, mut versions) = (0u8, [0u8; SERVERS]);
     for f in &log[lo..=hi.max(lo)] {
-        for i in 0..SERVERS {
-            if f.active[i] {
-                active |= 1 << i;
-            }
-            versions[i] |= 1 << f.version[i];
+        for (i, (on, version)) in f.active.iter().zip(f.version).enumerate() {
+            active |= u8::from(*on) << i;
+            versions[i] |= 1 << version;
         }
     }
     (active, versions)
@@ -586,7 +584,10 @@ fn flips_at_a_thousand_a_second_never_misdirect_or_tear_a_packet() {
         .lb
         .run(move || {
             let mut dp = dp;
-            dp.attach("eth0", XdpMode::Driver).map(|_| dp)
+            // The error as text: DataplaneError is too big for clippy to pass around.
+            dp.attach("eth0", XdpMode::Driver)
+                .map(|_| dp)
+                .map_err(|e| e.to_string())
         })
         .unwrap()
         .expect("attach XDP to the LB's eth0");
