@@ -8,8 +8,14 @@
 
 /// Capacity of the services hash map.
 pub const MAX_SERVICES: u32 = 1024;
-/// Capacity of the backends array; a backend's index is its id.
+/// Number of backend ids; flows and schedules name a backend by its id.
 pub const MAX_BACKENDS: u32 = 4096;
+/// Copies in the backend value pool (`BACKEND_VALUES`): one live copy per id, and as
+/// many again for replaced copies waiting out their grace period.
+pub const BACKEND_VALUE_SLOTS: u32 = 2 * MAX_BACKENDS;
+/// The pool entry every unset (or removed) backend id points to: all zero, inactive.
+/// Userspace never writes it.
+pub const BACKEND_VALUE_EMPTY: u32 = 0;
 /// Slots in the shared schedule pool. Each service owns a `[base, base+len)` range.
 pub const SCHEDULE_POOL_SLOTS: u32 = 1 << 18;
 /// Longest schedule a single service may have (a Maglev table of 65537 fits).
@@ -68,7 +74,9 @@ pub struct ServiceValue {
     pub sched_len: u32,
 }
 
-/// Value of the backends array (index = backend id).
+/// A backend: one entry of the value pool `BACKEND_VALUES`. `BACKEND_SLOT[id]` names the
+/// entry that is current for backend `id`; an update writes a fresh entry and then
+/// switches that index, so a packet sees the old value or the new one, never a mix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackendValue {
@@ -133,6 +141,8 @@ pub struct NatValue {
     pub _pad: [u8; 2],
     /// The client-side interface the original frame arrived on.
     pub ifindex: u32,
+    /// Aligns `last_seen_ns` to 8 bytes.
+    pub _pad2: u32,
     pub last_seen_ns: u64,
     pub flags: u32,
     pub service: u32,
@@ -269,26 +279,109 @@ pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
     ]
 }
 
-// Layout guards: a size change here must be a deliberate change on both sides.
-const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
-const _: () = assert!(core::mem::size_of::<BackendValue>() == 56);
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
-const _: () = assert!(core::mem::size_of::<NatValue>() == 56);
-const _: () = assert!(core::mem::size_of::<ServiceStats>() == 56);
-const _: () = assert!(core::mem::size_of::<BackendStats>() == 24);
+/// Pins a shared type's layout: its size, and for every field its type and offset.
+/// The field sizes must add up to the size, so there is no implicit padding anywhere,
+/// and a field added, moved, retyped or dropped is a compile error on both sides.
+macro_rules! layout {
+    ($t:ty, $size:literal, { $($field:ident: $ty:ty = $offset:literal),+ $(,)? }) => {
+        const _: () = {
+            assert!(core::mem::size_of::<$t>() == $size);
+            assert!(0 $(+ core::mem::size_of::<$ty>())+ == $size, "implicit padding");
+            $(
+                assert!(core::mem::offset_of!($t, $field) == $offset);
+                // The field has the type written here.
+                let _: fn(&$t) -> &$ty = |v| &v.$field;
+            )+
+        };
+    };
+}
+
+layout!(ServiceKey, 20, {
+    addr: [u8; 16] = 0,
+    port_be: u16 = 16,
+    proto: u8 = 18,
+    _pad: u8 = 19,
+});
+layout!(ServiceValue, 20, {
+    id: u32 = 0,
+    flags: u32 = 4,
+    forwarding: u8 = 8,
+    select: u8 = 9,
+    _pad: [u8; 2] = 10,
+    sched_base: u32 = 12,
+    sched_len: u32 = 16,
+});
+layout!(BackendValue, 56, {
+    addr: [u8; 16] = 0,
+    dst_mac: [u8; 6] = 16,
+    src_mac: [u8; 6] = 22,
+    ifindex: u32 = 28,
+    flags: u32 = 32,
+    port_be: u16 = 36,
+    mtu: u16 = 38,
+    tun_src: [u8; 16] = 40,
+});
+layout!(FlowKey, 40, {
+    src: [u8; 16] = 0,
+    dst: [u8; 16] = 16,
+    sport_be: u16 = 32,
+    dport_be: u16 = 34,
+    proto: u8 = 36,
+    _pad: [u8; 3] = 37,
+});
+layout!(FlowValue, 24, {
+    backend: u32 = 0,
+    service: u32 = 4,
+    last_seen_ns: u64 = 8,
+    flags: u32 = 16,
+    _pad: u32 = 20,
+});
+layout!(NatValue, 56, {
+    vip: [u8; 16] = 0,
+    vport_be: u16 = 16,
+    client_mac: [u8; 6] = 18,
+    lb_mac: [u8; 6] = 24,
+    _pad: [u8; 2] = 30,
+    ifindex: u32 = 32,
+    _pad2: u32 = 36,
+    last_seen_ns: u64 = 40,
+    flags: u32 = 48,
+    service: u32 = 52,
+});
+layout!(ServiceStats, 56, {
+    packets: u64 = 0,
+    bytes: u64 = 8,
+    new_flows: u64 = 16,
+    rescheduled: u64 = 24,
+    pass_inactive: u64 = 32,
+    drop_no_backend: u64 = 40,
+    drop_redirect: u64 = 48,
+});
+layout!(BackendStats, 24, {
+    packets: u64 = 0,
+    bytes: u64 = 8,
+    new_flows: u64 = 16,
+});
 
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding (checked above).
+    // SAFETY (all impls below): each type is `#[repr(C)]`, made only of integers and
+    // integer arrays (any bit pattern is valid), and has no implicit padding (the
+    // `layout!` asserts above), so it can be copied to and from the kernel as bytes.
     unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ServiceValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for BackendValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for FlowValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for NatValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ServiceStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for BackendStats {}
 }

@@ -1,4 +1,7 @@
 //! Per-CPU counters: no atomics needed, userspace sums the CPUs.
+//!
+//! Every pointer here comes from a successful lookup in a per-CPU array: it is this
+//! CPU's own copy of the value and stays valid while the program runs.
 use xdp_lb_common::{Reason, ServiceStats};
 
 use crate::maps::{BACKEND_STATS, GLOBAL_STATS, SERVICE_STATS};
@@ -6,7 +9,10 @@ use crate::maps::{BACKEND_STATS, GLOBAL_STATS, SERVICE_STATS};
 #[inline(always)]
 pub fn count_reason(reason: Reason) {
     if let Some(c) = GLOBAL_STATS.get_ptr_mut(reason as u32) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        // SAFETY: a per-CPU array value is this CPU's own copy, valid while the map lives
+        // (as long as the program). XDP runs with migration disabled and one run at a
+        // time per CPU, so nothing else writes it meanwhile (userspace only reads it,
+        // or zeroes it on a reload, where a lost increment is the worst outcome).
         unsafe { *c += 1 };
     }
 }
@@ -16,10 +22,16 @@ pub fn service(id: u32) -> Option<*mut ServiceStats> {
     SERVICE_STATS.get_ptr_mut(id)
 }
 
+/// Adds one to the counter `field` picks in this CPU's copy of a service's stats.
 #[inline(always)]
-pub fn bump(counter: Option<&mut u64>) {
-    if let Some(c) = counter {
-        *c += 1;
+pub fn bump(stats: Option<*mut ServiceStats>, field: impl FnOnce(&mut ServiceStats) -> &mut u64) {
+    if let Some(s) = stats {
+        // SAFETY: a per-CPU array value is this CPU's own copy, valid while the map lives
+        // (as long as the program). XDP runs with migration disabled and one run at a
+        // time per CPU, so nothing else writes it meanwhile (userspace only reads it,
+        // or zeroes it on a reload, where a lost increment is the worst outcome).
+        let s = unsafe { &mut *s };
+        *field(s) += 1;
     }
 }
 
@@ -28,7 +40,7 @@ pub fn bump(counter: Option<&mut u64>) {
 pub fn account(svc: Option<*mut ServiceStats>, backend: u32, len: u64, new_flow: bool) {
     let new = new_flow as u64;
     if let Some(s) = svc {
-        // SAFETY: per-CPU slot.
+        // SAFETY: `s` is this CPU's copy from `service`; as in `bump`.
         unsafe {
             (*s).packets += 1;
             (*s).bytes += len;
@@ -36,7 +48,7 @@ pub fn account(svc: Option<*mut ServiceStats>, backend: u32, len: u64, new_flow:
         }
     }
     if let Some(b) = BACKEND_STATS.get_ptr_mut(backend) {
-        // SAFETY: per-CPU slot.
+        // SAFETY: this CPU's copy from a successful per-CPU array lookup; as in `bump`.
         unsafe {
             (*b).packets += 1;
             (*b).bytes += len;

@@ -13,7 +13,8 @@ pub fn forward(
     stats: Option<*mut ServiceStats>,
 ) -> Result<Verdict, Verdict> {
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
-    // SAFETY: bounds checked by ptr_at_mut.
+    // SAFETY: ptr_at_mut checked that the 14-byte Ethernet header lies inside the
+    // packet; the frame starts 2-byte aligned (see `write_macs`).
     unsafe { write_macs(eth as *mut u16, &backend.dst_mac, &backend.src_mac) };
     if backend.ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(Verdict {
@@ -27,18 +28,25 @@ pub fn forward(
             reason: Reason::Redirect,
         }),
         Err(_) => {
-            counters::bump(stats.map(|s| unsafe { &mut (*s).drop_redirect }));
+            counters::bump(stats, |s| &mut s.drop_redirect);
             Err(Verdict::drop(Reason::DropRedirect))
         }
     }
 }
 
 /// Writes both MACs as six 16-bit stores. A plain array assignment compiles to two
-/// byte-wise `memmove` calls on BPF; the packet start and the map value's MAC fields
-/// are both 2-byte aligned, so half-words are safe and several times cheaper.
+/// byte-wise `memmove` calls on BPF; the packet start is 2-byte aligned, so half-words
+/// are safe and several times cheaper.
+///
+/// # Safety
+///
+/// `eth` must point to 12 writable packet bytes, 2-byte aligned: true of an XDP
+/// frame's start (drivers leave 256 bytes of headroom and `bpf_xdp_adjust_head` here
+/// only moves it by 20) once the caller checked 14 bytes with `ptr_at_mut`.
 #[inline(always)]
 pub unsafe fn write_macs(eth: *mut u16, dst: &[u8; 6], src: &[u8; 6]) {
     let half = |m: &[u8; 6], i: usize| u16::from_ne_bytes([m[2 * i], m[2 * i + 1]]);
+    // SAFETY: six aligned u16 stores within the 12 bytes the caller vouches for.
     unsafe {
         *eth = half(dst, 0);
         *eth.add(1) = half(dst, 1);

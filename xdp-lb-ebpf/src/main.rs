@@ -1,9 +1,11 @@
 //! The xdp-lb XDP program. It reads as the packet's path:
-//! parse → service lookup → flow lookup / schedule → rewrite → count → verdict.
+//! parse → service lookup → flow lookup / schedule → rewrite → pin and count → verdict.
 //!
 //! Anything that is not a configured, active virtual service goes to the kernel
 //! untouched (`XDP_PASS`); every verdict is counted by reason in `GLOBAL_STATS`.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// Every unsafe block says why it is sound (checked by clippy with -D warnings).
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_arch = "bpf")]
 mod counters;
@@ -77,8 +79,15 @@ mod program {
             proto: pkt.flow.proto,
             _pad: 0,
         };
-        // SAFETY: the value is copied out at once; userspace replaces whole entries.
-        let svc = match unsafe { SERVICES.get(&key) } {
+        // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
+        let key_ref = &key;
+        // SAFETY: the reference is only used to copy the value out at once. A hash map
+        // value stays allocated for the whole run (RCU), but the kernel may recycle a
+        // replaced element for a later update, so the copy could in theory mix two
+        // updates; every field of it is then only used as an index that is bounds
+        // checked again (SCHEDULE, counters) or as a flag, so nothing reads out of
+        // bounds: at worst one packet takes a wrong but valid pick.
+        let svc = match unsafe { SERVICES.get(key_ref) } {
             Some(svc) => *svc,
             None => {
                 // Only NAT setups pay for the reply lookup.
@@ -94,33 +103,34 @@ mod program {
         };
         let stats = counters::service(svc.id);
         if svc.flags & SERVICE_F_ACTIVE == 0 {
-            counters::bump(stats.map(|s| unsafe { &mut (*s).pass_inactive }));
+            counters::bump(stats, |s| &mut s.pass_inactive);
             return Ok(Verdict::pass(Reason::PassInactive));
         }
         // NAT flows age; DR flows only leave by LRU eviction and skip the clock.
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
         let now = if svc.forwarding == FWD_NAT {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
             unsafe { bpf_ktime_get_ns() }
         } else {
             0
         };
         let chosen = schedule::select(&pkt, &svc, stats, now)?;
-        counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
-        match svc.forwarding {
-            // SAFETY: array map values live as long as the map.
-            FWD_DR => dr::forward(ctx, unsafe { &*chosen.backend }, stats),
-            FWD_NAT => nat::forward(
-                ctx,
-                &pkt,
-                unsafe { &*chosen.backend },
-                svc.id,
-                stats,
-                now,
-                chosen.refreshed,
-            ),
-            FWD_TUN => tun::forward(ctx, &pkt, unsafe { &*chosen.backend }, stats),
+        // SAFETY: `chosen.backend` comes from a successful lookup in the BACKEND_VALUES
+        // array, whose values live as long as the map (so the whole run), and is only
+        // read. Userspace never writes an entry that an id points to, nor one replaced
+        // less than a grace period (50 ms) ago, so it does not change under us.
+        let backend = unsafe { &*chosen.backend };
+        let verdict = match svc.forwarding {
+            FWD_DR => dr::forward(ctx, backend, stats),
+            FWD_NAT => nat::forward(ctx, &pkt, backend, svc.id, stats, now, chosen.refreshed),
+            FWD_TUN => tun::forward(ctx, &pkt, backend, stats),
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
-        }
+        }?;
+        // Only now did the packet really leave for this real server: pin its flow and
+        // count it. A pass or drop on the way (too big, no redirect target) returned
+        // above and counts only under its reason.
+        schedule::commit(&pkt, &svc, &chosen, stats, now);
+        counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
+        Ok(verdict)
     }
 }
 

@@ -5,18 +5,26 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey,
-    ServiceStats, ServiceValue,
+    BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS, FlowKey,
+    FlowValue, MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, REASON_COUNT,
+    SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
 };
 
 /// (VIP, port, proto) → service.
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-/// Backend id → where and how to send.
+/// Backend id → index of its current entry in `BACKEND_VALUES`. Userspace replaces a
+/// backend by writing a spare entry and then this one u32, so a packet reads either
+/// the old value or the new one, never a half-written mix (an in-place rewrite of the
+/// 56-byte value could show, say, a new MAC with an old ifindex).
 #[map]
-pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(MAX_BACKENDS, 0);
+pub static BACKEND_SLOT: Array<u32> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Pool of backend values: where and how to send. Entry 0 stays all zero (inactive):
+/// unset ids point there.
+#[map]
+pub static BACKEND_VALUES: Array<BackendValue> = Array::with_max_entries(BACKEND_VALUE_SLOTS, 0);
 
 /// Shared pool of schedule slots (backend ids); each service indexes its own range.
 #[map]

@@ -27,7 +27,8 @@ enum End {
 
 /// Translates a client's packet towards `backend` and forwards it like DR does.
 /// `refresh`: the flow is new or its entry was just refreshed, so the reply entry is
-/// refreshed (or recreated) too; other packets skip that second lookup.
+/// refreshed (or recreated) too, once the packet has left; other packets skip that
+/// second lookup.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
@@ -41,9 +42,11 @@ pub fn forward(
     if !pkt.ipv4 {
         return Err(Verdict::drop(Reason::DropNatFamily));
     }
-    if refresh {
-        remember_reply(ctx, pkt, backend, service, now);
-    }
+    // The client's side of the frame, read before the rewrite replaces the MACs.
+    let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
+    // SAFETY: ptr_at checked that the whole header lies inside the packet, which is
+    // valid memory for the run; its fields are byte arrays (alignment 1), read by value.
+    let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
     let addr = [
         backend.addr[12],
         backend.addr[13],
@@ -51,17 +54,29 @@ pub fn forward(
         backend.addr[15],
     ];
     rewrite_v4(ctx, pkt, End::Dst, addr, backend.port_be).map_err(Verdict::pass)?;
-    dr::forward(ctx, backend, stats)
+    let verdict = dr::forward(ctx, backend, stats)?;
+    // Only a packet that left can be answered: no reply entry for a dropped one.
+    if refresh {
+        let client = Client {
+            mac: client_mac,
+            lb_mac,
+            ifindex: ctx.ingress_ifindex() as u32,
+        };
+        remember_reply(pkt, backend, service, now, &client);
+    }
+    Ok(verdict)
+}
+
+/// Where a NAT flow's client is: its next hop and our interface towards it.
+struct Client {
+    mac: [u8; 6],
+    lb_mac: [u8; 6],
+    ifindex: u32,
 }
 
 /// Creates or refreshes the reply entry of this flow.
 #[inline(always)]
-fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, service: u32, now: u64) {
-    let Ok(eth) = crate::parse::ptr_at::<EthHdr>(ctx, 0) else {
-        return;
-    };
-    // SAFETY: bounds checked by ptr_at.
-    let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, client: &Client) {
     let reply = FlowKey {
         src: backend.addr,
         dst: pkt.flow.src,
@@ -71,8 +86,10 @@ fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, servic
         _pad: [0; 3],
     };
     let closing = closing_flag(pkt.tcp_flags);
-    match NAT_REPLIES.get_ptr_mut(&reply) {
-        // SAFETY: map value pointer from a successful lookup.
+    match NAT_REPLIES.get_ptr_mut(reply) {
+        // SAFETY: a value pointer from a successful lookup stays valid for the run
+        // (elements are freed after an RCU grace period); a concurrent update of the
+        // same entry by another CPU can only lose a refresh of these aligned words.
         Some(entry) => unsafe {
             touch(
                 &mut (*entry).last_seen_ns,
@@ -85,16 +102,17 @@ fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, servic
             let entry = NatValue {
                 vip: pkt.flow.dst,
                 vport_be: pkt.flow.dport_be,
-                client_mac,
-                lb_mac,
+                client_mac: client.mac,
+                lb_mac: client.lb_mac,
                 _pad: [0; 2],
-                ifindex: ctx.ingress_ifindex() as u32,
+                ifindex: client.ifindex,
+                _pad2: 0,
                 last_seen_ns: now,
                 flags: closing,
                 service,
             };
             // A full LRU evicts the oldest entry; losing one only loses that reply path.
-            let _ = NAT_REPLIES.insert(&reply, &entry, 0);
+            let _ = NAT_REPLIES.insert(reply, entry, 0);
         }
     }
 }
@@ -102,8 +120,11 @@ fn remember_reply(ctx: &XdpContext, pkt: &Packet, backend: &BackendValue, servic
 /// A real server's reply to a NAT flow, translated back; `None` if it is not one.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<Result<Verdict, Verdict>> {
-    let entry = NAT_REPLIES.get_ptr_mut(&pkt.flow)?;
-    // SAFETY: map value pointer from a successful lookup, copied field by field.
+    // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
+    let flow = &pkt.flow;
+    let entry = NAT_REPLIES.get_ptr_mut(flow)?;
+    // SAFETY: as in `remember_reply`: valid for the run; the fields used are copied
+    // out below, and a racing writer can only lose a refresh of aligned words.
     let nat = unsafe { &mut *entry };
     if expired(nat.last_seen_ns, nat.flags, pkt.flow.proto, now) {
         return None;
@@ -140,7 +161,8 @@ fn send_reply(
 ) -> Result<Verdict, Verdict> {
     rewrite_v4(ctx, pkt, End::Src, vip, vport_be).map_err(Verdict::pass)?;
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
-    // SAFETY: bounds checked by ptr_at_mut.
+    // SAFETY: ptr_at_mut checked the 14-byte Ethernet header; the frame starts 2-byte
+    // aligned (see `dr::write_macs`).
     unsafe { dr::write_macs(eth as *mut u16, client_mac, lb_mac) };
     if ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(Verdict {
@@ -167,7 +189,8 @@ fn rewrite_v4(
     port_be: u16,
 ) -> Result<(), Reason> {
     let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, pkt.l3)?;
-    // SAFETY: bounds checked by ptr_at_mut (here and below).
+    // SAFETY: ptr_at_mut checked that the IPv4 header lies inside the packet (valid,
+    // writable memory for the run); its fields are byte arrays (alignment 1).
     let old_addr = unsafe {
         let old = if end == End::Dst {
             (*ip).dst_addr
@@ -185,6 +208,8 @@ fn rewrite_v4(
     let new_port = u16::from_be(port_be);
     if pkt.flow.proto == IPPROTO_TCP {
         let tcp: *mut TcpHdr = ptr_at_mut(ctx, pkt.l4)?;
+        // SAFETY: ptr_at_mut checked the TCP header; byte-array fields, and the one
+        // reference made (`field`) is the only access to those two bytes meanwhile.
         unsafe {
             let field = if end == End::Dst {
                 &mut (*tcp).dest
@@ -198,6 +223,7 @@ fn rewrite_v4(
         }
     } else {
         let udp: *mut UdpHdr = ptr_at_mut(ctx, pkt.l4)?;
+        // SAFETY: as for TCP above, with the UDP header.
         unsafe {
             let field = if end == End::Dst {
                 &mut (*udp).dst

@@ -53,11 +53,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     let len = (ctx.data_end() - ctx.data()) as u64;
     // A frame too short for Ethernet is not ours to judge: the kernel drops it.
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::PassNotIp)?;
-    // SAFETY: bounds checked by ptr_at (here and below).
+    // SAFETY: ptr_at checked that the whole header lies inside the packet, which is
+    // valid memory for the run; its fields are byte arrays (alignment 1), read by value.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut l3 = EthHdr::LEN;
     if ether_type == ETH_P_8021Q {
         let vlan: *const VlanHdr = ptr_at(ctx, l3)?;
+        // SAFETY: ptr_at checked the 4-byte tag; a byte-array field read by value.
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
         l3 += VlanHdr::LEN;
     }
@@ -73,18 +75,25 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
             // Data offset (high nibble of byte 12) below 5 words is impossible.
+            // SAFETY: ptr_at checked the 20-byte TCP header, so bytes 12 and 13 (and
+            // the byte-array port fields below) are inside the packet.
             let doff = unsafe { *((tcp as *const u8).add(12)) } >> 4;
             if doff < 5 {
                 return Err(Reason::PassMalformed);
             }
-            flow.sport_be = unsafe { u16::from_ne_bytes((*tcp).source) };
-            flow.dport_be = unsafe { u16::from_ne_bytes((*tcp).dest) };
-            tcp_flags = unsafe { *((tcp as *const u8).add(13)) };
+            // SAFETY: as above, inside the checked TCP header.
+            let (source, dest, flags) =
+                unsafe { ((*tcp).source, (*tcp).dest, *((tcp as *const u8).add(13))) };
+            flow.sport_be = u16::from_ne_bytes(source);
+            flow.dport_be = u16::from_ne_bytes(dest);
+            tcp_flags = flags;
         }
         IPPROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, l4)?;
-            flow.sport_be = unsafe { u16::from_ne_bytes((*udp).src) };
-            flow.dport_be = unsafe { u16::from_ne_bytes((*udp).dst) };
+            // SAFETY: ptr_at checked the 8-byte UDP header; byte-array fields by value.
+            let (src, dst) = unsafe { ((*udp).src, (*udp).dst) };
+            flow.sport_be = u16::from_ne_bytes(src);
+            flow.dport_be = u16::from_ne_bytes(dst);
         }
         _ => return Err(Reason::PassNotL4),
     }
@@ -102,6 +111,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: ptr_at checked the 20-byte IPv4 header; byte-array fields read by value.
     let (vihl, frags, tot_len, proto, src, dst) = unsafe {
         (
             (*ip).vihl,
@@ -134,6 +144,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, 
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: ptr_at checked the 40-byte IPv6 header; byte-array fields read by value.
     let (version, payload_len, next) = unsafe {
         (
             (*ip).vcf[0] >> 4,
@@ -153,6 +164,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, 
         0 | 43 | 50 | 51 | 60 | 135 | 139 | 140 => return Err(Reason::PassIpv6Ext),
         _ => return Err(Reason::PassNotL4),
     }
+    // SAFETY: the same checked IPv6 header as above.
     unsafe {
         flow.src = (*ip).src_addr;
         flow.dst = (*ip).dst_addr;

@@ -9,17 +9,24 @@ use xdp_lb_common::{
 
 use crate::{
     counters,
-    maps::{BACKENDS, CURSORS, FLOWS, SCHEDULE},
+    maps::{BACKEND_SLOT, BACKEND_VALUES, CURSORS, FLOWS, SCHEDULE},
     nat,
     parse::{Packet, TCP_FIN, TCP_RST},
     program::Verdict,
 };
 
+/// The backend picked for a packet. Nothing is recorded yet: the caller pins a new
+/// flow and counts a moved one with [`commit`], and only once the packet has really
+/// been forwarded.
 pub struct Chosen {
     pub backend_id: u32,
-    /// Points into the BACKENDS array: read in place, never copied.
+    /// Points into the BACKEND_VALUES pool: read in place, never copied. Userspace
+    /// never rewrites an entry that an id points to, nor one retired less than a
+    /// grace period ago, so it stays unchanged for the rest of this run.
     pub backend: *const BackendValue,
     pub new_flow: bool,
+    /// A new pick for a flow whose pinned backend is gone or disabled.
+    pub rescheduled: bool,
     /// New, or its aging state changed: NAT refreshes the reply entry then.
     pub refreshed: bool,
 }
@@ -32,12 +39,19 @@ pub fn select(
     stats: Option<*mut ServiceStats>,
     now: u64,
 ) -> Result<Chosen, Verdict> {
-    if let Some(pinned) = FLOWS.get_ptr_mut(&pkt.flow) {
-        // SAFETY: map value pointer from a successful lookup.
+    let mut rescheduled = false;
+    // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
+    let flow = &pkt.flow;
+    if let Some(pinned) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a value pointer from a successful lookup stays valid for the whole
+        // run (hash map elements are freed only after an RCU grace period). Another
+        // CPU may update the same flow's entry at the same time (two packets of one
+        // flow on two queues); the fields are aligned words, so that race loses at
+        // most a timestamp refresh and never tears a backend id.
         let pinned = unsafe { &mut *pinned };
         let backend_id = pinned.backend;
         let idle = now != 0 && nat::expired(pinned.last_seen_ns, pinned.flags, pkt.flow.proto, now);
-        let backend = BACKENDS.get(backend_id);
+        let backend = backend(backend_id);
         if idle {
             // An idle NAT flow: whatever comes now is a new connection.
         } else if let Some(backend) = backend
@@ -57,16 +71,17 @@ pub fn select(
                 backend_id,
                 backend,
                 new_flow: false,
+                rescheduled: false,
                 refreshed,
             });
         } else {
             // Its backend is gone or disabled: reschedule as a new flow.
-            counters::bump(stats.map(|s| unsafe { &mut (*s).rescheduled }));
+            rescheduled = true;
         }
     }
 
     if svc.sched_len == 0 {
-        counters::bump(stats.map(|s| unsafe { &mut (*s).drop_no_backend }));
+        counters::bump(stats, |s| &mut s.drop_no_backend);
         return Err(Verdict::drop(Reason::DropNoBackend));
     }
     let slot = match svc.select {
@@ -78,25 +93,55 @@ pub fn select(
         Some(id) => *id,
         None => return Err(Verdict::drop(Reason::DropBadBackend)),
     };
-    let backend = match BACKENDS.get(backend_id) {
+    let backend = match backend(backend_id) {
         Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b as *const BackendValue,
         _ => return Err(Verdict::drop(Reason::DropBadBackend)),
     };
+    Ok(Chosen {
+        backend_id,
+        backend,
+        new_flow: true,
+        rescheduled,
+        refreshed: true,
+    })
+}
+
+/// Records a pick whose packet was forwarded: a new flow is pinned to its backend
+/// (replacing a stale pin) and a moved one counted. A packet passed or dropped on the
+/// forwarding path leaves no pin, so the flow's next packet picks afresh and is
+/// counted as new when it really reaches a server.
+#[inline(always)]
+pub fn commit(
+    pkt: &Packet,
+    svc: &ServiceValue,
+    chosen: &Chosen,
+    stats: Option<*mut ServiceStats>,
+    now: u64,
+) {
+    if !chosen.new_flow {
+        return;
+    }
     let pin = FlowValue {
-        backend: backend_id,
+        backend: chosen.backend_id,
         service: svc.id,
         last_seen_ns: now,
         flags: if now != 0 { closing(pkt) } else { 0 },
         _pad: 0,
     };
     // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
-    let _ = FLOWS.insert(&pkt.flow, &pin, 0);
-    Ok(Chosen {
-        backend_id,
-        backend,
-        new_flow: true,
-        refreshed: true,
-    })
+    let flow = &pkt.flow;
+    let _ = FLOWS.insert(flow, pin, 0);
+    if chosen.rescheduled {
+        counters::bump(stats, |s| &mut s.rescheduled);
+    }
+}
+
+/// The current value of backend `id`: one more array lookup than reading it by id,
+/// the price of replacing it in one step.
+#[inline(always)]
+fn backend(id: u32) -> Option<&'static BackendValue> {
+    let index = *BACKEND_SLOT.get(id)?;
+    BACKEND_VALUES.get(index)
 }
 
 /// Per-CPU round robin over the schedule: no shared cache line between CPUs, and each
@@ -104,6 +149,8 @@ pub fn select(
 #[inline(always)]
 fn next_cursor(service_id: u32) -> u32 {
     match CURSORS.get_ptr_mut(service_id) {
+        // SAFETY: this CPU's copy from a successful per-CPU array lookup, written by
+        // no one else during the run (see `counters::bump`).
         Some(c) => unsafe {
             let v = *c;
             *c = v.wrapping_add(1);

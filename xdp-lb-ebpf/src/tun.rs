@@ -29,7 +29,8 @@ pub fn forward(
     }
     let vlan = pkt.l3 != EthHdr::LEN;
     let inner: *const Ipv4Hdr = ptr_at(ctx, pkt.l3).map_err(Verdict::pass)?;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: ptr_at checked that the whole header lies inside the packet, which is
+    // valid memory for the run; its fields are byte arrays (alignment 1), read by value.
     let (inner_len, tos, df) = unsafe {
         (
             u16::from_be_bytes((*inner).tot_len),
@@ -44,26 +45,33 @@ pub fn forward(
     // The VLAN tag (if any) moves with the Ethernet header; read it before the move.
     let tag: u32 = if vlan {
         let p: *const u32 = ptr_at(ctx, EthHdr::LEN - 2).map_err(Verdict::pass)?;
-        // SAFETY: bounds checked by ptr_at; TPID + TCI as they are on the wire.
+        // SAFETY: ptr_at checked these 4 bytes (TPID + TCI as on the wire) lie inside
+        // the packet; read_unaligned needs no alignment.
         unsafe { core::ptr::read_unaligned(p) }
     } else {
         0
     };
-    // SAFETY: ctx is the program's context.
+    // SAFETY: `ctx.ctx` is the live xdp_md this program was called with. The helper
+    // invalidates every packet pointer taken so far; none is used after it (all are
+    // taken again with fresh bounds checks below).
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
         return Err(Verdict::drop(Reason::DropNoHeadroom));
     }
     // New layout: Ethernet (+ tag) | outer IPv4 | inner packet (where it was).
+    // From here on a failed bounds check (impossible: the frame just grew) must not
+    // hand the kernel a half-built frame, so it drops.
+    let unfinished = |_| Verdict::drop(Reason::DropNoHeadroom);
     let l3 = if vlan {
-        let p: *mut u32 = ptr_at_mut(ctx, EthHdr::LEN - 2).map_err(Verdict::pass)?;
-        // SAFETY: bounds checked by ptr_at_mut.
+        let p: *mut u32 = ptr_at_mut(ctx, EthHdr::LEN - 2).map_err(unfinished)?;
+        // SAFETY: ptr_at_mut checked these 4 bytes after the move; write_unaligned
+        // needs no alignment.
         unsafe { core::ptr::write_unaligned(p, tag) };
         EthHdr::LEN + 4
     } else {
         EthHdr::LEN
     };
-    let ethertype: *mut [u8; 2] = ptr_at_mut(ctx, l3 - 2).map_err(Verdict::pass)?;
-    let outer: *mut Ipv4Hdr = ptr_at_mut(ctx, l3).map_err(Verdict::pass)?;
+    let ethertype: *mut [u8; 2] = ptr_at_mut(ctx, l3 - 2).map_err(unfinished)?;
+    let outer: *mut Ipv4Hdr = ptr_at_mut(ctx, l3).map_err(unfinished)?;
     let src = [
         backend.tun_src[12],
         backend.tun_src[13],
@@ -83,7 +91,8 @@ pub fn forward(
         src,
         dst,
     };
-    // SAFETY: bounds checked by ptr_at_mut.
+    // SAFETY: ptr_at_mut checked the ethertype's 2 bytes and the 20-byte outer header
+    // after the move; all fields are bytes or byte arrays (alignment 1).
     unsafe {
         *ethertype = 0x0800u16.to_be_bytes();
         (*outer).vihl = 0x45;

@@ -8,7 +8,7 @@ mod support;
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use support::test_run::{
     TEST_RUN_IFINDEX, key, load, run,
-    xdp_action::{XDP_PASS, XDP_TX},
+    xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
 };
 use xdp_lb::dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts};
 use xdp_lb_common::{
@@ -340,4 +340,74 @@ fn idle_entries_expire_and_are_collected() {
     let gc = dp.expire_nat(&short, later).unwrap();
     assert_eq!((gc.flows_removed, gc.replies_removed), (10, 10));
     assert_eq!(dp.table_sizes(), (0, 0));
+}
+
+/// The counters of backend `id`: (packets, bytes, new flows).
+fn counted(dp: &Dataplane, id: u32) -> (u64, u64, u64) {
+    let s = dp.backend_stats(id).unwrap();
+    (s.packets, s.bytes, s.new_flows)
+}
+
+/// A NAT real server counts only what is forwarded to it. Packets dropped on the
+/// forwarding path (an IPv6 client of a NAT service; a real server behind an
+/// interface that is no redirect target) count under their reason only and leave
+/// neither a flow pin nor a reply entry behind.
+#[test]
+fn nat_counts_a_real_server_only_for_packets_it_forwards() {
+    let mut dp = nat_dataplane();
+    let frame = tcp(CLIENT, 43_000, VIP, 80, (CLIENT_MAC, LB_MAC), b"counted");
+    let (action, _) = run(&dp, &frame);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(counted(&dp, 0), (1, frame.len() as u64, 1));
+    assert_eq!(dp.table_sizes(), (1, 1), "flow pin and reply entry");
+
+    // Backend 1: the same server behind an interface that is no redirect target,
+    // for VIP:81; and an IPv6 VIP on NAT, which only IPv4 supports.
+    let unreachable = BackendValue {
+        ifindex: 999,
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(1, &unreachable).unwrap();
+    let vip6 = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+    ];
+    for (id, key) in [
+        (2, key(v4_mapped(VIP), 81, IPPROTO_TCP)),
+        (3, key(vip6, 80, IPPROTO_TCP)),
+    ] {
+        dp.set_service(&ServiceSpec {
+            key,
+            id,
+            forwarding: FWD_NAT,
+            select: SELECT_CURSOR,
+            active: true,
+            slots: vec![1],
+        })
+        .unwrap();
+    }
+    let to_81 = tcp(CLIENT, 43_001, VIP, 81, (CLIENT_MAC, LB_MAC), b"dropped");
+    let mut six = Vec::new();
+    let client6 = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    PacketBuilder::ethernet2(LB_MAC, CLIENT_MAC)
+        .ipv6(client6, vip6, 64)
+        .tcp(43_002, 80, 1, 1000)
+        .write(&mut six, b"six")
+        .unwrap();
+    for frame in [&to_81, &to_81, &six] {
+        let (action, _) = run(&dp, frame);
+        assert_eq!(action, XDP_DROP);
+    }
+    assert_eq!(counted(&dp, 1), (0, 0, 0), "a dropped packet was counted");
+    let reasons = dp.global_stats().unwrap();
+    assert_eq!(
+        (reasons["drop_redirect"], reasons["drop_nat_family"]),
+        (2, 1),
+        "{reasons:?}"
+    );
+    assert_eq!(dp.service_stats(2).unwrap().drop_redirect, 2);
+    assert_eq!(
+        dp.table_sizes(),
+        (1, 1),
+        "a dropped packet left a pin or a reply entry"
+    );
 }

@@ -527,3 +527,92 @@ fn sh_keeps_a_client_on_one_backend_and_spreads_clients() {
         .collect();
     assert_one_two_three(&picked);
 }
+
+/// Backends are replaced copy-on-write: each update takes a fresh entry of the value
+/// pool, and replaced entries wait out a grace period before reuse. Far more updates
+/// in a row than the pool has entries must neither fail nor stall for long, and
+/// traffic follows the last one.
+#[test]
+fn a_burst_of_backend_updates_waits_for_free_copies_and_the_last_one_wins() {
+    let mut dp = dataplane();
+    let started = std::time::Instant::now();
+    let n = 3 * xdp_lb_common::BACKEND_VALUE_SLOTS;
+    for i in 0..n {
+        let mac = [0x02, 0xee, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let b = BackendValue {
+            dst_mac: mac,
+            ..dp.backend(0).unwrap()
+        };
+        dp.set_backend(0, &b).unwrap();
+    }
+    let took = started.elapsed();
+    let last = n - 1;
+    let want = [
+        0x02,
+        0xee,
+        0,
+        (last >> 16) as u8,
+        (last >> 8) as u8,
+        last as u8,
+    ];
+    assert_eq!(dp.backend(0).unwrap().dst_mac, want);
+    // Only backend 0 on the schedule: every new flow must carry the last MAC.
+    reweight_tcp_service(&mut dp, &[1, 0, 0]);
+    for i in 0..4u16 {
+        let (action, out) = run(&dp, &tcp4(60_000 + i, 80));
+        assert_eq!(action, xdp_action::XDP_TX);
+        assert_eq!(&out[0..6], &want);
+    }
+    // Each pool's worth of updates waits at most one grace period (50 ms).
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "{n} updates took {took:?}"
+    );
+    // Removing a backend (all-zero value) needs no copy and stops its new flows.
+    dp.set_backend(0, &BackendValue::default()).unwrap();
+    let (action, _) = run(&dp, &tcp4(61_000, 80));
+    assert_eq!(
+        action,
+        xdp_action::XDP_DROP,
+        "a removed backend took a flow"
+    );
+}
+
+/// A real server counts a packet (packets, bytes, new flow) only when the packet is
+/// forwarded to it. A packet dropped on the forwarding path (here: its egress
+/// interface is no redirect target) counts only under its reason, on the service's
+/// drop counter, and pins no flow, so it cannot be counted later as a known flow.
+#[test]
+fn dr_counts_a_real_server_only_for_packets_it_forwards() {
+    let dp = dataplane();
+    let frame = tcp4(62_000, 80);
+    let (action, out) = run(&dp, &frame);
+    assert_eq!(action, xdp_action::XDP_TX);
+    let b = assert_dr_rewrite(&frame, &out) as u32;
+    let len = frame.len() as u64;
+    let got = dp.backend_stats(b).unwrap();
+    assert_eq!((got.packets, got.bytes, got.new_flows), (1, len, 1));
+    let svc = dp.service_stats(0).unwrap();
+    assert_eq!((svc.packets, svc.bytes, svc.new_flows), (1, len, 1));
+    assert_eq!(dp.table_sizes().0, 1, "the forwarded flow is pinned");
+
+    // Service :83 sends to backend 3, whose interface is no redirect target.
+    for sport in [62_001, 62_001, 62_002] {
+        let (action, _) = run(&dp, &tcp4(sport, 83));
+        assert_eq!(action, xdp_action::XDP_DROP);
+    }
+    let dropped = dp.backend_stats(3).unwrap();
+    assert_eq!(
+        (dropped.packets, dropped.bytes, dropped.new_flows),
+        (0, 0, 0),
+        "a dropped packet counted for the real server"
+    );
+    let svc = dp.service_stats(5).unwrap();
+    assert_eq!(
+        (svc.packets, svc.new_flows, svc.drop_redirect),
+        (0, 0, 3),
+        "{svc:?}"
+    );
+    assert_eq!(dp.global_stats().unwrap()["drop_redirect"], 3);
+    assert_eq!(dp.table_sizes().0, 1, "a dropped packet pinned its flow");
+}

@@ -6,7 +6,7 @@ mod support;
 use etherparse::{Ipv4HeaderSlice, PacketBuilder};
 use support::test_run::{
     TEST_RUN_IFINDEX, key, load, run,
-    xdp_action::{XDP_PASS, XDP_TX},
+    xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
 };
 use xdp_lb::dataplane::{Dataplane, ServiceSpec};
 use xdp_lb_common::{
@@ -154,4 +154,72 @@ fn a_packet_too_big_for_the_egress_mtu_goes_to_the_kernel() {
     assert_eq!(action, XDP_PASS);
     assert_eq!(out, too_big, "passed untouched");
     assert_eq!(dp.global_stats().unwrap()["pass_too_big"], 1);
+}
+
+/// The counters of backend `id`: (packets, bytes, new flows).
+fn counted(dp: &Dataplane, id: u32) -> (u64, u64, u64) {
+    let s = dp.backend_stats(id).unwrap();
+    (s.packets, s.bytes, s.new_flows)
+}
+
+fn udp(sport: u16, payload_len: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .udp(sport, 53)
+        .write(&mut f, &vec![7; payload_len])
+        .unwrap();
+    f
+}
+
+/// Five datagrams that fit and one too big for the egress MTU, in one flow: the real
+/// server counts the five (the capture on its side shows five), the sixth counts as
+/// pass_too_big only. A too-big first packet pins nothing, so the flow's first
+/// forwarded packet is the one counted as its new flow.
+#[test]
+fn tun_counts_a_real_server_only_for_packets_it_forwards() {
+    let dp = tun_dataplane();
+    let small = udp(5100, 20);
+    let big = udp(5100, 53); // 81-byte packet + 20 > the 100-byte MTU of backend 1
+    for frame in [&small, &small, &small, &big, &small, &small] {
+        run(&dp, frame);
+    }
+    assert_eq!(counted(&dp, 1), (5, 5 * small.len() as u64, 1));
+    assert_eq!(dp.global_stats().unwrap()["pass_too_big"], 1);
+
+    let (big, small) = (udp(5101, 53), udp(5101, 20));
+    let (action, _) = run(&dp, &big);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(counted(&dp, 1), (5, 5 * small.len() as u64, 1));
+    assert_eq!(dp.table_sizes().0, 1, "the passed packet pinned its flow");
+    let (action, _) = run(&dp, &small);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(counted(&dp, 1), (6, 6 * small.len() as u64, 2));
+    assert_eq!(dp.service_stats(1).unwrap().new_flows, 2);
+}
+
+/// A TUN packet encapsulated but then not sent (no redirect target for the egress
+/// interface) is dropped and counts only under drop_redirect.
+#[test]
+fn a_tun_packet_that_cannot_be_redirected_is_not_counted_for_the_server() {
+    let mut dp = tun_dataplane();
+    let unreachable = BackendValue {
+        ifindex: 999,
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(2, &unreachable).unwrap();
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(VIP), 80, IPPROTO_TCP),
+        id: 0,
+        forwarding: FWD_TUN,
+        select: SELECT_CURSOR,
+        active: true,
+        slots: vec![2],
+    })
+    .unwrap();
+    let (action, _) = run(&dp, &tcp(b"x", false));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(counted(&dp, 2), (0, 0, 0));
+    assert_eq!(dp.global_stats().unwrap()["drop_redirect"], 1);
+    assert_eq!(dp.table_sizes().0, 0);
 }

@@ -3,7 +3,10 @@
 //!
 //! Writers keep the kernel's view consistent at every instant: a schedule is written
 //! into a fresh range of the pool before the service entry that points to it is
-//! replaced (one map update), so a packet never sees a half-written schedule.
+//! replaced (one map update), so a packet never sees a half-written schedule. The
+//! replaced range is reused only after a grace period (see [`pool`]). Backends are
+//! replaced the same way: the new value goes into a spare entry of the value pool
+//! `BACKEND_VALUES`, then one u32 write to `BACKEND_SLOT[id]` switches to it.
 pub mod nat;
 pub mod pool;
 pub mod stats;
@@ -17,12 +20,13 @@ use aya::{
 };
 use tracing::warn;
 use xdp_lb_common::{
-    BackendStats, BackendValue, FlowKey, FlowValue, MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS,
-    SERVICE_F_ACTIVE, ServiceKey, ServiceStats, ServiceValue,
+    BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
+    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, ServiceKey, ServiceStats,
+    ServiceValue,
 };
 
 use crate::config;
-use pool::{PoolExhausted, SchedulePool};
+use pool::{GRACE, PoolExhausted, RangePool, SystemClock};
 
 /// The XDP program, built by build.rs and embedded so one binary is all a host needs.
 pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-lb"));
@@ -86,7 +90,8 @@ pub struct ServiceSpec {
 pub struct Dataplane {
     ebpf: Ebpf,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
-    backends: Array<MapData, BackendValue>,
+    backend_slot: Array<MapData, u32>,
+    backend_values: Array<MapData, BackendValue>,
     schedule: Array<MapData, u32>,
     egress: DevMapHash<MapData>,
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
@@ -95,7 +100,11 @@ pub struct Dataplane {
     pub(crate) flows: HashMap<MapData, FlowKey, FlowValue>,
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
     pub(crate) config: Array<MapData, u64>,
-    pool: SchedulePool,
+    pool: RangePool,
+    /// Entries of `BACKEND_VALUES`, one at a time.
+    values: RangePool,
+    /// What `BACKEND_SLOT` holds, by backend id (all `BACKEND_VALUE_EMPTY` at load).
+    current: Vec<u32>,
     /// Live schedule range per service key.
     ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
 }
@@ -158,7 +167,8 @@ impl Dataplane {
         }
         Ok(Dataplane {
             services: take!("SERVICES"),
-            backends: take!("BACKENDS"),
+            backend_slot: take!("BACKEND_SLOT"),
+            backend_values: take!("BACKEND_VALUES"),
             schedule: take!("SCHEDULE"),
             egress: take!("EGRESS"),
             service_stats: take!("SERVICE_STATS"),
@@ -168,7 +178,13 @@ impl Dataplane {
             nat_replies: take!("NAT_REPLIES"),
             config: take!("CONFIG"),
             ebpf,
-            pool: SchedulePool::new(SCHEDULE_POOL_SLOTS),
+            pool: RangePool::new("schedule pool", 0..SCHEDULE_POOL_SLOTS, GRACE),
+            values: RangePool::new(
+                "backend value pool",
+                BACKEND_VALUE_EMPTY + 1..BACKEND_VALUE_SLOTS,
+                GRACE,
+            ),
+            current: vec![BACKEND_VALUE_EMPTY; MAX_BACKENDS as usize],
             ranges: StdHashMap::new(),
         })
     }
@@ -232,24 +248,62 @@ impl Dataplane {
             })
     }
 
+    /// Installs or replaces backend `id` in one visible step: the value is written to
+    /// a spare entry of the value pool, then `BACKEND_SLOT[id]` is switched to it. The
+    /// replaced entry is reused only after a grace period. An all-zero value (a
+    /// removed backend) points the id at the shared empty entry and takes no space.
     pub fn set_backend(&mut self, id: u32, value: &BackendValue) -> Result<(), DataplaneError> {
         if id >= MAX_BACKENDS {
             return Err(DataplaneError::BackendId(id));
         }
-        self.backends.set(id, value, 0).map_err(map_err("BACKENDS"))
+        let entry = if *value == BackendValue::default() {
+            BACKEND_VALUE_EMPTY
+        } else {
+            let range = self.values.allocate_waiting(1, &SystemClock)?;
+            if let Err(e) = self.backend_values.set(range.start, value, 0) {
+                self.values.unused(range);
+                return Err(map_err("BACKEND_VALUES")(e));
+            }
+            range.start
+        };
+        // The switch: from here on packets read the new entry.
+        if let Err(e) = self.backend_slot.set(id, entry, 0) {
+            if entry != BACKEND_VALUE_EMPTY {
+                self.values.unused(entry..entry + 1);
+            }
+            return Err(map_err("BACKEND_SLOT")(e));
+        }
+        let old = std::mem::replace(&mut self.current[id as usize], entry);
+        if old != BACKEND_VALUE_EMPTY {
+            self.values.retire(old..old + 1, std::time::Instant::now());
+        }
+        Ok(())
     }
 
+    /// The current value of backend `id`, as the program reads it.
     pub fn backend(&self, id: u32) -> Result<BackendValue, DataplaneError> {
-        self.backends.get(&id, 0).map_err(map_err("BACKENDS"))
+        let entry = self
+            .backend_slot
+            .get(&id, 0)
+            .map_err(map_err("BACKEND_SLOT"))?;
+        self.backend_values
+            .get(&entry, 0)
+            .map_err(map_err("BACKEND_VALUES"))
     }
 
-    /// Installs or replaces a service and its schedule in one visible step.
+    /// Installs or replaces a service and its schedule in one visible step. If the
+    /// schedule pool is short only because replaced ranges are in their grace period,
+    /// this blocks until they are free (at most [`GRACE`]).
     pub fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
-        let range = self.pool.allocate(spec.slots.len() as u32)?;
+        let range = self
+            .pool
+            .allocate_waiting(spec.slots.len() as u32, &SystemClock)?;
         for (slot, backend) in range.clone().zip(&spec.slots) {
-            self.schedule
-                .set(slot, backend, 0)
-                .map_err(map_err("SCHEDULE"))?;
+            if let Err(e) = self.schedule.set(slot, backend, 0) {
+                // Nothing points at the range yet.
+                self.pool.unused(range);
+                return Err(map_err("SCHEDULE")(e));
+            }
         }
         let value = ServiceValue {
             id: spec.id,
@@ -261,11 +315,12 @@ impl Dataplane {
             sched_len: range.end - range.start,
         };
         // The switch: from here on new flows read the new range.
-        self.services
-            .insert(spec.key, value, 0)
-            .map_err(map_err("SERVICES"))?;
+        if let Err(e) = self.services.insert(spec.key, value, 0) {
+            self.pool.unused(range);
+            return Err(map_err("SERVICES")(e));
+        }
         if let Some(old) = self.ranges.insert(spec.key, range) {
-            self.pool.retire(old);
+            self.pool.retire(old, std::time::Instant::now());
         }
         Ok(())
     }
@@ -278,7 +333,7 @@ impl Dataplane {
             Err(e) => return Err(map_err("SERVICES")(e)),
         }
         if let Some(old) = self.ranges.remove(key) {
-            self.pool.retire(old);
+            self.pool.retire(old, std::time::Instant::now());
         }
         Ok(())
     }
