@@ -366,9 +366,10 @@ layout!(BackendStats, 24, {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY (all impls below): each type is `#[repr(C)]`, made only of integers and
-    // integer arrays (any bit pattern is valid), and has no implicit padding (the
-    // `layout!` asserts above), so it can be copied to and from the kernel as bytes.
+    // Every impl below: each type is `#[repr(C)]`, made only of integers and integer
+    // arrays (any bit pattern is valid), and has no implicit padding (the `layout!`
+    // asserts above), so it can be copied to and from the kernel as bytes.
+    // SAFETY: as said above.
     unsafe impl aya::Pod for ServiceKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ServiceValue {}

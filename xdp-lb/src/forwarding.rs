@@ -54,10 +54,17 @@ impl MapWriter for Dataplane {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardingError {
+    /// Boxed: a map error carries enough context to make every `Result` here large.
     #[error(transparent)]
-    Map(#[from] DataplaneError),
+    Map(Box<DataplaneError>),
     #[error(transparent)]
     Services(#[from] ServicesError),
+}
+
+impl From<DataplaneError> for ForwardingError {
+    fn from(e: DataplaneError) -> ForwardingError {
+        ForwardingError::Map(Box::new(e))
+    }
 }
 
 /// A service gained (`gained`) or lost its quorum.

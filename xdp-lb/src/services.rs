@@ -5,7 +5,7 @@
 //! A backend is one real server *of one service* (as an IPVS destination is), so its
 //! counters and state are per service.
 //!
-//! A backend's `id` is its slot in the BACKENDS map (and its counters), a service's
+//! A backend's `id` is its slot (BACKEND_SLOT, and its counters), a service's
 //! `id` its counters' index; both stay the same across a reload for as long as the
 //! real server (service key, address, port) or the service (key) stays configured,
 //! so established flows keep their server ([`ServiceTable::reload`]).
@@ -38,7 +38,7 @@ pub enum ServicesError {
     },
 }
 
-/// A backend's slot in the BACKENDS map and in the per-backend counters. It stays the
+/// A backend's slot in BACKEND_SLOT and in the per-backend counters. It stays the
 /// same across reloads for as long as the real server stays configured, so flows
 /// pinned to it keep their server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,7 +80,7 @@ pub struct Egress {
 
 #[derive(Debug, Clone)]
 pub struct Backend {
-    /// Slot in the BACKENDS map and the per-backend counters.
+    /// Slot in BACKEND_SLOT and the per-backend counters.
     pub id: Slot,
     /// Index of its service in [`ServiceTable::services`].
     pub service: usize,
@@ -444,7 +444,7 @@ impl ServiceTable {
         ))
     }
 
-    /// The BACKENDS map value of the backend at `index` (its slot is its `id`).
+    /// The value of the backend at `index` (written copy-on-write for its slot `id`).
     pub fn backend_value(&self, index: BackendIndex) -> BackendValue {
         let b = &self.backends[index];
         let (ifindex, src_mac, mtu, tun_src) = match b.egress {

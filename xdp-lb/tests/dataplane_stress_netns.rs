@@ -308,6 +308,7 @@ fn capture(me: usize, stop: Arc<AtomicBool>) -> (Vec<Seen>, Vec<String>, u64) {
             iov_len: b.len(),
         })
         .collect();
+    // SAFETY: mmsghdr is a plain C struct for which all zeroes is a valid value.
     let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
     let (mut seen, mut examples, mut drops) = (Vec::new(), Vec::new(), 0u64);
     let _ = packet_stats(&fd);
@@ -394,6 +395,7 @@ fn generate(lb_mac: [u8; 6], client_mac: [u8; 6], stop: Arc<AtomicBool>, sent: A
         let mut msgs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
             .map(|iov| {
+                // SAFETY: mmsghdr is a plain C struct for which all zeroes is valid.
                 let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
                 m.msg_hdr.msg_iov = iov;
                 m.msg_hdr.msg_iovlen = 1;
