@@ -21,6 +21,32 @@ fn check_accepts_the_example_config() {
 }
 
 #[test]
+fn check_accepts_every_shipped_config() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let (code, stdout, stderr) = xdp_lb(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{}: {stderr}", path.display());
+        assert!(stdout.contains(": ok ("), "{stdout}");
+        checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "dr-pair.toml",
+            "dual-master.toml",
+            "lb.example.toml",
+            "nat-gateway-pair.toml"
+        ]
+    );
+}
+
+#[test]
 fn check_names_file_line_and_column_of_a_bad_value() {
     let f = write(
         "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\nforwarding = \"masq\"\n  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n",
