@@ -61,7 +61,12 @@ impl CheckSpec {
     pub fn describe(&self, params: &CheckParams) -> String {
         let target = params.target();
         let kind = self.kind();
-        match self {
+        // The source too, when one is set: a check from the wrong address fails.
+        let from = match params.source {
+            Some(source) if !matches!(self, CheckSpec::Misc(_)) => format!(" from {source}"),
+            _ => String::new(),
+        };
+        let what = match self {
             CheckSpec::Tcp | CheckSpec::Udp(_) => format!("{kind} {target}"),
             CheckSpec::Http(http) | CheckSpec::Https { http, .. } => {
                 format!("{kind} {target}{}", http.path)
@@ -70,7 +75,8 @@ impl CheckSpec {
             CheckSpec::Misc(misc) => format!("{kind} {}", misc.argv.join(" ")),
             CheckSpec::Dns(dns) => format!("{kind} {target} {} {}", dns.name, dns.qtype),
             CheckSpec::Icmp => format!("{kind} {}", target.ip()),
-        }
+        };
+        what + &from
     }
 
     /// Checks what can be checked without touching the system (digest syntax, names,

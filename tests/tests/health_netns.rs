@@ -13,7 +13,7 @@ use std::{
 };
 
 use xdp_lb_lab::{DrLab, DrLabOptions, http_get_new_connections};
-use xdp_lb_tests::{IO_TIMEOUT, assert_split, start, vip};
+use xdp_lb_tests::{IO_TIMEOUT, assert_split, dr_lab, start, vip};
 
 /// b1 and b2 are checked real servers, b3 is the sorry server.
 fn config(lab: &DrLab) -> String {
@@ -223,4 +223,48 @@ fn losing_the_quorum_sends_new_connections_to_the_sorry_server_and_runs_the_comm
     );
     let ran = std::fs::read_to_string(&log).unwrap();
     assert_eq!(ran, "down\nup\ndown\n");
+}
+
+#[test]
+fn ipv6_checks_do_not_take_a_nearer_vip_as_their_source() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    // A /128 VIP nearer to the real servers (::10 vs ::11) than the LB's own ::2/64:
+    // the kernel would pick it as the source, and real servers holding it on lo would
+    // answer themselves.
+    let vip = "2001:db8::10";
+    lab.lb
+        .ip(["addr", "add", &format!("{vip}/128"), "dev", "eth0", "nodad"])
+        .unwrap();
+    for b in &lab.backends {
+        b.ns.ip(["addr", "add", &format!("{vip}/128"), "dev", "lo"])
+            .unwrap();
+    }
+    let mut text = format!(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"{vip}\"\nport = 80\n"
+    );
+    for i in 0..lab.backends.len() {
+        text += &format!(
+            "  [[virtual_server.real_server]]\n  address = \"{}\"\n  check = {{ type = \"http\", \
+             path = \"/\", interval = \"200ms\", warmup = \"0s\", connect_timeout = \"300ms\", \
+             retry = 0, alpha = true, rise = 1 }}\n",
+            lab.backend_addr6(i)
+        );
+    }
+    let mut daemon = start(&lab.lb, &text);
+    // alpha: down until a check succeeds, so each must come up.
+    for i in 0..lab.backends.len() {
+        let line = daemon
+            .wait_for_line(
+                &format!("real_server=[{}]:80", lab.backend_addr6(i)),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        assert!(line.contains("real server up"), "{line}");
+        assert!(
+            line.contains("from 2001:db8::2"),
+            "checked from the LB's own address: {line}"
+        );
+    }
+    daemon.stop().unwrap();
 }

@@ -96,7 +96,7 @@ pub async fn run_reloadable(
         links.insert(link.index, link);
     }
     let mut table = ServiceTable::from_config(&config)?;
-    route_backends(&netlink, &links, &mut table).await?;
+    route_backends(&netlink, &links, &mut table, &vips_of(&config)).await?;
 
     let mut dataplane = Dataplane::load(config.dataplane.max_flows)?;
     // Clones share the record of the entries created, removed again at the end.
@@ -558,6 +558,7 @@ impl Core {
         let prepare = prepare_reload(
             self.netlink.clone(),
             self.links.clone(),
+            vips_of(&new),
             self.neighbours.clone(),
             PreparedReload {
                 table,
@@ -682,11 +683,12 @@ impl Core {
 async fn prepare_reload(
     netlink: Netlink,
     links: BTreeMap<u32, Link>,
+    vips: std::collections::BTreeSet<std::net::IpAddr>,
     neighbours: Neighbours,
     mut prepared: PreparedReload,
     neighbour_timeout: Duration,
 ) -> anyhow::Result<PreparedReload> {
-    route_backends(&netlink, &links, &mut prepared.table).await?;
+    route_backends(&netlink, &links, &mut prepared.table, &vips).await?;
     neighbours.add(&prepared.table).await?;
     neighbours
         .wait_for_macs(&mut prepared.table, neighbour_timeout)
@@ -727,6 +729,16 @@ fn start_scripts(
         forward(rx, events.clone(), Event::Script),
     ));
     Some(checks)
+}
+
+/// Every VIP of `config`: the virtual servers' and the VRRP instances'.
+fn vips_of(config: &Config) -> std::collections::BTreeSet<std::net::IpAddr> {
+    let services = config.virtual_servers.iter().map(|v| v.vip);
+    let vrrp = config
+        .vrrp
+        .iter()
+        .flat_map(|vi| vi.virtual_ipaddresses.iter().map(|a| a.addr));
+    services.chain(vrrp).collect()
 }
 
 /// The NAT reply path of `config`: on (with its timeouts) when a service uses NAT.

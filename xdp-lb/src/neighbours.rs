@@ -24,13 +24,20 @@ const NEIGHBOUR_POLL: Duration = Duration::from_millis(50);
 /// Finds each real server's egress interface and next hop. Every real server must be
 /// reached through one of the XDP interfaces; DR and NAT need it on-link, TUN may
 /// reach it through a gateway (whose MAC the frames then go to).
+///
+/// A health check without its own `source` gets one when the kernel would pick a VIP
+/// (a `/128` VIP beside a `/64` address can be the better match): a DR real server
+/// holds the VIPs itself and would answer its own loopback, so the check would fail
+/// forever.
 pub(crate) async fn route_backends(
     netlink: &Netlink,
     links: &BTreeMap<u32, Link>,
     table: &mut ServiceTable,
+    vips: &std::collections::BTreeSet<std::net::IpAddr>,
 ) -> anyhow::Result<()> {
     let names: Vec<&str> = links.values().map(|l| l.name.as_str()).collect();
-    for b in &mut table.backends {
+    let mut check_sources = Vec::new();
+    for (index, b) in table.backends.iter_mut().enumerate() {
         let forwarding = table.services[b.service].forwarding;
         let route = netlink.route_to(b.addr).await?;
         let Some(link) = links.get(&route.oif) else {
@@ -67,8 +74,44 @@ pub(crate) async fn route_backends(
             next_hop,
             source: route.prefsrc,
         });
+        if route.prefsrc.is_some_and(|src| vips.contains(&src)) {
+            let candidates = netlink.global_addresses(link.index).await?;
+            check_sources.push((index, check_source(b.addr, &candidates, vips)));
+        }
+    }
+    for (index, source) in check_sources {
+        for (_, check) in table
+            .checks
+            .iter_mut()
+            .filter(|(i, _)| i.0 as usize == index)
+        {
+            if check.params.source.is_none() {
+                check.params.source = source;
+            }
+        }
     }
     Ok(())
+}
+
+/// A source for checks of `server` among `candidates` (the egress interface's
+/// addresses): not a VIP, of the server's family, the one sharing the longest prefix
+/// with it (as the kernel would choose, VIPs aside); `None` if there is none.
+fn check_source(
+    server: std::net::IpAddr,
+    candidates: &[(std::net::IpAddr, u8)],
+    vips: &std::collections::BTreeSet<std::net::IpAddr>,
+) -> Option<std::net::IpAddr> {
+    let bits = |a: std::net::IpAddr| -> u128 {
+        match a {
+            std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
+            std::net::IpAddr::V6(v6) => u128::from(v6),
+        }
+    };
+    candidates
+        .iter()
+        .map(|(a, _)| *a)
+        .filter(|a| a.is_ipv4() == server.is_ipv4() && !vips.contains(a))
+        .max_by_key(|a| (bits(*a) ^ bits(server)).leading_zeros())
 }
 
 /// (ifindex, next hop) of every backend, routed before.
@@ -241,6 +284,32 @@ port = 80
 
     fn mac_of(addr: &str) -> Macs {
         Macs::from([((7, addr.parse().unwrap()), [2, 0, 0, 0, 0, 0x11])])
+    }
+
+    #[test]
+    fn checks_never_take_a_vip_as_their_source() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let vips = [ip("2001:db8::10"), ip("192.0.2.100")]
+            .into_iter()
+            .collect();
+        let candidates = [
+            (ip("2001:db8::10"), 128),
+            (ip("2001:db8::2"), 64),
+            (ip("2001:db8:1::2"), 64),
+            (ip("192.0.2.2"), 24),
+            (ip("192.0.2.100"), 32),
+        ];
+        assert_eq!(
+            check_source(ip("2001:db8::11"), &candidates, &vips),
+            Some(ip("2001:db8::2")),
+            "the /64 address, not the closer /128 VIP"
+        );
+        assert_eq!(
+            check_source(ip("192.0.2.11"), &candidates, &vips),
+            Some(ip("192.0.2.2"))
+        );
+        let only_vips = [(ip("192.0.2.100"), 32)];
+        assert_eq!(check_source(ip("192.0.2.11"), &only_vips, &vips), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -260,6 +260,33 @@ impl Netlink {
         }
     }
 
+    /// The interface's addresses of global scope, with their prefix lengths.
+    pub async fn global_addresses(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+        let messages = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("listing the addresses of ifindex {ifindex}"),
+                source,
+            })?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.scope == rtnetlink::packet_route::address::AddressScope::Universe)
+            .flat_map(|m| {
+                let prefix = m.header.prefix_len;
+                m.attributes.iter().filter_map(move |a| match a {
+                    AddressAttribute::Address(addr) => Some((*addr, prefix)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// The interface's IPv6 link-local address (the source of VRRPv3 adverts and NAs).
     pub async fn link_local_v6(
         &self,
