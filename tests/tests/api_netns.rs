@@ -219,3 +219,72 @@ fn metrics_pass_promtool_check_metrics() {
     );
     daemon.stop().unwrap();
 }
+
+#[test]
+fn connections_lists_the_flow_table_like_ipvsadm_and_status_shows_rates() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = start(&lab.lb, &config(&lab, &format!("api = \"{API}\"")));
+    let mut open =
+        xdp_lb_lab::KeepAlive::open(&lab.client, xdp_lb_tests::vip(80), Duration::from_secs(5))
+            .unwrap();
+    let server = open.get().unwrap();
+    let server_addr = lab.backend(&server).unwrap().addr;
+    let run = |args: &[&str]| {
+        let out = lab
+            .lb
+            .command(xdp_lb_tests::binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let service = format!("{}:80/tcp", DrLab::VIP);
+    let listing = run(&["connections", "--api", API, "--service", &service]);
+    let client = format!(" {}:", lab.client_addr());
+    assert!(
+        listing.lines().any(|l| l.starts_with("TCP ACTIVE")
+            && l.contains(&client)
+            && l.ends_with(&format!("{server_addr}:80"))),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().any(|l| l.starts_with(&service)
+            && l.contains(&format!("{server_addr}:80"))
+            && l.split_whitespace().nth(2) == Some("1")),
+        "one active connection on {server_addr}:\n{listing}"
+    );
+    let other = run(&[
+        "connections",
+        "--api",
+        API,
+        "--service",
+        "192.0.2.100:81/tcp",
+    ]);
+    assert!(!other.contains("TCP ACTIVE"), "{other}");
+
+    // Rates appear once the counters have been kept (every 5 s): poll, bounded.
+    let until = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        for _ in 0..20 {
+            open.get().unwrap();
+        }
+        let status = run(&["status", "--api", API]);
+        if status.contains("conn/s") || Instant::now() > until {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains(&format!("-> {server_addr}:80")) && l.contains("pkt/s")),
+        "{status}"
+    );
+    daemon.stop().unwrap();
+}

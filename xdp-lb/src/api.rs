@@ -24,10 +24,17 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
 };
 
-use crate::{metrics, status::Snapshot};
+use crate::{connections::Connections, metrics, status::Snapshot};
 
-/// A request for a snapshot: the daemon's loop answers on the sender.
-pub type SnapshotRequest = oneshot::Sender<Snapshot>;
+/// What the API asks the daemon's loop for; it answers on the sender.
+pub enum ApiRequest {
+    Snapshot(oneshot::Sender<Snapshot>),
+    /// The flow table, of one service (`vip:port/proto`) if given.
+    Connections {
+        service: Option<String>,
+        reply: oneshot::Sender<Connections>,
+    },
+}
 
 /// Binds `addr`; a clear error (address in use, not ours) stops the start.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -46,7 +53,7 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// Serves until the task is aborted.
 pub async fn serve(
     listener: TcpListener,
-    requests: mpsc::Sender<SnapshotRequest>,
+    requests: mpsc::Sender<ApiRequest>,
     token: Option<String>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -90,7 +97,7 @@ pub async fn serve(
 
 async fn respond(
     req: Request<Incoming>,
-    requests: mpsc::Sender<SnapshotRequest>,
+    requests: mpsc::Sender<ApiRequest>,
     token: Option<Arc<str>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(token) = token {
@@ -112,11 +119,13 @@ async fn respond(
         }
     }
     let path = req.uri().path();
-    let known = matches!(path, "/" | "/status" | "/metrics");
+    let known = matches!(path, "/" | "/status" | "/metrics" | "/connections");
     if !known {
         return Ok(text(
             StatusCode::NOT_FOUND,
-            format!("no {path} here; try /status (JSON) or /metrics (Prometheus)\n"),
+            format!(
+                "no {path} here; try /status (JSON), /metrics (Prometheus) or /connections (JSON)\n"
+            ),
         ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -128,11 +137,35 @@ async fn respond(
     if path == "/" {
         return Ok(text(
             StatusCode::OK,
-            "xdp-lb status API: /status (JSON), /metrics (Prometheus)\n".into(),
+            "xdp-lb status API: /status (JSON), /metrics (Prometheus), \
+             /connections[?service=VIP:PORT/PROTO] (JSON)\n"
+                .into(),
         ));
     }
+    if path == "/connections" {
+        let service = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("service="))
+                .map(|s| s.replace("%2F", "/").replace("%2f", "/"))
+        });
+        let (reply, rx) = oneshot::channel();
+        let answer = match requests
+            .send(ApiRequest::Connections { service, reply })
+            .await
+        {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        return Ok(match answer {
+            Some(c) => json(&c),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is stopping\n".into(),
+            ),
+        });
+    }
     let (tx, rx) = oneshot::channel();
-    let snapshot = match requests.send(tx).await {
+    let snapshot = match requests.send(ApiRequest::Snapshot(tx)).await {
         Ok(()) => rx.await.ok(),
         Err(_) => None,
     };
@@ -155,9 +188,7 @@ async fn respond(
     } else if path == "/metrics" {
         (metrics::CONTENT_TYPE, metrics::render(snapshot))
     } else {
-        let mut json = serde_json::to_string_pretty(&snapshot).expect("a snapshot serializes");
-        json.push('\n');
-        ("application/json", json)
+        return Ok(json(&snapshot));
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
@@ -165,6 +196,17 @@ async fn respond(
         header::HeaderValue::from_static(content_type),
     );
     Ok(r)
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_string_pretty(value).expect("status types serialize");
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// Compares without stopping at the first difference, so the time taken does not tell

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    api::SnapshotRequest,
+    api::ApiRequest,
     config::{Config, Forwarding as ForwardingMethod, NatTimeouts},
     dataplane::{Dataplane, nat::monotonic_ns},
     dump::Dump,
@@ -64,13 +64,18 @@ enum Event {
         generation: u64,
         result: anyhow::Result<PreparedReload>,
     },
-    /// The status API wants a snapshot.
-    Api(SnapshotRequest),
+    /// The status API wants a snapshot or the connections.
+    Api(ApiRequest),
     /// SIGUSR1 or SIGUSR2: write a dump, as keepalived does.
     Dump(Dump),
     /// Time to tell systemd's watchdog the loop is alive.
     Watchdog,
+    /// Time to keep the counters, for the rates in status snapshots.
+    RateSample,
 }
+
+/// How often counters are kept for rates; rates cover the last one to two of these.
+const RATE_SAMPLE: Duration = Duration::from_secs(5);
 
 /// [`run`], applying each configuration that arrives on `reloads` (see
 /// [`crate::reload`]); one that cannot be applied is logged and changes nothing.
@@ -154,6 +159,10 @@ pub async fn run_reloadable(
             ),
         ));
         tasks.spawn(cancel_with(&stop, dump_signals.relay(tx.clone())));
+        tasks.spawn(cancel_with(
+            &stop,
+            tick(RATE_SAMPLE, tx.clone(), || Event::RateSample),
+        ));
         if let Some(every) = crate::systemd::watchdog_interval() {
             tasks.spawn(cancel_with(
                 &stop,
@@ -200,9 +209,7 @@ pub async fn run_reloadable(
                         }
                         break;
                     }
-                    Event::Api(reply) => {
-                        let _ = reply.send(core.snapshot());
-                    }
+                    Event::Api(request) => core.answer(request),
                     _ => {}
                 }
             }
@@ -255,6 +262,8 @@ struct Core {
     reload: Reloads,
     events: mpsc::Sender<Event>,
     started: std::time::Instant,
+    /// Counters kept every [`RATE_SAMPLE`], for the rates in snapshots.
+    rate_samples: std::collections::VecDeque<(std::time::Instant, Snapshot)>,
 }
 
 /// A reload being prepared, and the one to run after it.
@@ -289,6 +298,7 @@ impl Core {
             reload: Reloads::default(),
             events,
             started: std::time::Instant::now(),
+            rate_samples: std::collections::VecDeque::new(),
         };
         core.restart_checks();
         core
@@ -390,13 +400,20 @@ impl Core {
                 self.on_prepared(result).await;
             }
             Event::Prepared { .. } => {}
-            Event::Api(reply) => {
-                let _ = reply.send(self.snapshot());
-            }
+            Event::Api(request) => self.answer(request),
             Event::Watchdog => crate::systemd::watchdog(),
+            Event::RateSample => {
+                let now = std::time::Instant::now();
+                let sample = self.raw_snapshot();
+                self.rate_samples.push_back((now, sample));
+                if self.rate_samples.len() > 2 {
+                    self.rate_samples.pop_front();
+                }
+            }
             Event::Dump(dump) => {
                 let dir = &self.config.global.dump_dir;
-                match dump.write(dir, self.snapshot(), &self.forwarding) {
+                let capacity = self.config.dataplane.max_flows;
+                match dump.write(dir, self.snapshot(), &self.forwarding, capacity) {
                     Ok(path) => info!(path = %path.display(), "{dump:?} dump written"),
                     Err(e) => {
                         warn!(dir = %dir.display(), error = %e, "cannot write the {dump:?} dump")
@@ -666,7 +683,38 @@ impl Core {
         ));
     }
 
+    fn answer(&self, request: ApiRequest) {
+        match request {
+            ApiRequest::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            ApiRequest::Connections { service, reply } => {
+                let capacity = self.config.dataplane.max_flows;
+                let _ = reply.send(crate::connections::list(
+                    &self.forwarding,
+                    service.as_deref(),
+                    capacity,
+                ));
+            }
+        }
+    }
+
+    /// The snapshot, with rates over the last [`RATE_SAMPLE`] or so.
     fn snapshot(&self) -> Snapshot {
+        let now = std::time::Instant::now();
+        let snapshot = self.raw_snapshot();
+        let earlier = self
+            .rate_samples
+            .iter()
+            .rev()
+            .find(|(at, _)| now.duration_since(*at) >= Duration::from_secs(1));
+        match earlier {
+            Some((at, earlier)) => snapshot.with_rates(earlier, now.duration_since(*at)),
+            None => snapshot,
+        }
+    }
+
+    fn raw_snapshot(&self) -> Snapshot {
         Snapshot::take(
             self.config.global.router_id.clone(),
             self.started.elapsed(),

@@ -3,6 +3,7 @@
 pub mod announce;
 pub mod api;
 pub mod config;
+pub mod connections;
 pub mod daemon;
 pub mod dataplane;
 pub mod dump;

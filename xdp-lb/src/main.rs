@@ -49,6 +49,22 @@ enum Command {
         #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// List the flow table like `ipvsadm -Lnc` (client, virtual service, real server,
+    /// closing, idle), then ActiveConn/InActConn per real server.
+    Connections {
+        /// The status API's address, e.g. 127.0.0.1:9180.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// The API's `api_token`, with `--api` (read from the configuration otherwise).
+        #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Only this virtual service, as `VIP:PORT/PROTO` (e.g. 192.0.2.100:80/tcp).
+        #[arg(long)]
+        service: Option<String>,
+        /// Print the JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the man page or a shell completion script (for packaging).
     #[command(hide = true)]
     Generate {
@@ -95,30 +111,32 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Status { api, json, token }) = &cli.command {
-        let (addr, token) = match (api, &cli.config) {
-            (Some(addr), _) => (*addr, token.clone()),
-            (None, Some(path)) => {
-                let global = config::load(path)?.global;
-                let addr = global.api.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{} has no `[global] api`, so the daemon serves no status; set it (e.g. api = \"127.0.0.1:9180\") or give --api",
-                        path.display()
-                    )
-                })?;
-                (addr, token.clone().or(global.api_token))
-            }
-            (None, None) => {
-                anyhow::bail!("give `--api ADDR` or `--config FILE` (whose `[global] api` is read)")
-            }
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let snapshot = runtime.block_on(xdp_lb::status_client::fetch(addr, token.as_deref()))?;
+        let (addr, token) = api_target(*api, token, cli.config.as_deref())?;
+        let snapshot = block_on(xdp_lb::status_client::fetch(addr, token.as_deref()))?;
         if *json {
             println!("{}", serde_json::to_string_pretty(&snapshot)?);
         } else {
             print!("{}", xdp_lb::status_client::render(&snapshot));
+        }
+        return Ok(());
+    }
+    if let Some(Command::Connections {
+        api,
+        token,
+        service,
+        json,
+    }) = &cli.command
+    {
+        let (addr, token) = api_target(*api, token, cli.config.as_deref())?;
+        let list = block_on(xdp_lb::status_client::fetch_connections(
+            addr,
+            token.as_deref(),
+            service.as_deref(),
+        ))?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        } else {
+            print!("{}", xdp_lb::connections::render(&list));
         }
         return Ok(());
     }
@@ -141,7 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Some(
-            Command::Status { .. } | Command::ImportKeepalived { .. } | Command::Generate { .. },
+            Command::Status { .. }
+            | Command::Connections { .. }
+            | Command::ImportKeepalived { .. }
+            | Command::Generate { .. },
         ) => {
             unreachable!("handled above")
         }
@@ -174,6 +195,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// The status API to ask: `--api` (with `--token`), or the configuration's.
+fn api_target(
+    api: Option<std::net::SocketAddr>,
+    token: &Option<String>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(std::net::SocketAddr, Option<String>)> {
+    match (api, config) {
+        (Some(addr), _) => Ok((addr, token.clone())),
+        (None, Some(path)) => {
+            let global = config::load(path)?.global;
+            let addr = global.api.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no `[global] api`, so the daemon serves no status; set it (e.g. api = \"127.0.0.1:9180\") or give --api",
+                    path.display()
+                )
+            })?;
+            Ok((addr, token.clone().or(global.api_token)))
+        }
+        (None, None) => {
+            anyhow::bail!("give `--api ADDR` or `--config FILE` (whose `[global] api` is read)")
+        }
+    }
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }
 
 /// Logs to stderr, or straight to the journal when stderr is the journal (under

@@ -25,6 +25,28 @@ pub struct Snapshot {
     pub vrrp_sockets: Vec<SocketStatus>,
     /// Data-plane verdicts by reason, summed over CPUs.
     pub verdicts: BTreeMap<Label, u64>,
+    /// Seconds the services' and real servers' `rates` were measured over (0: none yet).
+    #[serde(default)]
+    pub rates_over_seconds: f64,
+}
+
+/// Per-second rates over the last interval (see [`Snapshot::with_rates`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub connections: f64,
+    pub packets: f64,
+    pub bytes: f64,
+}
+
+impl Rates {
+    fn between(now: (u64, u64, u64), then: (u64, u64, u64), seconds: f64) -> Rates {
+        let per_second = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
+        Rates {
+            connections: per_second(now.0, then.0),
+            packets: per_second(now.1, then.1),
+            bytes: per_second(now.2, then.2),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +62,8 @@ pub struct ServiceStatus {
     pub active: bool,
     pub quorum_ok: bool,
     pub counters: ServiceCounters,
+    #[serde(default)]
+    pub rates: Rates,
     pub real_servers: Vec<RealServerStatus>,
     pub sorry_server: Option<RealServerStatus>,
 }
@@ -72,9 +96,42 @@ pub struct RealServerStatus {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    #[serde(default)]
+    pub rates: Rates,
 }
 
 impl Snapshot {
+    /// This snapshot with per-second rates against `earlier`, taken `elapsed` before:
+    /// services match by name, real servers by address and port (both stay across
+    /// reloads). Whatever is new since then has no rate yet.
+    pub fn with_rates(mut self, earlier: &Snapshot, elapsed: std::time::Duration) -> Snapshot {
+        let seconds = elapsed.as_secs_f64();
+        if seconds <= 0.0 {
+            return self;
+        }
+        self.rates_over_seconds = seconds;
+        for svc in &mut self.services {
+            let Some(then) = earlier.services.iter().find(|s| s.name == svc.name) else {
+                continue;
+            };
+            let c = |c: &ServiceCounters| (c.new_flows, c.packets, c.bytes);
+            svc.rates = Rates::between(c(&svc.counters), c(&then.counters), seconds);
+            let servers = svc.real_servers.iter_mut().chain(svc.sorry_server.as_mut());
+            for rs in servers {
+                let before = then
+                    .real_servers
+                    .iter()
+                    .chain(then.sorry_server.as_ref())
+                    .find(|b| b.address == rs.address && b.port == rs.port);
+                if let Some(b) = before {
+                    let c = |r: &RealServerStatus| (r.new_flows, r.packets, r.bytes);
+                    rs.rates = Rates::between(c(rs), c(b), seconds);
+                }
+            }
+        }
+        self
+    }
+
     /// Reads the counters from the data plane; a counter that cannot be read is 0 and
     /// the reading error is logged once per snapshot.
     pub fn take(
@@ -107,6 +164,7 @@ impl Snapshot {
                     packets: c.packets,
                     bytes: c.bytes,
                     new_flows: c.new_flows,
+                    rates: Rates::default(),
                 }
             };
         let services = table
@@ -131,6 +189,7 @@ impl Snapshot {
                     scheduler: svc.scheduler.to_string(),
                     active: forwarding.is_active(index),
                     quorum_ok: svc.quorum_ok,
+                    rates: Rates::default(),
                     counters: ServiceCounters {
                         packets: s.packets,
                         bytes: s.bytes,
@@ -164,6 +223,7 @@ impl Snapshot {
             vrrp,
             vrrp_sockets,
             verdicts,
+            rates_over_seconds: 0.0,
         }
     }
 
@@ -248,4 +308,30 @@ pub(crate) fn sample() -> Snapshot {
         "verdicts": {"tx": 274}
     });
     serde_json::from_value(json).expect("the wire format reads back as a Snapshot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_the_counters_growth_per_second() {
+        let earlier = sample();
+        let mut now = sample();
+        now.services[0].counters.packets += 500;
+        now.services[0].counters.new_flows += 20;
+        now.services[0].real_servers[1].bytes += 3000;
+        let now = now.with_rates(&earlier, std::time::Duration::from_secs(2));
+        assert_eq!(now.rates_over_seconds, 2.0);
+        assert_eq!(
+            now.services[0].rates,
+            Rates {
+                connections: 10.0,
+                packets: 250.0,
+                bytes: 0.0
+            }
+        );
+        assert_eq!(now.services[0].real_servers[1].rates.bytes, 1500.0);
+        assert_eq!(now.services[0].real_servers[0].rates, Rates::default());
+    }
 }

@@ -19,6 +19,27 @@ const MAX_BODY: usize = 16 << 20;
 
 /// GETs `/status` from the daemon at `addr`, with its `api_token` if it has one.
 pub async fn fetch(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Snapshot> {
+    get(addr, token, "/status").await
+}
+
+/// GETs `/connections` (of one `service`, `vip:port/proto`, if given).
+pub async fn fetch_connections(
+    addr: SocketAddr,
+    token: Option<&str>,
+    service: Option<&str>,
+) -> anyhow::Result<crate::connections::Connections> {
+    let path = match service {
+        Some(s) => format!("/connections?service={}", s.replace('/', "%2F")),
+        None => "/connections".to_owned(),
+    };
+    get(addr, token, &path).await
+}
+
+async fn get<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    token: Option<&str>,
+    path: &str,
+) -> anyhow::Result<T> {
     let get = async {
         let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| {
             format!("cannot reach the status API at {addr} (is xdp-lb running with `[global] api` set?)")
@@ -27,12 +48,15 @@ pub async fn fetch(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Snap
             .await
             .context("HTTP handshake with the status API")?;
         tokio::spawn(conn);
-        let mut request = Request::get("/status").header(header::HOST, addr.to_string());
+        let mut request = Request::get(path).header(header::HOST, addr.to_string());
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request.body(Empty::<Bytes>::new())?;
-        let response = sender.send_request(request).await.context("GET /status")?;
+        let response = sender
+            .send_request(request)
+            .await
+            .with_context(|| format!("GET {path}"))?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
             .collect()
@@ -41,11 +65,11 @@ pub async fn fetch(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Snap
             .to_bytes();
         anyhow::ensure!(
             status.is_success(),
-            "GET /status answered {status}: {}",
+            "GET {path} answered {status}: {}",
             String::from_utf8_lossy(&body).trim()
         );
         serde_json::from_slice(&body)
-            .context("the status API answered something other than a status snapshot")
+            .with_context(|| format!("GET {path}: the status API answered something unexpected"))
     };
     tokio::time::timeout(TIMEOUT, get).await.map_err(|_| {
         anyhow::anyhow!("the status API at {addr} did not answer within {TIMEOUT:?}")
@@ -114,7 +138,7 @@ pub fn render(s: &Snapshot) -> String {
             let c = &svc.counters;
             let _ = writeln!(
                 out,
-                "  {} {} {}  {}{}  packets {} new flows {}{}",
+                "  {} {} {}  {}{}  packets {} new flows {}{}{}",
                 svc.name,
                 svc.forwarding,
                 svc.scheduler,
@@ -130,6 +154,7 @@ pub fn render(s: &Snapshot) -> String {
                     0 => String::new(),
                     n => format!(", {n} dropped with no real server"),
                 },
+                rates(s, &svc.rates),
             );
             let servers = svc.real_servers.iter().map(|r| (r, false));
             for (rs, sorry) in servers.chain(svc.sorry_server.iter().map(|r| (r, true))) {
@@ -141,17 +166,29 @@ pub fn render(s: &Snapshot) -> String {
                 let addr = std::net::SocketAddr::new(rs.address, rs.port).to_string();
                 let _ = writeln!(
                     out,
-                    "    -> {addr:<22} {state:<6} weight {}/{}  packets {} new flows {}{}",
+                    "    -> {addr:<22} {state:<6} weight {}/{}  packets {} new flows {}{}{}",
                     rs.effective_weight,
                     rs.weight,
                     rs.packets,
                     rs.new_flows,
+                    rates(s, &rs.rates),
                     if sorry { "  (sorry server)" } else { "" },
                 );
             }
         }
     }
     out
+}
+
+/// `  conn/s 1.5 pkt/s 250 B/s 16000` once rates have been measured.
+fn rates(s: &Snapshot, r: &crate::status::Rates) -> String {
+    if s.rates_over_seconds == 0.0 {
+        return String::new();
+    }
+    format!(
+        "  conn/s {:.1} pkt/s {:.0} B/s {:.0}",
+        r.connections, r.packets, r.bytes
+    )
 }
 
 /// `name=n,name=n` after `label`, or nothing when the map is empty.
@@ -194,6 +231,16 @@ mod tests {
         assert!(
             !text.contains("on eth1"),
             "a quiet socket is not shown:\n{text}"
+        );
+        // With rates measured, each service and real server line ends with them.
+        let mut later = crate::status::sample();
+        later.services[0].counters.packets += 500;
+        later.services[0].counters.new_flows += 20;
+        let text = render(&later.with_rates(&s, std::time::Duration::from_secs(2)));
+        assert!(
+            text.lines().any(|l| l
+                == "  192.0.2.100:80/tcp dr wrr  forwarding  packets 774 new flows 60  conn/s 10.0 pkt/s 250 B/s 0"),
+            "{text}"
         );
     }
 }
