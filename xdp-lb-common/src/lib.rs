@@ -223,9 +223,15 @@ pub enum Reason {
     PassTooBig = 15,
     /// TUN: no headroom for the outer header (`bpf_xdp_adjust_head` failed): dropped.
     DropNoHeadroom = 16,
+    /// A source that can never send to a service: loopback, unspecified, multicast,
+    /// broadcast or reserved (IPv4 0/8, 127/8, 224/4, 240/4; IPv6 ::, ::1, ff00::/8,
+    /// IPv4-mapped), or the destination itself: passed (the kernel drops martians).
+    PassMartian = 17,
+    /// An IPv4 header whose checksum is wrong: passed (the kernel drops it).
+    PassBadChecksum = 18,
 }
 
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 19;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -246,6 +252,8 @@ impl Reason {
         Reason::DropNatFamily,
         Reason::PassTooBig,
         Reason::DropNoHeadroom,
+        Reason::PassMartian,
+        Reason::PassBadChecksum,
     ];
 
     /// Stable snake_case name for logs and metrics.
@@ -268,6 +276,8 @@ impl Reason {
             Reason::DropNatFamily => "drop_nat_family",
             Reason::PassTooBig => "pass_too_big",
             Reason::DropNoHeadroom => "drop_no_headroom",
+            Reason::PassMartian => "pass_martian",
+            Reason::PassBadChecksum => "pass_bad_checksum",
         }
     }
 }

@@ -23,6 +23,8 @@ mod parse;
 mod schedule;
 #[cfg(target_arch = "bpf")]
 mod tun;
+#[cfg(target_arch = "bpf")]
+mod validate;
 
 #[cfg(target_arch = "bpf")]
 mod program {
@@ -35,7 +37,7 @@ mod program {
     use crate::{
         counters, dr,
         maps::{CONFIG, SERVICES},
-        nat, parse, schedule, tun,
+        nat, parse, schedule, tun, validate,
     };
 
     /// A final action together with the reason it is counted under.
@@ -106,6 +108,8 @@ mod program {
             counters::bump(stats, |s| &mut s.pass_inactive);
             return Ok(Verdict::pass(Reason::PassInactive));
         }
+        // Only well-formed packets from possible clients are forwarded.
+        validate::check(ctx, &pkt).map_err(Verdict::pass)?;
         // NAT flows age; DR flows only leave by LRU eviction and skip the clock.
         let now = if svc.forwarding == FWD_NAT {
             // SAFETY: bpf_ktime_get_ns has no preconditions.

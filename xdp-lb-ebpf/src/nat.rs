@@ -123,6 +123,10 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<Result<Verdict,
     // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
     let flow = &pkt.flow;
     let entry = NAT_REPLIES.get_ptr_mut(flow)?;
+    // A reply is forwarded too: only a well-formed one from a possible source.
+    if let Err(reason) = crate::validate::check(ctx, pkt) {
+        return Some(Err(Verdict::pass(reason)));
+    }
     // SAFETY: as in `remember_reply`: valid for the run; the fields used are copied
     // out below, and a racing writer can only lose a refresh of aligned words.
     let nat = unsafe { &mut *entry };

@@ -25,6 +25,9 @@ pub struct Packet {
     /// Offsets of the IP and TCP/UDP headers, for the NAT rewrite.
     pub l3: usize,
     pub l4: usize,
+    /// End of the IP datagram (by its own length field): the L4 header must end
+    /// before it (see `validate`).
+    pub l3_end: usize,
     pub ipv4: bool,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
@@ -66,7 +69,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     let mut flow = FlowKey::default();
     let mut tcp_flags = 0;
     let ipv4 = ether_type == ETH_P_IP;
-    let l4 = match ether_type {
+    let (l4, l3_end) = match ether_type {
         ETH_P_IP => parse_ipv4(ctx, l3, &mut flow)?,
         ETH_P_IPV6 => parse_ipv6(ctx, l3, &mut flow)?,
         _ => return Err(Reason::PassNotIp),
@@ -102,14 +105,15 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         len,
         l3,
         l4,
+        l3_end,
         ipv4,
         tcp_flags,
     })
 }
 
-/// Fills addresses and protocol; returns the L4 offset.
+/// Fills addresses and protocol; returns the L4 offset and the datagram's end.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, Reason> {
+fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize, usize), Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
     // SAFETY: ptr_at checked the 20-byte IPv4 header; byte-array fields read by value.
     let (vihl, frags, tot_len, proto, src, dst) = unsafe {
@@ -138,11 +142,11 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, 
     flow.dst = v4_mapped(dst);
     flow.proto = proto;
     // ihl ≤ 60, so the offset stays bounded for the verifier.
-    Ok(l3 + ihl)
+    Ok((l3 + ihl, l3 + tot_len))
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, Reason> {
+fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize, usize), Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, l3)?;
     // SAFETY: ptr_at checked the 40-byte IPv6 header; byte-array fields read by value.
     let (version, payload_len, next) = unsafe {
@@ -152,7 +156,8 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, 
             (*ip).next_hdr,
         )
     };
-    if version != 6 {
+    // Payload length 0 is a jumbogram (or a lie): not for us.
+    if version != 6 || payload_len == 0 {
         return Err(Reason::PassMalformed);
     }
     if ctx.data() + l3 + Ipv6Hdr::LEN + payload_len > ctx.data_end() {
@@ -170,5 +175,5 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<usize, 
         flow.dst = (*ip).dst_addr;
     }
     flow.proto = next;
-    Ok(l3 + Ipv6Hdr::LEN)
+    Ok((l3 + Ipv6Hdr::LEN, l3 + Ipv6Hdr::LEN + payload_len))
 }

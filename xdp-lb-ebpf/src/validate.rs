@@ -1,0 +1,90 @@
+//! What a packet must be before it is forwarded (to a real server, or as a NAT reply
+//! to a client): its headers agree with each other and with the frame, an IPv4
+//! header's checksum is right, and its source could really have sent it. The kernel
+//! checks all this on its own path; XDP runs before it, so this is where a malformed
+//! or spoofed packet is stopped from being forwarded. Everything else the parser
+//! already refused (truncated headers, fragments, lying lengths).
+use aya_ebpf::programs::XdpContext;
+use network_types::udp::UdpHdr;
+use xdp_lb_common::{IPPROTO_TCP, IPPROTO_UDP, Reason};
+
+use crate::parse::{Packet, ptr_at};
+
+/// Ok when `pkt` may be forwarded; otherwise the reason it goes to the kernel.
+#[inline(always)]
+pub fn check(ctx: &XdpContext, pkt: &Packet) -> Result<(), Reason> {
+    l4_inside(ctx, pkt)?;
+    if martian(pkt) {
+        return Err(Reason::PassMartian);
+    }
+    if pkt.ipv4 && !ipv4_checksum_ok(ctx, pkt.l3, pkt.l4)? {
+        return Err(Reason::PassBadChecksum);
+    }
+    Ok(())
+}
+
+/// The TCP header (with its options) or the UDP datagram ends inside the IP datagram.
+#[inline(always)]
+fn l4_inside(ctx: &XdpContext, pkt: &Packet) -> Result<(), Reason> {
+    let end = match pkt.flow.proto {
+        IPPROTO_TCP => {
+            let byte12: *const u8 = ptr_at(ctx, pkt.l4 + 12)?;
+            // SAFETY: ptr_at checked that byte 12 of the TCP header is in the packet.
+            let doff = (unsafe { *byte12 } >> 4) as usize;
+            pkt.l4 + doff * 4
+        }
+        IPPROTO_UDP => {
+            let udp: *const UdpHdr = ptr_at(ctx, pkt.l4)?;
+            // SAFETY: ptr_at checked the 8-byte UDP header; a byte-array field by value.
+            let len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+            if len < 8 {
+                return Err(Reason::PassMalformed);
+            }
+            pkt.l4 + len
+        }
+        _ => return Err(Reason::PassNotL4),
+    };
+    if end > pkt.l3_end {
+        return Err(Reason::PassMalformed);
+    }
+    Ok(())
+}
+
+/// A source no client can have, or the destination itself.
+#[inline(always)]
+fn martian(pkt: &Packet) -> bool {
+    let (src, dst) = (&pkt.flow.src, &pkt.flow.dst);
+    if src == dst {
+        return true;
+    }
+    let mapped = src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff;
+    if pkt.ipv4 {
+        // 0/8 (this network), 127/8 (loopback), 224/4 and 240/4 (multicast, reserved,
+        // broadcast).
+        let first = src[12];
+        return first == 0 || first == 127 || first >= 224;
+    }
+    // ::, ::1, ff00::/8, and IPv4-mapped addresses, which never travel as IPv6.
+    let unspecified_or_loopback = src[..15].iter().all(|b| *b == 0) && src[15] <= 1;
+    unspecified_or_loopback || src[0] == 0xff || mapped
+}
+
+/// The IPv4 header (options included) sums to 0xffff in one's complement.
+#[inline(always)]
+fn ipv4_checksum_ok(ctx: &XdpContext, l3: usize, l4: usize) -> Result<bool, Reason> {
+    let words = (l4 - l3) / 2;
+    let mut sum: u32 = 0;
+    // At most 30 words (60 bytes); the bound keeps the verifier's walk short.
+    for i in 0..30usize {
+        if i >= words {
+            break;
+        }
+        let word: *const [u8; 2] = ptr_at(ctx, l3 + i * 2)?;
+        // SAFETY: ptr_at checked these two bytes are inside the packet.
+        sum += u32::from(u16::from_be_bytes(unsafe { *word }));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    Ok(sum == 0xffff)
+}
