@@ -45,10 +45,8 @@ fn a_realistic_config_translates_to_a_valid_one() {
     assert_eq!((nginx.interval, nginx.timeout), (secs(2), secs(1)));
     assert_eq!((nginx.weight, nginx.rise, nginx.fall), (-20, 2, 3));
     let port = &c.scripts[1];
-    assert_eq!(
-        port.command,
-        ["/bin/sh", "-c", "/bin/true 127.0.0.1 && /bin/true"]
-    );
+    // keepalived runs scripts without a shell: `&&` is an argument of /bin/true.
+    assert_eq!(port.command, ["/bin/true", "127.0.0.1", "&&", "/bin/true"]);
     assert_eq!(port.interval, Duration::from_millis(500));
 
     // vrrp_instance → [vrrp.NAME]
@@ -94,9 +92,17 @@ fn a_realistic_config_translates_to_a_valid_one() {
         ext.notify.backup.as_deref(),
         Some(&["/bin/true".to_owned()][..])
     );
+    // No shell: `>` and `/dev/null` are arguments, as keepalived passes them.
     assert_eq!(
-        ext.notify.fault.as_ref().unwrap()[..2],
-        ["/bin/sh".to_owned(), "-c".into()]
+        ext.notify.fault.as_deref(),
+        Some(
+            &[
+                "/bin/true".to_owned(),
+                "fault".into(),
+                ">".into(),
+                "/dev/null".into()
+            ][..]
+        )
     );
     assert_eq!(
         (ext.garp_master_delay, ext.garp_master_repeat),
@@ -342,10 +348,8 @@ vrrp_instance "VI one" {
     let c = out
         .validate()
         .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
-    assert_eq!(
-        c.scripts[0].command,
-        ["/bin/sh", "-c", "/bin/true 'a\\b' $HOME"]
-    );
+    // Split as keepalived splits it: quotes group and go, no shell expands $HOME.
+    assert_eq!(c.scripts[0].command, ["/bin/true", "a\\b", "$HOME"]);
     let vi = &c.vrrp[0];
     assert_eq!(vi.name, "VI one");
     assert_eq!((vi.version, vi.auth_pass.as_deref()), (3, None));
@@ -353,7 +357,7 @@ vrrp_instance "VI one" {
     assert_eq!(vi.track_scripts, ["chk_ok"]);
     assert_eq!(
         vi.notify.generic.as_ref().unwrap(),
-        &["/bin/sh", "-c", "/usr/bin/env printf %s\\\\n"]
+        &["/usr/bin/env", "printf", "%s\\\\n"]
     );
 }
 

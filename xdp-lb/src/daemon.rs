@@ -169,16 +169,19 @@ pub async fn run_reloadable(
                 tick(every, tx.clone(), || Event::Watchdog),
             ));
         }
-        let scripts = start_scripts(&core.config, &stop, &tx, &mut tasks);
-        let vrrp_stop = CancellationToken::new();
-        let vrrp = core.start_vrrp(&vrrp_stop, &mut tasks);
+        core.started = started;
+        // Ready once forwarding: VRRP and the track scripts start after this line (a
+        // reader waiting for ready then sees every VRRP state change that follows).
         info!(
             services = core.forwarding.table().services.len(),
             real_servers = core.forwarding.table().backends.len(),
             "xdp-lb ready"
         );
         crate::systemd::ready(&core.summary());
-        core.started = started;
+        core.restart_checks();
+        let scripts = start_scripts(&core.config, &stop, &tx, &mut tasks);
+        let vrrp_stop = CancellationToken::new();
+        let vrrp = core.start_vrrp(&vrrp_stop, &mut tasks);
 
         // The loop: every event to the core, until shutdown or VRRP fails.
         tokio::pin!(shutdown);
@@ -285,7 +288,7 @@ impl Core {
     ) -> Core {
         let (track_tx, _) = mpsc::channel(1);
         let tracking = VrrpTracking::new(&config, forwarding.table(), track_tx);
-        let mut core = Core {
+        Core {
             config,
             forwarding,
             netlink,
@@ -299,9 +302,7 @@ impl Core {
             events,
             started: std::time::Instant::now(),
             rate_samples: std::collections::VecDeque::new(),
-        };
-        core.restart_checks();
-        core
+        }
     }
 
     /// Attaches XDP to every interface (driver mode unless told otherwise).
