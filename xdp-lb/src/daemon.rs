@@ -286,8 +286,8 @@ impl Core {
         neighbours: Neighbours,
         events: mpsc::Sender<Event>,
     ) -> Core {
-        let (track_tx, _) = mpsc::channel(1);
-        let tracking = VrrpTracking::new(&config, forwarding.table(), track_tx);
+        // No VRRP runtime yet (start_vrrp connects one): tracking goes nowhere.
+        let tracking = VrrpTracking::new(&config, forwarding.table(), failover::controls().0);
         Core {
             config,
             forwarding,
@@ -323,8 +323,8 @@ impl Core {
         if self.config.vrrp.is_empty() {
             return false;
         }
-        let (track_tx, track_rx) = mpsc::channel(64);
-        self.tracking = VrrpTracking::new(&self.config, self.forwarding.table(), track_tx);
+        let (handle, controls) = failover::controls();
+        self.tracking = VrrpTracking::new(&self.config, self.forwarding.table(), handle);
         // The quorum at start (alpha servers start down).
         self.tracking.update(self.forwarding.table());
         let (failover_tx, mut failover_rx) = mpsc::channel(64);
@@ -341,7 +341,7 @@ impl Core {
                 .collect(),
             self.netlink.clone(),
             failover_tx,
-            track_rx,
+            controls,
             self.vrrp_status.clone(),
             stop.clone().cancelled_owned(),
         );

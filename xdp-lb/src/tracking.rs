@@ -9,7 +9,7 @@ use crate::{config::Config, failover, services::ServiceTable};
 /// What VRRP instances track: virtual servers' quorum (`track_virtual_servers`) and
 /// track scripts (`track_scripts`), turned into priority adjustments and FAULT.
 pub(crate) struct VrrpTracking {
-    tx: tokio::sync::mpsc::Sender<failover::Control>,
+    tx: failover::ControlHandle,
     instances: Vec<TrackingOf>,
     /// Each `[script.NAME]`'s name, weight and current verdict (scripts start up).
     scripts: Vec<(String, i32, bool)>,
@@ -27,30 +27,8 @@ impl VrrpTracking {
     pub(crate) fn new(
         config: &Config,
         table: &ServiceTable,
-        tx: tokio::sync::mpsc::Sender<failover::Control>,
+        tx: failover::ControlHandle,
     ) -> VrrpTracking {
-        let instances = config
-            .vrrp
-            .iter()
-            .filter(|vi| !vi.track_virtual_servers.is_empty() || !vi.track_scripts.is_empty())
-            .map(|vi| TrackingOf {
-                instance: vi.name.clone(),
-                services: vi
-                    .track_virtual_servers
-                    .iter()
-                    .filter_map(|t| {
-                        let name = crate::services::service_name(t.vip, t.port, t.protocol);
-                        let index = table.services.iter().position(|s| s.name == name)?;
-                        Some((index, t.weight))
-                    })
-                    .collect(),
-                scripts: vi
-                    .track_scripts
-                    .iter()
-                    .filter_map(|n| config.scripts.iter().position(|s| &s.name == n))
-                    .collect(),
-            })
-            .collect();
         let scripts = config
             .scripts
             .iter()
@@ -58,7 +36,7 @@ impl VrrpTracking {
             .collect();
         VrrpTracking {
             tx,
-            instances,
+            instances: targets(config, table),
             scripts,
         }
     }
@@ -66,12 +44,7 @@ impl VrrpTracking {
     /// A reload changed VRRP instances in ways they take in place.
     pub(crate) async fn reconfigure(&self, config: &Config) {
         let specs = config.vrrp.iter().map(failover::instance_spec).collect();
-        if self
-            .tx
-            .send(failover::Control::Reconfigure(specs))
-            .await
-            .is_err()
-        {
+        if self.tx.reconfigure.send(specs).await.is_err() {
             warn!("vrrp instances not reconfigured: the vrrp runtime has stopped");
         }
     }
@@ -79,8 +52,7 @@ impl VrrpTracking {
     /// Points the tracked virtual servers at their places in a reloaded table (the
     /// instances and scripts cannot change on a reload).
     pub(crate) fn retarget(&mut self, config: &Config, table: &ServiceTable) {
-        let fresh = VrrpTracking::new(config, table, self.tx.clone());
-        for (t, f) in self.instances.iter_mut().zip(fresh.instances) {
+        for (t, f) in self.instances.iter_mut().zip(targets(config, table)) {
             t.services = f.services;
         }
     }
@@ -101,9 +73,11 @@ impl VrrpTracking {
     /// Tells every tracking instance its total adjustment, as keepalived sums tracking
     /// weights: a tracked virtual server without quorum adds its (negative) weight; a
     /// script adds a positive weight while it succeeds and a negative one while it
-    /// fails; weight 0 means FAULT while the object is down. Totals, so resending is
-    /// harmless.
+    /// fails; weight 0 means FAULT while the object is down. Totals for every
+    /// instance at once, into a channel that keeps only the latest: none is lost,
+    /// however fast they come.
     pub(crate) fn update(&self, table: &ServiceTable) {
+        let mut state = failover::TrackState::new();
         for t in &self.instances {
             let mut adjust = 0;
             let mut fault = false;
@@ -136,11 +110,36 @@ impl VrrpTracking {
                     format!("down: {}", down.join(", "))
                 },
             };
-            if self.tx.try_send(update.into()).is_err() {
-                warn!(instance = %t.instance, "vrrp tracking update dropped: the vrrp runtime is not keeping up");
-            }
+            state.insert(t.instance.clone(), update);
         }
+        self.tx.tracking.send_replace(state);
     }
+}
+
+/// What each tracking instance of `config` tracks, by position in `table`.
+fn targets(config: &Config, table: &ServiceTable) -> Vec<TrackingOf> {
+    config
+        .vrrp
+        .iter()
+        .filter(|vi| !vi.track_virtual_servers.is_empty() || !vi.track_scripts.is_empty())
+        .map(|vi| TrackingOf {
+            instance: vi.name.clone(),
+            services: vi
+                .track_virtual_servers
+                .iter()
+                .filter_map(|t| {
+                    let name = crate::services::service_name(t.vip, t.port, t.protocol);
+                    let index = table.services.iter().position(|s| s.name == name)?;
+                    Some((index, t.weight))
+                })
+                .collect(),
+            scripts: vi
+                .track_scripts
+                .iter()
+                .filter_map(|n| config.scripts.iter().position(|s| &s.name == n))
+                .collect(),
+        })
+        .collect()
 }
 
 /// A `[script.NAME]`'s position in the config's scripts (sorted by name); its checks
@@ -176,4 +175,61 @@ pub(crate) fn script_checks(
             (BackendId(i as u32), spec, params)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[script.chk_a]
+command = ["/bin/true"]
+weight = -20
+
+[script.chk_b]
+command = ["/bin/true"]
+weight = 0
+
+[vrrp.VI_1]
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddresses = ["192.0.2.100/24"]
+track_scripts = ["chk_a"]
+
+[vrrp.VI_2]
+interface = "eth0"
+virtual_router_id = 52
+virtual_ipaddresses = ["192.0.2.101/24"]
+track_scripts = ["chk_a", "chk_b"]
+"#;
+
+    #[test]
+    fn a_flood_of_tracking_changes_leaves_the_latest_totals_for_every_instance() {
+        let config = crate::config::parse(CONFIG, "test.toml").unwrap();
+        let table = ServiceTable::from_config(&config).unwrap();
+        let (handle, controls) = failover::controls();
+        let mut tracking = VrrpTracking::new(&config, &table, handle);
+        // Far more changes than any queue would hold, without ever yielding.
+        for i in 0..10_000 {
+            tracking.script_changed(ScriptIndex(0), i % 2 == 1, &table);
+            tracking.script_changed(ScriptIndex(1), i % 3 != 0, &table);
+        }
+        // Last round (i = 9999): chk_a up, chk_b down (9999 % 3 == 0).
+        let latest = controls.tracking.borrow().clone();
+        assert_eq!(latest.len(), 2);
+        let vi1 = &latest["VI_1"];
+        assert_eq!((vi1.adjust, vi1.fault), (0, false), "{vi1:?}");
+        let vi2 = &latest["VI_2"];
+        assert_eq!((vi2.adjust, vi2.fault), (0, true), "{vi2:?}");
+        assert_eq!(vi2.reason, "down: script chk_b");
+        // One more change is seen as a change.
+        let mut rx = controls.tracking.clone();
+        rx.mark_unchanged();
+        tracking.script_changed(ScriptIndex(0), false, &table);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow()["VI_1"].adjust, -20);
+    }
 }

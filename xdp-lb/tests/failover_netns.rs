@@ -269,10 +269,10 @@ impl Node {
                             let _ = std_tx.send((Instant::now(), ev));
                         }
                     });
-                    // No tracking: the sender is dropped, the engine stops listening.
-                    let (_, tracking) = tokio::sync::mpsc::channel(1);
+                    // No tracking: the handle is dropped, the engine stops listening.
+                    let (_, controls) = xdp_lb::failover::controls();
                     let running =
-                        run_tracked(specs, Vec::new(), netlink, tx, tracking, board, async {
+                        run_tracked(specs, Vec::new(), netlink, tx, controls, board, async {
                             let _ = stop_rx.await;
                         });
                     tokio::select! {

@@ -124,13 +124,13 @@ impl Node {
                             let _ = std_tx.send(ev);
                         }
                     });
-                    let (_tracking_tx, tracking) = tokio::sync::mpsc::channel(1);
+                    let (_control, controls) = xdp_lb::failover::controls();
                     let result = run_tracked(
                         vec![spec],
                         Vec::new(),
                         Netlink::connect()?,
                         tx,
-                        tracking,
+                        controls,
                         board,
                         async {
                             let _ = stopped.await;

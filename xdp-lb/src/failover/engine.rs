@@ -17,7 +17,7 @@ use xdp_lb_vrrp::{
 };
 
 use super::{
-    Control, FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan,
+    Controls, FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan,
     SyncGroupSpec, TrackUpdate,
     notify::Notifier,
     status::{InstanceStatus, SocketStatus, StatusBoard, state_label},
@@ -101,7 +101,9 @@ pub(crate) struct Engine {
     frames: HashMap<u32, Arc<FrameSocket>>,
     packets: mpsc::Receiver<(usize, std::io::Result<Received>)>,
     link_changes: mpsc::UnboundedReceiver<(u32, bool)>,
-    control: mpsc::Receiver<Control>,
+    controls: Controls,
+    /// The tracking values each instance was last given.
+    tracked: HashMap<String, TrackUpdate>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
     status: StatusBoard,
@@ -121,7 +123,7 @@ impl Engine {
         sync_groups: Vec<SyncGroupSpec>,
         // Each interface's state now, and the changes from then on (see `link`).
         (link_states, link_changes): (HashMap<u32, bool>, mpsc::UnboundedReceiver<(u32, bool)>),
-        control: mpsc::Receiver<Control>,
+        controls: Controls,
         netlink: Netlink,
         events: mpsc::Sender<FailoverEvent>,
         status: StatusBoard,
@@ -249,7 +251,8 @@ impl Engine {
             frames,
             packets,
             link_changes,
-            control,
+            controls,
+            tracked: HashMap::new(),
             netlink,
             events,
             status,
@@ -298,7 +301,8 @@ impl Engine {
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let mut watching_links = true;
-        let mut control_open = true;
+        let mut reconfigure_open = true;
+        let mut tracking_open = true;
         loop {
             let deadline = self.units.iter().filter_map(Unit::next_deadline).min();
             let sleep = async {
@@ -316,10 +320,13 @@ impl Engine {
                         watching_links = false;
                     }
                 },
-                message = self.control.recv(), if control_open => match message {
-                    Some(Control::Track(update)) => self.track(update).await,
-                    Some(Control::Reconfigure(specs)) => self.reconfigure(specs),
-                    None => control_open = false,
+                specs = self.controls.reconfigure.recv(), if reconfigure_open => match specs {
+                    Some(specs) => self.reconfigure(specs),
+                    None => reconfigure_open = false,
+                },
+                changed = self.controls.tracking.changed(), if tracking_open => match changed {
+                    Ok(()) => self.apply_tracking().await,
+                    Err(_) => tracking_open = false,
                 },
                 Some((socket, received)) = self.packets.recv() => match received {
                     Ok(received) => self.received(socket, received).await,
@@ -409,6 +416,17 @@ impl Engine {
             );
             self.instances[i].spec = spec;
             self.publish(unit);
+        }
+    }
+
+    /// The latest tracking totals: each instance whose values changed takes them.
+    async fn apply_tracking(&mut self) {
+        let latest = self.controls.tracking.borrow_and_update().clone();
+        for (name, update) in latest {
+            if self.tracked.get(&name) != Some(&update) {
+                self.tracked.insert(name, update.clone());
+                self.track(update).await;
+            }
         }
     }
 

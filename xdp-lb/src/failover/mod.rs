@@ -73,22 +73,41 @@ pub struct TrackUpdate {
     pub reason: String,
 }
 
-/// What the daemon tells the running instances.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    /// Tracked objects changed for one instance.
-    Track(TrackUpdate),
+/// What every tracked object says, per instance name: totals, so only the latest
+/// value matters, and a channel that keeps just that ([`tokio::sync::watch`]) never
+/// loses an update however fast they come.
+pub type TrackState = std::collections::BTreeMap<String, TrackUpdate>;
+
+/// What the daemon tells the running instances (its end: [`ControlHandle`]).
+pub struct Controls {
     /// A reload: the instances' new specs, by name. Only what
     /// [`xdp_lb_vrrp::Instance::reconfigure`] allows may differ (priority, preempt,
     /// preempt_delay, the advert answer switches), besides the announcement schedule
     /// and notify commands; the daemon checks that first.
-    Reconfigure(Vec<InstanceSpec>),
+    pub(crate) reconfigure: mpsc::Receiver<Vec<InstanceSpec>>,
+    pub(crate) tracking: tokio::sync::watch::Receiver<TrackState>,
 }
 
-impl From<TrackUpdate> for Control {
-    fn from(update: TrackUpdate) -> Control {
-        Control::Track(update)
-    }
+/// The daemon's end of [`Controls`].
+pub struct ControlHandle {
+    pub reconfigure: mpsc::Sender<Vec<InstanceSpec>>,
+    pub tracking: tokio::sync::watch::Sender<TrackState>,
+}
+
+/// A connected pair; dropping the handle leaves the instances as they are.
+pub fn controls() -> (ControlHandle, Controls) {
+    let (reconfigure_tx, reconfigure) = mpsc::channel(4);
+    let (tracking_tx, tracking) = tokio::sync::watch::channel(TrackState::new());
+    (
+        ControlHandle {
+            reconfigure: reconfigure_tx,
+            tracking: tracking_tx,
+        },
+        Controls {
+            reconfigure,
+            tracking,
+        },
+    )
 }
 
 /// Why the instances could not be started.
@@ -173,14 +192,14 @@ pub async fn run(
     events: mpsc::Sender<FailoverEvent>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (_no_tracking, tracking) = mpsc::channel(1);
+    let (_no_control, controls) = controls();
     let status = StatusBoard::default();
     run_tracked(
         instances,
         Vec::new(),
         netlink,
         events,
-        tracking,
+        controls,
         status,
         shutdown,
     )
@@ -188,13 +207,13 @@ pub async fn run(
 }
 
 /// [`run`], with sync groups, with tracking updates and reloads for the instances (by
-/// name) arriving on `control`, and every instance's status kept up to date on `status`.
+/// name) arriving on `controls`, and every instance's status kept up to date on `status`.
 pub async fn run_tracked(
     instances: Vec<InstanceSpec>,
     sync_groups: Vec<SyncGroupSpec>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
-    control: mpsc::Receiver<Control>,
+    controls: Controls,
     status: StatusBoard,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -208,7 +227,7 @@ pub async fn run_tracked(
         plan,
         sync_groups,
         (link_states, link_changes),
-        control,
+        controls,
         netlink,
         events,
         status,
