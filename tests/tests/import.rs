@@ -51,28 +51,38 @@ fn a_realistic_config_translates_to_a_valid_one() {
 
     // vrrp_instance → [vrrp.NAME]
     let ext = c.vrrp.iter().find(|v| v.name == "VI_EXT").unwrap();
-    assert_eq!(ext.interface, "eth0");
-    assert_eq!((ext.vrid, ext.priority, ext.version), (51, 150, 2));
-    assert_eq!(ext.advert_interval, secs(1));
-    assert_eq!(ext.auth_pass.as_deref(), Some("s3cret"));
-    assert!(ext.preempt);
-    assert_eq!(ext.unicast_src_ip, Some("192.0.2.2".parse().unwrap()));
+    assert_eq!(ext.identity.interface, "eth0");
     assert_eq!(
-        ext.unicast_peers,
+        (
+            ext.identity.vrid,
+            ext.tunables.priority,
+            ext.identity.version
+        ),
+        (51, 150, 2)
+    );
+    assert_eq!(ext.identity.advert_interval, secs(1));
+    assert_eq!(ext.identity.auth_pass.as_deref(), Some("s3cret"));
+    assert!(ext.tunables.preempt);
+    assert_eq!(
+        ext.identity.unicast_src_ip,
+        Some("192.0.2.2".parse().unwrap())
+    );
+    assert_eq!(
+        ext.identity.unicast_peers,
         [
             "192.0.2.3".parse::<IpAddr>().unwrap(),
             "192.0.2.4".parse().unwrap()
         ]
     );
-    assert_eq!(ext.virtual_ipaddresses.len(), 2);
-    let vip = &ext.virtual_ipaddresses[0];
+    assert_eq!(ext.identity.virtual_ipaddresses.len(), 2);
+    let vip = &ext.identity.virtual_ipaddresses[0];
     assert_eq!(vip.addr, "192.0.2.100".parse::<IpAddr>().unwrap());
     assert_eq!(vip.prefix, 24);
     assert_eq!(vip.device.as_deref(), Some("eth0"));
     assert_eq!(vip.label.as_deref(), Some("eth0:vip"));
-    assert_eq!(ext.track_scripts, ["chk_nginx", "chk_port"]);
+    assert_eq!(ext.identity.track_scripts, ["chk_nginx", "chk_port"]);
     assert_eq!(
-        ext.track_interfaces,
+        ext.identity.track_interfaces,
         [
             TrackedInterface {
                 name: "eth1".into(),
@@ -85,16 +95,16 @@ fn a_realistic_config_translates_to_a_valid_one() {
         ]
     );
     assert_eq!(
-        ext.notify.master.as_deref(),
+        ext.tunables.notify.master.as_deref(),
         Some(&["/usr/bin/env".to_owned(), "logger".into(), "master".into()][..])
     );
     assert_eq!(
-        ext.notify.backup.as_deref(),
+        ext.tunables.notify.backup.as_deref(),
         Some(&["/bin/true".to_owned()][..])
     );
     // No shell: `>` and `/dev/null` are arguments, as keepalived passes them.
     assert_eq!(
-        ext.notify.fault.as_deref(),
+        ext.tunables.notify.fault.as_deref(),
         Some(
             &[
                 "/bin/true".to_owned(),
@@ -105,40 +115,68 @@ fn a_realistic_config_translates_to_a_valid_one() {
         )
     );
     assert_eq!(
-        (ext.garp_master_delay, ext.garp_master_repeat),
+        (
+            ext.tunables.garp_master_delay,
+            ext.tunables.garp_master_repeat
+        ),
         (secs(2), 3)
     );
     // global_defs' vrrp_garp_* are every instance's defaults.
     assert_eq!(
-        (ext.garp_interval, ext.garp_master_refresh_repeat),
+        (
+            ext.tunables.garp_interval,
+            ext.tunables.garp_master_refresh_repeat
+        ),
         (Duration::from_millis(10), 2)
     );
     // The lower-priority ones follow global_defs' vrrp_garp_master_* unless given
     // (vrrp_garp_lower_prio_repeat 1 comes before vrrp_garp_master_repeat 4 and wins);
     // an instance's own garp_master_* do not move them, as in keepalived.
     assert_eq!(
-        (ext.garp_lower_prio_repeat, ext.garp_lower_prio_delay),
+        (
+            ext.tunables.garp_lower_prio_repeat,
+            ext.tunables.garp_lower_prio_delay
+        ),
         (1, secs(7))
     );
-    assert!(ext.higher_prio_send_advert && !ext.lower_prio_no_advert);
+    assert!(ext.tunables.higher_prio_send_advert && !ext.tunables.lower_prio_no_advert);
 
     let int = c.vrrp.iter().find(|v| v.name == "VI_INT").unwrap();
-    assert_eq!((int.vrid, int.priority, int.version), (52, 100, 3));
-    assert_eq!(int.advert_interval, Duration::from_millis(100));
-    assert!(!int.preempt);
-    assert_eq!(int.auth_pass, None);
-    assert_eq!(int.unicast_src_ip, Some("10.0.0.2".parse().unwrap()));
-    assert!(int.unicast_peers.is_empty(), "mcast_src_ip stays multicast");
-    assert_eq!(int.virtual_ipaddresses[0].scope, Some(0));
     assert_eq!(
-        (int.garp_master_repeat, int.garp_master_delay),
+        (
+            int.identity.vrid,
+            int.tunables.priority,
+            int.identity.version
+        ),
+        (52, 100, 3)
+    );
+    assert_eq!(int.identity.advert_interval, Duration::from_millis(100));
+    assert!(!int.tunables.preempt);
+    assert_eq!(int.identity.auth_pass, None);
+    assert_eq!(
+        int.identity.unicast_src_ip,
+        Some("10.0.0.2".parse().unwrap())
+    );
+    assert!(
+        int.identity.unicast_peers.is_empty(),
+        "mcast_src_ip stays multicast"
+    );
+    assert_eq!(int.identity.virtual_ipaddresses[0].scope, Some(0));
+    assert_eq!(
+        (
+            int.tunables.garp_master_repeat,
+            int.tunables.garp_master_delay
+        ),
         (4, secs(3))
     );
     assert_eq!(
-        (int.garp_lower_prio_repeat, int.garp_lower_prio_delay),
+        (
+            int.tunables.garp_lower_prio_repeat,
+            int.tunables.garp_lower_prio_delay
+        ),
         (1, secs(3))
     );
-    assert!(int.higher_prio_send_advert && int.lower_prio_no_advert);
+    assert!(int.tunables.higher_prio_send_advert && int.tunables.lower_prio_no_advert);
 
     // vrrp_sync_group
     assert_eq!(c.sync_groups.len(), 1);
@@ -229,7 +267,7 @@ fn unsupported_settings_are_reported_with_their_lines() {
     let vs = &c.virtual_servers[0];
     assert_eq!(vs.scheduler, Scheduler::Wrr, "lc falls back to wrr");
     assert_eq!(vs.forwarding, Forwarding::Nat);
-    assert_eq!(c.vrrp[0].virtual_ipaddresses.len(), 1);
+    assert_eq!(c.vrrp[0].identity.virtual_ipaddresses.len(), 1);
 }
 
 #[test]
@@ -352,11 +390,14 @@ vrrp_instance "VI one" {
     assert_eq!(c.scripts[0].command, ["/bin/true", "a\\b", "$HOME"]);
     let vi = &c.vrrp[0];
     assert_eq!(vi.name, "VI one");
-    assert_eq!((vi.version, vi.auth_pass.as_deref()), (3, None));
-    assert_eq!(vi.advert_interval, Duration::from_millis(50));
-    assert_eq!(vi.track_scripts, ["chk_ok"]);
     assert_eq!(
-        vi.notify.generic.as_ref().unwrap(),
+        (vi.identity.version, vi.identity.auth_pass.as_deref()),
+        (3, None)
+    );
+    assert_eq!(vi.identity.advert_interval, Duration::from_millis(50));
+    assert_eq!(vi.identity.track_scripts, ["chk_ok"]);
+    assert_eq!(
+        vi.tunables.notify.generic.as_ref().unwrap(),
         &["/usr/bin/env", "printf", "%s\\\\n"]
     );
 }
@@ -366,7 +407,11 @@ fn old_unicast_checksum_is_carried_over() {
     let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n version 3\n unicast_peer {\n  192.0.2.3\n }\n old_unicast_checksum\n virtual_ipaddress {\n  192.0.2.9\n }\n}\n";
     let out = import(text, "k.conf", &[]).unwrap();
     assert!(out.notes.is_empty(), "{:?}", out.report());
-    assert!(out.validate().unwrap().vrrp[0].old_unicast_checksum);
+    assert!(
+        out.validate().unwrap().vrrp[0]
+            .identity
+            .old_unicast_checksum
+    );
     let never = text.replace("old_unicast_checksum", "old_unicast_checksum never");
     let out = import(&never, "k.conf", &[]).unwrap();
     assert_eq!(
@@ -375,5 +420,9 @@ fn old_unicast_checksum_is_carried_over() {
             "k.conf:8: old_unicast_checksum never: not translated (xdp-lb accepts the old checksum form and answers in kind once a peer uses it; it cannot be refused)"
         ]
     );
-    assert!(!out.validate().unwrap().vrrp[0].old_unicast_checksum);
+    assert!(
+        !out.validate().unwrap().vrrp[0]
+            .identity
+            .old_unicast_checksum
+    );
 }

@@ -103,7 +103,10 @@ fn a_reload_changes_real_servers_and_keeps_open_connections() {
         .replace("neighbour_timeout = \"10s\"", "neighbour_timeout = \"20s\"");
     daemon.reload(&restart).unwrap();
     let line = daemon.wait_for_line("reload refused", RELOADED).unwrap();
-    assert!(line.contains("[dataplane] changed"), "{line}");
+    assert!(
+        line.contains("[dataplane] neighbour_timeout changed"),
+        "{line}"
+    );
     let tally = http_get_new_connections(&lab.client, vip(80), 100, IO_TIMEOUT).unwrap();
     assert!(!tally.contains_key(leaver.as_str()), "{tally:?}");
     assert_eq!(open.get().unwrap(), kept);

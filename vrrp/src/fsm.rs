@@ -172,7 +172,30 @@ pub struct Config {
     pub higher_prio_send_advert: bool,
 }
 
+/// What a running instance may change without a new election ([`Instance::reconfigure`]);
+/// everything else in [`Config`] is what the instance is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunables {
+    /// 1..=254, or 255 for an owner that stays one.
+    pub priority: u8,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub lower_prio_no_advert: bool,
+    pub higher_prio_send_advert: bool,
+}
+
 impl Config {
+    /// This configuration's tunables.
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            priority: self.priority,
+            preempt: self.preempt,
+            preempt_delay: self.preempt_delay,
+            lower_prio_no_advert: self.lower_prio_no_advert,
+            higher_prio_send_advert: self.higher_prio_send_advert,
+        }
+    }
+
     /// keepalived's defaults: priority 100, 1 s, preempt, no delay, no authentication,
     /// version 2 for IPv4 and 3 for IPv6.
     pub fn new(vrid: u8, primary_address: IpAddr) -> Config {
@@ -537,30 +560,22 @@ impl Instance {
     /// and the first field that differs is named. A new priority takes effect as
     /// tracking does: a MASTER advertises it from its next advert on, a BACKUP weighs
     /// the master's next advert with it.
-    pub fn reconfigure(&mut self, cfg: &Config) -> Result<(), &'static str> {
-        let old = &self.cfg;
-        let fixed = [
-            ("virtual_router_id", old.vrid == cfg.vrid),
-            ("version", old.version == cfg.version),
-            (
-                "advert_interval",
-                old.advert_interval == cfg.advert_interval,
-            ),
-            ("virtual addresses", old.addresses == cfg.addresses),
-            ("authentication", old.auth == cfg.auth),
-            ("advert source", old.primary_address == cfg.primary_address),
-            (
-                "priority 255 (address owner)",
-                (old.priority == PRIORITY_OWNER) == (cfg.priority == PRIORITY_OWNER),
-            ),
-        ];
-        if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
-            return Err(field);
+    pub fn reconfigure(&mut self, t: &Tunables) -> Result<(), &'static str> {
+        // Only tunables can be given; of those, becoming or ceasing to be the address
+        // owner is a new election, and priority 0 is no priority.
+        if (self.cfg.priority == PRIORITY_OWNER) != (t.priority == PRIORITY_OWNER) {
+            return Err("priority 255 (address owner)");
         }
-        if cfg.priority == PRIORITY_STOP {
+        if t.priority == PRIORITY_STOP {
             return Err("priority 0");
         }
-        self.cfg = cfg.clone();
+        let cfg = &mut self.cfg;
+        cfg.priority = t.priority;
+        cfg.preempt = t.preempt;
+        cfg.preempt_delay = t.preempt_delay;
+        cfg.lower_prio_no_advert = t.lower_prio_no_advert;
+        cfg.higher_prio_send_advert = t.higher_prio_send_advert;
+        let cfg = &self.cfg;
         // An owner stays one (checked above): its base is 255, or 254 after an owner
         // clash, and stays so.
         if cfg.priority != PRIORITY_OWNER {
@@ -1365,9 +1380,9 @@ mod tests {
         vr.handle(at, Event::PriorityAdjust(-20));
         assert_eq!(vr.priority(), 130);
         assert_eq!(
-            vr.reconfigure(&Config {
+            vr.reconfigure(&Tunables {
                 preempt: false,
-                ..cfg(50)
+                ..cfg(50).tunables()
             }),
             Ok(())
         );
@@ -1389,7 +1404,7 @@ mod tests {
         // A BACKUP raised above the master preempts it once its timer runs out.
         let mut vr = started(cfg(100), t0);
         assert!(vr.handle(t0, advert_from(&vr, 150)).is_empty());
-        vr.reconfigure(&cfg(200)).unwrap();
+        vr.reconfigure(&cfg(200).tunables()).unwrap();
         let down = vr.next_deadline().unwrap();
         assert!(
             vr.handle(down - secs(0.5), advert_from(&vr, 150))
@@ -1404,43 +1419,22 @@ mod tests {
     }
 
     #[test]
-    fn reconfigure_refuses_what_needs_a_new_election() {
+    fn reconfigure_refuses_to_make_or_unmake_an_owner() {
+        // Only tunables can be given at all: the vrid, interval, addresses and
+        // authentication are not among them, so no reload can change them in place.
         let t0 = Instant::now();
         let mut vr = started(cfg(150), t0);
         let before = vr.config().clone();
-        let refused = [
-            (
-                Config {
-                    vrid: 52,
-                    ..cfg(150)
-                },
-                "virtual_router_id",
-            ),
-            (
-                Config {
-                    advert_interval: secs(2.0),
-                    ..cfg(150)
-                },
-                "advert_interval",
-            ),
-            (
-                Config {
-                    addresses: vec![],
-                    ..cfg(150)
-                },
-                "virtual addresses",
-            ),
-            (cfg(255), "priority 255 (address owner)"),
-        ];
-        for (new, field) in refused {
-            assert_eq!(vr.reconfigure(&new), Err(field));
+        for (new, why) in [(255, "priority 255 (address owner)"), (0, "priority 0")] {
+            assert_eq!(vr.reconfigure(&cfg(new).tunables()), Err(why));
             assert_eq!(vr.config(), &before, "nothing changed");
         }
         let mut owner = started(cfg(255), t0);
         assert_eq!(
-            owner.reconfigure(&cfg(254)),
+            owner.reconfigure(&cfg(254).tunables()),
             Err("priority 255 (address owner)")
         );
+        assert_eq!(owner.reconfigure(&cfg(255).tunables()), Ok(()));
     }
 
     #[test]

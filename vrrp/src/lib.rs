@@ -45,7 +45,7 @@ pub mod fsm;
 pub mod packet;
 pub mod sync_group;
 
-pub use fsm::{Action, Clash, Config, ConfigError, Event, Instance, State, Stats};
+pub use fsm::{Action, Clash, Config, ConfigError, Event, Instance, State, Stats, Tunables};
 pub use packet::{
     Advert, AdvertError, ChecksumForm, DropReason, Expect, Ipv4Header, Version, decode,
     decode_form, decode_ipv4, encode, encode_ipv4,

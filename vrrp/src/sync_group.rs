@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use crate::fsm::{Action, Config, Event, Instance, State};
+use crate::fsm::{Action, Event, Instance, State, Tunables};
 
 /// Instances that move between states together.
 #[derive(Debug, Clone)]
@@ -45,9 +45,9 @@ impl SyncGroup {
 
     /// [`Instance::reconfigure`] for one member (it changes no state, so the group's
     /// rules still hold).
-    pub fn reconfigure(&mut self, index: usize, cfg: &Config) -> Result<(), &'static str> {
+    pub fn reconfigure(&mut self, index: usize, t: &Tunables) -> Result<(), &'static str> {
         match self.members.get_mut(index) {
-            Some(member) => member.reconfigure(cfg),
+            Some(member) => member.reconfigure(t),
             None => Err("sync group member"),
         }
     }

@@ -329,16 +329,8 @@ impl Core {
         self.tracking.update(self.forwarding.table());
         let (failover_tx, mut failover_rx) = mpsc::channel(64);
         let runtime = failover::run_tracked(
-            self.config
-                .vrrp
-                .iter()
-                .map(failover::instance_spec)
-                .collect(),
-            self.config
-                .sync_groups
-                .iter()
-                .map(failover::sync_group_spec)
-                .collect(),
+            self.config.vrrp.clone(),
+            self.config.sync_groups.clone(),
             self.netlink.clone(),
             failover_tx,
             controls,
@@ -659,7 +651,15 @@ impl Core {
 
     /// Sends the instances' new settings to the VRRP runtime if they changed.
     async fn reconfigure_vrrp(&mut self, new: &Config) -> bool {
-        let changed = strip_vrrp_locations(&self.config.vrrp) != strip_vrrp_locations(&new.vrrp);
+        // Instances cannot be added or removed on a reload (`crate::reload`), and
+        // their identities stay: the tunables are what may differ.
+        let tunables = |c: &Config| {
+            c.vrrp
+                .iter()
+                .map(|v| v.tunables.clone())
+                .collect::<Vec<_>>()
+        };
+        let changed = tunables(&self.config) != tunables(new);
         if changed {
             self.tracking.reconfigure(new).await;
         }
@@ -783,10 +783,7 @@ fn start_scripts(
 /// Every VIP of `config`: the virtual servers' and the VRRP instances'.
 fn vips_of(config: &Config) -> std::collections::BTreeSet<std::net::IpAddr> {
     let services = config.virtual_servers.iter().map(|v| v.vip);
-    let vrrp = config
-        .vrrp
-        .iter()
-        .flat_map(|vi| vi.virtual_ipaddresses.iter().map(|a| a.addr));
+    let vrrp = config.vrrp.iter().flat_map(|vi| vi.identity.vips());
     services.chain(vrrp).collect()
 }
 
@@ -826,17 +823,6 @@ fn strip_locations(vs: &[crate::config::VirtualServer]) -> Vec<crate::config::Vi
             for rs in &mut v.real_servers {
                 rs.location = nowhere.clone();
             }
-            v
-        })
-        .collect()
-}
-
-/// The VRRP instances without where they were written.
-fn strip_vrrp_locations(vs: &[crate::config::VrrpInstance]) -> Vec<crate::config::VrrpInstance> {
-    vs.iter()
-        .cloned()
-        .map(|mut v| {
-            v.location = crate::config::Location::default();
             v
         })
         .collect()

@@ -2,7 +2,7 @@
 //! change while the daemon runs. Virtual servers and their real servers may change in
 //! every way (added, removed, weights, schedulers, checks, sorry servers, quorum);
 //! they are applied live, and established connections to real servers that stay keep
-//! going. A VRRP instance may change what needs no new election ([`LIVE_VRRP_KEYS`]:
+//! going. A VRRP instance may change what needs no new election (its tunables:
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
 //! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything
@@ -12,116 +12,96 @@
 //! instances, which a restart does more honestly. A refused or invalid reload changes
 //! nothing.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
-use toml::{Table, Value};
+use serde::Serialize;
 
-use crate::config::{Config, Location, VrrpInstance, VrrpNotify};
-
-/// `[vrrp.NAME]` keys a reload applies in place (as written; [`fixed_part`] leaves out
-/// the same settings once parsed, and the two must name the same ones).
-pub const LIVE_VRRP_KEYS: &[&str] = &[
-    "priority",
-    "preempt",
-    "preempt_delay",
-    "garp_master_repeat",
-    "garp_master_delay",
-    "garp_master_refresh",
-    "garp_master_refresh_repeat",
-    "garp_interval",
-    "garp_lower_prio_repeat",
-    "garp_lower_prio_delay",
-    "lower_prio_no_advert",
-    "higher_prio_send_advert",
-    "notify_master",
-    "notify_backup",
-    "notify_fault",
-    "notify_stop",
-    "notify",
-];
+use crate::config::{Config, VrrpInstance};
 
 /// What differs between the running `old` and the reloaded `new` configuration that
-/// a reload cannot apply, besides `[[virtual_server]]`: `[dataplane]`,
-/// `[vrrp.VI_1] interface`, ... VRRP instances are compared by value (a key written
-/// out with its default is no change); other tables as written.
+/// a reload cannot apply, besides `[[virtual_server]]`, each as `[table] key`:
+/// `[dataplane] max_flows`, `[vrrp.VI_1] interface`, `[vrrp.VI_3] (added)`, ... Tables
+/// are compared by value, so a key written out with its default is no change; a VRRP
+/// instance by its identity (its tunables apply in place), and a priority to or from
+/// 255 is a new election.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
-    let keys: BTreeSet<&String> = old.others.keys().chain(new.others.keys()).collect();
-    for key in keys {
-        let (a, b) = (old.others.get(key), new.others.get(key));
-        if a == b {
-            continue;
-        }
-        // Named tables (`[vrrp.NAME]`, `[script.NAME]`, ...): name the ones that differ.
-        match (a, b) {
-            (Some(Value::Table(a)), Some(Value::Table(b)))
-                if a.values().chain(b.values()).all(Value::is_table)
-                    && matches!(key.as_str(), "vrrp" | "script" | "vrrp_sync_group") =>
-            {
-                let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-                for name in names {
-                    let table = format!("[{key}.{name}]");
-                    match (a.get(name), b.get(name)) {
-                        (x, y) if x == y => {}
-                        (Some(Value::Table(x)), Some(Value::Table(y))) if key == "vrrp" => {
-                            let parsed = |c: &'_ Config| {
-                                c.vrrp.iter().find(|v| v.name == **name).map(fixed_part)
-                            };
-                            let same = parsed(old).is_some() && parsed(old) == parsed(new);
-                            if let Some(why) = vrrp_restart(x, y).filter(|_| !same) {
-                                changed.push(format!("{table} {why}"));
-                            }
-                        }
-                        (None, _) => changed.push(format!("{table} (added)")),
-                        (_, None) => changed.push(format!("{table} (removed)")),
-                        _ => changed.push(table),
-                    }
-                }
-            }
-            _ => changed.push(format!("[{key}]")),
-        }
-    }
+    changed_keys("[global]", &old.global, &new.global, &mut changed);
+    changed_keys("[dataplane]", &old.dataplane, &new.dataplane, &mut changed);
+    named(
+        "script",
+        &old.scripts,
+        &new.scripts,
+        |s| &s.name,
+        &mut changed,
+        changed_keys,
+    );
+    named(
+        "vrrp_sync_group",
+        &old.sync_groups,
+        &new.sync_groups,
+        |g| &g.name,
+        &mut changed,
+        changed_keys,
+    );
+    named(
+        "vrrp",
+        &old.vrrp,
+        &new.vrrp,
+        |v| &v.name,
+        &mut changed,
+        vrrp_changes,
+    );
     changed
 }
 
-/// An instance without what a reload applies in place (nor where it was written), so
-/// that keys written out with their default value are no change.
-fn fixed_part(v: &VrrpInstance) -> VrrpInstance {
-    VrrpInstance {
-        // Only whether it is the address owner is fixed.
-        priority: if v.priority == 255 { 255 } else { 1 },
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        garp_master_repeat: 0,
-        garp_master_delay: Duration::ZERO,
-        garp_master_refresh: None,
-        garp_master_refresh_repeat: 0,
-        garp_interval: Duration::ZERO,
-        garp_lower_prio_repeat: 0,
-        garp_lower_prio_delay: Duration::ZERO,
-        lower_prio_no_advert: false,
-        higher_prio_send_advert: false,
-        notify: VrrpNotify::default(),
-        location: Location::default(),
-        ..v.clone()
+/// A VRRP instance: its identity by value, and the address-owner rule.
+fn vrrp_changes(table: &str, old: &VrrpInstance, new: &VrrpInstance, out: &mut Vec<String>) {
+    changed_keys(table, &old.identity, &new.identity, out);
+    let owner = |v: &VrrpInstance| v.tunables.priority == 255;
+    if owner(old) != owner(new) {
+        out.push(format!(
+            "{table} priority (to or from 255, the address owner, is a new election)"
+        ));
     }
 }
 
-/// Why one instance's changes need a restart, if they do: the keys outside
-/// [`LIVE_VRRP_KEYS`] that differ, or a priority to or from 255.
-fn vrrp_restart(old: &Table, new: &Table) -> Option<String> {
-    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    let fixed: Vec<&str> = keys
-        .into_iter()
-        .filter(|k| old.get(*k) != new.get(*k) && !LIVE_VRRP_KEYS.contains(&k.as_str()))
-        .map(String::as_str)
-        .collect();
-    if !fixed.is_empty() {
-        return Some(fixed.join(", "));
+/// `[kind.NAME]` tables matched by name: added, removed, or compared by `compare`.
+fn named<T>(
+    kind: &str,
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &String,
+    out: &mut Vec<String>,
+    compare: impl Fn(&str, &T, &T, &mut Vec<String>),
+) {
+    let names: BTreeSet<&String> = old.iter().chain(new).map(&name).collect();
+    for n in names {
+        let table = format!("[{kind}.{n}]");
+        match (
+            old.iter().find(|t| name(t) == n),
+            new.iter().find(|t| name(t) == n),
+        ) {
+            (Some(a), Some(b)) => compare(&table, a, b, out),
+            (None, _) => out.push(format!("{table} (added)")),
+            (_, None) => out.push(format!("{table} (removed)")),
+        }
     }
-    let owner = |t: &Table| t.get("priority").and_then(Value::as_integer) == Some(255);
-    (owner(old) != owner(new))
-        .then(|| "priority (to or from 255, the address owner, is a new election)".to_owned())
+}
+
+/// `table key` for each key whose value differs between `a` and `b`: the keys are the
+/// types' own field names (serde), which are the config file's.
+fn changed_keys<T: Serialize>(table: &str, a: &T, b: &T, out: &mut Vec<String>) {
+    let value = |t: &T| serde_json::to_value(t).expect("configuration types serialize");
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (value(a), value(b)) else {
+        return;
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        if a.get(key) != b.get(key) {
+            out.push(format!("{table} {key}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -173,9 +153,9 @@ port = 80
         let vrrp = BASE.replace("virtual_router_id = 52", "virtual_router_id = 53");
         assert_eq!(changed(&vrrp), ["[vrrp.VI_2] virtual_router_id"]);
         let dp = BASE.replace("[dataplane]\n", "[dataplane]\nmax_flows = 4096\n");
-        assert_eq!(changed(&dp), ["[dataplane]"]);
+        assert_eq!(changed(&dp), ["[dataplane] max_flows"]);
         let global = format!("[global]\nrouter_id = \"lb2\"\n{BASE}");
-        assert_eq!(changed(&global), ["[global]"]);
+        assert_eq!(changed(&global), ["[global] router_id"]);
         let gone = BASE.replace(
             "[vrrp.VI_2]\ninterface = \"eth0\"\nvirtual_router_id = 52\nvirtual_ipaddresses = [\"192.0.2.101/24\"]\n",
             "",

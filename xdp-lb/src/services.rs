@@ -415,7 +415,7 @@ impl ServiceTable {
                 on_vrrp_vip: config
                     .vrrp
                     .iter()
-                    .any(|vi| vi.virtual_ipaddresses.iter().any(|a| a.addr == v.vip)),
+                    .any(|vi| vi.identity.vips().contains(&v.vip)),
             });
         }
         if let Some(old) = old {

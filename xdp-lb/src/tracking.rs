@@ -43,8 +43,7 @@ impl VrrpTracking {
 
     /// A reload changed VRRP instances in ways they take in place.
     pub(crate) async fn reconfigure(&self, config: &Config) {
-        let specs = config.vrrp.iter().map(failover::instance_spec).collect();
-        if self.tx.reconfigure.send(specs).await.is_err() {
+        if self.tx.reconfigure.send(config.vrrp.clone()).await.is_err() {
             warn!("vrrp instances not reconfigured: the vrrp runtime has stopped");
         }
     }
@@ -121,10 +120,13 @@ fn targets(config: &Config, table: &ServiceTable) -> Vec<TrackingOf> {
     config
         .vrrp
         .iter()
-        .filter(|vi| !vi.track_virtual_servers.is_empty() || !vi.track_scripts.is_empty())
+        .filter(|vi| {
+            !vi.identity.track_virtual_servers.is_empty() || !vi.identity.track_scripts.is_empty()
+        })
         .map(|vi| TrackingOf {
             instance: vi.name.clone(),
             services: vi
+                .identity
                 .track_virtual_servers
                 .iter()
                 .filter_map(|t| {
@@ -134,6 +136,7 @@ fn targets(config: &Config, table: &ServiceTable) -> Vec<TrackingOf> {
                 })
                 .collect(),
             scripts: vi
+                .identity
                 .track_scripts
                 .iter()
                 .filter_map(|n| config.scripts.iter().position(|s| &s.name == n))

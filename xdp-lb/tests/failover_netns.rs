@@ -25,9 +25,8 @@ use std::{
 };
 
 use xdp_lb::{
-    failover::{
-        FailoverEvent, InstanceSpec, InstanceStatus, StatusBoard, VirtualAddress, run_tracked,
-    },
+    config::{VrrpAddress, VrrpInstance},
+    failover::{FailoverEvent, InstanceStatus, StatusBoard, run_tracked},
     netlink::Netlink,
 };
 use xdp_lb_lab::{
@@ -129,8 +128,8 @@ fn probed(tag: &str) -> ProbeLab {
 }
 
 /// Where the client probes: the instance's first virtual address.
-fn probe_target(spec: &InstanceSpec) -> SocketAddr {
-    SocketAddr::new(spec.virtual_addresses[0].addr, PROBE_PORT)
+fn probe_target(spec: &VrrpInstance) -> SocketAddr {
+    SocketAddr::new(spec.identity.virtual_ipaddresses[0].addr, PROBE_PORT)
 }
 
 /// RFC 5798's master-down interval of a backup with `priority`: 3 x interval + skew.
@@ -203,13 +202,13 @@ fn check_settled(what: &str, h: &Handover, probe: &Probe, old: &str, new: &str) 
     );
 }
 
-fn vip_spec(name: &str, priority: u8, version: Version, interval: Duration) -> InstanceSpec {
-    let vip = VirtualAddress::new(VIP.parse().unwrap(), 24);
-    let mut spec = InstanceSpec::new(name, "eth0", VRID, vec![vip]);
-    spec.priority = priority;
-    spec.version = version;
-    spec.advert_interval = interval;
-    spec.garp_repeat = 2;
+fn vip_spec(name: &str, priority: u8, version: Version, interval: Duration) -> VrrpInstance {
+    let vip = VrrpAddress::new(VIP.parse().unwrap(), 24);
+    let mut spec = VrrpInstance::new(name, "eth0", VRID, vec![vip]);
+    spec.tunables.priority = priority;
+    spec.identity.version = version.number();
+    spec.identity.advert_interval = interval;
+    spec.tunables.garp_master_repeat = 2;
     spec
 }
 
@@ -249,7 +248,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(ns: &Netns, specs: Vec<InstanceSpec>) -> Node {
+    fn start(ns: &Netns, specs: Vec<VrrpInstance>) -> Node {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
         let (std_tx, events) = mpsc::channel();
@@ -410,13 +409,13 @@ fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
     let interval = Duration::from_secs(1);
 
     let mut spec_a = vip_spec("VI_A", 200, Version::V3, interval);
-    spec_a.notify.generic = Some(vec![
+    spec_a.tunables.notify.generic = Some(vec![
         "/bin/sh".into(),
         "-c".into(),
         format!("echo \"$@\" >> {}", notified.display()),
         "sh".into(),
     ]);
-    spec_a.garp_refresh = Some(Duration::from_millis(500));
+    spec_a.tunables.garp_master_refresh = Some(Duration::from_millis(500));
     let spec_b = vip_spec("VI_B", 100, Version::V3, interval);
     let target = probe_target(&spec_a);
     let answers_a = Responder::start(a, target, "a").unwrap();
@@ -534,18 +533,22 @@ fn observe(interval: Duration) -> Duration {
 }
 
 /// A scenario's label in the printed measurements, e.g. `v3 1s auth unicast`.
-fn label(ours: &InstanceSpec) -> String {
+fn label(ours: &VrrpInstance) -> String {
     format!(
         "v{} {:?}{}{}{}",
-        ours.version,
-        ours.advert_interval,
-        if ours.is_ipv6() { " ipv6" } else { "" },
-        if ours.auth_pass.is_some() {
+        ours.identity.version,
+        ours.identity.advert_interval,
+        if ours.identity.is_ipv6() { " ipv6" } else { "" },
+        if ours.identity.auth_pass.is_some() {
             " auth"
         } else {
             ""
         },
-        if ours.is_unicast() { " unicast" } else { "" }
+        if ours.identity.is_unicast() {
+            " unicast"
+        } else {
+            ""
+        }
     )
 }
 
@@ -554,12 +557,12 @@ fn label(ours: &InstanceSpec) -> String {
 /// master-down interval), keepalived comes back and preempts, and is stopped with
 /// SIGTERM (xdp-lb takes over after its skew time). Both takeovers are measured by
 /// the client.
-fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: InstanceSpec) {
+fn keepalived_master_then_xdp_lb(tag: &str, ka: KaConf, ours: VrrpInstance) {
     let lab = probed(tag);
     let (a, b) = (&lab.a, &lab.b);
-    let vip = &ours.virtual_addresses[0].addr.to_string();
+    let vip = &ours.identity.virtual_ipaddresses[0].addr.to_string();
     let dir = tempfile::tempdir().unwrap();
-    let interval = ours.advert_interval;
+    let interval = ours.identity.advert_interval;
     let label = label(&ours);
     let target = probe_target(&ours);
     let _xlb_answers = Responder::start(a, target, XLB).unwrap();
@@ -671,12 +674,12 @@ fn keepalived_stops_xdp_lb_takes_over(
 /// stopped (keepalived takes over after its skew time), returns and preempts, and its
 /// host crashes (keepalived waits out its master-down interval). Both takeovers are
 /// measured by the client.
-fn xdp_lb_master_then_keepalived(tag: &str, ka: KaConf, ours: InstanceSpec) {
+fn xdp_lb_master_then_keepalived(tag: &str, ka: KaConf, ours: VrrpInstance) {
     let lab = probed(tag);
     let (a, b) = (&lab.a, &lab.b);
-    let vip = &ours.virtual_addresses[0].addr.to_string();
+    let vip = &ours.identity.virtual_ipaddresses[0].addr.to_string();
     let dir = tempfile::tempdir().unwrap();
-    let interval = ours.advert_interval;
+    let interval = ours.identity.advert_interval;
     let label = label(&ours);
     let target = probe_target(&ours);
     let xlb_answers = Responder::start(a, target, XLB).unwrap();
@@ -860,9 +863,9 @@ fn ka_count(keepalived: &Keepalived, needle: &str) -> usize {
 }
 
 /// Unicast between `a` and `b` on both sides.
-fn unicast(ours: &mut InstanceSpec, conf: &mut KaConf) {
-    ours.unicast_source = Some(A_ADDR.parse::<IpAddr>().unwrap());
-    ours.unicast_peers = vec![B_ADDR.parse().unwrap()];
+fn unicast(ours: &mut VrrpInstance, conf: &mut KaConf) {
+    ours.identity.unicast_src_ip = Some(A_ADDR.parse::<IpAddr>().unwrap());
+    ours.identity.unicast_peers = vec![B_ADDR.parse().unwrap()];
     conf.unicast = Some((B_ADDR.into(), A_ADDR.into()));
 }
 
@@ -889,7 +892,7 @@ fn keepalived_master_v3_100ms_xdp_lb_takes_over() {
 #[test]
 fn keepalived_master_v2_auth_1s_xdp_lb_takes_over() {
     let mut ours = vip_spec("VI_1", 100, Version::V2, Duration::from_secs(1));
-    ours.auth_pass = Some("s3cret".into());
+    ours.identity.auth_pass = Some("s3cret".into());
     let mut conf = ka(200, Version::V2, "1");
     conf.auth_pass = Some("s3cret".into());
     keepalived_master_then_xdp_lb("k21", conf, ours);
@@ -904,7 +907,7 @@ fn xdp_lb_master_v3_1s_keepalived_backup() {
 #[test]
 fn xdp_lb_master_v2_auth_1s_keepalived_backup() {
     let mut ours = vip_spec("VI_1", 200, Version::V2, Duration::from_secs(1));
-    ours.auth_pass = Some("s3cret".into());
+    ours.identity.auth_pass = Some("s3cret".into());
     let mut conf = ka(100, Version::V2, "1");
     conf.auth_pass = Some("s3cret".into());
     xdp_lb_master_then_keepalived("x21", conf, ours);
@@ -929,7 +932,7 @@ fn xdp_lb_master_v3_unicast_keepalived_backup() {
 #[test]
 fn xdp_lb_master_v2_auth_unicast_keepalived_backup() {
     let mut ours = vip_spec("VI_1", 200, Version::V2, Duration::from_secs(1));
-    ours.auth_pass = Some("s3cret".into());
+    ours.identity.auth_pass = Some("s3cret".into());
     let mut conf = ka(100, Version::V2, "1");
     conf.auth_pass = Some("s3cret".into());
     unicast(&mut ours, &mut conf);
@@ -999,7 +1002,7 @@ fn xdp_lb_nopreempt_joins_and_keepalived_stays_master() {
     let (a, b) = (&lab.a, &lab.b);
     let interval = Duration::from_secs(1);
     let mut ours = vip_spec("VI_1", 200, Version::V3, interval);
-    ours.preempt = false;
+    ours.tunables.preempt = false;
     let label = format!("{} xdp-lb nopreempt", label(&ours));
     let dir = tempfile::tempdir().unwrap();
     let target = probe_target(&ours);
@@ -1118,7 +1121,8 @@ fn vrid_clash_is_reported_without_flapping() {
     let interval = Duration::from_millis(200);
     let spec_a = vip_spec("VC_A", 200, Version::V3, interval);
     let mut spec_b = vip_spec("VC_B", 100, Version::V3, interval);
-    spec_b.virtual_addresses = vec![VirtualAddress::new("192.0.2.201".parse().unwrap(), 24)];
+    spec_b.identity.virtual_ipaddresses =
+        vec![VrrpAddress::new("192.0.2.201".parse().unwrap(), 24)];
     let mut node_a = Node::start(&a, vec![spec_a]);
     let mut node_b = Node::start(&b, vec![spec_b]);
     node_a.wait_state(State::Master, Duration::from_secs(5));
@@ -1149,7 +1153,7 @@ fn nopreempt_leaves_the_current_master_in_place() {
     let vip = VIP;
     let interval = Duration::from_millis(200);
     let mut spec_a = vip_spec("NP_A", 200, Version::V3, interval);
-    spec_a.preempt = false;
+    spec_a.tunables.preempt = false;
     let mut node_b = Node::start(&b, vec![vip_spec("NP_B", 100, Version::V3, interval)]);
     node_b.wait_state(State::Master, Duration::from_secs(5));
     let mut node_a = Node::start(&a, vec![spec_a]);
@@ -1166,9 +1170,9 @@ fn nopreempt_leaves_the_current_master_in_place() {
 
 #[test]
 fn keepalived_master_v3_ipv6_xdp_lb_takes_over() {
-    let vip = VirtualAddress::new("2001:db8::200".parse().unwrap(), 64);
+    let vip = VrrpAddress::new("2001:db8::200".parse().unwrap(), 64);
     let mut ours = vip_spec("VI_1", 100, Version::V3, Duration::from_secs(1));
-    ours.virtual_addresses = vec![vip];
+    ours.identity.virtual_ipaddresses = vec![vip];
     let mut conf = ka(200, Version::V3, "1");
     conf.vip = "2001:db8::200/64".into();
     keepalived_master_then_xdp_lb("k36", conf, ours);
@@ -1176,9 +1180,9 @@ fn keepalived_master_v3_ipv6_xdp_lb_takes_over() {
 
 #[test]
 fn xdp_lb_master_v3_ipv6_keepalived_backup() {
-    let vip = VirtualAddress::new("2001:db8::200".parse().unwrap(), 64);
+    let vip = VrrpAddress::new("2001:db8::200".parse().unwrap(), 64);
     let mut ours = vip_spec("VI_1", 200, Version::V3, Duration::from_secs(1));
-    ours.virtual_addresses = vec![vip];
+    ours.identity.virtual_ipaddresses = vec![vip];
     let mut conf = ka(100, Version::V3, "1");
     conf.vip = "2001:db8::200/64".into();
     xdp_lb_master_then_keepalived("x36", conf, ours);

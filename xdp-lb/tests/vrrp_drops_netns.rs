@@ -18,10 +18,8 @@ use std::{
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use xdp_lb::{
-    failover::{
-        FailoverEvent, InstanceSpec, InstanceStatus, SocketStatus, StatusBoard, VirtualAddress,
-        run_tracked,
-    },
+    config::{VrrpAddress, VrrpInstance},
+    failover::{FailoverEvent, InstanceStatus, SocketStatus, StatusBoard, run_tracked},
     netlink::Netlink,
 };
 use xdp_lb_lab::{Capture, Netns, veth_pair};
@@ -106,7 +104,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(ns: &Netns, spec: InstanceSpec) -> Node {
+    fn start(ns: &Netns, spec: VrrpInstance) -> Node {
         let status = StatusBoard::default();
         let board = status.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -210,15 +208,10 @@ impl Drop for Node {
 #[test]
 fn broken_adverts_are_counted_by_reason_and_never_change_state() {
     let (a, b) = pair("xlbdrop-");
-    let mut spec = InstanceSpec::new(
-        "VI_DROP",
-        "eth0",
-        VRID,
-        vec![VirtualAddress::new(ip(VIP), 24)],
-    );
-    spec.version = Version::V2;
-    spec.auth_pass = Some(PASSWORD.into());
-    spec.priority = 100;
+    let mut spec = VrrpInstance::new("VI_DROP", "eth0", VRID, vec![VrrpAddress::new(ip(VIP), 24)]);
+    spec.identity.version = 2;
+    spec.identity.auth_pass = Some(PASSWORD.into());
+    spec.tunables.priority = 100;
     let node = Node::start(&a, spec);
     // Master-down interval: 3 s + skew.
     node.wait_state(State::Master, Duration::from_secs(10));
@@ -281,16 +274,11 @@ fn broken_adverts_are_counted_by_reason_and_never_change_state() {
 #[test]
 fn an_old_keepalived_unicast_checksum_is_accepted_and_answered_in_kind() {
     let (a, b) = pair("xlbold-");
-    let mut spec = InstanceSpec::new(
-        "VI_OLD",
-        "eth0",
-        VRID,
-        vec![VirtualAddress::new(ip(VIP), 24)],
-    );
-    spec.advert_interval = Duration::from_millis(100);
-    spec.priority = 200;
-    spec.unicast_source = Some(ip(OURS));
-    spec.unicast_peers = vec![ip(PEER)];
+    let mut spec = VrrpInstance::new("VI_OLD", "eth0", VRID, vec![VrrpAddress::new(ip(VIP), 24)]);
+    spec.identity.advert_interval = Duration::from_millis(100);
+    spec.tunables.priority = 200;
+    spec.identity.unicast_src_ip = Some(ip(OURS));
+    spec.identity.unicast_peers = vec![ip(PEER)];
     // The peer's own socket, to read our adverts.
     let (adverts_tx, adverts) = mpsc::channel::<Vec<u8>>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -395,20 +383,15 @@ fn a_lower_priority_advert_makes_the_master_announce_again() {
         .collect::<Vec<_>>()
         .try_into()
         .unwrap();
-    let mut spec = InstanceSpec::new(
-        "VI_LOW",
-        "eth0",
-        VRID,
-        vec![VirtualAddress::new(ip(VIP), 24)],
-    );
-    spec.advert_interval = Duration::from_millis(100);
-    spec.priority = 200;
+    let mut spec = VrrpInstance::new("VI_LOW", "eth0", VRID, vec![VrrpAddress::new(ip(VIP), 24)]);
+    spec.identity.advert_interval = Duration::from_millis(100);
+    spec.tunables.priority = 200;
     // No announcements on the takeover itself, so every one seen comes from the
     // lower-priority adverts.
-    spec.garp_repeat = 0;
-    spec.garp_delay = Duration::ZERO;
-    spec.garp_lower_prio_repeat = 3;
-    spec.garp_lower_prio_delay = Duration::from_millis(600);
+    spec.tunables.garp_master_repeat = 0;
+    spec.tunables.garp_master_delay = Duration::ZERO;
+    spec.tunables.garp_lower_prio_repeat = 3;
+    spec.tunables.garp_lower_prio_delay = Duration::from_millis(600);
     let capture = Capture::start(&b, "eth0").unwrap();
     let node = Node::start(&a, spec);
     node.wait_state(State::Master, Duration::from_secs(5));

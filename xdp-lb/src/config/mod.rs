@@ -63,12 +63,7 @@ fn read_bounded(path: &Path) -> Result<String, String> {
 pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
     let src = error::SourceText::new(text, source);
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-    let mut config = validate::validate(raw, &src)?;
-    // It parsed as `RawConfig`, so it parses as a table.
-    let mut others: toml::Table = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
-    others.remove("virtual_server");
-    config.others = others;
-    Ok(config)
+    validate::validate(raw, &src)
 }
 
 /// A validated configuration.
@@ -83,26 +78,26 @@ pub struct Config {
     pub scripts: Vec<TrackScript>,
     /// `[vrrp_sync_group.NAME]` groups, sorted by name.
     pub sync_groups: Vec<SyncGroup>,
-    /// Every table but `[[virtual_server]]`, as written: a reload compares them to
-    /// tell what besides virtual servers changed (see `crate::reload`).
-    pub others: toml::Table,
 }
 
 /// keepalived's `vrrp_sync_group`: instances that change state together (when one
 /// fails, all fail over). An instance belongs to at most one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SyncGroup {
+    #[serde(skip)]
     pub name: String,
     /// Names of `[vrrp.NAME]` instances, at least two.
+    #[serde(rename = "group")]
     pub members: Vec<String>,
     /// The group's own notify commands; `generic` gets `GROUP <name> <STATE> 0`.
+    #[serde(flatten)]
     pub notify: VrrpNotify,
 }
 
 /// `{ name = "eth1", weight = -20 }` or `"eth1"`: while that interface is down, its
 /// (negative) weight is added to the instance's priority, or while it is up its
 /// (positive) weight; weight 0 (the default) puts the instance in FAULT while it is down.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TrackedInterface {
     pub name: String,
     pub weight: i32,
@@ -112,8 +107,9 @@ pub struct TrackedInterface {
 /// is down, after `rise` successes up again. An instance tracking it adds `weight` to
 /// its priority while the script is up (weight > 0) or down (weight < 0); weight 0
 /// puts the instance in FAULT while the script is down.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TrackScript {
+    #[serde(skip)]
     pub name: String,
     pub command: Vec<String>,
     pub interval: Duration,
@@ -125,23 +121,31 @@ pub struct TrackScript {
     pub user: Option<String>,
 }
 
-/// One `[vrrp.NAME]` instance, with keepalived's defaults.
+/// One `[vrrp.NAME]` instance, with keepalived's defaults: what it is (its
+/// identity) and what a reload may change in place (its tunables).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpInstance {
     pub name: String,
+    pub identity: VrrpIdentity,
+    pub tunables: VrrpTunables,
+    pub location: Location,
+}
+
+/// What a VRRP instance is: changing any of it means a new election (a restart), as
+/// does a priority to or from 255 (the address owner). Serialized only to name the
+/// keys that changed, under their config-file names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VrrpIdentity {
     pub interface: String,
+    #[serde(rename = "virtual_router_id")]
     pub vrid: u8,
-    /// 1..=255; 255 = address owner. Default 100.
-    pub priority: u8,
     /// 2 or 3; default 2 for IPv4 (as keepalived), 3 for IPv6.
     pub version: u8,
     /// Default 1 s; whole seconds for v2, centiseconds for v3.
     pub advert_interval: Duration,
     /// VRRPv2 simple password, at most 8 bytes.
     pub auth_pass: Option<String>,
-    /// Default true; `false` is keepalived's `nopreempt`.
-    pub preempt: bool,
-    pub preempt_delay: Duration,
+    /// One family, at least one.
     pub virtual_ipaddresses: Vec<VrrpAddress>,
     /// The source of our adverts (`unicast_src_ip`, or `mcast_src_ip` as keepalived
     /// also calls it); default: the interface's address (IPv6: its link-local one).
@@ -150,6 +154,23 @@ pub struct VrrpInstance {
     pub unicast_peers: Vec<IpAddr>,
     /// IPv4 VRRPv3 unicast checksums as keepalived before 1.3.6 computed them.
     pub old_unicast_checksum: bool,
+    /// Virtual servers whose quorum this instance tracks.
+    pub track_virtual_servers: Vec<TrackedService>,
+    /// Names of `[script.NAME]` tables this instance tracks (each exists).
+    pub track_scripts: Vec<String>,
+    /// `track_interfaces`: links whose state changes the priority or means FAULT.
+    pub track_interfaces: Vec<TrackedInterface>,
+}
+
+/// What a reload applies to a running instance in place, keeping its state and VIPs:
+/// a new priority acts from the next advert on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpTunables {
+    /// 1..=255; 255 = address owner. Default 100.
+    pub priority: u8,
+    /// Default true; `false` is keepalived's `nopreempt`.
+    pub preempt: bool,
+    pub preempt_delay: Duration,
     /// Gratuitous ARP / unsolicited NA on becoming MASTER, with keepalived's meaning:
     /// a burst of `garp_master_repeat`, a second one `garp_master_delay` later (zero:
     /// none), then `garp_master_refresh_repeat` every `garp_master_refresh`; rounds of a
@@ -167,19 +188,97 @@ pub struct VrrpInstance {
     pub lower_prio_no_advert: bool,
     pub higher_prio_send_advert: bool,
     pub notify: VrrpNotify,
-    /// Virtual servers whose quorum this instance tracks.
-    pub track_virtual_servers: Vec<TrackedService>,
-    /// Names of `[script.NAME]` tables this instance tracks (each exists).
-    pub track_scripts: Vec<String>,
-    /// `track_interfaces`: links whose state changes the priority or means FAULT.
-    pub track_interfaces: Vec<TrackedInterface>,
-    pub location: Location,
+}
+
+impl Default for VrrpTunables {
+    /// keepalived's defaults (the parser starts from these too).
+    fn default() -> VrrpTunables {
+        VrrpTunables {
+            priority: 100,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            garp_master_repeat: 5,
+            garp_master_delay: Duration::from_secs(5),
+            garp_master_refresh: None,
+            garp_master_refresh_repeat: 1,
+            garp_interval: Duration::ZERO,
+            garp_lower_prio_repeat: 5,
+            garp_lower_prio_delay: Duration::from_secs(5),
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
+            notify: VrrpNotify::default(),
+        }
+    }
+}
+
+impl VrrpIdentity {
+    /// keepalived's defaults for an instance on `interface` with `vrid` holding
+    /// `virtual_ipaddresses` (the parser starts from these too): version 2 over IPv4
+    /// and 3 over IPv6, 1 s adverts, multicast, no authentication, nothing tracked.
+    pub fn new(
+        interface: impl Into<String>,
+        vrid: u8,
+        virtual_ipaddresses: Vec<VrrpAddress>,
+    ) -> VrrpIdentity {
+        let v6 = virtual_ipaddresses
+            .first()
+            .is_some_and(|a| a.addr.is_ipv6());
+        VrrpIdentity {
+            interface: interface.into(),
+            vrid,
+            version: if v6 { 3 } else { 2 },
+            advert_interval: Duration::from_secs(1),
+            auth_pass: None,
+            virtual_ipaddresses,
+            unicast_src_ip: None,
+            unicast_peers: Vec::new(),
+            old_unicast_checksum: false,
+            track_virtual_servers: Vec::new(),
+            track_scripts: Vec::new(),
+            track_interfaces: Vec::new(),
+        }
+    }
+
+    /// Whether the instance speaks VRRP over IPv6 (its VIPs are IPv6).
+    pub fn is_ipv6(&self) -> bool {
+        self.virtual_ipaddresses
+            .first()
+            .is_some_and(|v| v.addr.is_ipv6())
+    }
+
+    /// Whether adverts go to unicast peers rather than the multicast group.
+    pub fn is_unicast(&self) -> bool {
+        !self.unicast_peers.is_empty()
+    }
+
+    /// The VIPs without prefixes.
+    pub fn vips(&self) -> Vec<IpAddr> {
+        self.virtual_ipaddresses.iter().map(|v| v.addr).collect()
+    }
+}
+
+impl VrrpInstance {
+    /// An instance with keepalived's defaults (see [`VrrpIdentity::new`] and
+    /// [`VrrpTunables::default`]).
+    pub fn new(
+        name: impl Into<String>,
+        interface: impl Into<String>,
+        vrid: u8,
+        virtual_ipaddresses: Vec<VrrpAddress>,
+    ) -> VrrpInstance {
+        VrrpInstance {
+            name: name.into(),
+            identity: VrrpIdentity::new(interface, vrid, virtual_ipaddresses),
+            tunables: VrrpTunables::default(),
+            location: Location::default(),
+        }
+    }
 }
 
 /// `{ vip = "192.0.2.100", port = 80, protocol = "tcp", weight = -50 }`: while that
 /// virtual server has lost its quorum, `weight` is added to the instance's priority;
 /// weight 0 puts the instance in FAULT instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TrackedService {
     pub vip: IpAddr,
     pub port: u16,
@@ -189,7 +288,7 @@ pub struct TrackedService {
 
 /// A virtual address of an instance: `"192.0.2.200/24 dev eth1 scope link label eth1:vip"`
 /// style, as keepalived's `virtual_ipaddress` block (and `ip addr add`) write it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VrrpAddress {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -200,19 +299,37 @@ pub struct VrrpAddress {
     pub scope: Option<u8>,
 }
 
-/// Notify commands (argv, run without a shell).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl VrrpAddress {
+    /// `addr/prefix` on the instance's interface, global scope, no label.
+    pub fn new(addr: IpAddr, prefix: u8) -> VrrpAddress {
+        VrrpAddress {
+            addr,
+            prefix,
+            label: None,
+            device: None,
+            scope: None,
+        }
+    }
+}
+
+/// Notify commands (argv, run without a shell), serialized under their config keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VrrpNotify {
+    #[serde(rename = "notify_master")]
     pub master: Option<Vec<String>>,
+    #[serde(rename = "notify_backup")]
     pub backup: Option<Vec<String>>,
+    #[serde(rename = "notify_fault")]
     pub fault: Option<Vec<String>>,
+    #[serde(rename = "notify_stop")]
     pub stop: Option<Vec<String>>,
     /// Called with (instance, state, priority) appended, as keepalived's `notify`.
+    #[serde(rename = "notify")]
     pub generic: Option<Vec<String>>,
 }
 
-/// `[global]`: settings of this node.
-#[derive(Debug, Clone)]
+/// `[global]`: settings of this node (serialized only to name what a reload changed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Global {
     /// A name for this node in logs and status output (keepalived's `router_id`).
     pub router_id: Option<String>,
@@ -238,7 +355,7 @@ impl Default for Global {
 }
 
 /// `[dataplane]`: where and how the XDP program runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Dataplane {
     /// NICs the XDP program attaches to; non-empty, each a valid Linux interface name.
     pub interfaces: Vec<String>,
@@ -250,15 +367,19 @@ pub struct Dataplane {
     pub neighbour_timeout: Duration,
     /// Idle timeouts of NAT connections (`nat_tcp_timeout`, `nat_tcp_fin_timeout`,
     /// `nat_udp_timeout`); IPVS's defaults.
+    #[serde(flatten)]
     pub nat_timeouts: NatTimeouts,
 }
 
 /// Idle timeouts of NAT entries, as IPVS has them (`ipvsadm --set tcp tcpfin udp`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct NatTimeouts {
+    #[serde(rename = "nat_tcp_timeout")]
     pub tcp: Duration,
     /// After a FIN or RST was seen.
+    #[serde(rename = "nat_tcp_fin_timeout")]
     pub tcp_fin: Duration,
+    #[serde(rename = "nat_udp_timeout")]
     pub udp: Duration,
 }
 
@@ -274,7 +395,7 @@ impl Default for NatTimeouts {
 }
 
 /// How the XDP program is attached (`xdp_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum XdpMode {
     /// Driver mode where the NIC supports it, generic (SKB) mode otherwise.
     Auto,
@@ -306,7 +427,7 @@ pub struct VirtualServer {
 }
 
 /// `protocol`: default `tcp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Protocol {
     Tcp,
     Udp,

@@ -991,34 +991,53 @@ fn a_vrrp_instance_takes_keepalived_defaults() {
     let config = parse(&text, "lb.toml").unwrap();
     let vi = &config.vrrp[0];
     assert_eq!(
-        (vi.name.as_str(), vi.interface.as_str(), vi.vrid),
+        (
+            vi.name.as_str(),
+            vi.identity.interface.as_str(),
+            vi.identity.vrid
+        ),
         ("VI_1", "eth0", 51)
     );
     assert_eq!(
-        (vi.priority, vi.version),
+        (vi.tunables.priority, vi.identity.version),
         (100, 2),
         "keepalived: v2 for IPv4"
     );
-    assert_eq!(vi.advert_interval, Duration::from_secs(1));
-    assert!(vi.preempt);
-    assert_eq!(vi.virtual_ipaddresses[0].prefix, 24);
-    assert_eq!(vi.virtual_ipaddresses[0].label.as_deref(), Some("eth0:vi1"));
-    assert_eq!(vi.virtual_ipaddresses[1].prefix, 32);
-    assert_eq!((vi.garp_master_repeat, vi.unicast_peers.len()), (5, 0));
-    // keepalived's announcement schedule: a second burst 5 s later, no refresh.
-    assert_eq!(vi.garp_master_delay, Duration::from_secs(5));
+    assert_eq!(vi.identity.advert_interval, Duration::from_secs(1));
+    assert!(vi.tunables.preempt);
+    assert_eq!(vi.identity.virtual_ipaddresses[0].prefix, 24);
     assert_eq!(
-        (vi.garp_master_refresh, vi.garp_master_refresh_repeat),
+        vi.identity.virtual_ipaddresses[0].label.as_deref(),
+        Some("eth0:vi1")
+    );
+    assert_eq!(vi.identity.virtual_ipaddresses[1].prefix, 32);
+    assert_eq!(
+        (
+            vi.tunables.garp_master_repeat,
+            vi.identity.unicast_peers.len()
+        ),
+        (5, 0)
+    );
+    // keepalived's announcement schedule: a second burst 5 s later, no refresh.
+    assert_eq!(vi.tunables.garp_master_delay, Duration::from_secs(5));
+    assert_eq!(
+        (
+            vi.tunables.garp_master_refresh,
+            vi.tunables.garp_master_refresh_repeat
+        ),
         (None, 1)
     );
-    assert_eq!(vi.garp_interval, Duration::ZERO);
-    assert_eq!(vi.unicast_src_ip, None);
+    assert_eq!(vi.tunables.garp_interval, Duration::ZERO);
+    assert_eq!(vi.identity.unicast_src_ip, None);
     // On a lower-priority advert while MASTER: answer, and announce as on a takeover.
     assert_eq!(
-        (vi.garp_lower_prio_repeat, vi.garp_lower_prio_delay),
+        (
+            vi.tunables.garp_lower_prio_repeat,
+            vi.tunables.garp_lower_prio_delay
+        ),
         (5, Duration::from_secs(5))
     );
-    assert!(!vi.lower_prio_no_advert && !vi.higher_prio_send_advert);
+    assert!(!vi.tunables.lower_prio_no_advert && !vi.tunables.higher_prio_send_advert);
 }
 
 #[test]
@@ -1034,10 +1053,13 @@ fn lower_and_higher_priority_answers_are_configurable() {
     ];
     let vi = &parse_ok(&with_vrrp(&lines)).vrrp[0];
     assert_eq!(
-        (vi.garp_lower_prio_repeat, vi.garp_lower_prio_delay),
+        (
+            vi.tunables.garp_lower_prio_repeat,
+            vi.tunables.garp_lower_prio_delay
+        ),
         (0, Duration::ZERO)
     );
-    assert!(vi.lower_prio_no_advert && vi.higher_prio_send_advert);
+    assert!(vi.tunables.lower_prio_no_advert && vi.tunables.higher_prio_send_advert);
 
     lines.push("garp_lower_prio_repeat = 1001");
     lines.retain(|l| *l != "garp_lower_prio_repeat = 0");
@@ -1060,7 +1082,11 @@ fn old_unicast_checksum_is_for_v3_unicast_over_ipv4() {
         "unicast_peers = [\"192.0.2.3\"]",
         "old_unicast_checksum = true",
     ];
-    assert!(parse_ok(&with_vrrp(&unicast)).vrrp[0].old_unicast_checksum);
+    assert!(
+        parse_ok(&with_vrrp(&unicast)).vrrp[0]
+            .identity
+            .old_unicast_checksum
+    );
     // Without peers (multicast) the flag means nothing: an error at the flag.
     let multicast: Vec<&str> = unicast
         .iter()
@@ -1089,13 +1115,19 @@ fn mcast_src_ip_is_the_source_of_multicast_adverts() {
     let mut lines = base.to_vec();
     lines.push("mcast_src_ip = \"192.0.2.2\"");
     let vi = &parse_ok(&with_vrrp(&lines)).vrrp[0];
-    assert_eq!(vi.unicast_src_ip, Some("192.0.2.2".parse().unwrap()));
-    assert!(vi.unicast_peers.is_empty());
     assert_eq!(
-        (vi.garp_master_refresh, vi.garp_master_refresh_repeat),
+        vi.identity.unicast_src_ip,
+        Some("192.0.2.2".parse().unwrap())
+    );
+    assert!(vi.identity.unicast_peers.is_empty());
+    assert_eq!(
+        (
+            vi.tunables.garp_master_refresh,
+            vi.tunables.garp_master_refresh_repeat
+        ),
         (Some(Duration::from_secs(60)), 2)
     );
-    assert_eq!(vi.garp_interval, Duration::from_millis(10));
+    assert_eq!(vi.tunables.garp_interval, Duration::from_millis(10));
 
     lines.push("unicast_src_ip = \"192.0.2.2\"");
     let text = with_vrrp(&lines);
@@ -1126,8 +1158,11 @@ fn ipv6_instances_default_to_v3_and_sub_second_intervals_need_v3() {
         "virtual_ipaddresses = [\"2001:db8::200/64\"]",
     ]);
     let config = parse(&v6, "lb.toml").unwrap();
-    assert_eq!(config.vrrp[0].version, 3);
-    assert_eq!(config.vrrp[0].advert_interval, Duration::from_millis(100));
+    assert_eq!(config.vrrp[0].identity.version, 3);
+    assert_eq!(
+        config.vrrp[0].identity.advert_interval,
+        Duration::from_millis(100)
+    );
     let v2_fast = with_vrrp(&[
         "interface = \"eth0\"",
         "virtual_router_id = 52",
@@ -1222,7 +1257,7 @@ fn a_tracked_virtual_server_must_exist() {
         "track_virtual_servers = [{ vip = \"192.0.2.100\", port = 80, weight = -50 }]",
     ]);
     let config = parse(&text, "lb.toml").unwrap();
-    let tracked = &config.vrrp[0].track_virtual_servers[0];
+    let tracked = &config.vrrp[0].identity.track_virtual_servers[0];
     assert_eq!(
         (tracked.port, tracked.protocol, tracked.weight),
         (80, Protocol::Tcp, -50)
@@ -1259,7 +1294,10 @@ fn track_scripts_take_keepalived_defaults_and_must_exist() {
         (s.interval, s.timeout),
         (Duration::from_secs(1), Duration::from_secs(1))
     );
-    assert_eq!(config.vrrp[0].track_scripts, vec!["chk_true".to_string()]);
+    assert_eq!(
+        config.vrrp[0].identity.track_scripts,
+        vec!["chk_true".to_string()]
+    );
     let wrong = text.replace(
         "track_scripts = [\"chk_true\"]",
         "track_scripts = [\"chk_nginx\"]",
@@ -1351,12 +1389,12 @@ fn virtual_addresses_take_dev_scope_and_label() {
         "virtual_ipaddresses = [\"192.0.2.200/24 dev eth1 scope link label eth1:vip\", \"192.0.2.201 scope 200\"]",
     ]);
     let vi = &parse_ok(&text).vrrp[0];
-    let a = &vi.virtual_ipaddresses[0];
+    let a = &vi.identity.virtual_ipaddresses[0];
     assert_eq!(
         (a.device.as_deref(), a.scope, a.label.as_deref()),
         (Some("eth1"), Some(253), Some("eth1:vip"))
     );
-    let b = &vi.virtual_ipaddresses[1];
+    let b = &vi.identity.virtual_ipaddresses[1];
     assert_eq!(
         (b.device.as_deref(), b.scope, b.prefix),
         (None, Some(200), 32)
@@ -1390,7 +1428,7 @@ fn track_interfaces_take_names_or_weights() {
     ]);
     let vi = &parse_ok(&text).vrrp[0];
     assert_eq!(
-        vi.track_interfaces,
+        vi.identity.track_interfaces,
         vec![
             TrackedInterface {
                 name: "eth1".into(),

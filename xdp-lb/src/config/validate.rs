@@ -123,7 +123,6 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         vrrp,
         scripts,
         sync_groups,
-        others: toml::Table::new(),
     })
 }
 

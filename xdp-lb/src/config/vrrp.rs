@@ -13,13 +13,9 @@ use super::raw::{RawScript, RawVrrp};
 use super::validate::Validator;
 use super::{
     Protocol, SyncGroup, TrackScript, TrackedInterface, TrackedService, VirtualServer, VrrpAddress,
-    VrrpInstance, VrrpNotify,
+    VrrpIdentity, VrrpInstance, VrrpNotify, VrrpTunables,
 };
 
-const DEFAULT_PRIORITY: u8 = 100;
-const DEFAULT_GARP_REPEAT: u32 = 5;
-const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
-const DEFAULT_GARP_REFRESH_REPEAT: u32 = 1;
 /// VRRPv3's 12-bit centisecond field.
 const MAX_V3_INTERVAL: Duration = Duration::from_millis(40_950);
 
@@ -35,7 +31,8 @@ impl Validator<'_, '_> {
         let mut out = Vec::with_capacity(raws.len());
         for (name, table) in raws {
             let instance = self.vrrp_instance(&name, &table, services, scripts)?;
-            let key = (instance.interface.clone(), instance.vrid, is_v6(&instance));
+            let id = &instance.identity;
+            let key = (id.interface.clone(), id.vrid, id.is_ipv6());
             if let Some(first) = seen.insert(key, name.clone()) {
                 let value = table
                     .get_ref()
@@ -47,7 +44,7 @@ impl Validator<'_, '_> {
                     format!(
                         "[vrrp.{name}] uses virtual_router_id {} on {} like [vrrp.{first}]: \
                          one VRID per interface and address family",
-                        instance.vrid, instance.interface
+                        id.vrid, id.interface
                     ),
                 ));
             }
@@ -80,16 +77,17 @@ impl Validator<'_, '_> {
             return Err(missing("virtual_router_id", "51"));
         };
         let vrid = self.integer(vrid_value, "virtual_router_id", 1..=255)? as u8;
-        let priority = match &raw.priority {
-            Some(v) => self.integer(v, "priority", 1..=255)? as u8,
-            None => DEFAULT_PRIORITY,
-        };
+        // Every unset key takes the default the types give.
+        let mut tunables = VrrpTunables::default();
+        if let Some(v) = &raw.priority {
+            tunables.priority = self.integer(v, "priority", 1..=255)? as u8;
+        }
         let Some(vips_value) = &raw.virtual_ipaddresses else {
             return Err(missing("virtual_ipaddresses", "[\"192.0.2.200/24\"]"));
         };
-        let virtual_ipaddresses = self.vrrp_addresses(vips_value)?;
-        let v6 = virtual_ipaddresses[0].addr.is_ipv6();
-        let version = match &raw.version {
+        let mut identity = VrrpIdentity::new(interface, vrid, self.vrrp_addresses(vips_value)?);
+        let v6 = identity.is_ipv6();
+        identity.version = match &raw.version {
             Some(v) => {
                 let version = self.integer(v, "version", 2..=3)? as u8;
                 if version == 2 && v6 {
@@ -100,11 +98,10 @@ impl Validator<'_, '_> {
                 }
                 version
             }
-            // keepalived's default: v2, but v3 for IPv6.
-            None if v6 => 3,
-            None => 2,
+            None => identity.version,
         };
-        let advert_interval = match &raw.advert_interval {
+        let version = identity.version;
+        identity.advert_interval = match &raw.advert_interval {
             Some(v) => {
                 let d = self.duration(v, "advert_interval")?;
                 let whole = d.subsec_nanos() == 0
@@ -127,9 +124,9 @@ impl Validator<'_, '_> {
                 }
                 d
             }
-            None => Duration::from_secs(1),
+            None => identity.advert_interval,
         };
-        let auth_pass = match &raw.auth_pass {
+        identity.auth_pass = match &raw.auth_pass {
             Some(v) => {
                 let pass = self.string(v, "auth_pass", "a password of 1 to 8 characters")?;
                 if version != 2 {
@@ -145,16 +142,14 @@ impl Validator<'_, '_> {
             }
             None => None,
         };
-        let preempt = match &raw.preempt {
-            Some(v) => self.boolean(v, "preempt")?,
-            None => true,
-        };
-        let preempt_delay = match &raw.preempt_delay {
-            Some(v) => self.duration(v, "preempt_delay")?,
-            None => Duration::ZERO,
-        };
+        if let Some(v) = &raw.preempt {
+            tunables.preempt = self.boolean(v, "preempt")?;
+        }
+        if let Some(v) = &raw.preempt_delay {
+            tunables.preempt_delay = self.duration(v, "preempt_delay")?;
+        }
         // keepalived takes either name for the source of the adverts, multicast or not.
-        let unicast_src_ip = match (&raw.unicast_src_ip, &raw.mcast_src_ip) {
+        identity.unicast_src_ip = match (&raw.unicast_src_ip, &raw.mcast_src_ip) {
             (Some(_), Some(m)) => {
                 return Err(self.src.error(
                     m.span(),
@@ -165,7 +160,7 @@ impl Validator<'_, '_> {
             (None, Some(v)) => Some(self.family_ip(v, "mcast_src_ip", v6)?),
             (None, None) => None,
         };
-        let unicast_peers = match &raw.unicast_peers {
+        identity.unicast_peers = match &raw.unicast_peers {
             Some(v) => match v.get_ref() {
                 Value::Array(items) => items
                     .iter()
@@ -183,10 +178,10 @@ impl Validator<'_, '_> {
             },
             None => Vec::new(),
         };
-        let old_unicast_checksum = match &raw.old_unicast_checksum {
+        identity.old_unicast_checksum = match &raw.old_unicast_checksum {
             Some(v) => {
                 let on = self.boolean(v, "old_unicast_checksum")?;
-                if on && (unicast_peers.is_empty() || version != 3 || v6) {
+                if on && (identity.unicast_peers.is_empty() || version != 3 || v6) {
                     return Err(self.src.error(
                         v.span(),
                         "`old_unicast_checksum` only applies to VRRPv3 over IPv4 with \
@@ -197,87 +192,59 @@ impl Validator<'_, '_> {
             }
             None => false,
         };
-        let garp_master_repeat = match &raw.garp_master_repeat {
-            Some(v) => self.integer(v, "garp_master_repeat", 0..=1000)? as u32,
-            None => DEFAULT_GARP_REPEAT,
-        };
-        let garp_master_delay = match &raw.garp_master_delay {
-            Some(v) => self.duration(v, "garp_master_delay")?,
-            None => DEFAULT_GARP_DELAY,
-        };
-        let garp_master_refresh = match &raw.garp_master_refresh {
-            Some(v) => Some(self.duration(v, "garp_master_refresh")?).filter(|d| !d.is_zero()),
-            None => None,
-        };
-        let garp_master_refresh_repeat = match &raw.garp_master_refresh_repeat {
-            Some(v) => self.integer(v, "garp_master_refresh_repeat", 1..=1000)? as u32,
-            None => DEFAULT_GARP_REFRESH_REPEAT,
-        };
-        let garp_interval = match &raw.garp_interval {
-            Some(v) => self.duration(v, "garp_interval")?,
-            None => Duration::ZERO,
-        };
-        let garp_lower_prio_repeat = match &raw.garp_lower_prio_repeat {
-            Some(v) => self.integer(v, "garp_lower_prio_repeat", 0..=1000)? as u32,
-            None => DEFAULT_GARP_REPEAT,
-        };
-        let garp_lower_prio_delay = match &raw.garp_lower_prio_delay {
-            Some(v) => self.duration(v, "garp_lower_prio_delay")?,
-            None => DEFAULT_GARP_DELAY,
-        };
-        let flag = |v: &Option<Spanned<Value>>, key: &str| match v {
-            Some(v) => self.boolean(v, key),
-            None => Ok(false),
-        };
-        let lower_prio_no_advert = flag(&raw.lower_prio_no_advert, "lower_prio_no_advert")?;
-        let higher_prio_send_advert =
-            flag(&raw.higher_prio_send_advert, "higher_prio_send_advert")?;
+        let t = &mut tunables;
+        if let Some(v) = &raw.garp_master_repeat {
+            t.garp_master_repeat = self.integer(v, "garp_master_repeat", 0..=1000)? as u32;
+        }
+        if let Some(v) = &raw.garp_master_delay {
+            t.garp_master_delay = self.duration(v, "garp_master_delay")?;
+        }
+        if let Some(v) = &raw.garp_master_refresh {
+            t.garp_master_refresh =
+                Some(self.duration(v, "garp_master_refresh")?).filter(|d| !d.is_zero());
+        }
+        if let Some(v) = &raw.garp_master_refresh_repeat {
+            t.garp_master_refresh_repeat =
+                self.integer(v, "garp_master_refresh_repeat", 1..=1000)? as u32;
+        }
+        if let Some(v) = &raw.garp_interval {
+            t.garp_interval = self.duration(v, "garp_interval")?;
+        }
+        if let Some(v) = &raw.garp_lower_prio_repeat {
+            t.garp_lower_prio_repeat = self.integer(v, "garp_lower_prio_repeat", 0..=1000)? as u32;
+        }
+        if let Some(v) = &raw.garp_lower_prio_delay {
+            t.garp_lower_prio_delay = self.duration(v, "garp_lower_prio_delay")?;
+        }
+        if let Some(v) = &raw.lower_prio_no_advert {
+            t.lower_prio_no_advert = self.boolean(v, "lower_prio_no_advert")?;
+        }
+        if let Some(v) = &raw.higher_prio_send_advert {
+            t.higher_prio_send_advert = self.boolean(v, "higher_prio_send_advert")?;
+        }
         let argv = |v: &Option<Spanned<Value>>, key: &str| {
             v.as_ref().map(|v| self.argv(v, key)).transpose()
         };
-        let notify = VrrpNotify {
+        t.notify = VrrpNotify {
             master: argv(&raw.notify_master, "notify_master")?,
             backup: argv(&raw.notify_backup, "notify_backup")?,
             fault: argv(&raw.notify_fault, "notify_fault")?,
             stop: argv(&raw.notify_stop, "notify_stop")?,
             generic: argv(&raw.notify, "notify")?,
         };
+        if let Some(v) = &raw.track_scripts {
+            identity.track_scripts = self.track_scripts(v, scripts)?;
+        }
+        if let Some(v) = &raw.track_interfaces {
+            identity.track_interfaces = self.tracked_interfaces(v)?;
+        }
+        if let Some(v) = &raw.track_virtual_servers {
+            identity.track_virtual_servers = self.tracked_services(v, services)?;
+        }
         Ok(VrrpInstance {
             name: name.to_owned(),
-            interface,
-            vrid,
-            priority,
-            version,
-            advert_interval,
-            auth_pass,
-            preempt,
-            preempt_delay,
-            virtual_ipaddresses,
-            unicast_src_ip,
-            unicast_peers,
-            old_unicast_checksum,
-            garp_master_repeat,
-            garp_master_delay,
-            garp_master_refresh,
-            garp_master_refresh_repeat,
-            garp_interval,
-            garp_lower_prio_repeat,
-            garp_lower_prio_delay,
-            lower_prio_no_advert,
-            higher_prio_send_advert,
-            notify,
-            track_scripts: match &raw.track_scripts {
-                Some(v) => self.track_scripts(v, scripts)?,
-                None => Vec::new(),
-            },
-            track_interfaces: match &raw.track_interfaces {
-                Some(v) => self.tracked_interfaces(v)?,
-                None => Vec::new(),
-            },
-            track_virtual_servers: match &raw.track_virtual_servers {
-                Some(v) => self.tracked_services(v, services)?,
-                None => Vec::new(),
-            },
+            identity,
+            tunables,
             location: self.src.locate(vrid_value.span().start),
         })
     }
@@ -732,10 +699,6 @@ impl Validator<'_, '_> {
         }
         Ok(addr)
     }
-}
-
-fn is_v6(instance: &VrrpInstance) -> bool {
-    instance.virtual_ipaddresses[0].addr.is_ipv6()
 }
 
 /// `ip addr add ... scope SCOPE`: a name or a number.

@@ -17,8 +17,7 @@ use xdp_lb_vrrp::{
 };
 
 use super::{
-    Controls, FailoverError, FailoverEvent, InstanceSpec, Plan, PlannedInstance, SocketPlan,
-    SyncGroupSpec, TrackUpdate,
+    Controls, FailoverError, FailoverEvent, Plan, PlannedInstance, SocketPlan, TrackUpdate,
     notify::Notifier,
     status::{InstanceStatus, SocketStatus, StatusBoard, state_label},
 };
@@ -56,7 +55,7 @@ enum Unit {
 
 /// One instance at run time, besides its state machine.
 struct Running {
-    spec: InstanceSpec,
+    spec: crate::config::VrrpInstance,
     unit: usize,
     /// Index among its group's members (0 when alone).
     member: usize,
@@ -68,7 +67,7 @@ struct Running {
     /// Send VRRPv3 unicast checksums as keepalived before 1.3.6 did: configured, or
     /// learnt from a peer that sends them (keepalived switches the same way).
     old_unicast_checksum: bool,
-    /// ifindex of each VIP's device, in `spec.virtual_addresses` order.
+    /// ifindex of each VIP's device, in `spec.identity.virtual_ipaddresses` order.
     vip_links: Vec<u32>,
     /// (ifindex, weight) of each tracked interface.
     tracked: Vec<(u32, i32)>,
@@ -85,7 +84,7 @@ struct Running {
 /// A sync group's notify commands and the state they were last run for.
 struct GroupNotify {
     name: String,
-    spec: super::Notify,
+    spec: crate::config::VrrpNotify,
     notifier: Notifier,
     state: State,
 }
@@ -120,7 +119,7 @@ impl Engine {
     /// leaves nothing half-started.
     pub(crate) fn open(
         plan: Plan,
-        sync_groups: Vec<SyncGroupSpec>,
+        sync_groups: Vec<crate::config::SyncGroup>,
         // Each interface's state now, and the changes from then on (see `link`).
         (link_states, link_changes): (HashMap<u32, bool>, mpsc::UnboundedReceiver<(u32, bool)>),
         controls: Controls,
@@ -184,7 +183,7 @@ impl Engine {
                 notify: groups.len(),
             });
             groups.push(GroupNotify {
-                notifier: Notifier::start(&g.name, g.notify.timeout),
+                notifier: Notifier::start(&g.name, crate::notify::TIMEOUT),
                 name: g.name,
                 spec: g.notify,
                 state: State::Initialize,
@@ -204,7 +203,7 @@ impl Engine {
             .map(|(i, p)| {
                 let (p, _) = p.expect("planned");
                 let socket = &plan.sockets[p.socket];
-                let unicast = p.spec.is_unicast();
+                let unicast = p.spec.identity.is_unicast();
                 let expect = Expect {
                     unicast,
                     // keepalived does not check the TTL of unicast adverts, which may
@@ -213,15 +212,15 @@ impl Engine {
                     ..p.fsm.expect()
                 };
                 let destinations = if unicast {
-                    p.spec.unicast_peers.clone()
+                    p.spec.identity.unicast_peers.clone()
                 } else if socket.v6 {
                     vec![IpAddr::V6(MULTICAST_V6)]
                 } else {
                     vec![IpAddr::V4(MULTICAST_V4)]
                 };
-                sockets[p.socket].by_vrid.insert(p.spec.vrid, i);
+                sockets[p.socket].by_vrid.insert(p.spec.identity.vrid, i);
                 Running {
-                    notifier: Notifier::start(&p.spec.name, p.spec.notify.timeout),
+                    notifier: Notifier::start(&p.spec.name, crate::notify::TIMEOUT),
                     unit: placement[i].0,
                     member: placement[i].1,
                     socket: p.socket,
@@ -229,7 +228,7 @@ impl Engine {
                     primary: p.primary,
                     expect,
                     destinations,
-                    old_unicast_checksum: p.spec.old_unicast_checksum,
+                    old_unicast_checksum: p.spec.identity.old_unicast_checksum,
                     vip_links: p.vip_links,
                     tracked: p.tracked,
                     announcer: Announcer::default(),
@@ -270,8 +269,8 @@ impl Engine {
             tracing::info!(
                 instance = %r.spec.name,
                 interface = %self.sockets[r.socket].interface,
-                vrid = r.spec.vrid,
-                priority = r.spec.priority,
+                vrid = r.spec.identity.vrid,
+                priority = r.spec.tunables.priority,
                 source = %r.primary,
                 "vrrp instance starting"
             );
@@ -385,7 +384,7 @@ impl Engine {
     /// A reload changed instances in place: the state machine takes the new priority
     /// and preemption, and the rest of the spec (announcements, notify commands) is
     /// used from now on. An instance it cannot take is left as it was, with an error.
-    fn reconfigure(&mut self, specs: Vec<InstanceSpec>) {
+    fn reconfigure(&mut self, specs: Vec<crate::config::VrrpInstance>) {
         for spec in specs {
             let Some(&i) = self.by_name.get(&spec.name) else {
                 tracing::error!(instance = %spec.name, "reload names a vrrp instance that is not running; restart xdp-lb to add it");
@@ -395,11 +394,12 @@ impl Engine {
             if r.spec == spec {
                 continue;
             }
-            let cfg = spec.fsm_config(r.primary);
+            // Only the tunables can change in place (the daemon refused the rest).
+            let tunables = super::fsm_tunables(&spec);
             let (unit, member) = (r.unit, r.member);
             let applied = match &mut self.units[unit] {
-                Unit::Alone(fsm) => fsm.reconfigure(&cfg),
-                Unit::Synced { group, .. } => group.reconfigure(member, &cfg),
+                Unit::Alone(fsm) => fsm.reconfigure(&tunables),
+                Unit::Synced { group, .. } => group.reconfigure(member, &tunables),
             };
             if let Err(field) = applied {
                 tracing::error!(instance = %spec.name, "reload not applied to this instance: its {field} changed; restart xdp-lb for that");
@@ -411,7 +411,7 @@ impl Engine {
                 state = %state_label(fsm.state()),
                 priority = fsm.priority(),
                 base_priority = fsm.base_priority(),
-                preempt = spec.preempt,
+                preempt = spec.tunables.preempt,
                 "vrrp instance reconfigured"
             );
             self.instances[i].spec = spec;
@@ -642,11 +642,11 @@ impl Engine {
             }
             Action::Reannounce => {
                 let r = &mut self.instances[i];
-                let s = &r.spec;
+                let t = &r.spec.tunables;
                 r.announcer.again(
-                    s.garp_lower_prio_repeat,
-                    s.garp_lower_prio_delay,
-                    s.garp_interval,
+                    t.garp_lower_prio_repeat,
+                    t.garp_lower_prio_delay,
+                    t.garp_interval,
                 );
             }
             Action::BecomeBackup => self.release(i, State::Backup).await,
@@ -661,7 +661,7 @@ impl Engine {
                 tracing::warn!(
                     instance = %r.spec.name,
                     interface = %self.sockets[r.socket].interface,
-                    vrid = r.spec.vrid,
+                    vrid = r.spec.identity.vrid,
                     %peer,
                     peer_priority,
                     our_priority = ours,
@@ -676,13 +676,13 @@ impl Engine {
                 tracing::warn!(
                     instance = %r.spec.name,
                     interface = %self.sockets[r.socket].interface,
-                    vrid = r.spec.vrid,
+                    vrid = r.spec.identity.vrid,
                     %peer,
                     clash = what.name(),
                     "vrid clash: {peer} advertises virtual_router_id {} but {what}; its \
                      adverts are ignored (two clusters sharing one id on this segment, or \
                      a configuration that differs between the nodes)",
-                    r.spec.vrid
+                    r.spec.identity.vrid
                 );
             }
         }
@@ -718,7 +718,7 @@ impl Engine {
 
     async fn add_vips(&mut self, i: usize) {
         let r = &self.instances[i];
-        for (vip, &ifindex) in r.spec.virtual_addresses.iter().zip(&r.vip_links) {
+        for (vip, &ifindex) in r.spec.identity.virtual_ipaddresses.iter().zip(&r.vip_links) {
             if let Err(e) = self
                 .netlink
                 .add_address(
@@ -742,7 +742,7 @@ impl Engine {
 
     async fn remove_vips(&mut self, i: usize) {
         let r = &self.instances[i];
-        for (vip, &ifindex) in r.spec.virtual_addresses.iter().zip(&r.vip_links) {
+        for (vip, &ifindex) in r.spec.identity.virtual_ipaddresses.iter().zip(&r.vip_links) {
             if let Err(e) = self.netlink.remove_address(ifindex, vip.addr).await {
                 tracing::error!(
                     instance = %r.spec.name,
@@ -760,7 +760,7 @@ impl Engine {
     async fn start_announcer(&mut self, i: usize) {
         let mut link_locals: HashMap<u32, Option<Ipv6Addr>> = HashMap::new();
         let r = &self.instances[i];
-        if r.spec.is_ipv6() {
+        if r.spec.identity.is_ipv6() {
             for &ifindex in &r.vip_links {
                 if link_locals.contains_key(&ifindex) {
                     continue;
@@ -777,7 +777,8 @@ impl Engine {
         }
         let frames: Vec<(Arc<FrameSocket>, Vec<u8>)> = r
             .spec
-            .virtual_addresses
+            .identity
+            .virtual_ipaddresses
             .iter()
             .zip(&r.vip_links)
             .filter_map(|(v, ifindex)| {
@@ -798,11 +799,11 @@ impl Engine {
             return;
         }
         let schedule = crate::announce::Schedule {
-            repeat: r.spec.garp_repeat,
-            delay: r.spec.garp_delay,
-            refresh: r.spec.garp_refresh,
-            refresh_repeat: r.spec.garp_refresh_repeat,
-            interval: r.spec.garp_interval,
+            repeat: r.spec.tunables.garp_master_repeat,
+            delay: r.spec.tunables.garp_master_delay,
+            refresh: r.spec.tunables.garp_master_refresh,
+            refresh_repeat: r.spec.tunables.garp_master_refresh_repeat,
+            interval: r.spec.tunables.garp_interval,
         };
         r.announcer.start(&r.spec.name, Arc::new(frames), schedule);
     }
@@ -822,21 +823,21 @@ impl Engine {
         tracing::info!(
             instance = %r.spec.name,
             interface = %self.sockets[r.socket].interface,
-            vrid = r.spec.vrid,
+            vrid = r.spec.identity.vrid,
             priority,
             master = ?master,
             "vrrp instance entering {label} state"
         );
         notify(
             &r.notifier,
-            &r.spec.notify,
+            &r.spec.tunables.notify,
             state,
             ["INSTANCE", &r.spec.name, label, &priority.to_string()],
         );
         let event = FailoverEvent {
             instance: r.spec.name.clone(),
             state,
-            vips: r.spec.vips(),
+            vips: r.spec.identity.vips(),
         };
         // A closed receiver only means nobody listens any more.
         let _ = self.events.send(event).await;
@@ -963,7 +964,7 @@ fn open_socket(
 }
 
 /// Runs the command for `state`, then the generic one with `args` appended.
-fn notify(notifier: &Notifier, spec: &super::Notify, state: State, args: [&str; 4]) {
+fn notify(notifier: &Notifier, spec: &crate::config::VrrpNotify, state: State, args: [&str; 4]) {
     let specific = match state {
         State::Master => &spec.master,
         State::Backup => &spec.backup,

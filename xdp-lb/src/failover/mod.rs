@@ -26,30 +26,22 @@
 //! before [`run`] returns, so a backup takes over at once.
 
 mod engine;
-mod from_config;
 mod link;
 mod notify;
-mod spec;
 mod status;
 
-use std::{
-    collections::{HashMap, HashSet},
-    future::Future,
-    net::IpAddr,
-};
+use std::{collections::HashMap, future::Future, net::IpAddr};
 
 use tokio::sync::mpsc;
 use xdp_lb_vrrp::{ConfigError, Instance, State};
 
-use crate::netlink::{Netlink, NetlinkError};
+use crate::{
+    config::{SyncGroup, VrrpInstance},
+    netlink::{Netlink, NetlinkError},
+};
 use engine::Engine;
 
-pub(crate) use from_config::{instance_spec, sync_group_spec};
 pub use notify::{Notifier, run_one as run_notify_command};
-pub use spec::{
-    DEFAULT_GARP_DELAY, DEFAULT_GARP_REPEAT, DEFAULT_NOTIFY_TIMEOUT, InstanceSpec, Notify,
-    SyncGroupSpec, TrackedInterface, VirtualAddress,
-};
 pub use status::{InstanceStatus, Label, SocketStatus, StatusBoard};
 
 /// A state change of one instance. `state` is [`State::Master`] while the VIPs are held
@@ -84,13 +76,13 @@ pub struct Controls {
     /// [`xdp_lb_vrrp::Instance::reconfigure`] allows may differ (priority, preempt,
     /// preempt_delay, the advert answer switches), besides the announcement schedule
     /// and notify commands; the daemon checks that first.
-    pub(crate) reconfigure: mpsc::Receiver<Vec<InstanceSpec>>,
+    pub(crate) reconfigure: mpsc::Receiver<Vec<VrrpInstance>>,
     pub(crate) tracking: tokio::sync::watch::Receiver<TrackState>,
 }
 
 /// The daemon's end of [`Controls`].
 pub struct ControlHandle {
-    pub reconfigure: mpsc::Sender<Vec<InstanceSpec>>,
+    pub reconfigure: mpsc::Sender<Vec<VrrpInstance>>,
     pub tracking: tokio::sync::watch::Sender<TrackState>,
 }
 
@@ -119,22 +111,6 @@ pub enum FailoverError {
         #[source]
         source: Box<NetlinkError>,
     },
-    #[error("vrrp instance `{instance}` has no virtual_ipaddresses; give it at least one")]
-    NoVips { instance: String },
-    #[error(
-        "vrrp instance `{instance}` mixes ipv4 and ipv6 virtual addresses; \
-         use one instance per address family"
-    )]
-    MixedFamilies { instance: String },
-    #[error(
-        "vrrp instance `{instance}`: unicast source {source_addr} and peer {peer} \
-         are of different address families"
-    )]
-    PeerFamily {
-        instance: String,
-        source_addr: IpAddr,
-        peer: IpAddr,
-    },
     #[error(
         "vrrp instance `{instance}`: interface `{interface}` has no {family} address to \
          send adverts from; add one or set unicast_src_ip"
@@ -149,21 +125,6 @@ pub enum FailoverError {
         instance: String,
         #[source]
         source: ConfigError,
-    },
-    #[error("vrrp sync group `{group}`: {why}")]
-    SyncGroup { group: String, why: String },
-    #[error("vrrp instance name `{0}` is used twice; names must be unique")]
-    DuplicateName(String),
-    #[error(
-        "vrrp instances `{first}` and `{second}` both use virtual_router_id {vrid} on \
-         `{interface}` ({family}); give each its own id"
-    )]
-    DuplicateVrid {
-        first: String,
-        second: String,
-        vrid: u8,
-        interface: String,
-        family: &'static str,
     },
     #[error("cannot open the vrrp socket on `{interface}`: {source}")]
     Socket {
@@ -187,7 +148,7 @@ pub enum FailoverError {
 /// `events` receives every state change in order; the runtime waits for room in the
 /// channel, so its receiver must keep reading.
 pub async fn run(
-    instances: Vec<InstanceSpec>,
+    instances: Vec<VrrpInstance>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
     shutdown: impl Future<Output = ()>,
@@ -209,8 +170,8 @@ pub async fn run(
 /// [`run`], with sync groups, with tracking updates and reloads for the instances (by
 /// name) arriving on `controls`, and every instance's status kept up to date on `status`.
 pub async fn run_tracked(
-    instances: Vec<InstanceSpec>,
-    sync_groups: Vec<SyncGroupSpec>,
+    instances: Vec<VrrpInstance>,
+    sync_groups: Vec<SyncGroup>,
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
     controls: Controls,
@@ -266,7 +227,7 @@ pub(crate) struct SocketPlan {
 
 /// One instance, resolved and validated.
 pub(crate) struct PlannedInstance {
-    pub spec: InstanceSpec,
+    pub spec: VrrpInstance,
     pub fsm: Instance,
     pub primary: IpAddr,
     pub socket: usize,
@@ -280,12 +241,13 @@ pub(crate) struct PlannedInstance {
 type SocketKey = (u32, bool, Option<IpAddr>, bool);
 
 async fn prepare(
-    instances: Vec<InstanceSpec>,
-    sync_groups: &[SyncGroupSpec],
+    instances: Vec<VrrpInstance>,
+    sync_groups: &[SyncGroup],
     netlink: &Netlink,
 ) -> Result<Plan, FailoverError> {
-    let mut names = HashSet::new();
-    let mut vrids: HashMap<(String, bool, u8), String> = HashMap::new();
+    // The configuration was validated once, where it was read (names, VRIDs, address
+    // families, peers, sync groups): what is left is what needs the system.
+    let _ = sync_groups;
     let mut plan = Plan {
         sockets: Vec::new(),
         instances: Vec::new(),
@@ -293,37 +255,9 @@ async fn prepare(
     };
     let mut socket_index: HashMap<SocketKey, usize> = HashMap::new();
     for spec in instances {
-        if !names.insert(spec.name.clone()) {
-            return Err(FailoverError::DuplicateName(spec.name));
-        }
-        let Some(first) = spec.virtual_addresses.first() else {
-            return Err(FailoverError::NoVips {
-                instance: spec.name,
-            });
-        };
-        let v6 = first.addr.is_ipv6();
-        if spec
-            .virtual_addresses
-            .iter()
-            .any(|v| v.addr.is_ipv6() != v6)
-        {
-            return Err(FailoverError::MixedFamilies {
-                instance: spec.name,
-            });
-        }
+        let id = &spec.identity;
+        let v6 = id.is_ipv6();
         let family = if v6 { "ipv6" } else { "ipv4" };
-        let vrid_key = (spec.interface.clone(), v6, spec.vrid);
-        if let Some(first) = vrids.get(&vrid_key) {
-            return Err(FailoverError::DuplicateVrid {
-                first: first.clone(),
-                second: spec.name,
-                vrid: spec.vrid,
-                interface: spec.interface,
-                family,
-            });
-        }
-        vrids.insert(vrid_key, spec.name.clone());
-
         let mut resolve =
             async |name: &str| -> Result<u32, FailoverError> {
                 let link = netlink.link_by_name(name).await.map_err(|source| {
@@ -335,19 +269,19 @@ async fn prepare(
                 plan.links.insert(link.index, (link.name, link.mac));
                 Ok(link.index)
             };
-        let ifindex = resolve(&spec.interface).await?;
-        let mut vip_links = Vec::with_capacity(spec.virtual_addresses.len());
-        for vip in &spec.virtual_addresses {
+        let ifindex = resolve(&id.interface).await?;
+        let mut vip_links = Vec::with_capacity(id.virtual_ipaddresses.len());
+        for vip in &id.virtual_ipaddresses {
             vip_links.push(match &vip.device {
                 Some(device) => resolve(device).await?,
                 None => ifindex,
             });
         }
-        let mut tracked = Vec::with_capacity(spec.track_interfaces.len());
-        for t in &spec.track_interfaces {
+        let mut tracked = Vec::with_capacity(id.track_interfaces.len());
+        for t in &id.track_interfaces {
             tracked.push((resolve(&t.name).await?, t.weight));
         }
-        let primary = match spec.unicast_source {
+        let primary = match id.unicast_src_ip {
             Some(src) => Some(src),
             None if v6 => netlink
                 .link_local_v6(ifindex)
@@ -357,38 +291,27 @@ async fn prepare(
                     source: Box::new(source),
                 })?
                 .map(IpAddr::V6),
-            None => first_ipv4(&spec.interface, &spec.vips()),
+            None => first_ipv4(&id.interface, &id.vips()),
         };
         let Some(primary) = primary else {
             return Err(FailoverError::NoSource {
-                instance: spec.name,
-                interface: spec.interface,
+                instance: spec.name.clone(),
+                interface: id.interface.clone(),
                 family,
             });
         };
-        if let Some(peer) = spec
-            .unicast_peers
-            .iter()
-            .find(|p| p.is_ipv6() != primary.is_ipv6())
-        {
-            return Err(FailoverError::PeerFamily {
-                instance: spec.name.clone(),
-                source_addr: primary,
-                peer: *peer,
-            });
-        }
         let fsm =
-            Instance::new(spec.fsm_config(primary)).map_err(|source| FailoverError::Config {
+            Instance::new(fsm_config(&spec, primary)).map_err(|source| FailoverError::Config {
                 instance: spec.name.clone(),
                 source,
             })?;
-        let source = spec.unicast_source;
-        let multicast = !spec.is_unicast();
+        let source = id.unicast_src_ip;
+        let multicast = !id.is_unicast();
         let socket = *socket_index
             .entry((ifindex, v6, source, multicast))
             .or_insert_with(|| {
                 plan.sockets.push(SocketPlan {
-                    interface: spec.interface.clone(),
+                    interface: id.interface.clone(),
                     ifindex,
                     v6,
                     source,
@@ -406,27 +329,42 @@ async fn prepare(
             tracked,
         });
     }
-    let mut member_of: HashMap<&str, &str> = HashMap::new();
-    for g in sync_groups {
-        let bad = |why: String| FailoverError::SyncGroup {
-            group: g.name.clone(),
-            why,
-        };
-        if g.members.len() < 2 {
-            return Err(bad("needs at least two instances".into()));
-        }
-        for m in &g.members {
-            if !names.contains(m) {
-                return Err(bad(format!("there is no vrrp instance `{m}`")));
-            }
-            if let Some(other) = member_of.insert(m, &g.name) {
-                return Err(bad(format!(
-                    "instance `{m}` is already in sync group `{other}` (or listed twice)"
-                )));
-            }
-        }
-    }
     Ok(plan)
+}
+
+/// The state machine's configuration of `vi`, with `primary` as its advert source.
+pub(crate) fn fsm_config(vi: &VrrpInstance, primary: IpAddr) -> xdp_lb_vrrp::Config {
+    let (id, t) = (&vi.identity, &vi.tunables);
+    let mut cfg = xdp_lb_vrrp::Config::new(id.vrid, primary);
+    cfg.version = if id.version == 2 {
+        xdp_lb_vrrp::Version::V2
+    } else {
+        xdp_lb_vrrp::Version::V3
+    };
+    cfg.advert_interval = id.advert_interval;
+    cfg.addresses = id.vips();
+    cfg.auth = id
+        .auth_pass
+        .as_ref()
+        .map(|p| xdp_lb_vrrp::packet::simple_password(p.as_bytes()));
+    cfg.priority = t.priority;
+    cfg.preempt = t.preempt;
+    cfg.preempt_delay = t.preempt_delay;
+    cfg.lower_prio_no_advert = t.lower_prio_no_advert;
+    cfg.higher_prio_send_advert = t.higher_prio_send_advert;
+    cfg
+}
+
+/// The state machine's tunables of `vi`.
+pub(crate) fn fsm_tunables(vi: &VrrpInstance) -> xdp_lb_vrrp::Tunables {
+    let t = &vi.tunables;
+    xdp_lb_vrrp::Tunables {
+        priority: t.priority,
+        preempt: t.preempt,
+        preempt_delay: t.preempt_delay,
+        lower_prio_no_advert: t.lower_prio_no_advert,
+        higher_prio_send_advert: t.higher_prio_send_advert,
+    }
 }
 
 /// The interface's first IPv4 address that is not one of `vips` (the kernel's primary
@@ -441,4 +379,35 @@ fn first_ipv4(interface: &str, vips: &[IpAddr]) -> Option<IpAddr> {
             Some(IpAddr::V4(sin.ip()))
         })
         .find(|a| !vips.contains(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{VrrpAddress, VrrpInstance};
+
+    #[test]
+    fn the_state_machine_takes_the_configs_own_instance() {
+        let vip = VrrpAddress::new("192.0.2.200".parse().unwrap(), 24);
+        let mut vi = VrrpInstance::new("VI_1", "eth0", 51, vec![vip]);
+        assert_eq!(vi.identity.version, 2, "keepalived's default over IPv4");
+        vi.tunables.priority = 150;
+        vi.identity.auth_pass = Some("secret12".into());
+        vi.tunables.lower_prio_no_advert = true;
+        let cfg = fsm_config(&vi, "192.0.2.1".parse().unwrap());
+        assert_eq!((cfg.vrid, cfg.priority), (51, 150));
+        assert_eq!(cfg.version, xdp_lb_vrrp::Version::V2);
+        assert_eq!(cfg.auth, Some(*b"secret12"));
+        assert!(cfg.lower_prio_no_advert && !cfg.higher_prio_send_advert);
+        assert_eq!(cfg.addresses, vi.identity.vips());
+        assert_eq!(cfg.tunables(), fsm_tunables(&vi));
+        assert!(cfg.validate().is_ok());
+        let v6 = VrrpInstance::new(
+            "VI_6",
+            "eth0",
+            51,
+            vec![VrrpAddress::new("2001:db8::1".parse().unwrap(), 64)],
+        );
+        assert_eq!(v6.identity.version, 3, "IPv6 is VRRPv3");
+    }
 }
