@@ -270,15 +270,7 @@ port = 80
     fn table() -> ServiceTable {
         let config = crate::config::parse(CONFIG, "test.toml").unwrap();
         let mut table = ServiceTable::from_config(&config).unwrap();
-        for b in &mut table.backends {
-            b.egress = Some(Egress {
-                ifindex: 7,
-                mac: [2, 0, 0, 0, 0, 1],
-                mtu: 1500,
-                next_hop: b.addr,
-                source: None,
-            });
-        }
+        crate::services::route_on_link(&mut table, 7);
         table
     }
 

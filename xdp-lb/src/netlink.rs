@@ -262,19 +262,9 @@ impl Netlink {
 
     /// The interface's addresses of global scope, with their prefix lengths.
     pub async fn global_addresses(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
-        let messages = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(ifindex)
-            .execute()
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("listing the addresses of ifindex {ifindex}"),
-                source,
-            })?;
-        Ok(messages
+        Ok(self
+            .addresses(ifindex)
+            .await?
             .iter()
             .filter(|m| m.header.scope == rtnetlink::packet_route::address::AddressScope::Universe)
             .flat_map(|m| {
@@ -287,13 +277,12 @@ impl Netlink {
             .collect())
     }
 
-    /// The interface's IPv6 link-local address (the source of VRRPv3 adverts and NAs).
-    pub async fn link_local_v6(
+    /// Every address message of the interface.
+    async fn addresses(
         &self,
         ifindex: u32,
-    ) -> Result<Option<std::net::Ipv6Addr>, NetlinkError> {
-        let addrs = self
-            .handle
+    ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>, NetlinkError> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(ifindex)
@@ -303,8 +292,17 @@ impl Netlink {
             .map_err(|source| NetlinkError::Request {
                 what: format!("listing the addresses of ifindex {ifindex}"),
                 source,
-            })?;
-        Ok(addrs
+            })
+    }
+
+    /// The interface's IPv6 link-local address (the source of VRRPv3 adverts and NAs).
+    pub async fn link_local_v6(
+        &self,
+        ifindex: u32,
+    ) -> Result<Option<std::net::Ipv6Addr>, NetlinkError> {
+        Ok(self
+            .addresses(ifindex)
+            .await?
             .iter()
             .flat_map(|m| &m.attributes)
             .find_map(|a| match a {

@@ -653,6 +653,20 @@ impl ServiceTable {
     }
 }
 
+/// For unit tests elsewhere: every backend routed on-link out of `ifindex`.
+#[cfg(test)]
+pub(crate) fn route_on_link(table: &mut ServiceTable, ifindex: u32) {
+    for b in &mut table.backends {
+        b.egress = Some(Egress {
+            ifindex,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            next_hop: b.addr,
+            source: None,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,10 +74,7 @@ impl MapWriter for MemoryMaps {
     }
 }
 
-use crate::{
-    config,
-    services::{Egress, Macs},
-};
+use crate::{config, services::Macs};
 use xdp_lb_common::BACKEND_F_ACTIVE;
 
 const CONFIG: &str = r#"
@@ -117,15 +114,7 @@ fn parse(text: &str) -> config::Config {
 
 /// Every backend routed out of ifindex 7, on-link.
 fn route(table: &mut ServiceTable) {
-    for b in &mut table.backends {
-        b.egress = Some(Egress {
-            ifindex: 7,
-            mac: [2, 0, 0, 0, 0, 1],
-            mtu: 1500,
-            next_hop: b.addr,
-            source: None,
-        });
-    }
+    crate::services::route_on_link(table, 7);
 }
 
 /// A MAC for each of `addrs` on ifindex 7.
