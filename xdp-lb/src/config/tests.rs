@@ -1632,3 +1632,20 @@ fn a_command_others_can_change_is_refused_at_its_key() {
         ],
     );
 }
+
+#[test]
+fn a_vip_in_two_instances_is_refused() {
+    let text = "[dataplane]\ninterfaces = [\"eth0\"]\n\n[vrrp.A]\ninterface = \"eth0\"\n\
+                virtual_router_id = 51\nvirtual_ipaddresses = [\"192.0.2.100/24\"]\n\n[vrrp.B]\n\
+                interface = \"eth0\"\nvirtual_router_id = 52\n\
+                virtual_ipaddresses = [\"192.0.2.101/24\", \"192.0.2.100/24\"]\n";
+    assert_error(
+        text,
+        12,
+        23,
+        &[
+            "[vrrp.B] holds 192.0.2.100 like [vrrp.A]",
+            "use a sync group",
+        ],
+    );
+}

@@ -28,6 +28,8 @@ impl Validator<'_, '_> {
     ) -> Result<Vec<VrrpInstance>, ConfigError> {
         // (interface, vrid, family) -> first instance's name.
         let mut seen: HashMap<(String, u8, bool), String> = HashMap::new();
+        // VIP -> the instance holding it.
+        let mut vips: HashMap<IpAddr, String> = HashMap::new();
         let mut out = Vec::with_capacity(raws.len());
         for (name, table) in raws {
             let instance = self.vrrp_instance(&name, &table, services, scripts)?;
@@ -47,6 +49,25 @@ impl Validator<'_, '_> {
                         id.vrid, id.interface
                     ),
                 ));
+            }
+            // One VIP, one owner: an instance going BACKUP removes its VIPs, so a VIP in
+            // two instances would vanish from under the one that is MASTER.
+            for vip in id.vips() {
+                if let Some(first) = vips.insert(vip, name.clone()) {
+                    let value = table
+                        .get_ref()
+                        .virtual_ipaddresses
+                        .as_ref()
+                        .expect("virtual_ipaddresses is required");
+                    return Err(self.src.error(
+                        value.span(),
+                        format!(
+                            "[vrrp.{name}] holds {vip} like [vrrp.{first}]: a VIP belongs to one \
+                             instance (when one goes BACKUP it removes the address the other \
+                             holds as MASTER); use a sync group to move them together"
+                        ),
+                    ));
+                }
             }
             out.push(instance);
         }
@@ -263,6 +284,17 @@ impl Validator<'_, '_> {
             return Err(self.src.error(
                 value.span(),
                 format!("`virtual_ipaddresses` is empty: give {form}"),
+            ));
+        }
+        // The advert's address count is one byte.
+        if items.len() > 255 {
+            return Err(self.src.error(
+                value.span(),
+                format!(
+                    "`virtual_ipaddresses` has {} addresses; a VRRP advert carries at most 255 \
+                     (split them over instances in a sync group)",
+                    items.len()
+                ),
             ));
         }
         let mut out: Vec<VrrpAddress> = Vec::with_capacity(items.len());
