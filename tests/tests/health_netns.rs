@@ -252,15 +252,21 @@ fn ipv6_checks_do_not_take_a_nearer_vip_as_their_source() {
         );
     }
     let mut daemon = start(&lab.lb, &text);
-    // alpha: down until a check succeeds, so each must come up.
+    // alpha: down until a check succeeds, so each must come up (in either order).
+    let mut up = Vec::new();
+    for _ in 0..lab.backends.len() {
+        up.push(
+            daemon
+                .wait_for_line("real server up", Duration::from_secs(10))
+                .unwrap(),
+        );
+    }
     for i in 0..lab.backends.len() {
-        let line = daemon
-            .wait_for_line(
-                &format!("real_server=[{}]:80", lab.backend_addr6(i)),
-                Duration::from_secs(10),
-            )
-            .unwrap();
-        assert!(line.contains("real server up"), "{line}");
+        let server = format!("real_server=[{}]:80", lab.backend_addr6(i));
+        let line = up
+            .iter()
+            .find(|l| l.contains(&server))
+            .unwrap_or_else(|| panic!("{server} never came up: {up:?}"));
         assert!(
             line.contains("from 2001:db8::2"),
             "checked from the LB's own address: {line}"
