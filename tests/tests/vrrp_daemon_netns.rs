@@ -898,3 +898,47 @@ fn sigterm_of_the_daemon_hands_the_vip_to_keepalived_v3_100ms() {
 fn sigterm_of_the_daemon_hands_the_vip_to_keepalived_v2_1s_auth() {
     sigterm_hands_the_vip_to_keepalived("t2", &V2_1S_AUTH);
 }
+
+/// kill -9 leaves the VIP on the dead daemon's interface (nothing ran to remove it);
+/// the next start (systemd's Restart=on-failure, or by hand) removes it at once,
+/// before the instance's first step, and adds it back only as MASTER.
+#[test]
+fn a_vip_left_by_kill_9_is_removed_when_the_daemon_starts_again() {
+    let lab = vrrp_lab(&["b1", "b2"]);
+    // 1 s adverts: the restarted instance stays BACKUP for 3.6 s, long enough to look.
+    let text = format!(
+        "{}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\nversion = 3\n\
+         advert_interval = \"1s\"\nvirtual_ipaddresses = [\"{}/32\"]\n",
+        config(&lab, &[(80, "tcp", &[1, 1])]),
+        DrLab::VIP
+    );
+    let vip_held = || {
+        lab.lb
+            .ip(["addr", "show", "dev", "eth0"])
+            .unwrap()
+            .contains(&format!("inet {}/32", DrLab::VIP))
+    };
+    let mut first = start(&lab.lb, &text);
+    first
+        .wait_for_line("entering MASTER state", Duration::from_secs(10))
+        .unwrap();
+    assert!(vip_held(), "MASTER holds the VIP");
+    first.signal(Signal::SIGKILL).unwrap();
+    first.wait_exit(Duration::from_secs(5)).unwrap();
+    assert!(vip_held(), "kill -9 leaves the VIP behind (the problem)");
+
+    let mut second = start(&lab.lb, &text);
+    let line = second
+        .wait_for_line("left by an earlier run", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains(&DrLab::VIP.to_string()), "{line}");
+    second
+        .wait_for_line("entering BACKUP state", Duration::from_secs(5))
+        .unwrap();
+    assert!(!vip_held(), "a BACKUP must not hold the VIP");
+    second
+        .wait_for_line("entering MASTER state", Duration::from_secs(10))
+        .unwrap();
+    assert!(vip_held(), "MASTER again: the VIP is back");
+    second.stop().unwrap();
+}

@@ -275,6 +275,7 @@ fn broken_adverts_are_counted_by_reason_and_never_change_state() {
 fn an_old_keepalived_unicast_checksum_is_accepted_and_answered_in_kind() {
     let (a, b) = pair("xlbold-");
     let mut spec = VrrpInstance::new("VI_OLD", "eth0", VRID, vec![VrrpAddress::new(ip(VIP), 24)]);
+    spec.identity.version = 3; // sub-second adverts are VRRPv3
     spec.identity.advert_interval = Duration::from_millis(100);
     spec.tunables.priority = 200;
     spec.identity.unicast_src_ip = Some(ip(OURS));
@@ -384,6 +385,7 @@ fn a_lower_priority_advert_makes_the_master_announce_again() {
         .try_into()
         .unwrap();
     let mut spec = VrrpInstance::new("VI_LOW", "eth0", VRID, vec![VrrpAddress::new(ip(VIP), 24)]);
+    spec.identity.version = 3; // sub-second adverts are VRRPv3
     spec.identity.advert_interval = Duration::from_millis(100);
     spec.tunables.priority = 200;
     // No announcements on the takeover itself, so every one seen comes from the

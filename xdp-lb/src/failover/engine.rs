@@ -275,6 +275,11 @@ impl Engine {
                 "vrrp instance starting"
             );
         }
+        // An instance starts without its VIPs: any still on an interface were left by
+        // a run that died (kill -9, a crash), and a BACKUP must not answer for them.
+        for i in 0..self.instances.len() {
+            self.remove_stale_vips(i).await;
+        }
         // Every socket is listed (at zero) from the start.
         for socket in 0..self.sockets.len() {
             self.publish_socket(socket);
@@ -750,6 +755,28 @@ impl Engine {
                     vip = %vip.addr,
                     "cannot remove virtual address: {e}"
                 );
+            }
+        }
+    }
+
+    /// Removes VIPs of instance `i` that are on their interfaces before it starts.
+    async fn remove_stale_vips(&mut self, i: usize) {
+        let r = &self.instances[i];
+        for (vip, &ifindex) in r.spec.identity.virtual_ipaddresses.iter().zip(&r.vip_links) {
+            match self.netlink.remove_address(ifindex, vip.addr).await {
+                Ok(crate::netlink::Change::Done) => tracing::warn!(
+                    instance = %r.spec.name,
+                    interface = %self.links[&ifindex].name,
+                    vip = %vip.addr,
+                    "removed a virtual address left by an earlier run (it ended without \
+                     releasing it); it comes back when this node is MASTER"
+                ),
+                Ok(crate::netlink::Change::AlreadyThere) => {}
+                Err(e) => tracing::error!(
+                    instance = %r.spec.name,
+                    vip = %vip.addr,
+                    "cannot remove a stale virtual address: {e}"
+                ),
             }
         }
     }
