@@ -31,6 +31,14 @@ use crate::{
     tracking::{ScriptIndex, VrrpTracking, script_checks},
 };
 
+mod reloading;
+mod sources;
+
+use reloading::Reloads;
+use sources::{
+    AbortOnDrop, DumpSignals, cancel_with, forward, poll_neighbours, start_scripts, tick,
+};
+
 /// Room for events between the sources and the loop (sources wait when it is full).
 const EVENT_QUEUE: usize = 1024;
 
@@ -267,14 +275,6 @@ struct Core {
     started: std::time::Instant,
     /// Counters kept every [`RATE_SAMPLE`], for the rates in snapshots.
     rate_samples: std::collections::VecDeque<(std::time::Instant, Snapshot)>,
-}
-
-/// A reload being prepared, and the one to run after it.
-#[derive(Default)]
-struct Reloads {
-    generation: u64,
-    preparing: Option<(Config, AbortOnDrop)>,
-    queued: Option<Config>,
 }
 
 impl Core {
@@ -520,125 +520,6 @@ impl Core {
         }
     }
 
-    /// A reloaded configuration: refused at once if it changes what needs a restart;
-    /// applied at once if only VRRP settings changed; otherwise its table is prepared
-    /// on a task (routes, new real servers' MACs) while events keep being handled. One
-    /// arriving meanwhile waits for that one (only the latest waits).
-    async fn on_reload(&mut self, new: Config) {
-        crate::systemd::reloading();
-        self.reload_inner(new).await;
-        if self.reload.preparing.is_none() {
-            crate::systemd::ready(&self.summary());
-        }
-    }
-
-    async fn reload_inner(&mut self, new: Config) {
-        if self.reload.preparing.is_some() {
-            info!("a reload is being prepared; this one follows it");
-            self.reload.queued = Some(new);
-            return;
-        }
-        if let Err(e) = self.check_reload(&new) {
-            error!("reload refused, the running configuration stays: {e:#}");
-            return;
-        }
-        if strip_locations(&self.config.virtual_servers) == strip_locations(&new.virtual_servers) {
-            let vrrp = self.reconfigure_vrrp(&new).await;
-            self.config = new;
-            if vrrp {
-                info!("configuration reloaded: vrrp instances reconfigured in place");
-            } else {
-                info!("configuration reloaded: nothing changed");
-            }
-            return;
-        }
-        let (table, reloaded) = match ServiceTable::reload(&new, self.forwarding.table()) {
-            Ok(built) => built,
-            Err(e) => {
-                error!("reload refused, the running configuration stays: {e:#}");
-                return;
-            }
-        };
-        info!(
-            new_real_servers = reloaded.new_backends.len(),
-            "reload: resolving routes and new real servers' MACs before the switch"
-        );
-        self.reload.generation += 1;
-        let generation = self.reload.generation;
-        let prepare = prepare_reload(
-            self.netlink.clone(),
-            self.links.clone(),
-            vips_of(&new),
-            self.neighbours.clone(),
-            PreparedReload {
-                table,
-                reloaded,
-                nat: nat_of(&new),
-            },
-            new.dataplane.neighbour_timeout,
-        );
-        let events = self.events.clone();
-        let task = tokio::spawn(async move {
-            let result = prepare.await;
-            let _ = events.send(Event::Prepared { generation, result }).await;
-        });
-        self.reload.preparing = Some((new, AbortOnDrop(task)));
-    }
-
-    /// What a reload cannot apply (see [`crate::reload`]).
-    fn check_reload(&self, new: &Config) -> anyhow::Result<()> {
-        let restart = crate::reload::restart_needed(&self.config, new);
-        if !restart.is_empty() {
-            bail!(
-                "{} changed; these need a restart of xdp-lb (a graceful restart hands the VIPs \
-                 over with priority 0)",
-                restart.join("; ")
-            );
-        }
-        Ok(())
-    }
-
-    /// A reload's table is ready: switch to it, restart the checks on it, and apply the
-    /// VRRP settings (after the services: a failed services reload leaves VRRP as is).
-    async fn on_prepared(&mut self, result: anyhow::Result<PreparedReload>) {
-        let (new, _task) = self.reload.preparing.take().expect("a reload was prepared");
-        let applied = match result {
-            Ok(prepared) => {
-                let summary = summary(&prepared);
-                self.forwarding
-                    .apply_reload(prepared)
-                    .map(|edges| (edges, summary))
-                    .map_err(anyhow::Error::from)
-            }
-            Err(e) => Err(e),
-        };
-        match applied {
-            Ok((edges, summary)) => {
-                for edge in edges {
-                    report_quorum(self.forwarding.table(), edge);
-                }
-                // The checks of the new table, each starting from the server's verdict.
-                self.restart_checks();
-                self.tracking.retarget(&new, self.forwarding.table());
-                self.tracking.update(self.forwarding.table());
-                let mut parts = vec![summary];
-                if self.reconfigure_vrrp(&new).await {
-                    parts.push("vrrp instances reconfigured in place".into());
-                }
-                self.config = new;
-                info!("configuration reloaded: {}", parts.join("; "));
-            }
-            Err(e) => error!("reload refused, the running configuration stays: {e:#}"),
-        }
-        self.neighbours.prune(self.forwarding.table()).await;
-        if let Some(next) = self.reload.queued.take() {
-            Box::pin(self.reload_inner(next)).await;
-        }
-        if self.reload.preparing.is_none() {
-            crate::systemd::ready(&self.summary());
-        }
-    }
-
     /// One line for `systemctl status`.
     fn summary(&self) -> String {
         let table = self.forwarding.table();
@@ -647,23 +528,6 @@ impl Core {
             table.services.len(),
             table.backends.len()
         )
-    }
-
-    /// Sends the instances' new settings to the VRRP runtime if they changed.
-    async fn reconfigure_vrrp(&mut self, new: &Config) -> bool {
-        // Instances cannot be added or removed on a reload (`crate::reload`), and
-        // their identities stay: the tunables are what may differ.
-        let tunables = |c: &Config| {
-            c.vrrp
-                .iter()
-                .map(|v| v.tunables.clone())
-                .collect::<Vec<_>>()
-        };
-        let changed = tunables(&self.config) != tunables(new);
-        if changed {
-            self.tracking.reconfigure(new).await;
-        }
-        changed
     }
 
     /// Starts the checks of the forwarding table (each from its server's verdict
@@ -726,60 +590,6 @@ impl Core {
     }
 }
 
-/// The slow part of a reload, off the loop: routes to every real server, managed
-/// neighbour entries for new next hops, and their MACs (waited for, bounded by
-/// `neighbour_timeout`, so "reloaded" means they take connections).
-async fn prepare_reload(
-    netlink: Netlink,
-    links: BTreeMap<u32, Link>,
-    vips: std::collections::BTreeSet<std::net::IpAddr>,
-    neighbours: Neighbours,
-    mut prepared: PreparedReload,
-    neighbour_timeout: Duration,
-) -> anyhow::Result<PreparedReload> {
-    route_backends(&netlink, &links, &mut prepared.table, &vips).await?;
-    neighbours.add(&prepared.table).await?;
-    neighbours
-        .wait_for_macs(&mut prepared.table, neighbour_timeout)
-        .await?;
-    Ok(prepared)
-}
-
-/// How a reload's log line sums it up.
-fn summary(prepared: &PreparedReload) -> String {
-    let (t, r) = (&prepared.table, &prepared.reloaded);
-    format!(
-        "{} virtual servers ({} new, {} removed), {} real servers ({} new, {} removed; {} kept \
-         their health)",
-        t.services.len(),
-        r.new_services.len(),
-        r.removed_services.len(),
-        t.backends.len(),
-        r.new_backends.len(),
-        r.removed_backends.len(),
-        r.carried_health.len(),
-    )
-}
-
-/// Track scripts run as MISC checks on a scheduler of their own for the daemon's life.
-fn start_scripts(
-    config: &Config,
-    stop: &CancellationToken,
-    events: &mpsc::Sender<Event>,
-    tasks: &mut JoinSet<()>,
-) -> Option<HealthChecks> {
-    if config.scripts.is_empty() {
-        return None;
-    }
-    let (tx, rx) = mpsc::channel(64);
-    let checks = HealthChecks::spawn(script_checks(config), tx);
-    tasks.spawn(cancel_with(
-        stop,
-        forward(rx, events.clone(), Event::Script),
-    ));
-    Some(checks)
-}
-
 /// Every VIP of `config`: the virtual servers' and the VRRP instances'.
 fn vips_of(config: &Config) -> std::collections::BTreeSet<std::net::IpAddr> {
     let services = config.virtual_servers.iter().map(|v| v.vip);
@@ -812,117 +622,8 @@ fn report_quorum(table: &ServiceTable, edge: QuorumEdge) {
     }
 }
 
-/// The virtual servers without where they were written, to tell whether a reload
-/// changed them.
-fn strip_locations(vs: &[crate::config::VirtualServer]) -> Vec<crate::config::VirtualServer> {
-    let nowhere = crate::config::Location::default();
-    vs.iter()
-        .cloned()
-        .map(|mut v| {
-            v.location = nowhere.clone();
-            for rs in &mut v.real_servers {
-                rs.location = nowhere.clone();
-            }
-            v
-        })
-        .collect()
-}
-
 /// Half the shortest NAT timeout, between 1 s and 10 s: entries leave at most 50 %
 /// after their timeout, and a big table is not walked more than once a second.
 fn nat_gc_interval(t: &NatTimeouts) -> Duration {
     (t.tcp.min(t.tcp_fin).min(t.udp) / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
-}
-
-/// Relays every item of `rx` as an event until either side closes.
-async fn forward<T>(
-    mut rx: mpsc::Receiver<T>,
-    events: mpsc::Sender<Event>,
-    wrap: impl Fn(T) -> Event,
-) {
-    while let Some(item) = rx.recv().await {
-        if events.send(wrap(item)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// SIGUSR1 and SIGUSR2, caught from the start (their default action kills).
-struct DumpSignals {
-    usr1: tokio::signal::unix::Signal,
-    usr2: tokio::signal::unix::Signal,
-}
-
-impl DumpSignals {
-    fn install() -> anyhow::Result<DumpSignals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(DumpSignals {
-            usr1: signal(SignalKind::user_defined1())?,
-            usr2: signal(SignalKind::user_defined2())?,
-        })
-    }
-
-    async fn relay(mut self, events: mpsc::Sender<Event>) {
-        loop {
-            let dump = tokio::select! {
-                Some(()) = self.usr1.recv() => Dump::Data,
-                Some(()) = self.usr2.recv() => Dump::Stats,
-                else => return,
-            };
-            if events.send(Event::Dump(dump)).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Reads the neighbour table every [`NEIGHBOUR_REFRESH`].
-async fn poll_neighbours(neighbours: Neighbours, events: mpsc::Sender<Event>) {
-    let mut every = tokio::time::interval(NEIGHBOUR_REFRESH);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if events
-            .send(Event::Neighbours(neighbours.macs().await))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Sends `event()` every `period`.
-async fn tick(period: Duration, events: mpsc::Sender<Event>, event: impl Fn() -> Event) {
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if events.send(event()).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Runs `task` until `stop` is cancelled.
-fn cancel_with(
-    stop: &CancellationToken,
-    task: impl Future<Output = ()> + Send + 'static,
-) -> impl Future<Output = ()> + Send + 'static {
-    let stop = stop.clone();
-    async move {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = task => {}
-        }
-    }
-}
-
-/// Aborts a task when dropped, however its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -1,0 +1,116 @@
+//! The sources of events besides the loop itself: relays, timers, signals, and the
+//! small task helpers they share.
+
+use super::*;
+
+/// Track scripts run as MISC checks on a scheduler of their own for the daemon's life.
+pub(super) fn start_scripts(
+    config: &Config,
+    stop: &CancellationToken,
+    events: &mpsc::Sender<Event>,
+    tasks: &mut JoinSet<()>,
+) -> Option<HealthChecks> {
+    if config.scripts.is_empty() {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let checks = HealthChecks::spawn(script_checks(config), tx);
+    tasks.spawn(cancel_with(
+        stop,
+        forward(rx, events.clone(), Event::Script),
+    ));
+    Some(checks)
+}
+
+/// Relays every item of `rx` as an event until either side closes.
+pub(super) async fn forward<T>(
+    mut rx: mpsc::Receiver<T>,
+    events: mpsc::Sender<Event>,
+    wrap: impl Fn(T) -> Event,
+) {
+    while let Some(item) = rx.recv().await {
+        if events.send(wrap(item)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// SIGUSR1 and SIGUSR2, caught from the start (their default action kills).
+pub(super) struct DumpSignals {
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl DumpSignals {
+    pub(super) fn install() -> anyhow::Result<DumpSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(DumpSignals {
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    pub(super) async fn relay(mut self, events: mpsc::Sender<Event>) {
+        loop {
+            let dump = tokio::select! {
+                Some(()) = self.usr1.recv() => Dump::Data,
+                Some(()) = self.usr2.recv() => Dump::Stats,
+                else => return,
+            };
+            if events.send(Event::Dump(dump)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads the neighbour table every [`NEIGHBOUR_REFRESH`].
+pub(super) async fn poll_neighbours(neighbours: Neighbours, events: mpsc::Sender<Event>) {
+    let mut every = tokio::time::interval(NEIGHBOUR_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if events
+            .send(Event::Neighbours(neighbours.macs().await))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Sends `event()` every `period`.
+pub(super) async fn tick(period: Duration, events: mpsc::Sender<Event>, event: impl Fn() -> Event) {
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if events.send(event()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `task` until `stop` is cancelled.
+pub(super) fn cancel_with(
+    stop: &CancellationToken,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let stop = stop.clone();
+    async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = task => {}
+        }
+    }
+}
+
+/// Aborts a task when dropped, however its owner goes away.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
