@@ -42,6 +42,10 @@ pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest `preempt_delay`, as keepalived allows.
 pub const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(1000);
+/// A learned master interval is at most this many times our own (see
+/// [`Instance::learned_interval`]): a slower real master still works, a spoofed
+/// 40.95 s one cannot hold a backup for minutes.
+pub const MAX_LEARNED_INTERVAL_FACTOR: u32 = 10;
 
 /// Protocol state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -412,6 +416,8 @@ pub struct Stats {
     pub split_brain_adverts: u64,
     /// [`Action::SplitBrain`] reports issued.
     pub split_brain_reports: u64,
+    /// Learned master intervals capped at [`MAX_LEARNED_INTERVAL_FACTOR`] x ours.
+    pub capped_intervals: u64,
     /// Adverts for another VRID handed to this instance (a dispatch mistake).
     pub other_vrid: u64,
     /// Our own adverts looped back.
@@ -521,6 +527,20 @@ impl Instance {
             State::Master => self.adver_at,
             State::Backup => self.down_at,
             State::Initialize | State::Fault => None,
+        }
+    }
+
+    /// A master's Max Advert Interval as learned (VRRPv3), capped at
+    /// [`MAX_LEARNED_INTERVAL_FACTOR`] times ours: one spoofed advert with a 40.95 s
+    /// interval would otherwise hold every backup for two minutes after the real
+    /// master dies. Capped values are counted (`Stats::capped_intervals`).
+    fn learned_interval(&mut self, advertised: Duration) -> Duration {
+        let cap = self.cfg.advert_interval * MAX_LEARNED_INTERVAL_FACTOR;
+        if advertised > cap {
+            self.stats.capped_intervals += 1;
+            cap
+        } else {
+            advertised
         }
     }
 
@@ -764,7 +784,7 @@ impl Instance {
         let delaying = !delay.is_zero() && self.preempt_at.is_none_or(|at| at > now);
         if !self.may_preempt() || advert.priority >= self.priority || delaying {
             if self.cfg.version == Version::V3 {
-                self.master_adver_interval = advert.max_advert_interval;
+                self.master_adver_interval = self.learned_interval(advert.max_advert_interval);
             }
             self.down_at = Some(now + self.master_down_interval());
             self.wants_master = false;
@@ -806,7 +826,7 @@ impl Instance {
                 self.send(self.priority, out);
             }
             if self.cfg.version == Version::V3 {
-                self.master_adver_interval = advert.max_advert_interval;
+                self.master_adver_interval = self.learned_interval(advert.max_advert_interval);
             }
             self.enter_backup(now, out);
             self.master = Some((from, advert.priority));
@@ -1416,6 +1436,27 @@ mod tests {
             "a lower master no longer holds us"
         );
         assert_eq!(to_master(&mut vr), down);
+    }
+
+    #[test]
+    fn a_learned_master_interval_is_capped_at_ten_times_ours() {
+        let t0 = Instant::now();
+        let v3 = |p| Config {
+            version: Version::V3,
+            advert_interval: Duration::from_millis(100),
+            ..cfg(p)
+        };
+        let mut vr = started(v3(100), t0);
+        let mut slow = advert_from(&vr, 200);
+        if let Event::Advert { advert, .. } = &mut slow {
+            advert.max_advert_interval = Duration::from_millis(40_950);
+        }
+        assert!(vr.handle(t0, slow).is_empty());
+        assert_eq!(vr.master_adver_interval(), Duration::from_secs(1));
+        assert_eq!(vr.stats().capped_intervals, 1);
+        // Master-down is then 3 x 1 s plus skew, not two minutes.
+        let down = vr.next_deadline().unwrap();
+        assert!(down - t0 < Duration::from_secs(4), "{:?}", down - t0);
     }
 
     #[test]

@@ -220,11 +220,14 @@ pub enum DropReason {
     AuthMismatch,
     /// Advertisement interval 0.
     ZeroInterval,
+    /// A unicast instance heard a source that is none of its peers (keepalived's
+    /// `check_unicast_src`).
+    UnknownSource,
 }
 
 impl DropReason {
     /// Every reason, in counter order ([`DropReason::index`]).
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::TooShort,
         DropReason::BadIpHeader,
         DropReason::NotVrrp,
@@ -241,6 +244,7 @@ impl DropReason {
         DropReason::AuthTypeMismatch,
         DropReason::AuthMismatch,
         DropReason::ZeroInterval,
+        DropReason::UnknownSource,
     ];
 
     /// Stable snake_case name, for counters and metrics labels.
@@ -262,6 +266,7 @@ impl DropReason {
             DropReason::AuthTypeMismatch => "auth_type_mismatch",
             DropReason::AuthMismatch => "auth_mismatch",
             DropReason::ZeroInterval => "zero_interval",
+            DropReason::UnknownSource => "unknown_source",
         }
     }
 
@@ -292,6 +297,7 @@ impl fmt::Display for DropReason {
             DropReason::AuthTypeMismatch => "vrrpv2 authentication type differs from ours",
             DropReason::AuthMismatch => "vrrpv2 password differs from ours",
             DropReason::ZeroInterval => "advertisement interval is zero",
+            DropReason::UnknownSource => "source is none of the configured unicast peers",
         })
     }
 }

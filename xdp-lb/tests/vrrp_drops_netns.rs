@@ -436,3 +436,48 @@ fn a_lower_priority_advert_makes_the_master_announce_again() {
     );
     assert_eq!(node.instance().adverts_received, 4);
 }
+
+/// A unicast instance hears only its configured peers, and only at TTL 255: a spoofed
+/// higher priority from another host on the segment, or a real peer's advert that
+/// crossed a router, changes nothing and is counted by reason.
+#[test]
+fn a_unicast_instance_hears_only_its_peers_and_only_at_ttl_255() {
+    let (a, b) = pair("xlbuni-");
+    let unicast = |peer: &str| {
+        let mut spec =
+            VrrpInstance::new("VI_UNI", "eth0", VRID, vec![VrrpAddress::new(ip(VIP), 24)]);
+        spec.identity.version = 3;
+        spec.identity.advert_interval = Duration::from_millis(100);
+        spec.tunables.priority = 100;
+        spec.identity.unicast_src_ip = Some(ip(OURS));
+        spec.identity.unicast_peers = vec![ip(peer)];
+        spec
+    };
+
+    // b (192.0.2.2) is not the configured peer (192.0.2.9).
+    let node = Node::start(&a, unicast("192.0.2.9"));
+    node.wait_state(State::Master, Duration::from_secs(5));
+    send_to(&b, ip(OURS), 255, vec![advert_v3(250, ip(OURS)); 5]);
+    node.wait_status("the spoofed adverts counted", |i, _| {
+        i.drops.get("unknown_source").copied().unwrap_or(0) >= 5
+    });
+    let status = node.instance();
+    assert_eq!(
+        status.state, "MASTER",
+        "a stranger's priority 250 changed nothing"
+    );
+    assert_eq!(status.adverts_received, 0);
+    drop(node);
+
+    // b is the peer now, but its adverts arrive with TTL 1: not from the segment.
+    let node = Node::start(&a, unicast(PEER));
+    node.wait_state(State::Master, Duration::from_secs(5));
+    send_to(&b, ip(OURS), 1, vec![advert_v3(250, ip(OURS)); 5]);
+    node.wait_status("the TTL-1 adverts counted", |i, _| {
+        i.drops.get("bad_ttl").copied().unwrap_or(0) >= 5
+    });
+    assert_eq!(node.instance().state, "MASTER");
+    // At TTL 255 the peer's higher priority wins, as it should.
+    send_to(&b, ip(OURS), 255, vec![advert_v3(250, ip(OURS))]);
+    node.wait_state(State::Backup, Duration::from_secs(5));
+}

@@ -154,6 +154,12 @@ pub struct VrrpIdentity {
     pub unicast_peers: Vec<IpAddr>,
     /// IPv4 VRRPv3 unicast checksums as keepalived before 1.3.6 computed them.
     pub old_unicast_checksum: bool,
+    /// Unicast: adverts from a source that is none of `unicast_peers` are dropped
+    /// (keepalived's `check_unicast_src`). Default on.
+    pub check_unicast_src: bool,
+    /// Unicast: adverts must arrive with TTL / hop limit 255, so none comes from off
+    /// the segment (keepalived skips this). Default on; off for peers behind a router.
+    pub check_unicast_ttl: bool,
     /// Virtual servers whose quorum this instance tracks.
     pub track_virtual_servers: Vec<TrackedService>,
     /// Names of `[script.NAME]` tables this instance tracks (each exists).
@@ -233,6 +239,8 @@ impl VrrpIdentity {
             unicast_src_ip: None,
             unicast_peers: Vec::new(),
             old_unicast_checksum: false,
+            check_unicast_src: true,
+            check_unicast_ttl: true,
             track_virtual_servers: Vec::new(),
             track_scripts: Vec::new(),
             track_interfaces: Vec::new(),

@@ -69,6 +69,8 @@ pub(super) struct RawVrrp {
     pub(super) mcast_src_ip: Option<Spanned<Value>>,
     pub(super) unicast_peers: Option<Spanned<Value>>,
     pub(super) old_unicast_checksum: Option<Spanned<Value>>,
+    pub(super) check_unicast_src: Option<Spanned<Value>>,
+    pub(super) check_unicast_ttl: Option<Spanned<Value>>,
     pub(super) garp_master_repeat: Option<Spanned<Value>>,
     pub(super) garp_master_delay: Option<Spanned<Value>>,
     pub(super) garp_master_refresh: Option<Spanned<Value>>,

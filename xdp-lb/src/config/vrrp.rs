@@ -213,6 +213,12 @@ impl Validator<'_, '_> {
             }
             None => false,
         };
+        if let Some(v) = &raw.check_unicast_src {
+            identity.check_unicast_src = self.boolean(v, "check_unicast_src")?;
+        }
+        if let Some(v) = &raw.check_unicast_ttl {
+            identity.check_unicast_ttl = self.boolean(v, "check_unicast_ttl")?;
+        }
         let t = &mut tunables;
         if let Some(v) = &raw.garp_master_repeat {
             t.garp_master_repeat = self.integer(v, "garp_master_repeat", 0..=1000)? as u32;

@@ -206,9 +206,9 @@ impl Engine {
                 let unicast = p.spec.identity.is_unicast();
                 let expect = Expect {
                     unicast,
-                    // keepalived does not check the TTL of unicast adverts, which may
-                    // have crossed a router.
-                    check_ttl: !unicast,
+                    // Multicast always (RFC); unicast unless the peers sit behind a
+                    // router (keepalived never checks it there).
+                    check_ttl: !unicast || p.spec.identity.check_unicast_ttl,
                     ..p.fsm.expect()
                 };
                 let destinations = if unicast {
@@ -518,6 +518,20 @@ impl Engine {
             return;
         };
         let running = &mut self.instances[i];
+        let id = &running.spec.identity;
+        if id.is_unicast() && id.check_unicast_src && !id.unicast_peers.contains(&received.src) {
+            tracing::debug!(
+                instance = %running.spec.name,
+                peer = %received.src,
+                "vrrp packet dropped: not from a configured unicast peer"
+            );
+            let event = Event::Dropped {
+                from: received.src,
+                reason: DropReason::UnknownSource,
+            };
+            self.deliver(i, event).await;
+            return;
+        }
         let event = match packet::decode_form(
             &received.payload,
             received.src,
