@@ -56,14 +56,21 @@ impl VrrpTracking {
         }
     }
 
-    pub(crate) fn script_changed(&mut self, index: ScriptIndex, up: bool, table: &ServiceTable) {
+    /// A track script's verdict, with why it failed (its exit code, signal or timeout).
+    pub(crate) fn script_changed(
+        &mut self,
+        index: ScriptIndex,
+        up: bool,
+        why: Option<&str>,
+        table: &ServiceTable,
+    ) {
         let (name, _, ok) = &mut self.scripts[index.0];
         if *ok != up {
             *ok = up;
             if up {
                 info!(script = %name, "track script succeeds again");
             } else {
-                warn!(script = %name, "track script fails");
+                warn!(script = %name, "track script fails: {}", why.unwrap_or("no reason given"));
             }
             self.update(table);
         }
@@ -217,8 +224,8 @@ track_scripts = ["chk_a", "chk_b"]
         let mut tracking = VrrpTracking::new(&config, &table, handle);
         // Far more changes than any queue would hold, without ever yielding.
         for i in 0..10_000 {
-            tracking.script_changed(ScriptIndex(0), i % 2 == 1, &table);
-            tracking.script_changed(ScriptIndex(1), i % 3 != 0, &table);
+            tracking.script_changed(ScriptIndex(0), i % 2 == 1, None, &table);
+            tracking.script_changed(ScriptIndex(1), i % 3 != 0, None, &table);
         }
         // Last round (i = 9999): chk_a up, chk_b down (9999 % 3 == 0).
         let latest = controls.tracking.borrow().clone();
@@ -231,7 +238,7 @@ track_scripts = ["chk_a", "chk_b"]
         // One more change is seen as a change.
         let mut rx = controls.tracking.clone();
         rx.mark_unchanged();
-        tracking.script_changed(ScriptIndex(0), false, &table);
+        tracking.script_changed(ScriptIndex(0), false, None, &table);
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow()["VI_1"].adjust, -20);
     }

@@ -76,10 +76,23 @@ impl Validator<'_, '_> {
             },
             "misc" => CheckSpec::Misc(self.misc(raw, table)?),
             "udp" => CheckSpec::Udp(UdpCheck {
-                payload: self
-                    .opt_string(&raw.payload, "payload")?
-                    .unwrap_or_default()
-                    .into_bytes(),
+                payload: {
+                    let payload = self
+                        .opt_string(&raw.payload, "payload")?
+                        .unwrap_or_default()
+                        .into_bytes();
+                    // The most one IPv4 UDP datagram carries.
+                    if let (Some(v), true) = (&raw.payload, payload.len() > 65_507) {
+                        return Err(self.src.error(
+                            v.span(),
+                            format!(
+                                "`payload` is {} bytes; a UDP datagram carries at most 65507",
+                                payload.len()
+                            ),
+                        ));
+                    }
+                    payload
+                },
                 expect: self
                     .opt_string(&raw.expect, "expect")?
                     .map(String::into_bytes),
@@ -259,6 +272,16 @@ impl Validator<'_, '_> {
             misc.dynamic = self.boolean(v, "dynamic")?;
         }
         misc.user = self.opt_string(&raw.user, "user")?;
+        // As for track scripts: a user that does not exist is an error now, not a
+        // check that fails forever once running.
+        if let (Some(name), Some(v)) = (&misc.user, &raw.user)
+            && !matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+        {
+            return Err(self.src.error(
+                v.span(),
+                format!("`user`: there is no user {name:?} on this host"),
+            ));
+        }
         Ok(misc)
     }
 

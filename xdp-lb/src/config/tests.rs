@@ -1649,3 +1649,31 @@ fn a_vip_in_two_instances_is_refused() {
         ],
     );
 }
+
+#[test]
+fn a_misc_check_user_must_exist_and_a_udp_payload_fit_a_datagram() {
+    let service = |check: &str| {
+        format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"192.0.2.1\"\nport = 53\n\
+             protocol = \"udp\"\n  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n  check = {check}\n"
+        )
+    };
+    let err = parse(
+        &service(r#"{ type = "misc", command = ["/bin/true"], user = "no-such-user-xdp-lb" }"#),
+        "lb.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("there is no user \"no-such-user-xdp-lb\""),
+        "{err}"
+    );
+    let big = "x".repeat(65_508);
+    let err = parse(
+        &service(&format!(r#"{{ type = "udp", payload = "{big}" }}"#)),
+        "lb.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("at most 65507"), "{err}");
+}

@@ -373,8 +373,9 @@ impl Core {
             Event::Script(t) => {
                 // The scripts' checks run under their ScriptIndex.
                 let index = ScriptIndex(t.backend.0 as usize);
+                let why = t.reason.as_ref().map(ToString::to_string);
                 self.tracking
-                    .script_changed(index, t.up, self.forwarding.table());
+                    .script_changed(index, t.up, why.as_deref(), self.forwarding.table());
             }
             Event::Vrrp(e) => self.on_vrrp(&e),
             Event::VrrpEnded(result) => {
