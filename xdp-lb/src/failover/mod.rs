@@ -178,7 +178,7 @@ pub async fn run_tracked(
     status: StatusBoard,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let plan = prepare(instances, &sync_groups, &netlink).await?;
+    let plan = prepare(instances, &netlink).await?;
     let ifindexes: Vec<u32> = plan.links.keys().copied().collect();
     let (link_states, link_changes, link_task) = link::monitor(&ifindexes)
         .await
@@ -240,14 +240,9 @@ pub(crate) struct PlannedInstance {
 /// (ifindex, IPv6, configured source, multicast): instances that agree share a socket.
 type SocketKey = (u32, bool, Option<IpAddr>, bool);
 
-async fn prepare(
-    instances: Vec<VrrpInstance>,
-    sync_groups: &[SyncGroup],
-    netlink: &Netlink,
-) -> Result<Plan, FailoverError> {
+async fn prepare(instances: Vec<VrrpInstance>, netlink: &Netlink) -> Result<Plan, FailoverError> {
     // The configuration was validated once, where it was read (names, VRIDs, address
     // families, peers, sync groups): what is left is what needs the system.
-    let _ = sync_groups;
     let mut plan = Plan {
         sockets: Vec::new(),
         instances: Vec::new(),
