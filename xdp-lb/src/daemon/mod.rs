@@ -35,9 +35,7 @@ mod reloading;
 mod sources;
 
 use reloading::Reloads;
-use sources::{
-    AbortOnDrop, DumpSignals, cancel_with, forward, poll_neighbours, start_scripts, tick,
-};
+use sources::{AbortOnDrop, DumpSignals, Sources, forward, start_scripts};
 
 /// Room for events between the sources and the loop (sources wait when it is full).
 const EVENT_QUEUE: usize = 1024;
@@ -110,74 +108,15 @@ pub async fn run_reloadable(
     }
     let mut table = ServiceTable::from_config(&config)?;
     route_backends(&netlink, &links, &mut table, &vips_of(&config)).await?;
-
-    let mut dataplane = Dataplane::load(config.dataplane.max_flows)?;
+    let dataplane = Dataplane::load(config.dataplane.max_flows)?;
     // Clones share the record of the entries created, removed again at the end.
     let neighbours = Neighbours::new(&netlink);
+    let (tx, events) = mpsc::channel(EVENT_QUEUE);
     let result = async {
-        neighbours.add(&table).await?;
-        neighbours
-            .wait_for_macs(&mut table, config.dataplane.neighbour_timeout)
-            .await?;
-        for link in links.values() {
-            dataplane.add_egress(link.index)?;
-        }
-        let (forwarding, edges) = Forwarding::start(table, dataplane, nat_of(&config))?;
-        for edge in edges {
-            report_quorum(forwarding.table(), edge);
-        }
-        let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
-        let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        let mut core = Core::new(
-            config,
-            forwarding,
-            netlink,
-            links,
-            neighbours.clone(),
-            tx.clone(),
-        );
-        core.attach()?;
-        if let Some(listener) = api_listener {
-            if let Ok(addr) = listener.local_addr() {
-                info!(%addr, "status API listening: /status, /metrics");
-            }
-            let (api_tx, api_rx) = mpsc::channel(16);
-            let token = core.config.global.api_token.clone();
-            tasks.spawn(cancel_with(
-                &stop,
-                crate::api::serve(listener, api_tx, token),
-            ));
-            tasks.spawn(forward(api_rx, tx.clone(), Event::Api));
-        }
-        tasks.spawn(cancel_with(
-            &stop,
-            forward(reloads, tx.clone(), Event::Reload),
-        ));
-        tasks.spawn(cancel_with(
-            &stop,
-            poll_neighbours(core.neighbours.clone(), tx.clone()),
-        ));
-        tasks.spawn(cancel_with(
-            &stop,
-            tick(
-                nat_gc_interval(&core.config.dataplane.nat_timeouts),
-                tx.clone(),
-                || Event::NatGc,
-            ),
-        ));
-        tasks.spawn(cancel_with(&stop, dump_signals.relay(tx.clone())));
-        tasks.spawn(cancel_with(
-            &stop,
-            tick(RATE_SAMPLE, tx.clone(), || Event::RateSample),
-        ));
-        if let Some(every) = crate::systemd::watchdog_interval() {
-            tasks.spawn(cancel_with(
-                &stop,
-                tick(every, tx.clone(), || Event::Watchdog),
-            ));
-        }
+        let mut core = bring_up(config, table, dataplane, netlink, links, &neighbours, &tx).await?;
         core.started = started;
+        let mut sources = Sources::default();
+        sources.spawn(&core, &tx, api_listener, reloads, dump_signals);
         // Ready once forwarding: VRRP and the track scripts start after this line (a
         // reader waiting for ready then sees every VRRP state change that follows).
         info!(
@@ -187,72 +126,123 @@ pub async fn run_reloadable(
         );
         crate::systemd::ready(&core.summary());
         core.restart_checks();
-        let scripts = start_scripts(&core.config, &stop, &tx, &mut tasks);
-        let vrrp_stop = CancellationToken::new();
-        let vrrp = core.start_vrrp(&vrrp_stop, &mut tasks);
-
-        // The loop: every event to the core, until shutdown or VRRP fails.
-        tokio::pin!(shutdown);
-        let mut vrrp_failed = None;
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(event) = events.recv() => {
-                    if let ControlFlow::Break(e) = core.handle(event).await {
-                        vrrp_failed = Some(e);
-                        break;
-                    }
-                }
-            }
+        sources.scripts = start_scripts(&core.config, &sources.stop, &tx, &mut sources.tasks);
+        if core.start_vrrp(&sources.vrrp_stop, &mut sources.tasks) {
+            sources.vrrp = true;
         }
-
-        crate::systemd::stopping();
-        // VRRP first: a MASTER sends priority 0 and drops its VIPs, so the peer takes
-        // over at once, while this node still forwards what arrives meanwhile.
-        if vrrp && vrrp_failed.is_none() {
-            vrrp_stop.cancel();
-            while let Some(event) = events.recv().await {
-                match event {
-                    Event::Vrrp(e) => core.on_vrrp(&e),
-                    Event::VrrpEnded(result) => {
-                        if let Err(e) = result {
-                            warn!(error = %format!("{e:#}"), "VRRP stopped with an error");
-                        }
-                        break;
-                    }
-                    Event::Api(request) => core.answer(request),
-                    _ => {}
-                }
-            }
-        }
-        stop.cancel();
-        // Sources blocked on a full queue give up; none is read any more.
-        drop(events);
-        if let Some(scripts) = scripts {
-            scripts.stop().await;
-        }
-        // keepalived's omega: the down command also runs when the service stops.
-        for svc in &core.forwarding.table().services {
-            if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
-                let what = format!("quorum_down (omega) of {}", svc.name);
-                crate::notify::run(argv, &what, crate::notify::TIMEOUT).await;
-            }
-        }
-        std::mem::replace(&mut core.checks, HealthChecks::idle())
-            .stop()
-            .await;
-        while tasks.join_next().await.is_some() {}
-        core.snapshot().log_counters();
-        match vrrp_failed {
-            Some(e) => Err(e.context("VRRP stopped, so xdp-lb stops too (restart it)")),
-            None => anyhow::Ok(()),
-        }
+        drop(tx);
+        let mut events = events;
+        let vrrp_failed = event_loop(&mut core, &mut events, shutdown).await;
+        shut_down(core, events, sources, vrrp_failed).await
     }
     .await;
-    // The data plane (and with it the XDP attachment) went with the block.
+    // The data plane (and with it the XDP attachment) went with the core.
     info!("shutting down: detaching XDP and removing managed neighbour entries");
     neighbours.cleanup().await;
     result
+}
+
+/// From the routed table to a Core that forwards: new real servers' MACs, every map
+/// written, XDP attached.
+async fn bring_up(
+    config: Config,
+    mut table: ServiceTable,
+    mut dataplane: Dataplane,
+    netlink: Netlink,
+    links: BTreeMap<u32, Link>,
+    neighbours: &Neighbours,
+    events: &mpsc::Sender<Event>,
+) -> anyhow::Result<Core> {
+    neighbours.add(&table).await?;
+    neighbours
+        .wait_for_macs(&mut table, config.dataplane.neighbour_timeout)
+        .await?;
+    for link in links.values() {
+        dataplane.add_egress(link.index)?;
+    }
+    let (forwarding, edges) = Forwarding::start(table, dataplane, nat_of(&config))?;
+    for edge in edges {
+        report_quorum(forwarding.table(), edge);
+    }
+    let mut core = Core::new(
+        config,
+        forwarding,
+        netlink,
+        links,
+        neighbours.clone(),
+        events.clone(),
+    );
+    core.attach()?;
+    Ok(core)
+}
+
+/// Every event to the core, until `shutdown` resolves or VRRP fails (then its error).
+async fn event_loop(
+    core: &mut Core,
+    events: &mut mpsc::Receiver<Event>,
+    shutdown: impl Future<Output = ()>,
+) -> Option<anyhow::Error> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return None,
+            Some(event) = events.recv() => {
+                if let ControlFlow::Break(e) = core.handle(event).await {
+                    return Some(e);
+                }
+            }
+        }
+    }
+}
+
+/// VRRP first: a MASTER sends priority 0 and drops its VIPs, so the peer takes over at
+/// once, while this node still forwards what arrives meanwhile; then the sources, the
+/// scripts and checks (omega's down commands run), and the counters are logged.
+async fn shut_down(
+    mut core: Core,
+    mut events: mpsc::Receiver<Event>,
+    mut sources: Sources,
+    vrrp_failed: Option<anyhow::Error>,
+) -> anyhow::Result<()> {
+    crate::systemd::stopping();
+    if sources.vrrp && vrrp_failed.is_none() {
+        sources.vrrp_stop.cancel();
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Vrrp(e) => core.on_vrrp(&e),
+                Event::VrrpEnded(result) => {
+                    if let Err(e) = result {
+                        warn!(error = %format!("{e:#}"), "VRRP stopped with an error");
+                    }
+                    break;
+                }
+                Event::Api(request) => core.answer(request),
+                _ => {}
+            }
+        }
+    }
+    sources.stop.cancel();
+    // Sources blocked on a full queue give up; none is read any more.
+    drop(events);
+    if let Some(scripts) = sources.scripts.take() {
+        scripts.stop().await;
+    }
+    // keepalived's omega: the down command also runs when the service stops.
+    for svc in &core.forwarding.table().services {
+        if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
+            let what = format!("quorum_down (omega) of {}", svc.name);
+            crate::notify::run(argv, &what, crate::notify::TIMEOUT).await;
+        }
+    }
+    std::mem::replace(&mut core.checks, HealthChecks::idle())
+        .stop()
+        .await;
+    while sources.tasks.join_next().await.is_some() {}
+    core.snapshot().log_counters();
+    match vrrp_failed {
+        Some(e) => Err(e.context("VRRP stopped, so xdp-lb stops too (restart it)")),
+        None => Ok(()),
+    }
 }
 
 /// The daemon's state between events: the forwarding owner and what feeds it.

@@ -3,6 +3,67 @@
 
 use super::*;
 
+/// The tasks that feed the loop, and how they are stopped.
+#[derive(Default)]
+pub(super) struct Sources {
+    pub(super) tasks: JoinSet<()>,
+    /// Stops every source but VRRP.
+    pub(super) stop: CancellationToken,
+    /// Stops VRRP, which goes first on shutdown.
+    pub(super) vrrp_stop: CancellationToken,
+    /// VRRP runs (some instance is configured).
+    pub(super) vrrp: bool,
+    pub(super) scripts: Option<HealthChecks>,
+}
+
+impl Sources {
+    /// The API, reloads, the neighbour poller and the timers (NAT ageing, rates, the
+    /// watchdog), and the dump signals.
+    pub(super) fn spawn(
+        &mut self,
+        core: &Core,
+        tx: &mpsc::Sender<Event>,
+        api: Option<tokio::net::TcpListener>,
+        reloads: mpsc::Receiver<Config>,
+        dump_signals: DumpSignals,
+    ) {
+        let (stop, tasks) = (&self.stop, &mut self.tasks);
+        if let Some(listener) = api {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "status API listening: /status, /metrics");
+            }
+            let (api_tx, api_rx) = mpsc::channel(16);
+            let token = core.config.global.api_token.clone();
+            tasks.spawn(cancel_with(
+                stop,
+                crate::api::serve(listener, api_tx, token),
+            ));
+            tasks.spawn(forward(api_rx, tx.clone(), Event::Api));
+        }
+        tasks.spawn(cancel_with(
+            stop,
+            forward(reloads, tx.clone(), Event::Reload),
+        ));
+        tasks.spawn(cancel_with(
+            stop,
+            poll_neighbours(core.neighbours.clone(), tx.clone()),
+        ));
+        let nat_gc = nat_gc_interval(&core.config.dataplane.nat_timeouts);
+        tasks.spawn(cancel_with(stop, tick(nat_gc, tx.clone(), || Event::NatGc)));
+        tasks.spawn(cancel_with(stop, dump_signals.relay(tx.clone())));
+        tasks.spawn(cancel_with(
+            stop,
+            tick(RATE_SAMPLE, tx.clone(), || Event::RateSample),
+        ));
+        if let Some(every) = crate::systemd::watchdog_interval() {
+            tasks.spawn(cancel_with(
+                stop,
+                tick(every, tx.clone(), || Event::Watchdog),
+            ));
+        }
+    }
+}
+
 /// Track scripts run as MISC checks on a scheduler of their own for the daemon's life.
 pub(super) fn start_scripts(
     config: &Config,
