@@ -545,13 +545,8 @@ fn parse_mac(text: &str) -> [u8; 6] {
 
 #[test]
 fn flips_at_a_thousand_a_second_never_misdirect_or_tear_a_packet() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        let msg = "dataplane_stress_netns needs root (network namespaces, XDP, raw sockets)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("skipped: {msg}");
-        return;
-    }
+    // Fails (never skips) without root, as every lab test: namespaces, XDP, raw sockets.
+    xdp_lb_lab::require_root().unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let names: Vec<String> = (1..=SERVERS).map(|i| format!("s{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
