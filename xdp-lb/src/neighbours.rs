@@ -150,7 +150,7 @@ impl Neighbours {
 
     /// Managed entries for the table's next hops that have none from us yet (at start,
     /// and for a reloaded table's new ones).
-    pub(crate) async fn add(&self, table: &ServiceTable) -> anyhow::Result<()> {
+    async fn add(&self, table: &ServiceTable) -> anyhow::Result<()> {
         let existing = self.netlink.neighbours().await?;
         for entry in next_hops(table) {
             // A static entry set by an operator is theirs: use it, do not convert it.
@@ -196,9 +196,21 @@ impl Neighbours {
             .collect())
     }
 
+    /// Managed entries for the routed `table`'s new next hops, then their MACs, waited
+    /// for up to `timeout` (see [`wait_for_macs`]): what a table needs before its maps
+    /// are written, at start and on a reload alike.
+    pub(crate) async fn resolve(
+        &self,
+        table: &mut ServiceTable,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.add(table).await?;
+        self.wait_for_macs(table, timeout).await
+    }
+
     /// Learns MACs into `table` until every backend has one or `timeout` has passed
     /// (see [`wait_for_macs`]).
-    pub(crate) async fn wait_for_macs(
+    async fn wait_for_macs(
         &self,
         table: &mut ServiceTable,
         timeout: Duration,

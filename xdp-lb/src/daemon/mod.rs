@@ -113,8 +113,15 @@ pub async fn run_reloadable(
     let neighbours = Neighbours::new(&netlink);
     let (tx, events) = mpsc::channel(EVENT_QUEUE);
     let result = async {
-        let mut core = bring_up(config, table, dataplane, netlink, links, &neighbours, &tx).await?;
-        core.started = started;
+        let start = Start {
+            config,
+            table,
+            dataplane,
+            netlink,
+            links,
+            started,
+        };
+        let mut core = bring_up(start, &neighbours, &tx).await?;
         let mut sources = Sources::default();
         sources.spawn(&core, &tx, api_listener, reloads, dump_signals);
         // Ready once forwarding: VRRP and the track scripts start after this line (a
@@ -142,20 +149,35 @@ pub async fn run_reloadable(
     result
 }
 
+/// What the start has found before the maps are written.
+struct Start {
+    config: Config,
+    /// Routed, MACs not yet learned.
+    table: ServiceTable,
+    /// Loaded, not attached.
+    dataplane: Dataplane,
+    netlink: Netlink,
+    links: BTreeMap<u32, Link>,
+    started: std::time::Instant,
+}
+
 /// From the routed table to a Core that forwards: new real servers' MACs, every map
 /// written, XDP attached.
 async fn bring_up(
-    config: Config,
-    mut table: ServiceTable,
-    mut dataplane: Dataplane,
-    netlink: Netlink,
-    links: BTreeMap<u32, Link>,
+    start: Start,
     neighbours: &Neighbours,
     events: &mpsc::Sender<Event>,
 ) -> anyhow::Result<Core> {
-    neighbours.add(&table).await?;
+    let Start {
+        config,
+        mut table,
+        mut dataplane,
+        netlink,
+        links,
+        started,
+    } = start;
     neighbours
-        .wait_for_macs(&mut table, config.dataplane.neighbour_timeout)
+        .resolve(&mut table, config.dataplane.neighbour_timeout)
         .await?;
     for link in links.values() {
         dataplane.add_egress(link.index)?;
@@ -171,6 +193,7 @@ async fn bring_up(
         links,
         neighbours.clone(),
         events.clone(),
+        started,
     );
     core.attach()?;
     Ok(core)
@@ -275,6 +298,7 @@ impl Core {
         links: BTreeMap<u32, Link>,
         neighbours: Neighbours,
         events: mpsc::Sender<Event>,
+        started: std::time::Instant,
     ) -> Core {
         // No VRRP runtime yet (start_vrrp connects one): tracking goes nowhere.
         let tracking = VrrpTracking::new(&config, forwarding.table(), failover::controls().0);
@@ -290,7 +314,7 @@ impl Core {
             vrrp_status: failover::StatusBoard::default(),
             reload: Reloads::default(),
             events,
-            started: std::time::Instant::now(),
+            started,
             rate_samples: std::collections::VecDeque::new(),
         }
     }

@@ -161,9 +161,8 @@ pub(super) async fn prepare_reload(
     neighbour_timeout: Duration,
 ) -> anyhow::Result<PreparedReload> {
     route_backends(&netlink, &links, &mut prepared.table, &vips).await?;
-    neighbours.add(&prepared.table).await?;
     neighbours
-        .wait_for_macs(&mut prepared.table, neighbour_timeout)
+        .resolve(&mut prepared.table, neighbour_timeout)
         .await?;
     Ok(prepared)
 }
