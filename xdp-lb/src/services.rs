@@ -19,7 +19,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    config::{Config, Forwarding, Protocol, Quorum, Scheduler},
+    config::{Config, Forwarding, Protocol, Quorum, Scheduler, service_name},
     dataplane::ServiceSpec,
     schedule::{self, ScheduleError},
 };
@@ -241,13 +241,6 @@ fn service_key(v: &crate::config::VirtualServer) -> ServiceKey {
             Protocol::Udp => IPPROTO_UDP,
         },
         _pad: 0,
-    }
-}
-
-pub fn service_name(vip: IpAddr, port: u16, protocol: Protocol) -> String {
-    match vip {
-        IpAddr::V4(a) => format!("{a}:{port}/{protocol}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}/{protocol}"),
     }
 }
 

@@ -137,7 +137,7 @@ fn targets(config: &Config, table: &ServiceTable) -> Vec<TrackingOf> {
                 .track_virtual_servers
                 .iter()
                 .filter_map(|t| {
-                    let name = crate::services::service_name(t.vip, t.port, t.protocol);
+                    let name = crate::config::service_name(t.vip, t.port, t.protocol);
                     let index = table.services.iter().position(|s| s.name == name)?;
                     Some((index, t.weight))
                 })

@@ -441,6 +441,12 @@ pub enum Protocol {
     Udp,
 }
 
+/// "192.0.2.100:80/tcp", "[2001:db8::1]:443/tcp": how messages, metrics and the status
+/// view name a service.
+pub fn service_name(vip: IpAddr, port: u16, protocol: Protocol) -> String {
+    format!("{}/{protocol}", SocketAddr::new(vip, port))
+}
+
 /// `scheduler`: how new flows are spread over real servers; default `wrr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheduler {

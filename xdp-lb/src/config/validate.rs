@@ -16,7 +16,7 @@ use super::error::{ConfigError, SourceText};
 use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
 use super::{
     Config, Dataplane, Forwarding, Global, NatTimeouts, Protocol, Quorum, RealServer, Scheduler,
-    VirtualServer, XdpMode,
+    VirtualServer, XdpMode, service_name,
 };
 
 const MAX_FLOWS: RangeInclusive<i64> = 1024..=16_777_216;
@@ -748,11 +748,6 @@ fn is_broadcast(address: IpAddr) -> bool {
 
 fn family(address: IpAddr) -> &'static str {
     if address.is_ipv4() { "IPv4" } else { "IPv6" }
-}
-
-/// "192.0.2.100:80/tcp", "[2001:db8::1]:443/tcp": how messages name a service.
-fn service_name(vip: IpAddr, port: u16, protocol: Protocol) -> String {
-    format!("{}/{protocol}", SocketAddr::new(vip, port))
 }
 
 /// Length of the smallest schedule that honours the weights exactly: the sum of the
