@@ -8,11 +8,12 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
-use xdp_lb_common::{FLOW_F_CLOSING, FlowKey, IPPROTO_UDP};
+use xdp_lb_common::{FLOW_F_CLOSING, FlowKey};
 
 use crate::{
     dataplane::{Dataplane, nat::monotonic_ns},
     forwarding::Forwarding,
+    services::protocol_of,
 };
 
 /// Entries read at most per request.
@@ -73,12 +74,7 @@ pub fn list(
             .find(|b| b.id.0 == value.backend)
             .map(|b| SocketAddr::new(b.addr, b.port));
         entries.push(Connection {
-            protocol: if key.proto == IPPROTO_UDP {
-                "udp"
-            } else {
-                "tcp"
-            }
-            .into(),
+            protocol: protocol_of(key.proto).to_string(),
             client: client(&key),
             service: svc.name.clone(),
             real_server,

@@ -232,6 +232,16 @@ pub fn addr16(addr: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The protocol a key's IP protocol number stands for (the map keys hold only TCP and
+/// UDP): the inverse of [`service_key`]'s, for what the maps are read back into.
+pub fn protocol_of(ip_protocol: u8) -> Protocol {
+    if ip_protocol == IPPROTO_UDP {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    }
+}
+
 fn service_key(v: &crate::config::VirtualServer) -> ServiceKey {
     ServiceKey {
         addr: addr16(v.vip),
@@ -721,6 +731,8 @@ scheduler = "rr"
         assert_eq!(t.services[0].key.addr, v4_mapped([192, 0, 2, 100]));
         assert_eq!(u16::from_be(t.services[0].key.port_be), 80);
         assert_eq!(t.services[1].key.proto, IPPROTO_UDP);
+        assert_eq!(protocol_of(t.services[0].key.proto), Protocol::Tcp);
+        assert_eq!(protocol_of(t.services[1].key.proto), Protocol::Udp);
         assert_eq!(t.services[0].backends, [0, 1, 2].map(B));
         assert_eq!(t.services[1].backends, [B(3)]);
         assert_eq!(u16::from_be(t.backend_value(B(2)).port_be), 8080);

@@ -180,11 +180,7 @@ impl Snapshot {
                     name: svc.name.clone(),
                     vip: svc.vip,
                     port: u16::from_be(svc.key.port_be),
-                    protocol: if svc.key.proto == libc::IPPROTO_UDP as u8 {
-                        "udp".into()
-                    } else {
-                        "tcp".into()
-                    },
+                    protocol: crate::services::protocol_of(svc.key.proto).to_string(),
                     forwarding: svc.forwarding.to_string(),
                     scheduler: svc.scheduler.to_string(),
                     active: forwarding.is_active(index),
