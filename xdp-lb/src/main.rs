@@ -22,7 +22,7 @@ const LONG_VERSION: &str = concat!(
     about = "XDP load balancer with VRRP failover and health checks (keepalived + LVS in one daemon)"
 )]
 struct Cli {
-    /// Configuration file (TOML).
+    /// Configuration file (TOML); default /etc/xdp-lb/lb.toml.
     #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Override `dataplane.xdp_mode`.
@@ -37,7 +37,8 @@ enum Command {
     /// Validate the configuration without touching the system.
     Check,
     /// Show a running daemon's VRRP instances, services and real servers (read from
-    /// its status API: `[global] api` of the configuration, or `--api`).
+    /// its status API: `--api`, else `[global] api` of the configuration, by default
+    /// 127.0.0.1:9180).
     Status {
         /// The status API's address, e.g. 127.0.0.1:9180.
         #[arg(long, value_name = "ADDR")]
@@ -146,8 +147,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Generate { what }) = &cli.command {
         return generate(*what);
     }
-    let Some(path) = cli.config else {
-        anyhow::bail!("no configuration given: use `--config FILE` (see config/lb.example.toml)");
+    let path = match cli.config {
+        Some(path) => path,
+        None if std::path::Path::new(config::DEFAULT_PATH).exists() => {
+            PathBuf::from(config::DEFAULT_PATH)
+        }
+        None => anyhow::bail!(
+            "no configuration: {} does not exist; give `--config FILE` (see \
+             config/lb.example.toml)",
+            config::DEFAULT_PATH
+        ),
     };
     let mut config = config::load(&path)?;
     if let Some(mode) = cli.xdp_mode {
@@ -197,28 +206,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The status API to ask: `--api` (with `--token`), or the configuration's.
+/// The status API to ask: `--api` (with `--token`), else the configuration's `[global]
+/// api`. Without `--config`, the default configuration if it exists, else the default
+/// address: the API is on by default, so `xdp-lb status` needs no arguments.
 fn api_target(
     api: Option<std::net::SocketAddr>,
     token: &Option<String>,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<(std::net::SocketAddr, Option<String>)> {
-    match (api, config) {
-        (Some(addr), _) => Ok((addr, token.clone())),
-        (None, Some(path)) => {
-            let global = config::load(path)?.global;
-            let addr = global.api.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{} has no `[global] api`, so the daemon serves no status; set it (e.g. api = \"127.0.0.1:9180\") or give --api",
-                    path.display()
-                )
-            })?;
-            Ok((addr, token.clone().or(global.api_token)))
-        }
-        (None, None) => {
-            anyhow::bail!("give `--api ADDR` or `--config FILE` (whose `[global] api` is read)")
-        }
+    if let Some(addr) = api {
+        return Ok((addr, token.clone()));
     }
+    let default = std::path::Path::new(config::DEFAULT_PATH);
+    let path = match config {
+        Some(path) => path,
+        None if default.exists() => default,
+        None => return Ok((config::DEFAULT_API, token.clone())),
+    };
+    let global = config::load(path)?.global;
+    let addr = global.api.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} sets `[global] api = \"off\"`, so the daemon serves no status; remove it \
+             (the default is {}) or give --api",
+            path.display(),
+            config::DEFAULT_API
+        )
+    })?;
+    Ok((addr, token.clone().or(global.api_token)))
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {

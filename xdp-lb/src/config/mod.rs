@@ -336,13 +336,22 @@ pub struct VrrpNotify {
     pub generic: Option<Vec<String>>,
 }
 
+/// The status API's address when `[global] api` is not set: loopback, so nothing is
+/// reachable from other hosts, and `xdp-lb status` finds it without a configuration.
+pub const DEFAULT_API: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9180);
+
+/// Where the daemon, `check`, `status` and `connections` read the configuration when
+/// `--config` is not given (the package installs it there).
+pub const DEFAULT_PATH: &str = "/etc/xdp-lb/lb.toml";
+
 /// `[global]`: settings of this node (serialized only to name what a reload changed).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Global {
     /// A name for this node in logs and status output (keepalived's `router_id`).
     pub router_id: Option<String>,
-    /// Where the status API (`/status`, `/metrics`) listens; off when `None`. Only a
-    /// loopback address unless `api_token` is set.
+    /// Where the status API (`/status`, `/metrics`) listens: [`DEFAULT_API`] unless set,
+    /// off (`None`) with `api = "off"`. Only a loopback address unless `api_token` is set.
     pub api: Option<std::net::SocketAddr>,
     /// Required of every API request (`Authorization: Bearer <token>`) when set.
     pub api_token: Option<String>,
@@ -355,7 +364,7 @@ impl Default for Global {
     fn default() -> Global {
         Global {
             router_id: None,
-            api: None,
+            api: Some(DEFAULT_API),
             api_token: None,
             dump_dir: std::path::PathBuf::from("/tmp"),
         }

@@ -1519,12 +1519,18 @@ fn sync_groups_name_existing_instances_once() {
 fn the_status_api_takes_an_address_and_port() {
     let config = parse_ok(&doc(&[
         "[global]",
-        "api = \"127.0.0.1:9180\"",
+        "api = \"127.0.0.1:9181\"",
         DP[0],
         DP[1],
     ]));
-    assert_eq!(config.global.api, Some("127.0.0.1:9180".parse().unwrap()));
-    assert_eq!(parse_ok(&with_dp(&[])).global.api, None, "off by default");
+    assert_eq!(config.global.api, Some("127.0.0.1:9181".parse().unwrap()));
+    assert_eq!(
+        parse_ok(&with_dp(&[])).global.api,
+        Some("127.0.0.1:9180".parse().unwrap()),
+        "on by default, on loopback"
+    );
+    let off = parse_ok(&doc(&["[global]", "api = \"off\"", DP[0], DP[1]]));
+    assert_eq!(off.global.api, None);
     assert_error(
         &doc(&["[global]", "api = \"127.0.0.1\"", DP[0], DP[1]]),
         2,

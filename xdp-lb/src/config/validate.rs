@@ -146,23 +146,6 @@ impl Validator<'_, '_> {
             }
             None => None,
         };
-        let api = match &raw.api {
-            Some(value) => {
-                let text = self.string(
-                    value,
-                    "api",
-                    "an address and port such as \"127.0.0.1:9180\"",
-                )?;
-                let addr = text.parse::<std::net::SocketAddr>().map_err(|_| {
-                    self.src.error(
-                        value.span(),
-                        format!("`api` = {text:?} is not an address and port such as \"127.0.0.1:9180\" or \"[::1]:9180\""),
-                    )
-                })?;
-                Some((addr, value.span()))
-            }
-            None => None,
-        };
         let api_token = match &raw.api_token {
             Some(value) => {
                 let token = self.string(value, "api_token", "a secret of 16 or more characters")?;
@@ -177,19 +160,12 @@ impl Validator<'_, '_> {
             }
             None => None,
         };
-        // Reachable from other hosts (and through the VIPs): only with a token.
-        if let (Some((addr, span)), None) = (&api, &api_token)
-            && !addr.ip().is_loopback()
-        {
-            return Err(self.src.error(
-                span.clone(),
-                format!(
-                    "`api` = \"{addr}\" is reachable from other hosts (and through the VIPs): \
-                     set `api_token` as well, or use a loopback address such as \"127.0.0.1:{}\"",
-                    addr.port()
-                ),
-            ));
-        }
+        // On by default, on loopback, so `xdp-lb status` works without editing the
+        // configuration; "off" turns it off.
+        let api = match &raw.api {
+            Some(value) => self.api(value, api_token.is_some())?,
+            None => Global::default().api,
+        };
         let dump_dir = match &raw.dump_dir {
             Some(value) => {
                 let dir =
@@ -208,10 +184,47 @@ impl Validator<'_, '_> {
         };
         Ok(Global {
             router_id,
-            api: api.map(|(addr, _)| addr),
+            api,
             api_token,
             dump_dir,
         })
+    }
+
+    /// `[global] api`: an address, or "off". Reachable from other hosts (and through
+    /// the VIPs) only with a token.
+    fn api(
+        &self,
+        value: &Spanned<Value>,
+        has_token: bool,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.string(
+            value,
+            "api",
+            "an address and port such as \"127.0.0.1:9180\", or \"off\"",
+        )?;
+        if text == "off" {
+            return Ok(None);
+        }
+        let addr = text.parse::<SocketAddr>().map_err(|_| {
+            self.src.error(
+                value.span(),
+                format!(
+                    "`api` = {text:?} is not an address and port such as \"127.0.0.1:9180\" \
+                     or \"[::1]:9180\", nor \"off\""
+                ),
+            )
+        })?;
+        if !has_token && !addr.ip().is_loopback() {
+            return Err(self.src.error(
+                value.span(),
+                format!(
+                    "`api` = \"{addr}\" is reachable from other hosts (and through the VIPs): \
+                     set `api_token` as well, or use a loopback address such as \"127.0.0.1:{}\"",
+                    addr.port()
+                ),
+            ));
+        }
+        Ok(Some(addr))
     }
 
     fn dataplane(&self, table: Spanned<RawDataplane>) -> Result<Dataplane, ConfigError> {
