@@ -11,7 +11,7 @@ fn write(text: &str) -> tempfile::NamedTempFile {
 #[test]
 fn check_accepts_the_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/lb.example.toml");
-    let (code, stdout, stderr) = xdp_lb(&["check", "--config", example]);
+    let (code, stdout, stderr) = xdp_lb(&["check", "--offline", "--config", example]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout
@@ -29,7 +29,8 @@ fn check_accepts_every_shipped_config() {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let (code, stdout, stderr) = xdp_lb(&["check", "--config", path.to_str().unwrap()]);
+        let (code, stdout, stderr) =
+            xdp_lb(&["check", "--offline", "--config", path.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{}: {stderr}", path.display());
         assert!(stdout.contains(": ok ("), "{stdout}");
         checked.push(path.file_name().unwrap().to_string_lossy().into_owned());

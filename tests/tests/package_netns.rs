@@ -96,7 +96,7 @@ fn the_package_installs_a_daemon_that_runs_under_its_units_capabilities() {
     assert!(man.contains(".TH xdp-lb 8"), "{man}");
     let checked = output(
         Command::new(&daemon)
-            .args(["check", "--config"])
+            .args(["check", "--offline", "--config"])
             .arg(root.join("etc/xdp-lb/lb.toml")),
     );
     assert!(checked.contains(": ok ("), "{checked}");

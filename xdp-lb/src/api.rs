@@ -39,7 +39,10 @@ pub enum ApiRequest {
 /// Binds `addr`; a clear error (address in use, not ours) stops the start.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr} for the status API ([global] api): {e}")
+        anyhow::anyhow!(
+            "cannot listen on {addr} for the status API: {e}; set `[global] api` to a free \
+             address, or to \"off\""
+        )
     })
 }
 

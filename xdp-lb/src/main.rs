@@ -34,8 +34,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration without touching the system.
-    Check,
+    /// Validate the configuration, then what start-up needs from this host (interfaces,
+    /// routes to the real servers, VRRP source addresses), without changing anything.
+    Check {
+        /// The file alone, without looking at this host (e.g. on a build host).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Show a running daemon's VRRP instances, services and real servers (read from
     /// its status API: `--api`, else `[global] api` of the configuration, by default
     /// 127.0.0.1:9180).
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xdp-lb: error: {e:#}");
+            eprintln!("xdp-lb: error: {}", xdp_lb::error_chain::Chain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -175,7 +180,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ) => {
             unreachable!("handled above")
         }
-        Some(Command::Check) => {
+        Some(Command::Check { offline }) => {
+            if !offline {
+                block_on(xdp_lb::preflight::check(&config)).map_err(|e| {
+                    e.context(format!("{}: this host cannot run it", path.display()))
+                })?;
+            }
             let backends: usize = config
                 .virtual_servers
                 .iter()

@@ -39,11 +39,25 @@ pub(crate) async fn route_backends(
     let mut check_sources = Vec::new();
     for (index, b) in table.backends.iter_mut().enumerate() {
         let forwarding = table.services[b.service].forwarding;
+        let service = &table.services[b.service].name;
+        let role = if b.sorry {
+            "sorry server"
+        } else {
+            "real server"
+        };
         let route = netlink.route_to(b.addr).await?;
+        if route.local {
+            bail!(
+                "{role} {} of {service} is an address of this host: XDP forwards to other hosts \
+                 only, so nothing on this host can take the service's connections; run it on \
+                 another host",
+                b.addr
+            );
+        }
         let Some(link) = links.get(&route.oif) else {
             bail!(
-                "real server {}: the route to it leaves by ifindex {}, not by an XDP interface ({}); \
-                 add the interface it leaves by to `dataplane.interfaces`",
+                "{role} {} of {service}: the route to it leaves by ifindex {}, not by an XDP \
+                 interface ({}); add the interface it leaves by to `dataplane.interfaces`",
                 b.addr,
                 route.oif,
                 names.join(", ")
@@ -51,8 +65,9 @@ pub(crate) async fn route_backends(
         };
         let next_hop = match route.gateway {
             Some(gw) if forwarding != Forwarding::Tun => bail!(
-                "real server {} is behind gateway {gw} on `{}`; {forwarding} forwarding needs it \
-                 on the same L2 segment (use \"tun\" for real servers behind a router)",
+                "{role} {} of {service} is behind gateway {gw} on `{}`, not on-link; \
+                 {forwarding} forwarding needs it on the same L2 segment (use \"tun\" for real \
+                 servers behind a router)",
                 b.addr,
                 link.name
             ),
@@ -61,8 +76,8 @@ pub(crate) async fn route_backends(
         };
         if forwarding == Forwarding::Tun && route.prefsrc.is_none() {
             bail!(
-                "real server {}: the kernel has no source address towards it on `{}`; TUN needs \
-                 one for the outer header",
+                "{role} {} of {service}: the kernel has no source address towards it on `{}`; \
+                 TUN needs one for the outer header",
                 b.addr,
                 link.name
             );

@@ -17,7 +17,7 @@ use rtnetlink::{
             NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourMessage,
             NeighbourState,
         },
-        route::{RouteAddress, RouteAttribute},
+        route::{RouteAddress, RouteAttribute, RouteType},
     },
 };
 
@@ -61,6 +61,8 @@ pub struct Route {
     pub gateway: Option<IpAddr>,
     /// The source address the kernel would pick (`src` of `ip route get`).
     pub prefsrc: Option<IpAddr>,
+    /// An address of this host (`local` in `ip route get`): delivered, not forwarded.
+    pub local: bool,
 }
 
 /// Whether an address change found the kernel already in the wanted state.
@@ -189,6 +191,7 @@ impl Netlink {
             oif,
             gateway,
             prefsrc,
+            local: route.header.kind == RouteType::Local,
         })
     }
 

@@ -80,6 +80,15 @@ pub struct Config {
     pub sync_groups: Vec<SyncGroup>,
 }
 
+impl Config {
+    /// Every VIP: the virtual servers' and the VRRP instances' addresses.
+    pub fn vips(&self) -> std::collections::BTreeSet<std::net::IpAddr> {
+        let services = self.virtual_servers.iter().map(|v| v.vip);
+        let vrrp = self.vrrp.iter().flat_map(|vi| vi.identity.vips());
+        services.chain(vrrp).collect()
+    }
+}
+
 /// keepalived's `vrrp_sync_group`: instances that change state together (when one
 /// fails, all fail over). An instance belongs to at most one group.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -1683,3 +1683,102 @@ fn a_misc_check_user_must_exist_and_a_udp_payload_fit_a_datagram() {
     .to_string();
     assert!(err.contains("at most 65507"), "{err}");
 }
+
+// ----- real servers are other hosts -----
+
+fn one_service(sorry: &str, real: &str) -> String {
+    with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        &format!("sorry_server = \"{sorry}\""),
+        "  [[virtual_server.real_server]]",
+        &format!("  address = \"{real}\""),
+    ])
+}
+
+#[test]
+fn a_loopback_sorry_server_is_refused_with_the_reason() {
+    // The LVS example of keepalived's guide: IPVS serves it as the local node.
+    assert_error(
+        &one_service("127.0.0.1 80", "192.0.2.11"),
+        6,
+        16,
+        &["`sorry_server` = \"127.0.0.1 80\" is not"],
+    );
+    assert_error(
+        &one_service("127.0.0.1:80", "192.0.2.11"),
+        6,
+        16,
+        &[
+            "sorry server 127.0.0.1:80 of virtual server 192.0.2.1:80/tcp is a loopback address",
+            "XDP forwards to other hosts only",
+            "run it on another host",
+        ],
+    );
+    assert_error(
+        &one_service("192.0.2.250:80", "127.0.0.2"),
+        8,
+        13,
+        &["real server 127.0.0.2 of virtual server 192.0.2.1:80/tcp is a loopback address"],
+    );
+    assert_error(
+        &one_service("0.0.0.0:80", "192.0.2.11"),
+        6,
+        16,
+        &[
+            "sorry server 0.0.0.0:80 of virtual server 192.0.2.1:80/tcp is not the address of one host",
+        ],
+    );
+}
+
+#[test]
+fn a_real_server_at_a_vip_is_refused() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "[[virtual_server]]",
+        "vip = \"192.0.2.2\"",
+        "port = 443",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.1\"",
+    ]);
+    assert_error(
+        &text,
+        12,
+        13,
+        &[
+            "real server 192.0.2.1 of virtual server 192.0.2.2:443/tcp is the VIP of virtual server 192.0.2.1:80/tcp",
+        ],
+    );
+    assert_error(
+        &one_service("192.0.2.1:8080", "192.0.2.11"),
+        6,
+        16,
+        &[
+            "sorry server 192.0.2.1:8080 of virtual server 192.0.2.1:80/tcp is the VIP of virtual server 192.0.2.1:80/tcp",
+        ],
+    );
+    let vrrp = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"192.0.2.1\"",
+        "port = 80",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "[vrrp.VI_1]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.1/24\", \"192.0.2.11/24\"]",
+    ]);
+    assert_error(
+        &vrrp,
+        11,
+        23,
+        &[
+            "[vrrp.VI_1] holds 192.0.2.11, which is real server 192.0.2.11 of virtual server 192.0.2.1:80/tcp",
+        ],
+    );
+}

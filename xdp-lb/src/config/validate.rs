@@ -327,6 +327,21 @@ impl Validator<'_, '_> {
         let mut seen: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
         let mut services = Vec::with_capacity(raws.len());
         let mut backends = 0;
+        // Every service's VIP, for the real servers to be checked against (a bad `vip`
+        // is reported at its own service).
+        let vips: HashMap<IpAddr, String> = raws
+            .iter()
+            .filter_map(|t| {
+                let raw = t.get_ref();
+                let vip = self.ip(raw.vip.as_ref()?, "vip", "").ok()?;
+                let port = self.port(raw.port.as_ref()?).ok()?;
+                let protocol = match &raw.protocol {
+                    Some(value) => self.choice(value, &PROTOCOLS).ok()?,
+                    None => Protocol::Tcp,
+                };
+                Some((vip, service_name(vip, port, protocol)))
+            })
+            .collect();
         for table in raws {
             let span = table.span();
             let raw = table.into_inner();
@@ -387,7 +402,7 @@ impl Validator<'_, '_> {
                     ),
                 ));
             }
-            let real_servers = self.real_servers(&raw.real_server, vip, port, &name)?;
+            let real_servers = self.real_servers(&raw.real_server, vip, port, &name, &vips)?;
             if real_servers.is_empty() {
                 return Err(self.src.error(
                     vip_value.span(),
@@ -412,7 +427,12 @@ impl Validator<'_, '_> {
                 ));
             }
             let sorry_server = match &raw.sorry_server {
-                Some(value) => Some(self.sorry_server(value, vip, port, &name)?),
+                Some(value) => {
+                    let sorry = self.sorry_server(value, vip, port, &name)?;
+                    let role = format!("sorry server {sorry} of virtual server {name}");
+                    self.elsewhere(sorry.ip(), value, &role, &vips)?;
+                    Some(sorry)
+                }
                 None => None,
             };
             let quorum = self.quorum(&raw)?;
@@ -451,12 +471,37 @@ impl Validator<'_, '_> {
         Ok(services)
     }
 
+    /// A real or sorry server must be another host the NIC can send to: not this host's
+    /// loopback, not a VIP of this configuration, not an address no host has.
+    fn elsewhere(
+        &self,
+        addr: IpAddr,
+        value: &Spanned<Value>,
+        role: &str,
+        vips: &HashMap<IpAddr, String>,
+    ) -> Result<(), ConfigError> {
+        let why = if addr.is_loopback() {
+            "a loopback address: XDP forwards to other hosts only, so a server on this host \
+             cannot take the service's connections (IPVS's local node has no XDP \
+             equivalent); run it on another host"
+                .to_owned()
+        } else if addr.is_unspecified() || addr.is_multicast() || addr == IpAddr::from([255; 4]) {
+            "not the address of one host".to_owned()
+        } else if let Some(service) = vips.get(&addr) {
+            format!("the VIP of virtual server {service}; a real server has an address of its own")
+        } else {
+            return Ok(());
+        };
+        Err(self.src.error(value.span(), format!("{role} is {why}")))
+    }
+
     fn real_servers(
         &self,
         raws: &[Spanned<RawRealServer>],
         vip: IpAddr,
         service_port: u16,
         service: &str,
+        vips: &HashMap<IpAddr, String>,
     ) -> Result<Vec<RealServer>, ConfigError> {
         // (address, port) -> offset of the first definition's address.
         let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
@@ -484,6 +529,8 @@ impl Validator<'_, '_> {
                     ),
                 ));
             }
+            let role = format!("real server {address} of virtual server {service}");
+            self.elsewhere(address, address_value, &role, vips)?;
             let port = match &raw.port {
                 Some(value) => self.port(value)?,
                 None => service_port,

@@ -16,6 +16,21 @@ use super::{
     VrrpIdentity, VrrpInstance, VrrpNotify, VrrpTunables,
 };
 
+/// The real (or sorry) server of `services` at `addr`, named, with its service's name.
+fn real_server_at(services: &[VirtualServer], addr: IpAddr) -> Option<(String, String)> {
+    services.iter().find_map(|v| {
+        let real = v.real_servers.iter().find(|rs| rs.address == addr);
+        let name = || super::service_name(v.vip, v.port, v.protocol);
+        match (real, v.sorry_server) {
+            (Some(rs), _) => Some((format!("real server {}", rs.address), name())),
+            (None, Some(sorry)) if sorry.ip() == addr => {
+                Some((format!("sorry server {sorry}"), name()))
+            }
+            _ => None,
+        }
+    })
+}
+
 /// VRRPv3's 12-bit centisecond field.
 const MAX_V3_INTERVAL: Duration = Duration::from_millis(40_950);
 
@@ -65,6 +80,20 @@ impl Validator<'_, '_> {
                             "[vrrp.{name}] holds {vip} like [vrrp.{first}]: a VIP belongs to one \
                              instance (when one goes BACKUP it removes the address the other \
                              holds as MASTER); use a sync group to move them together"
+                        ),
+                    ));
+                }
+                if let Some((server, service)) = real_server_at(services, vip) {
+                    let value = table
+                        .get_ref()
+                        .virtual_ipaddresses
+                        .as_ref()
+                        .expect("virtual_ipaddresses is required");
+                    return Err(self.src.error(
+                        value.span(),
+                        format!(
+                            "[vrrp.{name}] holds {vip}, which is {server} of virtual server \
+                             {service}: a VIP on this node cannot also be a real server"
                         ),
                     ));
                 }

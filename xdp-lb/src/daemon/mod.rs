@@ -20,11 +20,13 @@ use crate::{
     config::{Config, Forwarding as ForwardingMethod, NatTimeouts},
     dataplane::{Dataplane, nat::monotonic_ns},
     dump::Dump,
+    error_chain::Chain,
     failover::{self, FailoverEvent},
     forwarding::{Forwarding, PreparedReload, QuorumEdge},
     health_checks::HealthChecks,
     neighbours::{NEIGHBOUR_REFRESH, Neighbours, fmt_mac, route_backends},
     netlink::{Link, Netlink},
+    preflight::{self, Routed},
     privileges,
     services::{BackendIndex, Macs, ServiceTable},
     status::Snapshot,
@@ -101,13 +103,7 @@ pub async fn run_reloadable(
         None => None,
     };
     let netlink = Netlink::connect()?;
-    let mut links = BTreeMap::new();
-    for name in &config.dataplane.interfaces {
-        let link = netlink.link_by_name(name).await?;
-        links.insert(link.index, link);
-    }
-    let mut table = ServiceTable::from_config(&config)?;
-    route_backends(&netlink, &links, &mut table, &vips_of(&config)).await?;
+    let Routed { links, table } = preflight::route(&config, &netlink).await?;
     let dataplane = Dataplane::load(config.dataplane.max_flows)?;
     // Clones share the record of the entries created, removed again at the end.
     let neighbours = Neighbours::new(&netlink);
@@ -235,7 +231,7 @@ async fn shut_down(
                 Event::Vrrp(e) => core.on_vrrp(&e),
                 Event::VrrpEnded(result) => {
                     if let Err(e) = result {
-                        warn!(error = %format!("{e:#}"), "VRRP stopped with an error");
+                        warn!(error = %Chain(&*e), "VRRP stopped with an error");
                     }
                     break;
                 }
@@ -400,7 +396,7 @@ impl Core {
             }
             Event::Neighbours(Ok(macs)) => self.on_neighbours(&macs),
             Event::Neighbours(Err(e)) => {
-                warn!(error = %format!("{e:#}"), "neighbour refresh failed; keeping the last known MACs");
+                warn!(error = %Chain(&*e), "neighbour refresh failed; keeping the last known MACs");
             }
             Event::NatGc => self.collect_nat(),
             Event::Reload(config) => self.on_reload(config).await,
@@ -464,7 +460,7 @@ impl Core {
                 }
             }
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "could not apply a health change to the data plane");
+                warn!(error = %Chain(&e), "could not apply a health change to the data plane");
             }
         }
     }
@@ -484,7 +480,7 @@ impl Core {
                 }
             }
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "could not apply a VRRP state change to the data plane");
+                warn!(error = %Chain(&e), "could not apply a VRRP state change to the data plane");
             }
         }
     }
@@ -506,7 +502,7 @@ impl Core {
                 }
             }
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "could not apply MAC changes to the data plane");
+                warn!(error = %Chain(&e), "could not apply MAC changes to the data plane");
             }
         }
     }
@@ -606,12 +602,6 @@ impl Core {
 }
 
 /// Every VIP of `config`: the virtual servers' and the VRRP instances'.
-fn vips_of(config: &Config) -> std::collections::BTreeSet<std::net::IpAddr> {
-    let services = config.virtual_servers.iter().map(|v| v.vip);
-    let vrrp = config.vrrp.iter().flat_map(|vi| vi.identity.vips());
-    services.chain(vrrp).collect()
-}
-
 /// The NAT reply path of `config`: on (with its timeouts) when a service uses NAT.
 fn nat_of(config: &Config) -> Option<NatTimeouts> {
     config

@@ -23,7 +23,10 @@ impl Core {
             return;
         }
         if let Err(e) = self.check_reload(&new) {
-            error!("reload refused, the running configuration stays: {e:#}");
+            error!(
+                "reload refused, the running configuration stays: {}",
+                Chain(&*e)
+            );
             return;
         }
         if strip_locations(&self.config.virtual_servers) == strip_locations(&new.virtual_servers) {
@@ -39,7 +42,10 @@ impl Core {
         let (table, reloaded) = match ServiceTable::reload(&new, self.forwarding.table()) {
             Ok(built) => built,
             Err(e) => {
-                error!("reload refused, the running configuration stays: {e:#}");
+                error!(
+                    "reload refused, the running configuration stays: {}",
+                    Chain(&e)
+                );
                 return;
             }
         };
@@ -52,7 +58,7 @@ impl Core {
         let prepare = prepare_reload(
             self.netlink.clone(),
             self.links.clone(),
-            vips_of(&new),
+            new.vips(),
             self.neighbours.clone(),
             PreparedReload {
                 table,
@@ -112,7 +118,10 @@ impl Core {
                 self.config = new;
                 info!("configuration reloaded: {}", parts.join("; "));
             }
-            Err(e) => error!("reload refused, the running configuration stays: {e:#}"),
+            Err(e) => error!(
+                "reload refused, the running configuration stays: {}",
+                Chain(&*e)
+            ),
         }
         self.neighbours.prune(self.forwarding.table()).await;
         if let Some(next) = self.reload.queued.take() {

@@ -240,6 +240,16 @@ pub(crate) struct PlannedInstance {
 /// (ifindex, IPv6, configured source, multicast): instances that agree share a socket.
 type SocketKey = (u32, bool, Option<IpAddr>, bool);
 
+/// What the VRRP runtime's start would refuse on this host (interfaces that do not
+/// exist, an instance without a source address), found without changing anything:
+/// for `xdp-lb check`.
+pub async fn preflight(
+    instances: Vec<VrrpInstance>,
+    netlink: &Netlink,
+) -> Result<(), FailoverError> {
+    prepare(instances, netlink).await.map(drop)
+}
+
 async fn prepare(instances: Vec<VrrpInstance>, netlink: &Netlink) -> Result<Plan, FailoverError> {
     // The configuration was validated once, where it was read (names, VRIDs, address
     // families, peers, sync groups): what is left is what needs the system.
