@@ -242,13 +242,20 @@ mod tests {
         assert_eq!(h.weight(), Some(7));
     }
 
+    fn exit(code: i32) -> Reason {
+        Reason::Exit {
+            code,
+            output: crate::ScriptOutput::default(),
+        }
+    }
+
     #[test]
     fn going_down_carries_the_last_reason() {
         let mut h = Health::new(1, 2, false);
         h.observe(&OK);
-        h.observe(&Err(Reason::Exit(1)));
-        let change = h.observe(&Err(Reason::Exit(2))).expect("down");
-        assert_eq!(change.reason, Some(Reason::Exit(2)));
+        h.observe(&Err(exit(1)));
+        let change = h.observe(&Err(exit(2))).expect("down");
+        assert_eq!(change.reason, Some(exit(2)));
         assert_eq!(change.weight, None);
     }
 }

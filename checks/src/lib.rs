@@ -29,7 +29,7 @@ pub use checker::{Checker, DEADLINE_PHASES};
 pub use health::{Change, Health};
 pub use http::{MAX_BODY, USER_AGENT_VALUE};
 pub use misc::TERM_GRACE;
-pub use reason::{Dur, Outcome, Phase, Reason, Up};
+pub use reason::{Dur, Outcome, Phase, Reason, ScriptOutput, Up};
 pub use scheduler::{BackendId, Transition, run};
 pub use spec::{
     CheckParams, CheckSpec, Digest, DnsCheck, HttpCheck, MiscCheck, QType, TlsCheck, UdpCheck,

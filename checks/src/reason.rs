@@ -60,6 +60,47 @@ impl fmt::Display for Phase {
     }
 }
 
+/// The first lines a failed command printed (stdout and stderr together), shown after
+/// its exit code: `; output: "line 1" "line 2" ...`. Empty when it printed nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptOutput(Vec<String>);
+
+impl ScriptOutput {
+    /// Lines shown, and characters per line.
+    const LINES: usize = 3;
+    const LINE_CHARS: usize = 200;
+
+    /// The first non-blank lines of `head` (the start of the output), each cut short.
+    pub fn from_head(head: &[u8]) -> ScriptOutput {
+        let text = String::from_utf8_lossy(head);
+        let lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(Self::LINES)
+            .map(|l| l.chars().take(Self::LINE_CHARS).collect())
+            .collect();
+        ScriptOutput(lines)
+    }
+
+    pub fn lines(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ScriptOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.is_empty() {
+            f.write_str("; output:")?;
+            // Debug quoting escapes control characters: one log line stays one line.
+            for line in &self.0 {
+                write!(f, " {line:?}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a probe (or a check's setup) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Reason {
@@ -81,10 +122,10 @@ pub enum Reason {
     Http(String),
     #[error("tls: {0}")]
     Tls(String),
-    #[error("exit code {0}")]
-    Exit(i32),
-    #[error("killed by signal {signal} ({name})", name = signal_name(*signal))]
-    Signal { signal: i32 },
+    #[error("exit code {code}{output}")]
+    Exit { code: i32, output: ScriptOutput },
+    #[error("killed by signal {signal} ({name}){output}", name = signal_name(*signal))]
+    Signal { signal: i32, output: ScriptOutput },
     #[error("killed after timeout of {}", Dur(*timeout))]
     KilledAfterTimeout { timeout: Duration },
     /// The probe as a whole ran past its deadline (each phase was quick enough).
@@ -119,6 +160,21 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// A failed command's verdict with the start of what it printed.
+    pub(crate) fn with_output(self, printed: ScriptOutput) -> Reason {
+        match self {
+            Reason::Exit { code, .. } => Reason::Exit {
+                code,
+                output: printed,
+            },
+            Reason::Signal { signal, .. } => Reason::Signal {
+                signal,
+                output: printed,
+            },
+            other => other,
+        }
+    }
+
     /// An OS error in `phase`, with refusals and ICMP errors turned into their own variants.
     pub(crate) fn io(phase: Phase, err: &io::Error) -> Reason {
         match err.raw_os_error() {
@@ -289,8 +345,29 @@ mod tests {
                 "body md5 mismatch: expected 00112233445566778899aabbccddeeff, \
                  got ffeeddccbbaa99887766554433221100",
             ),
-            (Reason::Exit(3), "exit code 3"),
-            (Reason::Signal { signal: 9 }, "killed by signal 9 (sigkill)"),
+            (
+                Reason::Exit {
+                    code: 3,
+                    output: ScriptOutput::default(),
+                },
+                "exit code 3",
+            ),
+            (
+                Reason::Exit {
+                    code: 1,
+                    output: ScriptOutput::from_head(
+                        b"\n  disk full\r\nsecond\x1b[0m\nthird\nfourth\n",
+                    ),
+                },
+                "exit code 1; output: \"disk full\" \"second\\u{1b}[0m\" \"third\"",
+            ),
+            (
+                Reason::Signal {
+                    signal: 9,
+                    output: ScriptOutput::default(),
+                },
+                "killed by signal 9 (sigkill)",
+            ),
             (
                 Reason::KilledAfterTimeout {
                     timeout: Duration::from_millis(1500),

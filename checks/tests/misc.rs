@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xdp_lb_checks::{CheckParams, CheckSpec, Checker, MiscCheck, Outcome, Reason, TERM_GRACE, Up};
+use xdp_lb_checks::{
+    CheckParams, CheckSpec, Checker, MiscCheck, Outcome, Reason, ScriptOutput, TERM_GRACE, Up,
+};
 
 fn sh(script: &str) -> MiscCheck {
     MiscCheck::new(["/bin/sh", "-c", script])
@@ -56,6 +58,13 @@ async fn wait_dead(pid: i32) {
     panic!("process {pid} still alive 3 s after its check ended");
 }
 
+fn exit(code: i32) -> Reason {
+    Reason::Exit {
+        code,
+        output: ScriptOutput::default(),
+    }
+}
+
 #[tokio::test]
 async fn exit_zero_is_up() {
     assert_eq!(run(sh("exit 0")).await, Ok(Up::default()));
@@ -63,10 +72,40 @@ async fn exit_zero_is_up() {
 
 #[tokio::test]
 async fn non_zero_exits_are_down_with_the_code() {
-    assert_eq!(run(sh("exit 1")).await, Err(Reason::Exit(1)));
+    assert_eq!(run(sh("exit 1")).await, Err(exit(1)));
     let outcome = run(sh("exit 42")).await;
-    assert_eq!(outcome, Err(Reason::Exit(42)));
+    assert_eq!(outcome, Err(exit(42)));
     assert_eq!(outcome.unwrap_err().to_string(), "exit code 42");
+}
+
+/// keepalived logs only the code; the first lines of the output say why.
+#[tokio::test]
+async fn a_failure_shows_the_first_lines_the_command_printed() {
+    let outcome = run(sh(
+        "echo checking; echo 'disk /var full' >&2; echo more; echo last; exit 3",
+    ))
+    .await;
+    assert_eq!(
+        outcome.unwrap_err().to_string(),
+        "exit code 3; output: \"checking\" \"disk /var full\" \"more\""
+    );
+    // Much more than a pipe holds: read while it runs, so it neither blocks nor gets
+    // SIGPIPE, and only the start is kept.
+    let outcome = run(sh(
+        "echo first; head -c 1000000 /dev/zero | tr '\\0' x; echo; exit 1",
+    ))
+    .await;
+    let shown = outcome.unwrap_err().to_string();
+    assert!(
+        shown.starts_with("exit code 1; output: \"first\" \"xxxx"),
+        "{shown}"
+    );
+    assert!(shown.len() < 400, "{shown}");
+    // Output of a command that succeeds costs nothing and says nothing.
+    assert_eq!(
+        run(sh("head -c 1000000 /dev/zero; exit 0")).await,
+        Ok(Up::default())
+    );
 }
 
 #[tokio::test]
@@ -76,7 +115,7 @@ async fn dynamic_exit_codes_set_the_weight() {
         ..sh(script)
     };
     assert_eq!(run(dynamic("exit 0")).await, Ok(Up { weight: None }));
-    assert_eq!(run(dynamic("exit 1")).await, Err(Reason::Exit(1)));
+    assert_eq!(run(dynamic("exit 1")).await, Err(exit(1)));
     assert_eq!(run(dynamic("exit 2")).await, Ok(Up { weight: Some(0) }));
     assert_eq!(run(dynamic("exit 12")).await, Ok(Up { weight: Some(10) }));
     assert_eq!(run(dynamic("exit 255")).await, Ok(Up { weight: Some(253) }));
@@ -85,7 +124,13 @@ async fn dynamic_exit_codes_set_the_weight() {
 #[tokio::test]
 async fn death_by_signal_is_down_with_the_signal() {
     let outcome = run(sh("kill -SEGV $$")).await;
-    assert_eq!(outcome, Err(Reason::Signal { signal: 11 }));
+    assert_eq!(
+        outcome,
+        Err(Reason::Signal {
+            signal: 11,
+            output: ScriptOutput::default()
+        })
+    );
     assert_eq!(
         outcome.unwrap_err().to_string(),
         "killed by signal 11 (sigsegv)"
@@ -200,7 +245,7 @@ async fn runs_as_the_given_user() {
     };
     assert_eq!(run(as_nobody).await, Ok(Up::default()));
     // As ourselves (root) the same test fails: the user switch is what made it pass.
-    assert_eq!(run(sh(&script)).await, Err(Reason::Exit(1)));
+    assert_eq!(run(sh(&script)).await, Err(exit(1)));
 }
 
 #[tokio::test]

@@ -56,7 +56,8 @@ impl VrrpTracking {
         }
     }
 
-    /// A track script's verdict, with why it failed (its exit code, signal or timeout).
+    /// A track script's verdict, with why it failed (its exit code, signal or timeout,
+    /// and the first lines it printed).
     pub(crate) fn script_changed(
         &mut self,
         index: ScriptIndex,
