@@ -112,6 +112,19 @@ pub fn render(s: &Snapshot) -> String {
                 counts(", drops: ", &v.drops),
                 counts(", clashes: ", &v.clashes),
             );
+            if let Some(t) = &v.last_takeover {
+                let _ = writeln!(
+                    out,
+                    "    last taken over by {} (priority {}){}",
+                    t.peer,
+                    t.priority,
+                    if t.first_heard {
+                        ", a node never heard before"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         for v in &s.vrrp_sockets {
             let drops = counts("drops: ", &v.drops);

@@ -19,7 +19,7 @@ use std::{
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use xdp_lb::{
     config::{VrrpAddress, VrrpInstance},
-    failover::{FailoverEvent, InstanceStatus, SocketStatus, StatusBoard, run_tracked},
+    failover::{FailoverEvent, InstanceStatus, SocketStatus, StatusBoard, Takeover, run_tracked},
     netlink::Netlink,
 };
 use xdp_lb_lab::{Capture, Netns, veth_pair};
@@ -269,6 +269,15 @@ fn broken_adverts_are_counted_by_reason_and_never_change_state() {
     let last = node.instance();
     assert_eq!(last.master, Some(ip(PEER)));
     assert_eq!(last.master_priority, Some(254));
+    // A node this one never heard before took over: named as such (and logged).
+    assert_eq!(
+        last.last_takeover,
+        Some(Takeover {
+            peer: ip(PEER),
+            priority: 254,
+            first_heard: true,
+        })
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! different interfaces and still move together.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv6Addr},
     sync::Arc,
     time::Instant,
@@ -19,7 +19,7 @@ use xdp_lb_vrrp::{
 use super::{
     Controls, FailoverError, FailoverEvent, Plan, PlannedInstance, SocketPlan, TrackUpdate,
     notify::Notifier,
-    status::{InstanceStatus, SocketStatus, StatusBoard, state_label},
+    status::{InstanceStatus, SocketStatus, StatusBoard, Takeover, state_label},
 };
 use crate::{
     announce::{Announcer, FrameSocket, gratuitous_arp, unsolicited_na},
@@ -79,7 +79,14 @@ struct Running {
     /// What was last given to the state machine.
     adjust: i32,
     fault: bool,
+    /// Sources of valid adverts heard so far (at most [`HEARD_CAP`]): a takeover by
+    /// one not among them is named as such.
+    heard: HashSet<IpAddr>,
+    last_takeover: Option<Takeover>,
 }
+
+/// Peers remembered per instance; a segment with more is not a VRRP pair anyway.
+const HEARD_CAP: usize = 64;
 
 /// A sync group's notify commands and the state they were last run for.
 struct GroupNotify {
@@ -236,6 +243,8 @@ impl Engine {
                     external_fault: false,
                     adjust: 0,
                     fault: false,
+                    heard: HashSet::new(),
+                    last_takeover: None,
                     spec: p.spec,
                 }
             })
@@ -551,10 +560,16 @@ impl Engine {
                          better, upgrade the peer)"
                     );
                 }
-                Event::Advert {
-                    from: received.src,
-                    advert,
+                let first_heard =
+                    running.heard.len() < HEARD_CAP && running.heard.insert(received.src);
+                let was_master = self.fsm(i).state() == State::Master;
+                let priority = advert.priority;
+                let from = received.src;
+                self.deliver(i, Event::Advert { from, advert }).await;
+                if was_master && self.fsm(i).state() == State::Backup {
+                    self.taken_over(i, from, priority, first_heard);
                 }
+                return;
             }
             Err(reason) => {
                 tracing::debug!(
@@ -570,6 +585,36 @@ impl Engine {
             }
         };
         self.deliver(i, event).await;
+    }
+
+    /// A peer's advert made MASTER `i` step down: logged with the peer, and kept for
+    /// the status.
+    fn taken_over(&mut self, i: usize, peer: IpAddr, priority: u8, first_heard: bool) {
+        let ours = self.fsm(i).priority();
+        let r = &mut self.instances[i];
+        r.last_takeover = Some(Takeover {
+            peer,
+            priority,
+            first_heard,
+        });
+        let whom = if first_heard {
+            "a node never heard before on this VRID (if no other node should hold it, \
+             look for a spoofed advert or a misconfigured router at that address)"
+        } else {
+            "a known peer"
+        };
+        tracing::warn!(
+            instance = %r.spec.name,
+            interface = %self.sockets[r.socket].interface,
+            vrid = r.spec.identity.vrid,
+            %peer,
+            peer_priority = priority,
+            our_priority = ours,
+            first_heard,
+            "vrrp takeover: {peer} took MASTER with priority {priority} over our {ours}; \
+             it is {whom}"
+        );
+        self.publish(self.instances[i].unit);
     }
 
     /// Feeds `event` to instance `i` (and through its group to the other members), and
@@ -647,6 +692,7 @@ impl Engine {
                 &self.sockets[r.socket].interface,
                 self.fsm(i),
                 r.primary,
+                r.last_takeover,
             ));
         }
     }

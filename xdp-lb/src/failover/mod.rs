@@ -42,7 +42,7 @@ use crate::{
 use engine::Engine;
 
 pub use notify::{Notifier, run_one as run_notify_command};
-pub use status::{InstanceStatus, Label, SocketStatus, StatusBoard};
+pub use status::{InstanceStatus, Label, SocketStatus, StatusBoard, Takeover};
 
 /// A state change of one instance. `state` is [`State::Master`] while the VIPs are held
 /// here, and [`State::Initialize`] once the instance has stopped.

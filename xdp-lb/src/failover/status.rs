@@ -42,6 +42,19 @@ pub struct InstanceStatus {
     pub drops: BTreeMap<Label, u64>,
     /// Adverts from a differently configured peer, by what differs (non-zero ones).
     pub clashes: BTreeMap<Label, u64>,
+    /// The last time a peer's advert took MASTER from this node.
+    #[serde(default)]
+    pub last_takeover: Option<Takeover>,
+}
+
+/// A peer's advert made this MASTER step down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Takeover {
+    pub peer: IpAddr,
+    pub priority: u8,
+    /// Its first advert this node ever heard: a node nobody expected (a spoofed advert,
+    /// a rogue router, another cluster) rather than the usual peer.
+    pub first_heard: bool,
 }
 
 impl InstanceStatus {
@@ -51,6 +64,7 @@ impl InstanceStatus {
         interface: &str,
         fsm: &Instance,
         ours: IpAddr,
+        last_takeover: Option<Takeover>,
     ) -> InstanceStatus {
         let stats = fsm.stats();
         let state = fsm.state();
@@ -84,6 +98,7 @@ impl InstanceStatus {
                 .map(|c| (c.name().into(), stats.clashes(*c)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            last_takeover,
         }
     }
 }
