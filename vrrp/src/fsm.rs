@@ -460,6 +460,9 @@ pub struct Instance {
     wants_master: bool,
     master_adver_interval: Duration,
     adver_at: Option<Instant>,
+    /// When a lower-priority advert was last answered: at most one answer per advert
+    /// interval, so a flood of them is not echoed 1:1 in adverts and announcements.
+    answered_at: Option<Instant>,
     down_at: Option<Instant>,
     preempt_at: Option<Instant>,
     master: Option<(IpAddr, u8)>,
@@ -484,6 +487,7 @@ impl Instance {
             wants_master: false,
             master_adver_interval: cfg.advert_interval,
             adver_at: None,
+            answered_at: None,
             down_at: None,
             preempt_at: None,
             master: None,
@@ -832,11 +836,18 @@ impl Instance {
             self.master = Some((from, advert.priority));
         } else {
             // Answer at once so that the other master hears a better one (keepalived's
-            // "forcing new election").
-            if !self.cfg.lower_prio_no_advert {
-                self.send(self.priority, out);
+            // "forcing new election"); a real master sends one advert per interval, so
+            // answering more often only feeds a flood.
+            let answered_lately = self
+                .answered_at
+                .is_some_and(|at| now < at + self.cfg.advert_interval);
+            if !answered_lately {
+                self.answered_at = Some(now);
+                if !self.cfg.lower_prio_no_advert {
+                    self.send(self.priority, out);
+                }
+                out.push(Action::Reannounce);
             }
-            out.push(Action::Reannounce);
             self.note_conflict(now, from, advert.priority, out);
         }
     }
@@ -1373,6 +1384,18 @@ mod tests {
             vec![Action::SendAdvert { priority: 150 }, Action::Reannounce]
         );
         assert_eq!(vr.stats().adverts_sent, sent + 1);
+        assert_eq!(vr.state(), State::Master);
+
+        // A flood of them is answered once per advert interval, not 1:1.
+        let interval = cfg(150).advert_interval;
+        for n in 1..100u32 {
+            let at = at + interval * n / 100;
+            assert_eq!(vr.handle(at, advert_from(&vr, 100)), vec![], "advert {n}");
+        }
+        assert_eq!(
+            vr.handle(at + interval, advert_from(&vr, 100)),
+            vec![Action::SendAdvert { priority: 150 }, Action::Reannounce]
+        );
         assert_eq!(vr.state(), State::Master);
 
         // lower_prio_no_advert: the addresses are announced, no advert is sent.
