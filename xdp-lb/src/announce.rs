@@ -139,10 +139,14 @@ impl Announcer {
 
     fn spawn(&self, schedule: Schedule) -> JoinHandle<()> {
         let (frames, instance) = (Arc::clone(&self.frames), Arc::clone(&self.instance));
+        // Send errors repeat at the announcement rate (ENOBUFS): one line per period.
+        let mut warnings = crate::log_limit::LogLimit::default();
         tokio::spawn(schedule.run(move || {
             for (socket, frame) in frames.iter() {
-                if let Err(e) = socket.send(frame) {
-                    tracing::warn!(instance = %instance, "cannot send announcement: {e}");
+                if let Err(e) = socket.send(frame)
+                    && let Some(suppressed) = warnings.allow(std::time::Instant::now())
+                {
+                    tracing::warn!(instance = %instance, suppressed, "cannot send announcement: {e}");
                 }
             }
         }))

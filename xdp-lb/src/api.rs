@@ -61,6 +61,7 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let token: Option<Arc<str>> = token.map(Into::into);
+    let mut accept_warnings = crate::log_limit::LogLimit::default();
     loop {
         // A permit first: connections beyond the cap wait in the backlog, not in our
         // descriptor table.
@@ -73,7 +74,9 @@ pub async fn serve(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(error = %e, "status API: accept failed");
+                if let Some(suppressed) = accept_warnings.allow(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "status API: accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     announce::{Announcer, FrameSocket, gratuitous_arp, unsolicited_na},
+    log_limit::LogLimit,
     netlink::Netlink,
     vrrp_socket::{Received, VrrpSocket},
 };
@@ -38,6 +39,8 @@ struct SocketIo {
     drops: [u64; DropReason::ALL.len()],
     /// Adverts for VRIDs none of our instances on this socket uses.
     other_vrid: u64,
+    /// Send errors repeat at the advert rate (ENOBUFS): logged once per period.
+    send_warnings: LogLimit,
     reader: JoinHandle<()>,
 }
 
@@ -757,6 +760,7 @@ impl Engine {
         let advert = self.fsm(i).advert(priority);
         let r = &self.instances[i];
         let io = &self.sockets[r.socket];
+        let mut failed = None;
         for &dst in &r.destinations {
             // The old form differs only in the pseudo-header the checksum covers.
             let summed_dst = match dst {
@@ -771,10 +775,18 @@ impl Engine {
                 }
             };
             if let Err(e) = io.socket.send(&bytes, dst).await {
+                failed = Some((dst, e));
+            }
+        }
+        if let Some((dst, e)) = failed {
+            let name = &self.instances[i].spec.name;
+            let io = &mut self.sockets[self.instances[i].socket];
+            if let Some(suppressed) = io.send_warnings.allow(std::time::Instant::now()) {
                 tracing::warn!(
-                    instance = %r.spec.name,
+                    instance = %name,
                     interface = %io.interface,
                     %dst,
+                    suppressed,
                     "cannot send vrrp advert: {e}"
                 );
             }
@@ -1046,6 +1058,7 @@ fn open_socket(
         by_vrid: HashMap::new(),
         drops: [0; DropReason::ALL.len()],
         other_vrid: 0,
+        send_warnings: LogLimit::default(),
         reader,
     })
 }
