@@ -6,6 +6,11 @@
 //! is told apart from "a server that does not answer this payload". With no expected
 //! reply the server is up unless such an error arrives within the connect timeout; with
 //! one, a reply starting with the expected bytes is required.
+//!
+//! A host sends ICMP errors at most about once a second after a short burst
+//! (`net.ipv4.icmp_ratelimit`), so after a port unreachable, silence proves nothing
+//! for [`ICMP_RATE_WINDOW`]: the port stays closed until a reply, or until silence has
+//! lasted longer than the kernel would have kept quiet.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -17,6 +22,10 @@ use crate::spec::{CheckParams, UdpCheck};
 
 /// Largest datagram read back.
 const MAX_REPLY: usize = 65_535;
+
+/// How long after a port unreachable a silence may still be the target's ICMP rate
+/// limit (1 s by default) rather than an open port.
+pub const ICMP_RATE_WINDOW: Duration = Duration::from_secs(2);
 
 /// A UDP socket bound to `source` (or any address of the target's family) and
 /// connected to `target`.
@@ -47,6 +56,8 @@ pub(crate) struct UdpProbe {
     timeout: Duration,
     payload: Vec<u8>,
     expect: Option<Vec<u8>>,
+    /// When the target last said the port is closed.
+    closed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl UdpProbe {
@@ -57,10 +68,31 @@ impl UdpProbe {
             timeout: params.connect_timeout,
             payload: udp.payload.clone(),
             expect: udp.expect.clone(),
+            closed_at: std::sync::Mutex::new(None),
         }
     }
 
     pub(crate) async fn probe(&self) -> Outcome {
+        let outcome = self.exchange().await;
+        let now = tokio::time::Instant::now();
+        let mut closed_at = self.closed_at.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Err(Reason::PortUnreachable) => {
+                *closed_at = Some(now);
+                outcome
+            }
+            // Silence only: a reply always counts.
+            Ok(_)
+                if self.expect.is_none()
+                    && closed_at.is_some_and(|at| now < at + ICMP_RATE_WINDOW) =>
+            {
+                Err(Reason::PortUnreachable)
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn exchange(&self) -> Outcome {
         let socket = connected_socket(self.target, self.source).await?;
         socket
             .send(&self.payload)

@@ -7,9 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{SILENT, addr, blackhole, in_netns, in_netns_with, probe};
+use common::{SILENT, addr, blackhole, in_netns, in_netns_with, params, probe};
 use tokio::net::UdpSocket;
-use xdp_lb_checks::{CheckSpec, DnsCheck, Phase, QType, Reason, UdpCheck, Up};
+use xdp_lb_checks::{CheckSpec, Checker, DnsCheck, Phase, QType, Reason, UdpCheck, Up};
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -94,6 +94,50 @@ fn udp_closed_port_is_port_unreachable() {
             Err(Reason::PortUnreachable)
         );
     });
+}
+
+/// A host (not loopback, which is exempt) sends ICMP errors at most about once a
+/// second after a short burst (net.ipv4.icmp_ratelimit): the silences between them
+/// must not make a closed port look open.
+#[test]
+fn udp_closed_port_stays_down_through_the_icmp_rate_limit() {
+    let target = xdp_lb_lab::Netns::new("xlbudp").unwrap();
+    let peer = target.name().to_owned();
+    let outcomes = in_netns_with(
+        |ns| {
+            ns.ip([
+                "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &peer,
+            ])
+            .unwrap();
+            ns.ip(["addr", "add", "10.9.0.1/24", "dev", "eth0"])
+                .unwrap();
+            ns.ip(["link", "set", "eth0", "up"]).unwrap();
+            target
+                .ip(["addr", "add", "10.9.0.2/24", "dev", "eth0"])
+                .unwrap();
+            target.ip(["link", "set", "eth0", "up"]).unwrap();
+        },
+        || async {
+            let spec = udp(b"ping", None);
+            let mut p = params(addr("10.9.0.2", 9), &spec);
+            p.connect_timeout = Duration::from_millis(50);
+            let checker = Checker::new(&spec, &p).unwrap();
+            let mut outcomes = Vec::new();
+            for _ in 0..30 {
+                outcomes.push(checker.probe().await);
+            }
+            outcomes
+        },
+    );
+    let up = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(
+        up, 0,
+        "a closed port looked open {up} times of 30: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|o| *o == Err(Reason::PortUnreachable)),
+        "{outcomes:?}"
+    );
 }
 
 #[test]
