@@ -6,8 +6,8 @@ use std::time::Duration;
 use xdp_lb_tests::xdp_lb;
 
 use xdp_lb::config::{self, Forwarding, Protocol, Scheduler, TrackedInterface};
-use xdp_lb::import::{ImportError, import};
-use xdp_lb_checks::CheckSpec;
+use xdp_lb::import::{ImportError, Options, Outcome, import, import_file, import_text};
+use xdp_lb_checks::{CheckSpec, UdpCheck};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keepalived");
 
@@ -253,7 +253,7 @@ fn unsupported_settings_are_reported_with_their_lines() {
         ":14: 198.51.100.10/24 brd 198.51.100.255: not translated (",
         ":16: use_vmac: not translated (",
         ":17: frobnicate yes: not translated (",
-        ":21: lb_algo lc: not translated (",
+        ":21: lb_algo lc: translated (xdp-lb has no `lc` scheduler: wrr is used instead",
         ":23: persistence_timeout 300: not translated (",
         ":26: notify_up /bin/true: not translated (",
         ":33: virtual_server fwmark 1 { ... }: not translated (",
@@ -261,7 +261,59 @@ fn unsupported_settings_are_reported_with_their_lines() {
         let line = format!("{file}{expected}");
         assert!(stderr.contains(&line), "missing {line:?} in:\n{stderr}");
     }
-    assert_eq!(stderr.matches("not translated").count(), 9, "{stderr}");
+    assert_eq!(stderr.matches("not translated").count(), 8, "{stderr}");
+    // Every note is also a comment in the output, beside what it concerns.
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(": not translated (") || l.contains(": translated ("))
+        .collect();
+    assert_eq!(notes.len(), 9, "{stderr}");
+    for note in &notes {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start() == format!("# {note}")),
+            "{note:?} is not a comment in:\n{stdout}"
+        );
+    }
+    let above = |note: &str, key: &str| {
+        let lines: Vec<&str> = stdout.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains(note) && l.trim_start().starts_with('#'))
+            .unwrap_or_else(|| panic!("no comment {note:?} in:\n{stdout}"));
+        let next = lines[at + 1..]
+            .iter()
+            .find(|l| !l.trim_start().starts_with('#'))
+            .unwrap();
+        assert!(
+            next.trim_start().starts_with(key),
+            "the comment {note:?} is not just above `{key}` in:\n{stdout}"
+        );
+    };
+    above(":21: lb_algo lc:", "scheduler = \"wrr\"");
+    above(":14: 198.51.100.10/24 brd", "virtual_ipaddresses = ");
+    // Under the table it concerns when its own line has no key; at the top when nothing
+    // of it is left.
+    above(":26: notify_up", "address = \"198.51.100.21\"");
+    above(":23: persistence_timeout 300", "vip = ");
+    let top = stdout
+        .find("# keepalived settings with nothing in the tables below:")
+        .unwrap();
+    let first_table = stdout.find("\n[").unwrap();
+    for note in [
+        ":3: notification_email",
+        ":7: include",
+        ":33: virtual_server fwmark",
+    ] {
+        let at = stdout
+            .find(note)
+            .unwrap_or_else(|| panic!("{note} in:\n{stdout}"));
+        assert!(
+            top < at && at < first_table,
+            "{note} is not at the top:\n{stdout}"
+        );
+    }
     let c = config::parse(&stdout, "out.toml").unwrap_or_else(|e| panic!("{e}\n{stdout}"));
     assert_eq!(c.virtual_servers.len(), 1, "the fwmark one is left out");
     let vs = &c.virtual_servers[0];
@@ -313,9 +365,13 @@ fn without_vrrp_an_interface_must_be_given() {
 #[test]
 fn an_invalid_result_names_the_generated_line_and_its_origin() {
     let f = tempfile::NamedTempFile::new().unwrap();
+    // The import does not know an instance may be in one sync group only; validation does.
     std::fs::write(
         f.path(),
-        "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n  192.0.2.9\n }\n notify_master \"/nonexistent/notify master\"\n}\n",
+        "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n  192.0.2.9\n }\n}\n\
+         vrrp_instance VI_2 {\n interface eth0\n virtual_router_id 8\n virtual_ipaddress {\n  192.0.2.10\n }\n}\n\
+         vrrp_sync_group G1 {\n group {\n  VI_1\n  VI_2\n }\n}\n\
+         vrrp_sync_group G2 {\n group {\n  VI_1\n  VI_2\n }\n}\n",
     )
     .unwrap();
     let path = f.path().to_str().unwrap();
@@ -327,11 +383,11 @@ fn an_invalid_result_names_the_generated_line_and_its_origin() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("/nonexistent/notify does not exist"),
+        stderr.contains("is already in [vrrp_sync_group.G1]"),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("{path}:7 | notify_master")),
+        stderr.contains(&format!("{path}:22 | group {{")),
         "{stderr}"
     );
 }
@@ -370,13 +426,13 @@ vrrp_instance "VI one" {
     let report = out.report().join("\n");
     for expected in [
         "k.conf:7: weight 10 reverse: not translated (",
-        "k.conf:18: auth_pass toolongpassword: not translated (",
+        "k.conf:18: auth_pass toolongpassword: translated (truncated to its first 8 bytes, as keepalived truncates it: auth_pass = \"toolongp\")",
         "k.conf:16: authentication { ... }: not translated (VRRPv3",
         "k.conf:20: 2001:db8::1/64 label x: not translated (",
         "k.conf:21: 192.0.2.1: not translated (mixes",
         "k.conf:23: chk: not translated (there is no (translated) vrrp_script",
         "k.conf:23: chk weight 5: not translated (",
-        "k.conf:26: notify \"/usr/bin/env printf %s\\\\n\" root: not translated (",
+        "k.conf:26: notify \"/usr/bin/env printf %s\\\\n\" root: translated (",
     ] {
         assert!(
             report.contains(expected),
@@ -424,5 +480,268 @@ fn old_unicast_checksum_is_carried_over() {
         !out.validate().unwrap().vrrp[0]
             .identity
             .old_unicast_checksum
+    );
+}
+
+/// The one real server's check of the only virtual server.
+fn only_check(c: &config::Config) -> &xdp_lb::config::Check {
+    c.virtual_servers[0].real_servers[0].check.as_ref().unwrap()
+}
+
+fn vs(body: &str) -> String {
+    format!(
+        "virtual_server 192.0.2.1 53 {{\n protocol UDP\n real_server 192.0.2.11 53 {{\n{body}\n }}\n}}\n"
+    )
+}
+
+#[test]
+fn udp_check_translates_with_keepalived_meaning() {
+    // No payload, no reply required: up unless an ICMP error comes back, as keepalived.
+    let out = import(
+        &vs("  UDP_CHECK {\n   connect_timeout 3\n   retry 2\n  }"),
+        "k.conf",
+        &["eth0".into()],
+    )
+    .unwrap();
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    let check = only_check(&c);
+    assert_eq!(
+        check.spec,
+        CheckSpec::Udp(UdpCheck {
+            payload: vec![],
+            expect: None
+        })
+    );
+    assert_eq!(
+        (check.params.connect_timeout, check.params.retry),
+        (secs(3), 2)
+    );
+
+    // A hex payload, any reply required; lengths keepalived ignores without reply data.
+    let text = vs(
+        "  UDP_CHECK {\n   payload 48 45 4c4c4f\n   require_reply\n   max_reply_length 10\n   connect_port 5353\n  }",
+    );
+    let out = import(&text, "k.conf", &["eth0".into()]).unwrap();
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    let c = out.validate().unwrap();
+    assert_eq!(
+        only_check(&c).spec,
+        CheckSpec::Udp(UdpCheck {
+            payload: b"HELLO".to_vec(),
+            expect: Some(vec![])
+        })
+    );
+    assert_eq!(only_check(&c).params.connect_port, Some(5353));
+
+    // Reply data: translated as a prefix, with what differs said.
+    let text =
+        vs("  UDP_CHECK {\n   payload 00ff\n   require_reply 4f4bxx\n   min_reply_length 2\n  }");
+    let out = import(&text, "k.conf", &["eth0".into()]).unwrap();
+    let report = out.report().join("\n");
+    for expected in [
+        // Not UTF-8: xdp-lb's payload cannot carry it; nothing else is sent instead.
+        "k.conf:5: payload 00ff: not translated (xdp-lb's payload is a text string",
+        "k.conf:6: require_reply 4f4bxx: translated (the reply must start with these octets; keepalived also accepted a shorter reply",
+        "only the 2 octet(s) before the first wildcard are compared",
+        "xdp-lb does not fail a reply longer than max_reply_length (255 unless set)",
+        "xdp-lb does not check min_reply_length",
+        "k.conf:7: min_reply_length 2: not translated (",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    let c = out.validate().unwrap();
+    assert_eq!(
+        only_check(&c).spec,
+        CheckSpec::Udp(UdpCheck {
+            payload: vec![],
+            expect: Some(b"OK".to_vec())
+        })
+    );
+}
+
+#[test]
+fn smtp_check_is_a_tcp_check_with_a_note_on_the_missing_dialogue() {
+    let text = "virtual_server 192.0.2.1 25 {\n real_server 192.0.2.11 25 {\n  SMTP_CHECK {\n   connect_timeout 10\n   helo_name foo.example\n   host {\n    connect_ip 192.0.2.12\n    connect_port 587\n    bindto 192.0.2.2\n   }\n   host {\n    connect_ip 192.0.2.13\n   }\n  }\n }\n real_server 192.0.2.21 25 {\n  SMTP_CHECK {\n  }\n }\n}\n";
+    let out = import(text, "k.conf", &["eth0".into()]).unwrap();
+    let report = out.report().join("\n");
+    for expected in [
+        "k.conf:3: SMTP_CHECK { ... }: translated (as a TCP connect check: xdp-lb has no SMTP dialogue, so the server's 220 greeting, the HELO/250 exchange and QUIT that keepalived checks are not performed",
+        "k.conf:5: helo_name foo.example: not translated (",
+        "k.conf:11: host { ... }: not translated (xdp-lb runs one check per real server: only the first host is checked",
+        "k.conf:17: SMTP_CHECK { ... }: translated (as a TCP connect check",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    let first = c.virtual_servers[0].real_servers[0].check.as_ref().unwrap();
+    assert_eq!(first.spec, CheckSpec::Tcp);
+    assert_eq!(first.params.connect_ip, Some("192.0.2.12".parse().unwrap()));
+    assert_eq!(first.params.connect_port, Some(587));
+    assert_eq!(first.params.source, Some("192.0.2.2".parse().unwrap()));
+    assert_eq!(first.params.connect_timeout, secs(10));
+    // No host block: the real server's own address and port, as keepalived.
+    let second = c.virtual_servers[0].real_servers[1].check.as_ref().unwrap();
+    assert_eq!(second.spec, CheckSpec::Tcp);
+    assert_eq!(
+        (second.params.connect_ip, second.params.connect_port),
+        (None, None)
+    );
+    assert_eq!(second.params.target(), "192.0.2.21:25".parse().unwrap());
+    // The note is in the output too, above the check it concerns.
+    let lines: Vec<&str> = out.toml.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("# k.conf:3: SMTP_CHECK"))
+        .unwrap();
+    assert!(
+        lines[at + 1..]
+            .iter()
+            .find(|l| !l.trim_start().starts_with('#'))
+            .unwrap()
+            .trim_start()
+            .starts_with("check = { type = \"tcp\""),
+        "{}",
+        out.toml
+    );
+}
+
+#[test]
+fn settings_keepalived_treats_as_off_are_not_noted() {
+    let text = "virtual_server 192.0.2.1 80 {\n persistence_timeout 0\n persistence_granularity 255.255.255.0\n real_server 192.0.2.11 80 {\n }\n}\n";
+    let out = import(text, "k.conf", &["eth0".into()]).unwrap();
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    assert!(out.settings().iter().all(|s| s.outcome == Outcome::Carried));
+    // On, both are noted: xdp-lb has no persistence timeout.
+    let on = text.replace("persistence_timeout 0", "persistence_timeout 300");
+    let out = import(&on, "k.conf", &["eth0".into()]).unwrap();
+    let report = out.report().join("\n");
+    assert!(
+        report.contains("k.conf:2: persistence_timeout 300: not translated ("),
+        "{report}"
+    );
+    assert!(
+        report.contains("k.conf:3: persistence_granularity 255.255.255.0: not translated ("),
+        "{report}"
+    );
+}
+
+#[test]
+fn includes_are_followed_as_keepalived_follows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("conf.d/nested")).unwrap();
+    std::fs::write(
+        root.join("keepalived.conf"),
+        "global_defs {\n router_id LB9\n}\ninclude conf.d/*.conf\ninclude {vips,missing}.inc\ninclude none/*.conf\n",
+    )
+    .unwrap();
+    // Sorted: a.conf before b.conf; b.conf includes relative to its own directory.
+    std::fs::write(
+        root.join("conf.d/a.conf"),
+        "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n use_vmac\n include ../vips.inc\n}\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("conf.d/b.conf"), "include nested/*.conf\n").unwrap();
+    std::fs::write(
+        root.join("conf.d/nested/vs.conf"),
+        "virtual_server 192.0.2.9 80 {\n real_server 192.0.2.11 80 {\n  frobnicate\n }\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("vips.inc"),
+        "virtual_ipaddress {\n 192.0.2.9\n}\n",
+    )
+    .unwrap();
+    let main = root.join("keepalived.conf");
+    let out = import_file(&main, &Options::default()).unwrap();
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    assert_eq!(c.global.router_id.as_deref(), Some("LB9"));
+    assert_eq!(
+        c.vrrp[0].identity.virtual_ipaddresses[0].addr,
+        "192.0.2.9".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(c.virtual_servers.len(), 1);
+    let report = out.report().join("\n");
+    let a = root.join("conf.d/a.conf");
+    let vs = root.join("conf.d/nested/vs.conf");
+    for expected in [
+        // Notes name the file they are in.
+        format!("{}:4: use_vmac: not translated (", a.display()),
+        format!("{}:3: frobnicate: not translated (", vs.display()),
+        // A pattern (or brace alternative) matching nothing is keepalived's warning.
+        format!(
+            "{}:6: include none/*.conf: not translated (no file matches: keepalived logs \"No config files matched\"",
+            main.display()
+        ),
+    ] {
+        assert!(
+            report.contains(&expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    // `{vips,missing}.inc` matched vips.inc: followed, so no note for it.
+    assert!(!report.contains(":5: include"), "{report}");
+    assert!(
+        out.toml.contains(&format!("# {}:4: use_vmac", a.display())),
+        "{}",
+        out.toml
+    );
+    // A syntax error in an included file names that file and its line.
+    std::fs::write(
+        root.join("conf.d/b.conf"),
+        "vrrp_script x {\n script \"/bin/true\n}\n",
+    )
+    .unwrap();
+    let err = import_file(&main, &Options::default()).unwrap_err();
+    let b = root.join("conf.d/b.conf");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:2: syntax error: unterminated", b.display())),
+        "{err}"
+    );
+    // An include cycle is reported, not followed forever.
+    std::fs::write(root.join("conf.d/b.conf"), "include ../keepalived.conf\n").unwrap();
+    let out = import_file(&main, &Options::default()).unwrap();
+    assert!(
+        out.report().join("\n").contains("an include cycle"),
+        "{:?}",
+        out.report()
+    );
+}
+
+#[test]
+fn conditional_lines_follow_the_config_id() {
+    let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n@high priority 170\n@^high priority 85\n virtual_ipaddress {\n  192.0.2.9\n }\n}\n";
+    let for_id = |id: Option<&str>| {
+        let options = Options {
+            interfaces: vec![],
+            config_id: id.map(str::to_owned),
+        };
+        import_text(text, "k.conf", &options).unwrap()
+    };
+    let high = for_id(Some("high"));
+    assert!(high.notes.is_empty(), "{:?}", high.report());
+    assert_eq!(high.validate().unwrap().vrrp[0].tunables.priority, 170);
+    let low = for_id(Some("low"));
+    assert_eq!(low.validate().unwrap().vrrp[0].tunables.priority, 85);
+    let none = for_id(None);
+    let report = none.report().join("\n");
+    assert!(report.contains("k.conf:4: @high priority 170: not translated (keepalived applies this line only where its config id"), "{report}");
+    assert!(
+        report.contains("k.conf:5: @^high priority 85: not translated ("),
+        "{report}"
     );
 }

@@ -85,6 +85,10 @@ enum Command {
         /// `[dataplane] interfaces` (repeatable); default: the vrrp instances' interfaces.
         #[arg(long = "interface", value_name = "IFACE")]
         interfaces: Vec<String>,
+        /// keepalived's config id (`keepalived -i ID`): import the `@ID` lines meant for
+        /// this host; without it every `@...` line is reported and left out.
+        #[arg(long = "config-id", value_name = "ID")]
+        config_id: Option<String>,
     },
 }
 
@@ -146,8 +150,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Some(Command::ImportKeepalived { file, interfaces }) = &cli.command {
-        return import_keepalived(file, interfaces);
+    if let Some(Command::ImportKeepalived {
+        file,
+        interfaces,
+        config_id,
+    }) = &cli.command
+    {
+        let options = xdp_lb::import::Options {
+            interfaces: interfaces.clone(),
+            config_id: config_id.clone(),
+        };
+        return import_keepalived(file, &options);
     }
     if let Some(Command::Generate { what }) = &cli.command {
         return generate(*what);
@@ -294,12 +307,13 @@ fn generate(what: Generated) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `import-keepalived`: notes on stderr, the TOML on stdout only if it is valid.
-fn import_keepalived(file: &std::path::Path, interfaces: &[String]) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("{}: cannot read keepalived configuration", file.display()))?;
-    let import = xdp_lb::import::import(&text, &file.display().to_string(), interfaces)?;
+/// `import-keepalived`: notes on stderr (and as comments in the TOML), the TOML on
+/// stdout only if it is valid.
+fn import_keepalived(
+    file: &std::path::Path,
+    options: &xdp_lb::import::Options,
+) -> anyhow::Result<()> {
+    let import = xdp_lb::import::import_file(file, options)?;
     for line in import.report() {
         eprintln!("{line}");
     }

@@ -830,6 +830,16 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+/// Why a command's `program` would be refused here (as `argv` refuses it: missing, not
+/// executable, or writable by others), e.g. "`/x` does not exist"; `None` if it is fine.
+/// The keepalived import uses it to leave out what validation would refuse.
+pub(crate) fn program_problem(program: &str) -> Option<String> {
+    if let Err(why) = executable(program) {
+        return Some(format!("`{program}` {why}"));
+    }
+    xdp_lb_checks::script_security::check_writable(program).err()
+}
+
 /// Whether `program` can be run: an absolute path to an executable file, or a bare name
 /// found on `PATH` (as `execvp` would look it up).
 fn executable(program: &str) -> Result<(), &'static str> {

@@ -1,9 +1,26 @@
 //! keepalived's configuration syntax: whitespace-separated words, `{` `}` blocks (the
 //! `{` on the keyword's line or the next one), `!` / `#` comments to the end of the
-//! line, double-quoted strings that may hold spaces. Produces a tree of statements,
-//! each with its 1-based line.
+//! line, double-quoted strings that may hold spaces. Builds a tree of statements line
+//! by line (so included files can be fed in where their `include` stood), each
+//! statement with its file and 1-based line.
 
 use std::fmt;
+
+/// Where a statement was written: the index of its file in the import's file list
+/// (0 = the file given) and its 1-based line. `line` 0 means "nowhere" (generated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Loc {
+    pub(super) file: usize,
+    pub(super) line: usize,
+}
+
+impl Loc {
+    pub(super) const NONE: Loc = Loc { file: 0, line: 0 };
+
+    pub(super) fn is_some(self) -> bool {
+        self.line > 0
+    }
+}
 
 /// One word of a statement; `quoted` if it was written in double quotes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +34,7 @@ pub(super) struct Word {
 pub(super) struct Node {
     pub(super) keyword: String,
     pub(super) args: Vec<Word>,
-    pub(super) line: usize,
+    pub(super) at: Loc,
     pub(super) block: Option<Vec<Node>>,
 }
 
@@ -48,7 +65,7 @@ impl Node {
 
     /// Every word of the node and its block's statements, flattened: `group { A B }`,
     /// `unicast_peer { 192.0.2.2 \n 192.0.2.3 }`.
-    pub(super) fn block_words(&self) -> Vec<(Word, usize)> {
+    pub(super) fn block_words(&self) -> Vec<(Word, Loc)> {
         let mut out = Vec::new();
         for node in self.block.iter().flatten() {
             out.push((
@@ -56,9 +73,9 @@ impl Node {
                     text: node.keyword.clone(),
                     quoted: false,
                 },
-                node.line,
+                node.at,
             ));
-            out.extend(node.args.iter().map(|w| (w.clone(), node.line)));
+            out.extend(node.args.iter().map(|w| (w.clone(), node.at)));
         }
         out
     }
@@ -67,6 +84,8 @@ impl Node {
 /// A syntax error: unbalanced braces, an unterminated quote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
+    /// The file it is in (the one given, or an included one).
+    pub file: String,
     pub line: usize,
     pub message: String,
 }
@@ -78,14 +97,15 @@ impl fmt::Display for SyntaxError {
 }
 
 #[derive(Debug)]
-enum Token {
+pub(super) enum Token {
     Word(Word),
     Open,
     Close,
 }
 
-/// The tokens of one line, without its comment.
-fn tokens(line: &str, number: usize) -> Result<Vec<Token>, SyntaxError> {
+/// The tokens of one line, without its comment; `Err` with the reason for an
+/// unterminated quote.
+pub(super) fn tokens(line: &str) -> Result<Vec<Token>, String> {
     let mut out = Vec::new();
     let mut chars = line.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -107,10 +127,9 @@ fn tokens(line: &str, number: usize) -> Result<Vec<Token>, SyntaxError> {
                     Some('"') => break,
                     Some(c) => text.push(c),
                     None => {
-                        return Err(SyntaxError {
-                            line: number,
-                            message: "unterminated double-quoted string (a quote opened on this line is not closed)".into(),
-                        });
+                        return Err("unterminated double-quoted string (a quote opened on this \
+                                    line is not closed)"
+                            .into());
                     }
                 }
             }
@@ -133,16 +152,29 @@ fn tokens(line: &str, number: usize) -> Result<Vec<Token>, SyntaxError> {
     Ok(out)
 }
 
-/// Parses the whole text into top-level statements.
-pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    // The open blocks: the statements collected so far in each, and the line of the
-    // `{` that opened it. The bottom one is the top level.
-    let mut stack: Vec<(Vec<Node>, usize)> = vec![(Vec::new(), 0)];
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
+/// Builds the statement tree from lines fed one at a time, from any file.
+pub(super) struct TreeBuilder {
+    /// The open blocks: the statements collected so far in each, and where the `{`
+    /// that opened it is. The bottom one is the top level.
+    stack: Vec<(Vec<Node>, Loc)>,
+}
+
+impl TreeBuilder {
+    pub(super) fn new() -> TreeBuilder {
+        TreeBuilder {
+            stack: vec![(Vec::new(), Loc::NONE)],
+        }
+    }
+
+    fn level(&mut self) -> &mut Vec<Node> {
+        &mut self.stack.last_mut().expect("top level").0
+    }
+
+    /// Adds one line's tokens; `Err` (with the reason) for a brace that does not fit.
+    pub(super) fn line(&mut self, tokens: Vec<Token>, at: Loc) -> Result<(), String> {
         // The statement being built on this line (keyword and arguments).
         let mut current: Option<Node> = None;
-        for token in tokens(line, number)? {
+        for token in tokens {
             match token {
                 Token::Word(word) => match &mut current {
                     Some(node) => node.args.push(word),
@@ -150,7 +182,7 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                         current = Some(Node {
                             keyword: word.text,
                             args: Vec::new(),
-                            line: number,
+                            at,
                             block: None,
                         })
                     }
@@ -160,56 +192,71 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                         Some(node) => node,
                         // A `{` that starts its line belongs to the statement just before.
                         None => {
-                            let level = &mut stack.last_mut().expect("top level").0;
+                            let level = self.level();
                             match level.last() {
                                 Some(node) if node.block.is_none() => level.pop().expect("checked"),
-                                _ => {
-                                    return Err(SyntaxError {
-                                        line: number,
-                                        message: "`{` without a keyword before it".into(),
-                                    });
-                                }
+                                _ => return Err("`{` without a keyword before it".into()),
                             }
                         }
                     };
-                    stack.last_mut().expect("top level").0.push(owner);
-                    stack.push((Vec::new(), number));
+                    self.level().push(owner);
+                    self.stack.push((Vec::new(), at));
                 }
                 Token::Close => {
                     if let Some(node) = current.take() {
-                        stack.last_mut().expect("top level").0.push(node);
+                        self.level().push(node);
                     }
-                    if stack.len() == 1 {
-                        return Err(SyntaxError {
-                            line: number,
-                            message:
-                                "`}` closes no block (one `}` too many, or a `{` missing before it)"
-                                    .into(),
-                        });
+                    if self.stack.len() == 1 {
+                        return Err(
+                            "`}` closes no block (one `}` too many, or a `{` missing before it)"
+                                .into(),
+                        );
                     }
-                    let (block, _) = stack.pop().expect("checked above");
-                    let parent = &mut stack.last_mut().expect("top level").0;
-                    let owner = parent.last_mut().expect("a block has an owner");
+                    let (block, _) = self.stack.pop().expect("checked above");
+                    let owner = self.level().last_mut().expect("a block has an owner");
                     owner.block = Some(block);
                 }
             }
         }
         if let Some(node) = current.take() {
-            stack.last_mut().expect("top level").0.push(node);
+            self.level().push(node);
         }
+        Ok(())
     }
-    if stack.len() > 1 {
-        let (_, opened) = stack.last().expect("checked");
-        let parent = &stack[stack.len() - 2].0;
-        let owner = parent.last().map(|n| n.keyword.as_str()).unwrap_or("?");
-        return Err(SyntaxError {
-            line: *opened,
-            message: format!(
-                "the `{{` of `{owner}` on this line is never closed (a `}}` is missing)"
-            ),
-        });
+
+    /// The top-level statements; `Err` with where the unclosed `{` is, and why.
+    pub(super) fn finish(mut self) -> Result<Vec<Node>, (Loc, String)> {
+        if self.stack.len() > 1 {
+            let (_, opened) = *self.stack.last().expect("checked");
+            let parent = &self.stack[self.stack.len() - 2].0;
+            let owner = parent.last().map(|n| n.keyword.as_str()).unwrap_or("?");
+            return Err((
+                opened,
+                format!("the `{{` of `{owner}` on this line is never closed (a `}}` is missing)"),
+            ));
+        }
+        Ok(self.stack.pop().expect("top level").0)
     }
-    Ok(stack.pop().expect("top level").0)
+}
+
+/// Parses one file's text (no includes) into top-level statements, for tests.
+#[cfg(test)]
+pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let error = |line, message| SyntaxError {
+        file: "test".into(),
+        line,
+        message,
+    };
+    let mut tree = TreeBuilder::new();
+    for (index, line) in text.lines().enumerate() {
+        let at = Loc {
+            file: 0,
+            line: index + 1,
+        };
+        let tokens = tokens(line).map_err(|m| error(at.line, m))?;
+        tree.line(tokens, at).map_err(|m| error(at.line, m))?;
+    }
+    tree.finish().map_err(|(at, m)| error(at.line, m))
 }
 
 #[cfg(test)]
@@ -224,7 +271,7 @@ mod tests {
         .unwrap();
         assert_eq!(nodes.len(), 2);
         assert_eq!(nodes[0].keyword, "global_defs");
-        assert_eq!(nodes[0].line, 2);
+        assert_eq!(nodes[0].at.line, 2);
         let inner = nodes[0].block.as_ref().unwrap();
         assert_eq!(inner[0].keyword, "router_id");
         assert_eq!(inner[0].arg_texts(), vec!["lb1"]);

@@ -1,5 +1,9 @@
 //! The generated TOML: tables of `key = value` lines, each remembering the keepalived
-//! line it came from. Strings are escaped here, so the text is always valid TOML.
+//! line it came from, and the notes as comments beside what they concern. Strings are
+//! escaped here, so the text is always valid TOML.
+
+use super::parse::Loc;
+use super::source::SourceFile;
 
 /// A TOML value, rendered inline.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,16 +94,16 @@ pub(super) fn key(k: &str) -> String {
 pub(super) struct Section {
     /// The header as written, e.g. `[vrrp.VI_1]`.
     pub(super) header: String,
-    /// keepalived line the table comes from (0: none).
-    pub(super) line: usize,
+    /// keepalived statement the table comes from ([`Loc::NONE`]: none).
+    pub(super) line: Loc,
     /// Indented (a real server under its virtual server).
     pub(super) nested: bool,
-    /// Key, value, keepalived line.
-    pub(super) entries: Vec<(String, V, usize)>,
+    /// Key, value, keepalived statement.
+    pub(super) entries: Vec<(String, V, Loc)>,
 }
 
 impl Section {
-    pub(super) fn new(header: String, line: usize) -> Section {
+    pub(super) fn new(header: String, line: Loc) -> Section {
         Section {
             header,
             line,
@@ -109,7 +113,7 @@ impl Section {
     }
 
     /// Sets `key` (replacing an earlier value, as keepalived's last one wins).
-    pub(super) fn set(&mut self, key: &str, value: V, line: usize) {
+    pub(super) fn set(&mut self, key: &str, value: V, line: Loc) {
         if let Some(slot) = self.entries.iter_mut().find(|(k, _, _)| k == key) {
             *slot = (key.to_owned(), value, line);
         } else {
@@ -128,38 +132,99 @@ impl Section {
     }
 }
 
-/// The document's text, and for each of its lines the keepalived line it came from.
+/// A note to write as a comment: the places it may go, best first (the statement it
+/// names, then the blocks around it), and its text.
+pub(super) struct PlacedNote {
+    pub(super) anchors: Vec<Loc>,
+    pub(super) text: String,
+}
+
+/// Where a note's comment goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Above entry `.1` of section `.0`.
+    Entry(usize, usize),
+    /// Right under section `.0`'s header.
+    Header(usize),
+    /// Nothing of it is in the output: in the list after the preamble.
+    Top,
+}
+
+fn place(sections: &[Section], anchors: &[Loc]) -> Place {
+    for &at in anchors.iter().filter(|at| at.is_some()) {
+        for (s, section) in sections.iter().enumerate() {
+            if let Some(e) = section.entries.iter().position(|(_, _, l)| *l == at) {
+                return Place::Entry(s, e);
+            }
+            if section.line == at {
+                return Place::Header(s);
+            }
+        }
+    }
+    Place::Top
+}
+
+/// A comment line: no control characters (a TOML comment ends at the line's end).
+fn comment(indent: &str, text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect();
+    format!("{indent}# {clean}")
+}
+
+/// The document's text, and for each of its lines the keepalived statement it came from.
 pub(super) fn render(
     sections: &[Section],
     preamble: &[String],
-    source: &str,
-) -> (String, Vec<Option<usize>>) {
+    notes: &[PlacedNote],
+    files: &[SourceFile],
+) -> (String, Vec<Loc>) {
     let mut text = String::new();
     let mut origin = Vec::new();
-    let mut push = |line: String, from: Option<usize>| {
+    let mut push = |line: String, from: Loc| {
         text.push_str(&line);
         text.push('\n');
         origin.push(from);
     };
+    let placed: Vec<(Place, &PlacedNote)> = notes
+        .iter()
+        .map(|n| (place(sections, &n.anchors), n))
+        .collect();
+    let at = |p: Place| placed.iter().filter(move |(q, _)| *q == p).map(|(_, n)| n);
     for line in preamble {
-        push(format!("# {line}"), None);
+        push(format!("# {line}"), Loc::NONE);
     }
-    for section in sections {
+    if at(Place::Top).next().is_some() {
+        push("#".into(), Loc::NONE);
+        push(
+            "# keepalived settings with nothing in the tables below:".into(),
+            Loc::NONE,
+        );
+        for note in at(Place::Top) {
+            push(comment("", &note.text), note.anchors[0]);
+        }
+    }
+    for (s, section) in sections.iter().enumerate() {
         let indent = if section.nested { "  " } else { "" };
-        push(String::new(), None);
-        let from = (section.line > 0).then_some(section.line);
-        let comment = match from {
-            Some(line) => format!("  # {source}:{line}"),
-            None => String::new(),
+        push(String::new(), Loc::NONE);
+        let from = section.line;
+        let origin_comment = if from.is_some() {
+            format!("  # {}:{}", files[from.file].name, from.line)
+        } else {
+            String::new()
         };
-        push(format!("{indent}{}{comment}", section.header), from);
-        for (k, v, line) in &section.entries {
+        push(format!("{indent}{}{origin_comment}", section.header), from);
+        for note in at(Place::Header(s)) {
+            push(comment(indent, &note.text), note.anchors[0]);
+        }
+        for (e, (k, v, line)) in section.entries.iter().enumerate() {
+            for note in at(Place::Entry(s, e)) {
+                push(comment(indent, &note.text), note.anchors[0]);
+            }
             let mut value = String::new();
             v.render(&mut value);
-            push(
-                format!("{indent}{} = {value}", key(k)),
-                (*line > 0).then_some(*line),
-            );
+            push(format!("{indent}{} = {value}", key(k)), *line);
         }
     }
     (text, origin)

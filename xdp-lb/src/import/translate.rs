@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
-use super::Note;
-use super::parse::{Node, Word};
+use super::checks::{self, CheckDefaults};
+use super::parse::{Loc, Node, Word};
 use super::toml_out::{Section, V, key};
+use super::{NoteKind, RawNote};
 
 /// Shell words that are no program: keepalived looks them up on PATH, does not find
 /// them, and refuses the script ("Cannot find script [[ in path").
@@ -17,12 +18,12 @@ const SHELL_WORDS: &[&str] = &[
 
 #[derive(Default)]
 pub(super) struct Tx {
-    pub(super) notes: Vec<Note>,
-    pub(super) router_id: Option<(String, usize)>,
-    vrrp_version: Option<(i64, usize)>,
+    pub(super) notes: Vec<RawNote>,
+    pub(super) router_id: Option<(String, Loc)>,
+    vrrp_version: Option<(i64, Loc)>,
     /// global_defs' `vrrp_garp_*` and advert-answer switches: (key, value, line)
     /// defaults for every instance that does not set the key.
-    instance_defaults: Vec<(String, V, usize)>,
+    instance_defaults: Vec<(String, V, Loc)>,
     pub(super) scripts: Vec<Section>,
     script_names: Vec<String>,
     /// (name, interface, table).
@@ -101,7 +102,7 @@ fn split_argv(text: &str) -> Vec<String> {
 
 /// A command string as xdp-lb's argv, with keepalived's meaning (see [`split_argv`]);
 /// `Err` with keepalived's reason when keepalived would refuse to run it.
-fn command(text: &str) -> Result<V, String> {
+pub(super) fn command(text: &str) -> Result<V, String> {
     let argv = split_argv(text);
     match argv.first() {
         None => Err("the command is empty".into()),
@@ -110,17 +111,25 @@ fn command(text: &str) -> Result<V, String> {
              `{first}` is shell syntax, not a program; keepalived runs scripts without a shell): \
              write it as a command, e.g. [\"/bin/sh\", \"-c\", \"...\"], knowing keepalived never ran it"
         )),
-        Some(_) => Ok(V::strs(argv)),
+        Some(program) => match crate::config::program_problem(program) {
+            // keepalived will not run it either: it disables a script it cannot find
+            // or (with script security) one others may change.
+            Some(problem) => Err(format!(
+                "{problem} on this host; keepalived disables such a script too, so it is left \
+                 out: install it and add it by hand"
+            )),
+            None => Ok(V::strs(argv)),
+        },
     }
 }
 
 /// Why a keyword with no translation is left out, for the ones users are likely to
 /// have; a generic reason otherwise.
-fn why_not(keyword: &str) -> String {
+pub(super) fn why_not(keyword: &str) -> String {
     let why = match keyword {
         "include" => {
-            "includes are not followed: import each included file as well and merge the output, \
-             or concatenate the files first"
+            "keepalived reads `include PATTERN` only with exactly one pattern; it takes this line \
+             for an unknown keyword, and so does the import"
         }
         "virtual_server_group" => {
             "xdp-lb has no virtual server groups: write one virtual_server per address and port"
@@ -143,7 +152,10 @@ fn why_not(keyword: &str) -> String {
         "enable_script_security" | "script_user" => {
             "xdp-lb runs commands as its own user; set `user` per script where needed"
         }
-        "persistence_timeout" | "persistence_granularity" | "persistence_engine" => {
+        "persistence_timeout"
+        | "persistence_granularity"
+        | "persistence_engine"
+        | "lvs_persistence_timeout" => {
             "xdp-lb has no persistence timeout: existing connections stay on their real server; \
              for client affinity use lb_algo sh (scheduler = \"sh\")"
         }
@@ -161,25 +173,64 @@ fn why_not(keyword: &str) -> String {
         }
         "uthreshold" | "lthreshold" => "xdp-lb has no per-server connection limits",
         "ha_suspend" => "xdp-lb checks every real server all the time",
+        "static_route" => {
+            "keepalived does not know `static_route` either (it is `static_routes`: it logs \
+             \"Unknown keyword\" and ignores the block); xdp-lb manages no routes"
+        }
+        "lvs_sync_daemon_interface" | "lvs_sync_daemon" => {
+            "xdp-lb has no IPVS connection synchronisation daemon: connections are not \
+             shared with the peer, so after a failover the new master picks real servers \
+             for them afresh (same choice with scheduler sh or maglev)"
+        }
+        "failover_threshold" | "failover_up" | "failover_down" | "backup_real_server" => {
+            "xdp-lb has no failover (backup) pool: list the backup servers as real servers \
+             with weight 0, or use sorry_server"
+        }
+        "net_namespace" => {
+            "xdp-lb runs in the network namespace it is started in: start it with \
+             `ip netns exec NAME`"
+        }
+        "nat_mask" => {
+            "xdp-lb's NAT rewrites the destination of the virtual server's packets only; \
+             it takes no netmask"
+        }
+        "vrrp_mcast_group4" | "vrrp_mcast_group6" => {
+            "xdp-lb sends VRRP to the standard groups (224.0.0.18, ff02::12): use unicast_peer \
+             for another path"
+        }
         _ => "xdp-lb has no equivalent",
     };
     why.to_owned()
 }
 
 impl Tx {
+    /// `node` is left out (with its block), for `why`.
     pub(super) fn report(&mut self, node: &Node, why: impl Into<String>) {
-        self.notes.push(Note {
-            line: node.line,
-            setting: node.display(),
+        self.report_at(node.at, node.display(), why);
+    }
+
+    pub(super) fn report_at(
+        &mut self,
+        at: Loc,
+        setting: impl Into<String>,
+        why: impl Into<String>,
+    ) {
+        self.notes.push(RawNote {
+            at,
+            setting: setting.into(),
             why: why.into(),
+            kind: NoteKind::NotTranslated,
         });
     }
 
-    fn report_at(&mut self, line: usize, setting: impl Into<String>, why: impl Into<String>) {
-        self.notes.push(Note {
-            line,
-            setting: setting.into(),
+    /// `node` is in the output, with what differs from (or what keepalived itself does
+    /// to) it said in `why`.
+    pub(super) fn report_translated(&mut self, node: &Node, why: impl Into<String>) {
+        self.notes.push(RawNote {
+            at: node.at,
+            setting: node.display(),
             why: why.into(),
+            kind: NoteKind::Translated,
         });
     }
 
@@ -189,7 +240,7 @@ impl Tx {
     }
 
     /// The single argument of `node`, reporting any other shape.
-    fn one_arg<'n>(&mut self, node: &'n Node, form: &str) -> Option<&'n Word> {
+    pub(super) fn one_arg<'n>(&mut self, node: &'n Node, form: &str) -> Option<&'n Word> {
         if node.args.len() != 1 || node.block.is_some() {
             self.report(node, format!("expected one value: {form}"));
             return None;
@@ -197,7 +248,7 @@ impl Tx {
         Some(&node.args[0])
     }
 
-    fn int_arg(&mut self, node: &Node, lo: i64, hi: i64) -> Option<V> {
+    pub(super) fn int_arg(&mut self, node: &Node, lo: i64, hi: i64) -> Option<V> {
         let word = self.one_arg(node, &format!("an integer from {lo} to {hi}"))?;
         match word.text.parse::<i64>() {
             Ok(n) if (lo..=hi).contains(&n) => Some(V::Int(n)),
@@ -208,7 +259,7 @@ impl Tx {
         }
     }
 
-    fn secs_arg(&mut self, node: &Node) -> Option<V> {
+    pub(super) fn secs_arg(&mut self, node: &Node) -> Option<V> {
         let word = self.one_arg(node, "a number of seconds such as 3 or 0.5")?;
         match seconds(&word.text) {
             Some(d) => Some(V::Str(d)),
@@ -222,7 +273,7 @@ impl Tx {
         }
     }
 
-    fn flag(&mut self, node: &Node) -> bool {
+    pub(super) fn flag(&mut self, node: &Node) -> bool {
         if !node.args.is_empty() || node.block.is_some() {
             self.report(node, "expected no value after this keyword");
             return false;
@@ -249,7 +300,7 @@ impl Tx {
     /// A global default for every instance that does not set `key` itself. `derived`
     /// ones (keepalived's lower-priority GARP settings follow the master ones unless
     /// given) never replace an explicit one, whatever the order in global_defs.
-    fn instance_default(&mut self, key: &str, v: V, line: usize, derived: bool) {
+    fn instance_default(&mut self, key: &str, v: V, line: Loc, derived: bool) {
         let existing = self.instance_defaults.iter().position(|(k, _, _)| k == key);
         match existing {
             Some(_) if derived => {}
@@ -258,7 +309,7 @@ impl Tx {
         }
     }
 
-    fn block<'n>(&mut self, node: &'n Node) -> Option<&'n [Node]> {
+    pub(super) fn block<'n>(&mut self, node: &'n Node) -> Option<&'n [Node]> {
         match &node.block {
             Some(block) => Some(block),
             None => {
@@ -276,7 +327,7 @@ impl Tx {
             return None;
         }
         if node.args.len() > 1 {
-            self.report(
+            self.report_translated(
                 node,
                 "xdp-lb runs notify commands as its own user: the user/group after the \
                  command is dropped",
@@ -299,58 +350,59 @@ impl Tx {
         };
         for item in block {
             match item.keyword.as_str() {
-                "router_id" => {
+                // `lvs_id` is what keepalived called router_id before 1.2.
+                "router_id" | "lvs_id" => {
                     if let Some(w) = self.one_arg(item, "a name") {
-                        self.router_id = Some((w.text.clone(), item.line));
+                        self.router_id = Some((w.text.clone(), item.at));
                     }
                 }
                 "vrrp_version" => {
                     if let Some(V::Int(n)) = self.int_arg(item, 2, 3) {
-                        self.vrrp_version = Some((n, item.line));
+                        self.vrrp_version = Some((n, item.at));
                     }
                 }
                 "vrrp_garp_master_delay" => {
                     if let Some(v) = self.secs_arg(item) {
-                        self.instance_default("garp_master_delay", v.clone(), item.line, false);
-                        self.instance_default("garp_lower_prio_delay", v, item.line, true);
+                        self.instance_default("garp_master_delay", v.clone(), item.at, false);
+                        self.instance_default("garp_lower_prio_delay", v, item.at, true);
                     }
                 }
                 "vrrp_garp_master_repeat" => {
                     if let Some(v) = self.int_arg(item, 0, 1000) {
-                        self.instance_default("garp_master_repeat", v.clone(), item.line, false);
-                        self.instance_default("garp_lower_prio_repeat", v, item.line, true);
+                        self.instance_default("garp_master_repeat", v.clone(), item.at, false);
+                        self.instance_default("garp_lower_prio_repeat", v, item.at, true);
                     }
                 }
                 "vrrp_garp_master_refresh" => {
                     if let Some(v) = self.secs_arg(item) {
-                        self.instance_default("garp_master_refresh", v, item.line, false);
+                        self.instance_default("garp_master_refresh", v, item.at, false);
                     }
                 }
                 "vrrp_garp_master_refresh_repeat" => {
                     if let Some(v) = self.int_arg(item, 1, 1000) {
-                        self.instance_default("garp_master_refresh_repeat", v, item.line, false);
+                        self.instance_default("garp_master_refresh_repeat", v, item.at, false);
                     }
                 }
                 "vrrp_garp_lower_prio_delay" => {
                     if let Some(v) = self.secs_arg(item) {
-                        self.instance_default("garp_lower_prio_delay", v, item.line, false);
+                        self.instance_default("garp_lower_prio_delay", v, item.at, false);
                     }
                 }
                 "vrrp_garp_lower_prio_repeat" => {
                     if let Some(v) = self.int_arg(item, 0, 1000) {
-                        self.instance_default("garp_lower_prio_repeat", v, item.line, false);
+                        self.instance_default("garp_lower_prio_repeat", v, item.at, false);
                     }
                 }
                 "vrrp_lower_prio_no_advert" | "vrrp_higher_prio_send_advert" => {
                     if let Some(on) = self.bool_arg(item) {
                         let key = &item.keyword["vrrp_".len()..];
-                        self.instance_default(key, V::Bool(on), item.line, false);
+                        self.instance_default(key, V::Bool(on), item.at, false);
                     }
                 }
                 // One spacing for both: xdp-lb announces an instance's VIPs together.
                 "vrrp_garp_interval" | "vrrp_gna_interval" => {
                     if let Some(v) = self.secs_arg(item) {
-                        self.instance_default("garp_interval", v, item.line, false);
+                        self.instance_default("garp_interval", v, item.at, false);
                     }
                 }
                 _ => self.unhandled(item),
@@ -372,7 +424,7 @@ impl Tx {
         let Some(block) = self.block(node) else {
             return;
         };
-        let mut section = Section::new(format!("[script.{}]", key(&name)), node.line);
+        let mut section = Section::new(format!("[script.{}]", key(&name)), node.at);
         for item in block {
             match item.keyword.as_str() {
                 "script" => {
@@ -387,13 +439,13 @@ impl Tx {
                         .collect::<Vec<_>>()
                         .join(" ");
                     match command(&text) {
-                        Ok(argv) => section.set("command", argv, item.line),
+                        Ok(argv) => section.set("command", argv, item.at),
                         Err(why) => self.report(item, &why),
                     }
                 }
                 "interval" | "timeout" => {
                     if let Some(v) = self.secs_arg(item) {
-                        section.set(&item.keyword, v, item.line);
+                        section.set(&item.keyword, v, item.at);
                     }
                 }
                 "weight" => {
@@ -408,19 +460,19 @@ impl Tx {
                         return;
                     }
                     if let Some(v) = self.int_arg(item, -254, 254) {
-                        section.set("weight", v, item.line);
+                        section.set("weight", v, item.at);
                     }
                 }
                 "rise" | "fall" => {
                     if let Some(v) = self.int_arg(item, 1, 1000) {
-                        section.set(&item.keyword, v, item.line);
+                        section.set(&item.keyword, v, item.at);
                     }
                 }
                 "user" => match item.arg_texts().as_slice() {
-                    [user] => section.set("user", V::str(*user), item.line),
+                    [user] => section.set("user", V::str(*user), item.at),
                     [user, _group] => {
-                        section.set("user", V::str(*user), item.line);
-                        self.report(
+                        section.set("user", V::str(*user), item.at);
+                        self.report_translated(
                             item,
                             "the group is not translated: xdp-lb uses the user's primary group",
                         );
@@ -451,12 +503,12 @@ impl Tx {
         let Some(block) = self.block(node) else {
             return;
         };
-        let mut s = Section::new(format!("[vrrp.{}]", key(&name)), node.line);
+        let mut s = Section::new(format!("[vrrp.{}]", key(&name)), node.at);
         let mut interface: Option<String> = None;
         let mut version = self.vrrp_version;
-        let mut auth: Option<(String, usize)> = None;
-        let mut auth_line = 0;
-        let mut vips: Vec<(String, IpAddr, usize)> = Vec::new();
+        let mut auth: Option<(String, Loc)> = None;
+        let mut auth_line = Loc::NONE;
+        let mut vips: Vec<(String, IpAddr, Loc)> = Vec::new();
         for item in block {
             match item.keyword.as_str() {
                 // Priorities decide who is MASTER, as in keepalived.
@@ -466,32 +518,32 @@ impl Tx {
                 "interface" => {
                     if let Some(w) = self.one_arg(item, "an interface name") {
                         interface = Some(w.text.clone());
-                        s.set("interface", V::str(&w.text), item.line);
+                        s.set("interface", V::str(&w.text), item.at);
                     }
                 }
                 "virtual_router_id" => {
                     if let Some(v) = self.int_arg(item, 1, 255) {
-                        s.set("virtual_router_id", v, item.line);
+                        s.set("virtual_router_id", v, item.at);
                     }
                 }
                 "priority" => {
                     if let Some(v) = self.int_arg(item, 1, 255) {
-                        s.set("priority", v, item.line);
+                        s.set("priority", v, item.at);
                     }
                 }
                 "version" => {
                     if let Some(V::Int(n)) = self.int_arg(item, 2, 3) {
-                        version = Some((n, item.line));
+                        version = Some((n, item.at));
                     }
                 }
                 "advert_int" => {
                     if let Some(v) = self.secs_arg(item) {
-                        s.set("advert_interval", v, item.line);
+                        s.set("advert_interval", v, item.at);
                     }
                 }
                 "nopreempt" => {
                     if self.flag(item) {
-                        s.set("preempt", V::Bool(false), item.line);
+                        s.set("preempt", V::Bool(false), item.at);
                     }
                 }
                 "old_unicast_checksum" if item.arg_texts() == ["never"] => self.report(
@@ -501,22 +553,22 @@ impl Tx {
                 ),
                 "old_unicast_checksum" => {
                     if self.flag(item) {
-                        s.set("old_unicast_checksum", V::Bool(true), item.line);
+                        s.set("old_unicast_checksum", V::Bool(true), item.at);
                     }
                 }
                 "preempt_delay" => {
                     if let Some(v) = self.secs_arg(item) {
-                        s.set("preempt_delay", v, item.line);
+                        s.set("preempt_delay", v, item.at);
                     }
                 }
                 "authentication" => {
-                    auth_line = item.line;
+                    auth_line = item.at;
                     auth = self.authentication(item).or(auth);
                 }
                 "virtual_ipaddress" => self.virtual_ipaddress(item, &mut vips),
                 "unicast_src_ip" | "mcast_src_ip" => {
                     if let Some(w) = self.one_arg(item, "an address") {
-                        s.set(&item.keyword, V::str(&w.text), item.line);
+                        s.set(&item.keyword, V::str(&w.text), item.at);
                     }
                 }
                 "unicast_peer" => {
@@ -526,51 +578,51 @@ impl Tx {
                     let mut peers = Vec::new();
                     for peer in block {
                         if !peer.args.is_empty() || peer.block.is_some() {
-                            self.report(
+                            self.report_translated(
                                 peer,
                                 "only the address is translated (xdp-lb has no per-peer TTL limits)",
                             );
                         }
                         peers.push(V::str(&peer.keyword));
                     }
-                    s.set("unicast_peers", V::Arr(peers), item.line);
+                    s.set("unicast_peers", V::Arr(peers), item.at);
                 }
                 "track_script" => {
                     let names = self.track_scripts(item);
-                    s.set("track_scripts", V::strs(names), item.line);
+                    s.set("track_scripts", V::strs(names), item.at);
                 }
                 "track_interface" => {
                     let list = self.track_interfaces(item);
-                    s.set("track_interfaces", V::Arr(list), item.line);
+                    s.set("track_interfaces", V::Arr(list), item.at);
                 }
                 "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
                     if let Some(v) = self.notify_command(item) {
-                        s.set(&item.keyword, v, item.line);
+                        s.set(&item.keyword, v, item.at);
                     }
                 }
                 "garp_lower_prio_repeat" => {
                     if let Some(v) = self.int_arg(item, 0, 1000) {
-                        s.set("garp_lower_prio_repeat", v, item.line);
+                        s.set("garp_lower_prio_repeat", v, item.at);
                     }
                 }
                 "lower_prio_no_advert" | "higher_prio_send_advert" => {
                     if let Some(on) = self.bool_arg(item) {
-                        s.set(&item.keyword, V::Bool(on), item.line);
+                        s.set(&item.keyword, V::Bool(on), item.at);
                     }
                 }
                 "garp_master_delay" | "garp_master_refresh" | "garp_lower_prio_delay" => {
                     if let Some(v) = self.secs_arg(item) {
-                        s.set(&item.keyword, v, item.line);
+                        s.set(&item.keyword, v, item.at);
                     }
                 }
                 "garp_master_repeat" => {
                     if let Some(v) = self.int_arg(item, 0, 1000) {
-                        s.set("garp_master_repeat", v, item.line);
+                        s.set("garp_master_repeat", v, item.at);
                     }
                 }
                 "garp_master_refresh_repeat" => {
                     if let Some(v) = self.int_arg(item, 1, 1000) {
-                        s.set("garp_master_refresh_repeat", v, item.line);
+                        s.set("garp_master_refresh_repeat", v, item.at);
                     }
                 }
                 _ => self.unhandled(item),
@@ -639,10 +691,10 @@ impl Tx {
         self.instances.push((name, interface.expect("checked"), s));
     }
 
-    fn authentication(&mut self, node: &Node) -> Option<(String, usize)> {
+    fn authentication(&mut self, node: &Node) -> Option<(String, Loc)> {
         let block = self.block(node)?;
         let mut kind: Option<&Node> = None;
-        let mut pass: Option<(String, usize)> = None;
+        let mut pass: Option<(String, Loc)> = None;
         for item in block {
             match item.keyword.as_str() {
                 "auth_type" => kind = Some(item),
@@ -652,15 +704,15 @@ impl Tx {
                         if text.len() > 8 {
                             let cut = (0..=8).rev().find(|i| text.is_char_boundary(*i));
                             text.truncate(cut.unwrap_or(0));
-                            self.report(
+                            self.report_translated(
                                 item,
                                 format!(
-                                    "only its first 8 bytes are used, as keepalived does: \
-                                     auth_pass = {text:?}"
+                                    "truncated to its first 8 bytes, as keepalived truncates \
+                                     it: auth_pass = {text:?}"
                                 ),
                             );
                         }
-                        pass = Some((text, item.line));
+                        pass = Some((text, item.at));
                     }
                 }
                 _ => self.unhandled(item),
@@ -683,7 +735,7 @@ impl Tx {
         }
     }
 
-    fn virtual_ipaddress(&mut self, node: &Node, vips: &mut Vec<(String, IpAddr, usize)>) {
+    fn virtual_ipaddress(&mut self, node: &Node, vips: &mut Vec<(String, IpAddr, Loc)>) {
         let Some(block) = self.block(node) else {
             return;
         };
@@ -724,7 +776,7 @@ impl Tx {
                     }
                     ("label", Some(v)) => {
                         self.report_at(
-                            item.line,
+                            item.at,
                             format!("{addr_text} label {v}"),
                             "IPv6 addresses carry no label",
                         );
@@ -732,7 +784,7 @@ impl Tx {
                     }
                     ("brd" | "broadcast", Some(v)) => {
                         self.report_at(
-                            item.line,
+                            item.at,
                             format!("{addr_text} {word} {v}"),
                             "xdp-lb sets no broadcast address; the kernel's default applies",
                         );
@@ -740,7 +792,7 @@ impl Tx {
                     }
                     _ => {
                         self.report_at(
-                            item.line,
+                            item.at,
                             format!("{addr_text} {}", args[i..].join(" ")),
                             "only `dev`, `scope` and `label` are translated after an address",
                         );
@@ -751,7 +803,7 @@ impl Tx {
             if item.block.is_some() {
                 self.report(item, "unexpected block");
             }
-            vips.push((text, addr, item.line));
+            vips.push((text, addr, item.at));
         }
     }
 
@@ -842,7 +894,7 @@ impl Tx {
         let Some(block) = self.block(node) else {
             return;
         };
-        let mut s = Section::new(format!("[vrrp_sync_group.{}]", key(&name)), node.line);
+        let mut s = Section::new(format!("[vrrp_sync_group.{}]", key(&name)), node.at);
         let mut members: Vec<String> = Vec::new();
         for item in block {
             match item.keyword.as_str() {
@@ -860,17 +912,29 @@ impl Tx {
                             );
                         }
                     }
-                    s.set("group", V::strs(members.clone()), item.line);
+                    s.set("group", V::strs(members.clone()), item.at);
                 }
                 "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
                     if let Some(v) = self.notify_command(item) {
-                        s.set(&item.keyword, v, item.line);
+                        s.set(&item.keyword, v, item.at);
                     }
                 }
                 "track_script" | "track_interface" => self.report(
                     item,
                     "xdp-lb tracks per instance: move it into each member vrrp_instance",
                 ),
+                // keepalived 1.1's form; later ones want `group { }`.
+                member
+                    if item.args.is_empty()
+                        && item.block.is_none()
+                        && self.instances.iter().any(|(n, _, _)| n == member) =>
+                {
+                    self.report(
+                        item,
+                        "a member outside `group { }`: keepalived (since 1.2) does not know it \
+                         there either (\"Unknown keyword\") and ignores it",
+                    )
+                }
                 _ => self.unhandled(item),
             }
         }
@@ -914,9 +978,9 @@ impl Tx {
         let Some(block) = self.block(node) else {
             return;
         };
-        let mut s = Section::new("[[virtual_server]]".into(), node.line);
-        s.set("vip", V::Str(vip.to_string()), node.line);
-        s.set("port", V::Int(port.into()), node.line);
+        let mut s = Section::new("[[virtual_server]]".into(), node.at);
+        s.set("vip", V::Str(vip.to_string()), node.at);
+        s.set("port", V::Int(port.into()), node.at);
         let mut defaults = CheckDefaults::default();
         let mut real_servers: Vec<&Node> = Vec::new();
         for item in block {
@@ -933,26 +997,26 @@ impl Tx {
                         "wrr" => "wrr",
                         "sh" | "mh" => "sh",
                         other => {
-                            self.report(
+                            self.report_translated(
                                 item,
                                 format!(
-                                    "xdp-lb has no `{other}` scheduler: using wrr (others: rr, \
-                                     sh, maglev)"
+                                    "xdp-lb has no `{other}` scheduler: wrr is used instead \
+                                     (others: rr, sh, maglev)"
                                 ),
                             );
                             "wrr"
                         }
                     };
-                    s.set("scheduler", V::str(scheduler), item.line);
+                    s.set("scheduler", V::str(scheduler), item.at);
                 }
                 "lb_kind" | "lvs_method" => {
                     let Some(w) = self.one_arg(item, "DR, NAT or TUN") else {
                         continue;
                     };
                     match w.text.to_ascii_uppercase().as_str() {
-                        "DR" => s.set("forwarding", V::str("dr"), item.line),
-                        "NAT" => s.set("forwarding", V::str("nat"), item.line),
-                        "TUN" => s.set("forwarding", V::str("tun"), item.line),
+                        "DR" => s.set("forwarding", V::str("dr"), item.at),
+                        "NAT" => s.set("forwarding", V::str("nat"), item.at),
+                        "TUN" => s.set("forwarding", V::str("tun"), item.at),
                         _ => self.report(item, "expected DR, NAT or TUN; using dr"),
                     }
                 }
@@ -961,8 +1025,8 @@ impl Tx {
                         continue;
                     };
                     match w.text.to_ascii_uppercase().as_str() {
-                        "TCP" => s.set("protocol", V::str("tcp"), item.line),
-                        "UDP" => s.set("protocol", V::str("udp"), item.line),
+                        "TCP" => s.set("protocol", V::str("tcp"), item.at),
+                        "UDP" => s.set("protocol", V::str("udp"), item.at),
                         _ => {
                             self.report(
                                 node,
@@ -978,22 +1042,22 @@ impl Tx {
                 }
                 "quorum" => {
                     if let Some(v) = self.int_arg(item, 1, u32::MAX.into()) {
-                        s.set("quorum", v, item.line);
+                        s.set("quorum", v, item.at);
                     }
                 }
                 "hysteresis" => {
                     if let Some(v) = self.int_arg(item, 0, u32::MAX.into()) {
-                        s.set("hysteresis", v, item.line);
+                        s.set("hysteresis", v, item.at);
                     }
                 }
                 "quorum_up" | "quorum_down" => {
                     if let Some(v) = self.notify_command(item) {
-                        s.set(&item.keyword, v, item.line);
+                        s.set(&item.keyword, v, item.at);
                     }
                 }
                 "omega" => {
                     if self.flag(item) {
-                        s.set("omega", V::Bool(true), item.line);
+                        s.set("omega", V::Bool(true), item.at);
                     }
                 }
                 "sorry_server" => match item.arg_texts().as_slice() {
@@ -1002,13 +1066,32 @@ impl Tx {
                             ip.parse().expect("checked"),
                             port.parse().expect("checked"),
                         );
-                        s.set("sorry_server", V::Str(addr.to_string()), item.line);
+                        s.set("sorry_server", V::Str(addr.to_string()), item.at);
                     }
                     _ => self.report(item, "expected `sorry_server IP PORT`"),
                 },
                 "real_server" => real_servers.push(item),
+                // keepalived's "off" (its default): nothing to say.
+                "persistence_timeout" if item.arg_texts() == ["0"] => {}
+                // It only shapes persistence, which is off without a timeout.
+                "persistence_granularity" if !persistent(block) => {}
                 _ => self.unhandled(item),
             }
+        }
+        // Translating it to dr would change how packets reach the real servers.
+        let forwarding = s.entries.iter().find(|(k, _, _)| k == "forwarding");
+        if let (true, Some((_, V::Str(method), _))) = (vip.is_ipv6(), forwarding)
+            && method != "dr"
+        {
+            let method = method.to_ascii_uppercase();
+            self.report(
+                node,
+                format!(
+                    "xdp-lb forwards IPv6 virtual servers by DR only in this version, not \
+                     {method}: the virtual server is left out"
+                ),
+            );
+            return;
         }
         let mut servers = Vec::new();
         for rs in real_servers {
@@ -1051,14 +1134,14 @@ impl Tx {
             self.report(node, "not in the virtual server's address family; left out");
             return None;
         }
-        let mut s = Section::new("[[virtual_server.real_server]]".into(), node.line);
+        let mut s = Section::new("[[virtual_server.real_server]]".into(), node.at);
         s.nested = true;
-        s.set("address", V::Str(address.to_string()), node.line);
+        s.set("address", V::Str(address.to_string()), node.at);
         if let Some(port) = port {
-            s.set("port", V::Int(port.into()), node.line);
+            s.set("port", V::Int(port.into()), node.at);
         }
         let mut defaults = defaults.clone();
-        let mut check: Option<(V, usize)> = None;
+        let mut check: Option<(V, Loc)> = None;
         for item in node.block.iter().flatten() {
             if defaults.take(self, item) {
                 continue;
@@ -1066,16 +1149,16 @@ impl Tx {
             match item.keyword.as_str() {
                 "weight" => {
                     if let Some(v) = self.int_arg(item, 0, 65535) {
-                        s.set("weight", v, item.line);
+                        s.set("weight", v, item.at);
                     }
                 }
                 "inhibit_on_failure" => {
                     if self.flag(item) {
-                        s.set("inhibit_on_failure", V::Bool(true), item.line);
+                        s.set("inhibit_on_failure", V::Bool(true), item.at);
                     }
                 }
                 "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "PING_CHECK"
-                | "DNS_CHECK" => {
+                | "DNS_CHECK" | "UDP_CHECK" | "SMTP_CHECK" => {
                     if check.is_some() {
                         self.report(
                             item,
@@ -1084,14 +1167,12 @@ impl Tx {
                         continue;
                     }
                     if let Some(v) = self.check(item, &defaults) {
-                        check = Some((v, item.line));
+                        check = Some((v, item.at));
                     }
                 }
-                "UDP_CHECK" | "SMTP_CHECK" | "BFD_CHECK" | "FILE_CHECK" => self.report(
-                    item,
-                    "this checker is not translated: write `check = { type = ... }` by hand \
-                     (xdp-lb has tcp, http, https, misc, udp, dns, icmp)",
-                ),
+                "BFD_CHECK" | "FILE_CHECK" | "CI-LINUX" => {
+                    self.report(item, checks::why_no_checker(&item.keyword))
+                }
                 _ => self.unhandled(item),
             }
         }
@@ -1100,222 +1181,14 @@ impl Tx {
         }
         Some(s)
     }
-
-    fn check(&mut self, node: &Node, defaults: &CheckDefaults) -> Option<V> {
-        let kind = match node.keyword.as_str() {
-            "TCP_CHECK" => "tcp",
-            "HTTP_GET" => "http",
-            "SSL_GET" => "https",
-            "MISC_CHECK" => "misc",
-            "PING_CHECK" => "icmp",
-            _ => "dns",
-        };
-        let http = matches!(kind, "http" | "https");
-        let mut t: Vec<(String, V)> = vec![("type".into(), V::str(kind))];
-        let mut defaults = defaults.clone();
-        let mut urls = 0;
-        let mut virtualhost = None;
-        for item in node.block.iter().flatten() {
-            if !http && item.keyword == "virtualhost" {
-                self.report(item, "only HTTP_GET and SSL_GET send a virtual host");
-                continue;
-            }
-            if defaults.take(self, item) {
-                continue;
-            }
-            match (kind, item.keyword.as_str()) {
-                (_, "connect_port") => {
-                    if let Some(v) = self.int_arg(item, 1, 65535) {
-                        put(&mut t, "connect_port", v);
-                    }
-                }
-                (_, "connect_ip") => {
-                    if let Some(w) = self.one_arg(item, "an address") {
-                        put(&mut t, "connect_ip", V::str(&w.text));
-                    }
-                }
-                (_, "bindto") => {
-                    if let Some(w) = self.one_arg(item, "an address") {
-                        put(&mut t, "source", V::str(&w.text));
-                    }
-                }
-                (_, "url") if http => {
-                    urls += 1;
-                    if urls > 1 {
-                        self.report(
-                            item,
-                            "xdp-lb checks one url per real server: only the first is translated",
-                        );
-                        continue;
-                    }
-                    self.url(item, &mut t, &mut virtualhost);
-                }
-                ("misc", "misc_path") => {
-                    if let Some(w) = self.one_arg(item, "a command") {
-                        match command(&w.text) {
-                            Ok(argv) => put(&mut t, "command", argv),
-                            Err(why) => self.report(item, &why),
-                        }
-                    }
-                }
-                ("misc", "misc_timeout") => {
-                    if let Some(v) = self.secs_arg(item) {
-                        put(&mut t, "timeout", v);
-                    }
-                }
-                ("misc", "misc_dynamic") => {
-                    if self.flag(item) {
-                        put(&mut t, "dynamic", V::Bool(true));
-                    }
-                }
-                ("misc", "user") => match item.arg_texts().as_slice() {
-                    [user] => put(&mut t, "user", V::str(*user)),
-                    [user, _] => {
-                        put(&mut t, "user", V::str(*user));
-                        self.report(
-                            item,
-                            "the group is not translated: xdp-lb uses the user's primary group",
-                        );
-                    }
-                    _ => self.report(item, "expected `user NAME [GROUP]`"),
-                },
-                ("dns", "type") => {
-                    if let Some(w) = self.one_arg(item, "a record type") {
-                        put(&mut t, "qtype", V::str(&w.text));
-                    }
-                }
-                ("dns", "name") => {
-                    if let Some(w) = self.one_arg(item, "a name") {
-                        put(&mut t, "name", V::str(&w.text));
-                    }
-                }
-                _ => self.unhandled(item),
-            }
-        }
-        if kind == "misc" && !t.iter().any(|(k, _)| k == "command") {
-            self.report(node, "a MISC_CHECK without misc_path cannot run; left out");
-            return None;
-        }
-        if http && let Some(host) = virtualhost.or(defaults.virtualhost) {
-            put(&mut t, "virtualhost", V::Str(host));
-        }
-        for (k, v) in defaults.entries {
-            if !t.iter().any(|(have, _)| *have == k) {
-                t.push((k, v));
-            }
-        }
-        Some(V::Table(t))
-    }
-
-    fn url(&mut self, node: &Node, t: &mut Vec<(String, V)>, virtualhost: &mut Option<String>) {
-        let Some(block) = self.block(node) else {
-            return;
-        };
-        let mut status: Vec<i64> = Vec::new();
-        for item in block {
-            match item.keyword.as_str() {
-                "path" => {
-                    if let Some(w) = self.one_arg(item, "a path") {
-                        put(t, "path", V::str(&w.text));
-                    }
-                }
-                "status_code" => {
-                    let mut ok = !item.args.is_empty();
-                    for part in item.args.iter().flat_map(|w| w.text.split(',')) {
-                        let range = match part.split_once('-') {
-                            Some((a, b)) => a.parse::<i64>().ok().zip(b.parse::<i64>().ok()),
-                            None => part.parse::<i64>().ok().map(|n| (n, n)),
-                        };
-                        match range {
-                            Some((a, b)) if 100 <= a && a <= b && b <= 999 => {
-                                status.extend(
-                                    (a..=b).filter(|c| !status.contains(c)).collect::<Vec<_>>(),
-                                );
-                            }
-                            _ => ok = false,
-                        }
-                    }
-                    if !ok {
-                        self.report(
-                            item,
-                            "expected status codes such as 200, 200-299 or 200,301",
-                        );
-                    }
-                }
-                "digest" => {
-                    let Some(w) = self.one_arg(item, "an md5 digest") else {
-                        continue;
-                    };
-                    if w.text.len() == 32 && w.text.chars().all(|c| c.is_ascii_hexdigit()) {
-                        put(
-                            t,
-                            "digest",
-                            V::Str(format!("md5:{}", w.text.to_ascii_lowercase())),
-                        );
-                    } else {
-                        self.report(
-                            item,
-                            "not an md5 digest of 32 hex digits as genhash prints it",
-                        );
-                    }
-                }
-                "virtualhost" => {
-                    if let Some(w) = self.one_arg(item, "a host name") {
-                        *virtualhost = Some(w.text.clone());
-                    }
-                }
-                _ => self.unhandled(item),
-            }
-        }
-        if !status.is_empty() {
-            put(
-                t,
-                "status",
-                V::Arr(status.into_iter().map(V::Int).collect()),
-            );
-        }
-    }
 }
 
-/// Sets `key` in an inline table, replacing an earlier value.
-fn put(t: &mut Vec<(String, V)>, key: &str, v: V) {
-    if let Some(slot) = t.iter_mut().find(|(k, _)| k == key) {
-        slot.1 = v;
-    } else {
-        t.push((key.to_owned(), v));
-    }
-}
-
-/// Check settings keepalived allows on the virtual server, the real server or the
-/// checker itself, the innermost winning.
-#[derive(Clone, Default)]
-struct CheckDefaults {
-    entries: Vec<(String, V)>,
-    virtualhost: Option<String>,
-}
-
-impl CheckDefaults {
-    /// Takes `item` if it is one of these settings (reporting a bad value).
-    fn take(&mut self, tx: &mut Tx, item: &Node) -> bool {
-        let (ours, value) = match item.keyword.as_str() {
-            "delay_loop" => ("interval", tx.secs_arg(item)),
-            "connect_timeout" => ("connect_timeout", tx.secs_arg(item)),
-            "delay_before_retry" => ("delay_before_retry", tx.secs_arg(item)),
-            "warmup" => ("warmup", tx.secs_arg(item)),
-            "retry" | "nb_get_retry" => ("retry", tx.int_arg(item, 0, 1000)),
-            "alpha" => ("alpha", tx.flag(item).then_some(V::Bool(true))),
-            "virtualhost" if item.block.is_none() && item.args.len() == 1 => {
-                // Only http checks take it; kept aside until the check type is known.
-                self.virtualhost = Some(item.args[0].text.clone());
-                return true;
-            }
-            _ => return false,
-        };
-        if let Some(v) = value {
-            put(&mut self.entries, ours, v);
-        }
-        true
-    }
+/// Whether a virtual server's block makes it persistent (a non-zero
+/// persistence_timeout; keepalived's default 0 is "off").
+fn persistent(block: &[Node]) -> bool {
+    block
+        .iter()
+        .any(|item| item.keyword == "persistence_timeout" && item.arg_texts().as_slice() != ["0"])
 }
 
 #[cfg(test)]
@@ -1337,19 +1210,17 @@ mod tests {
 
     #[test]
     fn commands_split_as_keepalived_splits_them_without_a_shell() {
-        assert_eq!(
-            command("/bin/true master"),
-            Ok(V::strs(["/bin/true", "master"]))
-        );
+        let argv = |text| split_argv(text);
+        assert_eq!(argv("/bin/true master"), ["/bin/true", "master"]);
         // keepalived runs no shell: `||` is an argument of pgrep.
         assert_eq!(
-            command("pgrep nginx || exit 1"),
-            Ok(V::strs(["pgrep", "nginx", "||", "exit", "1"]))
+            argv("pgrep nginx || exit 1"),
+            ["pgrep", "nginx", "||", "exit", "1"]
         );
         // The keepalived guide's chk_down: bash runs the test alone; the rest are $0...
         assert_eq!(
-            command("/bin/bash -c '[[ -e /etc/keepalived/down ]]' && exit 1 || exit 0"),
-            Ok(V::strs([
+            argv("/bin/bash -c '[[ -e /etc/keepalived/down ]]' && exit 1 || exit 0"),
+            [
                 "/bin/bash",
                 "-c",
                 "[[ -e /etc/keepalived/down ]]",
@@ -1359,16 +1230,31 @@ mod tests {
                 "||",
                 "exit",
                 "0"
-            ]))
+            ]
         );
         assert_eq!(
-            command("\"/usr/local/bin/check port\" 'a b'\"c\""),
-            Ok(V::strs(["/usr/local/bin/check port", "a bc"]))
+            argv("\"/usr/local/bin/check port\" 'a b'\"c\""),
+            ["/usr/local/bin/check port", "a bc"]
+        );
+        assert_eq!(
+            command("/bin/true master"),
+            Ok(V::strs(["/bin/true", "master"]))
         );
         let refused = command("[[ -e /etc/keepalived/down ]]").unwrap_err();
         assert!(
             refused.contains("Cannot find script [[ in path"),
             "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_program_missing_here_is_left_out_as_keepalived_disables_it() {
+        let why = command("/nonexistent/notify master").unwrap_err();
+        assert!(
+            why.starts_with(
+                "`/nonexistent/notify` does not exist on this host; keepalived disables"
+            ),
+            "{why}"
         );
     }
 }
