@@ -616,6 +616,33 @@ fn smtp_check_is_a_tcp_check_with_a_note_on_the_missing_dialogue() {
     );
 }
 
+/// keepalived's `track_script { NAME weight N }` overrides the script's weight for
+/// that instance: the instance tracks a copy of the script with that weight, and the
+/// script's own weight stays for the others.
+#[test]
+fn a_per_instance_script_weight_keeps_keepalived_meaning() {
+    let text = "vrrp_script chk {\n script /bin/true\n}\n\
+                vrrp_instance A {\n interface eth0\n virtual_router_id 1\n \
+                virtual_ipaddress { 192.0.2.1 }\n track_script {\n  chk weight 2\n }\n}\n\
+                vrrp_instance B {\n interface eth0\n virtual_router_id 2\n \
+                virtual_ipaddress { 192.0.2.2 }\n track_script {\n  chk\n  chk weight -20\n }\n}\n";
+    let out = import(text, "k.conf", &[]).unwrap();
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    let weight = |name: &str| c.scripts.iter().find(|s| s.name == name).map(|s| s.weight);
+    assert_eq!(
+        weight("chk"),
+        Some(0),
+        "keepalived's default: fault on failure"
+    );
+    assert_eq!(weight("chk_weight_2"), Some(2));
+    assert_eq!(weight("chk_weight_minus_20"), Some(-20));
+    assert_eq!(c.vrrp[0].identity.track_scripts, ["chk_weight_2"]);
+    assert_eq!(c.vrrp[1].identity.track_scripts, ["chk_weight_minus_20"]);
+}
+
 #[test]
 fn settings_keepalived_treats_as_off_are_not_noted() {
     let text = "virtual_server 192.0.2.1 80 {\n persistence_timeout 0\n persistence_granularity 255.255.255.0\n real_server 192.0.2.11 80 {\n }\n}\n";

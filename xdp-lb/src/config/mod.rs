@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use error::{ConfigError, Location};
-pub(crate) use validate::program_problem;
+pub(crate) use validate::{not_another_host, program_problem};
 
 /// Reads the config file at `path` and parses it; messages name the path as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -480,13 +480,8 @@ impl Validator<'_, '_> {
         role: &str,
         vips: &HashMap<IpAddr, String>,
     ) -> Result<(), ConfigError> {
-        let why = if addr.is_loopback() {
-            "a loopback address: XDP forwards to other hosts only, so a server on this host \
-             cannot take the service's connections (IPVS's local node has no XDP \
-             equivalent); run it on another host"
-                .to_owned()
-        } else if addr.is_unspecified() || addr.is_multicast() || addr == IpAddr::from([255; 4]) {
-            "not the address of one host".to_owned()
+        let why = if let Some(why) = not_another_host(addr) {
+            why.to_owned()
         } else if let Some(service) = vips.get(&addr) {
             format!("the VIP of virtual server {service}; a real server has an address of its own")
         } else {
@@ -833,6 +828,22 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 /// Why a command's `program` would be refused here (as `argv` refuses it: missing, not
 /// executable, or writable by others), e.g. "`/x` does not exist"; `None` if it is fine.
 /// The keepalived import uses it to leave out what validation would refuse.
+/// Why `addr` cannot be a real or sorry server whatever the rest of the configuration:
+/// XDP sends frames to other hosts only.
+pub(crate) fn not_another_host(addr: IpAddr) -> Option<&'static str> {
+    if addr.is_loopback() {
+        Some(
+            "a loopback address: XDP forwards to other hosts only, so a server on this host \
+             cannot take the service's connections (IPVS's local node has no XDP \
+             equivalent); run it on another host",
+        )
+    } else if addr.is_unspecified() || addr.is_multicast() || addr == IpAddr::from([255; 4]) {
+        Some("not the address of one host")
+    } else {
+        None
+    }
+}
+
 pub(crate) fn program_problem(program: &str) -> Option<String> {
     if let Err(why) = executable(program) {
         return Some(format!("`{program}` {why}"));

@@ -814,19 +814,40 @@ impl Tx {
         while i < words.len() {
             let (word, line) = &words[i];
             if word.text == "weight" {
-                // `NAME weight N`: keepalived's per-instance override of the script's weight.
+                // `NAME weight N`: keepalived's per-instance override of the script's
+                // weight. xdp-lb's weight belongs to the script, so this instance tracks
+                // a copy of it with that weight.
                 let n = words.get(i + 1).map(|(w, _)| w.text.as_str()).unwrap_or("");
                 let name = i
                     .checked_sub(1)
                     .map(|p| words[p].0.text.clone())
                     .unwrap_or_default();
-                self.report_at(
-                    *line,
-                    format!("{name} weight {n}"),
-                    "xdp-lb has no per-instance script weight: it uses the weight of \
-                     [script.NAME]; set it there",
-                );
-                i += 2;
+                let reverse = words.get(i + 2).is_some_and(|(w, _)| w.text == "reverse");
+                let copy = match n.parse::<i64>() {
+                    Ok(weight) if (-254..=254).contains(&weight) && !reverse => {
+                        self.script_with_weight(&name, weight, *line)
+                    }
+                    _ => None,
+                };
+                match copy {
+                    Some(copy) => {
+                        names.retain(|n| *n != name);
+                        if !names.contains(&copy) {
+                            names.push(copy);
+                        }
+                    }
+                    None => {
+                        let why = if self.script_names.contains(&name) {
+                            "expected a weight from -254 to 254 (xdp-lb has no `reverse`): \
+                             the instance does not track this script"
+                        } else {
+                            "there is no (translated) vrrp_script of this name to track"
+                        };
+                        names.retain(|n| *n != name);
+                        self.report_at(*line, format!("{name} weight {n}"), why);
+                    }
+                }
+                i += if reverse { 3 } else { 2 };
                 continue;
             }
             if !self.script_names.contains(&word.text) {
@@ -844,6 +865,22 @@ impl Tx {
             self.report(node, "expected a { } block after it");
         }
         names
+    }
+
+    /// The name of a copy of script `name` with `weight` (added once), or `None` if
+    /// there is no such script.
+    fn script_with_weight(&mut self, name: &str, weight: i64, at: Loc) -> Option<String> {
+        let original = self.script_names.iter().position(|n| n == name)?;
+        let sign = if weight < 0 { "minus_" } else { "" };
+        let copy = format!("{name}_weight_{sign}{}", weight.unsigned_abs());
+        if !self.script_names.contains(&copy) {
+            let mut section = self.scripts[original].clone();
+            section.header = format!("[script.{}]", key(&copy));
+            section.set("weight", V::Int(weight), at);
+            self.script_names.push(copy.clone());
+            self.scripts.push(section);
+        }
+        Some(copy)
     }
 
     fn track_interfaces(&mut self, node: &Node) -> Vec<V> {
@@ -1066,7 +1103,16 @@ impl Tx {
                             ip.parse().expect("checked"),
                             port.parse().expect("checked"),
                         );
-                        s.set("sorry_server", V::Str(addr.to_string()), item.at);
+                        match crate::config::not_another_host(addr.ip()) {
+                            Some(why) => self.report(
+                                item,
+                                format!(
+                                    "sorry server {addr} is {why}; left out, so new \
+                                     connections are dropped while no real server is up"
+                                ),
+                            ),
+                            None => s.set("sorry_server", V::Str(addr.to_string()), item.at),
+                        }
                     }
                     _ => self.report(item, "expected `sorry_server IP PORT`"),
                 },
@@ -1132,6 +1178,17 @@ impl Tx {
         };
         if address.is_ipv4() != vip.is_ipv4() {
             self.report(node, "not in the virtual server's address family; left out");
+            return None;
+        }
+        if let Some(why) = crate::config::not_another_host(address) {
+            self.report(node, format!("real server {address} is {why}; left out"));
+            return None;
+        }
+        if address == vip {
+            self.report(
+                node,
+                format!("real server {address} is the virtual server's own VIP; left out"),
+            );
             return None;
         }
         let mut s = Section::new("[[virtual_server.real_server]]".into(), node.at);
