@@ -25,11 +25,23 @@ pub fn http_get_new_connections(
     n: usize,
     timeout: Duration,
 ) -> Result<BTreeMap<String, usize>> {
+    http_get_new_connections_from(ns, None, addr, n, timeout)
+}
+
+/// [`http_get_new_connections`] from source address `source` (one of the namespace's
+/// addresses; the kernel's choice when `None`): one client among several.
+pub fn http_get_new_connections_from(
+    ns: &Netns,
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    n: usize,
+    timeout: Duration,
+) -> Result<BTreeMap<String, usize>> {
     let where_ = ns.name().to_owned();
     ns.run(move || -> Result<BTreeMap<String, usize>> {
         let mut tally = BTreeMap::new();
         for i in 1..=n {
-            let name = http_get_once(addr, timeout).with_context(|| {
+            let name = http_get_once(source, addr, timeout).with_context(|| {
                 format!("from netns {where_}: new connection {i} of {n} to http://{addr}/")
             })?;
             *tally.entry(name).or_insert(0) += 1;
@@ -137,6 +149,27 @@ pub fn wait_tcp_reachable(ns: &Netns, addrs: &[SocketAddr], timeout: Duration) -
     })?
 }
 
+/// [`connect`] from a given source address.
+fn connect_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .with_context(|| format!("binding to {source}"))?;
+    socket
+        .connect_timeout(&addr.into(), timeout)
+        .map_err(|e| anyhow!("connect from {source} failed: {}", describe_io(&e, timeout)))?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| anyhow!("connect failed: {}", describe_io(&e, timeout)))?;
@@ -146,8 +179,15 @@ fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     Ok(stream)
 }
 
-fn http_get_once(addr: SocketAddr, timeout: Duration) -> Result<String> {
-    let stream = connect(addr, timeout)?;
+fn http_get_once(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<String> {
+    let stream = match source {
+        None => connect(addr, timeout)?,
+        Some(source) => connect_from(source, addr, timeout)?,
+    };
     let local = stream.local_addr().ok();
     let mut reader = BufReader::new(stream);
     http_exchange(&mut reader, addr, true)

@@ -254,7 +254,7 @@ fn unsupported_settings_are_reported_with_their_lines() {
         ":16: use_vmac: not translated (",
         ":17: frobnicate yes: not translated (",
         ":21: lb_algo lc: translated (xdp-lb has no `lc` scheduler: wrr is used instead",
-        ":23: persistence_timeout 300: not translated (",
+        ":23: persistence_engine sip: not translated (",
         ":26: notify_up /bin/true: not translated (",
         ":33: virtual_server fwmark 1 { ... }: not translated (",
     ] {
@@ -296,7 +296,7 @@ fn unsupported_settings_are_reported_with_their_lines() {
     // Under the table it concerns when its own line has no key; at the top when nothing
     // of it is left.
     above(":26: notify_up", "address = \"198.51.100.21\"");
-    above(":23: persistence_timeout 300", "vip = ");
+    above(":23: persistence_engine sip", "vip = ");
     let top = stdout
         .find("# keepalived settings with nothing in the tables below:")
         .unwrap();
@@ -649,18 +649,15 @@ fn settings_keepalived_treats_as_off_are_not_noted() {
     let out = import(text, "k.conf", &["eth0".into()]).unwrap();
     assert!(out.notes.is_empty(), "{:?}", out.report());
     assert!(out.settings().iter().all(|s| s.outcome == Outcome::Carried));
-    // On, both are noted: xdp-lb has no persistence timeout.
+    // On, both carry over with IPVS's meaning.
     let on = text.replace("persistence_timeout 0", "persistence_timeout 300");
     let out = import(&on, "k.conf", &["eth0".into()]).unwrap();
-    let report = out.report().join("\n");
-    assert!(
-        report.contains("k.conf:2: persistence_timeout 300: not translated ("),
-        "{report}"
-    );
-    assert!(
-        report.contains("k.conf:3: persistence_granularity 255.255.255.0: not translated ("),
-        "{report}"
-    );
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    let p = c.virtual_servers[0].persistence.expect("persistent");
+    assert_eq!((p.timeout, p.prefix_len), (secs(300), 24));
 }
 
 #[test]

@@ -72,6 +72,58 @@ pub struct ServiceValue {
     pub sched_base: u32,
     /// Number of slots; 0 means no backend can take new flows.
     pub sched_len: u32,
+    /// Persistence (IPVS's `persistence_timeout`): a client's new connections go to
+    /// the real server of its last ones for this many seconds after its last packet;
+    /// 0: off.
+    pub persist_secs: u32,
+    /// Persistence: the bits of the (16-byte) client address that make one client
+    /// (IPVS's `persistence_granularity`), from [`prefix_mask`].
+    pub persist_mask: [u8; 16],
+}
+
+/// Key of the persistence map: a service and a client address masked by the
+/// service's `persist_prefix`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PersistKey {
+    pub service: u32,
+    pub client: [u8; 16],
+}
+
+/// Value of the persistence map: the client's real server and when it was last seen
+/// (`bpf_ktime_get_ns`, refreshed at most every `LAST_SEEN_GRANULARITY_NS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PersistValue {
+    pub backend: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
+}
+
+/// `addr` with only the bits set in `mask` (both network order): four word ANDs, no
+/// branch, so the verifier sees one path.
+#[inline(always)]
+pub fn mask_addr(addr: &[u8; 16], mask: &[u8; 16]) -> [u8; 16] {
+    let word = |i: usize| {
+        let a = u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+        let m = u32::from_ne_bytes([mask[i], mask[i + 1], mask[i + 2], mask[i + 3]]);
+        (a & m).to_ne_bytes()
+    };
+    let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (word(0), word(4));
+    let ([c0, c1, c2, c3], [d0, d1, d2, d3]) = (word(8), word(12));
+    [
+        a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3,
+    ]
+}
+
+/// The mask of the first `prefix` bits of a 16-byte address.
+pub fn prefix_mask(prefix: u8) -> [u8; 16] {
+    let mut mask = [0u8; 16];
+    for (i, byte) in mask.iter_mut().enumerate() {
+        let bits = (i32::from(prefix) - 8 * i as i32).clamp(0, 8);
+        *byte = (0xff00u16 >> bits) as u8;
+    }
+    mask
 }
 
 /// A backend: one entry of the value pool `BACKEND_VALUES`. `BACKEND_SLOT[id]` names the
@@ -312,7 +364,7 @@ layout!(ServiceKey, 20, {
     proto: u8 = 18,
     _pad: u8 = 19,
 });
-layout!(ServiceValue, 20, {
+layout!(ServiceValue, 40, {
     id: u32 = 0,
     flags: u32 = 4,
     forwarding: u8 = 8,
@@ -320,6 +372,17 @@ layout!(ServiceValue, 20, {
     _pad: [u8; 2] = 10,
     sched_base: u32 = 12,
     sched_len: u32 = 16,
+    persist_secs: u32 = 20,
+    persist_mask: [u8; 16] = 24,
+});
+layout!(PersistKey, 20, {
+    service: u32 = 0,
+    client: [u8; 16] = 4,
+});
+layout!(PersistValue, 16, {
+    backend: u32 = 0,
+    _pad: u32 = 4,
+    last_seen_ns: u64 = 8,
 });
 layout!(BackendValue, 56, {
     addr: [u8; 16] = 0,
@@ -390,9 +453,32 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for FlowValue {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for PersistKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PersistValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for NatValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ServiceStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for BackendStats {}
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+
+    #[test]
+    fn prefix_masks_keep_exactly_the_leading_bits() {
+        assert_eq!(prefix_mask(0), [0; 16]);
+        assert_eq!(prefix_mask(128), [0xff; 16]);
+        let v4_24 = prefix_mask(96 + 24);
+        assert_eq!(v4_24[..15], [0xff; 15]);
+        assert_eq!(v4_24[15], 0);
+        let odd = prefix_mask(96 + 21);
+        assert_eq!(&odd[12..], &[0xff, 0xff, 0xf8, 0]);
+        let addr = v4_mapped([198, 51, 100, 77]);
+        assert_eq!(mask_addr(&addr, &odd), v4_mapped([198, 51, 96, 0]));
+        assert_eq!(mask_addr(&addr, &prefix_mask(128)), addr);
+    }
 }

@@ -20,6 +20,8 @@ mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
+mod persist;
+#[cfg(target_arch = "bpf")]
 mod schedule;
 #[cfg(target_arch = "bpf")]
 mod tun;
@@ -37,7 +39,7 @@ mod program {
     use crate::{
         counters, dr,
         maps::{CONFIG, SERVICES},
-        nat, parse, schedule, tun, validate,
+        nat, parse, persist, schedule, tun, validate,
     };
 
     /// A final action together with the reason it is counted under.
@@ -111,13 +113,14 @@ mod program {
         // Only well-formed packets from possible clients are forwarded.
         validate::check(ctx, &pkt).map_err(Verdict::pass)?;
         // NAT flows age; DR flows only leave by LRU eviction and skip the clock.
-        let now = if svc.forwarding == FWD_NAT {
+        let clock = if svc.forwarding == FWD_NAT || svc.persist_secs != 0 {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             unsafe { bpf_ktime_get_ns() }
         } else {
             0
         };
-        let chosen = schedule::select(&pkt, &svc, stats, now)?;
+        let now = if svc.forwarding == FWD_NAT { clock } else { 0 };
+        let chosen = schedule::select(&pkt, &svc, stats, now, clock)?;
         // SAFETY: `chosen.backend` comes from a successful lookup in the BACKEND_VALUES
         // array, whose values live as long as the map (so the whole run), and is only
         // read. Userspace never writes an entry that an id points to, nor one replaced
@@ -133,6 +136,15 @@ mod program {
         // count it. A pass or drop on the way (too big, no redirect target) returned
         // above and counts only under its reason.
         schedule::commit(&pkt, &svc, &chosen, stats, now);
+        if svc.persist_secs != 0 {
+            persist::remember(
+                &svc,
+                &pkt.flow.src,
+                chosen.backend_id,
+                chosen.new_flow,
+                clock,
+            );
+        }
         counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
         Ok(verdict)
     }

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS, FlowKey,
-    FlowValue, MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, REASON_COUNT,
-    SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
+    FlowValue, MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, PersistKey, PersistValue,
+    REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
 };
 
 /// (VIP, port, proto) → service.
@@ -38,6 +38,12 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// (service, client address masked by its granularity) → the client's real server, for
+/// services with persistence (see `persist`). Sized like FLOWS by the daemon.
+#[map]
+pub static PERSIST: LruHashMap<PersistKey, PersistValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 
 /// Per-CPU round-robin position per service id.
 #[map]

@@ -12,6 +12,7 @@ use crate::{
     maps::{BACKEND_SLOT, BACKEND_VALUES, CURSORS, FLOWS, SCHEDULE},
     nat,
     parse::{Packet, TCP_FIN, TCP_RST},
+    persist,
     program::Verdict,
 };
 
@@ -32,12 +33,14 @@ pub struct Chosen {
 }
 
 /// `now` is 0 for flows that do not age (DR); NAT passes the time so idle pins expire.
+/// `clock` is the time for a persistent service's memory of its clients.
 #[inline(always)]
 pub fn select(
     pkt: &Packet,
     svc: &ServiceValue,
     stats: Option<*mut ServiceStats>,
     now: u64,
+    clock: u64,
 ) -> Result<Chosen, Verdict> {
     let mut rescheduled = false;
     // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
@@ -80,6 +83,18 @@ pub fn select(
         }
     }
 
+    // A persistent client goes back to its real server, whatever the schedule says.
+    if svc.persist_secs != 0
+        && let Some((backend_id, backend)) = persist::remembered(svc, &pkt.flow.src, clock)
+    {
+        return Ok(Chosen {
+            backend_id,
+            backend,
+            new_flow: true,
+            rescheduled,
+            refreshed: true,
+        });
+    }
     if svc.sched_len == 0 {
         counters::bump(stats, |s| &mut s.drop_no_backend);
         return Err(Verdict::drop(Reason::DropNoBackend));
@@ -139,7 +154,7 @@ pub fn commit(
 /// The current value of backend `id`: one more array lookup than reading it by id,
 /// the price of replacing it in one step.
 #[inline(always)]
-fn backend(id: u32) -> Option<&'static BackendValue> {
+pub fn backend(id: u32) -> Option<&'static BackendValue> {
     let index = *BACKEND_SLOT.get(id)?;
     BACKEND_VALUES.get(index)
 }

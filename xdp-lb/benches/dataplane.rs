@@ -101,6 +101,7 @@ fn main() {
         select: wrr.select,
         active: true,
         slots: wrr.slots,
+        ..Default::default()
     })
     .unwrap();
     // A NAT service on :81 with one real server (port 8080).
@@ -120,6 +121,7 @@ fn main() {
         select: SELECT_CURSOR,
         active: true,
         slots: vec![3],
+        ..Default::default()
     })
     .unwrap();
     // A TUN service on :82 with one real server.
@@ -140,6 +142,7 @@ fn main() {
         select: SELECT_CURSOR,
         active: true,
         slots: vec![4],
+        ..Default::default()
     })
     .unwrap();
     let floor_ebpf = load_floor().expect("load the floor program");

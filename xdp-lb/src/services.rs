@@ -19,7 +19,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    config::{Config, Forwarding, Protocol, Quorum, Scheduler, service_name},
+    config::{Config, Forwarding, Persistence, Protocol, Quorum, Scheduler, service_name},
     dataplane::ServiceSpec,
     schedule::{self, ScheduleError},
 };
@@ -162,6 +162,7 @@ pub struct Service {
     pub quorum: Quorum,
     /// Whether the healthy weight meets the quorum (with hysteresis on both edges).
     pub quorum_ok: bool,
+    pub persistence: Option<Persistence>,
     pub vip: IpAddr,
     /// Its VIP belongs to a VRRP instance: it is forwarded only while this node is
     /// MASTER for it (see [`crate::forwarding`], which knows the MASTER VIPs), and
@@ -414,6 +415,7 @@ impl ServiceTable {
                 sorry,
                 quorum: v.quorum.clone(),
                 quorum_ok,
+                persistence: v.persistence,
                 vip: v.vip,
                 on_vrrp_vip: config
                     .vrrp
@@ -540,6 +542,18 @@ impl ServiceTable {
                 Forwarding::Tun => FWD_TUN,
             },
             select,
+            // Timeouts are whole seconds up to 24 h (checked with the config); the map
+            // holds IPv4 IPv4-mapped, so its prefix counts 96 bits more.
+            persist_secs: svc.persistence.map_or(0, |p| {
+                u32::try_from(p.timeout.as_secs()).unwrap_or(u32::MAX)
+            }),
+            persist_prefix: svc.persistence.map_or(0, |p| {
+                if svc.vip.is_ipv4() {
+                    96 + p.prefix_len
+                } else {
+                    p.prefix_len
+                }
+            }),
             active,
             slots,
         }

@@ -58,6 +58,9 @@ pub struct ServiceStatus {
     pub protocol: String,
     pub forwarding: String,
     pub scheduler: String,
+    /// `persistent 5m per /32`, as `ipvsadm -L` shows persistence; absent when off.
+    #[serde(default)]
+    pub persistence: Option<String>,
     /// Forwarded by XDP now (false while a VRRP instance holding its VIP is not MASTER).
     pub active: bool,
     pub quorum_ok: bool,
@@ -183,6 +186,13 @@ impl Snapshot {
                     protocol: crate::services::protocol_of(svc.key.proto).to_string(),
                     forwarding: svc.forwarding.to_string(),
                     scheduler: svc.scheduler.to_string(),
+                    persistence: svc.persistence.map(|p| {
+                        format!(
+                            "persistent {} per /{}",
+                            crate::config::fmt_duration(p.timeout),
+                            p.prefix_len
+                        )
+                    }),
                     active: forwarding.is_active(index),
                     quorum_ok: svc.quorum_ok,
                     rates: Rates::default(),

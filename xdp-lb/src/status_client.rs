@@ -151,10 +151,14 @@ pub fn render(s: &Snapshot) -> String {
             let c = &svc.counters;
             let _ = writeln!(
                 out,
-                "  {} {} {}  {}{}  packets {} new flows {}{}{}",
+                "  {} {} {}{}  {}{}  packets {} new flows {}{}{}",
                 svc.name,
                 svc.forwarding,
                 svc.scheduler,
+                svc.persistence
+                    .as_ref()
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default(),
                 if svc.active {
                     "forwarding"
                 } else {

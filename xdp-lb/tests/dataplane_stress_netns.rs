@@ -461,6 +461,7 @@ impl Writer {
                 select: wrr.select,
                 active: true,
                 slots: wrr.slots,
+                ..Default::default()
             })
             .unwrap();
     }

@@ -63,6 +63,7 @@ fn dataplane() -> xdp_lb::dataplane::Dataplane {
             select: SELECT_CURSOR,
             active: true,
             slots,
+            ..Default::default()
         })
         .unwrap();
     }

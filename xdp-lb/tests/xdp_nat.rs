@@ -49,6 +49,7 @@ fn nat_dataplane() -> Dataplane {
             select: SELECT_CURSOR,
             active: true,
             slots: vec![0],
+            ..Default::default()
         })
         .unwrap();
     }
@@ -382,6 +383,7 @@ fn nat_counts_a_real_server_only_for_packets_it_forwards() {
             select: SELECT_CURSOR,
             active: true,
             slots: vec![1],
+            ..Default::default()
         })
         .unwrap();
     }

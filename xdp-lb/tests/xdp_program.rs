@@ -84,6 +84,7 @@ fn dataplane() -> Dataplane {
             select: wrr.select,
             active,
             slots,
+            ..Default::default()
         })
         .unwrap();
     }
@@ -403,6 +404,7 @@ fn a_pin_made_for_another_service_id_is_not_followed() {
         select: SELECT_CURSOR,
         active: true,
         slots: others.clone(),
+        ..Default::default()
     })
     .unwrap();
     let now = assert_dr_rewrite(&f, &run(&dp, &f).1);
@@ -440,6 +442,7 @@ fn reweight_tcp_service(dp: &mut Dataplane, weights: &[u32]) -> ServiceKey {
         select: wrr.select,
         active: true,
         slots: wrr.slots,
+        ..Default::default()
     })
     .unwrap();
     k
@@ -460,6 +463,7 @@ fn hashed(select: u8) -> Dataplane {
         select: table.select,
         active: true,
         slots: table.slots,
+        ..Default::default()
     })
     .unwrap();
     dp
@@ -615,4 +619,126 @@ fn dr_counts_a_real_server_only_for_packets_it_forwards() {
     );
     assert_eq!(dp.global_stats().unwrap()["drop_redirect"], 3);
     assert_eq!(dp.table_sizes().0, 1, "a dropped packet pinned its flow");
+}
+
+/// The fixture with VIP:80/tcp round robin over the three backends and persistence
+/// (`secs`, client prefix `prefix` of the IPv4-mapped address).
+fn persistent(secs: u32, prefix: u8) -> Dataplane {
+    let mut dp = dataplane();
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(VIP), 80, IPPROTO_TCP),
+        id: 0,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        persist_secs: secs,
+        persist_prefix: prefix,
+        active: true,
+        slots: vec![0, 1, 2],
+    })
+    .unwrap();
+    dp
+}
+
+/// rr alone sends a client's connections to every backend in turn; with persistence
+/// they all go to its first one, and each client has its own.
+#[test]
+fn persistence_sends_a_clients_new_connections_to_one_backend() {
+    let dp = persistent(300, 128);
+    let mut homes = Vec::new();
+    for client in 1..=3u8 {
+        let src = [198, 51, 100, client];
+        let first = assert_dr_rewrite(
+            &tcp4_from(src, 10_000, 80),
+            &run(&dp, &tcp4_from(src, 10_000, 80)).1,
+        );
+        for sport in 10_001..10_030u16 {
+            let f = tcp4_from(src, sport, 80);
+            assert_eq!(
+                assert_dr_rewrite(&f, &run(&dp, &f).1),
+                first,
+                "client {client} port {sport}"
+            );
+        }
+        homes.push(first);
+    }
+    homes.sort();
+    homes.dedup();
+    assert_eq!(
+        homes.len(),
+        3,
+        "rr gave each client's first connection its own backend"
+    );
+    // Without persistence the same connections follow rr.
+    let dp = persistent(0, 0);
+    let picks: std::collections::BTreeSet<usize> = (20_000..20_006u16)
+        .map(|sport| {
+            let f = tcp4_from([198, 51, 100, 1], sport, 80);
+            assert_dr_rewrite(&f, &run(&dp, &f).1)
+        })
+        .collect();
+    assert_eq!(picks.len(), 3, "{picks:?}");
+}
+
+/// keepalived's `persistence_granularity 255.255.255.0`: a /24 is one client.
+#[test]
+fn persistence_granularity_groups_a_network() {
+    let dp = persistent(300, 96 + 24);
+    let first = {
+        let f = tcp4_from([198, 51, 100, 1], 30_000, 80);
+        assert_dr_rewrite(&f, &run(&dp, &f).1)
+    };
+    for host in 2..20u8 {
+        let f = tcp4_from([198, 51, 100, host], 30_000 + u16::from(host), 80);
+        assert_eq!(
+            assert_dr_rewrite(&f, &run(&dp, &f).1),
+            first,
+            "host .{host}"
+        );
+    }
+    // Another /24 is another client: rr moves on.
+    let f = tcp4_from([198, 51, 101, 1], 30_100, 80);
+    assert_ne!(assert_dr_rewrite(&f, &run(&dp, &f).1), first);
+}
+
+/// Past the timeout since the client's last packet, its next connection is scheduled
+/// afresh; a backend taken out (not active) is not followed either.
+#[test]
+fn persistence_ends_after_the_timeout_and_with_the_backend() {
+    let mut dp = persistent(1, 128);
+    let src = [198, 51, 100, 9];
+    let first = {
+        let f = tcp4_from(src, 40_000, 80);
+        assert_dr_rewrite(&f, &run(&dp, &f).1)
+    };
+    // The time passing is what is tested here.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let f = tcp4_from(src, 40_001, 80);
+    let after = assert_dr_rewrite(&f, &run(&dp, &f).1);
+    assert_ne!(after, first, "rr moved on once the memory expired");
+    let f = tcp4_from(src, 40_002, 80);
+    assert_eq!(
+        assert_dr_rewrite(&f, &run(&dp, &f).1),
+        after,
+        "and remembers the new one"
+    );
+
+    // Its backend goes out of service (inactive, and out of the schedule, as the
+    // daemon does it): the client's next connection goes elsewhere.
+    let mut gone = dp.backend(after as u32).unwrap();
+    gone.flags = 0;
+    dp.set_backend(after as u32, &gone).unwrap();
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(VIP), 80, IPPROTO_TCP),
+        id: 0,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        persist_secs: 1,
+        persist_prefix: 128,
+        active: true,
+        slots: (0..3).filter(|b| *b != after as u32).collect(),
+    })
+    .unwrap();
+    let f = tcp4_from(src, 40_003, 80);
+    let moved = assert_dr_rewrite(&f, &run(&dp, &f).1);
+    assert!(moved != after, "a backend out of service is not followed");
 }

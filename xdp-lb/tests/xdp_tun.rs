@@ -55,6 +55,7 @@ fn tun_dataplane() -> Dataplane {
             select: SELECT_CURSOR,
             active: true,
             slots: vec![backend],
+            ..Default::default()
         })
         .unwrap();
     }
@@ -215,6 +216,7 @@ fn a_tun_packet_that_cannot_be_redirected_is_not_counted_for_the_server() {
         select: SELECT_CURSOR,
         active: true,
         slots: vec![2],
+        ..Default::default()
     })
     .unwrap();
     let (action, _) = run(&dp, &tcp(b"x", false));

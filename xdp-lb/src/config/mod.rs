@@ -22,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use duration::fmt_duration;
 pub use error::{ConfigError, Location};
 pub(crate) use validate::{not_another_host, program_problem};
 
@@ -449,8 +450,21 @@ pub struct VirtualServer {
     /// healthy weight is at least this (default 1), with `hysteresis` on both edges;
     /// below it new flows go to the sorry server (or nowhere).
     pub quorum: Quorum,
+    /// keepalived's `persistence_timeout` and `persistence_granularity`; `None`: off.
+    pub persistence: Option<Persistence>,
     /// Where the entry's `vip` value is, for later messages about this service.
     pub location: Location,
+}
+
+/// Persistence as IPVS means it: within `timeout` of a client's last packet, its new
+/// connections go to the same real server (while that server stays in the pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Persistence {
+    /// Whole seconds, as IPVS counts them (1 s to 24 h).
+    pub timeout: Duration,
+    /// Leading bits of the client address that make one client: 32 (IPv4) or 128
+    /// (IPv6) unless `persistence_granularity` groups a network.
+    pub prefix_len: u8,
 }
 
 /// `protocol`: default `tcp`.

@@ -1782,3 +1782,48 @@ fn a_real_server_at_a_vip_is_refused() {
         ],
     );
 }
+
+#[test]
+fn persistence_takes_keepalived_timeout_and_granularity() {
+    let service = |extra: &str| {
+        with_dp(&[
+            "[[virtual_server]]",
+            "vip = \"192.0.2.1\"",
+            "port = 80",
+            extra,
+            "  [[virtual_server.real_server]]",
+            "  address = \"192.0.2.11\"",
+        ])
+    };
+    let p = |extra: &str| parse_ok(&service(extra)).virtual_servers[0].persistence;
+    assert_eq!(p(""), None);
+    assert_eq!(
+        p("persistence_timeout = \"0s\""),
+        None,
+        "keepalived's 0 is off"
+    );
+    let on = p("persistence_timeout = \"5m\"").unwrap();
+    assert_eq!((on.timeout, on.prefix_len), (Duration::from_secs(300), 32));
+    let mask = p("persistence_timeout = \"5m\"\npersistence_granularity = \"255.255.240.0\"");
+    assert_eq!(mask.unwrap().prefix_len, 20);
+    let bits = p("persistence_timeout = \"5m\"\npersistence_granularity = 24");
+    assert_eq!(bits.unwrap().prefix_len, 24);
+    assert_error(
+        &service("persistence_timeout = \"1500ms\""),
+        6,
+        23,
+        &["`persistence_timeout` counts whole seconds"],
+    );
+    assert_error(
+        &service("persistence_timeout = \"5m\"\npersistence_granularity = \"255.0.255.0\""),
+        7,
+        27,
+        &["`persistence_granularity` must be an IPv4 netmask"],
+    );
+    assert_error(
+        &service("persistence_granularity = 24"),
+        6,
+        27,
+        &["`persistence_granularity` needs `persistence_timeout`"],
+    );
+}

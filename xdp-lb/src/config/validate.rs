@@ -15,8 +15,8 @@ use super::duration::{DURATION_FORM, fmt_duration, max_duration, parse_duration}
 use super::error::{ConfigError, SourceText};
 use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
 use super::{
-    Config, Dataplane, Forwarding, Global, NatTimeouts, Protocol, Quorum, RealServer, Scheduler,
-    VirtualServer, XdpMode, service_name,
+    Config, Dataplane, Forwarding, Global, NatTimeouts, Persistence, Protocol, Quorum, RealServer,
+    Scheduler, VirtualServer, XdpMode, service_name,
 };
 
 const MAX_FLOWS: RangeInclusive<i64> = 1024..=16_777_216;
@@ -436,6 +436,7 @@ impl Validator<'_, '_> {
                 None => None,
             };
             let quorum = self.quorum(&raw)?;
+            let persistence = self.persistence(&raw, vip)?;
             // The data plane's tables are sized at build time: say so here, not at start.
             backends += real_servers.len() + usize::from(sorry_server.is_some());
             if backends > MAX_BACKENDS as usize {
@@ -465,6 +466,7 @@ impl Validator<'_, '_> {
                 real_servers,
                 sorry_server,
                 quorum,
+                persistence,
                 location: self.src.locate(vip_value.span().start),
             });
         }
@@ -667,6 +669,70 @@ impl Validator<'_, '_> {
             ));
         }
         Ok(address)
+    }
+
+    /// `persistence_timeout` (a duration in whole seconds; "0s" is off, as keepalived's
+    /// 0) and `persistence_granularity` (an IPv4 netmask such as "255.255.255.0", or a
+    /// prefix length; only with a timeout).
+    fn persistence(
+        &self,
+        raw: &RawVirtualServer,
+        vip: IpAddr,
+    ) -> Result<Option<Persistence>, ConfigError> {
+        let full = if vip.is_ipv4() { 32 } else { 128 };
+        let timeout = match &raw.persistence_timeout {
+            Some(value) => {
+                let timeout = self.duration(value, "persistence_timeout")?;
+                if timeout.subsec_nanos() != 0 {
+                    return Err(self.src.error(
+                        value.span(),
+                        "`persistence_timeout` counts whole seconds (as IPVS): e.g. \"300s\" or \"5m\"",
+                    ));
+                }
+                Some(timeout).filter(|t| !t.is_zero())
+            }
+            None => None,
+        };
+        let prefix_len = match &raw.persistence_granularity {
+            None => full,
+            Some(value) => {
+                if timeout.is_none() {
+                    return Err(self.src.error(
+                        value.span(),
+                        "`persistence_granularity` needs `persistence_timeout`: without it \
+                         there is no persistence to group clients for",
+                    ));
+                }
+                let form = if vip.is_ipv4() {
+                    "an IPv4 netmask such as \"255.255.255.0\" or a prefix length from 1 to 32"
+                } else {
+                    "a prefix length from 1 to 128"
+                };
+                let prefix = match value.get_ref() {
+                    Value::Integer(n) => u8::try_from(*n).ok(),
+                    Value::String(mask) if vip.is_ipv4() => mask
+                        .parse::<std::net::Ipv4Addr>()
+                        .ok()
+                        .map(u32::from)
+                        .filter(|m| m.leading_ones() + m.trailing_zeros() == 32)
+                        .map(|m| m.leading_ones() as u8),
+                    _ => None,
+                };
+                match prefix.filter(|p| (1..=full).contains(p)) {
+                    Some(p) => p,
+                    None => {
+                        return Err(self.src.error(
+                            value.span(),
+                            format!("`persistence_granularity` must be {form}"),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(timeout.map(|timeout| Persistence {
+            timeout,
+            prefix_len,
+        }))
     }
 
     fn quorum(&self, raw: &RawVirtualServer) -> Result<Quorum, ConfigError> {

@@ -77,12 +77,16 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
 
 /// How a service is installed: its key, id, forwarding and the backend ids of its
 /// schedule slots (the output of `schedule::*` mapped to backend ids).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub key: ServiceKey,
     pub id: u32,
     pub forwarding: u8,
     pub select: u8,
+    /// `ServiceValue::persist_secs` (0: no persistence) and the number of leading
+    /// bits of the 16-byte client address that make one client.
+    pub persist_secs: u32,
+    pub persist_prefix: u8,
     pub active: bool,
     pub slots: Vec<u32>,
 }
@@ -135,6 +139,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", max_flows)
             .map_max_entries("NAT_REPLIES", max_flows)
+            .map_max_entries("PERSIST", max_flows)
             .load(object)
             .map_err(|e| {
                 if is_permission_error(&e) {
@@ -313,6 +318,8 @@ impl Dataplane {
             _pad: [0; 2],
             sched_base: range.start,
             sched_len: range.end - range.start,
+            persist_secs: spec.persist_secs,
+            persist_mask: xdp_lb_common::prefix_mask(spec.persist_prefix),
         };
         // The switch: from here on new flows read the new range.
         if let Err(e) = self.services.insert(spec.key, value, 0) {

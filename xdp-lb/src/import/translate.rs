@@ -152,12 +152,13 @@ pub(super) fn why_not(keyword: &str) -> String {
         "enable_script_security" | "script_user" => {
             "xdp-lb runs commands as its own user; set `user` per script where needed"
         }
-        "persistence_timeout"
-        | "persistence_granularity"
-        | "persistence_engine"
-        | "lvs_persistence_timeout" => {
-            "xdp-lb has no persistence timeout: existing connections stay on their real server; \
-             for client affinity use lb_algo sh (scheduler = \"sh\")"
+        "persistence_engine" => {
+            "xdp-lb has no persistence engines (SIP Call-ID affinity): persistence is by \
+             client address, as IPVS's default"
+        }
+        "persistence_timeout" | "persistence_granularity" | "lvs_persistence_timeout" => {
+            "expected a whole number of seconds (timeout) or an IPv4 netmask / prefix length \
+             (granularity)"
         }
         "notify_up" | "notify_down" => {
             "xdp-lb runs no command per real server: it logs every transition with its reason \
@@ -1121,6 +1122,25 @@ impl Tx {
                 "persistence_timeout" if item.arg_texts() == ["0"] => {}
                 // It only shapes persistence, which is off without a timeout.
                 "persistence_granularity" if !persistent(block) => {}
+                "persistence_timeout" | "lvs_persistence_timeout" => {
+                    match item.arg_texts().as_slice() {
+                        [secs] if secs.parse::<u32>().is_ok_and(|n| n <= 86_400) => {
+                            s.set("persistence_timeout", V::Str(format!("{secs}s")), item.at)
+                        }
+                        _ => self.unhandled(item),
+                    }
+                }
+                "persistence_granularity" => match item.arg_texts().as_slice() {
+                    [prefix] if prefix.parse::<u8>().is_ok() => s.set(
+                        "persistence_granularity",
+                        V::Int(prefix.parse::<i64>().expect("checked")),
+                        item.at,
+                    ),
+                    [mask] if vip.is_ipv4() && mask.parse::<std::net::Ipv4Addr>().is_ok() => {
+                        s.set("persistence_granularity", V::str(*mask), item.at)
+                    }
+                    _ => self.unhandled(item),
+                },
                 _ => self.unhandled(item),
             }
         }

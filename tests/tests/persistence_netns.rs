@@ -1,0 +1,91 @@
+//! Persistence with IPVS's meaning, through the real daemon and real HTTP servers: each
+//! of 10 clients sends all of its 200 new connections to one real server (with `rr`,
+//! which alone would spread every client's connections over all three), and when a
+//! server goes down only its clients move, each again to one server. The timeout
+//! itself is checked in BPF_PROG_TEST_RUN (`xdp_program::persistence_*`).
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use xdp_lb_lab::{DrLabOptions, http_get_new_connections_from};
+use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, vip};
+
+const CLIENTS: u8 = 10;
+const CONNECTIONS: usize = 200;
+
+fn client(i: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 60 + i))
+}
+
+/// Each client's connections: the servers they reached, with counts.
+fn round(lab: &xdp_lb_lab::DrLab, n: usize) -> Vec<BTreeMap<String, usize>> {
+    (0..CLIENTS)
+        .map(|i| {
+            http_get_new_connections_from(&lab.client, Some(client(i)), vip(80), n, IO_TIMEOUT)
+                .unwrap()
+        })
+        .collect()
+}
+
+fn only(tally: &BTreeMap<String, usize>) -> &str {
+    assert_eq!(tally.len(), 1, "one real server per client: {tally:?}");
+    tally.keys().next().unwrap()
+}
+
+#[test]
+fn each_client_sticks_to_one_real_server_and_moves_only_when_it_goes_down() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
+    lab.start_http_backends(80).unwrap();
+    for i in 0..CLIENTS {
+        lab.client
+            .ip(["addr", "add", &format!("{}/24", client(i)), "dev", "eth0"])
+            .unwrap();
+    }
+    let check = "  check = { type = \"tcp\", interval = \"200ms\", warmup = \"0s\", \
+                 connect_timeout = \"300ms\", retry = 0, fall = 2, rise = 2 }\n";
+    let text = config(&lab, &[(80, "tcp", &[1, 1, 1])])
+        .replace(
+            "scheduler = \"wrr\"\n",
+            "scheduler = \"rr\"\npersistence_timeout = \"5m\"\n",
+        )
+        .replace("weight = 1\n", &format!("weight = 1\n{check}"));
+    let mut daemon = start(&lab.lb, &text);
+
+    let first = round(&lab, CONNECTIONS);
+    let home: Vec<String> = first.iter().map(|t| only(t).to_owned()).collect();
+    for (i, tally) in first.iter().enumerate() {
+        assert_eq!(tally.values().sum::<usize>(), CONNECTIONS, "client {i}");
+    }
+    // rr picked each client's first server: the clients are spread, not all on one.
+    let used: std::collections::BTreeSet<&String> = home.iter().collect();
+    assert!(
+        used.len() > 1,
+        "persistence per client, not one server for all: {home:?}"
+    );
+    eprintln!("measured: client -> real server: {home:?}");
+
+    // A server goes down: its clients move (each to one server), the others stay.
+    let victim = home[0].clone();
+    let victim_addr = lab.backend(&victim).unwrap().addr;
+    lab.stop_backend_server(&victim).unwrap();
+    let line = daemon
+        .wait_for_line(
+            &format!("real_server={victim_addr}:80"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(line.contains("real server down"), "{line}");
+    let second = round(&lab, 20);
+    for (i, tally) in second.iter().enumerate() {
+        let now = only(tally);
+        if home[i] == victim {
+            assert_ne!(
+                now, victim,
+                "client {i} moved off the server that went down"
+            );
+        } else {
+            assert_eq!(now, home[i], "client {i} stayed on its server");
+        }
+    }
+    daemon.stop().unwrap();
+}
