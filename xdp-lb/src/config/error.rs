@@ -128,6 +128,10 @@ impl<'a> SourceText<'a> {
             .replace("expected a sequence", "expected an array")
             .replace("invalid type: map", "invalid type: table")
             .replace("invalid type: sequence", "invalid type: array");
+        if message.is_empty() {
+            // toml gives some syntax errors no words (a control character in a comment).
+            message = self.unexpected_at(span.start);
+        }
         if let Some(hint) = unknown_key_hint(&message) {
             message.push_str(hint);
         }
@@ -143,6 +147,20 @@ impl<'a> SourceText<'a> {
             }
         }
         self.error(span, message)
+    }
+
+    /// What is wrong at byte `offset`, said from the character found there.
+    fn unexpected_at(&self, offset: usize) -> String {
+        let at = self.text.floor_char_boundary(offset);
+        match self.text[at..].chars().next() {
+            Some(c) if c.is_control() => format!(
+                "invalid TOML: control character U+{:04X} (none but tab is allowed, not \
+                 even in a comment)",
+                u32::from(c)
+            ),
+            Some(c) => format!("invalid TOML: unexpected `{c}`"),
+            None => "invalid TOML: unexpected end of file".to_owned(),
+        }
     }
 
     /// The key of a `key = value` pair whose value starts at `offset`, if the text
