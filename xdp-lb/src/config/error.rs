@@ -168,9 +168,12 @@ impl<'a> SourceText<'a> {
     fn key_before(&self, offset: usize) -> Option<&'a str> {
         let before = self.text.get(..offset)?.trim_end_matches([' ', '\t']);
         let before = before.strip_suffix('=')?.trim_end_matches([' ', '\t']);
+        // After the last character that cannot be in a key (which may take several bytes).
         let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let key = &before[start..];
         (!key.is_empty()).then_some(key)
     }
