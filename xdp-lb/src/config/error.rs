@@ -128,6 +128,10 @@ impl<'a> SourceText<'a> {
             .replace("expected a sequence", "expected an array")
             .replace("invalid type: map", "invalid type: table")
             .replace("invalid type: sequence", "invalid type: array");
+        if message.is_empty() {
+            // toml gives some syntax errors no words (a control character in a comment).
+            message = self.unexpected_at(span.start);
+        }
         if let Some(hint) = unknown_key_hint(&message) {
             message.push_str(hint);
         }
@@ -145,14 +149,31 @@ impl<'a> SourceText<'a> {
         self.error(span, message)
     }
 
+    /// What is wrong at byte `offset`, said from the character found there.
+    fn unexpected_at(&self, offset: usize) -> String {
+        let at = self.text.floor_char_boundary(offset);
+        match self.text[at..].chars().next() {
+            Some(c) if c.is_control() => format!(
+                "invalid TOML: control character U+{:04X} (none but tab is allowed, not \
+                 even in a comment)",
+                u32::from(c)
+            ),
+            Some(c) => format!("invalid TOML: unexpected `{c}`"),
+            None => "invalid TOML: unexpected end of file".to_owned(),
+        }
+    }
+
     /// The key of a `key = value` pair whose value starts at `offset`, if the text
     /// there has that shape.
     fn key_before(&self, offset: usize) -> Option<&'a str> {
         let before = self.text.get(..offset)?.trim_end_matches([' ', '\t']);
         let before = before.strip_suffix('=')?.trim_end_matches([' ', '\t']);
+        // After the last character that cannot be in a key (which may take several bytes).
         let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let key = &before[start..];
         (!key.is_empty()).then_some(key)
     }

@@ -320,6 +320,25 @@ fn syntax_error_is_located() {
     assert_error(&text, 4, 1, &["duplicate key `max_flows`"]);
 }
 
+#[test]
+fn a_control_character_in_a_comment_gets_a_message_not_an_empty_one() {
+    // toml reports these with an empty message; found by tests/tests/fuzz_config.rs.
+    let text = with_dp(&["#\0 api = \"127.0.0.1:9180\""]);
+    assert_error(&text, 3, 2, &["control character U+0000", "comment"]);
+    let text = with_dp(&["# a lone\rcarriage return"]);
+    assert_error(&text, 3, 9, &["control character U+000D"]);
+}
+
+#[test]
+fn an_error_after_a_multibyte_character_and_an_equals_sign_is_reported_not_a_panic() {
+    // Looking for the key before the error cut the text inside the `￼` (three bytes);
+    // found by tests/tests/fuzz_config.rs.
+    let text = with_dp(&["xdp_mode = \"\u{fffc}=\0\""]);
+    assert_error(&text, 3, 15, &["invalid basic string"]);
+    let text = with_dp(&["# é=\0"]);
+    assert_error(&text, 3, 5, &["control character U+0000"]);
+}
+
 // ----- unknown keys and values -----
 
 #[test]

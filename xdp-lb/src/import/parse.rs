@@ -152,6 +152,11 @@ pub(super) fn tokens(line: &str) -> Result<Vec<Token>, String> {
     Ok(out)
 }
 
+/// How deep blocks may nest. keepalived's own go four deep (`virtual_server` >
+/// `real_server` > `HTTP_GET` > `url`); without a bound, a file of thousands of `{`
+/// overflowed the stack when the tree was dropped (recursively).
+pub(super) const MAX_DEPTH: usize = 32;
+
 /// Builds the statement tree from lines fed one at a time, from any file.
 pub(super) struct TreeBuilder {
     /// The open blocks: the statements collected so far in each, and where the `{`
@@ -200,6 +205,12 @@ impl TreeBuilder {
                         }
                     };
                     self.level().push(owner);
+                    if self.stack.len() > MAX_DEPTH {
+                        return Err(format!(
+                            "blocks nested more than {MAX_DEPTH} deep (a `}}` is missing \
+                             somewhere above)"
+                        ));
+                    }
                     self.stack.push((Vec::new(), at));
                 }
                 Token::Close => {
@@ -285,5 +296,33 @@ mod tests {
         assert_eq!(parse("a {\n b\n").unwrap_err().line, 1);
         assert_eq!(parse("a {\n}\n}\n").unwrap_err().line, 3);
         assert_eq!(parse("x \"open\n").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_a_syntax_error_not_a_stack_overflow() {
+        // Found by tests/tests/fuzz_import.rs: 10,000 nested blocks overflowed a 2 MiB
+        // stack when the tree was dropped.
+        let nested = |depth: usize| format!("{}{}", "a {\n".repeat(depth), "}\n".repeat(depth));
+        let deepest = parse(&nested(MAX_DEPTH)).unwrap();
+        let mut depth = 0;
+        let mut level = deepest.as_slice();
+        while let [node] = level {
+            depth += 1;
+            level = node.block.as_deref().unwrap_or_default();
+        }
+        assert_eq!(depth, MAX_DEPTH);
+
+        let error = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse(&nested(100_000)).map(|_| ()))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.line, MAX_DEPTH + 1);
+        assert!(
+            error.message.contains("nested more than 32 deep"),
+            "{error}"
+        );
     }
 }
