@@ -769,3 +769,34 @@ fn conditional_lines_follow_the_config_id() {
         "{report}"
     );
 }
+
+/// An `include` that matches a FIFO or a device is skipped as keepalived skips it,
+/// without reading it (a FIFO would never end, /dev/zero neither).
+#[test]
+fn an_include_of_a_fifo_or_device_is_skipped_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.conf");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let main = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &main,
+        format!(
+            "include {}\ninclude /dev/zero\nvirtual_server 192.0.2.1 80 {{\n real_server 192.0.2.11 80 {{\n }}\n}}\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = xdp_lb(&[
+        "import-keepalived",
+        main.to_str().unwrap(),
+        "--interface",
+        "eth0",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("keepalived skips"), "{stderr}");
+    assert_eq!(
+        stderr.matches("not a regular non-executable file").count(),
+        2,
+        "{stderr}"
+    );
+}

@@ -41,9 +41,15 @@ pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// Reads a regular file of at most [`MAX_CONFIG_BYTES`]; a FIFO or device is refused
 /// rather than read without end.
-fn read_bounded(path: &Path) -> Result<String, String> {
+pub(crate) fn read_bounded(path: &Path) -> Result<String, String> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file (a FIFO, device or directory is not read)".into());

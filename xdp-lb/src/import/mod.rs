@@ -202,9 +202,10 @@ pub fn import(text: &str, source: &str, interfaces: &[String]) -> Result<Import,
 /// Reads and translates the keepalived configuration at `path`.
 pub fn import_file(path: &Path, options: &Options) -> Result<Import, ImportError> {
     let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read {
+    // A regular file of bounded size only, as for xdp-lb's own configuration.
+    let text = crate::config::read_bounded(path).map_err(|error| ImportError::Read {
         source: source.clone(),
-        error: e.to_string(),
+        error,
     })?;
     import_text(&text, &source, options)
 }

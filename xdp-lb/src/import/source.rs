@@ -267,11 +267,18 @@ impl Reader<'_> {
                     );
                     continue;
                 }
-                let executable = std::fs::metadata(&path).map(|m| {
+                let skipped = std::fs::metadata(&path).map(|m| {
                     use std::os::unix::fs::PermissionsExt as _;
                     !m.is_file() || m.permissions().mode() & 0o111 != 0
                 });
-                match (executable, std::fs::read_to_string(&path)) {
+                // Only a regular file is read (a FIFO or /dev/zero would never end), and
+                // at most as much as a configuration may be.
+                let read = match &skipped {
+                    Ok(false) => crate::config::read_bounded(&path),
+                    Ok(true) => Err(String::new()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match (skipped, read) {
                     (Ok(true), _) => self.note(
                         at,
                         &setting,
