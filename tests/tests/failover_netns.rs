@@ -1113,6 +1113,55 @@ fn split_brain_is_reported_by_the_master_that_hears_the_other() {
     );
 }
 
+/// VRRP blocked both ways (protocol 112 dropped on each node's input): both become
+/// MASTER and neither hears an advert, yet each names the other's MAC for the VIP,
+/// from ARP (the other's gratuitous ARP, and its answer to our probe), within two
+/// advert intervals of both being MASTER.
+#[test]
+fn split_brain_with_vrrp_blocked_both_ways_is_seen_through_arp() {
+    let (a, b) = pair("sbb");
+    for ns in [&a, &b] {
+        ns.sh("nft add table inet xlb && \
+               nft 'add chain inet xlb input { type filter hook input priority 0; policy accept; }' && \
+               nft add rule inet xlb input meta l4proto vrrp counter drop")
+            .expect("nftables (cargo xtask setup installs it)");
+    }
+    let interval = Duration::from_millis(200);
+    let mut node_a = Node::start(&a, vec![vip_spec("SBB_A", 200, Version::V3, interval)]);
+    let mut node_b = Node::start(&b, vec![vip_spec("SBB_B", 100, Version::V3, interval)]);
+    let a_master = node_a.wait_state(State::Master, Duration::from_secs(5));
+    let b_master = node_b.wait_state(State::Master, Duration::from_secs(5));
+    let both = a_master.max(b_master);
+    let (mac_a, mac_b) = (a.mac("eth0").unwrap(), b.mac("eth0").unwrap());
+    let seen_a = node_a.wait_status("SBB_A", Duration::from_secs(5), |s| s.vip_conflicts > 0);
+    let seen_b = node_b.wait_status("SBB_B", Duration::from_secs(5), |s| s.vip_conflicts > 0);
+    let named = both.elapsed();
+    let conflict = |mac: &str| {
+        Some(xdp_lb::failover::VipConflict {
+            vip: VIP.parse().unwrap(),
+            mac: mac.to_owned(),
+        })
+    };
+    assert_eq!(seen_a.last_vip_conflict, conflict(&mac_b), "{seen_a:?}");
+    assert_eq!(seen_b.last_vip_conflict, conflict(&mac_a), "{seen_b:?}");
+    for (instance, mac) in [("SBB_A", &mac_b), ("SBB_B", &mac_a)] {
+        wait_log(
+            &["vip conflict", instance, mac, "ip protocol 112 is filtered"],
+            Duration::from_secs(2),
+        );
+    }
+    // Neither heard the other's adverts: ARP alone told them.
+    assert_eq!((seen_a.adverts_received, seen_b.adverts_received), (0, 0));
+    println!(
+        "split brain blocked both ways (v3 200 ms): both sides named the other's MAC \
+         {named:?} after both were MASTER"
+    );
+    assert!(
+        named <= interval * 2 + MARGIN,
+        "named after {named:?}, more than two advert intervals (+{MARGIN:?})"
+    );
+}
+
 /// Two clusters on one VRID with different VIPs: each warns about the other, ignores
 /// its adverts and stays MASTER of its own VIP without flapping.
 #[test]

@@ -279,7 +279,7 @@ impl Collector for SnapshotCollector {
             s.vrrp.iter().map(|v| (vi(v), gauge(v.priority.into()))),
         )?;
         type PickVi = fn(&crate::failover::InstanceStatus) -> u64;
-        let vrrp_counters: [(&str, &str, PickVi); 6] = [
+        let vrrp_counters: [(&str, &str, PickVi); 7] = [
             (
                 "vrrp_adverts_received",
                 "Valid adverts received for the instance's VRID",
@@ -303,6 +303,11 @@ impl Collector for SnapshotCollector {
                 "vrrp_split_brain_adverts",
                 "Adverts from another MASTER while this one is MASTER",
                 |v| v.split_brain_adverts,
+            ),
+            (
+                "vrrp_vip_conflicts",
+                "ARP from another MAC for a VIP this node holds as MASTER",
+                |v| v.vip_conflicts,
             ),
         ];
         for (name, help, pick) in vrrp_counters {

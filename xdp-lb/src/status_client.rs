@@ -112,6 +112,13 @@ pub fn render(s: &Snapshot) -> String {
                 counts(", drops: ", &v.drops),
                 counts(", clashes: ", &v.clashes),
             );
+            if let Some(c) = &v.last_vip_conflict {
+                let _ = writeln!(
+                    out,
+                    "    VIP CONFLICT: {} also claimed by {} ({} times while MASTER)",
+                    c.vip, c.mac, v.vip_conflicts
+                );
+            }
             if let Some(t) = &v.last_takeover {
                 let _ = writeln!(
                     out,

@@ -10,7 +10,10 @@ use std::{
     time::Instant,
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use xdp_lb_vrrp::{
     Action, ChecksumForm, DropReason, Event, Expect, Instance, State, SyncGroup,
     packet::{self, MULTICAST_V4, MULTICAST_V6},
@@ -19,7 +22,8 @@ use xdp_lb_vrrp::{
 use super::{
     Controls, FailoverError, FailoverEvent, Plan, PlannedInstance, SocketPlan, TrackUpdate,
     notify::Notifier,
-    status::{InstanceStatus, SocketStatus, StatusBoard, Takeover, state_label},
+    status::{InstanceStatus, SocketStatus, StatusBoard, Takeover, VipConflict, state_label},
+    vip_watch::{self, ArpSocket, Conflict, Held},
 };
 use crate::{
     announce::{Announcer, FrameSocket, gratuitous_arp, unsolicited_na},
@@ -86,6 +90,9 @@ struct Running {
     /// one not among them is named as such.
     heard: HashSet<IpAddr>,
     last_takeover: Option<Takeover>,
+    /// Other MACs seen announcing or answering for this instance's VIPs while MASTER.
+    vip_conflicts: u64,
+    last_vip_conflict: Option<VipConflict>,
 }
 
 /// Peers remembered per instance; a segment with more is not a VRRP pair anyway.
@@ -116,6 +123,10 @@ pub(crate) struct Engine {
     netlink: Netlink,
     events: mpsc::Sender<FailoverEvent>,
     status: StatusBoard,
+    /// Per interface with IPv4 VIPs: what its ARP watcher is to watch for.
+    held: HashMap<u32, watch::Sender<Held>>,
+    watchers: Vec<JoinHandle<()>>,
+    conflicts: mpsc::Receiver<Conflict>,
 }
 
 struct Link {
@@ -150,6 +161,31 @@ impl Engine {
                     source,
                 })?;
             frames.insert(ifindex, Arc::new(socket));
+        }
+        // One ARP watcher per interface that carries IPv4 VIPs (see `vip_watch`).
+        let (conflicts_tx, conflicts) = mpsc::channel(64);
+        let mut held = HashMap::new();
+        let mut watchers = Vec::new();
+        for p in &plan.instances {
+            for (vip, &ifindex) in p.spec.identity.virtual_ipaddresses.iter().zip(&p.vip_links) {
+                if !vip.addr.is_ipv4() || held.contains_key(&ifindex) {
+                    continue;
+                }
+                let (name, mac) = &plan.links[&ifindex];
+                let socket =
+                    ArpSocket::open(ifindex).map_err(|source| FailoverError::FrameSocket {
+                        interface: name.clone(),
+                        source,
+                    })?;
+                let (tx, rx) = watch::channel(Held::new());
+                watchers.push(tokio::spawn(vip_watch::watch(
+                    socket,
+                    *mac,
+                    rx,
+                    conflicts_tx.clone(),
+                )));
+                held.insert(ifindex, tx);
+            }
         }
         let links = plan
             .links
@@ -248,6 +284,8 @@ impl Engine {
                     fault: false,
                     heard: HashSet::new(),
                     last_takeover: None,
+                    vip_conflicts: 0,
+                    last_vip_conflict: None,
                     spec: p.spec,
                 }
             })
@@ -267,6 +305,9 @@ impl Engine {
             netlink,
             events,
             status,
+            held,
+            watchers,
+            conflicts,
         })
     }
 
@@ -344,6 +385,7 @@ impl Engine {
                     Ok(()) => self.apply_tracking().await,
                     Err(_) => tracking_open = false,
                 },
+                Some(conflict) = self.conflicts.recv() => self.vip_conflict(conflict),
                 Some((socket, received)) = self.packets.recv() => match received {
                     Ok(received) => self.received(socket, received).await,
                     Err(e) => {
@@ -696,6 +738,7 @@ impl Engine {
                 self.fsm(i),
                 r.primary,
                 r.last_takeover,
+                (r.vip_conflicts, r.last_vip_conflict.clone()),
             ));
         }
     }
@@ -913,6 +956,69 @@ impl Engine {
         self.changed(i, state).await;
     }
 
+    /// Tells each ARP watcher the IPv4 VIPs held as MASTER on its interface now.
+    fn update_held(&self) {
+        for (&ifindex, tx) in &self.held {
+            let mut now = Held::new();
+            for (i, r) in self.instances.iter().enumerate() {
+                if self.fsm(i).state() != State::Master {
+                    continue;
+                }
+                for (vip, &at) in r.spec.identity.virtual_ipaddresses.iter().zip(&r.vip_links) {
+                    if let (IpAddr::V4(v4), true) = (vip.addr, at == ifindex) {
+                        now.insert(v4, r.spec.identity.advert_interval);
+                    }
+                }
+            }
+            tx.send_if_modified(|held| {
+                let changed = *held != now;
+                *held = now;
+                changed
+            });
+        }
+    }
+
+    /// Another MAC announces or answers for a VIP this node holds as MASTER: logged
+    /// once per (VIP, MAC), counted and shown in the status.
+    fn vip_conflict(&mut self, c: Conflict) {
+        let holder = (0..self.instances.len()).find(|&i| {
+            let r = &self.instances[i];
+            self.fsm(i).state() == State::Master
+                && r.spec
+                    .identity
+                    .virtual_ipaddresses
+                    .iter()
+                    .zip(&r.vip_links)
+                    .any(|(vip, &at)| vip.addr == IpAddr::V4(c.vip) && at == c.ifindex)
+        });
+        let Some(i) = holder else {
+            return;
+        };
+        let conflict = VipConflict {
+            vip: IpAddr::V4(c.vip),
+            mac: crate::neighbours::fmt_mac(c.mac),
+        };
+        let r = &mut self.instances[i];
+        r.vip_conflicts += 1;
+        if r.last_vip_conflict.as_ref() != Some(&conflict) {
+            tracing::warn!(
+                instance = %r.spec.name,
+                interface = %self.links[&c.ifindex].name,
+                vrid = r.spec.identity.vrid,
+                vip = %c.vip,
+                other_mac = %conflict.mac,
+                "vip conflict: {} also announces or answers for {} while we are MASTER: \
+                 another MASTER (a split brain; VRRP adverts are not getting through, e.g. \
+                 ip protocol 112 is filtered) or a host answering ARP for the VIP (a DR \
+                 real server without arp_ignore = 1)",
+                conflict.mac,
+                c.vip
+            );
+            r.last_vip_conflict = Some(conflict);
+        }
+        self.publish(self.instances[i].unit);
+    }
+
     /// Logs the change, runs the notify commands and reports the event.
     async fn changed(&mut self, i: usize, state: State) {
         let fsm = self.fsm(i);
@@ -940,6 +1046,7 @@ impl Engine {
         };
         // A closed receiver only means nobody listens any more.
         let _ = self.events.send(event).await;
+        self.update_held();
     }
 
     /// After a member moved: once every member is in one state (or any is in FAULT),
@@ -985,6 +1092,9 @@ impl Engine {
                 drops = %counters(&stats.drops),
                 "vrrp instance stopped"
             );
+        }
+        for watcher in &self.watchers {
+            watcher.abort();
         }
         for io in &self.sockets {
             io.reader.abort();

@@ -29,6 +29,7 @@ mod engine;
 mod link;
 mod notify;
 mod status;
+mod vip_watch;
 
 use std::{collections::HashMap, future::Future, net::IpAddr};
 
@@ -42,7 +43,7 @@ use crate::{
 use engine::Engine;
 
 pub use notify::{Notifier, run_one as run_notify_command};
-pub use status::{InstanceStatus, Label, SocketStatus, StatusBoard, Takeover};
+pub use status::{InstanceStatus, Label, SocketStatus, StatusBoard, Takeover, VipConflict};
 
 /// A state change of one instance. `state` is [`State::Master`] while the VIPs are held
 /// here, and [`State::Initialize`] once the instance has stopped.

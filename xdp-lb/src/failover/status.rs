@@ -45,6 +45,19 @@ pub struct InstanceStatus {
     /// The last time a peer's advert took MASTER from this node.
     #[serde(default)]
     pub last_takeover: Option<Takeover>,
+    /// Times another MAC announced or answered for one of its VIPs while MASTER (ARP:
+    /// seen even when VRRP is blocked both ways), and the last one.
+    #[serde(default)]
+    pub vip_conflicts: u64,
+    #[serde(default)]
+    pub last_vip_conflict: Option<VipConflict>,
+}
+
+/// Another MAC announcing or answering for a VIP this node holds as MASTER.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipConflict {
+    pub vip: IpAddr,
+    pub mac: String,
 }
 
 /// A peer's advert made this MASTER step down.
@@ -65,6 +78,7 @@ impl InstanceStatus {
         fsm: &Instance,
         ours: IpAddr,
         last_takeover: Option<Takeover>,
+        (vip_conflicts, last_vip_conflict): (u64, Option<VipConflict>),
     ) -> InstanceStatus {
         let stats = fsm.stats();
         let state = fsm.state();
@@ -99,6 +113,8 @@ impl InstanceStatus {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             last_takeover,
+            vip_conflicts,
+            last_vip_conflict,
         }
     }
 }
