@@ -1160,6 +1160,23 @@ fn split_brain_with_vrrp_blocked_both_ways_is_seen_through_arp() {
         named <= interval * 2 + MARGIN,
         "named after {named:?}, more than two advert intervals (+{MARGIN:?})"
     );
+
+    // The block lifts: one MASTER remains (the higher priority) within two intervals.
+    for ns in [&a, &b] {
+        ns.sh("nft delete table inet xlb").unwrap();
+    }
+    let lifted = Instant::now();
+    let b_backup = node_b.wait_state(State::Backup, Duration::from_secs(5));
+    let healed = b_backup.saturating_duration_since(lifted);
+    println!("block lifted: b BACKUP after {healed:?}");
+    assert!(healed <= interval * 2 + MARGIN, "healed after {healed:?}");
+    let a_now = node_a.wait_status("SBB_A", Duration::from_secs(1), |s| s.state == "MASTER");
+    assert_eq!(
+        a_now.became_master, 1,
+        "a stayed MASTER throughout: {a_now:?}"
+    );
+    wait_vip(&b, VIP, false, Duration::from_secs(1));
+    assert!(has_vip(&a, VIP));
 }
 
 /// Two clusters on one VRID with different VIPs: each warns about the other, ignores
