@@ -24,8 +24,7 @@ pub struct Checker {
 }
 
 /// Phases of a probe that each get `connect_timeout` (connect, TLS handshake, answer,
-/// body): its
-/// overall deadline is this many of them.
+/// body): its overall deadline is this many of them, for each URL of an HTTP check.
 pub const DEADLINE_PHASES: u32 = 4;
 
 #[derive(Debug)]
@@ -68,6 +67,11 @@ impl Checker {
             // The command's own timeout, then its TERM/KILL grace: the misc probe ends
             // by itself; this only backs it up.
             Kind::Misc(misc) => misc.longest_run() + Duration::from_secs(1),
+            // The URLs are requested one after the other, each with all its phases; one
+            // deadline covers them all.
+            Kind::Http(http) => {
+                params.connect_timeout * DEADLINE_PHASES * http.url_count().max(1) as u32
+            }
             _ => params.connect_timeout * DEADLINE_PHASES,
         };
         Ok(Checker {

@@ -1,4 +1,5 @@
-//! `HTTP_GET` and `SSL_GET`: one GET per probe, over TCP or TLS (rustls, ring provider).
+//! `HTTP_GET` and `SSL_GET`: one GET per URL of the check, over TCP or TLS (rustls, ring
+//! provider), each on its own connection; and [`genhash`], keepalived's `genhash` tool.
 //!
 //! The request is what keepalived sends: `GET <path> HTTP/1.0` with `Host` (the
 //! virtualhost, or the address with the port unless it is the scheme's default),
@@ -9,7 +10,8 @@
 //! streams in, up to [`MAX_BODY`].
 //!
 //! Every network phase (connect, TLS handshake, response head, each body read) gets the
-//! connect timeout, as keepalived's per-operation timers do, and a timeout names its phase.
+//! connect timeout, as keepalived's per-operation timers do, and a timeout names its phase;
+//! the checker bounds the whole probe, all URLs together (see [`crate::Checker::deadline`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,8 +37,9 @@ use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
+use crate::checker::DEADLINE_PHASES;
 use crate::reason::{Outcome, Phase, Reason, Up, io_message, lower_first};
-use crate::spec::{CheckParams, Digest, HttpCheck, TlsCheck};
+use crate::spec::{CheckParams, CheckSpec, Digest, HashKind, HttpCheck, HttpUrl, TlsCheck};
 use crate::tcp;
 
 /// The `User-Agent` of every request: keepalived's, so existing log filters keep working.
@@ -45,16 +48,41 @@ pub const USER_AGENT_VALUE: &str = "KeepAliveClient";
 /// Largest body hashed for a digest; a longer one fails the check.
 pub const MAX_BODY: usize = 32 << 20;
 
-/// A prepared HTTP(S) check: request parts, expected digest and TLS client built once.
+/// A prepared HTTP(S) check: the URLs' request parts, expected statuses and digests,
+/// and the TLS client, built once.
+///
+/// Every URL gets its own connection (and TLS session), one after the other, as
+/// keepalived does: the request stays keepalived's `HTTP/1.0` + `Connection: close`
+/// (servers see what they saw before; a body is delimited by the close even without a
+/// length), one URL's failure cannot leave the next one a half-read stream, and a URL
+/// with its own virtualhost gets its own SNI. The extra handshake per URL costs nothing
+/// at health-check rates. The first URL that fails ends the probe.
 pub(crate) struct HttpProbe {
     target: SocketAddr,
     source: Option<std::net::IpAddr>,
     timeout: Duration,
+    urls: Vec<UrlProbe>,
+    tls: Option<TlsConnector>,
+}
+
+/// One URL of a probe.
+struct UrlProbe {
     uri: Uri,
     host: String,
     status: Vec<u16>,
     digest: Option<Digest>,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The SNI name and name verified over TLS.
+    server_name: ServerName<'static>,
+    /// How a failure names the URL: its path, and its own virtualhost if it has one.
+    label: String,
+}
+
+/// What one GET brought back.
+struct Response {
+    status: u16,
+    /// The body's digest, when one was asked for.
+    digest: Option<String>,
+    body_len: usize,
 }
 
 impl HttpProbe {
@@ -64,47 +92,107 @@ impl HttpProbe {
         params: &CheckParams,
     ) -> Result<HttpProbe, Reason> {
         let target = params.target();
-        let uri: Uri = http
-            .path
-            .parse()
-            .map_err(|e| Reason::Invalid(format!("http path {:?}: {e}", http.path)))?;
         let default_port = if tls.is_some() { 443 } else { 80 };
-        let host = match &http.virtualhost {
-            Some(name) => name.clone(),
-            None if target.port() == default_port => bracketed(target.ip()),
-            None => format!("{}:{}", bracketed(target.ip()), target.port()),
-        };
-        let tls = match tls {
-            None => None,
-            Some(tls) => {
-                let name = tls.sni.as_ref().or(http.virtualhost.as_ref());
+        let urls = http
+            .urls
+            .iter()
+            .map(|url| {
+                let uri: Uri = url
+                    .path
+                    .parse()
+                    .map_err(|e| Reason::Invalid(format!("http path {:?}: {e}", url.path)))?;
+                // keepalived's order: the url's virtualhost, then the checker's.
+                let vhost = url.virtualhost.as_ref().or(http.virtualhost.as_ref());
+                let host = match vhost {
+                    Some(name) => name.clone(),
+                    None if target.port() == default_port => bracketed(target.ip()),
+                    None => format!("{}:{}", bracketed(target.ip()), target.port()),
+                };
+                let name = tls.and_then(|t| t.sni.as_ref()).or(vhost);
                 let server_name = match name {
                     Some(name) => ServerName::try_from(name.clone()).map_err(|_| {
                         Reason::Invalid(format!("tls server name {name:?} is not a valid name"))
                     })?,
                     None => ServerName::IpAddress(target.ip().into()),
                 };
-                Some((TlsConnector::from(client_config(tls)?), server_name))
-            }
+                let label = match &url.virtualhost {
+                    Some(own) => format!("{} (host {own})", url.path),
+                    None => url.path.clone(),
+                };
+                Ok(UrlProbe {
+                    uri,
+                    host,
+                    status: url.status.clone(),
+                    digest: url.digest.clone(),
+                    server_name,
+                    label,
+                })
+            })
+            .collect::<Result<Vec<_>, Reason>>()?;
+        let tls = match tls {
+            None => None,
+            Some(tls) => Some(TlsConnector::from(client_config(tls)?)),
         };
         Ok(HttpProbe {
             target,
             source: params.source,
             timeout: params.connect_timeout,
-            uri,
-            host,
-            status: http.status.clone(),
-            digest: http.digest.clone(),
+            urls,
             tls,
         })
     }
 
+    /// How many URLs one probe requests.
+    pub(crate) fn url_count(&self) -> usize {
+        self.urls.len()
+    }
+
+    /// Every URL in turn; up only if all pass. With several URLs a failure names the
+    /// URL (with one, the check's own name already does).
     pub(crate) async fn probe(&self) -> Outcome {
+        let many = self.urls.len() > 1;
+        for url in &self.urls {
+            if let Err(reason) = self.check_url(url).await {
+                return Err(if many {
+                    Reason::Url {
+                        url: url.label.clone(),
+                        reason: Box::new(reason),
+                    }
+                } else {
+                    reason
+                });
+            }
+        }
+        Ok(Up::default())
+    }
+
+    async fn check_url(&self, url: &UrlProbe) -> Outcome {
+        let hash = url.digest.as_ref().map(Digest::kind);
+        let response = self.fetch(url, hash, true).await?;
+        if let (Some(expected), Some(got)) = (&url.digest, response.digest)
+            && !got.eq_ignore_ascii_case(expected.hex())
+        {
+            return Err(Reason::DigestMismatch {
+                expected: expected.clone(),
+                got,
+            });
+        }
+        Ok(Up::default())
+    }
+
+    /// One GET of `url` on a new connection; the body hashed with `hash` if given.
+    /// With `judge`, a status `url` does not accept fails before the body is read.
+    async fn fetch(
+        &self,
+        url: &UrlProbe,
+        hash: Option<HashKind>,
+        judge: bool,
+    ) -> Result<Response, Reason> {
         let stream = tcp::connect(self.target, self.source, self.timeout).await?;
         match &self.tls {
-            None => self.exchange(stream).await,
-            Some((connector, name)) => {
-                let handshake = connector.connect(name.clone(), stream);
+            None => self.exchange(stream, url, hash, judge).await,
+            Some(connector) => {
+                let handshake = connector.connect(url.server_name.clone(), stream);
                 let stream = match tokio::time::timeout(self.timeout, handshake).await {
                     Err(_elapsed) => {
                         return Err(Reason::Timeout {
@@ -115,22 +203,28 @@ impl HttpProbe {
                     Ok(Err(e)) => return Err(tls_error(&e)),
                     Ok(Ok(stream)) => stream,
                 };
-                self.exchange(stream).await
+                self.exchange(stream, url, hash, judge).await
             }
         }
     }
 
-    /// Sends the GET on an open stream and judges the response.
-    async fn exchange<S>(&self, stream: S) -> Outcome
+    /// Sends the GET on an open stream and reads the response (see [`HttpProbe::fetch`]).
+    async fn exchange<S>(
+        &self,
+        stream: S,
+        url: &UrlProbe,
+        hash: Option<HashKind>,
+        judge: bool,
+    ) -> Result<Response, Reason>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(http_error)?;
-        let request = Request::get(self.uri.clone())
+        let request = Request::get(url.uri.clone())
             .version(Version::HTTP_10)
-            .header(HOST, &self.host)
+            .header(HOST, &url.host)
             .header(USER_AGENT, USER_AGENT_VALUE)
             .header(CONNECTION, "close")
             .body(Empty::<Bytes>::new())
@@ -146,23 +240,25 @@ impl HttpProbe {
                 }
                 Ok(result) => result.map_err(http_error)?,
             };
-            let got = response.status().as_u16();
-            if !self.status.contains(&got) {
+            let status = response.status().as_u16();
+            if judge && !url.status.contains(&status) {
                 return Err(Reason::Status {
-                    got,
-                    expected: self.status.clone(),
+                    got: status,
+                    expected: url.status.clone(),
                 });
             }
-            if let Some(expected) = &self.digest {
-                let got = hash_body(response.into_body(), expected, timeout).await?;
-                if !got.eq_ignore_ascii_case(expected.hex()) {
-                    return Err(Reason::DigestMismatch {
-                        expected: expected.clone(),
-                        got,
-                    });
+            let (digest, body_len) = match hash {
+                Some(kind) => {
+                    let (hex, len) = hash_body(response.into_body(), kind, timeout).await?;
+                    (Some(hex), len)
                 }
-            }
-            Ok(Up::default())
+                None => (None, 0),
+            };
+            Ok(Response {
+                status,
+                digest,
+                body_len,
+            })
         };
         // The connection future drives the socket; the exchange only sees channels. Poll
         // both, but never wait for the connection once the exchange has its answer.
@@ -185,19 +281,77 @@ impl HttpProbe {
     }
 }
 
-/// Streams the body into `digest`'s hash; each read gets `timeout`.
+/// What `xdp-lb genhash` asks for: keepalived's `genhash -s SERVER -p PORT -u URL
+/// [-S] [-V VIRTUALHOST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Genhash {
+    pub server: SocketAddr,
+    pub path: String,
+    /// The `Host` header (and SNI name over TLS); default the address and port.
+    pub virtualhost: Option<String>,
+    /// Over TLS (`-S`), accepting any certificate as keepalived's `genhash` does.
+    pub tls: bool,
+    pub hash: HashKind,
+    /// Each network phase's limit; the whole fetch gets [`crate::DEADLINE_PHASES`] of them.
+    pub timeout: Duration,
+}
+
+/// What [`genhash`] brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The response's status; `genhash` hashes the body whatever it is.
+    pub status: u16,
+    /// The body's digest in lowercase hex: what a check's `digest` must be.
+    pub digest: String,
+    pub body_len: usize,
+}
+
+/// Fetches one URL exactly as an HTTP(S) check with that URL would, and hashes its
+/// body whatever the status: the digest to put in the check.
+pub async fn genhash(req: &Genhash) -> Result<Fetched, Reason> {
+    let url = HttpUrl {
+        virtualhost: req.virtualhost.clone(),
+        ..HttpUrl::new(req.path.clone())
+    };
+    let http = HttpCheck::url(url);
+    let tls = req.tls.then(TlsCheck::default);
+    let spec = match &tls {
+        None => CheckSpec::Http(http.clone()),
+        Some(tls) => CheckSpec::Https {
+            http: http.clone(),
+            tls: tls.clone(),
+        },
+    };
+    let mut params = CheckParams::new(req.server, &spec);
+    params.connect_timeout = req.timeout;
+    spec.validate(&params)?;
+    let probe = HttpProbe::new(&http, tls.as_ref(), &params)?;
+    let deadline = req.timeout * DEADLINE_PHASES;
+    let fetch = probe.fetch(&probe.urls[0], Some(req.hash), false);
+    let response = tokio::time::timeout(deadline, fetch)
+        .await
+        .map_err(|_| Reason::Deadline { after: deadline })??;
+    Ok(Fetched {
+        status: response.status,
+        digest: response.digest.unwrap_or_default(),
+        body_len: response.body_len,
+    })
+}
+
+/// Streams the body into a `kind` hash; each read gets `timeout`. The digest in
+/// lowercase hex and the body's length.
 async fn hash_body(
     mut body: hyper::body::Incoming,
-    digest: &Digest,
+    kind: HashKind,
     timeout: Duration,
-) -> Result<String, Reason> {
+) -> Result<(String, usize), Reason> {
     enum Hasher {
         Md5(md5::Context),
         Sha256(ring::digest::Context),
     }
-    let mut hasher = match digest {
-        Digest::Md5(_) => Hasher::Md5(md5::Context::new()),
-        Digest::Sha256(_) => Hasher::Sha256(ring::digest::Context::new(&ring::digest::SHA256)),
+    let mut hasher = match kind {
+        HashKind::Md5 => Hasher::Md5(md5::Context::new()),
+        HashKind::Sha256 => Hasher::Sha256(ring::digest::Context::new(&ring::digest::SHA256)),
     };
     let mut total = 0usize;
     loop {
@@ -222,10 +376,11 @@ async fn hash_body(
             }
         }
     }
-    Ok(match hasher {
+    let hex = match hasher {
         Hasher::Md5(ctx) => crate::spec::to_hex(&ctx.finalize().0),
         Hasher::Sha256(ctx) => crate::spec::to_hex(ctx.finish().as_ref()),
-    })
+    };
+    Ok((hex, total))
 }
 
 fn bracketed(ip: std::net::IpAddr) -> String {
@@ -412,10 +567,10 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 impl fmt::Debug for HttpProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let paths: Vec<&Uri> = self.urls.iter().map(|u| &u.uri).collect();
         f.debug_struct("HttpProbe")
             .field("target", &self.target)
-            .field("uri", &self.uri)
-            .field("host", &self.host)
+            .field("urls", &paths)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -433,25 +588,62 @@ mod tests {
     #[test]
     fn host_header_omits_the_default_port() {
         let http = HttpCheck::default();
+        let host = |p: HttpProbe| p.urls[0].host.clone();
         let p = HttpProbe::new(&http, None, &params("192.0.2.1:80")).unwrap();
-        assert_eq!(p.host, "192.0.2.1");
+        assert_eq!(host(p), "192.0.2.1");
         let p = HttpProbe::new(&http, None, &params("192.0.2.1:8080")).unwrap();
-        assert_eq!(p.host, "192.0.2.1:8080");
+        assert_eq!(host(p), "192.0.2.1:8080");
         let p = HttpProbe::new(&http, None, &params("[2001:db8::1]:8080")).unwrap();
-        assert_eq!(p.host, "[2001:db8::1]:8080");
+        assert_eq!(host(p), "[2001:db8::1]:8080");
         let tls = TlsCheck::default();
         let p = HttpProbe::new(&http, Some(&tls), &params("192.0.2.1:443")).unwrap();
-        assert_eq!(p.host, "192.0.2.1");
+        assert_eq!(host(p), "192.0.2.1");
         let vhost = HttpCheck {
             virtualhost: Some("www.example.test".into()),
             ..HttpCheck::default()
         };
         let p = HttpProbe::new(&vhost, Some(&tls), &params("192.0.2.1:443")).unwrap();
-        assert_eq!(p.host, "www.example.test");
+        assert_eq!(p.urls[0].host, "www.example.test");
         assert_eq!(
-            p.tls.as_ref().unwrap().1,
+            p.urls[0].server_name,
             ServerName::try_from("www.example.test").unwrap()
         );
+    }
+
+    #[test]
+    fn a_url_s_own_virtualhost_wins_for_host_and_sni_but_not_over_sni() {
+        let http = HttpCheck {
+            urls: vec![
+                HttpUrl::new("/a"),
+                HttpUrl {
+                    virtualhost: Some("b.example.test".into()),
+                    ..HttpUrl::new("/b")
+                },
+            ],
+            virtualhost: Some("www.example.test".into()),
+        };
+        let tls = TlsCheck::default();
+        let p = HttpProbe::new(&http, Some(&tls), &params("192.0.2.1:443")).unwrap();
+        let hosts: Vec<&str> = p.urls.iter().map(|u| u.host.as_str()).collect();
+        assert_eq!(hosts, ["www.example.test", "b.example.test"]);
+        assert_eq!(
+            p.urls[1].server_name,
+            ServerName::try_from("b.example.test").unwrap()
+        );
+        assert_eq!(p.urls[1].label, "/b (host b.example.test)");
+        assert_eq!(p.urls[0].label, "/a");
+        // An explicit `sni` is every URL's TLS name.
+        let sni = TlsCheck {
+            sni: Some("tls.example.test".into()),
+            ..TlsCheck::default()
+        };
+        let p = HttpProbe::new(&http, Some(&sni), &params("192.0.2.1:443")).unwrap();
+        assert!(
+            p.urls
+                .iter()
+                .all(|u| u.server_name == ServerName::try_from("tls.example.test").unwrap())
+        );
+        assert_eq!(p.url_count(), 2);
     }
 
     #[test]

@@ -27,12 +27,13 @@ mod udp;
 
 pub use checker::{Checker, DEADLINE_PHASES};
 pub use health::{Change, Health};
-pub use http::{MAX_BODY, USER_AGENT_VALUE};
+pub use http::{Fetched, Genhash, MAX_BODY, USER_AGENT_VALUE, genhash};
 pub use misc::TERM_GRACE;
 pub use reason::{Dur, Outcome, Phase, Reason, ScriptOutput, Up};
 pub use scheduler::{BackendId, Transition, run};
 pub use spec::{
-    CheckParams, CheckSpec, Digest, DnsCheck, HttpCheck, MiscCheck, QType, TlsCheck, UdpCheck,
+    CheckParams, CheckSpec, DEFAULT_STATUS, Digest, DnsCheck, HashKind, HttpCheck, HttpUrl,
+    MiscCheck, QType, TlsCheck, UdpCheck,
 };
 
 /// 64 random bits for DNS ids, ICMP identifiers and warmup jitter: not secret, only

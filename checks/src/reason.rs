@@ -117,6 +117,10 @@ pub enum Reason {
     DigestMismatch { expected: Digest, got: String },
     #[error("body larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// One URL of an HTTP check with several failed: which (its path, and its own
+    /// virtualhost if it has one) and why.
+    #[error("url {url}: {reason}")]
+    Url { url: String, reason: Box<Reason> },
     /// A malformed or cut-short HTTP exchange.
     #[error("http: {0}")]
     Http(String),
@@ -260,14 +264,32 @@ impl fmt::Display for Dur {
     }
 }
 
+/// Status codes with runs written as ranges: `200`, `200-299`, `one of 200, 204`,
+/// `one of 200-299, 301`.
 fn list(codes: &[u16]) -> String {
-    match codes {
-        [] => "none".to_owned(),
-        [one] => one.to_string(),
-        many => {
-            let all: Vec<String> = many.iter().map(u16::to_string).collect();
-            format!("one of {}", all.join(", "))
+    let mut sorted = codes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for code in sorted {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == code => *end = code,
+            _ => runs.push((code, code)),
         }
+    }
+    let text: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| match b - a {
+            0 => a.to_string(),
+            // Two neighbours read better listed than as a range.
+            1 => format!("{a}, {b}"),
+            _ => format!("{a}-{b}"),
+        })
+        .collect();
+    match (runs.as_slice(), text.as_slice()) {
+        ([], _) => "none".to_owned(),
+        ([(a, b)], [one]) if a == b || b - a > 1 => one.clone(),
+        _ => format!("one of {}", text.join(", ")),
     }
 }
 
@@ -336,6 +358,34 @@ mod tests {
                     expected: vec![200, 204],
                 },
                 "status 404, expected one of 200, 204",
+            ),
+            (
+                Reason::Status {
+                    got: 404,
+                    expected: (200..=299).collect(),
+                },
+                "status 404, expected 200-299",
+            ),
+            (
+                Reason::Status {
+                    got: 404,
+                    expected: vec![301, 200, 201, 202],
+                },
+                "status 404, expected one of 200-202, 301",
+            ),
+            (
+                Reason::Status {
+                    got: 404,
+                    expected: vec![200, 201],
+                },
+                "status 404, expected one of 200, 201",
+            ),
+            (
+                Reason::Url {
+                    url: "/b".into(),
+                    reason: Box::new(Reason::Refused),
+                },
+                "url /b: connection refused",
             ),
             (
                 Reason::DigestMismatch {

@@ -4,7 +4,7 @@
 //! | keepalived | here |
 //! | --- | --- |
 //! | `TCP_CHECK` | [`CheckSpec::Tcp`] |
-//! | `HTTP_GET` (`path`, `status_code`, `digest`, `virtualhost`) | [`CheckSpec::Http`] |
+//! | `HTTP_GET` (`virtualhost`; `url` blocks with `path`, `status_code`, `digest`, `virtualhost`) | [`CheckSpec::Http`] with one [`HttpUrl`] per `url` |
 //! | `SSL_GET` | [`CheckSpec::Https`] (rustls; verification optional) |
 //! | `MISC_CHECK` (`misc_path`, `misc_timeout`, `misc_dynamic`, `user`) | [`CheckSpec::Misc`] |
 //! | `UDP_CHECK` (`payload`, `require_reply`) | [`CheckSpec::Udp`] |
@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,9 +69,17 @@ impl CheckSpec {
         };
         let what = match self {
             CheckSpec::Tcp | CheckSpec::Udp(_) => format!("{kind} {target}"),
-            CheckSpec::Http(http) | CheckSpec::Https { http, .. } => {
-                format!("{kind} {target}{}", http.path)
-            }
+            CheckSpec::Http(http) | CheckSpec::Https { http, .. } => match http.urls.as_slice() {
+                [one] => format!("{kind} {target}{}", one.path),
+                many => {
+                    let paths: Vec<&str> = many.iter().map(|u| u.path.as_str()).collect();
+                    format!(
+                        "{kind} {target} ({} urls: {})",
+                        many.len(),
+                        paths.join(", ")
+                    )
+                }
+            },
             CheckSpec::Misc(misc) if misc.argv.is_empty() => format!("{kind} (no command)"),
             CheckSpec::Misc(misc) => format!("{kind} {}", misc.argv.join(" ")),
             CheckSpec::Dns(dns) => format!("{kind} {target} {} {}", dns.name, dns.qtype),
@@ -87,25 +96,20 @@ impl CheckSpec {
         match self {
             CheckSpec::Tcp | CheckSpec::Icmp => Ok(()),
             CheckSpec::Http(http) | CheckSpec::Https { http, .. } => {
-                if !http.path.starts_with('/') || http.path.chars().any(|c| c.is_ascii_control()) {
-                    return invalid(format!(
-                        "http path {:?} must start with '/' and contain no control characters",
-                        http.path
-                    ));
+                if http.urls.is_empty() {
+                    return invalid("an http check needs at least one url".into());
                 }
-                if http.status.is_empty() {
-                    return invalid("http status list is empty; give at least one code".into());
+                if let Some(host) = &http.virtualhost {
+                    validate_host(host)?;
                 }
-                if let Some(code) = http.status.iter().find(|c| !(100..=999).contains(*c)) {
-                    return invalid(format!("http status {code} is not a 3-digit code"));
-                }
-                if let Some(digest) = &http.digest {
-                    digest.bytes()?;
-                }
-                if let Some(host) = &http.virtualhost
-                    && (host.is_empty() || host.chars().any(|c| c.is_ascii_control() || c == ' '))
-                {
-                    return invalid(format!("virtualhost {host:?} is not a host name"));
+                let many = http.urls.len() > 1;
+                for (i, url) in http.urls.iter().enumerate() {
+                    url.validate().map_err(|reason| match reason {
+                        Reason::Invalid(why) if many => {
+                            Reason::Invalid(format!("url {} ({}): {why}", i + 1, url.path))
+                        }
+                        other => other,
+                    })?;
                 }
                 Ok(())
             }
@@ -123,26 +127,35 @@ impl CheckSpec {
     }
 }
 
-/// `HTTP_GET` / `SSL_GET` settings.
+/// keepalived's accepted status codes when a `url` gives none: any 2xx.
+pub const DEFAULT_STATUS: RangeInclusive<u16> = 200..=299;
+
+/// `HTTP_GET` / `SSL_GET` settings: one or more URLs, all of which must pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpCheck {
-    /// Request path, e.g. `/health`; default `/`.
-    pub path: String,
-    /// Accepted status codes; default `[200]`.
-    pub status: Vec<u16>,
-    /// Expected digest of the body, if any.
-    pub digest: Option<Digest>,
-    /// `Host` header (and, over TLS, default SNI name); default the address and port.
+    /// The URLs requested by every probe, in order; the probe is up only if each one
+    /// answers with an accepted status (and digest). Never empty once validated.
+    pub urls: Vec<HttpUrl>,
+    /// `Host` header (and, over TLS, default SNI name) of every URL without its own;
+    /// default the address and port.
     pub virtualhost: Option<String>,
 }
 
 impl HttpCheck {
-    /// GET `path`, expecting status 200.
+    /// GET `path`, expecting a 2xx status.
     pub fn new(path: impl Into<String>) -> HttpCheck {
+        HttpCheck::url(HttpUrl::new(path))
+    }
+
+    /// A check of this one URL.
+    pub fn url(url: HttpUrl) -> HttpCheck {
+        HttpCheck::urls(vec![url])
+    }
+
+    /// A check of all these URLs.
+    pub fn urls(urls: Vec<HttpUrl>) -> HttpCheck {
         HttpCheck {
-            path: path.into(),
-            status: vec![200],
-            digest: None,
+            urls,
             virtualhost: None,
         }
     }
@@ -152,6 +165,64 @@ impl Default for HttpCheck {
     fn default() -> Self {
         HttpCheck::new("/")
     }
+}
+
+/// One URL of an HTTP check: keepalived's `url { path; status_code; digest; virtualhost }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// Request path, e.g. `/health`.
+    pub path: String,
+    /// Accepted status codes; default [`DEFAULT_STATUS`] (200-299), as keepalived.
+    pub status: Vec<u16>,
+    /// Expected digest of the body, if any.
+    pub digest: Option<Digest>,
+    /// `Host` header (and, over TLS, default SNI name) of this URL; default the
+    /// check's `virtualhost`.
+    pub virtualhost: Option<String>,
+}
+
+impl HttpUrl {
+    /// GET `path`, expecting a 2xx status.
+    pub fn new(path: impl Into<String>) -> HttpUrl {
+        HttpUrl {
+            path: path.into(),
+            status: DEFAULT_STATUS.collect(),
+            digest: None,
+            virtualhost: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Reason> {
+        let invalid = |msg: String| Err(Reason::Invalid(msg));
+        if !self.path.starts_with('/') || self.path.chars().any(|c| c.is_ascii_control()) {
+            return invalid(format!(
+                "http path {:?} must start with '/' and contain no control characters",
+                self.path
+            ));
+        }
+        if self.status.is_empty() {
+            return invalid("http status list is empty; give at least one code".into());
+        }
+        if let Some(code) = self.status.iter().find(|c| !(100..=999).contains(*c)) {
+            return invalid(format!("http status {code} is not a 3-digit code"));
+        }
+        if let Some(digest) = &self.digest {
+            digest.bytes()?;
+        }
+        if let Some(host) = &self.virtualhost {
+            validate_host(host)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_host(host: &str) -> Result<(), Reason> {
+    if host.is_empty() || host.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err(Reason::Invalid(format!(
+            "virtualhost {host:?} is not a host name"
+        )));
+    }
+    Ok(())
 }
 
 /// TLS settings of an `SSL_GET` check.
@@ -175,13 +246,51 @@ pub enum Digest {
     Sha256(String),
 }
 
+/// A hash function a body digest can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashKind {
+    /// keepalived's (and `genhash`'s) only one.
+    Md5,
+    Sha256,
+}
+
+impl HashKind {
+    /// `md5` or `sha256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashKind::Md5 => "md5",
+            HashKind::Sha256 => "sha256",
+        }
+    }
+
+    /// Parses `md5` or `sha256`, any case.
+    pub fn from_name(name: &str) -> Option<HashKind> {
+        [HashKind::Md5, HashKind::Sha256]
+            .into_iter()
+            .find(|h| h.name().eq_ignore_ascii_case(name))
+    }
+
+    /// This function's digest of `body`, as lowercase hex.
+    pub fn compute(self, body: &[u8]) -> String {
+        match self {
+            HashKind::Md5 => to_hex(&md5::compute(body).0),
+            HashKind::Sha256 => to_hex(ring::digest::digest(&ring::digest::SHA256, body).as_ref()),
+        }
+    }
+}
+
 impl Digest {
+    /// The hash function.
+    pub fn kind(&self) -> HashKind {
+        match self {
+            Digest::Md5(_) => HashKind::Md5,
+            Digest::Sha256(_) => HashKind::Sha256,
+        }
+    }
+
     /// `md5` or `sha256`.
     pub fn algorithm(&self) -> &'static str {
-        match self {
-            Digest::Md5(_) => "md5",
-            Digest::Sha256(_) => "sha256",
-        }
+        self.kind().name()
     }
 
     /// The hex digits as given.
@@ -214,10 +323,7 @@ impl Digest {
 
     /// This algorithm's digest of `body`, as lowercase hex.
     pub fn compute(&self, body: &[u8]) -> String {
-        match self {
-            Digest::Md5(_) => to_hex(&md5::compute(body).0),
-            Digest::Sha256(_) => to_hex(ring::digest::digest(&ring::digest::SHA256, body).as_ref()),
-        }
+        self.kind().compute(body)
     }
 }
 
@@ -452,7 +558,11 @@ mod tests {
         assert_eq!(misc.retry, 0);
         let dns = CheckParams::new(server(), &CheckSpec::Dns(DnsCheck::default()));
         assert_eq!((dns.retry, dns.delay_before_retry), (3, dns.interval));
-        assert_eq!(HttpCheck::default().status, vec![200]);
+        // keepalived's url_check: no status_code means any 2xx.
+        let url = &HttpCheck::default().urls[0];
+        assert_eq!(url.path, "/");
+        assert_eq!(url.status.len(), 100);
+        assert_eq!((url.status[0], url.status[99]), (200, 299));
         assert_eq!(DnsCheck::default().name, ".");
         assert!(!TlsCheck::default().verify_certificate);
     }
@@ -472,6 +582,11 @@ mod tests {
         let p = CheckParams::new(server(), &CheckSpec::Tcp);
         let http = CheckSpec::Http(HttpCheck::new("/health"));
         assert_eq!(http.describe(&p), "http_get 192.0.2.21:80/health");
+        let two = CheckSpec::Http(HttpCheck::urls(vec![
+            HttpUrl::new("/a"),
+            HttpUrl::new("/b"),
+        ]));
+        assert_eq!(two.describe(&p), "http_get 192.0.2.21:80 (2 urls: /a, /b)");
         assert_eq!(CheckSpec::Tcp.describe(&p), "tcp_check 192.0.2.21:80");
         assert_eq!(CheckSpec::Icmp.describe(&p), "ping_check 192.0.2.21");
         let misc = CheckSpec::Misc(MiscCheck::new(["/bin/sh", "-c", "exit 0"]));
@@ -510,11 +625,33 @@ mod tests {
         let p = CheckParams::new(server(), &CheckSpec::Tcp);
         let bad_path = CheckSpec::Http(HttpCheck::new("health"));
         assert!(bad_path.validate(&p).is_err());
-        let no_status = CheckSpec::Http(HttpCheck {
+        let no_status = CheckSpec::Http(HttpCheck::url(HttpUrl {
             status: vec![],
-            ..HttpCheck::default()
-        });
+            ..HttpUrl::new("/")
+        }));
         assert!(no_status.validate(&p).is_err());
+        let no_url = CheckSpec::Http(HttpCheck::urls(vec![]));
+        assert_eq!(
+            no_url.validate(&p).unwrap_err().to_string(),
+            "invalid check: an http check needs at least one url"
+        );
+        // With several urls the bad one is named by position and path.
+        let second_bad = CheckSpec::Http(HttpCheck::urls(vec![
+            HttpUrl::new("/a"),
+            HttpUrl {
+                digest: Some(Digest::Md5("abc".into())),
+                ..HttpUrl::new("/b")
+            },
+        ]));
+        assert_eq!(
+            second_bad.validate(&p).unwrap_err().to_string(),
+            "invalid check: url 2 (/b): md5 digest \"abc\" must be 32 hex digits"
+        );
+        let bad_url_host = CheckSpec::Http(HttpCheck::url(HttpUrl {
+            virtualhost: Some("a b".into()),
+            ..HttpUrl::new("/")
+        }));
+        assert!(bad_url_host.validate(&p).is_err());
         assert!(
             CheckSpec::Misc(MiscCheck::new(Vec::<String>::new()))
                 .validate(&p)
@@ -535,6 +672,14 @@ mod tests {
             qtype: QType::A,
         });
         assert!(bad_name.validate(&p).is_err());
+    }
+
+    #[test]
+    fn hash_kinds_parse_by_name() {
+        assert_eq!(HashKind::from_name("MD5"), Some(HashKind::Md5));
+        assert_eq!(HashKind::from_name("sha256"), Some(HashKind::Sha256));
+        assert_eq!(HashKind::from_name("sha1"), None);
+        assert_eq!(Digest::Sha256(String::new()).kind(), HashKind::Sha256);
     }
 
     #[test]

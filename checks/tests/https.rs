@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::web::{self, BODY};
 use common::{digest_cli, in_netns, probe};
 use tokio::net::TcpListener;
-use xdp_lb_checks::{CheckSpec, Checker, Digest, HttpCheck, Phase, Reason, TlsCheck, Up};
+use xdp_lb_checks::{
+    CheckSpec, Checker, DEFAULT_STATUS, Digest, HttpCheck, HttpUrl, Phase, Reason, TlsCheck, Up,
+};
 
 /// An HTTPS server on 127.0.0.1 with a certificate for `localhost` and `127.0.0.1`;
 /// returns its address and the certificate's PEM.
@@ -86,6 +88,40 @@ fn verified_with_the_ca_file_by_name_and_by_address() {
 }
 
 #[test]
+fn each_url_gets_its_own_tls_session_named_by_its_virtualhost() {
+    in_netns(|| async {
+        let (server, pem) = https_server().await;
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca.path(), pem).unwrap();
+        let url = |path: &str, host: &str| HttpUrl {
+            virtualhost: Some(host.into()),
+            digest: Some(Digest::Md5(digest_cli("md5sum", BODY))),
+            ..HttpUrl::new(path)
+        };
+        // Both urls' names are in the certificate: up.
+        let both = https(
+            HttpCheck::urls(vec![url("/", "localhost"), url("/", "127.0.0.1")]),
+            verify_with(ca.path(), None),
+        );
+        assert_eq!(probe(server, both).await, Ok(Up::default()));
+        // The second url's name is not: its own session fails, and it is named.
+        let second = https(
+            HttpCheck::urls(vec![url("/", "localhost"), url("/", "other.example.test")]),
+            verify_with(ca.path(), None),
+        );
+        let outcome = probe(server, second).await;
+        let Err(Reason::Url { url, reason }) = &outcome else {
+            panic!("expected the second url to fail, got {outcome:?}");
+        };
+        assert_eq!(url, "/ (host other.example.test)");
+        assert!(
+            matches!(**reason, Reason::Tls(ref m) if m.contains("not valid for name")),
+            "{reason}"
+        );
+    });
+}
+
+#[test]
 fn a_name_the_certificate_lacks_is_down() {
     in_netns(|| async {
         let (server, pem) = https_server().await;
@@ -108,18 +144,18 @@ fn a_name_the_certificate_lacks_is_down() {
 fn digest_and_status_work_over_tls() {
     in_netns(|| async {
         let (server, _) = https_server().await;
-        let good = HttpCheck {
+        let good = HttpCheck::url(HttpUrl {
             digest: Some(Digest::Md5(digest_cli("md5sum", BODY))),
-            ..HttpCheck::new("/")
-        };
+            ..HttpUrl::new("/")
+        });
         assert_eq!(
             probe(server, https(good, TlsCheck::default())).await,
             Ok(Up::default())
         );
-        let bad = HttpCheck {
+        let bad = HttpCheck::url(HttpUrl {
             digest: Some(Digest::Sha256("ab".repeat(32))),
-            ..HttpCheck::new("/")
-        };
+            ..HttpUrl::new("/")
+        });
         let outcome = probe(server, https(bad, TlsCheck::default())).await;
         assert!(
             matches!(outcome, Err(Reason::DigestMismatch { .. })),
@@ -134,7 +170,7 @@ fn digest_and_status_work_over_tls() {
             status,
             Err(Reason::Status {
                 got: 500,
-                expected: vec![200]
+                expected: DEFAULT_STATUS.collect()
             })
         );
     });

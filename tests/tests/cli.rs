@@ -181,3 +181,211 @@ fn status_without_arguments_asks_the_default_api() {
         "{stderr}"
     );
 }
+
+/// A process in a test namespace, killed on drop.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something listens on `port` of the namespace's loopback.
+fn wait_listening(ns: &xdp_lb_lab::Netns, port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = ns.command("ss").args(["-Hltn"]).output().unwrap();
+        let listening = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.contains(&format!("127.0.0.1:{port} ")));
+        if listening {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on 127.0.0.1:{port} within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `md5sum` of `data`: an implementation nobody here wrote.
+fn md5sum(data: &[u8]) -> String {
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_owned()
+}
+
+/// Runs `program args` in `ns`: exit code, stdout, stderr.
+fn run_in(ns: &xdp_lb_lab::Netns, program: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = ns.command(program).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// keepalived's own genhash (the Debian package's, keepalived 2.x) and `xdp-lb genhash`
+/// against python's http.server in a fresh namespace: the same line on stdout, and it
+/// is the md5sum of the page.
+#[test]
+fn genhash_prints_what_keepalived_s_genhash_prints() {
+    xdp_lb_lab::require_root().expect("this test builds a network namespace");
+    assert!(
+        std::path::Path::new("/usr/bin/genhash").exists(),
+        "keepalived's genhash (/usr/bin/genhash, Debian package keepalived) is needed"
+    );
+    let ns = xdp_lb_lab::Netns::new("xlb-genhash").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let page = b"<html><body>a page for genhash</body></html>\n";
+    std::fs::write(dir.path().join("index.html"), page).unwrap();
+    let port = 8081;
+    let _python = Served(
+        ns.command("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&ns, port, "python3 -m http.server");
+    let args = ["-s", "127.0.0.1", "-p", "8081", "-u", "/index.html"];
+    let (code, theirs, stderr) = run_in(&ns, "/usr/bin/genhash", &args);
+    assert_eq!(code, Some(0), "genhash: {stderr}");
+    let binary = xdp_lb_tests::binary();
+    let binary = binary.to_str().unwrap();
+    let ours_args: Vec<&str> = ["genhash"].into_iter().chain(args).collect();
+    let (code, ours, stderr) = run_in(&ns, binary, &ours_args);
+    assert_eq!(code, Some(0), "xdp-lb genhash: {stderr}");
+    assert_eq!(
+        ours, theirs,
+        "xdp-lb genhash and keepalived's genhash differ"
+    );
+    assert_eq!(ours, format!("{}\n", md5sum(page)));
+    assert_eq!(stderr, "");
+    // A virtualhost and the long options; sha256 on request.
+    let (code, sha, _) = run_in(
+        &ns,
+        binary,
+        &[
+            "genhash",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            "8081",
+            "--url",
+            "/index.html",
+            "--use-virtualhost",
+            "www.example.test",
+            "--hash",
+            "sha256",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    let sha256 = std::process::Command::new("sha256sum")
+        .arg(dir.path().join("index.html"))
+        .output()
+        .unwrap();
+    assert_eq!(sha.trim(), &String::from_utf8_lossy(&sha256.stdout)[..64]);
+    // A missing page: the body is hashed as keepalived's genhash does, with a warning.
+    let missing = ["-s", "127.0.0.1", "-p", "8081", "-u", "/missing.html"];
+    let (_, theirs, _) = run_in(&ns, "/usr/bin/genhash", &missing);
+    let ours_args: Vec<&str> = ["genhash"].into_iter().chain(missing).collect();
+    let (code, ours, stderr) = run_in(&ns, binary, &ours_args);
+    assert_eq!((code, &ours), (Some(0), &theirs));
+    assert!(
+        stderr.contains("answered status 404: a check of it fails unless its `status` accepts 404"),
+        "{stderr}"
+    );
+    // Nothing listening: an error and a failure exit (keepalived's genhash exits 0).
+    let (code, ours, stderr) = run_in(
+        &ns,
+        binary,
+        &["genhash", "-s", "127.0.0.1", "-p", "8082", "-u", "/"],
+    );
+    assert_eq!((code, ours.as_str()), (Some(1), ""));
+    assert!(
+        stderr.contains("GET 127.0.0.1:8082/: connection refused"),
+        "{stderr}"
+    );
+}
+
+/// `-S`: over TLS, against `openssl s_server -WWW` with a self-signed certificate, as
+/// keepalived's genhash -S sees it.
+#[test]
+fn genhash_over_tls_matches_keepalived_s() {
+    xdp_lb_lab::require_root().expect("this test builds a network namespace");
+    let ns = xdp_lb_lab::Netns::new("xlb-genhash-s").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let page = b"served over tls\n";
+    std::fs::write(dir.path().join("page.txt"), page).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = 8443;
+    let _server = Served(
+        ns.command("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-accept",
+                "127.0.0.1:8443",
+                "-cert",
+                "cert.pem",
+            ])
+            .args(["-key", "key.pem", "-WWW"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&ns, port, "openssl s_server");
+    let args = ["-S", "-s", "127.0.0.1", "-p", "8443", "-u", "/page.txt"];
+    let (code, theirs, stderr) = run_in(&ns, "/usr/bin/genhash", &args);
+    assert_eq!(code, Some(0), "genhash: {stderr}");
+    let binary = xdp_lb_tests::binary();
+    let ours_args: Vec<&str> = ["genhash"].into_iter().chain(args).collect();
+    let (code, ours, stderr) = run_in(&ns, binary.to_str().unwrap(), &ours_args);
+    assert_eq!(code, Some(0), "xdp-lb genhash -S: {stderr}");
+    assert_eq!(ours, theirs);
+    assert_eq!(ours, format!("{}\n", md5sum(page)));
+}

@@ -133,6 +133,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "status",
             "digest",
             "virtualhost",
+            "urls",
             "verify_certificate",
             "ca_file",
             "sni",

@@ -7,7 +7,7 @@ use xdp_lb_tests::xdp_lb;
 
 use xdp_lb::config::{self, Forwarding, Protocol, Scheduler, TrackedInterface};
 use xdp_lb::import::{ImportError, Options, Outcome, import, import_file, import_text};
-use xdp_lb_checks::{CheckSpec, UdpCheck};
+use xdp_lb_checks::{CheckSpec, DEFAULT_STATUS, Digest, HttpCheck, HttpUrl, TlsCheck, UdpCheck};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keepalived");
 
@@ -220,9 +220,15 @@ fn a_realistic_config_translates_to_a_valid_one() {
     let CheckSpec::Http(http) = &http_check.spec else {
         panic!("{:?}", http_check.spec);
     };
-    assert_eq!(http.path, "/health");
-    assert_eq!(http.status, [200]);
-    assert!(http.digest.is_some());
+    assert_eq!(
+        http.urls,
+        [HttpUrl {
+            path: "/health".into(),
+            status: vec![200],
+            digest: Some(Digest::Md5("d41d8cd98f00b204e9800998ecf8427e".into())),
+            virtualhost: None,
+        }]
+    );
     assert_eq!(
         (
             http_check.params.retry,
@@ -563,6 +569,113 @@ fn udp_check_translates_with_keepalived_meaning() {
             expect: Some(b"OK".to_vec())
         })
     );
+}
+
+fn http_vs(body: &str) -> String {
+    format!(
+        "virtual_server 192.0.2.1 80 {{\n protocol TCP\n virtualhost vs.example.test\n \
+         real_server 192.0.2.11 80 {{\n{body}\n }}\n}}\n"
+    )
+}
+
+#[test]
+fn every_url_block_translates_with_its_status_digest_and_virtualhost() {
+    let text = http_vs(
+        "  SSL_GET {\n   url {\n    path /a\n    status_code 200-299 301\n    \
+         digest 0123456789ABCDEF0123456789abcdef\n   }\n   url {\n    path /b\n    \
+         virtualhost b.example.test\n   }\n   url {\n    path /c\n    status_code 204,404\n   }\n  }",
+    );
+    let out = import(&text, "k.conf", &["eth0".into()]).unwrap();
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    // keepalived's own ranges stay ranges in the output.
+    assert!(
+        out.toml.contains("status = [\"200-299\", 301]"),
+        "{}",
+        out.toml
+    );
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    let mut status: Vec<u16> = DEFAULT_STATUS.collect();
+    status.push(301);
+    assert_eq!(
+        only_check(&c).spec,
+        CheckSpec::Https {
+            http: HttpCheck {
+                urls: vec![
+                    HttpUrl {
+                        path: "/a".into(),
+                        status,
+                        digest: Some(Digest::Md5("0123456789abcdef0123456789abcdef".into())),
+                        virtualhost: None,
+                    },
+                    // No status_code: any 2xx, keepalived's default and xdp-lb's.
+                    HttpUrl {
+                        virtualhost: Some("b.example.test".into()),
+                        ..HttpUrl::new("/b")
+                    },
+                    HttpUrl {
+                        status: vec![204, 404],
+                        ..HttpUrl::new("/c")
+                    },
+                ],
+                // The virtual server's virtualhost is every other url's.
+                virtualhost: Some("vs.example.test".into()),
+            },
+            tls: TlsCheck::default(),
+        }
+    );
+}
+
+#[test]
+fn one_url_is_the_short_form_and_the_checker_s_virtualhost_wins() {
+    let text = http_vs(
+        "  HTTP_GET {\n   virtualhost chk.example.test\n   url {\n    path /health\n   }\n  }",
+    );
+    let out = import(&text, "k.conf", &["eth0".into()]).unwrap();
+    assert!(out.notes.is_empty(), "{:?}", out.report());
+    assert!(out.toml.contains("path = \"/health\""), "{}", out.toml);
+    assert!(!out.toml.contains("urls"), "{}", out.toml);
+    let c = out.validate().unwrap();
+    assert_eq!(
+        only_check(&c).spec,
+        CheckSpec::Http(HttpCheck {
+            virtualhost: Some("chk.example.test".into()),
+            ..HttpCheck::new("/health")
+        })
+    );
+}
+
+#[test]
+fn urls_keepalived_ignores_are_left_out_with_its_reason() {
+    // A url without a path is ignored; a checker left with no url is ignored too.
+    let text = http_vs(
+        "  HTTP_GET {\n   url {\n    status_code 200\n   }\n   url {\n    path /ok\n   }\n  }",
+    );
+    let out = import(&text, "k.conf", &["eth0".into()]).unwrap();
+    let report = out.report().join("\n");
+    assert!(
+        report.contains("k.conf:6: url { ... }: not translated (this url has no path, and keepalived ignores such a url"),
+        "{report}"
+    );
+    let c = out.validate().unwrap();
+    assert_eq!(
+        only_check(&c).spec,
+        CheckSpec::Http(HttpCheck {
+            virtualhost: Some("vs.example.test".into()),
+            ..HttpCheck::new("/ok")
+        })
+    );
+
+    let text = http_vs("  HTTP_GET {\n   connect_timeout 3\n  }");
+    let out = import(&text, "k.conf", &["eth0".into()]).unwrap();
+    let report = out.report().join("\n");
+    assert!(
+        report.contains("k.conf:5: HTTP_GET { ... }: not translated (it has no url with a path, and keepalived ignores such a checker"),
+        "{report}"
+    );
+    let c = out.validate().unwrap();
+    assert!(c.virtual_servers[0].real_servers[0].check.is_none());
 }
 
 #[test]

@@ -71,6 +71,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the digest of a page's body as keepalived's `genhash` does (`genhash -s
+    /// SERVER -p PORT -u URL`): the value of an http check's `digest` ("md5:" + it),
+    /// or of keepalived's `url { digest }`. The page is fetched as the check fetches it.
+    Genhash {
+        /// The server's IP address.
+        #[arg(short = 's', long, value_name = "ADDRESS")]
+        server: std::net::IpAddr,
+        /// The server's port.
+        #[arg(short = 'p', long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+        /// The path to fetch, e.g. /index.html.
+        #[arg(short = 'u', long, value_name = "PATH")]
+        url: String,
+        /// Over TLS (SSL_GET); any certificate is accepted, as keepalived's genhash does.
+        #[arg(short = 'S', long)]
+        use_ssl: bool,
+        /// The Host header (and the TLS server name), as the check's `virtualhost`.
+        #[arg(
+            short = 'V',
+            long = "use-virtualhost",
+            visible_alias = "virtualhost",
+            value_name = "HOST"
+        )]
+        virtualhost: Option<String>,
+        /// Send the virtualhost as SNI (keepalived's -I); xdp-lb always does, so this
+        /// is accepted for keepalived's command lines and changes nothing.
+        #[arg(short = 'I', long)]
+        use_sni: bool,
+        /// The hash: md5 (keepalived's, the default) or sha256 (xdp-lb's checks take both).
+        #[arg(short = 'H', long, value_enum, default_value = "md5")]
+        hash: HashArg,
+        /// Limit of each network phase, in seconds.
+        #[arg(short = 't', long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+        /// Also print the status and the body's length (on stderr).
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
     /// Print the man page or a shell completion script (for packaging).
     #[command(hide = true)]
     Generate {
@@ -98,6 +136,12 @@ enum Generated {
     Bash,
     Zsh,
     Fish,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HashArg {
+    Md5,
+    Sha256,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -165,6 +209,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Generate { what }) = &cli.command {
         return generate(*what);
     }
+    if let Some(Command::Genhash {
+        server,
+        port,
+        url,
+        use_ssl,
+        virtualhost,
+        use_sni: _,
+        hash,
+        timeout,
+        verbose,
+    }) = &cli.command
+    {
+        let request = xdp_lb_checks::Genhash {
+            server: std::net::SocketAddr::new(*server, *port),
+            path: url.clone(),
+            virtualhost: virtualhost.clone(),
+            tls: *use_ssl,
+            hash: match hash {
+                HashArg::Md5 => xdp_lb_checks::HashKind::Md5,
+                HashArg::Sha256 => xdp_lb_checks::HashKind::Sha256,
+            },
+            timeout: std::time::Duration::from_secs(*timeout),
+        };
+        return genhash(&request, *verbose);
+    }
     let path = match cli.config {
         Some(path) => path,
         None if std::path::Path::new(config::DEFAULT_PATH).exists() => {
@@ -189,6 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Status { .. }
             | Command::Connections { .. }
             | Command::ImportKeepalived { .. }
+            | Command::Genhash { .. }
             | Command::Generate { .. },
         ) => {
             unreachable!("handled above")
@@ -256,6 +326,36 @@ fn api_target(
         )
     })?;
     Ok((addr, token.clone().or(global.api_token)))
+}
+
+/// `genhash`: the digest alone on stdout, as keepalived 2.x's genhash prints it, so
+/// scripts that read its output read ours; anything else on stderr.
+fn genhash(request: &xdp_lb_checks::Genhash, verbose: bool) -> anyhow::Result<()> {
+    let target = format!("{}{}", request.server, request.path);
+    let fetched = block_on(async {
+        xdp_lb_checks::genhash(request)
+            .await
+            .map_err(|reason| anyhow::anyhow!("GET {target}: {reason}"))
+    })?;
+    if verbose {
+        eprintln!(
+            "GET {target}: status {}, {} body bytes, {}",
+            fetched.status,
+            fetched.body_len,
+            request.hash.name()
+        );
+    }
+    if !xdp_lb_checks::DEFAULT_STATUS.contains(&fetched.status) {
+        // keepalived's genhash hashes the body whatever the status; say what a check
+        // of this url would also need.
+        eprintln!(
+            "xdp-lb: warning: GET {target} answered status {}: a check of it fails unless \
+             its `status` accepts {}",
+            fetched.status, fetched.status
+        );
+    }
+    println!("{}", fetched.digest);
+    Ok(())
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {

@@ -41,6 +41,11 @@ pub struct RequestHead {
 pub struct Seen(Arc<Mutex<Vec<RequestHead>>>);
 
 impl Seen {
+    /// Every request so far, in order.
+    pub fn all(&self) -> Vec<RequestHead> {
+        self.0.lock().unwrap().clone()
+    }
+
     pub fn last(&self) -> RequestHead {
         self.0
             .lock()
@@ -175,6 +180,46 @@ pub fn spawn_dripping(listener: TcpListener, head: &'static [u8], every: std::ti
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
+                let _ = stream.write_all(head).await;
+                loop {
+                    tokio::time::sleep(every).await;
+                    if stream.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// The body [`spawn_quick_then_dripping`] answers its first connections with.
+pub const QUICK_BODY: &[u8] = b"ok";
+
+/// Answers the first `quick` connections at once with 200 and [`QUICK_BODY`], every
+/// later one as [`spawn_dripping`] does: the URLs of one check after the first are slow.
+pub fn spawn_quick_then_dripping(
+    listener: TcpListener,
+    quick: usize,
+    head: &'static [u8],
+    every: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        let mut accepted = 0;
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            accepted += 1;
+            let fast = accepted <= quick;
+            tokio::spawn(async move {
+                if fast {
+                    let reply = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        QUICK_BODY.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.write_all(QUICK_BODY).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                }
                 let _ = stream.write_all(head).await;
                 loop {
                     tokio::time::sleep(every).await;

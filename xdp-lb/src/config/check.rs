@@ -7,12 +7,13 @@ use std::path::PathBuf;
 
 use toml::{Spanned, Value};
 use xdp_lb_checks::{
-    CheckParams, CheckSpec, Digest, DnsCheck, HttpCheck, MiscCheck, QType, TlsCheck, UdpCheck,
+    CheckParams, CheckSpec, Digest, DnsCheck, HttpCheck, HttpUrl, MiscCheck, QType, TlsCheck,
+    UdpCheck,
 };
 
 use super::Check;
 use super::error::ConfigError;
-use super::raw::RawCheck;
+use super::raw::{RawCheck, RawUrl};
 use super::validate::Validator;
 
 const KINDS: &str = "\"tcp\", \"http\", \"https\", \"misc\", \"udp\", \"dns\", \"icmp\"";
@@ -26,6 +27,7 @@ const TYPE_KEYS: &[(&str, &str)] = &[
     ("status", "http, https"),
     ("digest", "http, https"),
     ("virtualhost", "http, https"),
+    ("urls", "http, https"),
     ("verify_certificate", "https"),
     ("ca_file", "https"),
     ("sni", "https"),
@@ -184,8 +186,12 @@ impl Validator<'_, '_> {
             ("name", &raw.name),
             ("qtype", &raw.qtype),
         ];
-        for (key, value) in given {
-            let Some(value) = value else { continue };
+        let urls = raw.urls.as_ref().map(|u| u.span());
+        let spans = given
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.as_ref()?.span())))
+            .chain(urls.map(|span| ("urls", span)));
+        for (key, span) in spans {
             let types = TYPE_KEYS
                 .iter()
                 .find(|(k, _)| *k == key)
@@ -193,7 +199,7 @@ impl Validator<'_, '_> {
                 .unwrap_or("");
             if !types.split(", ").any(|t| t == kind) {
                 return Err(self.src.error(
-                    value.span(),
+                    span,
                     format!("`{key}` does not apply to a {kind} check (it is for: {types})"),
                 ));
             }
@@ -201,48 +207,115 @@ impl Validator<'_, '_> {
         Ok(())
     }
 
+    /// `path`, `status`, `digest` at the check's level are one URL, the short form of
+    /// `urls = [{ path, status, digest, virtualhost }, ...]`; the two forms do not mix.
     fn http(&self, raw: &RawCheck) -> Result<HttpCheck, ConfigError> {
-        let mut http = HttpCheck::default();
+        let single = RawUrl {
+            path: raw.path.clone(),
+            status: raw.status.clone(),
+            digest: raw.digest.clone(),
+            virtualhost: None,
+        };
+        let urls = match &raw.urls {
+            None => vec![self.url(&single)?],
+            Some(list) => {
+                let given = [
+                    ("path", &raw.path),
+                    ("status", &raw.status),
+                    ("digest", &raw.digest),
+                ];
+                if let Some((key, value)) = given.iter().find_map(|(k, v)| Some((k, v.as_ref()?))) {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!(
+                            "`{key}` cannot be given beside `urls`: give it in each url, e.g. \
+                             urls = [{{ path = \"/a\", status = [200] }}, {{ path = \"/b\" }}]"
+                        ),
+                    ));
+                }
+                if list.get_ref().is_empty() {
+                    return Err(self.src.error(
+                        list.span(),
+                        "`urls` is empty: give at least one, e.g. [{ path = \"/health\" }]",
+                    ));
+                }
+                list.get_ref()
+                    .iter()
+                    .map(|url| self.url(url.get_ref()))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        Ok(HttpCheck {
+            urls,
+            virtualhost: self.opt_string(&raw.virtualhost, "virtualhost")?,
+        })
+    }
+
+    /// One URL; keepalived's defaults (path `/`, any 2xx) for what it does not give.
+    fn url(&self, raw: &RawUrl) -> Result<HttpUrl, ConfigError> {
+        let mut url = HttpUrl::new("/");
         if let Some(path) = self.opt_string(&raw.path, "path")? {
-            http.path = path;
+            url.path = path;
         }
         if let Some(value) = &raw.status {
-            let form = "a list of status codes such as [200, 204]";
-            let Value::Array(items) = value.get_ref() else {
-                return Err(self.src.error(
-                    value.span(),
-                    format!(
-                        "`status` must be {form}, found {}",
-                        value.get_ref().type_str()
-                    ),
-                ));
-            };
-            http.status = items
-                .iter()
-                .map(|item| match item {
-                    Value::Integer(code) if STATUS.contains(code) => Ok(*code as u16),
-                    _ => Err(self
-                        .src
-                        .error(value.span(), format!("`status` must be {form}"))),
-                })
-                .collect::<Result<_, _>>()?;
+            url.status = self.status(value)?;
         }
         if let Some(value) = &raw.digest {
             let form = "\"md5:<32 hex digits>\" or \"sha256:<64 hex digits>\"";
             let text = self.string(value, "digest", form)?;
-            http.digest = Some(match text.split_once(':') {
+            url.digest = Some(match text.split_once(':') {
                 Some(("md5", hex)) => Digest::Md5(hex.to_string()),
                 Some(("sha256", hex)) => Digest::Sha256(hex.to_string()),
                 _ => {
                     return Err(self.src.error(
                         value.span(),
-                        format!("invalid `digest` {text:?}: expected {form} (md5 as keepalived's genhash prints it)"),
+                        format!("invalid `digest` {text:?}: expected {form} (md5 as keepalived's genhash and `xdp-lb genhash` print it)"),
                     ));
                 }
             });
         }
-        http.virtualhost = self.opt_string(&raw.virtualhost, "virtualhost")?;
-        Ok(http)
+        url.virtualhost = self.opt_string(&raw.virtualhost, "virtualhost")?;
+        Ok(url)
+    }
+
+    /// `status = [200, 204]`, with ranges as keepalived writes them: `["200-299", 301]`.
+    fn status(&self, value: &Spanned<Value>) -> Result<Vec<u16>, ConfigError> {
+        let form = "a list of status codes and ranges such as [200, 204] or [\"200-299\"]";
+        let Value::Array(items) = value.get_ref() else {
+            return Err(self.src.error(
+                value.span(),
+                format!(
+                    "`status` must be {form}, found {}",
+                    value.get_ref().type_str()
+                ),
+            ));
+        };
+        let mut codes: Vec<u16> = Vec::new();
+        for item in items {
+            let range = match item {
+                Value::Integer(code) => Some((*code, *code)),
+                Value::String(text) => text.split_once('-').and_then(|(a, b)| {
+                    Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?))
+                }),
+                _ => None,
+            };
+            match range {
+                Some((a, b)) if STATUS.contains(&a) && STATUS.contains(&b) && a <= b => {
+                    for code in a..=b {
+                        if !codes.contains(&(code as u16)) {
+                            codes.push(code as u16);
+                        }
+                    }
+                }
+                _ => {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!("`status` must be {form}; {item} is not a code from 100 to 999 nor such a range"),
+                    ));
+                }
+            }
+        }
+        Ok(codes)
     }
 
     fn tls(&self, raw: &RawCheck) -> Result<TlsCheck, ConfigError> {

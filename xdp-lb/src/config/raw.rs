@@ -141,6 +141,20 @@ pub(super) struct RawRealServer {
     pub(super) check: Option<Spanned<RawCheck>>,
 }
 
+/// One entry of an http check's `urls = [{ path = "/a", ... }, ...]`: keepalived's
+/// `url { path; status_code; digest; virtualhost }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { path = \"/health\", status = [200] }"
+)]
+pub(super) struct RawUrl {
+    pub(super) path: Option<Spanned<Value>>,
+    pub(super) status: Option<Spanned<Value>>,
+    pub(super) digest: Option<Spanned<Value>>,
+    pub(super) virtualhost: Option<Spanned<Value>>,
+}
+
 /// `check = { type = "http", ... }` of a real server; keys as keepalived names them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table such as { type = \"tcp\" }")]
@@ -162,6 +176,7 @@ pub(super) struct RawCheck {
     pub(super) status: Option<Spanned<Value>>,
     pub(super) digest: Option<Spanned<Value>>,
     pub(super) virtualhost: Option<Spanned<Value>>,
+    pub(super) urls: Option<Spanned<Vec<Spanned<RawUrl>>>>,
     pub(super) verify_certificate: Option<Spanned<Value>>,
     pub(super) ca_file: Option<Spanned<Value>>,
     pub(super) sni: Option<Spanned<Value>>,

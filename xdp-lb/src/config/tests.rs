@@ -450,8 +450,16 @@ fn an_http_check_takes_keepalived_parameters() {
     let xdp_lb_checks::CheckSpec::Http(http) = &check.spec else {
         panic!("{:?}", check.spec)
     };
-    assert_eq!(http.path, "/health");
-    assert_eq!(http.status, vec![200, 204]);
+    assert_eq!(http.urls.len(), 1);
+    assert_eq!(http.urls[0].path, "/health");
+    assert_eq!(http.urls[0].status, vec![200, 204]);
+    assert_eq!(
+        http.urls[0].digest,
+        Some(xdp_lb_checks::Digest::Md5(
+            "d41d8cd98f00b204e9800998ecf8427e".into()
+        ))
+    );
+    assert_eq!(http.urls[0].virtualhost, None);
     assert_eq!(http.virtualhost.as_deref(), Some("www.example.org"));
     let p = &check.params;
     assert_eq!(p.server, "192.0.2.11:80".parse().unwrap());
@@ -479,6 +487,121 @@ fn keepalived_checker_names_are_accepted() {
         .as_ref()
         .unwrap();
     assert_eq!(check.spec, xdp_lb_checks::CheckSpec::Tcp);
+}
+
+fn http_of(check: &str) -> xdp_lb_checks::HttpCheck {
+    let config = parse_ok(&with_check(check));
+    let check = config.virtual_servers[0].real_servers[0]
+        .check
+        .clone()
+        .expect("a check");
+    match check.spec {
+        xdp_lb_checks::CheckSpec::Http(http) | xdp_lb_checks::CheckSpec::Https { http, .. } => http,
+        other => panic!("expected an http check, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_http_check_lists_several_urls_each_with_its_settings() {
+    use xdp_lb_checks::{DEFAULT_STATUS, Digest, HttpUrl};
+    let http = http_of(
+        "{ type = \"https\", virtualhost = \"www.example.org\", urls = [\
+         { path = \"/a\", status = [204, \"300-302\"], \
+           digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\" }, \
+         { path = \"/b\", virtualhost = \"b.example.org\" }, {}] }",
+    );
+    assert_eq!(
+        http.urls,
+        vec![
+            HttpUrl {
+                path: "/a".into(),
+                status: vec![204, 300, 301, 302],
+                digest: Some(Digest::Md5("d41d8cd98f00b204e9800998ecf8427e".into())),
+                virtualhost: None,
+            },
+            HttpUrl {
+                path: "/b".into(),
+                status: DEFAULT_STATUS.collect(),
+                digest: None,
+                virtualhost: Some("b.example.org".into()),
+            },
+            // keepalived's defaults: path `/`, any 2xx.
+            HttpUrl::new("/"),
+        ]
+    );
+    assert_eq!(http.virtualhost.as_deref(), Some("www.example.org"));
+}
+
+#[test]
+fn the_single_url_form_is_a_one_element_urls_list() {
+    let short = http_of(
+        "{ type = \"http\", path = \"/h\", status = [\"200-204\"], \
+         digest = \"sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\" }",
+    );
+    let long = http_of(
+        "{ type = \"http\", urls = [{ path = \"/h\", status = [\"200-204\"], \
+         digest = \"sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\" }] }",
+    );
+    assert_eq!(short, long);
+    assert_eq!(short.urls[0].status, vec![200, 201, 202, 203, 204]);
+    // Nothing given: one url, `/`, any 2xx.
+    assert_eq!(
+        http_of("{ type = \"http\" }"),
+        xdp_lb_checks::HttpCheck::new("/")
+    );
+}
+
+#[test]
+fn url_list_errors_point_at_the_key() {
+    assert_error(
+        &with_check("{ type = \"http\", path = \"/\", urls = [{ path = \"/a\" }] }"),
+        10,
+        35,
+        &["`path` cannot be given beside `urls`", "in each url"],
+    );
+    assert_error(
+        &with_check("{ type = \"http\", urls = [] }"),
+        10,
+        35,
+        &["`urls` is empty"],
+    );
+    assert_error(
+        &with_check("{ type = \"tcp\", urls = [{ path = \"/a\" }] }"),
+        10,
+        34,
+        &["`urls` does not apply to a tcp check (it is for: http, https)"],
+    );
+    assert_error(
+        &with_check("{ type = \"http\", urls = [{ path = \"/a\", status = [\"299-200\"] }] }"),
+        10,
+        60,
+        &[
+            "`status` must be a list of status codes and ranges",
+            "\"299-200\"",
+        ],
+    );
+    // The checkers' own validation names the url by position and path.
+    assert_error(
+        &with_check("{ type = \"http\", urls = [{ path = \"/a\" }, { path = \"b\" }] }"),
+        10,
+        11,
+        &["url 2 (b): http path \"b\" must start with '/'"],
+    );
+}
+
+#[test]
+fn an_unknown_url_key_is_named() {
+    let error = parse(
+        &with_check("{ type = \"http\", urls = [{ path = \"/a\", code = 200 }] }"),
+        "lb.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        error,
+        "lb.toml:10:51: unknown key `code`, expected one of `path`, `status`, `digest`, \
+         `virtualhost`"
+    );
 }
 
 #[test]

@@ -226,8 +226,7 @@ impl Tx {
         let http = matches!(kind, "http" | "https");
         let mut t: Vec<(String, V)> = vec![("type".into(), V::str(kind))];
         let mut defaults = defaults.clone();
-        let mut urls = 0;
-        let mut virtualhost = None;
+        let mut urls: Vec<Vec<(String, V)>> = Vec::new();
         for item in node.block.iter().flatten() {
             if !http && item.keyword == "virtualhost" {
                 self.report(item, "only HTTP_GET and SSL_GET send a virtual host");
@@ -263,17 +262,7 @@ impl Tx {
                 ("udp", "require_reply") => udp.require = Some(item),
                 ("udp", "min_reply_length") => udp.min = Some(item),
                 ("udp", "max_reply_length") => udp.max = Some(item),
-                (_, "url") if http => {
-                    urls += 1;
-                    if urls > 1 {
-                        self.report(
-                            item,
-                            "xdp-lb checks one url per real server: only the first is translated",
-                        );
-                        continue;
-                    }
-                    self.url(item, &mut t, &mut virtualhost);
-                }
+                (_, "url") if http => urls.extend(self.url(item)),
                 ("misc", "misc_path") => {
                     if let Some(w) = self.one_arg(item, "a command") {
                         match command(&w.text) {
@@ -331,8 +320,34 @@ impl Tx {
             self.report(node, "a MISC_CHECK without misc_path cannot run; left out");
             return None;
         }
-        if http && let Some(host) = virtualhost.or(defaults.virtualhost) {
-            put(&mut t, "virtualhost", V::Str(host));
+        if http {
+            if urls.is_empty() {
+                self.report(
+                    node,
+                    "it has no url with a path, and keepalived ignores such a checker (\"has \
+                     no urls specified - ignoring\"): the real server gets no check from it",
+                );
+                return None;
+            }
+            // The virtual server's, the real server's or the checker's; a url's own one
+            // stays with the url, as keepalived prefers it for that url.
+            if let Some(host) = defaults.virtualhost.take() {
+                put(&mut t, "virtualhost", V::Str(host));
+            }
+            match <[_; 1]>::try_from(urls) {
+                // One url: the short form, `path`, `status`, `digest` on the check.
+                Ok([url]) if !url.iter().any(|(k, _)| k == "virtualhost") => {
+                    for (k, v) in url {
+                        put(&mut t, &k, v);
+                    }
+                }
+                Ok([url]) => put(&mut t, "urls", V::Arr(vec![V::Table(url)])),
+                Err(urls) => put(
+                    &mut t,
+                    "urls",
+                    V::Arr(urls.into_iter().map(V::Table).collect()),
+                ),
+            }
         }
         for (k, v) in defaults.entries {
             if !t.iter().any(|(have, _)| *have == k) {
@@ -342,16 +357,17 @@ impl Tx {
         Some(V::Table(t))
     }
 
-    fn url(&mut self, node: &Node, t: &mut Vec<(String, V)>, virtualhost: &mut Option<String>) {
-        let Some(block) = self.block(node) else {
-            return;
-        };
-        let mut status: Vec<i64> = Vec::new();
+    /// A `url { path; status_code; digest; virtualhost }` block → one entry of `urls`;
+    /// `None` (noted) without a path, which keepalived ignores.
+    fn url(&mut self, node: &Node) -> Option<Vec<(String, V)>> {
+        let block = self.block(node)?;
+        let mut t: Vec<(String, V)> = Vec::new();
+        let mut status: Vec<(i64, i64)> = Vec::new();
         for item in block {
             match item.keyword.as_str() {
                 "path" => {
                     if let Some(w) = self.one_arg(item, "a path") {
-                        put(t, "path", V::str(&w.text));
+                        put(&mut t, "path", V::str(&w.text));
                     }
                 }
                 "status_code" => {
@@ -363,9 +379,9 @@ impl Tx {
                         };
                         match range {
                             Some((a, b)) if 100 <= a && a <= b && b <= 999 => {
-                                status.extend(
-                                    (a..=b).filter(|c| !status.contains(c)).collect::<Vec<_>>(),
-                                );
+                                if !status.contains(&(a, b)) {
+                                    status.push((a, b));
+                                }
                             }
                             _ => ok = false,
                         }
@@ -383,7 +399,7 @@ impl Tx {
                     };
                     if w.text.len() == 32 && w.text.chars().all(|c| c.is_ascii_hexdigit()) {
                         put(
-                            t,
+                            &mut t,
                             "digest",
                             V::Str(format!("md5:{}", w.text.to_ascii_lowercase())),
                         );
@@ -396,7 +412,7 @@ impl Tx {
                 }
                 "virtualhost" => {
                     if let Some(w) = self.one_arg(item, "a host name") {
-                        *virtualhost = Some(w.text.clone());
+                        put(&mut t, "virtualhost", V::str(&w.text));
                     }
                 }
                 "username" | "password" => self.report(
@@ -413,13 +429,29 @@ impl Tx {
                 _ => self.unhandled(item),
             }
         }
-        if !status.is_empty() {
-            put(
-                t,
-                "status",
-                V::Arr(status.into_iter().map(V::Int).collect()),
+        if !t.iter().any(|(k, _)| k == "path") {
+            self.report(
+                node,
+                "this url has no path, and keepalived ignores such a url (\"url has no path - \
+                 ignoring\"); so does the import",
             );
+            return None;
         }
+        // No status_code: xdp-lb's default is keepalived's, any 2xx.
+        if !status.is_empty() {
+            let codes = status
+                .into_iter()
+                .map(|(a, b)| match a == b {
+                    true => V::Int(a),
+                    false => V::Str(format!("{a}-{b}")),
+                })
+                .collect();
+            put(&mut t, "status", V::Arr(codes));
+        }
+        // The order xdp-lb's documentation uses.
+        let order = ["path", "status", "digest", "virtualhost"];
+        t.sort_by_key(|(k, _)| order.iter().position(|o| o == k));
+        Some(t)
     }
 }
 
