@@ -8,7 +8,8 @@ use anyhow::{Context as _, bail};
 use crate::run_cmd;
 
 /// llvm/polly: bpf-linker's build. iproute2/ethtool/python3/tcpdump: the labs.
-/// keepalived: the real VRRP peer of the failover tests; nftables: their split brain.
+/// keepalived: the real VRRP peer of the failover tests (and its genhash); nftables:
+/// their split brain. openssl: the TLS server `genhash -S` is compared against.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -19,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "keepalived",
     "nftables",
+    "openssl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
