@@ -1179,6 +1179,42 @@ fn split_brain_with_vrrp_blocked_both_ways_is_seen_through_arp() {
     assert!(has_vip(&a, VIP));
 }
 
+/// The same block between xdp-lb and keepalived: both MASTER; xdp-lb names
+/// keepalived's MAC for the VIP (keepalived itself has no such check).
+#[test]
+fn split_brain_with_keepalived_blocked_both_ways_is_named_by_xdp_lb() {
+    let (a, b) = pair("sbk");
+    for ns in [&a, &b] {
+        ns.sh("nft add table inet xlb && \
+               nft 'add chain inet xlb input { type filter hook input priority 0; policy accept; }' && \
+               nft add rule inet xlb input meta l4proto vrrp counter drop")
+            .expect("nftables (cargo xtask setup installs it)");
+    }
+    let interval = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let keepalived = Keepalived::start(&b, dir.path(), 0, &ka(100, Version::V3, "0.2")).unwrap();
+    let mut node_a = Node::start(&a, vec![vip_spec("SBK_A", 200, Version::V3, interval)]);
+    let a_master = node_a.wait_state(State::Master, Duration::from_secs(5));
+    keepalived
+        .wait_line("Entering MASTER STATE", Duration::from_secs(5))
+        .unwrap();
+    let mac_b = b.mac("eth0").unwrap();
+    let seen = node_a.wait_status("SBK_A", Duration::from_secs(5), |s| s.vip_conflicts > 0);
+    assert_eq!(
+        seen.last_vip_conflict,
+        Some(xdp_lb::failover::VipConflict {
+            vip: VIP.parse().unwrap(),
+            mac: mac_b.clone(),
+        }),
+        "{seen:?}"
+    );
+    wait_log(&["vip conflict", "SBK_A", &mac_b], Duration::from_secs(2));
+    println!(
+        "split brain with keepalived blocked both ways: named {:?} after xdp-lb became MASTER",
+        a_master.elapsed()
+    );
+}
+
 /// Two clusters on one VRID with different VIPs: each warns about the other, ignores
 /// its adverts and stays MASTER of its own VIP without flapping.
 #[test]
