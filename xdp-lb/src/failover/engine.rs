@@ -23,7 +23,7 @@ use super::{
     Controls, FailoverError, FailoverEvent, Plan, PlannedInstance, SocketPlan, TrackUpdate,
     notify::Notifier,
     status::{InstanceStatus, SocketStatus, StatusBoard, Takeover, VipConflict, state_label},
-    vip_watch::{self, ArpSocket, Conflict, Held},
+    vip_watch::{self, ArpSocket, Conflict, Held, Listener, NdpSocket},
 };
 use crate::{
     announce::{Announcer, FrameSocket, gratuitous_arp, unsolicited_na},
@@ -162,29 +162,37 @@ impl Engine {
                 })?;
             frames.insert(ifindex, Arc::new(socket));
         }
-        // One ARP watcher per interface that carries IPv4 VIPs (see `vip_watch`).
+        // One watcher per interface and family that carries VIPs (see `vip_watch`),
+        // all of an interface's watchers fed by one `held` channel.
         let (conflicts_tx, conflicts) = mpsc::channel(64);
-        let mut held = HashMap::new();
+        let mut held: HashMap<u32, watch::Sender<Held>> = HashMap::new();
+        let mut watched = HashSet::new();
         let mut watchers = Vec::new();
         for p in &plan.instances {
             for (vip, &ifindex) in p.spec.identity.virtual_ipaddresses.iter().zip(&p.vip_links) {
-                if !vip.addr.is_ipv4() || held.contains_key(&ifindex) {
+                if !watched.insert((ifindex, vip.addr.is_ipv4())) {
                     continue;
                 }
                 let (name, mac) = &plan.links[&ifindex];
-                let socket =
-                    ArpSocket::open(ifindex).map_err(|source| FailoverError::FrameSocket {
-                        interface: name.clone(),
-                        source,
-                    })?;
-                let (tx, rx) = watch::channel(Held::new());
+                let listener = if vip.addr.is_ipv4() {
+                    ArpSocket::open(ifindex).map(Listener::Arp)
+                } else {
+                    NdpSocket::open(ifindex, name).map(Listener::Ndp)
+                }
+                .map_err(|source| FailoverError::FrameSocket {
+                    interface: name.clone(),
+                    source,
+                })?;
+                let rx = held
+                    .entry(ifindex)
+                    .or_insert_with(|| watch::channel(Held::new()).0)
+                    .subscribe();
                 watchers.push(tokio::spawn(vip_watch::watch(
-                    socket,
+                    listener,
                     *mac,
                     rx,
                     conflicts_tx.clone(),
                 )));
-                held.insert(ifindex, tx);
             }
         }
         let links = plan
@@ -965,8 +973,8 @@ impl Engine {
                     continue;
                 }
                 for (vip, &at) in r.spec.identity.virtual_ipaddresses.iter().zip(&r.vip_links) {
-                    if let (IpAddr::V4(v4), true) = (vip.addr, at == ifindex) {
-                        now.insert(v4, r.spec.identity.advert_interval);
+                    if at == ifindex {
+                        now.insert(vip.addr, r.spec.identity.advert_interval);
                     }
                 }
             }
@@ -989,13 +997,13 @@ impl Engine {
                     .virtual_ipaddresses
                     .iter()
                     .zip(&r.vip_links)
-                    .any(|(vip, &at)| vip.addr == IpAddr::V4(c.vip) && at == c.ifindex)
+                    .any(|(vip, &at)| vip.addr == c.vip && at == c.ifindex)
         });
         let Some(i) = holder else {
             return;
         };
         let conflict = VipConflict {
-            vip: IpAddr::V4(c.vip),
+            vip: c.vip,
             mac: crate::neighbours::fmt_mac(c.mac),
         };
         let r = &mut self.instances[i];
@@ -1009,8 +1017,8 @@ impl Engine {
                 other_mac = %conflict.mac,
                 "vip conflict: {} also announces or answers for {} while we are MASTER: \
                  another MASTER (a split brain; VRRP adverts are not getting through, e.g. \
-                 ip protocol 112 is filtered) or a host answering ARP for the VIP (a DR \
-                 real server without arp_ignore = 1)",
+                 ip protocol 112 is filtered) or a host answering ARP or neighbour \
+                 discovery for the VIP (a DR real server without arp_ignore = 1)",
                 conflict.mac,
                 c.vip
             );

@@ -1,15 +1,16 @@
-//! Split brain seen even when VRRP is blocked both ways: ARP is not IP, so a firewall
-//! dropping protocol 112 lets it through. While this node holds IPv4 VIPs as MASTER,
-//! one task per interface listens to ARP and asks, once per advert interval, who else
-//! has each VIP (an RFC 5227 probe: sender address 0.0.0.0, so no one's cache
-//! changes). Another MAC announcing or answering for a held VIP is a conflict: another
-//! MASTER, or a real server that answers ARP for the VIP it holds on `lo` (DR without
-//! `arp_ignore`). It is reported only when seen again an interval later, so the
-//! moment of a normal takeover (the new MASTER's gratuitous ARP reaching the old one
-//! before its advert does) is not one.
+//! Split brain seen even when VRRP is blocked both ways: ARP is not IP, and a firewall
+//! dropping protocol 112 lets neighbour discovery through too. While this node holds
+//! VIPs as MASTER, one task per interface and family listens and asks, once per advert
+//! interval, who else has each VIP: an RFC 5227 ARP probe (sender address 0.0.0.0, so
+//! no one's cache changes) for IPv4, a neighbour solicitation to the VIP's
+//! solicited-node group for IPv6. Another MAC announcing or answering for a held VIP is
+//! a conflict: another MASTER, or a real server that answers for the VIP it holds on
+//! `lo` (DR without `arp_ignore`). It is reported only when seen again half an interval
+//! later, so the moment of a normal takeover (the new MASTER's gratuitous ARP reaching
+//! the old one before its advert does) is not one.
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
@@ -24,14 +25,53 @@ const ETH_P_ARP: u16 = 0x0806;
 
 /// The VIPs this node holds on one interface as MASTER, with the advert interval of
 /// the instance holding each (how often it is probed).
-pub(super) type Held = HashMap<Ipv4Addr, Duration>;
+pub(super) type Held = HashMap<IpAddr, Duration>;
 
 /// Another MAC seen announcing or answering for a held VIP, twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Conflict {
     pub ifindex: u32,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub mac: [u8; 6],
+}
+
+/// How one family asks and listens: ARP for IPv4, neighbour discovery for IPv6.
+pub(super) enum Listener {
+    Arp(ArpSocket),
+    Ndp(NdpSocket),
+}
+
+impl Listener {
+    fn ifindex(&self) -> u32 {
+        match self {
+            Listener::Arp(s) => s.ifindex,
+            Listener::Ndp(s) => s.ifindex,
+        }
+    }
+
+    /// The next (MAC, address) someone announced or answered for.
+    async fn next_claim(&self, buf: &mut [u8]) -> std::io::Result<Option<([u8; 6], IpAddr)>> {
+        Ok(match self {
+            Listener::Arp(s) => {
+                let n = s.recv(buf).await?;
+                arp_sender(&buf[..n]).map(|(mac, ip)| (mac, IpAddr::V4(ip)))
+            }
+            Listener::Ndp(s) => {
+                let n = s.recv(buf).await?;
+                na_target(&buf[..n]).map(|(mac, ip)| (mac, IpAddr::V6(ip)))
+            }
+        })
+    }
+
+    /// Asks who has `vip` (of this listener's family; others are skipped).
+    fn probe(&self, mac: [u8; 6], vip: IpAddr) {
+        // A lost probe only delays detection by one interval.
+        let _ = match (self, vip) {
+            (Listener::Arp(s), IpAddr::V4(v4)) => s.send(&arp_probe(mac, v4)),
+            (Listener::Ndp(s), IpAddr::V6(v6)) => s.solicit(mac, v6),
+            _ => Ok(()),
+        };
+    }
 }
 
 /// An AF_PACKET socket receiving ARP on one interface (and sending the probes).
@@ -152,16 +192,132 @@ pub(super) fn arp_probe(mac: [u8; 6], vip: Ipv4Addr) -> [u8; 42] {
     f
 }
 
+/// An ICMPv6 neighbour advertisement's target and target link-layer address: the MAC
+/// that claims the address (`None` for anything else, or without that option).
+pub(super) fn na_target(icmp: &[u8]) -> Option<([u8; 6], Ipv6Addr)> {
+    if icmp.len() < 24 || icmp[0] != 136 || icmp[1] != 0 {
+        return None;
+    }
+    let target = Ipv6Addr::from(<[u8; 16]>::try_from(&icmp[8..24]).ok()?);
+    let mut options = &icmp[24..];
+    while options.len() >= 8 {
+        let len = usize::from(options[1]) * 8;
+        if len == 0 || len > options.len() {
+            return None;
+        }
+        if options[0] == 2 {
+            return Some((options[2..8].try_into().ok()?, target));
+        }
+        options = &options[len..];
+    }
+    None
+}
+
+/// A neighbour solicitation for `vip` carrying our MAC (source link-layer option).
+pub(super) fn neighbour_solicitation(mac: [u8; 6], vip: Ipv6Addr) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[0] = 135;
+    m[8..24].copy_from_slice(&vip.octets());
+    m[24] = 1;
+    m[25] = 1;
+    m[26..32].copy_from_slice(&mac);
+    m
+}
+
+/// A raw ICMPv6 socket on one interface that hears neighbour advertisements only
+/// (ICMP6_FILTER) and sends solicitations (the kernel fills in the checksum).
+pub(super) struct NdpSocket {
+    socket: AsyncFd<socket2::Socket>,
+    ifindex: u32,
+}
+
+impl NdpSocket {
+    pub(super) fn open(ifindex: u32, name: &str) -> std::io::Result<NdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+        socket.set_nonblocking(true)?;
+        socket.bind_device(Some(name.as_bytes()))?;
+        socket.set_multicast_if_v6(ifindex)?;
+        socket.set_multicast_hops_v6(255)?;
+        socket.set_unicast_hops_v6(255)?;
+        socket.set_multicast_loop_v6(false)?;
+        // linux/icmpv6.h ICMP6_FILTER: a set bit blocks its type; pass only NA (136).
+        const ICMP6_FILTER: libc::c_int = 1;
+        let mut filter = [u32::MAX; 8];
+        filter[136 >> 5] &= !(1 << (136 & 31));
+        // SAFETY: filter is a valid 32-byte icmp6_filter for the length given.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_ICMPV6,
+                ICMP6_FILTER,
+                filter.as_ptr().cast(),
+                std::mem::size_of_val(&filter) as u32,
+            )
+        };
+        if set < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the socket is owned by the AsyncFd from here on and closed by it.
+        let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
+        Ok(NdpSocket { socket, ifindex })
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut ready = self.socket.readable().await?;
+            // SAFETY: buf is valid for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.socket.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                ready.clear_ready();
+                continue;
+            }
+            return Err(e);
+        }
+    }
+
+    fn solicit(&self, mac: [u8; 6], vip: Ipv6Addr) -> std::io::Result<()> {
+        // The VIP's solicited-node group: ff02::1:ff and its last 24 bits.
+        let o = vip.octets();
+        let group = Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(o[13]),
+            u16::from_be_bytes([o[14], o[15]]),
+        );
+        let to = std::net::SocketAddrV6::new(group, 0, 0, self.ifindex);
+        self.socket
+            .get_ref()
+            .send_to(&neighbour_solicitation(mac, vip), &to.into())
+            .map(drop)
+    }
+}
+
 /// First sightings not yet confirmed: (VIP, other MAC) → when.
 #[derive(Default)]
-pub(super) struct Suspects(HashMap<(Ipv4Addr, [u8; 6]), Instant>);
+pub(super) struct Suspects(HashMap<(IpAddr, [u8; 6]), Instant>);
 
 impl Suspects {
     /// A sighting of `mac` for `vip` (held, probed every `interval`) at `now`: `true`
     /// once it was also seen at least half an interval earlier.
     pub(super) fn seen(
         &mut self,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         mac: [u8; 6],
         interval: Duration,
         now: Instant,
@@ -181,15 +337,15 @@ impl Suspects {
     }
 }
 
-/// Watches one interface until the task is aborted.
+/// Watches one interface and family until the task is aborted.
 pub(super) async fn watch(
-    socket: ArpSocket,
+    listener: Listener,
     mac: [u8; 6],
     mut held: watch::Receiver<Held>,
     conflicts: mpsc::Sender<Conflict>,
 ) {
     let mut suspects = Suspects::default();
-    let mut buf = [0u8; 128];
+    let mut buf = [0u8; 256];
     let mut probe_at = Instant::now();
     loop {
         let interval = held.borrow().values().min().copied();
@@ -209,27 +365,24 @@ pub(super) async fn watch(
             }
             () = probe => {
                 for vip in held.borrow().keys() {
-                    // A lost probe only delays detection by one interval.
-                    let _ = socket.send(&arp_probe(mac, *vip));
+                    listener.probe(mac, *vip);
                 }
                 probe_at = Instant::now() + interval.unwrap_or(Duration::from_secs(1));
             }
-            received = socket.recv(&mut buf) => {
-                let Ok(n) = received else {
+            claim = listener.next_claim(&mut buf) => {
+                let Ok(claim) = claim else {
                     return;
                 };
-                let Some((sender, ip)) = arp_sender(&buf[..n]) else {
+                let Some((sender, ip)) = claim else {
                     continue;
                 };
                 let Some(&every) = held.borrow().get(&ip) else {
                     continue;
                 };
+                let conflict = Conflict { ifindex: listener.ifindex(), vip: ip, mac: sender };
                 if sender != mac
                     && suspects.seen(ip, sender, every, Instant::now())
-                    && conflicts
-                        .send(Conflict { ifindex: socket.ifindex, vip: ip, mac: sender })
-                        .await
-                        .is_err()
+                    && conflicts.send(conflict).await.is_err()
                 {
                     return;
                 }
@@ -256,10 +409,35 @@ mod tests {
         assert_eq!(arp_sender(&f[..41]), None, "too short");
     }
 
+    #[test]
+    fn a_solicitation_carries_our_mac_and_an_advertisement_names_its_claimant() {
+        let (ours, theirs) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let vip: Ipv6Addr = "2001:db8::100".parse().unwrap();
+        let ns = neighbour_solicitation(ours, vip);
+        assert_eq!(
+            (ns[0], &ns[8..24], &ns[26..32]),
+            (135, &vip.octets()[..], &ours[..])
+        );
+        assert_eq!(na_target(&ns), None, "a solicitation claims nothing");
+        // The answer: an advertisement with the target link-layer option.
+        let mut na = ns;
+        na[0] = 136;
+        na[24] = 2;
+        na[26..32].copy_from_slice(&theirs);
+        assert_eq!(na_target(&na), Some((theirs, vip)));
+        na[25] = 0;
+        assert_eq!(na_target(&na), None, "a zero-length option ends the parse");
+        assert_eq!(
+            na_target(&na[..24]),
+            None,
+            "no link-layer option: no claimant"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_conflict_counts_once_seen_again_half_an_interval_later() {
         let mut s = Suspects::default();
-        let (vip, mac) = (Ipv4Addr::new(192, 0, 2, 100), [2, 0, 0, 0, 0, 9]);
+        let (vip, mac) = (IpAddr::from([192, 0, 2, 100]), [2, 0, 0, 0, 0, 9]);
         let every = Duration::from_millis(200);
         let t0 = Instant::now();
         assert!(
