@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: ns/packet of the XDP program under BPF_PROG_TEST_RUN, measured
-//! side by side with a trivial MAC-swap `XDP_TX` program (the floor) in the same run.
+//! side by side in the same run with a trivial MAC-swap `XDP_TX` program (the floor)
+//! and a minimal DR program (parse, one hash lookup, pick by hash, rewrite: the
+//! reference, `xdp-lb-ebpf/src/dr_ref.rs`). Rounds alternate the programs.
 //!
 //! Packets whose flow must be new on every run cannot use the kernel's repeat loop
 //! (it reuses one packet), so those rows time single runs in a loop and compare them
@@ -9,7 +11,7 @@ use std::time::Duration;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
 use xdp_lb::{
-    dataplane::{Dataplane, ServiceSpec, load_floor, nat::NatTimeouts},
+    dataplane::{Dataplane, ServiceSpec, load_dr_ref, load_floor, nat::NatTimeouts},
     schedule,
 };
 use xdp_lb_common::{
@@ -88,6 +90,7 @@ fn main() {
         dp.set_backend(id, &b).unwrap();
     }
     let wrr = schedule::weighted_round_robin(&[1, 2, 3]).unwrap();
+    let (wrr_select, wrr_slots) = (wrr.select, wrr.slots.clone());
     let key = ServiceKey {
         addr: v4_mapped([192, 0, 2, 100]),
         port_be: 80u16.to_be(),
@@ -147,26 +150,92 @@ fn main() {
     .unwrap();
     let floor_ebpf = load_floor().expect("load the floor program");
     let floor: &Xdp = floor_ebpf.program("xdp_floor").unwrap().try_into().unwrap();
+    let macs: Vec<[u8; 6]> = (0..3u8).map(|i| [2, 0, 0, 0, 0, 0x11 + i]).collect();
+    let reference_ebpf = load_dr_ref(VIP, 80, &macs).expect("load the DR reference");
+    let reference: &Xdp = reference_ebpf
+        .program("xdp_dr_ref")
+        .unwrap()
+        .try_into()
+        .unwrap();
     let lb = dp.program();
     let established_frame = frame(2, 80);
     time(lb, &established_frame, 1); // create the flow
     let (floor_frame, non_vip_frame) = (frame(1, 80), frame(1, 8080));
-    let mut rounds: [Vec<f64>; 3] = Default::default();
+    let mut rounds: [Vec<f64>; 5] = Default::default();
     for _ in 0..ROUNDS {
         rounds[0].push(time(floor, &floor_frame, REPEAT).as_nanos() as f64);
         rounds[1].push(time(lb, &non_vip_frame, REPEAT).as_nanos() as f64);
-        rounds[2].push(time(lb, &established_frame, REPEAT).as_nanos() as f64);
+        rounds[2].push(time(reference, &non_vip_frame, REPEAT).as_nanos() as f64);
+        rounds[3].push(time(lb, &established_frame, REPEAT).as_nanos() as f64);
+        rounds[4].push(time(reference, &established_frame, REPEAT).as_nanos() as f64);
     }
-    let [floor_repeat, non_vip, established] = rounds.map(|mut r| {
+    let spread = |r: &[f64]| {
+        let (lo, hi) = (r[r.len() / 10], r[r.len() * 9 / 10]);
+        (hi - lo) / r[r.len() / 2] * 100.0
+    };
+    let medians = rounds.map(|mut r| {
         r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
+        (r[r.len() / 2], spread(&r))
     });
+    let [
+        (floor_repeat, _),
+        (non_vip, non_vip_spread),
+        (ref_non_vip, _),
+        (established, established_spread),
+        (ref_established, _),
+    ] = medians;
     let floor_single = median_single(floor, |i| frame(i, 80));
+    // The reference keeps no flow state: every packet costs it the same, new or not.
+    let ref_single = median_single(reference, |i| frame(10_000u16.wrapping_add(i), 80));
     // Distinct source ports from 10_000: every run is a new flow.
     let new_flow = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 80));
     // The 20 000 flows the previous row created, each seen again: a realistic spread
     // over the table rather than one hot entry.
     let established_single = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 80));
+    // The same flows on a Maglev service (new, then seen again).
+    let keys: Vec<u64> = (0..3u8)
+        .map(|i| schedule::backend_key([192, 0, 2, 11 + i].into(), 80))
+        .collect();
+    let table = schedule::maglev(&keys, &[1, 2, 3], xdp_lb_common::SELECT_HASH_FLOW);
+    dp.set_service(&ServiceSpec {
+        key: ServiceKey {
+            port_be: 84u16.to_be(),
+            ..key
+        },
+        id: 3,
+        forwarding: FWD_DR,
+        select: table.select,
+        active: true,
+        slots: table.slots,
+        ..Default::default()
+    })
+    .unwrap();
+    let lb = dp.program();
+    let maglev_new = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 84));
+    // A persistent wrr service: one more lookup and insert per new flow.
+    dp.set_service(&ServiceSpec {
+        key: ServiceKey {
+            port_be: 85u16.to_be(),
+            ..key
+        },
+        id: 4,
+        forwarding: FWD_DR,
+        select: wrr_select,
+        persist_secs: 300,
+        persist_prefix: 128,
+        active: true,
+        slots: wrr_slots.clone(),
+    })
+    .unwrap();
+    let lb = dp.program();
+    let persistent_new = median_single(lb, |i| {
+        tcp(
+            [198, 51, 100, (i % 200) as u8],
+            10_000u16.wrapping_add(i),
+            VIP,
+            85,
+        )
+    });
 
     // TUN grows the frame, so single runs as well; the same 20 000 flows twice.
     let tun_new = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 82));
@@ -192,73 +261,121 @@ fn main() {
     println!("xdp-lb data plane, BPF_PROG_TEST_RUN on one CPU (64-byte TCP payload)");
     println!();
     println!(
-        "| case                           | timing              | xdp-lb ns/pkt | floor ns/pkt | ratio |"
+        "| case                              | timing              | xdp-lb ns | floor ns | DR ref ns | vs floor | vs DR ref |"
     );
     println!(
-        "|--------------------------------|---------------------|--------------:|-------------:|------:|"
+        "|-----------------------------------|---------------------|----------:|---------:|----------:|---------:|----------:|"
     );
-    let row = |case: &str, how: &str, ours: f64, floor: f64| {
+    let row = |case: &str, how: &str, ours: f64, floor: f64, reference: Option<f64>| {
+        let (r, ratio) = match reference {
+            Some(r) => (format!("{r:.1}"), format!("{:.2}", ours / r)),
+            None => ("".into(), "".into()),
+        };
         println!(
-            "| {case:<30} | {how:<19} | {ours:>13.1} | {floor:>12.1} | {:>5.2} |",
+            "| {case:<33} | {how:<19} | {ours:>9.1} | {floor:>8.1} | {r:>9} | {:>8.2} | {ratio:>9} |",
             ours / floor
         );
     };
-    row(
-        "non-VIP packet (XDP_PASS)",
-        &format!("median {ROUNDS}x{REPEAT}"),
-        non_vip,
-        floor_repeat,
-    );
-    row(
-        "established flow (XDP_TX)",
-        &format!("median {ROUNDS}x{REPEAT}"),
-        established,
-        floor_repeat,
-    );
-    row(
-        "established flows (XDP_TX)",
-        &format!("median {SINGLE_RUNS}x1"),
-        established_single,
-        floor_single,
-    );
-    row(
-        "new flow (XDP_TX)",
-        &format!("median {SINGLE_RUNS}x1"),
-        new_flow,
-        floor_single,
-    );
+    let repeat = format!("median {ROUNDS}x{REPEAT}");
     let single = format!("median {SINGLE_RUNS}x1");
     row(
+        "non-VIP packet (XDP_PASS)",
+        &repeat,
+        non_vip,
+        floor_repeat,
+        Some(ref_non_vip),
+    );
+    row(
+        "established, one hot flow",
+        &repeat,
+        established,
+        floor_repeat,
+        Some(ref_established),
+    );
+    row(
+        "established, 20,000 flows",
+        &single,
+        established_single,
+        floor_single,
+        Some(ref_single),
+    );
+    row(
+        "new flow, wrr",
+        &single,
+        new_flow,
+        floor_single,
+        Some(ref_single),
+    );
+    row(
+        "new flow, maglev",
+        &single,
+        maglev_new,
+        floor_single,
+        Some(ref_single),
+    );
+    row(
+        "new flow, wrr + persistence",
+        &single,
+        persistent_new,
+        floor_single,
+        Some(ref_single),
+    );
+    row(
         "non-VIP packet, NAT enabled",
-        &format!("median {ROUNDS}x{REPEAT}"),
+        &repeat,
         non_vip_nat_on,
         floor_repeat,
+        Some(ref_non_vip),
     );
-    row("NAT forward, new flow", &single, nat_new, floor_single);
+    row(
+        "NAT forward, new flow",
+        &single,
+        nat_new,
+        floor_single,
+        Some(ref_single),
+    );
     row(
         "NAT forward, established",
         &single,
         nat_established,
         floor_single,
+        Some(ref_single),
     );
-    row("NAT reply (reverse)", &single, nat_reply, floor_single);
+    row(
+        "NAT reply (reverse)",
+        &single,
+        nat_reply,
+        floor_single,
+        None,
+    );
     row(
         "TUN encapsulation, new flow",
         &single,
         tun_new,
         floor_single,
+        None,
     );
     row(
         "TUN encapsulation, established",
         &single,
         tun_established,
         floor_single,
+        None,
     );
     println!();
     println!(
-        "floor = trivial MAC-swap XDP_TX program; single runs include the kernel's per-call timer cost."
+        "floor = MAC-swap XDP_TX; DR ref = parse, one hash lookup, pick by hash, rewrite MACs \
+         (no flow table); the rounds alternate the programs."
     );
     println!(
-        "repeat rows reuse one hot flow; x1 rows walk 20 000 distinct flows (new, then seen again)."
+        "repeat rows: one hot packet, median of {ROUNDS} rounds (spread p10-p90: non-VIP \
+         {non_vip_spread:.0}%, established {established_spread:.0}%); x1 rows: single runs over \
+         20,000 distinct flows (new, then seen again), median, including the kernel's per-call \
+         timer cost."
+    );
+    println!(
+        "non-VIP with NAT enabled costs {:.0}% more than without; a NAT new flow {:.2}x a DR new flow.",
+        (non_vip_nat_on / non_vip - 1.0) * 100.0,
+        nat_new / new_flow
     );
 }

@@ -33,6 +33,9 @@ pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT
 /// A trivial MAC-swap `XDP_TX` program: the floor `cargo xtask bench` compares against.
 pub static FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-floor"));
+/// The minimal DR program `cargo xtask bench` compares against (see its source).
+pub static DR_REF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-dr-ref"));
 
 pub const PROGRAM_NAME: &str = "xdp_lb";
 
@@ -393,10 +396,44 @@ fn is_permission_error(e: &aya::EbpfError) -> bool {
 
 /// Loads the floor program for the benchmark.
 pub fn load_floor() -> Result<Ebpf, DataplaneError> {
-    let mut ebpf = Ebpf::load(FLOOR_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+    load_reference(FLOOR_OBJECT, "xdp_floor")
+}
+
+/// Loads the minimal DR reference with one service, `vip:port`/tcp, over backends with
+/// these MACs.
+pub fn load_dr_ref(vip: [u8; 4], port: u16, macs: &[[u8; 6]]) -> Result<Ebpf, DataplaneError> {
+    let mut ebpf = load_reference(DR_REF_OBJECT, "xdp_dr_ref")?;
+    let mut backends: Array<_, [u8; 8]> = Array::try_from(
+        ebpf.map_mut("REF_BACKENDS")
+            .ok_or(DataplaneError::MissingMap("REF_BACKENDS"))?,
+    )
+    .map_err(map_err("REF_BACKENDS"))?;
+    for (i, mac) in macs.iter().enumerate() {
+        let mut padded = [0u8; 8];
+        padded[..6].copy_from_slice(mac);
+        backends
+            .set(i as u32, padded, 0)
+            .map_err(map_err("REF_BACKENDS"))?;
+    }
+    let mut services: HashMap<_, u64, [u32; 2]> = HashMap::try_from(
+        ebpf.map_mut("REF_SERVICES")
+            .ok_or(DataplaneError::MissingMap("REF_SERVICES"))?,
+    )
+    .map_err(map_err("REF_SERVICES"))?;
+    // The program reads the address and port as they lie in the packet.
+    let key =
+        u64::from(u32::from_ne_bytes(vip)) | u64::from(u32::from(port.to_be())) << 32 | 6u64 << 48;
+    services
+        .insert(key, [0, macs.len() as u32], 0)
+        .map_err(map_err("REF_SERVICES"))?;
+    Ok(ebpf)
+}
+
+fn load_reference(object: &[u8], name: &'static str) -> Result<Ebpf, DataplaneError> {
+    let mut ebpf = Ebpf::load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
     let program: &mut Xdp = ebpf
-        .program_mut("xdp_floor")
-        .ok_or(DataplaneError::MissingMap("program xdp_floor"))?
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingMap(name))?
         .try_into()
         .map_err(DataplaneError::Verify)?;
     program.load().map_err(DataplaneError::Verify)?;
