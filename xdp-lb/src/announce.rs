@@ -227,28 +227,34 @@ impl FrameSocket {
     }
 
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: a zeroed sockaddr_ll is valid; we fill the fields sendto needs.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = self.ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and addr are valid for the lengths given.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send_frame(self.fd.as_raw_fd(), self.ifindex, frame)
     }
+}
+
+/// Sends an Ethernet `frame` (its destination MAC first) out of `ifindex` on the
+/// AF_PACKET socket `fd`.
+pub(crate) fn send_frame(fd: std::os::fd::RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: a zeroed sockaddr_ll is valid; we fill the fields sendto needs.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: frame and addr are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

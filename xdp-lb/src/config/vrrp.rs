@@ -68,35 +68,26 @@ impl Validator<'_, '_> {
             // One VIP, one owner: an instance going BACKUP removes its VIPs, so a VIP in
             // two instances would vanish from under the one that is MASTER.
             for vip in id.vips() {
-                if let Some(first) = vips.insert(vip, name.clone()) {
-                    let value = table
-                        .get_ref()
-                        .virtual_ipaddresses
-                        .as_ref()
-                        .expect("virtual_ipaddresses is required");
-                    return Err(self.src.error(
-                        value.span(),
-                        format!(
-                            "[vrrp.{name}] holds {vip} like [vrrp.{first}]: a VIP belongs to one \
-                             instance (when one goes BACKUP it removes the address the other \
-                             holds as MASTER); use a sync group to move them together"
-                        ),
-                    ));
-                }
-                if let Some((server, service)) = real_server_at(services, vip) {
-                    let value = table
-                        .get_ref()
-                        .virtual_ipaddresses
-                        .as_ref()
-                        .expect("virtual_ipaddresses is required");
-                    return Err(self.src.error(
-                        value.span(),
-                        format!(
-                            "[vrrp.{name}] holds {vip}, which is {server} of virtual server \
-                             {service}: a VIP on this node cannot also be a real server"
-                        ),
-                    ));
-                }
+                let why = if let Some(first) = vips.insert(vip, name.clone()) {
+                    format!(
+                        "[vrrp.{name}] holds {vip} like [vrrp.{first}]: a VIP belongs to one \
+                         instance (when one goes BACKUP it removes the address the other \
+                         holds as MASTER); use a sync group to move them together"
+                    )
+                } else if let Some((server, service)) = real_server_at(services, vip) {
+                    format!(
+                        "[vrrp.{name}] holds {vip}, which is {server} of virtual server \
+                         {service}: a VIP on this node cannot also be a real server"
+                    )
+                } else {
+                    continue;
+                };
+                let value = table
+                    .get_ref()
+                    .virtual_ipaddresses
+                    .as_ref()
+                    .expect("virtual_ipaddresses is required");
+                return Err(self.src.error(value.span(), why));
             }
             out.push(instance);
         }

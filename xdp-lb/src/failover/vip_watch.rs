@@ -118,51 +118,35 @@ impl ArpSocket {
     }
 
     async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let mut ready = self.fd.readable().await?;
-            // SAFETY: buf is valid for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.get_ref().as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                ready.clear_ready();
-                continue;
-            }
-            return Err(e);
-        }
+        recv(&self.fd, buf).await
     }
 
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
-        // SAFETY: a zeroed sockaddr_ll is valid; the fields sendto needs are set.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = self.ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and addr are valid for the lengths given.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.get_ref().as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
+        crate::announce::send_frame(self.fd.get_ref().as_raw_fd(), self.ifindex, frame)
+    }
+}
+
+/// One datagram or frame from a non-blocking socket, waiting until one is there.
+async fn recv<T: AsRawFd>(fd: &AsyncFd<T>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut ready = fd.readable().await?;
+        // SAFETY: buf is valid for its length.
+        let n = unsafe {
+            libc::recv(
+                fd.get_ref().as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
                 0,
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error());
+        if n >= 0 {
+            return Ok(n as usize);
         }
-        Ok(())
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(e);
+        }
+        ready.clear_ready();
     }
 }
 
@@ -264,27 +248,7 @@ impl NdpSocket {
     }
 
     async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let mut ready = self.socket.readable().await?;
-            // SAFETY: buf is valid for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.socket.get_ref().as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                ready.clear_ready();
-                continue;
-            }
-            return Err(e);
-        }
+        recv(&self.socket, buf).await
     }
 
     fn solicit(&self, mac: [u8; 6], vip: Ipv6Addr) -> std::io::Result<()> {
