@@ -30,6 +30,11 @@ pub const IPPROTO_UDP: u8 = 17;
 
 /// `ServiceValue::flags`: the data plane forwards this service (this node is MASTER).
 pub const SERVICE_F_ACTIVE: u32 = 1;
+/// `ServiceValue::flags`: a consistent-hash service that keeps no flow entries (Katran's
+/// LRU bypass): every packet is hashed to its real server again, which costs less than
+/// a flow-table insert and cannot be flooded, but moves a connection when the set of
+/// real servers changes.
+pub const SERVICE_F_NO_FLOW_TABLE: u32 = 2;
 
 /// `ServiceValue::forwarding`.
 pub const FWD_DR: u8 = 1;

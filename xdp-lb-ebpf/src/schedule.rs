@@ -3,15 +3,15 @@
 //! indexes the schedule: weights, interleaving and consistent hashing are built by
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FlowKey, FlowValue, Reason, SELECT_CURSOR, SELECT_HASH_SRC,
-    ServiceStats, ServiceValue,
+    BACKEND_F_ACTIVE, BackendValue, FlowKey, FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR,
+    SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue,
 };
 
 use crate::{
     counters,
     maps::{BACKEND_SLOT, BACKEND_VALUES, CURSORS, FLOWS, SCHEDULE},
     nat,
-    parse::{Packet, TCP_FIN, TCP_RST},
+    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     persist,
     program::Verdict,
 };
@@ -45,7 +45,12 @@ pub fn select(
     let mut rescheduled = false;
     // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
     let flow = &pkt.flow;
-    if let Some(pinned) = FLOWS.get_ptr_mut(flow) {
+    let pinned = if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 {
+        FLOWS.get_ptr_mut(flow)
+    } else {
+        None
+    };
+    if let Some(pinned) = pinned {
         // SAFETY: a value pointer from a successful lookup stays valid for the whole
         // run (hash map elements are freed only after an RCU grace period). Another
         // CPU may update the same flow's entry at the same time (two packets of one
@@ -115,10 +120,19 @@ pub fn select(
     Ok(Chosen {
         backend_id,
         backend,
-        new_flow: true,
+        // Without flow entries every packet comes this way: only a connection's first
+        // one counts as new.
+        new_flow: svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 || starts_connection(pkt),
         rescheduled,
         refreshed: true,
     })
+}
+
+/// A TCP SYN without ACK: how a service without flow entries tells a new connection
+/// (for its counters; UDP has no such start).
+#[inline(always)]
+fn starts_connection(pkt: &Packet) -> bool {
+    pkt.flow.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// Records a pick whose packet was forwarded: a new flow is pinned to its backend
@@ -133,7 +147,7 @@ pub fn commit(
     stats: Option<*mut ServiceStats>,
     now: u64,
 ) {
-    if !chosen.new_flow {
+    if !chosen.new_flow || svc.flags & SERVICE_F_NO_FLOW_TABLE != 0 {
         return;
     }
     let pin = FlowValue {

@@ -212,6 +212,29 @@ fn main() {
     .unwrap();
     let lb = dp.program();
     let maglev_new = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 84));
+    // The same Maglev service without flow entries (`flow_table = false`): every packet
+    // is hashed again, so new and established cost the same.
+    dp.set_service(&ServiceSpec {
+        key: ServiceKey {
+            port_be: 86u16.to_be(),
+            ..key
+        },
+        id: 5,
+        forwarding: FWD_DR,
+        select: xdp_lb_common::SELECT_HASH_FLOW,
+        active: true,
+        slots: dp
+            .schedule_of(&ServiceKey {
+                port_be: 84u16.to_be(),
+                ..key
+            })
+            .unwrap(),
+        no_flow_table: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let lb = dp.program();
+    let maglev_no_table = median_single(lb, |i| frame(10_000u16.wrapping_add(i), 86));
     // A persistent wrr service: one more lookup and insert per new flow.
     dp.set_service(&ServiceSpec {
         key: ServiceKey {
@@ -225,6 +248,7 @@ fn main() {
         persist_prefix: 128,
         active: true,
         slots: wrr_slots.clone(),
+        ..Default::default()
     })
     .unwrap();
     let lb = dp.program();

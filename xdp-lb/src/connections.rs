@@ -147,7 +147,7 @@ pub fn render(c: &Connections) -> String {
 
 impl Dataplane {
     /// The flow table's entries (an entry that vanishes while read is an error item).
-    pub(crate) fn flows(
+    pub fn flows(
         &self,
     ) -> impl Iterator<Item = Result<(FlowKey, xdp_lb_common::FlowValue), aya::maps::MapError>> + '_
     {

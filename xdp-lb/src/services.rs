@@ -163,6 +163,7 @@ pub struct Service {
     /// Whether the healthy weight meets the quorum (with hysteresis on both edges).
     pub quorum_ok: bool,
     pub persistence: Option<Persistence>,
+    pub flow_table: bool,
     pub vip: IpAddr,
     /// Its VIP belongs to a VRRP instance: it is forwarded only while this node is
     /// MASTER for it (see [`crate::forwarding`], which knows the MASTER VIPs), and
@@ -416,6 +417,7 @@ impl ServiceTable {
                 quorum: v.quorum.clone(),
                 quorum_ok,
                 persistence: v.persistence,
+                flow_table: v.flow_table,
                 vip: v.vip,
                 on_vrrp_vip: config
                     .vrrp
@@ -554,6 +556,7 @@ impl ServiceTable {
                     p.prefix_len
                 }
             }),
+            no_flow_table: !svc.flow_table,
             active,
             slots,
         }

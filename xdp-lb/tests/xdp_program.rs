@@ -634,6 +634,7 @@ fn persistent(secs: u32, prefix: u8) -> Dataplane {
         persist_prefix: prefix,
         active: true,
         slots: vec![0, 1, 2],
+        ..Default::default()
     })
     .unwrap();
     dp
@@ -736,9 +737,56 @@ fn persistence_ends_after_the_timeout_and_with_the_backend() {
         persist_prefix: 128,
         active: true,
         slots: (0..3).filter(|b| *b != after as u32).collect(),
+        ..Default::default()
     })
     .unwrap();
     let f = tcp4_from(src, 40_003, 80);
     let moved = assert_dr_rewrite(&f, &run(&dp, &f).1);
     assert!(moved != after, "a backend out of service is not followed");
+}
+
+/// `flow_table = false` (Katran's LRU bypass) on a Maglev service: no flow entry is
+/// made, every packet of a connection is hashed to the same backend again, and only a
+/// connection's first packet (a SYN) counts as a new flow.
+#[test]
+fn a_service_without_flow_entries_hashes_every_packet_and_counts_syns_only() {
+    let mut dp = hashed(SELECT_HASH_FLOW);
+    let k = key(v4_mapped(VIP), 80, IPPROTO_TCP);
+    let spec_service = |dp: &mut Dataplane, no_flow_table| {
+        let keys: Vec<u64> = (0..3u8)
+            .map(|i| schedule::backend_key([192, 0, 2, 11 + i].into(), 80))
+            .collect();
+        let table = schedule::maglev(&keys, &[1, 2, 3], SELECT_HASH_FLOW);
+        dp.set_service(&ServiceSpec {
+            key: k,
+            id: 0,
+            forwarding: FWD_DR,
+            select: table.select,
+            active: true,
+            slots: table.slots,
+            no_flow_table,
+            ..Default::default()
+        })
+        .unwrap();
+    };
+    spec_service(&mut dp, true);
+    let syn = tcp4(50_000, 80);
+    let first = assert_dr_rewrite(&syn, &run(&dp, &syn).1);
+    // The same connection's later packets (ACK set): same backend, not new.
+    let mut ack = tcp4(50_000, 80);
+    ack[47] = 0x10;
+    for _ in 0..5 {
+        assert_eq!(assert_dr_rewrite(&ack, &run(&dp, &ack).1), first);
+    }
+    assert_eq!(dp.flows().count(), 0, "no flow entry was made");
+    assert_eq!(
+        dp.service_stats(0).unwrap().new_flows,
+        1,
+        "one SYN, one new flow"
+    );
+    // With the table (the default) the first packet pins the flow.
+    spec_service(&mut dp, false);
+    let other = tcp4(50_001, 80);
+    assert_dr_rewrite(&other, &run(&dp, &other).1);
+    assert_eq!(dp.flows().count(), 1);
 }

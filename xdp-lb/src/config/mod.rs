@@ -458,6 +458,11 @@ pub struct VirtualServer {
     pub quorum: Quorum,
     /// keepalived's `persistence_timeout` and `persistence_granularity`; `None`: off.
     pub persistence: Option<Persistence>,
+    /// Keep a flow entry per connection (default). `false` only for consistent-hash
+    /// schedulers (`maglev`, `sh`) without NAT or persistence: each packet is hashed to
+    /// its real server again (cheaper, and immune to flow-table floods), but a change of
+    /// the real servers moves about 1/N of the connections.
+    pub flow_table: bool,
     /// Where the entry's `vip` value is, for later messages about this service.
     pub location: Location,
 }

@@ -126,6 +126,7 @@ pub(super) struct RawVirtualServer {
     pub(super) quorum_down: Option<Spanned<Value>>,
     pub(super) omega: Option<Spanned<Value>>,
     pub(super) persistence_timeout: Option<Spanned<Value>>,
+    pub(super) flow_table: Option<Spanned<Value>>,
     pub(super) persistence_granularity: Option<Spanned<Value>>,
     #[serde(default)]
     pub(super) real_server: Vec<Spanned<RawRealServer>>,

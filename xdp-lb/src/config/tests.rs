@@ -1964,3 +1964,38 @@ fn persistence_takes_keepalived_timeout_and_granularity() {
         &["`persistence_granularity` needs `persistence_timeout`"],
     );
 }
+
+#[test]
+fn a_service_without_flow_entries_needs_consistent_hashing_dr_and_no_persistence() {
+    let service = |extra: &str| {
+        with_dp(&[
+            "[[virtual_server]]",
+            "vip = \"192.0.2.1\"",
+            "port = 80",
+            extra,
+            "  [[virtual_server.real_server]]",
+            "  address = \"192.0.2.11\"",
+        ])
+    };
+    assert!(parse_ok(&service("")).virtual_servers[0].flow_table);
+    let off = parse_ok(&service("scheduler = \"maglev\"\nflow_table = false"));
+    assert!(!off.virtual_servers[0].flow_table);
+    assert_error(
+        &service("flow_table = false"),
+        6,
+        14,
+        &["`flow_table = false` needs a consistent-hash scheduler"],
+    );
+    assert_error(
+        &service("scheduler = \"sh\"\nforwarding = \"nat\"\nflow_table = false"),
+        8,
+        14,
+        &["needs DR or TUN forwarding"],
+    );
+    assert_error(
+        &service("scheduler = \"sh\"\npersistence_timeout = \"1m\"\nflow_table = false"),
+        8,
+        14,
+        &["needs no persistence"],
+    );
+}

@@ -437,6 +437,36 @@ impl Validator<'_, '_> {
             };
             let quorum = self.quorum(&raw)?;
             let persistence = self.persistence(&raw, vip)?;
+            let flow_table = match &raw.flow_table {
+                None => true,
+                Some(value) => {
+                    let on = self.boolean(value, "flow_table")?;
+                    let why = if on {
+                        None
+                    } else if !matches!(scheduler, Scheduler::Maglev | Scheduler::Sh) {
+                        Some(
+                            "a consistent-hash scheduler (\"maglev\" or \"sh\"): with rr or wrr a connection's packets would go to every real server",
+                        )
+                    } else if forwarding == Forwarding::Nat {
+                        Some(
+                            "DR or TUN forwarding: NAT keeps each connection's translation in the table",
+                        )
+                    } else if persistence.is_some() {
+                        Some(
+                            "no persistence: persistence remembers a client's server per connection start",
+                        )
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        return Err(self.src.error(
+                            value.span(),
+                            format!("virtual server {name}: `flow_table = false` needs {why}"),
+                        ));
+                    }
+                    on
+                }
+            };
             // The data plane's tables are sized at build time: say so here, not at start.
             backends += real_servers.len() + usize::from(sorry_server.is_some());
             if backends > MAX_BACKENDS as usize {
@@ -467,6 +497,7 @@ impl Validator<'_, '_> {
                 sorry_server,
                 quorum,
                 persistence,
+                flow_table,
                 location: self.src.locate(vip_value.span().start),
             });
         }

@@ -21,8 +21,8 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
-    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, ServiceKey, ServiceStats,
-    ServiceValue,
+    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_NO_FLOW_TABLE,
+    ServiceKey, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -90,6 +90,8 @@ pub struct ServiceSpec {
     /// bits of the 16-byte client address that make one client.
     pub persist_secs: u32,
     pub persist_prefix: u8,
+    /// A consistent-hash service that keeps no flow entries ([`SERVICE_F_NO_FLOW_TABLE`]).
+    pub no_flow_table: bool,
     pub active: bool,
     pub slots: Vec<u32>,
 }
@@ -315,7 +317,12 @@ impl Dataplane {
         }
         let value = ServiceValue {
             id: spec.id,
-            flags: if spec.active { SERVICE_F_ACTIVE } else { 0 },
+            flags: if spec.active { SERVICE_F_ACTIVE } else { 0 }
+                | if spec.no_flow_table {
+                    SERVICE_F_NO_FLOW_TABLE
+                } else {
+                    0
+                },
             forwarding: spec.forwarding,
             select: spec.select,
             _pad: [0; 2],
