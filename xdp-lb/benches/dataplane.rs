@@ -338,6 +338,13 @@ fn main() {
         Some(ref_single),
     );
     row(
+        "any packet, maglev, no flow table",
+        &single,
+        maglev_no_table,
+        floor_single,
+        Some(ref_single),
+    );
+    row(
         "new flow, wrr + persistence",
         &single,
         persistent_new,
