@@ -210,7 +210,11 @@ pub const CONFIG_NAT_ENABLED: u32 = 0;
 pub const CONFIG_TIMEOUT_TCP_NS: u32 = 1;
 pub const CONFIG_TIMEOUT_TCP_FIN_NS: u32 = 2;
 pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
-pub const CONFIG_SLOTS: u32 = 4;
+/// The flood guard: flow-table inserts allowed per second on each CPU (0: no limit).
+/// New flows beyond it are forwarded without an entry, so a SYN flood cannot evict
+/// established connections; consistent-hash services keep their server by the hash.
+pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
+pub const CONFIG_SLOTS: u32 = 5;
 /// Timestamps are refreshed at most this often, so a busy flow does not dirty its
 /// cache line on every packet.
 pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
@@ -230,6 +234,8 @@ pub struct ServiceStats {
     pub drop_no_backend: u64,
     /// Packets dropped because the redirect to the egress interface failed.
     pub drop_redirect: u64,
+    /// New flows forwarded without a flow entry by the flood guard.
+    pub unpinned: u64,
 }
 
 /// Per-backend counters (per-CPU array indexed by backend id).
@@ -426,7 +432,7 @@ layout!(NatValue, 56, {
     flags: u32 = 48,
     service: u32 = 52,
 });
-layout!(ServiceStats, 56, {
+layout!(ServiceStats, 64, {
     packets: u64 = 0,
     bytes: u64 = 8,
     new_flows: u64 = 16,
@@ -434,6 +440,7 @@ layout!(ServiceStats, 56, {
     pass_inactive: u64 = 32,
     drop_no_backend: u64 = 40,
     drop_redirect: u64 = 48,
+    unpinned: u64 = 56,
 });
 layout!(BackendStats, 24, {
     packets: u64 = 0,

@@ -70,6 +70,10 @@ pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS_IFACES, 
 pub static NAT_REPLIES: LruHashMap<FlowKey, NatValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 
+/// The flood guard's per-CPU token bucket: (tokens, last refill in ns).
+#[map]
+pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Settings written by the daemon (`CONFIG_*` indices).
 #[map]
 pub static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_SLOTS, 0);

@@ -3,13 +3,13 @@
 //! indexes the schedule: weights, interleaving and consistent hashing are built by
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FlowKey, FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR,
-    SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue,
+    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, FlowKey, FlowValue, IPPROTO_TCP, Reason,
+    SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue,
 };
 
 use crate::{
     counters,
-    maps::{BACKEND_SLOT, BACKEND_VALUES, CURSORS, FLOWS, SCHEDULE},
+    maps::{BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, FLOWS, INSERT_BUDGET, SCHEDULE},
     nat,
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     persist,
@@ -157,12 +157,54 @@ pub fn commit(
         flags: if now != 0 { closing(pkt) } else { 0 },
         _pad: 0,
     };
+    if !insert_allowed() {
+        // Forwarded unpinned: a consistent-hash service's next packet hashes to the
+        // same server; any other's may move (only during a flood of new flows).
+        counters::bump(stats, |s| &mut s.unpinned);
+        return;
+    }
     // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
     let flow = &pkt.flow;
     let _ = FLOWS.insert(flow, pin, 0);
     if chosen.rescheduled {
         counters::bump(stats, |s| &mut s.rescheduled);
     }
+}
+
+/// The flood guard: one token per flow-table insert from a per-CPU bucket refilled at
+/// `CONFIG_NEW_FLOW_RATE` per second (holding at most one second's worth); always
+/// allowed when the rate is 0.
+#[inline(always)]
+fn insert_allowed() -> bool {
+    let rate = match CONFIG.get(CONFIG_NEW_FLOW_RATE) {
+        Some(rate) if *rate != 0 => *rate,
+        _ => return true,
+    };
+    let Some(bucket) = INSERT_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    // SAFETY: this CPU's copy from a successful per-CPU array lookup, written by no one
+    // else during the run.
+    let [tokens, last] = unsafe { &mut *bucket };
+    if *last == 0 {
+        // First use on this CPU: a full bucket.
+        (*tokens, *last) = (rate, now);
+    } else {
+        // At most a second counts (the bucket holds no more), which also keeps the
+        // product in 64 bits (rate <= 1e8): no 128-bit multiply for BPF.
+        let elapsed = now.saturating_sub(*last).min(1_000_000_000);
+        let refill = elapsed.wrapping_mul(rate) / 1_000_000_000;
+        if refill > 0 {
+            (*tokens, *last) = (tokens.saturating_add(refill).min(rate), now);
+        }
+    }
+    if *tokens == 0 {
+        return false;
+    }
+    *tokens -= 1;
+    true
 }
 
 /// The current value of backend `id`: one more array lookup than reading it by id,

@@ -130,7 +130,7 @@ impl Collector for SnapshotCollector {
 
         let svc = |x: &crate::status::ServiceStatus| vec![("service", x.name.clone())];
         type Pick = fn(&crate::status::ServiceCounters) -> u64;
-        let service_counters: [(&str, &str, Pick); 7] = [
+        let service_counters: [(&str, &str, Pick); 8] = [
             (
                 "service_packets",
                 "Packets forwarded for the service",
@@ -163,6 +163,11 @@ impl Collector for SnapshotCollector {
                 "service_dropped_redirect",
                 "Packets dropped because the redirect to the egress interface failed",
                 |c| c.dropped_redirect,
+            ),
+            (
+                "service_unpinned_flows",
+                "New flows the flood guard forwarded without a flow-table entry",
+                |c| c.unpinned_flows,
             ),
         ];
         for (name, help, pick) in service_counters {

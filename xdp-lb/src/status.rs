@@ -81,6 +81,9 @@ pub struct ServiceCounters {
     pub passed_inactive: u64,
     pub dropped_no_real_server: u64,
     pub dropped_redirect: u64,
+    /// New flows the flood guard forwarded without a flow entry.
+    #[serde(default)]
+    pub unpinned_flows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +207,7 @@ impl Snapshot {
                         passed_inactive: s.pass_inactive,
                         dropped_no_real_server: s.drop_no_backend,
                         dropped_redirect: s.drop_redirect,
+                        unpinned_flows: s.unpinned,
                     },
                     real_servers: svc
                         .backends
@@ -246,6 +250,7 @@ impl Snapshot {
                 pass_inactive = c.passed_inactive,
                 drop_no_backend = c.dropped_no_real_server,
                 drop_redirect = c.dropped_redirect,
+                unpinned = c.unpinned_flows,
                 "service counters"
             );
             for b in &svc.real_servers {

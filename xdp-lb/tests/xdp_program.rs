@@ -790,3 +790,38 @@ fn a_service_without_flow_entries_hashes_every_packet_and_counts_syns_only() {
     assert_dr_rewrite(&other, &run(&dp, &other).1);
     assert_eq!(dp.flows().count(), 1);
 }
+
+/// The flood guard: at most `new_flow_rate` flow-table inserts per second per CPU. A
+/// burst of new flows beyond it is forwarded without entries (counted), so the
+/// established flows in the table are not evicted and keep their backend.
+#[test]
+fn the_flood_guard_forwards_new_flows_beyond_its_rate_without_entries() {
+    let mut dp = dataplane();
+    dp.set_new_flow_rate(5).unwrap();
+    let established: Vec<(Vec<u8>, usize)> = (0..5u16)
+        .map(|i| {
+            let f = tcp4(60_000 + i, 80);
+            let backend = assert_dr_rewrite(&f, &run(&dp, &f).1);
+            (f, backend)
+        })
+        .collect();
+    // The bucket is empty now: a burst of 20 more new flows is forwarded, unpinned.
+    for i in 0..20u16 {
+        let f = tcp4_from([203, 0, 113, (i % 250) as u8], 61_000 + i, 80);
+        assert_dr_rewrite(&f, &run(&dp, &f).1);
+    }
+    assert_eq!(dp.flows().count(), 5, "only the first five were pinned");
+    assert_eq!(dp.service_stats(0).unwrap().unpinned, 20);
+    for (f, backend) in &established {
+        assert_eq!(
+            assert_dr_rewrite(f, &run(&dp, f).1),
+            *backend,
+            "established flows keep their backend"
+        );
+    }
+    // Without a rate (the default) every new flow is pinned.
+    dp.set_new_flow_rate(0).unwrap();
+    let f = tcp4(62_000, 80);
+    assert_dr_rewrite(&f, &run(&dp, &f).1);
+    assert_eq!(dp.flows().count(), 6);
+}

@@ -399,6 +399,10 @@ pub struct Dataplane {
     pub max_flows: u32,
     /// How long to wait for a real server's MAC at start; default 5s.
     pub neighbour_timeout: Duration,
+    /// The flood guard: flow-table inserts allowed per second on each CPU; beyond it
+    /// new flows are forwarded without an entry, so a SYN flood cannot evict
+    /// established connections. 0 (the default): no limit.
+    pub new_flow_rate: u64,
     /// Idle timeouts of NAT connections (`nat_tcp_timeout`, `nat_tcp_fin_timeout`,
     /// `nat_udp_timeout`); IPVS's defaults.
     #[serde(flatten)]

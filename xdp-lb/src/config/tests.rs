@@ -1999,3 +1999,16 @@ fn a_service_without_flow_entries_needs_consistent_hashing_dr_and_no_persistence
         &["needs no persistence"],
     );
 }
+
+#[test]
+fn the_flood_guard_rate_is_off_by_default_and_bounded() {
+    assert_eq!(parse_ok(&with_dp(&[])).dataplane.new_flow_rate, 0);
+    let on = "[dataplane]\ninterfaces = [\"eth0\"]\nnew_flow_rate = 50000\n";
+    assert_eq!(parse_ok(on).dataplane.new_flow_rate, 50_000);
+    assert_error(
+        "[dataplane]\ninterfaces = [\"eth0\"]\nnew_flow_rate = -1\n",
+        3,
+        17,
+        &["new_flow_rate"],
+    );
+}

@@ -272,6 +272,10 @@ impl Validator<'_, '_> {
             Some(value) => self.choice(value, &XDP_MODES)?,
             None => XdpMode::Auto,
         };
+        let new_flow_rate = match &raw.new_flow_rate {
+            Some(value) => self.integer(value, "new_flow_rate", 0..=100_000_000)? as u64,
+            None => 0,
+        };
         let max_flows = match &raw.max_flows {
             Some(value) => self.integer(value, "max_flows", MAX_FLOWS)? as u32,
             None => DEFAULT_MAX_FLOWS,
@@ -314,6 +318,7 @@ impl Validator<'_, '_> {
             interfaces,
             xdp_mode,
             max_flows,
+            new_flow_rate,
             neighbour_timeout,
             nat_timeouts,
         })

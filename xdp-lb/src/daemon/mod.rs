@@ -104,7 +104,8 @@ pub async fn run_reloadable(
     };
     let netlink = Netlink::connect()?;
     let Routed { links, table } = preflight::route(&config, &netlink).await?;
-    let dataplane = Dataplane::load(config.dataplane.max_flows)?;
+    let mut dataplane = Dataplane::load(config.dataplane.max_flows)?;
+    dataplane.set_new_flow_rate(config.dataplane.new_flow_rate)?;
     // Clones share the record of the entries created, removed again at the end.
     let neighbours = Neighbours::new(&netlink);
     let (tx, events) = mpsc::channel(EVENT_QUEUE);

@@ -56,6 +56,13 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The flood guard's rate: flow-table inserts per second on each CPU (0: none).
+    pub fn set_new_flow_rate(&mut self, per_cpu: u64) -> Result<(), DataplaneError> {
+        self.config
+            .set(xdp_lb_common::CONFIG_NEW_FLOW_RATE, per_cpu, 0)
+            .map_err(map_err("CONFIG"))
+    }
+
     /// Deletes NAT flow and reply entries idle past their timeout. DR flows (never
     /// stamped) are left to the LRU.
     pub fn expire_nat(&mut self, t: &NatTimeouts, now_ns: u64) -> Result<NatGc, DataplaneError> {

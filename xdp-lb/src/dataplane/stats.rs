@@ -34,6 +34,7 @@ impl Dataplane {
             acc.pass_inactive += s.pass_inactive;
             acc.drop_no_backend += s.drop_no_backend;
             acc.drop_redirect += s.drop_redirect;
+            acc.unpinned += s.unpinned;
             acc
         }))
     }
