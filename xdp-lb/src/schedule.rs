@@ -331,6 +331,35 @@ mod tests {
         assert!(!fewer.slots.contains(&3));
     }
 
+    /// Maglev's disruption bound: removing 1 of N servers remaps its own 1/N of the
+    /// table and little else (flows held in the flow table do not move at all).
+    #[test]
+    fn removing_one_of_n_servers_remaps_about_one_nth() {
+        for n in [3usize, 10, 100] {
+            let k = keys(n);
+            let all = maglev(&k, &vec![1; n], 0);
+            let mut down = vec![1; n];
+            down[n / 2] = 0;
+            let fewer = maglev(&k, &down, 0);
+            let changed = all
+                .slots
+                .iter()
+                .zip(&fewer.slots)
+                .filter(|(a, b)| a != b)
+                .count();
+            let fraction = changed as f64 / all.slots.len() as f64;
+            let own = 1.0 / n as f64;
+            println!(
+                "maglev, 1 of {n} removed: {:.2}% of {} slots remapped (its own share {:.2}%)",
+                fraction * 100.0,
+                all.slots.len(),
+                own * 100.0
+            );
+            assert!(fraction >= own * 0.8, "n={n}: {fraction}");
+            assert!(fraction <= own + 0.03, "n={n}: {fraction} remapped");
+        }
+    }
+
     #[test]
     fn maglev_of_nothing_is_empty() {
         assert!(maglev(&keys(2), &[0, 0], 0).slots.is_empty());
