@@ -1017,8 +1017,9 @@ impl Engine {
                 other_mac = %conflict.mac,
                 "vip conflict: {} also announces or answers for {} while we are MASTER: \
                  another MASTER (a split brain; VRRP adverts are not getting through, e.g. \
-                 ip protocol 112 is filtered) or a host answering ARP or neighbour \
-                 discovery for the VIP (a DR real server without arp_ignore = 1)",
+                 ip protocol 112 is filtered), a node whose daemon died (kill -9) and left \
+                 the VIP on its interface, or a host answering ARP or neighbour discovery \
+                 for the VIP (a DR real server without arp_ignore = 1)",
                 conflict.mac,
                 c.vip
             );
