@@ -903,6 +903,52 @@ fn sigterm_of_the_daemon_hands_the_vip_to_keepalived_v2_1s_auth() {
 /// the next start (systemd's Restart=on-failure, or by hand) removes it at once,
 /// before the instance's first step, and adds it back only as MASTER.
 #[test]
+fn a_vip_left_by_kill_9_goes_away_by_itself() {
+    let lab = vrrp_lab(&["b1", "b2"]);
+    let text = format!(
+        "{}\n[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\nversion = 3\n\
+         advert_interval = \"1s\"\nvirtual_ipaddresses = [\"{}/32\"]\n",
+        config(&lab, &[(80, "tcp", &[1, 1])]),
+        DrLab::VIP
+    );
+    let shown = || lab.lb.ip(["addr", "show", "dev", "eth0"]).unwrap();
+    let held = |addrs: &str| addrs.contains(&format!("inet {}/32", DrLab::VIP));
+    let mut daemon = start(&lab.lb, &text);
+    daemon
+        .wait_for_line("entering MASTER state", Duration::from_secs(10))
+        .unwrap();
+    // Held for a few seconds at a time, renewed every second.
+    let addrs = shown();
+    assert!(held(&addrs), "{addrs}");
+    let lifetime = addrs
+        .lines()
+        .skip_while(|l| !l.contains(&format!("inet {}/32", DrLab::VIP)))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        lifetime.contains("valid_lft") && !lifetime.contains("forever"),
+        "the VIP has a lifetime: {addrs}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(held(&shown()), "renewed while MASTER");
+    let killed = Instant::now();
+    daemon.signal(Signal::SIGKILL).unwrap();
+    daemon.wait_exit(Duration::from_secs(5)).unwrap();
+    // No restart: the kernel drops it once the lease runs out.
+    while held(&shown()) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(8),
+            "the VIP outlived its 5 s lease after kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "measured: the VIP left the interface {:?} after kill -9",
+        killed.elapsed()
+    );
+}
+
+#[test]
 fn a_vip_left_by_kill_9_is_removed_when_the_daemon_starts_again() {
     let lab = vrrp_lab(&["b1", "b2"]);
     // 1 s adverts: the restarted instance stays BACKUP for 3.6 s, long enough to look.

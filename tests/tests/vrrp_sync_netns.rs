@@ -241,8 +241,9 @@ fn a_tracked_interface_weight_hands_over_and_vips_take_dev_and_scope() {
     );
     wait_state(&mut node_a, "VI_1", "MASTER");
     let dummy = addrs(&a, "vip0");
+    // `dynamic`: the VIP's lifetime (renewed while MASTER, gone after a kill -9).
     assert!(
-        dummy.contains("inet 203.0.113.10/32 scope host vip0:vip"),
+        dummy.contains("inet 203.0.113.10/32 scope host dynamic vip0:vip"),
         "the VIP is on vip0 with scope host and its label:\n{dummy}"
     );
     assert!(has(&a, "eth0", "192.0.2.210/24"));

@@ -206,6 +206,29 @@ impl Netlink {
         label: Option<&str>,
         scope: Option<u8>,
     ) -> Result<Change, NetlinkError> {
+        let req = self.address_request(ifindex, addr, prefix_len, label, scope);
+        match req.execute().await {
+            Ok(()) => Ok(Change::Done),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
+                Ok(Change::AlreadyThere)
+            }
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("adding {addr}/{prefix_len} to ifindex {ifindex}"),
+                source,
+            }),
+        }
+    }
+
+    /// The request adding a VIP: IPv6 without duplicate address detection (usable at
+    /// once, as keepalived does), the IPv4 label and the scope if given.
+    fn address_request(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+        label: Option<&str>,
+        scope: Option<u8>,
+    ) -> rtnetlink::AddressAddRequest {
         let mut req = self.handle.address().add(ifindex, addr, prefix_len);
         let msg = req.message_mut();
         if let Some(scope) = scope {
@@ -219,16 +242,35 @@ impl Netlink {
             msg.attributes
                 .push(AddressAttribute::Label(label.to_string()));
         }
-        match req.execute().await {
-            Ok(()) => Ok(Change::Done),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
-                Ok(Change::AlreadyThere)
-            }
-            Err(source) => Err(NetlinkError::Request {
-                what: format!("adding {addr}/{prefix_len} to ifindex {ifindex}"),
-                source,
-            }),
-        }
+        req
+    }
+
+    /// Adds `addr` (as [`Netlink::add_address`] does) with a lifetime of `secs`, or
+    /// renews the lifetime if it is there: the kernel removes the address by itself
+    /// unless it is renewed in time, so a VIP does not outlive a daemon killed with
+    /// `kill -9`.
+    pub async fn lease_address(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+        label: Option<&str>,
+        scope: Option<u8>,
+        secs: u32,
+    ) -> Result<(), NetlinkError> {
+        let mut req = self
+            .address_request(ifindex, addr, prefix_len, label, scope)
+            .replace();
+        let mut lifetime = rtnetlink::packet_route::address::CacheInfo::default();
+        lifetime.ifa_preferred = secs;
+        lifetime.ifa_valid = secs;
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(lifetime));
+        req.execute().await.map_err(|source| NetlinkError::Request {
+            what: format!("leasing {addr}/{prefix_len} on ifindex {ifindex} for {secs} s"),
+            source,
+        })
     }
 
     /// Removes `addr` from `ifindex`; absent already is not an error.

@@ -79,6 +79,8 @@ struct Running {
     /// (ifindex, weight) of each tracked interface.
     tracked: Vec<(u32, i32)>,
     announcer: Announcer,
+    /// Renews the VIPs' lifetimes while MASTER (see [`VIP_LEASE`]).
+    lease: Option<JoinHandle<()>>,
     notifier: Notifier,
     /// What the daemon's tracked objects ask for ([`TrackUpdate`]).
     external_adjust: i32,
@@ -93,6 +95,29 @@ struct Running {
     /// Other MACs seen announcing or answering for this instance's VIPs while MASTER.
     vip_conflicts: u64,
     last_vip_conflict: Option<VipConflict>,
+}
+
+/// A MASTER's VIPs live this long unless renewed (every [`LEASE_RENEWAL`]): after a
+/// `kill -9` they leave the interface by themselves within this time.
+pub(crate) const VIP_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
+const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Adds `vip` on `ifindex` for [`VIP_LEASE`], or renews it.
+async fn lease(
+    netlink: &Netlink,
+    ifindex: u32,
+    vip: &crate::config::VrrpAddress,
+) -> Result<(), crate::netlink::NetlinkError> {
+    netlink
+        .lease_address(
+            ifindex,
+            vip.addr,
+            vip.prefix,
+            vip.label.as_deref(),
+            vip.scope,
+            VIP_LEASE.as_secs() as u32,
+        )
+        .await
 }
 
 /// Peers remembered per instance; a segment with more is not a VRRP pair anyway.
@@ -286,6 +311,7 @@ impl Engine {
                     vip_links: p.vip_links,
                     tracked: p.tracked,
                     announcer: Announcer::default(),
+                    lease: None,
                     external_adjust: 0,
                     external_fault: false,
                     adjust: 0,
@@ -844,27 +870,44 @@ impl Engine {
         }
     }
 
+    /// Adds instance `i`'s VIPs with a lifetime of [`VIP_LEASE`], renewed every
+    /// [`LEASE_RENEWAL`] by a task of its own until they are released: a VIP left by
+    /// a daemon killed with `kill -9` goes away by itself instead of answering ARP for
+    /// a dead node.
     async fn add_vips(&mut self, i: usize) {
         let r = &self.instances[i];
-        for (vip, &ifindex) in r.spec.identity.virtual_ipaddresses.iter().zip(&r.vip_links) {
-            if let Err(e) = self
-                .netlink
-                .add_address(
-                    ifindex,
-                    vip.addr,
-                    vip.prefix,
-                    vip.label.as_deref(),
-                    vip.scope,
-                )
-                .await
-            {
+        let vips: Vec<(u32, crate::config::VrrpAddress)> = r
+            .vip_links
+            .iter()
+            .zip(&r.spec.identity.virtual_ipaddresses)
+            .map(|(&ifindex, vip)| (ifindex, vip.clone()))
+            .collect();
+        for (ifindex, vip) in &vips {
+            if let Err(e) = lease(&self.netlink, *ifindex, vip).await {
                 tracing::error!(
                     instance = %r.spec.name,
-                    interface = %self.links[&ifindex].name,
+                    interface = %self.links[ifindex].name,
                     vip = %vip.addr,
                     "cannot add virtual address: {e}"
                 );
             }
+        }
+        let (netlink, name) = (self.netlink.clone(), r.spec.name.clone());
+        let renewal = tokio::spawn(async move {
+            let mut warnings = crate::log_limit::LogLimit::default();
+            loop {
+                tokio::time::sleep(LEASE_RENEWAL).await;
+                for (ifindex, vip) in &vips {
+                    if let Err(e) = lease(&netlink, *ifindex, vip).await
+                        && let Some(suppressed) = warnings.allow(std::time::Instant::now())
+                    {
+                        tracing::error!(instance = %name, vip = %vip.addr, suppressed, "cannot renew virtual address: {e}");
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.instances[i].lease.replace(renewal) {
+            old.abort();
         }
     }
 
@@ -960,6 +1003,9 @@ impl Engine {
 
     async fn release(&mut self, i: usize, state: State) {
         self.instances[i].announcer.stop();
+        if let Some(lease) = self.instances[i].lease.take() {
+            lease.abort();
+        }
         self.remove_vips(i).await;
         self.changed(i, state).await;
     }
