@@ -1202,6 +1202,76 @@ fn split_brain_both_ways(tag: &str, vip: VrrpAddress) {
     );
 }
 
+/// Healing as a client sees it: in a split brain the client's ARP entry points at the
+/// node that announced last (b), and stays there (neither side takes the clients back
+/// and forth while the other still claims the VIP). When the block lifts b steps down,
+/// a announces again once b is quiet (and past the client's 1 s ARP `locktime`), and
+/// the client's probes reach a: the loss is measured and bounded.
+#[test]
+fn a_client_follows_the_one_master_left_when_a_split_brain_heals() {
+    let lab = probed("sbc");
+    let (a, b) = (&lab.a, &lab.b);
+    block_vrrp(a);
+    block_vrrp(b);
+    let interval = Duration::from_millis(200);
+    let spec_a = vip_spec("SBC_A", 200, Version::V3, interval);
+    let target = probe_target(&spec_a);
+    let _answers_a = Responder::start(a, target, "a").unwrap();
+    let _answers_b = Responder::start(b, target, "b").unwrap();
+    let mut node_a = Node::start(a, vec![spec_a]);
+    node_a.wait_state(State::Master, Duration::from_secs(5));
+    // b becomes MASTER after a, so its gratuitous ARP is the client's last word.
+    let mut node_b = Node::start(b, vec![vip_spec("SBC_B", 100, Version::V3, interval)]);
+    node_b.wait_state(State::Master, Duration::from_secs(5));
+    let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+    probe
+        .wait_from("b", Instant::now(), Duration::from_secs(3))
+        .expect("in the split brain the client follows b's announcement");
+    // A lasting split brain: the client stays with b, no ping-pong.
+    std::thread::sleep(Duration::from_secs(2));
+    let settled = Instant::now() - Duration::from_secs(1);
+    let last_second: Vec<String> = probe
+        .replies()
+        .into_iter()
+        .filter(|r| r.at >= settled)
+        .map(|r| r.from)
+        .collect();
+    assert!(
+        !last_second.is_empty() && last_second.iter().all(|f| f == "b"),
+        "the client stays with b while both claim the VIP: {last_second:?}"
+    );
+
+    for ns in [a, b] {
+        ns.sh("nft delete table inet xlb").unwrap();
+    }
+    let lifted = Instant::now();
+    let back = probe
+        .wait_from("a", lifted, Duration::from_secs(3))
+        .expect("the client reaches a once the split brain heals");
+    std::thread::sleep(interval * 3);
+    let replies = probe.stop().unwrap();
+    let after_a: Vec<&str> = replies
+        .iter()
+        .filter(|r| r.at >= back)
+        .map(|r| r.from.as_str())
+        .collect();
+    assert!(
+        after_a.iter().all(|f| *f == "a"),
+        "only a answers after: {after_a:?}"
+    );
+    let gap = back.duration_since(lifted);
+    println!(
+        "split brain healed: the client reached a {gap:?} after the block lifted \
+         (about {} probes at {PROBE_EVERY:?} lost)",
+        gap.as_millis() / PROBE_EVERY.as_millis()
+    );
+    // a waits for b to be quiet for the client's locktime (1.1 s), then announces.
+    assert!(
+        gap <= Duration::from_millis(1100) + interval * 2 + MARGIN,
+        "the client was cut off for {gap:?}"
+    );
+}
+
 /// The same block between xdp-lb and keepalived: both MASTER; xdp-lb names
 /// keepalived's MAC for the VIP (keepalived itself has no such check).
 #[test]

@@ -96,6 +96,8 @@ pub struct Announcer {
     frames: Frames,
     takeover: Option<JoinHandle<()>>,
     lower_prio: Option<JoinHandle<()>>,
+    /// A burst waiting for another node's claim on a VIP to stop (see [`Self::after`]).
+    reclaim: Option<JoinHandle<()>>,
 }
 
 impl Announcer {
@@ -128,20 +130,48 @@ impl Announcer {
 
     /// Leaving MASTER (or shutting down): no more announcements.
     pub fn stop(&mut self) {
-        for task in [self.takeover.take(), self.lower_prio.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.takeover.take(),
+            self.lower_prio.take(),
+            self.reclaim.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
         self.frames = Frames::default();
     }
 
+    /// One burst of `repeat` rounds `delay` from now, replacing one still waiting:
+    /// another node claimed a VIP, and once it stops (a split brain healing) the
+    /// clients it took must come back. Each new claim postpones it, so two sides of a
+    /// lasting split brain do not take the clients from each other in turn. Nothing
+    /// while not started.
+    pub fn after(&mut self, delay: Duration, repeat: u32, interval: Duration) {
+        if self.frames.is_empty() || repeat == 0 {
+            return;
+        }
+        if let Some(old) = self.reclaim.take() {
+            old.abort();
+        }
+        let mut round = self.sender();
+        self.reclaim = Some(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            burst(repeat, interval, &mut round).await;
+        }));
+    }
+
     fn spawn(&self, schedule: Schedule) -> JoinHandle<()> {
+        tokio::spawn(schedule.run(self.sender()))
+    }
+
+    /// One round: every frame out of its socket.
+    fn sender(&self) -> impl FnMut() + Send + 'static {
         let (frames, instance) = (Arc::clone(&self.frames), Arc::clone(&self.instance));
         // Send errors repeat at the announcement rate (ENOBUFS): one line per period.
         let mut warnings = crate::log_limit::LogLimit::default();
-        tokio::spawn(schedule.run(move || {
+        move || {
             for (socket, frame) in frames.iter() {
                 if let Err(e) = socket.send(frame)
                     && let Some(suppressed) = warnings.allow(std::time::Instant::now())
@@ -149,7 +179,7 @@ impl Announcer {
                     tracing::warn!(instance = %instance, suppressed, "cannot send announcement: {e}");
                 }
             }
-        }))
+        }
     }
 }
 

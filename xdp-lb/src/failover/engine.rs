@@ -120,6 +120,10 @@ async fn lease(
         .await
 }
 
+/// How long Linux ignores a changed ARP entry's next change (`locktime`, 1 s): a
+/// re-announcement after a conflict waits a little longer.
+const ARP_LOCKTIME: std::time::Duration = std::time::Duration::from_millis(1100);
+
 /// Peers remembered per instance; a segment with more is not a VRRP pair anyway.
 const HEARD_CAP: usize = 64;
 
@@ -1048,6 +1052,19 @@ impl Engine {
         let Some(i) = holder else {
             return;
         };
+        // Announce again once the other side has been quiet for a while (and past
+        // the clients' ARP `locktime`, 1 s by default): when it lets go, as a split
+        // brain heals, the clients it took come back to us.
+        let r = &mut self.instances[i];
+        let t = &r.spec.tunables;
+        r.announcer.after(
+            r.spec.identity.advert_interval.max(ARP_LOCKTIME),
+            t.garp_lower_prio_repeat.max(1),
+            t.garp_interval,
+        );
+        if !c.confirmed {
+            return;
+        }
         let conflict = VipConflict {
             vip: c.vip,
             mac: crate::neighbours::fmt_mac(c.mac),

@@ -27,12 +27,15 @@ const ETH_P_ARP: u16 = 0x0806;
 /// the instance holding each (how often it is probed).
 pub(super) type Held = HashMap<IpAddr, Duration>;
 
-/// Another MAC seen announcing or answering for a held VIP, twice.
+/// Another MAC seen announcing or answering for a held VIP: `confirmed` once seen
+/// again half an interval later (a conflict), unconfirmed the first time (enough to
+/// announce again: its announcement may have taken clients' ARP entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Conflict {
     pub ifindex: u32,
     pub vip: IpAddr,
     pub mac: [u8; 6],
+    pub confirmed: bool,
 }
 
 /// How one family asks and listens: ARP for IPv4, neighbour discovery for IPv6.
@@ -343,11 +346,17 @@ pub(super) async fn watch(
                 let Some(&every) = held.borrow().get(&ip) else {
                     continue;
                 };
-                let conflict = Conflict { ifindex: listener.ifindex(), vip: ip, mac: sender };
-                if sender != mac
-                    && suspects.seen(ip, sender, every, Instant::now())
-                    && conflicts.send(conflict).await.is_err()
-                {
+                if sender == mac {
+                    continue;
+                }
+                let confirmed = suspects.seen(ip, sender, every, Instant::now());
+                let conflict = Conflict {
+                    ifindex: listener.ifindex(),
+                    vip: ip,
+                    mac: sender,
+                    confirmed,
+                };
+                if conflicts.send(conflict).await.is_err() {
                     return;
                 }
             }
