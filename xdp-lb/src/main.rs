@@ -234,11 +234,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
         return genhash(&request, *verbose);
     }
-    let path = match cli.config {
+    let path = match config_path(cli.config.as_deref()) {
         Some(path) => path,
-        None if std::path::Path::new(config::DEFAULT_PATH).exists() => {
-            PathBuf::from(config::DEFAULT_PATH)
-        }
         None => anyhow::bail!(
             "no configuration: {} does not exist; give `--config FILE` (see \
              config/lb.example.toml)",
@@ -299,6 +296,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The configuration to read: `--config`, else the default path if it exists.
+fn config_path(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    let default = std::path::Path::new(config::DEFAULT_PATH);
+    given
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| default.exists().then(|| default.to_path_buf()))
+}
+
 /// The status API to ask: `--api` (with `--token`), else the configuration's `[global]
 /// api`. Without `--config`, the default configuration if it exists, else the default
 /// address: the API is on by default, so `xdp-lb status` needs no arguments.
@@ -310,13 +315,10 @@ fn api_target(
     if let Some(addr) = api {
         return Ok((addr, token.clone()));
     }
-    let default = std::path::Path::new(config::DEFAULT_PATH);
-    let path = match config {
-        Some(path) => path,
-        None if default.exists() => default,
-        None => return Ok((config::DEFAULT_API, token.clone())),
+    let Some(path) = config_path(config) else {
+        return Ok((config::DEFAULT_API, token.clone()));
     };
-    let global = config::load(path)?.global;
+    let global = config::load(&path)?.global;
     let addr = global.api.ok_or_else(|| {
         anyhow::anyhow!(
             "{} sets `[global] api = \"off\"`, so the daemon serves no status; remove it \
