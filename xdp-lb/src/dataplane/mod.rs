@@ -21,8 +21,8 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
-    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, ServiceKey, ServiceStats,
-    ServiceValue,
+    MAX_BACKENDS, NatValue, PersistKey, PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE,
+    ServiceKey, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -93,16 +93,17 @@ pub struct ServiceSpec {
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    services: HashMap<MapData, ServiceKey, ServiceValue>,
-    backend_slot: Array<MapData, u32>,
-    backend_values: Array<MapData, BackendValue>,
-    schedule: Array<MapData, u32>,
+    pub(crate) services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub(crate) backend_slot: Array<MapData, u32>,
+    pub(crate) backend_values: Array<MapData, BackendValue>,
+    pub(crate) schedule: Array<MapData, u32>,
     egress: DevMapHash<MapData>,
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
     pub(crate) backend_stats: PerCpuArray<MapData, BackendStats>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
     pub(crate) flows: HashMap<MapData, FlowKey, FlowValue>,
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
+    pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
     pool: RangePool,
     /// Entries of `BACKEND_VALUES`, one at a time.
@@ -181,6 +182,7 @@ impl Dataplane {
             global_stats: take!("GLOBAL_STATS"),
             flows: take!("FLOWS"),
             nat_replies: take!("NAT_REPLIES"),
+            persist: take!("PERSIST"),
             config: take!("CONFIG"),
             ebpf,
             pool: RangePool::new("schedule pool", 0..SCHEDULE_POOL_SLOTS, GRACE),
