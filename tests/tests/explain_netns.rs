@@ -180,5 +180,28 @@ fn explain_predicts_where_connections_go_and_names_their_flow_entries() {
             && none.contains("192.0.2.100:80/tcp, 192.0.2.100:8080/tcp"),
         "{none}"
     );
+
+    // A malformed question is the asker's error, named.
+    let answer = lab
+        .lb
+        .run(|| {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::net::TcpStream::connect(API).unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.write_all(
+                b"GET /explain?src=nope&dst=192.0.2.100&dport=80&proto=tcp HTTP/1.1\r\n\
+                  Host: x\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answer
+        })
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400")
+            && answer.contains("`src`: \"nope\" is not an IP address"),
+        "{answer}"
+    );
     daemon.stop().unwrap();
 }
