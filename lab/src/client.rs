@@ -73,10 +73,24 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     pub fn open(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<KeepAlive> {
+        Self::open_from(ns, None, addr, timeout)
+    }
+
+    /// [`KeepAlive::open`] from a given source address and port (`source`, one of the
+    /// namespace's addresses), so a test knows the connection's 5-tuple beforehand.
+    pub fn open_from(
+        ns: &Netns,
+        source: Option<SocketAddr>,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<KeepAlive> {
         let where_ = ns.name().to_owned();
         let stream = ns.run(move || {
-            connect(addr, timeout)
-                .with_context(|| format!("from netns {where_}: keep-alive connection to {addr}"))
+            match source {
+                None => connect(addr, timeout),
+                Some(source) => connect_from(source, addr, timeout),
+            }
+            .with_context(|| format!("from netns {where_}: keep-alive connection to {addr}"))
         })??;
         let describe = format!(
             "keep-alive connection {} -> {addr} from netns {}",
@@ -89,6 +103,11 @@ impl KeepAlive {
             describe,
             sent: 0,
         })
+    }
+
+    /// The connection's source address and port.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.reader.get_ref().local_addr()?)
     }
 
     /// One GET on the connection; the name that answered.
@@ -149,16 +168,17 @@ pub fn wait_tcp_reachable(ns: &Netns, addrs: &[SocketAddr], timeout: Duration) -
     })?
 }
 
-/// [`connect`] from a given source address.
+/// [`connect`] from a given source address (and port, 0 for the kernel's choice).
 fn connect_from(
-    source: std::net::IpAddr,
+    source: impl Into<SocketAddr>,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<TcpStream> {
     use socket2::{Domain, Socket, Type};
+    let source: SocketAddr = source.into();
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket
-        .bind(&SocketAddr::new(source, 0).into())
+        .bind(&source.into())
         .with_context(|| format!("binding to {source}"))?;
     socket
         .connect_timeout(&addr.into(), timeout)
@@ -186,7 +206,7 @@ fn http_get_once(
 ) -> Result<String> {
     let stream = match source {
         None => connect(addr, timeout)?,
-        Some(source) => connect_from(source, addr, timeout)?,
+        Some(source) => connect_from((source, 0), addr, timeout)?,
     };
     let local = stream.local_addr().ok();
     let mut reader = BufReader::new(stream);

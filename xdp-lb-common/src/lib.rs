@@ -131,6 +131,48 @@ pub fn prefix_mask(prefix: u8) -> [u8; 16] {
     mask
 }
 
+/// The hash a `SELECT_HASH_FLOW` (maglev) service indexes its schedule by: the whole
+/// 5-tuple, so one client's connections spread. Shared with the daemon, which
+/// predicts with it where a new connection goes (`xdp-lb explain`): one function, so
+/// the prediction and the program cannot drift apart.
+#[inline(always)]
+pub fn flow_hash(flow: &FlowKey) -> u32 {
+    let ports = ((flow.sport_be as u32) << 16) | flow.dport_be as u32;
+    let h = hash_words(&flow.src, ports ^ flow.proto as u32);
+    hash_words(&flow.dst, h)
+}
+
+/// Murmur3-style mixing of a 16-byte address into a seed; unrolled, no loops. A
+/// `SELECT_HASH_SRC` (sh) service indexes its schedule by `hash_words(src, 0)`.
+/// Words are read little-endian: what the (bpfel) program has always read, and the
+/// same on a big-endian host running the daemon's prediction.
+#[inline(always)]
+pub fn hash_words(addr: &[u8; 16], seed: u32) -> u32 {
+    let w = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    let mut h = seed ^ 0x9e37_79b9;
+    h = mix(h, w(0));
+    h = mix(h, w(4));
+    h = mix(h, w(8));
+    h = mix(h, w(12));
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[inline(always)]
+fn mix(h: u32, k: u32) -> u32 {
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
+
 /// A backend: one entry of the value pool `BACKEND_VALUES`. `BACKEND_SLOT[id]` names the
 /// entry that is current for backend `id`; an update writes a fresh entry and then
 /// switches that index, so a packet sees the old value or the new one, never a mix.
@@ -492,5 +534,27 @@ mod mask_tests {
         let addr = v4_mapped([198, 51, 100, 77]);
         assert_eq!(mask_addr(&addr, &odd), v4_mapped([198, 51, 96, 0]));
         assert_eq!(mask_addr(&addr, &prefix_mask(128)), addr);
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+
+    /// Pinned values: a changed hash moves connections between real servers when
+    /// load balancers of two versions share the traffic (a rolling upgrade), so a
+    /// change must be a decision, not an accident.
+    #[test]
+    fn the_schedule_hashes_keep_their_values() {
+        let flow = FlowKey {
+            src: v4_mapped([192, 0, 2, 1]),
+            dst: v4_mapped([192, 0, 2, 100]),
+            sport_be: 41_000u16.to_be(),
+            dport_be: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        assert_eq!(flow_hash(&flow), 0xb36d_e029);
+        assert_eq!(hash_words(&v4_mapped([192, 0, 2, 1]), 0), 0x871d_c6b6);
     }
 }

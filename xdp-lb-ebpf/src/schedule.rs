@@ -3,8 +3,9 @@
 //! indexes the schedule: weights, interleaving and consistent hashing are built by
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, FlowKey, FlowValue, IPPROTO_TCP, Reason,
-    SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue,
+    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, FlowValue, IPPROTO_TCP, Reason,
+    SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue, flow_hash,
+    hash_words,
 };
 
 use crate::{
@@ -229,41 +230,6 @@ fn next_cursor(service_id: u32) -> u32 {
         },
         None => 0,
     }
-}
-
-#[inline(always)]
-fn flow_hash(flow: &FlowKey) -> u32 {
-    let ports = ((flow.sport_be as u32) << 16) | flow.dport_be as u32;
-    let h = hash_words(&flow.src, ports ^ flow.proto as u32);
-    hash_words(&flow.dst, h)
-}
-
-/// Murmur3-style mixing of a 16-byte address into a seed; unrolled, no loops.
-#[inline(always)]
-fn hash_words(addr: &[u8; 16], seed: u32) -> u32 {
-    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    let mut h = seed ^ 0x9e37_79b9;
-    h = mix(h, w(0));
-    h = mix(h, w(4));
-    h = mix(h, w(8));
-    h = mix(h, w(12));
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-#[inline(always)]
-fn mix(h: u32, k: u32) -> u32 {
-    let k = k
-        .wrapping_mul(0xcc9e_2d51)
-        .rotate_left(15)
-        .wrapping_mul(0x1b87_3593);
-    (h ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]

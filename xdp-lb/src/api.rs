@@ -1,5 +1,6 @@
-//! The status API (`[global] api`): `GET /status` (JSON) and `GET /metrics`
-//! (Prometheus text). Each request asks the daemon's loop for a [`Snapshot`] over a
+//! The status API (`[global] api`): `GET /status` (JSON), `GET /metrics`
+//! (Prometheus text), `GET /connections` (the flow table) and `GET /explain` (where a
+//! connection goes and why). Each request asks the daemon's loop for a [`Snapshot`] over a
 //! channel, since the loop owns the service table and the maps; rendering happens here.
 //!
 //! It must never cost the daemon its file descriptors (health checks, VRRP and notify
@@ -24,7 +25,12 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
 };
 
-use crate::{connections::Connections, metrics, status::Snapshot};
+use crate::{
+    connections::Connections,
+    explain::{Explanation, Query},
+    metrics,
+    status::Snapshot,
+};
 
 /// What the API asks the daemon's loop for; it answers on the sender.
 pub enum ApiRequest {
@@ -33,6 +39,11 @@ pub enum ApiRequest {
     Connections {
         service: Option<String>,
         reply: oneshot::Sender<Connections>,
+    },
+    /// Where a connection goes and why; an error when a map cannot be read.
+    Explain {
+        query: Query,
+        reply: oneshot::Sender<Result<Explanation, String>>,
     },
 }
 
@@ -125,12 +136,16 @@ async fn respond(
         }
     }
     let path = req.uri().path();
-    let known = matches!(path, "/" | "/status" | "/metrics" | "/connections");
+    let known = matches!(
+        path,
+        "/" | "/status" | "/metrics" | "/connections" | "/explain"
+    );
     if !known {
         return Ok(text(
             StatusCode::NOT_FOUND,
             format!(
-                "no {path} here; try /status (JSON), /metrics (Prometheus) or /connections (JSON)\n"
+                "no {path} here; try /status (JSON), /metrics (Prometheus), /connections \
+                 (JSON) or /explain (JSON)\n"
             ),
         ));
     }
@@ -144,7 +159,8 @@ async fn respond(
         return Ok(text(
             StatusCode::OK,
             "xdp-lb status API: /status (JSON), /metrics (Prometheus), \
-             /connections[?service=VIP:PORT/PROTO] (JSON)\n"
+             /connections[?service=VIP:PORT/PROTO] (JSON), \
+             /explain?src=IP[&sport=PORT]&dst=VIP&dport=PORT&proto=tcp|udp (JSON)\n"
                 .into(),
         ));
     }
@@ -164,6 +180,32 @@ async fn respond(
         };
         return Ok(match answer {
             Some(c) => json(&c),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is stopping\n".into(),
+            ),
+        });
+    }
+    if path == "/explain" {
+        let query = match Query::from_query_string(req.uri().query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(e) => {
+                return Ok(text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{e}; ask /explain?src=IP[&sport=PORT]&dst=VIP&dport=PORT&proto=tcp|udp\n"
+                    ),
+                ));
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        let answer = match requests.send(ApiRequest::Explain { query, reply }).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        return Ok(match answer {
+            Some(Ok(e)) => json(&e),
+            Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the daemon is stopping\n".into(),

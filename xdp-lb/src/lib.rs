@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod dump;
 pub mod error_chain;
+pub mod explain;
 pub mod failover;
 pub mod forwarding;
 mod health_checks;

@@ -71,6 +71,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain where a connection goes and why: the service it matches (or why none),
+    /// the VRRP state that gates it, its flow entry (real server, age), else the hash
+    /// bucket a new connection takes (sh, maglev) or the round-robin shares (rr, wrr),
+    /// with the real server's health and weight. Read from the live maps through the
+    /// status API.
+    Explain {
+        /// The client, as IP or IP:PORT ([IPv6]:PORT). Without the port the flow table
+        /// is not looked up, and a maglev service's bucket is unknown (sh needs none).
+        #[arg(value_name = "SRC[:PORT]")]
+        src: String,
+        /// The virtual service's address and port, VIP:PORT.
+        #[arg(value_name = "DST:PORT")]
+        dst: std::net::SocketAddr,
+        #[arg(value_enum, value_name = "PROTO")]
+        proto: ProtoArg,
+        /// The status API's address, e.g. 127.0.0.1:9180.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// The API's `api_token`, with `--api` (read from the configuration otherwise).
+        #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the digest of a page's body as keepalived's `genhash` does (`genhash -s
     /// SERVER -p PORT -u URL`): the value of an http check's `digest` ("md5:" + it),
     /// or of keepalived's `url { digest }`. The page is fetched as the check fetches it.
@@ -139,6 +164,12 @@ enum Generated {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum HashArg {
     Md5,
     Sha256,
@@ -191,6 +222,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&list)?);
         } else {
             print!("{}", xdp_lb::connections::render(&list));
+        }
+        return Ok(());
+    }
+    if let Some(Command::Explain {
+        src,
+        dst,
+        proto,
+        api,
+        token,
+        json,
+    }) = &cli.command
+    {
+        let (src, src_port) = match src.parse::<std::net::SocketAddr>() {
+            Ok(s) => (s.ip(), Some(s.port())),
+            Err(_) => (
+                src.parse::<std::net::IpAddr>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "SRC {src:?} is neither IP nor IP:PORT (e.g. 198.51.100.7:40000, \
+                         [2001:db8::7]:40000)"
+                    )
+                })?,
+                None,
+            ),
+        };
+        let query = xdp_lb::explain::Query {
+            src,
+            src_port,
+            dst: dst.ip(),
+            dst_port: dst.port(),
+            protocol: match proto {
+                ProtoArg::Tcp => "tcp",
+                ProtoArg::Udp => "udp",
+            }
+            .into(),
+        };
+        query.check()?;
+        let (addr, token) = api_target(*api, token, cli.config.as_deref())?;
+        let answer = block_on(xdp_lb::status_client::fetch_explanation(
+            addr,
+            token.as_deref(),
+            &query,
+        ))?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            print!("{}", xdp_lb::explain::render(&answer));
         }
         return Ok(());
     }
@@ -254,6 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(
             Command::Status { .. }
             | Command::Connections { .. }
+            | Command::Explain { .. }
             | Command::ImportKeepalived { .. }
             | Command::Genhash { .. }
             | Command::Generate { .. },

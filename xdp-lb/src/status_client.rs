@@ -35,6 +35,20 @@ pub async fn fetch_connections(
     get(addr, token, &path).await
 }
 
+/// GETs `/explain` for `query`.
+pub async fn fetch_explanation(
+    addr: SocketAddr,
+    token: Option<&str>,
+    query: &crate::explain::Query,
+) -> anyhow::Result<crate::explain::Explanation> {
+    get(
+        addr,
+        token,
+        &format!("/explain?{}", query.to_query_string()),
+    )
+    .await
+}
+
 async fn get<T: serde::de::DeserializeOwned>(
     addr: SocketAddr,
     token: Option<&str>,

@@ -532,6 +532,47 @@ fn sh_keeps_a_client_on_one_backend_and_spreads_clients() {
     assert_one_two_three(&picked);
 }
 
+/// `xdp-lb explain` predicts a new connection's bucket with `xdp_lb_common`'s hashes,
+/// the functions the program itself calls: for many 5-tuples (maglev) and clients
+/// (sh), the program's pick is the real server in the predicted bucket of the live
+/// schedule.
+#[test]
+fn the_shared_hashes_predict_the_program_s_pick() {
+    use xdp_lb_common::{FlowKey, flow_hash, hash_words};
+    for select in [SELECT_HASH_FLOW, SELECT_HASH_SRC] {
+        let dp = hashed(select);
+        let service = key(v4_mapped(VIP), 80, IPPROTO_TCP);
+        let schedule = dp.schedule_of(&service).unwrap();
+        let mut picked = std::collections::BTreeSet::new();
+        for i in 0..300u16 {
+            let (src, sport) = ([10, 1, (i >> 8) as u8, i as u8], 30_000 + i);
+            let flow = FlowKey {
+                src: v4_mapped(src),
+                dst: v4_mapped(VIP),
+                sport_be: sport.to_be(),
+                dport_be: 80u16.to_be(),
+                proto: IPPROTO_TCP,
+                _pad: [0; 3],
+            };
+            let hash = if select == SELECT_HASH_SRC {
+                hash_words(&flow.src, 0)
+            } else {
+                flow_hash(&flow)
+            };
+            let predicted = schedule[(hash % schedule.len() as u32) as usize] as usize;
+            let f = tcp4_from(src, sport, 80);
+            let got = assert_dr_rewrite(&f, &run(&dp, &f).1);
+            assert_eq!(
+                got, predicted,
+                "select {select}, {src:?}:{sport}: predicted backend {predicted}, the program \
+                 picked {got}"
+            );
+            picked.insert(got);
+        }
+        assert_eq!(picked.len(), 3, "the picks spread over every backend");
+    }
+}
+
 /// Backends are replaced copy-on-write: each update takes a fresh entry of the value
 /// pool, and replaced entries wait out a grace period before reuse. Far more updates
 /// in a row than the pool has entries must neither fail nor stall for long, and

@@ -573,7 +573,38 @@ impl Core {
                     capacity,
                 ));
             }
+            ApiRequest::Explain { query, reply } => {
+                let _ = reply.send(self.explain(&query));
+            }
         }
+    }
+
+    /// `GET /explain`: the live maps, read now, with the VRRP state of each instance.
+    fn explain(
+        &self,
+        query: &crate::explain::Query,
+    ) -> Result<crate::explain::Explanation, String> {
+        let states = self.vrrp_status.snapshot();
+        let vrrp: Vec<(String, String, Vec<std::net::IpAddr>)> = self
+            .config
+            .vrrp
+            .iter()
+            .map(|vi| {
+                let state = states
+                    .iter()
+                    .find(|s| s.name == vi.name)
+                    .map_or("INIT".to_owned(), |s| s.state.to_string());
+                (vi.name.clone(), state, vi.identity.vips())
+            })
+            .collect();
+        let cx = crate::explain::Context {
+            table: self.forwarding.table(),
+            nat: self.forwarding.nat(),
+            vrrp: &vrrp,
+            now_ns: monotonic_ns(),
+        };
+        crate::explain::explain(self.forwarding.writer(), &cx, query)
+            .map_err(|e| Chain(&e).to_string())
     }
 
     /// The snapshot, with rates over the last [`RATE_SAMPLE`] or so.

@@ -21,8 +21,8 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
-    MAX_BACKENDS, NatValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_NO_FLOW_TABLE,
-    ServiceKey, ServiceStats, ServiceValue,
+    MAX_BACKENDS, NatValue, PersistKey, PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE,
+    SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -96,18 +96,39 @@ pub struct ServiceSpec {
     pub slots: Vec<u32>,
 }
 
+impl ServiceSpec {
+    /// The `SERVICES` value for this spec once its slots sit at `sched_base` in the
+    /// schedule pool.
+    pub fn value(&self, sched_base: u32) -> ServiceValue {
+        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+        ServiceValue {
+            id: self.id,
+            flags: flag(self.active, SERVICE_F_ACTIVE)
+                | flag(self.no_flow_table, SERVICE_F_NO_FLOW_TABLE),
+            forwarding: self.forwarding,
+            select: self.select,
+            _pad: [0; 2],
+            sched_base,
+            sched_len: self.slots.len() as u32,
+            persist_secs: self.persist_secs,
+            persist_mask: xdp_lb_common::prefix_mask(self.persist_prefix),
+        }
+    }
+}
+
 pub struct Dataplane {
     ebpf: Ebpf,
-    services: HashMap<MapData, ServiceKey, ServiceValue>,
-    backend_slot: Array<MapData, u32>,
-    backend_values: Array<MapData, BackendValue>,
-    schedule: Array<MapData, u32>,
+    pub(crate) services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub(crate) backend_slot: Array<MapData, u32>,
+    pub(crate) backend_values: Array<MapData, BackendValue>,
+    pub(crate) schedule: Array<MapData, u32>,
     egress: DevMapHash<MapData>,
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
     pub(crate) backend_stats: PerCpuArray<MapData, BackendStats>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
     pub(crate) flows: HashMap<MapData, FlowKey, FlowValue>,
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
+    pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
     pool: RangePool,
     /// Entries of `BACKEND_VALUES`, one at a time.
@@ -186,6 +207,7 @@ impl Dataplane {
             global_stats: take!("GLOBAL_STATS"),
             flows: take!("FLOWS"),
             nat_replies: take!("NAT_REPLIES"),
+            persist: take!("PERSIST"),
             config: take!("CONFIG"),
             ebpf,
             pool: RangePool::new("schedule pool", 0..SCHEDULE_POOL_SLOTS, GRACE),
@@ -315,22 +337,7 @@ impl Dataplane {
                 return Err(map_err("SCHEDULE")(e));
             }
         }
-        let value = ServiceValue {
-            id: spec.id,
-            flags: if spec.active { SERVICE_F_ACTIVE } else { 0 }
-                | if spec.no_flow_table {
-                    SERVICE_F_NO_FLOW_TABLE
-                } else {
-                    0
-                },
-            forwarding: spec.forwarding,
-            select: spec.select,
-            _pad: [0; 2],
-            sched_base: range.start,
-            sched_len: range.end - range.start,
-            persist_secs: spec.persist_secs,
-            persist_mask: xdp_lb_common::prefix_mask(spec.persist_prefix),
-        };
+        let value = spec.value(range.start);
         // The switch: from here on new flows read the new range.
         if let Err(e) = self.services.insert(spec.key, value, 0) {
             self.pool.unused(range);

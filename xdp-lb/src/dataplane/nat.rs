@@ -12,7 +12,7 @@ use super::{Dataplane, DataplaneError, map_err};
 pub use crate::config::NatTimeouts;
 
 impl NatTimeouts {
-    fn for_entry(&self, proto: u8, flags: u32) -> Duration {
+    pub(crate) fn for_entry(&self, proto: u8, flags: u32) -> Duration {
         match (proto, flags & FLOW_F_CLOSING != 0) {
             (IPPROTO_TCP, true) => self.tcp_fin,
             (IPPROTO_TCP, false) => self.tcp,
