@@ -35,6 +35,10 @@ pub const SERVICE_F_ACTIVE: u32 = 1;
 /// a flow-table insert and cannot be flooded, but moves a connection when the set of
 /// real servers changes.
 pub const SERVICE_F_NO_FLOW_TABLE: u32 = 2;
+/// `ServiceValue::flags`: this service's flow entries carry a clock and expire after
+/// the idle timeouts (as NAT's always do), so its real servers' active connections can
+/// be counted (lc, wlc).
+pub const SERVICE_F_AGING: u32 = 4;
 
 /// `ServiceValue::forwarding`.
 pub const FWD_DR: u8 = 1;
@@ -287,6 +291,9 @@ pub struct BackendStats {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Flows of aging services (NAT, lc, wlc) that saw their first FIN or RST: new
+    /// flows minus these is the change in active connections since a count.
+    pub closed_flows: u64,
 }
 
 /// Reasons counted in the global per-CPU counter array (index = reason).
@@ -484,10 +491,11 @@ layout!(ServiceStats, 64, {
     drop_redirect: u64 = 48,
     unpinned: u64 = 56,
 });
-layout!(BackendStats, 24, {
+layout!(BackendStats, 32, {
     packets: u64 = 0,
     bytes: u64 = 8,
     new_flows: u64 = 16,
+    closed_flows: u64 = 24,
 });
 
 #[cfg(feature = "user")]

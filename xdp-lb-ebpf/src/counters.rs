@@ -56,3 +56,12 @@ pub fn account(svc: Option<*mut ServiceStats>, backend: u32, len: u64, new_flow:
         }
     }
 }
+
+/// Counts a flow of an aging service seeing its first FIN or RST on its backend.
+#[inline(always)]
+pub fn closed(backend: u32) {
+    if let Some(b) = BACKEND_STATS.get_ptr_mut(backend) {
+        // SAFETY: this CPU's copy from a successful per-CPU array lookup; as in `bump`.
+        unsafe { (*b).closed_flows += 1 };
+    }
+}

@@ -33,7 +33,8 @@ mod program {
     use aya_ebpf::helpers::bpf_ktime_get_ns;
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use xdp_lb_common::{
-        CONFIG_NAT_ENABLED, FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, ServiceKey,
+        CONFIG_NAT_ENABLED, FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING,
+        ServiceKey,
     };
 
     use crate::{
@@ -112,14 +113,16 @@ mod program {
         }
         // Only well-formed packets from possible clients are forwarded.
         validate::check(ctx, &pkt).map_err(Verdict::pass)?;
-        // NAT flows age; DR flows only leave by LRU eviction and skip the clock.
-        let clock = if svc.forwarding == FWD_NAT || svc.persist_secs != 0 {
+        // NAT flows age, and those of services that count connections (lc, wlc); other
+        // DR and TUN flows only leave by LRU eviction and skip the clock.
+        let ages = svc.forwarding == FWD_NAT || svc.flags & SERVICE_F_AGING != 0;
+        let clock = if ages || svc.persist_secs != 0 {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             unsafe { bpf_ktime_get_ns() }
         } else {
             0
         };
-        let now = if svc.forwarding == FWD_NAT { clock } else { 0 };
+        let now = if ages { clock } else { 0 };
         let chosen = schedule::select(&pkt, &svc, stats, now, clock)?;
         // SAFETY: `chosen.backend` comes from a successful lookup in the BACKEND_VALUES
         // array, whose values live as long as the map (so the whole run), and is only

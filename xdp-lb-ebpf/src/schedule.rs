@@ -3,9 +3,9 @@
 //! indexes the schedule: weights, interleaving and consistent hashing are built by
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, FlowValue, IPPROTO_TCP, Reason,
-    SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue, flow_hash,
-    hash_words,
+    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, FLOW_F_CLOSING, FlowValue, IPPROTO_TCP,
+    Reason, SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue,
+    flow_hash, hash_words,
 };
 
 use crate::{
@@ -69,6 +69,7 @@ pub fn select(
             // one: a pin made for another service id is not followed.
             && pinned.service == svc.id
         {
+            let was_closing = pinned.flags & FLOW_F_CLOSING;
             let refreshed = now != 0
                 && nat::touch(
                     &mut pinned.last_seen_ns,
@@ -76,6 +77,9 @@ pub fn select(
                     now,
                     closing(pkt),
                 );
+            if refreshed && was_closing == 0 && pinned.flags & FLOW_F_CLOSING != 0 {
+                counters::closed(backend_id);
+            }
             return Ok(Chosen {
                 backend_id,
                 backend,
@@ -166,7 +170,10 @@ pub fn commit(
     }
     // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
     let flow = &pkt.flow;
-    let _ = FLOWS.insert(flow, pin, 0);
+    if FLOWS.insert(flow, pin, 0).is_ok() && pin.flags != 0 {
+        // Born closing (a lone FIN or RST): it never counts as active.
+        counters::closed(chosen.backend_id);
+    }
     if chosen.rescheduled {
         counters::bump(stats, |s| &mut s.rescheduled);
     }
@@ -235,7 +242,7 @@ fn next_cursor(service_id: u32) -> u32 {
 #[inline(always)]
 fn closing(pkt: &Packet) -> u32 {
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        xdp_lb_common::FLOW_F_CLOSING
+        FLOW_F_CLOSING
     } else {
         0
     }

@@ -79,6 +79,103 @@ pub fn weighted_round_robin(weights: &[u32]) -> Result<Schedule, ScheduleError> 
     })
 }
 
+/// A real server's connections as IPVS counts them: active (established) and
+/// inactive (a FIN or RST seen, waiting for its timeout).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub active: u64,
+    pub inactive: u64,
+}
+
+impl Load {
+    /// IPVS's overhead of a server for lc and wlc: an active connection costs 256
+    /// inactive ones.
+    pub fn overhead(self) -> u64 {
+        self.active
+            .saturating_mul(256)
+            .saturating_add(self.inactive)
+    }
+}
+
+/// Slots of a least-connection schedule: enough to express fractional shares, few
+/// enough to rewrite every tick.
+const LEAST_CONN_SLOTS_PER_BACKEND: u64 = 16;
+const LEAST_CONN_MIN_SLOTS: u64 = 32;
+const LEAST_CONN_MAX_SLOTS: u64 = 1024;
+
+/// Least connections (`weighted`: per unit of weight, IPVS's wlc; otherwise lc, where
+/// a weight only excludes a server at 0) for the next `arrivals` new connections.
+///
+/// IPVS picks the server with the least overhead per weight at every new connection.
+/// Here the kernel only walks a schedule, which the daemon rewrites every few ms from
+/// the counts; so instead of naming the single least-loaded server (a burst of new
+/// connections before the next rewrite would all land on it) the schedule spreads the
+/// expected arrivals the way IPVS would end up spreading them: by water-filling, the
+/// least-loaded servers are raised to a common level of overhead per weight, and each
+/// gets its share of that many slots, interleaved. Equal loads give weighted round
+/// robin.
+pub fn least_connections(
+    weights: &[u32],
+    loads: &[Load],
+    arrivals: u64,
+    weighted: bool,
+) -> Result<Schedule, ScheduleError> {
+    let members: Vec<(usize, f64, f64)> = weights
+        .iter()
+        .zip(loads)
+        .enumerate()
+        .filter(|(_, (w, _))| **w > 0)
+        .map(|(i, (w, load))| {
+            let w = if weighted { f64::from(*w) } else { 1.0 };
+            (i, w, load.overhead() as f64)
+        })
+        .collect();
+    if members.is_empty() {
+        return Ok(Schedule {
+            slots: Vec::new(),
+            select: SELECT_CURSOR,
+        });
+    }
+    // Water-fill `arrivals` connections (256 overhead each): find the level `level`
+    // of overhead per weight that the least-loaded servers reach together.
+    let mut by_level = members.clone();
+    by_level.sort_by(|a, b| (a.2 / a.1).total_cmp(&(b.2 / b.1)));
+    let water = 256.0 * arrivals.max(1) as f64;
+    let (mut sum_w, mut sum_o, mut level) = (0.0, 0.0, 0.0);
+    for (n, (_, w, o)) in by_level.iter().enumerate() {
+        sum_w += w;
+        sum_o += o;
+        level = (water + sum_o) / sum_w;
+        let next = by_level.get(n + 1).map(|(_, w, o)| o / w);
+        if next.is_none_or(|next| next >= level) {
+            break;
+        }
+    }
+    let shares: Vec<f64> = members
+        .iter()
+        .map(|(_, w, o)| (level * w - o).max(0.0))
+        .collect();
+    let total: f64 = shares.iter().sum();
+    // Whole slots by largest remainder.
+    let slots_wanted = (LEAST_CONN_SLOTS_PER_BACKEND * members.len() as u64)
+        .clamp(LEAST_CONN_MIN_SLOTS, LEAST_CONN_MAX_SLOTS) as f64;
+    let exact: Vec<f64> = shares.iter().map(|s| s / total * slots_wanted).collect();
+    let mut counts: Vec<u32> = exact.iter().map(|e| e.floor() as u32).collect();
+    let short = slots_wanted as u32 - counts.iter().sum::<u32>();
+    let mut by_remainder: Vec<usize> = (0..exact.len()).collect();
+    by_remainder.sort_by(|a, b| {
+        (exact[*b] - exact[*b].floor()).total_cmp(&(exact[*a] - exact[*a].floor()))
+    });
+    for &k in by_remainder.iter().take(short as usize) {
+        counts[k] += 1;
+    }
+    let mut per_server = vec![0u32; weights.len()];
+    for ((i, _, _), c) in members.iter().zip(&counts) {
+        per_server[*i] = *c;
+    }
+    weighted_round_robin(&per_server)
+}
+
 /// Maglev table sizes (primes, so every skip visits every slot). A table gets the
 /// smallest that holds at least [`MAGLEV_SLOTS_PER_BACKEND`] slots per real server
 /// with weight, which keeps each server's share within about 1 % of its weight's.
@@ -206,6 +303,74 @@ mod tests {
             c[*slot as usize] += 1;
         }
         c
+    }
+
+    fn load(active: u64) -> Load {
+        Load {
+            active,
+            inactive: 0,
+        }
+    }
+
+    #[test]
+    fn least_connections_with_equal_loads_is_weighted_round_robin() {
+        // Connections in proportion to the weights: an equal load per weight.
+        let loads = [load(5), load(10), load(15)];
+        let s = least_connections(&[1, 2, 3], &loads, 10, true).unwrap();
+        let c = counts(&s, 3);
+        assert_eq!(c[1], 2 * c[0], "{c:?}");
+        assert_eq!(c[2], 3 * c[0], "{c:?}");
+        assert_eq!(s.select, SELECT_CURSOR);
+        // lc: weights only exclude; equal loads share equally.
+        let lc = least_connections(&[1, 2, 3], &[load(5); 3], 10, false).unwrap();
+        let c = counts(&lc, 3);
+        assert!(c[0] == c[1] && c[1] == c[2], "{c:?}");
+    }
+
+    #[test]
+    fn a_loaded_server_gets_nothing_until_the_others_catch_up() {
+        let loads = [load(50), load(0), load(0)];
+        let s = least_connections(&[1, 1, 1], &loads, 3, true).unwrap();
+        assert_eq!(counts(&s, 3)[0], 0, "{:?}", s.slots);
+        // Enough arrivals raise the others past it: it gets its part of the rest.
+        // Level: (256 * 300 + 50 * 256) / 3 = 116.7 connections per server.
+        let s = least_connections(&[1, 1, 1], &loads, 300, true).unwrap();
+        let c = counts(&s, 3);
+        let ratio = f64::from(c[0] as u32) / f64::from(c[1] as u32);
+        assert!((ratio - 66.7 / 116.7).abs() < 0.04, "{c:?}");
+        assert!(c[1].abs_diff(c[2]) <= 1, "{c:?}");
+    }
+
+    #[test]
+    fn wlc_divides_by_weight_and_inactive_counts_a_256th() {
+        // 10 connections on weight 1 (10 per weight) against 10 on weight 3 (3.3).
+        let s = least_connections(&[1, 3], &[load(10), load(10)], 1, true).unwrap();
+        assert_eq!(counts(&s, 2), vec![0, 1]);
+        // lc ignores the weights: a tie, shared.
+        let s = least_connections(&[1, 3], &[load(10), load(10)], 1, false).unwrap();
+        assert_eq!(counts(&s, 2), vec![1, 1]);
+        // An inactive connection weighs a 256th of an active one: 100 of them are
+        // lighter than 2 active, 1,000 heavier.
+        let inactive = |n| Load {
+            active: 0,
+            inactive: n,
+        };
+        let s = least_connections(&[1, 1], &[inactive(100), load(2)], 1, true).unwrap();
+        assert_eq!(counts(&s, 2), vec![1, 0]);
+        let s = least_connections(&[1, 1], &[inactive(1000), load(2)], 1, true).unwrap();
+        assert_eq!(counts(&s, 2), vec![0, 1]);
+    }
+
+    #[test]
+    fn least_connections_leaves_out_weight_zero_and_empty_pools() {
+        let s = least_connections(&[0, 1, 1], &[load(0), load(9), load(9)], 5, true).unwrap();
+        assert_eq!(counts(&s, 3)[0], 0);
+        assert!(
+            least_connections(&[0, 0], &[load(0); 2], 5, true)
+                .unwrap()
+                .slots
+                .is_empty()
+        );
     }
 
     #[test]

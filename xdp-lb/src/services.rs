@@ -21,7 +21,7 @@ use xdp_lb_common::{
 use crate::{
     config::{Config, Forwarding, Persistence, Protocol, Quorum, Scheduler, service_name},
     dataplane::ServiceSpec,
-    schedule::{self, ScheduleError},
+    schedule::{self, Load, ScheduleError},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +101,8 @@ pub struct Backend {
     pub inhibit_on_failure: bool,
     /// Health transitions seen (up → down and down → up).
     pub transitions: u64,
+    /// Its connections as last counted (kept up to date for lc and wlc services).
+    pub load: Load,
 }
 
 impl Backend {
@@ -118,6 +120,7 @@ impl Backend {
             dynamic_weight: None,
             inhibit_on_failure: false,
             transitions: 0,
+            load: Load::default(),
         }
     }
 
@@ -164,6 +167,8 @@ pub struct Service {
     pub quorum_ok: bool,
     pub persistence: Option<Persistence>,
     pub flow_table: bool,
+    /// lc and wlc: new connections expected before the next count (at least one).
+    pub arrivals: u64,
     pub vip: IpAddr,
     /// Its VIP belongs to a VRRP instance: it is forwarded only while this node is
     /// MASTER for it (see [`crate::forwarding`], which knows the MASTER VIPs), and
@@ -418,6 +423,7 @@ impl ServiceTable {
                 quorum_ok,
                 persistence: v.persistence,
                 flow_table: v.flow_table,
+                arrivals: 1,
                 vip: v.vip,
                 on_vrrp_vip: config
                     .vrrp
@@ -519,6 +525,23 @@ impl ServiceTable {
                 };
                 schedule::maglev(&keys, &weights, select)
             }
+            Scheduler::Lc | Scheduler::Wlc => {
+                let loads: Vec<Load> = svc
+                    .backends
+                    .iter()
+                    .map(|id| self.backends[*id].load)
+                    .collect();
+                schedule::least_connections(
+                    &weights,
+                    &loads,
+                    svc.arrivals,
+                    svc.scheduler == Scheduler::Wlc,
+                )
+                .map_err(|source| ServicesError::Schedule {
+                    service: svc.name.clone(),
+                    source,
+                })?
+            }
         };
         let slots = sched
             .slots
@@ -557,6 +580,7 @@ impl ServiceTable {
                 }
             }),
             no_flow_table: !svc.flow_table,
+            ages: svc.scheduler.counts_connections(),
             active,
             slots,
         }

@@ -510,6 +510,20 @@ pub enum Scheduler {
     /// balancer with the same healthy servers sends a connection to the same one, so
     /// connections survive a failover between them.
     Maglev,
+    /// Least connections: new connections go to the real server with the fewest
+    /// (IPVS's `lc`: active × 256 + inactive, weights only exclude weight 0).
+    Lc,
+    /// Weighted least connections: the fewest connections per unit of weight (IPVS's
+    /// `wlc`).
+    Wlc,
+}
+
+impl Scheduler {
+    /// New connections follow the real servers' connection counts, so the service's
+    /// flows carry a clock and expire after the idle timeouts.
+    pub fn counts_connections(self) -> bool {
+        matches!(self, Scheduler::Lc | Scheduler::Wlc)
+    }
 }
 
 /// `forwarding`: how packets reach a real server; default `dr`.
@@ -589,6 +603,6 @@ macro_rules! display_as_config_name {
 display_as_config_name! {
     XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
     Protocol { Tcp => "tcp", Udp => "udp" }
-    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Maglev => "maglev" }
+    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Maglev => "maglev", Lc => "lc", Wlc => "wlc" }
     Forwarding { Dr => "dr", Nat => "nat", Tun => "tun" }
 }

@@ -667,12 +667,12 @@ fn unknown_values_list_the_valid_ones() {
         ],
     );
     let mut lines = service.to_vec();
-    lines.push("scheduler = \"wlc\"");
+    lines.push("scheduler = \"wlcc\"");
     assert_error(
         &with_dp(&lines),
         6,
         13,
-        &["invalid `scheduler` \"wlc\"", "\"rr\", \"wrr\""],
+        &["invalid `scheduler` \"wlcc\"", "\"rr\", \"wrr\""],
     );
     let mut lines = service.to_vec();
     lines.push("forwarding = 1");

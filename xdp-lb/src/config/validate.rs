@@ -50,6 +50,8 @@ const SCHEDULERS: Choices<Scheduler> = Choices {
         ("wrr", Scheduler::Wrr),
         ("sh", Scheduler::Sh),
         ("maglev", Scheduler::Maglev),
+        ("lc", Scheduler::Lc),
+        ("wlc", Scheduler::Wlc),
     ],
     not_implemented: &[],
     // IPVS's Maglev scheduler hashes the source address unless told otherwise.
@@ -450,7 +452,7 @@ impl Validator<'_, '_> {
                         None
                     } else if !matches!(scheduler, Scheduler::Maglev | Scheduler::Sh) {
                         Some(
-                            "a consistent-hash scheduler (\"maglev\" or \"sh\"): with rr or wrr a connection's packets would go to every real server",
+                            "a consistent-hash scheduler (\"maglev\" or \"sh\"): with rr, wrr, lc or wlc a connection's packets would go to every real server",
                         )
                     } else if forwarding == Forwarding::Nat {
                         Some(

@@ -22,7 +22,7 @@ use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
     MAX_BACKENDS, NatValue, PersistKey, PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE,
-    SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceStats, ServiceValue,
+    SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -92,6 +92,8 @@ pub struct ServiceSpec {
     pub persist_prefix: u8,
     /// A consistent-hash service that keeps no flow entries ([`SERVICE_F_NO_FLOW_TABLE`]).
     pub no_flow_table: bool,
+    /// Its flows carry a clock and expire ([`SERVICE_F_AGING`]).
+    pub ages: bool,
     pub active: bool,
     pub slots: Vec<u32>,
 }
@@ -104,7 +106,8 @@ impl ServiceSpec {
         ServiceValue {
             id: self.id,
             flags: flag(self.active, SERVICE_F_ACTIVE)
-                | flag(self.no_flow_table, SERVICE_F_NO_FLOW_TABLE),
+                | flag(self.no_flow_table, SERVICE_F_NO_FLOW_TABLE)
+                | flag(self.ages, SERVICE_F_AGING),
             forwarding: self.forwarding,
             select: self.select,
             _pad: [0; 2],

@@ -48,6 +48,7 @@ impl Dataplane {
             acc.packets += s.packets;
             acc.bytes += s.bytes;
             acc.new_flows += s.new_flows;
+            acc.closed_flows += s.closed_flows;
             acc
         }))
     }
