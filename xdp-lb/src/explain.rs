@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FLOW_F_CLOSING, FWD_NAT, FlowKey, FlowValue, IPPROTO_TCP,
     IPPROTO_UDP, PersistKey, PersistValue, SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_ACTIVE,
-    SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceValue, flow_hash, hash_words, mask_addr,
+    SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceValue, flow_hash, hash_words,
+    mask_addr,
 };
 
 use crate::{
@@ -315,11 +316,12 @@ pub trait LiveMaps {
     fn persisted(&self, key: &PersistKey) -> Result<Option<PersistValue>, DataplaneError>;
 }
 
-/// What else the answer needs besides the maps: the daemon's table, the NAT timeouts,
+/// What else the answer needs besides the maps: the daemon's table, the idle timeouts,
 /// the VRRP instances by VIP, and the program's clock now.
 pub struct Context<'a> {
     pub table: &'a ServiceTable,
-    pub nat: Option<NatTimeouts>,
+    /// The idle timeouts, while some service's flows age (NAT, lc, wlc).
+    pub timeouts: Option<NatTimeouts>,
     /// Each VRRP instance: its name, state and VIPs.
     pub vrrp: &'a [(String, String, Vec<IpAddr>)],
     /// `bpf_ktime_get_ns`'s clock (CLOCK_MONOTONIC).
@@ -404,15 +406,16 @@ pub fn explain(
             None => FlowLookup::None,
             Some(pin) => {
                 let rs = real_server(pin.backend)?;
-                let nat = value.forwarding == FWD_NAT;
+                // As the program decides: NAT's flows and lc/wlc's carry a clock.
+                let ages = value.forwarding == FWD_NAT || value.flags & SERVICE_F_AGING != 0;
                 let idle_ns = cx.now_ns.saturating_sub(pin.last_seen_ns);
-                let expired = nat
-                    && cx.nat.is_some_and(|t| {
+                let expired = ages
+                    && cx.timeouts.is_some_and(|t| {
                         let timeout = t.for_entry(query.ip_protocol(), pin.flags);
                         !timeout.is_zero() && u128::from(idle_ns) > timeout.as_nanos()
                     });
                 let not_followed_because = if expired {
-                    Some("it has been idle longer than its NAT timeout".to_owned())
+                    Some("it has been idle longer than its timeout".to_owned())
                 } else if pin.service != value.id {
                     Some("it was made for another service".to_owned())
                 } else if !rs.as_ref().is_some_and(|r| r.active) {
@@ -424,7 +427,8 @@ pub fn explain(
                     real_server: rs,
                     backend_id: pin.backend,
                     closing: pin.flags & FLOW_F_CLOSING != 0,
-                    idle_seconds: (nat && pin.last_seen_ns != 0).then_some(idle_ns / 1_000_000_000),
+                    idle_seconds: (ages && pin.last_seen_ns != 0)
+                        .then_some(idle_ns / 1_000_000_000),
                     followed: not_followed_because.is_none(),
                     not_followed_because,
                 }

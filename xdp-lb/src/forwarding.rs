@@ -9,13 +9,17 @@
 //! Order matters for readers of the log: each method writes the maps first and returns
 //! what happened, so a line saying "real server down" is true once it is read.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use xdp_lb_common::{BackendValue, ServiceKey};
 
 use crate::{
     config::NatTimeouts,
     dataplane::{Dataplane, DataplaneError, ServiceSpec},
+    schedule::Load,
     services::{BackendIndex, Macs, Reloaded, ServiceTable, ServicesError, Slot},
 };
 
@@ -90,8 +94,8 @@ pub struct HealthApplied {
 pub struct PreparedReload {
     pub table: ServiceTable,
     pub reloaded: Reloaded,
-    /// The NAT reply path: on (with these timeouts) when a service forwards by NAT.
-    pub nat: Option<NatTimeouts>,
+    /// The idle timeouts of aging flows (`[dataplane] nat_timeouts`).
+    pub timeouts: NatTimeouts,
 }
 
 /// The owner of the forwarding state; see the module's documentation.
@@ -101,27 +105,33 @@ pub struct Forwarding<W: MapWriter> {
     /// on a VRRP VIP is forwarded while its VIP is in here.
     master_vips: BTreeSet<IpAddr>,
     writer: W,
-    nat: Option<NatTimeouts>,
+    /// The idle timeouts flows of NAT, lc and wlc services expire after.
+    timeouts: NatTimeouts,
+    /// What [`MapWriter::set_nat`] last wrote: the NAT reply path's switch and the
+    /// timeouts (so an unchanged reload writes nothing).
+    written_aging: Option<(bool, NatTimeouts)>,
 }
 
 impl<W: MapWriter> Forwarding<W> {
     /// Takes `table` (routed, MACs learned) and writes all of it: the quorum of each
     /// service first (alpha servers start down), then every backend and service, then
-    /// the NAT switch. Services on VRRP VIPs start inactive (not MASTER yet).
+    /// the NAT switch and the idle timeouts. Services on VRRP VIPs start inactive (not
+    /// MASTER yet).
     pub fn start(
         mut table: ServiceTable,
         writer: W,
-        nat: Option<NatTimeouts>,
+        timeouts: NatTimeouts,
     ) -> Result<(Forwarding<W>, Vec<QuorumEdge>), ForwardingError> {
         let edges = quorum_edges(&mut table);
         let mut owner = Forwarding {
             table,
             master_vips: BTreeSet::new(),
             writer,
-            nat: None,
+            timeouts,
+            written_aging: None,
         };
         owner.write_all()?;
-        owner.set_nat(nat)?;
+        owner.write_aging()?;
         Ok((owner, edges))
     }
 
@@ -137,9 +147,14 @@ impl<W: MapWriter> Forwarding<W> {
         &mut self.writer
     }
 
-    /// The NAT timeouts while the reply path is on.
-    pub fn nat(&self) -> Option<NatTimeouts> {
-        self.nat
+    /// The idle timeouts, while some service's flows age (NAT, lc, wlc): only then do
+    /// flow entries carry a clock, and idle ones need collecting.
+    pub fn aging(&self) -> Option<NatTimeouts> {
+        self.table
+            .services
+            .iter()
+            .any(|s| s.ages())
+            .then_some(self.timeouts)
     }
 
     /// Whether XDP forwards service `index` now: always, unless its VIP belongs to a
@@ -221,6 +236,42 @@ impl<W: MapWriter> Forwarding<W> {
         Ok(changed)
     }
 
+    /// Counted connections by backend id (their load, and the new flows since the
+    /// last count): every backend's load is recorded, and each lc or wlc service's
+    /// schedule is rebuilt from them and written only if it changed. The expected
+    /// arrivals until the next count are twice the last interval's (a burst then
+    /// still spreads), and at least one per usable server. Returns the services
+    /// rewritten.
+    pub fn apply_loads(
+        &mut self,
+        loads: &HashMap<u32, (Load, u64)>,
+    ) -> Result<Vec<usize>, ForwardingError> {
+        let mut rewritten = Vec::new();
+        for index in 0..self.table.services.len() {
+            let counted = self.table.services[index].scheduler.counts_connections();
+            let before = counted.then(|| self.table.spec(index, self.is_active(index)));
+            let mut arrived = 0;
+            let mut usable = 0;
+            for &b in &self.table.services[index].backends {
+                let backend = &mut self.table.backends[b];
+                if let Some((load, new)) = loads.get(&backend.id.0) {
+                    backend.load = *load;
+                    arrived += new;
+                }
+                usable += u64::from(backend.usable());
+            }
+            if let Some(before) = before {
+                self.table.services[index].arrivals = (2 * arrived).max(usable).max(1);
+                let after = self.table.spec(index, self.is_active(index))?;
+                if before?.slots != after.slots {
+                    self.writer.set_service(&after)?;
+                    rewritten.push(index);
+                }
+            }
+        }
+        Ok(rewritten)
+    }
+
     /// Switches to a reloaded table. Health verdicts that arrived while it was being
     /// prepared are carried into it (for servers whose check did not change), and
     /// services on VRRP VIPs take the VRRP state of now. Counters of new ids start from
@@ -233,7 +284,7 @@ impl<W: MapWriter> Forwarding<W> {
         let PreparedReload {
             mut table,
             reloaded,
-            nat,
+            timeouts,
         } = prepared;
         for new in &mut table.backends {
             if !reloaded.carried_health.contains(&new.id) {
@@ -261,16 +312,23 @@ impl<W: MapWriter> Forwarding<W> {
         for key in &reloaded.removed_services {
             self.writer.remove_service(key)?;
         }
-        self.set_nat(nat)?;
+        self.timeouts = timeouts;
+        self.write_aging()?;
         Ok(edges)
     }
 
-    fn set_nat(&mut self, nat: Option<NatTimeouts>) -> Result<(), ForwardingError> {
-        if nat != self.nat {
-            let off = NatTimeouts::default();
-            self.writer
-                .set_nat(nat.is_some(), nat.as_ref().unwrap_or(&off))?;
-            self.nat = nat;
+    /// The NAT reply path is on while a service forwards by NAT; the timeouts are
+    /// written with it, for NAT's flows and those of lc and wlc services.
+    fn write_aging(&mut self) -> Result<(), ForwardingError> {
+        let nat = self
+            .table
+            .services
+            .iter()
+            .any(|s| s.forwarding == crate::config::Forwarding::Nat);
+        let wanted = (nat, self.timeouts);
+        if self.written_aging != Some(wanted) {
+            self.writer.set_nat(nat, &self.timeouts)?;
+            self.written_aging = Some(wanted);
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod failover;
 pub mod forwarding;
 mod health_checks;
 pub mod import;
+pub mod load;
 pub mod log_limit;
 pub mod metrics;
 pub mod neighbours;

@@ -105,6 +105,14 @@ pub struct Backend {
     pub load: Load,
 }
 
+impl Service {
+    /// Its flows carry a clock and expire after the idle timeouts: NAT's translations,
+    /// and the connections lc and wlc count.
+    pub fn ages(&self) -> bool {
+        self.forwarding == Forwarding::Nat || self.scheduler.counts_connections()
+    }
+}
+
 impl Backend {
     fn new(id: Slot, service: usize, addr: IpAddr, port: u16, weight: u32) -> Backend {
         Backend {

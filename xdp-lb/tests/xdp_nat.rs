@@ -338,7 +338,7 @@ fn idle_entries_expire_and_are_collected() {
     assert_eq!(dp.table_sizes(), (10, 10));
     // 10 ms later (by the clock the program reads) every entry is idle past 1 ms.
     let later = xdp_lb::dataplane::nat::monotonic_ns() + 10_000_000;
-    let gc = dp.expire_nat(&short, later).unwrap();
+    let gc = dp.expire_idle(&short, later).unwrap().gc;
     assert_eq!((gc.flows_removed, gc.replies_removed), (10, 10));
     assert_eq!(dp.table_sizes(), (0, 0));
 }

@@ -866,3 +866,80 @@ fn the_flood_guard_forwards_new_flows_beyond_its_rate_without_entries() {
     assert_dr_rewrite(&f, &run(&dp, &f).1);
     assert_eq!(dp.flows().count(), 6);
 }
+
+/// lc and wlc services' DR flows carry a clock, and each real server counts the flows
+/// that saw their first FIN or RST; a walk of the table counts active and inactive
+/// connections by real server, leaves out other services' unstamped flows, and
+/// collects the idle ones.
+#[test]
+fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
+    let mut dp = dataplane();
+    let timeouts = xdp_lb::config::NatTimeouts::default();
+    dp.set_nat(false, &timeouts).unwrap();
+    // :84 counts connections, on backend 0 alone; :80 (wrr) does not.
+    let aging = key(v4_mapped(VIP), 84, IPPROTO_TCP);
+    dp.set_service(&ServiceSpec {
+        key: aging,
+        id: 6,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        active: true,
+        ages: true,
+        slots: vec![0],
+        ..Default::default()
+    })
+    .unwrap();
+    let with_flags = |sport: u16, dport: u16, flags: u8| {
+        let mut f = tcp4(sport, dport);
+        f[47] = flags;
+        f
+    };
+    const ACK: u8 = 0x10;
+    const FIN_ACK: u8 = 0x11;
+    const RST: u8 = 0x04;
+    for sport in 40_000..40_005 {
+        let (action, _) = run(&dp, &tcp4(sport, 84));
+        assert_eq!(action, xdp_action::XDP_TX);
+    }
+    let (action, _) = run(&dp, &tcp4(40_100, 80));
+    assert_eq!(action, xdp_action::XDP_TX);
+    let stamped: Vec<bool> = dp
+        .flows()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            assert_eq!(v.last_seen_ns != 0, u16::from_be(k.dport_be) == 84, "{k:?}");
+            v.last_seen_ns != 0
+        })
+        .collect();
+    assert_eq!(stamped.len(), 6);
+
+    // One connection closes (FIN twice, counted once), one ends with an RST, one is
+    // born with an RST; the others keep sending ACKs.
+    for frame in [
+        with_flags(40_000, 84, FIN_ACK),
+        with_flags(40_000, 84, FIN_ACK),
+        with_flags(40_001, 84, RST),
+        with_flags(40_009, 84, RST),
+        with_flags(40_002, 84, ACK),
+        // The wrr service's FIN: its flows are not counted.
+        with_flags(40_100, 80, FIN_ACK),
+    ] {
+        assert_eq!(run(&dp, &frame).0, xdp_action::XDP_TX);
+    }
+    let counters = dp.backend_counters([0]).unwrap()[&0];
+    assert_eq!((counters.new_flows, counters.closed_flows), (6, 3));
+
+    let now = xdp_lb::dataplane::nat::monotonic_ns();
+    let sweep = dp.expire_idle(&timeouts, now).unwrap();
+    assert_eq!(sweep.gc.flows_removed, 0);
+    assert_eq!(sweep.gc.flows_left, 7);
+    let load = sweep.loads[&0];
+    assert_eq!((load.active, load.inactive), (3, 3));
+    assert_eq!(sweep.loads.len(), 1, "only the aging service's backend");
+    // Past the TCP timeout the established ones go; past the FIN timeout, all.
+    let later = now + timeouts.tcp.as_nanos() as u64 + 1;
+    let sweep = dp.expire_idle(&timeouts, later).unwrap();
+    assert_eq!(sweep.gc.flows_removed, 6);
+    assert_eq!(sweep.gc.flows_left, 1, "the wrr flow is left to the LRU");
+    assert!(sweep.loads.is_empty());
+}

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     api::ApiRequest,
-    config::{Config, Forwarding as ForwardingMethod, NatTimeouts},
+    config::{Config, NatTimeouts},
     dataplane::{Dataplane, nat::monotonic_ns},
     dump::Dump,
     error_chain::Chain,
@@ -33,6 +33,7 @@ use crate::{
     tracking::{ScriptIndex, VrrpTracking, script_checks},
 };
 
+mod counting;
 mod reloading;
 mod sources;
 
@@ -63,8 +64,10 @@ enum Event {
     VrrpEnded(anyhow::Result<()>),
     /// The neighbour table, read again.
     Neighbours(anyhow::Result<Macs>),
-    /// Time to collect idle NAT entries.
-    NatGc,
+    /// Time to collect idle flows (NAT, lc, wlc) and count connections exactly.
+    FlowGc,
+    /// Time to update lc and wlc schedules from the connection counters.
+    CountLoads,
     /// A reloaded configuration (SIGHUP).
     Reload(Config),
     /// A reload's table is ready (or could not be prepared).
@@ -179,7 +182,7 @@ async fn bring_up(
     for link in links.values() {
         dataplane.add_egress(link.index)?;
     }
-    let (forwarding, edges) = Forwarding::start(table, dataplane, nat_of(&config))?;
+    let (forwarding, edges) = Forwarding::start(table, dataplane, config.dataplane.nat_timeouts)?;
     for edge in edges {
         report_quorum(forwarding.table(), edge);
     }
@@ -285,6 +288,8 @@ struct Core {
     started: std::time::Instant,
     /// Counters kept every [`RATE_SAMPLE`], for the rates in snapshots.
     rate_samples: std::collections::VecDeque<(std::time::Instant, Snapshot)>,
+    /// Real servers' connections, for lc and wlc.
+    loads: crate::load::LoadTracker,
 }
 
 impl Core {
@@ -313,6 +318,7 @@ impl Core {
             events,
             started,
             rate_samples: std::collections::VecDeque::new(),
+            loads: crate::load::LoadTracker::default(),
         }
     }
 
@@ -399,7 +405,8 @@ impl Core {
             Event::Neighbours(Err(e)) => {
                 warn!(error = %Chain(&*e), "neighbour refresh failed; keeping the last known MACs");
             }
-            Event::NatGc => self.collect_nat(),
+            Event::FlowGc => self.collect_idle_flows(),
+            Event::CountLoads => self.count_loads(),
             Event::Reload(config) => self.on_reload(config).await,
             Event::Prepared { generation, result } if generation == self.reload.generation => {
                 self.on_prepared(result).await;
@@ -508,30 +515,6 @@ impl Core {
         }
     }
 
-    /// Deletes idle NAT entries (the LRU alone would only evict them when full).
-    fn collect_nat(&mut self) {
-        let Some(timeouts) = self.forwarding.nat() else {
-            return;
-        };
-        match self
-            .forwarding
-            .writer_mut()
-            .expire_nat(&timeouts, monotonic_ns())
-        {
-            Ok(gc) if gc.flows_removed + gc.replies_removed > 0 => info!(
-                flows_removed = gc.flows_removed,
-                replies_removed = gc.replies_removed,
-                flows_left = gc.flows_left,
-                replies_left = gc.replies_left,
-                "expired idle NAT entries"
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                warn!(error = %e, "NAT garbage collection failed; the LRU still bounds the tables")
-            }
-        }
-    }
-
     /// One line for `systemctl status`.
     fn summary(&self) -> String {
         let table = self.forwarding.table();
@@ -599,7 +582,7 @@ impl Core {
             .collect();
         let cx = crate::explain::Context {
             table: self.forwarding.table(),
-            nat: self.forwarding.nat(),
+            timeouts: self.forwarding.aging(),
             vrrp: &vrrp,
             now_ns: monotonic_ns(),
         };
@@ -631,16 +614,6 @@ impl Core {
             self.vrrp_status.sockets(),
         )
     }
-}
-
-/// Every VIP of `config`: the virtual servers' and the VRRP instances'.
-/// The NAT reply path of `config`: on (with its timeouts) when a service uses NAT.
-fn nat_of(config: &Config) -> Option<NatTimeouts> {
-    config
-        .virtual_servers
-        .iter()
-        .any(|v| v.forwarding == ForwardingMethod::Nat)
-        .then_some(config.dataplane.nat_timeouts)
 }
 
 /// Logs a quorum edge and runs the service's up/down command for it.

@@ -63,7 +63,7 @@ impl Core {
             PreparedReload {
                 table,
                 reloaded,
-                nat: nat_of(&new),
+                timeouts: new.dataplane.nat_timeouts,
             },
             new.dataplane.neighbour_timeout,
         );

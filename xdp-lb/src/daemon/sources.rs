@@ -1,7 +1,7 @@
 //! The sources of events besides the loop itself: relays, timers, signals, and the
 //! small task helpers they share.
 
-use super::*;
+use super::{counting::COUNT_LOADS, *};
 
 /// The tasks that feed the loop, and how they are stopped.
 #[derive(Default)]
@@ -49,7 +49,14 @@ impl Sources {
             poll_neighbours(core.neighbours.clone(), tx.clone()),
         ));
         let nat_gc = nat_gc_interval(&core.config.dataplane.nat_timeouts);
-        tasks.spawn(cancel_with(stop, tick(nat_gc, tx.clone(), || Event::NatGc)));
+        tasks.spawn(cancel_with(
+            stop,
+            tick(nat_gc, tx.clone(), || Event::FlowGc),
+        ));
+        tasks.spawn(cancel_with(
+            stop,
+            tick(COUNT_LOADS, tx.clone(), || Event::CountLoads),
+        ));
         tasks.spawn(cancel_with(stop, dump_signals.relay(tx.clone())));
         tasks.spawn(cancel_with(
             stop,

@@ -1,7 +1,7 @@
 //! NAT state as the daemon sees it: the timeouts the program applies, and the
 //! garbage collection of idle flow and reply entries (the LRU only evicts when full,
 //! so without this a quiet table would keep dead entries forever).
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use xdp_lb_common::{
     CONFIG_NAT_ENABLED, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS,
@@ -10,6 +10,7 @@ use xdp_lb_common::{
 
 use super::{Dataplane, DataplaneError, map_err};
 pub use crate::config::NatTimeouts;
+use crate::{load::Counters, schedule::Load};
 
 impl NatTimeouts {
     pub(crate) fn for_entry(&self, proto: u8, flags: u32) -> Duration {
@@ -30,6 +31,14 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: a valid timespec pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What one walk of the flow table did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowSweep {
+    pub gc: NatGc,
+    /// Connections of the aging flows left, by backend id.
+    pub loads: HashMap<u32, Load>,
 }
 
 /// What one garbage-collection pass found.
@@ -63,20 +72,34 @@ impl Dataplane {
             .map_err(map_err("CONFIG"))
     }
 
-    /// Deletes NAT flow and reply entries idle past their timeout. DR flows (never
-    /// stamped) are left to the LRU.
-    pub fn expire_nat(&mut self, t: &NatTimeouts, now_ns: u64) -> Result<NatGc, DataplaneError> {
+    /// Deletes flow and NAT reply entries idle past their timeout, and counts the
+    /// connections of the flows that stay, by backend id (aging flows only: DR and TUN
+    /// flows of other services are never stamped and are left to the LRU).
+    pub fn expire_idle(
+        &mut self,
+        t: &NatTimeouts,
+        now_ns: u64,
+    ) -> Result<FlowSweep, DataplaneError> {
         let idle = |last: u64, proto: u8, flags: u32| {
             last != 0 && now_ns.saturating_sub(last) > t.for_entry(proto, flags).as_nanos() as u64
         };
-        let mut gc = NatGc::default();
-        let stale_flows: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, v)| idle(v.last_seen_ns, k.proto, v.flags))
-            .map(|(k, _)| k)
-            .collect();
+        let mut sweep = FlowSweep::default();
+        let mut stale_flows = Vec::new();
+        for (k, v) in self.flows.iter().filter_map(Result::ok) {
+            if idle(v.last_seen_ns, k.proto, v.flags) {
+                stale_flows.push(k);
+                continue;
+            }
+            sweep.gc.flows_left += 1;
+            if v.last_seen_ns != 0 {
+                let load = sweep.loads.entry(v.backend).or_default();
+                if v.flags & FLOW_F_CLOSING != 0 {
+                    load.inactive += 1;
+                } else {
+                    load.active += 1;
+                }
+            }
+        }
         for k in &stale_flows {
             // Gone already (evicted or raced): fine.
             let _ = self.flows.remove(k);
@@ -91,11 +114,29 @@ impl Dataplane {
         for k in &stale_replies {
             let _ = self.nat_replies.remove(k);
         }
-        gc.flows_removed = stale_flows.len();
-        gc.replies_removed = stale_replies.len();
-        gc.flows_left = self.flows.keys().count();
-        gc.replies_left = self.nat_replies.keys().count();
-        Ok(gc)
+        sweep.gc.flows_removed = stale_flows.len();
+        sweep.gc.replies_removed = stale_replies.len();
+        sweep.gc.replies_left = self.nat_replies.keys().count();
+        Ok(sweep)
+    }
+
+    /// The cumulative new and closed flow counters of backend `ids`.
+    pub fn backend_counters(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> Result<HashMap<u32, Counters>, DataplaneError> {
+        ids.into_iter()
+            .map(|id| {
+                let s = self.backend_stats(id)?;
+                Ok((
+                    id,
+                    Counters {
+                        new_flows: s.new_flows,
+                        closed_flows: s.closed_flows,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Entries in the flow table and the NAT reply table.

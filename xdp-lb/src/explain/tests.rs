@@ -144,7 +144,7 @@ fn owner_of(config: &str) -> Forwarding<Maps> {
         .map(|(i, a)| ((7, a.parse().unwrap()), [2, 0, 0, 0, 0, 0x10 + i as u8]))
         .collect();
     table.learn_macs(&macs);
-    let (mut owner, _) = Forwarding::start(table, Maps::default(), None).unwrap();
+    let (mut owner, _) = Forwarding::start(table, Maps::default(), NatTimeouts::default()).unwrap();
     owner
         .apply_vrrp(&["192.0.2.100".parse().unwrap()], true)
         .unwrap();
@@ -159,7 +159,7 @@ fn ask(owner: &Forwarding<Maps>, state: &str, q: &str) -> Explanation {
     )];
     let cx = Context {
         table: owner.table(),
-        nat: owner.nat(),
+        timeouts: owner.aging(),
         vrrp: &vrrp,
         now_ns: NOW,
     };

@@ -6,7 +6,10 @@ use super::*;
 pub struct MemoryMaps {
     pub backends: std::collections::BTreeMap<u32, BackendValue>,
     pub services: std::collections::BTreeMap<[u8; 20], ServiceSpec>,
+    /// The timeouts while the NAT reply path is on.
     pub nat: Option<NatTimeouts>,
+    /// The timeouts last written, whether NAT is on or not.
+    pub timeouts: Option<NatTimeouts>,
     pub writes: Vec<Write>,
 }
 
@@ -69,12 +72,14 @@ impl MapWriter for MemoryMaps {
     }
     fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
         self.nat = on.then_some(*timeouts);
+        self.timeouts = Some(*timeouts);
         self.writes.push(Write::Nat(on));
         Ok(())
     }
 }
 
-use crate::{config, services::Macs};
+use crate::{config, schedule::Load, services::Macs};
+use std::collections::HashMap;
 use xdp_lb_common::BACKEND_F_ACTIVE;
 
 const CONFIG: &str = r#"
@@ -132,7 +137,8 @@ fn started(text: &str) -> Forwarding<MemoryMaps> {
     let mut table = ServiceTable::from_config(&parse(text)).unwrap();
     route(&mut table);
     table.learn_macs(&macs(&ALL));
-    let (mut owner, edges) = Forwarding::start(table, MemoryMaps::default(), None).unwrap();
+    let (mut owner, edges) =
+        Forwarding::start(table, MemoryMaps::default(), NatTimeouts::default()).unwrap();
     assert!(edges.is_empty(), "every service starts with its quorum");
     owner.writer_mut().take_writes();
     owner
@@ -156,7 +162,7 @@ fn start_writes_every_entry_and_leaves_vrrp_services_to_the_kernel() {
     route(&mut table);
     table.learn_macs(&macs(&ALL));
     let nat = NatTimeouts::default();
-    let (owner, _) = Forwarding::start(table, MemoryMaps::default(), Some(nat)).unwrap();
+    let (owner, _) = Forwarding::start(table, MemoryMaps::default(), nat).unwrap();
     let maps = owner.writer();
     assert_eq!(
         maps.writes,
@@ -167,7 +173,7 @@ fn start_writes_every_entry_and_leaves_vrrp_services_to_the_kernel() {
             Write::Backend(3),
             Write::Service(key(&owner, 0)),
             Write::Service(key(&owner, 1)),
-            Write::Nat(true),
+            Write::Nat(false),
         ]
     );
     assert_eq!(maps.backends[&1].flags, BACKEND_F_ACTIVE);
@@ -175,7 +181,8 @@ fn start_writes_every_entry_and_leaves_vrrp_services_to_the_kernel() {
     assert!(!spec(&owner, 0).active, "not MASTER yet");
     assert!(spec(&owner, 1).active, "not on a VRRP VIP");
     assert_eq!(spec(&owner, 0).slots.len(), 6, "wrr 1:2:3");
-    assert_eq!(maps.nat, Some(nat));
+    assert_eq!(maps.nat, None, "no NAT service");
+    assert_eq!(maps.timeouts, Some(nat));
 }
 
 #[test]
@@ -289,7 +296,7 @@ fn prepare(owner: &Forwarding<MemoryMaps>, text: &str, addrs: &[&str]) -> Prepar
     PreparedReload {
         table,
         reloaded,
-        nat: None,
+        timeouts: NatTimeouts::default(),
     }
 }
 
@@ -356,13 +363,24 @@ fn a_reload_deactivates_removed_servers_before_writing_and_removes_services() {
 }
 
 #[test]
-fn the_nat_reply_path_follows_a_reload() {
+fn the_nat_reply_path_and_the_timeouts_follow_a_reload() {
     let mut owner = started(CONFIG);
-    let mut prepared = prepare(&owner, CONFIG, &ALL);
-    prepared.nat = Some(NatTimeouts::default());
+    assert_eq!(owner.aging(), None, "DR wrr: no flow carries a clock");
+    let nat = CONFIG.replacen("quorum = 3", "quorum = 3\nforwarding = \"nat\"", 1);
+    let mut prepared = prepare(&owner, &nat, &ALL);
+    let timeouts = NatTimeouts {
+        tcp: std::time::Duration::from_secs(60),
+        ..NatTimeouts::default()
+    };
+    prepared.timeouts = timeouts;
     owner.apply_reload(prepared).unwrap();
     assert!(owner.writer_mut().take_writes().contains(&Write::Nat(true)));
-    let prepared = prepare(&owner, CONFIG, &ALL);
+    assert_eq!(owner.writer().nat, Some(timeouts));
+    assert_eq!(owner.aging(), Some(timeouts));
+    // wlc over DR: no NAT replies, but its flows age with the same timeouts.
+    let wlc = CONFIG.replacen("quorum = 3", "quorum = 3\nscheduler = \"wlc\"", 1);
+    let mut prepared = prepare(&owner, &wlc, &ALL);
+    prepared.timeouts = timeouts;
     owner.apply_reload(prepared).unwrap();
     assert!(
         owner
@@ -370,8 +388,12 @@ fn the_nat_reply_path_follows_a_reload() {
             .take_writes()
             .contains(&Write::Nat(false))
     );
+    assert_eq!(owner.writer().timeouts, Some(timeouts));
+    assert_eq!(owner.aging(), Some(timeouts));
+    assert!(spec(&owner, 0).ages);
     // Unchanged: not written again.
-    let prepared = prepare(&owner, CONFIG, &ALL);
+    let mut prepared = prepare(&owner, &wlc, &ALL);
+    prepared.timeouts = timeouts;
     owner.apply_reload(prepared).unwrap();
     assert!(
         !owner
@@ -379,5 +401,71 @@ fn the_nat_reply_path_follows_a_reload() {
             .take_writes()
             .iter()
             .any(|w| matches!(w, Write::Nat(_)))
+    );
+    // Back to plain DR wrr: nothing ages.
+    let prepared = prepare(&owner, CONFIG, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    assert_eq!(owner.aging(), None);
+    assert!(!spec(&owner, 0).ages);
+}
+
+#[test]
+fn wlc_schedules_follow_the_counted_loads_and_are_written_only_when_they_change() {
+    let wlc = CONFIG
+        .replacen("quorum = 3", "scheduler = \"wlc\"", 1)
+        .replace("weight = 2", "weight = 1")
+        .replace("weight = 3", "weight = 1");
+    let mut owner = started(&wlc);
+    owner.writer_mut().take_writes();
+    let ids: Vec<u32> = owner.table().services[0]
+        .backends
+        .iter()
+        .map(|b| owner.table().backends[*b].id.0)
+        .collect();
+    let share = |owner: &Forwarding<MemoryMaps>, id: u32| {
+        spec(owner, 0).slots.iter().filter(|s| **s == id).count()
+    };
+    let idle = Load::default();
+    // At start, nothing counted: an even spread.
+    assert_eq!(share(&owner, ids[0]), share(&owner, ids[1]));
+    // The first real server holds 50 connections, the others none.
+    let loaded = Load {
+        active: 50,
+        inactive: 0,
+    };
+    let loads = HashMap::from([
+        (ids[0], (loaded, 0)),
+        (ids[1], (idle, 0)),
+        (ids[2], (idle, 0)),
+    ]);
+    assert_eq!(owner.apply_loads(&loads).unwrap(), vec![0]);
+    assert_eq!(
+        owner.writer_mut().take_writes(),
+        vec![Write::Service(key(&owner, 0))]
+    );
+    assert_eq!(share(&owner, ids[0]), 0);
+    assert!(share(&owner, ids[1]) > 0 && share(&owner, ids[1]) == share(&owner, ids[2]));
+    // The same counts again: nothing written.
+    assert_eq!(owner.apply_loads(&loads).unwrap(), Vec::<usize>::new());
+    assert!(owner.writer_mut().take_writes().is_empty());
+    // A burst of 300 new connections on the others: the first server gets its part
+    // of the expected next ones again.
+    let busy = Load {
+        active: 150,
+        inactive: 0,
+    };
+    let loads = HashMap::from([
+        (ids[0], (loaded, 0)),
+        (ids[1], (busy, 150)),
+        (ids[2], (busy, 150)),
+    ]);
+    owner.apply_loads(&loads).unwrap();
+    assert!(share(&owner, ids[0]) > share(&owner, ids[1]));
+    // The wrr service beside it is never rewritten by counts.
+    assert!(
+        !owner
+            .writer_mut()
+            .take_writes()
+            .contains(&Write::Service(key(&owner, 1)))
     );
 }
