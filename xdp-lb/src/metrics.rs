@@ -253,6 +253,26 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|(l, r)| (l.clone(), gauge(r.healthy.into()))),
         )?;
+        let counted: Vec<_> = servers
+            .iter()
+            .filter_map(|(l, r)| r.connections.map(|c| (l.clone(), c)))
+            .collect();
+        family(
+            &mut e,
+            "real_server_active_connections",
+            "Established connections on the real server, as lc and wlc count them",
+            counted
+                .iter()
+                .map(|(l, c)| (l.clone(), gauge(c.active as i64))),
+        )?;
+        family(
+            &mut e,
+            "real_server_inactive_connections",
+            "Connections on the real server that saw a FIN or RST and wait for their timeout",
+            counted
+                .iter()
+                .map(|(l, c)| (l.clone(), gauge(c.inactive as i64))),
+        )?;
         family(
             &mut e,
             "real_server_weight",

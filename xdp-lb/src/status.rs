@@ -102,8 +102,20 @@ pub struct RealServerStatus {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Its connections as lc and wlc count them (`ipvsadm -Ln`'s ActiveConn and
+    /// InActConn); absent for services that do not count them.
+    #[serde(default)]
+    pub connections: Option<ConnectionCounts>,
     #[serde(default)]
     pub rates: Rates,
+}
+
+/// Established connections, and those that saw a FIN or RST and wait for their
+/// timeout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionCounts {
+    pub active: u64,
+    pub inactive: u64,
 }
 
 impl Snapshot {
@@ -170,6 +182,13 @@ impl Snapshot {
                     packets: c.packets,
                     bytes: c.bytes,
                     new_flows: c.new_flows,
+                    connections: table.services[b.service]
+                        .scheduler
+                        .counts_connections()
+                        .then_some(ConnectionCounts {
+                            active: b.load.active,
+                            inactive: b.load.inactive,
+                        }),
                     rates: Rates::default(),
                 }
             };

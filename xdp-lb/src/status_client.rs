@@ -204,9 +204,12 @@ pub fn render(s: &Snapshot) -> String {
                 let addr = std::net::SocketAddr::new(rs.address, rs.port).to_string();
                 let _ = writeln!(
                     out,
-                    "    -> {addr:<22} {state:<6} weight {}/{}  packets {} new flows {}{}{}",
+                    "    -> {addr:<22} {state:<6} weight {}/{}  {}packets {} new flows {}{}{}",
                     rs.effective_weight,
                     rs.weight,
+                    rs.connections
+                        .map(|c| format!("active {} inactive {}  ", c.active, c.inactive))
+                        .unwrap_or_default(),
                     rs.packets,
                     rs.new_flows,
                     rates(s, &rs.rates),
