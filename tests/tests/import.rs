@@ -259,7 +259,7 @@ fn unsupported_settings_are_reported_with_their_lines() {
         ":14: 198.51.100.10/24 brd 198.51.100.255: not translated (",
         ":16: use_vmac: not translated (",
         ":17: frobnicate yes: not translated (",
-        ":21: lb_algo lc: translated (xdp-lb has no `lc` scheduler: wrr is used instead",
+        ":21: lb_algo lblc: translated (xdp-lb has no `lblc` scheduler: wrr is used instead",
         ":23: persistence_engine sip: not translated (",
         ":26: notify_up /bin/true: not translated (",
         ":33: virtual_server fwmark 1 { ... }: not translated (",
@@ -297,7 +297,7 @@ fn unsupported_settings_are_reported_with_their_lines() {
             "the comment {note:?} is not just above `{key}` in:\n{stdout}"
         );
     };
-    above(":21: lb_algo lc:", "scheduler = \"wrr\"");
+    above(":21: lb_algo lblc:", "scheduler = \"wrr\"");
     above(":14: 198.51.100.10/24 brd", "virtual_ipaddresses = ");
     // Under the table it concerns when its own line has no key; at the top when nothing
     // of it is left.
@@ -323,7 +323,7 @@ fn unsupported_settings_are_reported_with_their_lines() {
     let c = config::parse(&stdout, "out.toml").unwrap_or_else(|e| panic!("{e}\n{stdout}"));
     assert_eq!(c.virtual_servers.len(), 1, "the fwmark one is left out");
     let vs = &c.virtual_servers[0];
-    assert_eq!(vs.scheduler, Scheduler::Wrr, "lc falls back to wrr");
+    assert_eq!(vs.scheduler, Scheduler::Wrr, "lblc falls back to wrr");
     assert_eq!(vs.forwarding, Forwarding::Nat);
     assert_eq!(c.vrrp[0].identity.virtual_ipaddresses.len(), 1);
 }
@@ -912,4 +912,24 @@ fn an_include_of_a_fifo_or_device_is_skipped_unread() {
         2,
         "{stderr}"
     );
+}
+
+#[test]
+fn least_connection_schedulers_keep_their_ipvs_meaning() {
+    for (algo, want) in [
+        ("lc", Scheduler::Lc),
+        ("wlc", Scheduler::Wlc),
+        ("sed", Scheduler::Sed),
+        ("nq", Scheduler::Nq),
+    ] {
+        let text = format!(
+            "virtual_server 192.0.2.1 80 {{\n lb_algo {algo}\n protocol TCP\n real_server 192.0.2.11 80 {{\n  weight 2\n }}\n}}\n"
+        );
+        let out = import(&text, "k.conf", &["eth0".into()]).unwrap();
+        assert!(out.notes.is_empty(), "{algo}: {:?}", out.report());
+        let c = out
+            .validate()
+            .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+        assert_eq!(c.virtual_servers[0].scheduler, want, "{}", out.toml);
+    }
 }

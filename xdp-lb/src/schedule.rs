@@ -103,8 +103,21 @@ const LEAST_CONN_SLOTS_PER_BACKEND: u64 = 16;
 const LEAST_CONN_MIN_SLOTS: u64 = 32;
 const LEAST_CONN_MAX_SLOTS: u64 = 1024;
 
-/// Least connections (`weighted`: per unit of weight, IPVS's wlc; otherwise lc, where
-/// a weight only excludes a server at 0) for the next `arrivals` new connections.
+/// Which of IPVS's least-connection schedulers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeastConn {
+    /// The fewest connections (active × 256 + inactive); a weight only excludes a
+    /// server at 0.
+    Lc,
+    /// The fewest connections per unit of weight.
+    Wlc,
+    /// Shortest expected delay: the fewest active connections per unit of weight.
+    Sed,
+    /// Never queue: an idle server first, otherwise as sed.
+    Nq,
+}
+
+/// Least connections, by `rule`, for the next `arrivals` new connections.
 ///
 /// IPVS picks the server with the least overhead per weight at every new connection.
 /// Here the kernel only walks a schedule, which the daemon rewrites every few ms from
@@ -118,18 +131,34 @@ pub fn least_connections(
     weights: &[u32],
     loads: &[Load],
     arrivals: u64,
-    weighted: bool,
+    rule: LeastConn,
 ) -> Result<Schedule, ScheduleError> {
-    let members: Vec<(usize, f64, f64)> = weights
+    let mut members: Vec<(usize, f64, f64)> = weights
         .iter()
         .zip(loads)
         .enumerate()
         .filter(|(_, (w, _))| **w > 0)
         .map(|(i, (w, load))| {
-            let w = if weighted { f64::from(*w) } else { 1.0 };
-            (i, w, load.overhead() as f64)
+            let w = if rule == LeastConn::Lc {
+                1.0
+            } else {
+                f64::from(*w)
+            };
+            let overhead = match rule {
+                LeastConn::Lc | LeastConn::Wlc => load.overhead(),
+                LeastConn::Sed | LeastConn::Nq => load.active.saturating_mul(256),
+            };
+            (i, w, overhead as f64)
         })
         .collect();
+    // nq: a server with no active connection takes a new one without queueing, as
+    // long as there are enough idle ones for the arrivals.
+    if rule == LeastConn::Nq {
+        let idle: Vec<_> = members.iter().copied().filter(|m| m.2 == 0.0).collect();
+        if !idle.is_empty() && idle.len() as u64 >= arrivals {
+            members = idle;
+        }
+    }
     if members.is_empty() {
         return Ok(Schedule {
             slots: Vec::new(),
@@ -316,13 +345,13 @@ mod tests {
     fn least_connections_with_equal_loads_is_weighted_round_robin() {
         // Connections in proportion to the weights: an equal load per weight.
         let loads = [load(5), load(10), load(15)];
-        let s = least_connections(&[1, 2, 3], &loads, 10, true).unwrap();
+        let s = least_connections(&[1, 2, 3], &loads, 10, LeastConn::Wlc).unwrap();
         let c = counts(&s, 3);
         assert_eq!(c[1], 2 * c[0], "{c:?}");
         assert_eq!(c[2], 3 * c[0], "{c:?}");
         assert_eq!(s.select, SELECT_CURSOR);
         // lc: weights only exclude; equal loads share equally.
-        let lc = least_connections(&[1, 2, 3], &[load(5); 3], 10, false).unwrap();
+        let lc = least_connections(&[1, 2, 3], &[load(5); 3], 10, LeastConn::Lc).unwrap();
         let c = counts(&lc, 3);
         assert!(c[0] == c[1] && c[1] == c[2], "{c:?}");
     }
@@ -330,11 +359,11 @@ mod tests {
     #[test]
     fn a_loaded_server_gets_nothing_until_the_others_catch_up() {
         let loads = [load(50), load(0), load(0)];
-        let s = least_connections(&[1, 1, 1], &loads, 3, true).unwrap();
+        let s = least_connections(&[1, 1, 1], &loads, 3, LeastConn::Wlc).unwrap();
         assert_eq!(counts(&s, 3)[0], 0, "{:?}", s.slots);
         // Enough arrivals raise the others past it: it gets its part of the rest.
         // Level: (256 * 300 + 50 * 256) / 3 = 116.7 connections per server.
-        let s = least_connections(&[1, 1, 1], &loads, 300, true).unwrap();
+        let s = least_connections(&[1, 1, 1], &loads, 300, LeastConn::Wlc).unwrap();
         let c = counts(&s, 3);
         let ratio = f64::from(c[0] as u32) / f64::from(c[1] as u32);
         assert!((ratio - 66.7 / 116.7).abs() < 0.04, "{c:?}");
@@ -344,10 +373,10 @@ mod tests {
     #[test]
     fn wlc_divides_by_weight_and_inactive_counts_a_256th() {
         // 10 connections on weight 1 (10 per weight) against 10 on weight 3 (3.3).
-        let s = least_connections(&[1, 3], &[load(10), load(10)], 1, true).unwrap();
+        let s = least_connections(&[1, 3], &[load(10), load(10)], 1, LeastConn::Wlc).unwrap();
         assert_eq!(counts(&s, 2), vec![0, 1]);
         // lc ignores the weights: a tie, shared.
-        let s = least_connections(&[1, 3], &[load(10), load(10)], 1, false).unwrap();
+        let s = least_connections(&[1, 3], &[load(10), load(10)], 1, LeastConn::Lc).unwrap();
         assert_eq!(counts(&s, 2), vec![1, 1]);
         // An inactive connection weighs a 256th of an active one: 100 of them are
         // lighter than 2 active, 1,000 heavier.
@@ -355,18 +384,40 @@ mod tests {
             active: 0,
             inactive: n,
         };
-        let s = least_connections(&[1, 1], &[inactive(100), load(2)], 1, true).unwrap();
+        let s = least_connections(&[1, 1], &[inactive(100), load(2)], 1, LeastConn::Wlc).unwrap();
         assert_eq!(counts(&s, 2), vec![1, 0]);
-        let s = least_connections(&[1, 1], &[inactive(1000), load(2)], 1, true).unwrap();
+        let s = least_connections(&[1, 1], &[inactive(1000), load(2)], 1, LeastConn::Wlc).unwrap();
         assert_eq!(counts(&s, 2), vec![0, 1]);
     }
 
     #[test]
+    fn sed_ignores_inactive_connections_and_nq_prefers_an_idle_server() {
+        let inactive = Load {
+            active: 0,
+            inactive: 1000,
+        };
+        // wlc avoids 1,000 inactive connections; sed does not see them.
+        let s = least_connections(&[1, 1], &[inactive, load(2)], 1, LeastConn::Sed).unwrap();
+        assert_eq!(counts(&s, 2), vec![1, 0]);
+        // sed: 2 active on weight 4 (0.5 per weight) beats 1 on weight 1.
+        let s = least_connections(&[1, 4], &[load(1), load(2)], 1, LeastConn::Sed).unwrap();
+        assert_eq!(counts(&s, 2), vec![0, 1]);
+        // nq: the idle server, whatever the weights say.
+        let s = least_connections(&[1, 4], &[load(0), load(2)], 1, LeastConn::Nq).unwrap();
+        assert_eq!(counts(&s, 2), vec![1, 0]);
+        // More arrivals than idle servers: as sed over all of them.
+        let nq = least_connections(&[1, 4], &[load(0), load(2)], 20, LeastConn::Nq).unwrap();
+        let sed = least_connections(&[1, 4], &[load(0), load(2)], 20, LeastConn::Sed).unwrap();
+        assert_eq!(nq, sed);
+    }
+
+    #[test]
     fn least_connections_leaves_out_weight_zero_and_empty_pools() {
-        let s = least_connections(&[0, 1, 1], &[load(0), load(9), load(9)], 5, true).unwrap();
+        let s =
+            least_connections(&[0, 1, 1], &[load(0), load(9), load(9)], 5, LeastConn::Wlc).unwrap();
         assert_eq!(counts(&s, 3)[0], 0);
         assert!(
-            least_connections(&[0, 0], &[load(0); 2], 5, true)
+            least_connections(&[0, 0], &[load(0); 2], 5, LeastConn::Wlc)
                 .unwrap()
                 .slots
                 .is_empty()

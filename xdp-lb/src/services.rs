@@ -533,22 +533,22 @@ impl ServiceTable {
                 };
                 schedule::maglev(&keys, &weights, select)
             }
-            Scheduler::Lc | Scheduler::Wlc => {
+            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
                 let loads: Vec<Load> = svc
                     .backends
                     .iter()
                     .map(|id| self.backends[*id].load)
                     .collect();
-                schedule::least_connections(
-                    &weights,
-                    &loads,
-                    svc.arrivals,
-                    svc.scheduler == Scheduler::Wlc,
-                )
-                .map_err(|source| ServicesError::Schedule {
-                    service: svc.name.clone(),
-                    source,
-                })?
+                let rule = svc
+                    .scheduler
+                    .least_conn()
+                    .expect("a least-connection scheduler");
+                schedule::least_connections(&weights, &loads, svc.arrivals, rule).map_err(
+                    |source| ServicesError::Schedule {
+                        service: svc.name.clone(),
+                        source,
+                    },
+                )?
             }
         };
         let slots = sched

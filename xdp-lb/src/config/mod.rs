@@ -516,13 +516,31 @@ pub enum Scheduler {
     /// Weighted least connections: the fewest connections per unit of weight (IPVS's
     /// `wlc`).
     Wlc,
+    /// Shortest expected delay: the fewest active connections per unit of weight
+    /// (IPVS's `sed`).
+    Sed,
+    /// Never queue: a real server with no active connection first, otherwise as
+    /// `sed` (IPVS's `nq`).
+    Nq,
 }
 
 impl Scheduler {
     /// New connections follow the real servers' connection counts, so the service's
     /// flows carry a clock and expire after the idle timeouts.
     pub fn counts_connections(self) -> bool {
-        matches!(self, Scheduler::Lc | Scheduler::Wlc)
+        self.least_conn().is_some()
+    }
+
+    /// The least-connection rule of lc, wlc, sed and nq.
+    pub fn least_conn(self) -> Option<crate::schedule::LeastConn> {
+        use crate::schedule::LeastConn;
+        match self {
+            Scheduler::Lc => Some(LeastConn::Lc),
+            Scheduler::Wlc => Some(LeastConn::Wlc),
+            Scheduler::Sed => Some(LeastConn::Sed),
+            Scheduler::Nq => Some(LeastConn::Nq),
+            Scheduler::Rr | Scheduler::Wrr | Scheduler::Sh | Scheduler::Maglev => None,
+        }
     }
 }
 
@@ -603,6 +621,6 @@ macro_rules! display_as_config_name {
 display_as_config_name! {
     XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
     Protocol { Tcp => "tcp", Udp => "udp" }
-    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Maglev => "maglev", Lc => "lc", Wlc => "wlc" }
+    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Maglev => "maglev", Lc => "lc", Wlc => "wlc", Sed => "sed", Nq => "nq" }
     Forwarding { Dr => "dr", Nat => "nat", Tun => "tun" }
 }

@@ -52,6 +52,8 @@ const SCHEDULERS: Choices<Scheduler> = Choices {
         ("maglev", Scheduler::Maglev),
         ("lc", Scheduler::Lc),
         ("wlc", Scheduler::Wlc),
+        ("sed", Scheduler::Sed),
+        ("nq", Scheduler::Nq),
     ],
     not_implemented: &[],
     // IPVS's Maglev scheduler hashes the source address unless told otherwise.
@@ -452,7 +454,7 @@ impl Validator<'_, '_> {
                         None
                     } else if !matches!(scheduler, Scheduler::Maglev | Scheduler::Sh) {
                         Some(
-                            "a consistent-hash scheduler (\"maglev\" or \"sh\"): with rr, wrr, lc or wlc a connection's packets would go to every real server",
+                            "a consistent-hash scheduler (\"maglev\" or \"sh\"): with rr, wrr or a least-connection scheduler a connection's packets would go to every real server",
                         )
                     } else if forwarding == Forwarding::Nat {
                         Some(

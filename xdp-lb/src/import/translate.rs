@@ -1034,12 +1034,16 @@ impl Tx {
                         "rr" => "rr",
                         "wrr" => "wrr",
                         "sh" | "mh" => "sh",
+                        "lc" => "lc",
+                        "wlc" => "wlc",
+                        "sed" => "sed",
+                        "nq" => "nq",
                         other => {
                             self.report_translated(
                                 item,
                                 format!(
                                     "xdp-lb has no `{other}` scheduler: wrr is used instead \
-                                     (others: rr, sh, maglev)"
+                                     (others: rr, lc, wlc, sed, nq, sh, maglev)"
                                 ),
                             );
                             "wrr"
