@@ -261,6 +261,26 @@ fn main() {
         )
     });
 
+    // A wlc service: the kernel walks a schedule as for wrr (the daemon rewrites it from
+    // the counts), but its flows carry a clock and count their first FIN or RST.
+    dp.set_service(&ServiceSpec {
+        key: ServiceKey {
+            port_be: 87u16.to_be(),
+            ..key
+        },
+        id: 6,
+        forwarding: FWD_DR,
+        select: wrr_select,
+        ages: true,
+        active: true,
+        slots: wrr_slots.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let lb = dp.program();
+    let wlc_new = median_single(lb, |i| frame(40_000u16.wrapping_add(i), 87));
+    let wlc_established = median_single(lb, |i| frame(40_000u16.wrapping_add(i), 87));
+
     // TUN grows the frame, so single runs as well; the same 20 000 flows twice.
     let tun_new = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 82));
     let tun_established = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 82));
@@ -348,6 +368,20 @@ fn main() {
         "new flow, wrr + persistence",
         &single,
         persistent_new,
+        floor_single,
+        Some(ref_single),
+    );
+    row(
+        "new flow, wlc",
+        &single,
+        wlc_new,
+        floor_single,
+        Some(ref_single),
+    );
+    row(
+        "established, 20,000 flows, wlc",
+        &single,
+        wlc_established,
         floor_single,
         Some(ref_single),
     );
