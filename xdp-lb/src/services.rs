@@ -30,6 +30,8 @@ pub enum ServicesError {
     TooManyServices { count: usize },
     #[error("{count} real servers configured in all; the data plane holds at most {MAX_BACKENDS}")]
     TooManyBackends { count: usize },
+    #[error(transparent)]
+    TooManyRules(#[from] crate::filter::TooManyRules),
     #[error("virtual server {service}: {source}")]
     Schedule {
         service: String,
@@ -182,6 +184,8 @@ pub struct Service {
     /// MASTER for it (see [`crate::forwarding`], which knows the MASTER VIPs), and
     /// otherwise its packets go to the kernel.
     pub on_vrrp_vip: bool,
+    /// It has source-filter rules of its own (`allow` or `deny`).
+    pub filtered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +194,8 @@ pub struct ServiceTable {
     pub backends: Vec<Backend>,
     /// Health checks by backend index.
     pub checks: Vec<(BackendIndex, crate::config::Check)>,
+    /// The source filter's rules, numbered (see [`crate::filter`]).
+    pub filter: Vec<crate::filter::Rule>,
 }
 
 /// What a reload changed in the maps' terms.
@@ -202,6 +208,8 @@ pub struct Reloaded {
     /// Newly given counter indices and slots: their counters start from zero.
     pub new_services: Vec<u32>,
     pub new_backends: Vec<Slot>,
+    /// Newly given source-filter rule numbers: their counters start from zero.
+    pub new_rules: Vec<u32>,
     /// Real servers that kept their slot.
     pub kept_backends: usize,
     /// Slots of the real servers whose verdict carried over (same check).
@@ -437,6 +445,7 @@ impl ServiceTable {
                     .vrrp
                     .iter()
                     .any(|vi| vi.identity.vips().contains(&v.vip)),
+                filtered: !v.allow.is_empty() || !v.deny.is_empty(),
             });
         }
         if let Some(old) = old {
@@ -455,14 +464,31 @@ impl ServiceTable {
                 .map(|b| b.id)
                 .collect();
         }
+        let (filter, new_rules) =
+            crate::filter::build(config, &keys, old.map(|o| o.filter.as_slice()))?;
+        reloaded.new_rules = new_rules;
         Ok((
             ServiceTable {
                 services,
                 backends,
                 checks,
+                filter,
             },
             reloaded,
         ))
+    }
+
+    /// The global deny list is not empty.
+    pub fn global_filter(&self) -> bool {
+        self.filter
+            .iter()
+            .any(|r| r.scope == crate::filter::Scope::Global)
+    }
+
+    /// The source filter's trie entries (each service's scope from its id).
+    pub fn filter_entries(&self) -> Vec<crate::dataplane::filter::FilterEntry> {
+        let ids: HashMap<ServiceKey, u32> = self.services.iter().map(|s| (s.key, s.id)).collect();
+        crate::filter::entries(&self.filter, |key| ids.get(key).copied())
     }
 
     /// The value of the backend at `index` (written copy-on-write for its slot `id`).
@@ -590,6 +616,10 @@ impl ServiceTable {
             no_flow_table: !svc.flow_table,
             ages: svc.scheduler.counts_connections(),
             active,
+            filtered: svc.filtered,
+            global_filter: self.global_filter(),
+            // The forwarding owner knows which generation is live.
+            filter_generation: 0,
             slots,
         }
     }

@@ -116,7 +116,8 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
             ));
         }
     };
-    let virtual_servers = v.virtual_servers(raw.virtual_server)?;
+    let filter = v.filter(raw.filter)?;
+    let virtual_servers = v.virtual_servers(raw.virtual_server, filter.deny.len())?;
     let scripts = v.scripts(raw.script)?;
     let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
     let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
@@ -124,6 +125,7 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         global,
         dataplane,
         virtual_servers,
+        filter,
         vrrp,
         scripts,
         sync_groups,
@@ -331,7 +333,9 @@ impl Validator<'_, '_> {
     fn virtual_servers(
         &self,
         raws: Vec<Spanned<RawVirtualServer>>,
+        global_rules: usize,
     ) -> Result<Vec<VirtualServer>, ConfigError> {
+        let mut rules = global_rules;
         // (vip, port, protocol) -> offset of the first definition's vip.
         let mut seen: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
         let mut services = Vec::with_capacity(raws.len());
@@ -446,6 +450,13 @@ impl Validator<'_, '_> {
             };
             let quorum = self.quorum(&raw)?;
             let persistence = self.persistence(&raw, vip)?;
+            let (allow, deny) = self.service_filter(
+                raw.allow.as_ref(),
+                raw.deny.as_ref(),
+                vip,
+                &name,
+                &mut rules,
+            )?;
             let flow_table = match &raw.flow_table {
                 None => true,
                 Some(value) => {
@@ -507,6 +518,8 @@ impl Validator<'_, '_> {
                 quorum,
                 persistence,
                 flow_table,
+                allow,
+                deny,
                 location: self.src.locate(vip_value.span().start),
             });
         }

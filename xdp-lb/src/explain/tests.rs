@@ -44,6 +44,16 @@ impl MapWriter for Maps {
     fn set_nat(&mut self, _: bool, _: &NatTimeouts) -> Result<(), DataplaneError> {
         Ok(())
     }
+    fn set_filter(
+        &mut self,
+        _: u32,
+        _: &[crate::dataplane::filter::FilterEntry],
+    ) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    fn reset_rule_counters(&mut self, _: &[u32]) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }
 
 impl LiveMaps for Maps {
