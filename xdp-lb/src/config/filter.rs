@@ -286,8 +286,14 @@ fn service_shadows(vs: &VirtualServer, global: &[FilterRule], out: &mut Vec<Shad
             Some((wider, wider_action)) if *wider_action == action => out.push(shadow(
                 rule,
                 format!(
-                    "{what} changes nothing: {action} {} (line {}) already {action}s these sources",
-                    wider.prefix, wider.location.line
+                    "{what} changes nothing: {action} {} (line {}) already {} these sources",
+                    wider.prefix,
+                    wider.location.line,
+                    if action == "allow" {
+                        "allows"
+                    } else {
+                        "denies"
+                    }
                 ),
             )),
             None if action == "deny" && !vs.allow.is_empty() => out.push(shadow(
