@@ -86,11 +86,14 @@ pub const FILTER_SCOPE_BITS: u32 = 32;
 pub const FILTER_ALLOW: u32 = 0;
 pub const FILTER_DENY: u32 = 1;
 
+/// The bit of a scope number that is its generation.
+pub const FILTER_SCOPE_GENERATION: u32 = 1 << 16;
+
 /// The scope number of `scope` (`FILTER_SCOPE_GLOBAL` or a service's `id + 1`) in
 /// filter generation `generation` (0 or 1, see [`SERVICE_F_FILTER_GEN`]).
 #[inline(always)]
 pub const fn filter_scope(scope: u32, generation: u32) -> u32 {
-    scope | generation << 16
+    scope | (generation * FILTER_SCOPE_GENERATION)
 }
 
 /// Data of an IPv4 filter key (the LPM trie key is `{ prefix_len, data }`): a scope and

@@ -116,8 +116,10 @@ mod program {
         }
         // The source filter, before anything costlier: a denied source is dropped here.
         // A service without rules (and no global deny list) pays this one flag test.
-        if svc.flags & (SERVICE_F_FILTER | SERVICE_F_FILTER_GLOBAL) != 0 {
-            filter::check(&pkt, &svc)?;
+        if svc.flags & (SERVICE_F_FILTER | SERVICE_F_FILTER_GLOBAL) != 0
+            && filter::denies(&pkt.flow.src, pkt.ipv4, svc.flags, filter::scope_of(&svc))
+        {
+            return Err(Verdict::drop(Reason::DropFiltered));
         }
         // Only well-formed packets from possible clients are forwarded.
         validate::check(ctx, &pkt).map_err(Verdict::pass)?;
