@@ -49,13 +49,19 @@ impl Dataplane {
                 action: e.action,
             };
             self.insert_filter(generation, e.place(), value)?;
+            // Recorded as it is written, so a write that fails half way leaves no
+            // entry the next write of this generation would not know to remove.
+            self.filter_written[generation as usize].insert(e.place());
         }
         let wanted: BTreeSet<_> = entries.iter().map(FilterEntry::place).collect();
-        let written = std::mem::take(&mut self.filter_written[generation as usize]);
-        for &stale in written.difference(&wanted) {
-            self.remove_filter(generation, stale)?;
+        let stale: Vec<_> = self.filter_written[generation as usize]
+            .difference(&wanted)
+            .copied()
+            .collect();
+        for place in stale {
+            self.remove_filter(generation, place)?;
+            self.filter_written[generation as usize].remove(&place);
         }
-        self.filter_written[generation as usize] = wanted;
         Ok(())
     }
 
