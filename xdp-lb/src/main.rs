@@ -186,7 +186,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("xdp-lb: error: {}", xdp_lb::error_chain::Chain(&*e));
             ExitCode::FAILURE
@@ -194,7 +194,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Command::Status { api, json, token }) = &cli.command {
         let (addr, token) = api_target(*api, token, cli.config.as_deref())?;
         let snapshot = block_on(xdp_lb::status_client::fetch(addr, token.as_deref()))?;
@@ -203,7 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } else {
             print!("{}", xdp_lb::status_client::render(&snapshot));
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(Command::Connections {
         api,
@@ -223,7 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } else {
             print!("{}", xdp_lb::connections::render(&list));
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(Command::Explain {
         src,
@@ -269,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } else {
             print!("{}", xdp_lb::explain::render(&answer));
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(Command::ImportKeepalived {
         file,
@@ -281,10 +281,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             interfaces: interfaces.clone(),
             config_id: config_id.clone(),
         };
-        return import_keepalived(file, &options);
+        return import_keepalived(file, &options).map(|()| ExitCode::SUCCESS);
     }
     if let Some(Command::Generate { what }) = &cli.command {
-        return generate(*what);
+        return generate(*what).map(|()| ExitCode::SUCCESS);
     }
     if let Some(Command::Genhash {
         server,
@@ -309,7 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             timeout: std::time::Duration::from_secs(*timeout),
         };
-        return genhash(&request, *verbose);
+        return genhash(&request, *verbose).map(|()| ExitCode::SUCCESS);
     }
     let path = match config_path(cli.config.as_deref()) {
         Some(path) => path,
@@ -357,7 +357,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.vrrp.len(),
                 config.dataplane.interfaces.join(", ")
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -365,11 +365,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let xdp_mode = config.dataplane.xdp_mode;
-            runtime.block_on(async move {
-                let (tx, reloads) = tokio::sync::mpsc::channel(4);
-                tokio::spawn(reload_on_sighup(path, xdp_mode, tx));
-                xdp_lb::daemon::run_reloadable(config, reloads, shutdown_signal()).await
-            })
+            runtime
+                .block_on(async move {
+                    let (tx, reloads) = tokio::sync::mpsc::channel(4);
+                    tokio::spawn(reload_on_sighup(path, xdp_mode, tx));
+                    xdp_lb::daemon::run_reloadable(config, reloads, shutdown_signal()).await
+                })
+                .map(|exit| match exit {
+                    xdp_lb::daemon::Exit::Stopped => ExitCode::SUCCESS,
+                    xdp_lb::daemon::Exit::HandedOver => {
+                        ExitCode::from(xdp_lb::daemon::Exit::HANDOVER_CODE)
+                    }
+                })
         }
     }
 }

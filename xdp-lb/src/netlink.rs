@@ -273,6 +273,30 @@ impl Netlink {
         })
     }
 
+    /// `addr` is on `ifindex` with a finite lifetime: a VIP [`Netlink::lease_address`]
+    /// put there and a live daemon renewed within the lease (a static address, with no
+    /// lifetime, is not one).
+    pub async fn is_leased(&self, ifindex: u32, addr: IpAddr) -> Result<bool, NetlinkError> {
+        let found = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .set_address_filter(addr)
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("looking up {addr} on ifindex {ifindex}"),
+                source,
+            })?;
+        Ok(found.iter().any(|m| {
+            m.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::CacheInfo(c) if c.ifa_valid != u32::MAX && c.ifa_valid > 0)
+            })
+        }))
+    }
+
     /// Removes `addr` from `ifindex`; absent already is not an error.
     pub async fn remove_address(&self, ifindex: u32, addr: IpAddr) -> Result<Change, NetlinkError> {
         let found = self

@@ -465,6 +465,28 @@ impl ServiceTable {
         ))
     }
 
+    /// What every id means, one line per service and real server, sorted: flow and
+    /// persistence entries name real servers and services by id, so a run may read
+    /// entries another run left only if this is the same for both.
+    pub fn id_map(&self) -> String {
+        let mut lines: Vec<String> = self
+            .services
+            .iter()
+            .map(|s| format!("service {} {}", s.id, s.name))
+            .chain(self.backends.iter().map(|b| {
+                format!(
+                    "backend {} {} {}{}",
+                    b.id.0,
+                    self.services[b.service].name,
+                    std::net::SocketAddr::new(b.addr, b.port),
+                    if b.sorry { " sorry" } else { "" }
+                )
+            }))
+            .collect();
+        lines.sort();
+        lines.join("\n") + "\n"
+    }
+
     /// The value of the backend at `index` (written copy-on-write for its slot `id`).
     pub fn backend_value(&self, index: BackendIndex) -> BackendValue {
         let b = &self.backends[index];

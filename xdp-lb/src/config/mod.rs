@@ -403,6 +403,10 @@ pub struct Dataplane {
     /// new flows are forwarded without an entry, so a SYN flood cannot evict
     /// established connections. 0 (the default): no limit.
     pub new_flow_rate: u64,
+    /// A directory on bpffs where the connection state and the XDP attachments are
+    /// pinned, so a restart keeps them (one subdirectory per network namespace);
+    /// default `/sys/fs/bpf/xdp-lb`, `"off"`: nothing pinned.
+    pub pin_dir: Option<std::path::PathBuf>,
     /// Idle timeouts of NAT connections (`nat_tcp_timeout`, `nat_tcp_fin_timeout`,
     /// `nat_udp_timeout`); IPVS's defaults.
     #[serde(flatten)]

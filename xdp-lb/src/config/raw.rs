@@ -107,6 +107,7 @@ pub(super) struct RawDataplane {
     pub(super) max_flows: Option<Spanned<Value>>,
     pub(super) neighbour_timeout: Option<Spanned<Value>>,
     pub(super) new_flow_rate: Option<Spanned<Value>>,
+    pub(super) pin_dir: Option<Spanned<Value>>,
     pub(super) nat_tcp_timeout: Option<Spanned<Value>>,
     pub(super) nat_tcp_fin_timeout: Option<Spanned<Value>>,
     pub(super) nat_udp_timeout: Option<Spanned<Value>>,

@@ -288,6 +288,28 @@ impl Validator<'_, '_> {
             Some(value) => self.duration(value, "neighbour_timeout")?,
             None => DEFAULT_NEIGHBOUR_TIMEOUT,
         };
+        let pin_dir = match &raw.pin_dir {
+            Some(value) => {
+                let dir = self.string(
+                    value,
+                    "pin_dir",
+                    "an absolute directory on bpffs such as \"/sys/fs/bpf/xdp-lb\", or \"off\"",
+                )?;
+                if dir == "off" {
+                    None
+                } else if !dir.starts_with('/') {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!(
+                            "`pin_dir` = {dir:?} must be an absolute directory on bpffs such as \"/sys/fs/bpf/xdp-lb\", or \"off\""
+                        ),
+                    ));
+                } else {
+                    Some(std::path::PathBuf::from(dir))
+                }
+            }
+            None => Some(std::path::PathBuf::from(crate::dataplane::pins::BPFFS_ROOT)),
+        };
         let defaults = NatTimeouts::default();
         let mut nat_timeouts = defaults;
         for (value, key, slot) in [
@@ -323,6 +345,7 @@ impl Validator<'_, '_> {
             xdp_mode,
             max_flows,
             new_flow_rate,
+            pin_dir,
             neighbour_timeout,
             nat_timeouts,
         })

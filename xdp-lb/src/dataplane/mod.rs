@@ -8,8 +8,11 @@
 //! replaced the same way: the new value goes into a spare entry of the value pool
 //! `BACKEND_VALUES`, then one u32 write to `BACKEND_SLOT[id]` switches to it.
 pub mod nat;
+pub mod pins;
 pub mod pool;
 pub mod stats;
+
+pub use pins::Pins;
 
 use std::collections::HashMap as StdHashMap;
 
@@ -140,6 +143,9 @@ pub struct Dataplane {
     current: Vec<u32>,
     /// Live schedule range per service key.
     ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
+    /// Where the connection state and the attachments are pinned, if anywhere.
+    pins: Option<Pins>,
+    adopted: Vec<&'static str>,
 }
 
 /// Where and how the program ended up attached.
@@ -158,25 +164,78 @@ impl AttachedMode {
     }
 }
 
+/// Attaches `program` to `iface` in `mode` (see [`Dataplane::attach`]).
+fn attach_in_mode(
+    program: &mut Xdp,
+    iface: &str,
+    mode: config::XdpMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, AttachedMode), DataplaneError> {
+    let attach = |program: &mut Xdp, m: AttachedMode| {
+        let flags = match m {
+            AttachedMode::Driver => XdpMode::Driver,
+            AttachedMode::Generic => XdpMode::Skb,
+        };
+        program
+            .attach(iface, flags)
+            .map(|id| (id, m))
+            .map_err(|source| DataplaneError::Attach {
+                iface: iface.to_string(),
+                mode: m.as_str(),
+                source,
+            })
+    };
+    match mode {
+        config::XdpMode::Driver => attach(program, AttachedMode::Driver),
+        config::XdpMode::Generic => attach(program, AttachedMode::Generic),
+        config::XdpMode::Auto => match attach(program, AttachedMode::Driver) {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                warn!(interface = iface, error = %e, "driver-mode XDP unavailable, falling back to generic mode (slower)");
+                attach(program, AttachedMode::Generic)
+            }
+        },
+    }
+}
+
 impl Dataplane {
     /// Loads the embedded program (verifier included) and opens its maps.
     pub fn load(max_flows: u32) -> Result<Dataplane, DataplaneError> {
-        Self::load_object(PROGRAM_OBJECT, max_flows)
+        Self::load_object(PROGRAM_OBJECT, max_flows, None)
     }
 
-    fn load_object(object: &[u8], max_flows: u32) -> Result<Dataplane, DataplaneError> {
-        let mut ebpf = EbpfLoader::new()
+    /// [`Dataplane::load`] with the connection state pinned in `pins`: what an earlier
+    /// run left there (and this build can read) is adopted; see [`pins`].
+    pub fn load_pinned(max_flows: u32, pins: Pins) -> Result<Dataplane, DataplaneError> {
+        Self::load_object(PROGRAM_OBJECT, max_flows, Some(pins))
+    }
+
+    fn load_object(
+        object: &[u8],
+        max_flows: u32,
+        pins: Option<Pins>,
+    ) -> Result<Dataplane, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("FLOWS", max_flows)
             .map_max_entries("NAT_REPLIES", max_flows)
-            .map_max_entries("PERSIST", max_flows)
-            .load(object)
-            .map_err(|e| {
-                if is_permission_error(&e) {
-                    DataplaneError::Privileges
-                } else {
-                    DataplaneError::Load(Box::new(e))
+            .map_max_entries("PERSIST", max_flows);
+        let adopted = match &pins {
+            Some(p) => {
+                let kept = p.check_state_maps(max_flows);
+                for (name, _, _) in pins::STATE_MAPS {
+                    loader.map_pin_path(name, p.map(name));
                 }
-            })?;
+                kept
+            }
+            None => Vec::new(),
+        };
+        let mut ebpf = loader.load(object).map_err(|e| {
+            if is_permission_error(&e) {
+                DataplaneError::Privileges
+            } else {
+                DataplaneError::Load(Box::new(e))
+            }
+        })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(DataplaneError::MissingMap("program xdp_lb"))?
@@ -221,7 +280,43 @@ impl Dataplane {
             ),
             current: vec![BACKEND_VALUE_EMPTY; MAX_BACKENDS as usize],
             ranges: StdHashMap::new(),
+            pins,
+            adopted,
         })
+    }
+
+    /// The state maps taken over from an earlier run (empty when none was pinned).
+    pub fn adopted(&self) -> &[&'static str] {
+        &self.adopted
+    }
+
+    /// Forgets every connection: flow, NAT reply and persistence entries.
+    pub fn clear_connection_state(&mut self) -> usize {
+        let mut removed = 0;
+        let flows: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
+        for k in &flows {
+            removed += usize::from(self.flows.remove(k).is_ok());
+        }
+        let replies: Vec<FlowKey> = self.nat_replies.keys().filter_map(Result::ok).collect();
+        for k in &replies {
+            let _ = self.nat_replies.remove(k);
+        }
+        let persisted: Vec<PersistKey> = self.persist.keys().filter_map(Result::ok).collect();
+        for k in &persisted {
+            let _ = self.persist.remove(k);
+        }
+        removed
+    }
+
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    /// A clean stop: the pins go, so XDP detaches when this process lets go of it.
+    pub fn release_pins(&self) {
+        if let Some(p) = &self.pins {
+            p.remove();
+        }
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -234,42 +329,33 @@ impl Dataplane {
 
     /// Attaches to `iface`. `Auto` tries driver mode and falls back to generic mode
     /// with a warning; `Driver` and `Generic` insist. The attachment is a bpf_link:
-    /// it goes away with this process, so nothing is left behind even after a crash.
+    /// unpinned, it goes away with this process; pinned ([`pins`]), it stays until a
+    /// clean stop, and a restart takes it over (`None`: the mode of the run that made it).
     pub fn attach(
         &mut self,
         iface: &str,
         mode: config::XdpMode,
-    ) -> Result<AttachedMode, DataplaneError> {
+    ) -> Result<Option<AttachedMode>, DataplaneError> {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM_NAME)
             .and_then(|p| p.try_into().ok())
             .expect("program loaded in Dataplane::load");
-        let attach = |program: &mut Xdp, m: AttachedMode| {
-            let flags = match m {
-                AttachedMode::Driver => XdpMode::Driver,
-                AttachedMode::Generic => XdpMode::Skb,
-            };
-            program
-                .attach(iface, flags)
-                .map(|_| m)
-                .map_err(|source| DataplaneError::Attach {
-                    iface: iface.to_string(),
-                    mode: m.as_str(),
-                    source,
-                })
+        let mut chosen = None;
+        let mut attach = |program: &mut Xdp| {
+            let (id, m) = attach_in_mode(program, iface, mode)?;
+            chosen = Some(m);
+            Ok(id)
         };
-        match mode {
-            config::XdpMode::Driver => attach(program, AttachedMode::Driver),
-            config::XdpMode::Generic => attach(program, AttachedMode::Generic),
-            config::XdpMode::Auto => match attach(program, AttachedMode::Driver) {
-                Ok(m) => Ok(m),
-                Err(e) => {
-                    warn!(interface = iface, error = %e, "driver-mode XDP unavailable, falling back to generic mode (slower)");
-                    attach(program, AttachedMode::Generic)
-                }
-            },
+        match &self.pins {
+            Some(pins) => {
+                pins.attach(program, iface, attach)?;
+            }
+            None => {
+                attach(program)?;
+            }
         }
+        Ok(chosen)
     }
 
     /// Makes `ifindex` a redirect target (needed when a backend's egress interface is
