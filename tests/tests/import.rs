@@ -187,8 +187,8 @@ fn a_realistic_config_translates_to_a_valid_one() {
     // virtual_server
     assert_eq!(c.virtual_servers.len(), 2);
     let web = &c.virtual_servers[0];
-    assert_eq!(web.vip, "192.0.2.100".parse::<IpAddr>().unwrap());
-    assert_eq!((web.port, web.protocol), (80, Protocol::Tcp));
+    assert_eq!(web.members, ["192.0.2.100:80".parse().unwrap()]);
+    assert_eq!(web.protocol, Protocol::Tcp);
     assert_eq!(web.scheduler, Scheduler::Wrr);
     assert_eq!(web.forwarding, Forwarding::Dr);
     assert_eq!(web.sorry_server, Some("192.0.2.250:8080".parse().unwrap()));
@@ -238,7 +238,7 @@ fn a_realistic_config_translates_to_a_valid_one() {
     );
 
     let dns = &c.virtual_servers[1];
-    assert_eq!((dns.port, dns.protocol), (53, Protocol::Udp));
+    assert_eq!((dns.members[0].port(), dns.protocol), (53, Protocol::Udp));
     assert_eq!(dns.scheduler, Scheduler::Sh, "mh becomes sh");
     let CheckSpec::Misc(misc) = &dns.real_servers[0].check.as_ref().unwrap().spec else {
         panic!("a misc check");
