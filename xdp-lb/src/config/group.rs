@@ -32,20 +32,20 @@ pub(super) const MEMBER_FORM: &str = "\"192.0.2.100:80\", an address range \"192
 /// One parsed member: `count` consecutive addresses from `first` (the last octet or
 /// group counting up), each with the ports `ports`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Member {
-    pub(super) first: IpAddr,
-    pub(super) count: u32,
-    pub(super) ports: (u16, u16),
+pub struct Member {
+    pub first: IpAddr,
+    pub count: u32,
+    pub ports: (u16, u16),
 }
 
 impl Member {
     /// How many VIP:port pairs it stands for.
-    pub(super) fn len(&self) -> u64 {
+    pub fn pairs(&self) -> u64 {
         u64::from(self.count) * (u64::from(self.ports.1 - self.ports.0) + 1)
     }
 
     /// Its VIP:port pairs, addresses first.
-    pub(super) fn expand(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+    pub fn expand(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         (0..self.count).flat_map(move |i| {
             let addr = match self.first {
                 IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) + i)),
@@ -57,7 +57,7 @@ impl Member {
 }
 
 /// Parses one member (see the module's documentation); the error says what is wrong.
-pub(super) fn parse_member(text: &str) -> Result<Member, String> {
+pub fn parse_member(text: &str) -> Result<Member, String> {
     let text = text.trim();
     let (addr, ports) = match text.strip_prefix('[') {
         Some(rest) => rest
@@ -182,7 +182,7 @@ impl Validator<'_, '_> {
                         ),
                     )
                 })?;
-                let total = members.len() as u64 + member.len();
+                let total = members.len() as u64 + member.pairs();
                 if total > u64::from(MAX_SERVICES) {
                     return Err(self.src.error(
                         item.span(),
@@ -253,7 +253,7 @@ mod tests {
             ["[2001:db8::9]:53", "[2001:db8::a]:53"]
         );
         assert_eq!(
-            parse_member("192.0.2.0-255:1-65535").unwrap().len(),
+            parse_member("192.0.2.0-255:1-65535").unwrap().pairs(),
             256 * 65535
         );
     }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 pub(crate) use duration::fmt_duration;
 pub use error::{ConfigError, Location};
+pub use group::{Member as GroupMember, parse_member};
 pub(crate) use validate::{not_another_host, program_problem};
 
 /// Reads the config file at `path` and parses it; messages name the path as given.
