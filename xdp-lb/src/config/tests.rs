@@ -186,7 +186,8 @@ fn inline_tables_are_accepted() {
 fn example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/lb.example.toml");
     let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.virtual_servers.len(), 2);
+    assert_eq!(config.virtual_servers.len(), 3);
+    assert_eq!(config.virtual_servers[2].name(), "group shop/tcp");
     assert!(
         config.virtual_servers[0]
             .location
