@@ -341,12 +341,12 @@ pub fn explain(
         _pad: 0,
     };
     let table = cx.table;
-    let found = table.services.iter().find(|s| s.key == key);
+    let found = table.services.iter().find(|s| s.has_key(&key));
     let (Some(svc), Some(value)) = (found, maps.service(&key)?) else {
         let on_vip: Vec<String> = table
             .services
             .iter()
-            .filter(|s| s.vip == query.dst)
+            .filter(|s| s.members.iter().any(|m| m.vip == query.dst))
             .map(|s| s.name.clone())
             .collect();
         let asked = crate::config::service_name(
@@ -391,7 +391,7 @@ pub fn explain(
         vrrp: cx
             .vrrp
             .iter()
-            .filter(|(_, _, vips)| vips.contains(&svc.vip))
+            .filter(|(_, _, vips)| vips.contains(&query.dst))
             .map(|(instance, state, _)| VrrpGate {
                 instance: instance.clone(),
                 state: state.clone(),

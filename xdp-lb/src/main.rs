@@ -152,6 +152,12 @@ enum Command {
         /// this host; without it every `@...` line is reported and left out.
         #[arg(long = "config-id", value_name = "ID")]
         config_id: Option<String>,
+        /// Firewall rules setting the marks of `fwmark` virtual servers and group
+        /// entries (`iptables-save`/`ip6tables-save` or `nft list ruleset` output;
+        /// repeatable): a mark whose rules match only VIPs and ports becomes those
+        /// VIP:port pairs.
+        #[arg(long = "fwmark-rules", value_name = "FILE")]
+        fwmark_rules: Vec<PathBuf>,
     },
 }
 
@@ -275,11 +281,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         file,
         interfaces,
         config_id,
+        fwmark_rules,
     }) = &cli.command
     {
         let options = xdp_lb::import::Options {
             interfaces: interfaces.clone(),
             config_id: config_id.clone(),
+            fwmark_rules: fwmark_rules.clone(),
         };
         return import_keepalived(file, &options).map(|()| ExitCode::SUCCESS);
     }

@@ -194,6 +194,9 @@ pub fn render(s: &Snapshot) -> String {
                 },
                 rates(s, &svc.rates),
             );
+            if svc.group.is_some() {
+                let _ = writeln!(out, "    members {}", svc.members.join(", "));
+            }
             let servers = svc.real_servers.iter().map(|r| (r, false));
             for (rs, sorry) in servers.chain(svc.sorry_server.iter().map(|r| (r, true))) {
                 let state = match (rs.healthy, rs.reachable) {

@@ -15,6 +15,9 @@ pub(super) struct RawConfig {
     pub(super) dataplane: Option<Spanned<RawDataplane>>,
     #[serde(default)]
     pub(super) virtual_server: Vec<Spanned<RawVirtualServer>>,
+    /// `[virtual_server_group.NAME]` groups of VIP:port pairs, by name.
+    #[serde(default)]
+    pub(super) virtual_server_group: std::collections::BTreeMap<String, Spanned<RawServerGroup>>,
     /// `[vrrp.NAME]` instances, by name.
     #[serde(default)]
     pub(super) vrrp: std::collections::BTreeMap<String, Spanned<RawVrrp>>,
@@ -24,6 +27,14 @@ pub(super) struct RawConfig {
     /// `[vrrp_sync_group.NAME]` groups, by name.
     #[serde(default)]
     pub(super) vrrp_sync_group: std::collections::BTreeMap<String, Spanned<RawSyncGroup>>,
+}
+
+/// `[virtual_server_group.NAME]`: keepalived's `virtual_server_group`, VIP:port pairs
+/// (with address and port ranges) that one `[[virtual_server]]` serves as one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawServerGroup {
+    pub(super) members: Option<Spanned<Vec<Spanned<Value>>>>,
 }
 
 /// `[vrrp_sync_group.NAME]`: keepalived's `vrrp_sync_group`.
@@ -118,6 +129,8 @@ pub(super) struct RawDataplane {
 pub(super) struct RawVirtualServer {
     pub(super) vip: Option<Spanned<Value>>,
     pub(super) port: Option<Spanned<Value>>,
+    /// The name of a `[virtual_server_group.NAME]`, instead of `vip` and `port`.
+    pub(super) group: Option<Spanned<Value>>,
     pub(super) protocol: Option<Spanned<Value>>,
     pub(super) scheduler: Option<Spanned<Value>>,
     pub(super) forwarding: Option<Spanned<Value>>,

@@ -81,11 +81,17 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
 
-/// How a service is installed: its key, id, forwarding and the backend ids of its
+/// How a service is installed: its keys, id, forwarding and the backend ids of its
 /// schedule slots (the output of `schedule::*` mapped to backend ids).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceSpec {
+    /// Its (first) key, and whether XDP forwards it now (else its packets go to the
+    /// kernel: a VRRP instance holding the VIP is not MASTER).
     pub key: ServiceKey,
+    pub active: bool,
+    /// A server group's further keys, each with its own `active`: they all get the
+    /// same value (id, schedule), so flows, counters and persistence are shared.
+    pub group_keys: Vec<(ServiceKey, bool)>,
     pub id: u32,
     pub forwarding: u8,
     pub select: u8,
@@ -97,18 +103,22 @@ pub struct ServiceSpec {
     pub no_flow_table: bool,
     /// Its flows carry a clock and expire ([`SERVICE_F_AGING`]).
     pub ages: bool,
-    pub active: bool,
     pub slots: Vec<u32>,
 }
 
 impl ServiceSpec {
-    /// The `SERVICES` value for this spec once its slots sit at `sched_base` in the
-    /// schedule pool.
-    pub fn value(&self, sched_base: u32) -> ServiceValue {
+    /// Every key with its `active`, the first key first.
+    pub fn entries(&self) -> impl Iterator<Item = (ServiceKey, bool)> + '_ {
+        std::iter::once((self.key, self.active)).chain(self.group_keys.iter().copied())
+    }
+
+    /// The `SERVICES` value of a key of this spec (forwarded if `active`) once its
+    /// slots sit at `sched_base` in the schedule pool.
+    pub fn value(&self, sched_base: u32, active: bool) -> ServiceValue {
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         ServiceValue {
             id: self.id,
-            flags: flag(self.active, SERVICE_F_ACTIVE)
+            flags: flag(active, SERVICE_F_ACTIVE)
                 | flag(self.no_flow_table, SERVICE_F_NO_FLOW_TABLE)
                 | flag(self.ages, SERVICE_F_AGING),
             forwarding: self.forwarding,
@@ -141,8 +151,10 @@ pub struct Dataplane {
     values: RangePool,
     /// What `BACKEND_SLOT` holds, by backend id (all `BACKEND_VALUE_EMPTY` at load).
     current: Vec<u32>,
-    /// Live schedule range per service key.
-    ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
+    /// Live schedule range per service id (a group's keys share one).
+    ranges: StdHashMap<u32, std::ops::Range<u32>>,
+    /// The service id each installed key's value names.
+    owners: StdHashMap<ServiceKey, u32>,
     /// Where the connection state and the attachments are pinned, if anywhere.
     pins: Option<Pins>,
     adopted: Vec<&'static str>,
@@ -280,6 +292,7 @@ impl Dataplane {
             ),
             current: vec![BACKEND_VALUE_EMPTY; MAX_BACKENDS as usize],
             ranges: StdHashMap::new(),
+            owners: StdHashMap::new(),
             pins,
             adopted,
         })
@@ -412,9 +425,11 @@ impl Dataplane {
             .map_err(map_err("BACKEND_VALUES"))
     }
 
-    /// Installs or replaces a service and its schedule in one visible step. If the
-    /// schedule pool is short only because replaced ranges are in their grace period,
-    /// this blocks until they are free (at most [`GRACE`]).
+    /// Installs or replaces a service and its schedule: the schedule is written
+    /// aside, then each key switches to it in one map update (a group's keys one
+    /// after the other, each always seeing a whole schedule). If the schedule pool is
+    /// short only because replaced ranges are in their grace period, this blocks
+    /// until they are free (at most [`GRACE`]).
     pub fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
         let range = self
             .pool
@@ -426,27 +441,54 @@ impl Dataplane {
                 return Err(map_err("SCHEDULE")(e));
             }
         }
-        let value = spec.value(range.start);
-        // The switch: from here on new flows read the new range.
+        // The switch: from here on new flows of the first key read the new range.
+        let value = spec.value(range.start, spec.active);
         if let Err(e) = self.services.insert(spec.key, value, 0) {
             self.pool.unused(range);
             return Err(map_err("SERVICES")(e));
         }
-        if let Some(old) = self.ranges.insert(spec.key, range) {
+        if let Some(old) = self.ranges.insert(spec.id, range.clone()) {
             self.pool.retire(old, std::time::Instant::now());
+        }
+        self.own(spec.key, spec.id);
+        for &(key, active) in &spec.group_keys {
+            self.services
+                .insert(key, spec.value(range.start, active), 0)
+                .map_err(map_err("SERVICES"))?;
+            self.own(key, spec.id);
         }
         Ok(())
     }
 
-    /// Takes a service out (a reload dropped it): its packets go to the kernel again,
-    /// and its schedule range is retired.
+    /// Records that `key` names service `id`; a service that no key names any more
+    /// (its keys went to another one) has its range retired.
+    fn own(&mut self, key: ServiceKey, id: u32) {
+        if let Some(before) = self.owners.insert(key, id)
+            && before != id
+        {
+            self.release(before);
+        }
+    }
+
+    /// Retires service `id`'s schedule range once no key names it.
+    fn release(&mut self, id: u32) {
+        if !self.owners.values().any(|owner| *owner == id)
+            && let Some(old) = self.ranges.remove(&id)
+        {
+            self.pool.retire(old, std::time::Instant::now());
+        }
+    }
+
+    /// Takes a key out (a reload dropped its service, or the member from a group): its
+    /// packets go to the kernel again. The schedule range is retired with the
+    /// service's last key.
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         match self.services.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err("SERVICES")(e)),
         }
-        if let Some(old) = self.ranges.remove(key) {
-            self.pool.retire(old, std::time::Instant::now());
+        if let Some(id) = self.owners.remove(key) {
+            self.release(id);
         }
         Ok(())
     }
