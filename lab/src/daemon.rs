@@ -29,6 +29,7 @@ impl Daemon {
     /// Starts `program --config FILE` in `ns` with `config` written to FILE; does
     /// not wait for readiness.
     pub fn spawn(ns: &Netns, program: &Path, config: &str) -> Result<Daemon> {
+        let config = with_lab_pin_dir(config)?;
         let mut file = tempfile::NamedTempFile::new().context("creating a temp config file")?;
         file.write_all(config.as_bytes())
             .context("writing the temp config file")?;
@@ -97,6 +98,7 @@ impl Daemon {
         // Written aside and renamed, so the daemon never reads half a file.
         let path: &Path = &self._config;
         let aside = path.with_extension("new");
+        let config = with_lab_pin_dir(config)?;
         std::fs::write(&aside, config).context("writing the new config file")?;
         std::fs::rename(&aside, path).context("replacing the config file")?;
         self.signal(nix::sys::signal::Signal::SIGHUP)
@@ -167,4 +169,51 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Where the lab's daemons pin: `ip netns exec` gives each command a fresh `/sys`,
+/// without the host's bpffs, so a bpffs mounted here (under `/run`, which it keeps)
+/// stands in for `/sys/fs/bpf` and lets a restarted daemon find what the last one
+/// pinned, as on a real host.
+pub const LAB_BPFFS: &str = "/run/xdp-lb-lab/bpffs";
+
+/// `config` with `pin_dir` set to [`LAB_BPFFS`] (mounted if it is not yet), unless
+/// it sets one itself.
+fn with_lab_pin_dir(config: &str) -> Result<String> {
+    if config.contains("pin_dir") || !config.contains("[dataplane]\n") {
+        return Ok(config.to_owned());
+    }
+    ensure_lab_bpffs()?;
+    Ok(config.replacen(
+        "[dataplane]\n",
+        &format!("[dataplane]\npin_dir = \"{LAB_BPFFS}\"\n"),
+        1,
+    ))
+}
+
+fn ensure_lab_bpffs() -> Result<()> {
+    static MOUNTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    if *mounted {
+        return Ok(());
+    }
+    std::fs::create_dir_all(LAB_BPFFS).with_context(|| format!("creating {LAB_BPFFS}"))?;
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(LAB_BPFFS))
+    {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf", LAB_BPFFS])
+            .output()
+            .context("running mount -t bpf")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "mount -t bpf bpf {LAB_BPFFS}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    *mounted = true;
+    Ok(())
 }

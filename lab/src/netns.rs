@@ -337,9 +337,25 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// What an xdp-lb daemon killed in this namespace left pinned (its XDP link and
+    /// connection state, kept for a restart): gone with the namespace, so a later
+    /// namespace that reuses the inode adopts nothing, and no map outlives the test.
+    fn remove_pinned_state(&self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(meta) = std::fs::metadata(format!("/run/netns/{}", self.name)) else {
+            return;
+        };
+        let name = format!("ns-{}", meta.ino());
+        let _ = std::fs::remove_dir_all(format!("{}/{name}", crate::daemon::LAB_BPFFS));
+        let _ = std::fs::remove_file(format!("/run/xdp-lb/{name}.ids"));
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         self.kill_all();
+        self.remove_pinned_state();
         let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let result = Command::new("ip")
             .args(["netns", "delete", &self.name])

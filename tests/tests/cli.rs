@@ -15,7 +15,7 @@ fn check_accepts_the_example_config() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout
-            .contains("ok (2 virtual servers, 4 real servers, 1 vrrp instances, interfaces: eth0)"),
+            .contains("ok (3 virtual servers, 5 real servers, 1 vrrp instances, interfaces: eth0)"),
         "{stdout}"
     );
 }

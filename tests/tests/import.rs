@@ -187,8 +187,8 @@ fn a_realistic_config_translates_to_a_valid_one() {
     // virtual_server
     assert_eq!(c.virtual_servers.len(), 2);
     let web = &c.virtual_servers[0];
-    assert_eq!(web.vip, "192.0.2.100".parse::<IpAddr>().unwrap());
-    assert_eq!((web.port, web.protocol), (80, Protocol::Tcp));
+    assert_eq!(web.members, ["192.0.2.100:80".parse().unwrap()]);
+    assert_eq!(web.protocol, Protocol::Tcp);
     assert_eq!(web.scheduler, Scheduler::Wrr);
     assert_eq!(web.forwarding, Forwarding::Dr);
     assert_eq!(web.sorry_server, Some("192.0.2.250:8080".parse().unwrap()));
@@ -238,7 +238,7 @@ fn a_realistic_config_translates_to_a_valid_one() {
     );
 
     let dns = &c.virtual_servers[1];
-    assert_eq!((dns.port, dns.protocol), (53, Protocol::Udp));
+    assert_eq!((dns.members[0].port(), dns.protocol), (53, Protocol::Udp));
     assert_eq!(dns.scheduler, Scheduler::Sh, "mh becomes sh");
     let CheckSpec::Misc(misc) = &dns.real_servers[0].check.as_ref().unwrap().spec else {
         panic!("a misc check");
@@ -866,6 +866,7 @@ fn conditional_lines_follow_the_config_id() {
         let options = Options {
             interfaces: vec![],
             config_id: id.map(str::to_owned),
+            ..Options::default()
         };
         import_text(text, "k.conf", &options).unwrap()
     };
@@ -932,4 +933,272 @@ fn least_connection_schedulers_keep_their_ipvs_meaning() {
             .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
         assert_eq!(c.virtual_servers[0].scheduler, want, "{}", out.toml);
     }
+}
+
+// ----- server groups and fwmark -----
+
+/// Options with the eth0 interface and `rules` as the `--fwmark-rules` files.
+fn with_rules(rules: &[&tempfile::NamedTempFile]) -> Options {
+    Options {
+        interfaces: vec!["eth0".into()],
+        fwmark_rules: rules.iter().map(|f| f.path().to_owned()).collect(),
+        ..Options::default()
+    }
+}
+
+fn rules_file(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+const GROUPS: &str = "\
+virtual_server_group WEB {
+    192.0.2.100 80
+    192.0.2.100 443
+    192.0.2.101-103 80
+}
+virtual_server_group DNS6 {
+    2001:db8::53-54 53
+}
+virtual_server_group UNUSED {
+    198.51.100.1 80
+}
+virtual_server group WEB {
+    lb_algo wrr
+    lb_kind DR
+    persistence_timeout 300
+    protocol TCP
+    real_server 192.0.2.11 80 {
+        TCP_CHECK {
+            connect_timeout 3
+        }
+    }
+    real_server 192.0.2.12 80 {
+    }
+}
+virtual_server group DNS6 {
+    protocol UDP
+    real_server 2001:db8::11 53 {
+    }
+}
+virtual_server group DNS6 {
+    protocol TCP
+    real_server 2001:db8::11 53 {
+    }
+}
+";
+
+#[test]
+fn a_virtual_server_group_becomes_a_group_with_its_ranges() {
+    let import = import_text(GROUPS, "k.conf", &with_rules(&[])).unwrap();
+    assert!(import.notes.is_empty(), "{:?}", import.report());
+    let c = import
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", import.toml));
+    assert!(
+        import.toml.contains(
+            "members = [\"192.0.2.100:80\", \"192.0.2.100:443\", \"192.0.2.101-103:80\"]"
+        ),
+        "{}",
+        import.toml
+    );
+    assert!(
+        !import.toml.contains("UNUSED"),
+        "an unused group is left out, as keepalived does"
+    );
+    let web = &c.virtual_servers[0];
+    assert_eq!(web.name(), "group WEB/tcp");
+    assert_eq!(web.members.len(), 5);
+    assert_eq!(web.real_servers.len(), 2);
+    assert!(web.persistence.is_some());
+    // One group used with two protocols: a table for each use.
+    let names: Vec<String> = c.virtual_servers[1..].iter().map(|v| v.name()).collect();
+    assert_eq!(names, ["group DNS6/udp", "group DNS6_tcp/tcp"]);
+    assert_eq!(
+        c.virtual_servers[1].members,
+        [
+            "[2001:db8::53]:53".parse().unwrap(),
+            "[2001:db8::54]:53".parse().unwrap()
+        ]
+    );
+    // Every setting carried over.
+    assert!(
+        import
+            .settings()
+            .iter()
+            .all(|s| s.outcome == Outcome::Carried),
+        "{:?}",
+        import.settings()
+    );
+}
+
+#[test]
+fn group_entries_that_cannot_be_translated_are_noted_one_by_one() {
+    let text = "\
+virtual_server_group G {
+    192.0.2.100 80
+    192.0.2.100-300 80
+    2001:db8::1 80
+    192.0.2.100 80
+    fwmark 7
+}
+virtual_server group G {
+    lb_kind NAT
+    real_server 192.0.2.11 80 {
+    }
+}
+virtual_server group MISSING {
+    real_server 192.0.2.11 80 {
+    }
+}
+";
+    let import = import_text(text, "k.conf", &with_rules(&[])).unwrap();
+    let report = import.report().join("\n");
+    for line in [
+        "k.conf:3: 192.0.2.100-300 80: not translated (the end of an IPv4 range is a last octet",
+        "k.conf:4: 2001:db8::1 80: not translated (not in the address family of the group's first entry",
+        "k.conf:5: 192.0.2.100 80: not translated (192.0.2.100:80 is already an entry of the group; left out)",
+        "k.conf:6: fwmark 7: not translated (xdp-lb matches VIP:port pairs before netfilter, not firewall marks, and no rule given with `--fwmark-rules` sets mark 7: give the iptables-save or nft ruleset that sets it (`--fwmark-rules FILE`), or add the VIP:port pairs mark 7 selects to `members` of `[virtual_server_group.G]`",
+        "k.conf:13: virtual_server group MISSING { ... }: not translated (there is no virtual_server_group MISSING",
+    ] {
+        assert!(report.contains(line), "no {line:?} in\n{report}");
+    }
+    let c = import.validate().unwrap();
+    assert_eq!(
+        c.virtual_servers[0].members,
+        ["192.0.2.100:80".parse().unwrap()]
+    );
+}
+
+#[test]
+fn fwmark_services_translate_from_the_rules_that_set_the_marks() {
+    let text = "\
+virtual_server fwmark 1 {
+    lb_kind DR
+    persistence_timeout 600
+    protocol TCP
+    real_server 192.0.2.11 {
+    }
+}
+virtual_server_group G {
+    192.0.2.110 80
+    fwmark 2
+}
+virtual_server group G {
+    protocol UDP
+    real_server 192.0.2.12 5000 {
+    }
+}
+";
+    let iptables = rules_file(
+        "*mangle\n\
+         -A PREROUTING -d 192.0.2.100/32 -p tcp -m tcp --dport 443 -j MARK --set-xmark 0x1/0xffffffff\n\
+         -A PREROUTING -d 192.0.2.101/32 -p tcp -m tcp --dport 443 -j MARK --set-mark 1\n\
+         COMMIT\n",
+    );
+    let nft = rules_file(
+        "table ip mangle {\n chain prerouting {\n  ip daddr 192.0.2.120 udp dport 5000-5001 meta mark set 0x00000002\n }\n}\n",
+    );
+    let import = import_text(text, "k.conf", &with_rules(&[&iptables, &nft])).unwrap();
+    assert!(import.notes.is_empty(), "{:?}", import.report());
+    let c = import
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", import.toml));
+    let marked = &c.virtual_servers[0];
+    assert_eq!(marked.name(), "group fwmark_1/tcp");
+    assert_eq!(
+        marked.members,
+        [
+            "192.0.2.100:443".parse().unwrap(),
+            "192.0.2.101:443".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        marked.real_servers[0].port, 443,
+        "one port: IPVS keeps it, so does xdp-lb"
+    );
+    let group: Vec<String> = c.virtual_servers[1]
+        .members
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(
+        group,
+        ["192.0.2.110:80", "192.0.2.120:5000", "192.0.2.120:5001"]
+    );
+
+    // Without the rules: refused, saying what to write instead.
+    let import = import_text(text, "k.conf", &with_rules(&[])).unwrap();
+    let report = import.report().join("\n");
+    assert!(
+        report.contains(
+            "k.conf:1: virtual_server fwmark 1 { ... }: not translated (xdp-lb matches VIP:port \
+             pairs before netfilter, not firewall marks, and no rule given with `--fwmark-rules` \
+             sets mark 1: give the iptables-save or nft ruleset that sets it (`--fwmark-rules \
+             FILE`), or write the VIP:port pairs it selects as `[virtual_server_group.fwmark_1] \
+             members = [\"VIP:PORT\", ...]` and `group = \"fwmark_1\"` in place of `fwmark 1`"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("k.conf:10: fwmark 2: not translated ("),
+        "{report}"
+    );
+    // A rule matching more than a VIP and port: its mark is refused with the rule named.
+    let source = rules_file(
+        "-A PREROUTING -s 198.51.100.0/24 -d 192.0.2.100/32 -p tcp --dport 443 -j MARK --set-mark 1\n",
+    );
+    let import = import_text(text, "k.conf", &with_rules(&[&source])).unwrap();
+    let report = import.report().join("\n");
+    assert!(
+        report.contains(":1: the rule matches on `-s`, more than a destination, protocol and port"),
+        "{report}"
+    );
+    // Several ports and a real server without one (IPVS's "keep the port"): noted.
+    let two = rules_file(
+        "-A PREROUTING -d 192.0.2.100/32 -p tcp -m multiport --dports 80,443 -j MARK --set-mark 1\n",
+    );
+    let import = import_text(text, "k.conf", &with_rules(&[&two])).unwrap();
+    let report = import.report().join("\n");
+    assert!(
+        report.contains(
+            "k.conf:5: real_server 192.0.2.11 { ... }: not translated (a real server without a \
+             port keeps each connection's destination port in IPVS"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn keepalived_s_group_sample_imports_its_group_whole_given_the_mark_rules() {
+    let sample = data("samples/keepalived.conf.virtual_server_group");
+    let rules = rules_file(
+        "*mangle\n\
+         -A PREROUTING -d 10.0.0.3/32 -p tcp --dport 80 -j MARK --set-mark 1\n\
+         -A PREROUTING -d 10.0.0.4/32 -p tcp --dport 443 -j MARK --set-mark 2\n\
+         COMMIT\n",
+    );
+    let group_note = |import: &xdp_lb::import::Import| -> Vec<String> {
+        import
+            .settings()
+            .into_iter()
+            .filter(|s| (13..=21).contains(&s.line) || s.line == 22)
+            .filter(|s| s.outcome != Outcome::Carried)
+            .map(|s| format!("{}:{}", s.keyword, s.line))
+            .collect()
+    };
+    let import = import_file(std::path::Path::new(&sample), &with_rules(&[&rules])).unwrap();
+    assert!(group_note(&import).is_empty(), "{:?}", import.report());
+    let c = import.validate().unwrap();
+    let members: Vec<String> = c.virtual_servers[0]
+        .members
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(members.len(), 2 + 1 + 8 + 2, "{members:?}");
+    assert!(members.contains(&"10.0.0.4:443".to_owned()));
+    // Without the rules, only its two fwmark entries are noted.
+    let import = import_file(std::path::Path::new(&sample), &with_rules(&[])).unwrap();
+    assert_eq!(group_note(&import), ["fwmark:18", "fwmark:19"]);
 }

@@ -303,6 +303,12 @@ pub enum ConfigError {
 pub enum Event {
     /// Start the instance (RFC 5798 Startup event).
     Start,
+    /// Start the instance as MASTER at once: this node was MASTER a moment ago and its
+    /// daemon restarted (its VIPs are still in place), so it carries on advertising
+    /// before any backup's Master_Down_Interval runs out, and the peers see no change.
+    /// A faulted instance starts in FAULT as with [`Event::Start`]; if another router
+    /// took over meanwhile, the usual advert comparison settles it.
+    Resume,
     /// [`Instance::next_deadline`] has passed. Harmless when nothing is due.
     Timer,
     /// A valid advert for this VRID arrived from `from` (already decoded and checked).
@@ -504,6 +510,7 @@ impl Instance {
         let mut out = Vec::new();
         match event {
             Event::Start => self.start(now, &mut out),
+            Event::Resume => self.resume(now, &mut out),
             Event::Timer => self.timer(now, &mut out),
             Event::Advert { from, advert } => self.advert_received(now, from, &advert, &mut out),
             Event::Dropped { from, reason } => {
@@ -714,6 +721,18 @@ impl Instance {
                 self.preempt_at = Some(now + self.cfg.preempt_delay);
             }
         }
+    }
+
+    fn resume(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state != State::Initialize {
+            return;
+        }
+        if self.fault || self.group_fault {
+            self.start(now, out);
+            return;
+        }
+        self.master_adver_interval = self.cfg.advert_interval;
+        self.enter_master(now, out);
     }
 
     fn timer(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -1094,6 +1113,32 @@ mod tests {
         );
         assert_eq!(vr.skew_time(), Duration::from_micros(41_406));
         assert_eq!(vr.master_down_interval(), Duration::from_micros(341_406));
+    }
+
+    #[test]
+    fn resume_starts_as_master_at_once_unless_faulted_and_yields_to_a_better_peer() {
+        let t0 = Instant::now();
+        let mut vr = Instance::new(cfg(100)).unwrap();
+        let out = vr.handle(t0, Event::Resume);
+        assert_eq!(vr.state(), State::Master);
+        assert!(
+            matches!(out.first(), Some(Action::SendAdvert { priority: 100 })),
+            "an advert first: {out:?}"
+        );
+        assert!(out.contains(&Action::BecomeMaster), "{out:?}");
+        assert_eq!(vr.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        // Resume only starts: a running instance ignores it.
+        assert!(vr.handle(t0, Event::Resume).is_empty());
+        // Someone took over meanwhile with a higher priority: we step down.
+        let peer = advert_from(&vr, 150);
+        vr.handle(t0 + secs(0.1), peer);
+        assert_eq!(vr.state(), State::Backup);
+
+        // A faulted instance resumes into FAULT.
+        let mut vr = Instance::new(cfg(100)).unwrap();
+        vr.handle(t0, Event::FaultSet(true));
+        vr.handle(t0, Event::Resume);
+        assert_eq!(vr.state(), State::Fault);
     }
 
     #[test]

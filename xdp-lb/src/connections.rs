@@ -25,8 +25,11 @@ pub struct Connection {
     /// `tcp` or `udp`.
     pub protocol: String,
     pub client: SocketAddr,
-    /// The virtual service, `vip:port/proto`.
+    /// The virtual service, `vip:port/proto` or `group NAME/proto`.
     pub service: String,
+    /// The VIP and port the client connected to (one of a group's members).
+    #[serde(default)]
+    pub virtual_address: Option<SocketAddr>,
     /// `None` when the entry names a real server no longer configured.
     pub real_server: Option<SocketAddr>,
     /// A FIN or RST was seen (IPVS's FIN_WAIT/CLOSE states: InActConn).
@@ -45,8 +48,8 @@ pub struct Connections {
     pub capacity: u32,
 }
 
-/// The flow table's entries, of `service` only if given (`vip:port/proto`); the table
-/// holds `capacity`.
+/// The flow table's entries, of `service` only if given (`vip:port/proto`, a group's
+/// `group NAME/proto`, or one of its members); the table holds `capacity`.
 pub fn list(
     forwarding: &Forwarding<Dataplane>,
     service: Option<&str>,
@@ -65,7 +68,10 @@ pub fn list(
         let Some(svc) = table.services.iter().find(|s| s.id == value.service) else {
             continue;
         };
-        if service.is_some_and(|wanted| wanted != svc.name) {
+        let protocol = protocol_of(key.proto);
+        let virtual_address = SocketAddr::new(ip_of(key.dst), u16::from_be(key.dport_be));
+        let member = format!("{virtual_address}/{protocol}");
+        if service.is_some_and(|wanted| wanted != svc.name && wanted != member) {
             continue;
         }
         let real_server = table
@@ -74,9 +80,10 @@ pub fn list(
             .find(|b| b.id.0 == value.backend)
             .map(|b| SocketAddr::new(b.addr, b.port));
         entries.push(Connection {
-            protocol: protocol_of(key.proto).to_string(),
+            protocol: protocol.to_string(),
             client: client(&key),
             service: svc.name.clone(),
+            virtual_address: Some(virtual_address),
             real_server,
             closing: value.flags & FLOW_F_CLOSING != 0,
             idle_seconds: (value.last_seen_ns != 0)
@@ -93,12 +100,16 @@ pub fn list(
 
 /// The client side of a flow key.
 fn client(key: &FlowKey) -> SocketAddr {
-    let addr = std::net::Ipv6Addr::from(key.src);
-    let ip = match addr.to_ipv4_mapped() {
+    SocketAddr::new(ip_of(key.src), u16::from_be(key.sport_be))
+}
+
+/// A 16-byte map address as the address it stands for (IPv4 is IPv4-mapped).
+fn ip_of(addr: [u8; 16]) -> std::net::IpAddr {
+    let addr = std::net::Ipv6Addr::from(addr);
+    match addr.to_ipv4_mapped() {
         Some(v4) => std::net::IpAddr::V4(v4),
         None => std::net::IpAddr::V6(addr),
-    };
-    SocketAddr::new(ip, u16::from_be(key.sport_be))
+    }
 }
 
 /// As `ipvsadm -Lnc` prints it, then ActiveConn / InActConn per real server.
@@ -118,7 +129,9 @@ pub fn render(c: &Connections) -> String {
             if e.closing { "CLOSING" } else { "ACTIVE" },
             e.idle_seconds.map_or("-".to_owned(), |s| format!("{s}s")),
             e.client.to_string(),
-            e.service,
+            // The member connected to; the service name for older daemons' listings.
+            e.virtual_address
+                .map_or(e.service.clone(), |a| format!("{a}/{}", e.protocol)),
             server
         );
         let counts = per_server.entry((e.service.clone(), server)).or_default();
@@ -165,6 +178,7 @@ mod tests {
             protocol: "tcp".into(),
             client: SocketAddr::from(([192, 0, 2, 1], port)),
             service: "192.0.2.100:80/tcp".into(),
+            virtual_address: None,
             real_server: Some(SocketAddr::from(([192, 0, 2, 11], 80))),
             closing,
             idle_seconds: idle,

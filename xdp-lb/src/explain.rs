@@ -2,11 +2,12 @@
 //! from the live maps the XDP program reads, in the program's order: the service
 //! (or why none), the VRRP gate (forwarded only while MASTER), the flow entry of the
 //! exact 5-tuple, the persistence entry of a persistent service, and otherwise the
-//! schedule slot a new connection takes. The source filter's rule that decides the
-//! source comes from the daemon's own rules (the ones it wrote, [`crate::filter::decide`]). The hash of that slot is the program's own
+//! schedule slot a new connection takes. The hash of that slot is the program's own
 //! function ([`xdp_lb_common::flow_hash`], [`xdp_lb_common::hash_words`]), so the
 //! prediction cannot drift from what the kernel does; a per-CPU round-robin cursor is
-//! not predictable from here, so for rr/wrr the answer lists the shares instead.
+//! not predictable from here, so for rr/wrr the answer lists the shares instead. The
+//! source-filter rule that decides the source comes from the daemon's own rules, the
+//! ones it wrote to the tries ([`crate::filter::decide`]).
 //!
 //! [`explain`] is pure over a [`LiveMaps`] view (the [`Dataplane`] in the daemon, an
 //! in-memory one in the tests); the daemon answers `GET /explain` with it, and the
@@ -356,12 +357,12 @@ pub fn explain(
         _pad: 0,
     };
     let table = cx.table;
-    let found = table.services.iter().find(|s| s.key == key);
+    let found = table.services.iter().find(|s| s.has_key(&key));
     let (Some(svc), Some(value)) = (found, maps.service(&key)?) else {
         let on_vip: Vec<String> = table
             .services
             .iter()
-            .filter(|s| s.vip == query.dst)
+            .filter(|s| s.members.iter().any(|m| m.vip == query.dst))
             .map(|s| s.name.clone())
             .collect();
         let asked = crate::config::service_name(
@@ -406,7 +407,7 @@ pub fn explain(
         vrrp: cx
             .vrrp
             .iter()
-            .filter(|(_, _, vips)| vips.contains(&svc.vip))
+            .filter(|(_, _, vips)| vips.contains(&query.dst))
             .map(|(instance, state, _)| VrrpGate {
                 instance: instance.clone(),
                 state: state.clone(),
@@ -545,13 +546,15 @@ pub fn explain(
             )
         }),
         gate,
-        filter: crate::filter::decide(&table.filter, &key, query.src).map(|r| FilterRule {
-            rule: match r.prefix {
-                Some(p) => format!("{} {p}", r.action),
-                None => format!("{} (no allow matched)", r.action),
-            },
-            global: r.scope == crate::filter::Scope::Global,
-            denied: r.action == crate::filter::Action::Deny,
+        filter: crate::filter::decide(&table.filter, &svc.members[0].key, query.src).map(|r| {
+            FilterRule {
+                rule: match r.prefix {
+                    Some(p) => format!("{} {p}", r.action),
+                    None => format!("{} (no allow matched)", r.action),
+                },
+                global: r.scope == crate::filter::Scope::Global,
+                denied: r.action == crate::filter::Action::Deny,
+            }
         }),
         quorum_ok: svc.quorum_ok,
         flow,

@@ -222,7 +222,7 @@ port = 443
             .unwrap()
             .services
             .iter()
-            .map(|s| s.key)
+            .map(|s| s.members[0].key)
             .collect()
     }
 

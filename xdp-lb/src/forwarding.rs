@@ -20,7 +20,7 @@ use crate::{
     config::NatTimeouts,
     dataplane::{Dataplane, DataplaneError, ServiceSpec, filter::FilterEntry},
     schedule::Load,
-    services::{BackendIndex, Macs, Reloaded, ServiceTable, ServicesError, Slot},
+    services::{BackendIndex, Macs, Member, Reloaded, ServiceTable, ServicesError, Slot},
 };
 
 /// The map operations the owner needs; the real [`Dataplane`] implements it, and an
@@ -28,8 +28,10 @@ use crate::{
 pub trait MapWriter {
     /// Replaces the BACKENDS entry of `slot`.
     fn set_backend(&mut self, slot: Slot, value: &BackendValue) -> Result<(), DataplaneError>;
-    /// Installs or replaces a service and its schedule in one visible step.
+    /// Installs or replaces a service and its schedule, under every key of `spec`
+    /// (each key switches in one visible step).
     fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError>;
+    /// Takes one key out of the SERVICES map.
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
     /// Zeroes the counters of newly given service ids and backend slots.
     fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError>;
@@ -182,11 +184,38 @@ impl<W: MapWriter> Forwarding<W> {
             .then_some(self.timeouts)
     }
 
-    /// Whether XDP forwards service `index` now: always, unless its VIP belongs to a
-    /// VRRP instance that is not MASTER here.
+    /// Whether XDP forwards a member now: always, unless its VIP belongs to a VRRP
+    /// instance that is not MASTER here.
+    pub fn member_active(&self, member: &Member) -> bool {
+        !member.on_vrrp_vip || self.master_vips.contains(&member.vip)
+    }
+
+    /// Whether XDP forwards service `index` now (a group: some of its members).
     pub fn is_active(&self, index: usize) -> bool {
-        let svc = &self.table.services[index];
-        !svc.on_vrrp_vip || self.master_vips.contains(&svc.vip)
+        self.table.services[index]
+            .members
+            .iter()
+            .any(|m| self.member_active(m))
+    }
+
+    /// Each member's [`Forwarding::member_active`], in order.
+    fn member_states(&self, index: usize) -> Vec<bool> {
+        self.table.services[index]
+            .members
+            .iter()
+            .map(|m| self.member_active(m))
+            .collect()
+    }
+
+    /// The map contents of service `index` now: its members' VRRP states and the live
+    /// filter generation.
+    fn spec(&self, index: usize) -> Result<ServiceSpec, ServicesError> {
+        let master_vips = &self.master_vips;
+        let mut spec = self.table.spec(index, &|m: &Member| {
+            !m.on_vrrp_vip || master_vips.contains(&m.vip)
+        })?;
+        spec.filter_generation = self.filter_generation;
+        Ok(spec)
     }
 
     /// A health check's verdict on the real server at `index` (with a MISC check's
@@ -223,8 +252,8 @@ impl<W: MapWriter> Forwarding<W> {
         vips: &[IpAddr],
         master: bool,
     ) -> Result<Vec<usize>, ForwardingError> {
-        let before: Vec<bool> = (0..self.table.services.len())
-            .map(|i| self.is_active(i))
+        let before: Vec<Vec<bool>> = (0..self.table.services.len())
+            .map(|i| self.member_states(i))
             .collect();
         for vip in vips {
             if master {
@@ -234,7 +263,7 @@ impl<W: MapWriter> Forwarding<W> {
             }
         }
         let changed: Vec<usize> = (0..self.table.services.len())
-            .filter(|&i| self.is_active(i) != before[i])
+            .filter(|&i| self.member_states(i) != before[i])
             .collect();
         for &index in &changed {
             self.write_service(index)?;
@@ -300,8 +329,10 @@ impl<W: MapWriter> Forwarding<W> {
     /// Switches to a reloaded table. Health verdicts that arrived while it was being
     /// prepared are carried into it (for servers whose check did not change), and
     /// services on VRRP VIPs take the VRRP state of now. Counters of new ids start from
-    /// zero; removed real servers are marked inactive (their flows move on their next
-    /// packet) before every entry of the new table is written; removed services leave.
+    /// zero; keys no longer served leave first (so the SERVICES map never holds more
+    /// than the old or the new table's keys); removed real servers are marked inactive
+    /// (their flows move on their next packet) before every entry of the new table is
+    /// written.
     pub fn apply_reload(
         &mut self,
         prepared: PreparedReload,
@@ -327,6 +358,9 @@ impl<W: MapWriter> Forwarding<W> {
             }
         }
         let edges = quorum_edges(&mut table);
+        for key in &reloaded.removed_keys {
+            self.writer.remove_service(key)?;
+        }
         self.writer
             .reset_counters(&reloaded.new_services, &reloaded.new_backends)?;
         self.writer.reset_rule_counters(&reloaded.new_rules)?;
@@ -335,9 +369,6 @@ impl<W: MapWriter> Forwarding<W> {
         }
         self.table = table;
         self.write_all()?;
-        for key in &reloaded.removed_services {
-            self.writer.remove_service(key)?;
-        }
         self.timeouts = timeouts;
         self.write_aging()?;
         Ok(edges)
@@ -390,14 +421,6 @@ impl<W: MapWriter> Forwarding<W> {
     fn write_service(&mut self, index: usize) -> Result<(), ForwardingError> {
         let spec = self.spec(index)?;
         Ok(self.writer.set_service(&spec)?)
-    }
-
-    /// What the maps should hold for service `index` now: its VRRP state and the live
-    /// filter generation.
-    fn spec(&self, index: usize) -> Result<ServiceSpec, ForwardingError> {
-        let mut spec = self.table.spec(index, self.is_active(index))?;
-        spec.filter_generation = self.filter_generation;
-        Ok(spec)
     }
 }
 

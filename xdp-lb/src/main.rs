@@ -152,6 +152,12 @@ enum Command {
         /// this host; without it every `@...` line is reported and left out.
         #[arg(long = "config-id", value_name = "ID")]
         config_id: Option<String>,
+        /// Firewall rules setting the marks of `fwmark` virtual servers and group
+        /// entries (`iptables-save`/`ip6tables-save` or `nft list ruleset` output;
+        /// repeatable): a mark whose rules match only VIPs and ports becomes those
+        /// VIP:port pairs.
+        #[arg(long = "fwmark-rules", value_name = "FILE")]
+        fwmark_rules: Vec<PathBuf>,
     },
 }
 
@@ -186,7 +192,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("xdp-lb: error: {}", xdp_lb::error_chain::Chain(&*e));
             ExitCode::FAILURE
@@ -194,7 +200,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Command::Status { api, json, token }) = &cli.command {
         let (addr, token) = api_target(*api, token, cli.config.as_deref())?;
         let snapshot = block_on(xdp_lb::status_client::fetch(addr, token.as_deref()))?;
@@ -203,7 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } else {
             print!("{}", xdp_lb::status_client::render(&snapshot));
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(Command::Connections {
         api,
@@ -223,7 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } else {
             print!("{}", xdp_lb::connections::render(&list));
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(Command::Explain {
         src,
@@ -269,22 +275,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } else {
             print!("{}", xdp_lb::explain::render(&answer));
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(Command::ImportKeepalived {
         file,
         interfaces,
         config_id,
+        fwmark_rules,
     }) = &cli.command
     {
         let options = xdp_lb::import::Options {
             interfaces: interfaces.clone(),
             config_id: config_id.clone(),
+            fwmark_rules: fwmark_rules.clone(),
         };
-        return import_keepalived(file, &options);
+        return import_keepalived(file, &options).map(|()| ExitCode::SUCCESS);
     }
     if let Some(Command::Generate { what }) = &cli.command {
-        return generate(*what);
+        return generate(*what).map(|()| ExitCode::SUCCESS);
     }
     if let Some(Command::Genhash {
         server,
@@ -309,7 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             timeout: std::time::Duration::from_secs(*timeout),
         };
-        return genhash(&request, *verbose);
+        return genhash(&request, *verbose).map(|()| ExitCode::SUCCESS);
     }
     let path = match config_path(cli.config.as_deref()) {
         Some(path) => path,
@@ -375,7 +383,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.vrrp.len(),
                 config.dataplane.interfaces.join(", ")
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -383,11 +391,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let xdp_mode = config.dataplane.xdp_mode;
-            runtime.block_on(async move {
-                let (tx, reloads) = tokio::sync::mpsc::channel(4);
-                tokio::spawn(reload_on_sighup(path, xdp_mode, tx));
-                xdp_lb::daemon::run_reloadable(config, reloads, shutdown_signal()).await
-            })
+            runtime
+                .block_on(async move {
+                    let (tx, reloads) = tokio::sync::mpsc::channel(4);
+                    tokio::spawn(reload_on_sighup(path, xdp_mode, tx));
+                    xdp_lb::daemon::run_reloadable(config, reloads, shutdown_signal()).await
+                })
+                .map(|exit| match exit {
+                    xdp_lb::daemon::Exit::Stopped => ExitCode::SUCCESS,
+                    xdp_lb::daemon::Exit::HandedOver => {
+                        ExitCode::from(xdp_lb::daemon::Exit::HANDOVER_CODE)
+                    }
+                })
         }
     }
 }

@@ -273,10 +273,13 @@ impl Netlink {
         })
     }
 
-    /// Removes `addr` from `ifindex`; absent already is not an error.
-    pub async fn remove_address(&self, ifindex: u32, addr: IpAddr) -> Result<Change, NetlinkError> {
-        let found = self
-            .handle
+    /// The kernel's entries of `addr` on `ifindex` (none when it is not there).
+    async fn find_address(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+    ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>, NetlinkError> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(ifindex)
@@ -287,7 +290,24 @@ impl Netlink {
             .map_err(|source| NetlinkError::Request {
                 what: format!("looking up {addr} on ifindex {ifindex}"),
                 source,
-            })?;
+            })
+    }
+
+    /// `addr` is on `ifindex` with a finite lifetime: a VIP [`Netlink::lease_address`]
+    /// put there and a live daemon renewed within the lease (a static address, with no
+    /// lifetime, is not one).
+    pub async fn is_leased(&self, ifindex: u32, addr: IpAddr) -> Result<bool, NetlinkError> {
+        let found = self.find_address(ifindex, addr).await?;
+        Ok(found.iter().any(|m| {
+            m.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::CacheInfo(c) if c.ifa_valid != u32::MAX && c.ifa_valid > 0)
+            })
+        }))
+    }
+
+    /// Removes `addr` from `ifindex`; absent already is not an error.
+    pub async fn remove_address(&self, ifindex: u32, addr: IpAddr) -> Result<Change, NetlinkError> {
+        let found = self.find_address(ifindex, addr).await?;
         let Some(msg) = found.into_iter().next() else {
             return Ok(Change::AlreadyThere);
         };

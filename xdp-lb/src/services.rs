@@ -7,8 +7,13 @@
 //!
 //! A backend's `id` is its slot (BACKEND_SLOT, and its counters), a service's
 //! `id` its counters' index; both stay the same across a reload for as long as the
-//! real server (service key, address, port) or the service (key) stays configured,
-//! so established flows keep their server ([`ServiceTable::reload`]).
+//! service (one of its keys) and the real server (service, address, port) stay
+//! configured, so established flows keep their server ([`ServiceTable::reload`]).
+//!
+//! A service has one SERVICES key per (VIP, port) it serves: one, or a server group's
+//! members (`[virtual_server_group.NAME]`). Every key maps to the same value (the same
+//! id and schedule), so flows, counters and persistence (keyed by the id) are shared
+//! by the group without the XDP program knowing groups exist.
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -19,7 +24,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    config::{Config, Forwarding, Persistence, Protocol, Quorum, Scheduler, service_name},
+    config::{Config, Forwarding, Persistence, Protocol, Quorum, Scheduler},
     dataplane::ServiceSpec,
     schedule::{self, Load, ScheduleError},
 };
@@ -158,12 +163,28 @@ impl Backend {
     }
 }
 
+/// One (VIP, port) a service serves: one key of the SERVICES map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub key: ServiceKey,
+    pub vip: IpAddr,
+    pub port: u16,
+    /// Its VIP belongs to a VRRP instance: it is forwarded only while this node is
+    /// MASTER for it (see [`crate::forwarding`], which knows the MASTER VIPs), and
+    /// otherwise its packets go to the kernel.
+    pub on_vrrp_vip: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Service {
     /// Index of its counters and round-robin cursor.
     pub id: u32,
-    pub key: ServiceKey,
-    /// `vip:port/proto`, as logs and errors name it.
+    /// Its keys: one, or a group's members; never empty, all of one family.
+    pub members: Vec<Member>,
+    /// The `[virtual_server_group.NAME]` it serves, if any.
+    pub group: Option<String>,
+    pub protocol: Protocol,
+    /// `vip:port/proto` or `group NAME/proto`, as logs and errors name it.
     pub name: String,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
@@ -179,13 +200,20 @@ pub struct Service {
     pub flow_table: bool,
     /// lc and wlc: new connections expected before the next count (at least one).
     pub arrivals: u64,
-    pub vip: IpAddr,
-    /// Its VIP belongs to a VRRP instance: it is forwarded only while this node is
-    /// MASTER for it (see [`crate::forwarding`], which knows the MASTER VIPs), and
-    /// otherwise its packets go to the kernel.
-    pub on_vrrp_vip: bool,
     /// It has source-filter rules of its own (`allow` or `deny`).
     pub filtered: bool,
+}
+
+impl Service {
+    /// It serves `key`.
+    pub fn has_key(&self, key: &ServiceKey) -> bool {
+        self.members.iter().any(|m| m.key == *key)
+    }
+
+    /// Its VIPs are IPv4 (a group's members share one family).
+    pub fn is_ipv4(&self) -> bool {
+        self.members[0].vip.is_ipv4()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -201,8 +229,11 @@ pub struct ServiceTable {
 /// What a reload changed in the maps' terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reloaded {
-    /// Services no longer configured: their keys leave the SERVICES map.
-    pub removed_services: Vec<ServiceKey>,
+    /// Ids of services no longer configured.
+    pub removed_services: Vec<u32>,
+    /// Keys no service serves any more (of removed services, or members a group
+    /// lost): they leave the SERVICES map.
+    pub removed_keys: Vec<ServiceKey>,
     /// Slots of real servers no longer configured: inactive, so their flows move.
     pub removed_backends: Vec<Slot>,
     /// Newly given counter indices and slots: their counters start from zero.
@@ -216,8 +247,9 @@ pub struct Reloaded {
     pub carried_health: Vec<Slot>,
 }
 
-/// A real server's identity across reloads.
-type BackendIdentity = (ServiceKey, IpAddr, u16, bool);
+/// A real server's identity across reloads: its service's id, address, port, and
+/// whether it is the sorry server.
+type BackendIdentity = (u32, IpAddr, u16, bool);
 
 /// Hands out the lowest ids that are neither kept nor were in use before the reload
 /// (a removed server's slot is not given to another one in the same reload, while
@@ -265,16 +297,60 @@ pub fn protocol_of(ip_protocol: u8) -> Protocol {
     }
 }
 
-fn service_key(v: &crate::config::VirtualServer) -> ServiceKey {
+/// The SERVICES key of `vip:port` with `protocol`.
+pub fn service_key(vip: IpAddr, port: u16, protocol: Protocol) -> ServiceKey {
     ServiceKey {
-        addr: addr16(v.vip),
-        port_be: v.port.to_be(),
-        proto: match v.protocol {
+        addr: addr16(vip),
+        port_be: port.to_be(),
+        proto: match protocol {
             Protocol::Tcp => IPPROTO_TCP,
             Protocol::Udp => IPPROTO_UDP,
         },
         _pad: 0,
     }
+}
+
+/// A configured service's members, as keys.
+fn members(config: &Config, v: &crate::config::VirtualServer) -> Vec<Member> {
+    v.members
+        .iter()
+        .map(|m| Member {
+            key: service_key(m.ip(), m.port(), v.protocol),
+            vip: m.ip(),
+            port: m.port(),
+            on_vrrp_vip: config
+                .vrrp
+                .iter()
+                .any(|vi| vi.identity.vips().contains(&m.ip())),
+        })
+        .collect()
+}
+
+/// Which old service each configured one continues (its id, counters, real servers'
+/// slots and health): the first old service, not already continued, that served one
+/// of its keys, looked up in member order. So a group that gains or loses members,
+/// or a single service that becomes a group's member, stays the same service.
+fn continued<'o>(new: &[Vec<Member>], old: Option<&'o ServiceTable>) -> Vec<Option<&'o Service>> {
+    let Some(old) = old else {
+        return vec![None; new.len()];
+    };
+    let mut by_key: HashMap<ServiceKey, usize> = HashMap::new();
+    for (index, svc) in old.services.iter().enumerate() {
+        for m in &svc.members {
+            by_key.insert(m.key, index);
+        }
+    }
+    let mut taken = HashSet::new();
+    new.iter()
+        .map(|members| {
+            let index = members
+                .iter()
+                .filter_map(|m| by_key.get(&m.key))
+                .find(|i| !taken.contains(*i))?;
+            taken.insert(*index);
+            Some(&old.services[*index])
+        })
+        .collect()
 }
 
 impl ServiceTable {
@@ -312,21 +388,18 @@ impl ServiceTable {
         let mut old_backends: HashMap<BackendIdentity, &Backend> = HashMap::new();
         // Checks by slot.
         let mut old_checks: HashMap<Slot, &crate::config::Check> = HashMap::new();
-        let mut old_services: HashMap<ServiceKey, &Service> = HashMap::new();
         if let Some(old) = old {
             for b in &old.backends {
-                let key = old.services[b.service].key;
-                old_backends.insert((key, b.addr, b.port, b.sorry), b);
+                let id = old.services[b.service].id;
+                old_backends.insert((id, b.addr, b.port, b.sorry), b);
             }
             for (index, check) in &old.checks {
                 old_checks.insert(old.backends[*index].id, check);
             }
-            for svc in &old.services {
-                old_services.insert(svc.key, svc);
-            }
         }
         let mut reloaded = Reloaded::default();
-        let keys: Vec<ServiceKey> = vs.iter().map(service_key).collect();
+        let keys: Vec<Vec<Member>> = vs.iter().map(|v| members(config, v)).collect();
+        let continues = continued(&keys, old);
         // Every id in use before is off limits for new ones; kept ones are reused.
         let mut slot_ids = Ids::new(
             old.iter()
@@ -376,13 +449,23 @@ impl ServiceTable {
             backends.push(backend);
             Ok((index, previous))
         };
-        for (index, (v, key)) in vs.iter().zip(&keys).enumerate() {
+        for (index, ((v, members), previous)) in vs.iter().zip(keys).zip(continues).enumerate() {
+            let (id, quorum_ok) = match previous {
+                Some(svc) => (svc.id, svc.quorum_ok),
+                None => {
+                    let id = service_ids
+                        .take()
+                        .ok_or(ServicesError::TooManyServices { count: vs.len() })?;
+                    reloaded.new_services.push(id);
+                    (id, true)
+                }
+            };
             let mut ids = Vec::with_capacity(v.real_servers.len());
             for rs in &v.real_servers {
                 let (i, previous) = place(
                     &mut backends,
                     &mut reloaded,
-                    (*key, rs.address, rs.port, false),
+                    (id, rs.address, rs.port, false),
                     index,
                     rs.weight,
                 )?;
@@ -409,7 +492,7 @@ impl ServiceTable {
                     place(
                         &mut backends,
                         &mut reloaded,
-                        (*key, addr.ip(), addr.port(), true),
+                        (id, addr.ip(), addr.port(), true),
                         index,
                         1,
                     )?
@@ -417,20 +500,12 @@ impl ServiceTable {
                 ),
                 None => None,
             };
-            let (id, quorum_ok) = match old_services.get(key) {
-                Some(svc) => (svc.id, svc.quorum_ok),
-                None => {
-                    let id = service_ids
-                        .take()
-                        .ok_or(ServicesError::TooManyServices { count: vs.len() })?;
-                    reloaded.new_services.push(id);
-                    (id, true)
-                }
-            };
             services.push(Service {
                 id,
-                key: *key,
-                name: service_name(v.vip, v.port, v.protocol),
+                members,
+                group: v.group.clone(),
+                protocol: v.protocol,
+                name: v.name(),
                 scheduler: v.scheduler,
                 forwarding: v.forwarding,
                 backends: ids,
@@ -440,11 +515,6 @@ impl ServiceTable {
                 persistence: v.persistence,
                 flow_table: v.flow_table,
                 arrivals: 1,
-                vip: v.vip,
-                on_vrrp_vip: config
-                    .vrrp
-                    .iter()
-                    .any(|vi| vi.identity.vips().contains(&v.vip)),
                 filtered: !v.allow.is_empty() || !v.deny.is_empty(),
             });
         }
@@ -455,7 +525,17 @@ impl ServiceTable {
                 .services
                 .iter()
                 .filter(|s| !kept_services.contains(&s.id))
-                .map(|s| s.key)
+                .map(|s| s.id)
+                .collect();
+            let kept_keys: HashSet<ServiceKey> = services
+                .iter()
+                .flat_map(|s| s.members.iter().map(|m| m.key))
+                .collect();
+            reloaded.removed_keys = old
+                .services
+                .iter()
+                .flat_map(|s| s.members.iter().map(|m| m.key))
+                .filter(|k| !kept_keys.contains(k))
                 .collect();
             reloaded.removed_backends = old
                 .backends
@@ -464,8 +544,10 @@ impl ServiceTable {
                 .map(|b| b.id)
                 .collect();
         }
+        // A service's rules are known by its first key (all its keys share its id).
+        let first_keys: Vec<ServiceKey> = services.iter().map(|s| s.members[0].key).collect();
         let (filter, new_rules) =
-            crate::filter::build(config, &keys, old.map(|o| o.filter.as_slice()))?;
+            crate::filter::build(config, &first_keys, old.map(|o| o.filter.as_slice()))?;
         reloaded.new_rules = new_rules;
         Ok((
             ServiceTable {
@@ -487,8 +569,34 @@ impl ServiceTable {
 
     /// The source filter's trie entries (each service's scope from its id).
     pub fn filter_entries(&self) -> Vec<crate::dataplane::filter::FilterEntry> {
-        let ids: HashMap<ServiceKey, u32> = self.services.iter().map(|s| (s.key, s.id)).collect();
+        let ids: HashMap<ServiceKey, u32> = self
+            .services
+            .iter()
+            .map(|s| (s.members[0].key, s.id))
+            .collect();
         crate::filter::entries(&self.filter, |key| ids.get(key).copied())
+    }
+
+    /// What every id means, one line per service and real server, sorted: flow and
+    /// persistence entries name real servers and services by id, so a run may read
+    /// entries another run left only if this is the same for both.
+    pub fn id_map(&self) -> String {
+        let mut lines: Vec<String> = self
+            .services
+            .iter()
+            .map(|s| format!("service {} {}", s.id, s.name))
+            .chain(self.backends.iter().map(|b| {
+                format!(
+                    "backend {} {} {}{}",
+                    b.id.0,
+                    self.services[b.service].name,
+                    std::net::SocketAddr::new(b.addr, b.port),
+                    if b.sorry { " sorry" } else { "" }
+                )
+            }))
+            .collect();
+        lines.sort();
+        lines.join("\n") + "\n"
     }
 
     /// The value of the backend at `index` (written copy-on-write for its slot `id`).
@@ -515,9 +623,13 @@ impl ServiceTable {
         }
     }
 
-    /// The map contents for service `index`, forwarded by XDP if `active`: unusable
-    /// backends count as weight 0.
-    pub fn spec(&self, index: usize, active: bool) -> Result<ServiceSpec, ServicesError> {
+    /// The map contents for service `index`, each key forwarded by XDP if `active`
+    /// says so for its member: unusable backends count as weight 0.
+    pub fn spec(
+        &self,
+        index: usize,
+        active: &dyn Fn(&Member) -> bool,
+    ) -> Result<ServiceSpec, ServicesError> {
         let svc = &self.services[index];
         let weights: Vec<u32> = svc
             .backends
@@ -588,12 +700,18 @@ impl ServiceTable {
     fn service_spec(
         &self,
         svc: &Service,
-        active: bool,
+        active: &dyn Fn(&Member) -> bool,
         select: u8,
         slots: Vec<u32>,
     ) -> ServiceSpec {
+        let first = &svc.members[0];
         ServiceSpec {
-            key: svc.key,
+            key: first.key,
+            active: active(first),
+            group_keys: svc.members[1..]
+                .iter()
+                .map(|m| (m.key, active(m)))
+                .collect(),
             id: svc.id,
             forwarding: match svc.forwarding {
                 Forwarding::Dr => FWD_DR,
@@ -607,7 +725,7 @@ impl ServiceTable {
                 u32::try_from(p.timeout.as_secs()).unwrap_or(u32::MAX)
             }),
             persist_prefix: svc.persistence.map_or(0, |p| {
-                if svc.vip.is_ipv4() {
+                if svc.is_ipv4() {
                     96 + p.prefix_len
                 } else {
                     p.prefix_len
@@ -615,7 +733,6 @@ impl ServiceTable {
             }),
             no_flow_table: !svc.flow_table,
             ages: svc.scheduler.counts_connections(),
-            active,
             filtered: svc.filtered,
             global_filter: self.global_filter(),
             // The forwarding owner knows which generation is live.
@@ -807,11 +924,20 @@ scheduler = "rr"
         let t = table();
         assert_eq!(t.services[0].name, "192.0.2.100:80/tcp");
         assert_eq!(t.services[1].name, "[2001:db8::100]:53/udp");
-        assert_eq!(t.services[0].key.addr, v4_mapped([192, 0, 2, 100]));
-        assert_eq!(u16::from_be(t.services[0].key.port_be), 80);
-        assert_eq!(t.services[1].key.proto, IPPROTO_UDP);
-        assert_eq!(protocol_of(t.services[0].key.proto), Protocol::Tcp);
-        assert_eq!(protocol_of(t.services[1].key.proto), Protocol::Udp);
+        assert_eq!(
+            t.services[0].members[0].key.addr,
+            v4_mapped([192, 0, 2, 100])
+        );
+        assert_eq!(u16::from_be(t.services[0].members[0].key.port_be), 80);
+        assert_eq!(t.services[1].members[0].key.proto, IPPROTO_UDP);
+        assert_eq!(
+            protocol_of(t.services[0].members[0].key.proto),
+            Protocol::Tcp
+        );
+        assert_eq!(
+            protocol_of(t.services[1].members[0].key.proto),
+            Protocol::Udp
+        );
         assert_eq!(t.services[0].backends, [0, 1, 2].map(B));
         assert_eq!(t.services[1].backends, [B(3)]);
         assert_eq!(u16::from_be(t.backend_value(B(2)).port_be), 8080);
@@ -821,14 +947,14 @@ scheduler = "rr"
     fn unresolved_backends_are_inactive_and_get_no_slots() {
         let mut t = table();
         assert_eq!(t.backend_value(B(0)).flags, 0);
-        assert!(t.spec(0, true).unwrap().slots.is_empty());
+        assert!(t.spec(0, &|_| true).unwrap().slots.is_empty());
         make_usable(&mut t, 0);
         make_usable(&mut t, 2);
         assert_eq!(t.backend_value(B(0)).flags, BACKEND_F_ACTIVE);
         assert_eq!(t.backend_value(B(0)).dst_mac, [2, 0, 0, 0, 0, 0x10]);
         assert_eq!(t.backend_value(B(0)).ifindex, 7);
         // Weights 1 and 3 (backend 1 unresolved): slots hold backend ids.
-        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 0, 2, 2]);
+        assert_eq!(t.spec(0, &|_| true).unwrap().slots, vec![2, 0, 2, 2]);
         assert_eq!(t.usable_weight(0), 4);
     }
 
@@ -839,14 +965,14 @@ scheduler = "rr"
             make_usable(&mut t, id);
         }
         assert!(t.set_health(B(1), false, None));
-        assert!(!t.spec(0, true).unwrap().slots.contains(&1));
+        assert!(!t.spec(0, &|_| true).unwrap().slots.contains(&1));
         assert_eq!(
             t.backend_value(B(1)).flags,
             0,
             "flows pinned to it are rescheduled"
         );
         assert!(t.set_health(B(1), true, None));
-        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+        assert_eq!(t.spec(0, &|_| true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
     }
 
     #[test]
@@ -857,7 +983,7 @@ scheduler = "rr"
         }
         t.backends[1].inhibit_on_failure = true;
         t.set_health(B(1), false, None);
-        assert!(!t.spec(0, true).unwrap().slots.contains(&1));
+        assert!(!t.spec(0, &|_| true).unwrap().slots.contains(&1));
         assert_eq!(
             t.backend_value(B(1)).flags,
             BACKEND_F_ACTIVE,
@@ -877,7 +1003,7 @@ scheduler = "rr"
             t.set_health(B(2), true, Some(0)),
             "dynamic weight 0: up, but no new flows"
         );
-        assert!(!t.spec(0, true).unwrap().slots.contains(&2));
+        assert!(!t.spec(0, &|_| true).unwrap().slots.contains(&2));
         assert_eq!(t.backend_value(B(2)).flags, BACKEND_F_ACTIVE);
     }
 
@@ -898,15 +1024,15 @@ scheduler = "rr"
         t.set_health(B(1), false, None); // weight 1 left: lost
         assert_eq!(t.update_quorum(0), Some(false));
         assert!(
-            t.spec(0, true).unwrap().slots.is_empty(),
+            t.spec(0, &|_| true).unwrap().slots.is_empty(),
             "no sorry server: nowhere to go"
         );
         t.set_health(B(2), true, None); // 4: not yet 4 + 1
         assert_eq!(t.update_quorum(0), None);
-        assert!(t.spec(0, true).unwrap().slots.is_empty());
+        assert!(t.spec(0, &|_| true).unwrap().slots.is_empty());
         t.set_health(B(1), true, None); // 6: regained
         assert_eq!(t.update_quorum(0), Some(true));
-        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+        assert_eq!(t.spec(0, &|_| true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
     }
 
     #[test]
@@ -916,9 +1042,9 @@ scheduler = "rr"
              virtual_ipaddresses = [\"192.0.2.100/24\"]\n"
         );
         let t = ServiceTable::from_config(&config::parse(&text, "test.toml").unwrap()).unwrap();
-        assert!(t.services[0].on_vrrp_vip);
+        assert!(t.services[0].members[0].on_vrrp_vip);
         assert!(
-            !t.services[1].on_vrrp_vip,
+            !t.services[1].members[0].on_vrrp_vip,
             "the IPv6 service is not VRRP-managed"
         );
     }
@@ -929,11 +1055,11 @@ scheduler = "rr"
         for id in 0..3 {
             make_usable(&mut t, id);
         }
-        assert_eq!(t.spec(0, true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
+        assert_eq!(t.spec(0, &|_| true).unwrap().slots, vec![2, 1, 0, 2, 1, 2]);
         assert!(t.set_mac(B(1), None));
         assert!(!t.set_mac(B(1), None), "no change reported twice");
         assert_eq!(t.backend_value(B(1)).flags, 0);
-        assert!(!t.spec(0, true).unwrap().slots.contains(&1));
+        assert!(!t.spec(0, &|_| true).unwrap().slots.contains(&1));
     }
 
     fn reloaded(old: &ServiceTable, text: &str) -> (ServiceTable, Reloaded) {
@@ -984,10 +1110,11 @@ scheduler = "rr"
         // Services: the first keeps id 0; the IPv6 one (id 1) leaves; the new gets 2.
         assert_eq!(t.services[0].id, 0);
         assert_eq!(t.services[1].id, 2);
-        assert_eq!(r.removed_services, vec![old.services[1].key]);
+        assert_eq!(r.removed_services, vec![1]);
+        assert_eq!(r.removed_keys, vec![old.services[1].members[0].key]);
         assert_eq!(r.new_services, vec![2]);
         // The schedule names slots: .13 (weight 3) only, .12 being down.
-        assert_eq!(t.spec(0, true).unwrap().slots, vec![2]);
+        assert_eq!(t.spec(0, &|_| true).unwrap().slots, vec![2]);
     }
 
     #[test]

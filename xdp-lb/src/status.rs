@@ -54,11 +54,18 @@ impl Rates {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceStatus {
-    /// `vip:port/proto`.
+    /// `vip:port/proto`, or `group NAME/proto`.
     pub name: String,
+    /// Its (first) VIP and port.
     pub vip: IpAddr,
     pub port: u16,
     pub protocol: String,
+    /// The `[virtual_server_group.NAME]` it serves, if any.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Every `vip:port` it serves (one, or a group's members).
+    #[serde(default)]
+    pub members: Vec<String>,
     pub forwarding: String,
     pub scheduler: String,
     /// `persistent 5m per /32`, as `ipvsadm -L` shows persistence; absent when off.
@@ -248,12 +255,18 @@ impl Snapshot {
                     note(e);
                     Default::default()
                 });
-                let filter = rules(crate::filter::Scope::Service(svc.key), &mut note);
+                let filter = rules(crate::filter::Scope::Service(svc.members[0].key), &mut note);
                 ServiceStatus {
                     name: svc.name.clone(),
-                    vip: svc.vip,
-                    port: u16::from_be(svc.key.port_be),
-                    protocol: crate::services::protocol_of(svc.key.proto).to_string(),
+                    vip: svc.members[0].vip,
+                    port: svc.members[0].port,
+                    protocol: svc.protocol.to_string(),
+                    group: svc.group.clone(),
+                    members: svc
+                        .members
+                        .iter()
+                        .map(|m| std::net::SocketAddr::new(m.vip, m.port).to_string())
+                        .collect(),
                     forwarding: svc.forwarding.to_string(),
                     scheduler: svc.scheduler.to_string(),
                     persistence: svc.persistence.map(|p| {

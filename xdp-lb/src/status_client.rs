@@ -200,6 +200,9 @@ pub fn render(s: &Snapshot) -> String {
                 },
                 rates(s, &svc.rates),
             );
+            if svc.group.is_some() {
+                let _ = writeln!(out, "    members {}", svc.members.join(", "));
+            }
             for rule in &svc.filter {
                 let _ = writeln!(out, "    {:<28} packets {}", rule.describe(), rule.packets);
             }

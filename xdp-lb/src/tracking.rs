@@ -138,8 +138,9 @@ fn targets(config: &Config, table: &ServiceTable) -> Vec<TrackingOf> {
                 .track_virtual_servers
                 .iter()
                 .filter_map(|t| {
-                    let name = crate::config::service_name(t.vip, t.port, t.protocol);
-                    let index = table.services.iter().position(|s| s.name == name)?;
+                    // A group's service is tracked by any of its members.
+                    let key = crate::services::service_key(t.vip, t.port, t.protocol);
+                    let index = table.services.iter().position(|s| s.has_key(&key))?;
                     Some((index, t.weight))
                 })
                 .collect(),

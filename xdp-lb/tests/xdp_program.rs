@@ -721,6 +721,63 @@ fn persistence_sends_a_clients_new_connections_to_one_backend() {
     assert_eq!(picks.len(), 3, "{picks:?}");
 }
 
+/// A server group: two keys (VIP:8080 and VIP:8443) with one value (id, schedule,
+/// persistence). A client's connections to either member go to one backend, since the
+/// persistence entry is keyed by the service id, and both members' packets count
+/// under that id. Taking one key out leaves the other forwarding.
+#[test]
+fn a_group_s_keys_share_persistence_and_counters() {
+    let mut dp = dataplane();
+    let spec = ServiceSpec {
+        key: key(v4_mapped(VIP), 8080, IPPROTO_TCP),
+        active: true,
+        group_keys: vec![(key(v4_mapped(VIP), 8443, IPPROTO_TCP), true)],
+        id: 7,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        persist_secs: 300,
+        persist_prefix: 128,
+        slots: vec![0, 1, 2],
+        ..Default::default()
+    };
+    dp.set_service(&spec).unwrap();
+    let mut homes = Vec::new();
+    for client in 1..=3u8 {
+        let src = [198, 51, 100, client];
+        let mut seen = std::collections::BTreeSet::new();
+        for sport in 40_000..40_020u16 {
+            let port = if sport % 2 == 0 { 8080 } else { 8443 };
+            let f = tcp4_from(src, sport, port);
+            seen.insert(assert_dr_rewrite(&f, &run(&dp, &f).1));
+        }
+        assert_eq!(
+            seen.len(),
+            1,
+            "client {client} went to {seen:?} over both members"
+        );
+        homes.extend(seen);
+    }
+    let first_home = homes[0];
+    homes.sort();
+    homes.dedup();
+    assert_eq!(
+        homes.len(),
+        3,
+        "rr gave each client its own backend: {homes:?}"
+    );
+    let stats = dp.service_stats(7).unwrap();
+    assert_eq!((stats.packets, stats.new_flows), (60, 60), "{stats:?}");
+
+    // The group loses VIP:8443: it goes to the kernel, VIP:8080 still forwards to
+    // the client's backend.
+    dp.remove_service(&key(v4_mapped(VIP), 8443, IPPROTO_TCP))
+        .unwrap();
+    let f = tcp4_from([198, 51, 100, 1], 41_001, 8443);
+    assert_eq!(run(&dp, &f).0, xdp_action::XDP_PASS);
+    let f = tcp4_from([198, 51, 100, 1], 41_002, 8080);
+    assert_eq!(assert_dr_rewrite(&f, &run(&dp, &f).1), first_home);
+}
+
 /// keepalived's `persistence_granularity 255.255.255.0`: a /24 is one client.
 #[test]
 fn persistence_granularity_groups_a_network() {
@@ -1253,7 +1310,7 @@ allow = ["2001:db8:1:7::/64"]
     let mut dp = load();
     dp.set_filter(0, &table.filter_entries()).unwrap();
     for index in 0..table.services.len() {
-        let mut spec = table.spec(index, true).unwrap();
+        let mut spec = table.spec(index, &|_| true).unwrap();
         spec.slots = vec![0];
         dp.set_service(&spec).unwrap();
     }
@@ -1293,7 +1350,7 @@ allow = ["2001:db8:1:7::/64"]
             .map(|(r, _)| r.number)
             .collect();
         let predicted: Vec<u32> =
-            xdp_lb::filter::decide(&table.filter, &table.services[index].key, src)
+            xdp_lb::filter::decide(&table.filter, &table.services[index].members[0].key, src)
                 .map(|r| r.number)
                 .into_iter()
                 .collect();

@@ -374,15 +374,20 @@ impl Validator<'_, '_> {
         &self,
         value: &Spanned<Value>,
         vip: IpAddr,
-        port: u16,
+        port: Option<u16>,
         service: &str,
     ) -> Result<SocketAddr, ConfigError> {
-        let form = "an address with an optional port such as \"192.0.2.250:80\"";
+        let form = match port {
+            Some(_) => "an address with an optional port such as \"192.0.2.250:80\"",
+            // The service's members have several ports: which one is not obvious.
+            None => "an address with a port such as \"192.0.2.250:80\"",
+        };
         let text = self.string(value, "sorry_server", form)?.trim();
         let addr = text
             .parse::<SocketAddr>()
-            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, port)))
-            .map_err(|_| {
+            .ok()
+            .or_else(|| Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, port?)))
+            .ok_or_else(|| {
                 self.src.error(
                     value.span(),
                     format!("`sorry_server` = {text:?} is not {form}"),

@@ -248,7 +248,7 @@ pub fn shadowed_rules(config: &Config) -> Vec<Shadow> {
 }
 
 fn service_shadows(vs: &VirtualServer, global: &[FilterRule], out: &mut Vec<Shadow>) {
-    let name = super::service_name(vs.vip, vs.port, vs.protocol);
+    let name = vs.name();
     let rules: Vec<(&FilterRule, &str)> = vs
         .allow
         .iter()

@@ -11,6 +11,7 @@ mod check;
 mod duration;
 mod error;
 mod filter;
+mod group;
 mod raw;
 mod validate;
 mod vrrp;
@@ -26,6 +27,7 @@ use std::time::Duration;
 pub(crate) use duration::fmt_duration;
 pub use error::{ConfigError, Location};
 pub use filter::{Prefix, Shadow, shadowed_rules};
+pub use group::{Member as GroupMember, parse_member};
 pub(crate) use validate::{not_another_host, program_problem};
 
 /// Reads the config file at `path` and parses it; messages name the path as given.
@@ -95,7 +97,10 @@ pub struct Config {
 impl Config {
     /// Every VIP: the virtual servers' and the VRRP instances' addresses.
     pub fn vips(&self) -> std::collections::BTreeSet<std::net::IpAddr> {
-        let services = self.virtual_servers.iter().map(|v| v.vip);
+        let services = self
+            .virtual_servers
+            .iter()
+            .flat_map(|v| v.members.iter().map(|m| m.ip()));
         let vrrp = self.vrrp.iter().flat_map(|vi| vi.identity.vips());
         services.chain(vrrp).collect()
     }
@@ -407,6 +412,10 @@ pub struct Dataplane {
     /// new flows are forwarded without an entry, so a SYN flood cannot evict
     /// established connections. 0 (the default): no limit.
     pub new_flow_rate: u64,
+    /// A directory on bpffs where the connection state and the XDP attachments are
+    /// pinned, so a restart keeps them (one subdirectory per network namespace);
+    /// default `/sys/fs/bpf/xdp-lb`, `"off"`: nothing pinned.
+    pub pin_dir: Option<std::path::PathBuf>,
     /// Idle timeouts of NAT connections (`nat_tcp_timeout`, `nat_tcp_fin_timeout`,
     /// `nat_udp_timeout`); IPVS's defaults.
     #[serde(flatten)]
@@ -450,8 +459,14 @@ pub enum XdpMode {
 /// One `[[virtual_server]]`: a (vip, port, protocol) service and its real servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualServer {
-    pub vip: IpAddr,
-    pub port: u16,
+    /// `group = "NAME"`: the `[virtual_server_group.NAME]` whose members it serves;
+    /// `None` for a `vip` and `port`.
+    pub group: Option<String>,
+    /// The (VIP, port) pairs it serves with `protocol`: the one `vip:port`, or its
+    /// group's members with their ranges expanded. At least one, all of one address
+    /// family, none served by another virtual server (with the same protocol). They
+    /// share one pool of real servers, one set of checks, and one persistence table.
+    pub members: Vec<SocketAddr>,
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
@@ -504,6 +519,46 @@ pub struct Persistence {
     /// Leading bits of the client address that make one client: 32 (IPv4) or 128
     /// (IPv6) unless `persistence_granularity` groups a network.
     pub prefix_len: u8,
+}
+
+impl VirtualServer {
+    /// How messages, metrics and the status view name it: `192.0.2.100:80/tcp`, or
+    /// `group web/tcp`.
+    pub fn name(&self) -> String {
+        match &self.group {
+            Some(group) => group_name(group, self.protocol),
+            None => {
+                let m = self.members[0];
+                service_name(m.ip(), m.port(), self.protocol)
+            }
+        }
+    }
+
+    /// Its VIPs are IPv4 (all members share one family).
+    pub fn is_ipv4(&self) -> bool {
+        self.members[0].is_ipv4()
+    }
+
+    /// It serves `vip:port` with `protocol`.
+    pub fn serves(&self, vip: IpAddr, port: u16, protocol: Protocol) -> bool {
+        self.protocol == protocol && self.members.contains(&SocketAddr::new(vip, port))
+    }
+
+    /// Its distinct VIPs, in member order.
+    pub fn vips(&self) -> Vec<IpAddr> {
+        let mut vips: Vec<IpAddr> = Vec::new();
+        for m in &self.members {
+            if !vips.contains(&m.ip()) {
+                vips.push(m.ip());
+            }
+        }
+        vips
+    }
+}
+
+/// "group web/tcp": how a virtual server of `[virtual_server_group.web]` is named.
+pub fn group_name(group: &str, protocol: Protocol) -> String {
+    format!("group {group}/{protocol}")
 }
 
 /// `protocol`: default `tcp`.

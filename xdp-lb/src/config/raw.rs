@@ -16,6 +16,9 @@ pub(super) struct RawConfig {
     pub(super) filter: Option<Spanned<RawFilter>>,
     #[serde(default)]
     pub(super) virtual_server: Vec<Spanned<RawVirtualServer>>,
+    /// `[virtual_server_group.NAME]` groups of VIP:port pairs, by name.
+    #[serde(default)]
+    pub(super) virtual_server_group: std::collections::BTreeMap<String, Spanned<RawServerGroup>>,
     /// `[vrrp.NAME]` instances, by name.
     #[serde(default)]
     pub(super) vrrp: std::collections::BTreeMap<String, Spanned<RawVrrp>>,
@@ -25,6 +28,14 @@ pub(super) struct RawConfig {
     /// `[vrrp_sync_group.NAME]` groups, by name.
     #[serde(default)]
     pub(super) vrrp_sync_group: std::collections::BTreeMap<String, Spanned<RawSyncGroup>>,
+}
+
+/// `[virtual_server_group.NAME]`: keepalived's `virtual_server_group`, VIP:port pairs
+/// (with address and port ranges) that one `[[virtual_server]]` serves as one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawServerGroup {
+    pub(super) members: Option<Spanned<Vec<Spanned<Value>>>>,
 }
 
 /// `[vrrp_sync_group.NAME]`: keepalived's `vrrp_sync_group`.
@@ -108,6 +119,7 @@ pub(super) struct RawDataplane {
     pub(super) max_flows: Option<Spanned<Value>>,
     pub(super) neighbour_timeout: Option<Spanned<Value>>,
     pub(super) new_flow_rate: Option<Spanned<Value>>,
+    pub(super) pin_dir: Option<Spanned<Value>>,
     pub(super) nat_tcp_timeout: Option<Spanned<Value>>,
     pub(super) nat_tcp_fin_timeout: Option<Spanned<Value>>,
     pub(super) nat_udp_timeout: Option<Spanned<Value>>,
@@ -125,6 +137,8 @@ pub(super) struct RawFilter {
 pub(super) struct RawVirtualServer {
     pub(super) vip: Option<Spanned<Value>>,
     pub(super) port: Option<Spanned<Value>>,
+    /// The name of a `[virtual_server_group.NAME]`, instead of `vip` and `port`.
+    pub(super) group: Option<Spanned<Value>>,
     pub(super) protocol: Option<Spanned<Value>>,
     pub(super) scheduler: Option<Spanned<Value>>,
     pub(super) forwarding: Option<Spanned<Value>>,

@@ -100,8 +100,8 @@ fn full_config_parses_to_expected_values() {
     assert_eq!(config.virtual_servers.len(), 2);
     let web = &config.virtual_servers[0];
     assert_eq!(
-        (web.vip, web.port, web.protocol),
-        (ip("192.0.2.100"), 80, Protocol::Tcp)
+        (web.members.clone(), web.group.clone(), web.protocol),
+        (vec!["192.0.2.100:80".parse().unwrap()], None, Protocol::Tcp)
     );
     assert_eq!(
         (web.scheduler, web.forwarding),
@@ -125,8 +125,8 @@ fn full_config_parses_to_expected_values() {
 
     let dns = &config.virtual_servers[1];
     assert_eq!(
-        (dns.vip, dns.port, dns.protocol),
-        (ip("2001:db8::100"), 53, Protocol::Udp)
+        (dns.members.clone(), dns.protocol),
+        (vec!["[2001:db8::100]:53".parse().unwrap()], Protocol::Udp)
     );
     assert_eq!(
         (dns.scheduler, dns.forwarding),
@@ -186,7 +186,8 @@ fn inline_tables_are_accepted() {
 fn example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/lb.example.toml");
     let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.virtual_servers.len(), 2);
+    assert_eq!(config.virtual_servers.len(), 3);
+    assert_eq!(config.virtual_servers[2].name(), "group shop/tcp");
     assert!(
         config.virtual_servers[0]
             .location
@@ -2011,6 +2012,239 @@ fn the_flood_guard_rate_is_off_by_default_and_bounded() {
         17,
         &["new_flow_rate"],
     );
+}
+
+// ----- server groups -----
+
+#[test]
+fn a_group_serves_its_members_as_one_service() {
+    let config = parse_ok(&with_dp(&[
+        "[virtual_server_group.web]",
+        "members = [\"192.0.2.100:80\", \"192.0.2.100:443\", \"192.0.2.101-102:8000-8001\"]",
+        "[[virtual_server]]",
+        "group = \"web\"",
+        "persistence_timeout = \"5m\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  port = 80",
+        "[[virtual_server]]",
+        "group = \"web\"",
+        "protocol = \"udp\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  port = 80",
+    ]));
+    let web = &config.virtual_servers[0];
+    assert_eq!(web.group.as_deref(), Some("web"));
+    assert_eq!(web.name(), "group web/tcp");
+    assert_eq!(config.virtual_servers[1].name(), "group web/udp");
+    let members: Vec<String> = web.members.iter().map(|m| m.to_string()).collect();
+    assert_eq!(
+        members,
+        [
+            "192.0.2.100:80",
+            "192.0.2.100:443",
+            "192.0.2.101:8000",
+            "192.0.2.101:8001",
+            "192.0.2.102:8000",
+            "192.0.2.102:8001"
+        ]
+    );
+    assert!(web.serves(ip("192.0.2.102"), 8001, Protocol::Tcp));
+    assert!(!web.serves(ip("192.0.2.102"), 8001, Protocol::Udp));
+    assert_eq!(
+        web.vips(),
+        [ip("192.0.2.100"), ip("192.0.2.101"), ip("192.0.2.102")]
+    );
+    assert_eq!(web.location.to_string(), "lb.toml:6:9");
+    assert!(config.vips().contains(&ip("192.0.2.102")));
+}
+
+#[test]
+fn a_group_of_one_port_lends_it_to_its_real_servers() {
+    let config = parse_ok(&with_dp(&[
+        "[virtual_server_group.dns]",
+        "members = [\"[2001:db8::1-2]:53\"]",
+        "[[virtual_server]]",
+        "group = \"dns\"",
+        "protocol = \"udp\"",
+        "sorry_server = \"2001:db8::99\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"2001:db8::11\"",
+    ]));
+    let dns = &config.virtual_servers[0];
+    assert_eq!(dns.members.len(), 2);
+    assert_eq!(dns.real_servers[0].port, 53);
+    assert_eq!(dns.sorry_server.unwrap().port(), 53);
+}
+
+#[test]
+fn group_errors_point_at_the_member_or_key() {
+    let service = |group: &str, rest: &[&str]| {
+        let mut lines = vec![
+            "[virtual_server_group.web]",
+            group,
+            "[[virtual_server]]",
+            "group = \"web\"",
+            "  [[virtual_server.real_server]]",
+            "  address = \"192.0.2.11\"",
+            "  port = 80",
+        ];
+        lines.extend_from_slice(rest);
+        with_dp(&lines)
+    };
+    assert_error(
+        &service("members = [\"192.0.2.100:80\", \"192.0.2.1-300:80\"]", &[]),
+        4,
+        30,
+        &["member \"192.0.2.1-300:80\"", "last octet", "expected"],
+    );
+    assert_error(
+        &service("members = []", &[]),
+        4,
+        11,
+        &["`members` is empty"],
+    );
+    assert_error(
+        &service("members = [\"192.0.2.100:80\", \"[2001:db8::1]:80\"]", &[]),
+        4,
+        30,
+        &["address family of 192.0.2.100:80"],
+    );
+    assert_error(
+        &service("members = [\"192.0.2.100:80-81\", \"192.0.2.100:81\"]", &[]),
+        4,
+        33,
+        &["192.0.2.100:81 is listed twice (first at line 4)"],
+    );
+    assert_error(
+        &service("members = [\"192.0.2.0-255:1-10\"]", &[]),
+        4,
+        12,
+        &["2560 VIP:port pairs", "at most 1024"],
+    );
+    // A pair served twice: at the second service's member, naming the first.
+    assert_error(
+        &service(
+            "members = [\"192.0.2.100:80\", \"192.0.2.100:443\"]",
+            &[
+                "[[virtual_server]]",
+                "vip = \"192.0.2.100\"",
+                "port = 443",
+                "  [[virtual_server.real_server]]",
+                "  address = \"192.0.2.12\"",
+            ],
+        ),
+        11,
+        7,
+        &["192.0.2.100:443/tcp is already served by virtual server group web/tcp (line 4)"],
+    );
+    // Together the groups exceed the SERVICES map.
+    let mut big = vec![
+        "[virtual_server_group.a]",
+        "members = [\"192.0.2.0-255:1-3\"]",
+        "[virtual_server_group.b]",
+        "members = [\"198.51.100.0-255:1-2\"]",
+    ];
+    for g in ["a", "b"] {
+        big.push("[[virtual_server]]");
+        big.push(if g == "a" {
+            "group = \"a\""
+        } else {
+            "group = \"b\""
+        });
+        big.push("  [[virtual_server.real_server]]");
+        big.push("  address = \"203.0.113.11\"");
+        big.push("  port = 80");
+    }
+    assert_error(
+        &with_dp(&big),
+        13,
+        9,
+        &[
+            "group b/tcp brings the VIP:port pairs served to 1280",
+            "at most 1024",
+        ],
+    );
+}
+
+#[test]
+fn a_virtual_server_names_a_group_it_can_use() {
+    let lines = |group_line: &str, extra: &str, rs_port: &str| {
+        with_dp(&[
+            "[virtual_server_group.web]",
+            "members = [\"192.0.2.100:80\", \"192.0.2.100:443\"]",
+            "[[virtual_server]]",
+            group_line,
+            extra,
+            "  [[virtual_server.real_server]]",
+            "  address = \"192.0.2.11\"",
+            rs_port,
+        ])
+    };
+    assert_error(
+        &lines("group = \"wbe\"", "", "  port = 80"),
+        6,
+        9,
+        &["no `[virtual_server_group.wbe]`; defined: web"],
+    );
+    assert_error(
+        &lines("group = \"web\"", "vip = \"192.0.2.100\"", "  port = 80"),
+        7,
+        7,
+        &["either a `group` or one `vip`"],
+    );
+    assert_error(
+        &lines("group = \"web\"", "", ""),
+        9,
+        13,
+        &["needs a `port`", "several"],
+    );
+    assert_error(
+        &lines(
+            "group = \"web\"",
+            "sorry_server = \"192.0.2.99\"",
+            "  port = 80",
+        ),
+        7,
+        16,
+        &["an address with a port"],
+    );
+    // A real server may not sit at a member VIP.
+    assert_error(
+        &lines("group = \"web\"", "", "  port = 80").replace("192.0.2.11\"", "192.0.2.100\""),
+        9,
+        13,
+        &["the VIP of virtual server group web/tcp"],
+    );
+    assert_error(
+        &with_dp(&[
+            "[virtual_server_group.web]",
+            "members = [\"192.0.2.100:80\"]",
+        ]),
+        3,
+        1,
+        &["not served by any `[[virtual_server]]`", "group = \"web\""],
+    );
+}
+
+#[test]
+fn a_vrrp_instance_tracks_a_group_by_any_member() {
+    let config = parse_ok(&with_dp(&[
+        "[virtual_server_group.web]",
+        "members = [\"192.0.2.100:80\", \"192.0.2.100:443\"]",
+        "[[virtual_server]]",
+        "group = \"web\"",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+        "  port = 80",
+        "[vrrp.VI_1]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.100/24\"]",
+        "track_virtual_servers = [{ vip = \"192.0.2.100\", port = 443, weight = -50 }]",
+    ]));
+    assert_eq!(config.vrrp[0].identity.track_virtual_servers.len(), 1);
 }
 
 // ----- the source filter -----

@@ -2,10 +2,10 @@
 //! defaults, checks ranges and cross-entry rules (families, duplicates, schedule size),
 //! and reports the first problem at the offending key or value.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use toml::{Spanned, Value};
@@ -13,10 +13,11 @@ use xdp_lb_common::{DEFAULT_MAX_FLOWS, MAX_BACKENDS, MAX_SCHEDULE_LEN, MAX_SERVI
 
 use super::duration::{DURATION_FORM, fmt_duration, max_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
+use super::group::Group;
 use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
 use super::{
     Config, Dataplane, Forwarding, Global, NatTimeouts, Persistence, Protocol, Quorum, RealServer,
-    Scheduler, VirtualServer, XdpMode, service_name,
+    Scheduler, VirtualServer, XdpMode, group_name, service_name,
 };
 
 const MAX_FLOWS: RangeInclusive<i64> = 1024..=16_777_216;
@@ -117,7 +118,8 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         }
     };
     let filter = v.filter(raw.filter)?;
-    let virtual_servers = v.virtual_servers(raw.virtual_server, filter.deny.len())?;
+    let groups = v.server_groups(raw.virtual_server_group)?;
+    let virtual_servers = v.virtual_servers(raw.virtual_server, groups, filter.deny.len())?;
     let scripts = v.scripts(raw.script)?;
     let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
     let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
@@ -290,6 +292,28 @@ impl Validator<'_, '_> {
             Some(value) => self.duration(value, "neighbour_timeout")?,
             None => DEFAULT_NEIGHBOUR_TIMEOUT,
         };
+        let pin_dir = match &raw.pin_dir {
+            Some(value) => {
+                let dir = self.string(
+                    value,
+                    "pin_dir",
+                    "an absolute directory on bpffs such as \"/sys/fs/bpf/xdp-lb\", or \"off\"",
+                )?;
+                if dir == "off" {
+                    None
+                } else if !dir.starts_with('/') {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!(
+                            "`pin_dir` = {dir:?} must be an absolute directory on bpffs such as \"/sys/fs/bpf/xdp-lb\", or \"off\""
+                        ),
+                    ));
+                } else {
+                    Some(std::path::PathBuf::from(dir))
+                }
+            }
+            None => Some(std::path::PathBuf::from(crate::dataplane::pins::BPFFS_ROOT)),
+        };
         let defaults = NatTimeouts::default();
         let mut nat_timeouts = defaults;
         for (value, key, slot) in [
@@ -325,6 +349,7 @@ impl Validator<'_, '_> {
             xdp_mode,
             max_flows,
             new_flow_rate,
+            pin_dir,
             neighbour_timeout,
             nat_timeouts,
         })
@@ -333,11 +358,14 @@ impl Validator<'_, '_> {
     fn virtual_servers(
         &self,
         raws: Vec<Spanned<RawVirtualServer>>,
+        groups: BTreeMap<String, Group>,
         global_rules: usize,
     ) -> Result<Vec<VirtualServer>, ConfigError> {
         let mut rules = global_rules;
-        // (vip, port, protocol) -> offset of the first definition's vip.
-        let mut seen: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
+        // (vip:port, protocol) -> offset of the first definition and its service's name.
+        let mut seen: HashMap<(SocketAddr, Protocol), (usize, String)> = HashMap::new();
+        let mut used_groups: HashSet<&str> = HashSet::new();
+        let mut keys = 0;
         let mut services = Vec::with_capacity(raws.len());
         let mut backends = 0;
         // Every service's VIP, for the real servers to be checked against (a bad `vip`
@@ -346,54 +374,135 @@ impl Validator<'_, '_> {
             .iter()
             .filter_map(|t| {
                 let raw = t.get_ref();
-                let vip = self.ip(raw.vip.as_ref()?, "vip", "").ok()?;
-                let port = self.port(raw.port.as_ref()?).ok()?;
                 let protocol = match &raw.protocol {
                     Some(value) => self.choice(value, &PROTOCOLS).ok()?,
                     None => Protocol::Tcp,
                 };
-                Some((vip, service_name(vip, port, protocol)))
+                if let Some(group) = &raw.group {
+                    let name = group.get_ref().as_str()?;
+                    let g = groups.get(name)?;
+                    let service = group_name(name, protocol);
+                    return Some(
+                        g.members
+                            .iter()
+                            .map(|(m, _)| (m.ip(), service.clone()))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                let vip = self.ip(raw.vip.as_ref()?, "vip", "").ok()?;
+                let port = self.port(raw.port.as_ref()?).ok()?;
+                Some(vec![(vip, service_name(vip, port, protocol))])
             })
+            .flatten()
             .collect();
         for table in raws {
             let span = table.span();
             let raw = table.into_inner();
-            let Some(vip_value) = &raw.vip else {
-                return Err(self.src.error(
-                    span,
-                    "`[[virtual_server]]` is missing `vip`, the virtual IP address, \
-                     e.g. `vip = \"192.0.2.100\"`",
-                ));
-            };
-            let vip = self.ip(vip_value, "vip", "192.0.2.100")?;
-            let Some(port_value) = &raw.port else {
-                return Err(self.src.error(
-                    span,
-                    format!(
-                        "`[[virtual_server]]` for vip {vip} is missing `port`, e.g. `port = 80`"
-                    ),
-                ));
-            };
-            let port = self.port(port_value)?;
             let protocol = match &raw.protocol {
                 Some(value) => self.choice(value, &PROTOCOLS)?,
                 None => Protocol::Tcp,
             };
-            let name = service_name(vip, port, protocol);
-            match seen.entry((vip, port, protocol)) {
-                Entry::Occupied(first) => {
-                    return Err(self.src.error(
-                        vip_value.span(),
-                        format!(
-                            "virtual server {name} is defined twice (first at line {})",
-                            self.src.line_of(*first.get())
-                        ),
-                    ));
+            // Its pairs, each with the span a clash is reported at.
+            let (group, members): (Option<String>, Vec<(SocketAddr, Range<usize>)>) = match &raw
+                .group
+            {
+                Some(value) => {
+                    if let Some(other) = raw.vip.as_ref().or(raw.port.as_ref()) {
+                        return Err(self.src.error(
+                                other.span(),
+                                "a `[[virtual_server]]` serves either a `group` or one `vip`                                  and `port`: put this pair in the group's `members`",
+                            ));
+                    }
+                    let name = self.string(value, "group", "\"web\"")?;
+                    let Some(g) = groups.get(name) else {
+                        let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+                        return Err(self.src.error(
+                            value.span(),
+                            format!(
+                                "`group` = {name:?}: there is no `[virtual_server_group.{name}]`{}",
+                                if known.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!("; defined: {}", known.join(", "))
+                                }
+                            ),
+                        ));
+                    };
+                    used_groups.insert(groups.get_key_value(name).expect("found").0);
+                    (Some(name.to_owned()), g.members.clone())
                 }
-                Entry::Vacant(slot) => {
-                    slot.insert(vip_value.span().start);
+                None => {
+                    let Some(vip_value) = &raw.vip else {
+                        return Err(self.src.error(
+                            span,
+                            "`[[virtual_server]]` is missing `vip`, the virtual IP address, \
+                                 e.g. `vip = \"192.0.2.100\"` (or `group`, the name of a \
+                                 `[virtual_server_group.NAME]`)",
+                        ));
+                    };
+                    let vip = self.ip(vip_value, "vip", "192.0.2.100")?;
+                    let Some(port_value) = &raw.port else {
+                        return Err(self.src.error(
+                                span,
+                                format!(
+                                    "`[[virtual_server]]` for vip {vip} is missing `port`, e.g. `port = 80`"
+                                ),
+                            ));
+                    };
+                    let port = self.port(port_value)?;
+                    (None, vec![(SocketAddr::new(vip, port), vip_value.span())])
+                }
+            };
+            let name = match &group {
+                Some(g) => group_name(g, protocol),
+                None => service_name(members[0].0.ip(), members[0].0.port(), protocol),
+            };
+            // Where the service is named in errors: its `vip`, or its `group`.
+            let at = raw
+                .group
+                .as_ref()
+                .or(raw.vip.as_ref())
+                .expect("a group or a vip")
+                .span();
+            for (member, member_span) in &members {
+                match seen.entry((*member, protocol)) {
+                    Entry::Occupied(first) => {
+                        let (offset, other) = first.get();
+                        let message = if *other == name {
+                            format!(
+                                "virtual server {name} is defined twice (first at line {})",
+                                self.src.line_of(*offset)
+                            )
+                        } else {
+                            format!(
+                                "virtual server {name}: {member}/{protocol} is already served by \
+                                 virtual server {other} (line {}); a VIP:port belongs to one \
+                                 service",
+                                self.src.line_of(*offset)
+                            )
+                        };
+                        return Err(self.src.error(member_span.clone(), message));
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert((member_span.start, name.clone()));
+                    }
                 }
             }
+            // One SERVICES entry per pair: say so here, not at start.
+            keys += members.len();
+            if keys > MAX_SERVICES as usize {
+                return Err(self.src.error(
+                    at.clone(),
+                    format!(
+                        "virtual server {name} brings the VIP:port pairs served to {keys}; the \
+                         data plane holds at most {MAX_SERVICES}"
+                    ),
+                ));
+            }
+            let members: Vec<SocketAddr> = members.into_iter().map(|(m, _)| m).collect();
+            let vip = members[0].ip();
+            // The port real servers default to: the members' port, if they have one.
+            let port = Some(members[0].port()).filter(|p| members.iter().all(|m| m.port() == *p));
             let scheduler = match &raw.scheduler {
                 Some(value) => self.choice(value, &SCHEDULERS)?,
                 None => Scheduler::Wrr,
@@ -418,7 +527,7 @@ impl Validator<'_, '_> {
             let real_servers = self.real_servers(&raw.real_server, vip, port, &name, &vips)?;
             if real_servers.is_empty() {
                 return Err(self.src.error(
-                    vip_value.span(),
+                    at.clone(),
                     format!(
                         "virtual server {name} has no real servers: add at least one \
                          `[[virtual_server.real_server]]` after it"
@@ -430,7 +539,7 @@ impl Validator<'_, '_> {
             let len = schedule_len(real_servers.iter().map(|rs| rs.weight));
             if scheduler == Scheduler::Wrr && len > u64::from(MAX_SCHEDULE_LEN) {
                 return Err(self.src.error(
-                    vip_value.span(),
+                    at.clone(),
                     format!(
                         "virtual server {name}: its weights need a schedule of {len} slots \
                          (sum of weights divided by their greatest common divisor), more than \
@@ -491,7 +600,7 @@ impl Validator<'_, '_> {
             backends += real_servers.len() + usize::from(sorry_server.is_some());
             if backends > MAX_BACKENDS as usize {
                 return Err(self.src.error(
-                    vip_value.span(),
+                    at.clone(),
                     format!(
                         "virtual server {name} brings the real servers (sorry servers included) \
                          to {backends}; the data plane holds at most {MAX_BACKENDS}"
@@ -500,7 +609,7 @@ impl Validator<'_, '_> {
             }
             if services.len() == MAX_SERVICES as usize {
                 return Err(self.src.error(
-                    vip_value.span(),
+                    at.clone(),
                     format!(
                         "virtual server {name} is one too many: the data plane holds at most \
                          {MAX_SERVICES} virtual servers"
@@ -508,8 +617,8 @@ impl Validator<'_, '_> {
                 ));
             }
             services.push(VirtualServer {
-                vip,
-                port,
+                group,
+                members,
                 protocol,
                 scheduler,
                 forwarding,
@@ -520,8 +629,20 @@ impl Validator<'_, '_> {
                 flow_table,
                 allow,
                 deny,
-                location: self.src.locate(vip_value.span().start),
+                location: self.src.locate(at.start),
             });
+        }
+        if let Some((name, g)) = groups
+            .iter()
+            .find(|(n, _)| !used_groups.contains(n.as_str()))
+        {
+            return Err(self.src.error(
+                g.span.clone(),
+                format!(
+                    "`[virtual_server_group.{name}]` is not served by any `[[virtual_server]]`: \
+                     add one with `group = \"{name}\"`, or remove the group"
+                ),
+            ));
         }
         Ok(services)
     }
@@ -549,7 +670,7 @@ impl Validator<'_, '_> {
         &self,
         raws: &[Spanned<RawRealServer>],
         vip: IpAddr,
-        service_port: u16,
+        service_port: Option<u16>,
         service: &str,
         vips: &HashMap<IpAddr, String>,
     ) -> Result<Vec<RealServer>, ConfigError> {
@@ -581,9 +702,19 @@ impl Validator<'_, '_> {
             }
             let role = format!("real server {address} of virtual server {service}");
             self.elsewhere(address, address_value, &role, vips)?;
-            let port = match &raw.port {
-                Some(value) => self.port(value)?,
-                None => service_port,
+            let port = match (&raw.port, service_port) {
+                (Some(value), _) => self.port(value)?,
+                (None, Some(port)) => port,
+                (None, None) => {
+                    return Err(self.src.error(
+                        address_value.span(),
+                        format!(
+                            "real server {address} of virtual server {service} needs a `port`: \
+                             the service's members have several, and the port is what its \
+                             checks connect to (and NAT's destination)"
+                        ),
+                    ));
+                }
             };
             let weight = match &raw.weight {
                 Some(value) => self.integer(value, "weight", WEIGHTS)? as u32,

@@ -20,7 +20,7 @@ use super::{
 fn real_server_at(services: &[VirtualServer], addr: IpAddr) -> Option<(String, String)> {
     services.iter().find_map(|v| {
         let real = v.real_servers.iter().find(|rs| rs.address == addr);
-        let name = || super::service_name(v.vip, v.port, v.protocol);
+        let name = || v.name();
         match (real, v.sorry_server) {
             (Some(rs), _) => Some((format!("real server {}", rs.address), name())),
             (None, Some(sorry)) if sorry.ip() == addr => {
@@ -457,10 +457,7 @@ impl Validator<'_, '_> {
                 .and_then(Value::as_integer)
                 .filter(|w| (-254..=254).contains(w))
                 .ok_or_else(|| err("`track_virtual_servers`: each entry needs `weight` from -254 to 254 (0 = FAULT)".into()))? as i32;
-            if !services
-                .iter()
-                .any(|s| s.vip == vip && s.port == port && s.protocol == protocol)
-            {
+            if !services.iter().any(|s| s.serves(vip, port, protocol)) {
                 return Err(err(format!(
                     "`track_virtual_servers`: there is no virtual server {vip} port {port} {protocol} to track"
                 )));

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::{
     api::ApiRequest,
     config::{Config, NatTimeouts},
-    dataplane::{Dataplane, nat::monotonic_ns},
+    dataplane::{Dataplane, Pins, nat::monotonic_ns},
     dump::Dump,
     error_chain::Chain,
     failover::{self, FailoverEvent},
@@ -44,7 +44,7 @@ use sources::{AbortOnDrop, DumpSignals, Sources, forward, start_scripts};
 const EVENT_QUEUE: usize = 1024;
 
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
     let (_no_reloads, reloads) = mpsc::channel(1);
     run_reloadable(config, reloads, shutdown).await
 }
@@ -81,6 +81,8 @@ enum Event {
     Dump(Dump),
     /// Time to tell systemd's watchdog the loop is alive.
     Watchdog,
+    /// SIGQUIT: hand over to the next start (see [`Exit::HandedOver`]).
+    Handover,
     /// Time to keep the counters, for the rates in status snapshots.
     RateSample,
 }
@@ -94,7 +96,7 @@ pub async fn run_reloadable(
     config: Config,
     reloads: mpsc::Receiver<Config>,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     // First of all: from here on SIGUSR1/SIGUSR2 ask for dumps instead of killing us.
     let dump_signals = DumpSignals::install()?;
@@ -108,7 +110,11 @@ pub async fn run_reloadable(
     };
     let netlink = Netlink::connect()?;
     let Routed { links, table } = preflight::route(&config, &netlink).await?;
-    let mut dataplane = Dataplane::load(config.dataplane.max_flows)?;
+    let pins = config.dataplane.pin_dir.as_deref().and_then(Pins::under);
+    let mut dataplane = match pins {
+        Some(pins) => Dataplane::load_pinned(config.dataplane.max_flows, pins)?,
+        None => Dataplane::load(config.dataplane.max_flows)?,
+    };
     dataplane.set_new_flow_rate(config.dataplane.new_flow_rate)?;
     // Clones share the record of the entries created, removed again at the end.
     let neighbours = Neighbours::new(&netlink);
@@ -140,13 +146,19 @@ pub async fn run_reloadable(
         }
         drop(tx);
         let mut events = events;
-        let vrrp_failed = event_loop(&mut core, &mut events, shutdown).await;
-        shut_down(core, events, sources, vrrp_failed).await
+        let stop = event_loop(&mut core, &mut events, shutdown).await;
+        shut_down(core, events, sources, stop).await
     }
     .await;
-    // The data plane (and with it the XDP attachment) went with the core.
-    info!("shutting down: detaching XDP and removing managed neighbour entries");
-    neighbours.cleanup().await;
+    if let Ok(Exit::HandedOver) = result {
+        // The next start takes over the XDP attachment, the maps and the neighbour
+        // entries as they are.
+        info!("handed over: XDP stays attached and VIPs stay leased for the next start");
+    } else {
+        // The data plane (and with it the XDP attachment) went with the core.
+        info!("shutting down: detaching XDP and removing managed neighbour entries");
+        neighbours.cleanup().await;
+    }
     result
 }
 
@@ -156,6 +168,32 @@ fn warn_shadowed_rules(config: &Config) {
     for shadow in crate::config::shadowed_rules(config) {
         warn!("source filter: {shadow}");
     }
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped (SIGTERM, SIGINT): as keepalived, a MASTER sends priority 0 and drops
+    /// its VIPs, and XDP is detached.
+    Stopped,
+    /// Handed over to the next start (SIGQUIT, `xdp-lb restart`): XDP stays attached
+    /// with the connection state pinned, a MASTER stays silent with its VIPs leased,
+    /// and the next start, within the lease, takes all of it over without the peers or
+    /// the connections noticing. The process exits with [`Exit::HANDOVER_CODE`], which
+    /// the packaged systemd unit restarts at once.
+    HandedOver,
+}
+
+impl Exit {
+    /// EX_TEMPFAIL.
+    pub const HANDOVER_CODE: u8 = 75;
+}
+
+/// Why the event loop ended before a shutdown signal.
+enum Stop {
+    /// The VRRP runtime ended on its own.
+    VrrpFailed(anyhow::Error),
+    Handover,
 }
 
 /// What the start has found before the maps are written.
@@ -191,7 +229,15 @@ async fn bring_up(
     for link in links.values() {
         dataplane.add_egress(link.index)?;
     }
-    let (forwarding, edges) = Forwarding::start(table, dataplane, config.dataplane.nat_timeouts)?;
+    let (mut forwarding, edges) =
+        Forwarding::start(table, dataplane, config.dataplane.nat_timeouts)?;
+    adopt_connections(&mut forwarding);
+    // A restart: instances about to resume as MASTER forward from the first packet
+    // the new program sees, as the old one did.
+    let resuming = failover::resuming_vips(&config.vrrp, &netlink).await;
+    if !resuming.is_empty() {
+        forwarding.apply_vrrp(&resuming, true)?;
+    }
     for edge in edges {
         report_quorum(forwarding.table(), edge);
     }
@@ -208,19 +254,45 @@ async fn bring_up(
     Ok(core)
 }
 
-/// Every event to the core, until `shutdown` resolves or VRRP fails (then its error).
+/// Keeps the connection state an earlier run pinned if its ids mean what they mean
+/// now (the same virtual and real servers), and forgets it otherwise; then records
+/// the ids the entries are written under from now on.
+fn adopt_connections(forwarding: &mut Forwarding<Dataplane>) {
+    let ids = forwarding.table().id_map();
+    let writer = forwarding.writer_mut();
+    let Some(pins) = writer.pins().cloned() else {
+        return;
+    };
+    if !writer.adopted().is_empty() {
+        if pins.ids_written().as_deref() == Some(ids.as_str()) {
+            let flows = writer.flows().count();
+            info!(flows, "connection state taken over from the previous run");
+        } else {
+            let forgotten = writer.clear_connection_state();
+            warn!(
+                flows = forgotten,
+                "the virtual or real servers changed since the previous run: its \
+                 connections are scheduled anew (a SIGHUP reload keeps them)"
+            );
+        }
+    }
+    pins.record_ids(&ids);
+}
+
+/// Every event to the core, until `shutdown` resolves, VRRP fails or a handover is
+/// asked for.
 async fn event_loop(
     core: &mut Core,
     events: &mut mpsc::Receiver<Event>,
     shutdown: impl Future<Output = ()>,
-) -> Option<anyhow::Error> {
+) -> Option<Stop> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return None,
             Some(event) = events.recv() => {
-                if let ControlFlow::Break(e) = core.handle(event).await {
-                    return Some(e);
+                if let ControlFlow::Break(stop) = core.handle(event).await {
+                    return Some(stop);
                 }
             }
         }
@@ -229,15 +301,23 @@ async fn event_loop(
 
 /// VRRP first: a MASTER sends priority 0 and drops its VIPs, so the peer takes over at
 /// once, while this node still forwards what arrives meanwhile; then the sources, the
-/// scripts and checks (omega's down commands run), and the counters are logged.
+/// scripts and checks (omega's down commands run), and the counters are logged. A
+/// handover instead stops VRRP silently, runs no omega command and leaves the pins.
 async fn shut_down(
     mut core: Core,
     mut events: mpsc::Receiver<Event>,
     mut sources: Sources,
-    vrrp_failed: Option<anyhow::Error>,
-) -> anyhow::Result<()> {
+    stop: Option<Stop>,
+) -> anyhow::Result<Exit> {
     crate::systemd::stopping();
-    if sources.vrrp && vrrp_failed.is_none() {
+    let handover = matches!(stop, Some(Stop::Handover));
+    if handover {
+        info!("SIGQUIT: handing over to the next start");
+        core.vrrp_handover
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let vrrp_failed = matches!(stop, Some(Stop::VrrpFailed(_)));
+    if sources.vrrp && !vrrp_failed {
         sources.vrrp_stop.cancel();
         while let Some(event) = events.recv().await {
             match event {
@@ -259,11 +339,14 @@ async fn shut_down(
     if let Some(scripts) = sources.scripts.take() {
         scripts.stop().await;
     }
-    // keepalived's omega: the down command also runs when the service stops.
-    for svc in &core.forwarding.table().services {
-        if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
-            let what = format!("quorum_down (omega) of {}", svc.name);
-            crate::notify::run(argv, &what, crate::notify::TIMEOUT).await;
+    // keepalived's omega: the down command also runs when the service stops (not on
+    // a handover: the service goes on).
+    if !handover {
+        for svc in &core.forwarding.table().services {
+            if let (true, Some(argv)) = (svc.quorum.omega, &svc.quorum.down) {
+                let what = format!("quorum_down (omega) of {}", svc.name);
+                crate::notify::run(argv, &what, crate::notify::TIMEOUT).await;
+            }
         }
     }
     std::mem::replace(&mut core.checks, HealthChecks::idle())
@@ -271,9 +354,16 @@ async fn shut_down(
         .await;
     while sources.tasks.join_next().await.is_some() {}
     core.snapshot().log_counters();
-    match vrrp_failed {
-        Some(e) => Err(e.context("VRRP stopped, so xdp-lb stops too (restart it)")),
-        None => Ok(()),
+    match stop {
+        Some(Stop::VrrpFailed(e)) => {
+            core.forwarding.writer().release_pins();
+            Err(e.context("VRRP stopped, so xdp-lb stops too (restart it)"))
+        }
+        Some(Stop::Handover) => Ok(Exit::HandedOver),
+        None => {
+            core.forwarding.writer().release_pins();
+            Ok(Exit::Stopped)
+        }
     }
 }
 
@@ -297,6 +387,8 @@ struct Core {
     started: std::time::Instant,
     /// Counters kept every [`RATE_SAMPLE`], for the rates in snapshots.
     rate_samples: std::collections::VecDeque<(std::time::Instant, Snapshot)>,
+    /// Tells the VRRP runtime that its shutdown is a handover.
+    vrrp_handover: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Real servers' connections, for lc and wlc.
     loads: crate::load::LoadTracker,
 }
@@ -327,6 +419,7 @@ impl Core {
             events,
             started,
             rate_samples: std::collections::VecDeque::new(),
+            vrrp_handover: Default::default(),
             loads: crate::load::LoadTracker::default(),
         }
     }
@@ -338,7 +431,13 @@ impl Core {
                 .forwarding
                 .writer_mut()
                 .attach(&link.name, self.config.dataplane.xdp_mode)?;
-            info!(interface = %link.name, mode = mode.as_str(), "XDP attached");
+            match mode {
+                Some(mode) => info!(interface = %link.name, mode = mode.as_str(), "XDP attached"),
+                None => info!(
+                    interface = %link.name,
+                    "XDP taken over from the previous run in one step (no packet missed)"
+                ),
+            }
         }
         Ok(())
     }
@@ -350,6 +449,7 @@ impl Core {
             return false;
         }
         let (handle, controls) = failover::controls();
+        self.vrrp_handover = handle.handover.clone();
         self.tracking = VrrpTracking::new(&self.config, self.forwarding.table(), handle);
         // The quorum at start (alpha servers start down).
         self.tracking.update(self.forwarding.table());
@@ -389,7 +489,7 @@ impl Core {
     /// (a socket failed): it has already stopped its instances, so the daemon stops
     /// too and a supervisor restarts it, rather than forwarding on as a node no peer
     /// hears.
-    async fn handle(&mut self, event: Event) -> ControlFlow<anyhow::Error> {
+    async fn handle(&mut self, event: Event) -> ControlFlow<Stop> {
         match event {
             Event::Health {
                 generation,
@@ -405,11 +505,12 @@ impl Core {
             }
             Event::Vrrp(e) => self.on_vrrp(&e),
             Event::VrrpEnded(result) => {
-                return ControlFlow::Break(match result {
+                return ControlFlow::Break(Stop::VrrpFailed(match result {
                     Ok(()) => anyhow::anyhow!("the VRRP runtime ended on its own"),
                     Err(e) => e,
-                });
+                }));
             }
+            Event::Handover => return ControlFlow::Break(Stop::Handover),
             Event::Neighbours(Ok(macs)) => self.on_neighbours(&macs),
             Event::Neighbours(Err(e)) => {
                 warn!(error = %Chain(&*e), "neighbour refresh failed; keeping the last known MACs");

@@ -109,6 +109,9 @@ impl Core {
                 for edge in edges {
                     report_quorum(self.forwarding.table(), edge);
                 }
+                if let Some(pins) = self.forwarding.writer().pins() {
+                    pins.record_ids(&self.forwarding.table().id_map());
+                }
                 // The checks of the new table, each starting from the server's verdict.
                 self.restart_checks();
                 warn_shadowed_rules(&new);

@@ -107,6 +107,8 @@ pub(super) async fn forward<T>(
 pub(super) struct DumpSignals {
     usr1: tokio::signal::unix::Signal,
     usr2: tokio::signal::unix::Signal,
+    /// SIGQUIT: a handover, not a dump, but caught from the start as well.
+    quit: tokio::signal::unix::Signal,
 }
 
 impl DumpSignals {
@@ -115,17 +117,19 @@ impl DumpSignals {
         Ok(DumpSignals {
             usr1: signal(SignalKind::user_defined1())?,
             usr2: signal(SignalKind::user_defined2())?,
+            quit: signal(SignalKind::quit())?,
         })
     }
 
     pub(super) async fn relay(mut self, events: mpsc::Sender<Event>) {
         loop {
-            let dump = tokio::select! {
-                Some(()) = self.usr1.recv() => Dump::Data,
-                Some(()) = self.usr2.recv() => Dump::Stats,
+            let event = tokio::select! {
+                Some(()) = self.usr1.recv() => Event::Dump(Dump::Data),
+                Some(()) = self.usr2.recv() => Event::Dump(Dump::Stats),
+                Some(()) = self.quit.recv() => Event::Handover,
                 else => return,
             };
-            if events.send(Event::Dump(dump)).await.is_err() {
+            if events.send(event).await.is_err() {
                 return;
             }
         }

@@ -9,8 +9,11 @@
 //! `BACKEND_VALUES`, then one u32 write to `BACKEND_SLOT[id]` switches to it.
 pub mod filter;
 pub mod nat;
+pub mod pins;
 pub mod pool;
 pub mod stats;
+
+pub use pins::Pins;
 
 use std::collections::HashMap as StdHashMap;
 
@@ -83,11 +86,17 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
 
-/// How a service is installed: its key, id, forwarding and the backend ids of its
+/// How a service is installed: its keys, id, forwarding and the backend ids of its
 /// schedule slots (the output of `schedule::*` mapped to backend ids).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceSpec {
+    /// Its (first) key, and whether XDP forwards it now (else its packets go to the
+    /// kernel: a VRRP instance holding the VIP is not MASTER).
     pub key: ServiceKey,
+    pub active: bool,
+    /// A server group's further keys, each with its own `active`: they all get the
+    /// same value (id, schedule), so flows, counters and persistence are shared.
+    pub group_keys: Vec<(ServiceKey, bool)>,
     pub id: u32,
     pub forwarding: u8,
     pub select: u8,
@@ -99,7 +108,6 @@ pub struct ServiceSpec {
     pub no_flow_table: bool,
     /// Its flows carry a clock and expire ([`SERVICE_F_AGING`]).
     pub ages: bool,
-    pub active: bool,
     /// The service has source-filter rules of its own ([`SERVICE_F_FILTER`]).
     pub filtered: bool,
     /// The global deny list is not empty ([`SERVICE_F_FILTER_GLOBAL`]).
@@ -110,13 +118,18 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    /// The `SERVICES` value for this spec once its slots sit at `sched_base` in the
-    /// schedule pool.
-    pub fn value(&self, sched_base: u32) -> ServiceValue {
+    /// Every key with its `active`, the first key first.
+    pub fn entries(&self) -> impl Iterator<Item = (ServiceKey, bool)> + '_ {
+        std::iter::once((self.key, self.active)).chain(self.group_keys.iter().copied())
+    }
+
+    /// The `SERVICES` value of a key of this spec (forwarded if `active`) once its
+    /// slots sit at `sched_base` in the schedule pool.
+    pub fn value(&self, sched_base: u32, active: bool) -> ServiceValue {
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         ServiceValue {
             id: self.id,
-            flags: flag(self.active, SERVICE_F_ACTIVE)
+            flags: flag(active, SERVICE_F_ACTIVE)
                 | flag(self.no_flow_table, SERVICE_F_NO_FLOW_TABLE)
                 | flag(self.ages, SERVICE_F_AGING)
                 | flag(self.filtered, SERVICE_F_FILTER)
@@ -157,8 +170,13 @@ pub struct Dataplane {
     values: RangePool,
     /// What `BACKEND_SLOT` holds, by backend id (all `BACKEND_VALUE_EMPTY` at load).
     current: Vec<u32>,
-    /// Live schedule range per service key.
-    ranges: StdHashMap<ServiceKey, std::ops::Range<u32>>,
+    /// Live schedule range per service id (a group's keys share one).
+    ranges: StdHashMap<u32, std::ops::Range<u32>>,
+    /// The service id each installed key's value names.
+    owners: StdHashMap<ServiceKey, u32>,
+    /// Where the connection state and the attachments are pinned, if anywhere.
+    pins: Option<Pins>,
+    adopted: Vec<&'static str>,
 }
 
 /// Where and how the program ended up attached.
@@ -177,25 +195,78 @@ impl AttachedMode {
     }
 }
 
+/// Attaches `program` to `iface` in `mode` (see [`Dataplane::attach`]).
+fn attach_in_mode(
+    program: &mut Xdp,
+    iface: &str,
+    mode: config::XdpMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, AttachedMode), DataplaneError> {
+    let attach = |program: &mut Xdp, m: AttachedMode| {
+        let flags = match m {
+            AttachedMode::Driver => XdpMode::Driver,
+            AttachedMode::Generic => XdpMode::Skb,
+        };
+        program
+            .attach(iface, flags)
+            .map(|id| (id, m))
+            .map_err(|source| DataplaneError::Attach {
+                iface: iface.to_string(),
+                mode: m.as_str(),
+                source,
+            })
+    };
+    match mode {
+        config::XdpMode::Driver => attach(program, AttachedMode::Driver),
+        config::XdpMode::Generic => attach(program, AttachedMode::Generic),
+        config::XdpMode::Auto => match attach(program, AttachedMode::Driver) {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                warn!(interface = iface, error = %e, "driver-mode XDP unavailable, falling back to generic mode (slower)");
+                attach(program, AttachedMode::Generic)
+            }
+        },
+    }
+}
+
 impl Dataplane {
     /// Loads the embedded program (verifier included) and opens its maps.
     pub fn load(max_flows: u32) -> Result<Dataplane, DataplaneError> {
-        Self::load_object(PROGRAM_OBJECT, max_flows)
+        Self::load_object(PROGRAM_OBJECT, max_flows, None)
     }
 
-    fn load_object(object: &[u8], max_flows: u32) -> Result<Dataplane, DataplaneError> {
-        let mut ebpf = EbpfLoader::new()
+    /// [`Dataplane::load`] with the connection state pinned in `pins`: what an earlier
+    /// run left there (and this build can read) is adopted; see [`pins`].
+    pub fn load_pinned(max_flows: u32, pins: Pins) -> Result<Dataplane, DataplaneError> {
+        Self::load_object(PROGRAM_OBJECT, max_flows, Some(pins))
+    }
+
+    fn load_object(
+        object: &[u8],
+        max_flows: u32,
+        pins: Option<Pins>,
+    ) -> Result<Dataplane, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("FLOWS", max_flows)
             .map_max_entries("NAT_REPLIES", max_flows)
-            .map_max_entries("PERSIST", max_flows)
-            .load(object)
-            .map_err(|e| {
-                if is_permission_error(&e) {
-                    DataplaneError::Privileges
-                } else {
-                    DataplaneError::Load(Box::new(e))
+            .map_max_entries("PERSIST", max_flows);
+        let adopted = match &pins {
+            Some(p) => {
+                let kept = p.check_state_maps(max_flows);
+                for (name, _, _) in pins::STATE_MAPS {
+                    loader.map_pin_path(name, p.map(name));
                 }
-            })?;
+                kept
+            }
+            None => Vec::new(),
+        };
+        let mut ebpf = loader.load(object).map_err(|e| {
+            if is_permission_error(&e) {
+                DataplaneError::Privileges
+            } else {
+                DataplaneError::Load(Box::new(e))
+            }
+        })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(DataplaneError::MissingMap("program xdp_lb"))?
@@ -244,7 +315,44 @@ impl Dataplane {
             ),
             current: vec![BACKEND_VALUE_EMPTY; MAX_BACKENDS as usize],
             ranges: StdHashMap::new(),
+            owners: StdHashMap::new(),
+            pins,
+            adopted,
         })
+    }
+
+    /// The state maps taken over from an earlier run (empty when none was pinned).
+    pub fn adopted(&self) -> &[&'static str] {
+        &self.adopted
+    }
+
+    /// Forgets every connection: flow, NAT reply and persistence entries.
+    pub fn clear_connection_state(&mut self) -> usize {
+        let mut removed = 0;
+        let flows: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
+        for k in &flows {
+            removed += usize::from(self.flows.remove(k).is_ok());
+        }
+        let replies: Vec<FlowKey> = self.nat_replies.keys().filter_map(Result::ok).collect();
+        for k in &replies {
+            let _ = self.nat_replies.remove(k);
+        }
+        let persisted: Vec<PersistKey> = self.persist.keys().filter_map(Result::ok).collect();
+        for k in &persisted {
+            let _ = self.persist.remove(k);
+        }
+        removed
+    }
+
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    /// A clean stop: the pins go, so XDP detaches when this process lets go of it.
+    pub fn release_pins(&self) {
+        if let Some(p) = &self.pins {
+            p.remove();
+        }
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -257,42 +365,33 @@ impl Dataplane {
 
     /// Attaches to `iface`. `Auto` tries driver mode and falls back to generic mode
     /// with a warning; `Driver` and `Generic` insist. The attachment is a bpf_link:
-    /// it goes away with this process, so nothing is left behind even after a crash.
+    /// unpinned, it goes away with this process; pinned ([`pins`]), it stays until a
+    /// clean stop, and a restart takes it over (`None`: the mode of the run that made it).
     pub fn attach(
         &mut self,
         iface: &str,
         mode: config::XdpMode,
-    ) -> Result<AttachedMode, DataplaneError> {
+    ) -> Result<Option<AttachedMode>, DataplaneError> {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM_NAME)
             .and_then(|p| p.try_into().ok())
             .expect("program loaded in Dataplane::load");
-        let attach = |program: &mut Xdp, m: AttachedMode| {
-            let flags = match m {
-                AttachedMode::Driver => XdpMode::Driver,
-                AttachedMode::Generic => XdpMode::Skb,
-            };
-            program
-                .attach(iface, flags)
-                .map(|_| m)
-                .map_err(|source| DataplaneError::Attach {
-                    iface: iface.to_string(),
-                    mode: m.as_str(),
-                    source,
-                })
+        let mut chosen = None;
+        let mut attach = |program: &mut Xdp| {
+            let (id, m) = attach_in_mode(program, iface, mode)?;
+            chosen = Some(m);
+            Ok(id)
         };
-        match mode {
-            config::XdpMode::Driver => attach(program, AttachedMode::Driver),
-            config::XdpMode::Generic => attach(program, AttachedMode::Generic),
-            config::XdpMode::Auto => match attach(program, AttachedMode::Driver) {
-                Ok(m) => Ok(m),
-                Err(e) => {
-                    warn!(interface = iface, error = %e, "driver-mode XDP unavailable, falling back to generic mode (slower)");
-                    attach(program, AttachedMode::Generic)
-                }
-            },
+        match &self.pins {
+            Some(pins) => {
+                pins.attach(program, iface, attach)?;
+            }
+            None => {
+                attach(program)?;
+            }
         }
+        Ok(chosen)
     }
 
     /// Makes `ifindex` a redirect target (needed when a backend's egress interface is
@@ -349,9 +448,11 @@ impl Dataplane {
             .map_err(map_err("BACKEND_VALUES"))
     }
 
-    /// Installs or replaces a service and its schedule in one visible step. If the
-    /// schedule pool is short only because replaced ranges are in their grace period,
-    /// this blocks until they are free (at most [`GRACE`]).
+    /// Installs or replaces a service and its schedule: the schedule is written
+    /// aside, then each key switches to it in one map update (a group's keys one
+    /// after the other, each always seeing a whole schedule). If the schedule pool is
+    /// short only because replaced ranges are in their grace period, this blocks
+    /// until they are free (at most [`GRACE`]).
     pub fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
         let range = self
             .pool
@@ -363,27 +464,54 @@ impl Dataplane {
                 return Err(map_err("SCHEDULE")(e));
             }
         }
-        let value = spec.value(range.start);
-        // The switch: from here on new flows read the new range.
+        // The switch: from here on new flows of the first key read the new range.
+        let value = spec.value(range.start, spec.active);
         if let Err(e) = self.services.insert(spec.key, value, 0) {
             self.pool.unused(range);
             return Err(map_err("SERVICES")(e));
         }
-        if let Some(old) = self.ranges.insert(spec.key, range) {
+        if let Some(old) = self.ranges.insert(spec.id, range.clone()) {
             self.pool.retire(old, std::time::Instant::now());
+        }
+        self.own(spec.key, spec.id);
+        for &(key, active) in &spec.group_keys {
+            self.services
+                .insert(key, spec.value(range.start, active), 0)
+                .map_err(map_err("SERVICES"))?;
+            self.own(key, spec.id);
         }
         Ok(())
     }
 
-    /// Takes a service out (a reload dropped it): its packets go to the kernel again,
-    /// and its schedule range is retired.
+    /// Records that `key` names service `id`; a service that no key names any more
+    /// (its keys went to another one) has its range retired.
+    fn own(&mut self, key: ServiceKey, id: u32) {
+        if let Some(before) = self.owners.insert(key, id)
+            && before != id
+        {
+            self.release(before);
+        }
+    }
+
+    /// Retires service `id`'s schedule range once no key names it.
+    fn release(&mut self, id: u32) {
+        if !self.owners.values().any(|owner| *owner == id)
+            && let Some(old) = self.ranges.remove(&id)
+        {
+            self.pool.retire(old, std::time::Instant::now());
+        }
+    }
+
+    /// Takes a key out (a reload dropped its service, or the member from a group): its
+    /// packets go to the kernel again. The schedule range is retired with the
+    /// service's last key.
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         match self.services.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err("SERVICES")(e)),
         }
-        if let Some(old) = self.ranges.remove(key) {
-            self.pool.retire(old, std::time::Instant::now());
+        if let Some(id) = self.owners.remove(key) {
+            self.release(id);
         }
         Ok(())
     }

@@ -31,7 +31,9 @@ impl MapWriter for Maps {
         self.pool.extend([u32::MAX; 7]);
         let base = self.pool.len() as u32;
         self.pool.extend(&spec.slots);
-        self.services.insert(spec.key, spec.value(base));
+        for (key, active) in spec.entries() {
+            self.services.insert(key, spec.value(base, active));
+        }
         Ok(())
     }
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
@@ -189,7 +191,7 @@ fn addr(rs: &Option<RealServer>) -> String {
 /// The real server of the bucket a hash picks, computed here from the service spec
 /// (the positions the schedule builder gave) rather than from the maps.
 fn expected(owner: &Forwarding<Maps>, index: usize, hash: u32) -> String {
-    let spec = owner.table().spec(index, true).unwrap();
+    let spec = owner.table().spec(index, &|_| true).unwrap();
     let id = spec.slots[(hash % spec.slots.len() as u32) as usize];
     let b = owner
         .table()

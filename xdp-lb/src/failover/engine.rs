@@ -366,10 +366,22 @@ impl Engine {
                 "vrrp instance starting"
             );
         }
-        // An instance starts without its VIPs: any still on an interface were left by
-        // a run that died (kill -9, a crash), and a BACKUP must not answer for them.
-        for i in 0..self.instances.len() {
-            self.remove_stale_vips(i).await;
+        // VIPs still leased were this node's as MASTER moments ago (the daemon
+        // restarted, or died and was started again within the lease): the instance
+        // resumes as MASTER before any backup's Master_Down_Interval runs out. Any other
+        // VIP left on an interface is stale, and a BACKUP must not answer for it.
+        let mut resume = vec![false; self.instances.len()];
+        for (i, resumed) in resume.iter_mut().enumerate() {
+            *resumed = self.vips_leased(i).await;
+            if *resumed {
+                tracing::info!(
+                    instance = %self.instances[i].spec.name,
+                    "resuming as MASTER: its VIPs are still leased by a run moments ago \
+                     (a restart), so the peers need not notice"
+                );
+            } else {
+                self.remove_stale_vips(i).await;
+            }
         }
         // Every socket is listed (at zero) from the start.
         for socket in 0..self.sockets.len() {
@@ -379,12 +391,29 @@ impl Engine {
         for i in 0..self.instances.len() {
             self.retrack(i, "state at start").await;
         }
-        for i in 0..self.instances.len() {
-            self.deliver(i, Event::Start).await;
+        for (i, resumed) in resume.into_iter().enumerate() {
+            let start = if resumed { Event::Resume } else { Event::Start };
+            self.deliver(i, start).await;
         }
         let result = self.event_loop(shutdown).await;
-        for i in 0..self.instances.len() {
-            self.deliver(i, Event::Shutdown).await;
+        if self
+            .controls
+            .handover
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Silent: no priority 0, the VIPs stay for their lease, which the next
+            // start renews when it resumes.
+            for r in &mut self.instances {
+                r.announcer.stop();
+                if let Some(lease) = r.lease.take() {
+                    lease.abort();
+                }
+            }
+            tracing::info!("vrrp instances handed over: VIPs left in place for the next start");
+        } else {
+            for i in 0..self.instances.len() {
+                self.deliver(i, Event::Shutdown).await;
+            }
         }
         self.finish().await;
         result
@@ -930,6 +959,18 @@ impl Engine {
     }
 
     /// Removes VIPs of instance `i` that are on their interfaces before it starts.
+    /// Every VIP of instance `i` is on its interface with a lease still running.
+    async fn vips_leased(&self, i: usize) -> bool {
+        let r = &self.instances[i];
+        let vips = r.spec.identity.virtual_ipaddresses.iter().map(|v| v.addr);
+        super::all_leased(
+            &self.netlink,
+            &r.spec.name,
+            vips.zip(r.vip_links.iter().copied()),
+        )
+        .await
+    }
+
     async fn remove_stale_vips(&mut self, i: usize) {
         let r = &self.instances[i];
         for (vip, &ifindex) in r.spec.identity.virtual_ipaddresses.iter().zip(&r.vip_links) {

@@ -31,7 +31,12 @@ mod notify;
 mod status;
 mod vip_watch;
 
-use std::{collections::HashMap, future::Future, net::IpAddr};
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::IpAddr,
+    sync::{Arc, atomic::AtomicBool},
+};
 
 use tokio::sync::mpsc;
 use xdp_lb_vrrp::{ConfigError, Instance, State};
@@ -79,26 +84,33 @@ pub struct Controls {
     /// and notify commands; the daemon checks that first.
     pub(crate) reconfigure: mpsc::Receiver<Vec<VrrpInstance>>,
     pub(crate) tracking: tokio::sync::watch::Receiver<TrackState>,
+    /// Set before the shutdown: the daemon hands over to its next start, so a MASTER
+    /// stops silently, keeping its VIPs for their lease, instead of sending priority 0.
+    pub(crate) handover: Arc<AtomicBool>,
 }
 
 /// The daemon's end of [`Controls`].
 pub struct ControlHandle {
     pub reconfigure: mpsc::Sender<Vec<VrrpInstance>>,
     pub tracking: tokio::sync::watch::Sender<TrackState>,
+    pub handover: Arc<AtomicBool>,
 }
 
 /// A connected pair; dropping the handle leaves the instances as they are.
 pub fn controls() -> (ControlHandle, Controls) {
     let (reconfigure_tx, reconfigure) = mpsc::channel(4);
     let (tracking_tx, tracking) = tokio::sync::watch::channel(TrackState::new());
+    let handover = Arc::new(AtomicBool::new(false));
     (
         ControlHandle {
             reconfigure: reconfigure_tx,
             tracking: tracking_tx,
+            handover: handover.clone(),
         },
         Controls {
             reconfigure,
             tracking,
+            handover,
         },
     )
 }
@@ -195,6 +207,53 @@ pub async fn run_tracked(
         status,
     )?;
     engine.run(shutdown).await
+}
+
+/// Every one of `vips` (address, ifindex) is on its interface with a lease running:
+/// the instance was MASTER here moments ago, and resumes as MASTER (see
+/// [`xdp_lb_vrrp::Event::Resume`]). No VIP: nothing to resume.
+pub(crate) async fn all_leased(
+    netlink: &Netlink,
+    instance: &str,
+    vips: impl Iterator<Item = (IpAddr, u32)>,
+) -> bool {
+    let mut any = false;
+    for (vip, ifindex) in vips {
+        match netlink.is_leased(ifindex, vip).await {
+            Ok(true) => any = true,
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(instance, %vip, "cannot look up a VIP: {e}");
+                return false;
+            }
+        }
+    }
+    any
+}
+
+/// The VIPs of the instances that will resume as MASTER when the runtime starts (see
+/// [`all_leased`]): the forwarding owner treats them as MASTER from the start, so a
+/// restarted daemon's program forwards their services from its first packet.
+pub async fn resuming_vips(instances: &[VrrpInstance], netlink: &Netlink) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for vi in instances {
+        let id = &vi.identity;
+        let mut vips = Vec::new();
+        for vip in &id.virtual_ipaddresses {
+            let name = vip.device.as_deref().unwrap_or(&id.interface);
+            match netlink.link_by_name(name).await {
+                Ok(link) => vips.push((vip.addr, link.index)),
+                Err(_) => {
+                    vips.clear();
+                    break;
+                }
+            }
+        }
+        if !vips.is_empty() && all_leased(netlink, &vi.name, vips.iter().copied()).await {
+            out.extend(vips.iter().map(|(addr, _)| *addr));
+        }
+    }
+    out
 }
 
 /// Aborts a helper task when [`run`] returns, however it returns.

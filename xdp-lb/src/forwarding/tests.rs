@@ -59,8 +59,10 @@ impl MapWriter for MemoryMaps {
         Ok(())
     }
     fn set_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
-        self.services.insert(key_bytes(&spec.key), spec.clone());
-        self.writes.push(Write::Service(spec.key));
+        for (key, _) in spec.entries() {
+            self.services.insert(key_bytes(&key), spec.clone());
+            self.writes.push(Write::Service(key));
+        }
         Ok(())
     }
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
@@ -166,7 +168,7 @@ fn vip() -> IpAddr {
 }
 
 fn key(owner: &Forwarding<MemoryMaps>, index: usize) -> ServiceKey {
-    owner.table().services[index].key
+    owner.table().services[index].members[0].key
 }
 
 fn spec(owner: &Forwarding<MemoryMaps>, index: usize) -> ServiceSpec {
@@ -345,7 +347,7 @@ fn a_reload_takes_the_vrrp_state_and_verdicts_of_the_moment_it_is_applied() {
 }
 
 #[test]
-fn a_reload_deactivates_removed_servers_before_writing_and_removes_services() {
+fn a_reload_removes_services_first_and_deactivates_removed_servers_before_writing() {
     let mut owner = started(CONFIG);
     let removed_key = key(&owner, 1);
     // The IPv6 service leaves; .11 leaves.
@@ -375,7 +377,8 @@ fn a_reload_deactivates_removed_servers_before_writing_and_removes_services() {
         );
         assert_eq!(owner.writer().backends[&slot], BackendValue::default());
     }
-    assert_eq!(writes.last(), Some(&Write::RemoveService(removed_key)));
+    // First: the map never holds more keys than the old or the new table has.
+    assert_eq!(writes.first(), Some(&Write::RemoveService(removed_key)));
     assert!(owner.writer().service(&removed_key).is_none());
     assert_eq!(owner.table().services.len(), 1);
 }
@@ -488,6 +491,148 @@ fn wlc_schedules_follow_the_counted_loads_and_are_written_only_when_they_change(
     );
 }
 
+/// A group: .100:80 and .100:443 (on VI_1's VIP) and .101:80 (no VRRP address), one
+/// pool with a check on .12; and a single service beside it.
+const GROUP: &str = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[vrrp.VI_1]
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddresses = ["192.0.2.100/24"]
+
+[virtual_server_group.web]
+members = ["192.0.2.100:80", "192.0.2.100:443", "192.0.2.101:80"]
+
+[[virtual_server]]
+group = "web"
+persistence_timeout = "5m"
+  [[virtual_server.real_server]]
+  address = "192.0.2.11"
+  port = 80
+  [[virtual_server.real_server]]
+  address = "192.0.2.12"
+  port = 80
+  check = { type = "tcp" }
+
+[[virtual_server]]
+vip = "192.0.2.102"
+port = 80
+  [[virtual_server.real_server]]
+  address = "192.0.2.13"
+"#;
+
+fn member_key(vip: &str, port: u16) -> ServiceKey {
+    crate::services::service_key(vip.parse().unwrap(), port, config::Protocol::Tcp)
+}
+
+#[test]
+fn a_group_is_written_under_every_member_key_with_one_id_and_schedule() {
+    let owner = started(GROUP);
+    let maps = owner.writer();
+    let keys = [
+        member_key("192.0.2.100", 80),
+        member_key("192.0.2.100", 443),
+        member_key("192.0.2.101", 80),
+    ];
+    let specs: Vec<&ServiceSpec> = keys.iter().map(|k| maps.service(k).unwrap()).collect();
+    for spec in &specs {
+        assert_eq!(spec.id, owner.table().services[0].id);
+        assert_eq!(spec.slots, specs[0].slots, "one schedule");
+        assert_eq!(
+            spec.persist_secs, 300,
+            "one persistence table: keyed by the id"
+        );
+    }
+    assert_eq!(
+        specs[0].entries().collect::<Vec<_>>(),
+        vec![(keys[0], false), (keys[1], false), (keys[2], true)],
+        "each key gated by its own VIP: .100 waits for MASTER, .101 is no VRRP address"
+    );
+    assert_eq!(
+        owner.table().backends.len(),
+        3,
+        "one pool: two real servers + .13"
+    );
+    assert_eq!(owner.table().checks.len(), 1, "one check for the group");
+    assert_ne!(
+        maps.service(&member_key("192.0.2.102", 80)).unwrap().id,
+        specs[0].id
+    );
+}
+
+#[test]
+fn a_health_verdict_and_a_vrrp_state_reach_every_key_of_the_group_at_once() {
+    let mut owner = started(GROUP);
+    let keys = [
+        member_key("192.0.2.100", 80),
+        member_key("192.0.2.100", 443),
+        member_key("192.0.2.101", 80),
+    ];
+    assert_eq!(owner.apply_vrrp(&[vip()], true).unwrap(), vec![0]);
+    assert_eq!(
+        owner.writer_mut().take_writes(),
+        keys.map(Write::Service).to_vec()
+    );
+    assert!(owner.writer().service(&keys[1]).unwrap().active);
+    // .12 fails its (one) check: one backend write, then the group's keys.
+    let applied = owner.apply_health(BackendIndex(1), false, None).unwrap();
+    assert!(applied.changed);
+    let mut expected = vec![Write::Backend(1)];
+    expected.extend(keys.map(Write::Service));
+    assert_eq!(owner.writer_mut().take_writes(), expected);
+    for key in &keys {
+        assert_eq!(owner.writer().service(key).unwrap().slots, vec![0]);
+    }
+}
+
+#[test]
+fn a_reload_keeps_the_group_and_removes_only_the_member_it_lost() {
+    let mut owner = started(GROUP);
+    let id = owner.table().services[0].id;
+    // .101:80 leaves the group; .100:8080 joins; the single service joins too.
+    let text = GROUP
+        .replace(
+            "\"192.0.2.101:80\"]",
+            "\"192.0.2.100:8080\", \"192.0.2.102:80\"]",
+        )
+        .replace(
+            "[[virtual_server]]\nvip = \"192.0.2.102\"\nport = 80\n  [[virtual_server.real_server]]\n  address = \"192.0.2.13\"\n",
+            "",
+        );
+    let prepared = prepare(&owner, &text, &ALL);
+    assert_eq!(
+        prepared.reloaded.removed_keys,
+        vec![member_key("192.0.2.101", 80)]
+    );
+    assert_eq!(prepared.reloaded.removed_services, vec![1]);
+    assert!(prepared.reloaded.new_services.is_empty());
+    assert_eq!(
+        prepared.reloaded.kept_backends, 2,
+        "the group's servers keep their slots"
+    );
+    owner.apply_reload(prepared).unwrap();
+    let writes = owner.writer_mut().take_writes();
+    assert_eq!(
+        writes[0],
+        Write::RemoveService(member_key("192.0.2.101", 80))
+    );
+    assert!(
+        !writes.contains(&Write::RemoveService(member_key("192.0.2.102", 80))),
+        "a key that moved into the group is rewritten, not removed: {writes:?}"
+    );
+    let maps = owner.writer();
+    assert!(maps.service(&member_key("192.0.2.101", 80)).is_none());
+    for key in [
+        member_key("192.0.2.100", 80),
+        member_key("192.0.2.100", 8080),
+        member_key("192.0.2.102", 80),
+    ] {
+        assert_eq!(maps.service(&key).unwrap().id, id, "the group keeps its id");
+    }
+}
+
 /// CONFIG with a global deny list and rules on the IPv4 service.
 fn filtered() -> String {
     CONFIG
@@ -578,4 +723,37 @@ fn a_changed_rule_goes_into_the_other_generation_and_every_service_switches() {
     assert_eq!(owner.writer().filter[0], Vec::new());
     assert!(!spec(&owner, 0).filtered && !spec(&owner, 0).global_filter);
     assert_eq!(spec(&owner, 0).filter_generation, 0);
+}
+
+#[test]
+fn a_server_group_s_rules_apply_to_every_member_key() {
+    let text = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[virtual_server_group.shop]
+members = ["192.0.2.101:80", "192.0.2.101:443"]
+
+[[virtual_server]]
+group = "shop"
+allow = ["198.51.100.0/24"]
+  [[virtual_server.real_server]]
+  address = "192.0.2.11"
+  port = 8080
+"#;
+    let owner = started(text);
+    let svc = &owner.table().services[0];
+    let spec = owner.writer().service(&svc.members[0].key).unwrap().clone();
+    assert!(spec.filtered);
+    // One service id, so one scope: its allow and its default deny (both families).
+    assert_eq!(spec.group_keys.len(), 1);
+    let value = spec.value(0, true);
+    assert_eq!(
+        value.flags & xdp_lb_common::SERVICE_F_FILTER,
+        xdp_lb_common::SERVICE_F_FILTER
+    );
+    let scopes: std::collections::BTreeSet<u32> =
+        owner.writer().filter[0].iter().map(|e| e.scope).collect();
+    assert_eq!(scopes, [svc.id + 1].into());
+    assert_eq!(owner.writer().filter[0].len(), 3);
 }

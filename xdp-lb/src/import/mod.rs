@@ -8,11 +8,13 @@
 //! - `parse.rs`: keepalived's syntax (words, quotes, comments, `{ }` blocks),
 //! - `translate.rs`: statements → xdp-lb tables, and the notes,
 //! - `checks.rs`: a real server's checker → its `check = { ... }`,
+//! - `fwmark.rs`: firewall marks → the VIP:port pairs the rules setting them select,
 //! - `toml_out.rs`: the TOML text, with each line's keepalived origin and the notes,
 //! - `coverage.rs`: each setting of the source, carried over or noted.
 
 mod checks;
 mod coverage;
+mod fwmark;
 mod parse;
 mod source;
 mod toml_out;
@@ -119,6 +121,9 @@ pub struct Options {
     /// keepalived's config id (`keepalived -i ID`): which `@ID` lines apply. `None`:
     /// each conditional line is noted and left out.
     pub config_id: Option<String>,
+    /// Firewall rules (`iptables-save` or `nft list ruleset` output) that set the marks
+    /// of `fwmark` virtual servers and group entries.
+    pub fwmark_rules: Vec<std::path::PathBuf>,
 }
 
 /// The translation: TOML text (not yet validated) and what was left out.
@@ -194,7 +199,7 @@ impl Import {
 pub fn import(text: &str, source: &str, interfaces: &[String]) -> Result<Import, ImportError> {
     let options = Options {
         interfaces: interfaces.to_vec(),
-        config_id: None,
+        ..Options::default()
     };
     import_text(text, source, &options)
 }
@@ -221,12 +226,21 @@ pub fn import_text(text: &str, source: &str, options: &Options) -> Result<Import
     let nodes = read.nodes;
     let mut tx = translate::Tx::default();
     tx.notes = read.notes;
+    for path in &options.fwmark_rules {
+        let name = path.display().to_string();
+        let text = crate::config::read_bounded(path).map_err(|error| ImportError::Read {
+            source: name.clone(),
+            error,
+        })?;
+        tx.marks.read(&text, &name);
+    }
     // Dependencies first: global defaults, scripts, instances, then what refers to them.
     let order = [
         "global_defs",
         "vrrp_script",
         "vrrp_instance",
         "vrrp_sync_group",
+        "virtual_server_group",
         "virtual_server",
     ];
     for kind in order {
@@ -236,6 +250,7 @@ pub fn import_text(text: &str, source: &str, options: &Options) -> Result<Import
                 "vrrp_script" => tx.vrrp_script(node),
                 "vrrp_instance" => tx.vrrp_instance(node),
                 "vrrp_sync_group" => tx.vrrp_sync_group(node),
+                "virtual_server_group" => tx.virtual_server_group(node),
                 _ => tx.virtual_server(node),
             }
         }
@@ -276,6 +291,7 @@ pub fn import_text(text: &str, source: &str, options: &Options) -> Result<Import
     sections.append(&mut tx.scripts);
     sections.extend(tx.instances.iter().map(|(_, _, s)| s.clone()));
     sections.append(&mut tx.groups);
+    sections.append(&mut tx.server_groups);
     sections.append(&mut tx.services);
 
     let mut raw_notes = tx.notes;

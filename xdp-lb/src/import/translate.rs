@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::checks::{self, CheckDefaults};
+use super::fwmark::MarkRules;
 use super::parse::{Loc, Node, Word};
 use super::toml_out::{Section, V, key};
 use super::{NoteKind, RawNote};
@@ -29,8 +30,25 @@ pub(super) struct Tx {
     /// (name, interface, table).
     pub(super) instances: Vec<(String, String, Section)>,
     pub(super) groups: Vec<Section>,
+    /// `virtual_server_group` blocks, by name, read before the virtual servers. One no
+    /// virtual server uses is left out without a note: keepalived ignores it too.
+    vs_groups: Vec<(String, Node)>,
+    /// `[virtual_server_group.NAME]` tables written.
+    pub(super) server_groups: Vec<Section>,
+    /// What `--fwmark-rules` files say marks select.
+    pub(super) marks: MarkRules,
     /// `[[virtual_server]]` tables, each followed by its real servers.
     pub(super) services: Vec<Section>,
+}
+
+/// What a virtual server serves, from its header.
+enum Head {
+    /// `virtual_server IP PORT`.
+    Single(IpAddr, u16),
+    /// `virtual_server group NAME`: the group's entries.
+    Group(String, Vec<Node>, Loc),
+    /// `virtual_server fwmark N`.
+    Fwmark(u32),
 }
 
 /// keepalived's seconds (`3`, `0.1`, `1.5`) as an xdp-lb duration (`"3s"`, `"100ms"`);
@@ -130,9 +148,6 @@ pub(super) fn why_not(keyword: &str) -> String {
         "include" => {
             "keepalived reads `include PATTERN` only with exactly one pattern; it takes this line \
              for an unknown keyword, and so does the import"
-        }
-        "virtual_server_group" => {
-            "xdp-lb has no virtual server groups: write one virtual_server per address and port"
         }
         "static_ipaddress" | "static_routes" | "static_rules" | "virtual_routes"
         | "virtual_rules" => {
@@ -988,37 +1003,304 @@ impl Tx {
 
     // ----- virtual_server -----
 
-    pub(super) fn virtual_server(&mut self, node: &Node) {
-        let args = node.arg_texts();
-        if args.first() == Some(&"fwmark") {
+    /// A `virtual_server_group`: kept until a virtual server uses it.
+    pub(super) fn virtual_server_group(&mut self, node: &Node) {
+        let [name] = node.arg_texts()[..] else {
+            self.report(node, "expected `virtual_server_group NAME {`");
+            return;
+        };
+        let name = name.to_owned();
+        if self.vs_groups.iter().any(|(n, _)| *n == name) {
             self.report(
                 node,
-                "fwmark virtual servers are not supported: xdp-lb matches (vip, port, protocol); \
-                 write one virtual_server per address and port",
+                format!("a second virtual_server_group {name}: keepalived uses the first"),
             );
             return;
         }
-        if args.first() == Some(&"group") {
-            self.report(node, why_not("virtual_server_group"));
+        if node.block.is_none() {
+            self.report(
+                node,
+                "expected a `{ ... }` block of `IP PORT` and `fwmark N` entries",
+            );
             return;
         }
-        let parsed = match args.as_slice() {
-            [ip, port] => ip
-                .parse::<IpAddr>()
-                .ok()
-                .zip(port.parse::<u16>().ok().filter(|p| *p > 0)),
-            _ => None,
+        self.vs_groups.push((name, node.clone()));
+    }
+
+    /// A note, unless the same one was already made (a group's entry, for each
+    /// virtual server using the group).
+    fn report_once(&mut self, node: &Node, why: String) {
+        let setting = node.display();
+        if !self
+            .notes
+            .iter()
+            .any(|n| n.at == node.at && n.setting == setting && n.why == why)
+        {
+            self.report(node, why);
+        }
+    }
+
+    /// What a mark selects for `protocol`, as members; the reason it cannot be read
+    /// otherwise (`what` names the mark's place, `instead` what to write instead).
+    fn mark_members(
+        &self,
+        mark: u32,
+        protocol: &str,
+        instead: &str,
+    ) -> Result<Vec<String>, String> {
+        let not_matched = "xdp-lb matches VIP:port pairs before netfilter, not firewall marks";
+        match self.marks.mark(mark) {
+            None => Err(format!(
+                "{not_matched}, and no rule given with `--fwmark-rules` sets mark {mark}: give \
+                 the iptables-save or nft ruleset that sets it (`--fwmark-rules FILE`), or \
+                 {instead}"
+            )),
+            Some(Err(why)) => Err(format!(
+                "{not_matched}, and a rule setting mark {mark} is not only a VIP and port \
+                 ({why}): {instead}"
+            )),
+            Some(Ok(selections)) => {
+                let members: Vec<String> = selections
+                    .iter()
+                    .filter(|s| s.protocol == protocol)
+                    .flat_map(|s| s.members())
+                    .collect();
+                if members.is_empty() {
+                    Err(format!(
+                        "{not_matched}, and the rules setting mark {mark} select no {protocol} \
+                         traffic: {instead}"
+                    ))
+                } else {
+                    Ok(members)
+                }
+            }
+        }
+    }
+
+    /// The members a virtual server serves: its group's entries (`IP PORT`, `IP-LAST
+    /// PORT`, `fwmark N`) or its own mark, each entry that cannot be translated noted.
+    /// Empty if none could.
+    fn members(&mut self, head: &Head, protocol: &str, group: &str) -> Vec<String> {
+        let mut members: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<std::net::SocketAddr> = Default::default();
+        let mut family: Option<bool> = None;
+        // Adds `member` unless it overlaps one already in, or is of the other family.
+        let mut add = |member: String| -> Result<(), String> {
+            let parsed = crate::config::parse_member(&member)?;
+            let pairs: Vec<std::net::SocketAddr> = parsed.expand().collect();
+            let v4 = pairs[0].is_ipv4();
+            if *family.get_or_insert(v4) != v4 {
+                return Err(
+                    "not in the address family of the group's first entry: xdp-lb serves \
+                     a group's members from one pool of one family"
+                        .into(),
+                );
+            }
+            if let Some(p) = pairs.iter().find(|p| seen.contains(p)) {
+                return Err(format!("{p} is already an entry of the group"));
+            }
+            seen.extend(pairs);
+            members.push(member);
+            Ok(())
         };
-        let Some((vip, port)) = parsed else {
-            self.report(node, "expected `virtual_server IP PORT {`");
-            return;
+        match head {
+            Head::Single(..) => unreachable!("a single VIP:port has no members to resolve"),
+            Head::Fwmark(mark) => {
+                let instead = format!(
+                    "write the VIP:port pairs it selects as `[virtual_server_group.{group}] \
+                     members = [\"VIP:PORT\", ...]` and `group = \"{group}\"` in place of \
+                     `fwmark {mark}` (in keepalived terms: a virtual_server_group of `IP PORT` \
+                     entries)"
+                );
+                match self.mark_members(*mark, protocol, &instead) {
+                    Ok(list) => {
+                        for m in list {
+                            // Rules may overlap: the first one wins, as a mark is one set.
+                            let _ = add(m);
+                        }
+                    }
+                    // The caller says why.
+                    Err(_) => return Vec::new(),
+                }
+            }
+            Head::Group(name, entries, _) => {
+                for entry in entries {
+                    let args = entry.arg_texts();
+                    let member = if entry.keyword == "fwmark" {
+                        let mark = args.first().and_then(|m| m.parse::<u32>().ok());
+                        let Some(mark) = mark else {
+                            self.report_once(entry, "expected `fwmark N`".into());
+                            continue;
+                        };
+                        let instead = format!(
+                            "add the VIP:port pairs mark {mark} selects to `members` of \
+                             `[virtual_server_group.{group}]` (in keepalived terms: `IP PORT` \
+                             entries of virtual_server_group {name})"
+                        );
+                        match self.mark_members(mark, protocol, &instead) {
+                            Ok(list) => list,
+                            Err(why) => {
+                                self.report_once(entry, why);
+                                continue;
+                            }
+                        }
+                    } else {
+                        let member = match args.as_slice() {
+                            [port] if entry.keyword.contains(':') => {
+                                format!("[{}]:{port}", entry.keyword)
+                            }
+                            [port] => format!("{}:{port}", entry.keyword),
+                            _ => String::new(),
+                        };
+                        if let Err(why) = crate::config::parse_member(&member) {
+                            let why = if member.is_empty() {
+                                "expected `IP PORT`, `IP-LAST PORT` or `fwmark N`".to_owned()
+                            } else {
+                                format!("{why}; expected `IP PORT`, `IP-LAST PORT` or `fwmark N`")
+                            };
+                            self.report_once(entry, why);
+                            continue;
+                        }
+                        vec![member]
+                    };
+                    for m in member {
+                        if let Err(why) = add(m) {
+                            self.report_once(entry, format!("{why}; left out"));
+                        }
+                    }
+                }
+            }
+        }
+        members
+    }
+
+    pub(super) fn virtual_server(&mut self, node: &Node) {
+        let args = node.arg_texts();
+        let head = match args.as_slice() {
+            ["fwmark", mark] => match mark.parse::<u32>() {
+                Ok(mark) => Head::Fwmark(mark),
+                Err(_) => {
+                    self.report(node, "expected `virtual_server fwmark N {`");
+                    return;
+                }
+            },
+            ["group", name] => {
+                let Some((_, group)) = self.vs_groups.iter().find(|(n, _)| n == name) else {
+                    self.report(
+                        node,
+                        format!(
+                            "there is no virtual_server_group {name} (keepalived leaves the \
+                             virtual server out too)"
+                        ),
+                    );
+                    return;
+                };
+                let entries = group.block.iter().flatten().cloned().collect();
+                Head::Group((*name).to_owned(), entries, group.at)
+            }
+            [ip, port] => match (ip.parse::<IpAddr>(), port.parse::<u16>()) {
+                (Ok(vip), Ok(port)) if port > 0 => Head::Single(vip, port),
+                _ => {
+                    self.report(node, "expected `virtual_server IP PORT {`");
+                    return;
+                }
+            },
+            _ => {
+                self.report(
+                    node,
+                    "expected `virtual_server IP PORT {`, `virtual_server group NAME {` or \
+                     `virtual_server fwmark N {`",
+                );
+                return;
+            }
         };
         let Some(block) = self.block(node) else {
             return;
         };
+        let protocol = block
+            .iter()
+            .find(|i| i.keyword == "protocol")
+            .and_then(|i| i.arg_texts().first().map(|p| p.to_ascii_lowercase()))
+            .unwrap_or_else(|| "tcp".to_owned());
         let mut s = Section::new("[[virtual_server]]".into(), node.at);
-        s.set("vip", V::Str(vip.to_string()), node.at);
-        s.set("port", V::Int(port.into()), node.at);
+        // Its `[virtual_server_group.NAME]`, written with it (if it is not left out).
+        let mut group_section = None;
+        // Its VIPs (the family, and where real servers may not be) and ports.
+        let (vips, ports): (Vec<IpAddr>, Vec<u16>) = match &head {
+            Head::Single(vip, port) => {
+                s.set("vip", V::Str(vip.to_string()), node.at);
+                s.set("port", V::Int((*port).into()), node.at);
+                (vec![*vip], vec![*port])
+            }
+            _ => {
+                let base = match &head {
+                    Head::Group(name, ..) => name.clone(),
+                    Head::Fwmark(mark) => format!("fwmark_{mark}"),
+                    Head::Single(..) => unreachable!(),
+                };
+                // One table per virtual server using it (a mark's pairs depend on the
+                // protocol); a name already written gets the protocol appended.
+                let taken = |n: &str| {
+                    let header = format!("[virtual_server_group.{}]", key(n));
+                    self.server_groups.iter().any(|g| g.header == header)
+                };
+                let mut group = base.clone();
+                if taken(&group) {
+                    group = format!("{base}_{protocol}");
+                }
+                let mut n = 2;
+                while taken(&group) {
+                    group = format!("{base}_{protocol}_{n}");
+                    n += 1;
+                }
+                let members = self.members(&head, &protocol, &group);
+                if members.is_empty() {
+                    let why = match &head {
+                        Head::Fwmark(mark) => {
+                            let instead = format!(
+                                "write the VIP:port pairs it selects as \
+                                 `[virtual_server_group.{group}] members = [\"VIP:PORT\", ...]` \
+                                 and `group = \"{group}\"` in place of `fwmark {mark}` (in \
+                                 keepalived terms: a virtual_server_group of `IP PORT` entries)"
+                            );
+                            self.mark_members(*mark, &protocol, &instead)
+                                .err()
+                                .unwrap_or_default()
+                        }
+                        _ => format!(
+                            "no entry of virtual_server_group {base} could be translated (see \
+                             the notes on them); the virtual server is left out"
+                        ),
+                    };
+                    self.report(node, why);
+                    return;
+                }
+                let mut vips = Vec::new();
+                let mut ports = Vec::new();
+                for m in &members {
+                    let parsed = crate::config::parse_member(m).expect("checked");
+                    for pair in parsed.expand() {
+                        if !vips.contains(&pair.ip()) {
+                            vips.push(pair.ip());
+                        }
+                        if !ports.contains(&pair.port()) {
+                            ports.push(pair.port());
+                        }
+                    }
+                }
+                // Where the group is defined: its notes are written beside it.
+                let at = match &head {
+                    Head::Group(_, _, at) => *at,
+                    _ => node.at,
+                };
+                let mut g = Section::new(format!("[virtual_server_group.{}]", key(&group)), at);
+                g.set("members", V::strs(members), at);
+                group_section = Some(g);
+                s.set("group", V::Str(group), node.at);
+                (vips, ports)
+            }
+        };
+        let vip = vips[0];
         let mut defaults = CheckDefaults::default();
         let mut real_servers: Vec<&Node> = Vec::new();
         for item in block {
@@ -1165,7 +1447,7 @@ impl Tx {
         }
         let mut servers = Vec::new();
         for rs in real_servers {
-            if let Some(section) = self.real_server(rs, vip, &defaults) {
+            if let Some(section) = self.real_server(rs, &vips, &ports, &defaults) {
                 servers.push(section);
             }
         }
@@ -1177,16 +1459,20 @@ impl Tx {
             );
             return;
         }
+        self.server_groups.extend(group_section);
         self.services.push(s);
         self.services.extend(servers);
     }
 
+    /// A real server of a virtual server serving `vips` on `ports`.
     fn real_server(
         &mut self,
         node: &Node,
-        vip: IpAddr,
+        vips: &[IpAddr],
+        ports: &[u16],
         defaults: &CheckDefaults,
     ) -> Option<Section> {
+        let vip = vips[0];
         let args = node.arg_texts();
         let parsed = match args.as_slice() {
             [ip, port] => ip
@@ -1208,10 +1494,30 @@ impl Tx {
             self.report(node, format!("real server {address} is {why}; left out"));
             return None;
         }
-        if address == vip {
+        if vips.contains(&address) {
             self.report(
                 node,
                 format!("real server {address} is the virtual server's own VIP; left out"),
+            );
+            return None;
+        }
+        if port.is_none() && ports.len() > 1 {
+            // IPVS sends to the port the client asked for (port 0); xdp-lb to one port
+            // per real server, which its checks also connect to.
+            self.report(
+                node,
+                format!(
+                    "a real server without a port keeps each connection's destination port in \
+                     IPVS; xdp-lb sends to one port per real server (for DR and TUN it is only \
+                     what its check connects to) and the virtual server serves ports {}: give \
+                     it one, e.g. `real_server {address} {}`; left out",
+                    ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    ports[0]
+                ),
             );
             return None;
         }
