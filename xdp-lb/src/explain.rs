@@ -2,11 +2,12 @@
 //! from the live maps the XDP program reads, in the program's order: the service
 //! (or why none), the VRRP gate (forwarded only while MASTER), the flow entry of the
 //! exact 5-tuple, the persistence entry of a persistent service, and otherwise the
-//! schedule slot a new connection takes. The source filter's rule that decides the
-//! source comes from the daemon's own rules (the ones it wrote, [`crate::filter::decide`]). The hash of that slot is the program's own
+//! schedule slot a new connection takes. The hash of that slot is the program's own
 //! function ([`xdp_lb_common::flow_hash`], [`xdp_lb_common::hash_words`]), so the
 //! prediction cannot drift from what the kernel does; a per-CPU round-robin cursor is
-//! not predictable from here, so for rr/wrr the answer lists the shares instead.
+//! not predictable from here, so for rr/wrr the answer lists the shares instead. The
+//! source-filter rule that decides the source comes from the daemon's own rules, the
+//! ones it wrote to the tries ([`crate::filter::decide`]).
 //!
 //! [`explain`] is pure over a [`LiveMaps`] view (the [`Dataplane`] in the daemon, an
 //! in-memory one in the tests); the daemon answers `GET /explain` with it, and the
