@@ -389,3 +389,46 @@ fn genhash_over_tls_matches_keepalived_s() {
     assert_eq!(ours, theirs);
     assert_eq!(ours, format!("{}\n", md5sum(page)));
 }
+
+#[test]
+fn check_reports_source_filter_rules_that_never_decide() {
+    let f = write(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n\n[filter]\ndeny = [\"203.0.113.0/24\"]\n\n\
+         [[virtual_server]]\nvip = \"192.0.2.100\"\nport = 80\n\
+         allow = [\"198.51.100.0/24\", \"203.0.113.128/25\"]\ndeny = [\"198.51.100.0/24\"]\n\
+           [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n",
+    );
+    let path = f.path().to_str().unwrap().to_string();
+    // A prefix both allowed and denied is an error: which would win is not clear.
+    let (code, _, stderr) = xdp_lb(&["check", "--offline", "--config", &path]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("xdp-lb: error: {path}:11:9: ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("both allowed (line 10) and denied"),
+        "{stderr}"
+    );
+    // One that never decides is a warning: it installs and counts, but is most likely
+    // a mistake.
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "deny = [\"198.51.100.0/24\"]",
+        "deny = [\"198.51.100.0/25\"]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = xdp_lb(&["check", "--offline", "--config", &path]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "xdp-lb: warning: {path}:10:29: virtual server 192.0.2.100:80/tcp: allow \
+             203.0.113.128/25 never decides: [filter] deny 203.0.113.0/24 (line 5) drops these \
+             sources first"
+        )
+    );
+    assert!(
+        stdout.contains("4 source-filter rules (1 never decide)"),
+        "{stdout}"
+    );
+}

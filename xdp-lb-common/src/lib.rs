@@ -39,6 +39,19 @@ pub const SERVICE_F_NO_FLOW_TABLE: u32 = 2;
 /// the idle timeouts (as NAT's always do), so its real servers' active connections can
 /// be counted (lc, wlc).
 pub const SERVICE_F_AGING: u32 = 4;
+/// `ServiceValue::flags`: the service has source-filter rules of its own (`allow` /
+/// `deny`), looked up in `FILTER_V4` / `FILTER_V6` under [`filter_scope`]`(id + 1, ..)`.
+/// A service without this flag and without [`SERVICE_F_FILTER_GLOBAL`] pays for the
+/// filter with one flag test.
+pub const SERVICE_F_FILTER: u32 = 8;
+/// `ServiceValue::flags`: the global deny list is not empty; it is looked up first,
+/// under [`filter_scope`]`(FILTER_SCOPE_GLOBAL, ..)`.
+pub const SERVICE_F_FILTER_GLOBAL: u32 = 16;
+/// `ServiceValue::flags`: the service reads the filter's generation 1 (else 0). The
+/// daemon writes a changed rule set into the generation no service reads, then
+/// switches each service with its one value write, so a packet never sees half of a
+/// reload's rules.
+pub const SERVICE_F_FILTER_GEN: u32 = 32;
 
 /// `ServiceValue::forwarding`.
 pub const FWD_DR: u8 = 1;
@@ -56,6 +69,58 @@ pub const SELECT_HASH_FLOW: u8 = 2;
 /// `BackendValue::flags`: the backend may carry traffic. Flows pinned to a backend
 /// without this flag are rescheduled on their next packet.
 pub const BACKEND_F_ACTIVE: u32 = 1;
+
+/// Rules of the source filter (all services and the global list, each service's
+/// implicit default deny included): the size of `FILTER_STATS`, whose index is a
+/// rule's number. Each trie holds two generations of them.
+pub const MAX_FILTER_RULES: u32 = 4096;
+/// Entries of each filter trie (`FILTER_V4`, `FILTER_V6`): two generations.
+pub const FILTER_TRIE_ENTRIES: u32 = 2 * MAX_FILTER_RULES;
+/// The scope of the global deny list; a service's own rules are in scope `id + 1`.
+pub const FILTER_SCOPE_GLOBAL: u32 = 0;
+/// Leading bits of a filter key that are its scope: a rule for `addr/len` has prefix
+/// length `FILTER_SCOPE_BITS + len`, so the scope is always matched whole (its byte
+/// order therefore does not matter, as long as both sides write it alike).
+pub const FILTER_SCOPE_BITS: u32 = 32;
+/// `FilterValue::action`.
+pub const FILTER_ALLOW: u32 = 0;
+pub const FILTER_DENY: u32 = 1;
+
+/// The bit of a scope number that is its generation.
+pub const FILTER_SCOPE_GENERATION: u32 = 1 << 16;
+
+/// The scope number of `scope` (`FILTER_SCOPE_GLOBAL` or a service's `id + 1`) in
+/// filter generation `generation` (0 or 1, see [`SERVICE_F_FILTER_GEN`]).
+#[inline(always)]
+pub const fn filter_scope(scope: u32, generation: u32) -> u32 {
+    scope | (generation * FILTER_SCOPE_GENERATION)
+}
+
+/// Data of an IPv4 filter key (the LPM trie key is `{ prefix_len, data }`): a scope and
+/// the source address, network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FilterKeyV4 {
+    pub scope: u32,
+    pub addr: [u8; 4],
+}
+
+/// Data of an IPv6 filter key: a scope and the source address, network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FilterKeyV6 {
+    pub scope: u32,
+    pub addr: [u8; 16],
+}
+
+/// Value of a filter trie: which rule decided (its counter in `FILTER_STATS`) and how.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FilterValue {
+    pub rule: u32,
+    /// `FILTER_ALLOW` or `FILTER_DENY`.
+    pub action: u32,
+}
 
 /// Key of the services map: (VIP, port, protocol).
 #[repr(C)]
@@ -341,9 +406,13 @@ pub enum Reason {
     PassMartian = 17,
     /// An IPv4 header whose checksum is wrong: passed (the kernel drops it).
     PassBadChecksum = 18,
+    /// The source filter denied the source (a global `deny`, a service's `deny`, or
+    /// no `allow` of a service that has some): dropped, and counted by its rule in
+    /// `FILTER_STATS`.
+    DropFiltered = 19,
 }
 
-pub const REASON_COUNT: u32 = 19;
+pub const REASON_COUNT: u32 = 20;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -366,6 +435,7 @@ impl Reason {
         Reason::DropNoHeadroom,
         Reason::PassMartian,
         Reason::PassBadChecksum,
+        Reason::DropFiltered,
     ];
 
     /// Stable snake_case name for logs and metrics.
@@ -390,6 +460,7 @@ impl Reason {
             Reason::DropNoHeadroom => "drop_no_headroom",
             Reason::PassMartian => "pass_martian",
             Reason::PassBadChecksum => "pass_bad_checksum",
+            Reason::DropFiltered => "drop_filtered",
         }
     }
 }
@@ -491,6 +562,18 @@ layout!(ServiceStats, 64, {
     drop_redirect: u64 = 48,
     unpinned: u64 = 56,
 });
+layout!(FilterKeyV4, 8, {
+    scope: u32 = 0,
+    addr: [u8; 4] = 4,
+});
+layout!(FilterKeyV6, 20, {
+    scope: u32 = 0,
+    addr: [u8; 16] = 4,
+});
+layout!(FilterValue, 8, {
+    rule: u32 = 0,
+    action: u32 = 4,
+});
 layout!(BackendStats, 32, {
     packets: u64 = 0,
     bytes: u64 = 8,
@@ -524,6 +607,12 @@ mod pod {
     unsafe impl aya::Pod for ServiceStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for BackendStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FilterKeyV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FilterKeyV6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FilterValue {}
 }
 
 #[cfg(test)]

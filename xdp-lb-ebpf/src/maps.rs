@@ -2,11 +2,12 @@
 //! the daemon opens them by these names.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
-    BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS, FlowKey,
-    FlowValue, MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_SERVICES, NatValue, PersistKey, PersistValue,
+    BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS,
+    FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowValue, MAX_BACKENDS,
+    MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NatValue, PersistKey, PersistValue,
     REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
 };
 
@@ -77,3 +78,19 @@ pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(
 /// Settings written by the daemon (`CONFIG_*` indices).
 #[map]
 pub static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_SLOTS, 0);
+
+/// The source filter, IPv4: (scope, source prefix) → rule (see `filter`). A trie is
+/// created without preallocation (the kernel requires it), so it costs memory only
+/// for the rules written.
+#[map]
+pub static FILTER_V4: LpmTrie<FilterKeyV4, FilterValue> =
+    LpmTrie::with_max_entries(FILTER_TRIE_ENTRIES, 0);
+
+/// The source filter, IPv6.
+#[map]
+pub static FILTER_V6: LpmTrie<FilterKeyV6, FilterValue> =
+    LpmTrie::with_max_entries(FILTER_TRIE_ENTRIES, 0);
+
+/// Packets each filter rule decided (allowed or dropped), by rule number.
+#[map]
+pub static FILTER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_FILTER_RULES, 0);

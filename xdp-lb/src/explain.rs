@@ -5,7 +5,9 @@
 //! schedule slot a new connection takes. The hash of that slot is the program's own
 //! function ([`xdp_lb_common::flow_hash`], [`xdp_lb_common::hash_words`]), so the
 //! prediction cannot drift from what the kernel does; a per-CPU round-robin cursor is
-//! not predictable from here, so for rr/wrr the answer lists the shares instead.
+//! not predictable from here, so for rr/wrr the answer lists the shares instead. The
+//! source-filter rule that decides the source comes from the daemon's own rules, the
+//! ones it wrote to the tries ([`crate::filter::decide`]).
 //!
 //! [`explain`] is pure over a [`LiveMaps`] view (the [`Dataplane`] in the daemon, an
 //! in-memory one in the tests); the daemon answers `GET /explain` with it, and the
@@ -188,11 +190,25 @@ pub struct Matched {
     /// `persistent 5m per /32`; absent when off.
     pub persistence: Option<String>,
     pub gate: Gate,
+    /// The source-filter rule that decides the source (`None`: the service has no
+    /// rule for it, and no global deny holds it: allowed).
+    #[serde(default)]
+    pub filter: Option<FilterRule>,
     pub quorum_ok: bool,
     pub flow: FlowLookup,
     /// Persistent services only: the client's remembered real server.
     pub persisted: Option<Persisted>,
     pub new_connection: NewConnection,
+}
+
+/// The source-filter rule that decides a source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterRule {
+    /// `deny 203.0.113.0/24`, or `deny (no allow matched)`.
+    pub rule: String,
+    /// From `[filter] deny` (checked before the service's own rules).
+    pub global: bool,
+    pub denied: bool,
 }
 
 /// Whether XDP forwards the service now, and the VRRP instances that decide it.
@@ -530,6 +546,16 @@ pub fn explain(
             )
         }),
         gate,
+        filter: crate::filter::decide(&table.filter, &svc.members[0].key, query.src).map(|r| {
+            FilterRule {
+                rule: match r.prefix {
+                    Some(p) => format!("{} {p}", r.action),
+                    None => format!("{} (no allow matched)", r.action),
+                },
+                global: r.scope == crate::filter::Scope::Global,
+                denied: r.action == crate::filter::Action::Deny,
+            }
+        }),
         quorum_ok: svc.quorum_ok,
         flow,
         persisted,
@@ -557,6 +583,14 @@ fn verdict(m: &Matched) -> String {
             None => "this node is not MASTER for its VIP".to_owned(),
         };
         return format!("passed to the kernel: {why}");
+    }
+    if let Some(f) = m.filter.as_ref().filter(|f| f.denied) {
+        let whose = if f.global {
+            "[filter]"
+        } else {
+            "the service's"
+        };
+        return format!("dropped by the source filter: {whose} {}", f.rule);
     }
     if let FlowLookup::Pinned {
         real_server,
@@ -674,6 +708,11 @@ pub fn render(e: &Explanation) -> String {
                 "passed to the kernel"
             }
         );
+        let filter = match &m.filter {
+            None => "no rule holds the source: allowed".to_owned(),
+            Some(f) => format!("{}{}", if f.global { "[filter] " } else { "" }, f.rule),
+        };
+        let _ = writeln!(out, "filter       {filter}");
         let flow = match &m.flow {
             FlowLookup::NotLookedUp => "not looked up: no source port given".to_owned(),
             FlowLookup::Off => {

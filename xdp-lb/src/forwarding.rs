@@ -18,7 +18,7 @@ use xdp_lb_common::{BackendValue, ServiceKey};
 
 use crate::{
     config::NatTimeouts,
-    dataplane::{Dataplane, DataplaneError, ServiceSpec},
+    dataplane::{Dataplane, DataplaneError, ServiceSpec, filter::FilterEntry},
     schedule::Load,
     services::{BackendIndex, Macs, Member, Reloaded, ServiceTable, ServicesError, Slot},
 };
@@ -37,6 +37,14 @@ pub trait MapWriter {
     fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError>;
     /// Switches the NAT reply path on or off, with its timeouts.
     fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError>;
+    /// Makes source-filter generation `generation` (0 or 1) hold exactly `entries`.
+    fn set_filter(
+        &mut self,
+        generation: u32,
+        entries: &[FilterEntry],
+    ) -> Result<(), DataplaneError>;
+    /// Zeroes the counters of newly given source-filter rule numbers.
+    fn reset_rule_counters(&mut self, rules: &[u32]) -> Result<(), DataplaneError>;
 }
 
 impl MapWriter for Dataplane {
@@ -55,6 +63,16 @@ impl MapWriter for Dataplane {
     }
     fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
         Dataplane::set_nat(self, on, timeouts)
+    }
+    fn set_filter(
+        &mut self,
+        generation: u32,
+        entries: &[FilterEntry],
+    ) -> Result<(), DataplaneError> {
+        Dataplane::set_filter(self, generation, entries)
+    }
+    fn reset_rule_counters(&mut self, rules: &[u32]) -> Result<(), DataplaneError> {
+        Dataplane::reset_rule_counters(self, rules)
     }
 }
 
@@ -112,6 +130,11 @@ pub struct Forwarding<W: MapWriter> {
     /// What [`MapWriter::set_nat`] last wrote: the NAT reply path's switch and the
     /// timeouts (so an unchanged reload writes nothing).
     written_aging: Option<(bool, NatTimeouts)>,
+    /// The source-filter generation services read, and the entries it holds. A
+    /// changed rule set goes into the other generation first, then every service is
+    /// switched to it (one value write each), so no packet sees half of a change.
+    filter_generation: u32,
+    written_filter: Option<Vec<FilterEntry>>,
 }
 
 impl<W: MapWriter> Forwarding<W> {
@@ -131,6 +154,8 @@ impl<W: MapWriter> Forwarding<W> {
             writer,
             timeouts,
             written_aging: None,
+            filter_generation: 0,
+            written_filter: None,
         };
         owner.write_all()?;
         owner.write_aging()?;
@@ -182,12 +207,15 @@ impl<W: MapWriter> Forwarding<W> {
             .collect()
     }
 
-    /// The map contents of service `index` now.
+    /// The map contents of service `index` now: its members' VRRP states and the live
+    /// filter generation.
     fn spec(&self, index: usize) -> Result<ServiceSpec, ServicesError> {
         let master_vips = &self.master_vips;
-        self.table.spec(index, &|m: &Member| {
+        let mut spec = self.table.spec(index, &|m: &Member| {
             !m.on_vrrp_vip || master_vips.contains(&m.vip)
-        })
+        })?;
+        spec.filter_generation = self.filter_generation;
+        Ok(spec)
     }
 
     /// A health check's verdict on the real server at `index` (with a MISC check's
@@ -335,6 +363,7 @@ impl<W: MapWriter> Forwarding<W> {
         }
         self.writer
             .reset_counters(&reloaded.new_services, &reloaded.new_backends)?;
+        self.writer.reset_rule_counters(&reloaded.new_rules)?;
         for &slot in &reloaded.removed_backends {
             self.writer.set_backend(slot, &BackendValue::default())?;
         }
@@ -361,9 +390,21 @@ impl<W: MapWriter> Forwarding<W> {
         Ok(())
     }
 
+    /// Every backend, then the source filter (into the generation no service reads,
+    /// if it changed), then every service (which switches it to that generation).
     fn write_all(&mut self) -> Result<(), ForwardingError> {
         for index in self.table.backend_indices() {
             self.write_backend(index)?;
+        }
+        let entries = self.table.filter_entries();
+        if self.written_filter.as_ref() != Some(&entries) {
+            let generation = match self.written_filter {
+                None => 0,
+                Some(_) => 1 - self.filter_generation,
+            };
+            self.writer.set_filter(generation, &entries)?;
+            self.filter_generation = generation;
+            self.written_filter = Some(entries);
         }
         for index in 0..self.table.services.len() {
             self.write_service(index)?;

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod error_chain;
 pub mod explain;
 pub mod failover;
+pub mod filter;
 pub mod forwarding;
 mod health_checks;
 pub mod import;

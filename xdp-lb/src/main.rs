@@ -357,8 +357,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|v| v.real_servers.len())
                 .sum();
+            // Rules that never decide are not errors (they install and count), but
+            // most likely mistakes: said on stderr, as the daemon logs them.
+            let shadowed = config::shadowed_rules(&config);
+            for shadow in &shadowed {
+                eprintln!("xdp-lb: warning: {shadow}");
+            }
+            let rules: usize = config.filter.deny.len()
+                + config
+                    .virtual_servers
+                    .iter()
+                    .map(|v| v.allow.len() + v.deny.len())
+                    .sum::<usize>();
+            let filter = match (rules, shadowed.len()) {
+                (0, _) => String::new(),
+                (n, 0) => format!(", {n} source-filter rules"),
+                (n, s) => format!(", {n} source-filter rules ({s} never decide)"),
+            };
             println!(
-                "{}: ok ({} virtual servers, {} real servers, {} vrrp instances, interfaces: {})",
+                "{}: ok ({} virtual servers, {} real servers, {} vrrp instances{filter}, \
+                 interfaces: {})",
                 path.display(),
                 config.virtual_servers.len(),
                 backends,

@@ -130,7 +130,7 @@ impl Collector for SnapshotCollector {
 
         let svc = |x: &crate::status::ServiceStatus| vec![("service", x.name.clone())];
         type Pick = fn(&crate::status::ServiceCounters) -> u64;
-        let service_counters: [(&str, &str, Pick); 8] = [
+        let service_counters: [(&str, &str, Pick); 9] = [
             (
                 "service_packets",
                 "Packets forwarded for the service",
@@ -169,6 +169,11 @@ impl Collector for SnapshotCollector {
                 "New flows the flood guard forwarded without a flow-table entry",
                 |c| c.unpinned_flows,
             ),
+            (
+                "service_dropped_filtered",
+                "Packets the service's own source-filter rules dropped",
+                |c| c.dropped_filtered,
+            ),
         ];
         for (name, help, pick) in service_counters {
             family(
@@ -180,6 +185,31 @@ impl Collector for SnapshotCollector {
                     .map(|x| (svc(x), counter(pick(&x.counters)))),
             )?;
         }
+        // One series per source-filter rule: which rule allows or drops what.
+        let rule_labels = |scope: &str, r: &crate::status::RuleStatus| -> Labels {
+            vec![
+                ("scope", scope.to_owned()),
+                ("action", r.action.to_string()),
+                (
+                    "prefix",
+                    r.prefix.clone().unwrap_or_else(|| "default".into()),
+                ),
+            ]
+        };
+        family(
+            &mut e,
+            "filter_rule_packets",
+            "Packets a source-filter rule decided (allowed, or dropped); scope is \"global\" \
+             ([filter] deny) or the service, prefix \"default\" a service's default deny",
+            s.global_deny
+                .iter()
+                .map(|r| (rule_labels("global", r), counter(r.packets)))
+                .chain(s.services.iter().flat_map(|x| {
+                    x.filter
+                        .iter()
+                        .map(|r| (rule_labels(&x.name, r), counter(r.packets)))
+                })),
+        )?;
         family(
             &mut e,
             "service_active",
@@ -400,6 +430,34 @@ impl Collector for SnapshotCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_source_filter_rule_is_a_series() {
+        use crate::{filter::Action, status::RuleStatus};
+        let mut s = crate::status::sample();
+        s.global_deny = vec![RuleStatus {
+            action: Action::Deny,
+            prefix: Some("203.0.113.0/24".into()),
+            packets: 9,
+        }];
+        s.services[0].filter = vec![RuleStatus {
+            action: Action::Deny,
+            prefix: None,
+            packets: 4,
+        }];
+        s.services[0].counters.dropped_filtered = 4;
+        let text = render(s);
+        for sample in [
+            "xdp_lb_filter_rule_packets_total{scope=\"global\",action=\"deny\",prefix=\"203.0.113.0/24\"} 9",
+            "xdp_lb_filter_rule_packets_total{scope=\"192.0.2.100:80/tcp\",action=\"deny\",prefix=\"default\"} 4",
+            "xdp_lb_service_dropped_filtered_total{service=\"192.0.2.100:80/tcp\"} 4",
+        ] {
+            assert!(
+                text.lines().any(|l| l == sample),
+                "no {sample:?} in:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn the_classic_format_names_counter_families_as_their_samples() {

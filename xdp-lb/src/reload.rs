@@ -2,7 +2,9 @@
 //! change while the daemon runs. Virtual servers and their real servers may change in
 //! every way (added, removed, weights, schedulers, checks, sorry servers, quorum);
 //! they are applied live, and established connections to real servers that stay keep
-//! going. A VRRP instance may change what needs no new election (its tunables:
+//! going. So are the source filter's rules (a virtual server's `allow` and `deny`, and
+//! `[filter] deny`): a changed set is switched to whole, and a rule that stays keeps
+//! its counter. A VRRP instance may change what needs no new election (its tunables:
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
 //! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything

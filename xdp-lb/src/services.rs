@@ -35,6 +35,8 @@ pub enum ServicesError {
     TooManyServices { count: usize },
     #[error("{count} real servers configured in all; the data plane holds at most {MAX_BACKENDS}")]
     TooManyBackends { count: usize },
+    #[error(transparent)]
+    TooManyRules(#[from] crate::filter::TooManyRules),
     #[error("virtual server {service}: {source}")]
     Schedule {
         service: String,
@@ -198,6 +200,8 @@ pub struct Service {
     pub flow_table: bool,
     /// lc and wlc: new connections expected before the next count (at least one).
     pub arrivals: u64,
+    /// It has source-filter rules of its own (`allow` or `deny`).
+    pub filtered: bool,
 }
 
 impl Service {
@@ -218,6 +222,8 @@ pub struct ServiceTable {
     pub backends: Vec<Backend>,
     /// Health checks by backend index.
     pub checks: Vec<(BackendIndex, crate::config::Check)>,
+    /// The source filter's rules, numbered (see [`crate::filter`]).
+    pub filter: Vec<crate::filter::Rule>,
 }
 
 /// What a reload changed in the maps' terms.
@@ -233,6 +239,8 @@ pub struct Reloaded {
     /// Newly given counter indices and slots: their counters start from zero.
     pub new_services: Vec<u32>,
     pub new_backends: Vec<Slot>,
+    /// Newly given source-filter rule numbers: their counters start from zero.
+    pub new_rules: Vec<u32>,
     /// Real servers that kept their slot.
     pub kept_backends: usize,
     /// Slots of the real servers whose verdict carried over (same check).
@@ -507,6 +515,7 @@ impl ServiceTable {
                 persistence: v.persistence,
                 flow_table: v.flow_table,
                 arrivals: 1,
+                filtered: !v.allow.is_empty() || !v.deny.is_empty(),
             });
         }
         if let Some(old) = old {
@@ -535,14 +544,37 @@ impl ServiceTable {
                 .map(|b| b.id)
                 .collect();
         }
+        // A service's rules are known by its first key (all its keys share its id).
+        let first_keys: Vec<ServiceKey> = services.iter().map(|s| s.members[0].key).collect();
+        let (filter, new_rules) =
+            crate::filter::build(config, &first_keys, old.map(|o| o.filter.as_slice()))?;
+        reloaded.new_rules = new_rules;
         Ok((
             ServiceTable {
                 services,
                 backends,
                 checks,
+                filter,
             },
             reloaded,
         ))
+    }
+
+    /// The global deny list is not empty.
+    pub fn global_filter(&self) -> bool {
+        self.filter
+            .iter()
+            .any(|r| r.scope == crate::filter::Scope::Global)
+    }
+
+    /// The source filter's trie entries (each service's scope from its id).
+    pub fn filter_entries(&self) -> Vec<crate::dataplane::filter::FilterEntry> {
+        let ids: HashMap<ServiceKey, u32> = self
+            .services
+            .iter()
+            .map(|s| (s.members[0].key, s.id))
+            .collect();
+        crate::filter::entries(&self.filter, |key| ids.get(key).copied())
     }
 
     /// What every id means, one line per service and real server, sorted: flow and
@@ -701,6 +733,10 @@ impl ServiceTable {
             }),
             no_flow_table: !svc.flow_table,
             ages: svc.scheduler.counts_connections(),
+            filtered: svc.filtered,
+            global_filter: self.global_filter(),
+            // The forwarding owner knows which generation is live.
+            filter_generation: 0,
             slots,
         }
     }

@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub vrrp_sockets: Vec<SocketStatus>,
     /// Data-plane verdicts by reason, summed over CPUs.
     pub verdicts: BTreeMap<Label, u64>,
+    /// `[filter] deny`: the global deny list's rules and what each dropped.
+    #[serde(default)]
+    pub global_deny: Vec<RuleStatus>,
     /// Seconds the services' and real servers' `rates` were measured over (0: none yet).
     #[serde(default)]
     pub rates_over_seconds: f64,
@@ -76,6 +79,30 @@ pub struct ServiceStatus {
     pub rates: Rates,
     pub real_servers: Vec<RealServerStatus>,
     pub sorry_server: Option<RealServerStatus>,
+    /// Its source-filter rules (`allow`, `deny`, and the default deny of a service
+    /// with `allow` rules) and the packets each decided.
+    #[serde(default)]
+    pub filter: Vec<RuleStatus>,
+}
+
+/// One source-filter rule and the packets it decided (allowed, or dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleStatus {
+    pub action: crate::filter::Action,
+    /// `198.51.100.0/24`; absent for a service's default deny (it has `allow` rules
+    /// and none held the source).
+    pub prefix: Option<String>,
+    pub packets: u64,
+}
+
+impl RuleStatus {
+    /// `deny 198.51.100.0/24`, or `deny (no allow matched)` for a default deny.
+    pub fn describe(&self) -> String {
+        match &self.prefix {
+            Some(p) => format!("{} {p}", self.action),
+            None => format!("{} (no allow matched)", self.action),
+        }
+    }
 }
 
 /// The service's data-plane counters (summed over CPUs).
@@ -91,6 +118,10 @@ pub struct ServiceCounters {
     /// New flows the flood guard forwarded without a flow entry.
     #[serde(default)]
     pub unpinned_flows: u64,
+    /// Packets its own source-filter rules dropped (the global deny list's drops are
+    /// counted on its rules, [`Snapshot::global_deny`]).
+    #[serde(default)]
+    pub dropped_filtered: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +230,22 @@ impl Snapshot {
                     rates: Rates::default(),
                 }
             };
+        let rules = |scope: crate::filter::Scope, note: &mut dyn FnMut(_)| -> Vec<RuleStatus> {
+            table
+                .filter
+                .iter()
+                .filter(|r| r.scope == scope)
+                .map(|r| RuleStatus {
+                    action: r.action,
+                    prefix: r.prefix.map(|p| p.to_string()),
+                    packets: dataplane.rule_packets(r.number).unwrap_or_else(|e| {
+                        note(e);
+                        0
+                    }),
+                })
+                .collect()
+        };
+        let global_deny = rules(crate::filter::Scope::Global, &mut note);
         let services = table
             .services
             .iter()
@@ -208,6 +255,7 @@ impl Snapshot {
                     note(e);
                     Default::default()
                 });
+                let filter = rules(crate::filter::Scope::Service(svc.members[0].key), &mut note);
                 ServiceStatus {
                     name: svc.name.clone(),
                     vip: svc.members[0].vip,
@@ -240,6 +288,11 @@ impl Snapshot {
                         dropped_no_real_server: s.drop_no_backend,
                         dropped_redirect: s.drop_redirect,
                         unpinned_flows: s.unpinned,
+                        dropped_filtered: filter
+                            .iter()
+                            .filter(|r| r.action == crate::filter::Action::Deny)
+                            .map(|r| r.packets)
+                            .sum(),
                     },
                     real_servers: svc
                         .backends
@@ -247,6 +300,7 @@ impl Snapshot {
                         .map(|&id| real_server(id, &mut note))
                         .collect(),
                     sorry_server: svc.sorry.map(|id| real_server(id, &mut note)),
+                    filter,
                 }
             })
             .collect();
@@ -265,6 +319,7 @@ impl Snapshot {
             vrrp,
             vrrp_sockets,
             verdicts,
+            global_deny,
             rates_over_seconds: 0.0,
         }
     }
@@ -283,8 +338,12 @@ impl Snapshot {
                 drop_no_backend = c.dropped_no_real_server,
                 drop_redirect = c.dropped_redirect,
                 unpinned = c.unpinned_flows,
+                drop_filtered = c.dropped_filtered,
                 "service counters"
             );
+            for r in &svc.filter {
+                tracing::info!(service = %svc.name, rule = %r.describe(), packets = r.packets, "source filter counters");
+            }
             for b in &svc.real_servers {
                 tracing::info!(
                     service = %svc.name,
@@ -303,6 +362,9 @@ impl Snapshot {
             .filter(|(_, n)| **n > 0)
             .map(|(r, n)| format!("{r}={n}"))
             .collect();
+        for r in &self.global_deny {
+            tracing::info!(rule = %r.describe(), packets = r.packets, "global deny counters");
+        }
         tracing::info!(verdicts = %nonzero.join(" "), "data plane verdicts");
     }
 }

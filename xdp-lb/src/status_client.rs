@@ -166,6 +166,12 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+    if !s.global_deny.is_empty() {
+        let _ = writeln!(out, "\nSOURCE FILTER (every service)");
+        for rule in &s.global_deny {
+            let _ = writeln!(out, "  {:<30} packets {}", rule.describe(), rule.packets);
+        }
+    }
     if !s.services.is_empty() {
         let _ = writeln!(out, "\nSERVICES");
         for svc in &s.services {
@@ -196,6 +202,9 @@ pub fn render(s: &Snapshot) -> String {
             );
             if svc.group.is_some() {
                 let _ = writeln!(out, "    members {}", svc.members.join(", "));
+            }
+            for rule in &svc.filter {
+                let _ = writeln!(out, "    {:<28} packets {}", rule.describe(), rule.packets);
             }
             let servers = svc.real_servers.iter().map(|r| (r, false));
             for (rs, sorry) in servers.chain(svc.sorry_server.iter().map(|r| (r, true))) {
@@ -258,6 +267,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn source_filter_rules_read_with_their_counts() {
+        use crate::{filter::Action, status::RuleStatus};
+        let mut s = crate::status::sample();
+        let rule = |action, prefix: Option<&str>, packets| RuleStatus {
+            action,
+            prefix: prefix.map(str::to_owned),
+            packets,
+        };
+        s.global_deny = vec![rule(Action::Deny, Some("203.0.113.0/24"), 9)];
+        s.services[0].filter = vec![
+            rule(Action::Allow, Some("198.51.100.0/24"), 270),
+            rule(Action::Deny, None, 4),
+        ];
+        let text = render(&s);
+        for line in [
+            "SOURCE FILTER (every service)",
+            "  deny 203.0.113.0/24            packets 9",
+            "    allow 198.51.100.0/24        packets 270",
+            "    deny (no allow matched)      packets 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn a_snapshot_reads_as_text() {
         let s = crate::status::sample();
         let text = render(&s);
@@ -275,6 +309,10 @@ mod tests {
         assert!(
             !text.contains("on eth1"),
             "a quiet socket is not shown:\n{text}"
+        );
+        assert!(
+            !text.contains("SOURCE FILTER"),
+            "no rules, no section:\n{text}"
         );
         // With rates measured, each service and real server line ends with them.
         let mut later = crate::status::sample();

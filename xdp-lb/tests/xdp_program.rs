@@ -5,12 +5,12 @@ mod support;
 
 use etherparse::{IpNumber, Ipv4Header, Ipv4Options, PacketBuilder};
 use xdp_lb::{
-    dataplane::{Dataplane, ServiceSpec},
+    dataplane::{Dataplane, ServiceSpec, filter::FilterEntry},
     schedule,
 };
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_DR, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR,
-    SELECT_HASH_FLOW, SELECT_HASH_SRC, ServiceKey, v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, IPPROTO_TCP, IPPROTO_UDP,
+    SELECT_CURSOR, SELECT_HASH_FLOW, SELECT_HASH_SRC, ServiceKey, v4_mapped,
 };
 
 use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
@@ -999,4 +999,361 @@ fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
     assert_eq!(sweep.gc.flows_removed, 6);
     assert_eq!(sweep.gc.flows_left, 1, "the wrr flow is left to the LRU");
     assert!(sweep.loads.is_empty());
+}
+
+fn tcp6_from(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(src, dst, 64)
+        .tcp(sport, dport, 1000, 64_000)
+        .write(&mut frame, b"six")
+        .unwrap();
+    frame
+}
+
+fn v6(text: &str) -> [u8; 16] {
+    text.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+/// One filter entry: `addr/len` in `scope` decided by rule `rule`.
+fn rule(scope: u32, addr: &str, len: u8, rule: u32, action: u32) -> FilterEntry {
+    FilterEntry {
+        scope,
+        addr: addr.parse().unwrap(),
+        prefix_len: len,
+        rule,
+        action,
+    }
+}
+
+/// `dataplane()` with source-filter rules: global deny 198.51.100.64/26 (rule 0),
+/// 203.0.113.0/24 (0) and 2001:db8:bad::/48 (5); VIP:80 (id 0) allows 198.51.100.0/24
+/// (1), denies 198.51.100.128/25 (2), allows 198.51.100.200/32 (3), default deny (4);
+/// [VIP6]:80 (id 2) allows 2001:db8::/32 (6), denies 2001:db8:1::/48 (7), allows
+/// 2001:db8:1:7::/64 (8), default deny (9); VIP:84 (id 6) only denies 198.51.100.0/24
+/// (10). VIP:53/udp (id 1) has no rules of its own. All in `generation`.
+fn filtered(generation: u32) -> Dataplane {
+    let mut dp = dataplane();
+    let (allow, deny) = (FILTER_ALLOW, FILTER_DENY);
+    let entries = [
+        rule(0, "198.51.100.64", 26, 0, deny),
+        rule(0, "203.0.113.0", 24, 0, deny),
+        rule(0, "2001:db8:bad::", 48, 5, deny),
+        rule(1, "198.51.100.0", 24, 1, allow),
+        rule(1, "198.51.100.128", 25, 2, deny),
+        rule(1, "198.51.100.200", 32, 3, allow),
+        rule(1, "0.0.0.0", 0, 4, deny),
+        rule(1, "::", 0, 4, deny),
+        rule(3, "2001:db8::", 32, 6, allow),
+        rule(3, "2001:db8:1::", 48, 7, deny),
+        rule(3, "2001:db8:1:7::", 64, 8, allow),
+        rule(3, "0.0.0.0", 0, 9, deny),
+        rule(3, "::", 0, 9, deny),
+        rule(7, "198.51.100.0", 24, 10, deny),
+    ];
+    dp.set_filter(generation, &entries).unwrap();
+    let wrr = schedule::weighted_round_robin(&[1, 2, 3]).unwrap();
+    for (key, id, filtered) in [
+        (key(v4_mapped(VIP), 80, IPPROTO_TCP), 0, true),
+        (key(v4_mapped(VIP), 53, IPPROTO_UDP), 1, false),
+        (key(VIP6, 80, IPPROTO_TCP), 2, true),
+        (key(v4_mapped(VIP), 84, IPPROTO_TCP), 6, true),
+    ] {
+        dp.set_service(&ServiceSpec {
+            key,
+            id,
+            forwarding: FWD_DR,
+            select: wrr.select,
+            active: true,
+            filtered,
+            global_filter: true,
+            filter_generation: generation,
+            slots: wrr.slots.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    dp
+}
+
+/// The source filter through BPF_PROG_TEST_RUN: each frame's action, then the rule
+/// that decided it by its counter.
+#[test]
+fn the_source_filter_allows_and_denies_by_the_longest_prefix_after_the_global_list() {
+    let dp = filtered(0);
+    let from = |src: [u8; 4], dport| tcp4_from(src, 7000, dport);
+    let udp_from = |src: [u8; 4]| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+            .ipv4(src, VIP, 64)
+            .udp(7000, 53)
+            .write(&mut frame, b"query")
+            .unwrap();
+        frame
+    };
+    let to_vip6 = |src: &str| tcp6_from(v6(src), VIP6, 7000, 80);
+    // (what, frame, expected action, the rule that decides it)
+    let fixtures: Vec<(&str, Vec<u8>, Expect, Option<u32>)> = vec![
+        (
+            "ipv4: an allowed source is forwarded",
+            from([198, 51, 100, 7], 80),
+            Expect::Forward,
+            Some(1),
+        ),
+        (
+            "ipv4: a denied /25 inside the allowed /24 drops (longest prefix wins)",
+            from([198, 51, 100, 130], 80),
+            Expect::Drop,
+            Some(2),
+        ),
+        (
+            "ipv4: an allowed /32 inside that denied /25 is forwarded",
+            from([198, 51, 100, 200], 80),
+            Expect::Forward,
+            Some(3),
+        ),
+        (
+            "ipv4: a source no allow holds drops (the default deny)",
+            from([192, 0, 2, 50], 80),
+            Expect::Drop,
+            Some(4),
+        ),
+        (
+            "ipv4: the global deny drops a source its service allows",
+            from([198, 51, 100, 70], 80),
+            Expect::Drop,
+            Some(0),
+        ),
+        (
+            "ipv4: a service that only denies drops what it denies",
+            from([198, 51, 100, 7], 84),
+            Expect::Drop,
+            Some(10),
+        ),
+        (
+            "ipv4: a service that only denies forwards everyone else",
+            from([192, 0, 2, 50], 84),
+            Expect::Forward,
+            None,
+        ),
+        (
+            "a service without rules forwards a source another service denies",
+            udp_from([192, 0, 2, 50]),
+            Expect::Forward,
+            None,
+        ),
+        (
+            "a service without rules still meets the global deny",
+            udp_from([203, 0, 113, 9]),
+            Expect::Drop,
+            Some(0),
+        ),
+        (
+            "traffic to no VIP from a globally denied source passes",
+            from([203, 0, 113, 9], 8080),
+            Expect::Pass,
+            None,
+        ),
+        (
+            "ipv6: an allowed source is forwarded",
+            to_vip6("2001:db8:2::7"),
+            Expect::Forward,
+            Some(6),
+        ),
+        (
+            "ipv6: a denied /48 inside the allowed /32 drops",
+            to_vip6("2001:db8:1::7"),
+            Expect::Drop,
+            Some(7),
+        ),
+        (
+            "ipv6: an allowed /64 inside that /48 is forwarded",
+            to_vip6("2001:db8:1:7::9"),
+            Expect::Forward,
+            Some(8),
+        ),
+        (
+            "ipv6: a source no allow holds drops",
+            to_vip6("2001:db9::7"),
+            Expect::Drop,
+            Some(9),
+        ),
+        (
+            "ipv6: the global deny drops first",
+            to_vip6("2001:db8:bad::1"),
+            Expect::Drop,
+            Some(5),
+        ),
+        (
+            "ipv6 to the ipv4 service's mapped address meets its default deny",
+            tcp6_from(v6("2001:db8:2::7"), v4_mapped(VIP), 7000, 80),
+            Expect::Drop,
+            Some(4),
+        ),
+    ];
+    let rules =
+        |dp: &Dataplane| -> Vec<u64> { (0..11).map(|r| dp.rule_packets(r).unwrap()).collect() };
+    let mut failures = Vec::new();
+    let mut drops = 0;
+    for (what, frame, expect, decided_by) in fixtures {
+        let before = rules(&dp);
+        let (action, out) = run(&dp, &frame);
+        let ok = match expect {
+            Expect::Forward => {
+                action == xdp_action::XDP_TX && {
+                    assert_dr_rewrite(&frame, &out);
+                    true
+                }
+            }
+            Expect::Pass => action == xdp_action::XDP_PASS && out == frame,
+            Expect::Drop => {
+                drops += 1;
+                action == xdp_action::XDP_DROP
+            }
+        };
+        let after = rules(&dp);
+        let counted: Vec<u32> = (0..11u32)
+            .filter(|&r| after[r as usize] != before[r as usize])
+            .collect();
+        let wanted: Vec<u32> = decided_by.into_iter().collect();
+        if !ok || counted != wanted {
+            failures.push(format!(
+                "{what}: action {action}, counted by rules {counted:?}, expected {wanted:?}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "fixtures failed:\n{}",
+        failures.join("\n")
+    );
+    let reasons = dp.global_stats().unwrap();
+    assert_eq!(reasons["drop_filtered"], drops, "{reasons:?}");
+    assert_eq!(reasons["pass_not_service"], 1, "{reasons:?}");
+}
+
+/// A changed rule set is written into the generation no service reads: packets keep
+/// the old rules until their service's value switches, then take the new ones whole.
+#[test]
+fn the_source_filter_switches_generations_with_the_service_value() {
+    let mut dp = filtered(0);
+    let allowed = tcp4_from([198, 51, 100, 7], 7100, 80);
+    assert_eq!(run(&dp, &allowed).0, xdp_action::XDP_TX);
+    // Generation 1: the same service now denies that /24.
+    dp.set_filter(1, &[rule(1, "198.51.100.0", 24, 11, FILTER_DENY)])
+        .unwrap();
+    assert_eq!(
+        run(&dp, &allowed).0,
+        xdp_action::XDP_TX,
+        "the service still reads generation 0"
+    );
+    let spec = |generation| ServiceSpec {
+        key: key(v4_mapped(VIP), 80, IPPROTO_TCP),
+        id: 0,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        active: true,
+        filtered: true,
+        filter_generation: generation,
+        slots: vec![0],
+        ..Default::default()
+    };
+    dp.set_service(&spec(1)).unwrap();
+    assert_eq!(run(&dp, &allowed).0, xdp_action::XDP_DROP);
+    assert_eq!(dp.rule_packets(11).unwrap(), 1);
+    // Generation 0 emptied; back on it with no rules the service forwards again.
+    dp.set_filter(0, &[]).unwrap();
+    dp.set_service(&ServiceSpec {
+        filtered: false,
+        ..spec(0)
+    })
+    .unwrap();
+    assert_eq!(run(&dp, &allowed).0, xdp_action::XDP_TX);
+    dp.set_service(&spec(0)).unwrap();
+    assert_eq!(
+        run(&dp, &allowed).0,
+        xdp_action::XDP_TX,
+        "generation 0 holds nothing any more: no rule, allowed"
+    );
+}
+
+/// The daemon's model of the filter (`xdp_lb::filter::decide`) names the rule the
+/// program counts, for a grid of sources over a configuration's rules written as the
+/// daemon writes them (`ServiceTable::filter_entries`, `ServiceTable::spec`).
+#[test]
+fn the_filter_model_predicts_the_rule_the_program_counts() {
+    let text = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[filter]
+deny = ["198.51.100.64/26", "2001:db8:bad::/48"]
+
+[[virtual_server]]
+vip = "192.0.2.100"
+port = 80
+allow = ["198.51.100.0/24", "198.51.100.200"]
+deny = ["198.51.100.128/25"]
+  [[virtual_server.real_server]]
+  address = "192.0.2.11"
+
+[[virtual_server]]
+vip = "2001:db8::64"
+port = 80
+deny = ["2001:db8:1::/48"]
+allow = ["2001:db8:1:7::/64"]
+  [[virtual_server.real_server]]
+  address = "2001:db8::11"
+"#;
+    let config = xdp_lb::config::parse(text, "filter.toml").unwrap();
+    let table = xdp_lb::services::ServiceTable::from_config(&config).unwrap();
+    let mut dp = load();
+    dp.set_filter(0, &table.filter_entries()).unwrap();
+    for index in 0..table.services.len() {
+        let mut spec = table.spec(index, &|_| true).unwrap();
+        spec.slots = vec![0];
+        dp.set_service(&spec).unwrap();
+    }
+    let counters = |dp: &Dataplane| -> Vec<u64> {
+        table
+            .filter
+            .iter()
+            .map(|r| dp.rule_packets(r.number).unwrap())
+            .collect()
+    };
+    let mut sources: Vec<std::net::IpAddr> = (0..=255u8)
+        .step_by(5)
+        .map(|last| std::net::Ipv4Addr::new(198, 51, 100, last).into())
+        .collect();
+    sources.push("192.0.2.50".parse().unwrap());
+    for text in [
+        "2001:db8:1::5",
+        "2001:db8:1:7::5",
+        "2001:db8:2::5",
+        "2001:db8:bad::5",
+    ] {
+        sources.push(text.parse().unwrap());
+    }
+    for src in sources {
+        let (index, frame) = match src {
+            std::net::IpAddr::V4(a) => (0, tcp4_from(a.octets(), 7200, 80)),
+            std::net::IpAddr::V6(a) => (1, tcp6_from(a.octets(), v6("2001:db8::64"), 7200, 80)),
+        };
+        let before = counters(&dp);
+        run(&dp, &frame);
+        let after = counters(&dp);
+        let counted: Vec<u32> = table
+            .filter
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (b, a))| a != b)
+            .map(|(r, _)| r.number)
+            .collect();
+        let predicted: Vec<u32> =
+            xdp_lb::filter::decide(&table.filter, &table.services[index].members[0].key, src)
+                .map(|r| r.number)
+                .into_iter()
+                .collect();
+        assert_eq!(counted, predicted, "source {src}");
+    }
 }

@@ -10,6 +10,7 @@
 mod check;
 mod duration;
 mod error;
+mod filter;
 mod group;
 mod raw;
 mod validate;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub(crate) use duration::fmt_duration;
 pub use error::{ConfigError, Location};
+pub use filter::{Prefix, Shadow, shadowed_rules};
 pub use group::{Member as GroupMember, parse_member};
 pub(crate) use validate::{not_another_host, program_problem};
 
@@ -82,6 +84,8 @@ pub struct Config {
     pub global: Global,
     pub dataplane: Dataplane,
     pub virtual_servers: Vec<VirtualServer>,
+    /// `[filter]`: sources denied for every virtual server.
+    pub filter: Filter,
     /// `[vrrp.NAME]` instances, sorted by name.
     pub vrrp: Vec<VrrpInstance>,
     /// `[script.NAME]` track scripts, sorted by name.
@@ -482,7 +486,27 @@ pub struct VirtualServer {
     /// its real server again (cheaper, and immune to flow-table floods), but a change of
     /// the real servers moves about 1/N of the connections.
     pub flow_table: bool,
+    /// The source filter (`allow`, `deny`): sources whose longest matching prefix is
+    /// denied are dropped; with any `allow`, a source no prefix matches is denied too.
+    /// Every prefix is of the vip's family; none is in both lists.
+    pub allow: Vec<FilterRule>,
+    pub deny: Vec<FilterRule>,
     /// Where the entry's `vip` value is, for later messages about this service.
+    pub location: Location,
+}
+
+/// `[filter]`: the global deny list, checked before any virtual server's own rules.
+/// A reload applies it live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// IPv4 and IPv6 prefixes; a source in one of them reaches no virtual server.
+    pub deny: Vec<FilterRule>,
+}
+
+/// One prefix of an `allow` or `deny` list, and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterRule {
+    pub prefix: Prefix,
     pub location: Location,
 }
 

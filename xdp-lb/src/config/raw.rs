@@ -13,6 +13,7 @@ use toml::{Spanned, Value};
 pub(super) struct RawConfig {
     pub(super) global: Option<Spanned<RawGlobal>>,
     pub(super) dataplane: Option<Spanned<RawDataplane>>,
+    pub(super) filter: Option<Spanned<RawFilter>>,
     #[serde(default)]
     pub(super) virtual_server: Vec<Spanned<RawVirtualServer>>,
     /// `[virtual_server_group.NAME]` groups of VIP:port pairs, by name.
@@ -124,6 +125,13 @@ pub(super) struct RawDataplane {
     pub(super) nat_udp_timeout: Option<Spanned<Value>>,
 }
 
+/// `[filter]`: the source filter's global deny list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawFilter {
+    pub(super) deny: Option<Spanned<Vec<Spanned<Value>>>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawVirtualServer {
@@ -143,6 +151,8 @@ pub(super) struct RawVirtualServer {
     pub(super) persistence_timeout: Option<Spanned<Value>>,
     pub(super) flow_table: Option<Spanned<Value>>,
     pub(super) persistence_granularity: Option<Spanned<Value>>,
+    pub(super) allow: Option<Spanned<Vec<Spanned<Value>>>>,
+    pub(super) deny: Option<Spanned<Vec<Spanned<Value>>>>,
     #[serde(default)]
     pub(super) real_server: Vec<Spanned<RawRealServer>>,
 }

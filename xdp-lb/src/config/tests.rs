@@ -2246,3 +2246,132 @@ fn a_vrrp_instance_tracks_a_group_by_any_member() {
     ]));
     assert_eq!(config.vrrp[0].identity.track_virtual_servers.len(), 1);
 }
+
+// ----- the source filter -----
+
+/// A virtual server on 192.0.2.100:80 (lines 3-5) with `extra` lines after its port,
+/// then its real server.
+fn filtered_vs(extra: &[&str]) -> String {
+    let mut lines = vec!["[[virtual_server]]", "vip = \"192.0.2.100\"", "port = 80"];
+    lines.extend_from_slice(extra);
+    lines.extend_from_slice(&[
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+    ]);
+    with_dp(&lines)
+}
+
+#[test]
+fn filter_prefixes_parse_with_their_locations() {
+    let mut text = filtered_vs(&[
+        "allow = [\"198.51.100.0/24\", \"198.51.100.7\"]",
+        "deny = [\"198.51.100.128/25\"]",
+    ]);
+    text.push_str("[filter]\ndeny = [\"203.0.113.0/24\", \"2001:db8:bad::/48\"]\n");
+    let config = parse_ok(&text);
+    let vs = &config.virtual_servers[0];
+    assert_eq!(vs.allow.len(), 2);
+    assert_eq!(vs.allow[1].prefix.to_string(), "198.51.100.7/32");
+    assert_eq!(
+        (vs.allow[1].location.line, vs.allow[1].location.col),
+        (6, 29)
+    );
+    assert_eq!(vs.deny[0].prefix.len, 25);
+    assert_eq!(config.filter.deny.len(), 2);
+    assert!(config.filter.deny[1].prefix.addr.is_ipv6());
+    assert_eq!(config.filter.deny[1].location.line, 11);
+    // No rules anywhere: an empty filter.
+    let plain = parse_ok(&filtered_vs(&[]));
+    assert!(plain.filter.deny.is_empty() && plain.virtual_servers[0].allow.is_empty());
+}
+
+#[test]
+fn filter_errors_name_the_prefix() {
+    assert_error(
+        &filtered_vs(&["allow = [\"198.51.100.7/24\"]"]),
+        6,
+        10,
+        &["`allow`", "did you mean \"198.51.100.0/24\""],
+    );
+    assert_error(
+        &filtered_vs(&["deny = [\"2001:db8::/32\"]"]),
+        6,
+        9,
+        &["2001:db8::/32 is IPv6 but the vip is IPv4"],
+    );
+    assert_error(
+        &filtered_vs(&[
+            "allow = [\"198.51.100.0/24\"]",
+            "deny = [\"198.51.100.0/24\"]",
+        ]),
+        7,
+        9,
+        &["both allowed (line 6) and denied"],
+    );
+    assert_error(
+        &filtered_vs(&["allow = [\"nowhere\"]"]),
+        6,
+        10,
+        &["not a source prefix"],
+    );
+    assert_error(
+        &filtered_vs(&["allow = [\"198.51.100.0/40\"]"]),
+        6,
+        10,
+        &["prefix length must be 0 to 32"],
+    );
+    assert_error(
+        &filtered_vs(&["allow = [24]"]),
+        6,
+        10,
+        &["`allow` must be an array of source prefixes"],
+    );
+    assert_error(
+        &with_dp(&["[filter]", "deny = [\"::ffff:203.0.113.0/120\"]"]),
+        4,
+        9,
+        &["IPv4-mapped"],
+    );
+    assert_error(
+        &with_dp(&["[filter]", "allow = [\"203.0.113.0/24\"]"]),
+        4,
+        1,
+        &["unknown key `allow`"],
+    );
+}
+
+#[test]
+fn shadowed_rules_are_reported_where_they_are_written() {
+    let mut text = filtered_vs(&[
+        // 6: decides: the default would deny it.
+        "allow = [\"198.51.100.0/24\", \"198.51.100.0/24\", \"198.51.100.64/26\"]",
+        // 7: the /25 decides (inside the allowed /24); the /26 inside it repeats it;
+        // 10.0.0.0/8 repeats the default deny; 203.0.113.0/25 is inside the global deny.
+        "deny = [\"198.51.100.128/25\", \"198.51.100.192/26\", \"10.0.0.0/8\", \"203.0.113.0/25\"]",
+    ]);
+    text.push_str("[filter]\ndeny = [\"203.0.113.0/24\", \"203.0.113.7\", \"2001:db8::/32\", \"2001:db8::/32\"]\n");
+    let config = parse_ok(&text);
+    let shadows: Vec<String> = shadowed_rules(&config)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expected = [
+        "lb.toml:6:29: virtual server 192.0.2.100:80/tcp: allow 198.51.100.0/24 is listed twice (first at line 6)",
+        "lb.toml:6:48: virtual server 192.0.2.100:80/tcp: allow 198.51.100.64/26 changes nothing: allow 198.51.100.0/24 (line 6) already allows these sources",
+        "lb.toml:7:30: virtual server 192.0.2.100:80/tcp: deny 198.51.100.192/26 changes nothing: deny 198.51.100.128/25 (line 7) already denies these sources",
+        "lb.toml:7:51: virtual server 192.0.2.100:80/tcp: deny 10.0.0.0/8 changes nothing: a service with `allow` rules denies every source none of them holds",
+        "lb.toml:7:65: virtual server 192.0.2.100:80/tcp: deny 203.0.113.0/25 never decides: [filter] deny 203.0.113.0/24 (line 11) drops these sources first",
+        "lb.toml:11:27: [filter] deny 203.0.113.7/32 never decides: deny 203.0.113.0/24 (line 11) holds it",
+        "lb.toml:11:59: [filter] deny 2001:db8::/32 is listed twice (first at line 11)",
+    ];
+    assert_eq!(shadows, expected);
+    // An allow inside a deny inside an allow decides, and so does a service's first
+    // deny when it has no allow.
+    let fine = filtered_vs(&[
+        "allow = [\"198.51.100.0/24\", \"198.51.100.200\"]",
+        "deny = [\"198.51.100.128/25\"]",
+    ]);
+    assert_eq!(shadowed_rules(&parse_ok(&fine)), []);
+    let deny_only = filtered_vs(&["deny = [\"198.51.100.0/24\"]"]);
+    assert_eq!(shadowed_rules(&parse_ok(&deny_only)), []);
+}

@@ -117,8 +117,9 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
             ));
         }
     };
+    let filter = v.filter(raw.filter)?;
     let groups = v.server_groups(raw.virtual_server_group)?;
-    let virtual_servers = v.virtual_servers(raw.virtual_server, groups)?;
+    let virtual_servers = v.virtual_servers(raw.virtual_server, groups, filter.deny.len())?;
     let scripts = v.scripts(raw.script)?;
     let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
     let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
@@ -126,6 +127,7 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         global,
         dataplane,
         virtual_servers,
+        filter,
         vrrp,
         scripts,
         sync_groups,
@@ -357,7 +359,9 @@ impl Validator<'_, '_> {
         &self,
         raws: Vec<Spanned<RawVirtualServer>>,
         groups: BTreeMap<String, Group>,
+        global_rules: usize,
     ) -> Result<Vec<VirtualServer>, ConfigError> {
+        let mut rules = global_rules;
         // (vip:port, protocol) -> offset of the first definition and its service's name.
         let mut seen: HashMap<(SocketAddr, Protocol), (usize, String)> = HashMap::new();
         let mut used_groups: HashSet<&str> = HashSet::new();
@@ -555,6 +559,13 @@ impl Validator<'_, '_> {
             };
             let quorum = self.quorum(&raw)?;
             let persistence = self.persistence(&raw, vip)?;
+            let (allow, deny) = self.service_filter(
+                raw.allow.as_ref(),
+                raw.deny.as_ref(),
+                vip,
+                &name,
+                &mut rules,
+            )?;
             let flow_table = match &raw.flow_table {
                 None => true,
                 Some(value) => {
@@ -616,6 +627,8 @@ impl Validator<'_, '_> {
                 quorum,
                 persistence,
                 flow_table,
+                allow,
+                deny,
                 location: self.src.locate(at.start),
             });
         }

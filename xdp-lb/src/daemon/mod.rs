@@ -102,6 +102,7 @@ pub async fn run_reloadable(
     let dump_signals = DumpSignals::install()?;
     privileges::check(&config)?;
     privileges::raise_fd_limit();
+    warn_shadowed_rules(&config);
     // Bound first, so a taken port stops the start before anything is changed.
     let api_listener = match config.global.api {
         Some(addr) => Some(crate::api::bind(addr).await?),
@@ -159,6 +160,14 @@ pub async fn run_reloadable(
         neighbours.cleanup().await;
     }
     result
+}
+
+/// Source-filter rules that can never decide anything (as `xdp-lb check` reports them):
+/// they are installed and counted, but are most likely a mistake.
+fn warn_shadowed_rules(config: &Config) {
+    for shadow in crate::config::shadowed_rules(config) {
+        warn!("source filter: {shadow}");
+    }
 }
 
 /// How the daemon ended.

@@ -29,7 +29,9 @@ impl Core {
             );
             return;
         }
-        if strip_locations(&self.config.virtual_servers) == strip_locations(&new.virtual_servers) {
+        if strip_locations(&self.config.virtual_servers) == strip_locations(&new.virtual_servers)
+            && strip_filter(&self.config.filter) == strip_filter(&new.filter)
+        {
             let vrrp = self.reconfigure_vrrp(&new).await;
             self.config = new;
             if vrrp {
@@ -112,6 +114,7 @@ impl Core {
                 }
                 // The checks of the new table, each starting from the server's verdict.
                 self.restart_checks();
+                warn_shadowed_rules(&new);
                 self.tracking.retarget(&new, self.forwarding.table());
                 self.tracking.update(self.forwarding.table());
                 let mut parts = vec![summary];
@@ -184,7 +187,7 @@ pub(super) fn summary(prepared: &PreparedReload) -> String {
     let (t, r) = (&prepared.table, &prepared.reloaded);
     format!(
         "{} virtual servers ({} new, {} removed), {} real servers ({} new, {} removed; {} kept \
-         their health)",
+         their health), {} source-filter rules ({} new)",
         t.services.len(),
         r.new_services.len(),
         r.removed_services.len(),
@@ -192,6 +195,8 @@ pub(super) fn summary(prepared: &PreparedReload) -> String {
         r.new_backends.len(),
         r.removed_backends.len(),
         r.carried_health.len(),
+        t.filter.len(),
+        r.new_rules.len(),
     )
 }
 
@@ -208,7 +213,15 @@ pub(super) fn strip_locations(
             for rs in &mut v.real_servers {
                 rs.location = nowhere.clone();
             }
+            for rule in v.allow.iter_mut().chain(&mut v.deny) {
+                rule.location = nowhere.clone();
+            }
             v
         })
         .collect()
+}
+
+/// The global deny list without where it was written.
+pub(super) fn strip_filter(filter: &crate::config::Filter) -> Vec<crate::config::Prefix> {
+    filter.deny.iter().map(|rule| rule.prefix).collect()
 }

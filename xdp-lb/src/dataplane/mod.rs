@@ -7,6 +7,7 @@
 //! replaced range is reused only after a grace period (see [`pool`]). Backends are
 //! replaced the same way: the new value goes into a spare entry of the value pool
 //! `BACKEND_VALUES`, then one u32 write to `BACKEND_SLOT[id]` switches to it.
+pub mod filter;
 pub mod nat;
 pub mod pins;
 pub mod pool;
@@ -18,14 +19,16 @@ use std::collections::HashMap as StdHashMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use tracing::warn;
 use xdp_lb_common::{
-    BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FlowKey, FlowValue,
-    MAX_BACKENDS, NatValue, PersistKey, PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE,
-    SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceStats, ServiceValue,
+    BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FilterKeyV4, FilterKeyV6,
+    FilterValue, FlowKey, FlowValue, MAX_BACKENDS, MAX_FILTER_RULES, NatValue, PersistKey,
+    PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
+    SERVICE_F_FILTER_GEN, SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceKey,
+    ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -73,6 +76,8 @@ pub enum DataplaneError {
     Cpus(#[source] std::io::Error),
     #[error("backend id {0} is out of range (max {MAX_BACKENDS})")]
     BackendId(u32),
+    #[error("filter rule number {0} is out of range (max {MAX_FILTER_RULES})")]
+    FilterRule(u32),
     #[error(transparent)]
     Pool(#[from] PoolExhausted),
 }
@@ -103,6 +108,12 @@ pub struct ServiceSpec {
     pub no_flow_table: bool,
     /// Its flows carry a clock and expire ([`SERVICE_F_AGING`]).
     pub ages: bool,
+    /// The service has source-filter rules of its own ([`SERVICE_F_FILTER`]).
+    pub filtered: bool,
+    /// The global deny list is not empty ([`SERVICE_F_FILTER_GLOBAL`]).
+    pub global_filter: bool,
+    /// The filter generation its packets read (0 or 1, [`SERVICE_F_FILTER_GEN`]).
+    pub filter_generation: u32,
     pub slots: Vec<u32>,
 }
 
@@ -120,7 +131,10 @@ impl ServiceSpec {
             id: self.id,
             flags: flag(active, SERVICE_F_ACTIVE)
                 | flag(self.no_flow_table, SERVICE_F_NO_FLOW_TABLE)
-                | flag(self.ages, SERVICE_F_AGING),
+                | flag(self.ages, SERVICE_F_AGING)
+                | flag(self.filtered, SERVICE_F_FILTER)
+                | flag(self.global_filter, SERVICE_F_FILTER_GLOBAL)
+                | flag(self.filter_generation & 1 == 1, SERVICE_F_FILTER_GEN),
             forwarding: self.forwarding,
             select: self.select,
             _pad: [0; 2],
@@ -146,6 +160,11 @@ pub struct Dataplane {
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
+    filter_v4: LpmTrie<MapData, FilterKeyV4, FilterValue>,
+    filter_v6: LpmTrie<MapData, FilterKeyV6, FilterValue>,
+    filter_stats: PerCpuArray<MapData, u64>,
+    /// What each filter generation holds: (scope, address, prefix length).
+    filter_written: [std::collections::BTreeSet<(u32, std::net::IpAddr, u8)>; 2],
     pool: RangePool,
     /// Entries of `BACKEND_VALUES`, one at a time.
     values: RangePool,
@@ -283,6 +302,10 @@ impl Dataplane {
             nat_replies: take!("NAT_REPLIES"),
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
+            filter_v4: take!("FILTER_V4"),
+            filter_v6: take!("FILTER_V6"),
+            filter_stats: take!("FILTER_STATS"),
+            filter_written: Default::default(),
             ebpf,
             pool: RangePool::new("schedule pool", 0..SCHEDULE_POOL_SLOTS, GRACE),
             values: RangePool::new(

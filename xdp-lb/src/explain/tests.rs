@@ -46,6 +46,16 @@ impl MapWriter for Maps {
     fn set_nat(&mut self, _: bool, _: &NatTimeouts) -> Result<(), DataplaneError> {
         Ok(())
     }
+    fn set_filter(
+        &mut self,
+        _: u32,
+        _: &[crate::dataplane::filter::FilterEntry],
+    ) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    fn reset_rule_counters(&mut self, _: &[u32]) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }
 
 impl LiveMaps for Maps {
@@ -596,6 +606,60 @@ fn with_every_real_server_down_new_connections_are_dropped() {
     assert_eq!(
         e.verdict,
         "a new connection: dropped, no real server can take new connections"
+    );
+}
+
+#[test]
+fn the_source_filter_rule_that_decides_is_named_and_a_denied_source_dropped() {
+    let text = CONFIG
+        .replace(
+            "[vrrp.VI_1]",
+            "[filter]\ndeny = [\"203.0.113.0/24\"]\n\n[vrrp.VI_1]",
+        )
+        .replacen(
+            "scheduler = \"maglev\"\n",
+            "scheduler = \"maglev\"\nallow = [\"198.51.100.0/24\"]\ndeny = [\"198.51.100.128/25\"]\n",
+            1,
+        );
+    let owner = owner_of(&text);
+    let q = |src: &str| format!("src={src}&sport=40000&dst=192.0.2.100&dport=80&proto=tcp");
+    let e = ask(&owner, "MASTER", &q("198.51.100.7"));
+    let allowed = matched(&e).filter.clone().unwrap();
+    assert_eq!(allowed.rule, "allow 198.51.100.0/24");
+    assert!(!allowed.denied && !allowed.global);
+    assert!(e.verdict.contains("forwarded"), "{}", e.verdict);
+    assert!(
+        render(&e)
+            .lines()
+            .any(|l| l == "filter       allow 198.51.100.0/24"),
+        "{}",
+        render(&e)
+    );
+    let e = ask(&owner, "MASTER", &q("198.51.100.200"));
+    assert_eq!(
+        e.verdict,
+        "dropped by the source filter: the service's deny 198.51.100.128/25"
+    );
+    let e = ask(&owner, "MASTER", &q("192.0.2.50"));
+    assert_eq!(
+        e.verdict,
+        "dropped by the source filter: the service's deny (no allow matched)"
+    );
+    let e = ask(&owner, "MASTER", &q("203.0.113.9"));
+    assert_eq!(
+        e.verdict,
+        "dropped by the source filter: [filter] deny 203.0.113.0/24"
+    );
+    // A service without rules of its own: only the global list.
+    let other = "src=192.0.2.50&sport=40000&dst=192.0.2.200&dport=84&proto=tcp";
+    let e = ask(&owner, "MASTER", other);
+    assert_eq!(matched(&e).filter, None);
+    assert!(
+        render(&e)
+            .lines()
+            .any(|l| l == "filter       no rule holds the source: allowed"),
+        "{}",
+        render(&e)
     );
 }
 

@@ -10,6 +10,8 @@ pub struct MemoryMaps {
     pub nat: Option<NatTimeouts>,
     /// The timeouts last written, whether NAT is on or not.
     pub timeouts: Option<NatTimeouts>,
+    /// The entries of each source-filter generation.
+    pub filter: [Vec<FilterEntry>; 2],
     pub writes: Vec<Write>,
 }
 
@@ -21,6 +23,8 @@ pub enum Write {
     RemoveService(ServiceKey),
     ResetCounters(Vec<u32>, Vec<u32>),
     Nat(bool),
+    Filter(u32),
+    ResetRules(Vec<u32>),
 }
 
 impl MemoryMaps {
@@ -76,6 +80,19 @@ impl MapWriter for MemoryMaps {
         self.nat = on.then_some(*timeouts);
         self.timeouts = Some(*timeouts);
         self.writes.push(Write::Nat(on));
+        Ok(())
+    }
+    fn set_filter(
+        &mut self,
+        generation: u32,
+        entries: &[FilterEntry],
+    ) -> Result<(), DataplaneError> {
+        self.filter[generation as usize] = entries.to_vec();
+        self.writes.push(Write::Filter(generation));
+        Ok(())
+    }
+    fn reset_rule_counters(&mut self, rules: &[u32]) -> Result<(), DataplaneError> {
+        self.writes.push(Write::ResetRules(rules.to_vec()));
         Ok(())
     }
 }
@@ -173,6 +190,7 @@ fn start_writes_every_entry_and_leaves_vrrp_services_to_the_kernel() {
             Write::Backend(1),
             Write::Backend(2),
             Write::Backend(3),
+            Write::Filter(0),
             Write::Service(key(&owner, 0)),
             Write::Service(key(&owner, 1)),
             Write::Nat(false),
@@ -613,4 +631,129 @@ fn a_reload_keeps_the_group_and_removes_only_the_member_it_lost() {
     ] {
         assert_eq!(maps.service(&key).unwrap().id, id, "the group keeps its id");
     }
+}
+
+/// CONFIG with a global deny list and rules on the IPv4 service.
+fn filtered() -> String {
+    CONFIG
+        .replace(
+            "[vrrp.VI_1]",
+            "[filter]\ndeny = [\"203.0.113.0/24\"]\n\n[vrrp.VI_1]",
+        )
+        .replacen(
+            "quorum = 3",
+            "quorum = 3\nallow = [\"198.51.100.0/24\"]\ndeny = [\"198.51.100.128/25\"]",
+            1,
+        )
+}
+
+#[test]
+fn the_filter_is_written_before_the_services_that_read_it() {
+    let mut table = ServiceTable::from_config(&parse(&filtered())).unwrap();
+    route(&mut table);
+    table.learn_macs(&macs(&ALL));
+    let (mut owner, _) =
+        Forwarding::start(table, MemoryMaps::default(), NatTimeouts::default()).unwrap();
+    let writes = owner.writer_mut().take_writes();
+    let filter_at = writes.iter().position(|w| *w == Write::Filter(0)).unwrap();
+    let first_service = writes
+        .iter()
+        .position(|w| matches!(w, Write::Service(_)))
+        .unwrap();
+    assert!(filter_at < first_service);
+    let maps = owner.writer();
+    // The global /24, the service's /24 and /25, and its default deny in both families.
+    assert_eq!(maps.filter[0].len(), 5);
+    let id = owner.table().services[0].id;
+    assert_eq!(
+        maps.filter[0].iter().filter(|e| e.scope == id + 1).count(),
+        4
+    );
+    let (ipv4, ipv6) = (spec(&owner, 0), spec(&owner, 1));
+    assert!(ipv4.filtered && ipv4.global_filter);
+    assert!(!ipv6.filtered, "no rules of its own");
+    assert!(
+        ipv6.global_filter,
+        "the global list applies to every service"
+    );
+    assert_eq!(ipv4.filter_generation, 0);
+}
+
+#[test]
+fn a_changed_rule_goes_into_the_other_generation_and_every_service_switches() {
+    let mut owner = started(&filtered());
+    let old = owner.writer().filter[0].clone();
+    let text = filtered().replace("198.51.100.128/25", "198.51.100.0/26");
+    let prepared = prepare(&owner, &text, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    let writes = owner.writer_mut().take_writes();
+    // The new rule's counter starts from zero; its number was nobody's before.
+    assert!(writes.contains(&Write::ResetRules(vec![4])));
+    let filter_at = writes.iter().position(|w| *w == Write::Filter(1)).unwrap();
+    let first_service = writes
+        .iter()
+        .position(|w| matches!(w, Write::Service(_)))
+        .unwrap();
+    assert!(filter_at < first_service, "{writes:?}");
+    assert_eq!(
+        owner.writer().filter[0],
+        old,
+        "the live generation untouched"
+    );
+    assert!(
+        owner.writer().filter[1]
+            .iter()
+            .any(|e| e.prefix_len == 26 && e.rule == 4)
+    );
+    assert_eq!(spec(&owner, 0).filter_generation, 1);
+    assert_eq!(spec(&owner, 1).filter_generation, 1);
+    // Later writes of a service (a VRRP state) keep the live generation.
+    owner.apply_vrrp(&[vip()], true).unwrap();
+    assert_eq!(spec(&owner, 0).filter_generation, 1);
+    // A reload that leaves the rules alone writes no filter and keeps the generation.
+    let more = text.replace("weight = 3\n", "weight = 4\n");
+    let prepared = prepare(&owner, &more, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    let writes = owner.writer_mut().take_writes();
+    assert!(!writes.iter().any(|w| matches!(w, Write::Filter(_))));
+    assert_eq!(spec(&owner, 0).filter_generation, 1);
+    // Rules removed: back to generation 0, which now holds only the global list.
+    let prepared = prepare(&owner, CONFIG, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    assert_eq!(owner.writer().filter[0], Vec::new());
+    assert!(!spec(&owner, 0).filtered && !spec(&owner, 0).global_filter);
+    assert_eq!(spec(&owner, 0).filter_generation, 0);
+}
+
+#[test]
+fn a_server_group_s_rules_apply_to_every_member_key() {
+    let text = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[virtual_server_group.shop]
+members = ["192.0.2.101:80", "192.0.2.101:443"]
+
+[[virtual_server]]
+group = "shop"
+allow = ["198.51.100.0/24"]
+  [[virtual_server.real_server]]
+  address = "192.0.2.11"
+  port = 8080
+"#;
+    let owner = started(text);
+    let svc = &owner.table().services[0];
+    let spec = owner.writer().service(&svc.members[0].key).unwrap().clone();
+    assert!(spec.filtered);
+    // One service id, so one scope: its allow and its default deny (both families).
+    assert_eq!(spec.group_keys.len(), 1);
+    let value = spec.value(0, true);
+    assert_eq!(
+        value.flags & xdp_lb_common::SERVICE_F_FILTER,
+        xdp_lb_common::SERVICE_F_FILTER
+    );
+    let scopes: std::collections::BTreeSet<u32> =
+        owner.writer().filter[0].iter().map(|e| e.scope).collect();
+    assert_eq!(scopes, [svc.id + 1].into());
+    assert_eq!(owner.writer().filter[0].len(), 3);
 }
