@@ -30,6 +30,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     changed_keys("[global]", &old.global, &new.global, &mut changed);
     changed_keys("[dataplane]", &old.dataplane, &new.dataplane, &mut changed);
+    changed_keys("[announce]", &old.announce, &new.announce, &mut changed);
     named(
         "script",
         &old.scripts,
