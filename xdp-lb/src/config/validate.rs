@@ -14,10 +14,12 @@ use xdp_lb_common::{DEFAULT_MAX_FLOWS, MAX_BACKENDS, MAX_SCHEDULE_LEN, MAX_SERVI
 use super::duration::{DURATION_FORM, fmt_duration, max_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
 use super::group::Group;
-use super::raw::{RawAnnounce, RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
+use super::raw::{
+    RawAnnounce, RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer,
+};
 use super::{
-    Announce, Config, Dataplane, Forwarding, Global, NatTimeouts, Persistence, Protocol, Quorum, RealServer,
-    Scheduler, VirtualServer, XdpMode, group_name, service_name,
+    Announce, Config, Dataplane, Forwarding, Global, NatTimeouts, Persistence, Protocol, Quorum,
+    RealServer, Scheduler, VirtualServer, XdpMode, group_name, service_name,
 };
 
 const MAX_FLOWS: RangeInclusive<i64> = 1024..=16_777_216;
