@@ -8,8 +8,9 @@
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
 //! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything
-//! else (`[global]`, `[dataplane]`, other `[vrrp.*]` keys, instances added or removed,
-//! a priority to or from 255, `[script.*]`, `[vrrp_sync_group.*]`) is refused with what
+//! else (`[global]`, `[dataplane]`, `[announce]`, other `[vrrp.*]` keys, instances
+//! added or removed, a priority to or from 255, `[script.*]`, `[vrrp_sync_group.*]`)
+//! is refused with what
 //! changed named: applying it live would mean re-attaching XDP or restarting VRRP
 //! instances, which a restart does more honestly. A refused or invalid reload changes
 //! nothing.
