@@ -14,6 +14,8 @@
 //! - [`probe`]: a failover as a client sees it: a UDP [`Probe`] that records who answers
 //!   a virtual address every few milliseconds, per-node [`Responder`]s, the
 //!   [`Handover`] analysis, and the [`ProbeLab`] segment (two nodes and a client).
+//! - [`ecmp`]: [`ecmp::EcmpLab`], active-active LBs behind an ECMP router, each
+//!   announcing the VIP over BGP with its own FRR ([`frr::Frr`]).
 //! - [`xdp`]: tiny XDP programs from bytecode: the pass-through program the lab puts on
 //!   the LB-facing veth peers (so `XDP_TX` is delivered), and a loader for test programs.
 //!
@@ -25,6 +27,8 @@ pub mod backends;
 pub mod capture;
 pub mod client;
 pub mod daemon;
+pub mod ecmp;
+pub mod frr;
 pub mod keepalived;
 pub mod netns;
 pub mod probe;

@@ -100,7 +100,7 @@ impl DrLabOptions {
 /// Fields drop in order, so its servers die before its namespace goes.
 #[derive(Debug)]
 pub struct Backend {
-    servers: Vec<BackendServer>,
+    pub(crate) servers: Vec<BackendServer>,
     /// The name it answers with (and the suffix of its namespace name).
     pub name: String,
     /// Its namespace.
@@ -163,12 +163,12 @@ pub struct DrLab {
 }
 
 /// One veth link from an endpoint namespace to a bridge in a switch namespace.
-struct Port<'a> {
-    switch: &'a Netns,
+pub(crate) struct Port<'a> {
+    pub(crate) switch: &'a Netns,
     /// Bridge port name inside the switch namespace.
-    port: String,
-    endpoint: &'a Netns,
-    ifname: &'a str,
+    pub(crate) port: String,
+    pub(crate) endpoint: &'a Netns,
+    pub(crate) ifname: &'a str,
 }
 
 impl DrLab {
@@ -506,7 +506,7 @@ impl DrLab {
 
 /// A namespace holding bridge `br0`, with IPv6 and multicast snooping off so
 /// the bridge itself sends nothing.
-fn switch_ns(prefix: &str, role: &str) -> Result<Netns> {
+pub(crate) fn switch_ns(prefix: &str, role: &str) -> Result<Netns> {
     let ns = Netns::named(format!("{prefix}{role}"))?;
     ns.sysctl(&[
         ("net/ipv6/conf/all/disable_ipv6", "1"),
@@ -529,7 +529,7 @@ fn switch_ns(prefix: &str, role: &str) -> Result<Netns> {
 
 /// A namespace for a host (client, LB, backend); IPv6 stays usable but its
 /// DAD and router solicitations are off so interfaces are quiet and ready at once.
-fn endpoint_ns(prefix: &str, role: &str) -> Result<Netns> {
+pub(crate) fn endpoint_ns(prefix: &str, role: &str) -> Result<Netns> {
     let ns = Netns::named(format!("{prefix}{role}"))?;
     ns.sysctl(&[
         ("net/ipv6/conf/default/accept_dad", "0"),
@@ -542,7 +542,7 @@ fn endpoint_ns(prefix: &str, role: &str) -> Result<Netns> {
 
 /// Creates the veth pair directly in its two namespaces (the host namespace
 /// never sees it), enslaves the switch end to `br0` and brings both up.
-fn connect(p: &Port<'_>) -> Result<()> {
+pub(crate) fn connect(p: &Port<'_>) -> Result<()> {
     p.switch.ip([
         "link",
         "add",
@@ -569,7 +569,7 @@ fn connect(p: &Port<'_>) -> Result<()> {
 /// TX checksum offload off: the stack then writes full checksums, because a
 /// frame that XDP forwards loses the skb's "checksum partial" state and would
 /// arrive with a bad checksum.
-fn tune_veth(ns: &Netns, dev: &str) -> Result<()> {
+pub(crate) fn tune_veth(ns: &Netns, dev: &str) -> Result<()> {
     let mut cmd = ns.command("ethtool");
     cmd.args(["-K", dev, "gro", "on", "tx", "off"]);
     run_checked(&mut cmd).with_context(|| format!("tuning {dev} in netns {}", ns.name()))?;

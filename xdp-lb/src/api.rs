@@ -1,6 +1,7 @@
 //! The status API (`[global] api`): `GET /status` (JSON), `GET /metrics`
 //! (Prometheus text), `GET /connections` (the flow table) and `GET /explain` (where a
-//! connection goes and why). Each request asks the daemon's loop for a [`Snapshot`] over a
+//! connection goes and why); `POST /drain` and `POST /resume` withdraw the announced
+//! VIPs and announce them again (see [`crate::advertise`]). Each request asks the daemon's loop for a [`Snapshot`] over a
 //! channel, since the loop owns the service table and the maps; rendering happens here.
 //!
 //! It must never cost the daemon its file descriptors (health checks, VRRP and notify
@@ -26,6 +27,7 @@ use tokio::{
 };
 
 use crate::{
+    advertise::DrainStatus,
     connections::Connections,
     explain::{Explanation, Query},
     metrics,
@@ -45,6 +47,10 @@ pub enum ApiRequest {
         query: Query,
         reply: oneshot::Sender<Result<Explanation, String>>,
     },
+    /// Withdraw every announced VIP and keep forwarding (a drain).
+    Drain(oneshot::Sender<DrainStatus>),
+    /// End a drain.
+    Resume(oneshot::Sender<DrainStatus>),
 }
 
 /// Binds `addr`; a clear error (address in use, not ours) stops the start.
@@ -138,7 +144,7 @@ async fn respond(
     let path = req.uri().path();
     let known = matches!(
         path,
-        "/" | "/status" | "/metrics" | "/connections" | "/explain"
+        "/" | "/status" | "/metrics" | "/connections" | "/explain" | "/drain" | "/resume"
     );
     if !known {
         return Ok(text(
@@ -148,6 +154,31 @@ async fn respond(
                  (JSON) or /explain (JSON)\n"
             ),
         ));
+    }
+    if path == "/drain" || path == "/resume" {
+        if req.method() != Method::POST {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            return Ok(r);
+        }
+        let (reply, rx) = oneshot::channel();
+        let request = if path == "/drain" {
+            ApiRequest::Drain(reply)
+        } else {
+            ApiRequest::Resume(reply)
+        };
+        let answer = match requests.send(request).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        return Ok(match answer {
+            Some(status) => json(&status),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is stopping\n".into(),
+            ),
+        });
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
@@ -160,7 +191,8 @@ async fn respond(
             StatusCode::OK,
             "xdp-lb status API: /status (JSON), /metrics (Prometheus), \
              /connections[?service=VIP:PORT/PROTO] (JSON), \
-             /explain?src=IP[&sport=PORT]&dst=VIP&dport=PORT&proto=tcp|udp (JSON)\n"
+             /explain?src=IP[&sport=PORT]&dst=VIP&dport=PORT&proto=tcp|udp (JSON), \
+             POST /drain, POST /resume (JSON)\n"
                 .into(),
         ));
     }

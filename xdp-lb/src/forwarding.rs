@@ -436,4 +436,4 @@ fn quorum_edges(table: &mut ServiceTable) -> Vec<QuorumEdge> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

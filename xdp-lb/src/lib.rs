@@ -1,5 +1,6 @@
 //! xdp-lb: the daemon's library. `main.rs` only parses the command line and wires
 //! these modules together.
+pub mod advertise;
 pub mod announce;
 pub mod api;
 pub mod config;

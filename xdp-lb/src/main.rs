@@ -55,6 +55,33 @@ enum Command {
         #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Drain this node: withdraw every announced VIP (`announce = true`) from the
+    /// routing daemon while XDP keeps forwarding what still arrives, then wait until
+    /// the announced services see no packet for `[announce] drain_idle`. The node
+    /// stays drained until `xdp-lb resume` (or a restart).
+    Drain {
+        /// The status API's address, e.g. 127.0.0.1:9180.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// The API's `api_token`, with `--api` (read from the configuration otherwise).
+        #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Return once the VIPs are withdrawn, without waiting for the traffic to stop.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the traffic to stop, in seconds (exit status 1 after).
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        timeout: u64,
+    },
+    /// End a drain: announce the VIPs again while their services have quorum.
+    Resume {
+        /// The status API's address, e.g. 127.0.0.1:9180.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
+        /// The API's `api_token`, with `--api` (read from the configuration otherwise).
+        #[arg(long, env = "XDP_LB_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// List the flow table like `ipvsadm -Lnc` (client, virtual service, real server,
     /// closing, idle), then ActiveConn/InActConn per real server.
     Connections {
@@ -211,6 +238,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(Command::Drain {
+        api,
+        token,
+        no_wait,
+        timeout,
+    }) = &cli.command
+    {
+        let (addr, token) = api_target(*api, token, cli.config.as_deref())?;
+        let timeout = std::time::Duration::from_secs(*timeout);
+        return block_on(drain(addr, token, *no_wait, timeout));
+    }
+    if let Some(Command::Resume { api, token }) = &cli.command {
+        let (addr, token) = api_target(*api, token, cli.config.as_deref())?;
+        let status = block_on(xdp_lb::status_client::post_drain(
+            addr,
+            token.as_deref(),
+            false,
+        ))?;
+        println!("{}: announced VIPs follow their quorum again", status.state);
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(Command::Connections {
         api,
         token,
@@ -338,6 +386,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(
             Command::Status { .. }
+            | Command::Drain { .. }
+            | Command::Resume { .. }
             | Command::Connections { .. }
             | Command::Explain { .. }
             | Command::ImportKeepalived { .. }
@@ -439,6 +489,46 @@ fn api_target(
         )
     })?;
     Ok((addr, token.clone().or(global.api_token)))
+}
+
+/// `drain`: POST /drain, then (unless `no_wait`) /status until the drain is complete.
+async fn drain(
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+    no_wait: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    use xdp_lb::advertise::DrainState;
+    let token = token.as_deref();
+    let started = std::time::Instant::now();
+    let status = xdp_lb::status_client::post_drain(addr, token, true).await?;
+    println!("announced VIPs withdrawn; XDP forwards what still arrives");
+    if no_wait || status.state == DrainState::Drained {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let s = xdp_lb::status_client::fetch(addr, token).await?;
+        match s.drain.state {
+            DrainState::Drained => {
+                println!(
+                    "drained: the last packet came {:.1} s after the withdrawal",
+                    s.drain.last_traffic_after_seconds.unwrap_or(0.0)
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            DrainState::Draining => {}
+            other => anyhow::bail!("the drain ended: the node is {other} (xdp-lb resume?)"),
+        }
+        if started.elapsed() > timeout {
+            eprintln!(
+                "xdp-lb: traffic still arrives {:.0} s after the withdrawal (is this the \
+                 only node announcing the VIPs?); the node stays drained",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// `genhash`: the digest alone on stdout, as keepalived 2.x's genhash prints it, so

@@ -423,6 +423,40 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|v| (socket(v), counter(v.other_vrid))),
         )?;
+        let vip = |a: &crate::advertise::AnnouncementStatus| vec![("vip", a.vip.to_string())];
+        family(
+            &mut e,
+            "vip_announced",
+            "1 while the VIP is announced to the routing daemon (announce = true)",
+            s.announcements
+                .iter()
+                .map(|a| (vip(a), gauge(a.announced.into()))),
+        )?;
+        family(
+            &mut e,
+            "vip_announcement_changes",
+            "Announcements and withdrawals of the VIP",
+            s.announcements.iter().map(|a| (vip(a), counter(a.changes))),
+        )?;
+        use crate::advertise::DrainState;
+        family(
+            &mut e,
+            "drain_state",
+            "1 for the node's drain state (xdp-lb drain)",
+            [
+                DrainState::Serving,
+                DrainState::Draining,
+                DrainState::Drained,
+                DrainState::Stopping,
+            ]
+            .into_iter()
+            .map(|st| {
+                (
+                    vec![("state", st.to_string())],
+                    gauge((s.drain.state == st).into()),
+                )
+            }),
+        )?;
         Ok(())
     }
 }
@@ -430,6 +464,27 @@ impl Collector for SnapshotCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announced_vips_and_the_drain_are_series() {
+        let mut s = crate::status::sample();
+        s.announcements = vec![crate::advertise::AnnouncementStatus {
+            vip: "203.0.113.10".parse().unwrap(),
+            announced: true,
+            why_not: None,
+            since_seconds: 3.0,
+            changes: 3,
+        }];
+        let text = render(s);
+        for line in [
+            "xdp_lb_vip_announced{vip=\"203.0.113.10\"} 1",
+            "xdp_lb_vip_announcement_changes_total{vip=\"203.0.113.10\"} 3",
+            "xdp_lb_drain_state{state=\"serving\"} 1",
+            "xdp_lb_drain_state{state=\"drained\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn each_source_filter_rule_is_a_series() {

@@ -153,6 +153,27 @@ impl Netlink {
         })
     }
 
+    /// The index of interface `name`, of any kind (`lo` has no Ethernet address, so
+    /// [`Netlink::link_by_name`] does not take it).
+    pub async fn link_index(&self, name: &str) -> Result<u32, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(msg.header.index),
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
+                Err(NetlinkError::UnknownInterface(name.to_string()))
+            }
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("looking up interface `{name}`"),
+                source,
+            }),
+        }
+    }
+
     /// `ip route get ADDR`.
     pub async fn route_to(&self, addr: IpAddr) -> Result<Route, NetlinkError> {
         let prefix = if addr.is_ipv4() { 32 } else { 128 };

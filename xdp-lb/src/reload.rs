@@ -8,8 +8,9 @@
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
 //! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything
-//! else (`[global]`, `[dataplane]`, other `[vrrp.*]` keys, instances added or removed,
-//! a priority to or from 255, `[script.*]`, `[vrrp_sync_group.*]`) is refused with what
+//! else (`[global]`, `[dataplane]`, `[announce]`, other `[vrrp.*]` keys, instances
+//! added or removed, a priority to or from 255, `[script.*]`, `[vrrp_sync_group.*]`)
+//! is refused with what
 //! changed named: applying it live would mean re-attaching XDP or restarting VRRP
 //! instances, which a restart does more honestly. A refused or invalid reload changes
 //! nothing.
@@ -30,6 +31,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     changed_keys("[global]", &old.global, &new.global, &mut changed);
     changed_keys("[dataplane]", &old.dataplane, &new.dataplane, &mut changed);
+    changed_keys("[announce]", &old.announce, &new.announce, &mut changed);
     named(
         "script",
         &old.scripts,

@@ -202,6 +202,8 @@ pub struct Service {
     pub arrivals: u64,
     /// It has source-filter rules of its own (`allow` or `deny`).
     pub filtered: bool,
+    /// `announce = true`: its VIPs are announced while it has quorum.
+    pub announce: bool,
 }
 
 impl Service {
@@ -516,6 +518,7 @@ impl ServiceTable {
                 flow_table: v.flow_table,
                 arrivals: 1,
                 filtered: !v.allow.is_empty() || !v.deny.is_empty(),
+                announce: v.announce,
             });
         }
         if let Some(old) = old {

@@ -31,6 +31,12 @@ pub struct Snapshot {
     /// Seconds the services' and real servers' `rates` were measured over (0: none yet).
     #[serde(default)]
     pub rates_over_seconds: f64,
+    /// VIPs of services with `announce = true`: announced to the routing daemon or not.
+    #[serde(default)]
+    pub announcements: Vec<crate::advertise::AnnouncementStatus>,
+    /// Whether the node drains.
+    #[serde(default)]
+    pub drain: crate::advertise::DrainStatus,
 }
 
 /// Per-second rates over the last interval (see [`Snapshot::with_rates`]).
@@ -321,6 +327,8 @@ impl Snapshot {
             verdicts,
             global_deny,
             rates_over_seconds: 0.0,
+            announcements: Vec::new(),
+            drain: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::{Request, body::Bytes, header};
 use hyper_util::rt::TokioIo;
 
-use crate::{failover::Label, status::Snapshot};
+use crate::{advertise::DrainState, failover::Label, status::Snapshot};
 
 /// How long the whole request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,9 +49,28 @@ pub async fn fetch_explanation(
     .await
 }
 
+/// POSTs `/drain` (withdraw the announced VIPs) or `/resume`.
+pub async fn post_drain(
+    addr: SocketAddr,
+    token: Option<&str>,
+    drain: bool,
+) -> anyhow::Result<crate::advertise::DrainStatus> {
+    let path = if drain { "/drain" } else { "/resume" };
+    request(addr, token, hyper::Method::POST, path).await
+}
+
 async fn get<T: serde::de::DeserializeOwned>(
     addr: SocketAddr,
     token: Option<&str>,
+    path: &str,
+) -> anyhow::Result<T> {
+    request(addr, token, hyper::Method::GET, path).await
+}
+
+async fn request<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: hyper::Method,
     path: &str,
 ) -> anyhow::Result<T> {
     let get = async {
@@ -62,7 +81,10 @@ async fn get<T: serde::de::DeserializeOwned>(
             .await
             .context("HTTP handshake with the status API")?;
         tokio::spawn(conn);
-        let mut request = Request::get(path).header(header::HOST, addr.to_string());
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, addr.to_string());
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -70,7 +92,7 @@ async fn get<T: serde::de::DeserializeOwned>(
         let response = sender
             .send_request(request)
             .await
-            .with_context(|| format!("GET {path}"))?;
+            .with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
             .collect()
@@ -79,11 +101,12 @@ async fn get<T: serde::de::DeserializeOwned>(
             .to_bytes();
         anyhow::ensure!(
             status.is_success(),
-            "GET {path} answered {status}: {}",
+            "{method} {path} answered {status}: {}",
             String::from_utf8_lossy(&body).trim()
         );
-        serde_json::from_slice(&body)
-            .with_context(|| format!("GET {path}: the status API answered something unexpected"))
+        serde_json::from_slice(&body).with_context(|| {
+            format!("{method} {path}: the status API answered something unexpected")
+        })
     };
     tokio::time::timeout(TIMEOUT, get).await.map_err(|_| {
         anyhow::anyhow!("the status API at {addr} did not answer within {TIMEOUT:?}")
@@ -163,6 +186,35 @@ pub fn render(s: &Snapshot) -> String {
                 } else {
                     format!(", {drops}")
                 },
+            );
+        }
+    }
+    if !s.announcements.is_empty() || s.drain.state != DrainState::Serving {
+        let _ = writeln!(out, "\nANNOUNCED VIPS (to the routing daemon)");
+        for a in &s.announcements {
+            let state = if a.announced {
+                "announced"
+            } else {
+                "WITHDRAWN"
+            };
+            let _ = writeln!(
+                out,
+                "  {:<26} {state:<9}  for {}{}",
+                a.vip.to_string(),
+                seconds(a.since_seconds),
+                a.why_not
+                    .as_ref()
+                    .map(|w| format!("  ({w})"))
+                    .unwrap_or_default(),
+            );
+        }
+        if let Some(since) = s.drain.since_seconds {
+            let _ = writeln!(
+                out,
+                "  {} since {}, last packet {} after the withdrawal",
+                s.drain.state,
+                seconds(since),
+                seconds(s.drain.last_traffic_after_seconds.unwrap_or(0.0)),
             );
         }
     }
@@ -253,6 +305,15 @@ fn counts(label: &str, map: &std::collections::BTreeMap<Label, u64>) -> String {
     format!("{label}{}", items.join(","))
 }
 
+/// `0.8s`, `12s`, `4m05s`.
+fn seconds(secs: f64) -> String {
+    if secs < 10.0 {
+        format!("{secs:.1}s")
+    } else {
+        uptime(secs as u64)
+    }
+}
+
 fn uptime(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
@@ -286,6 +347,46 @@ mod tests {
             "  deny 203.0.113.0/24            packets 9",
             "    allow 198.51.100.0/24        packets 270",
             "    deny (no allow matched)      packets 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn announced_vips_and_a_drain_read_as_text() {
+        use crate::advertise::{AnnouncementStatus, DrainStatus};
+        let mut s = crate::status::sample();
+        assert!(
+            !render(&s).contains("ANNOUNCED"),
+            "no announced VIP, no section"
+        );
+        s.announcements = vec![
+            AnnouncementStatus {
+                vip: "203.0.113.10".parse().unwrap(),
+                announced: true,
+                why_not: None,
+                since_seconds: 75.0,
+                changes: 1,
+            },
+            AnnouncementStatus {
+                vip: "2001:db8::10".parse().unwrap(),
+                announced: false,
+                why_not: Some("draining".into()),
+                since_seconds: 1.25,
+                changes: 2,
+            },
+        ];
+        s.drain = DrainStatus {
+            state: DrainState::Drained,
+            since_seconds: Some(3.5),
+            last_traffic_after_seconds: Some(1.5),
+        };
+        let text = render(&s);
+        for line in [
+            "ANNOUNCED VIPS (to the routing daemon)",
+            "  203.0.113.10               announced  for 1m15s",
+            "  2001:db8::10               WITHDRAWN  for 1.2s  (draining)",
+            "  drained since 3.5s, last packet 1.5s after the withdrawal",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

@@ -10,6 +10,7 @@ use crate::run_cmd;
 /// llvm/polly: bpf-linker's build. iproute2/ethtool/python3/tcpdump: the labs.
 /// keepalived: the real VRRP peer of the failover tests (and its genhash); nftables:
 /// their split brain. openssl: the TLS server `genhash -S` is compared against.
+/// frr: the routers and the LBs' BGP speakers of the ECMP lab (bgpd, zebra, vtysh).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -21,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "keepalived",
     "nftables",
     "openssl",
+    "frr",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";

@@ -86,6 +86,9 @@ pub struct Config {
     pub virtual_servers: Vec<VirtualServer>,
     /// `[filter]`: sources denied for every virtual server.
     pub filter: Filter,
+    /// `[announce]`: how virtual servers with `announce = true` are shown to the local
+    /// routing daemon.
+    pub announce: Announce,
     /// `[vrrp.NAME]` instances, sorted by name.
     pub vrrp: Vec<VrrpInstance>,
     /// `[script.NAME]` track scripts, sorted by name.
@@ -397,6 +400,28 @@ impl Default for Global {
     }
 }
 
+/// `[announce]`: a VIP of a virtual server with `announce = true` is put on
+/// `interface` as a /32 (/128) address while its services have quorum here, for the
+/// local routing daemon (FRR's zebra sees it as a connected route, bgpd redistributes
+/// it); see [`crate::advertise`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Announce {
+    /// Default `lo`; a dummy interface where the kernel has them.
+    pub interface: String,
+    /// A drain is complete once the announced services saw no packet for this long
+    /// (default 2 s).
+    pub drain_idle: Duration,
+}
+
+impl Default for Announce {
+    fn default() -> Announce {
+        Announce {
+            interface: "lo".into(),
+            drain_idle: Duration::from_secs(2),
+        }
+    }
+}
+
 /// `[dataplane]`: where and how the XDP program runs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Dataplane {
@@ -491,6 +516,10 @@ pub struct VirtualServer {
     /// Every prefix is of the vip's family; none is in both lists.
     pub allow: Vec<FilterRule>,
     pub deny: Vec<FilterRule>,
+    /// `announce = true`: its VIPs are announced to the local routing daemon while
+    /// every announced service on them has quorum (see [`Announce`]). Not on a VIP
+    /// that a VRRP instance moves.
+    pub announce: bool,
     /// Where the entry's `vip` value is, for later messages about this service.
     pub location: Location,
 }

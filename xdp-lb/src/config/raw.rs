@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     pub(super) global: Option<Spanned<RawGlobal>>,
     pub(super) dataplane: Option<Spanned<RawDataplane>>,
     pub(super) filter: Option<Spanned<RawFilter>>,
+    pub(super) announce: Option<Spanned<RawAnnounce>>,
     #[serde(default)]
     pub(super) virtual_server: Vec<Spanned<RawVirtualServer>>,
     /// `[virtual_server_group.NAME]` groups of VIP:port pairs, by name.
@@ -125,6 +126,14 @@ pub(super) struct RawDataplane {
     pub(super) nat_udp_timeout: Option<Spanned<Value>>,
 }
 
+/// `[announce]`: where announced VIPs go for the local routing daemon to see.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawAnnounce {
+    pub(super) interface: Option<Spanned<Value>>,
+    pub(super) drain_idle: Option<Spanned<Value>>,
+}
+
 /// `[filter]`: the source filter's global deny list.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
@@ -153,6 +162,7 @@ pub(super) struct RawVirtualServer {
     pub(super) persistence_granularity: Option<Spanned<Value>>,
     pub(super) allow: Option<Spanned<Vec<Spanned<Value>>>>,
     pub(super) deny: Option<Spanned<Vec<Spanned<Value>>>>,
+    pub(super) announce: Option<Spanned<Value>>,
     #[serde(default)]
     pub(super) real_server: Vec<Spanned<RawRealServer>>,
 }

@@ -2375,3 +2375,81 @@ fn shadowed_rules_are_reported_where_they_are_written() {
     let deny_only = filtered_vs(&["deny = [\"198.51.100.0/24\"]"]);
     assert_eq!(shadowed_rules(&parse_ok(&deny_only)), []);
 }
+
+// ----- announce -----
+
+#[test]
+fn announce_marks_a_virtual_server_and_announce_table_has_defaults() {
+    let text = with_dp(&[
+        "[[virtual_server]]",
+        "vip = \"203.0.113.10\"",
+        "port = 80",
+        "scheduler = \"maglev\"",
+        "announce = true",
+        "  [[virtual_server.real_server]]",
+        "  address = \"192.0.2.11\"",
+    ]);
+    let config = parse_ok(&text);
+    assert!(config.virtual_servers[0].announce);
+    assert_eq!(config.announce.interface, "lo");
+    assert_eq!(config.announce.drain_idle, Duration::from_secs(2));
+    assert!(!parse_ok(&text.replace("announce = true\n", "")).virtual_servers[0].announce);
+    let set = parse_ok(&format!(
+        "{text}[announce]\ninterface = \"vips0\"\ndrain_idle = \"500ms\"\n"
+    ));
+    assert_eq!(set.announce.interface, "vips0");
+    assert_eq!(set.announce.drain_idle, Duration::from_millis(500));
+}
+
+#[test]
+fn announce_errors_are_located() {
+    let service = |extra: &str| {
+        with_dp(&[
+            "[[virtual_server]]",
+            "vip = \"192.0.2.100\"",
+            "port = 80",
+            extra,
+            "  [[virtual_server.real_server]]",
+            "  address = \"192.0.2.11\"",
+        ])
+    };
+    assert_error(
+        &service("announce = \"yes\""),
+        6,
+        12,
+        &["`announce` must be"],
+    );
+    let ok = service("announce = true");
+    assert_error(
+        &format!("{ok}[announce]\ninterface = \"a/b\"\n"),
+        10,
+        13,
+        &["`[announce] interface`", "not a valid interface name"],
+    );
+    assert_error(
+        &format!("{ok}[announce]\ndrain_idle = \"10ms\"\n"),
+        10,
+        14,
+        &["`drain_idle` must be at least \"100ms\""],
+    );
+    assert_error(
+        &format!("{ok}[announce]\nprefix = 32\n"),
+        10,
+        1,
+        &["unknown key `prefix`, expected `interface` or `drain_idle`"],
+    );
+    // A VRRP VIP moves between nodes; an announced one is on every node.
+    let vrrp = format!(
+        "{ok}[vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+         virtual_ipaddresses = [\"192.0.2.100/24\"]\n"
+    );
+    assert_error(
+        &vrrp,
+        4,
+        7,
+        &[
+            "virtual server 192.0.2.100:80/tcp: `announce = true` on 192.0.2.100",
+            "`[vrrp.VI_1]` moves between nodes",
+        ],
+    );
+}

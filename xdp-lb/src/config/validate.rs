@@ -14,10 +14,12 @@ use xdp_lb_common::{DEFAULT_MAX_FLOWS, MAX_BACKENDS, MAX_SCHEDULE_LEN, MAX_SERVI
 use super::duration::{DURATION_FORM, fmt_duration, max_duration, parse_duration};
 use super::error::{ConfigError, SourceText};
 use super::group::Group;
-use super::raw::{RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer};
+use super::raw::{
+    RawAnnounce, RawConfig, RawDataplane, RawGlobal, RawRealServer, RawVirtualServer,
+};
 use super::{
-    Config, Dataplane, Forwarding, Global, NatTimeouts, Persistence, Protocol, Quorum, RealServer,
-    Scheduler, VirtualServer, XdpMode, group_name, service_name,
+    Announce, Config, Dataplane, Forwarding, Global, NatTimeouts, Persistence, Protocol, Quorum,
+    RealServer, Scheduler, VirtualServer, XdpMode, group_name, service_name,
 };
 
 const MAX_FLOWS: RangeInclusive<i64> = 1024..=16_777_216;
@@ -123,11 +125,14 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
     let scripts = v.scripts(raw.script)?;
     let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
     let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
+    let announce = v.announce(raw.announce)?;
+    v.announced_not_on_vrrp(&virtual_servers, &vrrp)?;
     Ok(Config {
         global,
         dataplane,
         virtual_servers,
         filter,
+        announce,
         vrrp,
         scripts,
         sync_groups,
@@ -233,6 +238,68 @@ impl Validator<'_, '_> {
             ));
         }
         Ok(Some(addr))
+    }
+
+    /// `[announce]`: the interface announced VIPs go on, and how long a drain waits
+    /// for the last packet.
+    fn announce(&self, raw: Option<Spanned<RawAnnounce>>) -> Result<Announce, ConfigError> {
+        let mut announce = Announce::default();
+        let Some(raw) = raw else {
+            return Ok(announce);
+        };
+        let raw = raw.into_inner();
+        if let Some(value) = &raw.interface {
+            let name = self.string(value, "interface", "an interface name such as \"lo\"")?;
+            if !is_valid_ifname(name) {
+                return Err(self.src.error(
+                    value.span(),
+                    format!(
+                        "`[announce] interface`: {name:?} is not a valid interface name \
+                         (1 to {MAX_IFNAME_BYTES} bytes, no '/', ':' or whitespace, \
+                         not \".\" or \"..\")"
+                    ),
+                ));
+            }
+            announce.interface = name.to_owned();
+        }
+        if let Some(value) = &raw.drain_idle {
+            announce.drain_idle = self.duration(value, "drain_idle")?;
+            if announce.drain_idle < Duration::from_millis(100) {
+                return Err(self.src.error(
+                    value.span(),
+                    "`drain_idle` must be at least \"100ms\": a drain is complete once the \
+                     announced services saw no packet for this long",
+                ));
+            }
+        }
+        Ok(announce)
+    }
+
+    /// A VIP is either announced (every node forwards it, the routers choose) or moved
+    /// by VRRP (one node forwards it), not both.
+    fn announced_not_on_vrrp(
+        &self,
+        services: &[VirtualServer],
+        vrrp: &[super::VrrpInstance],
+    ) -> Result<(), ConfigError> {
+        for vs in services.iter().filter(|vs| vs.announce) {
+            for vip in vs.vips() {
+                if let Some(vi) = vrrp.iter().find(|vi| vi.identity.vips().contains(&vip)) {
+                    return Err(ConfigError::Invalid {
+                        location: vs.location.clone(),
+                        message: format!(
+                            "virtual server {}: `announce = true` on {vip}, which \
+                             `[vrrp.{}]` moves between nodes: a VIP is either announced by \
+                             every node (routers spread it) or held by the VRRP MASTER, \
+                             not both; remove `announce` or the VIP from the instance",
+                            vs.name(),
+                            vi.name
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn dataplane(&self, table: Spanned<RawDataplane>) -> Result<Dataplane, ConfigError> {
@@ -596,6 +663,10 @@ impl Validator<'_, '_> {
                     on
                 }
             };
+            let announce = match &raw.announce {
+                Some(value) => self.boolean(value, "announce")?,
+                None => false,
+            };
             // The data plane's tables are sized at build time: say so here, not at start.
             backends += real_servers.len() + usize::from(sorry_server.is_some());
             if backends > MAX_BACKENDS as usize {
@@ -629,6 +700,7 @@ impl Validator<'_, '_> {
                 flow_table,
                 allow,
                 deny,
+                announce,
                 location: self.src.locate(at.start),
             });
         }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
+    advertise::{Advertiser, Announcer, Change},
     api::ApiRequest,
     config::{Config, NatTimeouts},
     dataplane::{Dataplane, Pins, nat::monotonic_ns},
@@ -85,6 +86,8 @@ enum Event {
     Handover,
     /// Time to keep the counters, for the rates in status snapshots.
     RateSample,
+    /// Time to see whether a drain is complete (traffic stopped).
+    DrainCheck,
 }
 
 /// How often counters are kept for rates; rates cover the last one to two of these.
@@ -144,6 +147,7 @@ pub async fn run_reloadable(
         if core.start_vrrp(&sources.vrrp_stop, &mut sources.tasks) {
             sources.vrrp = true;
         }
+        core.advertise();
         drop(tx);
         let mut events = events;
         let stop = event_loop(&mut core, &mut events, shutdown).await;
@@ -316,6 +320,23 @@ async fn shut_down(
         core.vrrp_handover
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    // Announced VIPs are withdrawn first, so the routers move the flows to the other
+    // nodes while this one still forwards what arrives; a handover keeps them (leased)
+    // for the next start.
+    if let Some(announcer) = core.announcer.take() {
+        if handover {
+            announcer.leave();
+        } else {
+            let table = core.forwarding.table();
+            let forwarding = &core.forwarding;
+            core.advertiser.stop(
+                table,
+                |i| forwarding.is_active(i),
+                std::time::Instant::now(),
+            );
+            announcer.finish().await;
+        }
+    }
     let vrrp_failed = matches!(stop, Some(Stop::VrrpFailed(_)));
     if sources.vrrp && !vrrp_failed {
         sources.vrrp_stop.cancel();
@@ -391,6 +412,10 @@ struct Core {
     vrrp_handover: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Real servers' connections, for lc and wlc.
     loads: crate::load::LoadTracker,
+    /// Which VIPs are announced to the routing daemon, and the drain.
+    advertiser: Advertiser,
+    /// Holds the announced VIPs' addresses; started with the first announced service.
+    announcer: Option<Announcer>,
 }
 
 impl Core {
@@ -421,7 +446,104 @@ impl Core {
             rate_samples: std::collections::VecDeque::new(),
             vrrp_handover: Default::default(),
             loads: crate::load::LoadTracker::default(),
+            advertiser: Advertiser::default(),
+            announcer: None,
         }
+    }
+
+    /// Decides the announcements again (see [`crate::advertise`]) and hands the
+    /// announced set to the announcer, which logs each change once the kernel has it.
+    fn advertise(&mut self) {
+        let forwarding = &self.forwarding;
+        let changes = self.advertiser.apply(
+            forwarding.table(),
+            |i| forwarding.is_active(i),
+            std::time::Instant::now(),
+        );
+        self.announce(&changes);
+    }
+
+    fn announce(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Announce(vip) => info!(%vip, "announcing VIP"),
+                Change::Withdraw(vip, why) => warn!(%vip, "withdrawing VIP: {why}"),
+            }
+        }
+        let announced = self.advertiser.announced();
+        if self.announcer.is_none() && announced.is_empty() {
+            return;
+        }
+        let announcer = self.announcer.get_or_insert_with(|| {
+            Announcer::spawn(self.netlink.clone(), self.config.announce.interface.clone())
+        });
+        announcer.set(announced);
+    }
+
+    /// `POST /drain`: every VIP withdrawn, forwarding goes on; the drain is complete
+    /// once the announced services see no packet for `[announce] drain_idle`.
+    fn drain(&mut self) -> crate::advertise::DrainStatus {
+        let forwarding = &self.forwarding;
+        let now = std::time::Instant::now();
+        if !self.advertiser.draining() {
+            info!("drain: withdrawing every announced VIP, forwarding what still arrives");
+        }
+        let changes = self
+            .advertiser
+            .drain(forwarding.table(), |i| forwarding.is_active(i), now);
+        self.announce(&changes);
+        self.advertiser.traffic(
+            self.announced_packets(),
+            now,
+            self.config.announce.drain_idle,
+        );
+        self.advertiser.status(now).1
+    }
+
+    /// `POST /resume`: the end of a drain.
+    fn resume(&mut self) -> crate::advertise::DrainStatus {
+        let forwarding = &self.forwarding;
+        let now = std::time::Instant::now();
+        if self.advertiser.draining() {
+            info!("drain ended: VIPs are announced again while their services have quorum");
+        }
+        let changes = self
+            .advertiser
+            .resume(forwarding.table(), |i| forwarding.is_active(i), now);
+        self.announce(&changes);
+        self.advertiser.status(now).1
+    }
+
+    /// While draining: the announced services' packets, to see when traffic stops.
+    fn check_drain(&mut self) {
+        if !self.advertiser.draining() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let packets = self.announced_packets();
+        if let Some(done) = self
+            .advertiser
+            .traffic(packets, now, self.config.announce.drain_idle)
+        {
+            info!(
+                last_packet_after_ms = done.last_traffic_after.as_millis() as u64,
+                took_ms = done.took.as_millis() as u64,
+                "drained: the announced services saw no packet for {}",
+                crate::config::fmt_duration(self.config.announce.drain_idle)
+            );
+        }
+    }
+
+    /// Packets of the services with `announce = true`, summed.
+    fn announced_packets(&self) -> u64 {
+        let table = self.forwarding.table();
+        table
+            .services
+            .iter()
+            .filter(|s| s.announce)
+            .filter_map(|s| self.forwarding.writer().service_stats(s.id).ok())
+            .map(|c| c.packets)
+            .sum()
     }
 
     /// Attaches XDP to every interface (driver mode unless told otherwise).
@@ -524,6 +646,7 @@ impl Core {
             Event::Prepared { .. } => {}
             Event::Api(request) => self.answer(request),
             Event::Watchdog => crate::systemd::watchdog(),
+            Event::DrainCheck => self.check_drain(),
             Event::RateSample => {
                 let now = std::time::Instant::now();
                 let sample = self.raw_snapshot();
@@ -575,6 +698,7 @@ impl Core {
                 if let Some(edge) = applied.quorum {
                     report_quorum(table, edge);
                     self.tracking.update(table);
+                    self.advertise();
                 }
             }
             Err(e) => {
@@ -589,12 +713,15 @@ impl Core {
         info!(instance = %event.instance, state = ?event.state, "vrrp instance state");
         match self.forwarding.apply_vrrp(&event.vips, master) {
             Ok(changed) => {
-                for index in changed {
+                for &index in &changed {
                     info!(
                         service = %self.forwarding.table().services[index].name,
                         forwarding = master,
                         "data plane follows vrrp"
                     );
+                }
+                if !changed.is_empty() {
+                    self.advertise();
                 }
             }
             Err(e) => {
@@ -653,7 +780,7 @@ impl Core {
         ));
     }
 
-    fn answer(&self, request: ApiRequest) {
+    fn answer(&mut self, request: ApiRequest) {
         match request {
             ApiRequest::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
@@ -668,6 +795,12 @@ impl Core {
             }
             ApiRequest::Explain { query, reply } => {
                 let _ = reply.send(self.explain(&query));
+            }
+            ApiRequest::Drain(reply) => {
+                let _ = reply.send(self.drain());
+            }
+            ApiRequest::Resume(reply) => {
+                let _ = reply.send(self.resume());
             }
         }
     }
@@ -716,13 +849,17 @@ impl Core {
     }
 
     fn raw_snapshot(&self) -> Snapshot {
-        Snapshot::take(
+        let mut snapshot = Snapshot::take(
             self.config.global.router_id.clone(),
             self.started.elapsed(),
             &self.forwarding,
             self.vrrp_status.snapshot(),
             self.vrrp_status.sockets(),
-        )
+        );
+        let (announcements, drain) = self.advertiser.status(std::time::Instant::now());
+        snapshot.announcements = announcements;
+        snapshot.drain = drain;
+        snapshot
     }
 }
 

@@ -122,6 +122,7 @@ impl Core {
                     parts.push("vrrp instances reconfigured in place".into());
                 }
                 self.config = new;
+                self.advertise();
                 info!("configuration reloaded: {}", parts.join("; "));
             }
             Err(e) => error!(

@@ -62,6 +62,10 @@ impl Sources {
             stop,
             tick(RATE_SAMPLE, tx.clone(), || Event::RateSample),
         ));
+        tasks.spawn(cancel_with(
+            stop,
+            tick(DRAIN_CHECK, tx.clone(), || Event::DrainCheck),
+        ));
         if let Some(every) = crate::systemd::watchdog_interval() {
             tasks.spawn(cancel_with(
                 stop,
@@ -70,6 +74,10 @@ impl Sources {
         }
     }
 }
+
+/// How often a drain's traffic is counted (only while draining): the precision of
+/// the drain's figures.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
 
 /// Track scripts run as MISC checks on a scheduler of their own for the daemon's life.
 pub(super) fn start_scripts(

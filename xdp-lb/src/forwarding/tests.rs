@@ -152,7 +152,8 @@ fn macs(addrs: &[&str]) -> Macs {
 
 const ALL: [&str; 4] = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "2001:db8::11"];
 
-fn started(text: &str) -> Forwarding<MemoryMaps> {
+/// An owner of `text`'s services, every real server routed with a MAC, started.
+pub(crate) fn started(text: &str) -> Forwarding<MemoryMaps> {
     let mut table = ServiceTable::from_config(&parse(text)).unwrap();
     route(&mut table);
     table.learn_macs(&macs(&ALL));
