@@ -8,7 +8,7 @@
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
 //! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything
-//! else (`[global]`, `[dataplane]`, `[announce]`, other `[vrrp.*]` keys, instances
+//! else (`[global]`, `[dataplane]`, `[announce]`, `[sync]`, other `[vrrp.*]` keys, instances
 //! added or removed, a priority to or from 255, `[script.*]`, `[vrrp_sync_group.*]`)
 //! is refused with what
 //! changed named: applying it live would mean re-attaching XDP or restarting VRRP
@@ -32,6 +32,14 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     changed_keys("[global]", &old.global, &new.global, &mut changed);
     changed_keys("[dataplane]", &old.dataplane, &new.dataplane, &mut changed);
     changed_keys("[announce]", &old.announce, &new.announce, &mut changed);
+    // The sync socket, its peers and its key are set up at start.
+    if old.sync != new.sync {
+        match (&old.sync, &new.sync) {
+            (Some(a), Some(b)) => changed_keys("[sync]", a, b, &mut changed),
+            (None, _) => changed.push("[sync] (added)".into()),
+            (_, None) => changed.push("[sync] (removed)".into()),
+        }
+    }
     named(
         "script",
         &old.scripts,
