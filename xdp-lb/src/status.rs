@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// Whether the node drains.
     #[serde(default)]
     pub drain: crate::advertise::DrainStatus,
+    /// `[sync]`: NAT connections sent to or received from the peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncStatus>,
 }
 
 /// Per-second rates over the last interval (see [`Snapshot::with_rates`]).
@@ -329,6 +332,7 @@ impl Snapshot {
             rates_over_seconds: 0.0,
             announcements: Vec::new(),
             drain: Default::default(),
+            sync: None,
         }
     }
 

@@ -31,6 +31,7 @@
 //! Everything here is plain data in and decisions out, tested without root; the
 //! daemon ([`crate::daemon`]) walks the maps, writes them and owns the socket.
 
+pub mod node;
 pub mod wire;
 
 #[cfg(test)]
@@ -194,7 +195,8 @@ impl Sender {
         }
         // Connections gone from the table are forgotten.
         if self.sent.len() > replies.len() {
-            let live: std::collections::HashSet<&FlowKey> = replies.iter().map(|(k, _)| k).collect();
+            let live: std::collections::HashSet<&FlowKey> =
+                replies.iter().map(|(k, _)| k).collect();
             self.sent.retain(|k, _| live.contains(k));
         }
         for (interface, entries) in by_interface {
@@ -206,7 +208,9 @@ impl Sender {
                     sequence: self.sequence,
                     interface: interface.to_owned(),
                 };
-                round.datagrams.push(wire::encode(&self.key, &header, chunk));
+                round
+                    .datagrams
+                    .push(wire::encode(&self.key, &header, chunk));
                 round.entries += chunk.len();
             }
         }
@@ -252,7 +256,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Refusal {
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Refusal {
         Refusal {
             reason,
             detail: detail.into(),
@@ -376,7 +380,12 @@ fn install_one(
     };
     let proto = match e.proto {
         IPPROTO_TCP | IPPROTO_UDP => e.proto,
-        p => return Err(Refusal::new("malformed", format!("{}: protocol {p}", what()))),
+        p => {
+            return Err(Refusal::new(
+                "malformed",
+                format!("{}: protocol {p}", what()),
+            ));
+        }
     };
     let c = e.client;
     if c.is_unspecified()
@@ -404,9 +413,10 @@ fn install_one(
     if svc.forwarding != Forwarding::Nat {
         return Err(inconsistent("its service is not NAT"));
     }
-    let member = svc.members.iter().any(|m| {
-        m.vip == IpAddr::V4(e.vip) && m.port == e.vport && m.key.proto == proto
-    });
+    let member = svc
+        .members
+        .iter()
+        .any(|m| m.vip == IpAddr::V4(e.vip) && m.port == e.vport && m.key.proto == proto);
     if !member {
         return Err(inconsistent("the VIP:port is not its service's"));
     }

@@ -29,8 +29,8 @@ pub(crate) use duration::fmt_duration;
 pub use error::{ConfigError, Location};
 pub use filter::{Prefix, Shadow, shadowed_rules};
 pub use group::{Member as GroupMember, parse_member};
-pub(crate) use validate::{not_another_host, program_problem};
 pub use sync::{DEFAULT_SYNC_PORT, MIN_SECRET};
+pub(crate) use validate::{not_another_host, program_problem};
 
 /// Reads the config file at `path` and parses it; messages name the path as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

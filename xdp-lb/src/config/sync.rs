@@ -100,10 +100,9 @@ impl Validator<'_, '_> {
                 match text.parse::<Ipv4Addr>() {
                     Ok(a) if a.is_multicast() => Some(a),
                     _ => {
-                        return Err(self.src.error(
-                            v.span(),
-                            format!("`[sync] group` = {text:?} is not {form}"),
-                        ));
+                        return Err(self
+                            .src
+                            .error(v.span(), format!("`[sync] group` = {text:?} is not {form}")));
                     }
                 }
             }

@@ -139,6 +139,28 @@ impl Dataplane {
             .collect()
     }
 
+    /// Every NAT reply entry (one per NAT connection), for the sync to describe.
+    pub fn nat_reply_entries(&self) -> Vec<(FlowKey, xdp_lb_common::NatValue)> {
+        self.nat_replies.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Writes connections a sync peer sent (see [`crate::sync`]): each one's flow and
+    /// reply entry, replacing what was there. Returns how many were written.
+    pub fn install_synced(
+        &mut self,
+        installs: &[crate::sync::Install],
+    ) -> Result<usize, DataplaneError> {
+        for i in installs {
+            self.flows
+                .insert(i.flow.0, i.flow.1, 0)
+                .map_err(map_err("FLOWS"))?;
+            self.nat_replies
+                .insert(i.reply.0, i.reply.1, 0)
+                .map_err(map_err("NAT_REPLIES"))?;
+        }
+        Ok(installs.len())
+    }
+
     /// Entries in the flow table and the NAT reply table.
     pub fn table_sizes(&self) -> (usize, usize) {
         (self.flows.keys().count(), self.nat_replies.keys().count())

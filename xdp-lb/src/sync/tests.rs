@@ -159,7 +159,10 @@ fn a_new_connection_is_sent_once_and_installed_in_the_backups_terms() {
     let (fk, fv) = i.flow;
     assert_eq!(fk.src, addr16("203.0.113.7".parse().unwrap()));
     assert_eq!(fk.dst, addr16("198.51.100.100".parse().unwrap()));
-    assert_eq!((u16::from_be(fk.sport_be), u16::from_be(fk.dport_be)), (40000, 80));
+    assert_eq!(
+        (u16::from_be(fk.sport_be), u16::from_be(fk.dport_be)),
+        (40000, 80)
+    );
     let t = table();
     let b1 = t
         .backends
@@ -169,7 +172,10 @@ fn a_new_connection_is_sent_once_and_installed_in_the_backups_terms() {
     assert_eq!((fv.backend, fv.service), (b1.id.0, t.services[0].id));
     assert_eq!(fv.last_seen_ns, backup_now - 2 * S);
     let (rk, rv) = i.reply;
-    assert_eq!((rk, rv.service, rv.vport_be), (replies[0].0, replies[0].1.service, 80u16.to_be()));
+    assert_eq!(
+        (rk, rv.service, rv.vport_be),
+        (replies[0].0, replies[0].1.service, 80u16.to_be())
+    );
     // Node-local fields are the backup's own; the client's next hop is the entry's.
     assert_eq!((rv.ifindex, rv.lb_mac), (3, [0x02, 0, 0, 0, 0, 0x02]));
     assert_eq!(rv.client_mac, CLIENT_MAC);
@@ -184,7 +190,10 @@ fn a_state_change_goes_at_once_a_refresh_only_after_the_refresh_period() {
     // Traffic (a new last-seen) within the refresh period: not sent.
     assert_eq!(m.round(&[reply(&t, 1, 1, 101 * S, 0)], 101 * S).entries, 0);
     // A FIN: sent at once.
-    let fin = m.round(&[reply(&t, 1, 1, 102 * S, xdp_lb_common::FLOW_F_CLOSING)], 102 * S);
+    let fin = m.round(
+        &[reply(&t, 1, 1, 102 * S, xdp_lb_common::FLOW_F_CLOSING)],
+        102 * S,
+    );
     assert_eq!(fin.entries, 1);
     let mut rx = Receiver::new(Key::new(SECRET), vec![]);
     let msg = rx.open(peer(), &fin.datagrams[0]).unwrap();
@@ -217,7 +226,10 @@ fn the_rate_defers_what_does_not_fit_new_connections_first() {
         .flat_map(|d| rx.open(peer(), d).unwrap().entries)
         .map(|e| e.client_port)
         .collect();
-    assert!(ports.iter().all(|p| *p >= 1000), "new ones first: {ports:?}");
+    assert!(
+        ports.iter().all(|p| *p >= 1000),
+        "new ones first: {ports:?}"
+    );
     assert_eq!(r.datagrams.len(), 4, "32 entries a message");
     assert!(r.datagrams.iter().all(|d| d.len() <= 1400));
     // The rest over the next rounds, at the rate.
@@ -266,7 +278,11 @@ fn a_wrong_secret_an_altered_byte_or_a_stranger_is_refused() {
     for at in [8, 20, 40, 60, d.len() - 1] {
         let mut bad = d.clone();
         bad[at] ^= 0x40;
-        assert_eq!(rx.open(peer(), &bad).unwrap_err().reason, "bad_auth", "byte {at}");
+        assert_eq!(
+            rx.open(peer(), &bad).unwrap_err().reason,
+            "bad_auth",
+            "byte {at}"
+        );
     }
     let stranger: IpAddr = "192.0.2.66".parse().unwrap();
     assert_eq!(rx.open(stranger, &d).unwrap_err().reason, "unknown_peer");
@@ -298,7 +314,10 @@ fn a_replayed_or_older_message_is_refused_and_a_restart_is_accepted() {
         backends: &m.backends,
         now_ns: S,
     };
-    let again = restarted.round(&[reply(&t, 1, 1, S, 0)], &cx).datagrams.remove(0);
+    let again = restarted
+        .round(&[reply(&t, 1, 1, S, 0)], &cx)
+        .datagrams
+        .remove(0);
     let msg = rx.open(peer(), &again).unwrap();
     assert_eq!(msg.header.sequence, 1);
 }
@@ -311,7 +330,10 @@ fn malformed_datagrams_never_panic_and_say_why() {
     let reason = |rx: &mut Receiver, b: &[u8]| rx.open(peer(), b).unwrap_err().reason;
     assert_eq!(reason(&mut rx, b""), "malformed");
     assert_eq!(reason(&mut rx, &d[..d.len() - 1]), "malformed");
-    assert_eq!(reason(&mut rx, &[d.clone(), vec![0; 40]].concat()), "malformed");
+    assert_eq!(
+        reason(&mut rx, &[d.clone(), vec![0; 40]].concat()),
+        "malformed"
+    );
     let mut magic = d.clone();
     magic[0] = b'Y';
     assert_eq!(reason(&mut rx, &magic), "malformed");
@@ -450,6 +472,9 @@ fn the_message_format_is_as_documented() {
     assert_eq!(&d[60..62], &40000u16.to_be_bytes());
     assert_eq!(d[66], 6);
     assert_eq!(&d[80..86], &CLIENT_MAC);
-    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET), &d[..128]);
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET),
+        &d[..128],
+    );
     assert_eq!(&d[128..], tag.as_ref());
 }

@@ -191,7 +191,10 @@ pub fn decode(key: &Key, b: &[u8]) -> Result<Message, WireError> {
     hmac::verify(&key.0, signed, tag).map_err(|_| WireError::Auth)?;
     let u64_at = |o: usize| u64::from_be_bytes(b[o..o + 8].try_into().expect("8 bytes"));
     let name = &b[32..48];
-    let end = name.iter().position(|&c| c == 0).ok_or(WireError::Interface)?;
+    let end = name
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(WireError::Interface)?;
     if name[end..].iter().any(|&c| c != 0) {
         return Err(WireError::Interface);
     }
