@@ -176,6 +176,25 @@ port = 80
     }
 
     #[test]
+    fn sync_changes_need_a_restart_and_name_the_key_not_the_secret() {
+        let sync = |extra: &str| {
+            format!(
+                "{BASE}\n[sync]\ninstance = \"VI_1\"\npeers = [\"192.0.2.3\"]\n\
+                 secret = \"0123456789abcdef\"\n{extra}"
+            )
+        };
+        let old = parse(&sync(""), "old.toml").unwrap();
+        let new = |text: &str| restart_needed(&old, &parse(text, "new.toml").unwrap());
+        assert!(new(&sync("")).is_empty());
+        assert_eq!(new(&sync("rate = 1000\n")), ["[sync] rate"]);
+        let other = sync("").replace("0123456789abcdef", "fedcba9876543210");
+        let changes = new(&other);
+        assert_eq!(changes, ["[sync] secret"]);
+        assert_eq!(new(BASE), ["[sync] (removed)"]);
+        assert_eq!(changed(&sync("")), ["[sync] (added)"]);
+    }
+
+    #[test]
     fn vrrp_priority_preemption_and_notify_apply_in_place() {
         let live = BASE.replace(
             "virtual_router_id = 52\n",
