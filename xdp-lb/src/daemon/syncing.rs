@@ -1,7 +1,11 @@
-//! The NAT sync in the loop (see [`crate::sync`]): while MASTER of `[sync]
-//! instance`, every interval the reply table is walked and what is due goes to the
-//! peers; otherwise what the peers send (authenticated by the receiving task) is
-//! written into the flow and reply tables.
+//! The NAT sync on a running node (see [`crate::sync`]). While MASTER of `[sync]
+//! instance`, a task of its own walks the reply table every interval (through a
+//! duplicated map descriptor, on a blocking thread: a walk of a big table takes a
+//! while and the loop must not wait for it), decides what is due and sends it to the
+//! peers, at the socket's pace. Otherwise what the peers send (authenticated by the
+//! receiving task) is written into the flow and reply tables by the loop, which owns
+//! the maps' writes. The loop also keeps the sending task's view of the service
+//! table current (ids change on reloads).
 
 use std::{
     collections::HashMap,
@@ -10,23 +14,35 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use tokio::net::UdpSocket;
+use tokio::{net::UdpSocket, sync::watch};
 
 use super::{sources::cancel_with, sources::forward, sources::tick, *};
-use crate::sync::{
-    InstallContext, Key, Receiver, Refusal, SendContext, Sender, backend_index, node, node::Board,
-    plan_install, refresh_period, wire::fingerprint,
+use crate::{
+    dataplane::nat::ReplyWalker,
+    sync::{
+        InstallContext, Key, Receiver, Refusal, SendContext, Sender, backend_index, node,
+        node::Board, plan_install, refresh_period, wire::fingerprint,
+    },
 };
 
 /// The sync on this node.
 pub(super) struct SyncRuntime {
     pub(super) board: Board,
     instance: String,
-    sender: Sender,
-    rounds: mpsc::Sender<Vec<Vec<u8>>>,
     /// Of our service table, kept current every interval (a reload may change it).
     fingerprint: u64,
     master: bool,
+    /// What the sending task needs of the table, and whether it sends.
+    table: watch::Sender<Arc<SendTable>>,
+    sending: watch::Sender<bool>,
+}
+
+/// What the sending task needs to describe our connections.
+#[derive(Debug, Default)]
+struct SendTable {
+    fingerprint: u64,
+    interfaces: HashMap<u32, String>,
+    backends: HashMap<(u32, std::net::Ipv4Addr, u16), u32>,
 }
 
 impl Core {
@@ -54,6 +70,7 @@ impl Core {
             .map_or(0, |d| d.as_millis() as u64);
         let refresh = refresh_period(&self.config.dataplane.nat_timeouts);
         let sender = Sender::new(Key::new(&secret), boot, refresh, cfg.rate, cfg.interval);
+        let walker = self.forwarding.writer().reply_walker()?;
         let peers = cfg.peers.iter().map(|&a| a.into()).collect();
         let receiver = Receiver::new(Key::new(&secret), peers);
         let (received_tx, received_rx) = mpsc::channel(64);
@@ -65,11 +82,21 @@ impl Core {
             stop,
             forward(received_rx, self.events.clone(), Event::SyncReceived),
         ));
-        let (rounds, rounds_rx) = mpsc::channel(4);
-        tasks.spawn(cancel_with(
-            stop,
-            send(socket, node::targets(&cfg), rounds_rx, board.clone()),
-        ));
+        let send_table = Arc::new(self.send_table());
+        let fingerprint = send_table.fingerprint;
+        let (table, table_rx) = watch::channel(send_table);
+        let (sending, sending_rx) = watch::channel(false);
+        let rounds = Rounds {
+            walker,
+            sender,
+            table: table_rx,
+            sending: sending_rx,
+            interval: cfg.interval,
+            socket,
+            targets: node::targets(&cfg),
+            board: board.clone(),
+        };
+        tasks.spawn(cancel_with(stop, rounds.run()));
         tasks.spawn(cancel_with(
             stop,
             tick(cfg.interval, self.events.clone(), || Event::SyncTick),
@@ -85,12 +112,25 @@ impl Core {
         self.sync = Some(SyncRuntime {
             board,
             instance: cfg.instance,
-            sender,
-            rounds,
-            fingerprint: fingerprint(&self.forwarding.table().id_map()),
+            fingerprint,
             master: false,
+            table,
+            sending,
         });
         Ok(())
+    }
+
+    fn send_table(&self) -> SendTable {
+        let table = self.forwarding.table();
+        SendTable {
+            fingerprint: fingerprint(&table.id_map()),
+            interfaces: self
+                .links
+                .values()
+                .map(|l| (l.index, l.name.clone()))
+                .collect(),
+            backends: backend_index(table),
+        }
     }
 
     /// A VRRP state change: the MASTER of the sync instance sends, the others receive.
@@ -105,52 +145,27 @@ impl Core {
         }
         rt.master = master;
         rt.board.set_role(master);
+        // The sending task tells the peers everything again when it starts sending.
+        rt.sending.send_replace(master);
         if master {
-            // A peer may have missed everything so far: tell it all again.
-            rt.sender.reset();
             info!(instance = %rt.instance, "nat sync: MASTER, sending NAT connections to the peers");
         } else {
             info!(instance = %rt.instance, "nat sync: not MASTER, installing what the MASTER sends");
         }
     }
 
-    /// Every interval: the fingerprint follows the table; a MASTER sends what is due.
+    /// Every interval: our fingerprint, and the sending task's view of the table,
+    /// follow the table (a reload may change ids).
     pub(super) fn sync_tick(&mut self) {
-        let Some(rt) = &mut self.sync else { return };
-        let table = self.forwarding.table();
-        rt.fingerprint = fingerprint(&table.id_map());
-        if !rt.master {
+        let Some(rt) = &self.sync else { return };
+        let now = fingerprint(&self.forwarding.table().id_map());
+        if now == rt.fingerprint {
             return;
         }
-        let replies = self.forwarding.writer().nat_reply_entries();
-        let interfaces: HashMap<u32, String> = self
-            .links
-            .values()
-            .map(|l| (l.index, l.name.clone()))
-            .collect();
-        let backends = backend_index(table);
-        let cx = SendContext {
-            fingerprint: rt.fingerprint,
-            interfaces: &interfaces,
-            backends: &backends,
-            now_ns: monotonic_ns(),
-        };
-        let round = rt.sender.round(&replies, &cx);
-        let (messages, entries) = (round.datagrams.len() as u64, round.entries as u64);
-        if round.skipped > 0 {
-            tracing::debug!(
-                skipped = round.skipped,
-                "nat sync: entries of interfaces or real servers this node no longer has"
-            );
-        }
-        let mut errors = 0;
-        if !round.datagrams.is_empty() && rt.rounds.try_send(round.datagrams).is_err() {
-            // The socket is behind by several rounds; these go with the next refresh.
-            errors = messages;
-            rt.sender.reset();
-        }
-        rt.board
-            .sent(messages, entries, round.deferred as u64, errors);
+        let table = Arc::new(self.send_table());
+        let Some(rt) = &mut self.sync else { return };
+        rt.fingerprint = now;
+        rt.table.send_replace(table);
     }
 
     /// Connections a peer sent: installed unless we are MASTER or they do not fit.
@@ -205,28 +220,94 @@ impl Core {
     }
 }
 
-/// Sends each round's datagrams to every target, in order, at the socket's pace.
-async fn send(
+/// The sending side's task: every interval, while MASTER, a walk of the reply table
+/// and a round of [`Sender`], sent to every target before the next.
+struct Rounds {
+    walker: ReplyWalker,
+    sender: Sender,
+    table: watch::Receiver<Arc<SendTable>>,
+    sending: watch::Receiver<bool>,
+    interval: std::time::Duration,
     socket: Arc<UdpSocket>,
     targets: Vec<SocketAddr>,
-    mut rounds: mpsc::Receiver<Vec<Vec<u8>>>,
     board: Board,
-) {
-    let mut limit = crate::log_limit::LogLimit::default();
-    while let Some(datagrams) = rounds.recv().await {
-        let mut errors = 0;
-        for d in &datagrams {
-            for t in &targets {
-                if let Err(e) = socket.send_to(d, t).await {
-                    errors += 1;
-                    if let Some(suppressed) = limit.allow(std::time::Instant::now()) {
-                        warn!(peer = %t, error = %e, suppressed, "nat sync: cannot send");
+}
+
+impl Rounds {
+    async fn run(self) {
+        let Rounds {
+            walker,
+            sender,
+            table,
+            sending,
+            interval,
+            socket,
+            targets,
+            board,
+        } = self;
+        let mut every = tokio::time::interval(interval);
+        // A round that takes longer than the interval delays the next: that is the
+        // pace the table and the socket allow.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_sending = false;
+        let mut state = Some((walker, sender));
+        let mut limit = crate::log_limit::LogLimit::default();
+        loop {
+            every.tick().await;
+            let now_sending = *sending.borrow();
+            if !now_sending {
+                was_sending = false;
+                continue;
+            }
+            let Some((walker, mut sender)) = state.take() else {
+                return;
+            };
+            if !was_sending {
+                // A peer may have missed everything so far: tell it all again.
+                sender.reset();
+                was_sending = true;
+            }
+            let t = table.borrow().clone();
+            let walked = tokio::task::spawn_blocking(move || {
+                let replies = walker.entries();
+                let cx = SendContext {
+                    fingerprint: t.fingerprint,
+                    interfaces: &t.interfaces,
+                    backends: &t.backends,
+                    now_ns: monotonic_ns(),
+                };
+                let round = sender.round(&replies, &cx);
+                (walker, sender, round)
+            })
+            .await;
+            let Ok((walker, sender, round)) = walked else {
+                warn!("nat sync: the walk of the NAT table failed; no more sync sent");
+                return;
+            };
+            state = Some((walker, sender));
+            if round.skipped > 0 {
+                tracing::debug!(
+                    skipped = round.skipped,
+                    "nat sync: entries of interfaces or real servers this node no longer has"
+                );
+            }
+            let mut errors = 0;
+            for d in &round.datagrams {
+                for t in &targets {
+                    if let Err(e) = socket.send_to(d, t).await {
+                        errors += 1;
+                        if let Some(suppressed) = limit.allow(std::time::Instant::now()) {
+                            warn!(peer = %t, error = %e, suppressed, "nat sync: cannot send");
+                        }
                     }
                 }
             }
-        }
-        if errors > 0 {
-            board.sent(0, 0, 0, errors);
+            board.sent(
+                round.datagrams.len() as u64,
+                round.entries as u64,
+                round.deferred as u64,
+                errors,
+            );
         }
     }
 }
