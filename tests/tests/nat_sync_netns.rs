@@ -11,7 +11,8 @@
 //! and answering ARP; with its links down nothing of it is left on the wire, as when
 //! the host fails.
 //!
-//! With `[sync]`, the backup holds the connections when it takes over: 0 resets at
+//! With `[sync]` (unicast to the peer, or keepalived's multicast group as the importer
+//! writes it), the backup holds the connections when it takes over: 0 resets at
 //! the client and at the real servers (the kernel's own TCP counters), every
 //! keep-alive connection answers from the same server, the download completes byte
 //! for byte. Without `[sync]` (the control), the same failover resets connections.
@@ -31,7 +32,17 @@ const DOWNLOAD_BYTES: u64 = 8_000_000;
 const DOWNLOAD_RATE: u64 = 1_000_000;
 const SECRET: &str = "nat-sync-test-secret-0123456789";
 
-fn config(lab: &DrLab, me: u8, peer: u8, priority: u8, sync: bool) -> String {
+/// How the LBs sync, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Off,
+    /// To the peer's address.
+    Unicast,
+    /// To keepalived's group, 224.0.0.81 (what `import-keepalived` writes).
+    Multicast,
+}
+
+fn config(lab: &DrLab, me: u8, peer: u8, priority: u8, sync: Sync) -> String {
     let mut text = format!(
         "[global]\nrouter_id = \"lb{me}\"\n\n\
          [dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nneighbour_timeout = \"10s\"\n\n"
@@ -47,9 +58,14 @@ fn config(lab: &DrLab, me: u8, peer: u8, priority: u8, sync: bool) -> String {
         );
     }
     text += "[vrrp_sync_group.GW]\ngroup = [\"VI_OUT\", \"VI_IN\"]\n\n";
-    if sync {
+    let to = match sync {
+        Sync::Off => None,
+        Sync::Unicast => Some(format!("peers = [\"192.0.2.{peer}\"]")),
+        Sync::Multicast => Some("group = \"224.0.0.81\"".to_owned()),
+    };
+    if let Some(to) = to {
         text += &format!(
-            "[sync]\ninstance = \"VI_OUT\"\ninterface = \"eth1\"\npeers = [\"192.0.2.{peer}\"]\n\
+            "[sync]\ninstance = \"VI_OUT\"\ninterface = \"eth1\"\n{to}\n\
              secret = \"{SECRET}\"\ninterval = \"500ms\"\n\n"
         );
     }
@@ -161,7 +177,7 @@ struct Outcome {
 
 /// Builds the pair, opens the connections, fails the MASTER's host and checks every
 /// connection afterwards.
-fn fail_over(sync: bool) -> Outcome {
+fn fail_over(sync: Sync) -> Outcome {
     let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]).with_standby());
     lab.start_http_backends(8080).unwrap();
     let mut lb1 = start(&lab.lb, &config(&lab, 1, 3, 150, sync));
@@ -193,7 +209,7 @@ fn fail_over(sync: bool) -> Outcome {
         assert!(Instant::now() < until, "the download does not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    if sync {
+    if sync != Sync::Off {
         // Every connection is on the backup before the MASTER fails.
         let until = Instant::now() + Duration::from_secs(10);
         loop {
@@ -224,7 +240,7 @@ fn fail_over(sync: bool) -> Outcome {
     lb2.wait_for_line("entering MASTER state", Duration::from_secs(10))
         .unwrap();
     let takeover = failed.elapsed();
-    eprintln!("measured: sync={sync}: the backup was MASTER {takeover:?} after the failure");
+    eprintln!("measured: {sync:?}: the backup was MASTER {takeover:?} after the failure");
 
     let mut broken = 0;
     for (i, (c, server)) in connections.iter_mut().enumerate() {
@@ -269,9 +285,18 @@ fn fail_over(sync: bool) -> Outcome {
 
 #[test]
 fn with_sync_nat_connections_survive_the_masters_death() {
-    let o = fail_over(true);
+    survive(Sync::Unicast);
+}
+
+#[test]
+fn with_multicast_sync_as_keepalived_nat_connections_survive_too() {
+    survive(Sync::Multicast);
+}
+
+fn survive(sync: Sync) {
+    let o = fail_over(sync);
     eprintln!(
-        "measured: sync: {} of {KEEPALIVE} keep-alive connections broken, resets at the \
+        "measured: {sync:?}: {} of {KEEPALIVE} keep-alive connections broken, resets at the \
          client {:?} (established reset, sent), at the real servers {}, download {:?}",
         o.broken, o.client_resets, o.server_resets, o.download
     );
@@ -289,7 +314,7 @@ fn with_sync_nat_connections_survive_the_masters_death() {
 
 #[test]
 fn without_sync_the_same_failover_breaks_nat_connections() {
-    let o = fail_over(false);
+    let o = fail_over(Sync::Off);
     eprintln!(
         "measured: no sync: {} of {KEEPALIVE} keep-alive connections broken, resets at the \
          client {:?}, at the real servers {}, download {:?}",
