@@ -114,6 +114,51 @@ fn installed(ns: &Netns) -> (u64, u64) {
     (peer["entries_installed"].as_u64().unwrap_or(0), refused)
 }
 
+/// `GET /metrics` from the daemon's API in `ns`.
+fn metrics(ns: &Netns) -> String {
+    ns.run(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9180").unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
+    })
+    .unwrap()
+}
+
+/// Prometheus's own linter on `body`.
+fn promtool_check(body: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (cargo xtask setup installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A paced download on its own connection, on a thread in the client's namespace:
 /// the bytes received so far are counted in `progress`; it yields the real server
 /// and the length, every byte checked against the server's pattern.
@@ -171,6 +216,8 @@ struct Outcome {
     server_resets: u64,
     download: anyhow::Result<(String, u64)>,
     takeover: Duration,
+    /// The new MASTER's `/metrics`.
+    metrics: String,
     /// The new MASTER's log, stopped cleanly.
     log: String,
 }
@@ -279,6 +326,7 @@ fn fail_over(sync: Sync) -> Outcome {
         server_resets: server_after - server_before,
         download,
         takeover,
+        metrics: metrics(standby),
         log: lb2.stop().unwrap(),
     }
 }
@@ -308,8 +356,21 @@ fn survive(sync: Sync) {
     assert_eq!(bytes, DOWNLOAD_BYTES);
     assert!(!server.is_empty());
     assert!(o.takeover < Duration::from_secs(5), "{:?}", o.takeover);
-    // The new MASTER sends from now on.
+    // The new MASTER sends from now on, and says what it installed before.
     assert!(log.contains("nat sync: MASTER, sending"), "{log}");
+    let installed = o
+        .metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("xdp_lb_sync_entries_installed_total{peer=\"192.0.2.2\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(installed >= Some(50), "{}", o.metrics);
+    assert!(
+        o.metrics
+            .contains("xdp_lb_sync_info{instance=\"VI_OUT\",role=\"sending\"} 1"),
+        "{}",
+        o.metrics
+    );
+    promtool_check(&o.metrics);
 }
 
 #[test]

@@ -326,6 +326,68 @@ fn uptime(secs: u64) -> String {
     }
 }
 
+/// The `[sync]` section of `xdp-lb status`.
+fn render_sync(out: &mut String, sync: &crate::sync::SyncStatus) {
+    let _ = writeln!(
+        out,
+        "\nNAT SYNC (instance {}, udp port {}): {}",
+        sync.instance, sync.port, sync.role
+    );
+    if sync.messages_sent > 0 || sync.role == "sending" {
+        let _ = writeln!(
+            out,
+            "  sent {} entries in {} messages, last {}{}{}",
+            sync.entries_sent,
+            sync.messages_sent,
+            sync.last_sent_seconds_ago
+                .map(|s| format!("{} ago", seconds(s)))
+                .unwrap_or_else(|| "never".into()),
+            if sync.entries_deferred > 0 {
+                format!(", {} deferred by the rate", sync.entries_deferred)
+            } else {
+                String::new()
+            },
+            if sync.send_errors > 0 {
+                format!(", {} send errors", sync.send_errors)
+            } else {
+                String::new()
+            },
+        );
+    }
+    for (peer, p) in &sync.peers {
+        let list = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut why = Vec::new();
+        if !p.messages_refused.is_empty() {
+            why.push(format!("messages: {}", list(&p.messages_refused)));
+        }
+        if !p.entries_refused.is_empty() {
+            why.push(format!("entries: {}", list(&p.entries_refused)));
+        }
+        let _ = writeln!(
+            out,
+            "  from {:<15} last {}  received {} entries in {} messages, installed {}, refused {}{}",
+            peer,
+            p.last_message_seconds_ago
+                .map(|s| format!("{} ago", seconds(s)))
+                .unwrap_or_else(|| "never".into()),
+            p.entries_received,
+            p.messages_received,
+            p.entries_installed,
+            p.refused(),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join("; "))
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,68 +526,6 @@ mod tests {
             text.lines().any(|l| l
                 == "  192.0.2.100:80/tcp dr wrr  forwarding  packets 774 new flows 60  conn/s 10.0 pkt/s 250 B/s 0"),
             "{text}"
-        );
-    }
-}
-
-/// The `[sync]` section of `xdp-lb status`.
-fn render_sync(out: &mut String, sync: &crate::sync::SyncStatus) {
-    let _ = writeln!(
-        out,
-        "\nNAT SYNC (instance {}, udp port {}): {}",
-        sync.instance, sync.port, sync.role
-    );
-    if sync.messages_sent > 0 || sync.role == "sending" {
-        let _ = writeln!(
-            out,
-            "  sent {} entries in {} messages, last {}{}{}",
-            sync.entries_sent,
-            sync.messages_sent,
-            sync.last_sent_seconds_ago
-                .map(|s| format!("{} ago", seconds(s)))
-                .unwrap_or_else(|| "never".into()),
-            if sync.entries_deferred > 0 {
-                format!(", {} deferred by the rate", sync.entries_deferred)
-            } else {
-                String::new()
-            },
-            if sync.send_errors > 0 {
-                format!(", {} send errors", sync.send_errors)
-            } else {
-                String::new()
-            },
-        );
-    }
-    for (peer, p) in &sync.peers {
-        let list = |m: &std::collections::BTreeMap<String, u64>| {
-            m.iter()
-                .map(|(r, n)| format!("{r} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut why = Vec::new();
-        if !p.messages_refused.is_empty() {
-            why.push(format!("messages: {}", list(&p.messages_refused)));
-        }
-        if !p.entries_refused.is_empty() {
-            why.push(format!("entries: {}", list(&p.entries_refused)));
-        }
-        let _ = writeln!(
-            out,
-            "  from {:<15} last {}  received {} entries in {} messages, installed {}, refused {}{}",
-            peer,
-            p.last_message_seconds_ago
-                .map(|s| format!("{} ago", seconds(s)))
-                .unwrap_or_else(|| "never".into()),
-            p.entries_received,
-            p.messages_received,
-            p.entries_installed,
-            p.refused(),
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", why.join("; "))
-            },
         );
     }
 }

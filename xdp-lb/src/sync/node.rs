@@ -113,7 +113,7 @@ impl Board {
         }
     }
 
-    fn peer<'a>(b: &'a mut BoardInner, from: IpAddr) -> &'a mut PeerStatus {
+    fn peer(b: &mut BoardInner, from: IpAddr) -> &mut PeerStatus {
         b.status.peers.entry(from.to_string()).or_default()
     }
 

@@ -170,7 +170,7 @@ pub fn encode(key: &Key, header: &Header, entries: &[Entry]) -> Vec<u8> {
 /// Nothing of an unauthenticated datagram is read past its header's length fields.
 pub fn decode(key: &Key, b: &[u8]) -> Result<Message, WireError> {
     let min = HEADER_LEN + ENTRY_LEN + MAC_LEN;
-    if b.len() < min || (b.len() - HEADER_LEN - MAC_LEN) % ENTRY_LEN != 0 {
+    if b.len() < min || !(b.len() - HEADER_LEN - MAC_LEN).is_multiple_of(ENTRY_LEN) {
         if b.len() >= 4 && b[..4] != MAGIC {
             return Err(WireError::Magic);
         }
