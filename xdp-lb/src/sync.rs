@@ -17,8 +17,8 @@
 //! next round). Messages are the datagrams of [`wire`], signed with HMAC-SHA256.
 //!
 //! How a peer installs: a message is refused whole if it is not from a configured peer,
-//! malformed, not authenticated, replayed (its boot and sequence not above the last
-//! accepted from that peer), from a service table other than ours (the fingerprint of
+//! malformed, not authenticated, replayed (accepted before from that peer, or from an
+//! earlier boot or too far behind: see `Window`), from a service table other than ours (the fingerprint of
 //! `ServiceTable::id_map`, the ids the entries use), for an interface we do not have,
 //! or while we are MASTER ourselves; an entry alone is refused if it does not match our
 //! table (service, VIP, real server and id) or is already idle past its timeout.
@@ -175,15 +175,8 @@ impl Sender {
         };
         let mut by_interface: BTreeMap<&str, Vec<Entry>> = BTreeMap::new();
         for (_, k, v) in due.into_iter().take(budget) {
-            let Some(entry) = describe(k, v, cx) else {
-                round.skipped += 1;
-                continue;
-            };
-            let Some(name) = cx.interfaces.get(&v.ifindex) else {
-                round.skipped += 1;
-                continue;
-            };
-            by_interface.entry(name).or_default().push(entry);
+            // Remembered even when it cannot be described (a real server a reload
+            // removed), so it does not take the budget of every round until it expires.
             self.sent.insert(
                 *k,
                 Sent {
@@ -192,6 +185,12 @@ impl Sender {
                     at_ns: now,
                 },
             );
+            let described = describe(k, v, cx).zip(cx.interfaces.get(&v.ifindex));
+            let Some((entry, name)) = described else {
+                round.skipped += 1;
+                continue;
+            };
+            by_interface.entry(name).or_default().push(entry);
         }
         // Connections gone from the table are forgotten.
         if self.sent.len() > replies.len() {
@@ -264,14 +263,59 @@ impl Refusal {
     }
 }
 
-/// The receiving side's memory: the key, who may send, and each peer's last accepted
-/// (boot, sequence) against replays.
+/// The receiving side's memory: the key, who may send, and each peer's replay window.
 #[derive(Debug)]
 pub struct Receiver {
     key: Key,
     /// Empty: any sender (multicast without `peers`), the HMAC being the gate.
     peers: Vec<IpAddr>,
-    last: HashMap<IpAddr, (u64, u64)>,
+    windows: HashMap<IpAddr, Window>,
+}
+
+/// RFC 4303's anti-replay window: the highest (boot, sequence) accepted from a peer
+/// and which of the 64 sequences up to it were seen, so a datagram the network
+/// reordered is still accepted once, and none twice.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    boot: u64,
+    top: u64,
+    /// Bit i: sequence `top - i` was accepted.
+    seen: u64,
+}
+
+impl Window {
+    const SIZE: u64 = 64;
+
+    /// Whether (boot, seq) is new; if so it is recorded.
+    fn accept(&mut self, boot: u64, seq: u64) -> bool {
+        if boot > self.boot {
+            *self = Window {
+                boot,
+                top: seq,
+                seen: 1,
+            };
+            return true;
+        }
+        if boot < self.boot {
+            return false;
+        }
+        if seq > self.top {
+            let shift = seq - self.top;
+            self.seen = if shift >= Self::SIZE {
+                0
+            } else {
+                self.seen << shift
+            } | 1;
+            self.top = seq;
+            return true;
+        }
+        let back = self.top - seq;
+        if back >= Self::SIZE || self.seen & (1 << back) != 0 {
+            return false;
+        }
+        self.seen |= 1 << back;
+        true
+    }
 }
 
 impl Receiver {
@@ -279,12 +323,12 @@ impl Receiver {
         Receiver {
             key,
             peers,
-            last: HashMap::new(),
+            windows: HashMap::new(),
         }
     }
 
     /// A datagram from `from`: the message if it is from a peer, well formed,
-    /// authentic and newer than the last one accepted from that peer.
+    /// authentic and not accepted before (see [`Window`]).
     pub fn open(&mut self, from: IpAddr, datagram: &[u8]) -> Result<Message, Refusal> {
         if !self.peers.is_empty() && !self.peers.contains(&from) {
             return Err(Refusal::new(
@@ -295,18 +339,22 @@ impl Receiver {
         let msg = wire::decode(&self.key, datagram)
             .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
         let (boot, seq) = (msg.header.boot, msg.header.sequence);
-        if let Some(&(last_boot, last_seq)) = self.last.get(&from)
-            && (boot < last_boot || (boot == last_boot && seq <= last_seq))
-        {
+        let window = self.windows.entry(from).or_insert(Window {
+            boot: 0,
+            top: 0,
+            seen: 0,
+        });
+        let before = *window;
+        if !window.accept(boot, seq) {
             return Err(Refusal::new(
                 "replayed",
                 format!(
-                    "boot {boot} sequence {seq}, not after the last accepted (boot {last_boot} \
-                     sequence {last_seq})"
+                    "boot {boot} sequence {seq}: accepted before, or older than the window \
+                     (last accepted boot {} sequence {})",
+                    before.boot, before.top
                 ),
             ));
         }
-        self.last.insert(from, (boot, seq));
         Ok(msg)
     }
 }

@@ -260,6 +260,9 @@ fn unknown_interfaces_and_real_servers_are_skipped_not_sent() {
     let r = m.round(&[other_if, unknown_server], S);
     assert_eq!((r.entries, r.skipped), (0, 2));
     assert!(r.datagrams.is_empty());
+    // Not tried again every round (they would take the budget of new ones).
+    let r = m.round(&[other_if, unknown_server], 2 * S);
+    assert_eq!((r.entries, r.skipped), (0, 0));
 }
 
 fn one_message(m: &mut Master) -> Vec<u8> {
@@ -299,6 +302,8 @@ fn a_replayed_or_older_message_is_refused_and_a_restart_is_accepted() {
     let mut rx = Receiver::new(Key::new(SECRET), vec![peer()]);
     rx.open(peer(), &second).unwrap();
     assert_eq!(rx.open(peer(), &second).unwrap_err().reason, "replayed");
+    // Reordered: accepted once.
+    rx.open(peer(), &first).unwrap();
     assert_eq!(rx.open(peer(), &first).unwrap_err().reason, "replayed");
     // The sender restarted: a later boot, its sequence from 1 again.
     let mut restarted = Sender::new(
@@ -320,6 +325,37 @@ fn a_replayed_or_older_message_is_refused_and_a_restart_is_accepted() {
         .remove(0);
     let msg = rx.open(peer(), &again).unwrap();
     assert_eq!(msg.header.sequence, 1);
+    // The earlier run's messages are older than that boot.
+    let third = m.round(&[reply(&t, 3, 1, S, 0)], 3 * S).datagrams.remove(0);
+    assert_eq!(rx.open(peer(), &third).unwrap_err().reason, "replayed");
+}
+
+#[test]
+fn a_reordered_message_is_accepted_once_within_the_window() {
+    let mut m = Master::new(10_000);
+    let t = table();
+    let d: Vec<Vec<u8>> = (1..=70u16)
+        .map(|p| {
+            m.round(&[reply(&t, p, 1, S, 0)], u64::from(p) * S)
+                .datagrams
+                .remove(0)
+        })
+        .collect();
+    let mut rx = Receiver::new(Key::new(SECRET), vec![]);
+    // 1..=3 arrive as 1, 3, 2: all accepted; 2 again is not.
+    rx.open(peer(), &d[0]).unwrap();
+    rx.open(peer(), &d[2]).unwrap();
+    rx.open(peer(), &d[1]).unwrap();
+    assert_eq!(rx.open(peer(), &d[1]).unwrap_err().reason, "replayed");
+    // 70 arrives: 7..=69 are within the 64 up to it, still new once; 6 and below are
+    // too old to tell.
+    rx.open(peer(), &d[69]).unwrap();
+    rx.open(peer(), &d[6]).unwrap();
+    assert_eq!(rx.open(peer(), &d[6]).unwrap_err().reason, "replayed");
+    assert_eq!(rx.open(peer(), &d[5]).unwrap_err().reason, "replayed");
+    // Each peer has its own window.
+    let other: IpAddr = "192.0.2.9".parse().unwrap();
+    rx.open(other, &d[1]).unwrap();
 }
 
 #[test]

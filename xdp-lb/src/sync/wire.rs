@@ -10,7 +10,8 @@
 //!      8     8  service-table fingerprint: the first 8 bytes of SHA-256 of
 //!               `ServiceTable::id_map()` (the ids the entries use)
 //!     16     8  boot: the sender's start time, Unix ms (a restart sends a larger one)
-//!     24     8  sequence: 1, 2, 3, ... within one boot
+//!     24     8  sequence: 1, 2, 3, ... within one boot (a receiver accepts each once,
+//!               within a window of 64 behind the highest: see `Receiver`)
 //!     32    16  the client-side interface on the sender, NUL-padded
 //!     48  40×N  entries (below)
 //! 48+40N    32  HMAC-SHA256(secret, bytes 0 .. 48+40N)
