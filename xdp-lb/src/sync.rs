@@ -14,7 +14,9 @@
 //! traffic and was last sent more than `refresh` ago (a quarter of the shortest NAT
 //! timeout, at most 30 s), so the peer's copy never ages out while the connection
 //! lives; at most `rate` entries per second (new ones first, the rest wait for the
-//! next round). Messages are the datagrams of [`wire`], signed with HMAC-SHA256.
+//! next round). Every ten refresh periods (5 minutes by default) everything is sent
+//! again, so a peer that restarted without its pinned state, or lost a datagram, has
+//! every connection again within that time. Messages are the datagrams of [`wire`], signed with HMAC-SHA256.
 //!
 //! How a peer installs: a message is refused whole if it is not from a configured peer,
 //! malformed, not authenticated, replayed (accepted before from that peer, or from an
@@ -75,6 +77,8 @@ pub struct Sender {
     sequence: u64,
     sent: HashMap<FlowKey, Sent>,
     refresh_ns: u64,
+    /// When everything was last made due again.
+    full_at_ns: Option<u64>,
     rate: u64,
     /// Entries that may go now (a token bucket of one interval's worth).
     tokens: f64,
@@ -127,6 +131,7 @@ impl Sender {
             sequence: 0,
             sent: HashMap::new(),
             refresh_ns: refresh.as_nanos() as u64,
+            full_at_ns: None,
             rate,
             tokens: burst,
             burst,
@@ -138,6 +143,12 @@ impl Sender {
     /// node just became MASTER: a peer may have missed it all).
     pub fn reset(&mut self) {
         self.sent.clear();
+        self.full_at_ns = None;
+    }
+
+    /// How often everything is sent again: ten refresh periods.
+    fn full_every_ns(&self) -> u64 {
+        self.refresh_ns.saturating_mul(10)
     }
 
     /// One round over the reply table `replies` (key as the real server sends, value):
@@ -149,6 +160,14 @@ impl Sender {
             self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.burst);
         }
         self.last_fill_ns = Some(now);
+        match self.full_at_ns {
+            Some(at) if now.saturating_sub(at) >= self.full_every_ns() => {
+                self.sent.clear();
+                self.full_at_ns = Some(now);
+            }
+            Some(_) => {}
+            None => self.full_at_ns = Some(now),
+        }
         // Due entries, new ones first, then state changes, then refreshes.
         let mut due: Vec<(u8, &FlowKey, &NatValue)> = replies
             .iter()

@@ -292,7 +292,14 @@ impl Rounds {
                 );
             }
             let mut errors = 0;
-            for d in &round.datagrams {
+            // A big round is spread over half the interval, so a peer's socket is
+            // not flooded by one burst.
+            let chunks = round.datagrams.len().div_ceil(32).max(1) as u32;
+            let gap = (interval / 2) / chunks;
+            for (i, d) in round.datagrams.iter().enumerate() {
+                if i > 0 && i % 32 == 0 {
+                    tokio::time::sleep(gap).await;
+                }
                 for t in &targets {
                     if let Err(e) = socket.send_to(d, t).await {
                         errors += 1;

@@ -53,10 +53,40 @@ pub fn bind(cfg: &SyncConfig, ifindex: Option<u32>) -> Result<UdpSocket, SyncErr
         // keepalived's default TTL: the sync stays on the segment.
         socket.set_multicast_ttl_v4(1).map_err(err)?;
     }
+    big_buffers(&socket);
     socket.set_nonblocking(true).map_err(err)?;
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.port));
     socket.bind(&addr.into()).map_err(err)?;
     UdpSocket::from_std(socket.into()).map_err(err)
+}
+
+/// Room for a round's burst (up to `rate` entries in 32-entry datagrams) in the
+/// sender's and the receiver's socket: 4 MiB each way, beyond the system's default
+/// maximum where the daemon may (CAP_NET_ADMIN), else as much as it allows. A
+/// datagram dropped for want of room is sent again with the next full round.
+fn big_buffers(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd as _;
+    const SIZE: libc::c_int = 4 << 20;
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: a valid socket descriptor, and a c_int option value with its size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&SIZE as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
+    }
 }
 
 /// Where the MASTER sends: every peer, and the group.

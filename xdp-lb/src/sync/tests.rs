@@ -204,8 +204,12 @@ fn a_state_change_goes_at_once_a_refresh_only_after_the_refresh_period() {
     let c = xdp_lb_common::FLOW_F_CLOSING;
     assert_eq!(m.round(&[reply(&t, 1, 1, 111 * S, c)], 111 * S).entries, 0);
     assert_eq!(m.round(&[reply(&t, 1, 1, 112 * S, c)], 112 * S).entries, 1);
-    // Idle (no new last-seen): never resent.
-    assert_eq!(m.round(&[reply(&t, 1, 1, 112 * S, c)], 200 * S).entries, 0);
+    // Idle (no new last-seen): not resent with the refreshes...
+    assert_eq!(m.round(&[reply(&t, 1, 1, 112 * S, c)], 150 * S).entries, 0);
+    // ...but with everything, every ten refresh periods (100 s here) from the first round.
+    assert_eq!(m.round(&[reply(&t, 1, 1, 112 * S, c)], 199 * S).entries, 0);
+    assert_eq!(m.round(&[reply(&t, 1, 1, 112 * S, c)], 200 * S).entries, 1);
+    assert_eq!(m.round(&[reply(&t, 1, 1, 112 * S, c)], 201 * S).entries, 0);
 }
 
 #[test]
