@@ -1408,7 +1408,10 @@ mod tests {
         vr.handle(t0 + secs(1.0), advert_from(&vr, 200));
         let other: IpAddr = "192.0.2.77".parse().unwrap();
         let deadline = vr.next_deadline();
-        assert!(vr.handle(t0 + secs(1.1), Event::PeerDown { peer: other }).is_empty());
+        assert!(
+            vr.handle(t0 + secs(1.1), Event::PeerDown { peer: other })
+                .is_empty()
+        );
         assert_eq!(vr.state(), State::Backup);
         assert_eq!(vr.next_deadline(), deadline);
         assert_eq!(vr.stats().peer_down_ignored, 2);

@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// Whether the node drains.
     #[serde(default)]
     pub drain: crate::advertise::DrainStatus,
+    /// `[bfd.NAME]` sessions as bfdd last reported them.
+    #[serde(default)]
+    pub bfd: Vec<crate::bfd::SessionStatus>,
 }
 
 /// Per-second rates over the last interval (see [`Snapshot::with_rates`]).
@@ -329,6 +332,7 @@ impl Snapshot {
             rates_over_seconds: 0.0,
             announcements: Vec::new(),
             drain: Default::default(),
+            bfd: Vec::new(),
         }
     }
 

@@ -218,6 +218,20 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+    if !s.bfd.is_empty() {
+        let _ = writeln!(out, "\nBFD SESSIONS (run by bfdd)");
+        for b in &s.bfd {
+            let _ = writeln!(
+                out,
+                "  {:<16} peer {:<26} {:<8} diagnostic {}  peer deaths seen {}",
+                b.name,
+                b.peer.to_string(),
+                b.state,
+                b.diagnostics,
+                b.peer_down_events
+            );
+        }
+    }
     if !s.global_deny.is_empty() {
         let _ = writeln!(out, "\nSOURCE FILTER (every service)");
         for rule in &s.global_deny {

@@ -7,6 +7,7 @@
 //! - `duration.rs`: `"100ms"` / `"5s"` / `"1m"` durations,
 //! - `error.rs`: [`ConfigError`], [`Location`] and byte-offset → line:col.
 
+mod bfd;
 mod check;
 mod duration;
 mod error;
@@ -95,6 +96,8 @@ pub struct Config {
     pub scripts: Vec<TrackScript>,
     /// `[vrrp_sync_group.NAME]` groups, sorted by name.
     pub sync_groups: Vec<SyncGroup>,
+    /// `[bfd.NAME]` sessions, sorted by name.
+    pub bfd: Vec<BfdSession>,
 }
 
 impl Config {
@@ -150,6 +153,32 @@ pub struct TrackScript {
     pub user: Option<String>,
 }
 
+/// `[bfd.NAME]`: a BFD session that FRR's bfdd runs and reports to us (xdp-lb speaks no
+/// BFD itself); see [`crate::bfd`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BfdSession {
+    #[serde(skip)]
+    pub name: String,
+    /// The other end; for `peer_bfd`, the address its VRRP adverts come from.
+    pub peer: IpAddr,
+    /// Our end (bfdd picks one when unset).
+    pub local: Option<IpAddr>,
+    /// Bind the single-hop session to this link.
+    pub interface: Option<String>,
+    /// Required minimum receive interval (bfdd's `receive-interval`).
+    pub min_rx: Duration,
+    /// Desired minimum transmit interval (bfdd's `transmit-interval`).
+    pub min_tx: Duration,
+    /// Packets missed before the session is down (`detect-multiplier`).
+    pub multiplier: u8,
+}
+
+impl BfdSession {
+    /// bfdd's defaults.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(300);
+    pub const DEFAULT_MULTIPLIER: u8 = 3;
+}
+
 /// One `[vrrp.NAME]` instance, with keepalived's defaults: what it is (its
 /// identity) and what a reload may change in place (its tunables).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +224,9 @@ pub struct VrrpIdentity {
     pub track_scripts: Vec<String>,
     /// `track_interfaces`: links whose state changes the priority or means FAULT.
     pub track_interfaces: Vec<TrackedInterface>,
+    /// `peer_bfd`: names of `[bfd.NAME]` sessions to peers; when one goes down while
+    /// its peer is the MASTER we follow, we take over at once.
+    pub peer_bfd: Vec<String>,
 }
 
 /// What a reload applies to a running instance in place, keeping its state and VIPs:
@@ -273,6 +305,7 @@ impl VrrpIdentity {
             track_virtual_servers: Vec::new(),
             track_scripts: Vec::new(),
             track_interfaces: Vec::new(),
+            peer_bfd: Vec::new(),
         }
     }
 
@@ -387,7 +420,12 @@ pub struct Global {
     /// Where SIGUSR1 and SIGUSR2 write their dumps (`xdp-lb.data`, `xdp-lb.stats`);
     /// default `/tmp`, as keepalived.
     pub dump_dir: std::path::PathBuf,
+    /// bfdd's control socket (`bfdd --bfdctl`), used by `[bfd.NAME]` sessions.
+    pub bfdd_socket: std::path::PathBuf,
 }
+
+/// Where Debian's FRR puts bfdd's control socket.
+pub const DEFAULT_BFDD_SOCKET: &str = "/var/run/frr/bfdd.sock";
 
 impl Default for Global {
     fn default() -> Global {
@@ -396,6 +434,7 @@ impl Default for Global {
             api: Some(DEFAULT_API),
             api_token: None,
             dump_dir: std::path::PathBuf::from("/tmp"),
+            bfdd_socket: std::path::PathBuf::from(DEFAULT_BFDD_SOCKET),
         }
     }
 }

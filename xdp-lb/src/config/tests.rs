@@ -1459,6 +1459,81 @@ fn track_scripts_take_keepalived_defaults_and_must_exist() {
 }
 
 #[test]
+fn bfd_sessions_take_bfdds_defaults_and_peer_bfd_names_them() {
+    let text = with_dp(&[
+        "[bfd.to_b]",
+        "peer = \"192.0.2.2\"",
+        "min_rx = \"20ms\"",
+        "min_tx = \"20ms\"",
+        "[bfd.slow]",
+        "peer = \"192.0.2.3\"",
+        "[vrrp.VI_1]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.100\"]",
+        "peer_bfd = [\"to_b\"]",
+    ]);
+    let config = parse_ok(&text);
+    assert_eq!(config.global.bfdd_socket, Path::new(DEFAULT_BFDD_SOCKET));
+    let slow = &config.bfd[0];
+    assert_eq!(
+        (
+            slow.name.as_str(),
+            slow.peer,
+            slow.min_rx,
+            slow.min_tx,
+            slow.multiplier
+        ),
+        (
+            "slow",
+            ip("192.0.2.3"),
+            Duration::from_millis(300),
+            Duration::from_millis(300),
+            3
+        )
+    );
+    let fast = &config.bfd[1];
+    assert_eq!(
+        (fast.min_rx, fast.min_tx),
+        (Duration::from_millis(20), Duration::from_millis(20))
+    );
+    assert_eq!(config.vrrp[0].identity.peer_bfd, vec!["to_b".to_string()]);
+
+    let unknown = text.replace("peer_bfd = [\"to_b\"]", "peer_bfd = [\"to_c\"]");
+    assert_error(
+        &unknown,
+        13,
+        12,
+        &["there is no [bfd.to_c] (defined: slow, to_b)"],
+    );
+    let too_fast = text.replace("min_rx = \"20ms\"", "min_rx = \"5ms\"");
+    assert_error(
+        &too_fast,
+        5,
+        10,
+        &["`min_rx` must be whole milliseconds from 10ms to 60s"],
+    );
+    let no_peer = text.replace("peer = \"192.0.2.3\"", "multiplier = 5");
+    assert_error(&no_peer, 7, 1, &["[bfd.slow] is missing `peer`"]);
+    let twice = text.replace("192.0.2.3", "192.0.2.2");
+    assert_error(
+        &twice,
+        4,
+        8,
+        &["[bfd.to_b] is the same session as [bfd.slow]"],
+    );
+    let v6 = text.replace("peer = \"192.0.2.2\"", "peer = \"2001:db8::2\"");
+    assert_error(&v6, 13, 12, &["not of this instance's family"]);
+    let unicast = text.replace(
+        "peer_bfd = [\"to_b\"]",
+        "peer_bfd = [\"to_b\"]\nunicast_peers = [\"192.0.2.9\"]",
+    );
+    assert_error(&unicast, 13, 12, &["is none of `unicast_peers`"]);
+    let relative = format!("[global]\nbfdd_socket = \"bfdd.sock\"\n{text}");
+    assert_error(&relative, 2, 15, &["must be an absolute path"]);
+}
+
+#[test]
 fn script_commands_must_be_executable_and_a_shell_is_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain.sh");

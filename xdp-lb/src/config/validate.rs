@@ -123,7 +123,8 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
     let groups = v.server_groups(raw.virtual_server_group)?;
     let virtual_servers = v.virtual_servers(raw.virtual_server, groups, filter.deny.len())?;
     let scripts = v.scripts(raw.script)?;
-    let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
+    let bfd = v.bfd_sessions(raw.bfd)?;
+    let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts, &bfd)?;
     let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
     let announce = v.announce(raw.announce)?;
     v.announced_not_on_vrrp(&virtual_servers, &vrrp)?;
@@ -136,6 +137,7 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         vrrp,
         scripts,
         sync_groups,
+        bfd,
     })
 }
 
@@ -195,11 +197,29 @@ impl Validator<'_, '_> {
             }
             None => Global::default().dump_dir,
         };
+        let bfdd_socket = match &raw.bfdd_socket {
+            Some(value) => {
+                let path = self.string(
+                    value,
+                    "bfdd_socket",
+                    "bfdd's control socket such as \"/var/run/frr/bfdd.sock\"",
+                )?;
+                if !path.starts_with('/') {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!("`bfdd_socket` = {path:?} must be an absolute path such as \"/var/run/frr/bfdd.sock\""),
+                    ));
+                }
+                std::path::PathBuf::from(path)
+            }
+            None => Global::default().bfdd_socket,
+        };
         Ok(Global {
             router_id,
             api,
             api_token,
             dump_dir,
+            bfdd_socket,
         })
     }
 

@@ -403,6 +403,8 @@ struct Core {
     check_generation: u64,
     tracking: VrrpTracking,
     vrrp_status: failover::StatusBoard,
+    /// `[bfd.NAME]` sessions as bfdd last reported them.
+    bfd_status: crate::bfd::BfdBoard,
     reload: Reloads,
     events: mpsc::Sender<Event>,
     started: std::time::Instant,
@@ -440,6 +442,7 @@ impl Core {
             check_generation: 0,
             tracking,
             vrrp_status: failover::StatusBoard::default(),
+            bfd_status: crate::bfd::BfdBoard::default(),
             reload: Reloads::default(),
             events,
             started,
@@ -572,6 +575,15 @@ impl Core {
         }
         let (handle, controls) = failover::controls();
         self.vrrp_handover = handle.handover.clone();
+        if !self.config.bfd.is_empty() {
+            tasks.spawn(crate::bfd::run(
+                self.config.bfd.clone(),
+                self.config.global.bfdd_socket.clone(),
+                handle.peer_down.clone(),
+                self.bfd_status.clone(),
+                stop.clone(),
+            ));
+        }
         self.tracking = VrrpTracking::new(&self.config, self.forwarding.table(), handle);
         // The quorum at start (alpha servers start down).
         self.tracking.update(self.forwarding.table());
@@ -859,6 +871,7 @@ impl Core {
         let (announcements, drain) = self.advertiser.status(std::time::Instant::now());
         snapshot.announcements = announcements;
         snapshot.drain = drain;
+        snapshot.bfd = self.bfd_status.snapshot();
         snapshot
     }
 }
