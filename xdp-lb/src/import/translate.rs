@@ -27,6 +27,8 @@ pub(super) struct Tx {
     instance_defaults: Vec<(String, V, Loc)>,
     pub(super) scripts: Vec<Section>,
     script_names: Vec<String>,
+    /// `[bfd.NAME]` tables from `bfd_instance` blocks.
+    pub(super) bfd: Vec<Section>,
     /// (name, interface, table).
     pub(super) instances: Vec<(String, String, Section)>,
     pub(super) groups: Vec<Section>,
@@ -154,9 +156,14 @@ pub(super) fn why_not(keyword: &str) -> String {
             "xdp-lb does not manage static or per-instance addresses, routes or rules: \
              configure them with the OS or from notify commands"
         }
-        "vrrp_track_process" | "track_process" | "vrrp_track_file" | "track_file" | "track_bfd"
-        | "bfd_instance" => {
+        "vrrp_track_process" | "track_process" | "vrrp_track_file" | "track_file" => {
             "xdp-lb tracks scripts, interfaces and virtual servers only: use a vrrp_script"
+        }
+        "track_bfd" => {
+            "xdp-lb does not change priority or FAULT from a BFD session (keepalived's \
+             track_bfd); its `peer_bfd = [\"NAME\"]` makes a BACKUP take over at once when \
+             the session to its MASTER times out: add it by hand if that is what the session \
+             is for"
         }
         "notification_email"
         | "notification_email_from"
@@ -507,6 +514,83 @@ impl Tx {
         }
         self.script_names.push(name);
         self.scripts.push(section);
+    }
+
+    // ----- bfd_instance -----
+
+    /// keepalived runs BFD itself; xdp-lb asks FRR's bfdd for the same session, with
+    /// keepalived's defaults (10 ms intervals, multiplier 5) written out.
+    pub(super) fn bfd_instance(&mut self, node: &Node) {
+        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
+            self.report(node, "a bfd_instance needs a name");
+            return;
+        };
+        let Some(block) = self.block(node) else {
+            return;
+        };
+        let mut section = Section::new(format!("[bfd.{}]", key(&name)), node.at);
+        section.set("min_rx", V::str("10ms"), node.at);
+        section.set("min_tx", V::str("10ms"), node.at);
+        section.set("multiplier", V::Int(5), node.at);
+        for item in block {
+            match item.keyword.as_str() {
+                "neighbor_ip" | "neighbour_ip" | "source_ip" => {
+                    let Some(word) = self.one_arg(item, "an IP address") else {
+                        continue;
+                    };
+                    match word.text.parse::<std::net::IpAddr>() {
+                        Ok(ip) => {
+                            let key = if item.keyword == "source_ip" {
+                                "local"
+                            } else {
+                                "peer"
+                            };
+                            section.set(key, V::str(ip.to_string()), item.at);
+                        }
+                        Err(_) => self.report(item, "expected an IP address"),
+                    }
+                }
+                "min_rx" | "min_tx" => {
+                    let Some(word) = self.one_arg(item, "milliseconds such as 10") else {
+                        continue;
+                    };
+                    match word.text.parse::<u64>() {
+                        Ok(ms) if (10..=60_000).contains(&ms) => {
+                            section.set(&item.keyword, V::str(format!("{ms}ms")), item.at);
+                        }
+                        _ => self.report(
+                            item,
+                            "bfdd takes whole milliseconds from 10 to 60000: keepalived's \
+                             default (10 ms) is kept",
+                        ),
+                    }
+                }
+                "multiplier" => {
+                    if let Some(v) = self.int_arg(item, 2, 255) {
+                        section.set("multiplier", v, item.at);
+                    }
+                }
+                "idle_tx" | "passive" | "ttl" | "hoplimit" | "max_hops" => self.report(
+                    item,
+                    "bfdd's session keeps its own default for this: set it in bfdd's \
+                     configuration if it matters",
+                ),
+                "weight" => self.report(
+                    item,
+                    "xdp-lb does not weight VRRP priority by BFD (see track_bfd)",
+                ),
+                "vrrp" | "checker" => {}
+                _ => self.unhandled(item),
+            }
+        }
+        if !section.has("peer") {
+            self.report(
+                node,
+                "it has no `neighbor_ip`, so there is no session to ask bfdd for",
+            );
+            return;
+        }
+        self.bfd.push(section);
     }
 
     // ----- vrrp_instance -----
