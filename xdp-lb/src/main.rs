@@ -671,13 +671,26 @@ async fn reload_on_sighup(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM: a stop, unless the SIGTERM is systemd restarting
+/// the service, which is handed over as SIGQUIT is.
+async fn shutdown_signal() -> xdp_lb::daemon::Shutdown {
     use tokio::signal::unix::{SignalKind, signal};
+    use xdp_lb::daemon::Shutdown;
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = term.recv() => {
+            if xdp_lb::systemd::restart_in_progress().await {
+                tracing::info!("SIGTERM received while systemd restarts the service: handing over");
+                Shutdown::Handover
+            } else {
+                tracing::info!("SIGTERM received");
+                Shutdown::Stop
+            }
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT received");
+            Shutdown::Stop
+        }
     }
 }

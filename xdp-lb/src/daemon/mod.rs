@@ -44,8 +44,17 @@ use sources::{AbortOnDrop, DumpSignals, Sources, forward, start_scripts};
 /// Room for events between the sources and the loop (sources wait when it is full).
 const EVENT_QUEUE: usize = 1024;
 
+/// What the shutdown signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM, SIGINT: see [`Exit::Stopped`].
+    Stop,
+    /// SIGTERM while systemd restarts the service: see [`Exit::HandedOver`].
+    Handover,
+}
+
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+pub async fn run(config: Config, shutdown: impl Future<Output = Shutdown>) -> anyhow::Result<Exit> {
     let (_no_reloads, reloads) = mpsc::channel(1);
     run_reloadable(config, reloads, shutdown).await
 }
@@ -98,7 +107,7 @@ const RATE_SAMPLE: Duration = Duration::from_secs(5);
 pub async fn run_reloadable(
     config: Config,
     reloads: mpsc::Receiver<Config>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Shutdown>,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     // First of all: from here on SIGUSR1/SIGUSR2 ask for dumps instead of killing us.
@@ -180,11 +189,12 @@ pub enum Exit {
     /// Stopped (SIGTERM, SIGINT): as keepalived, a MASTER sends priority 0 and drops
     /// its VIPs, and XDP is detached.
     Stopped,
-    /// Handed over to the next start (SIGQUIT, `xdp-lb restart`): XDP stays attached
-    /// with the connection state pinned, a MASTER stays silent with its VIPs leased,
-    /// and the next start, within the lease, takes all of it over without the peers or
-    /// the connections noticing. The process exits with [`Exit::HANDOVER_CODE`], which
-    /// the packaged systemd unit restarts at once.
+    /// Handed over to the next start (SIGQUIT, or SIGTERM during `systemctl restart`):
+    /// XDP stays attached with the connection state pinned, a MASTER stays silent with
+    /// its VIPs leased, and the next start, within the lease, takes all of it over
+    /// without the peers or the connections noticing. The process exits with
+    /// [`Exit::HANDOVER_CODE`]; the packaged systemd unit starts the next one at once
+    /// (after SIGQUIT by `RestartForceExitStatus`, in a restart as its start half).
     HandedOver,
 }
 
@@ -288,12 +298,15 @@ fn adopt_connections(forwarding: &mut Forwarding<Dataplane>) {
 async fn event_loop(
     core: &mut Core,
     events: &mut mpsc::Receiver<Event>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Shutdown>,
 ) -> Option<Stop> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            () = &mut shutdown => return None,
+            asked = &mut shutdown => return match asked {
+                Shutdown::Stop => None,
+                Shutdown::Handover => Some(Stop::Handover),
+            },
             Some(event) = events.recv() => {
                 if let ControlFlow::Break(stop) = core.handle(event).await {
                     return Some(stop);
@@ -316,7 +329,7 @@ async fn shut_down(
     crate::systemd::stopping();
     let handover = matches!(stop, Some(Stop::Handover));
     if handover {
-        info!("SIGQUIT: handing over to the next start");
+        info!("handing over to the next start");
         core.vrrp_handover
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
