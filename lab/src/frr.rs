@@ -53,35 +53,46 @@ pub struct Frr {
 impl Frr {
     /// Starts zebra, waits for its API socket, then bgpd with `bgpd_conf`.
     pub fn start(ns: &Netns, name: &str, bgpd_conf: &str) -> Result<Frr> {
-        let mut frr = Frr::zebra(ns, name)?;
-        fs::write(frr.dir.join("bgpd.conf"), bgpd_conf)?;
-        let bgpd = frr.spawn(ns, "bgpd", &[])?;
-        frr.daemons.push(bgpd);
-        Ok(frr)
+        Frr::start_daemons(ns, name, &[("bgpd", bgpd_conf)])
     }
 
-    /// Starts zebra, then bfdd with no session of its own and its control socket at
-    /// [`Frr::bfdd_socket`] (xdp-lb asks it for sessions there); returns once the
-    /// socket is there.
+    /// Starts zebra, then bfdd with no session of its own (xdp-lb asks it for sessions
+    /// over [`Frr::bfdd_socket`]).
     pub fn start_bfdd(ns: &Netns, name: &str) -> Result<Frr> {
-        let bfdd = format!("{FRR_DIR}/bfdd");
-        if !Path::new(&bfdd).exists() {
-            bail!(
-                "{bfdd} is missing: install FRR with `apt-get install -y frr` (`cargo xtask setup` does)"
-            );
-        }
+        Frr::start_daemons(ns, name, &[("bfdd", "")])
+    }
+
+    /// Starts zebra, then each `(daemon, configuration)` in order. bfdd's control socket
+    /// is [`Frr::bfdd_socket`] (bfdd's default path is not per namespace); this returns
+    /// once it is there.
+    pub fn start_daemons(ns: &Netns, name: &str, daemons: &[(&str, &str)]) -> Result<Frr> {
         let mut frr = Frr::zebra(ns, name)?;
-        fs::write(frr.dir.join("bfdd.conf"), "")?;
-        let socket = frr.bfdd_socket();
-        let child = frr.spawn(ns, "bfdd", &["--bfdctl".as_ref(), socket.as_os_str()])?;
-        frr.daemons.push(child);
-        frr.wait(Duration::from_secs(10), "bfdd's control socket", || {
-            Ok(socket.exists())
-        })?;
+        for (daemon, conf) in daemons {
+            let program = format!("{FRR_DIR}/{daemon}");
+            if !Path::new(&program).exists() {
+                bail!(
+                    "{program} is missing: install FRR with `apt-get install -y frr` (`cargo xtask setup` does)"
+                );
+            }
+            fs::write(frr.dir.join(format!("{daemon}.conf")), conf)?;
+            let socket = frr.bfdd_socket();
+            let extra: Vec<&std::ffi::OsStr> = if *daemon == "bfdd" {
+                vec!["--bfdctl".as_ref(), socket.as_os_str()]
+            } else {
+                Vec::new()
+            };
+            let child = frr.spawn(ns, daemon, &extra)?;
+            frr.daemons.push(child);
+            if *daemon == "bfdd" {
+                frr.wait(Duration::from_secs(10), "bfdd's control socket", || {
+                    Ok(socket.exists())
+                })?;
+            }
+        }
         Ok(frr)
     }
 
-    /// Where [`Frr::start_bfdd`]'s bfdd listens for its clients.
+    /// Where bfdd listens for its clients (xdp-lb's `[global] bfdd_socket`).
     pub fn bfdd_socket(&self) -> PathBuf {
         self.dir.join("bfdd.sock")
     }

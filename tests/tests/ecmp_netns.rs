@@ -13,8 +13,9 @@
 //! - a real server goes down: only its connections break, every LB stops sending to
 //!   it, the others' connections carry on;
 //! - a host crash of one LB (off the wire, `kill -9` of xdp-lb and FRR): the router
-//!   drops the route after the BGP hold time; connections through the dead LB continue on another one with the same real
-//!   server, the others are unaffected; the gap is measured.
+//!   drops the route once BFD (20 ms × 3, FRR's bfdd on both sides) finds the LB
+//!   silent; connections through the dead LB continue on another one with the same
+//!   real server, the others are unaffected; the gap is measured.
 //!
 //! Needs root and FRR; fails (never skips) without them.
 
@@ -319,8 +320,9 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
 
     // lb3's host crashes: off the wire first (a dead host sends no BGP notification,
     // no FIN, no RST), then kill -9 of xdp-lb and FRR. The router keeps the path until
-    // the BGP hold time (3 s) runs out; the flows hashed to lb3 stall meanwhile (TCP
-    // retransmits), then go to lb1 and lb2, which send them to the same real servers.
+    // BFD finds lb3 silent (3 × 20 ms; the BGP hold time, 3 s, is the fallback); the
+    // flows hashed to lb3 stall meanwhile (TCP retransmits), then go to lb1 and lb2,
+    // which send them to the same real servers.
     let survivors = conns.open.len();
     let killed = Instant::now();
     lab.lbs[2].ip(["link", "set", "eth0", "down"]).unwrap();
@@ -356,7 +358,7 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
     assert!(moved.is_empty(), "{moved:?}");
     eprintln!(
         "measured: lb3's host crashed (link down, kill -9 of xdp-lb and FRR): path gone \
-         from the router after {:.2} s (BGP hold 3 s); {} of {survivors} open connections \
+         from the router after {:.2} s (BFD 20 ms x 3); {} of {survivors} open connections \
          broke; a round of requests on every connection took up to {:.2} s during the gap \
          (the stalled ones wait for TCP to retransmit through lb1 or lb2; {gap_rounds} \
          rounds), one after it {:.2} s: {broken_total:?}",
@@ -368,6 +370,10 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
     assert!(
         broken_total.is_empty(),
         "connections through the dead LB continue on another once the route is gone: {broken_total:?}"
+    );
+    assert!(
+        gone < Duration::from_secs(1),
+        "BFD drops lb3's path well before the BGP hold time (3 s): {gone:?}"
     );
     for d in daemons.into_iter().flatten() {
         d.stop().unwrap();
