@@ -4,8 +4,9 @@
 //! (priority 100) BACKUP of one VRRP instance at 1 s adverts, each node with its own
 //! FRR bfdd (Debian's package, run by the test) holding a session to the other at
 //! 20 ms × 3, which xdp-lb asks for over bfdd's control socket and names in
-//! `peer_bfd`. Each node answers UDP probes on the VIP with its name; the client probes
-//! every 5 ms.
+//! `peer_bfd`; the same session is in `track_bfd` with weight 10, so the priority is
+//! 10 higher while it is up (keepalived's `track_bfd`). Each node answers UDP probes
+//! on the VIP with its name; the client probes every 5 ms.
 //!
 //! A round crashes `a` as a host dies: its responder, xdp-lb and FRR are killed with
 //! SIGKILL and its link goes down inside its own namespace, so `b` sees no carrier
@@ -46,10 +47,10 @@ fn daemon_config(frr: &Frr, own: &str, peer: &str, priority: u8) -> String {
         "[global]\napi = \"127.0.0.1:9180\"\nbfdd_socket = \"{}\"\n\n\
          [dataplane]\ninterfaces = [\"eth0\"]\nmax_flows = 1024\n\n\
          [bfd.peer]\npeer = \"{peer}\"\nlocal = \"{own}\"\ninterface = \"eth0\"\n\
-         min_rx = \"20ms\"\nmin_tx = \"20ms\"\nmultiplier = 3\n\n\
+         min_rx = \"20ms\"\nmin_tx = \"20ms\"\nmultiplier = 3\nweight = 10\n\n\
          [vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = {VRID}\npriority = {priority}\n\
          version = 3\nadvert_interval = \"1s\"\nvirtual_ipaddresses = [\"{VIP}/24\"]\n\
-         peer_bfd = [\"peer\"]\n",
+         peer_bfd = [\"peer\"]\ntrack_bfd = [\"peer\"]\n",
         frr.bfdd_socket().display()
     )
 }
@@ -138,6 +139,25 @@ fn metrics(ns: &Netns) -> String {
     ns.sh("curl -sS http://127.0.0.1:9180/metrics").unwrap()
 }
 
+/// Waits until `ns`'s metrics have `line` (polled, as [`Node::wait_session_up`]).
+fn wait_metric(ns: &Netns, line: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = metrics(ns);
+        if shown.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "no {line:?} within 10 s in:\n{shown}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const PRIORITY_TRACKED: &str = "xdp_lb_vrrp_priority{instance=\"VI_1\"} 110";
+const PRIORITY_BASE: &str = "xdp_lb_vrrp_priority{instance=\"VI_1\"} 100";
+
 /// xdp-lb with BFD: `ROUNDS` crashes of the MASTER; returns each client outage.
 fn xdp_lb_rounds(lab: &ProbeLab, probe: &Probe) -> Vec<Duration> {
     let mut a = Node::start(&lab.a, "a", "192.0.2.1", "192.0.2.2", 200);
@@ -157,6 +177,8 @@ fn xdp_lb_rounds(lab: &ProbeLab, probe: &Probe) -> Vec<Duration> {
     let mut outages = Vec::new();
     for round in 1..=ROUNDS {
         b.wait_session_up(&lab.b);
+        // track_bfd: weight 10 while the session is up.
+        wait_metric(&lab.b, PRIORITY_TRACKED);
         probe
             .wait_from("a", Instant::now(), Duration::from_secs(10))
             .unwrap();
@@ -177,6 +199,8 @@ fn xdp_lb_rounds(lab: &ProbeLab, probe: &Probe) -> Vec<Duration> {
             h.lost.map_or("?".into(), |l| l.to_string())
         );
         outages.push(h.outage());
+        // The session left up: the weight is gone.
+        wait_metric(&lab.b, PRIORITY_BASE);
         // a comes back: its link, bfdd, responder and daemon; it takes the VIP back
         // (priority 200 over 100) and b steps down.
         lab.a.ip(["link", "set", "eth0", "up"]).unwrap();

@@ -472,7 +472,7 @@ bfd_instance to_b {
   source_ip 192.0.2.1
   min_rx 20
   multiplier 3
-  passive
+  weight -20
 }
 bfd_instance defaults {
   neighbour_ip 192.0.2.3
@@ -487,16 +487,16 @@ vrrp_instance VI_1 {
   virtual_ipaddress { 192.0.2.100 }
   track_bfd {
     to_b
+    defaults weight 7
   }
 }
 "#;
     let out = import(text, "k.conf", &[]).unwrap();
     let report = out.report().join("\n");
     for expected in [
-        "k.conf:7: passive: not translated (bfdd's session keeps its own default",
         "k.conf:11: min_tx 3.5: not translated (bfdd takes whole milliseconds",
         "k.conf:13: bfd_instance nobody { ... }: not translated (it has no `neighbor_ip`",
-        "k.conf:20: track_bfd { ... }: not translated (xdp-lb does not change priority",
+        "k.conf:22: defaults weight 7: not translated (xdp-lb's weight belongs to the session",
     ] {
         assert!(
             report.contains(expected),
@@ -530,6 +530,8 @@ vrrp_instance VI_1 {
         (defaults.min_rx, defaults.min_tx, defaults.multiplier),
         (Duration::from_millis(10), Duration::from_millis(10), 5)
     );
+    assert_eq!((to_b.weight, defaults.weight), (-20, 0));
+    assert_eq!(c.vrrp[0].identity.track_bfd, ["to_b"]);
     assert!(c.vrrp[0].identity.peer_bfd.is_empty());
 }
 

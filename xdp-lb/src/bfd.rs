@@ -16,6 +16,10 @@
 //! or its timers decide. The sessions stay in bfdd when xdp-lb stops, so a restart of
 //! xdp-lb on one node is nothing the other node sees.
 //!
+//! Sessions named in `track_bfd` change the instances' priority or FAULT them with
+//! keepalived's weight rules: [`run`] reports each session going up or leaving up
+//! ([`SessionUp`]; unknown, while bfdd is unreachable, is not up).
+//!
 //! [`Watch`] is the decision (which notification is a death), unit-tested without a
 //! socket; [`run`] is the connection, re-established when bfdd restarts.
 
@@ -150,6 +154,13 @@ pub struct SessionStatus {
     pub peer_down_events: u64,
 }
 
+/// A session (by its place in the config's `[bfd.NAME]` list) went up or left up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionUp {
+    pub index: usize,
+    pub up: bool,
+}
+
 /// The sessions' latest state, shared with the status API.
 #[derive(Debug, Clone, Default)]
 pub struct BfdBoard(Arc<Mutex<Vec<SessionStatus>>>);
@@ -253,6 +264,30 @@ impl Watch {
     pub fn status(&self) -> Vec<SessionStatus> {
         self.status.clone()
     }
+
+    /// Whether each session is up.
+    pub fn up(&self) -> Vec<bool> {
+        self.status.iter().map(|s| s.state == "up").collect()
+    }
+}
+
+/// What changed between two [`Watch::up`]s.
+fn up_changes(before: &[bool], after: &[bool]) -> Vec<SessionUp> {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter(|(_, (b, a))| b != a)
+        .map(|(index, (_, &up))| SessionUp { index, up })
+        .collect()
+}
+
+/// Where [`run`] reports.
+pub struct Reports {
+    /// Deaths, to the VRRP runtime.
+    pub peer_down: mpsc::Sender<PeerDown>,
+    /// Sessions going up or leaving up, to `track_bfd`.
+    pub up: mpsc::Sender<SessionUp>,
 }
 
 /// Keeps the sessions in bfdd and reports deaths to the VRRP instances until
@@ -260,7 +295,7 @@ impl Watch {
 pub async fn run(
     sessions: Vec<BfdSession>,
     socket: PathBuf,
-    peer_down: mpsc::Sender<PeerDown>,
+    reports: Reports,
     board: BfdBoard,
     shutdown: CancellationToken,
 ) {
@@ -270,10 +305,16 @@ pub async fn run(
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = session(&sessions, &socket, &mut watch, &peer_down, &board, &mut reported_outage) => outcome,
+            outcome = session(&sessions, &socket, &mut watch, &reports, &board, &mut reported_outage) => outcome,
         };
+        let before = watch.up();
         watch.disconnected();
         board.publish(watch.status());
+        for change in up_changes(&before, &watch.up()) {
+            if reports.up.send(change).await.is_err() {
+                return;
+            }
+        }
         if let Err(e) = outcome
             && !reported_outage
         {
@@ -298,7 +339,7 @@ async fn session(
     sessions: &[BfdSession],
     socket: &Path,
     watch: &mut Watch,
-    peer_down: &mpsc::Sender<PeerDown>,
+    reports: &Reports,
     board: &BfdBoard,
     reported_outage: &mut bool,
 ) -> anyhow::Result<()> {
@@ -329,12 +370,18 @@ async fn session(
                 continue;
             }
         };
+        let before = watch.up();
         let died = watch.notified(&notification);
         board.publish(watch.status());
         if let Some(down) = died
-            && peer_down.send(down).await.is_err()
+            && reports.peer_down.send(down).await.is_err()
         {
             bail!("the vrrp runtime has stopped");
+        }
+        for change in up_changes(&before, &watch.up()) {
+            if reports.up.send(change).await.is_err() {
+                bail!("the daemon has stopped");
+            }
         }
     }
 }

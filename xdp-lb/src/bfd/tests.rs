@@ -13,6 +13,7 @@ fn session(name: &str, peer: &str) -> BfdSession {
         min_rx: Duration::from_millis(20),
         min_tx: Duration::from_millis(20),
         multiplier: 3,
+        weight: 0,
     }
 }
 
@@ -153,12 +154,17 @@ async fn the_client_asks_for_its_sessions_and_reports_a_death() {
         vec![up.into(), "not json".into(), down.into()],
     ));
     let (tx, mut rx) = mpsc::channel(4);
+    let (up_tx, mut up_rx) = mpsc::channel(4);
     let board = BfdBoard::default();
     let stop = CancellationToken::new();
+    let reports = Reports {
+        peer_down: tx,
+        up: up_tx,
+    };
     let client = tokio::spawn(run(
         vec![session("to_b", "192.0.2.2")],
         path.clone(),
-        tx,
+        reports,
         board.clone(),
         stop.clone(),
     ));
@@ -167,6 +173,15 @@ async fn the_client_asks_for_its_sessions_and_reports_a_death() {
         .expect("a peer-down report")
         .unwrap();
     assert_eq!(down.session, "to_b");
+    // The session went up, then left up.
+    assert_eq!(up_rx.recv().await, Some(SessionUp { index: 0, up: true }));
+    assert_eq!(
+        up_rx.recv().await,
+        Some(SessionUp {
+            index: 0,
+            up: false
+        })
+    );
     assert_eq!(board.snapshot()[0].state, "down");
     stop.cancel();
     client.await.unwrap();
@@ -183,12 +198,16 @@ async fn the_client_asks_for_its_sessions_and_reports_a_death() {
 async fn without_bfdd_the_sessions_are_unknown_and_the_client_keeps_trying() {
     let path = std::env::temp_dir().join(format!("xdp-lb-no-bfdd-{}.sock", std::process::id()));
     let (tx, _rx) = mpsc::channel(4);
+    let (up_tx, _up_rx) = mpsc::channel(4);
     let board = BfdBoard::default();
     let stop = CancellationToken::new();
     let client = tokio::spawn(run(
         vec![session("to_b", "192.0.2.2")],
         path,
-        tx,
+        Reports {
+            peer_down: tx,
+            up: up_tx,
+        },
         board.clone(),
         stop.clone(),
     ));

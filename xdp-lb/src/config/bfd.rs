@@ -94,6 +94,10 @@ impl Validator<'_, '_> {
                 Some(v) => self.integer(v, "multiplier", 2..=255)? as u8,
                 None => BfdSession::DEFAULT_MULTIPLIER,
             };
+            let weight = match &raw.weight {
+                Some(v) => self.integer(v, "weight", -253..=253)? as i32,
+                None => 0,
+            };
             if let Some(other) = out
                 .iter()
                 .find(|s| s.peer == peer && s.local == local && s.interface == interface)
@@ -115,9 +119,60 @@ impl Validator<'_, '_> {
                 min_rx,
                 min_tx,
                 multiplier,
+                weight,
             });
         }
         Ok(out)
+    }
+
+    /// `track_bfd = ["to_gw"]`: names of `[bfd.NAME]` sessions (any family: they
+    /// watch whatever the instance depends on, e.g. the upstream router).
+    pub(super) fn track_bfd(
+        &self,
+        value: &Spanned<Value>,
+        sessions: &[BfdSession],
+    ) -> Result<Vec<String>, ConfigError> {
+        self.bfd_names(value, "track_bfd", sessions)
+    }
+
+    /// A list of existing `[bfd.NAME]` names for `key`.
+    fn bfd_names(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+        sessions: &[BfdSession],
+    ) -> Result<Vec<String>, ConfigError> {
+        let names = match value.get_ref() {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        let Some(names) = names else {
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}` must be a list of [bfd.NAME] session names such as [\"to_lb2\"]"),
+            ));
+        };
+        if let Some(missing) = names
+            .iter()
+            .find(|n| !sessions.iter().any(|s| &s.name == *n))
+        {
+            let known: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
+            return Err(self.src.error(
+                value.span(),
+                format!(
+                    "`{key}`: there is no [bfd.{missing}] (defined: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        Ok(names)
     }
 
     /// `peer_bfd = ["to_lb2"]`: names of `[bfd.NAME]` sessions of the instance's family;
@@ -130,34 +185,12 @@ impl Validator<'_, '_> {
         ipv6: bool,
         unicast_peers: &[IpAddr],
     ) -> Result<Vec<String>, ConfigError> {
-        let names = match value.get_ref() {
-            Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>(),
-            _ => None,
-        };
-        let Some(names) = names else {
-            return Err(self.src.error(
-                value.span(),
-                "`peer_bfd` must be a list of [bfd.NAME] session names such as [\"to_lb2\"]",
-            ));
-        };
+        let names = self.bfd_names(value, "peer_bfd", sessions)?;
         for name in &names {
-            let Some(session) = sessions.iter().find(|s| &s.name == name) else {
-                let known: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
-                return Err(self.src.error(
-                    value.span(),
-                    format!(
-                        "`peer_bfd`: there is no [bfd.{name}] (defined: {})",
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                ));
-            };
+            let session = sessions
+                .iter()
+                .find(|s| &s.name == name)
+                .expect("bfd_names checked it exists");
             if session.peer.is_ipv6() != ipv6 {
                 return Err(self.src.error(
                     value.span(),

@@ -171,6 +171,9 @@ pub struct BfdSession {
     pub min_tx: Duration,
     /// Packets missed before the session is down (`detect-multiplier`).
     pub multiplier: u8,
+    /// For `track_bfd`, keepalived's meaning: > 0 added to the priority while the
+    /// session is up, < 0 added while it is not, 0 (default) FAULT while it is not.
+    pub weight: i32,
 }
 
 impl BfdSession {
@@ -227,6 +230,9 @@ pub struct VrrpIdentity {
     /// `peer_bfd`: names of `[bfd.NAME]` sessions to peers; when one goes down while
     /// its peer is the MASTER we follow, we take over at once.
     pub peer_bfd: Vec<String>,
+    /// `track_bfd`: names of `[bfd.NAME]` sessions whose state changes the priority
+    /// (by their `weight`) or means FAULT, as keepalived's `track_bfd`.
+    pub track_bfd: Vec<String>,
 }
 
 /// What a reload applies to a running instance in place, keeping its state and VIPs:
@@ -306,6 +312,7 @@ impl VrrpIdentity {
             track_scripts: Vec::new(),
             track_interfaces: Vec::new(),
             peer_bfd: Vec::new(),
+            track_bfd: Vec::new(),
         }
     }
 

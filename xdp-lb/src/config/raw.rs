@@ -44,6 +44,7 @@ pub(super) struct RawBfd {
     pub(super) min_rx: Option<Spanned<Value>>,
     pub(super) min_tx: Option<Spanned<Value>>,
     pub(super) multiplier: Option<Spanned<Value>>,
+    pub(super) weight: Option<Spanned<Value>>,
 }
 
 /// `[virtual_server_group.NAME]`: keepalived's `virtual_server_group`, VIP:port pairs
@@ -117,6 +118,7 @@ pub(super) struct RawVrrp {
     pub(super) track_scripts: Option<Spanned<Value>>,
     pub(super) track_interfaces: Option<Spanned<Value>>,
     pub(super) peer_bfd: Option<Spanned<Value>>,
+    pub(super) track_bfd: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1529,6 +1529,14 @@ fn bfd_sessions_take_bfdds_defaults_and_peer_bfd_names_them() {
         "peer_bfd = [\"to_b\"]\nunicast_peers = [\"192.0.2.9\"]",
     );
     assert_error(&unicast, 13, 12, &["is none of `unicast_peers`"]);
+    let tracked = text.replace("peer_bfd = [\"to_b\"]", "track_bfd = [\"slow\", \"to_b\"]");
+    let tracked = parse_ok(&tracked);
+    assert_eq!(tracked.vrrp[0].identity.track_bfd, ["slow", "to_b"]);
+    assert_eq!(tracked.bfd[0].weight, 0);
+    let untracked = text.replace("peer_bfd = [\"to_b\"]", "track_bfd = [\"gw\"]");
+    assert_error(&untracked, 13, 13, &["`track_bfd`: there is no [bfd.gw]"]);
+    let heavy = text.replace("peer = \"192.0.2.3\"", "peer = \"192.0.2.3\"\nweight = 254");
+    assert_error(&heavy, 9, 10, &["`weight`", "253"]);
     let relative = format!("[global]\nbfdd_socket = \"bfdd.sock\"\n{text}");
     assert_error(&relative, 2, 15, &["must be an absolute path"]);
 }

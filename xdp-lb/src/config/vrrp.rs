@@ -290,6 +290,9 @@ impl Validator<'_, '_> {
         if let Some(v) = &raw.track_virtual_servers {
             identity.track_virtual_servers = self.tracked_services(v, services)?;
         }
+        if let Some(v) = &raw.track_bfd {
+            identity.track_bfd = self.track_bfd(v, bfd)?;
+        }
         if let Some(v) = &raw.peer_bfd {
             identity.peer_bfd =
                 self.peer_bfd(v, bfd, identity.is_ipv6(), &identity.unicast_peers)?;

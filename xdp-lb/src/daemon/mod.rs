@@ -68,6 +68,8 @@ enum Event {
     },
     /// A track script's verdict.
     Script(xdp_lb_checks::Transition),
+    /// A BFD session went up or left up (for `track_bfd`).
+    Bfd(crate::bfd::SessionUp),
     /// A VRRP instance changed state.
     Vrrp(FailoverEvent),
     /// The VRRP runtime ended (on its own, or after being stopped).
@@ -589,13 +591,19 @@ impl Core {
         let (handle, controls) = failover::controls();
         self.vrrp_handover = handle.handover.clone();
         if !self.config.bfd.is_empty() {
+            let (up, up_rx) = mpsc::channel(16);
+            let reports = crate::bfd::Reports {
+                peer_down: handle.peer_down.clone(),
+                up,
+            };
             tasks.spawn(crate::bfd::run(
                 self.config.bfd.clone(),
                 self.config.global.bfdd_socket.clone(),
-                handle.peer_down.clone(),
+                reports,
                 self.bfd_status.clone(),
                 stop.clone(),
             ));
+            tasks.spawn(forward(up_rx, self.events.clone(), Event::Bfd));
         }
         self.tracking = VrrpTracking::new(&self.config, self.forwarding.table(), handle);
         // The quorum at start (alpha servers start down).
@@ -649,6 +657,10 @@ impl Core {
                 let why = t.reason.as_ref().map(ToString::to_string);
                 self.tracking
                     .script_changed(index, t.up, why.as_deref(), self.forwarding.table());
+            }
+            Event::Bfd(change) => {
+                self.tracking
+                    .bfd_changed(change.index, change.up, self.forwarding.table());
             }
             Event::Vrrp(e) => self.on_vrrp(&e),
             Event::VrrpEnded(result) => {

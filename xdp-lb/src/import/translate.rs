@@ -29,6 +29,8 @@ pub(super) struct Tx {
     script_names: Vec<String>,
     /// `[bfd.NAME]` tables from `bfd_instance` blocks.
     pub(super) bfd: Vec<Section>,
+    /// Their names and weights.
+    bfd_weights: Vec<(String, i64)>,
     /// (name, interface, table).
     pub(super) instances: Vec<(String, String, Section)>,
     pub(super) groups: Vec<Section>,
@@ -158,12 +160,6 @@ pub(super) fn why_not(keyword: &str) -> String {
         }
         "vrrp_track_process" | "track_process" | "vrrp_track_file" | "track_file" => {
             "xdp-lb tracks scripts, interfaces and virtual servers only: use a vrrp_script"
-        }
-        "track_bfd" => {
-            "xdp-lb does not change priority or FAULT from a BFD session (keepalived's \
-             track_bfd); its `peer_bfd = [\"NAME\"]` makes a BACKUP take over at once when \
-             the session to its MASTER times out: add it by hand if that is what the session \
-             is for"
         }
         "notification_email"
         | "notification_email_from"
@@ -575,10 +571,19 @@ impl Tx {
                     "bfdd's session keeps its own default for this: set it in bfdd's \
                      configuration if it matters",
                 ),
-                "weight" => self.report(
-                    item,
-                    "xdp-lb does not weight VRRP priority by BFD (see track_bfd)",
-                ),
+                "weight" => {
+                    let args = item.arg_texts();
+                    if args.len() == 2 && args[1] == "reverse" {
+                        self.report(
+                            item,
+                            "xdp-lb has no `reverse` (a negative weight applies while the \
+                             session is down, a positive one while it is up): the weight is \
+                             left at 0 (FAULT while down)",
+                        );
+                    } else if let Some(v) = self.int_arg(item, -253, 253) {
+                        section.set("weight", v, item.at);
+                    }
+                }
                 "vrrp" | "checker" => {}
                 _ => self.unhandled(item),
             }
@@ -590,6 +595,11 @@ impl Tx {
             );
             return;
         }
+        let weight = match section.get("weight") {
+            Some(V::Int(w)) => *w,
+            _ => 0,
+        };
+        self.bfd_weights.push((name, weight));
         self.bfd.push(section);
     }
 
@@ -690,6 +700,10 @@ impl Tx {
                 "track_script" => {
                     let names = self.track_scripts(item);
                     s.set("track_scripts", V::strs(names), item.at);
+                }
+                "track_bfd" => {
+                    let names = self.track_bfd(item);
+                    s.set("track_bfd", V::strs(names), item.at);
                 }
                 "track_interface" => {
                     let list = self.track_interfaces(item);
@@ -905,6 +919,60 @@ impl Tx {
             }
             vips.push((text, addr, item.at));
         }
+    }
+
+    /// `track_bfd { NAME [weight W] }`: the sessions' own weights; a per-instance
+    /// weight other than the session's is not translated (one session, one weight).
+    fn track_bfd(&mut self, node: &Node) -> Vec<String> {
+        let words = node.block_words();
+        let mut names: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let (word, line) = &words[i];
+            let known = self
+                .bfd_weights
+                .iter()
+                .find(|(n, _)| *n == word.text)
+                .cloned();
+            let Some((name, own)) = known else {
+                self.report_at(
+                    *line,
+                    word.text.clone(),
+                    "there is no (translated) bfd_instance of this name to track",
+                );
+                i += 1;
+                continue;
+            };
+            let weight =
+                (words.get(i + 1).map(|(w, _)| w.text.as_str()) == Some("weight")).then(|| {
+                    words
+                        .get(i + 2)
+                        .map(|(w, _)| w.text.clone())
+                        .unwrap_or_default()
+                });
+            let reverse =
+                weight.is_some() && words.get(i + 3).is_some_and(|(w, _)| w.text == "reverse");
+            i += 1 + if weight.is_some() { 2 } else { 0 } + usize::from(reverse);
+            match weight {
+                Some(w) if w.parse::<i64>() != Ok(own) || reverse => self.report_at(
+                    *line,
+                    format!("{name} weight {w}{}", if reverse { " reverse" } else { "" }),
+                    format!(
+                        "xdp-lb's weight belongs to the session ([bfd.{name}] weight = {own}) \
+                         and has no `reverse`: the instance does not track it"
+                    ),
+                ),
+                _ => {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        if node.block.is_none() {
+            self.report(node, "expected a { } block after it");
+        }
+        names
     }
 
     fn track_scripts(&mut self, node: &Node) -> Vec<String> {
