@@ -410,9 +410,15 @@ pub enum Reason {
     /// no `allow` of a service that has some): dropped, and counted by its rule in
     /// `FILTER_STATS`.
     DropFiltered = 19,
+    /// An ICMP "fragmentation needed" / "packet too big" about a VIP flow with no flow
+    /// entry (never seen, evicted, or a service without a flow table): passed.
+    PassIcmpNoFlow = 20,
+    /// An ICMP "fragmentation needed" / "packet too big" about a VIP flow, forwarded to
+    /// the flow's real server (DR, TUN) for its path-MTU discovery.
+    IcmpToRealServer = 21,
 }
 
-pub const REASON_COUNT: u32 = 20;
+pub const REASON_COUNT: u32 = 22;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -436,6 +442,8 @@ impl Reason {
         Reason::PassMartian,
         Reason::PassBadChecksum,
         Reason::DropFiltered,
+        Reason::PassIcmpNoFlow,
+        Reason::IcmpToRealServer,
     ];
 
     /// Stable snake_case name for logs and metrics.
@@ -461,6 +469,8 @@ impl Reason {
             Reason::PassMartian => "pass_martian",
             Reason::PassBadChecksum => "pass_bad_checksum",
             Reason::DropFiltered => "drop_filtered",
+            Reason::PassIcmpNoFlow => "pass_icmp_no_flow",
+            Reason::IcmpToRealServer => "icmp_to_real_server",
         }
     }
 }

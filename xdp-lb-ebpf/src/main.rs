@@ -17,6 +17,8 @@ mod dr;
 #[cfg(target_arch = "bpf")]
 mod filter;
 #[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;
@@ -41,7 +43,7 @@ mod program {
     };
 
     use crate::{
-        counters, dr, filter,
+        counters, dr, filter, icmp,
         maps::{CONFIG, SERVICES},
         nat, parse, persist, schedule, tun, validate,
     };
@@ -81,6 +83,10 @@ mod program {
     #[inline(always)]
     fn process(ctx: &XdpContext) -> Result<Verdict, Verdict> {
         let pkt = parse::parse(ctx).map_err(Verdict::pass)?;
+        // ICMP is parsed only for the errors real servers need (path MTU).
+        if pkt.flow.proto == icmp::IPPROTO_ICMP || pkt.flow.proto == icmp::IPPROTO_ICMPV6 {
+            return icmp::forward(ctx, &pkt);
+        }
         let key = ServiceKey {
             addr: pkt.flow.dst,
             port_be: pkt.flow.dport_be,

@@ -1357,3 +1357,103 @@ allow = ["2001:db8:1:7::/64"]
         assert_eq!(counted, predicted, "source {src}");
     }
 }
+
+/// A router on the client's path found the real server's answer (VIP:`vport` →
+/// CLIENT:`cport`, DF) too big and tells the VIP: ICMP "fragmentation needed" quoting
+/// its IP header and first 8 bytes.
+fn frag_needed(cport: u16, vport: u16) -> Vec<u8> {
+    let mut answer = Vec::new();
+    PacketBuilder::ipv4(VIP, CLIENT, 63)
+        .tcp(vport, cport, 5000, 64_000)
+        .ack(1001)
+        .write(&mut answer, &[0u8; 1400])
+        .unwrap();
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4([203, 0, 113, 1], VIP, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut frame, &answer[..28])
+        .unwrap();
+    frame
+}
+
+/// The IPv6 form: "packet too big" quoting [VIP6]:`vport` → [CLIENT6]:`cport`.
+fn packet_too_big(cport: u16, vport: u16) -> Vec<u8> {
+    let mut answer = Vec::new();
+    PacketBuilder::ipv6(VIP6, CLIENT6, 63)
+        .tcp(vport, cport, 5000, 64_000)
+        .write(&mut answer, &[0u8; 1400])
+        .unwrap();
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(
+            [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+            VIP6,
+            64,
+        )
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut frame, &answer[..48 + 100])
+        .unwrap();
+    frame
+}
+
+#[test]
+fn a_too_big_error_about_a_flow_goes_to_the_flows_real_server() {
+    let dp = dataplane();
+    let before = dp.global_stats().unwrap();
+    // Connections on several backends, so reaching the right one is not luck.
+    let mut held = Vec::new();
+    for cport in 41_000..41_006u16 {
+        let (action, out) = run(&dp, &tcp4(cport, 80));
+        assert_eq!(action, xdp_action::XDP_TX);
+        held.push((cport, assert_dr_rewrite(&tcp4(cport, 80), &out)));
+    }
+    assert!(held.iter().any(|&(_, b)| b != held[0].1), "{held:?}");
+    for &(cport, backend) in &held {
+        let error = frag_needed(cport, 80);
+        let (action, out) = run(&dp, &error);
+        assert_eq!(action, xdp_action::XDP_TX, "the error about port {cport}");
+        assert_eq!(
+            assert_dr_rewrite(&error, &out),
+            backend,
+            "the error about port {cport} goes to its connection's real server"
+        );
+    }
+    // IPv6: "packet too big".
+    let (action, out) = run(&dp, &tcp6(42_000, 80));
+    assert_eq!(action, xdp_action::XDP_TX);
+    let backend6 = assert_dr_rewrite(&tcp6(42_000, 80), &out);
+    let error6 = packet_too_big(42_000, 80);
+    let (action, out) = run(&dp, &error6);
+    assert_eq!(action, xdp_action::XDP_TX);
+    assert_eq!(assert_dr_rewrite(&error6, &out), backend6);
+
+    // No connection, another kind of ICMP, an error about a VIP it is not sent to, or
+    // about an inactive service: the kernel's, untouched.
+    let mut to_other = frag_needed(41_000, 80);
+    to_other[14 + 16..14 + 20].copy_from_slice(&[192, 0, 2, 99]);
+    let mut echo = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut echo, b"ping")
+        .unwrap();
+    for (what, frame) in [
+        ("no connection", frag_needed(49_999, 80)),
+        ("an echo request", echo),
+        ("addressed to another address", to_other),
+        ("an inactive service", frag_needed(41_000, 81)),
+    ] {
+        let (action, out) = run(&dp, &frame);
+        assert_eq!(action, xdp_action::XDP_PASS, "{what}");
+        assert_eq!(out, frame, "{what}: untouched");
+    }
+    let after = dp.global_stats().unwrap();
+    let delta = |r: &str| after[r] - before[r];
+    assert_eq!(delta("icmp_to_real_server"), 7);
+    assert_eq!(delta("pass_icmp_no_flow"), 1);
+}
