@@ -142,37 +142,8 @@ impl Validator<'_, '_> {
         key: &str,
         sessions: &[BfdSession],
     ) -> Result<Vec<String>, ConfigError> {
-        let names = match value.get_ref() {
-            Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>(),
-            _ => None,
-        };
-        let Some(names) = names else {
-            return Err(self.src.error(
-                value.span(),
-                format!("`{key}` must be a list of [bfd.NAME] session names such as [\"to_lb2\"]"),
-            ));
-        };
-        if let Some(missing) = names
-            .iter()
-            .find(|n| !sessions.iter().any(|s| &s.name == *n))
-        {
-            let known: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
-            return Err(self.src.error(
-                value.span(),
-                format!(
-                    "`{key}`: there is no [bfd.{missing}] (defined: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
-        }
-        Ok(names)
+        let known: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
+        self.table_names(value, key, "bfd", &known, "to_lb2")
     }
 
     /// `peer_bfd = ["to_lb2"]`: names of `[bfd.NAME]` sessions of the instance's family;

@@ -1079,6 +1079,42 @@ impl Validator<'_, '_> {
         Ok(argv)
     }
 
+    /// `key = ["a", "b"]`: names of `[table.NAME]` tables, each one of `known`.
+    pub(super) fn table_names(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+        table: &str,
+        known: &[&str],
+        example: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let names = match value.get_ref() {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        let Some(names) = names else {
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}` must be a list of [{table}.NAME] names such as [\"{example}\"]"),
+            ));
+        };
+        if let Some(missing) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            let defined = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}`: there is no [{table}.{missing}] (defined: {defined})"),
+            ));
+        }
+        Ok(names)
+    }
+
     pub(super) fn boolean(&self, value: &Spanned<Value>, key: &str) -> Result<bool, ConfigError> {
         match value.get_ref() {
             Value::Boolean(b) => Ok(*b),

@@ -487,37 +487,8 @@ impl Validator<'_, '_> {
         value: &Spanned<Value>,
         scripts: &[TrackScript],
     ) -> Result<Vec<String>, ConfigError> {
-        let names = match value.get_ref() {
-            Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>(),
-            _ => None,
-        };
-        let Some(names) = names else {
-            return Err(self.src.error(
-                value.span(),
-                "`track_scripts` must be a list of script names such as [\"chk_nginx\"]",
-            ));
-        };
-        if let Some(missing) = names
-            .iter()
-            .find(|n| !scripts.iter().any(|s| &s.name == *n))
-        {
-            let known: Vec<&str> = scripts.iter().map(|s| s.name.as_str()).collect();
-            return Err(self.src.error(
-                value.span(),
-                format!(
-                    "`track_scripts`: there is no [script.{missing}] (defined: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
-        }
-        Ok(names)
+        let known: Vec<&str> = scripts.iter().map(|s| s.name.as_str()).collect();
+        self.table_names(value, "track_scripts", "script", &known, "chk_nginx")
     }
 
     /// `[script.NAME]` tables.
