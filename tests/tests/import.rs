@@ -987,8 +987,10 @@ fn an_include_of_a_fifo_or_device_is_skipped_unread() {
 }
 
 #[test]
-fn least_connection_schedulers_keep_their_ipvs_meaning() {
+fn least_connection_and_hashing_schedulers_keep_their_ipvs_meaning() {
     for (algo, want) in [
+        ("sh", Scheduler::Sh),
+        ("dh", Scheduler::Dh),
         ("lc", Scheduler::Lc),
         ("wlc", Scheduler::Wlc),
         ("sed", Scheduler::Sed),

@@ -65,6 +65,8 @@ pub const SELECT_CURSOR: u8 = 0;
 pub const SELECT_HASH_SRC: u8 = 1;
 /// Hash of the 5-tuple (maglev).
 pub const SELECT_HASH_FLOW: u8 = 2;
+/// Hash of the destination address (dh).
+pub const SELECT_HASH_DST: u8 = 3;
 
 /// `BackendValue::flags`: the backend may carry traffic. Flows pinned to a backend
 /// without this flag are rescheduled on their next packet.
@@ -212,7 +214,8 @@ pub fn flow_hash(flow: &FlowKey) -> u32 {
 }
 
 /// Murmur3-style mixing of a 16-byte address into a seed; unrolled, no loops. A
-/// `SELECT_HASH_SRC` (sh) service indexes its schedule by `hash_words(src, 0)`.
+/// `SELECT_HASH_SRC` (sh) service indexes its schedule by `hash_words(src, 0)`, a
+/// `SELECT_HASH_DST` (dh) one by `hash_words(dst, 0)`.
 /// Words are read little-endian: what the (bpfel) program has always read, and the
 /// same on a big-endian host running the daemon's prediction.
 #[inline(always)]

@@ -573,6 +573,61 @@ fn the_shared_hashes_predict_the_program_s_pick() {
     }
 }
 
+/// dh: a server group of 64 VIPs (one service, one schedule). Every connection to one
+/// VIP goes to one real server, whoever the client; the VIPs spread over all three by
+/// weight; the shared hash predicts each pick.
+#[test]
+fn dh_sends_each_destination_to_one_backend() {
+    use xdp_lb_common::{SELECT_HASH_DST, hash_words};
+    let mut dp = dataplane();
+    let keys: Vec<u64> = (0..3u8)
+        .map(|i| schedule::backend_key([192, 0, 2, 11 + i].into(), 80))
+        .collect();
+    let table = schedule::maglev(&keys, &[1, 2, 3], SELECT_HASH_DST);
+    assert_eq!(table.select, SELECT_HASH_DST);
+    let vips: Vec<[u8; 4]> = (0..64u8).map(|i| [203, 0, 113, i]).collect();
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(vips[0]), 80, IPPROTO_TCP),
+        group_keys: vips[1..]
+            .iter()
+            .map(|v| (key(v4_mapped(*v), 80, IPPROTO_TCP), true))
+            .collect(),
+        id: 9,
+        forwarding: FWD_DR,
+        select: table.select,
+        active: true,
+        slots: table.slots.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut homes = Vec::new();
+    for vip in &vips {
+        let mut seen = std::collections::BTreeSet::new();
+        for client in 1..=8u8 {
+            let mut frame = Vec::new();
+            PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+                .ipv4([198, 51, 100, client], *vip, 64)
+                .tcp(40_000 + u16::from(client), 80, 1, 1000)
+                .syn()
+                .write(&mut frame, b"dh")
+                .unwrap();
+            seen.insert(assert_dr_rewrite(&frame, &run(&dp, &frame).1));
+        }
+        assert_eq!(seen.len(), 1, "{vip:?} went to {seen:?}");
+        let home = *seen.first().unwrap();
+        let hash = hash_words(&v4_mapped(*vip), 0);
+        let predicted = table.slots[(hash % table.slots.len() as u32) as usize] as usize;
+        assert_eq!(home, predicted, "{vip:?}: predicted backend {predicted}");
+        homes.push(home);
+    }
+    let count = |b| homes.iter().filter(|h| **h == b).count();
+    assert!(
+        count(0) < count(1) && count(1) < count(2) && count(0) > 0,
+        "64 VIPs by weight 1:2:3: {:?}",
+        (count(0), count(1), count(2))
+    );
+}
+
 /// Backends are replaced copy-on-write: each update takes a fresh entry of the value
 /// pool, and replaced entries wait out a grace period before reuse. Far more updates
 /// in a row than the pool has entries must neither fail nor stall for long, and

@@ -660,6 +660,10 @@ pub enum Scheduler {
     /// Maglev table, so a client sticks to one server across connections and load
     /// balancers (IPVS's `sh`, and `mh` without its port option).
     Sh,
+    /// Destination hashing: the VIP a connection is addressed to picks the real server,
+    /// through a weighted Maglev table (IPVS's `dh`, for services covering many
+    /// addresses, such as a server group of address ranges in front of caches).
+    Dh,
     /// Maglev hashing of the whole connection (addresses, ports, protocol): every load
     /// balancer with the same healthy servers sends a connection to the same one, so
     /// connections survive a failover between them.
@@ -693,7 +697,9 @@ impl Scheduler {
             Scheduler::Wlc => Some(LeastConn::Wlc),
             Scheduler::Sed => Some(LeastConn::Sed),
             Scheduler::Nq => Some(LeastConn::Nq),
-            Scheduler::Rr | Scheduler::Wrr | Scheduler::Sh | Scheduler::Maglev => None,
+            Scheduler::Rr | Scheduler::Wrr | Scheduler::Sh | Scheduler::Dh | Scheduler::Maglev => {
+                None
+            }
         }
     }
 }
@@ -775,6 +781,6 @@ macro_rules! display_as_config_name {
 display_as_config_name! {
     XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
     Protocol { Tcp => "tcp", Udp => "udp" }
-    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Maglev => "maglev", Lc => "lc", Wlc => "wlc", Sed => "sed", Nq => "nq" }
+    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Dh => "dh", Maglev => "maglev", Lc => "lc", Wlc => "wlc", Sed => "sed", Nq => "nq" }
     Forwarding { Dr => "dr", Nat => "nat", Tun => "tun" }
 }

@@ -705,6 +705,10 @@ fn hash_schedulers_parse_and_ipvs_names_point_at_them() {
         parse_ok(&service("maglev")).virtual_servers[0].scheduler,
         Scheduler::Maglev
     );
+    assert_eq!(
+        parse_ok(&service("dh")).virtual_servers[0].scheduler,
+        Scheduler::Dh
+    );
     assert_error(
         &service("mh"),
         6,

@@ -52,6 +52,7 @@ const SCHEDULERS: Choices<Scheduler> = Choices {
         ("rr", Scheduler::Rr),
         ("wrr", Scheduler::Wrr),
         ("sh", Scheduler::Sh),
+        ("dh", Scheduler::Dh),
         ("maglev", Scheduler::Maglev),
         ("lc", Scheduler::Lc),
         ("wlc", Scheduler::Wlc),
@@ -659,9 +660,12 @@ impl Validator<'_, '_> {
                     let on = self.boolean(value, "flow_table")?;
                     let why = if on {
                         None
-                    } else if !matches!(scheduler, Scheduler::Maglev | Scheduler::Sh) {
+                    } else if !matches!(
+                        scheduler,
+                        Scheduler::Maglev | Scheduler::Sh | Scheduler::Dh
+                    ) {
                         Some(
-                            "a consistent-hash scheduler (\"maglev\" or \"sh\"): with rr, wrr or a least-connection scheduler a connection's packets would go to every real server",
+                            "a consistent-hash scheduler (\"maglev\", \"sh\" or \"dh\"): with rr, wrr or a least-connection scheduler a connection's packets would go to every real server",
                         )
                     } else if forwarding == Forwarding::Nat {
                         Some(

@@ -1468,6 +1468,7 @@ impl Tx {
                         "rr" => "rr",
                         "wrr" => "wrr",
                         "sh" | "mh" => "sh",
+                        "dh" => "dh",
                         "lc" => "lc",
                         "wlc" => "wlc",
                         "sed" => "sed",
@@ -1477,7 +1478,7 @@ impl Tx {
                                 item,
                                 format!(
                                     "xdp-lb has no `{other}` scheduler: wrr is used instead \
-                                     (others: rr, lc, wlc, sed, nq, sh, maglev)"
+                                     (others: rr, lc, wlc, sed, nq, sh, dh, maglev)"
                                 ),
                             );
                             "wrr"
