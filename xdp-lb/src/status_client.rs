@@ -367,6 +367,27 @@ mod tests {
     }
 
     #[test]
+    fn bfd_sessions_read_as_text() {
+        let mut s = crate::status::sample();
+        assert!(!render(&s).contains("BFD"), "no session, no section");
+        s.bfd = vec![crate::bfd::SessionStatus {
+            name: "to_lb2".into(),
+            peer: "192.0.2.2".parse().unwrap(),
+            state: "down".into(),
+            diagnostics: 1,
+            since: Some(1),
+            peer_down_events: 3,
+        }];
+        let text = render(&s);
+        for line in [
+            "BFD SESSIONS (run by bfdd)",
+            "  to_lb2           peer 192.0.2.2                  down     diagnostic 1  peer deaths seen 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn announced_vips_and_a_drain_read_as_text() {
         use crate::advertise::{AnnouncementStatus, DrainStatus};
         let mut s = crate::status::sample();
