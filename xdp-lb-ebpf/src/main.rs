@@ -104,13 +104,11 @@ mod program {
         let svc = match unsafe { SERVICES.get(key_ref) } {
             Some(svc) => *svc,
             None => {
-                // Only NAT setups pay for the reply lookup.
-                if CONFIG.get(CONFIG_NAT_ENABLED).is_some_and(|on| *on != 0) {
-                    // SAFETY: bpf_ktime_get_ns has no preconditions.
-                    let now = unsafe { bpf_ktime_get_ns() };
-                    if let Some(verdict) = nat::reply(ctx, &pkt, now) {
-                        return verdict;
-                    }
+                // Only NAT setups pay for the reply lookup (and the clock, on a hit).
+                if CONFIG.get(CONFIG_NAT_ENABLED).is_some_and(|on| *on != 0)
+                    && let Some(verdict) = nat::reply(ctx, &pkt)
+                {
+                    return verdict;
                 }
                 return Ok(Verdict::pass(Reason::PassNotService));
             }

@@ -119,10 +119,13 @@ fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, 
 
 /// A real server's reply to a NAT flow, translated back; `None` if it is not one.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<Result<Verdict, Verdict>> {
+pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>> {
     // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
     let flow = &pkt.flow;
     let entry = NAT_REPLIES.get_ptr_mut(flow)?;
+    // The clock only for a reply: every other packet of the host passes without it.
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     // A reply is forwarded too: only a well-formed one from a possible source.
     if let Err(reason) = crate::validate::check(ctx, pkt) {
         return Some(Err(Verdict::pass(reason)));
