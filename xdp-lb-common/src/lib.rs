@@ -320,7 +320,6 @@ pub struct NatValue {
 }
 
 /// Index of the `CONFIG` array (u64 values set by the daemon).
-pub const CONFIG_NAT_ENABLED: u32 = 0;
 pub const CONFIG_TIMEOUT_TCP_NS: u32 = 1;
 pub const CONFIG_TIMEOUT_TCP_FIN_NS: u32 = 2;
 pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
@@ -329,6 +328,11 @@ pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
 /// established connections; consistent-hash services keep their server by the hash.
 pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
 pub const CONFIG_SLOTS: u32 = 5;
+
+/// `NAT_PORTS`: one bit per port (port / 64 is the word, port % 64 the bit) that a NAT
+/// real server answers from. A packet to no VIP is looked up in the reply table only
+/// if its source port has its bit set; none set means no NAT service.
+pub const NAT_PORT_WORDS: u32 = 1024;
 /// Timestamps are refreshed at most this often, so a busy flow does not dirty its
 /// cache line on every packet.
 pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;

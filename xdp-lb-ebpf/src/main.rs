@@ -38,14 +38,12 @@ mod program {
     use aya_ebpf::helpers::bpf_ktime_get_ns;
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use xdp_lb_common::{
-        CONFIG_NAT_ENABLED, FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING,
-        SERVICE_F_FILTER, SERVICE_F_FILTER_GLOBAL, ServiceKey,
+        FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
+        SERVICE_F_FILTER_GLOBAL, ServiceKey,
     };
 
     use crate::{
-        counters, dr, filter, icmp,
-        maps::{CONFIG, SERVICES},
-        nat, parse, persist, schedule, tun, validate,
+        counters, dr, filter, icmp, maps::SERVICES, nat, parse, persist, schedule, tun, validate,
     };
 
     /// A final action together with the reason it is counted under.
@@ -104,8 +102,9 @@ mod program {
         let svc = match unsafe { SERVICES.get(key_ref) } {
             Some(svc) => *svc,
             None => {
-                // Only NAT setups pay for the reply lookup (and the clock, on a hit).
-                if CONFIG.get(CONFIG_NAT_ENABLED).is_some_and(|on| *on != 0)
+                // Only a packet from a port NAT real servers answer from pays for the
+                // reply lookup (and the clock, on a hit).
+                if nat::may_be_reply(pkt.flow.sport_be)
                     && let Some(verdict) = nat::reply(ctx, &pkt)
                 {
                     return verdict;

@@ -987,7 +987,7 @@ fn the_flood_guard_forwards_new_flows_beyond_its_rate_without_entries() {
 fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
     let mut dp = dataplane();
     let timeouts = xdp_lb::config::NatTimeouts::default();
-    dp.set_nat(false, &timeouts).unwrap();
+    dp.set_nat(&Default::default(), &timeouts).unwrap();
     // :84 counts connections, on backend 0 alone; :80 (wrr) does not.
     let aging = key(v4_mapped(VIP), 84, IPPROTO_TCP);
     dp.set_service(&ServiceSpec {
