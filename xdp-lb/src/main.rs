@@ -424,8 +424,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (n, 0) => format!(", {n} source-filter rules"),
                 (n, s) => format!(", {n} source-filter rules ({s} never decide)"),
             };
+            // bfdd may well start after xdp-lb (which keeps trying), so its absence is
+            // a warning, said where the operator looks.
+            let socket = &config.global.bfdd_socket;
+            if !config.bfd.is_empty() && !offline && !socket.exists() {
+                eprintln!(
+                    "xdp-lb: warning: bfdd's control socket {} is not there: the [bfd.*] \
+                     sessions stay unknown until bfdd runs with it (`bfdd=yes` in \
+                     /etc/frr/daemons; `--bfdctl` for another path)",
+                    socket.display()
+                );
+            }
+            let bfd = match config.bfd.len() {
+                0 => String::new(),
+                n => format!(", {n} bfd sessions"),
+            };
             println!(
-                "{}: ok ({} virtual servers, {} real servers, {} vrrp instances{filter}, \
+                "{}: ok ({} virtual servers, {} real servers, {} vrrp instances{bfd}{filter}, \
                  interfaces: {})",
                 path.display(),
                 config.virtual_servers.len(),
