@@ -4,7 +4,8 @@
 //! - `build-ebpf`  build the XDP program and the daemon that embeds it
 //! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration
 //! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
-//! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor, and VRRP
+//! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor and a
+//!   minimal DR program, Mpps end to end through veth beside that program, and VRRP
 //!   takeover gaps seen by a client, xdp-lb beside keepalived
 //! - `package`     a Debian package: the binary (XDP program embedded), the systemd
 //!   unit, a default configuration, the man page and shell completions
@@ -44,7 +45,8 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         connections: usize,
     },
-    /// Print the benchmark tables: data plane, VRRP takeover (beside keepalived), checks.
+    /// Print the benchmark tables: data plane, veth end to end (beside the DR reference),
+    /// VRRP takeover (beside keepalived), checks.
     Bench,
     /// Build the Debian package (target/package/xdp-lb_VERSION-1_amd64.deb).
     Package {
@@ -125,6 +127,8 @@ fn main() -> anyhow::Result<()> {
                 "--bench",
                 "dataplane",
             ]))?;
+            // End to end through veth, xdp-lb beside the DR reference (~1 minute).
+            run_cmd(&mut cargo(&["bench", "-p", "xdp-lb", "--bench", "veth"]))?;
             // VRRP takeover measured by a client, xdp-lb beside keepalived (~4 minutes).
             run_cmd(&mut cargo(&[
                 "bench", "-p", "xdp-lb", "--bench", "failover",
