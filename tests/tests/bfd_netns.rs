@@ -42,14 +42,14 @@ const BFD_GAP_WORST: Duration = Duration::from_millis(250);
 
 /// The daemon's configuration on `ns`: VRRP at 1 s adverts, a BFD session to `peer`
 /// at 20 ms × 3 through the bfdd at `socket`, named in `peer_bfd`.
-fn daemon_config(frr: &Frr, own: &str, peer: &str, priority: u8) -> String {
+fn daemon_config(frr: &Frr, own: &str, peer: &str, priority: u8, vip: &str) -> String {
     format!(
         "[global]\napi = \"127.0.0.1:9180\"\nbfdd_socket = \"{}\"\n\n\
          [dataplane]\ninterfaces = [\"eth0\"]\nmax_flows = 1024\n\n\
          [bfd.peer]\npeer = \"{peer}\"\nlocal = \"{own}\"\ninterface = \"eth0\"\n\
          min_rx = \"20ms\"\nmin_tx = \"20ms\"\nmultiplier = 3\nweight = 10\n\n\
          [vrrp.VI_1]\ninterface = \"eth0\"\nvirtual_router_id = {VRID}\npriority = {priority}\n\
-         version = 3\nadvert_interval = \"1s\"\nvirtual_ipaddresses = [\"{VIP}/24\"]\n\
+         version = 3\nadvert_interval = \"1s\"\nvirtual_ipaddresses = [\"{vip}\"]\n\
          peer_bfd = [\"peer\"]\ntrack_bfd = [\"peer\"]\n",
         frr.bfdd_socket().display()
     )
@@ -68,9 +68,29 @@ struct Node {
 
 impl Node {
     fn start(ns: &Netns, name: &'static str, own: &str, peer: &str, priority: u8) -> Node {
+        Node::start_on(
+            ns,
+            name,
+            own,
+            peer,
+            priority,
+            &format!("{VIP}/24"),
+            target(),
+        )
+    }
+
+    fn start_on(
+        ns: &Netns,
+        name: &'static str,
+        own: &str,
+        peer: &str,
+        priority: u8,
+        vip: &str,
+        target: SocketAddr,
+    ) -> Node {
         let frr = Frr::start_bfdd(ns, name).expect("FRR's bfdd (apt-get install frr)");
-        let responder = Responder::start(ns, target(), name).unwrap();
-        let daemon = start(ns, &daemon_config(&frr, own, peer, priority));
+        let responder = Responder::start(ns, target, name).unwrap();
+        let daemon = start(ns, &daemon_config(&frr, own, peer, priority, vip));
         Node {
             name,
             own: own.into(),
@@ -301,4 +321,50 @@ fn bfd_sees_the_master_die_in_tens_of_milliseconds_beside_keepalived() {
         median(&ours) * 2 < median(&theirs),
         "BFD must be clearly faster than keepalived's 100 ms adverts: {ours:?} vs {theirs:?}"
     );
+}
+
+/// The same over IPv6: VRRPv3 adverts come from the nodes' link-local addresses, so
+/// the BFD sessions run between those (bound to the interface); one crash, the client
+/// probing the IPv6 VIP.
+#[test]
+fn bfd_between_link_locals_replaces_an_ipv6_master_too() {
+    xdp_lb_lab::require_root().expect("this test builds network namespaces");
+    let lab = ProbeLab::build("xlbbfd6").expect("build the probe lab");
+    let vip = "2001:db8::200";
+    let target = SocketAddr::new(vip.parse::<IpAddr>().unwrap(), PORT);
+    let probe = Probe::start(&lab.client, target, PROBE_EVERY).unwrap();
+    let a = Node::start_on(
+        &lab.a,
+        "a",
+        "fe80::a",
+        "fe80::b",
+        200,
+        &format!("{vip}/64"),
+        target,
+    );
+    let mut b = Node::start_on(
+        &lab.b,
+        "b",
+        "fe80::b",
+        "fe80::a",
+        100,
+        &format!("{vip}/64"),
+        target,
+    );
+    b.wait_session_up(&lab.b);
+    probe
+        .wait_from("a", Instant::now(), Duration::from_secs(10))
+        .unwrap();
+    let (crashed, ..) = a.crash(&lab.a);
+    b.daemon
+        .wait_for_line("vrrp takeover at once", Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("b did not take over through BFD: {e}"));
+    let h = probe
+        .handover("a", "b", crashed, Duration::from_secs(3))
+        .unwrap();
+    println!(
+        "IPv6, BFD 20 ms x 3 between link-locals: client outage {}",
+        ms(h.outage())
+    );
+    assert!(h.outage() <= BFD_GAP_WORST, "outage {}", ms(h.outage()));
 }
