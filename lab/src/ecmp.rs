@@ -46,6 +46,27 @@ route-map XDP-LB-VIPS permit 10
 exit
 ";
 
+/// xdp-lb's configuration on LB `i` (0-based): one DR service on the VIP, port 80,
+/// Maglev over `backends` with HTTP checks, announced (`announce = true`); the status
+/// API on its namespace's loopback.
+pub fn xdp_lb_config(i: usize, backends: &[Ipv4Addr]) -> String {
+    let mut text = format!(
+        "[global]\nrouter_id = \"lb{}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n\
+         neighbour_timeout = \"10s\"\n\n[announce]\ndrain_idle = \"1s\"\n\n\
+         [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nscheduler = \"maglev\"\n\
+         forwarding = \"dr\"\nannounce = true\n",
+        i + 1
+    );
+    for b in backends {
+        text += &format!(
+            "  [[virtual_server.real_server]]\n  address = \"{b}\"\n  check = {{ type = \
+             \"http\", path = \"/\", interval = \"200ms\", warmup = \"0s\", connect_timeout \
+             = \"300ms\", retry = 0, fall = 2, rise = 2 }}\n"
+        );
+    }
+    text
+}
+
 /// The address of LB `i` (0-based): 192.0.2.1, .2, ...
 pub fn lb_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, 1 + i as u8)

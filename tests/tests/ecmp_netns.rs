@@ -29,7 +29,7 @@ use std::{
 use xdp_lb::status::Snapshot;
 use xdp_lb_lab::{
     Daemon, KeepAlive,
-    ecmp::{EcmpLab, VIP, lb_addr},
+    ecmp::{EcmpLab, VIP, lb_addr, xdp_lb_config},
     http_get_new_connections,
 };
 use xdp_lb_tests::{binary, start};
@@ -43,24 +43,6 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 fn vip() -> SocketAddr {
     SocketAddr::from((VIP, 80))
-}
-
-fn config(i: usize, backends: &[std::net::Ipv4Addr]) -> String {
-    let mut text = format!(
-        "[global]\nrouter_id = \"lb{}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n\
-         neighbour_timeout = \"10s\"\n\n[announce]\ndrain_idle = \"1s\"\n\n\
-         [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nscheduler = \"maglev\"\n\
-         forwarding = \"dr\"\nannounce = true\n",
-        i + 1
-    );
-    for b in backends {
-        text += &format!(
-            "  [[virtual_server.real_server]]\n  address = \"{b}\"\n  check = {{ type = \
-             \"http\", path = \"/\", interval = \"200ms\", warmup = \"0s\", connect_timeout \
-             = \"300ms\", retry = 0, fall = 2, rise = 2 }}\n"
-        );
-    }
-    text
 }
 
 /// LB `i`'s `/status`, through the real `xdp-lb status --json` in its namespace.
@@ -149,7 +131,7 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
     // Every LB starts, and with quorum announces: the router installs three paths.
     let started = Instant::now();
     let mut daemons: Vec<Option<Daemon>> = (0..LBS)
-        .map(|i| Some(start(&lab.lbs[i], &config(i, &addrs))))
+        .map(|i| Some(start(&lab.lbs[i], &xdp_lb_config(i, &addrs))))
         .collect();
     for d in daemons.iter_mut().flatten() {
         d.wait_for_line("VIP announced", Duration::from_secs(10))

@@ -44,6 +44,10 @@ enum Cmd {
         /// New connections the client opens.
         #[arg(long, default_value_t = 600)]
         connections: usize,
+        /// The active-active lab instead: three LBs behind an ECMP router, each
+        /// announcing the VIP with its own FRR (drain, then a host crash seen by BFD).
+        #[arg(long)]
+        ecmp: bool,
     },
     /// Print the benchmark tables: data plane, veth end to end (beside the DR reference),
     /// VRRP takeover (beside keepalived), checks.
@@ -90,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             cmd.args(&args).args(["--", "--test-threads=1"]);
             run_cmd(&mut cmd)
         }
-        Cmd::Demo { connections } => {
+        Cmd::Demo { connections, ecmp } => {
             setup::install()?;
             require_root("the demo builds network namespaces and attaches XDP")?;
             // The demo (in the end-to-end tests' package) runs the daemon beside it.
@@ -103,10 +107,12 @@ fn main() -> anyhow::Result<()> {
                 "xdp-lb-tests",
                 "--bins",
             ]))?;
-            run_cmd(
-                Command::new(workspace_root().join("target/release/xdp-lb-demo"))
-                    .args(["--connections", &connections.to_string()]),
-            )
+            let mut demo = Command::new(workspace_root().join("target/release/xdp-lb-demo"));
+            demo.args(["--connections", &connections.to_string()]);
+            if ecmp {
+                demo.arg("--ecmp");
+            }
+            run_cmd(&mut demo)
         }
         Cmd::Package { debug, out } => {
             setup::install()?;
