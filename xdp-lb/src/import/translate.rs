@@ -328,6 +328,15 @@ impl Tx {
         }
     }
 
+    /// `KEYWORD NAME { ... }`: the name and the block, or `None` (reported).
+    fn named_block<'n>(&mut self, node: &'n Node) -> Option<(String, &'n [Node])> {
+        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
+            self.report(node, format!("a {} needs a name", node.keyword));
+            return None;
+        };
+        Some((name, self.block(node)?))
+    }
+
     pub(super) fn block<'n>(&mut self, node: &'n Node) -> Option<&'n [Node]> {
         match &node.block {
             Some(block) => Some(block),
@@ -517,11 +526,7 @@ impl Tx {
     /// keepalived runs BFD itself; xdp-lb asks FRR's bfdd for the same session, with
     /// keepalived's defaults (10 ms intervals, multiplier 5) written out.
     pub(super) fn bfd_instance(&mut self, node: &Node) {
-        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
-            self.report(node, "a bfd_instance needs a name");
-            return;
-        };
-        let Some(block) = self.block(node) else {
+        let Some((name, block)) = self.named_block(node) else {
             return;
         };
         let mut section = Section::new(format!("[bfd.{}]", key(&name)), node.at);
@@ -606,11 +611,7 @@ impl Tx {
     // ----- vrrp_instance -----
 
     pub(super) fn vrrp_instance(&mut self, node: &Node) {
-        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
-            self.report(node, "a vrrp_instance needs a name");
-            return;
-        };
-        let Some(block) = self.block(node) else {
+        let Some((name, block)) = self.named_block(node) else {
             return;
         };
         let mut s = Section::new(format!("[vrrp.{}]", key(&name)), node.at);
@@ -1092,11 +1093,7 @@ impl Tx {
     // ----- vrrp_sync_group -----
 
     pub(super) fn vrrp_sync_group(&mut self, node: &Node) {
-        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
-            self.report(node, "a vrrp_sync_group needs a name");
-            return;
-        };
-        let Some(block) = self.block(node) else {
+        let Some((name, block)) = self.named_block(node) else {
             return;
         };
         let mut s = Section::new(format!("[vrrp_sync_group.{}]", key(&name)), node.at);
