@@ -9,8 +9,9 @@
 //!                                                 (one bridge, in the switch namespace)
 //! ```
 //!
-//! The router peers with every LB (BGP timers 1 s / 3 s) and installs the VIP with one
-//! next hop per LB announcing it; `net.ipv4.fib_multipath_hash_policy = 1` hashes the
+//! The router peers with every LB (BGP timers 1 s / 3 s, and BFD at 20 ms × 3 from
+//! each side's bfdd, so a dead LB's sessions drop in tens of milliseconds) and installs
+//! the VIP with one next hop per LB announcing it; `net.ipv4.fib_multipath_hash_policy = 1` hashes the
 //! 5-tuple, so each connection takes one LB. Each LB's FRR redistributes connected
 //! /32s of 203.0.113.0/24 (the VIP put on `lo` by xdp-lb's `announce = true`) under
 //! [`LB_ROUTE_MAP`], the README's route-map. The real servers answer the client
@@ -44,6 +45,27 @@ route-map XDP-LB-VIPS permit 10
  match ip address prefix-list XDP-LB-VIPS
 exit
 ";
+
+/// xdp-lb's configuration on LB `i` (0-based): one DR service on the VIP, port 80,
+/// Maglev over `backends` with HTTP checks, announced (`announce = true`); the status
+/// API on its namespace's loopback.
+pub fn xdp_lb_config(i: usize, backends: &[Ipv4Addr]) -> String {
+    let mut text = format!(
+        "[global]\nrouter_id = \"lb{}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n\
+         neighbour_timeout = \"10s\"\n\n[announce]\ndrain_idle = \"1s\"\n\n\
+         [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nscheduler = \"maglev\"\n\
+         forwarding = \"dr\"\nannounce = true\n",
+        i + 1
+    );
+    for b in backends {
+        text += &format!(
+            "  [[virtual_server.real_server]]\n  address = \"{b}\"\n  check = {{ type = \
+             \"http\", path = \"/\", interval = \"200ms\", warmup = \"0s\", connect_timeout \
+             = \"300ms\", retry = 0, fall = 2, rise = 2 }}\n"
+        );
+    }
+    text
+}
 
 /// The address of LB `i` (0-based): 192.0.2.1, .2, ...
 pub fn lb_addr(i: usize) -> Ipv4Addr {
@@ -188,11 +210,22 @@ impl EcmpLab {
             b.ns.ip(["route", "add", "default", "via", &ROUTER.to_string()])?;
         }
 
-        let router_frr = Frr::start(&router, "router", &router_bgpd(n_lbs))?;
+        let router_frr = Frr::start_daemons(
+            &router,
+            "router",
+            &[("bfdd", BFDD_CONF), ("bgpd", &router_bgpd(n_lbs))],
+        )?;
         let lb_frr = lbs
             .iter()
             .enumerate()
-            .map(|(i, lb)| Frr::start(lb, &format!("lb{}", i + 1), &lb_bgpd(i)).map(Some))
+            .map(|(i, lb)| {
+                Frr::start_daemons(
+                    lb,
+                    &format!("lb{}", i + 1),
+                    &[("bfdd", BFDD_CONF), ("bgpd", &lb_bgpd(i))],
+                )
+                .map(Some)
+            })
             .collect::<Result<Vec<_>>>()?;
         let lab = EcmpLab {
             backends,
@@ -286,8 +319,11 @@ impl EcmpLab {
     }
 }
 
-/// The router: eBGP with every LB (short timers, so a dead LB's route goes in 3 s),
-/// up to 8 equal paths.
+/// bfdd's profile for the BGP sessions: a dead peer is seen after 3 × 20 ms.
+pub const BFDD_CONF: &str = "bfd\n profile fast\n  receive-interval 20\n  transmit-interval 20\n  detect-multiplier 3\n !\n!\n";
+
+/// The router: eBGP with every LB (BFD, so a dead LB's route goes in tens of
+/// milliseconds; short BGP timers behind it, 3 s), up to 8 equal paths.
 fn router_bgpd(lbs: usize) -> String {
     let mut conf = format!(
         "hostname router\n\
@@ -299,7 +335,8 @@ fn router_bgpd(lbs: usize) -> String {
          \x20neighbor LBS remote-as {LB_AS}\n\
          \x20neighbor LBS timers 1 3\n\
          \x20neighbor LBS timers connect 1\n\
-         \x20neighbor LBS advertisement-interval 0\n"
+         \x20neighbor LBS advertisement-interval 0\n\
+         \x20neighbor LBS bfd profile fast\n"
     );
     for i in 0..lbs {
         conf += &format!(" neighbor {} peer-group LBS\n", lb_addr(i));
@@ -321,6 +358,7 @@ fn lb_bgpd(i: usize) -> String {
          \x20neighbor {ROUTER} timers 1 3\n\
          \x20neighbor {ROUTER} timers connect 1\n\
          \x20neighbor {ROUTER} advertisement-interval 0\n\
+         \x20neighbor {ROUTER} bfd profile fast\n\
          \x20address-family ipv4 unicast\n\
          \x20 redistribute connected route-map XDP-LB-VIPS\n\
          \x20exit-address-family\n\

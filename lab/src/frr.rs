@@ -1,5 +1,5 @@
-//! FRR (Debian's `frr` package) run in a namespace: zebra and bgpd as children of
-//! the test, in the foreground, each instance with its own directory for its
+//! FRR (Debian's `frr` package) run in a namespace: zebra and bgpd (or bfdd) as
+//! children of the test, in the foreground, each instance with its own directory for its
 //! configuration, pid files, vty sockets and zebra's API socket, so several instances
 //! coexist on one host without systemd or `/etc/frr` (`-f`, `-i`, `--vty_socket`,
 //! `-z`; `-P 0`: no TCP vty). The daemons run as the package's `frr` user (as root they
@@ -40,42 +40,87 @@ pub fn require_frr() -> Result<()> {
     Ok(())
 }
 
-/// zebra and bgpd of one node; killed (and their directory removed) on drop.
+/// zebra and bgpd (or bfdd) of one node; killed (and their directory removed) on drop.
 pub struct Frr {
     name: String,
     dir: PathBuf,
     zebra: Option<Child>,
-    bgpd: Option<Child>,
+    /// The daemons started after zebra.
+    daemons: Vec<Child>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Frr {
     /// Starts zebra, waits for its API socket, then bgpd with `bgpd_conf`.
     pub fn start(ns: &Netns, name: &str, bgpd_conf: &str) -> Result<Frr> {
+        Frr::start_daemons(ns, name, &[("bgpd", bgpd_conf)])
+    }
+
+    /// Starts zebra, then bfdd with no session of its own (xdp-lb asks it for sessions
+    /// over [`Frr::bfdd_socket`]).
+    pub fn start_bfdd(ns: &Netns, name: &str) -> Result<Frr> {
+        Frr::start_daemons(ns, name, &[("bfdd", "")])
+    }
+
+    /// Starts zebra, then each `(daemon, configuration)` in order. bfdd's control socket
+    /// is [`Frr::bfdd_socket`] (bfdd's default path is not per namespace); this returns
+    /// once it is there.
+    pub fn start_daemons(ns: &Netns, name: &str, daemons: &[(&str, &str)]) -> Result<Frr> {
+        let mut frr = Frr::zebra(ns, name)?;
+        for (daemon, conf) in daemons {
+            let program = format!("{FRR_DIR}/{daemon}");
+            if !Path::new(&program).exists() {
+                bail!(
+                    "{program} is missing: install FRR with `apt-get install -y frr` (`cargo xtask setup` does)"
+                );
+            }
+            fs::write(frr.dir.join(format!("{daemon}.conf")), conf)?;
+            let socket = frr.bfdd_socket();
+            let extra: Vec<&std::ffi::OsStr> = if *daemon == "bfdd" {
+                vec!["--bfdctl".as_ref(), socket.as_os_str()]
+            } else {
+                Vec::new()
+            };
+            let child = frr.spawn(ns, daemon, &extra)?;
+            frr.daemons.push(child);
+            if *daemon == "bfdd" {
+                frr.wait(Duration::from_secs(10), "bfdd's control socket", || {
+                    Ok(socket.exists())
+                })?;
+            }
+        }
+        Ok(frr)
+    }
+
+    /// Where bfdd listens for its clients (xdp-lb's `[global] bfdd_socket`).
+    pub fn bfdd_socket(&self) -> PathBuf {
+        self.dir.join("bfdd.sock")
+    }
+
+    /// A fresh directory for this node, and zebra started, its API socket there.
+    fn zebra(ns: &Netns, name: &str) -> Result<Frr> {
         require_frr()?;
         let dir = std::env::temp_dir().join(format!("xdp-lb-frr-{}", ns.name()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
         fs::write(dir.join("zebra.conf"), format!("hostname {name}\n"))?;
-        fs::write(dir.join("bgpd.conf"), bgpd_conf)?;
         let mut frr = Frr {
             name: name.to_owned(),
             dir,
             zebra: None,
-            bgpd: None,
+            daemons: Vec::new(),
             log: Arc::default(),
         };
-        frr.zebra = Some(frr.spawn(ns, "zebra")?);
+        frr.zebra = Some(frr.spawn(ns, "zebra", &[])?);
         let api = frr.dir.join("zserv.api");
         frr.wait(Duration::from_secs(10), "zebra's API socket", || {
             Ok(api.exists())
         })?;
-        frr.bgpd = Some(frr.spawn(ns, "bgpd")?);
         Ok(frr)
     }
 
-    fn spawn(&self, ns: &Netns, daemon: &str) -> Result<Child> {
+    fn spawn(&self, ns: &Netns, daemon: &str, extra: &[&std::ffi::OsStr]) -> Result<Child> {
         let d = &self.dir;
         let mut cmd = ns.command(format!("{FRR_DIR}/{daemon}"));
         cmd.arg("-f")
@@ -87,6 +132,7 @@ impl Frr {
             .arg("--vty_socket")
             .arg(d)
             .args(["-P", "0", "--log", "stdout", "--log-level", "info"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -165,10 +211,10 @@ impl Frr {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// `kill -9` of both daemons, as a crashed host's would die.
+    /// `kill -9` of every daemon, as a crashed host's would die.
     pub fn kill9(&mut self) {
-        for child in [self.bgpd.take(), self.zebra.take()].into_iter().flatten() {
-            let mut child = child;
+        let daemons = std::mem::take(&mut self.daemons);
+        for mut child in daemons.into_iter().chain(self.zebra.take()) {
             let _ = child.kill();
             let _ = child.wait();
         }

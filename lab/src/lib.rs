@@ -42,6 +42,7 @@ pub use client::{
     udp_query, wait_tcp_reachable,
 };
 pub use daemon::Daemon;
+pub use frr::Frr;
 pub use keepalived::{KaConf, Keepalived};
 pub use netns::{Netns, namespaces_with_prefix, require_root, veth_pair};
 pub use probe::{Handover, Probe, ProbeLab, Reply, Responder};

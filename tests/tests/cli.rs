@@ -432,3 +432,29 @@ fn check_reports_source_filter_rules_that_never_decide() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_counts_bfd_sessions_and_warns_when_bfdd_is_not_there() {
+    let f = write(
+        "[global]\nbfdd_socket = \"/nonexistent/bfdd.sock\"\n\n\
+         [dataplane]\ninterfaces = [\"lo\"]\n\n\
+         [bfd.to_b]\npeer = \"192.0.2.2\"\nmin_rx = \"20ms\"\nmin_tx = \"20ms\"\n\n\
+         [vrrp.VI_1]\ninterface = \"lo\"\nvirtual_router_id = 51\n\
+         virtual_ipaddresses = [\"192.0.2.100/24\"]\npeer_bfd = [\"to_b\"]\n",
+    );
+    let path = f.path().to_str().unwrap().to_string();
+    let (code, stdout, stderr) = xdp_lb(&["check", "--config", &path]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("1 vrrp instances, 1 bfd sessions"),
+        "{stdout}"
+    );
+    assert!(
+        stderr
+            .contains("xdp-lb: warning: bfdd's control socket /nonexistent/bfdd.sock is not there"),
+        "{stderr}"
+    );
+    // Offline, the host is not looked at.
+    let (code, _, stderr) = xdp_lb(&["check", "--offline", "--config", &path]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+}

@@ -13,8 +13,9 @@
 //! - a real server goes down: only its connections break, every LB stops sending to
 //!   it, the others' connections carry on;
 //! - a host crash of one LB (off the wire, `kill -9` of xdp-lb and FRR): the router
-//!   drops the route after the BGP hold time; connections through the dead LB continue on another one with the same real
-//!   server, the others are unaffected; the gap is measured.
+//!   drops the route once BFD (20 ms × 3, FRR's bfdd on both sides) finds the LB
+//!   silent; connections through the dead LB continue on another one with the same
+//!   real server, the others are unaffected; the gap is measured.
 //!
 //! Needs root and FRR; fails (never skips) without them.
 
@@ -28,7 +29,7 @@ use std::{
 use xdp_lb::status::Snapshot;
 use xdp_lb_lab::{
     Daemon, KeepAlive,
-    ecmp::{EcmpLab, VIP, lb_addr},
+    ecmp::{EcmpLab, VIP, lb_addr, xdp_lb_config},
     http_get_new_connections,
 };
 use xdp_lb_tests::{binary, start};
@@ -42,24 +43,6 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 fn vip() -> SocketAddr {
     SocketAddr::from((VIP, 80))
-}
-
-fn config(i: usize, backends: &[std::net::Ipv4Addr]) -> String {
-    let mut text = format!(
-        "[global]\nrouter_id = \"lb{}\"\n\n[dataplane]\ninterfaces = [\"eth0\"]\n\
-         neighbour_timeout = \"10s\"\n\n[announce]\ndrain_idle = \"1s\"\n\n\
-         [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nscheduler = \"maglev\"\n\
-         forwarding = \"dr\"\nannounce = true\n",
-        i + 1
-    );
-    for b in backends {
-        text += &format!(
-            "  [[virtual_server.real_server]]\n  address = \"{b}\"\n  check = {{ type = \
-             \"http\", path = \"/\", interval = \"200ms\", warmup = \"0s\", connect_timeout \
-             = \"300ms\", retry = 0, fall = 2, rise = 2 }}\n"
-        );
-    }
-    text
 }
 
 /// LB `i`'s `/status`, through the real `xdp-lb status --json` in its namespace.
@@ -148,7 +131,7 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
     // Every LB starts, and with quorum announces: the router installs three paths.
     let started = Instant::now();
     let mut daemons: Vec<Option<Daemon>> = (0..LBS)
-        .map(|i| Some(start(&lab.lbs[i], &config(i, &addrs))))
+        .map(|i| Some(start(&lab.lbs[i], &xdp_lb_config(i, &addrs))))
         .collect();
     for d in daemons.iter_mut().flatten() {
         d.wait_for_line("VIP announced", Duration::from_secs(10))
@@ -319,8 +302,9 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
 
     // lb3's host crashes: off the wire first (a dead host sends no BGP notification,
     // no FIN, no RST), then kill -9 of xdp-lb and FRR. The router keeps the path until
-    // the BGP hold time (3 s) runs out; the flows hashed to lb3 stall meanwhile (TCP
-    // retransmits), then go to lb1 and lb2, which send them to the same real servers.
+    // BFD finds lb3 silent (3 × 20 ms; the BGP hold time, 3 s, is the fallback); the
+    // flows hashed to lb3 stall meanwhile (TCP retransmits), then go to lb1 and lb2,
+    // which send them to the same real servers.
     let survivors = conns.open.len();
     let killed = Instant::now();
     lab.lbs[2].ip(["link", "set", "eth0", "down"]).unwrap();
@@ -356,7 +340,7 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
     assert!(moved.is_empty(), "{moved:?}");
     eprintln!(
         "measured: lb3's host crashed (link down, kill -9 of xdp-lb and FRR): path gone \
-         from the router after {:.2} s (BGP hold 3 s); {} of {survivors} open connections \
+         from the router after {:.2} s (BFD 20 ms x 3); {} of {survivors} open connections \
          broke; a round of requests on every connection took up to {:.2} s during the gap \
          (the stalled ones wait for TCP to retransmit through lb1 or lb2; {gap_rounds} \
          rounds), one after it {:.2} s: {broken_total:?}",
@@ -368,6 +352,10 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
     assert!(
         broken_total.is_empty(),
         "connections through the dead LB continue on another once the route is gone: {broken_total:?}"
+    );
+    assert!(
+        gone < Duration::from_secs(1),
+        "BFD drops lb3's path well before the BGP hold time (3 s): {gone:?}"
     );
     for d in daemons.into_iter().flatten() {
         d.stop().unwrap();

@@ -465,6 +465,77 @@ vrrp_instance "VI one" {
 }
 
 #[test]
+fn a_bfd_instance_becomes_a_session_bfdd_runs_with_keepalived_defaults() {
+    let text = r#"
+bfd_instance to_b {
+  neighbor_ip 192.0.2.2
+  source_ip 192.0.2.1
+  min_rx 20
+  multiplier 3
+  weight -20
+}
+bfd_instance defaults {
+  neighbour_ip 192.0.2.3
+  min_tx 3.5
+}
+bfd_instance nobody {
+  min_rx 10
+}
+vrrp_instance VI_1 {
+  interface eth0
+  virtual_router_id 9
+  virtual_ipaddress { 192.0.2.100 }
+  track_bfd {
+    to_b
+    defaults weight 7
+  }
+}
+"#;
+    let out = import(text, "k.conf", &[]).unwrap();
+    let report = out.report().join("\n");
+    for expected in [
+        "k.conf:11: min_tx 3.5: not translated (bfdd takes whole milliseconds",
+        "k.conf:13: bfd_instance nobody { ... }: not translated (it has no `neighbor_ip`",
+        "k.conf:22: defaults weight 7: not translated (xdp-lb's weight belongs to the session",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    let c = out
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.toml));
+    let names: Vec<&str> = c.bfd.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["defaults", "to_b"]);
+    let (defaults, to_b) = (&c.bfd[0], &c.bfd[1]);
+    assert_eq!(
+        (
+            to_b.peer,
+            to_b.local,
+            to_b.min_rx,
+            to_b.min_tx,
+            to_b.multiplier
+        ),
+        (
+            "192.0.2.2".parse::<IpAddr>().unwrap(),
+            Some("192.0.2.1".parse::<IpAddr>().unwrap()),
+            Duration::from_millis(20),
+            Duration::from_millis(10),
+            3
+        )
+    );
+    // keepalived's defaults, not bfdd's.
+    assert_eq!(
+        (defaults.min_rx, defaults.min_tx, defaults.multiplier),
+        (Duration::from_millis(10), Duration::from_millis(10), 5)
+    );
+    assert_eq!((to_b.weight, defaults.weight), (-20, 0));
+    assert_eq!(c.vrrp[0].identity.track_bfd, ["to_b"]);
+    assert!(c.vrrp[0].identity.peer_bfd.is_empty());
+}
+
+#[test]
 fn old_unicast_checksum_is_carried_over() {
     let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n version 3\n unicast_peer {\n  192.0.2.3\n }\n old_unicast_checksum\n virtual_ipaddress {\n  192.0.2.9\n }\n}\n";
     let out = import(text, "k.conf", &[]).unwrap();
@@ -916,8 +987,10 @@ fn an_include_of_a_fifo_or_device_is_skipped_unread() {
 }
 
 #[test]
-fn least_connection_schedulers_keep_their_ipvs_meaning() {
+fn least_connection_and_hashing_schedulers_keep_their_ipvs_meaning() {
     for (algo, want) in [
+        ("sh", Scheduler::Sh),
+        ("dh", Scheduler::Dh),
         ("lc", Scheduler::Lc),
         ("wlc", Scheduler::Wlc),
         ("sed", Scheduler::Sed),

@@ -331,6 +331,13 @@ pub enum Event {
     PriorityAdjust(i32),
     /// A tracked interface went down (`true`) or every one is up again (`false`).
     FaultSet(bool),
+    /// Something outside VRRP that watches `peer` closely (a BFD session) saw it die.
+    /// A BACKUP whose accepted master is `peer` acts as if the Master_Down_Interval had
+    /// just run out, instead of waiting for it; anything else ignores it (counted).
+    PeerDown {
+        /// The address the dead peer's adverts came from.
+        peer: IpAddr,
+    },
     /// Stop the instance (RFC 5798 Shutdown event).
     Shutdown,
 }
@@ -428,6 +435,10 @@ pub struct Stats {
     pub other_vrid: u64,
     /// Our own adverts looped back.
     pub own_adverts: u64,
+    /// [`Event::PeerDown`] about our master that cut the master-down wait short.
+    pub peer_down_takeovers: u64,
+    /// [`Event::PeerDown`] ignored: not BACKUP, or the peer is not our master.
+    pub peer_down_ignored: u64,
 }
 
 impl Stats {
@@ -527,6 +538,7 @@ impl Instance {
                 self.fault = fault;
                 self.apply_fault(now, &mut out);
             }
+            Event::PeerDown { peer } => self.peer_down(now, peer, &mut out),
             Event::Shutdown => self.shutdown(&mut out),
         }
         out
@@ -761,6 +773,20 @@ impl Instance {
             }
             State::Initialize | State::Fault => {}
         }
+    }
+
+    /// [`Event::PeerDown`]: the master-down timer fires now if `peer` is our master. The
+    /// RFC's timer only stands in for "the master stopped talking"; a faster witness of
+    /// that changes when, not what, so a sync group still waits for all its members.
+    fn peer_down(&mut self, now: Instant, peer: IpAddr, out: &mut Vec<Action>) {
+        let follows_peer = self.master.is_some_and(|(master, _)| master == peer);
+        if self.state != State::Backup || !follows_peer {
+            self.stats.peer_down_ignored += 1;
+            return;
+        }
+        self.stats.peer_down_takeovers += 1;
+        self.down_at = Some(now);
+        self.timer(now, out);
     }
 
     fn advert_received(
@@ -1356,6 +1382,40 @@ mod tests {
             vr.next_deadline(),
             Some(t + secs(4.0) + vr.master_down_interval())
         );
+    }
+
+    #[test]
+    fn peer_down_of_the_master_takes_over_at_once() {
+        let t0 = Instant::now();
+        let mut vr = started(cfg(100), t0);
+        vr.handle(t0 + secs(1.0), advert_from(&vr, 200));
+        let t = t0 + secs(1.2);
+        let actions = vr.handle(t, Event::PeerDown { peer: ip(PEER) });
+        assert!(actions.contains(&Action::BecomeMaster), "{actions:?}");
+        assert_eq!(vr.state(), State::Master);
+        assert_eq!(vr.stats().peer_down_takeovers, 1);
+        // As MASTER, a second report changes nothing.
+        assert!(vr.handle(t, Event::PeerDown { peer: ip(PEER) }).is_empty());
+        assert_eq!(vr.stats().peer_down_ignored, 1);
+    }
+
+    #[test]
+    fn peer_down_of_another_router_or_before_any_master_is_ignored() {
+        let t0 = Instant::now();
+        let mut vr = started(cfg(100), t0);
+        // No master heard yet: the RFC's timers decide.
+        assert!(vr.handle(t0, Event::PeerDown { peer: ip(PEER) }).is_empty());
+        vr.handle(t0 + secs(1.0), advert_from(&vr, 200));
+        let other: IpAddr = "192.0.2.77".parse().unwrap();
+        let deadline = vr.next_deadline();
+        assert!(
+            vr.handle(t0 + secs(1.1), Event::PeerDown { peer: other })
+                .is_empty()
+        );
+        assert_eq!(vr.state(), State::Backup);
+        assert_eq!(vr.next_deadline(), deadline);
+        assert_eq!(vr.stats().peer_down_ignored, 2);
+        assert_eq!(vr.stats().peer_down_takeovers, 0);
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub const SELECT_CURSOR: u8 = 0;
 pub const SELECT_HASH_SRC: u8 = 1;
 /// Hash of the 5-tuple (maglev).
 pub const SELECT_HASH_FLOW: u8 = 2;
+/// Hash of the destination address (dh).
+pub const SELECT_HASH_DST: u8 = 3;
 
 /// `BackendValue::flags`: the backend may carry traffic. Flows pinned to a backend
 /// without this flag are rescheduled on their next packet.
@@ -212,7 +214,8 @@ pub fn flow_hash(flow: &FlowKey) -> u32 {
 }
 
 /// Murmur3-style mixing of a 16-byte address into a seed; unrolled, no loops. A
-/// `SELECT_HASH_SRC` (sh) service indexes its schedule by `hash_words(src, 0)`.
+/// `SELECT_HASH_SRC` (sh) service indexes its schedule by `hash_words(src, 0)`, a
+/// `SELECT_HASH_DST` (dh) one by `hash_words(dst, 0)`.
 /// Words are read little-endian: what the (bpfel) program has always read, and the
 /// same on a big-endian host running the daemon's prediction.
 #[inline(always)]
@@ -317,7 +320,6 @@ pub struct NatValue {
 }
 
 /// Index of the `CONFIG` array (u64 values set by the daemon).
-pub const CONFIG_NAT_ENABLED: u32 = 0;
 pub const CONFIG_TIMEOUT_TCP_NS: u32 = 1;
 pub const CONFIG_TIMEOUT_TCP_FIN_NS: u32 = 2;
 pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
@@ -326,6 +328,11 @@ pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
 /// established connections; consistent-hash services keep their server by the hash.
 pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
 pub const CONFIG_SLOTS: u32 = 5;
+
+/// `NAT_PORTS`: one bit per port (port / 64 is the word, port % 64 the bit) that a NAT
+/// real server answers from. A packet to no VIP is looked up in the reply table only
+/// if its source port has its bit set; none set means no NAT service.
+pub const NAT_PORT_WORDS: u32 = 1024;
 /// Timestamps are refreshed at most this often, so a busy flow does not dirty its
 /// cache line on every packet.
 pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
@@ -410,9 +417,15 @@ pub enum Reason {
     /// no `allow` of a service that has some): dropped, and counted by its rule in
     /// `FILTER_STATS`.
     DropFiltered = 19,
+    /// An ICMP "fragmentation needed" / "packet too big" about a VIP flow with no flow
+    /// entry (never seen, evicted, or a service without a flow table): passed.
+    PassIcmpNoFlow = 20,
+    /// An ICMP "fragmentation needed" / "packet too big" about a VIP flow, forwarded to
+    /// the flow's real server (DR, TUN) for its path-MTU discovery.
+    IcmpToRealServer = 21,
 }
 
-pub const REASON_COUNT: u32 = 20;
+pub const REASON_COUNT: u32 = 22;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -436,6 +449,8 @@ impl Reason {
         Reason::PassMartian,
         Reason::PassBadChecksum,
         Reason::DropFiltered,
+        Reason::PassIcmpNoFlow,
+        Reason::IcmpToRealServer,
     ];
 
     /// Stable snake_case name for logs and metrics.
@@ -461,6 +476,8 @@ impl Reason {
             Reason::PassMartian => "pass_martian",
             Reason::PassBadChecksum => "pass_bad_checksum",
             Reason::DropFiltered => "drop_filtered",
+            Reason::PassIcmpNoFlow => "pass_icmp_no_flow",
+            Reason::IcmpToRealServer => "icmp_to_real_server",
         }
     }
 }

@@ -1,11 +1,65 @@
 //! The benchmark floor: swap the Ethernet addresses and bounce the frame (`XDP_TX`).
 //! `cargo xtask bench` times it beside xdp-lb in the same run.
+//!
+//! Also the veth benchmark's traffic: `xdp_gen`, run by BPF_PROG_TEST_RUN in
+//! live-frames mode, sends its frame out again with the TCP source port cycling through
+//! `GEN_FLOWS` values (that many flows), and `xdp_sink` drops and counts what comes
+//! back.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use aya_ebpf::{
+        bindings::xdp_action,
+        macros::{map, xdp},
+        maps::{Array, PerCpuArray},
+        programs::XdpContext,
+    };
+
+    /// How many distinct source ports `xdp_gen` cycles through.
+    #[map]
+    static GEN_FLOWS: Array<u32> = Array::with_max_entries(1, 0);
+    /// Each CPU's position in the cycle.
+    #[map]
+    static GEN_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+    /// Frames `xdp_sink` dropped, per CPU.
+    #[map]
+    static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    /// Ethernet + IPv4 without options: the TCP source port's offset.
+    const SPORT: usize = 14 + 20;
+
+    #[xdp]
+    pub fn xdp_gen(ctx: XdpContext) -> u32 {
+        let start = ctx.data();
+        if start + SPORT + 2 > ctx.data_end() {
+            return xdp_action::XDP_ABORTED;
+        }
+        let flows = GEN_FLOWS.get(0).copied().unwrap_or(1).max(1);
+        let Some(next) = GEN_NEXT.get_ptr_mut(0) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        // SAFETY: this CPU's element of a per-CPU array, from a successful lookup.
+        let n = unsafe {
+            let n = *next % flows;
+            *next = n + 1;
+            n
+        };
+        let port = (10_000 + n as u16).to_be_bytes();
+        // SAFETY: the check above keeps the two bytes inside the packet.
+        unsafe { *((start + SPORT) as *mut [u8; 2]) = port };
+        xdp_action::XDP_TX
+    }
+
+    #[xdp]
+    pub fn xdp_sink(_ctx: XdpContext) -> u32 {
+        if let Some(count) = SINK_COUNT.get_ptr_mut(0) {
+            // SAFETY: this CPU's element of a per-CPU array, from a successful lookup.
+            unsafe { *count += 1 };
+        }
+        xdp_action::XDP_DROP
+    }
 
     #[xdp]
     pub fn xdp_floor(ctx: XdpContext) -> u32 {

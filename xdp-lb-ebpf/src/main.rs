@@ -17,6 +17,8 @@ mod dr;
 #[cfg(target_arch = "bpf")]
 mod filter;
 #[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;
@@ -36,14 +38,12 @@ mod program {
     use aya_ebpf::helpers::bpf_ktime_get_ns;
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use xdp_lb_common::{
-        CONFIG_NAT_ENABLED, FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING,
-        SERVICE_F_FILTER, SERVICE_F_FILTER_GLOBAL, ServiceKey,
+        FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
+        SERVICE_F_FILTER_GLOBAL, ServiceKey,
     };
 
     use crate::{
-        counters, dr, filter,
-        maps::{CONFIG, SERVICES},
-        nat, parse, persist, schedule, tun, validate,
+        counters, dr, filter, icmp, maps::SERVICES, nat, parse, persist, schedule, tun, validate,
     };
 
     /// A final action together with the reason it is counted under.
@@ -81,6 +81,10 @@ mod program {
     #[inline(always)]
     fn process(ctx: &XdpContext) -> Result<Verdict, Verdict> {
         let pkt = parse::parse(ctx).map_err(Verdict::pass)?;
+        // ICMP is parsed only for the errors real servers need (path MTU).
+        if pkt.flow.proto == icmp::IPPROTO_ICMP || pkt.flow.proto == icmp::IPPROTO_ICMPV6 {
+            return icmp::forward(ctx, &pkt);
+        }
         let key = ServiceKey {
             addr: pkt.flow.dst,
             port_be: pkt.flow.dport_be,
@@ -98,13 +102,12 @@ mod program {
         let svc = match unsafe { SERVICES.get(key_ref) } {
             Some(svc) => *svc,
             None => {
-                // Only NAT setups pay for the reply lookup.
-                if CONFIG.get(CONFIG_NAT_ENABLED).is_some_and(|on| *on != 0) {
-                    // SAFETY: bpf_ktime_get_ns has no preconditions.
-                    let now = unsafe { bpf_ktime_get_ns() };
-                    if let Some(verdict) = nat::reply(ctx, &pkt, now) {
-                        return verdict;
-                    }
+                // Only a packet from a port NAT real servers answer from pays for the
+                // reply lookup (and the clock, on a hit).
+                if nat::may_be_reply(pkt.flow.sport_be)
+                    && let Some(verdict) = nat::reply(ctx, &pkt)
+                {
+                    return verdict;
                 }
                 return Ok(Verdict::pass(Reason::PassNotService));
             }

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use xdp_lb_common::{
     BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS,
     FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NatValue, PersistKey, PersistValue,
-    REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
+    MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatValue, PersistKey,
+    PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
 };
 
 /// (VIP, port, proto) → service.
@@ -70,6 +70,10 @@ pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS_IFACES, 
 #[map]
 pub static NAT_REPLIES: LruHashMap<FlowKey, NatValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+
+/// The ports NAT real servers answer from, one bit each (see `NAT_PORT_WORDS`).
+#[map]
+pub static NAT_PORTS: Array<u64> = Array::with_max_entries(NAT_PORT_WORDS, 0);
 
 /// The flood guard's per-CPU token bucket: (tokens, last refill in ns).
 #[map]

@@ -13,7 +13,7 @@ use xdp_lb_common::{
 use crate::{
     csum::{replace16, replace32},
     dr,
-    maps::{CONFIG, EGRESS, NAT_REPLIES},
+    maps::{CONFIG, EGRESS, NAT_PORTS, NAT_REPLIES},
     parse::{Packet, TCP_FIN, TCP_RST, ptr_at_mut},
     program::Verdict,
 };
@@ -117,12 +117,26 @@ fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, 
     }
 }
 
+/// Whether a packet from `sport_be` may be a NAT real server's reply: its port's bit
+/// in `NAT_PORTS`. One array read instead of hashing the 40-byte reply key, for every
+/// packet of the host that is not for a VIP.
+#[inline(always)]
+pub fn may_be_reply(sport_be: u16) -> bool {
+    let port = u32::from(u16::from_be(sport_be));
+    NAT_PORTS
+        .get(port >> 6)
+        .is_some_and(|word| *word & (1u64 << (port & 63)) != 0)
+}
+
 /// A real server's reply to a NAT flow, translated back; `None` if it is not one.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<Result<Verdict, Verdict>> {
+pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>> {
     // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
     let flow = &pkt.flow;
     let entry = NAT_REPLIES.get_ptr_mut(flow)?;
+    // The clock only for a reply: every other packet of the host passes without it.
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     // A reply is forwarded too: only a well-formed one from a possible source.
     if let Err(reason) = crate::validate::check(ctx, pkt) {
         return Some(Err(Verdict::pass(reason)));

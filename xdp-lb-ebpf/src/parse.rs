@@ -1,5 +1,6 @@
 //! Header parsing: Ethernet (with at most one 802.1Q tag), IPv4 (options allowed),
-//! IPv6 (no extension headers), TCP and UDP. Produces the flow key or the reason the
+//! IPv6 (no extension headers), TCP and UDP; ICMP and ICMPv6 with ports 0 (for
+//! `icmp`, which reads the rest). Produces the flow key or the reason the
 //! packet is left to the kernel. Nothing here writes to the packet.
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
@@ -100,6 +101,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
             flow.sport_be = u16::from_ne_bytes(src);
             flow.dport_be = u16::from_ne_bytes(dst);
         }
+        crate::icmp::IPPROTO_ICMP if ipv4 => {}
+        crate::icmp::IPPROTO_ICMPV6 if !ipv4 => {}
         _ => return Err(Reason::PassNotL4),
     }
     Ok(Packet {
@@ -166,7 +169,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize,
         return Err(Reason::PassTruncated);
     }
     match next {
-        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_TCP | IPPROTO_UDP | crate::icmp::IPPROTO_ICMPV6 => {}
         IPPROTO_FRAGMENT => return Err(Reason::PassFragment),
         0 | 43 | 50 | 51 | 60 | 135 | 139 | 140 => return Err(Reason::PassIpv6Ext),
         _ => return Err(Reason::PassNotL4),

@@ -4,8 +4,8 @@
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, FLOW_F_CLOSING, FlowValue, IPPROTO_TCP,
-    Reason, SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue,
-    flow_hash, hash_words,
+    Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats,
+    ServiceValue, flow_hash, hash_words,
 };
 
 use crate::{
@@ -112,6 +112,7 @@ pub fn select(
     let slot = match svc.select {
         SELECT_CURSOR => next_cursor(svc.id),
         SELECT_HASH_SRC => hash_words(&pkt.flow.src, 0),
+        SELECT_HASH_DST => hash_words(&pkt.flow.dst, 0),
         _ => flow_hash(&pkt.flow),
     } % svc.sched_len;
     let backend_id = match SCHEDULE.get(svc.sched_base + slot) {

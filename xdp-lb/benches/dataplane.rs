@@ -319,7 +319,7 @@ fn main() {
     let tun_established = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 82));
 
     // NAT on: non-VIP packets now also try the reply table.
-    dp.set_nat(true, &NatTimeouts::default()).unwrap();
+    dp.set_nat(&[8080].into(), &NatTimeouts::default()).unwrap();
     let lb = dp.program();
     let mut nat_rounds = Vec::new();
     for _ in 0..ROUNDS {

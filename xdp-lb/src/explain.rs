@@ -23,9 +23,9 @@ use aya::maps::MapError;
 use serde::{Deserialize, Serialize};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FLOW_F_CLOSING, FWD_NAT, FlowKey, FlowValue, IPPROTO_TCP,
-    IPPROTO_UDP, PersistKey, PersistValue, SELECT_CURSOR, SELECT_HASH_SRC, SERVICE_F_ACTIVE,
-    SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceValue, flow_hash, hash_words,
-    mask_addr,
+    IPPROTO_UDP, PersistKey, PersistValue, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC,
+    SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceValue,
+    flow_hash, hash_words, mask_addr,
 };
 
 use crate::{
@@ -510,6 +510,8 @@ pub fn explain(
     } else {
         let hashed = if value.select == SELECT_HASH_SRC {
             Some(("source address", hash_words(&addr16(query.src), 0)))
+        } else if value.select == SELECT_HASH_DST {
+            Some(("destination address", hash_words(&addr16(query.dst), 0)))
         } else {
             query
                 .src_port

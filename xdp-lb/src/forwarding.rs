@@ -36,7 +36,12 @@ pub trait MapWriter {
     /// Zeroes the counters of newly given service ids and backend slots.
     fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError>;
     /// Switches the NAT reply path on or off, with its timeouts.
-    fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError>;
+    /// The ports NAT real servers answer from (none: no NAT), and the idle timeouts.
+    fn set_nat(
+        &mut self,
+        ports: &BTreeSet<u16>,
+        timeouts: &NatTimeouts,
+    ) -> Result<(), DataplaneError>;
     /// Makes source-filter generation `generation` (0 or 1) hold exactly `entries`.
     fn set_filter(
         &mut self,
@@ -61,8 +66,12 @@ impl MapWriter for Dataplane {
         let slots: Vec<u32> = slots.iter().map(|s| s.0).collect();
         Dataplane::reset_counters(self, services, &slots)
     }
-    fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
-        Dataplane::set_nat(self, on, timeouts)
+    fn set_nat(
+        &mut self,
+        ports: &BTreeSet<u16>,
+        timeouts: &NatTimeouts,
+    ) -> Result<(), DataplaneError> {
+        Dataplane::set_nat(self, ports, timeouts)
     }
     fn set_filter(
         &mut self,
@@ -127,9 +136,9 @@ pub struct Forwarding<W: MapWriter> {
     writer: W,
     /// The idle timeouts flows of NAT, lc and wlc services expire after.
     timeouts: NatTimeouts,
-    /// What [`MapWriter::set_nat`] last wrote: the NAT reply path's switch and the
+    /// What [`MapWriter::set_nat`] last wrote: the NAT real servers' ports and the
     /// timeouts (so an unchanged reload writes nothing).
-    written_aging: Option<(bool, NatTimeouts)>,
+    written_aging: Option<(BTreeSet<u16>, NatTimeouts)>,
     /// The source-filter generation services read, and the entries it holds. A
     /// changed rule set goes into the other generation first, then every service is
     /// switched to it (one value write each), so no packet sees half of a change.
@@ -368,23 +377,29 @@ impl<W: MapWriter> Forwarding<W> {
             self.writer.set_backend(slot, &BackendValue::default())?;
         }
         self.table = table;
-        self.write_all()?;
+        // The NAT ports first: a new NAT service's replies are recognised from its
+        // first connection on.
         self.timeouts = timeouts;
         self.write_aging()?;
+        self.write_all()?;
         Ok(edges)
     }
 
-    /// The NAT reply path is on while a service forwards by NAT; the timeouts are
-    /// written with it, for NAT's flows and those of lc and wlc services.
+    /// The NAT reply path looks at packets from the ports of NAT services' real
+    /// servers (sorry servers included); the timeouts are written with them, for NAT's
+    /// flows and those of lc and wlc services.
     fn write_aging(&mut self) -> Result<(), ForwardingError> {
-        let nat = self
-            .table
+        let table = &self.table;
+        let ports: BTreeSet<u16> = table
             .services
             .iter()
-            .any(|s| s.forwarding == crate::config::Forwarding::Nat);
-        let wanted = (nat, self.timeouts);
-        if self.written_aging != Some(wanted) {
-            self.writer.set_nat(nat, &self.timeouts)?;
+            .filter(|s| s.forwarding == crate::config::Forwarding::Nat)
+            .flat_map(|s| s.backends.iter().chain(s.sorry.iter()))
+            .map(|b| table.backends[*b].port)
+            .collect();
+        let wanted = (ports, self.timeouts);
+        if self.written_aging.as_ref() != Some(&wanted) {
+            self.writer.set_nat(&wanted.0, &self.timeouts)?;
             self.written_aging = Some(wanted);
         }
         Ok(())

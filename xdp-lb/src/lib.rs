@@ -3,6 +3,7 @@
 pub mod advertise;
 pub mod announce;
 pub mod api;
+pub mod bfd;
 pub mod config;
 pub mod connections;
 pub mod daemon;

@@ -424,8 +424,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (n, 0) => format!(", {n} source-filter rules"),
                 (n, s) => format!(", {n} source-filter rules ({s} never decide)"),
             };
+            // bfdd may well start after xdp-lb (which keeps trying), so its absence is
+            // a warning, said where the operator looks.
+            let socket = &config.global.bfdd_socket;
+            if !config.bfd.is_empty() && !offline && !socket.exists() {
+                eprintln!(
+                    "xdp-lb: warning: bfdd's control socket {} is not there: the [bfd.*] \
+                     sessions stay unknown until bfdd runs with it (`bfdd=yes` in \
+                     /etc/frr/daemons; `--bfdctl` for another path)",
+                    socket.display()
+                );
+            }
+            let bfd = match config.bfd.len() {
+                0 => String::new(),
+                n => format!(", {n} bfd sessions"),
+            };
             println!(
-                "{}: ok ({} virtual servers, {} real servers, {} vrrp instances{filter}, \
+                "{}: ok ({} virtual servers, {} real servers, {} vrrp instances{bfd}{filter}, \
                  interfaces: {})",
                 path.display(),
                 config.virtual_servers.len(),
@@ -671,13 +686,26 @@ async fn reload_on_sighup(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM: a stop, unless the SIGTERM is systemd restarting
+/// the service, which is handed over as SIGQUIT is.
+async fn shutdown_signal() -> xdp_lb::daemon::Shutdown {
     use tokio::signal::unix::{SignalKind, signal};
+    use xdp_lb::daemon::Shutdown;
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = term.recv() => {
+            if xdp_lb::systemd::restart_in_progress().await {
+                tracing::info!("SIGTERM received while systemd restarts the service: handing over");
+                Shutdown::Handover
+            } else {
+                tracing::info!("SIGTERM received");
+                Shutdown::Stop
+            }
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT received");
+            Shutdown::Stop
+        }
     }
 }

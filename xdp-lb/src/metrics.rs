@@ -441,6 +441,25 @@ impl Collector for SnapshotCollector {
         if let Some(sync) = &s.sync {
             encode_sync(&mut e, sync)?;
         }
+        let session = |b: &crate::bfd::SessionStatus| {
+            vec![("session", b.name.clone()), ("peer", b.peer.to_string())]
+        };
+        family(
+            &mut e,
+            "bfd_session_up",
+            "1 while bfdd reports the [bfd.NAME] session up",
+            s.bfd
+                .iter()
+                .map(|b| (session(b), gauge((b.state == "up").into()))),
+        )?;
+        family(
+            &mut e,
+            "bfd_peer_down",
+            "Times the session's peer stopped answering within the detection time",
+            s.bfd
+                .iter()
+                .map(|b| (session(b), counter(b.peer_down_events))),
+        )?;
         use crate::advertise::DrainState;
         family(
             &mut e,
@@ -566,6 +585,26 @@ fn encode_sync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bfd_sessions_are_series() {
+        let mut s = crate::status::sample();
+        s.bfd = vec![crate::bfd::SessionStatus {
+            name: "to_b".into(),
+            peer: "192.0.2.2".parse().unwrap(),
+            state: "up".into(),
+            diagnostics: 0,
+            since: None,
+            peer_down_events: 2,
+        }];
+        let text = render(s);
+        for line in [
+            "xdp_lb_bfd_session_up{session=\"to_b\",peer=\"192.0.2.2\"} 1",
+            "xdp_lb_bfd_peer_down_total{session=\"to_b\",peer=\"192.0.2.2\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn the_nat_sync_is_series() {

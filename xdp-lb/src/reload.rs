@@ -8,9 +8,9 @@
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
 //! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything
-//! else (`[global]`, `[dataplane]`, `[announce]`, `[sync]`, other `[vrrp.*]` keys, instances
-//! added or removed, a priority to or from 255, `[script.*]`, `[vrrp_sync_group.*]`)
-//! is refused with what
+//! else (`[global]`, `[dataplane]`, `[announce]`, `[sync]`, other `[vrrp.*]` keys,
+//! instances added or removed, a priority to or from 255, `[script.*]`,
+//! `[vrrp_sync_group.*]`, `[bfd.*]`) is refused with what
 //! changed named: applying it live would mean re-attaching XDP or restarting VRRP
 //! instances, which a restart does more honestly. A refused or invalid reload changes
 //! nothing.
@@ -44,6 +44,14 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "script",
         &old.scripts,
         &new.scripts,
+        |s| &s.name,
+        &mut changed,
+        changed_keys,
+    );
+    named(
+        "bfd",
+        &old.bfd,
+        &new.bfd,
         |s| &s.name,
         &mut changed,
         changed_keys,

@@ -222,8 +222,8 @@ const MAGLEV_SLOTS_PER_BACKEND: u64 = 100;
 /// - a server leaving or joining moves only about its own share of the slots.
 ///
 /// `keys` and `weights` are parallel; slots hold positions in them. Weight 0 takes no
-/// slot. `select` is the kernel's hash ([`xdp_lb_common::SELECT_HASH_SRC`] or
-/// [`xdp_lb_common::SELECT_HASH_FLOW`]).
+/// slot. `select` is the kernel's hash ([`xdp_lb_common::SELECT_HASH_SRC`],
+/// [`xdp_lb_common::SELECT_HASH_DST`] or [`xdp_lb_common::SELECT_HASH_FLOW`]).
 pub fn maglev(keys: &[u64], weights: &[u32], select: u8) -> Schedule {
     let g = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd);
     let mut members: Vec<(u64, usize, u64)> = keys

@@ -19,8 +19,8 @@ use std::net::IpAddr;
 
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS, MAX_SERVICES, SELECT_CURSOR, SELECT_HASH_FLOW, SELECT_HASH_SRC, ServiceKey,
-    v4_mapped,
+    MAX_BACKENDS, MAX_SERVICES, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_FLOW, SELECT_HASH_SRC,
+    ServiceKey, v4_mapped,
 };
 
 use crate::{
@@ -658,7 +658,7 @@ impl ServiceTable {
                     source,
                 }
             })?,
-            Scheduler::Sh | Scheduler::Maglev => {
+            Scheduler::Sh | Scheduler::Dh | Scheduler::Maglev => {
                 let keys: Vec<u64> = svc
                     .backends
                     .iter()
@@ -667,10 +667,10 @@ impl ServiceTable {
                         schedule::backend_key(b.addr, b.port)
                     })
                     .collect();
-                let select = if svc.scheduler == Scheduler::Sh {
-                    SELECT_HASH_SRC
-                } else {
-                    SELECT_HASH_FLOW
+                let select = match svc.scheduler {
+                    Scheduler::Sh => SELECT_HASH_SRC,
+                    Scheduler::Dh => SELECT_HASH_DST,
+                    _ => SELECT_HASH_FLOW,
                 };
                 schedule::maglev(&keys, &weights, select)
             }

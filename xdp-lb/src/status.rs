@@ -40,6 +40,9 @@ pub struct Snapshot {
     /// `[sync]`: NAT connections sent to or received from the peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<crate::sync::SyncStatus>,
+    /// `[bfd.NAME]` sessions as bfdd last reported them.
+    #[serde(default)]
+    pub bfd: Vec<crate::bfd::SessionStatus>,
 }
 
 /// Per-second rates over the last interval (see [`Snapshot::with_rates`]).
@@ -333,6 +336,7 @@ impl Snapshot {
             announcements: Vec::new(),
             drain: Default::default(),
             sync: None,
+            bfd: Vec::new(),
         }
     }
 

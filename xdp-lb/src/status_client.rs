@@ -221,6 +221,20 @@ pub fn render(s: &Snapshot) -> String {
     if let Some(sync) = &s.sync {
         render_sync(&mut out, sync);
     }
+    if !s.bfd.is_empty() {
+        let _ = writeln!(out, "\nBFD SESSIONS (run by bfdd)");
+        for b in &s.bfd {
+            let _ = writeln!(
+                out,
+                "  {:<16} peer {:<26} {:<8} diagnostic {}  peer deaths seen {}",
+                b.name,
+                b.peer.to_string(),
+                b.state,
+                b.diagnostics,
+                b.peer_down_events
+            );
+        }
+    }
     if !s.global_deny.is_empty() {
         let _ = writeln!(out, "\nSOURCE FILTER (every service)");
         for rule in &s.global_deny {
@@ -412,6 +426,27 @@ mod tests {
             "  deny 203.0.113.0/24            packets 9",
             "    allow 198.51.100.0/24        packets 270",
             "    deny (no allow matched)      packets 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn bfd_sessions_read_as_text() {
+        let mut s = crate::status::sample();
+        assert!(!render(&s).contains("BFD"), "no session, no section");
+        s.bfd = vec![crate::bfd::SessionStatus {
+            name: "to_lb2".into(),
+            peer: "192.0.2.2".parse().unwrap(),
+            state: "down".into(),
+            diagnostics: 1,
+            since: Some(1),
+            peer_down_events: 3,
+        }];
+        let text = render(&s);
+        for line in [
+            "BFD SESSIONS (run by bfdd)",
+            "  to_lb2           peer 192.0.2.2                  down     diagnostic 1  peer deaths seen 3",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

@@ -1,4 +1,4 @@
-//! VRRP tracking of virtual servers' quorum and of track scripts.
+//! VRRP tracking of virtual servers' quorum, track scripts and BFD sessions.
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -13,6 +13,9 @@ pub(crate) struct VrrpTracking {
     instances: Vec<TrackingOf>,
     /// Each `[script.NAME]`'s name, weight and current verdict (scripts start up).
     scripts: Vec<(String, i32, bool)>,
+    /// Each `[bfd.NAME]`'s name, weight and whether it is up (sessions start down, as
+    /// keepalived's).
+    bfd: Vec<(String, i32, bool)>,
 }
 
 struct TrackingOf {
@@ -21,6 +24,8 @@ struct TrackingOf {
     services: Vec<(usize, i32)>,
     /// Indices into `VrrpTracking::scripts`.
     scripts: Vec<usize>,
+    /// Indices into `VrrpTracking::bfd`.
+    bfd: Vec<usize>,
 }
 
 impl VrrpTracking {
@@ -34,10 +39,16 @@ impl VrrpTracking {
             .iter()
             .map(|s| (s.name.clone(), s.weight, true))
             .collect();
+        let bfd = config
+            .bfd
+            .iter()
+            .map(|s| (s.name.clone(), s.weight, false))
+            .collect();
         VrrpTracking {
             tx,
             instances: targets(config, table),
             scripts,
+            bfd,
         }
     }
 
@@ -77,6 +88,17 @@ impl VrrpTracking {
         }
     }
 
+    /// A BFD session went up or left up.
+    pub(crate) fn bfd_changed(&mut self, index: usize, up: bool, table: &ServiceTable) {
+        let Some((_, _, was)) = self.bfd.get_mut(index) else {
+            return;
+        };
+        if *was != up {
+            *was = up;
+            self.update(table);
+        }
+    }
+
     /// Tells every tracking instance its total adjustment, as keepalived sums tracking
     /// weights: a tracked virtual server without quorum adds its (negative) weight; a
     /// script adds a positive weight while it succeeds and a negative one while it
@@ -96,15 +118,16 @@ impl VrrpTracking {
                     down.push(table.services[*index].name.clone());
                 }
             }
-            for index in &t.scripts {
-                let (name, weight, ok) = &self.scripts[*index];
+            let scripts = t.scripts.iter().map(|&i| ("script", &self.scripts[i]));
+            let bfd = t.bfd.iter().map(|&i| ("bfd", &self.bfd[i]));
+            for (kind, (name, weight, ok)) in scripts.chain(bfd) {
                 match (*ok, weight.signum()) {
                     (true, 1) | (false, -1) => adjust += weight,
                     (false, 0) => fault = true,
                     _ => {}
                 }
                 if !ok {
-                    down.push(format!("script {name}"));
+                    down.push(format!("{kind} {name}"));
                 }
             }
             let update = failover::TrackUpdate {
@@ -129,7 +152,10 @@ fn targets(config: &Config, table: &ServiceTable) -> Vec<TrackingOf> {
         .vrrp
         .iter()
         .filter(|vi| {
-            !vi.identity.track_virtual_servers.is_empty() || !vi.identity.track_scripts.is_empty()
+            let id = &vi.identity;
+            !id.track_virtual_servers.is_empty()
+                || !id.track_scripts.is_empty()
+                || !id.track_bfd.is_empty()
         })
         .map(|vi| TrackingOf {
             instance: vi.name.clone(),
@@ -149,6 +175,12 @@ fn targets(config: &Config, table: &ServiceTable) -> Vec<TrackingOf> {
                 .track_scripts
                 .iter()
                 .filter_map(|n| config.scripts.iter().position(|s| &s.name == n))
+                .collect(),
+            bfd: vi
+                .identity
+                .track_bfd
+                .iter()
+                .filter_map(|n| config.bfd.iter().position(|s| &s.name == n))
                 .collect(),
         })
         .collect()
@@ -243,5 +275,55 @@ track_scripts = ["chk_a", "chk_b"]
         tracking.script_changed(ScriptIndex(0), false, None, &table);
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow()["VI_1"].adjust, -20);
+    }
+
+    #[test]
+    fn bfd_sessions_weigh_as_keepalived_track_bfd() {
+        let text = r#"
+[dataplane]
+interfaces = ["eth0"]
+
+[bfd.gw]
+peer = "192.0.2.254"
+weight = -30
+
+[bfd.uplink]
+peer = "192.0.2.253"
+
+[bfd.bonus]
+peer = "192.0.2.252"
+weight = 10
+
+[vrrp.VI_1]
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddresses = ["192.0.2.100/24"]
+track_bfd = ["bonus", "gw"]
+
+[vrrp.VI_2]
+interface = "eth0"
+virtual_router_id = 52
+virtual_ipaddresses = ["192.0.2.101/24"]
+track_bfd = ["uplink"]
+"#;
+        let config = crate::config::parse(text, "test.toml").unwrap();
+        let table = ServiceTable::from_config(&config).unwrap();
+        let (handle, controls) = failover::controls();
+        let mut tracking = VrrpTracking::new(&config, &table, handle);
+        // Sessions start down: gw's -30 applies, bonus adds nothing, VI_2 is FAULT.
+        tracking.update(&table);
+        let now = controls.tracking.borrow().clone();
+        assert_eq!((now["VI_1"].adjust, now["VI_1"].fault), (-30, false));
+        assert_eq!((now["VI_2"].adjust, now["VI_2"].fault), (0, true));
+        assert_eq!(now["VI_2"].reason, "down: bfd uplink");
+        // Sorted by name: bonus 0, gw 1, uplink 2.
+        for index in 0..3 {
+            tracking.bfd_changed(index, true, &table);
+        }
+        let now = controls.tracking.borrow().clone();
+        assert_eq!((now["VI_1"].adjust, now["VI_1"].fault), (10, false));
+        assert_eq!((now["VI_2"].adjust, now["VI_2"].fault), (0, false));
+        tracking.bfd_changed(1, false, &table);
+        assert_eq!(controls.tracking.borrow()["VI_1"].adjust, -20);
     }
 }

@@ -67,7 +67,7 @@ fn dataplane() -> xdp_lb::dataplane::Dataplane {
         })
         .unwrap();
     }
-    dp.set_nat(true, &NatTimeouts::default()).unwrap();
+    dp.set_nat(&[8080].into(), &NatTimeouts::default()).unwrap();
     dp
 }
 

@@ -53,7 +53,8 @@ fn nat_dataplane() -> Dataplane {
         })
         .unwrap();
     }
-    dp.set_nat(true, &NatTimeouts::default()).unwrap();
+    dp.set_nat(&[SERVER_PORT].into(), &NatTimeouts::default())
+        .unwrap();
     dp
 }
 
@@ -412,6 +413,37 @@ fn nat_counts_a_real_server_only_for_packets_it_forwards() {
         (1, 1),
         "a dropped packet left a pin or a reply entry"
     );
+}
+
+/// The reply path looks only at packets from the ports NAT real servers answer from:
+/// with 8080 not among them, a reply with an entry is the kernel's; with it, it is
+/// translated.
+#[test]
+fn only_packets_from_nat_real_server_ports_are_looked_up_as_replies() {
+    let mut dp = nat_dataplane();
+    let (action, _) = run(
+        &dp,
+        &tcp(CLIENT, 40_100, VIP, 80, (CLIENT_MAC, LB_MAC), b"hi"),
+    );
+    assert_eq!(action, XDP_TX);
+    let reply = tcp(
+        SERVER,
+        SERVER_PORT,
+        CLIENT,
+        40_100,
+        (SERVER_MAC, LB_SERVER_SIDE_MAC),
+        b"yo",
+    );
+    dp.set_nat(&[SERVER_PORT + 1].into(), &NatTimeouts::default())
+        .unwrap();
+    let (action, out) = run(&dp, &reply);
+    assert_eq!(action, XDP_PASS, "8080 is no NAT source port now");
+    assert_eq!(out, reply, "untouched");
+    dp.set_nat(&[SERVER_PORT].into(), &NatTimeouts::default())
+        .unwrap();
+    let (action, out) = run(&dp, &reply);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(inspect(&out).src, VIP, "translated back");
 }
 
 /// What a backup installs from the sync (see `xdp_lb::sync`) is what the program needs:

@@ -573,6 +573,61 @@ fn the_shared_hashes_predict_the_program_s_pick() {
     }
 }
 
+/// dh: a server group of 64 VIPs (one service, one schedule). Every connection to one
+/// VIP goes to one real server, whoever the client; the VIPs spread over all three by
+/// weight; the shared hash predicts each pick.
+#[test]
+fn dh_sends_each_destination_to_one_backend() {
+    use xdp_lb_common::{SELECT_HASH_DST, hash_words};
+    let mut dp = dataplane();
+    let keys: Vec<u64> = (0..3u8)
+        .map(|i| schedule::backend_key([192, 0, 2, 11 + i].into(), 80))
+        .collect();
+    let table = schedule::maglev(&keys, &[1, 2, 3], SELECT_HASH_DST);
+    assert_eq!(table.select, SELECT_HASH_DST);
+    let vips: Vec<[u8; 4]> = (0..64u8).map(|i| [203, 0, 113, i]).collect();
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(vips[0]), 80, IPPROTO_TCP),
+        group_keys: vips[1..]
+            .iter()
+            .map(|v| (key(v4_mapped(*v), 80, IPPROTO_TCP), true))
+            .collect(),
+        id: 9,
+        forwarding: FWD_DR,
+        select: table.select,
+        active: true,
+        slots: table.slots.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut homes = Vec::new();
+    for vip in &vips {
+        let mut seen = std::collections::BTreeSet::new();
+        for client in 1..=8u8 {
+            let mut frame = Vec::new();
+            PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+                .ipv4([198, 51, 100, client], *vip, 64)
+                .tcp(40_000 + u16::from(client), 80, 1, 1000)
+                .syn()
+                .write(&mut frame, b"dh")
+                .unwrap();
+            seen.insert(assert_dr_rewrite(&frame, &run(&dp, &frame).1));
+        }
+        assert_eq!(seen.len(), 1, "{vip:?} went to {seen:?}");
+        let home = *seen.first().unwrap();
+        let hash = hash_words(&v4_mapped(*vip), 0);
+        let predicted = table.slots[(hash % table.slots.len() as u32) as usize] as usize;
+        assert_eq!(home, predicted, "{vip:?}: predicted backend {predicted}");
+        homes.push(home);
+    }
+    let count = |b| homes.iter().filter(|h| **h == b).count();
+    assert!(
+        count(0) < count(1) && count(1) < count(2) && count(0) > 0,
+        "64 VIPs by weight 1:2:3: {:?}",
+        (count(0), count(1), count(2))
+    );
+}
+
 /// Backends are replaced copy-on-write: each update takes a fresh entry of the value
 /// pool, and replaced entries wait out a grace period before reuse. Far more updates
 /// in a row than the pool has entries must neither fail nor stall for long, and
@@ -932,7 +987,7 @@ fn the_flood_guard_forwards_new_flows_beyond_its_rate_without_entries() {
 fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
     let mut dp = dataplane();
     let timeouts = xdp_lb::config::NatTimeouts::default();
-    dp.set_nat(false, &timeouts).unwrap();
+    dp.set_nat(&Default::default(), &timeouts).unwrap();
     // :84 counts connections, on backend 0 alone; :80 (wrr) does not.
     let aging = key(v4_mapped(VIP), 84, IPPROTO_TCP);
     dp.set_service(&ServiceSpec {
@@ -1356,4 +1411,104 @@ allow = ["2001:db8:1:7::/64"]
                 .collect();
         assert_eq!(counted, predicted, "source {src}");
     }
+}
+
+/// A router on the client's path found the real server's answer (VIP:`vport` →
+/// CLIENT:`cport`, DF) too big and tells the VIP: ICMP "fragmentation needed" quoting
+/// its IP header and first 8 bytes.
+fn frag_needed(cport: u16, vport: u16) -> Vec<u8> {
+    let mut answer = Vec::new();
+    PacketBuilder::ipv4(VIP, CLIENT, 63)
+        .tcp(vport, cport, 5000, 64_000)
+        .ack(1001)
+        .write(&mut answer, &[0u8; 1400])
+        .unwrap();
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4([203, 0, 113, 1], VIP, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut frame, &answer[..28])
+        .unwrap();
+    frame
+}
+
+/// The IPv6 form: "packet too big" quoting [VIP6]:`vport` → [CLIENT6]:`cport`.
+fn packet_too_big(cport: u16, vport: u16) -> Vec<u8> {
+    let mut answer = Vec::new();
+    PacketBuilder::ipv6(VIP6, CLIENT6, 63)
+        .tcp(vport, cport, 5000, 64_000)
+        .write(&mut answer, &[0u8; 1400])
+        .unwrap();
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(
+            [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+            VIP6,
+            64,
+        )
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut frame, &answer[..48 + 100])
+        .unwrap();
+    frame
+}
+
+#[test]
+fn a_too_big_error_about_a_flow_goes_to_the_flows_real_server() {
+    let dp = dataplane();
+    let before = dp.global_stats().unwrap();
+    // Connections on several backends, so reaching the right one is not luck.
+    let mut held = Vec::new();
+    for cport in 41_000..41_006u16 {
+        let (action, out) = run(&dp, &tcp4(cport, 80));
+        assert_eq!(action, xdp_action::XDP_TX);
+        held.push((cport, assert_dr_rewrite(&tcp4(cport, 80), &out)));
+    }
+    assert!(held.iter().any(|&(_, b)| b != held[0].1), "{held:?}");
+    for &(cport, backend) in &held {
+        let error = frag_needed(cport, 80);
+        let (action, out) = run(&dp, &error);
+        assert_eq!(action, xdp_action::XDP_TX, "the error about port {cport}");
+        assert_eq!(
+            assert_dr_rewrite(&error, &out),
+            backend,
+            "the error about port {cport} goes to its connection's real server"
+        );
+    }
+    // IPv6: "packet too big".
+    let (action, out) = run(&dp, &tcp6(42_000, 80));
+    assert_eq!(action, xdp_action::XDP_TX);
+    let backend6 = assert_dr_rewrite(&tcp6(42_000, 80), &out);
+    let error6 = packet_too_big(42_000, 80);
+    let (action, out) = run(&dp, &error6);
+    assert_eq!(action, xdp_action::XDP_TX);
+    assert_eq!(assert_dr_rewrite(&error6, &out), backend6);
+
+    // No connection, another kind of ICMP, an error about a VIP it is not sent to, or
+    // about an inactive service: the kernel's, untouched.
+    let mut to_other = frag_needed(41_000, 80);
+    to_other[14 + 16..14 + 20].copy_from_slice(&[192, 0, 2, 99]);
+    let mut echo = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut echo, b"ping")
+        .unwrap();
+    for (what, frame) in [
+        ("no connection", frag_needed(49_999, 80)),
+        ("an echo request", echo),
+        ("addressed to another address", to_other),
+        ("an inactive service", frag_needed(41_000, 81)),
+    ] {
+        let (action, out) = run(&dp, &frame);
+        assert_eq!(action, xdp_action::XDP_PASS, "{what}");
+        assert_eq!(out, frame, "{what}: untouched");
+    }
+    let after = dp.global_stats().unwrap();
+    let delta = |r: &str| after[r] - before[r];
+    assert_eq!(delta("icmp_to_real_server"), 7);
+    assert_eq!(delta("pass_icmp_no_flow"), 1);
 }

@@ -225,3 +225,28 @@ fn a_tun_packet_that_cannot_be_redirected_is_not_counted_for_the_server() {
     assert_eq!(dp.global_stats().unwrap()["drop_redirect"], 1);
     assert_eq!(dp.table_sizes().0, 0);
 }
+
+#[test]
+fn a_too_big_error_about_a_tun_flow_goes_to_its_real_server_in_the_tunnel() {
+    let dp = tun_dataplane();
+    let (action, _) = run(&dp, &tcp(b"hello", false));
+    assert_eq!(action, XDP_TX);
+    // The real server's answer (VIP:80 → CLIENT:40000) was too big for a router on the
+    // client's path, which tells the VIP.
+    let mut answer = Vec::new();
+    PacketBuilder::ipv4(VIP, CLIENT, 63)
+        .tcp(80, 40_000, 5000, 64_000)
+        .write(&mut answer, &[0u8; 1400])
+        .unwrap();
+    let mut error = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4([198, 51, 100, 254], VIP, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut error, &answer[..28])
+        .unwrap();
+    let (action, out) = run(&dp, &error);
+    assert_eq!(action, XDP_TX);
+    assert_encapsulated(&error, &out, 14);
+}

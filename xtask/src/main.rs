@@ -4,7 +4,8 @@
 //! - `build-ebpf`  build the XDP program and the daemon that embeds it
 //! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration
 //! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
-//! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor, and VRRP
+//! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor and a
+//!   minimal DR program, Mpps end to end through veth beside that program, and VRRP
 //!   takeover gaps seen by a client, xdp-lb beside keepalived
 //! - `package`     a Debian package: the binary (XDP program embedded), the systemd
 //!   unit, a default configuration, the man page and shell completions
@@ -43,8 +44,13 @@ enum Cmd {
         /// New connections the client opens.
         #[arg(long, default_value_t = 600)]
         connections: usize,
+        /// The active-active lab instead: three LBs behind an ECMP router, each
+        /// announcing the VIP with its own FRR (drain, then a host crash seen by BFD).
+        #[arg(long)]
+        ecmp: bool,
     },
-    /// Print the benchmark tables: data plane, VRRP takeover (beside keepalived), checks.
+    /// Print the benchmark tables: data plane, veth end to end (beside the DR reference),
+    /// VRRP takeover (beside keepalived), checks.
     Bench,
     /// Build the Debian package (target/package/xdp-lb_VERSION-1_amd64.deb).
     Package {
@@ -88,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             cmd.args(&args).args(["--", "--test-threads=1"]);
             run_cmd(&mut cmd)
         }
-        Cmd::Demo { connections } => {
+        Cmd::Demo { connections, ecmp } => {
             setup::install()?;
             require_root("the demo builds network namespaces and attaches XDP")?;
             // The demo (in the end-to-end tests' package) runs the daemon beside it.
@@ -101,10 +107,12 @@ fn main() -> anyhow::Result<()> {
                 "xdp-lb-tests",
                 "--bins",
             ]))?;
-            run_cmd(
-                Command::new(workspace_root().join("target/release/xdp-lb-demo"))
-                    .args(["--connections", &connections.to_string()]),
-            )
+            let mut demo = Command::new(workspace_root().join("target/release/xdp-lb-demo"));
+            demo.args(["--connections", &connections.to_string()]);
+            if ecmp {
+                demo.arg("--ecmp");
+            }
+            run_cmd(&mut demo)
         }
         Cmd::Package { debug, out } => {
             setup::install()?;
@@ -125,6 +133,8 @@ fn main() -> anyhow::Result<()> {
                 "--bench",
                 "dataplane",
             ]))?;
+            // End to end through veth, xdp-lb beside the DR reference (~1 minute).
+            run_cmd(&mut cargo(&["bench", "-p", "xdp-lb", "--bench", "veth"]))?;
             // VRRP takeover measured by a client, xdp-lb beside keepalived (~4 minutes).
             run_cmd(&mut cargo(&[
                 "bench", "-p", "xdp-lb", "--bench", "failover",

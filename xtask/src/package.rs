@@ -98,9 +98,12 @@ pub fn build(release: bool, out: &Path) -> anyhow::Result<PathBuf> {
     put("DEBIAN/control", control.as_bytes(), 0o644)?;
     put("DEBIAN/conffiles", b"/etc/xdp-lb/lb.toml\n", 0o644)?;
     // Installed and reloaded, never started: the configuration must be edited first.
+    // An upgrade restarts a running daemon, which hands over (the unit's restart is
+    // hitless): the new binary takes over XDP, the connections and the VIPs.
     put(
         "DEBIAN/postinst",
-        b"#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n",
+        b"#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then\n  systemctl daemon-reload || true\n  \
+          if [ \"$1\" = configure ] && [ -n \"$2\" ]; then systemctl try-restart xdp-lb.service || true; fi\nfi\n",
         0o755,
     )?;
     put(

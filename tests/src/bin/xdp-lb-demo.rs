@@ -8,6 +8,11 @@
 //! client probes the VIP over UDP, and the backup's takeover is shown as the client saw
 //! it, and traffic tallied again through it. Everything is torn down at the end, also
 //! on failure.
+//!
+//! With `--ecmp`: three LBs active-active behind a router (FRR bgpd, ECMP), each
+//! announcing the VIP through its own FRR while its service has quorum; the client's
+//! connections spread over them; one LB drains, then another one's host dies, and
+//! BFD takes its path off the router.
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -32,6 +37,9 @@ struct Args {
     /// The daemon binary (default: `xdp-lb` beside this program).
     #[arg(long)]
     xdp_lb: Option<PathBuf>,
+    /// The active-active lab instead: three LBs behind an ECMP router (needs FRR).
+    #[arg(long)]
+    ecmp: bool,
 }
 
 const BACKENDS: [(&str, u32); 3] = [("b1", 1), ("b2", 2), ("b3", 3)];
@@ -56,6 +64,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     xdp_lb_lab::require_root()?;
+    if args.ecmp {
+        return ecmp_demo(&daemon_bin, args.connections);
+    }
 
     println!("== building the lab (network namespaces, veths, a bridge)");
     let names: Vec<&str> = BACKENDS.iter().map(|(n, _)| *n).collect();
@@ -237,4 +248,118 @@ fn demo_config(lab: &DrLab, priority: u8) -> String {
         DrLab::VIP
     );
     text
+}
+
+/// The active-active demo (`--ecmp`).
+fn ecmp_demo(daemon_bin: &Path, connections: usize) -> anyhow::Result<()> {
+    use xdp_lb_lab::ecmp::{EcmpLab, VIP, lb_addr, xdp_lb_config};
+    const LBS: usize = 3;
+    println!("== building the ECMP lab: a router (FRR bgpd, ECMP) and {LBS} LBs (each with FRR)");
+    let mut lab = EcmpLab::build(LBS, 3)?;
+    for b in &mut lab.backends {
+        b.start_http(80)?;
+    }
+    let addrs: Vec<_> = lab.backends.iter().map(|b| b.addr).collect();
+    println!(
+        "   client -> router -> VIP {VIP}: one next hop per LB announcing it \
+         (maximum-paths 8, the 5-tuple picks the LB; BFD 20 ms x 3 on every session)"
+    );
+    println!("\n== the embedded config of lb1 (the others differ in `router_id` only)\n");
+    for line in xdp_lb_config(0, &addrs).lines() {
+        println!("   {line}");
+    }
+    println!(
+        "\n== starting xdp-lb on every LB: with quorum, each puts the VIP on lo, FRR announces it"
+    );
+    let mut daemons = Vec::new();
+    for i in 0..LBS {
+        let mut d = Daemon::start(&lab.lbs[i], daemon_bin, &xdp_lb_config(i, &addrs), READY)?;
+        d.wait_for_line("VIP announced", READY)?;
+        daemons.push(Some(d));
+    }
+    let took = lab.wait_next_hops(&[0, 1, 2], READY)?;
+    println!(
+        "   the router holds {LBS} paths after {:.1} s:",
+        took.as_secs_f64()
+    );
+    show_route(&lab)?;
+
+    let vip = SocketAddr::from((VIP, 80));
+    println!("\n== {connections} new HTTP connections from the client's ports to {vip}");
+    let before = lb_new_flows(&lab, daemon_bin)?;
+    let tally = http_get_new_connections(&lab.client, vip, connections, IO_TIMEOUT)?;
+    let after = lb_new_flows(&lab, daemon_bin)?;
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        println!("   lb{} ({}) took {:>4} of them", i + 1, lb_addr(i), a - b);
+    }
+    println!("   real servers: {tally:?} (Maglev: any LB sends a connection to the same one)");
+
+    println!("\n== `xdp-lb drain` on lb1: it withdraws the VIP, then waits for its traffic to end");
+    let out = lab.lbs[0]
+        .command(daemon_bin)
+        .args(["drain", "--api", API])
+        .output()
+        .context("running `xdp-lb drain`")?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("   {line}");
+    }
+    show_route(&lab)?;
+
+    println!("\n== lb3's host dies (link down, kill -9 of xdp-lb and FRR)");
+    let killed = Instant::now();
+    lab.lbs[2].ip(["link", "set", "eth0", "down"])?;
+    drop(daemons[2].take());
+    if let Some(mut frr) = lab.lb_frr[2].take() {
+        frr.kill9();
+    }
+    lab.wait_next_hops(&[1], READY)?;
+    println!(
+        "   the router dropped lb3's path {:.0} ms after the crash (BFD found it silent; \
+         the BGP hold time is 3 s)",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+    show_route(&lab)?;
+    let tally = http_get_new_connections(&lab.client, vip, connections, IO_TIMEOUT)?;
+    println!("   {connections} new connections, all through lb2: {tally:?}");
+
+    println!("\n== stopping the LBs and tearing the lab down");
+    for d in daemons.into_iter().flatten() {
+        d.stop()?;
+    }
+    let prefix = lab.prefix().to_string();
+    drop(lab);
+    let left = xdp_lb_lab::namespaces_with_prefix(&prefix)?;
+    if !left.is_empty() {
+        bail!("namespaces left behind: {left:?}");
+    }
+    println!("   done: the lab's namespaces are gone");
+    Ok(())
+}
+
+/// The router's route to the VIP, as `vtysh` shows it.
+fn show_route(lab: &xdp_lb_lab::ecmp::EcmpLab) -> anyhow::Result<()> {
+    let route = lab
+        .router_frr
+        .vtysh(&format!("show ip route {}/32", xdp_lb_lab::ecmp::VIP))?;
+    for line in route.lines().filter(|l| l.contains("via")) {
+        println!("   router | {}", line.trim());
+    }
+    Ok(())
+}
+
+/// Each LB's new flows so far, from its status API.
+fn lb_new_flows(lab: &xdp_lb_lab::ecmp::EcmpLab, daemon_bin: &Path) -> anyhow::Result<Vec<u64>> {
+    lab.lbs
+        .iter()
+        .map(|ns| {
+            let out = ns
+                .command(daemon_bin)
+                .args(["status", "--json", "--api", API])
+                .output()
+                .context("running `xdp-lb status --json`")?;
+            let s: xdp_lb::status::Snapshot =
+                serde_json::from_slice(&out.stdout).context("reading `xdp-lb status --json`")?;
+            Ok(s.services.first().map_or(0, |svc| svc.counters.new_flows))
+        })
+        .collect()
 }

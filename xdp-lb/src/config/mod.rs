@@ -7,6 +7,7 @@
 //! - `duration.rs`: `"100ms"` / `"5s"` / `"1m"` durations,
 //! - `error.rs`: [`ConfigError`], [`Location`] and byte-offset → line:col.
 
+mod bfd;
 mod check;
 mod duration;
 mod error;
@@ -99,6 +100,8 @@ pub struct Config {
     pub scripts: Vec<TrackScript>,
     /// `[vrrp_sync_group.NAME]` groups, sorted by name.
     pub sync_groups: Vec<SyncGroup>,
+    /// `[bfd.NAME]` sessions, sorted by name.
+    pub bfd: Vec<BfdSession>,
 }
 
 impl Config {
@@ -154,6 +157,35 @@ pub struct TrackScript {
     pub user: Option<String>,
 }
 
+/// `[bfd.NAME]`: a BFD session that FRR's bfdd runs and reports to us (xdp-lb speaks no
+/// BFD itself); see [`crate::bfd`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BfdSession {
+    #[serde(skip)]
+    pub name: String,
+    /// The other end; for `peer_bfd`, the address its VRRP adverts come from.
+    pub peer: IpAddr,
+    /// Our end (bfdd picks one when unset).
+    pub local: Option<IpAddr>,
+    /// Bind the single-hop session to this link.
+    pub interface: Option<String>,
+    /// Required minimum receive interval (bfdd's `receive-interval`).
+    pub min_rx: Duration,
+    /// Desired minimum transmit interval (bfdd's `transmit-interval`).
+    pub min_tx: Duration,
+    /// Packets missed before the session is down (`detect-multiplier`).
+    pub multiplier: u8,
+    /// For `track_bfd`, keepalived's meaning: > 0 added to the priority while the
+    /// session is up, < 0 added while it is not, 0 (default) FAULT while it is not.
+    pub weight: i32,
+}
+
+impl BfdSession {
+    /// bfdd's defaults.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(300);
+    pub const DEFAULT_MULTIPLIER: u8 = 3;
+}
+
 /// One `[vrrp.NAME]` instance, with keepalived's defaults: what it is (its
 /// identity) and what a reload may change in place (its tunables).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +231,12 @@ pub struct VrrpIdentity {
     pub track_scripts: Vec<String>,
     /// `track_interfaces`: links whose state changes the priority or means FAULT.
     pub track_interfaces: Vec<TrackedInterface>,
+    /// `peer_bfd`: names of `[bfd.NAME]` sessions to peers; when one goes down while
+    /// its peer is the MASTER we follow, we take over at once.
+    pub peer_bfd: Vec<String>,
+    /// `track_bfd`: names of `[bfd.NAME]` sessions whose state changes the priority
+    /// (by their `weight`) or means FAULT, as keepalived's `track_bfd`.
+    pub track_bfd: Vec<String>,
 }
 
 /// What a reload applies to a running instance in place, keeping its state and VIPs:
@@ -277,6 +315,8 @@ impl VrrpIdentity {
             track_virtual_servers: Vec::new(),
             track_scripts: Vec::new(),
             track_interfaces: Vec::new(),
+            peer_bfd: Vec::new(),
+            track_bfd: Vec::new(),
         }
     }
 
@@ -391,7 +431,12 @@ pub struct Global {
     /// Where SIGUSR1 and SIGUSR2 write their dumps (`xdp-lb.data`, `xdp-lb.stats`);
     /// default `/tmp`, as keepalived.
     pub dump_dir: std::path::PathBuf,
+    /// bfdd's control socket (`bfdd --bfdctl`), used by `[bfd.NAME]` sessions.
+    pub bfdd_socket: std::path::PathBuf,
 }
+
+/// Where Debian's FRR puts bfdd's control socket.
+pub const DEFAULT_BFDD_SOCKET: &str = "/var/run/frr/bfdd.sock";
 
 impl Default for Global {
     fn default() -> Global {
@@ -400,6 +445,7 @@ impl Default for Global {
             api: Some(DEFAULT_API),
             api_token: None,
             dump_dir: std::path::PathBuf::from("/tmp"),
+            bfdd_socket: std::path::PathBuf::from(DEFAULT_BFDD_SOCKET),
         }
     }
 }
@@ -680,6 +726,10 @@ pub enum Scheduler {
     /// Maglev table, so a client sticks to one server across connections and load
     /// balancers (IPVS's `sh`, and `mh` without its port option).
     Sh,
+    /// Destination hashing: the VIP a connection is addressed to picks the real server,
+    /// through a weighted Maglev table (IPVS's `dh`, for services covering many
+    /// addresses, such as a server group of address ranges in front of caches).
+    Dh,
     /// Maglev hashing of the whole connection (addresses, ports, protocol): every load
     /// balancer with the same healthy servers sends a connection to the same one, so
     /// connections survive a failover between them.
@@ -713,7 +763,9 @@ impl Scheduler {
             Scheduler::Wlc => Some(LeastConn::Wlc),
             Scheduler::Sed => Some(LeastConn::Sed),
             Scheduler::Nq => Some(LeastConn::Nq),
-            Scheduler::Rr | Scheduler::Wrr | Scheduler::Sh | Scheduler::Maglev => None,
+            Scheduler::Rr | Scheduler::Wrr | Scheduler::Sh | Scheduler::Dh | Scheduler::Maglev => {
+                None
+            }
         }
     }
 }
@@ -795,6 +847,6 @@ macro_rules! display_as_config_name {
 display_as_config_name! {
     XdpMode { Auto => "auto", Driver => "driver", Generic => "generic" }
     Protocol { Tcp => "tcp", Udp => "udp" }
-    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Maglev => "maglev", Lc => "lc", Wlc => "wlc", Sed => "sed", Nq => "nq" }
+    Scheduler { Rr => "rr", Wrr => "wrr", Sh => "sh", Dh => "dh", Maglev => "maglev", Lc => "lc", Wlc => "wlc", Sed => "sed", Nq => "nq" }
     Forwarding { Dr => "dr", Nat => "nat", Tun => "tun" }
 }

@@ -30,6 +30,22 @@ pub(super) struct RawConfig {
     /// `[vrrp_sync_group.NAME]` groups, by name.
     #[serde(default)]
     pub(super) vrrp_sync_group: std::collections::BTreeMap<String, Spanned<RawSyncGroup>>,
+    /// `[bfd.NAME]` sessions run by FRR's bfdd, by name.
+    #[serde(default)]
+    pub(super) bfd: std::collections::BTreeMap<String, Spanned<RawBfd>>,
+}
+
+/// `[bfd.NAME]`: a BFD session bfdd runs for us (keepalived's `bfd_instance`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawBfd {
+    pub(super) peer: Option<Spanned<Value>>,
+    pub(super) local: Option<Spanned<Value>>,
+    pub(super) interface: Option<Spanned<Value>>,
+    pub(super) min_rx: Option<Spanned<Value>>,
+    pub(super) min_tx: Option<Spanned<Value>>,
+    pub(super) multiplier: Option<Spanned<Value>>,
+    pub(super) weight: Option<Spanned<Value>>,
 }
 
 /// `[virtual_server_group.NAME]`: keepalived's `virtual_server_group`, VIP:port pairs
@@ -102,6 +118,8 @@ pub(super) struct RawVrrp {
     pub(super) track_virtual_servers: Option<Spanned<Value>>,
     pub(super) track_scripts: Option<Spanned<Value>>,
     pub(super) track_interfaces: Option<Spanned<Value>>,
+    pub(super) peer_bfd: Option<Spanned<Value>>,
+    pub(super) track_bfd: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +129,7 @@ pub(super) struct RawGlobal {
     pub(super) api: Option<Spanned<Value>>,
     pub(super) api_token: Option<Spanned<Value>>,
     pub(super) dump_dir: Option<Spanned<Value>>,
+    pub(super) bfdd_socket: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -705,6 +705,10 @@ fn hash_schedulers_parse_and_ipvs_names_point_at_them() {
         parse_ok(&service("maglev")).virtual_servers[0].scheduler,
         Scheduler::Maglev
     );
+    assert_eq!(
+        parse_ok(&service("dh")).virtual_servers[0].scheduler,
+        Scheduler::Dh
+    );
     assert_error(
         &service("mh"),
         6,
@@ -1456,6 +1460,89 @@ fn track_scripts_take_keepalived_defaults_and_must_exist() {
         11,
         &["`command`: /nonexistent/chk does not exist"],
     );
+}
+
+#[test]
+fn bfd_sessions_take_bfdds_defaults_and_peer_bfd_names_them() {
+    let text = with_dp(&[
+        "[bfd.to_b]",
+        "peer = \"192.0.2.2\"",
+        "min_rx = \"20ms\"",
+        "min_tx = \"20ms\"",
+        "[bfd.slow]",
+        "peer = \"192.0.2.3\"",
+        "[vrrp.VI_1]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.100\"]",
+        "peer_bfd = [\"to_b\"]",
+    ]);
+    let config = parse_ok(&text);
+    assert_eq!(config.global.bfdd_socket, Path::new(DEFAULT_BFDD_SOCKET));
+    let slow = &config.bfd[0];
+    assert_eq!(
+        (
+            slow.name.as_str(),
+            slow.peer,
+            slow.min_rx,
+            slow.min_tx,
+            slow.multiplier
+        ),
+        (
+            "slow",
+            ip("192.0.2.3"),
+            Duration::from_millis(300),
+            Duration::from_millis(300),
+            3
+        )
+    );
+    let fast = &config.bfd[1];
+    assert_eq!(
+        (fast.min_rx, fast.min_tx),
+        (Duration::from_millis(20), Duration::from_millis(20))
+    );
+    assert_eq!(config.vrrp[0].identity.peer_bfd, vec!["to_b".to_string()]);
+
+    let unknown = text.replace("peer_bfd = [\"to_b\"]", "peer_bfd = [\"to_c\"]");
+    assert_error(
+        &unknown,
+        13,
+        12,
+        &["there is no [bfd.to_c] (defined: slow, to_b)"],
+    );
+    let too_fast = text.replace("min_rx = \"20ms\"", "min_rx = \"5ms\"");
+    assert_error(
+        &too_fast,
+        5,
+        10,
+        &["`min_rx` must be whole milliseconds from 10ms to 60s"],
+    );
+    let no_peer = text.replace("peer = \"192.0.2.3\"", "multiplier = 5");
+    assert_error(&no_peer, 7, 1, &["[bfd.slow] is missing `peer`"]);
+    let twice = text.replace("192.0.2.3", "192.0.2.2");
+    assert_error(
+        &twice,
+        4,
+        8,
+        &["[bfd.to_b] is the same session as [bfd.slow]"],
+    );
+    let v6 = text.replace("peer = \"192.0.2.2\"", "peer = \"2001:db8::2\"");
+    assert_error(&v6, 13, 12, &["not of this instance's family"]);
+    let unicast = text.replace(
+        "peer_bfd = [\"to_b\"]",
+        "peer_bfd = [\"to_b\"]\nunicast_peers = [\"192.0.2.9\"]",
+    );
+    assert_error(&unicast, 13, 12, &["is none of `unicast_peers`"]);
+    let tracked = text.replace("peer_bfd = [\"to_b\"]", "track_bfd = [\"slow\", \"to_b\"]");
+    let tracked = parse_ok(&tracked);
+    assert_eq!(tracked.vrrp[0].identity.track_bfd, ["slow", "to_b"]);
+    assert_eq!(tracked.bfd[0].weight, 0);
+    let untracked = text.replace("peer_bfd = [\"to_b\"]", "track_bfd = [\"gw\"]");
+    assert_error(&untracked, 13, 13, &["`track_bfd`: there is no [bfd.gw]"]);
+    let heavy = text.replace("peer = \"192.0.2.3\"", "peer = \"192.0.2.3\"\nweight = 254");
+    assert_error(&heavy, 9, 10, &["`weight`", "253"]);
+    let relative = format!("[global]\nbfdd_socket = \"bfdd.sock\"\n{text}");
+    assert_error(&relative, 2, 15, &["must be an absolute path"]);
 }
 
 #[test]

@@ -52,6 +52,7 @@ const SCHEDULERS: Choices<Scheduler> = Choices {
         ("rr", Scheduler::Rr),
         ("wrr", Scheduler::Wrr),
         ("sh", Scheduler::Sh),
+        ("dh", Scheduler::Dh),
         ("maglev", Scheduler::Maglev),
         ("lc", Scheduler::Lc),
         ("wlc", Scheduler::Wlc),
@@ -123,7 +124,8 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
     let groups = v.server_groups(raw.virtual_server_group)?;
     let virtual_servers = v.virtual_servers(raw.virtual_server, groups, filter.deny.len())?;
     let scripts = v.scripts(raw.script)?;
-    let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts)?;
+    let bfd = v.bfd_sessions(raw.bfd)?;
+    let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts, &bfd)?;
     let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
     let announce = v.announce(raw.announce)?;
     v.announced_not_on_vrrp(&virtual_servers, &vrrp)?;
@@ -138,6 +140,7 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         vrrp,
         scripts,
         sync_groups,
+        bfd,
     })
 }
 
@@ -197,11 +200,29 @@ impl Validator<'_, '_> {
             }
             None => Global::default().dump_dir,
         };
+        let bfdd_socket = match &raw.bfdd_socket {
+            Some(value) => {
+                let path = self.string(
+                    value,
+                    "bfdd_socket",
+                    "bfdd's control socket such as \"/var/run/frr/bfdd.sock\"",
+                )?;
+                if !path.starts_with('/') {
+                    return Err(self.src.error(
+                        value.span(),
+                        format!("`bfdd_socket` = {path:?} must be an absolute path such as \"/var/run/frr/bfdd.sock\""),
+                    ));
+                }
+                std::path::PathBuf::from(path)
+            }
+            None => Global::default().bfdd_socket,
+        };
         Ok(Global {
             router_id,
             api,
             api_token,
             dump_dir,
+            bfdd_socket,
         })
     }
 
@@ -641,9 +662,12 @@ impl Validator<'_, '_> {
                     let on = self.boolean(value, "flow_table")?;
                     let why = if on {
                         None
-                    } else if !matches!(scheduler, Scheduler::Maglev | Scheduler::Sh) {
+                    } else if !matches!(
+                        scheduler,
+                        Scheduler::Maglev | Scheduler::Sh | Scheduler::Dh
+                    ) {
                         Some(
-                            "a consistent-hash scheduler (\"maglev\" or \"sh\"): with rr, wrr or a least-connection scheduler a connection's packets would go to every real server",
+                            "a consistent-hash scheduler (\"maglev\", \"sh\" or \"dh\"): with rr, wrr or a least-connection scheduler a connection's packets would go to every real server",
                         )
                     } else if forwarding == Forwarding::Nat {
                         Some(
@@ -1059,6 +1083,42 @@ impl Validator<'_, '_> {
             return Err(self.src.error(value.span(), format!("`{key}`: {why}")));
         }
         Ok(argv)
+    }
+
+    /// `key = ["a", "b"]`: names of `[table.NAME]` tables, each one of `known`.
+    pub(super) fn table_names(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+        table: &str,
+        known: &[&str],
+        example: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let names = match value.get_ref() {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        let Some(names) = names else {
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}` must be a list of [{table}.NAME] names such as [\"{example}\"]"),
+            ));
+        };
+        if let Some(missing) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            let defined = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return Err(self.src.error(
+                value.span(),
+                format!("`{key}`: there is no [{table}.{missing}] (defined: {defined})"),
+            ));
+        }
+        Ok(names)
     }
 
     pub(super) fn boolean(&self, value: &Spanned<Value>, key: &str) -> Result<bool, ConfigError> {

@@ -12,8 +12,8 @@ use super::raw::RawSyncGroup;
 use super::raw::{RawScript, RawVrrp};
 use super::validate::Validator;
 use super::{
-    Protocol, SyncGroup, TrackScript, TrackedInterface, TrackedService, VirtualServer, VrrpAddress,
-    VrrpIdentity, VrrpInstance, VrrpNotify, VrrpTunables,
+    BfdSession, Protocol, SyncGroup, TrackScript, TrackedInterface, TrackedService, VirtualServer,
+    VrrpAddress, VrrpIdentity, VrrpInstance, VrrpNotify, VrrpTunables,
 };
 
 /// The real (or sorry) server of `services` at `addr`, named, with its service's name.
@@ -40,6 +40,7 @@ impl Validator<'_, '_> {
         raws: BTreeMap<String, Spanned<RawVrrp>>,
         services: &[VirtualServer],
         scripts: &[TrackScript],
+        bfd: &[BfdSession],
     ) -> Result<Vec<VrrpInstance>, ConfigError> {
         // (interface, vrid, family) -> first instance's name.
         let mut seen: HashMap<(String, u8, bool), String> = HashMap::new();
@@ -47,7 +48,7 @@ impl Validator<'_, '_> {
         let mut vips: HashMap<IpAddr, String> = HashMap::new();
         let mut out = Vec::with_capacity(raws.len());
         for (name, table) in raws {
-            let instance = self.vrrp_instance(&name, &table, services, scripts)?;
+            let instance = self.vrrp_instance(&name, &table, services, scripts, bfd)?;
             let id = &instance.identity;
             let key = (id.interface.clone(), id.vrid, id.is_ipv6());
             if let Some(first) = seen.insert(key, name.clone()) {
@@ -100,6 +101,7 @@ impl Validator<'_, '_> {
         table: &Spanned<RawVrrp>,
         services: &[VirtualServer],
         scripts: &[TrackScript],
+        bfd: &[BfdSession],
     ) -> Result<VrrpInstance, ConfigError> {
         let raw = table.get_ref();
         let missing = |key: &str, example: &str| {
@@ -287,6 +289,13 @@ impl Validator<'_, '_> {
         }
         if let Some(v) = &raw.track_virtual_servers {
             identity.track_virtual_servers = self.tracked_services(v, services)?;
+        }
+        if let Some(v) = &raw.track_bfd {
+            identity.track_bfd = self.track_bfd(v, bfd)?;
+        }
+        if let Some(v) = &raw.peer_bfd {
+            identity.peer_bfd =
+                self.peer_bfd(v, bfd, identity.is_ipv6(), &identity.unicast_peers)?;
         }
         Ok(VrrpInstance {
             name: name.to_owned(),
@@ -478,37 +487,8 @@ impl Validator<'_, '_> {
         value: &Spanned<Value>,
         scripts: &[TrackScript],
     ) -> Result<Vec<String>, ConfigError> {
-        let names = match value.get_ref() {
-            Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>(),
-            _ => None,
-        };
-        let Some(names) = names else {
-            return Err(self.src.error(
-                value.span(),
-                "`track_scripts` must be a list of script names such as [\"chk_nginx\"]",
-            ));
-        };
-        if let Some(missing) = names
-            .iter()
-            .find(|n| !scripts.iter().any(|s| &s.name == *n))
-        {
-            let known: Vec<&str> = scripts.iter().map(|s| s.name.as_str()).collect();
-            return Err(self.src.error(
-                value.span(),
-                format!(
-                    "`track_scripts`: there is no [script.{missing}] (defined: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
-        }
-        Ok(names)
+        let known: Vec<&str> = scripts.iter().map(|s| s.name.as_str()).collect();
+        self.table_names(value, "track_scripts", "script", &known, "chk_nginx")
     }
 
     /// `[script.NAME]` tables.

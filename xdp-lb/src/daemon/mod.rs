@@ -45,8 +45,17 @@ use sources::{AbortOnDrop, DumpSignals, Sources, forward, start_scripts};
 /// Room for events between the sources and the loop (sources wait when it is full).
 const EVENT_QUEUE: usize = 1024;
 
+/// What the shutdown signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM, SIGINT: see [`Exit::Stopped`].
+    Stop,
+    /// SIGTERM while systemd restarts the service: see [`Exit::HandedOver`].
+    Handover,
+}
+
 /// Runs until `shutdown` resolves; detaches and cleans up before returning.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+pub async fn run(config: Config, shutdown: impl Future<Output = Shutdown>) -> anyhow::Result<Exit> {
     let (_no_reloads, reloads) = mpsc::channel(1);
     run_reloadable(config, reloads, shutdown).await
 }
@@ -60,6 +69,8 @@ enum Event {
     },
     /// A track script's verdict.
     Script(xdp_lb_checks::Transition),
+    /// A BFD session went up or left up (for `track_bfd`).
+    Bfd(crate::bfd::SessionUp),
     /// A VRRP instance changed state.
     Vrrp(FailoverEvent),
     /// The VRRP runtime ended (on its own, or after being stopped).
@@ -103,7 +114,7 @@ const RATE_SAMPLE: Duration = Duration::from_secs(5);
 pub async fn run_reloadable(
     config: Config,
     reloads: mpsc::Receiver<Config>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Shutdown>,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     // First of all: from here on SIGUSR1/SIGUSR2 ask for dumps instead of killing us.
@@ -186,11 +197,12 @@ pub enum Exit {
     /// Stopped (SIGTERM, SIGINT): as keepalived, a MASTER sends priority 0 and drops
     /// its VIPs, and XDP is detached.
     Stopped,
-    /// Handed over to the next start (SIGQUIT, `xdp-lb restart`): XDP stays attached
-    /// with the connection state pinned, a MASTER stays silent with its VIPs leased,
-    /// and the next start, within the lease, takes all of it over without the peers or
-    /// the connections noticing. The process exits with [`Exit::HANDOVER_CODE`], which
-    /// the packaged systemd unit restarts at once.
+    /// Handed over to the next start (SIGQUIT, or SIGTERM during `systemctl restart`):
+    /// XDP stays attached with the connection state pinned, a MASTER stays silent with
+    /// its VIPs leased, and the next start, within the lease, takes all of it over
+    /// without the peers or the connections noticing. The process exits with
+    /// [`Exit::HANDOVER_CODE`]; the packaged systemd unit starts the next one at once
+    /// (after SIGQUIT by `RestartForceExitStatus`, in a restart as its start half).
     HandedOver,
 }
 
@@ -294,12 +306,15 @@ fn adopt_connections(forwarding: &mut Forwarding<Dataplane>) {
 async fn event_loop(
     core: &mut Core,
     events: &mut mpsc::Receiver<Event>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Shutdown>,
 ) -> Option<Stop> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            () = &mut shutdown => return None,
+            asked = &mut shutdown => return match asked {
+                Shutdown::Stop => None,
+                Shutdown::Handover => Some(Stop::Handover),
+            },
             Some(event) = events.recv() => {
                 if let ControlFlow::Break(stop) = core.handle(event).await {
                     return Some(stop);
@@ -322,7 +337,7 @@ async fn shut_down(
     crate::systemd::stopping();
     let handover = matches!(stop, Some(Stop::Handover));
     if handover {
-        info!("SIGQUIT: handing over to the next start");
+        info!("handing over to the next start");
         core.vrrp_handover
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
@@ -409,6 +424,8 @@ struct Core {
     check_generation: u64,
     tracking: VrrpTracking,
     vrrp_status: failover::StatusBoard,
+    /// `[bfd.NAME]` sessions as bfdd last reported them.
+    bfd_status: crate::bfd::BfdBoard,
     reload: Reloads,
     events: mpsc::Sender<Event>,
     started: std::time::Instant,
@@ -448,6 +465,7 @@ impl Core {
             check_generation: 0,
             tracking,
             vrrp_status: failover::StatusBoard::default(),
+            bfd_status: crate::bfd::BfdBoard::default(),
             reload: Reloads::default(),
             events,
             started,
@@ -581,6 +599,21 @@ impl Core {
         }
         let (handle, controls) = failover::controls();
         self.vrrp_handover = handle.handover.clone();
+        if !self.config.bfd.is_empty() {
+            let (up, up_rx) = mpsc::channel(16);
+            let reports = crate::bfd::Reports {
+                peer_down: handle.peer_down.clone(),
+                up,
+            };
+            tasks.spawn(crate::bfd::run(
+                self.config.bfd.clone(),
+                self.config.global.bfdd_socket.clone(),
+                reports,
+                self.bfd_status.clone(),
+                stop.clone(),
+            ));
+            tasks.spawn(forward(up_rx, self.events.clone(), Event::Bfd));
+        }
         self.tracking = VrrpTracking::new(&self.config, self.forwarding.table(), handle);
         // The quorum at start (alpha servers start down).
         self.tracking.update(self.forwarding.table());
@@ -633,6 +666,10 @@ impl Core {
                 let why = t.reason.as_ref().map(ToString::to_string);
                 self.tracking
                     .script_changed(index, t.up, why.as_deref(), self.forwarding.table());
+            }
+            Event::Bfd(change) => {
+                self.tracking
+                    .bfd_changed(change.index, change.up, self.forwarding.table());
             }
             Event::Vrrp(e) => self.on_vrrp(&e),
             Event::VrrpEnded(result) => {
@@ -872,6 +909,7 @@ impl Core {
         snapshot.announcements = announcements;
         snapshot.drain = drain;
         snapshot.sync = self.sync_status();
+        snapshot.bfd = self.bfd_status.snapshot();
         snapshot
     }
 }

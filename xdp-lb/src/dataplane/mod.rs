@@ -160,6 +160,7 @@ pub struct Dataplane {
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
+    pub(crate) nat_ports: Array<MapData, u64>,
     filter_v4: LpmTrie<MapData, FilterKeyV4, FilterValue>,
     filter_v6: LpmTrie<MapData, FilterKeyV6, FilterValue>,
     filter_stats: PerCpuArray<MapData, u64>,
@@ -302,6 +303,7 @@ impl Dataplane {
             nat_replies: take!("NAT_REPLIES"),
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
+            nat_ports: take!("NAT_PORTS"),
             filter_v4: take!("FILTER_V4"),
             filter_v6: take!("FILTER_V6"),
             filter_stats: take!("FILTER_STATS"),
@@ -564,13 +566,19 @@ fn is_permission_error(e: &aya::EbpfError) -> bool {
 
 /// Loads the floor program for the benchmark.
 pub fn load_floor() -> Result<Ebpf, DataplaneError> {
-    load_reference(FLOOR_OBJECT, "xdp_floor")
+    load_reference(FLOOR_OBJECT, &["xdp_floor"])
+}
+
+/// Loads the veth benchmark's traffic programs (`xdp_gen`, `xdp_sink`; see the floor's
+/// source).
+pub fn load_traffic() -> Result<Ebpf, DataplaneError> {
+    load_reference(FLOOR_OBJECT, &["xdp_gen", "xdp_sink"])
 }
 
 /// Loads the minimal DR reference with one service, `vip:port`/tcp, over backends with
 /// these MACs.
 pub fn load_dr_ref(vip: [u8; 4], port: u16, macs: &[[u8; 6]]) -> Result<Ebpf, DataplaneError> {
-    let mut ebpf = load_reference(DR_REF_OBJECT, "xdp_dr_ref")?;
+    let mut ebpf = load_reference(DR_REF_OBJECT, &["xdp_dr_ref"])?;
     let mut backends: Array<_, [u8; 8]> = Array::try_from(
         ebpf.map_mut("REF_BACKENDS")
             .ok_or(DataplaneError::MissingMap("REF_BACKENDS"))?,
@@ -597,13 +605,15 @@ pub fn load_dr_ref(vip: [u8; 4], port: u16, macs: &[[u8; 6]]) -> Result<Ebpf, Da
     Ok(ebpf)
 }
 
-fn load_reference(object: &[u8], name: &'static str) -> Result<Ebpf, DataplaneError> {
+fn load_reference(object: &[u8], names: &[&'static str]) -> Result<Ebpf, DataplaneError> {
     let mut ebpf = Ebpf::load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(DataplaneError::MissingMap(name))?
-        .try_into()
-        .map_err(DataplaneError::Verify)?;
-    program.load().map_err(DataplaneError::Verify)?;
+    for &name in names {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))?
+            .try_into()
+            .map_err(DataplaneError::Verify)?;
+        program.load().map_err(DataplaneError::Verify)?;
+    }
     Ok(ebpf)
 }

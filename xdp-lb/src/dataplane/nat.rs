@@ -4,8 +4,8 @@
 use std::{collections::HashMap, time::Duration};
 
 use xdp_lb_common::{
-    CONFIG_NAT_ENABLED, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS,
-    FLOW_F_CLOSING, FlowKey, IPPROTO_TCP,
+    CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS, FLOW_F_CLOSING,
+    FlowKey, IPPROTO_TCP, NAT_PORT_WORDS,
 };
 
 use super::{Dataplane, DataplaneError, map_err};
@@ -51,16 +51,29 @@ pub struct NatGc {
 }
 
 impl Dataplane {
-    /// Turns NAT reply handling on (or off) and sets the idle timeouts.
-    pub fn set_nat(&mut self, enabled: bool, t: &NatTimeouts) -> Result<(), DataplaneError> {
+    /// Sets the ports NAT real servers answer from (none: no NAT reply handling) and
+    /// the idle timeouts.
+    pub fn set_nat(
+        &mut self,
+        ports: &std::collections::BTreeSet<u16>,
+        t: &NatTimeouts,
+    ) -> Result<(), DataplaneError> {
         let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         for (slot, value) in [
             (CONFIG_TIMEOUT_TCP_NS, ns(t.tcp)),
             (CONFIG_TIMEOUT_TCP_FIN_NS, ns(t.tcp_fin)),
             (CONFIG_TIMEOUT_UDP_NS, ns(t.udp)),
-            (CONFIG_NAT_ENABLED, u64::from(enabled)),
         ] {
             self.config.set(slot, value, 0).map_err(map_err("CONFIG"))?;
+        }
+        let mut words = vec![0u64; NAT_PORT_WORDS as usize];
+        for &port in ports {
+            words[usize::from(port >> 6)] |= 1 << (port & 63);
+        }
+        for (i, word) in words.into_iter().enumerate() {
+            self.nat_ports
+                .set(i as u32, word, 0)
+                .map_err(map_err("NAT_PORTS"))?;
         }
         Ok(())
     }

@@ -43,7 +43,11 @@ impl MapWriter for Maps {
     fn reset_counters(&mut self, _: &[u32], _: &[Slot]) -> Result<(), DataplaneError> {
         Ok(())
     }
-    fn set_nat(&mut self, _: bool, _: &NatTimeouts) -> Result<(), DataplaneError> {
+    fn set_nat(
+        &mut self,
+        _: &std::collections::BTreeSet<u16>,
+        _: &NatTimeouts,
+    ) -> Result<(), DataplaneError> {
         Ok(())
     }
     fn set_filter(

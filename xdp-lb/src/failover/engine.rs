@@ -20,7 +20,8 @@ use xdp_lb_vrrp::{
 };
 
 use super::{
-    Controls, FailoverError, FailoverEvent, Plan, PlannedInstance, SocketPlan, TrackUpdate,
+    Controls, FailoverError, FailoverEvent, PeerDown, Plan, PlannedInstance, SocketPlan,
+    TrackUpdate,
     notify::Notifier,
     status::{InstanceStatus, SocketStatus, StatusBoard, Takeover, VipConflict, state_label},
     vip_watch::{self, ArpSocket, Conflict, Held, Listener, NdpSocket},
@@ -427,6 +428,7 @@ impl Engine {
         let mut watching_links = true;
         let mut reconfigure_open = true;
         let mut tracking_open = true;
+        let mut peer_down_open = true;
         loop {
             let deadline = self.units.iter().filter_map(Unit::next_deadline).min();
             let sleep = async {
@@ -451,6 +453,10 @@ impl Engine {
                 changed = self.controls.tracking.changed(), if tracking_open => match changed {
                     Ok(()) => self.apply_tracking().await,
                     Err(_) => tracking_open = false,
+                },
+                down = self.controls.peer_down.recv(), if peer_down_open => match down {
+                    Some(down) => self.peer_down(down).await,
+                    None => peer_down_open = false,
                 },
                 Some(conflict) = self.conflicts.recv() => self.vip_conflict(conflict),
                 Some((socket, received)) = self.packets.recv() => match received {
@@ -552,6 +558,43 @@ impl Engine {
             if self.tracked.get(&name) != Some(&update) {
                 self.tracked.insert(name, update.clone());
                 self.track(update).await;
+            }
+        }
+    }
+
+    /// A `peer_bfd` session saw its peer die: each instance naming it hears of it; those
+    /// that follow that peer as master take over now.
+    async fn peer_down(&mut self, down: PeerDown) {
+        let naming: Vec<usize> = (0..self.instances.len())
+            .filter(|&i| {
+                self.instances[i]
+                    .spec
+                    .identity
+                    .peer_bfd
+                    .contains(&down.session)
+            })
+            .collect();
+        for i in naming {
+            let before = self.fsm(i).stats().peer_down_takeovers;
+            let master = self.fsm(i).master().map(|(addr, _)| addr);
+            self.deliver(i, Event::PeerDown { peer: down.peer }).await;
+            let r = &self.instances[i];
+            if self.fsm(i).stats().peer_down_takeovers > before {
+                tracing::warn!(
+                    instance = %r.spec.name,
+                    session = %down.session,
+                    peer = %down.peer,
+                    "vrrp takeover at once: bfd saw master {} die", down.peer
+                );
+            } else {
+                tracing::info!(
+                    instance = %r.spec.name,
+                    session = %down.session,
+                    peer = %down.peer,
+                    state = %self.fsm(i).state(),
+                    master = ?master,
+                    "bfd peer down, no takeover: it is not the master this instance follows"
+                );
             }
         }
     }

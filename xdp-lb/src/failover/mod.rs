@@ -76,6 +76,14 @@ pub struct TrackUpdate {
 /// loses an update however fast they come.
 pub type TrackState = std::collections::BTreeMap<String, TrackUpdate>;
 
+/// A BFD session of `peer_bfd` saw its peer die ([`crate::bfd`]): the instances that
+/// name `session` and follow `peer` as their master take over at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerDown {
+    pub session: String,
+    pub peer: IpAddr,
+}
+
 /// What the daemon tells the running instances (its end: [`ControlHandle`]).
 pub struct Controls {
     /// A reload: the instances' new specs, by name. Only what
@@ -87,6 +95,7 @@ pub struct Controls {
     /// Set before the shutdown: the daemon hands over to its next start, so a MASTER
     /// stops silently, keeping its VIPs for their lease, instead of sending priority 0.
     pub(crate) handover: Arc<AtomicBool>,
+    pub(crate) peer_down: mpsc::Receiver<PeerDown>,
 }
 
 /// The daemon's end of [`Controls`].
@@ -94,6 +103,7 @@ pub struct ControlHandle {
     pub reconfigure: mpsc::Sender<Vec<VrrpInstance>>,
     pub tracking: tokio::sync::watch::Sender<TrackState>,
     pub handover: Arc<AtomicBool>,
+    pub peer_down: mpsc::Sender<PeerDown>,
 }
 
 /// A connected pair; dropping the handle leaves the instances as they are.
@@ -101,16 +111,19 @@ pub fn controls() -> (ControlHandle, Controls) {
     let (reconfigure_tx, reconfigure) = mpsc::channel(4);
     let (tracking_tx, tracking) = tokio::sync::watch::channel(TrackState::new());
     let handover = Arc::new(AtomicBool::new(false));
+    let (peer_down_tx, peer_down) = mpsc::channel(16);
     (
         ControlHandle {
             reconfigure: reconfigure_tx,
             tracking: tracking_tx,
             handover: handover.clone(),
+            peer_down: peer_down_tx,
         },
         Controls {
             reconfigure,
             tracking,
             handover,
+            peer_down,
         },
     )
 }

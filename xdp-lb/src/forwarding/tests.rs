@@ -8,6 +8,8 @@ pub struct MemoryMaps {
     pub services: std::collections::BTreeMap<[u8; 20], ServiceSpec>,
     /// The timeouts while the NAT reply path is on.
     pub nat: Option<NatTimeouts>,
+    /// The ports NAT real servers answer from.
+    pub nat_ports: std::collections::BTreeSet<u16>,
     /// The timeouts last written, whether NAT is on or not.
     pub timeouts: Option<NatTimeouts>,
     /// The entries of each source-filter generation.
@@ -76,8 +78,14 @@ impl MapWriter for MemoryMaps {
             .push(Write::ResetCounters(services.to_vec(), slots));
         Ok(())
     }
-    fn set_nat(&mut self, on: bool, timeouts: &NatTimeouts) -> Result<(), DataplaneError> {
+    fn set_nat(
+        &mut self,
+        ports: &std::collections::BTreeSet<u16>,
+        timeouts: &NatTimeouts,
+    ) -> Result<(), DataplaneError> {
+        let on = !ports.is_empty();
         self.nat = on.then_some(*timeouts);
+        self.nat_ports = ports.clone();
         self.timeouts = Some(*timeouts);
         self.writes.push(Write::Nat(on));
         Ok(())
@@ -396,8 +404,19 @@ fn the_nat_reply_path_and_the_timeouts_follow_a_reload() {
     };
     prepared.timeouts = timeouts;
     owner.apply_reload(prepared).unwrap();
-    assert!(owner.writer_mut().take_writes().contains(&Write::Nat(true)));
+    let writes = owner.writer_mut().take_writes();
+    // The NAT ports before the NAT service: its first replies are recognised.
+    let nat_at = writes.iter().position(|w| *w == Write::Nat(true));
+    let service_at = writes.iter().position(|w| matches!(w, Write::Service(_)));
+    assert!(nat_at.is_some() && nat_at < service_at, "{writes:?}");
     assert_eq!(owner.writer().nat, Some(timeouts));
+    // The NAT service's real servers answer from port 80; the DR one's (53) are not
+    // looked at.
+    assert_eq!(
+        owner.writer().nat_ports,
+        [80].into_iter().collect(),
+        "every NAT real server's port, and only theirs"
+    );
     assert_eq!(owner.aging(), Some(timeouts));
     // wlc over DR: no NAT replies, but its flows age with the same timeouts.
     let wlc = CONFIG.replacen("quorum = 3", "quorum = 3\nscheduler = \"wlc\"", 1);

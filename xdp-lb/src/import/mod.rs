@@ -238,6 +238,7 @@ pub fn import_text(text: &str, source: &str, options: &Options) -> Result<Import
     let order = [
         "global_defs",
         "vrrp_script",
+        "bfd_instance",
         "vrrp_instance",
         "vrrp_sync_group",
         "virtual_server_group",
@@ -248,6 +249,7 @@ pub fn import_text(text: &str, source: &str, options: &Options) -> Result<Import
             match kind {
                 "global_defs" => tx.global_defs(node),
                 "vrrp_script" => tx.vrrp_script(node),
+                "bfd_instance" => tx.bfd_instance(node),
                 "vrrp_instance" => tx.vrrp_instance(node),
                 "vrrp_sync_group" => tx.vrrp_sync_group(node),
                 "virtual_server_group" => tx.virtual_server_group(node),
@@ -289,6 +291,7 @@ pub fn import_text(text: &str, source: &str, options: &Options) -> Result<Import
     dataplane.set("interfaces", V::strs(interfaces.clone()), Loc::NONE);
     sections.push(dataplane);
     sections.append(&mut tx.scripts);
+    sections.append(&mut tx.bfd);
     sections.extend(tx.instances.iter().map(|(_, _, s)| s.clone()));
     sections.append(&mut tx.groups);
     sections.extend(tx.sync.take());

@@ -127,6 +127,13 @@ impl Section {
             .sort_by_key(|(k, _, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
     }
 
+    pub(super) fn get(&self, key: &str) -> Option<&V> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, _)| v)
+    }
+
     pub(super) fn has(&self, key: &str) -> bool {
         self.entries.iter().any(|(k, _, _)| k == key)
     }

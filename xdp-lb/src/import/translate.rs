@@ -27,6 +27,10 @@ pub(super) struct Tx {
     instance_defaults: Vec<(String, V, Loc)>,
     pub(super) scripts: Vec<Section>,
     script_names: Vec<String>,
+    /// `[bfd.NAME]` tables from `bfd_instance` blocks.
+    pub(super) bfd: Vec<Section>,
+    /// Their names and weights.
+    bfd_weights: Vec<(String, i64)>,
     /// (name, interface, table).
     pub(super) instances: Vec<(String, String, Section)>,
     pub(super) groups: Vec<Section>,
@@ -156,8 +160,7 @@ pub(super) fn why_not(keyword: &str) -> String {
             "xdp-lb does not manage static or per-instance addresses, routes or rules: \
              configure them with the OS or from notify commands"
         }
-        "vrrp_track_process" | "track_process" | "vrrp_track_file" | "track_file" | "track_bfd"
-        | "bfd_instance" => {
+        "vrrp_track_process" | "track_process" | "vrrp_track_file" | "track_file" => {
             "xdp-lb tracks scripts, interfaces and virtual servers only: use a vrrp_script"
         }
         "notification_email"
@@ -325,6 +328,15 @@ impl Tx {
             Some(i) => self.instance_defaults[i] = (key.to_owned(), v, line),
             None => self.instance_defaults.push((key.to_owned(), v, line)),
         }
+    }
+
+    /// `KEYWORD NAME { ... }`: the name and the block, or `None` (reported).
+    fn named_block<'n>(&mut self, node: &'n Node) -> Option<(String, &'n [Node])> {
+        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
+            self.report(node, format!("a {} needs a name", node.keyword));
+            return None;
+        };
+        Some((name, self.block(node)?))
     }
 
     pub(super) fn block<'n>(&mut self, node: &'n Node) -> Option<&'n [Node]> {
@@ -602,14 +614,97 @@ impl Tx {
         self.scripts.push(section);
     }
 
+    // ----- bfd_instance -----
+
+    /// keepalived runs BFD itself; xdp-lb asks FRR's bfdd for the same session, with
+    /// keepalived's defaults (10 ms intervals, multiplier 5) written out.
+    pub(super) fn bfd_instance(&mut self, node: &Node) {
+        let Some((name, block)) = self.named_block(node) else {
+            return;
+        };
+        let mut section = Section::new(format!("[bfd.{}]", key(&name)), node.at);
+        section.set("min_rx", V::str("10ms"), node.at);
+        section.set("min_tx", V::str("10ms"), node.at);
+        section.set("multiplier", V::Int(5), node.at);
+        for item in block {
+            match item.keyword.as_str() {
+                "neighbor_ip" | "neighbour_ip" | "source_ip" => {
+                    let Some(word) = self.one_arg(item, "an IP address") else {
+                        continue;
+                    };
+                    match word.text.parse::<std::net::IpAddr>() {
+                        Ok(ip) => {
+                            let key = if item.keyword == "source_ip" {
+                                "local"
+                            } else {
+                                "peer"
+                            };
+                            section.set(key, V::str(ip.to_string()), item.at);
+                        }
+                        Err(_) => self.report(item, "expected an IP address"),
+                    }
+                }
+                "min_rx" | "min_tx" => {
+                    let Some(word) = self.one_arg(item, "milliseconds such as 10") else {
+                        continue;
+                    };
+                    match word.text.parse::<u64>() {
+                        Ok(ms) if (10..=60_000).contains(&ms) => {
+                            section.set(&item.keyword, V::str(format!("{ms}ms")), item.at);
+                        }
+                        _ => self.report(
+                            item,
+                            "bfdd takes whole milliseconds from 10 to 60000: keepalived's \
+                             default (10 ms) is kept",
+                        ),
+                    }
+                }
+                "multiplier" => {
+                    if let Some(v) = self.int_arg(item, 2, 255) {
+                        section.set("multiplier", v, item.at);
+                    }
+                }
+                "idle_tx" | "passive" | "ttl" | "hoplimit" | "max_hops" => self.report(
+                    item,
+                    "bfdd's session keeps its own default for this: set it in bfdd's \
+                     configuration if it matters",
+                ),
+                "weight" => {
+                    let args = item.arg_texts();
+                    if args.len() == 2 && args[1] == "reverse" {
+                        self.report(
+                            item,
+                            "xdp-lb has no `reverse` (a negative weight applies while the \
+                             session is down, a positive one while it is up): the weight is \
+                             left at 0 (FAULT while down)",
+                        );
+                    } else if let Some(v) = self.int_arg(item, -253, 253) {
+                        section.set("weight", v, item.at);
+                    }
+                }
+                "vrrp" | "checker" => {}
+                _ => self.unhandled(item),
+            }
+        }
+        if !section.has("peer") {
+            self.report(
+                node,
+                "it has no `neighbor_ip`, so there is no session to ask bfdd for",
+            );
+            return;
+        }
+        let weight = match section.get("weight") {
+            Some(V::Int(w)) => *w,
+            _ => 0,
+        };
+        self.bfd_weights.push((name, weight));
+        self.bfd.push(section);
+    }
+
     // ----- vrrp_instance -----
 
     pub(super) fn vrrp_instance(&mut self, node: &Node) {
-        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
-            self.report(node, "a vrrp_instance needs a name");
-            return;
-        };
-        let Some(block) = self.block(node) else {
+        let Some((name, block)) = self.named_block(node) else {
             return;
         };
         let mut s = Section::new(format!("[vrrp.{}]", key(&name)), node.at);
@@ -706,6 +801,10 @@ impl Tx {
                 "track_script" => {
                     let names = self.track_scripts(item);
                     s.set("track_scripts", V::strs(names), item.at);
+                }
+                "track_bfd" => {
+                    let names = self.track_bfd(item);
+                    s.set("track_bfd", V::strs(names), item.at);
                 }
                 "track_interface" => {
                     let list = self.track_interfaces(item);
@@ -923,6 +1022,60 @@ impl Tx {
         }
     }
 
+    /// `track_bfd { NAME [weight W] }`: the sessions' own weights; a per-instance
+    /// weight other than the session's is not translated (one session, one weight).
+    fn track_bfd(&mut self, node: &Node) -> Vec<String> {
+        let words = node.block_words();
+        let mut names: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let (word, line) = &words[i];
+            let known = self
+                .bfd_weights
+                .iter()
+                .find(|(n, _)| *n == word.text)
+                .cloned();
+            let Some((name, own)) = known else {
+                self.report_at(
+                    *line,
+                    word.text.clone(),
+                    "there is no (translated) bfd_instance of this name to track",
+                );
+                i += 1;
+                continue;
+            };
+            let weight =
+                (words.get(i + 1).map(|(w, _)| w.text.as_str()) == Some("weight")).then(|| {
+                    words
+                        .get(i + 2)
+                        .map(|(w, _)| w.text.clone())
+                        .unwrap_or_default()
+                });
+            let reverse =
+                weight.is_some() && words.get(i + 3).is_some_and(|(w, _)| w.text == "reverse");
+            i += 1 + if weight.is_some() { 2 } else { 0 } + usize::from(reverse);
+            match weight {
+                Some(w) if w.parse::<i64>() != Ok(own) || reverse => self.report_at(
+                    *line,
+                    format!("{name} weight {w}{}", if reverse { " reverse" } else { "" }),
+                    format!(
+                        "xdp-lb's weight belongs to the session ([bfd.{name}] weight = {own}) \
+                         and has no `reverse`: the instance does not track it"
+                    ),
+                ),
+                _ => {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        if node.block.is_none() {
+            self.report(node, "expected a { } block after it");
+        }
+        names
+    }
+
     fn track_scripts(&mut self, node: &Node) -> Vec<String> {
         let words = node.block_words();
         let mut names: Vec<String> = Vec::new();
@@ -1040,11 +1193,7 @@ impl Tx {
     // ----- vrrp_sync_group -----
 
     pub(super) fn vrrp_sync_group(&mut self, node: &Node) {
-        let Some(name) = node.args.first().map(|w| w.text.clone()) else {
-            self.report(node, "a vrrp_sync_group needs a name");
-            return;
-        };
-        let Some(block) = self.block(node) else {
+        let Some((name, block)) = self.named_block(node) else {
             return;
         };
         let mut s = Section::new(format!("[vrrp_sync_group.{}]", key(&name)), node.at);
@@ -1416,6 +1565,7 @@ impl Tx {
                         "rr" => "rr",
                         "wrr" => "wrr",
                         "sh" | "mh" => "sh",
+                        "dh" => "dh",
                         "lc" => "lc",
                         "wlc" => "wlc",
                         "sed" => "sed",
@@ -1425,7 +1575,7 @@ impl Tx {
                                 item,
                                 format!(
                                     "xdp-lb has no `{other}` scheduler: wrr is used instead \
-                                     (others: rr, lc, wlc, sed, nq, sh, maglev)"
+                                     (others: rr, lc, wlc, sed, nq, sh, dh, maglev)"
                                 ),
                             );
                             "wrr"
