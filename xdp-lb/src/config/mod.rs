@@ -93,7 +93,8 @@ pub struct Config {
     /// routing daemon.
     pub announce: Announce,
     /// `[sync]`: NAT connections sent to the peers (keepalived's `lvs_sync_daemon`).
-    pub sync: Option<SyncConfig>,
+    /// Boxed: the daemon's events carry configurations, and most have no `[sync]`.
+    pub sync: Option<Box<SyncConfig>>,
     /// `[vrrp.NAME]` instances, sorted by name.
     pub vrrp: Vec<VrrpInstance>,
     /// `[script.NAME]` track scripts, sorted by name.

@@ -20,7 +20,7 @@ impl Validator<'_, '_> {
         &self,
         raw: Option<Spanned<RawSync>>,
         vrrp: &[VrrpInstance],
-    ) -> Result<Option<SyncConfig>, ConfigError> {
+    ) -> Result<Option<Box<SyncConfig>>, ConfigError> {
         let Some(raw) = raw else {
             return Ok(None);
         };
@@ -182,7 +182,7 @@ impl Validator<'_, '_> {
             Some(v) => self.integer(v, "rate", 100..=10_000_000)? as u64,
             None => 50_000,
         };
-        Ok(Some(SyncConfig {
+        Ok(Some(Box::new(SyncConfig {
             instance,
             interface,
             peers,
@@ -191,6 +191,6 @@ impl Validator<'_, '_> {
             secret,
             interval,
             rate,
-        }))
+        })))
     }
 }
