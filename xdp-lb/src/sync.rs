@@ -5,10 +5,11 @@
 //!
 //! How the MASTER learns of flows: it walks its NAT reply table every `[sync]
 //! interval` (one entry per NAT connection, holding everything a peer needs: client,
-//! VIP, real server, service, state, idle time, the client's next-hop MAC). The XDP
-//! program is not changed (its stack is full, and the hot path pays nothing); the
-//! price is that a connection opened less than one interval before the MASTER dies is
-//! not on the peer, and that a walk costs about a microsecond per entry in the daemon.
+//! VIP, real server, service, state, idle time, the client's next-hop MAC), on a
+//! thread of its own. The XDP program is not changed (its stack is full, and the hot
+//! path pays nothing); the price is that a connection opened less than one interval
+//! before the MASTER dies is not on the peer, and that a walk costs the daemon a few
+//! microseconds per entry (one syscall pair each).
 //!
 //! What is sent: an entry that is new, whose state changed (FIN/RST), or that saw
 //! traffic and was last sent more than `refresh` ago (a quarter of the shortest NAT
@@ -16,22 +17,25 @@
 //! lives; at most `rate` entries per second (new ones first, the rest wait for the
 //! next round). Every ten refresh periods (5 minutes by default) everything is sent
 //! again, so a peer that restarted without its pinned state, or lost a datagram, has
-//! every connection again within that time. Messages are the datagrams of [`wire`], signed with HMAC-SHA256.
+//! every connection again within that time. Messages are the datagrams of [`wire`],
+//! signed with HMAC-SHA256.
 //!
-//! How a peer installs: a message is refused whole if it is not from a configured peer,
-//! malformed, not authenticated, replayed (accepted before from that peer, or from an
-//! earlier boot or too far behind: see `Window`), from a service table other than ours (the fingerprint of
-//! `ServiceTable::id_map`, the ids the entries use), for an interface we do not have,
-//! or while we are MASTER ourselves; an entry alone is refused if it does not match our
-//! table (service, VIP, real server and id) or is already idle past its timeout.
-//! Node-local fields are translated: the client-side interface is ours of the same name
-//! (its ifindex and MAC); the client's next-hop MAC comes from the entry (the peers
-//! share the client segment, VRRP needs that, so the next hop is the same router or
-//! client for both); the idle time becomes a last-seen time on our clock. The daemon's
-//! own collection of idle entries ages them out as it does its own.
+//! How a peer installs: a message is refused whole if it is not from a configured
+//! peer, malformed, not authenticated, replayed (accepted before from that peer, or
+//! from an earlier boot or too far behind: see `Window`), from a service table other
+//! than ours (the fingerprint of `ServiceTable::id_map`, the ids the entries use), for
+//! an interface we do not have, or while we are MASTER ourselves; an entry alone is
+//! refused if it does not match our table (service, VIP, real server and id) or is
+//! already idle past its timeout. Node-local fields are translated: the client-side
+//! interface is ours of the same name (its ifindex and MAC); the client's next-hop MAC
+//! comes from the entry (the peers share the client segment, VRRP needs that, so the
+//! next hop is the same router or client for both); the idle time becomes a last-seen
+//! time on our clock. The daemon's own collection of idle entries ages them out as it
+//! does its own.
 //!
 //! Everything here is plain data in and decisions out, tested without root; the
-//! daemon ([`crate::daemon`]) walks the maps, writes them and owns the socket.
+//! daemon (`daemon/syncing.rs`) walks the maps, writes them and owns the socket
+//! ([`node`]).
 
 pub mod node;
 pub mod wire;

@@ -3,7 +3,7 @@
 //! `xdp-lb status` and the metrics read. The decisions are in [`super`].
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::{Arc, Mutex},
     time::Instant,
@@ -227,7 +227,7 @@ pub async fn receive(
     out: mpsc::Sender<Received>,
 ) {
     let mut buf = vec![0u8; 2048];
-    let mut first: BTreeMap<IpAddr, ()> = BTreeMap::new();
+    let mut heard: BTreeSet<IpAddr> = BTreeSet::new();
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -240,7 +240,7 @@ pub async fn receive(
         match receiver.open(from, &buf[..n]) {
             Ok(message) => {
                 board.received(from, message.entries.len());
-                if first.insert(from, ()).is_none() {
+                if heard.insert(from) {
                     info!(peer = %from, "nat sync: first message from peer");
                 }
                 if out.send(Received { from, message }).await.is_err() {
