@@ -554,6 +554,15 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
         &tcp(CLIENT, 41_001, VIP, 80, (CLIENT_MAC, LB_MAC), b"GET"),
     );
     assert_eq!(inspect(&out).dst, SERVER);
+    // The backup's own collection ages installed connections out as its own: kept
+    // while in use, gone once idle past the timeout (900 s for TCP).
+    let now = xdp_lb::dataplane::nat::monotonic_ns();
+    let t = NatTimeouts::default();
+    let gc = dp.expire_idle(&t, now + 10_000_000_000).unwrap().gc;
+    assert_eq!((gc.flows_removed, gc.replies_removed), (0, 0));
+    let gc = dp.expire_idle(&t, now + 901_000_000_000).unwrap().gc;
+    assert_eq!((gc.flows_removed, gc.replies_removed), (2, 2));
+    assert_eq!(dp.table_sizes(), (0, 0));
 }
 
 /// What a MASTER's sync round costs in the daemon: the walk of the NAT reply table and
