@@ -3,6 +3,8 @@
 usage: python3 -c <this script> http|udp PORT NAME
 
 Answers every HTTP request (HTTP/1.1, keep-alive) or UDP datagram with NAME,
+except GET /download/BYTES/PER_SECOND: BYTES bytes (byte i is i % 251), paced at
+PER_SECOND in 16 KiB writes (a long transfer for failover tests),
 listening on all addresses (HTTP: IPv4 and IPv6) so it serves both its own address and
 a VIP on `lo` (LVS-DR).
 Prints "ready" on stdout once the socket is bound, then serves until killed.
@@ -11,6 +13,7 @@ Prints "ready" on stdout once the socket is bound, then serves until killed.
 import socket
 import struct
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # linux/in.h; Python's socket module does not export it.
@@ -40,7 +43,31 @@ def serve_http(port, name):
                 self.wfile.write(body)
 
         def do_GET(self):
-            self.answer(True)
+            parts = self.path.strip("/").split("/")
+            if len(parts) == 3 and parts[0] == "download":
+                self.download(int(parts[1]), int(parts[2]))
+            else:
+                self.answer(True)
+
+        def download(self, total, per_second):
+            pattern = bytes(i % 251 for i in range(251)) * 80
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(total))
+            self.send_header("X-Backend", name)
+            self.end_headers()
+            start = time.monotonic()
+            sent = 0
+            chunk = 16384
+            while sent < total:
+                n = min(chunk, total - sent)
+                offset = sent % 251
+                self.wfile.write(pattern[offset : offset + n])
+                sent += n
+                # Paced: the transfer lasts total / per_second seconds.
+                ahead = sent / per_second - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
 
         def do_HEAD(self):
             self.answer(False)

@@ -19,9 +19,12 @@
 //!                                                   default via 192.0.2.2
 //! ```
 //!
-//! With a standby LB (one-arm, [`DrLabOptions::with_standby`]), `lb2` (192.0.2.3/24)
-//! joins the segment like the LB, and neither LB gets the IPv4 VIP: VRRP is to add it
-//! on whichever is MASTER.
+//! With a standby LB ([`DrLabOptions::with_standby`]), `lb2` (192.0.2.3/24) joins the
+//! segment like the LB, and neither LB gets the IPv4 VIP: VRRP is to add it on
+//! whichever is MASTER. Two-arm with a standby (a NAT gateway pair), `lb2` has
+//! 198.51.100.3/24 on `eth0` and 192.0.2.3/24 on `eth1`; the client reaches the VIP
+//! on-link (`192.0.2.100/32 dev eth0`: whichever LB answers ARP for it), and the
+//! backends still route via 192.0.2.2 until the test points them at a VRRP address.
 //!
 //! The two-arm client reaches the VIP (and the backends' own addresses) by
 //! routing through the LB; the LB forwards the backends' direct replies
@@ -60,7 +63,7 @@ pub struct DrLabOptions {
     pub backends: Vec<String>,
     /// Client and backends on separate segments with the LB routing between them.
     pub two_arm: bool,
-    /// One-arm only: a second LB (`lb2`) for VRRP; the IPv4 VIP is left to VRRP.
+    /// A second LB (`lb2`) for VRRP; the IPv4 VIP is left to VRRP.
     pub standby: bool,
 }
 
@@ -81,7 +84,7 @@ impl DrLabOptions {
         }
     }
 
-    /// Adds the standby LB `lb2` (one-arm only).
+    /// Adds the standby LB `lb2`.
     pub fn with_standby(mut self) -> Self {
         self.standby = true;
         self
@@ -192,9 +195,6 @@ impl DrLab {
         if opts.backends.is_empty() {
             bail!("a DR lab needs at least one backend");
         }
-        if opts.standby && opts.two_arm {
-            bail!("a standby LB is only built in the one-arm lab");
-        }
         if opts.backends.len() > 80 {
             bail!("at most 80 backends fit 192.0.2.11..=192.0.2.90");
         }
@@ -267,6 +267,14 @@ impl DrLab {
                 endpoint: standby,
                 ifname: "eth0",
             });
+            if opts.two_arm {
+                ports.push(Port {
+                    switch: back_switch,
+                    port: "lb21".into(),
+                    endpoint: standby,
+                    ifname: "eth1",
+                });
+            }
         }
         for b in &backends {
             ports.push(Port {
@@ -287,6 +295,9 @@ impl DrLab {
         }
         if standby.is_some() {
             attach_xdp_pass(&switch, "lb2")?;
+            if opts.two_arm {
+                attach_xdp_pass(back_switch, "lb21")?;
+            }
         }
 
         let vip = format!("{}/32", DrLab::VIP);
@@ -313,20 +324,31 @@ impl DrLab {
             client.ip(["addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
             client.ip(["route", "add", "192.0.2.0/24", "via", "198.51.100.2"])?;
             lb.ip(["addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
-            lb.ip(["addr", "add", &vip, "dev", "eth0"])?;
             lb.ip(["addr", "add", "192.0.2.2/24", "dev", "eth1"])?;
+            let mut routers = vec![&lb];
+            if let Some(standby) = &standby {
+                // The VIP moves with VRRP: the client asks the segment for it.
+                client.ip(["route", "add", &vip, "dev", "eth0"])?;
+                standby.ip(["addr", "add", "198.51.100.3/24", "dev", "eth0"])?;
+                standby.ip(["addr", "add", "192.0.2.3/24", "dev", "eth1"])?;
+                routers.push(standby);
+            } else {
+                lb.ip(["addr", "add", &vip, "dev", "eth0"])?;
+            }
             // The LB's kernel routes the backends' replies (source VIP) back
             // to the client. Their source is a local address of the LB, which
             // the kernel drops as martian unless accept_local is set.
-            lb.sysctl(&[
-                ("net/ipv4/ip_forward", "1"),
-                ("net/ipv4/conf/all/rp_filter", "0"),
-                ("net/ipv4/conf/eth0/rp_filter", "0"),
-                ("net/ipv4/conf/eth1/rp_filter", "0"),
-                ("net/ipv4/conf/all/accept_local", "1"),
-                ("net/ipv4/conf/eth1/accept_local", "1"),
-                ("net/ipv4/conf/all/send_redirects", "0"),
-            ])?;
+            for router in routers {
+                router.sysctl(&[
+                    ("net/ipv4/ip_forward", "1"),
+                    ("net/ipv4/conf/all/rp_filter", "0"),
+                    ("net/ipv4/conf/eth0/rp_filter", "0"),
+                    ("net/ipv4/conf/eth1/rp_filter", "0"),
+                    ("net/ipv4/conf/all/accept_local", "1"),
+                    ("net/ipv4/conf/eth1/accept_local", "1"),
+                    ("net/ipv4/conf/all/send_redirects", "0"),
+                ])?;
+            }
         } else {
             client.ip(["addr", "add", "192.0.2.1/24", "dev", "eth0"])?;
             lb.ip(["addr", "add", "192.0.2.2/24", "dev", "eth0"])?;
@@ -371,10 +393,15 @@ impl DrLab {
             two_arm: opts.two_arm,
         };
         let mut targets = vec![SocketAddr::from((lab.lb_addr(), PROBE_PORT))];
+        let standby_addr = if lab.two_arm {
+            Ipv4Addr::new(198, 51, 100, 3)
+        } else {
+            DrLab::STANDBY_ADDR
+        };
         targets.extend(
             lab.standby
                 .as_ref()
-                .map(|_| SocketAddr::from((DrLab::STANDBY_ADDR, PROBE_PORT))),
+                .map(|_| SocketAddr::from((standby_addr, PROBE_PORT))),
         );
         targets.extend(
             lab.backends

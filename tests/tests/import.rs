@@ -1275,3 +1275,57 @@ fn keepalived_s_group_sample_imports_its_group_whole_given_the_mark_rules() {
     let import = import_file(std::path::Path::new(&sample), &with_rules(&[])).unwrap();
     assert_eq!(group_note(&import), ["fwmark:18", "fwmark:19"]);
 }
+
+#[test]
+fn lvs_sync_daemon_becomes_a_sync_section_with_keepalived_s_meaning() {
+    let instance = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n priority 100\n virtual_ipaddress {\n  192.0.2.9\n }\n}\n";
+    // keepalived 1.2.20 and later: in global_defs.
+    let text = format!(
+        "global_defs {{\n lvs_sync_daemon eth1 VI_1 id 3 port 8850 group 224.0.0.82\n}}\n{instance}"
+    );
+    let import = import_text(&text, "k.conf", &Options::default()).unwrap();
+    let c = import.validate().unwrap();
+    let sync = c.sync.expect("a [sync] table");
+    assert_eq!(
+        (sync.instance.as_str(), sync.interface.as_deref(), sync.port),
+        ("VI_1", Some("eth1"), 8850)
+    );
+    assert_eq!(sync.group, Some("224.0.0.82".parse().unwrap()));
+    assert!(matches!(sync.secret, config::SyncSecret::File(ref p) if p.ends_with("sync.key")));
+    let report = import.report().join("\n");
+    assert!(
+        report.contains(
+            "k.conf:2: lvs_sync_daemon eth1 VI_1 id 3 port 8850 group 224.0.0.82: translated"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("/etc/xdp-lb/sync.key on every node"),
+        "{report}"
+    );
+    assert!(report.contains("`id`"), "{report}");
+
+    // Before 1.2.20: in the instance, keepalived's multicast group and port.
+    let text = instance.replace(
+        " interface eth0\n",
+        " interface eth0\n lvs_sync_daemon_interface eth1\n",
+    );
+    let import = import_text(&text, "k.conf", &Options::default()).unwrap();
+    let sync = import.validate().unwrap().sync.expect("a [sync] table");
+    assert_eq!(
+        (sync.instance.as_str(), sync.interface.as_deref(), sync.port),
+        ("VI_1", Some("eth1"), 8848)
+    );
+    assert_eq!(sync.group, Some("224.0.0.81".parse().unwrap()));
+
+    // Not keepalived's form: noted, no table.
+    let text = format!("global_defs {{\n lvs_sync_daemon eth1\n}}\n{instance}");
+    let import = import_text(&text, "k.conf", &Options::default()).unwrap();
+    assert!(import.validate().unwrap().sync.is_none());
+    assert!(
+        import
+            .report()
+            .join("\n")
+            .contains("not translated (expected `lvs_sync_daemon INTERFACE VRRP_INSTANCE")
+    );
+}

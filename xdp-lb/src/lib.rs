@@ -29,6 +29,7 @@ pub mod schedule;
 pub mod services;
 pub mod status;
 pub mod status_client;
+pub mod sync;
 pub mod systemd;
 mod tracking;
 pub mod vrrp_socket;

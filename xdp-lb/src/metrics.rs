@@ -438,6 +438,9 @@ impl Collector for SnapshotCollector {
             "Announcements and withdrawals of the VIP",
             s.announcements.iter().map(|a| (vip(a), counter(a.changes))),
         )?;
+        if let Some(sync) = &s.sync {
+            encode_sync(&mut e, sync)?;
+        }
         let session = |b: &crate::bfd::SessionStatus| {
             vec![("session", b.name.clone()), ("peer", b.peer.to_string())]
         };
@@ -480,6 +483,105 @@ impl Collector for SnapshotCollector {
     }
 }
 
+/// `xdp_lb_sync_*`: the NAT sync's counters, by peer (and reason).
+fn encode_sync(
+    e: &mut DescriptorEncoder,
+    sync: &crate::sync::SyncStatus,
+) -> Result<(), std::fmt::Error> {
+    let role = vec![
+        ("instance", sync.instance.clone()),
+        ("role", sync.role.clone()),
+    ];
+    family(
+        e,
+        "sync_info",
+        "Always 1; the NAT sync's instance and this node's role",
+        [(role, gauge(1))],
+    )?;
+    family(
+        e,
+        "sync_messages_sent",
+        "NAT sync messages sent (to each peer)",
+        [(vec![], counter(sync.messages_sent))],
+    )?;
+    family(
+        e,
+        "sync_entries_sent",
+        "NAT connections sent to the peers",
+        [(vec![], counter(sync.entries_sent))],
+    )?;
+    family(
+        e,
+        "sync_entries_deferred",
+        "Due NAT connections left for a later round by the rate",
+        [(vec![], counter(sync.entries_deferred))],
+    )?;
+    family(
+        e,
+        "sync_send_errors",
+        "NAT sync datagrams that could not be sent",
+        [(vec![], counter(sync.send_errors))],
+    )?;
+    let peer = |p: &String| vec![("peer", p.clone())];
+    family(
+        e,
+        "sync_messages_received",
+        "Authentic NAT sync messages received, by peer",
+        sync.peers
+            .iter()
+            .map(|(p, s)| (peer(p), counter(s.messages_received))),
+    )?;
+    family(
+        e,
+        "sync_entries_received",
+        "NAT connections received, by peer",
+        sync.peers
+            .iter()
+            .map(|(p, s)| (peer(p), counter(s.entries_received))),
+    )?;
+    family(
+        e,
+        "sync_entries_installed",
+        "NAT connections installed, by peer",
+        sync.peers
+            .iter()
+            .map(|(p, s)| (peer(p), counter(s.entries_installed))),
+    )?;
+    let by_reason =
+        |m: fn(&crate::sync::PeerStatus) -> &std::collections::BTreeMap<String, u64>| {
+            sync.peers.iter().flat_map(move |(p, s)| {
+                m(s).iter().map(move |(r, n)| {
+                    (
+                        vec![("peer", p.clone()), ("reason", r.clone())],
+                        counter(*n),
+                    )
+                })
+            })
+        };
+    family(
+        e,
+        "sync_messages_refused",
+        "NAT sync messages refused whole, by peer and reason",
+        by_reason(|s| &s.messages_refused),
+    )?;
+    family(
+        e,
+        "sync_entries_refused",
+        "NAT connections refused alone, by peer and reason",
+        by_reason(|s| &s.entries_refused),
+    )?;
+    family(
+        e,
+        "sync_last_message_age_seconds",
+        "Seconds since the last authentic message, by peer",
+        sync.peers.iter().filter_map(|(p, s)| {
+            s.last_message_seconds_ago
+                .map(|a| (peer(p), ConstGauge::new(a)))
+        }),
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,6 +601,39 @@ mod tests {
         for line in [
             "xdp_lb_bfd_session_up{session=\"to_b\",peer=\"192.0.2.2\"} 1",
             "xdp_lb_bfd_peer_down_total{session=\"to_b\",peer=\"192.0.2.2\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_nat_sync_is_series() {
+        let mut s = crate::status::sample();
+        s.sync = Some(crate::sync::SyncStatus {
+            instance: "VI_1".into(),
+            role: "receiving".into(),
+            port: 8848,
+            peers: [(
+                "192.0.2.2".to_owned(),
+                crate::sync::PeerStatus {
+                    last_message_seconds_ago: Some(0.5),
+                    messages_received: 2,
+                    entries_received: 51,
+                    entries_installed: 50,
+                    messages_refused: [("replayed".to_owned(), 1)].into(),
+                    entries_refused: [("expired".to_owned(), 1)].into(),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        });
+        let text = render(s);
+        for line in [
+            "xdp_lb_sync_info{instance=\"VI_1\",role=\"receiving\"} 1",
+            "xdp_lb_sync_entries_installed_total{peer=\"192.0.2.2\"} 50",
+            "xdp_lb_sync_messages_refused_total{peer=\"192.0.2.2\",reason=\"replayed\"} 1",
+            "xdp_lb_sync_entries_refused_total{peer=\"192.0.2.2\",reason=\"expired\"} 1",
+            "xdp_lb_sync_last_message_age_seconds{peer=\"192.0.2.2\"} 0.5",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

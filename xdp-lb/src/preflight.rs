@@ -35,5 +35,13 @@ pub async fn check(config: &Config) -> anyhow::Result<()> {
     let netlink = Netlink::connect()?;
     route(config, &netlink).await?;
     crate::failover::preflight(config.vrrp.clone(), &netlink).await?;
+    // The NAT sync's key (the start reads it too) and its interface.
+    if let Some(sync) = &config.sync {
+        sync.secret.read().map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(name) = &sync.interface {
+            nix::net::if_::if_nametoindex(name.as_str())
+                .map_err(|e| anyhow::anyhow!("[sync] interface {name:?}: {e}"))?;
+        }
+    }
     Ok(())
 }

@@ -8,9 +8,9 @@
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
 //! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything
-//! else (`[global]`, `[dataplane]`, `[announce]`, other `[vrrp.*]` keys, instances
-//! added or removed, a priority to or from 255, `[script.*]`, `[vrrp_sync_group.*]`,
-//! `[bfd.*]`) is refused with what
+//! else (`[global]`, `[dataplane]`, `[announce]`, `[sync]`, other `[vrrp.*]` keys,
+//! instances added or removed, a priority to or from 255, `[script.*]`,
+//! `[vrrp_sync_group.*]`, `[bfd.*]`) is refused with what
 //! changed named: applying it live would mean re-attaching XDP or restarting VRRP
 //! instances, which a restart does more honestly. A refused or invalid reload changes
 //! nothing.
@@ -32,6 +32,14 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     changed_keys("[global]", &old.global, &new.global, &mut changed);
     changed_keys("[dataplane]", &old.dataplane, &new.dataplane, &mut changed);
     changed_keys("[announce]", &old.announce, &new.announce, &mut changed);
+    // The sync socket, its peers and its key are set up at start.
+    if old.sync != new.sync {
+        match (&old.sync, &new.sync) {
+            (Some(a), Some(b)) => changed_keys("[sync]", a, b, &mut changed),
+            (None, _) => changed.push("[sync] (added)".into()),
+            (_, None) => changed.push("[sync] (removed)".into()),
+        }
+    }
     named(
         "script",
         &old.scripts,
@@ -173,6 +181,25 @@ port = 80
             "",
         );
         assert_eq!(changed(&gone), ["[vrrp.VI_2] (removed)"]);
+    }
+
+    #[test]
+    fn sync_changes_need_a_restart_and_name_the_key_not_the_secret() {
+        let sync = |extra: &str| {
+            format!(
+                "{BASE}\n[sync]\ninstance = \"VI_1\"\npeers = [\"192.0.2.3\"]\n\
+                 secret = \"0123456789abcdef\"\n{extra}"
+            )
+        };
+        let old = parse(&sync(""), "old.toml").unwrap();
+        let new = |text: &str| restart_needed(&old, &parse(text, "new.toml").unwrap());
+        assert!(new(&sync("")).is_empty());
+        assert_eq!(new(&sync("rate = 1000\n")), ["[sync] rate"]);
+        let other = sync("").replace("0123456789abcdef", "fedcba9876543210");
+        let changes = new(&other);
+        assert_eq!(changes, ["[sync] secret"]);
+        assert_eq!(new(BASE), ["[sync] (removed)"]);
+        assert_eq!(changed(&sync("")), ["[sync] (added)"]);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// Whether the node drains.
     #[serde(default)]
     pub drain: crate::advertise::DrainStatus,
+    /// `[sync]`: NAT connections sent to or received from the peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncStatus>,
     /// `[bfd.NAME]` sessions as bfdd last reported them.
     #[serde(default)]
     pub bfd: Vec<crate::bfd::SessionStatus>,
@@ -332,6 +335,7 @@ impl Snapshot {
             rates_over_seconds: 0.0,
             announcements: Vec::new(),
             drain: Default::default(),
+            sync: None,
             bfd: Vec::new(),
         }
     }

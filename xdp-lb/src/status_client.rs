@@ -218,6 +218,9 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+    if let Some(sync) = &s.sync {
+        render_sync(&mut out, sync);
+    }
     if !s.bfd.is_empty() {
         let _ = writeln!(out, "\nBFD SESSIONS (run by bfdd)");
         for b in &s.bfd {
@@ -337,6 +340,68 @@ fn uptime(secs: u64) -> String {
     }
 }
 
+/// The `[sync]` section of `xdp-lb status`.
+fn render_sync(out: &mut String, sync: &crate::sync::SyncStatus) {
+    let _ = writeln!(
+        out,
+        "\nNAT SYNC (instance {}, udp port {}): {}",
+        sync.instance, sync.port, sync.role
+    );
+    if sync.messages_sent > 0 || sync.role == "sending" {
+        let _ = writeln!(
+            out,
+            "  sent {} entries in {} messages, last {}{}{}",
+            sync.entries_sent,
+            sync.messages_sent,
+            sync.last_sent_seconds_ago
+                .map(|s| format!("{} ago", seconds(s)))
+                .unwrap_or_else(|| "never".into()),
+            if sync.entries_deferred > 0 {
+                format!(", {} deferred by the rate", sync.entries_deferred)
+            } else {
+                String::new()
+            },
+            if sync.send_errors > 0 {
+                format!(", {} send errors", sync.send_errors)
+            } else {
+                String::new()
+            },
+        );
+    }
+    for (peer, p) in &sync.peers {
+        let list = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut why = Vec::new();
+        if !p.messages_refused.is_empty() {
+            why.push(format!("messages: {}", list(&p.messages_refused)));
+        }
+        if !p.entries_refused.is_empty() {
+            why.push(format!("entries: {}", list(&p.entries_refused)));
+        }
+        let _ = writeln!(
+            out,
+            "  from {:<15} last {}  received {} entries in {} messages, installed {}, refused {}{}",
+            peer,
+            p.last_message_seconds_ago
+                .map(|s| format!("{} ago", seconds(s)))
+                .unwrap_or_else(|| "never".into()),
+            p.entries_received,
+            p.messages_received,
+            p.entries_installed,
+            p.refused(),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join("; "))
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +447,43 @@ mod tests {
         for line in [
             "BFD SESSIONS (run by bfdd)",
             "  to_lb2           peer 192.0.2.2                  down     diagnostic 1  peer deaths seen 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_nat_sync_reads_as_text() {
+        use crate::sync::{PeerStatus, SyncStatus};
+        let mut s = crate::status::sample();
+        assert!(!render(&s).contains("NAT SYNC"), "no [sync], no section");
+        s.sync = Some(SyncStatus {
+            instance: "VI_1".into(),
+            role: "receiving".into(),
+            port: 8848,
+            messages_sent: 4,
+            entries_sent: 100,
+            entries_deferred: 0,
+            send_errors: 0,
+            last_sent_seconds_ago: Some(30.0),
+            peers: [(
+                "192.0.2.2".to_owned(),
+                PeerStatus {
+                    last_message_seconds_ago: Some(0.4),
+                    messages_received: 12,
+                    entries_received: 51,
+                    entries_installed: 49,
+                    messages_refused: [("bad_auth".to_owned(), 3)].into(),
+                    entries_refused: [("inconsistent".to_owned(), 2)].into(),
+                },
+            )]
+            .into(),
+        });
+        let text = render(&s);
+        for line in [
+            "NAT SYNC (instance VI_1, udp port 8848): receiving",
+            "  sent 100 entries in 4 messages, last 30s ago",
+            "  from 192.0.2.2       last 0.4s ago  received 51 entries in 12 messages, installed 49, refused 5 (messages: bad_auth 3; entries: inconsistent 2)",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

@@ -14,6 +14,7 @@ mod error;
 mod filter;
 mod group;
 mod raw;
+mod sync;
 mod validate;
 mod vrrp;
 
@@ -29,6 +30,7 @@ pub(crate) use duration::fmt_duration;
 pub use error::{ConfigError, Location};
 pub use filter::{Prefix, Shadow, shadowed_rules};
 pub use group::{Member as GroupMember, parse_member};
+pub use sync::{DEFAULT_SYNC_PORT, MIN_SECRET};
 pub(crate) use validate::{not_another_host, program_problem};
 
 /// Reads the config file at `path` and parses it; messages name the path as given.
@@ -90,6 +92,9 @@ pub struct Config {
     /// `[announce]`: how virtual servers with `announce = true` are shown to the local
     /// routing daemon.
     pub announce: Announce,
+    /// `[sync]`: NAT connections sent to the peers (keepalived's `lvs_sync_daemon`).
+    /// Boxed: the daemon's events carry configurations, and most have no `[sync]`.
+    pub sync: Option<Box<SyncConfig>>,
     /// `[vrrp.NAME]` instances, sorted by name.
     pub vrrp: Vec<VrrpInstance>,
     /// `[script.NAME]` track scripts, sorted by name.
@@ -464,6 +469,68 @@ impl Default for Announce {
         Announce {
             interface: "lo".into(),
             drain_idle: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `[sync]`: the MASTER of `instance` sends its NAT connections to `peers` (and/or
+/// the multicast `group`) over UDP `port`, every `interval`, at most `rate` entries a
+/// second, signed with the secret; the other nodes install them (see [`crate::sync`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SyncConfig {
+    pub instance: String,
+    /// Sync traffic is sent and received on this interface only (bound to it).
+    pub interface: Option<String>,
+    pub peers: Vec<std::net::Ipv4Addr>,
+    pub group: Option<std::net::Ipv4Addr>,
+    /// Default 8848, keepalived's.
+    pub port: u16,
+    #[serde(flatten)]
+    pub secret: SyncSecret,
+    /// Default 1 s.
+    pub interval: Duration,
+    /// Entries per second at most; default 50,000.
+    pub rate: u64,
+}
+
+/// The shared secret, written in the file or kept in a file of its own (read at start).
+#[derive(Clone, PartialEq, serde::Serialize)]
+pub enum SyncSecret {
+    #[serde(rename = "secret")]
+    Inline(String),
+    #[serde(rename = "secret_file")]
+    File(std::path::PathBuf),
+}
+
+impl fmt::Debug for SyncSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncSecret::Inline(_) => f.write_str("Inline(..)"),
+            SyncSecret::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl SyncSecret {
+    /// The key's bytes (a file's with its trailing newline removed).
+    pub fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            SyncSecret::Inline(s) => Ok(s.as_bytes().to_vec()),
+            SyncSecret::File(path) => {
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| format!("`[sync] secret_file` {}: {e}", path.display()))?;
+                while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                    bytes.pop();
+                }
+                if bytes.len() < MIN_SECRET {
+                    return Err(format!(
+                        "`[sync] secret_file` {}: {} bytes, at least {MIN_SECRET} needed",
+                        path.display(),
+                        bytes.len()
+                    ));
+                }
+                Ok(bytes)
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) dataplane: Option<Spanned<RawDataplane>>,
     pub(super) filter: Option<Spanned<RawFilter>>,
     pub(super) announce: Option<Spanned<RawAnnounce>>,
+    pub(super) sync: Option<Spanned<RawSync>>,
     #[serde(default)]
     pub(super) virtual_server: Vec<Spanned<RawVirtualServer>>,
     /// `[virtual_server_group.NAME]` groups of VIP:port pairs, by name.
@@ -151,6 +152,21 @@ pub(super) struct RawDataplane {
 pub(super) struct RawAnnounce {
     pub(super) interface: Option<Spanned<Value>>,
     pub(super) drain_idle: Option<Spanned<Value>>,
+}
+
+/// `[sync]`: NAT connections sent from the MASTER to its peers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawSync {
+    pub(super) instance: Option<Spanned<Value>>,
+    pub(super) interface: Option<Spanned<Value>>,
+    pub(super) peers: Option<Spanned<Value>>,
+    pub(super) group: Option<Spanned<Value>>,
+    pub(super) port: Option<Spanned<Value>>,
+    pub(super) secret: Option<Spanned<Value>>,
+    pub(super) secret_file: Option<Spanned<Value>>,
+    pub(super) interval: Option<Spanned<Value>>,
+    pub(super) rate: Option<Spanned<Value>>,
 }
 
 /// `[filter]`: the source filter's global deny list.

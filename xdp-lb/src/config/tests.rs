@@ -2540,3 +2540,127 @@ fn announce_errors_are_located() {
         ],
     );
 }
+
+/// A valid file with one VRRP instance and the `[sync]` lines given (from line 8).
+fn with_sync(lines: &[&str]) -> String {
+    let mut all = vec![
+        "[vrrp.VI_1]",
+        "interface = \"eth0\"",
+        "virtual_router_id = 51",
+        "virtual_ipaddresses = [\"192.0.2.100/24\"]",
+        "[sync]",
+    ];
+    all.extend_from_slice(lines);
+    with_dp(&all)
+}
+
+#[test]
+fn sync_takes_keepalived_s_defaults_and_its_own() {
+    let c = parse_ok(&with_sync(&[
+        "peers = [\"192.0.2.3\"]",
+        "secret = \"0123456789abcdef\"",
+    ]));
+    let s = c.sync.unwrap();
+    assert_eq!(s.instance, "VI_1", "the only instance");
+    assert_eq!(
+        (s.port, s.interval, s.rate),
+        (8848, Duration::from_secs(1), 50_000)
+    );
+    assert_eq!(s.peers, [std::net::Ipv4Addr::new(192, 0, 2, 3)]);
+    assert_eq!(s.secret.read().unwrap(), b"0123456789abcdef");
+    assert!(
+        !format!("{s:?}").contains("0123456789abcdef"),
+        "the secret is not printed"
+    );
+    let c = parse_ok(&with_sync(&[
+        "instance = \"VI_1\"",
+        "interface = \"eth1\"",
+        "group = \"224.0.0.81\"",
+        "port = 8850",
+        "secret_file = \"/etc/xdp-lb/sync.key\"",
+        "interval = \"250ms\"",
+        "rate = 1000",
+    ]));
+    let s = c.sync.unwrap();
+    assert_eq!(s.group, Some(std::net::Ipv4Addr::new(224, 0, 0, 81)));
+    assert_eq!(
+        (s.port, s.interval, s.rate),
+        (8850, Duration::from_millis(250), 1000)
+    );
+    assert!(parse_ok(&with_dp(&[])).sync.is_none());
+}
+
+#[test]
+fn sync_errors_are_located() {
+    let secret = "secret = \"0123456789abcdef\"";
+    assert_error(
+        &with_sync(&["instance = \"VI_9\"", "peers = [\"192.0.2.3\"]", secret]),
+        8,
+        12,
+        &[
+            "`[sync] instance` = \"VI_9\" is no `[vrrp.NAME]` instance",
+            "VI_1",
+        ],
+    );
+    assert_error(
+        &with_sync(&["peers = [\"192.0.2.3\"]", "secret = \"short\""]),
+        9,
+        10,
+        &["`[sync] secret` has 5 bytes: use 16 or more"],
+    );
+    assert_error(
+        &with_sync(&["peers = [\"192.0.2.3\"]", secret, "secret_file = \"/k\""]),
+        9,
+        10,
+        &["both `secret` and `secret_file`"],
+    );
+    assert_error(
+        &with_sync(&["peers = [\"192.0.2.3\"]", "secret_file = \"k\""]),
+        9,
+        15,
+        &["must be an absolute path"],
+    );
+    assert_error(
+        &with_sync(&["peers = [\"2001:db8::3\"]", secret]),
+        8,
+        9,
+        &["`[sync] peers` must be IPv4 addresses"],
+    );
+    assert_error(
+        &with_sync(&["group = \"192.0.2.3\"", "interface = \"eth1\"", secret]),
+        8,
+        9,
+        &["`[sync] group` = \"192.0.2.3\" is not an IPv4 multicast address"],
+    );
+    assert_error(
+        &with_sync(&["peers = [\"192.0.2.3\"]", secret, "interval = \"10ms\""]),
+        10,
+        12,
+        &["`[sync] interval` must be from \"100ms\" to \"60s\""],
+    );
+    assert_error(
+        &with_sync(&["peers = [\"192.0.2.3\"]", secret, "rate = 5"]),
+        10,
+        8,
+        &["`rate` = 5 is out of range"],
+    );
+    assert_error(
+        &with_sync(&["peers = [\"192.0.2.3\"]", secret, "peer = \"x\""]),
+        10,
+        1,
+        &["unknown key `peer`"],
+    );
+    // Whole-table errors point at the table.
+    let missing = parse(&with_sync(&[secret]), "lb.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("`[sync]` needs `peers`"), "{missing}");
+    let missing = parse(&with_sync(&["peers = [\"192.0.2.3\"]"]), "lb.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("needs `secret` or `secret_file`"),
+        "{missing}"
+    );
+    assert!(missing.starts_with("lb.toml:"), "{missing}");
+}

@@ -28,7 +28,7 @@ const PORTS: RangeInclusive<i64> = 1..=65535;
 const WEIGHTS: RangeInclusive<i64> = 0..=65535;
 const DEFAULT_WEIGHT: u32 = 1;
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
-const MAX_IFNAME_BYTES: usize = 15;
+pub(super) const MAX_IFNAME_BYTES: usize = 15;
 
 const XDP_MODES: Choices<XdpMode> = Choices {
     key: "xdp_mode",
@@ -129,12 +129,14 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
     let sync_groups = v.sync_groups(raw.vrrp_sync_group, &vrrp)?;
     let announce = v.announce(raw.announce)?;
     v.announced_not_on_vrrp(&virtual_servers, &vrrp)?;
+    let sync = v.sync(raw.sync, &vrrp)?;
     Ok(Config {
         global,
         dataplane,
         virtual_servers,
         filter,
         announce,
+        sync,
         vrrp,
         scripts,
         sync_groups,
@@ -1169,7 +1171,7 @@ impl Validator<'_, '_> {
 
 /// Linux's `dev_valid_name`: 1..IFNAMSIZ-1 bytes, not "." or "..", no '/', ':' or
 /// whitespace. A NUL would end the name early in the kernel's copy.
-fn is_valid_ifname(name: &str) -> bool {
+pub(super) fn is_valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_IFNAME_BYTES
         && name != "."

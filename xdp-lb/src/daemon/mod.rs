@@ -37,6 +37,7 @@ use crate::{
 mod counting;
 mod reloading;
 mod sources;
+mod syncing;
 
 use reloading::Reloads;
 use sources::{AbortOnDrop, DumpSignals, Sources, forward, start_scripts};
@@ -99,6 +100,10 @@ enum Event {
     RateSample,
     /// Time to see whether a drain is complete (traffic stopped).
     DrainCheck,
+    /// Time for the NAT sync's round (see [`crate::sync`]).
+    SyncTick,
+    /// NAT connections a sync peer sent (authenticated already).
+    SyncReceived(crate::sync::node::Received),
 }
 
 /// How often counters are kept for rates; rates cover the last one to two of these.
@@ -145,6 +150,7 @@ pub async fn run_reloadable(
         let mut core = bring_up(start, &neighbours, &tx).await?;
         let mut sources = Sources::default();
         sources.spawn(&core, &tx, api_listener, reloads, dump_signals);
+        core.start_sync(&sources.stop, &mut sources.tasks)?;
         // Ready once forwarding: VRRP and the track scripts start after this line (a
         // reader waiting for ready then sees every VRRP state change that follows).
         info!(
@@ -433,6 +439,8 @@ struct Core {
     advertiser: Advertiser,
     /// Holds the announced VIPs' addresses; started with the first announced service.
     announcer: Option<Announcer>,
+    /// `[sync]`: NAT connections to or from the peers.
+    sync: Option<syncing::SyncRuntime>,
 }
 
 impl Core {
@@ -466,6 +474,7 @@ impl Core {
             loads: crate::load::LoadTracker::default(),
             advertiser: Advertiser::default(),
             announcer: None,
+            sync: None,
         }
     }
 
@@ -684,6 +693,8 @@ impl Core {
             Event::Api(request) => self.answer(request),
             Event::Watchdog => crate::systemd::watchdog(),
             Event::DrainCheck => self.check_drain(),
+            Event::SyncTick => self.sync_tick(),
+            Event::SyncReceived(received) => self.on_sync_received(received),
             Event::RateSample => {
                 let now = std::time::Instant::now();
                 let sample = self.raw_snapshot();
@@ -748,6 +759,7 @@ impl Core {
     fn on_vrrp(&mut self, event: &FailoverEvent) {
         let master = event.state == xdp_lb_vrrp::State::Master;
         info!(instance = %event.instance, state = ?event.state, "vrrp instance state");
+        self.sync_follows_vrrp(event);
         match self.forwarding.apply_vrrp(&event.vips, master) {
             Ok(changed) => {
                 for &index in &changed {
@@ -896,6 +908,7 @@ impl Core {
         let (announcements, drain) = self.advertiser.status(std::time::Instant::now());
         snapshot.announcements = announcements;
         snapshot.drain = drain;
+        snapshot.sync = self.sync_status();
         snapshot.bfd = self.bfd_status.snapshot();
         snapshot
     }

@@ -152,8 +152,64 @@ impl Dataplane {
             .collect()
     }
 
+    /// Every NAT reply entry (one per NAT connection), for the sync to describe.
+    pub fn nat_reply_entries(&self) -> Vec<(FlowKey, xdp_lb_common::NatValue)> {
+        self.nat_replies.iter().filter_map(Result::ok).collect()
+    }
+
+    /// A second handle on the NAT reply table (a duplicated descriptor), so the sync
+    /// can walk it on a thread of its own instead of in the daemon's loop.
+    pub fn reply_walker(&self) -> Result<ReplyWalker, DataplaneError> {
+        use aya::maps::{IterableMap as _, Map, MapData};
+        use std::os::fd::AsFd as _;
+        let err = map_err("NAT_REPLIES");
+        let fd = self
+            .nat_replies
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| {
+                err(aya::maps::MapError::from(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error: e,
+                }))
+            })?;
+        let data = MapData::from_fd(fd).map_err(&err)?;
+        let map =
+            aya::maps::HashMap::try_from(Map::from_map_data(data).map_err(&err)?).map_err(&err)?;
+        Ok(ReplyWalker(map))
+    }
+
+    /// Writes connections a sync peer sent (see [`crate::sync`]): each one's flow and
+    /// reply entry, replacing what was there. Returns how many were written.
+    pub fn install_synced(
+        &mut self,
+        installs: &[crate::sync::Install],
+    ) -> Result<usize, DataplaneError> {
+        for i in installs {
+            self.flows
+                .insert(i.flow.0, i.flow.1, 0)
+                .map_err(map_err("FLOWS"))?;
+            self.nat_replies
+                .insert(i.reply.0, i.reply.1, 0)
+                .map_err(map_err("NAT_REPLIES"))?;
+        }
+        Ok(installs.len())
+    }
+
     /// Entries in the flow table and the NAT reply table.
     pub fn table_sizes(&self) -> (usize, usize) {
         (self.flows.keys().count(), self.nat_replies.keys().count())
+    }
+}
+
+/// The NAT reply table, read-only, for the sync's walk (see [`Dataplane::reply_walker`]).
+pub struct ReplyWalker(aya::maps::HashMap<aya::maps::MapData, FlowKey, xdp_lb_common::NatValue>);
+
+impl ReplyWalker {
+    /// Every entry now (a walk: one syscall pair per entry).
+    pub fn entries(&self) -> Vec<(FlowKey, xdp_lb_common::NatValue)> {
+        self.0.iter().filter_map(Result::ok).collect()
     }
 }

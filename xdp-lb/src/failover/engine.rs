@@ -857,9 +857,15 @@ impl Engine {
         match action {
             Action::SendAdvert { priority } => self.send_advert(i, priority).await,
             Action::BecomeMaster => {
+                // The data plane is told first, so it forwards the VIPs' services by
+                // the time the VIPs are added and announced: a packet reaching the
+                // kernel in between (a client's retransmission, an ACK of a NAT
+                // connection the sync kept) would be answered with a reset.
+                self.report(i, State::Master).await;
                 self.add_vips(i).await;
                 self.start_announcer(i).await;
-                self.changed(i, State::Master).await;
+                self.log_and_notify(i, State::Master);
+                self.update_held();
             }
             Action::Reannounce => {
                 let r = &mut self.instances[i];
@@ -1177,6 +1183,24 @@ impl Engine {
 
     /// Logs the change, runs the notify commands and reports the event.
     async fn changed(&mut self, i: usize, state: State) {
+        self.log_and_notify(i, state);
+        self.report(i, state).await;
+        self.update_held();
+    }
+
+    /// Tells the daemon (its data plane follows).
+    async fn report(&mut self, i: usize, state: State) {
+        let r = &self.instances[i];
+        let event = FailoverEvent {
+            instance: r.spec.name.clone(),
+            state,
+            vips: r.spec.identity.vips(),
+        };
+        // A closed receiver only means nobody listens any more.
+        let _ = self.events.send(event).await;
+    }
+
+    fn log_and_notify(&self, i: usize, state: State) {
         let fsm = self.fsm(i);
         let (priority, master) = (fsm.priority(), fsm.master());
         let r = &self.instances[i];
@@ -1195,14 +1219,6 @@ impl Engine {
             state,
             ["INSTANCE", &r.spec.name, label, &priority.to_string()],
         );
-        let event = FailoverEvent {
-            instance: r.spec.name.clone(),
-            state,
-            vips: r.spec.identity.vips(),
-        };
-        // A closed receiver only means nobody listens any more.
-        let _ = self.events.send(event).await;
-        self.update_held();
     }
 
     /// After a member moved: once every member is in one state (or any is in FAULT),

@@ -294,6 +294,7 @@ pub fn import_text(text: &str, source: &str, options: &Options) -> Result<Import
     sections.append(&mut tx.bfd);
     sections.extend(tx.instances.iter().map(|(_, _, s)| s.clone()));
     sections.append(&mut tx.groups);
+    sections.extend(tx.sync.take());
     sections.append(&mut tx.server_groups);
     sections.append(&mut tx.services);
 

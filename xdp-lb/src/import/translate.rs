@@ -43,6 +43,8 @@ pub(super) struct Tx {
     pub(super) marks: MarkRules,
     /// `[[virtual_server]]` tables, each followed by its real servers.
     pub(super) services: Vec<Section>,
+    /// `[sync]`, from `lvs_sync_daemon` or an instance's `lvs_sync_daemon_interface`.
+    pub(super) sync: Option<Section>,
 }
 
 /// What a virtual server serves, from its header.
@@ -197,9 +199,9 @@ pub(super) fn why_not(keyword: &str) -> String {
              \"Unknown keyword\" and ignores the block); xdp-lb manages no routes"
         }
         "lvs_sync_daemon_interface" | "lvs_sync_daemon" => {
-            "xdp-lb has no IPVS connection synchronisation daemon: connections are not \
-             shared with the peer, so after a failover the new master picks real servers \
-             for them afresh (same choice with scheduler sh or maglev)"
+            "expected `lvs_sync_daemon INTERFACE VRRP_INSTANCE [id N] [maxlen N] [port N] \
+             [ttl N] [group ADDRESS]` (global_defs) or `lvs_sync_daemon_interface INTERFACE` \
+             (in a vrrp_instance)"
         }
         "failover_threshold" | "failover_up" | "failover_down" | "backup_real_server" => {
             "xdp-lb has no failover (backup) pool: list the backup servers as real servers \
@@ -433,9 +435,100 @@ impl Tx {
                         self.instance_default("garp_interval", v, item.at, false);
                     }
                 }
+                "lvs_sync_daemon" => self.lvs_sync_daemon(item),
                 _ => self.unhandled(item),
             }
         }
+    }
+
+    // ----- lvs_sync_daemon -----
+
+    /// `lvs_sync_daemon INTERFACE VRRP_INSTANCE [id N] [maxlen N] [port N] [ttl N]
+    /// [group ADDRESS]` in global_defs.
+    fn lvs_sync_daemon(&mut self, node: &Node) {
+        let words: Vec<&str> = node.args.iter().map(|w| w.text.as_str()).collect();
+        if words.len() < 2 || node.block.is_some() {
+            self.unhandled(node);
+            return;
+        }
+        let (mut port, mut group) = (None, None);
+        let mut dropped = Vec::new();
+        let mut rest = words[2..].chunks(2);
+        for pair in rest.by_ref() {
+            match pair {
+                ["port", p] => match p.parse::<u16>() {
+                    Ok(n) if n > 0 => port = Some(i64::from(n)),
+                    _ => return self.report(node, format!("`port {p}`: expected 1 to 65535")),
+                },
+                ["group", g] => match g.parse::<std::net::Ipv4Addr>() {
+                    Ok(a) if a.is_multicast() => group = Some(a.to_string()),
+                    _ => {
+                        return self.report(
+                            node,
+                            format!("`group {g}`: xdp-lb syncs over an IPv4 multicast group"),
+                        );
+                    }
+                },
+                [k @ ("id" | "maxlen" | "ttl"), _] => dropped.push(*k),
+                _ => return self.unhandled(node),
+            }
+        }
+        let why = dropped
+            .iter()
+            .map(|k| match *k {
+                "id" => {
+                    "`id` (xdp-lb refuses a peer whose virtual and real servers differ \
+                         instead of matching a sync id)"
+                }
+                "maxlen" => "`maxlen` (messages are at most 1,360 bytes)",
+                _ => "`ttl` (always 1: the peers share the segment)",
+            })
+            .collect::<Vec<_>>();
+        let (iface, instance) = (words[0].to_owned(), words[1].to_owned());
+        self.sync_section(node, &iface, &instance, port, group);
+        if !why.is_empty() {
+            self.report_translated(node, format!("not carried over: {}", why.join("; ")));
+        }
+    }
+
+    /// The `[sync]` table: keepalived's meaning (the instance's MASTER sends over
+    /// `interface`, multicast to 224.0.0.81:8848 unless told otherwise), plus the
+    /// shared secret xdp-lb requires, which keepalived has no setting for.
+    fn sync_section(
+        &mut self,
+        node: &Node,
+        iface: &str,
+        instance: &str,
+        port: Option<i64>,
+        group: Option<String>,
+    ) {
+        if self.sync.is_some() {
+            self.report(
+                node,
+                "a second sync daemon: xdp-lb syncs one VRRP instance's MASTER",
+            );
+            return;
+        }
+        let mut s = Section::new("[sync]".into(), node.at);
+        s.set("instance", V::str(instance), node.at);
+        s.set("interface", V::str(iface), node.at);
+        s.set(
+            "group",
+            V::str(group.unwrap_or_else(|| "224.0.0.81".into())),
+            node.at,
+        );
+        if let Some(p) = port {
+            s.set("port", V::Int(p), node.at);
+        }
+        s.set("secret_file", V::str("/etc/xdp-lb/sync.key"), node.at);
+        self.sync = Some(s);
+        self.report_translated(
+            node,
+            "xdp-lb signs sync messages (HMAC-SHA256) and keepalived has no key to carry \
+             over: put the same secret of 16 or more bytes in /etc/xdp-lb/sync.key on every \
+             node (e.g. `openssl rand -hex 32`), or set `peers` for unicast; only NAT \
+             connections are synced (DR and TUN connections need no state on the LB)",
+        );
     }
 
     // ----- vrrp_script -----
@@ -635,6 +728,13 @@ impl Tx {
                 "virtual_router_id" => {
                     if let Some(v) = self.int_arg(item, 1, 255) {
                         s.set("virtual_router_id", v, item.at);
+                    }
+                }
+                // keepalived before 1.2.20: the instance that carries it syncs.
+                "lvs_sync_daemon_interface" => {
+                    if let Some(w) = self.one_arg(item, "an interface name") {
+                        let iface = w.text.clone();
+                        self.sync_section(item, &iface, &name, None, None);
                     }
                 }
                 "priority" => {
