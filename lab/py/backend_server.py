@@ -5,11 +5,12 @@ usage: python3 -c <this script> http|udp PORT NAME
 Answers every HTTP request (HTTP/1.1, keep-alive) or UDP datagram with NAME,
 except GET /download/BYTES/PER_SECOND: BYTES bytes (byte i is i % 251), paced at
 PER_SECOND in 16 KiB writes (a long transfer for failover tests),
-listening on all addresses (HTTP: IPv4 and IPv6) so it serves both its own address and
+listening on all addresses (IPv4 and IPv6) so it serves both its own address and
 a VIP on `lo` (LVS-DR).
 Prints "ready" on stdout once the socket is bound, then serves until killed.
 """
 
+import select
 import socket
 import struct
 import sys
@@ -93,26 +94,40 @@ def serve_http(port, name):
 
 def serve_udp(port, name):
     reply = name.encode()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-    sock.bind(("0.0.0.0", port))
+    # One socket per family: each reads the address a datagram was sent to from its
+    # family's packet info, which a dual-stack socket would not give for both.
+    v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    v4.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    v4.bind(("0.0.0.0", port))
+    v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    v6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    v6.bind(("::", port))
     ready()
     while True:
-        _data, ancdata, _flags, peer = sock.recvmsg(65535, socket.CMSG_SPACE(12))
-        # Reply from the address the datagram was sent to (the VIP in DR mode),
-        # not from whatever source address the route would pick.
-        local = None
-        for level, ctype, cdata in ancdata:
-            if level == socket.IPPROTO_IP and ctype == IP_PKTINFO and len(cdata) >= 12:
-                _ifindex, _spec_dst, local = struct.unpack("i4s4s", cdata[:12])
-        anc = []
-        if local is not None:
+        readable, _, _ = select.select([v4, v6], [], [])
+        for sock in readable:
+            answer(sock, sock is v6, reply)
+
+
+def answer(sock, ipv6, reply):
+    _data, ancdata, _flags, peer = sock.recvmsg(65535, socket.CMSG_SPACE(20))
+    # Reply from the address the datagram was sent to (the VIP in DR mode), not from
+    # whatever source address the route would pick.
+    anc = []
+    for level, ctype, cdata in ancdata:
+        if not ipv6 and level == socket.IPPROTO_IP and ctype == IP_PKTINFO and len(cdata) >= 12:
+            _ifindex, _spec_dst, local = struct.unpack("i4s4s", cdata[:12])
             anc = [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("i4s4s", 0, local, bytes(4)))]
-        try:
-            sock.sendmsg([reply], anc, 0, peer)
-        except OSError as e:
-            print(f"udp reply to {peer} failed: {e}", file=sys.stderr, flush=True)
+        if ipv6 and level == socket.IPPROTO_IPV6 and ctype == socket.IPV6_PKTINFO and len(cdata) >= 20:
+            local, _ifindex = struct.unpack("16si", cdata[:20])
+            anc = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, struct.pack("16si", local, 0))]
+    try:
+        sock.sendmsg([reply], anc, 0, peer)
+    except OSError as e:
+        print(f"udp reply to {peer} failed: {e}", file=sys.stderr, flush=True)
 
 
 def main():

@@ -310,7 +310,12 @@ fn udp_query_once(
     // kernel has to hand out a port this run has not used yet.
     let mut held = Vec::new();
     let sock = loop {
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("bind")?;
+        let any: std::net::IpAddr = if addr.is_ipv6() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let sock = UdpSocket::bind((any, 0)).context("bind")?;
         let port = sock.local_addr()?.port();
         if used_ports.insert(port) {
             break sock;

@@ -26,6 +26,11 @@
 //! on-link (`192.0.2.100/32 dev eth0`: whichever LB answers ARP for it), and the
 //! backends still route via 192.0.2.2 until the test points them at a VRRP address.
 //!
+//! Both shapes carry IPv6 beside IPv4: one-arm on 2001:db8::/64 (client ::1, LB ::2,
+//! backends ::11, ...), two-arm with the client on 2001:db8:1::/64 (LB 2001:db8:1::2)
+//! and the backends on 2001:db8::/64 behind the LB (2001:db8::2 on eth1); the IPv6 VIP
+//! 2001:db8::100 sits where the IPv4 one does.
+//!
 //! The two-arm client reaches the VIP (and the backends' own addresses) by
 //! routing through the LB; the LB forwards the backends' direct replies
 //! (source VIP) back with `ip_forward=1`, `rp_filter=0` and `accept_local=1`.
@@ -178,8 +183,10 @@ impl DrLab {
     /// The virtual IP, present on the LB's `eth0` (it answers ARP for it) and
     /// on every backend's `lo`.
     pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-    /// One-arm only: the IPv6 VIP, placed like [`DrLab::VIP`] (on the LB's `eth0`,
-    /// on every backend's `lo`); client 2001:db8::1, LB ::2, backends ::11, ::12, ...
+    /// The IPv6 VIP, placed like [`DrLab::VIP`] (on the LB's `eth0`, on every
+    /// backend's `lo`). One-arm: client 2001:db8::1, LB ::2, backends ::11, ::12, ...
+    /// on one segment; two-arm: client 2001:db8:1::1, LB 2001:db8:1::2 (eth0) and
+    /// 2001:db8::2 (eth1), backends 2001:db8::11, ::12, ... behind it.
     pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
     /// The standby LB's address (one-arm, [`DrLabOptions::with_standby`]).
     pub const STANDBY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
@@ -347,7 +354,30 @@ impl DrLab {
                     ("net/ipv4/conf/all/accept_local", "1"),
                     ("net/ipv4/conf/eth1/accept_local", "1"),
                     ("net/ipv4/conf/all/send_redirects", "0"),
+                    ("net/ipv6/conf/all/forwarding", "1"),
                 ])?;
+            }
+            // IPv6 beside it, shaped the same way: the client on 2001:db8:1::/64, the
+            // backends on 2001:db8::/64 behind the LB (::2 on eth1), the VIP on the
+            // LB's eth0 and every backend's lo. No DAD: usable at once.
+            let vip6 = format!("{}/128", DrLab::VIP6);
+            client.ip(["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])?;
+            client.ip([
+                "-6",
+                "route",
+                "add",
+                "2001:db8::/64",
+                "via",
+                "2001:db8:1::2",
+            ])?;
+            lb.ip(["addr", "add", "2001:db8:1::2/64", "dev", "eth0", "nodad"])?;
+            lb.ip(["addr", "add", &vip6, "dev", "eth0", "nodad"])?;
+            lb.ip(["addr", "add", "2001:db8::2/64", "dev", "eth1", "nodad"])?;
+            for (i, b) in backends.iter().enumerate() {
+                let own = format!("2001:db8::{:x}/64", 0x11 + i);
+                b.ns.ip(["addr", "add", &own, "dev", "eth0", "nodad"])?;
+                b.ns.ip(["addr", "add", &vip6, "dev", "lo", "nodad"])?;
+                b.ns.ip(["-6", "route", "add", "default", "via", "2001:db8::2"])?;
             }
         } else {
             client.ip(["addr", "add", "192.0.2.1/24", "dev", "eth0"])?;
@@ -408,6 +438,14 @@ impl DrLab {
                 .iter()
                 .map(|b| SocketAddr::from((b.addr, PROBE_PORT))),
         );
+        if lab.two_arm {
+            // The two-arm lab routes IPv6 too: the client reaches the backends' own
+            // IPv6 addresses through the LB's kernel.
+            targets.extend(
+                (0..lab.backends.len())
+                    .map(|i| SocketAddr::from((lab.backend_addr6(i), PROBE_PORT))),
+            );
+        }
         wait_tcp_reachable(&lab.client, &targets, READY_TIMEOUT)
             .context("the lab did not become reachable from the client")?;
         Ok(lab)
@@ -475,7 +513,22 @@ impl DrLab {
         if self.two_arm { "eth1" } else { "eth0" }
     }
 
-    /// One-arm only: a backend's IPv6 address (2001:db8::11, ::12, ...).
+    /// The client's IPv6 address: 2001:db8::1 (one-arm) or 2001:db8:1::1 (two-arm).
+    pub fn client_addr6(&self) -> Ipv6Addr {
+        if self.two_arm {
+            Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)
+        } else {
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)
+        }
+    }
+
+    /// The LB's IPv6 address on the backend segment: 2001:db8::2 (eth0 one-arm, eth1
+    /// two-arm).
+    pub fn lb_backend_addr6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)
+    }
+
+    /// A backend's IPv6 address (2001:db8::11, ::12, ...).
     pub fn backend_addr6(&self, index: usize) -> Ipv6Addr {
         Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11 + index as u16)
     }

@@ -71,6 +71,63 @@ pub fn attach_xdp_pass(ns: &Netns, ifname: &str) -> Result<()> {
     attach_xdp_bytecode(ns, ifname, "xdp_lab_pass", &PASS_PROGRAM)
 }
 
+/// Decapsulates IPv6-in-IPv6 (next header 41): the Ethernet header moves 40 bytes
+/// forward over the outer IPv6 header, which `bpf_xdp_adjust_head` then drops, and the
+/// inner packet goes to the kernel as if it had arrived bare. Anything else passes
+/// untouched.
+///
+/// ```text
+///  0: r6 = r1                       ctx
+///  1: r2 = *(u32 *)(r6 + 0)         data
+///  2: r3 = *(u32 *)(r6 + 4)         data_end
+///  3: r4 = r2
+///  4: r4 += 54                      Ethernet + outer IPv6
+///  5: if r4 > r3 goto 21
+///  6: r5 = *(u16 *)(r2 + 12)        ethertype, as loaded little-endian
+///  7: if r5 != 0xdd86 goto 21       86dd: IPv6
+///  8: r5 = *(u8 *)(r2 + 20)         next header
+///  9: if r5 != 41 goto 21
+/// 10..17: copy bytes 0..14 to 40..54 (the MACs and the ethertype, IPv6 again)
+/// 18: r1 = r6
+/// 19: r2 = 40
+/// 20: call bpf_xdp_adjust_head
+/// 21: r0 = XDP_PASS
+/// 22: exit
+/// ```
+const DECAP_IP6IP6_PROGRAM: [[u8; 8]; 23] = [
+    bpf_insn(0xbf, 6, 1, 0, 0),
+    bpf_insn(0x61, 2, 6, 0, 0),
+    bpf_insn(0x61, 3, 6, 4, 0),
+    bpf_insn(0xbf, 4, 2, 0, 0),
+    bpf_insn(0x07, 4, 0, 0, 54),
+    bpf_insn(0x2d, 4, 3, 15, 0),
+    bpf_insn(0x69, 5, 2, 12, 0),
+    bpf_insn(0x55, 5, 0, 13, 0xdd86),
+    bpf_insn(0x71, 5, 2, 20, 0),
+    bpf_insn(0x55, 5, 0, 11, 41),
+    bpf_insn(0x61, 5, 2, 0, 0),
+    bpf_insn(0x63, 2, 5, 40, 0),
+    bpf_insn(0x61, 5, 2, 4, 0),
+    bpf_insn(0x63, 2, 5, 44, 0),
+    bpf_insn(0x61, 5, 2, 8, 0),
+    bpf_insn(0x63, 2, 5, 48, 0),
+    bpf_insn(0x69, 5, 2, 12, 0),
+    bpf_insn(0x6b, 2, 5, 52, 0),
+    bpf_insn(0xbf, 1, 6, 0, 0),
+    bpf_insn(0xb7, 2, 0, 0, 40),
+    bpf_insn(0x85, 0, 0, 0, 44), // bpf_xdp_adjust_head
+    bpf_insn(0xb7, 0, 0, 0, XDP_PASS),
+    bpf_insn(0x95, 0, 0, 0, 0),
+];
+
+/// Makes `ifname` in `ns` a TUN real server's end of an IPv6-in-IPv6 tunnel: what an
+/// `ip6tnl` device in mode ip6ip6 with any remote does, for kernels built without
+/// `CONFIG_IPV6_TUNNEL` (this one). Frames captured on the interface are seen after
+/// the decapsulation (capture on the sending side to see the outer header).
+pub fn attach_ip6ip6_decap(ns: &Netns, ifname: &str) -> Result<()> {
+    attach_xdp_bytecode(ns, ifname, "xdp_lab_decap6", &DECAP_IP6IP6_PROGRAM)
+}
+
 /// Loads `insns` as an XDP program named `name` (at most 15 bytes) and attaches
 /// it to `ifname` in `ns` in native mode, replacing any program there. A
 /// verifier rejection comes back with the verifier's log.

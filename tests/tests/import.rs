@@ -1329,3 +1329,42 @@ fn lvs_sync_daemon_becomes_a_sync_section_with_keepalived_s_meaning() {
             .contains("not translated (expected `lvs_sync_daemon INTERFACE VRRP_INSTANCE")
     );
 }
+
+/// keepalived's IPv6 sample: its virtual server is NAT over IPv6 (NAT66), which xdp-lb
+/// forwards, so it translates whole with its real server; only the SMTP dialogue,
+/// which xdp-lb's TCP check does not hold, is noted.
+#[test]
+fn keepalived_s_ipv6_sample_translates_its_nat_virtual_server() {
+    let sample = data("samples/keepalived.conf.IPv6");
+    let import = import_file(std::path::Path::new(&sample), &with_rules(&[])).unwrap();
+    let c = import
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", import.toml));
+    assert_eq!(c.virtual_servers.len(), 1, "{}", import.toml);
+    let vs = &c.virtual_servers[0];
+    assert_eq!(
+        vs.members.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        ["[ae00::1]:80"]
+    );
+    assert_eq!(vs.forwarding, Forwarding::Nat);
+    assert_eq!(vs.scheduler, Scheduler::Rr);
+    assert_eq!(
+        vs.persistence.as_ref().map(|p| p.timeout),
+        Some(secs(50)),
+        "persistence_timeout 50"
+    );
+    let rs = &vs.real_servers[0];
+    assert_eq!((rs.address, rs.port), ("ae00::10".parse().unwrap(), 25));
+    let noted: Vec<String> = import
+        .settings()
+        .into_iter()
+        .filter(|s| s.outcome != Outcome::Carried)
+        .map(|s| format!("{}:{}", s.keyword, s.line))
+        .collect();
+    assert_eq!(
+        noted,
+        ["SMTP_CHECK:24", "helo_name:27"],
+        "{:?}",
+        import.report()
+    );
+}

@@ -125,16 +125,19 @@ fn every_sample_setting_is_carried_over_or_noted_precisely() {
     assert_eq!(total, 1018, "settings counted in the 30 samples");
     // 709 when every url block (several per checker, each with its status_code, digest
     // and virtualhost) came to be carried over; 732 with server groups (the group sample's
-    // group and virtual server; the IPv6 sample's unused group, ignored as keepalived does).
+    // group and virtual server; the IPv6 sample's unused group, ignored as keepalived does);
+    // 742 with NAT and TUN over IPv6 (the IPv6 sample's NAT virtual server and its real
+    // server, 15 of its 17 settings).
     assert!(
-        carried * 100 >= total * 71,
+        carried * 1000 >= total * 728,
         "carried over {carried} of {total}"
     );
 }
 
 /// The samples whose HTTP_GET / SSL_GET checkers are imported (the others with url
-/// blocks are refused for their virtual servers or real servers: IPv6 NAT, auth-only, and
-/// virtual_server_group's real server at one of its group's VIPs).
+/// blocks are refused for their virtual servers or real servers: auth-only, and
+/// virtual_server_group's real server at one of its group's VIPs; the IPv6 sample's
+/// url block is commented out).
 const URL_SAMPLES: [&str; 7] = [
     "HTTP_GET.auth",
     "HTTP_GET.port",

@@ -401,7 +401,9 @@ pub enum Reason {
     PassIpv6Ext = 12,
     /// A NAT reply translated back to the VIP and forwarded.
     NatReply = 13,
-    /// NAT or TUN of this address family is not supported (IPv6): dropped.
+    /// NAT or TUN of this address family is not supported: dropped. No longer
+    /// produced (NAT and TUN forward IPv6 too); kept so the counter indices and metric
+    /// names of the others stay.
     DropNatFamily = 14,
     /// TUN: the encapsulated packet would exceed the egress MTU: passed to the kernel.
     PassTooBig = 15,

@@ -1,10 +1,20 @@
-//! NAT forwarding (IPv4): client → VIP:port becomes client → real server ip:port, and
-//! the real server's replies become VIP:port → client again, with incremental IP and
-//! TCP/UDP checksum updates. The reply map remembers how to undo the translation and
-//! where the client is (its next-hop MAC and our interface), so replies need nothing
-//! from userspace. Entries carry a coarse last-seen time; the daemon deletes idle ones.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+//! NAT forwarding (IPv4 and IPv6): client → VIP:port becomes client → real server
+//! ip:port, and the real server's replies become VIP:port → client again, with
+//! incremental checksum updates (IPv4: the header's and TCP/UDP's; IPv6: TCP/UDP's only,
+//! whose pseudo-header holds the 16-byte addresses). The reply map remembers how to
+//! undo the translation and where the client is (its next-hop MAC and our interface),
+//! so replies need nothing from userspace. Entries carry a coarse last-seen time; the
+//! daemon deletes idle ones. Both families share the maps (16-byte addresses).
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    programs::XdpContext,
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
 use xdp_lb_common::{
     BackendValue, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS,
     FLOW_F_CLOSING, FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, NatValue, Reason, ServiceStats,
@@ -39,21 +49,24 @@ pub fn forward(
     now: u64,
     refresh: bool,
 ) -> Result<Verdict, Verdict> {
-    if !pkt.ipv4 {
-        return Err(Verdict::drop(Reason::DropNatFamily));
-    }
     // The client's side of the frame, read before the rewrite replaces the MACs.
     let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
     // SAFETY: ptr_at checked that the whole header lies inside the packet, which is
     // valid memory for the run; its fields are byte arrays (alignment 1), read by value.
     let (client_mac, lb_mac) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
-    let addr = [
-        backend.addr[12],
-        backend.addr[13],
-        backend.addr[14],
-        backend.addr[15],
-    ];
-    rewrite_v4(ctx, pkt, End::Dst, addr, backend.port_be).map_err(Verdict::pass)?;
+    if pkt.ipv4 {
+        let addr = [
+            backend.addr[12],
+            backend.addr[13],
+            backend.addr[14],
+            backend.addr[15],
+        ];
+        rewrite_v4(ctx, pkt, End::Dst, addr, backend.port_be).map_err(Verdict::pass)?;
+    } else {
+        let how = v6_how(pkt, End::Dst);
+        rewrite_v6(ctx.ctx, pkt.l3, how, backend.addr.as_ptr(), backend.port_be)
+            .map_err(Verdict::pass)?;
+    }
     let verdict = dr::forward(ctx, backend, stats)?;
     // Only a packet that left can be answered: no reply entry for a dropped one.
     if refresh {
@@ -153,31 +166,31 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>>
         now,
         closing_flag(pkt.tcp_flags),
     );
-    let vip = [nat.vip[12], nat.vip[13], nat.vip[14], nat.vip[15]];
     let (vport, client_mac, lb_mac, ifindex) =
         (nat.vport_be, nat.client_mac, nat.lb_mac, nat.ifindex);
-    Some(send_reply(
-        ctx,
-        pkt,
-        vip,
-        vport,
-        &client_mac,
-        &lb_mac,
-        ifindex,
-    ))
+    let rewritten = if pkt.ipv4 {
+        let vip = [nat.vip[12], nat.vip[13], nat.vip[14], nat.vip[15]];
+        rewrite_v4(ctx, pkt, End::Src, vip, vport)
+    } else {
+        // The VIP is read from the entry by the callee: no 16-byte copy on our stack.
+        let how = v6_how(pkt, End::Src);
+        rewrite_v6(ctx.ctx, pkt.l3, how, nat.vip.as_ptr(), vport)
+    };
+    if let Err(reason) = rewritten {
+        return Some(Err(Verdict::pass(reason)));
+    }
+    Some(send_reply(ctx, &client_mac, &lb_mac, ifindex))
 }
 
+/// Sends a translated reply to the client: its next hop's MAC, out of the interface
+/// the client's packets came in by.
 #[inline(always)]
 fn send_reply(
     ctx: &XdpContext,
-    pkt: &Packet,
-    vip: [u8; 4],
-    vport_be: u16,
     client_mac: &[u8; 6],
     lb_mac: &[u8; 6],
     ifindex: u32,
 ) -> Result<Verdict, Verdict> {
-    rewrite_v4(ctx, pkt, End::Src, vip, vport_be).map_err(Verdict::pass)?;
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
     // SAFETY: ptr_at_mut checked the 14-byte Ethernet header; the frame starts 2-byte
     // aligned (see `dr::write_macs`).
@@ -260,6 +273,134 @@ fn rewrite_v4(
         }
     }
     Ok(())
+}
+
+/// `rewrite_v6`'s second argument: the L4 protocol and which end changes, in one
+/// register (a BPF-to-BPF call takes at most five).
+#[inline(always)]
+fn v6_how(pkt: &Packet, end: End) -> u32 {
+    u32::from(pkt.flow.proto) | if end == End::Dst { V6_DST } else { 0 }
+}
+
+const V6_DST: u32 = 1 << 8;
+
+/// Rewrites one end's IPv6 address (to the 16 bytes at `addr`) and port (`port_be`,
+/// network order), and updates the TCP or UDP checksum for both: IPv6 has no header
+/// checksum, but the addresses are part of the L4 checksum's pseudo-header. `how` is
+/// [`v6_how`]'s; `l3` the IPv6 header's offset (the TCP/UDP header follows it: the
+/// parser passes no extension header).
+///
+/// RFC 1624's update, HC' = ~(~HC + Σ~m + Σm'), over the eight address words and the
+/// port. The sum is taken on the words as they lie in memory (native order): a one's
+/// complement sum commutes with swapping the bytes of every word (RFC 1071), so the
+/// result, stored back the same way, is right on either endianness without a swap.
+/// UDP over IPv6 must carry a checksum (RFC 8200 §8.1): a datagram that arrives with
+/// 0 cannot be updated and goes to the kernel (which drops it), and a computed 0 is
+/// sent as 0xffff.
+///
+/// Not inlined, on purpose: the entry's frame is at the limit (see `filter::denies`),
+/// and a call gets a frame of its own (this one needs none); the verifier walks it
+/// once per call site (the forward path and the reply path). `addr` points into a map
+/// value (the backend, or the reply entry's VIP), so no address is copied to a stack;
+/// it is a raw pointer on purpose: as a `&[u8; 16]` (which nothing may write) the
+/// compiler loads all 16 bytes and the 8 packet words first and spills them (a
+/// 144-byte frame); as a pointer that may alias the packet, each word is read,
+/// summed and written in turn, in registers.
+#[inline(never)]
+fn rewrite_v6(
+    ctx: *mut xdp_md,
+    l3: usize,
+    how: u32,
+    addr: *const u8,
+    port_be: u16,
+) -> Result<(), Reason> {
+    let ctx = XdpContext::new(ctx);
+    // The parser's offsets (with or without one tag); bounded for the verifier.
+    if l3 > EthHdr::LEN + 4 {
+        return Err(Reason::PassMalformed);
+    }
+    let tcp = how & 0xff == u32::from(IPPROTO_TCP);
+    let dst = how & V6_DST != 0;
+    // Every packet access must be a constant offset from a pointer checked against the
+    // packet's end: adding a variable offset to a checked pointer makes the verifier
+    // forget the check. Hence one instance per (protocol, end), each with its own
+    // bounds check over the IPv6 header and the TCP (20 bytes) or UDP (8) header after
+    // it (which the parser checked too). The offsets are from the IPv6 header: the
+    // source address at 8, the destination at 24; the ports at 40 and 42; the TCP
+    // checksum at 40 + 16, UDP's at 40 + 6.
+    const TCP_V6: usize = Ipv6Hdr::LEN + TcpHdr::LEN;
+    const UDP_V6: usize = Ipv6Hdr::LEN + UdpHdr::LEN;
+    match (tcp, dst) {
+        (true, true) => {
+            let ip = ptr_at_mut::<[u8; TCP_V6]>(&ctx, l3)? as *mut u8;
+            // SAFETY: the offsets (with 16, 2 and 2 bytes) end inside the 60 checked.
+            unsafe { rewrite_v6_at::<24, 42, 56>(ip, addr, port_be, false) }
+        }
+        (true, false) => {
+            let ip = ptr_at_mut::<[u8; TCP_V6]>(&ctx, l3)? as *mut u8;
+            // SAFETY: as above.
+            unsafe { rewrite_v6_at::<8, 40, 56>(ip, addr, port_be, false) }
+        }
+        (false, true) => {
+            let ip = ptr_at_mut::<[u8; UDP_V6]>(&ctx, l3)? as *mut u8;
+            // SAFETY: the offsets (with 16, 2 and 2 bytes) end inside the 48 checked.
+            unsafe { rewrite_v6_at::<24, 42, 46>(ip, addr, port_be, true) }
+        }
+        (false, false) => {
+            let ip = ptr_at_mut::<[u8; UDP_V6]>(&ctx, l3)? as *mut u8;
+            // SAFETY: as above.
+            unsafe { rewrite_v6_at::<8, 40, 46>(ip, addr, port_be, true) }
+        }
+    }
+}
+
+/// `rewrite_v6`'s work at constant offsets from the IPv6 header `ip`: the address at
+/// `ADDR` (16 bytes), the port at `PORT` and the checksum at `CHECK`.
+///
+/// # Safety
+///
+/// `ip` points to writable packet bytes checked to reach past all three fields, at an
+/// even offset of a frame that starts 2-byte aligned (see `dr::write_macs`), so the
+/// u16 accesses are aligned; `addr` to 16 readable bytes (a map value's field, valid
+/// for the run, read a byte at a time).
+#[inline(always)]
+unsafe fn rewrite_v6_at<const ADDR: usize, const PORT: usize, const CHECK: usize>(
+    ip: *mut u8,
+    addr: *const u8,
+    port_be: u16,
+    udp: bool,
+) -> Result<(), Reason> {
+    // SAFETY: what the caller vouches for.
+    unsafe {
+        let check = ip.add(CHECK) as *mut u16;
+        let port = ip.add(PORT) as *mut u16;
+        let words = ip.add(ADDR) as *mut u16;
+        let old_check = *check;
+        if udp && old_check == 0 {
+            return Err(Reason::PassMalformed);
+        }
+        // Folded after every word: the fold keeps the compiler from re-associating
+        // the 18 additions into a tree, whose partial sums would not fit in registers.
+        let mut sum = u32::from(!old_check);
+        for i in 0..8 {
+            let new = u16::from_ne_bytes([*addr.add(2 * i), *addr.add(2 * i + 1)]);
+            sum = fold_add(sum, u32::from(!*words.add(i)) + u32::from(new));
+            *words.add(i) = new;
+        }
+        sum = fold_add(sum, u32::from(!*port) + u32::from(port_be));
+        *port = port_be;
+        let folded = !(fold_add(sum, 0) as u16);
+        *check = if udp && folded == 0 { 0xffff } else { folded };
+    }
+    Ok(())
+}
+
+/// `sum + x` (at most 17 bits each) folded to 17 bits: one's complement addition with
+/// the end-around carry done as it goes; the final `fold_add(sum, 0)` fits 16 bits.
+#[inline(always)]
+fn fold_add(sum: u32, x: u32) -> u32 {
+    let s = sum + x;
+    (s & 0xffff) + (s >> 16)
 }
 
 #[inline(always)]

@@ -1,10 +1,14 @@
-//! TUN forwarding: IP-in-IP (IPv4 in IPv4, protocol 4) towards the real server, the
-//! inner packet untouched, as LVS-TUN does. The outer source is the address the LB's
-//! kernel would use to reach the real server; the outer DF bit and TOS follow the inner
+//! TUN forwarding: IP-in-IP towards the real server, the inner packet untouched, as
+//! LVS-TUN does: IPv4 in IPv4 (protocol 4) and IPv6 in IPv6 (next header 41). The outer
+//! source is the address the LB's kernel would use to reach the real server; the outer
+//! DF bit and TOS (IPv4), or traffic class and flow label (IPv6), follow the inner
 //! packet's. A packet that would exceed the egress MTU once encapsulated goes to the
 //! kernel (counted) instead of being sent too big.
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use aya_ebpf::{bindings::xdp_md, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 use xdp_lb_common::{BackendValue, Reason, ServiceStats};
 
 use crate::{
@@ -25,7 +29,11 @@ pub fn forward(
     stats: Option<*mut ServiceStats>,
 ) -> Result<Verdict, Verdict> {
     if !pkt.ipv4 {
-        return Err(Verdict::drop(Reason::DropNatFamily));
+        encap_v6(ctx.ctx, pkt.l3, backend).map_err(|reason| match reason {
+            Reason::DropNoHeadroom => Verdict::drop(reason),
+            _ => Verdict::pass(reason),
+        })?;
+        return dr::forward(ctx, backend, stats);
     }
     let vlan = pkt.l3 != EthHdr::LEN;
     let inner: *const Ipv4Hdr = ptr_at(ctx, pkt.l3).map_err(Verdict::pass)?;
@@ -132,4 +140,81 @@ impl OuterHeader {
         sum = (sum & 0xffff) + (sum >> 16);
         !(sum as u16)
     }
+}
+
+const IPPROTO_IPV6: u8 = 41;
+const ETH_P_IPV6: u16 = 0x86DD;
+
+/// Puts an outer IPv6 header (LB → real server, next header 41, hop limit 64) before
+/// the IPv6 packet at `l3`; the caller then sends the frame as DR does. The outer
+/// header's first word (version, traffic class, flow label) is the inner's, so the
+/// class and the flow's label (ECMP hashing on the way) carry over. IPv6 routers never
+/// fragment, so the MTU rule is the IPv4 path's: a packet that would exceed the egress
+/// MTU once encapsulated goes to the kernel (`PassTooBig`).
+///
+/// Not inlined, on purpose: the entry's frame is at the limit (see `filter::denies`)
+/// and this call's frame stays small. `backend` is a raw pointer into its map value,
+/// read as the header is written: as a reference (which nothing may write) the
+/// compiler would load both addresses first and spill them.
+#[inline(never)]
+fn encap_v6(ctx: *mut xdp_md, l3: usize, backend: *const BackendValue) -> Result<(), Reason> {
+    let ctx = XdpContext::new(ctx);
+    let vlan = l3 != EthHdr::LEN;
+    // The parser's offsets (with or without one tag); bounded for the verifier.
+    if vlan && l3 != EthHdr::LEN + 4 {
+        return Err(Reason::PassMalformed);
+    }
+    let inner: *const Ipv6Hdr = ptr_at(&ctx, l3)?;
+    // SAFETY: ptr_at checked the 40-byte header (byte-array fields, read by value);
+    // `backend` points into a map value that lives for the run.
+    let (payload_len, mtu) = unsafe { (u16::from_be_bytes((*inner).payload_len), (*backend).mtu) };
+    let inner_len = u32::from(payload_len) + Ipv6Hdr::LEN as u32;
+    if inner_len + Ipv6Hdr::LEN as u32 > u32::from(mtu) {
+        return Err(Reason::PassTooBig);
+    }
+    // SAFETY: `ctx.ctx` is the live xdp_md this program was called with. The helper
+    // invalidates every packet pointer taken so far; none is used after it (all are
+    // taken again with fresh bounds checks below).
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(Ipv6Hdr::LEN as i32)) } != 0 {
+        return Err(Reason::DropNoHeadroom);
+    }
+    // New layout: Ethernet (+ tag) | outer IPv6 | inner packet (where it was); the old
+    // Ethernet header and tag are now 40 bytes in, read from there (nothing is kept
+    // across the helper call, which would cost stack). From here on a failed bounds
+    // check (impossible: the frame just grew) must not hand the kernel a half-built
+    // frame, so it drops.
+    let unfinished = |_| Reason::DropNoHeadroom;
+    let moved = Ipv6Hdr::LEN;
+    if vlan {
+        let tag: *mut [u16; 2] = ptr_at_mut(&ctx, EthHdr::LEN - 2).map_err(unfinished)?;
+        let old: *const [u16; 2] = ptr_at(&ctx, moved + EthHdr::LEN - 2).map_err(unfinished)?;
+        // SAFETY: ptr_at(_mut) checked both 4-byte places (TPID + TCI as on the wire)
+        // after the move; they sit at even offsets of a 2-byte aligned frame (see
+        // `dr::write_macs`), so the u16 accesses are aligned.
+        unsafe { *tag = *old };
+    }
+    let ethertype: *mut [u8; 2] = ptr_at_mut(&ctx, l3 - 2).map_err(unfinished)?;
+    let outer: *mut Ipv6Hdr = ptr_at_mut(&ctx, l3).map_err(unfinished)?;
+    let inner: *const Ipv6Hdr = ptr_at(&ctx, l3 + moved).map_err(unfinished)?;
+    // SAFETY: ptr_at(_mut) checked the ethertype's 2 bytes, the 40-byte outer header
+    // and the inner header after the move. The first word and the addresses are copied
+    // as u16 words at even offsets of headers at even offsets of a 2-byte aligned frame
+    // (see `dr::write_macs`), so those accesses are aligned; `backend`'s fields are
+    // read byte by byte.
+    unsafe {
+        *ethertype = ETH_P_IPV6.to_be_bytes();
+        *(outer as *mut [u16; 2]) = *(inner as *const [u16; 2]);
+        let len = u16::from_be_bytes((*inner).payload_len) + Ipv6Hdr::LEN as u16;
+        (*outer).payload_len = len.to_be_bytes();
+        (*outer).next_hdr = IPPROTO_IPV6;
+        (*outer).hop_limit = 64;
+        let src = (*backend).tun_src.as_ptr();
+        let dst = (*backend).addr.as_ptr();
+        let words = (outer as *mut u8).add(8) as *mut u16;
+        for i in 0..8 {
+            *words.add(i) = u16::from_ne_bytes([*src.add(2 * i), *src.add(2 * i + 1)]);
+            *words.add(8 + i) = u16::from_ne_bytes([*dst.add(2 * i), *dst.add(2 * i + 1)]);
+        }
+    }
+    Ok(())
 }

@@ -242,8 +242,12 @@ impl Sender {
 }
 
 /// The wire entry of one reply-table entry, if it is an IPv4 NAT connection of a
-/// real server we know.
+/// real server we know (NAT66 connections are not synced: the format carries IPv4).
 fn describe(k: &FlowKey, v: &NatValue, cx: &SendContext<'_>) -> Option<Entry> {
+    let is_v4 = |a: &[u8; 16]| std::net::Ipv6Addr::from(*a).to_ipv4_mapped().is_some();
+    if !(is_v4(&k.src) && is_v4(&k.dst)) {
+        return None;
+    }
     let v4 = |a: &[u8; 16]| Ipv4Addr::new(a[12], a[13], a[14], a[15]);
     let real = v4(&k.src);
     let real_port = u16::from_be(k.sport_be);

@@ -17,12 +17,15 @@ use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-/// DR, DR, NAT, TUN real servers' MACs: a forwarded frame goes to one of these.
-const SERVER_MACS: [[u8; 6]; 4] = [
+/// DR, DR, NAT, TUN real servers' MACs (IPv4), then NAT and TUN (IPv6): a forwarded
+/// frame goes to one of these.
+const SERVER_MACS: [[u8; 6]; 6] = [
     [0x02, 0, 0, 0, 0, 0x11],
     [0x02, 0, 0, 0, 0, 0x12],
     [0x02, 0, 0, 0, 0, 0x13],
     [0x02, 0, 0, 0, 0, 0x14],
+    [0x02, 0, 0, 0, 0, 0x15],
+    [0x02, 0, 0, 0, 0, 0x16],
 ];
 const CLIENT: [u8; 4] = [198, 51, 100, 7];
 const VIP: [u8; 4] = [192, 0, 2, 100];
@@ -31,20 +34,32 @@ const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
 ];
 
-/// VIP:80/tcp and VIP:53/udp and [VIP6]:80/tcp by DR, VIP:81/tcp by NAT,
-/// VIP:82/udp by TUN.
+/// VIP:80/tcp and VIP:53/udp and [VIP6]:80/tcp by DR, VIP:81/tcp and [VIP6]:81/tcp by
+/// NAT, VIP:82/udp and [VIP6]:82/udp by TUN.
 fn dataplane() -> xdp_lb::dataplane::Dataplane {
     let mut dp = load();
     for (slot, mac) in SERVER_MACS.iter().enumerate() {
+        let (addr, tun_src) = if slot < 4 {
+            (
+                v4_mapped([203, 0, 113, 11 + slot as u8]),
+                v4_mapped([192, 0, 2, 2]),
+            )
+        } else {
+            let mut server = VIP6;
+            server[15] = 0x11 + slot as u8;
+            let mut lb = VIP6;
+            lb[15] = 2;
+            (server, lb)
+        };
         let backend = BackendValue {
-            addr: v4_mapped([203, 0, 113, 11 + slot as u8]),
+            addr,
             dst_mac: *mac,
             src_mac: LB_MAC,
             ifindex: TEST_RUN_IFINDEX,
             flags: BACKEND_F_ACTIVE,
             port_be: 8080u16.to_be(),
             mtu: 1500,
-            tun_src: v4_mapped([192, 0, 2, 2]),
+            tun_src,
         };
         dp.set_backend(slot as u32, &backend).unwrap();
     }
@@ -54,6 +69,8 @@ fn dataplane() -> xdp_lb::dataplane::Dataplane {
         (key(VIP6, 80, IPPROTO_TCP), FWD_DR, vec![0, 1]),
         (key(v4_mapped(VIP), 81, IPPROTO_TCP), FWD_NAT, vec![2]),
         (key(v4_mapped(VIP), 82, IPPROTO_UDP), FWD_TUN, vec![3]),
+        (key(VIP6, 81, IPPROTO_TCP), FWD_NAT, vec![4]),
+        (key(VIP6, 82, IPPROTO_UDP), FWD_TUN, vec![5]),
     ];
     for (id, (key, forwarding, slots)) in services.into_iter().enumerate() {
         dp.set_service(&ServiceSpec {
@@ -97,6 +114,16 @@ fn tcp6(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
         .ipv6(src, dst, 64)
         .tcp(40000, 80, 1, 64_000)
         .write(&mut frame, b"six")
+        .unwrap();
+    frame
+}
+
+fn udp6(src: [u8; 16], dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(src, VIP6, 64)
+        .udp(40000, dport)
+        .write(&mut frame, b"six?")
         .unwrap();
     frame
 }
@@ -283,7 +310,20 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
                 80 + rng.below(3) as u16,
             ),
             1 => udp4(sources[rng.below(sources.len())], [53, 82][rng.below(2)]),
-            2 => tcp6(if rng.below(4) == 0 { VIP6 } else { CLIENT6 }, VIP6),
+            2 => {
+                let src = if rng.below(4) == 0 { VIP6 } else { CLIENT6 };
+                match rng.below(3) {
+                    0 => tcp6(src, VIP6),
+                    1 => {
+                        // To the NAT66 service (the TCP checksum is not the XDP
+                        // program's to check).
+                        let mut f = tcp6(src, VIP6);
+                        f[14 + 40 + 3] = 81;
+                        f
+                    }
+                    _ => udp6(src, 82),
+                }
+            }
             3 => {
                 // A VLAN-tagged copy of an IPv4 frame.
                 let mut f = tcp4(CLIENT, VIP, 80);
@@ -368,6 +408,11 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
         forwarded > 10_000,
         "the campaign must reach the forwarding paths"
     );
+    // Every forwarding path, the IPv6 NAT (service 5) and TUN (6) ones included.
+    for id in 0..7 {
+        let packets = dp.service_stats(id).unwrap().packets;
+        assert!(packets > 1_000, "service {id} forwarded only {packets}");
+    }
     assert!(
         violations.is_empty(),
         "{} forwarded frames broke the invariant, e.g.\n{}",

@@ -802,6 +802,34 @@ fn real_server_family_must_match_the_vip() {
     );
 }
 
+/// NAT (NAT66) and TUN (IPv6 in IPv6) serve IPv6 virtual servers as DR does; the real
+/// servers stay of the vip's family (IPVS's IPv4-in-IPv6 tunnels are not offered).
+#[test]
+fn nat_and_tun_serve_ipv6_vips_with_ipv6_real_servers() {
+    for forwarding in ["nat", "tun"] {
+        let text = with_dp(&[
+            "[[virtual_server]]",
+            "vip = \"2001:db8::100\"",
+            "port = 80",
+            &format!("forwarding = \"{forwarding}\""),
+            "  [[virtual_server.real_server]]",
+            "  address = \"2001:db8::11\"",
+            "  port = 8080",
+        ]);
+        let config = parse_ok(&text);
+        let vs = &config.virtual_servers[0];
+        assert_eq!(vs.forwarding.to_string(), forwarding);
+        assert_eq!(vs.real_servers[0].address, ip("2001:db8::11"));
+        let mixed = text.replace("2001:db8::11", "192.0.2.11");
+        assert_error(
+            &mixed,
+            8,
+            13,
+            &["real server 192.0.2.11 is IPv4", "same address family"],
+        );
+    }
+}
+
 #[test]
 fn duplicate_real_server_points_at_the_second_and_names_the_first() {
     let text = with_dp(&[

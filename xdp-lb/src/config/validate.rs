@@ -601,19 +601,8 @@ impl Validator<'_, '_> {
                 Some(value) => self.choice(value, &FORWARDINGS)?,
                 None => Forwarding::Dr,
             };
-            if forwarding != Forwarding::Dr && vip.is_ipv6() {
-                let value = raw
-                    .forwarding
-                    .as_ref()
-                    .expect("nat/tun was given explicitly");
-                return Err(self.src.error(
-                    value.span(),
-                    format!(
-                        "virtual server {name}: `forwarding = \"{forwarding}\"` supports IPv4 only \
-                         in this version; use \"dr\" for IPv6"
-                    ),
-                ));
-            }
+            // Every forwarding method serves both families (NAT66, IPv6-in-IPv6 TUN);
+            // a real server of the other family than its vip is refused below.
             let real_servers = self.real_servers(&raw.real_server, vip, port, &name, &vips)?;
             if real_servers.is_empty() {
                 return Err(self.src.error(

@@ -1680,21 +1680,6 @@ impl Tx {
                 _ => self.unhandled(item),
             }
         }
-        // Translating it to dr would change how packets reach the real servers.
-        let forwarding = s.entries.iter().find(|(k, _, _)| k == "forwarding");
-        if let (true, Some((_, V::Str(method), _))) = (vip.is_ipv6(), forwarding)
-            && method != "dr"
-        {
-            let method = method.to_ascii_uppercase();
-            self.report(
-                node,
-                format!(
-                    "xdp-lb forwards IPv6 virtual servers by DR only in this version, not \
-                     {method}: the virtual server is left out"
-                ),
-            );
-            return;
-        }
         let mut servers = Vec::new();
         for rs in real_servers {
             if let Some(section) = self.real_server(rs, &vips, &ports, &defaults) {
