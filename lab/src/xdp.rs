@@ -71,61 +71,97 @@ pub fn attach_xdp_pass(ns: &Netns, ifname: &str) -> Result<()> {
     attach_xdp_bytecode(ns, ifname, "xdp_lab_pass", &PASS_PROGRAM)
 }
 
-/// Decapsulates IPv6-in-IPv6 (next header 41): the Ethernet header moves 40 bytes
-/// forward over the outer IPv6 header, which `bpf_xdp_adjust_head` then drops, and the
-/// inner packet goes to the kernel as if it had arrived bare. Anything else passes
-/// untouched.
+/// The tunnels the lab's real servers can end with [`attach_decap`]: this kernel has
+/// neither `ip6_tunnel` nor `sit`, so an XDP stand-in does what the device would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tunnel {
+    /// IPv6 in IPv6 (next header 41), as an `ip6tnl` device in mode ip6ip6.
+    Ip6InIp6,
+    /// IPv4 in IPv6 (next header 4), as an `ip6tnl` device in mode ipip6.
+    Ip4InIp6,
+    /// IPv6 in IPv4 (protocol 41, a 20-byte outer header), as a `sit` device.
+    Ip6InIp4,
+}
+
+const ETH_IPV4_LE: i32 = 0x0008;
+const ETH_IPV6_LE: i32 = 0xdd86;
+
+/// Decapsulates one kind of tunnel: if the frame's outer header is of the tunnel's
+/// family (IPv4: exactly version 4 with a 20-byte header) and carries its protocol, the
+/// MACs move forward over the outer header, the inner packet's ethertype is written
+/// before it, `bpf_xdp_adjust_head` drops the outer header, and the inner packet goes
+/// to the kernel as if it had arrived bare. Anything else passes untouched. With `N`
+/// the outer header's length and `E` = 14 + N:
 ///
 /// ```text
 ///  0: r6 = r1                       ctx
 ///  1: r2 = *(u32 *)(r6 + 0)         data
 ///  2: r3 = *(u32 *)(r6 + 4)         data_end
 ///  3: r4 = r2
-///  4: r4 += 54                      Ethernet + outer IPv6
-///  5: if r4 > r3 goto 21
+///  4: r4 += E                       Ethernet + outer header
+///  5: if r4 > r3 goto 23
 ///  6: r5 = *(u16 *)(r2 + 12)        ethertype, as loaded little-endian
-///  7: if r5 != 0xdd86 goto 21       86dd: IPv6
-///  8: r5 = *(u8 *)(r2 + 20)         next header
-///  9: if r5 != 41 goto 21
-/// 10..17: copy bytes 0..14 to 40..54 (the MACs and the ethertype, IPv6 again)
-/// 18: r1 = r6
-/// 19: r2 = 40
-/// 20: call bpf_xdp_adjust_head
-/// 21: r0 = XDP_PASS
-/// 22: exit
+///  7: if r5 != outer ethertype goto 23
+///  8: r5 = *(u8 *)(r2 + 14)         version (and IPv4's header length)
+///  9: r5 &= mask                    0xf0 for IPv6, 0xff for IPv4
+/// 10: if r5 != 0x60 / 0x45 goto 23
+/// 11: r5 = *(u8 *)(r2 + 20 / 23)    next header / protocol
+/// 12: if r5 != protocol goto 23
+/// 13..18: copy bytes 0..12 to N..N+12 (the MACs)
+/// 19: *(u16 *)(r2 + N + 12) = inner ethertype
+/// 20: r1 = r6
+/// 21: r2 = N
+/// 22: call bpf_xdp_adjust_head
+/// 23: r0 = XDP_PASS
+/// 24: exit
 /// ```
-const DECAP_IP6IP6_PROGRAM: [[u8; 8]; 23] = [
-    bpf_insn(0xbf, 6, 1, 0, 0),
-    bpf_insn(0x61, 2, 6, 0, 0),
-    bpf_insn(0x61, 3, 6, 4, 0),
-    bpf_insn(0xbf, 4, 2, 0, 0),
-    bpf_insn(0x07, 4, 0, 0, 54),
-    bpf_insn(0x2d, 4, 3, 15, 0),
-    bpf_insn(0x69, 5, 2, 12, 0),
-    bpf_insn(0x55, 5, 0, 13, 0xdd86),
-    bpf_insn(0x71, 5, 2, 20, 0),
-    bpf_insn(0x55, 5, 0, 11, 41),
-    bpf_insn(0x61, 5, 2, 0, 0),
-    bpf_insn(0x63, 2, 5, 40, 0),
-    bpf_insn(0x61, 5, 2, 4, 0),
-    bpf_insn(0x63, 2, 5, 44, 0),
-    bpf_insn(0x61, 5, 2, 8, 0),
-    bpf_insn(0x63, 2, 5, 48, 0),
-    bpf_insn(0x69, 5, 2, 12, 0),
-    bpf_insn(0x6b, 2, 5, 52, 0),
-    bpf_insn(0xbf, 1, 6, 0, 0),
-    bpf_insn(0xb7, 2, 0, 0, 40),
-    bpf_insn(0x85, 0, 0, 0, 44), // bpf_xdp_adjust_head
-    bpf_insn(0xb7, 0, 0, 0, XDP_PASS),
-    bpf_insn(0x95, 0, 0, 0, 0),
-];
+const fn decap_program(tunnel: Tunnel) -> [[u8; 8]; 25] {
+    // (N, outer ethertype, version mask and value, protocol's offset, protocol, inner)
+    let (n, outer, mask, version, proto_at, proto, inner) = match tunnel {
+        Tunnel::Ip6InIp6 => (40, ETH_IPV6_LE, 0xf0, 0x60, 20, 41, ETH_IPV6_LE),
+        Tunnel::Ip4InIp6 => (40, ETH_IPV6_LE, 0xf0, 0x60, 20, 4, ETH_IPV4_LE),
+        Tunnel::Ip6InIp4 => (20, ETH_IPV4_LE, 0xff, 0x45, 23, 41, ETH_IPV6_LE),
+    };
+    [
+        bpf_insn(0xbf, 6, 1, 0, 0),
+        bpf_insn(0x61, 2, 6, 0, 0),
+        bpf_insn(0x61, 3, 6, 4, 0),
+        bpf_insn(0xbf, 4, 2, 0, 0),
+        bpf_insn(0x07, 4, 0, 0, 14 + n),
+        bpf_insn(0x2d, 4, 3, 17, 0),
+        bpf_insn(0x69, 5, 2, 12, 0),
+        bpf_insn(0x55, 5, 0, 15, outer),
+        bpf_insn(0x71, 5, 2, 14, 0),
+        bpf_insn(0x57, 5, 0, 0, mask),
+        bpf_insn(0x55, 5, 0, 12, version),
+        bpf_insn(0x71, 5, 2, proto_at, 0),
+        bpf_insn(0x55, 5, 0, 10, proto),
+        bpf_insn(0x61, 5, 2, 0, 0),
+        bpf_insn(0x63, 2, 5, n as i16, 0),
+        bpf_insn(0x61, 5, 2, 4, 0),
+        bpf_insn(0x63, 2, 5, n as i16 + 4, 0),
+        bpf_insn(0x61, 5, 2, 8, 0),
+        bpf_insn(0x63, 2, 5, n as i16 + 8, 0),
+        bpf_insn(0x6a, 2, 0, n as i16 + 12, inner),
+        bpf_insn(0xbf, 1, 6, 0, 0),
+        bpf_insn(0xb7, 2, 0, 0, n),
+        bpf_insn(0x85, 0, 0, 0, 44), // bpf_xdp_adjust_head
+        bpf_insn(0xb7, 0, 0, 0, XDP_PASS),
+        bpf_insn(0x95, 0, 0, 0, 0),
+    ]
+}
 
-/// Makes `ifname` in `ns` a TUN real server's end of an IPv6-in-IPv6 tunnel: what an
-/// `ip6tnl` device in mode ip6ip6 with any remote does, for kernels built without
-/// `CONFIG_IPV6_TUNNEL` (this one). Frames captured on the interface are seen after
-/// the decapsulation (capture on the sending side to see the outer header).
-pub fn attach_ip6ip6_decap(ns: &Netns, ifname: &str) -> Result<()> {
-    attach_xdp_bytecode(ns, ifname, "xdp_lab_decap6", &DECAP_IP6IP6_PROGRAM)
+/// Makes `ifname` in `ns` a TUN real server's end of a `tunnel` with any remote, for
+/// kernels built without `CONFIG_IPV6_TUNNEL` or `CONFIG_IPV6_SIT` (this one). Frames
+/// captured on the interface are seen after the decapsulation (capture on the sending
+/// side to see the outer header).
+pub fn attach_decap(ns: &Netns, ifname: &str, tunnel: Tunnel) -> Result<()> {
+    let name = match tunnel {
+        Tunnel::Ip6InIp6 => "xdp_lab_6in6",
+        Tunnel::Ip4InIp6 => "xdp_lab_4in6",
+        Tunnel::Ip6InIp4 => "xdp_lab_6in4",
+    };
+    attach_xdp_bytecode(ns, ifname, name, &decap_program(tunnel))
 }
 
 /// Loads `insns` as an XDP program named `name` (at most 15 bytes) and attaches

@@ -1368,3 +1368,37 @@ fn keepalived_s_ipv6_sample_translates_its_nat_virtual_server() {
         import.report()
     );
 }
+
+/// IPVS tunnels across families, so keepalived accepts an IPv4 virtual server with an
+/// IPv6 real server under `lb_kind TUN`: it translates; under NAT it is left out, saying
+/// that only TUN crosses families.
+#[test]
+fn a_tun_virtual_server_keeps_its_real_servers_of_the_other_family() {
+    let conf = |kind: &str| {
+        format!(
+            "virtual_server 192.0.2.100 80 {{\n lb_kind {kind}\n protocol TCP\n \
+             real_server 2001:db8::11 80 {{\n  TCP_CHECK {{\n  }}\n }}\n \
+             real_server 192.0.2.12 80 {{\n  TCP_CHECK {{\n  }}\n }}\n}}\n"
+        )
+    };
+    let import = import_text(&conf("TUN"), "k.conf", &with_rules(&[])).unwrap();
+    let c = import
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", import.toml));
+    let addresses: Vec<String> = c.virtual_servers[0]
+        .real_servers
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(addresses, ["2001:db8::11", "192.0.2.12"]);
+    assert_eq!(c.virtual_servers[0].forwarding, Forwarding::Tun);
+
+    let import = import_text(&conf("NAT"), "k.conf", &with_rules(&[])).unwrap();
+    let c = import.validate().unwrap();
+    assert_eq!(c.virtual_servers[0].real_servers.len(), 1);
+    let report = import.report().join("\n");
+    assert!(
+        report.contains("k.conf:4: real_server 2001:db8::11 80 { ... }: not translated (not in the virtual server's address family, which only TUN crosses"),
+        "{report}"
+    );
+}

@@ -3,14 +3,15 @@
 //! captured and decoded: the outer IPv4 header (LB → real server, protocol 4) must
 //! wrap the client's datagram exactly as the client sent it to the VIP.
 //!
-//! Over IPv6 the real servers do decapsulate, with the lab's XDP stand-in for an
-//! `ip6tnl` device (the kernel has no `ip6_tunnel` either), and answer HTTP from the VIP
-//! straight to the client; the frames are captured on the way to them (on the
-//! switch's ports) and decoded.
+//! Over IPv6, and across families (an IPv4 VIP's IPv6 real servers: IPv4 in IPv6; an
+//! IPv6 VIP's IPv4 real servers: IPv6 in IPv4), the real servers do decapsulate, with
+//! the lab's XDP stand-ins for `ip6tnl` and `sit` devices (the kernel has neither
+//! `ip6_tunnel` nor `sit`), and answer HTTP from the VIP straight to the client; the
+//! frames are captured on the way to them (on the switch's ports) and decoded.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -18,7 +19,8 @@ use etherparse::{
     InternetSlice, IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice, SlicedPacket, TransportSlice,
 };
 use xdp_lb_lab::{
-    Capture, DrLab, DrLabOptions, http_get_new_connections, xdp::attach_ip6ip6_decap,
+    Capture, DrLab, DrLabOptions, http_get_new_connections,
+    xdp::{Tunnel, attach_decap},
 };
 use xdp_lb_tests::{IO_TIMEOUT, assert_split, dr_lab, start};
 
@@ -128,27 +130,72 @@ fn inner_sport(frame: &[u8]) -> u16 {
     u16::from_be_bytes([frame[14 + 20 + 20], frame[14 + 20 + 21]])
 }
 
-/// An IPv6 frame carrying IPv6 in IPv6 (next header 41) with an inner TCP header.
-fn is_ip6ip6(frame: &[u8]) -> bool {
-    frame.len() >= 14 + 40 + 40 + 20 && frame[12..14] == [0x86, 0xdd] && frame[14 + 6] == 41
-}
-
 #[test]
 fn http_through_an_ipv6_tun_vip_is_tunnelled_to_each_real_server_and_answered() {
+    http_through_a_tunnel(Tunnel::Ip6InIp6);
+}
+
+/// IPVS's IPv4 in IPv6: an IPv4 VIP served by real servers reached over IPv6.
+#[test]
+fn http_through_an_ipv4_vip_to_ipv6_real_servers_goes_ipv4_in_ipv6() {
+    http_through_a_tunnel(Tunnel::Ip4InIp6);
+}
+
+/// IPVS's IPv6 in IPv4: an IPv6 VIP served by real servers reached over IPv4.
+#[test]
+fn http_through_an_ipv6_vip_to_ipv4_real_servers_goes_ipv6_in_ipv4() {
+    http_through_a_tunnel(Tunnel::Ip6InIp4);
+}
+
+/// The addresses one kind of tunnel is tested with.
+struct Ends {
+    client: IpAddr,
+    vip: IpAddr,
+    /// The LB's address towards the real servers: the outer source.
+    lb: IpAddr,
+    servers: Vec<IpAddr>,
+}
+
+fn ends(lab: &DrLab, tunnel: Tunnel) -> Ends {
+    let v4_servers = lab.backends.iter().map(|b| IpAddr::V4(b.addr)).collect();
+    let v6_servers = (0..lab.backends.len())
+        .map(|i| IpAddr::V6(lab.backend_addr6(i)))
+        .collect();
+    let (v4_side, v6_side) = (
+        (IpAddr::V4(lab.client_addr()), IpAddr::V4(DrLab::VIP)),
+        (IpAddr::V6(lab.client_addr6()), IpAddr::V6(DrLab::VIP6)),
+    );
+    let ((client, vip), (lb, servers)) = match tunnel {
+        Tunnel::Ip6InIp6 => (v6_side, (IpAddr::V6(lab.lb_backend_addr6()), v6_servers)),
+        Tunnel::Ip4InIp6 => (v4_side, (IpAddr::V6(lab.lb_backend_addr6()), v6_servers)),
+        Tunnel::Ip6InIp4 => (v6_side, (IpAddr::V4(lab.lb_backend_addr()), v4_servers)),
+    };
+    Ends {
+        client,
+        vip,
+        lb,
+        servers,
+    }
+}
+
+/// 150 new HTTP connections through a TUN VIP with weights 1:2, the real servers
+/// ending `tunnel`: the answers split by weight, and every connection's SYN was seen in
+/// the tunnel to the server that answered it, outer and inner headers decoded.
+fn http_through_a_tunnel(tunnel: Tunnel) {
     let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
     lab.start_http_backends(80).unwrap();
     for b in &lab.backends {
-        attach_ip6ip6_decap(&b.ns, "eth0").unwrap();
+        attach_decap(&b.ns, "eth0", tunnel).unwrap();
     }
+    let ends = ends(&lab, tunnel);
     let mut config = String::from("[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\n");
     config += &format!(
         "\n[[virtual_server]]\nvip = \"{}\"\nport = 80\nforwarding = \"tun\"\nscheduler = \"wrr\"\n",
-        DrLab::VIP6
+        ends.vip
     );
-    for i in 0..lab.backends.len() {
+    for (i, server) in ends.servers.iter().enumerate() {
         config += &format!(
-            "  [[virtual_server.real_server]]\n  address = \"{}\"\n  weight = {}\n",
-            lab.backend_addr6(i),
+            "  [[virtual_server.real_server]]\n  address = \"{server}\"\n  weight = {}\n",
             i + 1
         );
     }
@@ -161,9 +208,9 @@ fn http_through_an_ipv6_tun_vip_is_tunnelled_to_each_real_server_and_answered() 
         .map(|b| Capture::start(switch, &format!("b-{}", b.name)).unwrap())
         .collect();
 
-    let vip6 = SocketAddr::from((DrLab::VIP6, 80));
-    let tally = http_get_new_connections(&lab.client, vip6, 150, IO_TIMEOUT).unwrap();
-    println!("TUN over IPv6, 150 new connections, weights 1:2: {tally:?}");
+    let vip = SocketAddr::new(ends.vip, 80);
+    let tally = http_get_new_connections(&lab.client, vip, 150, IO_TIMEOUT).unwrap();
+    println!("TUN {tunnel:?}, 150 new connections, weights 1:2: {tally:?}");
     assert_split(&tally, &[("b1", 1), ("b2", 2)], 150, 5.0);
 
     // Every connection's SYN went through the tunnel to the server that answered it:
@@ -171,11 +218,12 @@ fn http_through_an_ipv6_tun_vip_is_tunnelled_to_each_real_server_and_answered() 
     let mut syns: Vec<BTreeSet<u16>> = vec![BTreeSet::new(); lab.backends.len()];
     let mut frames = vec![0usize; lab.backends.len()];
     let deadline = Instant::now() + Duration::from_secs(10);
+    let tunnelled = |frame: &[u8]| outer(frame).is_some_and(|(_, proto)| proto != 6 && proto != 17);
     while syns.iter().map(BTreeSet::len).sum::<usize>() < 150 && Instant::now() < deadline {
         for (i, capture) in captures.iter().enumerate() {
-            while let Ok(frame) = capture.next_matching(Duration::from_millis(20), is_ip6ip6) {
+            while let Ok(frame) = capture.next_matching(Duration::from_millis(20), tunnelled) {
                 frames[i] += 1;
-                if let Some(sport) = check_ip6ip6(&lab, i, &frame) {
+                if let Some(sport) = check_tunnelled(&ends, i, &frame) {
                     syns[i].insert(sport);
                 }
             }
@@ -195,42 +243,76 @@ fn http_through_an_ipv6_tun_vip_is_tunnelled_to_each_real_server_and_answered() 
     daemon.stop().unwrap();
 }
 
-/// Decodes a frame sent to real server `index`: the outer IPv6 header from the LB to
-/// it, the inner packet the client's to the VIP. Returns the inner source port if it
-/// is a SYN.
-fn check_ip6ip6(lab: &DrLab, index: usize, frame: &[u8]) -> Option<u16> {
-    let outer = Ipv6HeaderSlice::from_slice(&frame[14..])
-        .unwrap()
-        .to_header();
-    assert_eq!(outer.next_header, IpNumber::IPV6, "IPv6 in IPv6");
+/// An untagged IP frame's outer header length and protocol (next header).
+fn outer(frame: &[u8]) -> Option<(usize, u8)> {
+    match frame.get(12..14)? {
+        [0x08, 0x00] => Some((20, *frame.get(14 + 9)?)),
+        [0x86, 0xdd] => Some((40, *frame.get(14 + 6)?)),
+        _ => None,
+    }
+}
+
+/// Decodes a frame sent to real server `index`: the outer header from the LB to it
+/// (of the server's family, carrying the VIP's), the inner packet the client's to the
+/// VIP with its TCP checksum intact. Returns the inner source port if it is a SYN.
+fn check_tunnelled(ends: &Ends, index: usize, frame: &[u8]) -> Option<u16> {
+    let (outer_len, proto) = outer(frame).expect("an IP frame");
+    let inner_len = frame.len() - 14 - outer_len;
+    let (source, destination) = if outer_len == 20 {
+        let outer = Ipv4HeaderSlice::from_slice(&frame[14..])
+            .unwrap()
+            .to_header();
+        assert_eq!(usize::from(outer.total_len), 20 + inner_len);
+        assert_eq!(outer.header_checksum, outer.calc_header_checksum());
+        (IpAddr::from(outer.source), IpAddr::from(outer.destination))
+    } else {
+        let outer = Ipv6HeaderSlice::from_slice(&frame[14..])
+            .unwrap()
+            .to_header();
+        assert_eq!(usize::from(outer.payload_length), inner_len);
+        (IpAddr::from(outer.source), IpAddr::from(outer.destination))
+    };
     assert_eq!(
-        outer.source,
-        lab.lb_backend_addr6().octets(),
+        proto,
+        if ends.vip.is_ipv4() { 4 } else { 41 },
+        "the protocol names the inner family"
+    );
+    assert_eq!(
+        source, ends.lb,
         "outer source: the LB's address towards the server"
     );
-    assert_eq!(outer.destination, lab.backend_addr6(index).octets());
-    assert_eq!(usize::from(outer.payload_length), frame.len() - 14 - 40);
-    let inner = SlicedPacket::from_ip(&frame[14 + 40..]).expect("inner packet decodes");
-    let Some(InternetSlice::Ipv6(ip)) = &inner.net else {
-        panic!("inner not IPv6")
-    };
-    assert_eq!(ip.header().source_addr(), lab.client_addr6());
-    assert_eq!(
-        ip.header().destination_addr(),
-        DrLab::VIP6,
-        "inner still addressed to the VIP"
-    );
+    assert_eq!(destination, ends.servers[index]);
+    let inner = SlicedPacket::from_ip(&frame[14 + outer_len..]).expect("inner packet decodes");
     let Some(TransportSlice::Tcp(tcp)) = &inner.transport else {
         panic!("inner not TCP")
     };
-    assert_eq!(tcp.destination_port(), 80);
-    let header = ip.header().to_header();
+    let (from, to, checksum) = match &inner.net {
+        Some(InternetSlice::Ipv4(ip)) => {
+            let h = ip.header().to_header();
+            let sum = tcp.to_header().calc_checksum_ipv4(&h, tcp.payload());
+            (
+                IpAddr::from(h.source),
+                IpAddr::from(h.destination),
+                sum.unwrap(),
+            )
+        }
+        Some(InternetSlice::Ipv6(ip)) => {
+            let h = ip.header().to_header();
+            let sum = tcp.to_header().calc_checksum_ipv6(&h, tcp.payload());
+            (
+                IpAddr::from(h.source),
+                IpAddr::from(h.destination),
+                sum.unwrap(),
+            )
+        }
+        _ => panic!("inner not IP"),
+    };
     assert_eq!(
-        tcp.checksum(),
-        tcp.to_header()
-            .calc_checksum_ipv6(&header, tcp.payload())
-            .unwrap(),
-        "inner checksum intact"
+        (from, to),
+        (ends.client, ends.vip),
+        "the client's packet to the VIP"
     );
+    assert_eq!(tcp.destination_port(), 80);
+    assert_eq!(tcp.checksum(), checksum, "inner checksum intact");
     (tcp.syn() && !tcp.ack()).then_some(tcp.source_port())
 }

@@ -608,7 +608,7 @@ pub struct VirtualServer {
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
-    /// At least one; same address family as `vip`; no (address, port) twice.
+    /// At least one; of `vip`'s address family unless TUN; no (address, port) twice.
     pub real_servers: Vec<RealServer>,
     /// Takes new flows while no real server can (keepalived's `sorry_server`); same
     /// family as the vip, port defaulting to the service's.

@@ -802,10 +802,11 @@ fn real_server_family_must_match_the_vip() {
     );
 }
 
-/// NAT (NAT66) and TUN (IPv6 in IPv6) serve IPv6 virtual servers as DR does; the real
-/// servers stay of the vip's family (IPVS's IPv4-in-IPv6 tunnels are not offered).
+/// NAT (NAT66) and TUN (IPv6 in IPv6) serve IPv6 virtual servers as DR does; NAT keeps
+/// the real servers of the vip's family, TUN crosses families as IPVS does (IPv4 in
+/// IPv6, IPv6 in IPv4).
 #[test]
-fn nat_and_tun_serve_ipv6_vips_with_ipv6_real_servers() {
+fn nat_and_tun_serve_ipv6_vips_and_only_tun_crosses_families() {
     for forwarding in ["nat", "tun"] {
         let text = with_dp(&[
             "[[virtual_server]]",
@@ -821,12 +822,33 @@ fn nat_and_tun_serve_ipv6_vips_with_ipv6_real_servers() {
         assert_eq!(vs.forwarding.to_string(), forwarding);
         assert_eq!(vs.real_servers[0].address, ip("2001:db8::11"));
         let mixed = text.replace("2001:db8::11", "192.0.2.11");
-        assert_error(
-            &mixed,
-            8,
-            13,
-            &["real server 192.0.2.11 is IPv4", "same address family"],
-        );
+        if forwarding == "nat" {
+            assert_error(
+                &mixed,
+                8,
+                13,
+                &[
+                    "real server 192.0.2.11 is IPv4",
+                    "same address family",
+                    "only `forwarding = \"tun\"` tunnels across families",
+                ],
+            );
+        } else {
+            let config = parse_ok(&mixed);
+            assert_eq!(
+                config.virtual_servers[0].real_servers[0].address,
+                ip("192.0.2.11")
+            );
+            // And the other way: an IPv4 vip's IPv6 real server.
+            let v4 = mixed
+                .replace("2001:db8::100", "192.0.2.100")
+                .replace("192.0.2.11", "2001:db8::11");
+            let config = parse_ok(&v4);
+            assert_eq!(
+                config.virtual_servers[0].real_servers[0].address,
+                ip("2001:db8::11")
+            );
+        }
     }
 }
 

@@ -602,8 +602,15 @@ impl Validator<'_, '_> {
                 None => Forwarding::Dr,
             };
             // Every forwarding method serves both families (NAT66, IPv6-in-IPv6 TUN);
-            // a real server of the other family than its vip is refused below.
-            let real_servers = self.real_servers(&raw.real_server, vip, port, &name, &vips)?;
+            // only TUN crosses them (the tunnel is of the real server's family), a DR or
+            // NAT real server of the other family than its vip is refused below.
+            let real_servers = self.real_servers(
+                &raw.real_server,
+                (vip, forwarding == Forwarding::Tun),
+                port,
+                &name,
+                &vips,
+            )?;
             if real_servers.is_empty() {
                 return Err(self.src.error(
                     at.clone(),
@@ -756,7 +763,7 @@ impl Validator<'_, '_> {
     fn real_servers(
         &self,
         raws: &[Spanned<RawRealServer>],
-        vip: IpAddr,
+        (vip, any_family): (IpAddr, bool),
         service_port: Option<u16>,
         service: &str,
         vips: &HashMap<IpAddr, String>,
@@ -776,12 +783,13 @@ impl Validator<'_, '_> {
                 ));
             };
             let address = self.ip(address_value, "address", "192.0.2.11")?;
-            if address.is_ipv4() != vip.is_ipv4() {
+            if address.is_ipv4() != vip.is_ipv4() && !any_family {
                 return Err(self.src.error(
                     address_value.span(),
                     format!(
                         "real server {address} is {} but virtual server {service} is {}: \
-                         a real server must be in the same address family as its vip",
+                         a DR or NAT real server must be in the same address family as its \
+                         vip (only `forwarding = \"tun\"` tunnels across families)",
                         family(address),
                         family(vip)
                     ),

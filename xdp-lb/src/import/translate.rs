@@ -1681,8 +1681,9 @@ impl Tx {
             }
         }
         let mut servers = Vec::new();
+        let any_family = tunnelled(block);
         for rs in real_servers {
-            if let Some(section) = self.real_server(rs, &vips, &ports, &defaults) {
+            if let Some(section) = self.real_server(rs, (&vips, any_family), &ports, &defaults) {
                 servers.push(section);
             }
         }
@@ -1703,7 +1704,7 @@ impl Tx {
     fn real_server(
         &mut self,
         node: &Node,
-        vips: &[IpAddr],
+        (vips, any_family): (&[IpAddr], bool),
         ports: &[u16],
         defaults: &CheckDefaults,
     ) -> Option<Section> {
@@ -1721,8 +1722,11 @@ impl Tx {
             self.report(node, "expected `real_server IP PORT {`; left out");
             return None;
         };
-        if address.is_ipv4() != vip.is_ipv4() {
-            self.report(node, "not in the virtual server's address family; left out");
+        if address.is_ipv4() != vip.is_ipv4() && !any_family {
+            self.report(
+                node,
+                "not in the virtual server's address family, which only TUN crosses; left out",
+            );
             return None;
         }
         if let Some(why) = crate::config::not_another_host(address) {
@@ -1807,6 +1811,18 @@ impl Tx {
 
 /// Whether a virtual server's block makes it persistent (a non-zero
 /// persistence_timeout; keepalived's default 0 is "off").
+/// Whether the virtual server forwards by tunnel (`lb_kind TUN`), the one method whose
+/// real servers may be of the other address family (IPVS's IPv4 in IPv6 and back).
+fn tunnelled(block: &[Node]) -> bool {
+    block.iter().any(|item| {
+        matches!(item.keyword.as_str(), "lb_kind" | "lvs_method")
+            && item
+                .arg_texts()
+                .first()
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("tun"))
+    })
+}
+
 fn persistent(block: &[Node]) -> bool {
     block
         .iter()
