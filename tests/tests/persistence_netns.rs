@@ -1,13 +1,18 @@
 //! Persistence with IPVS's meaning, through the real daemon and real HTTP servers: each
 //! of 10 clients sends all of its 200 new connections to one real server (with `rr`,
 //! which alone would spread every client's connections over all three), and when a
-//! server goes down only its clients move, each again to one server. The timeout
-//! itself is checked in BPF_PROG_TEST_RUN (`xdp_program::persistence_*`).
+//! server goes down only its clients move, each again to one server. With a 2 s
+//! timeout, the daemon's own `xdp-lb explain` (reading the live persistence map) shows
+//! each client's entry followed while fresh and no longer once the client has been
+//! quiet for the timeout, and the next connections are scheduled anew (and stick
+//! again). The timeout's edges are checked in BPF_PROG_TEST_RUN
+//! (`xdp_program::persistence_*`).
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use xdp_lb_lab::{DrLabOptions, http_get_new_connections_from};
+use xdp_lb::explain::{Explanation, Persisted};
+use xdp_lb_lab::{DrLab, DrLabOptions, http_get_new_connections_from};
 use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, vip};
 
 const CLIENTS: u8 = 10;
@@ -86,6 +91,89 @@ fn each_client_sticks_to_one_real_server_and_moves_only_when_it_goes_down() {
         } else {
             assert_eq!(now, home[i], "client {i} stayed on its server");
         }
+    }
+    daemon.stop().unwrap();
+}
+
+/// `xdp-lb explain CLIENT VIP:80 tcp --json` in the LB's namespace (the API on its
+/// default loopback address there): the client's persistence entry.
+fn persisted(lab: &DrLab, client: IpAddr) -> Persisted {
+    let out = lab
+        .lb
+        .command(xdp_lb_tests::binary())
+        .args(["explain", &client.to_string(), &vip(80).to_string(), "tcp"])
+        .args(["--json", "--api", "127.0.0.1:9180"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: Explanation = serde_json::from_slice(&out.stdout).unwrap();
+    e.service
+        .and_then(|s| s.persisted)
+        .expect("a persistent service explains its memory of the client")
+}
+
+#[test]
+fn after_the_timeout_a_quiet_client_is_scheduled_anew() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
+    lab.start_http_backends(80).unwrap();
+    let clients: Vec<IpAddr> = (0..3).map(client).collect();
+    for c in &clients {
+        lab.client
+            .ip(["addr", "add", &format!("{c}/24"), "dev", "eth0"])
+            .unwrap();
+    }
+    let text = config(&lab, &[(80, "tcp", &[1, 1, 1])]).replace(
+        "scheduler = \"wrr\"\n",
+        "scheduler = \"rr\"\npersistence_timeout = \"2s\"\n",
+    );
+    let daemon = start(&lab.lb, &text);
+    let connect = |c: IpAddr, n: usize| {
+        let tally =
+            http_get_new_connections_from(&lab.client, Some(c), vip(80), n, IO_TIMEOUT).unwrap();
+        only(&tally).to_owned()
+    };
+    let address = |name: &str| IpAddr::V4(lab.backend(name).unwrap().addr);
+
+    for round in 0..2 {
+        let homes: Vec<String> = clients.iter().map(|c| connect(*c, 30)).collect();
+        let quiet_since = Instant::now();
+        for (c, home) in clients.iter().zip(&homes) {
+            let p = persisted(&lab, *c);
+            assert!(p.used, "round {round}: {c} is followed while fresh: {p:?}");
+            assert_eq!(
+                p.real_server.map(|r| r.address),
+                Some(address(home)),
+                "round {round}: {c}'s entry names the server its connections reached"
+            );
+        }
+        // Quiet now: each entry stops being followed once the client has been silent
+        // for the timeout (the program refreshes it at most once a second), not before.
+        let mut expired_after = Vec::new();
+        for c in &clients {
+            let deadline = quiet_since + TIMEOUT * 3;
+            while persisted(&lab, *c).used {
+                assert!(Instant::now() < deadline, "{c}'s entry never expired");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            expired_after.push(quiet_since.elapsed());
+        }
+        eprintln!(
+            "measured: round {round}: homes {homes:?}, entries no longer followed after {expired_after:?}"
+        );
+        assert!(
+            expired_after[0] >= TIMEOUT - Duration::from_secs(1),
+            "not before the timeout (less one refresh period): {expired_after:?}"
+        );
+    }
+    // And the next connections, scheduled anew, stick again.
+    for c in &clients {
+        connect(*c, 10);
+        assert!(persisted(&lab, *c).used);
     }
     daemon.stop().unwrap();
 }
