@@ -24,6 +24,11 @@ pub const MAX_SCHEDULE_LEN: u32 = 65537;
 pub const DEFAULT_MAX_FLOWS: u32 = 1 << 18;
 /// Capacity of the egress-interface devmap.
 pub const MAX_EGRESS_IFACES: u32 = 64;
+/// The version of what the connection-state maps' entries mean (FLOWS, NAT_REPLIES,
+/// PERSIST: `FlowKey`, `FlowValue`, `NatValue`, `PersistKey`, `PersistValue` and their
+/// flags). Bump it with any change a same-sized entry could be misread by: a restart
+/// into a build with another version clears the pinned state instead of adopting it.
+pub const STATE_VERSION: u32 = 1;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

@@ -19,7 +19,7 @@ use crate::{
     advertise::{Advertiser, Announcer, Change},
     api::ApiRequest,
     config::{Config, NatTimeouts},
-    dataplane::{Dataplane, Pins, nat::monotonic_ns},
+    dataplane::{Adoption, Dataplane, Pins, nat::monotonic_ns},
     dump::Dump,
     error_chain::Chain,
     failover::{self, FailoverEvent},
@@ -286,16 +286,30 @@ fn adopt_connections(forwarding: &mut Forwarding<Dataplane>) {
         return;
     };
     if !writer.adopted().is_empty() {
-        if pins.ids_written().as_deref() == Some(ids.as_str()) {
-            let flows = writer.flows().count();
-            info!(flows, "connection state taken over from the previous run");
-        } else {
-            let forgotten = writer.clear_connection_state();
-            warn!(
-                flows = forgotten,
-                "the virtual or real servers changed since the previous run: its \
-                 connections are scheduled anew (a SIGHUP reload keeps them)"
-            );
+        match pins.adoption(&ids) {
+            Adoption::Adopt => {
+                let flows = writer.flows().count();
+                info!(flows, "connection state taken over from the previous run");
+            }
+            Adoption::ServersChanged => {
+                let forgotten = writer.clear_connection_state();
+                warn!(
+                    flows = forgotten,
+                    "the virtual or real servers changed since the previous run: its \
+                     connections are scheduled anew (a SIGHUP reload keeps them)"
+                );
+            }
+            Adoption::OtherVersion(found) => {
+                let forgotten = writer.clear_connection_state();
+                warn!(
+                    flows = forgotten,
+                    found = found.map_or("none (an older build)".to_owned(), |v| v.to_string()),
+                    expected = xdp_lb_common::STATE_VERSION,
+                    "the pinned connection state was written by a build whose entries mean \
+                     something else (state version): it is cleared and connections are \
+                     scheduled anew"
+                );
+            }
         }
     }
     pins.record_ids(&ids);

@@ -13,7 +13,7 @@ pub mod pins;
 pub mod pool;
 pub mod stats;
 
-pub use pins::Pins;
+pub use pins::{Adoption, Pins};
 
 use std::collections::HashMap as StdHashMap;
 

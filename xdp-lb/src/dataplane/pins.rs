@@ -24,7 +24,7 @@ use aya::{
     },
 };
 use tracing::{info, warn};
-use xdp_lb_common::{FlowKey, FlowValue, NatValue, PersistKey, PersistValue};
+use xdp_lb_common::{FlowKey, FlowValue, NatValue, PersistKey, PersistValue, STATE_VERSION};
 
 /// Where xdp-lb pins, unless the bpffs is elsewhere.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf/xdp-lb";
@@ -80,14 +80,17 @@ impl Pins {
         Some(Pins { dir, ids })
     }
 
-    /// The id map the pinned entries were written under, if known.
-    pub fn ids_written(&self) -> Option<String> {
-        std::fs::read_to_string(&self.ids).ok()
+    /// Whether the pinned entries mean, to this build and the id map `ids`, what they
+    /// meant to the run that wrote them.
+    pub fn adoption(&self, ids: &str) -> Adoption {
+        adoption(std::fs::read_to_string(&self.ids).ok().as_deref(), ids)
     }
 
-    /// Records the id map the entries are written under from now on.
+    /// Records the id map the entries are written under from now on, stamped with this
+    /// build's [`STATE_VERSION`].
     pub fn record_ids(&self, ids: &str) {
-        let write = std::fs::create_dir_all(RUN_DIR).and_then(|()| std::fs::write(&self.ids, ids));
+        let write =
+            std::fs::create_dir_all(RUN_DIR).and_then(|()| std::fs::write(&self.ids, stamped(ids)));
         if let Err(e) = write {
             warn!(
                 path = %self.ids.display(),
@@ -236,4 +239,69 @@ fn on_bpffs(dir: &Path) -> bool {
     // SAFETY: a NUL-terminated path and a statfs buffer of the right type.
     let ok = unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0;
     ok && fs.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// What a start does with pinned connection state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adoption {
+    /// Written by a build of this state version under the same id map: kept.
+    Adopt,
+    /// Written under another id map (the virtual or real servers changed), or nothing
+    /// says under which: cleared.
+    ServersChanged,
+    /// Written by a build whose entries mean something else (`None`: one from before
+    /// the stamp): cleared.
+    OtherVersion(Option<u32>),
+}
+
+const VERSION_PREFIX: &str = "state-version ";
+
+/// The record file's text: the version line, then the id map.
+fn stamped(ids: &str) -> String {
+    format!("{VERSION_PREFIX}{STATE_VERSION}\n{ids}")
+}
+
+/// The decision behind [`Pins::adoption`], on the record file's text.
+pub fn adoption(written: Option<&str>, ids: &str) -> Adoption {
+    let Some(written) = written else {
+        return Adoption::ServersChanged;
+    };
+    let (version, rest) = match written
+        .strip_prefix(VERSION_PREFIX)
+        .and_then(|r| r.split_once('\n'))
+    {
+        Some((v, rest)) => (v.parse::<u32>().ok(), rest),
+        None => (None, written),
+    };
+    if version != Some(STATE_VERSION) {
+        Adoption::OtherVersion(version)
+    } else if rest == ids {
+        Adoption::Adopt
+    } else {
+        Adoption::ServersChanged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_version_and_ids_adopt_and_anything_else_clears() {
+        let ids = "service 1 a\nbackend 1 a 192.0.2.11:80\n";
+        assert_eq!(adoption(Some(&stamped(ids)), ids), Adoption::Adopt);
+        assert_eq!(
+            adoption(Some(&stamped(ids)), "service 1 b\n"),
+            Adoption::ServersChanged
+        );
+        assert_eq!(adoption(None, ids), Adoption::ServersChanged);
+        // A record from before the stamp, or from a build whose entries mean another
+        // thing, is never adopted, even with the same ids.
+        assert_eq!(adoption(Some(ids), ids), Adoption::OtherVersion(None));
+        let other = format!("{VERSION_PREFIX}{}\n{ids}", STATE_VERSION + 1);
+        assert_eq!(
+            adoption(Some(&other), ids),
+            Adoption::OtherVersion(Some(STATE_VERSION + 1))
+        );
+    }
 }
