@@ -3,6 +3,8 @@
 //! and its checksum recomputed from scratch; too-big packets go to the kernel.
 mod support;
 
+use support::addresses::{CLIENT_MAC, GATEWAY_MAC, LB_MAC, v4::*};
+
 use etherparse::{Ipv4HeaderSlice, PacketBuilder};
 use support::test_run::{
     TEST_RUN_IFINDEX, key, load, run,
@@ -12,14 +14,6 @@ use xdp_lb::dataplane::{Dataplane, ServiceSpec};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
 };
-
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
-const CLIENT: [u8; 4] = [198, 51, 100, 7];
-const VIP: [u8; 4] = [192, 0, 2, 100];
-const LB_ADDR: [u8; 4] = [192, 0, 2, 2];
-const SERVER: [u8; 4] = [203, 0, 113, 11];
 
 /// One TUN real server (behind a gateway) for VIP:80/tcp; VIP:53/udp goes to a second
 /// entry of the same server whose egress MTU is tiny.

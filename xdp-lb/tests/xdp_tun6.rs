@@ -4,6 +4,8 @@
 //! MTU once encapsulated goes to the kernel, as on the IPv4 path.
 mod support;
 
+use support::addresses::{CLIENT_MAC, GATEWAY_MAC, LB_MAC, v6::*};
+
 use etherparse::{IpNumber, Ipv6HeaderSlice, PacketBuilder};
 use support::test_run::{
     TEST_RUN_IFINDEX, key, load, run,
@@ -13,17 +15,6 @@ use xdp_lb::dataplane::{Dataplane, ServiceSpec};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR,
 };
-
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
-/// 2001:db8:1::7, 2001:db8::100, 2001:db8::2, 2001:db8:2::11 (documentation range).
-const CLIENT: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-const VIP: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-const LB_ADDR: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const SERVER: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
-];
 
 /// One TUN real server (behind a gateway) for [VIP]:80/tcp; [VIP]:53/udp goes to a
 /// second entry of the same server whose egress MTU is 200.

@@ -6,6 +6,8 @@
 //! MTU rule is the one-family paths'.
 mod support;
 
+use support::addresses::{CLIENT_MAC, GATEWAY_MAC, LB_MAC, v4, v6};
+
 use etherparse::{IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice, PacketBuilder};
 use support::test_run::{
     TEST_RUN_IFINDEX, key, load, run,
@@ -16,40 +18,24 @@ use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
 };
 
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x33];
-
-const CLIENT4: [u8; 4] = [198, 51, 100, 7];
-const VIP4: [u8; 4] = [192, 0, 2, 100];
-const LB4: [u8; 4] = [192, 0, 2, 2];
-const SERVER4: [u8; 4] = [203, 0, 113, 11];
-/// 2001:db8:1::7, 2001:db8::100, 2001:db8::2, 2001:db8:2::11 (documentation range).
-const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-const LB6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const SERVER6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
-];
-
 /// Backends: 0 the IPv6 server (for the IPv4 VIP), 1 the IPv4 server (for the IPv6
-/// VIP), 2 and 3 the same with an egress MTU of 200. Services: VIP4:80/tcp → 0,
-/// VIP4:53/udp → 2, [VIP6]:80/tcp → 1, [VIP6]:53/udp → 3.
+/// VIP), 2 and 3 the same with an egress MTU of 200. Services: v4::VIP:80/tcp → 0,
+/// v4::VIP:53/udp → 2, [v6::VIP]:80/tcp → 1, [v6::VIP]:53/udp → 3.
 fn mixed_dataplane() -> Dataplane {
     let mut dp = load();
     let to_v6 = BackendValue {
-        addr: SERVER6,
+        addr: v6::SERVER,
         dst_mac: GATEWAY_MAC,
         src_mac: LB_MAC,
         ifindex: TEST_RUN_IFINDEX,
         flags: BACKEND_F_ACTIVE,
         port_be: 80u16.to_be(),
         mtu: 1500,
-        tun_src: LB6,
+        tun_src: v6::LB_ADDR,
     };
     let to_v4 = BackendValue {
-        addr: v4_mapped(SERVER4),
-        tun_src: v4_mapped(LB4),
+        addr: v4_mapped(v4::SERVER),
+        tun_src: v4_mapped(v4::LB_ADDR),
         ..to_v6
     };
     for (id, b) in [to_v6, to_v4].into_iter().enumerate() {
@@ -58,10 +44,10 @@ fn mixed_dataplane() -> Dataplane {
             .unwrap();
     }
     let services = [
-        (v4_mapped(VIP4), 80, IPPROTO_TCP, 0),
-        (v4_mapped(VIP4), 53, IPPROTO_UDP, 2),
-        (VIP6, 80, IPPROTO_TCP, 1),
-        (VIP6, 53, IPPROTO_UDP, 3),
+        (v4_mapped(v4::VIP), 80, IPPROTO_TCP, 0),
+        (v4_mapped(v4::VIP), 53, IPPROTO_UDP, 2),
+        (v6::VIP, 80, IPPROTO_TCP, 1),
+        (v6::VIP, 53, IPPROTO_UDP, 3),
     ];
     for (id, (vip, port, proto, backend)) in services.into_iter().enumerate() {
         dp.set_service(&ServiceSpec {
@@ -78,15 +64,15 @@ fn mixed_dataplane() -> Dataplane {
     dp
 }
 
-/// A TCP frame to VIP4:80 with TOS 0xb8 and DF set; `vlan` adds one 802.1Q tag.
+/// A TCP frame to v4::VIP:80 with TOS 0xb8 and DF set; `vlan` adds one 802.1Q tag.
 fn tcp4(payload: &[u8], vlan: bool) -> Vec<u8> {
     let mut f = Vec::new();
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
     let builder = if vlan {
         eth.single_vlan(7.try_into().unwrap())
-            .ipv4(CLIENT4, VIP4, 64)
+            .ipv4(v4::CLIENT, v4::VIP, 64)
     } else {
-        eth.ipv4(CLIENT4, VIP4, 64)
+        eth.ipv4(v4::CLIENT, v4::VIP, 64)
     };
     builder
         .tcp(40_000, 80, 1, 1000)
@@ -101,15 +87,15 @@ fn tcp4(payload: &[u8], vlan: bool) -> Vec<u8> {
     f
 }
 
-/// A TCP frame to [VIP6]:80 with traffic class 0xb8 and flow label 0x12345.
+/// A TCP frame to [v6::VIP]:80 with traffic class 0xb8 and flow label 0x12345.
 fn tcp6(payload: &[u8], vlan: bool) -> Vec<u8> {
     let mut f = Vec::new();
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
     let builder = if vlan {
         eth.single_vlan(7.try_into().unwrap())
-            .ipv6(CLIENT6, VIP6, 64)
+            .ipv6(v6::CLIENT, v6::VIP, 64)
     } else {
-        eth.ipv6(CLIENT6, VIP6, 64)
+        eth.ipv6(v6::CLIENT, v6::VIP, 64)
     };
     builder
         .tcp(40_000, 80, 1, 1000)
@@ -123,7 +109,7 @@ fn tcp6(payload: &[u8], vlan: bool) -> Vec<u8> {
 fn udp4(payload_len: usize) -> Vec<u8> {
     let mut f = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(CLIENT4, VIP4, 64)
+        .ipv4(v4::CLIENT, v4::VIP, 64)
         .udp(5000, 53)
         .write(&mut f, &vec![7; payload_len])
         .unwrap();
@@ -133,7 +119,7 @@ fn udp4(payload_len: usize) -> Vec<u8> {
 fn udp6(payload_len: usize) -> Vec<u8> {
     let mut f = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv6(CLIENT6, VIP6, 64)
+        .ipv6(v6::CLIENT, v6::VIP, 64)
         .udp(5000, 53)
         .write(&mut f, &vec![7; payload_len])
         .unwrap();
@@ -162,7 +148,7 @@ fn assert_v4_in_v6(input: &[u8], out: &[u8], l3: usize) {
         .expect("outer IPv6 header")
         .to_header();
     assert_eq!(outer.next_header, IpNumber::IPV4, "IPv4 in IPv6 (4)");
-    assert_eq!((outer.source, outer.destination), (LB6, SERVER6));
+    assert_eq!((outer.source, outer.destination), (v6::LB_ADDR, v6::SERVER));
     assert_eq!(outer.hop_limit, 64);
     assert_eq!(usize::from(outer.payload_length), input.len() - l3);
     let inner = Ipv4HeaderSlice::from_slice(&input[l3..]).unwrap();
@@ -180,7 +166,7 @@ fn assert_v6_in_v4(input: &[u8], out: &[u8], l3: usize) {
     let slice = Ipv4HeaderSlice::from_slice(&out[l3..]).expect("outer IPv4 header");
     let outer = slice.to_header();
     assert_eq!(outer.protocol, IpNumber::IPV6, "IPv6 in IPv4 (41)");
-    assert_eq!((outer.source, outer.destination), (LB4, SERVER4));
+    assert_eq!((outer.source, outer.destination), (v4::LB_ADDR, v4::SERVER));
     assert_eq!(outer.time_to_live, 64);
     assert!(outer.dont_fragment, "IPv6 is not fragmented on the way");
     assert_eq!(usize::from(outer.total_len), input.len() - l3 + 20);
