@@ -3,57 +3,24 @@
 //! and its checksum recomputed from scratch; too-big packets go to the kernel.
 mod support;
 
-use support::addresses::{CLIENT_MAC, GATEWAY_MAC, LB_MAC, v4::*};
+use support::tun::{self, CLIENT_MAC, GATEWAY_MAC, LB_MAC, v4::*};
 
 use etherparse::{Ipv4HeaderSlice, PacketBuilder};
 use support::test_run::{
-    TEST_RUN_IFINDEX, key, load, run,
+    key, run,
     xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
 };
 use xdp_lb::dataplane::{Dataplane, ServiceSpec};
-use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
-};
+use xdp_lb_common::{BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped};
 
 /// One TUN real server (behind a gateway) for VIP:80/tcp; VIP:53/udp goes to a second
 /// entry of the same server whose egress MTU is tiny.
 fn tun_dataplane() -> Dataplane {
-    let mut dp = load();
-    let backend = BackendValue {
-        addr: v4_mapped(SERVER),
-        dst_mac: GATEWAY_MAC,
-        src_mac: LB_MAC,
-        ifindex: TEST_RUN_IFINDEX,
-        flags: BACKEND_F_ACTIVE,
-        port_be: 80u16.to_be(),
-        mtu: 1500,
-        tun_src: v4_mapped(LB_ADDR),
-    };
-    dp.set_backend(0, &backend).unwrap();
-    dp.set_backend(
-        1,
-        &BackendValue {
-            mtu: 100,
-            ..backend
-        },
+    let (server, lb, vip) = (v4_mapped(SERVER), v4_mapped(LB_ADDR), v4_mapped(VIP));
+    tun::tun_dataplane(
+        &[(server, lb, 1500), (server, lb, 100)],
+        &[(vip, 80, IPPROTO_TCP, 0), (vip, 53, IPPROTO_UDP, 1)],
     )
-    .unwrap();
-    for (id, (port, proto, backend)) in [(80, IPPROTO_TCP, 0), (53, IPPROTO_UDP, 1)]
-        .into_iter()
-        .enumerate()
-    {
-        dp.set_service(&ServiceSpec {
-            key: key(v4_mapped(VIP), port, proto),
-            id: id as u32,
-            forwarding: FWD_TUN,
-            select: SELECT_CURSOR,
-            active: true,
-            slots: vec![backend],
-            ..Default::default()
-        })
-        .unwrap();
-    }
-    dp
 }
 
 fn tcp(payload: &[u8], vlan: bool) -> Vec<u8> {

@@ -4,57 +4,23 @@
 //! MTU once encapsulated goes to the kernel, as on the IPv4 path.
 mod support;
 
-use support::addresses::{CLIENT_MAC, GATEWAY_MAC, LB_MAC, v6::*};
+use support::tun::{self, CLIENT_MAC, GATEWAY_MAC, LB_MAC, v6::*};
 
 use etherparse::{IpNumber, Ipv6HeaderSlice, PacketBuilder};
 use support::test_run::{
-    TEST_RUN_IFINDEX, key, load, run,
+    run,
     xdp_action::{XDP_PASS, XDP_TX},
 };
-use xdp_lb::dataplane::{Dataplane, ServiceSpec};
-use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR,
-};
+use xdp_lb::dataplane::Dataplane;
+use xdp_lb_common::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// One TUN real server (behind a gateway) for [VIP]:80/tcp; [VIP]:53/udp goes to a
 /// second entry of the same server whose egress MTU is 200.
 fn tun_dataplane() -> Dataplane {
-    let mut dp = load();
-    let backend = BackendValue {
-        addr: SERVER,
-        dst_mac: GATEWAY_MAC,
-        src_mac: LB_MAC,
-        ifindex: TEST_RUN_IFINDEX,
-        flags: BACKEND_F_ACTIVE,
-        port_be: 80u16.to_be(),
-        mtu: 1500,
-        tun_src: LB_ADDR,
-    };
-    dp.set_backend(0, &backend).unwrap();
-    dp.set_backend(
-        1,
-        &BackendValue {
-            mtu: 200,
-            ..backend
-        },
+    tun::tun_dataplane(
+        &[(SERVER, LB_ADDR, 1500), (SERVER, LB_ADDR, 200)],
+        &[(VIP, 80, IPPROTO_TCP, 0), (VIP, 53, IPPROTO_UDP, 1)],
     )
-    .unwrap();
-    for (id, (port, proto, backend)) in [(80, IPPROTO_TCP, 0), (53, IPPROTO_UDP, 1)]
-        .into_iter()
-        .enumerate()
-    {
-        dp.set_service(&ServiceSpec {
-            key: key(VIP, port, proto),
-            id: id as u32,
-            forwarding: FWD_TUN,
-            select: SELECT_CURSOR,
-            active: true,
-            slots: vec![backend],
-            ..Default::default()
-        })
-        .unwrap();
-    }
-    dp
 }
 
 /// A TCP frame to [VIP]:80 with traffic class 0xb8 and flow label 0x12345 (which the

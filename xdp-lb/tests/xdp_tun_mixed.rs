@@ -6,62 +6,36 @@
 //! MTU rule is the one-family paths'.
 mod support;
 
-use support::addresses::{CLIENT_MAC, GATEWAY_MAC, LB_MAC, v4, v6};
+use support::tun::{self, CLIENT_MAC, GATEWAY_MAC, LB_MAC, v4, v6};
 
 use etherparse::{IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice, PacketBuilder};
 use support::test_run::{
-    TEST_RUN_IFINDEX, key, load, run,
+    run,
     xdp_action::{XDP_PASS, XDP_TX},
 };
-use xdp_lb::dataplane::{Dataplane, ServiceSpec};
-use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
-};
+use xdp_lb::dataplane::Dataplane;
+use xdp_lb_common::{IPPROTO_TCP, IPPROTO_UDP, v4_mapped};
 
 /// Backends: 0 the IPv6 server (for the IPv4 VIP), 1 the IPv4 server (for the IPv6
 /// VIP), 2 and 3 the same with an egress MTU of 200. Services: v4::VIP:80/tcp → 0,
 /// v4::VIP:53/udp → 2, [v6::VIP]:80/tcp → 1, [v6::VIP]:53/udp → 3.
 fn mixed_dataplane() -> Dataplane {
-    let mut dp = load();
-    let to_v6 = BackendValue {
-        addr: v6::SERVER,
-        dst_mac: GATEWAY_MAC,
-        src_mac: LB_MAC,
-        ifindex: TEST_RUN_IFINDEX,
-        flags: BACKEND_F_ACTIVE,
-        port_be: 80u16.to_be(),
-        mtu: 1500,
-        tun_src: v6::LB_ADDR,
-    };
-    let to_v4 = BackendValue {
-        addr: v4_mapped(v4::SERVER),
-        tun_src: v4_mapped(v4::LB_ADDR),
-        ..to_v6
-    };
-    for (id, b) in [to_v6, to_v4].into_iter().enumerate() {
-        dp.set_backend(id as u32, &b).unwrap();
-        dp.set_backend(id as u32 + 2, &BackendValue { mtu: 200, ..b })
-            .unwrap();
-    }
-    let services = [
-        (v4_mapped(v4::VIP), 80, IPPROTO_TCP, 0),
-        (v4_mapped(v4::VIP), 53, IPPROTO_UDP, 2),
-        (v6::VIP, 80, IPPROTO_TCP, 1),
-        (v6::VIP, 53, IPPROTO_UDP, 3),
-    ];
-    for (id, (vip, port, proto, backend)) in services.into_iter().enumerate() {
-        dp.set_service(&ServiceSpec {
-            key: key(vip, port, proto),
-            id: id as u32,
-            forwarding: FWD_TUN,
-            select: SELECT_CURSOR,
-            active: true,
-            slots: vec![backend],
-            ..Default::default()
-        })
-        .unwrap();
-    }
-    dp
+    let (server4, lb4) = (v4_mapped(v4::SERVER), v4_mapped(v4::LB_ADDR));
+    let (server6, lb6) = (v6::SERVER, v6::LB_ADDR);
+    tun::tun_dataplane(
+        &[
+            (server6, lb6, 1500),
+            (server4, lb4, 1500),
+            (server6, lb6, 200),
+            (server4, lb4, 200),
+        ],
+        &[
+            (v4_mapped(v4::VIP), 80, IPPROTO_TCP, 0),
+            (v4_mapped(v4::VIP), 53, IPPROTO_UDP, 2),
+            (v6::VIP, 80, IPPROTO_TCP, 1),
+            (v6::VIP, 53, IPPROTO_UDP, 3),
+        ],
+    )
 }
 
 /// A TCP frame to v4::VIP:80 with TOS 0xb8 and DF set; `vlan` adds one 802.1Q tag.
