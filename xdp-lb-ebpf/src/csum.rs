@@ -24,3 +24,11 @@ pub fn replace32(check: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
         u16::from_be_bytes([new[2], new[3]]),
     )
 }
+
+/// For a 4-byte field held as one big-endian number (`u32::from_be_bytes`): the same
+/// as [`replace32`] without the byte array, which keeps it in one register.
+#[inline(always)]
+pub fn replace32_be(check: u16, old: u32, new: u32) -> u16 {
+    let hi = replace16(check, (old >> 16) as u16, (new >> 16) as u16);
+    replace16(hi, old as u16, new as u16)
+}

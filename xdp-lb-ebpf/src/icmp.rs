@@ -5,17 +5,21 @@
 //! the real server keeps sending too big: a path-MTU black hole. Here the error goes
 //! to the real server that holds the connection, found in the flow table by the packet
 //! the error quotes (as Katran does), unchanged but for the MACs (DR) or inside the
-//! tunnel (TUN). Anything else (no flow entry, a NAT service, other ICMP) goes to the
-//! kernel as before.
-use aya_ebpf::programs::XdpContext;
+//! tunnel (TUN). With NAT (IPv4) the real server answered from its own address, which
+//! the LB rewrote to the VIP, so the error is translated back as IPVS does: its
+//! destination and the quoted packet's source address and port become the real
+//! server's, every checksum (outer and quoted IP headers, the quoted TCP/UDP checksum
+//! when quoted, the ICMP checksum) updated. Anything else (no flow entry, NAT over
+//! IPv6, other ICMP) goes to the kernel as before.
+use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
-    FWD_DR, FWD_TUN, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, SERVICE_F_ACTIVE, ServiceKey,
-    v4_mapped,
+    BackendValue, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason,
+    SERVICE_F_ACTIVE, ServiceKey, v4_mapped,
 };
 
 use crate::{
-    counters, dr,
+    counters, csum, dr,
     maps::{FLOWS, SERVICES},
     parse::{Packet, ptr_at},
     program::Verdict,
@@ -97,7 +101,9 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
     let Some(svc) = (unsafe { SERVICES.get(key_ref) }).copied() else {
         return Err(not_ours);
     };
-    if svc.flags & SERVICE_F_ACTIVE == 0 || (svc.forwarding != FWD_DR && svc.forwarding != FWD_TUN)
+    let nat = svc.forwarding == FWD_NAT && pkt.ipv4;
+    if svc.flags & SERVICE_F_ACTIVE == 0
+        || (svc.forwarding != FWD_DR && svc.forwarding != FWD_TUN && !nat)
     {
         return Err(not_ours);
     }
@@ -112,7 +118,11 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         return Err(Verdict::pass(Reason::PassIcmpNoFlow));
     };
     let stats = counters::service(service);
-    let verdict = if svc.forwarding == FWD_DR {
+    if nat {
+        let vip = u32::from_be_bytes([flow.dst[12], flow.dst[13], flow.dst[14], flow.dst[15]]);
+        translate_v4(ctx.ctx, (pkt.l3, pkt.l4), vip, backend).map_err(Verdict::pass)?;
+    }
+    let verdict = if svc.forwarding != FWD_TUN {
         dr::forward(ctx, backend, stats)?
     } else {
         tun::forward(ctx, pkt, backend, stats)?
@@ -121,4 +131,159 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         action: verdict.action,
         reason: Reason::IcmpToRealServer,
     })
+}
+
+/// NAT: rewrites a "fragmentation needed" about a connection's reply (quoted from VIP
+/// to client) into the one the real server's path would have sent it: the outer
+/// destination, the quoted source address and the quoted source port become the real
+/// server's. The outer header sits at `l3`, the ICMP header at `icmp`, the quoted IPv4
+/// header (already checked by the caller) after it; `vip` is the quoted source (as a
+/// big-endian number). Each checksum is updated incrementally (RFC 1624): the outer
+/// header's for its destination; the quoted header's for its source; the quoted
+/// TCP/UDP checksum, if the error quotes it (UDP: unless 0), for the address and the
+/// port; the ICMP checksum for the quoted words that changed (the quoted IP header's
+/// own sum does not change: its checksum moves with its source).
+///
+/// Four calls that are not inlined, each with a frame of a few words: the entry's is
+/// near the stack limit.
+#[inline(always)]
+fn translate_v4(
+    ctx: *mut xdp_md,
+    (l3, icmp): (usize, usize),
+    vip: u32,
+    backend: *const BackendValue,
+) -> Result<(), Reason> {
+    // The parser's offsets, bounded for the verifier (a tag, IPv4 options: ≤ 60 bytes).
+    if l3 > 18 || icmp > l3 + 60 {
+        return Err(Reason::PassMalformed);
+    }
+    nat_outer_v4(ctx, l3, vip, backend)?;
+    let l4 = nat_quoted_ip_v4(ctx, icmp + ICMP_HDR, vip, backend)?;
+    let changed = nat_quoted_port_v4(ctx, l4, vip, backend)?;
+    nat_icmp_sum(ctx, icmp, changed)
+}
+
+/// `ptr_at_mut` for the calls below, reading the context's packet bounds with volatile
+/// loads: otherwise the compiler moves those loads into the caller and passes the
+/// 32-bit values, which the verifier rejects once widened back to pointers.
+#[inline(always)]
+fn field<T>(ctx: *mut xdp_md, offset: usize) -> Result<*mut T, Reason> {
+    // SAFETY: `ctx` is the live xdp_md this program was called with; its `data` and
+    // `data_end` fields are plain u32 reads.
+    let (start, end) = unsafe {
+        (
+            core::ptr::read_volatile(&(*ctx).data) as usize,
+            core::ptr::read_volatile(&(*ctx).data_end) as usize,
+        )
+    };
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(Reason::PassTruncated);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// The real server's address, as a big-endian number.
+#[inline(always)]
+fn real_v4(backend: *const BackendValue) -> u32 {
+    // SAFETY: `backend` points into a map value that lives for the run.
+    let a = unsafe { &(*backend).addr };
+    u32::from_be_bytes([a[12], a[13], a[14], a[15]])
+}
+
+/// The outer header: destination VIP -> real server, and its checksum.
+#[inline(never)]
+fn nat_outer_v4(
+    ctx: *mut xdp_md,
+    l3: usize,
+    vip: u32,
+    backend: *const BackendValue,
+) -> Result<(), Reason> {
+    let real = real_v4(backend);
+    let outer: *mut Ipv4Hdr = field(ctx, l3 & 0x1f)?;
+    // SAFETY: `field` checked the 20-byte header; byte-array fields by value.
+    unsafe {
+        (*outer).dst_addr = real.to_be_bytes();
+        let check = u16::from_be_bytes((*outer).check);
+        (*outer).check = csum::replace32_be(check, vip, real).to_be_bytes();
+    }
+    Ok(())
+}
+
+/// The quoted header: source VIP -> real server, and its checksum. Returns the quoted
+/// TCP/UDP header's offset with the protocol in the low byte.
+#[inline(never)]
+fn nat_quoted_ip_v4(
+    ctx: *mut xdp_md,
+    quoted: usize,
+    vip: u32,
+    backend: *const BackendValue,
+) -> Result<usize, Reason> {
+    let real = real_v4(backend);
+    let quoted = quoted & 0xff;
+    let inner: *mut Ipv4Hdr = field(ctx, quoted)?;
+    // SAFETY: `field` checked the 20-byte header; byte-array fields by value.
+    unsafe {
+        (*inner).src_addr = real.to_be_bytes();
+        let check = u16::from_be_bytes((*inner).check);
+        (*inner).check = csum::replace32_be(check, vip, real).to_be_bytes();
+        let l4 = quoted + ((*inner).vihl & 0x0f) as usize * 4;
+        Ok(l4 << 8 | (*inner).proto as usize)
+    }
+}
+
+/// The quoted source port VIP's -> real server's, and the quoted TCP/UDP checksum if
+/// quoted. Returns the changed words for the ICMP checksum: (old, new) of the port in
+/// the high half, of the checksum (or 0, 0) in the low half.
+#[inline(never)]
+fn nat_quoted_port_v4(
+    ctx: *mut xdp_md,
+    l4: usize,
+    vip: u32,
+    backend: *const BackendValue,
+) -> Result<u64, Reason> {
+    let proto = l4 as u8;
+    let l4 = (l4 >> 8) & 0xff;
+    // SAFETY: `backend` points into a map value that lives for the run.
+    let real_port = u16::from_be(unsafe { (*backend).port_be });
+    let sport: *mut [u8; 2] = field(ctx, l4)?;
+    // SAFETY: `field` checked the two bytes.
+    let vport = unsafe { u16::from_be_bytes(*sport) };
+    // SAFETY: as above.
+    unsafe { *sport = real_port.to_be_bytes() };
+    let port = u64::from(vport) << 48 | u64::from(real_port) << 32;
+    let at = if proto == IPPROTO_TCP {
+        l4 + 16
+    } else {
+        l4 + 6
+    };
+    let Ok(c) = field::<[u8; 2]>(ctx, at) else {
+        return Ok(port);
+    };
+    // SAFETY: `field` checked the two bytes.
+    let old = u16::from_be_bytes(unsafe { *c });
+    if proto == IPPROTO_UDP && old == 0 {
+        return Ok(port);
+    }
+    let mut new = csum::replace32_be(old, vip, real_v4(backend));
+    new = csum::replace16(new, vport, real_port);
+    if proto == IPPROTO_UDP && new == 0 {
+        new = 0xffff;
+    }
+    // SAFETY: as above.
+    unsafe { *c = new.to_be_bytes() };
+    Ok(port | u64::from(old) << 16 | u64::from(new))
+}
+
+/// The ICMP checksum over the changed quoted words `nat_quoted_port_v4` returned.
+#[inline(never)]
+fn nat_icmp_sum(ctx: *mut xdp_md, icmp: usize, changed: u64) -> Result<(), Reason> {
+    let check: *mut [u8; 2] = field(ctx, (icmp & 0x7f) + 2)?;
+    // SAFETY: `field` checked the two bytes.
+    unsafe {
+        let mut sum = u16::from_be_bytes(*check);
+        sum = csum::replace16(sum, (changed >> 48) as u16, (changed >> 32) as u16);
+        sum = csum::replace16(sum, (changed >> 16) as u16, changed as u16);
+        *check = sum.to_be_bytes();
+    }
+    Ok(())
 }

@@ -641,3 +641,93 @@ fn a_sync_round_over_a_full_table_is_measured() {
         round.datagrams.len()
     );
 }
+
+/// A "fragmentation needed" from a router on the client's path (MTU 1280) about
+/// `quote` bytes of the packet `src`:`sport` → CLIENT:`cport` (TCP, or UDP with
+/// `udp_check`), addressed to `src`.
+fn frag_needed_about(
+    src: ([u8; 4], u16),
+    cport: u16,
+    udp_check: Option<bool>,
+    quote: usize,
+    macs: ([u8; 6], [u8; 6]),
+) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let ip = PacketBuilder::ipv4(src.0, CLIENT, 63);
+    match udp_check {
+        None => ip
+            .tcp(src.1, cport, 5000, 64_000)
+            .ack(1001)
+            .write(&mut answer, &[0x5a; 1400])
+            .unwrap(),
+        Some(_) => ip
+            .udp(src.1, cport)
+            .write(&mut answer, &[0x5a; 1400])
+            .unwrap(),
+    }
+    if udp_check == Some(false) {
+        answer[20 + 6..20 + 8].copy_from_slice(&[0, 0]);
+    }
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(ROUTER, src.0, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ))
+        .write(&mut frame, &answer[..quote])
+        .unwrap();
+    frame
+}
+
+const ROUTER: [u8; 4] = [198, 51, 100, 254];
+
+/// NAT: a router finds a translated answer (VIP → client) too big and tells the VIP.
+/// The LB translates the error back, as IPVS does, into exactly the one the real
+/// server's own path would have sent it (router → real server, quoting real server:8080
+/// → client), so the server learns the path MTU: compared byte for byte with that
+/// error built from scratch (every checksum computed by etherparse), for a quote of the
+/// IP header and 8 bytes, a long one holding the TCP checksum, and UDP with and without
+/// a checksum.
+#[test]
+fn a_fragmentation_needed_about_a_nat_reply_is_translated_for_the_real_server() {
+    let dp = nat_dataplane();
+    for (i, (udp_check, quote)) in [
+        (None, 28),
+        (None, 576),
+        (Some(true), 28),
+        (Some(true), 300),
+        (Some(false), 300),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cport = 41_000 + i as u16;
+        let vport = if udp_check.is_some() { 53 } else { 80 };
+        let open = if udp_check.is_some() {
+            udp(CLIENT, cport, VIP, vport, (CLIENT_MAC, LB_MAC), b"q")
+        } else {
+            tcp(CLIENT, cport, VIP, vport, (CLIENT_MAC, LB_MAC), b"")
+        };
+        assert_eq!(run(&dp, &open).0, XDP_TX, "the connection's first packet");
+
+        let error = frag_needed_about((VIP, vport), cport, udp_check, quote, (CLIENT_MAC, LB_MAC));
+        let (action, out) = run(&dp, &error);
+        assert_eq!(action, XDP_TX, "case {i}: to the real server");
+        let expected = frag_needed_about(
+            (SERVER, SERVER_PORT),
+            cport,
+            udp_check,
+            quote,
+            (LB_SERVER_SIDE_MAC, SERVER_MAC),
+        );
+        assert_eq!(
+            out, expected,
+            "case {i} ({udp_check:?}, quote {quote}): the error as the real server's path would send it"
+        );
+    }
+    assert_eq!(dp.global_stats().unwrap()["icmp_to_real_server"], 5);
+    // An error about no connection of ours still goes to the kernel, untouched.
+    let stray = frag_needed_about((VIP, 80), 9, None, 28, (CLIENT_MAC, LB_MAC));
+    assert_eq!(run(&dp, &stray), (XDP_PASS, stray.clone()));
+    assert_eq!(dp.global_stats().unwrap()["pass_icmp_no_flow"], 1);
+}
