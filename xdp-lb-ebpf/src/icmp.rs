@@ -5,12 +5,14 @@
 //! the real server keeps sending too big: a path-MTU black hole. Here the error goes
 //! to the real server that holds the connection, found in the flow table by the packet
 //! the error quotes (as Katran does), unchanged but for the MACs (DR) or inside the
-//! tunnel (TUN). With NAT (IPv4) the real server answered from its own address, which
+//! tunnel (TUN). With NAT the real server answered from its own address, which
 //! the LB rewrote to the VIP, so the error is translated back as IPVS does: its
 //! destination and the quoted packet's source address and port become the real
 //! server's, every checksum (outer and quoted IP headers, the quoted TCP/UDP checksum
-//! when quoted, the ICMP checksum) updated. Anything else (no flow entry, NAT over
-//! IPv6, other ICMP) goes to the kernel as before.
+//! when quoted, the ICMP checksum) updated; NAT66's "packet too big" the same way (no
+//! IP header checksum; the ICMPv6 and quoted TCP/UDP checksums cover the addresses in
+//! their pseudo-headers). Anything else (no flow entry, other ICMP) goes to the kernel
+//! as before.
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
@@ -101,7 +103,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
     let Some(svc) = (unsafe { SERVICES.get(key_ref) }).copied() else {
         return Err(not_ours);
     };
-    let nat = svc.forwarding == FWD_NAT && pkt.ipv4;
+    let nat = svc.forwarding == FWD_NAT;
     if svc.flags & SERVICE_F_ACTIVE == 0
         || (svc.forwarding != FWD_DR && svc.forwarding != FWD_TUN && !nat)
     {
@@ -118,9 +120,11 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         return Err(Verdict::pass(Reason::PassIcmpNoFlow));
     };
     let stats = counters::service(service);
-    if nat {
+    if nat && pkt.ipv4 {
         let vip = u32::from_be_bytes([flow.dst[12], flow.dst[13], flow.dst[14], flow.dst[15]]);
         translate_v4(ctx.ctx, (pkt.l3, pkt.l4), vip, backend).map_err(Verdict::pass)?;
+    } else if nat {
+        translate_v6(ctx.ctx, pkt.l3, u32::from(flow.proto), backend).map_err(Verdict::pass)?;
     }
     let verdict = if svc.forwarding != FWD_TUN {
         dr::forward(ctx, backend, stats)?
@@ -284,6 +288,104 @@ fn nat_icmp_sum(ctx: *mut xdp_md, icmp: usize, changed: u64) -> Result<(), Reaso
         sum = csum::replace16(sum, (changed >> 48) as u16, (changed >> 32) as u16);
         sum = csum::replace16(sum, (changed >> 16) as u16, changed as u16);
         *check = sum.to_be_bytes();
+    }
+    Ok(())
+}
+
+/// NAT66: rewrites a "packet too big" about a connection's reply (quoted from VIP to
+/// client) into the one the real server's path would have sent it, as
+/// `translate_v4` does: the outer destination, the quoted source address and port
+/// become the real server's. IPv6 has no header checksum; the quoted TCP/UDP checksum
+/// is updated for the quoted address (its pseudo-header) and port, and the ICMPv6
+/// checksum for the outer destination (its pseudo-header) and every quoted word that
+/// changed. The parser passed no extension header, so every field is at a constant
+/// offset from the outer header at `l3`: the outer destination at 24, the ICMPv6
+/// checksum at 42, the quoted header at 48 (its source at 56), the quoted TCP/UDP
+/// header at 88. A quote too short to hold the TCP/UDP checksum (a "packet too big"
+/// quotes up to 1,232 bytes), or a quoted UDP checksum of 0, goes to the kernel
+/// untouched.
+///
+/// Not inlined: the entry's frame is near the stack limit; this one works in
+/// registers, a word at a time, as `nat::rewrite_v6` does.
+#[inline(never)]
+fn translate_v6(
+    ctx: *mut xdp_md,
+    l3: usize,
+    proto: u32,
+    backend: *const BackendValue,
+) -> Result<(), Reason> {
+    if l3 > 18 {
+        return Err(Reason::PassMalformed);
+    }
+    const TCP_END: usize = 88 + 20;
+    const UDP_END: usize = 88 + 8;
+    // SAFETY: `backend` points into a map value that lives for the run; its address
+    // and port are read a byte at a time.
+    let (addr, port_be) = unsafe { ((*backend).addr.as_ptr(), (*backend).port_be) };
+    let udp = proto != u32::from(IPPROTO_TCP);
+    // One bounds check per protocol, then one body for both (a copy each would cost
+    // this frame the registers it needs).
+    let (ip, check) = if udp {
+        (field::<[u8; UDP_END]>(ctx, l3)? as *mut u8, 94)
+    } else {
+        (field::<[u8; TCP_END]>(ctx, l3)? as *mut u8, 104)
+    };
+    // SAFETY: `check` + 2 and every offset `translate_v6_at` uses end inside the bytes
+    // checked for the protocol (96 for UDP, 108 for TCP).
+    unsafe { translate_v6_at(ip, check, addr, port_be, udp) }
+}
+
+/// `translate_v6`'s work, the quoted TCP/UDP checksum at `check`.
+///
+/// # Safety
+///
+/// `ip` points to writable packet bytes checked to reach past `check` + 2, at an even
+/// offset of a frame that starts 2-byte aligned (see `dr::write_macs`), so the u16
+/// accesses are aligned; `addr` to 16 readable bytes of a map value.
+#[inline(never)]
+unsafe fn translate_v6_at(
+    ip: *mut u8,
+    check: usize,
+    addr: *const u8,
+    port_be: u16,
+    udp: bool,
+) -> Result<(), Reason> {
+    use crate::nat::fold_add;
+    // SAFETY: what the caller vouches for.
+    unsafe {
+        let l4_check = ip.add(check) as *mut u16;
+        let icmp_check = ip.add(42) as *mut u16;
+        let outer_dst = ip.add(24) as *mut u16;
+        let quoted_src = ip.add(56) as *mut u16;
+        let port = ip.add(88) as *mut u16;
+        let old_l4 = *l4_check;
+        if udp && old_l4 == 0 {
+            return Err(Reason::PassMalformed);
+        }
+        // RFC 1624 over native-order words (see `nat::rewrite_v6`). With A the address
+        // words' change and P the port's: the quoted TCP/UDP sum grows by A + P (its
+        // pseudo-header's source and its port), so its checksum shrinks by as much;
+        // the ICMPv6 sum sees A twice (its pseudo-header's destination and the quoted
+        // source), P, and the quoted checksum's -(A + P): A in all. One accumulator, a
+        // word at a time (volatile, so the compiler cannot load all 48 bytes first and
+        // spill them past the stack's limit).
+        use core::ptr::{read_volatile as get, write_volatile as put};
+        let mut a = 0u32;
+        for i in 0..8 {
+            let new = u16::from_ne_bytes(get(addr.add(2 * i) as *const [u8; 2]));
+            a = fold_add(a, u32::from(!get(quoted_src.add(i))) + u32::from(new));
+            put(quoted_src.add(i), new);
+            put(outer_dst.add(i), new);
+        }
+        let p = u32::from(!get(port)) + u32::from(port_be);
+        put(port, port_be);
+        let mut new_l4 = !(fold_add(fold_add(fold_add(u32::from(!old_l4), a), p), 0) as u16);
+        if udp && new_l4 == 0 {
+            new_l4 = 0xffff;
+        }
+        put(l4_check, new_l4);
+        let icmp = fold_add(u32::from(!get(icmp_check)), a);
+        put(icmp_check, !(fold_add(icmp, 0) as u16));
     }
     Ok(())
 }

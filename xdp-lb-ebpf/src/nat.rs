@@ -398,7 +398,7 @@ unsafe fn rewrite_v6_at<const ADDR: usize, const PORT: usize, const CHECK: usize
 /// `sum + x` (at most 17 bits each) folded to 17 bits: one's complement addition with
 /// the end-around carry done as it goes; the final `fold_add(sum, 0)` fits 16 bits.
 #[inline(always)]
-fn fold_add(sum: u32, x: u32) -> u32 {
+pub fn fold_add(sum: u32, x: u32) -> u32 {
     let s = sum + x;
     (s & 0xffff) + (s >> 16)
 }

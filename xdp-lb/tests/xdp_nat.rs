@@ -701,31 +701,34 @@ fn a_fragmentation_needed_about_a_nat_reply_is_translated_for_the_real_server() 
     .into_iter()
     .enumerate()
     {
-        let cport = 41_000 + i as u16;
-        let vport = if udp_check.is_some() { 53 } else { 80 };
-        let open = if udp_check.is_some() {
-            udp(CLIENT, cport, VIP, vport, (CLIENT_MAC, LB_MAC), b"q")
-        } else {
-            tcp(CLIENT, cport, VIP, vport, (CLIENT_MAC, LB_MAC), b"")
-        };
-        assert_eq!(run(&dp, &open).0, XDP_TX, "the connection's first packet");
+        // Many client ports, so the checksums cross the fold boundaries.
+        for cport in (0..40).map(|k| 1_024 + i as u16 * 8_000 + k * 197) {
+            let vport = if udp_check.is_some() { 53 } else { 80 };
+            let open = if udp_check.is_some() {
+                udp(CLIENT, cport, VIP, vport, (CLIENT_MAC, LB_MAC), b"q")
+            } else {
+                tcp(CLIENT, cport, VIP, vport, (CLIENT_MAC, LB_MAC), b"")
+            };
+            assert_eq!(run(&dp, &open).0, XDP_TX, "the connection's first packet");
 
-        let error = frag_needed_about((VIP, vport), cport, udp_check, quote, (CLIENT_MAC, LB_MAC));
-        let (action, out) = run(&dp, &error);
-        assert_eq!(action, XDP_TX, "case {i}: to the real server");
-        let expected = frag_needed_about(
-            (SERVER, SERVER_PORT),
-            cport,
-            udp_check,
-            quote,
-            (LB_SERVER_SIDE_MAC, SERVER_MAC),
-        );
-        assert_eq!(
-            out, expected,
-            "case {i} ({udp_check:?}, quote {quote}): the error as the real server's path would send it"
-        );
+            let error =
+                frag_needed_about((VIP, vport), cport, udp_check, quote, (CLIENT_MAC, LB_MAC));
+            let (action, out) = run(&dp, &error);
+            assert_eq!(action, XDP_TX, "case {i}: to the real server");
+            let expected = frag_needed_about(
+                (SERVER, SERVER_PORT),
+                cport,
+                udp_check,
+                quote,
+                (LB_SERVER_SIDE_MAC, SERVER_MAC),
+            );
+            assert_eq!(
+                out, expected,
+                "case {i} ({udp_check:?}, quote {quote}): the error as the real server's path would send it"
+            );
+        }
     }
-    assert_eq!(dp.global_stats().unwrap()["icmp_to_real_server"], 5);
+    assert_eq!(dp.global_stats().unwrap()["icmp_to_real_server"], 5 * 40);
     // An error about no connection of ours still goes to the kernel, untouched.
     let stray = frag_needed_about((VIP, 80), 9, None, 28, (CLIENT_MAC, LB_MAC));
     assert_eq!(run(&dp, &stray), (XDP_PASS, stray.clone()));

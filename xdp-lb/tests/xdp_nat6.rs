@@ -407,3 +407,86 @@ fn idle_entries_expire_and_are_collected() {
     assert_eq!((gc.flows_removed, gc.replies_removed), (20, 20));
     assert_eq!(dp.table_sizes(), (0, 0));
 }
+
+const ROUTER: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe,
+];
+
+/// A "packet too big" (MTU 1280) from a router on the client's path about `quote`
+/// bytes of the packet `src`:`sport` → CLIENT:`cport` (TCP, or UDP if `udp`),
+/// addressed to `src`.
+fn too_big_about(
+    src: ([u8; 16], u16),
+    cport: u16,
+    udp: bool,
+    quote: usize,
+    macs: ([u8; 6], [u8; 6]),
+) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let ip = PacketBuilder::ipv6(src.0, CLIENT, 63);
+    if udp {
+        ip.udp(src.1, cport)
+            .write(&mut answer, &[0x5a; 1400])
+            .unwrap();
+    } else {
+        ip.tcp(src.1, cport, 5000, 64_000)
+            .ack(1001)
+            .write(&mut answer, &[0x5a; 1400])
+            .unwrap();
+    }
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(ROUTER, src.0, 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut frame, &answer[..quote])
+        .unwrap();
+    frame
+}
+
+/// NAT66: a router finds a translated answer ([VIP] → client) too big and tells the
+/// VIP. The LB translates the error back into exactly the one the real server's own
+/// path would have sent it (router → real server, quoting [real server]:8080 → client;
+/// the ICMPv6 checksum covers its pseudo-header, so the new destination, and the quoted
+/// TCP/UDP checksum the quoted source): compared byte for byte with that error built
+/// from scratch. A quote too short to hold the TCP checksum goes to the kernel.
+#[test]
+fn a_packet_too_big_about_a_nat66_reply_is_translated_for_the_real_server() {
+    let dp = nat_dataplane();
+    for (i, (udp_proto, quote)) in [(false, 1232), (false, 60), (true, 1232), (true, 49)]
+        .into_iter()
+        .enumerate()
+    {
+        // Many client ports, so the checksums cross the fold boundaries.
+        for cport in (0..40).map(|k| 1_024 + i as u16 * 8_000 + k * 197) {
+            let vport = if udp_proto { 53 } else { 80 };
+            let ends = (CLIENT, cport, VIP, vport, (CLIENT_MAC, LB_MAC));
+            let open = if udp_proto {
+                udp(ends, b"q")
+            } else {
+                tcp(ends, b"")
+            };
+            assert_eq!(run(&dp, &open).0, XDP_TX, "the connection's first packet");
+
+            let error = too_big_about((VIP, vport), cport, udp_proto, quote, (CLIENT_MAC, LB_MAC));
+            let (action, out) = run(&dp, &error);
+            assert_eq!(action, XDP_TX, "case {i}: to the real server");
+            let expected = too_big_about(
+                (SERVER, SERVER_PORT),
+                cport,
+                udp_proto,
+                quote,
+                (LB_SERVER_SIDE_MAC, SERVER_MAC),
+            );
+            assert_eq!(
+                out, expected,
+                "case {i} (udp {udp_proto}, quote {quote}): the error as the real server's path would send it"
+            );
+        }
+    }
+    assert_eq!(dp.global_stats().unwrap()["icmp_to_real_server"], 4 * 40);
+    // A quote that stops inside the TCP header, about a connection of ours: the
+    // kernel's, untouched (the checksum it would need to update is not there).
+    let short = too_big_about((VIP, 80), 1_024, false, 50, (CLIENT_MAC, LB_MAC));
+    assert_eq!(run(&dp, &short), (XDP_PASS, short.clone()));
+    assert_eq!(dp.global_stats().unwrap()["icmp_to_real_server"], 4 * 40);
+}
