@@ -121,15 +121,28 @@ fn after_the_timeout_a_quiet_client_is_scheduled_anew() {
     const TIMEOUT: Duration = Duration::from_secs(2);
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
     lab.start_http_backends(80).unwrap();
-    let clients: Vec<IpAddr> = (0..3).map(client).collect();
-    for c in &clients {
-        lab.client
-            .ip(["addr", "add", &format!("{c}/24"), "dev", "eth0"])
-            .unwrap();
+    // Three clients, each a /28 (`persistence_granularity = 28`), each round from
+    // another address of its /28: the same client to persistence, but new 5-tuples,
+    // so no connection can meet a flow entry an earlier round left (a reused source
+    // port would follow its old entry, not persistence).
+    let address =
+        |client: u8, round: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, 64 + 16 * client + 1 + round));
+    for c in 0..3 {
+        for r in 0..3 {
+            lab.client
+                .ip([
+                    "addr",
+                    "add",
+                    &format!("{}/24", address(c, r)),
+                    "dev",
+                    "eth0",
+                ])
+                .unwrap();
+        }
     }
     let text = config(&lab, &[(80, "tcp", &[1, 1, 1])]).replace(
         "scheduler = \"wrr\"\n",
-        "scheduler = \"rr\"\npersistence_timeout = \"2s\"\n",
+        "scheduler = \"rr\"\npersistence_timeout = \"2s\"\npersistence_granularity = 28\n",
     );
     let daemon = start(&lab.lb, &text);
     let connect = |c: IpAddr, n: usize| {
@@ -137,9 +150,10 @@ fn after_the_timeout_a_quiet_client_is_scheduled_anew() {
             http_get_new_connections_from(&lab.client, Some(c), vip(80), n, IO_TIMEOUT).unwrap();
         only(&tally).to_owned()
     };
-    let address = |name: &str| IpAddr::V4(lab.backend(name).unwrap().addr);
+    let server = |name: &str| IpAddr::V4(lab.backend(name).unwrap().addr);
 
-    for round in 0..2 {
+    for round in 0..2u8 {
+        let clients: Vec<IpAddr> = (0..3).map(|c| address(c, round)).collect();
         let homes: Vec<String> = clients.iter().map(|c| connect(*c, 30)).collect();
         let quiet_since = Instant::now();
         for (c, home) in clients.iter().zip(&homes) {
@@ -147,7 +161,7 @@ fn after_the_timeout_a_quiet_client_is_scheduled_anew() {
             assert!(p.used, "round {round}: {c} is followed while fresh: {p:?}");
             assert_eq!(
                 p.real_server.map(|r| r.address),
-                Some(address(home)),
+                Some(server(home)),
                 "round {round}: {c}'s entry names the server its connections reached"
             );
         }
@@ -171,9 +185,9 @@ fn after_the_timeout_a_quiet_client_is_scheduled_anew() {
         );
     }
     // And the next connections, scheduled anew, stick again.
-    for c in &clients {
-        connect(*c, 10);
-        assert!(persisted(&lab, *c).used);
+    for c in (0..3).map(|c| address(c, 2)) {
+        connect(c, 10);
+        assert!(persisted(&lab, c).used);
     }
     daemon.stop().unwrap();
 }

@@ -218,7 +218,8 @@ fn http_through_a_tunnel(tunnel: Tunnel) {
     let mut syns: Vec<BTreeSet<u16>> = vec![BTreeSet::new(); lab.backends.len()];
     let mut frames = vec![0usize; lab.backends.len()];
     let deadline = Instant::now() + Duration::from_secs(10);
-    let tunnelled = |frame: &[u8]| outer(frame).is_some_and(|(_, proto)| proto != 6 && proto != 17);
+    // IP in IP (4) or IPv6 in IP (41); the segment also carries ND and MLD.
+    let tunnelled = |frame: &[u8]| outer(frame).is_some_and(|(_, proto)| proto == 4 || proto == 41);
     while syns.iter().map(BTreeSet::len).sum::<usize>() < 150 && Instant::now() < deadline {
         for (i, capture) in captures.iter().enumerate() {
             while let Ok(frame) = capture.next_matching(Duration::from_millis(20), tunnelled) {
