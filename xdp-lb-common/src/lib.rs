@@ -489,6 +489,12 @@ impl Reason {
     }
 }
 
+/// Whether a 16-byte address is the IPv4-mapped form [`v4_mapped`] builds.
+#[inline(always)]
+pub fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff
+}
+
 /// Builds the 16-byte form of an IPv4 address (IPv4-mapped IPv6).
 pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
     [

@@ -12,7 +12,7 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use xdp_lb_common::{BackendValue, Reason, ServiceStats};
+use xdp_lb_common::{BackendValue, Reason, ServiceStats, is_v4_mapped};
 
 use crate::{
     dr,
@@ -35,7 +35,7 @@ pub fn forward(
         Reason::DropNoHeadroom => Verdict::drop(reason),
         _ => Verdict::pass(reason),
     };
-    if !v4_mapped(&backend.addr) {
+    if !is_v4_mapped(&backend.addr) {
         encap_v6(ctx.ctx, pkt.l3, backend, pkt.ipv4).map_err(as_verdict)?;
         return dr::forward(ctx, backend, stats);
     }
@@ -88,48 +88,19 @@ pub fn forward(
     };
     let ethertype: *mut [u8; 2] = ptr_at_mut(ctx, l3 - 2).map_err(unfinished)?;
     let outer: *mut Ipv4Hdr = ptr_at_mut(ctx, l3).map_err(unfinished)?;
-    let src = [
-        backend.tun_src[12],
-        backend.tun_src[13],
-        backend.tun_src[14],
-        backend.tun_src[15],
-    ];
-    let dst = [
-        backend.addr[12],
-        backend.addr[13],
-        backend.addr[14],
-        backend.addr[15],
-    ];
-    let header = OuterHeader {
-        len: outer_len as u16,
-        tos,
-        df,
-        proto: IPPROTO_IPIP,
-        src,
-        dst,
-    };
+    let (src, dst) = (last_word(&backend.tun_src), last_word(&backend.addr));
     // SAFETY: ptr_at_mut checked the ethertype's 2 bytes and the 20-byte outer header
-    // after the move; all fields are bytes or byte arrays (alignment 1).
+    // after the move.
     unsafe {
-        *ethertype = ETH_P_IP.to_be_bytes();
-        (*outer).vihl = 0x45;
-        (*outer).tos = tos;
-        (*outer).tot_len = header.len.to_be_bytes();
-        (*outer).id = [0, 0];
-        (*outer).frags = df.to_be_bytes();
-        (*outer).ttl = 64;
-        (*outer).proto = IPPROTO_IPIP;
-        (*outer).check = header.checksum().to_be_bytes();
-        (*outer).src_addr = src;
-        (*outer).dst_addr = dst;
-    }
+        write_outer_v4(
+            ethertype,
+            outer,
+            (outer_len as u16, tos, df, IPPROTO_IPIP),
+            src,
+            dst,
+        )
+    };
     dr::forward(ctx, backend, stats)
-}
-
-/// Whether a map address is an IPv4 one (IPv4-mapped, as the daemon writes them).
-#[inline(always)]
-fn v4_mapped(addr: &[u8; 16]) -> bool {
-    addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff
 }
 
 /// The full checksum of a 20-byte IPv4 header (id 0, TTL 64) with these fields;
@@ -150,27 +121,42 @@ fn ipv4_checksum(len: u16, tos: u8, df: u16, proto: u8, src: u32, dst: u32) -> u
     !(sum as u16)
 }
 
-struct OuterHeader {
-    len: u16,
-    tos: u8,
-    df: u16,
-    proto: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
+/// The IPv4 address of a mapped map address, as a u32 in wire order.
+#[inline(always)]
+fn last_word(addr: &[u8; 16]) -> u32 {
+    u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]])
 }
 
-impl OuterHeader {
-    /// The full header checksum of the 20-byte outer header (id 0, TTL 64).
-    #[inline(always)]
-    fn checksum(&self) -> u16 {
-        ipv4_checksum(
-            self.len,
-            self.tos,
-            self.df,
-            self.proto,
-            u32::from_ne_bytes(self.src),
-            u32::from_ne_bytes(self.dst),
-        )
+/// Writes an outer IPv4 header (id 0, TTL 64) and the ethertype before it, for both
+/// paths with an IPv4 outer header; `(len, tos, df, proto)` are its fields, `src` and
+/// `dst` in wire order.
+///
+/// # Safety
+///
+/// `ethertype` and `outer` point to packet bytes checked to hold 2 and 20 bytes; all
+/// fields are bytes or byte arrays (alignment 1).
+#[inline(always)]
+unsafe fn write_outer_v4(
+    ethertype: *mut [u8; 2],
+    outer: *mut Ipv4Hdr,
+    (len, tos, df, proto): (u16, u8, u16, u8),
+    src: u32,
+    dst: u32,
+) {
+    let check = ipv4_checksum(len, tos, df, proto, src, dst);
+    // SAFETY: what the caller vouches for.
+    unsafe {
+        *ethertype = ETH_P_IP.to_be_bytes();
+        (*outer).vihl = 0x45;
+        (*outer).tos = tos;
+        (*outer).tot_len = len.to_be_bytes();
+        (*outer).id = [0, 0];
+        (*outer).frags = df.to_be_bytes();
+        (*outer).ttl = 64;
+        (*outer).proto = proto;
+        (*outer).check = check.to_be_bytes();
+        (*outer).src_addr = src.to_ne_bytes();
+        (*outer).dst_addr = dst.to_ne_bytes();
     }
 }
 
@@ -289,7 +275,6 @@ fn encap_v6_in_v4(ctx: *mut xdp_md, l3: usize, backend: *const BackendValue) -> 
     let tos = (vcf[0] << 4) | (vcf[1] >> 4);
     let outer_len = u32::from(payload_len) + (Ipv6Hdr::LEN + OUTER_LEN) as u32;
     // SAFETY: `backend` points into a map value that lives for the run.
-    // SAFETY: `backend` points into a map value that lives for the run.
     if outer_len > u32::from(unsafe { (*backend).mtu }) {
         return Err(Reason::PassTooBig);
     }
@@ -306,30 +291,20 @@ fn encap_v6_in_v4(ctx: *mut xdp_md, l3: usize, backend: *const BackendValue) -> 
     }
     let ethertype: *mut [u8; 2] = ptr_at_mut(&ctx, l3 - 2).map_err(unfinished)?;
     let outer: *mut Ipv4Hdr = ptr_at_mut(&ctx, l3).map_err(unfinished)?;
-    // The IPv4 addresses as u32 in wire order (the last 4 bytes of the mapped form),
-    // read only now: kept across the helper call they would be spilled to the stack,
-    // and this frame must stay small (the entry's is near the limit).
-    // SAFETY: `backend` points into a map value that lives for the run.
-    let (src, dst) = unsafe {
-        let b = &*backend;
-        let word = |a: &[u8; 16]| u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
-        (word(&b.tun_src), word(&b.addr))
-    };
-    let check = ipv4_checksum(outer_len as u16, tos, IP_DF, IPPROTO_IPV6, src, dst);
-    // SAFETY: ptr_at_mut checked the ethertype's 2 bytes and the 20-byte outer header
-    // after the move; all fields are bytes or byte arrays (alignment 1).
+    // The addresses read only now: kept across the helper call they would be spilled
+    // to the stack, and this frame must stay small (the entry's is near the limit).
+    // SAFETY: `backend` points into a map value that lives for the run; ptr_at_mut
+    // checked the ethertype's 2 bytes and the 20-byte outer header after the move.
     unsafe {
-        *ethertype = ETH_P_IP.to_be_bytes();
-        (*outer).vihl = 0x45;
-        (*outer).tos = tos;
-        (*outer).tot_len = (outer_len as u16).to_be_bytes();
-        (*outer).id = [0, 0];
-        (*outer).frags = IP_DF.to_be_bytes();
-        (*outer).ttl = 64;
-        (*outer).proto = IPPROTO_IPV6;
-        (*outer).check = check.to_be_bytes();
-        (*outer).src_addr = src.to_ne_bytes();
-        (*outer).dst_addr = dst.to_ne_bytes();
+        let b = &*backend;
+        let (src, dst) = (last_word(&b.tun_src), last_word(&b.addr));
+        write_outer_v4(
+            ethertype,
+            outer,
+            (outer_len as u16, tos, IP_DF, IPPROTO_IPV6),
+            src,
+            dst,
+        );
     }
     Ok(())
 }

@@ -64,9 +64,8 @@ fn martian(pkt: &Packet) -> bool {
         return first == 0 || first == 127 || first >= 224;
     }
     // ::, ::1, ff00::/8, and IPv4-mapped addresses, which never travel as IPv6.
-    let mapped = src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff;
     let unspecified_or_loopback = src[..15].iter().all(|b| *b == 0) && src[15] <= 1;
-    unspecified_or_loopback || src[0] == 0xff || mapped
+    unspecified_or_loopback || src[0] == 0xff || xdp_lb_common::is_v4_mapped(src)
 }
 
 /// The IPv4 header (options included) sums to 0xffff in one's complement.
