@@ -129,14 +129,29 @@ pub struct FilterValue {
     pub action: u32,
 }
 
-/// Key of the services map: (VIP, port, protocol).
-#[repr(C)]
+/// Key of the services map: (VIP, port, protocol). Aligned to 4 so the program can
+/// fill its address with word stores rather than sixteen byte stores.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
     pub port_be: u16,
     pub proto: u8,
     pub _pad: u8,
+}
+
+impl ServiceKey {
+    /// The service a client's packet is for: its destination (VIP, port, protocol).
+    /// Both keys are word aligned, so the address is copied a word at a time.
+    #[inline(always)]
+    pub fn of_flow(flow: &FlowKey) -> Self {
+        ServiceKey {
+            addr: flow.dst,
+            port_be: flow.dport_be,
+            proto: flow.proto,
+            _pad: 0,
+        }
+    }
 }
 
 /// Value of the services map.
@@ -273,8 +288,9 @@ pub struct BackendValue {
     pub tun_src: [u8; 16],
 }
 
-/// Key of the flow map: the 5-tuple of a client's packet.
-#[repr(C)]
+/// Key of the flow map: the 5-tuple of a client's packet. Aligned to 8 so the program
+/// fills and copies it a word at a time (the size, 40, is already a multiple of 8).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -493,6 +509,14 @@ impl Reason {
 #[inline(always)]
 pub fn is_v4_mapped(addr: &[u8; 16]) -> bool {
     addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff
+}
+
+/// The 16-byte form of an IPv4 address given as the word a 4-byte load of its header
+/// field gives (memory order, as on the wire), as four such words: one store each
+/// into an aligned key instead of sixteen byte stores.
+#[inline(always)]
+pub const fn v4_mapped_words(addr: u32) -> [u32; 4] {
+    [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr]
 }
 
 /// Builds the 16-byte form of an IPv4 address (IPv4-mapped IPv6).

@@ -85,12 +85,7 @@ mod program {
         if pkt.flow.proto == icmp::IPPROTO_ICMP || pkt.flow.proto == icmp::IPPROTO_ICMPV6 {
             return icmp::forward(ctx, &pkt);
         }
-        let key = ServiceKey {
-            addr: pkt.flow.dst,
-            port_be: pkt.flow.dport_be,
-            proto: pkt.flow.proto,
-            _pad: 0,
-        };
+        let key = ServiceKey::of_flow(&pkt.flow);
         // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
         let key_ref = &key;
         // SAFETY: the reference is only used to copy the value out at once. A hash map

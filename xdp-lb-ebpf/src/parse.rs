@@ -11,7 +11,7 @@ use network_types::{
     udp::UdpHdr,
     vlan::VlanHdr,
 };
-use xdp_lb_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, v4_mapped};
+use xdp_lb_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, v4_mapped_words};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -52,6 +52,55 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
 #[inline(always)]
 pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
     ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
+}
+
+/// One 4-byte load of packet bytes, kept in memory (network) order.
+///
+/// # Safety
+/// `p` must point at 4 bytes checked to lie inside the packet. Packet addresses are
+/// only 2-byte aligned behind Ethernet; the verifier accepts unaligned packet loads
+/// (alignment is enforced only under `BPF_F_STRICT_ALIGNMENT`, which we never set)
+/// and x86-64 and arm64 perform them, as every C XDP program reading `iph->saddr`
+/// does. A volatile load keeps LLVM from splitting it into the byte loads it emits
+/// for an align-1 read on BPF.
+#[inline(always)]
+pub unsafe fn load_word(p: *const u8) -> u32 {
+    // SAFETY: inside the packet, by the caller's contract.
+    unsafe { core::ptr::read_volatile(p as *const u32) }
+}
+
+/// A 16-byte packet address as four word loads (see [`load_word`]).
+///
+/// # Safety
+/// `p` must point at 16 bytes checked to lie inside the packet.
+#[inline(always)]
+pub unsafe fn load_addr(p: *const u8) -> [u32; 4] {
+    // SAFETY: the four words are inside the 16 bytes the caller checked.
+    unsafe {
+        [
+            load_word(p),
+            load_word(p.add(4)),
+            load_word(p.add(8)),
+            load_word(p.add(12)),
+        ]
+    }
+}
+
+/// Stores an address given as four words (memory order) into a key's address field,
+/// with four word stores. Every key type holding an address (`FlowKey`, `ServiceKey`)
+/// is aligned to at least 4 and places its addresses at multiples of 4, so the field
+/// is word aligned, which the verifier requires of stack stores.
+#[inline(always)]
+pub fn store_addr(field: &mut [u8; 16], words: [u32; 4]) {
+    let p = field.as_mut_ptr() as *mut u32;
+    debug_assert!(p.is_aligned());
+    // SAFETY: `field` is 16 writable bytes, word aligned as above.
+    unsafe {
+        p.write(words[0]);
+        p.add(1).write(words[1]);
+        p.add(2).write(words[2]);
+        p.add(3).write(words[3]);
+    }
 }
 
 #[inline(always)]
@@ -120,15 +169,16 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize, usize), Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
-    // SAFETY: ptr_at checked the 20-byte IPv4 header; byte-array fields read by value.
+    // SAFETY: ptr_at checked the 20-byte IPv4 header; byte-array fields read by value,
+    // the addresses (bytes 12..20) as one word each.
     let (vihl, frags, tot_len, proto, src, dst) = unsafe {
         (
             (*ip).vihl,
             u16::from_be_bytes((*ip).frags),
             u16::from_be_bytes((*ip).tot_len) as usize,
             (*ip).proto,
-            (*ip).src_addr,
-            (*ip).dst_addr,
+            load_word((ip as *const u8).add(12)),
+            load_word((ip as *const u8).add(16)),
         )
     };
     let ihl = (vihl & 0x0f) as usize * 4;
@@ -143,8 +193,8 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize,
     if frags & 0x3fff != 0 {
         return Err(Reason::PassFragment);
     }
-    flow.src = v4_mapped(src);
-    flow.dst = v4_mapped(dst);
+    store_addr(&mut flow.src, v4_mapped_words(src));
+    store_addr(&mut flow.dst, v4_mapped_words(dst));
     flow.proto = proto;
     // ihl ≤ 60, so the offset stays bounded for the verifier.
     Ok((l3 + ihl, l3 + tot_len))
@@ -174,11 +224,15 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize,
         0 | 43 | 50 | 51 | 60 | 135 | 139 | 140 => return Err(Reason::PassIpv6Ext),
         _ => return Err(Reason::PassNotL4),
     }
-    // SAFETY: the same checked IPv6 header as above.
-    unsafe {
-        flow.src = (*ip).src_addr;
-        flow.dst = (*ip).dst_addr;
-    }
+    // SAFETY: the same checked IPv6 header as above (addresses at bytes 8..40).
+    let (src, dst) = unsafe {
+        (
+            load_addr((ip as *const u8).add(8)),
+            load_addr((ip as *const u8).add(24)),
+        )
+    };
+    store_addr(&mut flow.src, src);
+    store_addr(&mut flow.dst, dst);
     flow.proto = next;
     Ok((l3 + Ipv6Hdr::LEN, l3 + Ipv6Hdr::LEN + payload_len))
 }
