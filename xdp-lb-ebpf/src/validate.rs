@@ -8,7 +8,7 @@ use aya_ebpf::programs::XdpContext;
 use network_types::udp::UdpHdr;
 use xdp_lb_common::{IPPROTO_TCP, IPPROTO_UDP, Reason};
 
-use crate::parse::{Packet, ptr_at};
+use crate::parse::{Packet, load_word, ptr_at};
 
 /// Ok when `pkt` may be forwarded; otherwise the reason it goes to the kernel.
 #[inline(always)]
@@ -75,10 +75,20 @@ fn ipv4_checksum_ok(ctx: &XdpContext, l3: usize, l4: usize) -> Result<bool, Reas
         // The common header without options: five 32-bit loads after one bounds check.
         // A one's-complement sum does not depend on the byte order it is taken in, so
         // native words folded to 16 bits give 0xffff exactly when the checksum is right.
-        let header: *const [u32; 5] = ptr_at(ctx, l3)?;
-        // SAFETY: ptr_at checked the 20 bytes lie inside the packet; read_unaligned
-        // needs no alignment (the header starts 14 or 18 bytes into the frame).
-        let w = unsafe { core::ptr::read_unaligned(header) };
+        let header: *const [u8; 20] = ptr_at(ctx, l3)?;
+        let header = header as *const u8;
+        // SAFETY: ptr_at checked the 20 bytes lie inside the packet; `load_word` reads
+        // each word with one (unaligned) packet load, where `read_unaligned` would
+        // read twenty bytes one by one on BPF.
+        let w = unsafe {
+            [
+                load_word(header),
+                load_word(header.add(4)),
+                load_word(header.add(8)),
+                load_word(header.add(12)),
+                load_word(header.add(16)),
+            ]
+        };
         let mut sum: u64 = w.iter().map(|&x| u64::from(x)).sum();
         sum = (sum & 0xffff_ffff) + (sum >> 32);
         sum = (sum & 0xffff_ffff) + (sum >> 32);
