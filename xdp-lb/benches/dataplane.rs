@@ -489,6 +489,15 @@ fn main() {
         filtered - established,
         (filtered / established - 1.0) * 100.0
     );
+    let info = dp.program().info().expect("program info");
+    println!(
+        "program size: {} BPF instructions after loading (subprograms included); the verifier \
+         processed {} instructions to accept it.",
+        info.size_translated()
+            .map_or("?".into(), |b| (b / 8).to_string()),
+        info.verified_instruction_count()
+            .map_or("?".into(), |n| n.to_string()),
+    );
 }
 
 /// A filter trie entry: `addr/len` in `scope`, decided by rule `rule`.
