@@ -17,13 +17,13 @@ use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
     BackendValue, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason,
-    SERVICE_F_ACTIVE, ServiceKey, v4_mapped,
+    SERVICE_F_ACTIVE, ServiceKey, v4_mapped_words,
 };
 
 use crate::{
     counters, csum, dr,
     maps::{FLOWS, SERVICES},
-    parse::{Packet, ptr_at},
+    parse::{Packet, load_addr, load_word, ptr_at, store_addr},
     program::Verdict,
     schedule, tun,
 };
@@ -57,25 +57,38 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
     let mut flow = FlowKey::default();
     let l4 = if pkt.ipv4 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, quoted).map_err(Verdict::pass)?;
-        // SAFETY: ptr_at checked the 20-byte header; byte-array fields read by value.
-        let (vihl, proto, src, dst) =
-            unsafe { ((*ip).vihl, (*ip).proto, (*ip).src_addr, (*ip).dst_addr) };
+        // SAFETY: ptr_at checked the 20-byte header; byte fields read by value, the
+        // addresses (bytes 12..20) as one word each, as `parse` reads them.
+        let (vihl, proto, src, dst) = unsafe {
+            (
+                (*ip).vihl,
+                (*ip).proto,
+                load_word((ip as *const u8).add(12)),
+                load_word((ip as *const u8).add(16)),
+            )
+        };
         let ihl = (vihl & 0x0f) as usize * 4;
         if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
             return Err(Verdict::pass(Reason::PassMalformed));
         }
-        flow.src = v4_mapped(dst);
-        flow.dst = v4_mapped(src);
+        store_addr(&mut flow.src, v4_mapped_words(dst));
+        store_addr(&mut flow.dst, v4_mapped_words(src));
         flow.proto = proto;
         quoted + ihl
     } else {
         let ip: *const Ipv6Hdr = ptr_at(ctx, quoted).map_err(Verdict::pass)?;
-        // SAFETY: ptr_at checked the 40-byte header; byte-array fields read by value.
-        unsafe {
-            flow.src = (*ip).dst_addr;
-            flow.dst = (*ip).src_addr;
-            flow.proto = (*ip).next_hdr;
-        }
+        // SAFETY: ptr_at checked the 40-byte header; the addresses (bytes 8..40) as
+        // words, as `parse` reads them.
+        let (src, dst, next) = unsafe {
+            (
+                load_addr((ip as *const u8).add(8)),
+                load_addr((ip as *const u8).add(24)),
+                (*ip).next_hdr,
+            )
+        };
+        store_addr(&mut flow.src, dst);
+        store_addr(&mut flow.dst, src);
+        flow.proto = next;
         quoted + Ipv6Hdr::LEN
     };
     if flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP {
@@ -91,12 +104,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
     let [s0, s1, d0, d1] = unsafe { *ports };
     flow.sport_be = u16::from_ne_bytes([d0, d1]);
     flow.dport_be = u16::from_ne_bytes([s0, s1]);
-    let key = ServiceKey {
-        addr: flow.dst,
-        port_be: flow.dport_be,
-        proto: flow.proto,
-        _pad: 0,
-    };
+    let key = ServiceKey::of_flow(&flow);
     // Borrowed, not moved, as in the main path: a by-value key is a stack copy.
     let key_ref = &key;
     // SAFETY: copied out at once, as in the main path (see `program::process`).

@@ -16,7 +16,7 @@ use xdp_lb_common::{BackendValue, Reason, ServiceStats, is_v4_mapped};
 
 use crate::{
     dr,
-    parse::{Packet, ptr_at, ptr_at_mut},
+    parse::{Packet, load_word, ptr_at, ptr_at_mut},
     program::Verdict,
 };
 
@@ -60,10 +60,10 @@ pub fn forward(
     }
     // The VLAN tag (if any) moves with the Ethernet header; read it before the move.
     let tag: u32 = if vlan {
-        let p: *const u32 = ptr_at(ctx, EthHdr::LEN - 2).map_err(Verdict::pass)?;
+        let p: *const [u8; 4] = ptr_at(ctx, EthHdr::LEN - 2).map_err(Verdict::pass)?;
         // SAFETY: ptr_at checked these 4 bytes (TPID + TCI as on the wire) lie inside
-        // the packet; read_unaligned needs no alignment.
-        unsafe { core::ptr::read_unaligned(p) }
+        // the packet; one word load (read_unaligned would read four bytes on BPF).
+        unsafe { load_word(p as *const u8) }
     } else {
         0
     };
