@@ -21,8 +21,8 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    counters, csum, dr,
-    maps::{FLOWS, SERVICES},
+    counters, csum, dr, flows,
+    maps::SERVICES,
     parse::{Packet, load_addr, load_word, ptr_at, store_addr},
     program::Verdict,
     schedule, tun,
@@ -117,10 +117,12 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
     {
         return Err(not_ours);
     }
-    let flow_ref = &flow;
-    // SAFETY: read by value at once; a racing update of the same flow changes whole
-    // aligned words (see `schedule::select`).
-    let pinned = unsafe { FLOWS.get(flow_ref) }.map(|v| (v.backend, v.service));
+    let pinned = flows::pinned(&flow, pkt.ipv4).map(|v| {
+        // SAFETY: a value pointer from a successful lookup, read by value at once; a
+        // racing update of the same flow changes whole aligned words (see
+        // `schedule::select`).
+        unsafe { ((*v).backend, (*v).service) }
+    });
     let Some((backend_id, service)) = pinned.filter(|&(_, s)| s == svc.id) else {
         return Err(Verdict::pass(Reason::PassIcmpNoFlow));
     };

@@ -6,9 +6,10 @@ use aya_ebpf::{
 };
 use xdp_lb_common::{
     BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS,
-    FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatValue, PersistKey,
-    PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats, ServiceValue,
+    FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowKeyV4, FlowValue,
+    MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatValue,
+    PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats,
+    ServiceValue,
 };
 
 /// (VIP, port, proto) → service.
@@ -31,9 +32,15 @@ pub static BACKEND_VALUES: Array<BackendValue> = Array::with_max_entries(BACKEND
 #[map]
 pub static SCHEDULE: Array<u32> = Array::with_max_entries(SCHEDULE_POOL_SLOTS, 0);
 
-/// 5-tuple → pinned backend, so a connection never changes server while it is active.
-/// One table shared by all CPUs (a flow may arrive on any queue), but per-CPU LRU
-/// lists (`BPF_F_NO_COMMON_LRU`), so inserting new flows takes no global lock.
+/// IPv4 5-tuple → pinned backend, so a connection never changes server while it is
+/// active. One table shared by all CPUs (a flow may arrive on any queue), but per-CPU
+/// LRU lists (`BPF_F_NO_COMMON_LRU`), so inserting new flows takes no global lock.
+/// IPv4 flows have their own table for its 16-byte key (see `flows`).
+#[map]
+pub static FLOWS_V4: LruHashMap<FlowKeyV4, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+
+/// IPv6 5-tuple → pinned backend, as `FLOWS_V4`.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
@@ -41,7 +48,7 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// (service, client address masked by its granularity) → the client's real server, for
-/// services with persistence (see `persist`). Sized like FLOWS by the daemon.
+/// services with persistence (see `persist`). Sized like the flow tables by the daemon.
 #[map]
 pub static PERSIST: LruHashMap<PersistKey, PersistValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);

@@ -9,8 +9,8 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    counters,
-    maps::{BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, FLOWS, INSERT_BUDGET, SCHEDULE},
+    counters, flows,
+    maps::{BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, INSERT_BUDGET, SCHEDULE},
     nat,
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     persist,
@@ -47,7 +47,7 @@ pub fn select(
     // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
     let flow = &pkt.flow;
     let pinned = if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 {
-        FLOWS.get_ptr_mut(flow)
+        flows::pinned(flow, pkt.ipv4)
     } else {
         None
     };
@@ -170,8 +170,7 @@ pub fn commit(
         return;
     }
     // A full LRU evicts the oldest flow; an insert failure only costs stickiness.
-    let flow = &pkt.flow;
-    if FLOWS.insert(flow, pin, 0).is_ok() && pin.flags != 0 {
+    if flows::pin(&pkt.flow, pkt.ipv4, &pin) && pin.flags != 0 {
         // Born closing (a lone FIN or RST): it never counts as active.
         counters::closed(chosen.backend_id);
     }

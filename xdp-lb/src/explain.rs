@@ -833,7 +833,11 @@ impl LiveMaps for Dataplane {
         read(self.backend_values.get(&entry, 0), "BACKEND_VALUES")
     }
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
-        read(self.flows.get(key, 0), "FLOWS")
+        match self.flows.get(key) {
+            Ok(v) => Ok(Some(v)),
+            Err((_, MapError::KeyNotFound)) => Ok(None),
+            Err((name, source)) => Err(DataplaneError::Map { name, source }),
+        }
     }
     fn persisted(&self, key: &PersistKey) -> Result<Option<PersistValue>, DataplaneError> {
         read(self.persist.get(key, 0), "PERSIST")

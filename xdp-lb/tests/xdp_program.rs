@@ -7,10 +7,12 @@ use etherparse::{IpNumber, Ipv4Header, Ipv4Options, PacketBuilder};
 use xdp_lb::{
     dataplane::{Dataplane, ServiceSpec, filter::FilterEntry},
     schedule,
+    sync::Install,
 };
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, IPPROTO_TCP, IPPROTO_UDP,
-    SELECT_CURSOR, SELECT_HASH_FLOW, SELECT_HASH_SRC, ServiceKey, v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, FlowKey, FlowValue,
+    IPPROTO_TCP, IPPROTO_UDP, NatValue, SELECT_CURSOR, SELECT_HASH_FLOW, SELECT_HASH_SRC,
+    ServiceKey, v4_mapped,
 };
 
 use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
@@ -360,6 +362,71 @@ fn a_flow_sticks_to_its_backend() {
     assert_eq!(stats.packets, 36);
     assert_eq!(stats.new_flows, 6);
     assert_eq!(stats.bytes, 36 * flows[0].len() as u64);
+}
+
+/// The flow table is two maps (IPv4 flows under a 16-byte key, IPv6 ones under the
+/// full one): an entry the daemon writes (as the NAT sync does) is the one the program
+/// finds, and an entry the program writes is listed under its whole 5-tuple.
+#[test]
+fn each_family_s_flows_are_pinned_where_the_daemon_reads_and_writes_them() {
+    let mut dp = dataplane();
+    let flow = |src: [u8; 16], dst: [u8; 16], sport: u16| FlowKey {
+        src,
+        dst,
+        sport_be: sport.to_be(),
+        dport_be: 80u16.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    // Written by the daemon, to backend 0: a followed pin makes no new flow, so the
+    // counters below tell whether the program found them.
+    let pin = |key: FlowKey, service: u32| Install {
+        flow: (
+            key,
+            FlowValue {
+                backend: 0,
+                service,
+                ..Default::default()
+            },
+        ),
+        reply: (key, NatValue::default()),
+    };
+    let written4 = flow(v4_mapped(CLIENT), v4_mapped(VIP), 30_000);
+    let written6 = flow(CLIENT6, VIP6, 30_000);
+    dp.install_synced(&[pin(written4, 0), pin(written6, 2)])
+        .unwrap();
+    for _ in 0..3 {
+        let f4 = tcp4(30_000, 80);
+        assert_eq!(assert_dr_rewrite(&f4, &run(&dp, &f4).1), 0);
+        let f6 = tcp6(30_000, 80);
+        assert_eq!(assert_dr_rewrite(&f6, &run(&dp, &f6).1), 0);
+    }
+    assert_eq!(
+        dp.service_stats(0).unwrap().new_flows,
+        0,
+        "the IPv4 pin was followed"
+    );
+    assert_eq!(
+        dp.service_stats(2).unwrap().new_flows,
+        0,
+        "the IPv6 pin was followed"
+    );
+
+    // Written by the program: listed with their addresses, ports and backend.
+    let f4 = tcp4(30_001, 80);
+    let b4 = assert_dr_rewrite(&f4, &run(&dp, &f4).1) as u32;
+    let f6 = tcp6(30_001, 80);
+    let b6 = assert_dr_rewrite(&f6, &run(&dp, &f6).1) as u32;
+    let listed: std::collections::HashMap<FlowKey, u32> = dp
+        .flows()
+        .map(|e| e.map(|(k, v)| (k, v.backend)).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert_eq!(listed[&written4], 0);
+    assert_eq!(listed[&written6], 0);
+    assert_eq!(listed[&flow(v4_mapped(CLIENT), v4_mapped(VIP), 30_001)], b4);
+    assert_eq!(listed[&flow(CLIENT6, VIP6, 30_001)], b6);
+    assert_eq!(dp.table_sizes().0, 4);
 }
 
 #[test]

@@ -542,7 +542,8 @@ pub struct Dataplane {
     pub interfaces: Vec<String>,
     /// Default [`XdpMode::Auto`].
     pub xdp_mode: XdpMode,
-    /// Capacity of the flow table; default 262144, valid 1024..=16777216.
+    /// Capacity of each flow table (one per IP version); default 262144, valid
+    /// 1024..=16777216.
     pub max_flows: u32,
     /// How long to wait for a real server's MAC at start; default 5s.
     pub neighbour_timeout: Duration,

@@ -8,6 +8,7 @@
 //! replaced the same way: the new value goes into a spare entry of the value pool
 //! `BACKEND_VALUES`, then one u32 write to `BACKEND_SLOT[id]` switches to it.
 pub mod filter;
+pub mod flow_table;
 pub mod nat;
 pub mod pins;
 pub mod pool;
@@ -25,10 +26,9 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FilterKeyV4, FilterKeyV6,
-    FilterValue, FlowKey, FlowValue, MAX_BACKENDS, MAX_FILTER_RULES, NatValue, PersistKey,
-    PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
-    SERVICE_F_FILTER_GEN, SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceKey,
-    ServiceStats, ServiceValue,
+    FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, NatValue, PersistKey, PersistValue,
+    SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
+    SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -156,7 +156,7 @@ pub struct Dataplane {
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
     pub(crate) backend_stats: PerCpuArray<MapData, BackendStats>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
-    pub(crate) flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub(crate) flows: flow_table::FlowTable,
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
@@ -248,7 +248,8 @@ impl Dataplane {
     ) -> Result<Dataplane, DataplaneError> {
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries("FLOWS", max_flows)
+            .map_max_entries(flow_table::V4_MAP, max_flows)
+            .map_max_entries(flow_table::V6_MAP, max_flows)
             .map_max_entries("NAT_REPLIES", max_flows)
             .map_max_entries("PERSIST", max_flows);
         let adopted = match &pins {
@@ -283,7 +284,7 @@ impl Dataplane {
         })?;
 
         macro_rules! take {
-            ($name:literal) => {{
+            ($name:expr) => {{
                 let map = ebpf
                     .take_map($name)
                     .ok_or(DataplaneError::MissingMap($name))?;
@@ -299,7 +300,7 @@ impl Dataplane {
             service_stats: take!("SERVICE_STATS"),
             backend_stats: take!("BACKEND_STATS"),
             global_stats: take!("GLOBAL_STATS"),
-            flows: take!("FLOWS"),
+            flows: flow_table::FlowTable::new(take!(flow_table::V4_MAP), take!(flow_table::V6_MAP)),
             nat_replies: take!("NAT_REPLIES"),
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
@@ -333,7 +334,7 @@ impl Dataplane {
         let mut removed = 0;
         let flows: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
         for k in &flows {
-            removed += usize::from(self.flows.remove(k).is_ok());
+            removed += usize::from(self.flows.remove(k));
         }
         let replies: Vec<FlowKey> = self.nat_replies.keys().filter_map(Result::ok).collect();
         for k in &replies {

@@ -24,15 +24,26 @@ use aya::{
     },
 };
 use tracing::{info, warn};
-use xdp_lb_common::{FlowKey, FlowValue, NatValue, PersistKey, PersistValue, STATE_VERSION};
+use xdp_lb_common::{
+    FlowKey, FlowKeyV4, FlowValue, NatValue, PersistKey, PersistValue, STATE_VERSION,
+};
 
 /// Where xdp-lb pins, unless the bpffs is elsewhere.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf/xdp-lb";
 
 /// The maps whose entries are connection state, with the shape this build gives them
 /// (key size, value size; capacity is the configured `max_flows`).
-pub const STATE_MAPS: [(&str, usize, usize); 3] = [
-    ("FLOWS", size_of::<FlowKey>(), size_of::<FlowValue>()),
+pub const STATE_MAPS: [(&str, usize, usize); 4] = [
+    (
+        super::flow_table::V4_MAP,
+        size_of::<FlowKeyV4>(),
+        size_of::<FlowValue>(),
+    ),
+    (
+        super::flow_table::V6_MAP,
+        size_of::<FlowKey>(),
+        size_of::<FlowValue>(),
+    ),
     ("NAT_REPLIES", size_of::<FlowKey>(), size_of::<NatValue>()),
     (
         "PERSIST",
