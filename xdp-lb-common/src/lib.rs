@@ -133,8 +133,9 @@ pub struct FilterValue {
     pub action: u32,
 }
 
-/// Key of the services map: (VIP, port, protocol). Aligned to 4 so the program can
-/// fill its address with word stores rather than sixteen byte stores.
+/// Key of the services maps: (VIP, port, protocol). Aligned to 4 so the program can
+/// fill its address with word stores rather than sixteen byte stores. IPv4 services are
+/// stored in `SERVICES_V4` under a [`ServiceKeyV4`], IPv6 ones in `SERVICES` under this.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ServiceKey {
@@ -158,7 +159,56 @@ impl ServiceKey {
     }
 }
 
-/// Value of the services map.
+/// Key of the IPv4 services map (`SERVICES_V4`): an IPv4 service's key in 8 bytes, for
+/// the lookup every IPv4 packet makes (the kernel hashes and compares whole keys).
+/// Everywhere else a service is named by its [`ServiceKey`]: this is only how the IPv4
+/// ones are stored.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServiceKeyV4 {
+    pub addr: [u8; 4],
+    pub port_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl ServiceKeyV4 {
+    /// The service an IPv4 flow's packet is for (see [`ServiceKey::of_flow`]).
+    #[inline(always)]
+    pub fn of_v4_flow(flow: &FlowKey) -> Self {
+        ServiceKeyV4 {
+            addr: FlowKeyV4::of_v4(flow).dst,
+            port_be: flow.dport_be,
+            proto: flow.proto,
+            _pad: 0,
+        }
+    }
+
+    /// The map a service key is stored in: `Some` (this form, in SERVICES_V4) for an
+    /// IPv4-mapped address, `None` (SERVICES) otherwise; the program decides by the
+    /// packet's IP version.
+    pub fn stored(key: &ServiceKey) -> Option<Self> {
+        let [.., a, b, c, d] = key.addr;
+        is_v4_mapped(&key.addr).then_some(ServiceKeyV4 {
+            addr: [a, b, c, d],
+            port_be: key.port_be,
+            proto: key.proto,
+            _pad: 0,
+        })
+    }
+
+    /// The service key this one stores.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            addr: v4_mapped(self.addr),
+            port_be: self.port_be,
+            proto: self.proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// Value of the services maps (`SERVICES_V4`, `SERVICES`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ServiceValue {
@@ -648,6 +698,12 @@ layout!(FlowKey, 40, {
     proto: u8 = 36,
     _pad: [u8; 3] = 37,
 });
+layout!(ServiceKeyV4, 8, {
+    addr: [u8; 4] = 0,
+    port_be: u16 = 4,
+    proto: u8 = 6,
+    _pad: u8 = 7,
+});
 layout!(FlowKeyV4, 16, {
     src: [u8; 4] = 0,
     dst: [u8; 4] = 4,
@@ -712,6 +768,8 @@ mod pod {
     // asserts above), so it can be copied to and from the kernel as bytes.
     // SAFETY: as said above.
     unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ServiceKeyV4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ServiceValue {}
     // SAFETY: as above.
@@ -812,5 +870,33 @@ mod flow_key_tests {
             ..flow
         };
         assert_eq!(FlowKeyV4::stored(&mixed), None);
+    }
+
+    #[test]
+    fn an_ipv4_service_is_stored_in_8_bytes_and_read_back_whole() {
+        let key = ServiceKey {
+            addr: v4_mapped([192, 0, 2, 100]),
+            port_be: 443u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        };
+        let stored = ServiceKeyV4::stored(&key).expect("an IPv4 service");
+        assert_eq!(stored.addr, [192, 0, 2, 100]);
+        assert_eq!(stored.key(), key);
+        // The program's form, from a packet's flow, is the same key.
+        let flow = FlowKey {
+            src: v4_mapped([198, 51, 100, 7]),
+            dst: key.addr,
+            sport_be: 40_000u16.to_be(),
+            dport_be: key.port_be,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        assert_eq!(ServiceKeyV4::of_v4_flow(&flow), stored);
+        let v6 = ServiceKey {
+            addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            ..key
+        };
+        assert_eq!(ServiceKeyV4::stored(&v6), None);
     }
 }

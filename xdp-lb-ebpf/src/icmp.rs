@@ -17,15 +17,14 @@ use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use xdp_lb_common::{
     BackendValue, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason,
-    SERVICE_F_ACTIVE, ServiceKey, v4_mapped_words,
+    SERVICE_F_ACTIVE, v4_mapped_words,
 };
 
 use crate::{
     counters, csum, dr, flows,
-    maps::SERVICES,
     parse::{Packet, load_addr, load_word, ptr_at, store_addr},
     program::Verdict,
-    schedule, tun,
+    schedule, services, tun,
 };
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -104,11 +103,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
     let [s0, s1, d0, d1] = unsafe { *ports };
     flow.sport_be = u16::from_ne_bytes([d0, d1]);
     flow.dport_be = u16::from_ne_bytes([s0, s1]);
-    let key = ServiceKey::of_flow(&flow);
-    // Borrowed, not moved, as in the main path: a by-value key is a stack copy.
-    let key_ref = &key;
-    // SAFETY: copied out at once, as in the main path (see `program::process`).
-    let Some(svc) = (unsafe { SERVICES.get(key_ref) }).copied() else {
+    let Some(svc) = services::lookup(&flow, pkt.ipv4) else {
         return Err(not_ours);
     };
     let nat = svc.forwarding == FWD_NAT;

@@ -31,6 +31,8 @@ mod persist;
 #[cfg(target_arch = "bpf")]
 mod schedule;
 #[cfg(target_arch = "bpf")]
+mod services;
+#[cfg(target_arch = "bpf")]
 mod tun;
 #[cfg(target_arch = "bpf")]
 mod validate;
@@ -41,11 +43,11 @@ mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use xdp_lb_common::{
         FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
-        SERVICE_F_FILTER_GLOBAL, ServiceKey,
+        SERVICE_F_FILTER_GLOBAL,
     };
 
     use crate::{
-        counters, dr, filter, icmp, maps::SERVICES, nat, parse, persist, schedule, tun, validate,
+        counters, dr, filter, icmp, nat, parse, persist, schedule, services, tun, validate,
     };
 
     /// A final action together with the reason it is counted under.
@@ -87,17 +89,8 @@ mod program {
         if pkt.flow.proto == icmp::IPPROTO_ICMP || pkt.flow.proto == icmp::IPPROTO_ICMPV6 {
             return icmp::forward(ctx, &pkt);
         }
-        let key = ServiceKey::of_flow(&pkt.flow);
-        // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
-        let key_ref = &key;
-        // SAFETY: the reference is only used to copy the value out at once. A hash map
-        // value stays allocated for the whole run (RCU), but the kernel may recycle a
-        // replaced element for a later update, so the copy could in theory mix two
-        // updates; every field of it is then only used as an index that is bounds
-        // checked again (SCHEDULE, counters) or as a flag, so nothing reads out of
-        // bounds: at worst one packet takes a wrong but valid pick.
-        let svc = match unsafe { SERVICES.get(key_ref) } {
-            Some(svc) => *svc,
+        let svc = match services::lookup(&pkt.flow, pkt.ipv4) {
+            Some(svc) => svc,
             None => {
                 // Only a packet from a port NAT real servers answer from pays for the
                 // reply lookup (and the clock, on a hit).

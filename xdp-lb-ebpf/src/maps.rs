@@ -8,11 +8,16 @@ use xdp_lb_common::{
     BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS,
     FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowKeyV4, FlowValue,
     MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatValue,
-    PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceStats,
-    ServiceValue,
+    PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceKeyV4,
+    ServiceStats, ServiceValue,
 };
 
-/// (VIP, port, proto) → service.
+/// IPv4 (VIP, port, proto) → service, under an 8-byte key (see `services`).
+#[map]
+pub static SERVICES_V4: HashMap<ServiceKeyV4, ServiceValue> =
+    HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// IPv6 (VIP, port, proto) → service.
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
 

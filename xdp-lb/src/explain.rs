@@ -819,9 +819,16 @@ fn read<T>(r: Result<T, MapError>, name: &'static str) -> Result<Option<T>, Data
     }
 }
 
+/// [`read`] for a map kept per IP version, whose error names the map that failed.
+fn read_either<T>(
+    r: Result<T, crate::dataplane::by_family::Failed>,
+) -> Result<Option<T>, DataplaneError> {
+    r.map_or_else(|(name, e)| read(Err(e), name), |v| Ok(Some(v)))
+}
+
 impl LiveMaps for Dataplane {
     fn service(&self, key: &ServiceKey) -> Result<Option<ServiceValue>, DataplaneError> {
-        read(self.services.get(key, 0), "SERVICES")
+        read_either(self.services.get(key))
     }
     fn schedule_slot(&self, slot: u32) -> Result<Option<u32>, DataplaneError> {
         read(self.schedule.get(&slot, 0), "SCHEDULE")
@@ -833,11 +840,7 @@ impl LiveMaps for Dataplane {
         read(self.backend_values.get(&entry, 0), "BACKEND_VALUES")
     }
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
-        match self.flows.get(key) {
-            Ok(v) => Ok(Some(v)),
-            Err((_, MapError::KeyNotFound)) => Ok(None),
-            Err((name, source)) => Err(DataplaneError::Map { name, source }),
-        }
+        read_either(self.flows.get(key))
     }
     fn persisted(&self, key: &PersistKey) -> Result<Option<PersistValue>, DataplaneError> {
         read(self.persist.get(key, 0), "PERSIST")

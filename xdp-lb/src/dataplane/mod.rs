@@ -7,8 +7,8 @@
 //! replaced range is reused only after a grace period (see [`pool`]). Backends are
 //! replaced the same way: the new value goes into a spare entry of the value pool
 //! `BACKEND_VALUES`, then one u32 write to `BACKEND_SLOT[id]` switches to it.
+pub mod by_family;
 pub mod filter;
-pub mod flow_table;
 pub mod nat;
 pub mod pins;
 pub mod pool;
@@ -86,6 +86,11 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
 
+/// The error of a failed operation on a [`by_family::ByFamily`] map.
+fn failed((name, source): by_family::Failed) -> DataplaneError {
+    DataplaneError::Map { name, source }
+}
+
 /// How a service is installed: its keys, id, forwarding and the backend ids of its
 /// schedule slots (the output of `schedule::*` mapped to backend ids).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,7 +153,7 @@ impl ServiceSpec {
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    pub(crate) services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub(crate) services: by_family::ServiceMap,
     pub(crate) backend_slot: Array<MapData, u32>,
     pub(crate) backend_values: Array<MapData, BackendValue>,
     pub(crate) schedule: Array<MapData, u32>,
@@ -156,7 +161,7 @@ pub struct Dataplane {
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
     pub(crate) backend_stats: PerCpuArray<MapData, BackendStats>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
-    pub(crate) flows: flow_table::FlowTable,
+    pub(crate) flows: by_family::FlowTable,
     pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
@@ -248,8 +253,8 @@ impl Dataplane {
     ) -> Result<Dataplane, DataplaneError> {
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(flow_table::V4_MAP, max_flows)
-            .map_max_entries(flow_table::V6_MAP, max_flows)
+            .map_max_entries(by_family::FLOW_MAPS[0], max_flows)
+            .map_max_entries(by_family::FLOW_MAPS[1], max_flows)
             .map_max_entries("NAT_REPLIES", max_flows)
             .map_max_entries("PERSIST", max_flows);
         let adopted = match &pins {
@@ -292,7 +297,11 @@ impl Dataplane {
             }};
         }
         Ok(Dataplane {
-            services: take!("SERVICES"),
+            services: by_family::ByFamily::new(
+                take!(by_family::SERVICE_MAPS[0]),
+                take!(by_family::SERVICE_MAPS[1]),
+                by_family::SERVICE_MAPS,
+            ),
             backend_slot: take!("BACKEND_SLOT"),
             backend_values: take!("BACKEND_VALUES"),
             schedule: take!("SCHEDULE"),
@@ -300,7 +309,11 @@ impl Dataplane {
             service_stats: take!("SERVICE_STATS"),
             backend_stats: take!("BACKEND_STATS"),
             global_stats: take!("GLOBAL_STATS"),
-            flows: flow_table::FlowTable::new(take!(flow_table::V4_MAP), take!(flow_table::V6_MAP)),
+            flows: by_family::ByFamily::new(
+                take!(by_family::FLOW_MAPS[0]),
+                take!(by_family::FLOW_MAPS[1]),
+                by_family::FLOW_MAPS,
+            ),
             nat_replies: take!("NAT_REPLIES"),
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
@@ -334,7 +347,7 @@ impl Dataplane {
         let mut removed = 0;
         let flows: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
         for k in &flows {
-            removed += usize::from(self.flows.remove(k));
+            removed += usize::from(self.flows.remove(k).is_ok());
         }
         let replies: Vec<FlowKey> = self.nat_replies.keys().filter_map(Result::ok).collect();
         for k in &replies {
@@ -469,9 +482,9 @@ impl Dataplane {
         }
         // The switch: from here on new flows of the first key read the new range.
         let value = spec.value(range.start, spec.active);
-        if let Err(e) = self.services.insert(spec.key, value, 0) {
+        if let Err(e) = self.services.insert(&spec.key, value) {
             self.pool.unused(range);
-            return Err(map_err("SERVICES")(e));
+            return Err(failed(e));
         }
         if let Some(old) = self.ranges.insert(spec.id, range.clone()) {
             self.pool.retire(old, std::time::Instant::now());
@@ -479,8 +492,8 @@ impl Dataplane {
         self.own(spec.key, spec.id);
         for &(key, active) in &spec.group_keys {
             self.services
-                .insert(key, spec.value(range.start, active), 0)
-                .map_err(map_err("SERVICES"))?;
+                .insert(&key, spec.value(range.start, active))
+                .map_err(failed)?;
             self.own(key, spec.id);
         }
         Ok(())
@@ -510,8 +523,8 @@ impl Dataplane {
     /// service's last key.
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         match self.services.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err("SERVICES")(e)),
+            Ok(()) | Err((_, MapError::KeyNotFound)) => {}
+            Err(e) => return Err(failed(e)),
         }
         if let Some(id) = self.owners.remove(key) {
             self.release(id);
@@ -545,7 +558,7 @@ impl Dataplane {
     }
 
     pub fn service(&self, key: &ServiceKey) -> Result<ServiceValue, DataplaneError> {
-        self.services.get(key, 0).map_err(map_err("SERVICES"))
+        self.services.get(key).map_err(failed)
     }
 
     /// The backend ids of a service's live schedule, in slot order.

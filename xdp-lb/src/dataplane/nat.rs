@@ -190,7 +190,7 @@ impl Dataplane {
         for i in installs {
             self.flows
                 .insert(&i.flow.0, i.flow.1)
-                .map_err(|(name, e)| map_err(name)(e))?;
+                .map_err(super::failed)?;
             self.nat_replies
                 .insert(i.reply.0, i.reply.1, 0)
                 .map_err(map_err("NAT_REPLIES"))?;

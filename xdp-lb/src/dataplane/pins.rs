@@ -35,12 +35,12 @@ pub const BPFFS_ROOT: &str = "/sys/fs/bpf/xdp-lb";
 /// (key size, value size; capacity is the configured `max_flows`).
 pub const STATE_MAPS: [(&str, usize, usize); 4] = [
     (
-        super::flow_table::V4_MAP,
+        super::by_family::FLOW_MAPS[0],
         size_of::<FlowKeyV4>(),
         size_of::<FlowValue>(),
     ),
     (
-        super::flow_table::V6_MAP,
+        super::by_family::FLOW_MAPS[1],
         size_of::<FlowKey>(),
         size_of::<FlowValue>(),
     ),

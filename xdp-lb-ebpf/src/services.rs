@@ -1,0 +1,30 @@
+//! The services map, one per IP version (as the flow table, see `flows`): an IPv4
+//! packet's service is looked up under its 8-byte [`ServiceKeyV4`] in SERVICES_V4, an
+//! IPv6 one's under its [`ServiceKey`] in SERVICES. Every packet makes this lookup,
+//! and the kernel hashes and compares the whole key.
+use xdp_lb_common::{FlowKey, ServiceKey, ServiceKeyV4, ServiceValue};
+
+use crate::maps::{SERVICES, SERVICES_V4};
+
+/// The service `flow`'s packet is for (`ipv4`: the packet's IP version), copied out.
+///
+/// A hash map value stays allocated for the whole run (RCU), but the kernel may
+/// recycle a replaced element for a later update, so the copy could in theory mix two
+/// updates; every field of it is then only used as an index that is bounds checked
+/// again (SCHEDULE, counters) or as a flag, so nothing reads out of bounds: at worst
+/// one packet takes a wrong but valid pick.
+#[inline(always)]
+pub fn lookup(flow: &FlowKey, ipv4: bool) -> Option<ServiceValue> {
+    if ipv4 {
+        let key = ServiceKeyV4::of_v4_flow(flow);
+        // Borrowed, not moved: a by-value key would be copied on the stack again.
+        let key_ref = &key;
+        // SAFETY: the reference is only used to copy the value out at once (see above).
+        unsafe { SERVICES_V4.get(key_ref) }.copied()
+    } else {
+        let key = ServiceKey::of_flow(flow);
+        let key_ref = &key;
+        // SAFETY: as above.
+        unsafe { SERVICES.get(key_ref) }.copied()
+    }
+}
