@@ -27,11 +27,11 @@ pub const DEFAULT_MAX_FLOWS: u32 = 1 << 18;
 /// Capacity of the egress-interface devmap.
 pub const MAX_EGRESS_IFACES: u32 = 64;
 /// The version of what the connection-state maps' entries mean (FLOWS_V4, FLOWS,
-/// NAT_REPLIES, PERSIST: `FlowKeyV4`, `FlowKey`, `FlowValue`, `NatValue`, `PersistKey`,
+/// NAT_REPLIES_V4, NAT_REPLIES, PERSIST: `FlowKeyV4`, `FlowKey`, `FlowValue`, `NatValue`, `PersistKey`,
 /// `PersistValue` and their flags). Bump it with any change a same-sized entry could be
 /// misread by, or that moves entries between maps: a restart into a build with another
 /// version clears the pinned state instead of adopting it.
-/// 2: IPv4 flows moved from FLOWS to FLOWS_V4.
+/// 2: IPv4 flows and NAT replies moved to FLOWS_V4 and NAT_REPLIES_V4.
 pub const STATE_VERSION: u32 = 2;
 
 pub const IPPROTO_TCP: u8 = 6;

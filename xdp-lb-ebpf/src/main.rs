@@ -134,7 +134,7 @@ mod program {
         let backend = unsafe { &*chosen.backend };
         let verdict = match svc.forwarding {
             FWD_DR => dr::forward(ctx, backend, stats),
-            FWD_NAT => nat::forward(ctx, &pkt, backend, svc.id, stats, now, chosen.refreshed),
+            FWD_NAT => nat::forward(ctx, &pkt, backend, svc.id, stats, now, &chosen),
             FWD_TUN => tun::forward(ctx, &pkt, backend, stats),
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
         }?;

@@ -78,7 +78,13 @@ pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS_IFACES, 0);
 
-/// NAT reply 5-tuple (real server → client) → how to translate it back.
+/// NAT reply 5-tuple (real server → client) → how to translate it back; IPv4 replies
+/// under the 16-byte key (see `flows`).
+#[map]
+pub static NAT_REPLIES_V4: LruHashMap<FlowKeyV4, NatValue> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+
+/// IPv6 NAT replies, as `NAT_REPLIES_V4`.
 #[map]
 pub static NAT_REPLIES: LruHashMap<FlowKey, NatValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);

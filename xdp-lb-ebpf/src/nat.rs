@@ -22,10 +22,11 @@ use xdp_lb_common::{
 
 use crate::{
     csum::{replace16, replace32},
-    dr,
-    maps::{CONFIG, EGRESS, NAT_PORTS, NAT_REPLIES},
+    dr, flows,
+    maps::{CONFIG, EGRESS, NAT_PORTS, NAT_REPLIES, NAT_REPLIES_V4},
     parse::{Packet, TCP_FIN, TCP_RST, ptr_at_mut},
     program::Verdict,
+    schedule::Chosen,
 };
 
 /// Which end of the packet the rewrite changes.
@@ -36,9 +37,9 @@ enum End {
 }
 
 /// Translates a client's packet towards `backend` and forwards it like DR does.
-/// `refresh`: the flow is new or its entry was just refreshed, so the reply entry is
+/// When the pick (`chosen`) is a new flow or refreshed its entry, the reply entry is
 /// refreshed (or recreated) too, once the packet has left; other packets skip that
-/// second lookup.
+/// second lookup. A new flow's reply entry is written without looking it up.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
@@ -47,7 +48,7 @@ pub fn forward(
     service: u32,
     stats: Option<*mut ServiceStats>,
     now: u64,
-    refresh: bool,
+    chosen: &Chosen,
 ) -> Result<Verdict, Verdict> {
     // The client's side of the frame, read before the rewrite replaces the MACs.
     let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
@@ -69,13 +70,13 @@ pub fn forward(
     }
     let verdict = dr::forward(ctx, backend, stats)?;
     // Only a packet that left can be answered: no reply entry for a dropped one.
-    if refresh {
+    if chosen.refreshed {
         let client = Client {
             mac: client_mac,
             lb_mac,
             ifindex: ctx.ingress_ifindex() as u32,
         };
-        remember_reply(pkt, backend, service, now, &client);
+        remember_reply(pkt, backend, service, now, &client, chosen.new_flow);
     }
     Ok(verdict)
 }
@@ -89,7 +90,14 @@ struct Client {
 
 /// Creates or refreshes the reply entry of this flow.
 #[inline(always)]
-fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, client: &Client) {
+fn remember_reply(
+    pkt: &Packet,
+    backend: &BackendValue,
+    service: u32,
+    now: u64,
+    client: &Client,
+    new_flow: bool,
+) {
     let reply = FlowKey {
         src: backend.addr,
         dst: pkt.flow.src,
@@ -99,7 +107,14 @@ fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, 
         _pad: [0; 3],
     };
     let closing = closing_flag(pkt.tcp_flags);
-    match NAT_REPLIES.get_ptr_mut(reply) {
+    // A new flow's entry is written whole (replacing any left by an earlier connection
+    // of the same 5-tuple): no lookup first.
+    let found = if new_flow {
+        None
+    } else {
+        flows::get_in(&NAT_REPLIES_V4, &NAT_REPLIES, &reply, pkt.ipv4)
+    };
+    match found {
         // SAFETY: a value pointer from a successful lookup stays valid for the run
         // (elements are freed after an RCU grace period); a concurrent update of the
         // same entry by another CPU can only lose a refresh of these aligned words.
@@ -125,7 +140,7 @@ fn remember_reply(pkt: &Packet, backend: &BackendValue, service: u32, now: u64, 
                 service,
             };
             // A full LRU evicts the oldest entry; losing one only loses that reply path.
-            let _ = NAT_REPLIES.insert(reply, entry, 0);
+            flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &reply, pkt.ipv4, &entry);
         }
     }
 }
@@ -144,9 +159,7 @@ pub fn may_be_reply(sport_be: u16) -> bool {
 /// A real server's reply to a NAT flow, translated back; `None` if it is not one.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>> {
-    // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
-    let flow = &pkt.flow;
-    let entry = NAT_REPLIES.get_ptr_mut(flow)?;
+    let entry = flows::get_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4)?;
     // The clock only for a reply: every other packet of the host passes without it.
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };

@@ -9,7 +9,9 @@ use aya::{
     Pod,
     maps::{HashMap, MapData, MapError},
 };
-use xdp_lb_common::{FlowKey, FlowKeyV4, FlowValue, ServiceKey, ServiceKeyV4, ServiceValue};
+use xdp_lb_common::{
+    FlowKey, FlowKeyV4, FlowValue, NatValue, ServiceKey, ServiceKeyV4, ServiceValue,
+};
 
 /// A full key and the short form IPv4 ones are stored under.
 pub trait FamilyKey: Pod {
@@ -50,12 +52,15 @@ pub struct ByFamily<K: FamilyKey, V: Pod> {
 
 /// The flow table: `FLOWS_V4` and `FLOWS`.
 pub type FlowTable = ByFamily<FlowKey, FlowValue>;
+/// The NAT reply table: `NAT_REPLIES_V4` and `NAT_REPLIES`.
+pub type ReplyTable = ByFamily<FlowKey, NatValue>;
 /// The services: `SERVICES_V4` and `SERVICES`.
 pub type ServiceMap = ByFamily<ServiceKey, ServiceValue>;
 
 /// The program's names of the maps (IPv4, IPv6), for loading, errors and pinning.
 pub const FLOW_MAPS: [&str; 2] = ["FLOWS_V4", "FLOWS"];
 pub const SERVICE_MAPS: [&str; 2] = ["SERVICES_V4", "SERVICES"];
+pub const NAT_REPLY_MAPS: [&str; 2] = ["NAT_REPLIES_V4", "NAT_REPLIES"];
 
 impl<K: FamilyKey, V: Pod> ByFamily<K, V> {
     pub fn new(
@@ -99,9 +104,32 @@ impl<K: FamilyKey, V: Pod> ByFamily<K, V> {
         v4.chain(self.v6.iter())
     }
 
+    /// A second handle on the same two maps (duplicated descriptors), for another
+    /// thread to read.
+    pub fn duplicate(&self) -> Result<Self, Failed> {
+        use aya::maps::IterableMap as _;
+        Ok(ByFamily {
+            v4: reopen(self.v4.map()).map_err(|e| (self.names[0], e))?,
+            v6: reopen(self.v6.map()).map_err(|e| (self.names[1], e))?,
+            names: self.names,
+        })
+    }
+
     /// Every key, as [`ByFamily::iter`].
     pub fn keys(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
         let v4 = self.v4.keys().map(|r| r.map(|k| K::from_v4(&k)));
         v4.chain(self.v6.keys())
     }
+}
+
+/// A hash map on a duplicate of `map`'s descriptor.
+fn reopen<K: Pod, V: Pod>(map: &MapData) -> Result<HashMap<MapData, K, V>, MapError> {
+    use std::os::fd::AsFd as _;
+    let fd = map.fd().as_fd().try_clone_to_owned().map_err(|e| {
+        MapError::from(aya::sys::SyscallError {
+            call: "dup",
+            io_error: e,
+        })
+    })?;
+    HashMap::try_from(aya::maps::Map::from_map_data(MapData::from_fd(fd)?)?)
 }

@@ -26,7 +26,7 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FilterKeyV4, FilterKeyV6,
-    FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, NatValue, PersistKey, PersistValue,
+    FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, PersistKey, PersistValue,
     SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
     SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceStats, ServiceValue,
 };
@@ -162,7 +162,7 @@ pub struct Dataplane {
     pub(crate) backend_stats: PerCpuArray<MapData, BackendStats>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
     pub(crate) flows: by_family::FlowTable,
-    pub(crate) nat_replies: HashMap<MapData, FlowKey, NatValue>,
+    pub(crate) nat_replies: by_family::ReplyTable,
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
     pub(crate) nat_ports: Array<MapData, u64>,
@@ -255,7 +255,8 @@ impl Dataplane {
         loader
             .map_max_entries(by_family::FLOW_MAPS[0], max_flows)
             .map_max_entries(by_family::FLOW_MAPS[1], max_flows)
-            .map_max_entries("NAT_REPLIES", max_flows)
+            .map_max_entries(by_family::NAT_REPLY_MAPS[0], max_flows)
+            .map_max_entries(by_family::NAT_REPLY_MAPS[1], max_flows)
             .map_max_entries("PERSIST", max_flows);
         let adopted = match &pins {
             Some(p) => {
@@ -314,7 +315,11 @@ impl Dataplane {
                 take!(by_family::FLOW_MAPS[1]),
                 by_family::FLOW_MAPS,
             ),
-            nat_replies: take!("NAT_REPLIES"),
+            nat_replies: by_family::ByFamily::new(
+                take!(by_family::NAT_REPLY_MAPS[0]),
+                take!(by_family::NAT_REPLY_MAPS[1]),
+                by_family::NAT_REPLY_MAPS,
+            ),
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
             nat_ports: take!("NAT_PORTS"),

@@ -157,28 +157,13 @@ impl Dataplane {
         self.nat_replies.iter().filter_map(Result::ok).collect()
     }
 
-    /// A second handle on the NAT reply table (a duplicated descriptor), so the sync
+    /// A second handle on the NAT reply table (duplicated descriptors), so the sync
     /// can walk it on a thread of its own instead of in the daemon's loop.
     pub fn reply_walker(&self) -> Result<ReplyWalker, DataplaneError> {
-        use aya::maps::{IterableMap as _, Map, MapData};
-        use std::os::fd::AsFd as _;
-        let err = map_err("NAT_REPLIES");
-        let fd = self
-            .nat_replies
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| {
-                err(aya::maps::MapError::from(aya::sys::SyscallError {
-                    call: "dup",
-                    io_error: e,
-                }))
-            })?;
-        let data = MapData::from_fd(fd).map_err(&err)?;
-        let map =
-            aya::maps::HashMap::try_from(Map::from_map_data(data).map_err(&err)?).map_err(&err)?;
-        Ok(ReplyWalker(map))
+        self.nat_replies
+            .duplicate()
+            .map(ReplyWalker)
+            .map_err(super::failed)
     }
 
     /// Writes connections a sync peer sent (see [`crate::sync`]): each one's flow and
@@ -192,8 +177,8 @@ impl Dataplane {
                 .insert(&i.flow.0, i.flow.1)
                 .map_err(super::failed)?;
             self.nat_replies
-                .insert(i.reply.0, i.reply.1, 0)
-                .map_err(map_err("NAT_REPLIES"))?;
+                .insert(&i.reply.0, i.reply.1)
+                .map_err(super::failed)?;
         }
         Ok(installs.len())
     }
@@ -205,7 +190,7 @@ impl Dataplane {
 }
 
 /// The NAT reply table, read-only, for the sync's walk (see [`Dataplane::reply_walker`]).
-pub struct ReplyWalker(aya::maps::HashMap<aya::maps::MapData, FlowKey, xdp_lb_common::NatValue>);
+pub struct ReplyWalker(super::by_family::ReplyTable);
 
 impl ReplyWalker {
     /// Every entry now (a walk: one syscall pair per entry).

@@ -33,7 +33,7 @@ pub const BPFFS_ROOT: &str = "/sys/fs/bpf/xdp-lb";
 
 /// The maps whose entries are connection state, with the shape this build gives them
 /// (key size, value size; capacity is the configured `max_flows`).
-pub const STATE_MAPS: [(&str, usize, usize); 4] = [
+pub const STATE_MAPS: [(&str, usize, usize); 5] = [
     (
         super::by_family::FLOW_MAPS[0],
         size_of::<FlowKeyV4>(),
@@ -44,7 +44,16 @@ pub const STATE_MAPS: [(&str, usize, usize); 4] = [
         size_of::<FlowKey>(),
         size_of::<FlowValue>(),
     ),
-    ("NAT_REPLIES", size_of::<FlowKey>(), size_of::<NatValue>()),
+    (
+        super::by_family::NAT_REPLY_MAPS[0],
+        size_of::<FlowKeyV4>(),
+        size_of::<NatValue>(),
+    ),
+    (
+        super::by_family::NAT_REPLY_MAPS[1],
+        size_of::<FlowKey>(),
+        size_of::<NatValue>(),
+    ),
     (
         "PERSIST",
         size_of::<PersistKey>(),
