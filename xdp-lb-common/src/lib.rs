@@ -342,8 +342,10 @@ pub struct BackendValue {
     pub tun_src: [u8; 16],
 }
 
-/// Key of the flow map: the 5-tuple of a client's packet. Aligned to 8 so the program
-/// fills and copies it a word at a time (the size, 40, is already a multiple of 8).
+/// A flow: the 5-tuple of a client's packet, as the program parses it and the daemon
+/// names it; the key of the IPv6 flow and NAT reply maps (IPv4 ones are stored as a
+/// [`FlowKeyV4`]). Aligned to 8 so the program fills and copies it a word at a time
+/// (the size, 40, is already a multiple of 8).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
@@ -818,41 +820,33 @@ mod mask_tests {
 }
 
 #[cfg(test)]
-mod hash_tests {
+mod flow_key_tests {
     use super::*;
+
+    /// 192.0.2.1:41000 → 192.0.2.100:80, TCP.
+    fn ipv4_flow() -> FlowKey {
+        FlowKey {
+            src: v4_mapped([192, 0, 2, 1]),
+            dst: v4_mapped([192, 0, 2, 100]),
+            sport_be: 41_000u16.to_be(),
+            dport_be: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        }
+    }
 
     /// Pinned values: a changed hash moves connections between real servers when
     /// load balancers of two versions share the traffic (a rolling upgrade), so a
     /// change must be a decision, not an accident.
     #[test]
     fn the_schedule_hashes_keep_their_values() {
-        let flow = FlowKey {
-            src: v4_mapped([192, 0, 2, 1]),
-            dst: v4_mapped([192, 0, 2, 100]),
-            sport_be: 41_000u16.to_be(),
-            dport_be: 80u16.to_be(),
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        };
-        assert_eq!(flow_hash(&flow), 0xb36d_e029);
+        assert_eq!(flow_hash(&ipv4_flow()), 0xb36d_e029);
         assert_eq!(hash_words(&v4_mapped([192, 0, 2, 1]), 0), 0x871d_c6b6);
     }
-}
-
-#[cfg(test)]
-mod flow_key_tests {
-    use super::*;
 
     #[test]
     fn an_ipv4_flow_is_stored_in_16_bytes_and_read_back_whole() {
-        let flow = FlowKey {
-            src: v4_mapped([192, 0, 2, 1]),
-            dst: v4_mapped([192, 0, 2, 100]),
-            sport_be: 41_000u16.to_be(),
-            dport_be: 80u16.to_be(),
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        };
+        let flow = ipv4_flow();
         let stored = FlowKeyV4::stored(&flow).expect("an IPv4 flow");
         assert_eq!(stored.src, [192, 0, 2, 1]);
         assert_eq!(stored.dst, [192, 0, 2, 100]);
@@ -885,12 +879,9 @@ mod flow_key_tests {
         assert_eq!(stored.key(), key);
         // The program's form, from a packet's flow, is the same key.
         let flow = FlowKey {
-            src: v4_mapped([198, 51, 100, 7]),
             dst: key.addr,
-            sport_be: 40_000u16.to_be(),
             dport_be: key.port_be,
-            proto: key.proto,
-            _pad: [0; 3],
+            ..ipv4_flow()
         };
         assert_eq!(ServiceKeyV4::of_v4_flow(&flow), stored);
         let v6 = ServiceKey {
