@@ -1,5 +1,5 @@
 //! The xdp-lb XDP program. It reads as the packet's path:
-//! parse → service lookup → source filter → flow lookup / schedule → rewrite → pin and
+//! first look (most packets are for no service and leave here) → parse → service lookup → source filter → flow lookup / schedule → rewrite → pin and
 //! count → verdict.
 //!
 //! Anything that is not a configured, active virtual service goes to the kernel
@@ -14,6 +14,8 @@ mod counters;
 mod csum;
 #[cfg(target_arch = "bpf")]
 mod dr;
+#[cfg(target_arch = "bpf")]
+mod early;
 #[cfg(target_arch = "bpf")]
 mod filter;
 #[cfg(target_arch = "bpf")]
@@ -47,7 +49,7 @@ mod program {
     };
 
     use crate::{
-        counters, dr, filter, icmp, nat, parse, persist, schedule, services, tun, validate,
+        counters, dr, early, filter, icmp, nat, parse, persist, schedule, services, tun, validate,
     };
 
     /// A final action together with the reason it is counted under.
@@ -74,6 +76,7 @@ mod program {
     }
 
     #[xdp]
+    #[inline(always)]
     pub fn xdp_lb(ctx: XdpContext) -> u32 {
         let verdict = match process(&ctx) {
             Ok(v) | Err(v) => v,
@@ -84,12 +87,26 @@ mod program {
 
     #[inline(always)]
     fn process(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+        // Most packets are for no service: they leave after a first look.
+        let first = early::look(ctx);
+        if let early::First::NotService = first {
+            return Ok(Verdict::pass(Reason::PassNotService));
+        }
         let pkt = parse::parse(ctx).map_err(Verdict::pass)?;
         // ICMP is parsed only for the errors real servers need (path MTU).
         if pkt.flow.proto == icmp::IPPROTO_ICMP || pkt.flow.proto == icmp::IPPROTO_ICMPV6 {
             return icmp::forward(ctx, &pkt);
         }
-        let svc = match services::lookup(&pkt.flow, pkt.ipv4) {
+        let found = match first {
+            // The same bytes the full parse read (an untagged IPv4 header's), so the
+            // same service.
+            // SAFETY: a value pointer from a successful lookup, valid for the run and
+            // copied out here; a copy racing an update is harmless, as in
+            // `services::lookup`.
+            early::First::Service(svc) => Some(unsafe { *svc }),
+            _ => services::lookup(&pkt.flow, pkt.ipv4),
+        };
+        let svc = match found {
             Some(svc) => svc,
             None => {
                 // Only a packet from a port NAT real servers answer from pays for the

@@ -322,6 +322,26 @@ fn fixtures() {
     assert_eq!(reasons["pass_malformed"], 2, "{reasons:?}");
 }
 
+/// A packet for no service leaves at the first look, before the full parse: what
+/// else is wrong with it (here: it is a fragment) is not looked at, and it counts as
+/// `pass_not_service`; the same defect in a packet for a VIP keeps its own reason.
+#[test]
+fn a_packet_for_no_service_leaves_at_the_first_look() {
+    let dp = dataplane();
+    let mut to_vip = tcp4(4100, 80);
+    set_ipv4_frag(&mut to_vip, 0x2000); // MF
+    let mut elsewhere = tcp4(4101, 9999);
+    set_ipv4_frag(&mut elsewhere, 0x2000);
+    for frame in [&to_vip, &elsewhere] {
+        let (action, out) = run(&dp, frame);
+        assert_eq!(action, xdp_action::XDP_PASS);
+        assert_eq!(&out, frame, "passed untouched");
+    }
+    let reasons = dp.global_stats().unwrap();
+    assert_eq!(reasons["pass_fragment"], 1, "{reasons:?}");
+    assert_eq!(reasons["pass_not_service"], 1, "{reasons:?}");
+}
+
 #[test]
 fn new_flows_follow_the_interleaved_schedule_exactly() {
     let dp = dataplane();
