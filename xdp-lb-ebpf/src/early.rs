@@ -1,9 +1,10 @@
 //! The first look at a packet, before the full parse. Most packets an edge host
-//! receives are for no virtual service; an untagged IPv4 TCP or UDP one is recognised
-//! from four fixed fields (EtherType, version and header length, protocol, and the
-//! destination address and port) and one service lookup, and goes to the kernel
-//! without the rest (building the flow key, the checks that only matter for what is
-//! forwarded). Anything else, and every packet for a service, takes the full path.
+//! receives are for no virtual service; an IPv4 TCP or UDP one (with or without a
+//! VLAN tag) is recognised from a few fixed fields (EtherType, version and header
+//! length, protocol, destination address and port) and one service lookup, and goes
+//! to the kernel without the rest (building the flow key, the checks that only matter
+//! for what is forwarded). Every IPv4 TCP/UDP packet's service is found here, once:
+//! the full path looks up only IPv6 ones, so the verifier walks no third way.
 //!
 //! The price: a packet for no service is counted as `pass_not_service` whatever else
 //! is wrong with it (a fragment, a lying length); its action, to the kernel, is the
@@ -15,36 +16,50 @@ use crate::{maps::SERVICES_V4, nat, parse::load_word};
 
 /// What the first look found.
 pub enum First {
-    /// For no service, and no NAT reply: to the kernel.
+    /// IPv4 TCP/UDP for no service, and no NAT reply: to the kernel.
     NotService,
-    /// The packet's IPv4 service (a pointer into SERVICES_V4, valid for the run: hash
-    /// map values are freed after an RCU grace period), so the full path need not
-    /// look it up again.
+    /// IPv4 TCP/UDP for a service: its value (a pointer into SERVICES_V4, valid for
+    /// the run: hash map values are freed after an RCU grace period).
     Service(*const ServiceValue),
-    /// Not an untagged IPv4 TCP/UDP packet whose fields could be read here, or maybe a
-    /// NAT reply: the full path decides.
-    Unknown,
+    /// IPv4 TCP/UDP for no service, from a port NAT real servers answer from: maybe a
+    /// NAT reply, which the full path looks up.
+    MaybeReply,
+    /// Not an IPv4 TCP/UDP packet whose ports lie inside the frame: the full path
+    /// decides (IPv6, ICMP, ARP, a truncated header, ...).
+    Other,
 }
 
 const ETH_HLEN: usize = 14;
-/// The EtherType field as a native-endian load of its bytes gives it for IPv4.
+const VLAN_HLEN: usize = 4;
+/// EtherTypes as a native-endian load of their two bytes gives them.
 const ETH_P_IP_NE: u16 = u16::from_ne_bytes([0x08, 0x00]);
+const ETH_P_8021Q_NE: u16 = u16::from_ne_bytes([0x81, 0x00]);
 
 #[inline(always)]
 pub fn look(ctx: &XdpContext) -> First {
     let (start, end) = (ctx.data(), ctx.data_end());
-    if start + ETH_HLEN + 20 > end {
-        return First::Unknown;
+    if start + ETH_HLEN + VLAN_HLEN > end {
+        return First::Other;
     }
     let p = start as *const u8;
-    // SAFETY: the Ethernet header and 20 bytes after it were checked to be inside the
-    // packet; the EtherType and the address are read with one load each.
+    // SAFETY: the Ethernet header and a tag's length after it are inside the packet.
+    let tagged = unsafe { read_u16(p.add(12)) } == ETH_P_8021Q_NE;
+    let l3 = if tagged {
+        ETH_HLEN + VLAN_HLEN
+    } else {
+        ETH_HLEN
+    };
+    if start + l3 + 20 > end {
+        return First::Other;
+    }
+    // SAFETY: the EtherType before `l3` and 20 bytes from `l3` were checked to be
+    // inside the packet; the EtherType and the address are read with one load each.
     let (ether_type, vihl, proto, dst) = unsafe {
         (
-            core::ptr::read_volatile(p.add(12) as *const u16),
-            *p.add(ETH_HLEN),
-            *p.add(ETH_HLEN + 9),
-            load_word(p.add(ETH_HLEN + 16)),
+            read_u16(p.add(l3 - 2)),
+            *p.add(l3),
+            *p.add(l3 + 9),
+            load_word(p.add(l3 + 16)),
         )
     };
     let ihl = (vihl & 0x0f) as usize * 4;
@@ -53,11 +68,11 @@ pub fn look(ctx: &XdpContext) -> First {
         || ihl < 20
         || (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
     {
-        return First::Unknown;
+        return First::Other;
     }
-    let l4 = ETH_HLEN + ihl;
+    let l4 = l3 + ihl;
     if start + l4 + 4 > end {
-        return First::Unknown;
+        return First::Other;
     }
     // SAFETY: the four port bytes at `l4` were just checked to be inside the packet.
     let [s0, s1, d0, d1] = unsafe { load_word(p.add(l4)) }.to_ne_bytes();
@@ -71,7 +86,17 @@ pub fn look(ctx: &XdpContext) -> First {
     let key_ref = &key;
     match SERVICES_V4.get_ptr(key_ref) {
         Some(svc) => First::Service(svc),
-        None if nat::may_be_reply(u16::from_ne_bytes([s0, s1])) => First::Unknown,
+        None if nat::may_be_reply(u16::from_ne_bytes([s0, s1])) => First::MaybeReply,
         None => First::NotService,
     }
+}
+
+/// Two packet bytes with one load, in memory order.
+///
+/// # Safety
+/// `p` must point at 2 bytes checked to lie inside the packet (see `load_word`).
+#[inline(always)]
+unsafe fn read_u16(p: *const u8) -> u16 {
+    // SAFETY: inside the packet, by the caller's contract.
+    unsafe { core::ptr::read_volatile(p as *const u16) }
 }

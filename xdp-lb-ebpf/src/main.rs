@@ -97,14 +97,15 @@ mod program {
         if pkt.flow.proto == icmp::IPPROTO_ICMP || pkt.flow.proto == icmp::IPPROTO_ICMPV6 {
             return icmp::forward(ctx, &pkt);
         }
+        // An IPv4 TCP/UDP packet that parsed was looked up by the first look (from
+        // the same header bytes); only IPv6 ones are looked up here.
         let found = match first {
-            // The same bytes the full parse read (an untagged IPv4 header's), so the
-            // same service.
             // SAFETY: a value pointer from a successful lookup, valid for the run and
             // copied out here; a copy racing an update is harmless, as in
             // `services::lookup`.
             early::First::Service(svc) => Some(unsafe { *svc }),
-            _ => services::lookup(&pkt.flow, pkt.ipv4),
+            early::First::MaybeReply => None,
+            early::First::NotService | early::First::Other => services::lookup_v6(&pkt.flow),
         };
         let svc = match found {
             Some(svc) => svc,

@@ -22,9 +22,15 @@ pub fn lookup(flow: &FlowKey, ipv4: bool) -> Option<ServiceValue> {
         // SAFETY: the reference is only used to copy the value out at once (see above).
         unsafe { SERVICES_V4.get(key_ref) }.copied()
     } else {
-        let key = ServiceKey::of_flow(flow);
-        let key_ref = &key;
-        // SAFETY: as above.
-        unsafe { SERVICES.get(key_ref) }.copied()
+        lookup_v6(flow)
     }
+}
+
+/// [`lookup`] of an IPv6 packet's service.
+#[inline(always)]
+pub fn lookup_v6(flow: &FlowKey) -> Option<ServiceValue> {
+    let key = ServiceKey::of_flow(flow);
+    let key_ref = &key;
+    // SAFETY: as in `lookup`.
+    unsafe { SERVICES.get(key_ref) }.copied()
 }
