@@ -12,18 +12,23 @@
 use aya_ebpf::programs::XdpContext;
 use xdp_lb_common::{IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4, ServiceValue};
 
-use crate::{maps::SERVICES_V4, nat, parse::load_word};
+use crate::{
+    maps::SERVICES_V4,
+    nat,
+    parse::{Ipv4At, load_word},
+};
 
 /// What the first look found.
 pub enum First {
     /// IPv4 TCP/UDP for no service, and no NAT reply: to the kernel.
     NotService,
     /// IPv4 TCP/UDP for a service: its value (a pointer into SERVICES_V4, valid for
-    /// the run: hash map values are freed after an RCU grace period).
-    Service(*const ServiceValue),
+    /// the run: hash map values are freed after an RCU grace period), and where its
+    /// IPv4 header is.
+    Service(*const ServiceValue, Ipv4At),
     /// IPv4 TCP/UDP for no service, from a port NAT real servers answer from: maybe a
     /// NAT reply, which the full path looks up.
-    MaybeReply,
+    MaybeReply(Ipv4At),
     /// Not an IPv4 TCP/UDP packet whose ports lie inside the frame: the full path
     /// decides (IPv6, ICMP, ARP, a truncated header, ...).
     Other,
@@ -84,9 +89,10 @@ pub fn look(ctx: &XdpContext) -> First {
     };
     // Borrowed, not moved: a by-value key would be copied on the stack again.
     let key_ref = &key;
+    let at = Ipv4At { l3, l4 };
     match SERVICES_V4.get_ptr(key_ref) {
-        Some(svc) => First::Service(svc),
-        None if nat::may_be_reply(u16::from_ne_bytes([s0, s1])) => First::MaybeReply,
+        Some(svc) => First::Service(svc, at),
+        None if nat::may_be_reply(u16::from_ne_bytes([s0, s1])) => First::MaybeReply(at),
         None => First::NotService,
     }
 }

@@ -1,6 +1,7 @@
-//! The xdp-lb XDP program. It reads as the packet's path:
-//! first look (most packets are for no service and leave here) → parse → service lookup → source filter → flow lookup / schedule → rewrite → pin and
-//! count → verdict.
+//! The xdp-lb XDP program. It reads as the packet's path: first look (most packets
+//! are for no service and leave here) → parse, from where the first look stopped →
+//! service lookup (IPv6; the first look found IPv4's) → source filter → flow lookup /
+//! schedule → rewrite → pin and count → verdict.
 //!
 //! Anything that is not a configured, active virtual service goes to the kernel
 //! untouched (`XDP_PASS`); every verdict is counted by reason in `GLOBAL_STATS`.
@@ -87,25 +88,28 @@ mod program {
 
     #[inline(always)]
     fn process(ctx: &XdpContext) -> Result<Verdict, Verdict> {
-        // Most packets are for no service: they leave after a first look.
-        let first = early::look(ctx);
-        if let early::First::NotService = first {
-            return Ok(Verdict::pass(Reason::PassNotService));
-        }
-        let pkt = parse::parse(ctx).map_err(Verdict::pass)?;
+        // Most packets are for no service: they leave after a first look. The parse of
+        // the others starts where the first look stopped.
+        let (known, found) = match early::look(ctx) {
+            early::First::NotService => return Ok(Verdict::pass(Reason::PassNotService)),
+            // SAFETY: a value pointer from a successful lookup, valid for the run and
+            // read in place, as in `services::lookup`.
+            early::First::Service(svc, at) => (Some(at), Some(unsafe { &*svc })),
+            early::First::MaybeReply(at) => (Some(at), None),
+            early::First::Other => (None, None),
+        };
+        let looked_up = known.is_some();
+        let pkt = parse::parse(ctx, known).map_err(Verdict::pass)?;
         // ICMP is parsed only for the errors real servers need (path MTU).
         if pkt.flow.proto == icmp::IPPROTO_ICMP || pkt.flow.proto == icmp::IPPROTO_ICMPV6 {
             return icmp::forward(ctx, &pkt);
         }
-        // An IPv4 TCP/UDP packet that parsed was looked up by the first look (from
-        // the same header bytes); only IPv6 ones are looked up here.
-        let found = match first {
-            // SAFETY: a value pointer from a successful lookup, valid for the run and
-            // copied out here; a copy racing an update is harmless, as in
-            // `services::lookup`.
-            early::First::Service(svc) => Some(unsafe { *svc }),
-            early::First::MaybeReply => None,
-            early::First::NotService | early::First::Other => services::lookup_v6(&pkt.flow),
+        // The first look found every IPv4 TCP/UDP packet's service (from the same
+        // header bytes); only the others (IPv6) are looked up here.
+        let found = if looked_up {
+            found
+        } else {
+            services::lookup_v6(&pkt.flow)
         };
         let svc = match found {
             Some(svc) => svc,
@@ -128,7 +132,7 @@ mod program {
         // The source filter, before anything costlier: a denied source is dropped here.
         // A service without rules (and no global deny list) pays this one flag test.
         if svc.flags & (SERVICE_F_FILTER | SERVICE_F_FILTER_GLOBAL) != 0
-            && filter::denies(&pkt.flow.src, pkt.ipv4, svc.flags, filter::scope_of(&svc))
+            && filter::denies(&pkt.flow.src, pkt.ipv4, svc.flags, filter::scope_of(svc))
         {
             return Err(Verdict::drop(Reason::DropFiltered));
         }
@@ -144,7 +148,7 @@ mod program {
             0
         };
         let now = if ages { clock } else { 0 };
-        let chosen = schedule::select(&pkt, &svc, stats, now, clock)?;
+        let chosen = schedule::select(&pkt, svc, stats, now, clock)?;
         // SAFETY: `chosen.backend` comes from a successful lookup in the BACKEND_VALUES
         // array, whose values live as long as the map (so the whole run), and is only
         // read. Userspace never writes an entry that an id points to, nor one replaced
@@ -159,10 +163,10 @@ mod program {
         // Only now did the packet really leave for this real server: pin its flow and
         // count it. A pass or drop on the way (too big, no redirect target) returned
         // above and counts only under its reason.
-        schedule::commit(&pkt, &svc, &chosen, stats, now);
+        schedule::commit(&pkt, svc, &chosen, stats, now);
         if svc.persist_secs != 0 {
             persist::remember(
-                &svc,
+                svc,
                 &pkt.flow.src,
                 chosen.backend_id,
                 chosen.new_flow,

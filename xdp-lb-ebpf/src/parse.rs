@@ -103,29 +103,109 @@ pub fn store_addr(field: &mut [u8; 16], words: [u32; 4]) {
     }
 }
 
+/// Where an IPv4 header with a valid version and header length starts (`l3`) and
+/// ends (`l4`): what the first look already read, so the parse starts there.
+pub struct Ipv4At {
+    pub l3: usize,
+    pub l4: usize,
+}
+
+/// The whole parse; `known`: the IPv4 header the first look already found, whose
+/// link layer and IP version need no second reading.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
-    let len = (ctx.data_end() - ctx.data()) as u64;
+pub fn parse(ctx: &XdpContext, known: Option<Ipv4At>) -> Result<Packet, Reason> {
+    let at = match known {
+        Some(at) => at,
+        None => match link(ctx)? {
+            (ETH_P_IP, l3) => Ipv4At {
+                l3,
+                l4: ipv4_header_end(ctx, l3)?,
+            },
+            (ETH_P_IPV6, l3) => return parse_ipv6(ctx, l3),
+            _ => return Err(Reason::PassNotIp),
+        },
+    };
+    parse_ipv4(ctx, at)
+}
+
+/// The EtherType (behind at most one 802.1Q tag) and the offset of what follows.
+#[inline(always)]
+fn link(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
     // A frame too short for Ethernet is not ours to judge: the kernel drops it.
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::PassNotIp)?;
     // SAFETY: ptr_at checked that the whole header lies inside the packet, which is
     // valid memory for the run; its fields are byte arrays (alignment 1), read by value.
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let mut l3 = EthHdr::LEN;
-    if ether_type == ETH_P_8021Q {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3)?;
-        // SAFETY: ptr_at checked the 4-byte tag; a byte-array field read by value.
-        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
-        l3 += VlanHdr::LEN;
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    if ether_type != ETH_P_8021Q {
+        return Ok((ether_type, EthHdr::LEN));
+    }
+    let vlan: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+    // SAFETY: ptr_at checked the 4-byte tag; a byte-array field read by value.
+    let inner = u16::from_be(unsafe { (*vlan).ether_type });
+    Ok((inner, EthHdr::LEN + VlanHdr::LEN))
+}
+
+/// The end of the IPv4 header at `l3`, once its version and length are plausible.
+#[inline(always)]
+fn ipv4_header_end(ctx: &XdpContext, l3: usize) -> Result<usize, Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: ptr_at checked the 20-byte IPv4 header; a byte field read by value.
+    let vihl = unsafe { (*ip).vihl };
+    let ihl = (vihl & 0x0f) as usize * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        return Err(Reason::PassMalformed);
+    }
+    // ihl ≤ 60, so the offset stays bounded for the verifier.
+    Ok(l3 + ihl)
+}
+
+/// An IPv4 packet whose header's version and length were checked (`at`).
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, at: Ipv4At) -> Result<Packet, Reason> {
+    let Ipv4At { l3, l4 } = at;
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    // SAFETY: ptr_at checked the 20-byte IPv4 header; byte-array fields read by value,
+    // the addresses (bytes 12..20) as one word each.
+    let (frags, tot_len, proto, src, dst) = unsafe {
+        (
+            u16::from_be_bytes((*ip).frags),
+            u16::from_be_bytes((*ip).tot_len) as usize,
+            (*ip).proto,
+            load_word((ip as *const u8).add(12)),
+            load_word((ip as *const u8).add(16)),
+        )
+    };
+    if l3 + tot_len < l4 {
+        return Err(Reason::PassMalformed);
+    }
+    // Ethernet padding may make the frame longer than tot_len, never shorter.
+    if ctx.data() + l3 + tot_len > ctx.data_end() {
+        return Err(Reason::PassTruncated);
+    }
+    // MF set or a non-zero offset: ports are unknown (or absent), leave it to the kernel.
+    if frags & 0x3fff != 0 {
+        return Err(Reason::PassFragment);
     }
     let mut flow = FlowKey::default();
+    store_addr(&mut flow.src, v4_mapped_words(src));
+    store_addr(&mut flow.dst, v4_mapped_words(dst));
+    flow.proto = proto;
+    transport(ctx, flow, l3, l4, l3 + tot_len, true)
+}
+
+/// Reads the ports (and TCP flags) of the TCP/UDP header at `l4` into the packet;
+/// ICMP of the packet's own IP version keeps ports 0.
+#[inline(always)]
+fn transport(
+    ctx: &XdpContext,
+    mut flow: FlowKey,
+    l3: usize,
+    l4: usize,
+    l3_end: usize,
+    ipv4: bool,
+) -> Result<Packet, Reason> {
+    let len = (ctx.data_end() - ctx.data()) as u64;
     let mut tcp_flags = 0;
-    let ipv4 = ether_type == ETH_P_IP;
-    let (l4, l3_end) = match ether_type {
-        ETH_P_IP => parse_ipv4(ctx, l3, &mut flow)?,
-        ETH_P_IPV6 => parse_ipv6(ctx, l3, &mut flow)?,
-        _ => return Err(Reason::PassNotIp),
-    };
     match flow.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
@@ -165,43 +245,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     })
 }
 
-/// Fills addresses and protocol; returns the L4 offset and the datagram's end.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize, usize), Reason> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, l3)?;
-    // SAFETY: ptr_at checked the 20-byte IPv4 header; byte-array fields read by value,
-    // the addresses (bytes 12..20) as one word each.
-    let (vihl, frags, tot_len, proto, src, dst) = unsafe {
-        (
-            (*ip).vihl,
-            u16::from_be_bytes((*ip).frags),
-            u16::from_be_bytes((*ip).tot_len) as usize,
-            (*ip).proto,
-            load_word((ip as *const u8).add(12)),
-            load_word((ip as *const u8).add(16)),
-        )
-    };
-    let ihl = (vihl & 0x0f) as usize * 4;
-    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl {
-        return Err(Reason::PassMalformed);
-    }
-    // Ethernet padding may make the frame longer than tot_len, never shorter.
-    if ctx.data() + l3 + tot_len > ctx.data_end() {
-        return Err(Reason::PassTruncated);
-    }
-    // MF set or a non-zero offset: ports are unknown (or absent), leave it to the kernel.
-    if frags & 0x3fff != 0 {
-        return Err(Reason::PassFragment);
-    }
-    store_addr(&mut flow.src, v4_mapped_words(src));
-    store_addr(&mut flow.dst, v4_mapped_words(dst));
-    flow.proto = proto;
-    // ihl ≤ 60, so the offset stays bounded for the verifier.
-    Ok((l3 + ihl, l3 + tot_len))
-}
-
-#[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize, usize), Reason> {
+fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, l3)?;
     // SAFETY: ptr_at checked the 40-byte IPv6 header; byte-array fields read by value.
     let (version, payload_len, next) = unsafe {
@@ -231,8 +276,10 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize, flow: &mut FlowKey) -> Result<(usize,
             load_addr((ip as *const u8).add(24)),
         )
     };
+    let mut flow = FlowKey::default();
     store_addr(&mut flow.src, src);
     store_addr(&mut flow.dst, dst);
     flow.proto = next;
-    Ok((l3 + Ipv6Hdr::LEN, l3 + Ipv6Hdr::LEN + payload_len))
+    let l4 = l3 + Ipv6Hdr::LEN;
+    transport(ctx, flow, l3, l4, l4 + payload_len, false)
 }
