@@ -1,7 +1,8 @@
 //! Header parsing: Ethernet (with at most one 802.1Q tag), IPv4 (options allowed),
 //! IPv6 (no extension headers), TCP and UDP; ICMP and ICMPv6 with ports 0 (for
 //! `icmp`, which reads the rest). Produces the flow key or the reason the
-//! packet is left to the kernel. Nothing here writes to the packet.
+//! packet is left to the kernel: among them every length that lies (IP, TCP data
+//! offset, UDP length), checked where it is read. Nothing here writes to the packet.
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
 use network_types::{
@@ -26,9 +27,6 @@ pub struct Packet {
     /// Offsets of the IP and TCP/UDP headers, for the NAT rewrite.
     pub l3: usize,
     pub l4: usize,
-    /// End of the IP datagram (by its own length field): the L4 header must end
-    /// before it (see `validate`).
-    pub l3_end: usize,
     pub ipv4: bool,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
@@ -209,11 +207,12 @@ fn transport(
     match flow.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
-            // Data offset (high nibble of byte 12) below 5 words is impossible.
+            // Data offset (high nibble of byte 12) below 5 words is impossible, and the
+            // header with its options ends inside the datagram.
             // SAFETY: ptr_at checked the 20-byte TCP header, so bytes 12 and 13 (and
             // the byte-array port fields below) are inside the packet.
             let doff = unsafe { *((tcp as *const u8).add(12)) } >> 4;
-            if doff < 5 {
+            if doff < 5 || l4 + doff as usize * 4 > l3_end {
                 return Err(Reason::PassMalformed);
             }
             // SAFETY: as above, inside the checked TCP header.
@@ -226,7 +225,12 @@ fn transport(
         IPPROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, l4)?;
             // SAFETY: ptr_at checked the 8-byte UDP header; byte-array fields by value.
-            let (src, dst) = unsafe { ((*udp).src, (*udp).dst) };
+            let (src, dst, len) = unsafe { ((*udp).src, (*udp).dst, (*udp).len) };
+            // The datagram's own length covers its header and ends inside the IP one.
+            let len = u16::from_be_bytes(len) as usize;
+            if len < UdpHdr::LEN || l4 + len > l3_end {
+                return Err(Reason::PassMalformed);
+            }
             flow.sport_be = u16::from_ne_bytes(src);
             flow.dport_be = u16::from_ne_bytes(dst);
         }
@@ -239,7 +243,6 @@ fn transport(
         len,
         l3,
         l4,
-        l3_end,
         ipv4,
         tcp_flags,
     })

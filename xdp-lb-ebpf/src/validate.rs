@@ -1,51 +1,22 @@
 //! What a packet must be before it is forwarded (to a real server, or as a NAT reply
-//! to a client): its headers agree with each other and with the frame, an IPv4
+//! to a client), beyond what the parser already refused (truncated headers,
+//! fragments, lengths that disagree with each other or with the frame): an IPv4
 //! header's checksum is right, and its source could really have sent it. The kernel
 //! checks all this on its own path; XDP runs before it, so this is where a malformed
-//! or spoofed packet is stopped from being forwarded. Everything else the parser
-//! already refused (truncated headers, fragments, lying lengths).
+//! or spoofed packet is stopped from being forwarded.
 use aya_ebpf::programs::XdpContext;
-use network_types::udp::UdpHdr;
-use xdp_lb_common::{IPPROTO_TCP, IPPROTO_UDP, Reason};
+use xdp_lb_common::Reason;
 
 use crate::parse::{Packet, load_word, ptr_at};
 
 /// Ok when `pkt` may be forwarded; otherwise the reason it goes to the kernel.
 #[inline(always)]
 pub fn check(ctx: &XdpContext, pkt: &Packet) -> Result<(), Reason> {
-    l4_inside(ctx, pkt)?;
     if martian(pkt) {
         return Err(Reason::PassMartian);
     }
     if pkt.ipv4 && !ipv4_checksum_ok(ctx, pkt.l3, pkt.l4)? {
         return Err(Reason::PassBadChecksum);
-    }
-    Ok(())
-}
-
-/// The TCP header (with its options) or the UDP datagram ends inside the IP datagram.
-#[inline(always)]
-fn l4_inside(ctx: &XdpContext, pkt: &Packet) -> Result<(), Reason> {
-    let end = match pkt.flow.proto {
-        IPPROTO_TCP => {
-            let byte12: *const u8 = ptr_at(ctx, pkt.l4 + 12)?;
-            // SAFETY: ptr_at checked that byte 12 of the TCP header is in the packet.
-            let doff = (unsafe { *byte12 } >> 4) as usize;
-            pkt.l4 + doff * 4
-        }
-        IPPROTO_UDP => {
-            let udp: *const UdpHdr = ptr_at(ctx, pkt.l4)?;
-            // SAFETY: ptr_at checked the 8-byte UDP header; a byte-array field by value.
-            let len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
-            if len < 8 {
-                return Err(Reason::PassMalformed);
-            }
-            pkt.l4 + len
-        }
-        _ => return Err(Reason::PassNotL4),
-    };
-    if end > pkt.l3_end {
-        return Err(Reason::PassMalformed);
     }
     Ok(())
 }
