@@ -1,6 +1,7 @@
 //! Direct routing: only the Ethernet addresses change; IP header and payload are
 //! untouched, and the real server answers the client itself from the VIP.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use core::mem::offset_of;
 use network_types::eth::EthHdr;
 use xdp_lb_common::{BackendValue, Reason, ServiceStats};
 
@@ -13,9 +14,14 @@ pub fn forward(
     stats: Option<*mut ServiceStats>,
 ) -> Result<Verdict, Verdict> {
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
-    // SAFETY: ptr_at_mut checked that the 14-byte Ethernet header lies inside the
-    // packet; the frame starts 2-byte aligned (see `write_macs`).
-    unsafe { write_macs(eth as *mut u16, &backend.dst_mac, &backend.src_mac) };
+    let eth = eth as *mut u16;
+    let macs = mac_words(backend);
+    for (i, word) in macs.into_iter().enumerate() {
+        // SAFETY: ptr_at_mut checked that the 14-byte Ethernet header lies inside the
+        // packet; the frame starts 2-byte aligned (see `write_macs`), so the six
+        // half-words of its two addresses are aligned.
+        unsafe { *eth.add(i) = word };
+    }
     if backend.ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(Verdict {
             action: xdp_action::XDP_TX,
@@ -32,6 +38,22 @@ pub fn forward(
             Err(Verdict::drop(Reason::DropRedirect))
         }
     }
+}
+
+/// The backend's next-hop and own MACs, in frame order, as six half-word loads (its
+/// 12 bytes of byte arrays would be read one by one and shifted together).
+#[inline(always)]
+fn mac_words(backend: &BackendValue) -> [u16; 6] {
+    const DST: usize = offset_of!(BackendValue, dst_mac);
+    const _: () = assert!(
+        DST % 2 == 0 && offset_of!(BackendValue, src_mac) == DST + 6,
+        "the two MACs must be 12 contiguous bytes at an even offset"
+    );
+    let p = (backend as *const BackendValue as *const u8).wrapping_add(DST) as *const u16;
+    // SAFETY: the 12 bytes at DST are the two MACs of `backend` (asserted above), at
+    // an even offset of a struct aligned to 4 (it holds u32 fields), so the loads are
+    // aligned and inside the value.
+    unsafe { [*p, *p.add(1), *p.add(2), *p.add(3), *p.add(4), *p.add(5)] }
 }
 
 /// Writes both MACs as six 16-bit stores. A plain array assignment compiles to two
