@@ -206,6 +206,56 @@ impl ServiceKeyV4 {
             _pad: 0,
         }
     }
+
+    /// The key as one word, as the program builds it from the header fields it read
+    /// (the address as a native load of its network-order bytes, the port likewise)
+    /// and compares it with an index entry's.
+    #[inline(always)]
+    pub fn word(&self) -> u64 {
+        Self::word_of(u32::from_ne_bytes(self.addr), self.port_be, self.proto)
+    }
+
+    /// [`word`](Self::word) from the fields as the program holds them.
+    #[inline(always)]
+    pub fn word_of(addr_ne: u32, port_be: u16, proto: u8) -> u64 {
+        u64::from(addr_ne) | u64::from(port_be) << 32 | u64::from(proto) << 48
+    }
+
+    /// The slot of the IPv4 service index a key's word hashes to (a multiplicative
+    /// hash: its top bits).
+    #[inline(always)]
+    pub fn index_slot(word: u64) -> u32 {
+        (word.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SERVICE_INDEX_SLOTS.trailing_zeros()))
+            as u32
+    }
+}
+
+/// Slots of the IPv4 service index (`SERVICE_INDEX_V4`): a power of two, four per
+/// possible service, so that few services share one. The first look finds an IPv4
+/// packet's service there with two array reads, where a hash map lookup costs a hash
+/// of the key (most of the 13 ns it took); `SERVICES_V4` stays the authority, and
+/// the daemon derives the index from it.
+pub const SERVICE_INDEX_SLOTS: u32 = 4 * MAX_SERVICES;
+/// An index slot no IPv4 service hashes to: the packet is for no service.
+pub const SERVICE_INDEX_EMPTY: u32 = 0;
+/// A slot several services hash to, or one whose service is being changed: the
+/// packet's key is looked up in `SERVICES_V4`.
+pub const SERVICE_INDEX_SHARED: u32 = 1;
+/// Codes from this one name entry `code - SERVICE_INDEX_ENTRY_BASE` of
+/// `SERVICE_ENTRIES_V4`: the one service hashing to the slot.
+pub const SERVICE_INDEX_ENTRY_BASE: u32 = 2;
+/// Entries of `SERVICE_ENTRIES_V4`: one per service, and as many again for replaced
+/// ones waiting out their grace period (an entry is never rewritten while a packet
+/// may be reading it, as with backend values).
+pub const SERVICE_ENTRY_SLOTS: u32 = 2 * MAX_SERVICES;
+
+/// An IPv4 service as the index holds it: its key's [word](ServiceKeyV4::word), and
+/// a copy of its `SERVICES_V4` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceEntryV4 {
+    pub key: u64,
+    pub value: ServiceValue,
 }
 
 /// Value of the services maps (`SERVICES_V4`, `SERVICES`).
@@ -673,6 +723,10 @@ layout!(ServiceValue, 40, {
     persist_secs: u32 = 20,
     persist_mask: [u8; 16] = 24,
 });
+layout!(ServiceEntryV4, 48, {
+    key: u64 = 0,
+    value: ServiceValue = 8,
+});
 layout!(PersistKey, 20, {
     service: u32 = 0,
     client: [u8; 16] = 4,
@@ -774,6 +828,8 @@ mod pod {
     unsafe impl aya::Pod for ServiceKeyV4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ServiceValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ServiceEntryV4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for BackendValue {}
     // SAFETY: as above.

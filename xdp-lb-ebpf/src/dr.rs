@@ -46,7 +46,7 @@ pub fn forward(
 fn mac_words(backend: &BackendValue) -> [u16; 6] {
     const DST: usize = offset_of!(BackendValue, dst_mac);
     const _: () = assert!(
-        DST % 2 == 0 && offset_of!(BackendValue, src_mac) == DST + 6,
+        DST.is_multiple_of(2) && offset_of!(BackendValue, src_mac) == DST + 6,
         "the two MACs must be 12 contiguous bytes at an even offset"
     );
     let p = (backend as *const BackendValue as *const u8).wrapping_add(DST) as *const u16;

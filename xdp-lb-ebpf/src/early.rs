@@ -1,7 +1,8 @@
 //! The first look at a packet, before the full parse. Most packets an edge host
 //! receives are for no virtual service; an IPv4 TCP or UDP one (with or without a
 //! VLAN tag) is recognised from a few fixed fields (EtherType, version and header
-//! length, protocol, destination address and port) and one service lookup, and goes
+//! length, protocol, destination address and port) and the service index (two array
+//! reads; a hash lookup only where services share a slot), and goes
 //! to the kernel without the rest (building the flow key, the checks that only matter
 //! for what is forwarded). Every IPv4 TCP/UDP packet's service is found here, once:
 //! the full path looks up only IPv6 ones, so the verifier walks no third way.
@@ -10,10 +11,13 @@
 //! is wrong with it (a fragment, a lying length); its action, to the kernel, is the
 //! same either way.
 use aya_ebpf::programs::XdpContext;
-use xdp_lb_common::{IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4, ServiceValue};
+use xdp_lb_common::{
+    IPPROTO_TCP, IPPROTO_UDP, SERVICE_INDEX_EMPTY, SERVICE_INDEX_ENTRY_BASE, SERVICE_INDEX_SHARED,
+    ServiceKeyV4, ServiceValue,
+};
 
 use crate::{
-    maps::SERVICES_V4,
+    maps::{SERVICE_ENTRIES_V4, SERVICE_INDEX_V4, SERVICES_V4},
     nat,
     parse::{Ipv4At, load_word},
 };
@@ -22,9 +26,8 @@ use crate::{
 pub enum First {
     /// IPv4 TCP/UDP for no service, and no NAT reply: to the kernel.
     NotService,
-    /// IPv4 TCP/UDP for a service: its value (a pointer into SERVICES_V4, valid for
-    /// the run: hash map values are freed after an RCU grace period), and where its
-    /// IPv4 header is.
+    /// IPv4 TCP/UDP for a service: its value (a pointer into SERVICE_ENTRIES_V4 or
+    /// SERVICES_V4, valid for the run), and where its IPv4 header is.
     Service(*const ServiceValue, Ipv4At),
     /// IPv4 TCP/UDP for no service, from a port NAT real servers answer from: maybe a
     /// NAT reply, which the full path looks up.
@@ -81,19 +84,42 @@ pub fn look(ctx: &XdpContext) -> First {
     }
     // SAFETY: the four port bytes at `l4` were just checked to be inside the packet.
     let [s0, s1, d0, d1] = unsafe { load_word(p.add(l4)) }.to_ne_bytes();
-    let key = ServiceKeyV4 {
-        addr: dst.to_ne_bytes(),
-        port_be: u16::from_ne_bytes([d0, d1]),
-        proto,
-        _pad: 0,
-    };
-    // Borrowed, not moved: a by-value key would be copied on the stack again.
-    let key_ref = &key;
+    let port_be = u16::from_ne_bytes([d0, d1]);
     let at = Ipv4At { l3, l4 };
-    match SERVICES_V4.get_ptr(key_ref) {
+    match service(dst, port_be, proto) {
         Some(svc) => First::Service(svc, at),
         None if nat::may_be_reply(u16::from_ne_bytes([s0, s1])) => First::MaybeReply(at),
         None => First::NotService,
+    }
+}
+
+/// The IPv4 service of (address, port, protocol), from the service index: an empty
+/// slot is no service, a slot held by one service is that one if the key matches,
+/// and a shared slot sends the key to SERVICES_V4.
+#[inline(always)]
+fn service(dst: u32, port_be: u16, proto: u8) -> Option<*const ServiceValue> {
+    let word = ServiceKeyV4::word_of(dst, port_be, proto);
+    match *SERVICE_INDEX_V4.get(ServiceKeyV4::index_slot(word))? {
+        SERVICE_INDEX_EMPTY => None,
+        SERVICE_INDEX_SHARED => {
+            let key = ServiceKeyV4 {
+                addr: dst.to_ne_bytes(),
+                port_be,
+                proto,
+                _pad: 0,
+            };
+            // Borrowed, not moved: a by-value key would be copied on the stack again.
+            let key_ref = &key;
+            SERVICES_V4.get_ptr(key_ref)
+        }
+        code => {
+            let entry = SERVICE_ENTRIES_V4.get_ptr(code - SERVICE_INDEX_ENTRY_BASE)?;
+            // SAFETY: a value pointer from a successful array lookup, valid for the
+            // run; the daemon does not rewrite an entry a slot points at, nor one
+            // unpointed less than a grace period ago, so it is whole.
+            let entry = unsafe { &*entry };
+            (entry.key == word).then_some(&entry.value as *const ServiceValue)
+        }
     }
 }
 

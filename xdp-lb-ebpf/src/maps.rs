@@ -8,14 +8,28 @@ use xdp_lb_common::{
     BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS,
     FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowKeyV4, FlowValue,
     MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatValue,
-    PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, ServiceKey, ServiceKeyV4,
-    ServiceStats, ServiceValue,
+    PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, SERVICE_ENTRY_SLOTS,
+    SERVICE_INDEX_SLOTS, ServiceEntryV4, ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
 };
 
 /// IPv4 (VIP, port, proto) → service, under an 8-byte key (see `services`).
 #[map]
 pub static SERVICES_V4: HashMap<ServiceKeyV4, ServiceValue> =
     HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// The IPv4 service index: slot (`ServiceKeyV4::index_slot`) → `SERVICE_INDEX_EMPTY`,
+/// `SERVICE_INDEX_SHARED` (look in SERVICES_V4), or the code of the entry of
+/// `SERVICE_ENTRIES_V4` holding the one service there. Derived by the daemon from
+/// SERVICES_V4, which stays the authority; a slot is switched with one u32 write.
+#[map]
+pub static SERVICE_INDEX_V4: Array<u32> = Array::with_max_entries(SERVICE_INDEX_SLOTS, 0);
+
+/// Pool of index entries: an IPv4 service's key word and a copy of its value. An
+/// entry is written before a slot points at it and reused only a grace period after
+/// no slot does, so a packet reads a whole one (as `BACKEND_VALUES`).
+#[map]
+pub static SERVICE_ENTRIES_V4: Array<ServiceEntryV4> =
+    Array::with_max_entries(SERVICE_ENTRY_SLOTS, 0);
 
 /// IPv6 (VIP, port, proto) → service.
 #[map]

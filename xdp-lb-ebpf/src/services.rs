@@ -7,7 +7,7 @@ use xdp_lb_common::{FlowKey, ServiceKey, ServiceKeyV4, ServiceValue};
 use crate::maps::{SERVICES, SERVICES_V4};
 
 /// The service `flow`'s packet is for (`ipv4`: the packet's IP version), read in
-/// place: copying its 44 bytes out cost more than the rest of the lookup.
+/// place: copying its 40 bytes out cost more than the rest of the lookup.
 ///
 /// A hash map value stays allocated for the whole run (RCU), but the kernel may
 /// recycle a replaced element for a later update, so two reads of it could in theory

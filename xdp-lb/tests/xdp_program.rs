@@ -12,7 +12,7 @@ use xdp_lb::{
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, FlowKey, FlowValue,
     IPPROTO_TCP, IPPROTO_UDP, NatValue, SELECT_CURSOR, SELECT_HASH_FLOW, SELECT_HASH_SRC,
-    ServiceKey, v4_mapped,
+    ServiceKey, ServiceKeyV4, v4_mapped,
 };
 
 use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
@@ -340,6 +340,70 @@ fn a_packet_for_no_service_leaves_at_the_first_look() {
     let reasons = dp.global_stats().unwrap();
     assert_eq!(reasons["pass_fragment"], 1, "{reasons:?}");
     assert_eq!(reasons["pass_not_service"], 1, "{reasons:?}");
+}
+
+/// IPv4 services are found through a direct-mapped index that the daemon derives from
+/// SERVICES_V4: a slot two services share sends their packets to that map, a port
+/// hashing to a slot another service holds is no service, a removed service's packets
+/// go to the kernel, and a changed service is seen changed.
+#[test]
+fn services_sharing_an_index_slot_are_each_found_and_a_removed_one_is_gone() {
+    let mut dp = dataplane();
+    let slot = |port| {
+        let key = ServiceKeyV4::stored(&key(v4_mapped(VIP), port, IPPROTO_TCP)).unwrap();
+        ServiceKeyV4::index_slot(key.word())
+    };
+    // Two free ports whose keys share a slot, and one that hashes to :80's slot.
+    let free = 1000..u16::MAX;
+    let (p, q) = free
+        .clone()
+        .flat_map(|p| (p + 1..p + 2000).map(move |q| (p, q)))
+        .find(|&(p, q)| slot(p) == slot(q))
+        .unwrap();
+    let r = free.clone().find(|&r| slot(r) == slot(80)).unwrap();
+    let spec = |port, id, active| ServiceSpec {
+        key: key(v4_mapped(VIP), port, IPPROTO_TCP),
+        id,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        active,
+        slots: vec![0],
+        ..Default::default()
+    };
+    dp.set_service(&spec(p, 6, true)).unwrap();
+    dp.set_service(&spec(q, 7, true)).unwrap();
+    let verdict = |dp: &Dataplane, port| run(dp, &tcp4(5000, port)).0;
+    assert_eq!(verdict(&dp, p), xdp_action::XDP_TX);
+    assert_eq!(verdict(&dp, q), xdp_action::XDP_TX);
+    assert_eq!(dp.service_stats(6).unwrap().packets, 1);
+    assert_eq!(dp.service_stats(7).unwrap().packets, 1);
+    assert_eq!(
+        verdict(&dp, r),
+        xdp_action::XDP_PASS,
+        "port {r} is no service"
+    );
+    assert_eq!(verdict(&dp, 80), xdp_action::XDP_TX, "its slot's holder");
+
+    dp.remove_service(&key(v4_mapped(VIP), p, IPPROTO_TCP))
+        .unwrap();
+    assert_eq!(verdict(&dp, p), xdp_action::XDP_PASS, "removed");
+    assert_eq!(verdict(&dp, q), xdp_action::XDP_TX, "alone in the slot now");
+    assert_eq!(dp.service_stats(7).unwrap().packets, 2);
+    // A change of the service that now holds the slot alone reaches its entry.
+    dp.set_service(&spec(q, 7, false)).unwrap();
+    assert_eq!(verdict(&dp, q), xdp_action::XDP_PASS, "inactive");
+    assert_eq!(dp.service_stats(7).unwrap().pass_inactive, 1);
+    dp.remove_service(&key(v4_mapped(VIP), q, IPPROTO_TCP))
+        .unwrap();
+    assert_eq!(verdict(&dp, q), xdp_action::XDP_PASS);
+    assert_eq!(
+        dp.service_stats(7).unwrap().pass_inactive,
+        1,
+        "no service now"
+    );
+    let reasons = dp.global_stats().unwrap();
+    assert_eq!(reasons["pass_not_service"], 3, "{reasons:?}");
+    assert_eq!(reasons["pass_inactive"], 1, "{reasons:?}");
 }
 
 #[test]

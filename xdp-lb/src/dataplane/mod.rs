@@ -12,6 +12,7 @@ pub mod filter;
 pub mod nat;
 pub mod pins;
 pub mod pool;
+pub mod service_index;
 pub mod stats;
 
 pub use pins::{Adoption, Pins};
@@ -28,7 +29,8 @@ use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FilterKeyV4, FilterKeyV6,
     FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, PersistKey, PersistValue,
     SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
-    SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceKey, ServiceStats, ServiceValue,
+    SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceEntryV4, ServiceKey, ServiceKeyV4,
+    ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -154,6 +156,8 @@ impl ServiceSpec {
 pub struct Dataplane {
     ebpf: Ebpf,
     pub(crate) services: by_family::ServiceMap,
+    /// Derived from the IPv4 services, slot by slot (see `service_index`).
+    service_index: service_index::ServiceIndex,
     pub(crate) backend_slot: Array<MapData, u32>,
     pub(crate) backend_values: Array<MapData, BackendValue>,
     pub(crate) schedule: Array<MapData, u32>,
@@ -302,6 +306,10 @@ impl Dataplane {
                 take!(by_family::SERVICE_MAPS[0]),
                 take!(by_family::SERVICE_MAPS[1]),
                 by_family::SERVICE_MAPS,
+            ),
+            service_index: service_index::ServiceIndex::new(
+                take!("SERVICE_INDEX_V4"),
+                take!("SERVICE_ENTRIES_V4"),
             ),
             backend_slot: take!("BACKEND_SLOT"),
             backend_values: take!("BACKEND_VALUES"),
@@ -487,21 +495,71 @@ impl Dataplane {
         }
         // The switch: from here on new flows of the first key read the new range.
         let value = spec.value(range.start, spec.active);
-        if let Err(e) = self.services.insert(&spec.key, value) {
+        let mut switched = false;
+        let installed = self.change_service(&spec.key, |dp| {
+            dp.services.insert(&spec.key, value).map_err(failed)?;
+            switched = true;
+            dp.own(spec.key, spec.id);
+            Ok(())
+        });
+        if !switched {
+            // Nothing points at the range.
             self.pool.unused(range);
-            return Err(failed(e));
+            return installed;
         }
         if let Some(old) = self.ranges.insert(spec.id, range.clone()) {
             self.pool.retire(old, std::time::Instant::now());
         }
-        self.own(spec.key, spec.id);
+        installed?;
         for &(key, active) in &spec.group_keys {
-            self.services
-                .insert(&key, spec.value(range.start, active))
-                .map_err(failed)?;
-            self.own(key, spec.id);
+            self.change_service(&key, |dp| {
+                dp.services
+                    .insert(&key, spec.value(range.start, active))
+                    .map_err(failed)?;
+                dp.own(key, spec.id);
+                Ok(())
+            })?;
         }
         Ok(())
+    }
+
+    /// Changes what the services map holds under `key` with `change`, keeping the IPv4
+    /// service index true: the key's slot is marked shared first (its packets look
+    /// their key up in the map while it changes) and settled from what is installed
+    /// afterwards, whatever the change's outcome.
+    fn change_service(
+        &mut self,
+        key: &ServiceKey,
+        change: impl FnOnce(&mut Self) -> Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        let Some(slot) = service_index::slot_of(key) else {
+            return change(self);
+        };
+        self.service_index.open(slot)?;
+        let changed = change(self);
+        let settled = self.settle_index_slot(slot);
+        changed.and(settled)
+    }
+
+    /// Settles an index slot from the installed IPv4 services whose keys hash to it
+    /// (their values read back from the map, the authority).
+    fn settle_index_slot(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        let mut installed = Vec::new();
+        for key in self.owners.keys() {
+            if service_index::slot_of(key) != Some(slot) {
+                continue;
+            }
+            let Some(word) = ServiceKeyV4::stored(key).map(|k| k.word()) else {
+                continue;
+            };
+            let value = self.services.get(key).map_err(failed)?;
+            installed.push(ServiceEntryV4 { key: word, value });
+            if installed.len() > 1 {
+                break;
+            }
+        }
+        self.service_index
+            .settle(slot, service_index::SlotPlan::of(&installed))
     }
 
     /// Records that `key` names service `id`; a service that no key names any more
@@ -527,14 +585,16 @@ impl Dataplane {
     /// packets go to the kernel again. The schedule range is retired with the
     /// service's last key.
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
-        match self.services.remove(key) {
-            Ok(()) | Err((_, MapError::KeyNotFound)) => {}
-            Err(e) => return Err(failed(e)),
-        }
-        if let Some(id) = self.owners.remove(key) {
-            self.release(id);
-        }
-        Ok(())
+        self.change_service(key, |dp| {
+            match dp.services.remove(key) {
+                Ok(()) | Err((_, MapError::KeyNotFound)) => {}
+                Err(e) => return Err(failed(e)),
+            }
+            if let Some(id) = dp.owners.remove(key) {
+                dp.release(id);
+            }
+            Ok(())
+        })
     }
 
     /// Zeroes the counters of a service id and backend slots that a reload hands to
