@@ -301,12 +301,14 @@ impl Dataplane {
                 map.try_into().map_err(map_err($name))?
             }};
         }
+        // A map per IP version, taken by their pair of names.
+        macro_rules! take_pair {
+            ($names:expr) => {
+                by_family::ByFamily::new(take!($names[0]), take!($names[1]), $names)
+            };
+        }
         Ok(Dataplane {
-            services: by_family::ByFamily::new(
-                take!(by_family::SERVICE_MAPS[0]),
-                take!(by_family::SERVICE_MAPS[1]),
-                by_family::SERVICE_MAPS,
-            ),
+            services: take_pair!(by_family::SERVICE_MAPS),
             service_index: service_index::ServiceIndex::new(
                 take!("SERVICE_INDEX_V4"),
                 take!("SERVICE_ENTRIES_V4"),
@@ -318,16 +320,8 @@ impl Dataplane {
             service_stats: take!("SERVICE_STATS"),
             backend_stats: take!("BACKEND_STATS"),
             global_stats: take!("GLOBAL_STATS"),
-            flows: by_family::ByFamily::new(
-                take!(by_family::FLOW_MAPS[0]),
-                take!(by_family::FLOW_MAPS[1]),
-                by_family::FLOW_MAPS,
-            ),
-            nat_replies: by_family::ByFamily::new(
-                take!(by_family::NAT_REPLY_MAPS[0]),
-                take!(by_family::NAT_REPLY_MAPS[1]),
-                by_family::NAT_REPLY_MAPS,
-            ),
+            flows: take_pair!(by_family::FLOW_MAPS),
+            nat_replies: take_pair!(by_family::NAT_REPLY_MAPS),
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
             nat_ports: take!("NAT_PORTS"),
