@@ -14,14 +14,9 @@ pub fn forward(
     stats: Option<*mut ServiceStats>,
 ) -> Result<Verdict, Verdict> {
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
-    let eth = eth as *mut u16;
-    let macs = mac_words(backend);
-    for (i, word) in macs.into_iter().enumerate() {
-        // SAFETY: ptr_at_mut checked that the 14-byte Ethernet header lies inside the
-        // packet; the frame starts 2-byte aligned (see `write_macs`), so the six
-        // half-words of its two addresses are aligned.
-        unsafe { *eth.add(i) = word };
-    }
+    // SAFETY: ptr_at_mut checked that the 14-byte Ethernet header lies inside the
+    // packet; the frame starts 2-byte aligned (see `write_macs`).
+    unsafe { write_macs(eth as *mut u16, backend_mac_words(backend)) };
     if backend.ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(Verdict {
             action: xdp_action::XDP_TX,
@@ -43,7 +38,7 @@ pub fn forward(
 /// The backend's next-hop and own MACs, in frame order, as six half-word loads (its
 /// 12 bytes of byte arrays would be read one by one and shifted together).
 #[inline(always)]
-fn mac_words(backend: &BackendValue) -> [u16; 6] {
+fn backend_mac_words(backend: &BackendValue) -> [u16; 6] {
     const DST: usize = offset_of!(BackendValue, dst_mac);
     const _: () = assert!(
         DST.is_multiple_of(2) && offset_of!(BackendValue, src_mac) == DST + 6,
@@ -56,9 +51,24 @@ fn mac_words(backend: &BackendValue) -> [u16; 6] {
     unsafe { [*p, *p.add(1), *p.add(2), *p.add(3), *p.add(4), *p.add(5)] }
 }
 
-/// Writes both MACs as six 16-bit stores. A plain array assignment compiles to two
-/// byte-wise `memmove` calls on BPF; the packet start is 2-byte aligned, so half-words
-/// are safe and several times cheaper.
+/// A destination and a source MAC held as byte arrays (of unknown alignment), in
+/// frame order as the half-words [`write_macs`] stores.
+#[inline(always)]
+pub fn mac_words(dst: &[u8; 6], src: &[u8; 6]) -> [u16; 6] {
+    let half = |m: &[u8; 6], i: usize| u16::from_ne_bytes([m[2 * i], m[2 * i + 1]]);
+    [
+        half(dst, 0),
+        half(dst, 1),
+        half(dst, 2),
+        half(src, 0),
+        half(src, 1),
+        half(src, 2),
+    ]
+}
+
+/// Writes both MACs (`words`, in frame order) as six 16-bit stores. A plain array
+/// assignment compiles to two byte-wise `memmove` calls on BPF; the packet start is
+/// 2-byte aligned, so half-words are safe and several times cheaper.
 ///
 /// # Safety
 ///
@@ -66,15 +76,9 @@ fn mac_words(backend: &BackendValue) -> [u16; 6] {
 /// frame's start (drivers leave 256 bytes of headroom and `bpf_xdp_adjust_head` here
 /// only moves it by 20) once the caller checked 14 bytes with `ptr_at_mut`.
 #[inline(always)]
-pub unsafe fn write_macs(eth: *mut u16, dst: &[u8; 6], src: &[u8; 6]) {
-    let half = |m: &[u8; 6], i: usize| u16::from_ne_bytes([m[2 * i], m[2 * i + 1]]);
-    // SAFETY: six aligned u16 stores within the 12 bytes the caller vouches for.
-    unsafe {
-        *eth = half(dst, 0);
-        *eth.add(1) = half(dst, 1);
-        *eth.add(2) = half(dst, 2);
-        *eth.add(3) = half(src, 0);
-        *eth.add(4) = half(src, 1);
-        *eth.add(5) = half(src, 2);
+pub unsafe fn write_macs(eth: *mut u16, words: [u16; 6]) {
+    for (i, word) in words.into_iter().enumerate() {
+        // SAFETY: six aligned u16 stores within the 12 bytes the caller vouches for.
+        unsafe { *eth.add(i) = word };
     }
 }

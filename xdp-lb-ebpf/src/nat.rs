@@ -207,7 +207,7 @@ fn send_reply(
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
     // SAFETY: ptr_at_mut checked the 14-byte Ethernet header; the frame starts 2-byte
     // aligned (see `dr::write_macs`).
-    unsafe { dr::write_macs(eth as *mut u16, client_mac, lb_mac) };
+    unsafe { dr::write_macs(eth as *mut u16, dr::mac_words(client_mac, lb_mac)) };
     if ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(Verdict {
             action: xdp_action::XDP_TX,
