@@ -540,12 +540,12 @@ impl Dataplane {
     fn settle_index_slot(&mut self, slot: u32) -> Result<(), DataplaneError> {
         let mut installed = Vec::new();
         for key in self.owners.keys() {
-            if service_index::slot_of(key) != Some(slot) {
-                continue;
-            }
             let Some(word) = ServiceKeyV4::stored(key).map(|k| k.word()) else {
                 continue;
             };
+            if ServiceKeyV4::index_slot(word) != slot {
+                continue;
+            }
             let value = self.services.get(key).map_err(failed)?;
             installed.push(ServiceEntryV4 { key: word, value });
             if installed.len() > 1 {
