@@ -32,7 +32,8 @@ pub const MAX_EGRESS_IFACES: u32 = 64;
 /// misread by, or that moves entries between maps: a restart into a build with another
 /// version clears the pinned state instead of adopting it.
 /// 2: IPv4 flows and NAT replies moved to FLOWS_V4 and NAT_REPLIES_V4.
-pub const STATE_VERSION: u32 = 2;
+/// 3: a flow entry holds its NAT client's hop (`FlowValue::client`).
+pub const STATE_VERSION: u32 = 3;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -80,6 +81,11 @@ pub const SELECT_HASH_DST: u8 = 3;
 /// `BackendValue::flags`: the backend may carry traffic. Flows pinned to a backend
 /// without this flag are rescheduled on their next packet.
 pub const BACKEND_F_ACTIVE: u32 = 1;
+/// `BackendValue::flags`, NAT: a new flow's reply entry is written with it, because
+/// the reply path cannot find the flow from a reply (its real server answers for more
+/// than `NAT_ORIGIN_VIPS` VIPs; see `NatOrigin`). Without it, the first reply writes
+/// the entry.
+pub const BACKEND_F_NAT_EAGER: u32 = 2;
 
 /// Rules of the source filter (all services and the global list, each service's
 /// implicit default deny included): the size of `FILTER_STATS`, whose index is a
@@ -137,7 +143,7 @@ pub struct FilterValue {
 /// fill its address with word stores rather than sixteen byte stores. IPv4 services are
 /// stored in `SERVICES_V4` under a [`ServiceKeyV4`], IPv6 ones in `SERVICES` under this.
 #[repr(C, align(4))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
     pub port_be: u16,
@@ -476,6 +482,49 @@ pub struct FlowValue {
     /// `FLOW_F_*`.
     pub flags: u32,
     pub _pad: u32,
+    /// NAT flows only: the way back to the client, for the first reply to write the
+    /// reply entry from (see `NatOrigin`).
+    pub client: ClientHop,
+}
+
+/// Where a NAT flow's client is, as its first packet showed: the way its replies
+/// leave.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClientHop {
+    /// The client's next hop (the original frame's source MAC).
+    pub mac: [u8; 6],
+    /// Our MAC on the client side (the original frame's destination MAC).
+    pub lb_mac: [u8; 6],
+    /// The client-side interface the original frame arrived on (0: none recorded).
+    pub ifindex: u32,
+}
+
+/// How many VIPs a `NatOrigin` lists.
+pub const NAT_ORIGIN_VIPS: usize = 4;
+
+/// Value of `NAT_ORIGINS`, keyed by a NAT real server's address, port and protocol
+/// (in a `ServiceKey`): the VIPs it answers for. A reply with no reply entry is
+/// looked up here, and each VIP's flow table entry for the client is tried; the one
+/// pinned to this real server gives the translation, and the reply entry is written
+/// then. A real server that answers for more VIPs has no entry here: its backends
+/// carry `BACKEND_F_NAT_EAGER` instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatOrigin {
+    pub vips: [NatOriginVip; NAT_ORIGIN_VIPS],
+    /// How many of `vips` are used.
+    pub count: u32,
+}
+
+/// One VIP a NAT real server answers for, and the service whose flows go there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
+pub struct NatOriginVip {
+    pub vip: [u8; 16],
+    pub vport_be: u16,
+    pub _pad: u16,
+    pub service: u32,
 }
 
 /// `FlowValue::flags` / `NatValue::flags`: a FIN or RST was seen; the entry expires
@@ -768,12 +817,28 @@ layout!(FlowKeyV4, 16, {
     proto: u8 = 12,
     _pad: [u8; 3] = 13,
 });
-layout!(FlowValue, 24, {
+layout!(FlowValue, 40, {
     backend: u32 = 0,
     service: u32 = 4,
     last_seen_ns: u64 = 8,
     flags: u32 = 16,
     _pad: u32 = 20,
+    client: ClientHop = 24,
+});
+layout!(ClientHop, 16, {
+    mac: [u8; 6] = 0,
+    lb_mac: [u8; 6] = 6,
+    ifindex: u32 = 12,
+});
+layout!(NatOrigin, 100, {
+    vips: [NatOriginVip; NAT_ORIGIN_VIPS] = 0,
+    count: u32 = 96,
+});
+layout!(NatOriginVip, 24, {
+    vip: [u8; 16] = 0,
+    vport_be: u16 = 16,
+    _pad: u16 = 18,
+    service: u32 = 20,
 });
 layout!(NatValue, 56, {
     vip: [u8; 16] = 0,
@@ -844,6 +909,8 @@ mod pod {
     unsafe impl aya::Pod for PersistValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for NatValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NatOrigin {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ServiceStats {}
     // SAFETY: as above.

@@ -45,8 +45,8 @@ mod program {
     use aya_ebpf::helpers::bpf_ktime_get_ns;
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use xdp_lb_common::{
-        FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
-        SERVICE_F_FILTER_GLOBAL,
+        ClientHop, FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING,
+        SERVICE_F_FILTER, SERVICE_F_FILTER_GLOBAL,
     };
 
     use crate::{
@@ -154,16 +154,18 @@ mod program {
         // read. Userspace never writes an entry that an id points to, nor one replaced
         // less than a grace period (50 ms) ago, so it does not change under us.
         let backend = unsafe { &*chosen.backend };
+        // A NAT flow's entry records the way back to its client.
+        let mut client = ClientHop::default();
         let verdict = match svc.forwarding {
             FWD_DR => dr::forward(ctx, backend, stats),
-            FWD_NAT => nat::forward(ctx, &pkt, backend, svc.id, stats, now, &chosen),
+            FWD_NAT => nat::forward(ctx, &pkt, backend, svc.id, stats, now, &chosen, &mut client),
             FWD_TUN => tun::forward(ctx, &pkt, backend, stats),
             _ => Err(Verdict::drop(Reason::DropBadBackend)),
         }?;
         // Only now did the packet really leave for this real server: pin its flow and
         // count it. A pass or drop on the way (too big, no redirect target) returned
         // above and counts only under its reason.
-        schedule::commit(&pkt, svc, &chosen, stats, now);
+        schedule::commit(&pkt, svc, &chosen, stats, now, &client);
         if svc.persist_secs != 0 {
             persist::remember(
                 svc,

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use xdp_lb_common::{
     BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS,
     FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowKeyV4, FlowValue,
-    MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatValue,
-    PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, SERVICE_ENTRY_SLOTS,
+    MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatOrigin,
+    NatValue, PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, SERVICE_ENTRY_SLOTS,
     SERVICE_INDEX_SLOTS, ServiceEntryV4, ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
 };
 
@@ -102,6 +102,11 @@ pub static NAT_REPLIES_V4: LruHashMap<FlowKeyV4, NatValue> =
 #[map]
 pub static NAT_REPLIES: LruHashMap<FlowKey, NatValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+
+/// A NAT real server (address, port, protocol) → the VIPs it answers for: how a
+/// reply without a reply entry finds its flow (see `NatOrigin`).
+#[map]
+pub static NAT_ORIGINS: HashMap<ServiceKey, NatOrigin> = HashMap::with_max_entries(MAX_BACKENDS, 0);
 
 /// The ports NAT real servers answer from, one bit each (see `NAT_PORT_WORDS`).
 #[map]

@@ -3,7 +3,10 @@
 //! incremental checksum updates (IPv4: the header's and TCP/UDP's; IPv6: TCP/UDP's only,
 //! whose pseudo-header holds the 16-byte addresses). The reply map remembers how to
 //! undo the translation and where the client is (its next-hop MAC and our interface),
-//! so replies need nothing from userspace. Entries carry a coarse last-seen time; the
+//! so replies need nothing from userspace. A new flow writes only its flow entry
+//! (with the client's hop): the flow's first reply finds it through `NAT_ORIGINS`
+//! and writes the reply entry, so a connection that is never answered costs one
+//! insert. Entries carry a coarse last-seen time; the
 //! daemon deletes idle ones. Both families share the maps (16-byte addresses).
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
@@ -16,14 +19,16 @@ use network_types::{
     udp::UdpHdr,
 };
 use xdp_lb_common::{
-    BackendValue, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS,
-    FLOW_F_CLOSING, FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, NatValue, Reason, ServiceStats,
+    BACKEND_F_NAT_EAGER, BackendValue, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS,
+    CONFIG_TIMEOUT_UDP_NS, ClientHop, FLOW_F_CLOSING, FlowKey, FlowValue, IPPROTO_TCP,
+    LAST_SEEN_GRANULARITY_NS, NAT_ORIGIN_VIPS, NatOrigin, NatOriginVip, NatValue, Reason,
+    ServiceKey, ServiceStats,
 };
 
 use crate::{
     csum::{replace16, replace32},
     dr, flows,
-    maps::{CONFIG, EGRESS, NAT_PORTS, NAT_REPLIES, NAT_REPLIES_V4},
+    maps::{CONFIG, EGRESS, NAT_ORIGINS, NAT_PORTS, NAT_REPLIES, NAT_REPLIES_V4},
     parse::{Packet, TCP_FIN, TCP_RST, ptr_at_mut},
     program::Verdict,
     schedule::Chosen,
@@ -36,11 +41,13 @@ enum End {
     Dst,
 }
 
-/// Translates a client's packet towards `backend` and forwards it like DR does.
-/// When the pick (`chosen`) is a new flow or refreshed its entry, the reply entry is
-/// refreshed (or recreated) too, once the packet has left; other packets skip that
-/// second lookup. A new flow's reply entry is written without looking it up.
+/// Translates a client's packet towards `backend` and forwards it like DR does, and
+/// fills `client` with the way back (for the flow entry, which the first reply writes
+/// the reply entry from). A backend flagged `BACKEND_F_NAT_EAGER` (whose replies
+/// cannot find their flow) gets its reply entry here instead: when the pick
+/// (`chosen`) is a new flow or refreshed its entry, once the packet has left.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     ctx: &XdpContext,
     pkt: &Packet,
@@ -49,6 +56,7 @@ pub fn forward(
     stats: Option<*mut ServiceStats>,
     now: u64,
     chosen: &Chosen,
+    client: &mut ClientHop,
 ) -> Result<Verdict, Verdict> {
     // The client's side of the frame, read before the rewrite replaces the MACs.
     let eth: *const EthHdr = crate::parse::ptr_at(ctx, 0).map_err(Verdict::pass)?;
@@ -69,23 +77,16 @@ pub fn forward(
             .map_err(Verdict::pass)?;
     }
     let verdict = dr::forward(ctx, backend, stats)?;
+    *client = ClientHop {
+        mac: client_mac,
+        lb_mac,
+        ifindex: ctx.ingress_ifindex() as u32,
+    };
     // Only a packet that left can be answered: no reply entry for a dropped one.
-    if chosen.refreshed {
-        let client = Client {
-            mac: client_mac,
-            lb_mac,
-            ifindex: ctx.ingress_ifindex() as u32,
-        };
-        remember_reply(pkt, backend, service, now, &client, chosen.new_flow);
+    if chosen.refreshed && backend.flags & BACKEND_F_NAT_EAGER != 0 {
+        remember_reply(pkt, backend, service, now, client, chosen.new_flow);
     }
     Ok(verdict)
-}
-
-/// Where a NAT flow's client is: its next hop and our interface towards it.
-struct Client {
-    mac: [u8; 6],
-    lb_mac: [u8; 6],
-    ifindex: u32,
 }
 
 /// Creates or refreshes the reply entry of this flow.
@@ -95,7 +96,7 @@ fn remember_reply(
     backend: &BackendValue,
     service: u32,
     now: u64,
-    client: &Client,
+    client: &ClientHop,
     new_flow: bool,
 ) {
     let reply = FlowKey {
@@ -127,21 +128,41 @@ fn remember_reply(
             );
         },
         None => {
-            let entry = NatValue {
-                vip: pkt.flow.dst,
-                vport_be: pkt.flow.dport_be,
-                client_mac: client.mac,
-                lb_mac: client.lb_mac,
-                _pad: [0; 2],
-                ifindex: client.ifindex,
-                _pad2: 0,
-                last_seen_ns: now,
-                flags: closing,
+            let entry = reply_entry(
+                &pkt.flow.dst,
+                pkt.flow.dport_be,
+                client,
                 service,
-            };
+                now,
+                closing,
+            );
             // A full LRU evicts the oldest entry; losing one only loses that reply path.
             flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &reply, pkt.ipv4, &entry);
         }
+    }
+}
+
+/// The reply entry of a flow to `vip`:`vport_be` whose client is at `client`.
+#[inline(always)]
+fn reply_entry(
+    vip: &[u8; 16],
+    vport_be: u16,
+    client: &ClientHop,
+    service: u32,
+    now: u64,
+    flags: u32,
+) -> NatValue {
+    NatValue {
+        vip: *vip,
+        vport_be,
+        client_mac: client.mac,
+        lb_mac: client.lb_mac,
+        _pad: [0; 2],
+        ifindex: client.ifindex,
+        _pad2: 0,
+        last_seen_ns: now,
+        flags,
+        service,
     }
 }
 
@@ -157,42 +178,119 @@ pub fn may_be_reply(sport_be: u16) -> bool {
 }
 
 /// A real server's reply to a NAT flow, translated back; `None` if it is not one.
+/// The reply entry says how; a flow's first reply has none yet and finds its flow
+/// instead (see `first_reply`), then writes the entry.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>> {
-    let entry = flows::get_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4)?;
+    let entry = flows::get_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4);
     // The clock only for a reply: every other packet of the host passes without it.
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    // A reply is forwarded too: only a well-formed one from a possible source.
-    if let Err(reason) = crate::validate::check(ctx, pkt) {
-        return Some(Err(Verdict::pass(reason)));
-    }
-    // SAFETY: as in `remember_reply`: valid for the run; the fields used are copied
-    // out below, and a racing writer can only lose a refresh of aligned words.
-    let nat = unsafe { &mut *entry };
-    if expired(nat.last_seen_ns, nat.flags, pkt.flow.proto, now) {
-        return None;
-    }
-    touch(
-        &mut nat.last_seen_ns,
-        &mut nat.flags,
-        now,
-        closing_flag(pkt.tcp_flags),
-    );
-    let (vport, client_mac, lb_mac, ifindex) =
-        (nat.vport_be, nat.client_mac, nat.lb_mac, nat.ifindex);
+    let closing = closing_flag(pkt.tcp_flags);
+    let (vip, vport, client) = match entry {
+        Some(entry) => {
+            // SAFETY: as in `remember_reply`: valid for the run; the fields used are
+            // copied out below, and a racing writer can only lose a refresh of
+            // aligned words.
+            let nat = unsafe { &mut *entry };
+            if expired(nat.last_seen_ns, nat.flags, pkt.flow.proto, now) {
+                return None;
+            }
+            // A reply is forwarded too: only a well-formed one from a possible source.
+            if let Err(reason) = crate::validate::check(ctx, pkt) {
+                return Some(Err(Verdict::pass(reason)));
+            }
+            touch(&mut nat.last_seen_ns, &mut nat.flags, now, closing);
+            let client = ClientHop {
+                mac: nat.client_mac,
+                lb_mac: nat.lb_mac,
+                ifindex: nat.ifindex,
+            };
+            (nat.vip.as_ptr(), nat.vport_be, client)
+        }
+        None => {
+            let (vip, flow) = first_reply(pkt, now)?;
+            if let Err(reason) = crate::validate::check(ctx, pkt) {
+                return Some(Err(Verdict::pass(reason)));
+            }
+            let entry = reply_entry(
+                &vip.vip,
+                vip.vport_be,
+                &flow.client,
+                vip.service,
+                now,
+                closing,
+            );
+            // Written before the packet leaves, so its next reply takes the short way;
+            // should the send fail, the entry only ages out.
+            flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4, &entry);
+            (vip.vip.as_ptr(), vip.vport_be, flow.client)
+        }
+    };
     let rewritten = if pkt.ipv4 {
-        let vip = [nat.vip[12], nat.vip[13], nat.vip[14], nat.vip[15]];
-        rewrite_v4(ctx, pkt, End::Src, vip, vport)
+        // SAFETY: `vip` points to a map value's 16-byte address (the reply entry's or
+        // the origin's), valid for the run.
+        let v4 = unsafe { [*vip.add(12), *vip.add(13), *vip.add(14), *vip.add(15)] };
+        rewrite_v4(ctx, pkt, End::Src, v4, vport)
     } else {
-        // The VIP is read from the entry by the callee: no 16-byte copy on our stack.
+        // The VIP is read from the map value by the callee: no 16-byte copy on our stack.
         let how = v6_how(pkt, End::Src);
-        rewrite_v6(ctx.ctx, pkt.l3, how, nat.vip.as_ptr(), vport)
+        rewrite_v6(ctx.ctx, pkt.l3, how, vip, vport)
     };
     if let Err(reason) = rewritten {
         return Some(Err(Verdict::pass(reason)));
     }
-    Some(send_reply(ctx, &client_mac, &lb_mac, ifindex))
+    Some(send_reply(ctx, &client.mac, &client.lb_mac, client.ifindex))
+}
+
+/// A reply without a reply entry: the flow it answers, found from the VIPs its real
+/// server answers for (`NAT_ORIGINS`). The client's flow to each is looked up; the
+/// one pinned (live, by NAT) to this very real server is the reply's. `None` if none
+/// is: the packet is not a NAT reply, or its flow is gone.
+#[inline(always)]
+fn first_reply(pkt: &Packet, now: u64) -> Option<(&'static NatOriginVip, &'static FlowValue)> {
+    let origin_key = ServiceKey {
+        addr: pkt.flow.src,
+        port_be: pkt.flow.sport_be,
+        proto: pkt.flow.proto,
+        _pad: 0,
+    };
+    let key_ref = &origin_key;
+    // SAFETY: a value from a successful lookup, valid for the run; the daemon replaces
+    // an origin whole (one map update), and each candidate is checked below.
+    let origin: &'static NatOrigin = unsafe { NAT_ORIGINS.get(key_ref) }?;
+    for i in 0..NAT_ORIGIN_VIPS {
+        if i as u32 >= origin.count {
+            break;
+        }
+        let vip = &origin.vips[i];
+        let forward = FlowKey {
+            src: pkt.flow.dst,
+            dst: vip.vip,
+            sport_be: pkt.flow.dport_be,
+            dport_be: vip.vport_be,
+            proto: pkt.flow.proto,
+            _pad: [0; 3],
+        };
+        let Some(flow) = flows::pinned(&forward, pkt.ipv4) else {
+            continue;
+        };
+        // SAFETY: as in `reply`: valid for the run, only read.
+        let flow: &'static FlowValue = unsafe { &*flow };
+        if flow.service != vip.service
+            || flow.client.ifindex == 0
+            || expired(flow.last_seen_ns, flow.flags, pkt.flow.proto, now)
+        {
+            continue;
+        }
+        match crate::schedule::backend(flow.backend) {
+            Some(b) if b.port_be == pkt.flow.sport_be && b.addr == pkt.flow.src => {
+                return Some((vip, flow));
+            }
+            _ => continue,
+        }
+    }
+    None
 }
 
 /// Sends a translated reply to the client: its next hop's MAC, out of the interface

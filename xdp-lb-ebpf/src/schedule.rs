@@ -3,9 +3,9 @@
 //! indexes the schedule: weights, interleaving and consistent hashing are built by
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, FLOW_F_CLOSING, FlowValue, IPPROTO_TCP,
-    Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE, ServiceStats,
-    ServiceValue, flow_hash, hash_words,
+    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, ClientHop, FLOW_F_CLOSING, FlowValue,
+    IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE,
+    ServiceStats, ServiceValue, flow_hash, hash_words,
 };
 
 use crate::{
@@ -144,7 +144,8 @@ fn starts_connection(pkt: &Packet) -> bool {
 /// Records a pick whose packet was forwarded: a new flow is pinned to its backend
 /// (replacing a stale pin) and a moved one counted. A packet passed or dropped on the
 /// forwarding path leaves no pin, so the flow's next packet picks afresh and is
-/// counted as new when it really reaches a server.
+/// counted as new when it really reaches a server. `client` is where a NAT flow's
+/// replies go (zero for other flows).
 #[inline(always)]
 pub fn commit(
     pkt: &Packet,
@@ -152,6 +153,7 @@ pub fn commit(
     chosen: &Chosen,
     stats: Option<*mut ServiceStats>,
     now: u64,
+    client: &ClientHop,
 ) {
     if !chosen.new_flow || svc.flags & SERVICE_F_NO_FLOW_TABLE != 0 {
         return;
@@ -162,6 +164,7 @@ pub fn commit(
         last_seen_ns: now,
         flags: if now != 0 { closing(pkt) } else { 0 },
         _pad: 0,
+        client: *client,
     };
     if !insert_allowed() {
         // Forwarded unpinned: a consistent-hash service's next packet hashes to the

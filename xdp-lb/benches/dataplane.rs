@@ -319,7 +319,13 @@ fn main() {
     let tun_established = median_single(lb, |i| frame(30_000u16.wrapping_add(i), 82));
 
     // NAT on: non-VIP packets now also try the reply table.
-    dp.set_nat(&[8080].into(), &NatTimeouts::default()).unwrap();
+    let nat_service = ServiceKey {
+        port_be: 81u16.to_be(),
+        ..key
+    };
+    let origins =
+        xdp_lb::services::nat_origins_of(v4_mapped(NAT_SERVER), 8080, &[(nat_service, 1)]);
+    dp.set_nat(&origins, &NatTimeouts::default()).unwrap();
     let lb = dp.program();
     let mut nat_rounds = Vec::new();
     for _ in 0..ROUNDS {

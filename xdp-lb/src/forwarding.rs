@@ -20,7 +20,9 @@ use crate::{
     config::NatTimeouts,
     dataplane::{Dataplane, DataplaneError, ServiceSpec, filter::FilterEntry},
     schedule::Load,
-    services::{BackendIndex, Macs, Member, Reloaded, ServiceTable, ServicesError, Slot},
+    services::{
+        BackendIndex, Macs, Member, NatOrigins, Reloaded, ServiceTable, ServicesError, Slot,
+    },
 };
 
 /// The map operations the owner needs; the real [`Dataplane`] implements it, and an
@@ -35,11 +37,11 @@ pub trait MapWriter {
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
     /// Zeroes the counters of newly given service ids and backend slots.
     fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError>;
-    /// Switches the NAT reply path on or off, with its timeouts.
-    /// The ports NAT real servers answer from (none: no NAT), and the idle timeouts.
+    /// The NAT real servers and the VIPs each answers for (none: no NAT reply path),
+    /// and the idle timeouts.
     fn set_nat(
         &mut self,
-        ports: &BTreeSet<u16>,
+        origins: &NatOrigins,
         timeouts: &NatTimeouts,
     ) -> Result<(), DataplaneError>;
     /// Makes source-filter generation `generation` (0 or 1) hold exactly `entries`.
@@ -68,10 +70,10 @@ impl MapWriter for Dataplane {
     }
     fn set_nat(
         &mut self,
-        ports: &BTreeSet<u16>,
+        origins: &NatOrigins,
         timeouts: &NatTimeouts,
     ) -> Result<(), DataplaneError> {
-        Dataplane::set_nat(self, ports, timeouts)
+        Dataplane::set_nat(self, origins, timeouts)
     }
     fn set_filter(
         &mut self,
@@ -138,7 +140,7 @@ pub struct Forwarding<W: MapWriter> {
     timeouts: NatTimeouts,
     /// What [`MapWriter::set_nat`] last wrote: the NAT real servers' ports and the
     /// timeouts (so an unchanged reload writes nothing).
-    written_aging: Option<(BTreeSet<u16>, NatTimeouts)>,
+    written_aging: Option<(NatOrigins, NatTimeouts)>,
     /// The source-filter generation services read, and the entries it holds. A
     /// changed rule set goes into the other generation first, then every service is
     /// switched to it (one value write each), so no packet sees half of a change.
@@ -385,19 +387,11 @@ impl<W: MapWriter> Forwarding<W> {
         Ok(edges)
     }
 
-    /// The NAT reply path looks at packets from the ports of NAT services' real
-    /// servers (sorry servers included); the timeouts are written with them, for NAT's
-    /// flows and those of lc and wlc services.
+    /// The NAT reply path looks at packets from NAT services' real servers (sorry
+    /// servers included); the timeouts are written with them, for NAT's flows and
+    /// those of lc and wlc services.
     fn write_aging(&mut self) -> Result<(), ForwardingError> {
-        let table = &self.table;
-        let ports: BTreeSet<u16> = table
-            .services
-            .iter()
-            .filter(|s| s.forwarding == crate::config::Forwarding::Nat)
-            .flat_map(|s| s.backends.iter().chain(s.sorry.iter()))
-            .map(|b| table.backends[*b].port)
-            .collect();
-        let wanted = (ports, self.timeouts);
+        let wanted = (self.table.nat_origins(), self.timeouts);
         if self.written_aging.as_ref() != Some(&wanted) {
             self.writer.set_nat(&wanted.0, &self.timeouts)?;
             self.written_aging = Some(wanted);

@@ -14,13 +14,13 @@
 //! members (`[virtual_server_group.NAME]`). Every key maps to the same value (the same
 //! id and schedule), so flows, counters and persistence (keyed by the id) are shared
 //! by the group without the XDP program knowing groups exist.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_BACKENDS, MAX_SERVICES, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_FLOW, SELECT_HASH_SRC,
-    ServiceKey, v4_mapped,
+    BACKEND_F_ACTIVE, BACKEND_F_NAT_EAGER, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP,
+    IPPROTO_UDP, MAX_BACKENDS, MAX_SERVICES, NAT_ORIGIN_VIPS, NatOriginVip, SELECT_CURSOR,
+    SELECT_HASH_DST, SELECT_HASH_FLOW, SELECT_HASH_SRC, ServiceKey, v4_mapped,
 };
 
 use crate::{
@@ -43,6 +43,32 @@ pub enum ServicesError {
         #[source]
         source: ScheduleError,
     },
+}
+
+/// NAT real servers (address, port and protocol, as a `ServiceKey`) → the VIPs each
+/// answers for (see `xdp_lb_common::NatOrigin`).
+pub type NatOrigins = BTreeMap<ServiceKey, BTreeSet<NatOriginVip>>;
+
+/// The `NatOrigins` of one real server (`addr`, `port`) answering for `vips`, each a
+/// service's key and id (the origin's protocol is the key's): for writing the maps by
+/// hand, as tests and benches do.
+pub fn nat_origins_of(addr: [u8; 16], port: u16, vips: &[(ServiceKey, u32)]) -> NatOrigins {
+    let mut origins = NatOrigins::new();
+    for (key, service) in vips {
+        let origin = ServiceKey {
+            addr,
+            port_be: port.to_be(),
+            proto: key.proto,
+            _pad: 0,
+        };
+        origins.entry(origin).or_default().insert(NatOriginVip {
+            vip: key.addr,
+            vport_be: key.port_be,
+            _pad: 0,
+            service: *service,
+        });
+    }
+    origins
 }
 
 /// A backend's slot in BACKEND_SLOT and in the per-backend counters. It stays the
@@ -602,6 +628,55 @@ impl ServiceTable {
         lines.join("\n") + "\n"
     }
 
+    /// Every NAT real server (sorry servers included), as the key of its address,
+    /// port and protocol, with the VIPs (and ports) it answers for and their service.
+    pub fn nat_origins(&self) -> NatOrigins {
+        let mut origins = NatOrigins::new();
+        for (origin, vip) in self.nat_origin_vips() {
+            origins.entry(origin).or_default().insert(vip);
+        }
+        origins
+    }
+
+    /// Each (NAT real server, VIP it answers for), as `nat_origins` gathers them.
+    fn nat_origin_vips(&self) -> impl Iterator<Item = (ServiceKey, NatOriginVip)> + '_ {
+        self.services
+            .iter()
+            .filter(|s| s.forwarding == Forwarding::Nat)
+            .flat_map(move |s| {
+                s.backends.iter().chain(s.sorry.iter()).flat_map(move |&b| {
+                    let b = &self.backends[b];
+                    let origin = service_key(b.addr, b.port, s.protocol);
+                    s.members.iter().map(move |m| {
+                        let vip = NatOriginVip {
+                            vip: m.key.addr,
+                            vport_be: m.key.port_be,
+                            _pad: 0,
+                            service: s.id,
+                        };
+                        (origin, vip)
+                    })
+                })
+            })
+    }
+
+    /// A NAT backend whose real server answers for more VIPs than a `NatOrigin`
+    /// lists: its replies cannot find their flow, so each new flow writes its reply
+    /// entry at once.
+    fn nat_eager(&self, b: &Backend) -> bool {
+        let service = &self.services[b.service];
+        if service.forwarding != Forwarding::Nat {
+            return false;
+        }
+        let origin = service_key(b.addr, b.port, service.protocol);
+        let vips: BTreeSet<NatOriginVip> = self
+            .nat_origin_vips()
+            .filter(|(o, _)| *o == origin)
+            .map(|(_, vip)| vip)
+            .collect();
+        vips.len() > NAT_ORIGIN_VIPS
+    }
+
     /// The value of the backend at `index` (written copy-on-write for its slot `id`).
     pub fn backend_value(&self, index: BackendIndex) -> BackendValue {
         let b = &self.backends[index];
@@ -619,7 +694,12 @@ impl ServiceTable {
             dst_mac: b.mac.unwrap_or([0; 6]),
             src_mac,
             ifindex,
-            flags: if b.keeps_flows() { BACKEND_F_ACTIVE } else { 0 },
+            flags: if b.keeps_flows() { BACKEND_F_ACTIVE } else { 0 }
+                | if self.nat_eager(b) {
+                    BACKEND_F_NAT_EAGER
+                } else {
+                    0
+                },
             port_be: b.port.to_be(),
             mtu,
             tun_src,

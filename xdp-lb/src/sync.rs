@@ -50,7 +50,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use xdp_lb_common::{FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP, NatValue};
+use xdp_lb_common::{ClientHop, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP, NatValue};
 
 use crate::{
     config::{Forwarding, NatTimeouts},
@@ -539,6 +539,11 @@ fn install_one(
                 last_seen_ns,
                 flags: closing,
                 _pad: 0,
+                client: ClientHop {
+                    mac: e.client_mac,
+                    lb_mac,
+                    ifindex,
+                },
             },
         ),
         reply: (

@@ -7,7 +7,11 @@
 mod support;
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use xdp_lb::{config::NatTimeouts, dataplane::ServiceSpec};
+use xdp_lb::{
+    config::NatTimeouts,
+    dataplane::ServiceSpec,
+    services::{NatOrigins, nat_origins_of},
+};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP, IPPROTO_UDP, Reason,
     SELECT_CURSOR, v4_mapped,
@@ -72,7 +76,7 @@ fn dataplane() -> xdp_lb::dataplane::Dataplane {
         (key(VIP6, 81, IPPROTO_TCP), FWD_NAT, vec![4]),
         (key(VIP6, 82, IPPROTO_UDP), FWD_TUN, vec![5]),
     ];
-    for (id, (key, forwarding, slots)) in services.into_iter().enumerate() {
+    for (id, (key, forwarding, slots)) in services.iter().cloned().enumerate() {
         dp.set_service(&ServiceSpec {
             key,
             id: id as u32,
@@ -84,7 +88,17 @@ fn dataplane() -> xdp_lb::dataplane::Dataplane {
         })
         .unwrap();
     }
-    dp.set_nat(&[8080].into(), &NatTimeouts::default()).unwrap();
+    // The NAT services' real servers (slots 2 and 4).
+    let mut origins = NatOrigins::new();
+    for (id, slot) in [(3u32, 2u32), (5, 4)] {
+        let server = dp.backend(slot).unwrap().addr;
+        origins.extend(nat_origins_of(
+            server,
+            8080,
+            &[(services[id as usize].0, id)],
+        ));
+    }
+    dp.set_nat(&origins, &NatTimeouts::default()).unwrap();
     dp
 }
 

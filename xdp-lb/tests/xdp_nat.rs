@@ -10,9 +10,13 @@ use support::test_run::{
     TEST_RUN_IFINDEX, key, load, run,
     xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
 };
-use xdp_lb::dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts};
+use xdp_lb::{
+    dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts},
+    services::{NatOrigins, nat_origins_of},
+};
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FWD_NAT, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
+    BACKEND_F_ACTIVE, BACKEND_F_NAT_EAGER, BackendValue, ClientHop, FWD_NAT, IPPROTO_TCP,
+    IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
 };
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -53,9 +57,18 @@ fn nat_dataplane() -> Dataplane {
         })
         .unwrap();
     }
-    dp.set_nat(&[SERVER_PORT].into(), &NatTimeouts::default())
+    dp.set_nat(&origins(SERVER_PORT), &NatTimeouts::default())
         .unwrap();
     dp
+}
+
+/// The real server, answering from `port` for both services.
+fn origins(port: u16) -> NatOrigins {
+    let vips = [
+        (key(v4_mapped(VIP), 80, IPPROTO_TCP), 0),
+        (key(v4_mapped(VIP), 53, IPPROTO_UDP), 1),
+    ];
+    nat_origins_of(v4_mapped(SERVER), port, &vips)
 }
 
 fn tcp(
@@ -361,7 +374,11 @@ fn nat_counts_a_real_server_only_for_packets_it_forwards() {
     let (action, _) = run(&dp, &frame);
     assert_eq!(action, XDP_TX);
     assert_eq!(counted(&dp, 0), (1, frame.len() as u64, 1));
-    assert_eq!(dp.table_sizes(), (1, 1), "flow pin and reply entry");
+    assert_eq!(
+        dp.table_sizes(),
+        (1, 0),
+        "a flow pin; the reply entry waits for the first reply"
+    );
 
     // Backend 1: the same server behind an interface that is no redirect target,
     // for VIP:81.
@@ -391,7 +408,7 @@ fn nat_counts_a_real_server_only_for_packets_it_forwards() {
     assert_eq!(dp.service_stats(2).unwrap().drop_redirect, 2);
     assert_eq!(
         dp.table_sizes(),
-        (1, 1),
+        (1, 0),
         "a dropped packet left a pin or a reply entry"
     );
 }
@@ -415,12 +432,12 @@ fn only_packets_from_nat_real_server_ports_are_looked_up_as_replies() {
         (SERVER_MAC, LB_SERVER_SIDE_MAC),
         b"yo",
     );
-    dp.set_nat(&[SERVER_PORT + 1].into(), &NatTimeouts::default())
+    dp.set_nat(&origins(SERVER_PORT + 1), &NatTimeouts::default())
         .unwrap();
     let (action, out) = run(&dp, &reply);
     assert_eq!(action, XDP_PASS, "8080 is no NAT source port now");
     assert_eq!(out, reply, "untouched");
-    dp.set_nat(&[SERVER_PORT].into(), &NatTimeouts::default())
+    dp.set_nat(&origins(SERVER_PORT), &NatTimeouts::default())
         .unwrap();
     let (action, out) = run(&dp, &reply);
     assert_eq!(action, XDP_TX);
@@ -480,6 +497,11 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
                 last_seen_ns: last_seen,
                 flags: 0,
                 _pad: 0,
+                client: ClientHop {
+                    mac: SYNCED_CLIENT_MAC,
+                    lb_mac: OUR_MAC,
+                    ifindex: TEST_RUN_IFINDEX,
+                },
             },
         ),
         reply: (
@@ -542,7 +564,11 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
     let gc = dp.expire_idle(&t, now + 10_000_000_000).unwrap().gc;
     assert_eq!((gc.flows_removed, gc.replies_removed), (0, 0));
     let gc = dp.expire_idle(&t, now + 901_000_000_000).unwrap().gc;
-    assert_eq!((gc.flows_removed, gc.replies_removed), (2, 2));
+    assert_eq!(
+        (gc.flows_removed, gc.replies_removed),
+        (2, 1),
+        "the synced connection's entries, and the flow of the one never answered"
+    );
     assert_eq!(dp.table_sizes(), (0, 0));
 }
 
@@ -576,6 +602,11 @@ fn a_sync_round_over_a_full_table_is_measured() {
                         last_seen_ns: now,
                         flags: 0,
                         _pad: 0,
+                        client: ClientHop {
+                            mac: CLIENT_MAC,
+                            lb_mac: LB_MAC,
+                            ifindex: TEST_RUN_IFINDEX,
+                        },
                     },
                 ),
                 reply: (
@@ -733,4 +764,225 @@ fn a_fragmentation_needed_about_a_nat_reply_is_translated_for_the_real_server() 
     let stray = frag_needed_about((VIP, 80), 9, None, 28, (CLIENT_MAC, LB_MAC));
     assert_eq!(run(&dp, &stray), (XDP_PASS, stray.clone()));
     assert_eq!(dp.global_stats().unwrap()["pass_icmp_no_flow"], 1);
+}
+
+/// A new NAT flow writes only its flow entry, with the way back to its client; the
+/// first reply finds that flow through the real server's origin, is translated, and
+/// writes the reply entry, which the next reply uses: the same translation both ways.
+#[test]
+fn the_first_reply_finds_its_flow_and_writes_the_reply_entry() {
+    let dp = nat_dataplane();
+    let (action, _) = run(
+        &dp,
+        &tcp(CLIENT, 44_000, VIP, 80, (CLIENT_MAC, LB_MAC), b"GET"),
+    );
+    assert_eq!(action, XDP_TX);
+    assert_eq!(dp.table_sizes(), (1, 0), "one insert for a new flow");
+    let (_, flow) = dp.flows().next().unwrap().unwrap();
+    assert_eq!(
+        flow.client,
+        ClientHop {
+            mac: CLIENT_MAC,
+            lb_mac: LB_MAC,
+            ifindex: TEST_RUN_IFINDEX
+        },
+        "the way back, from the client's frame"
+    );
+    let reply = tcp(
+        SERVER,
+        SERVER_PORT,
+        CLIENT,
+        44_000,
+        (SERVER_MAC, LB_SERVER_SIDE_MAC),
+        b"200 OK",
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (action, out) = run(&dp, &reply);
+        assert_eq!(action, XDP_TX);
+        let back = inspect(&out);
+        assert_checksums(&back);
+        seen.push(back);
+        assert_eq!(dp.table_sizes(), (1, 1), "the first reply wrote its entry");
+    }
+    for back in &seen {
+        assert_eq!((back.src, back.sport), (VIP, 80));
+        assert_eq!((back.dst, back.dport), (CLIENT, 44_000));
+        assert_eq!((back.dst_mac, back.src_mac), (CLIENT_MAC, LB_MAC));
+    }
+    let replies = dp.nat_reply_entries();
+    let (_, entry) = replies[0];
+    assert_eq!(
+        (
+            entry.vip,
+            entry.vport_be,
+            entry.client_mac,
+            entry.lb_mac,
+            entry.ifindex,
+            entry.service
+        ),
+        (
+            v4_mapped(VIP),
+            80u16.to_be(),
+            CLIENT_MAC,
+            LB_MAC,
+            TEST_RUN_IFINDEX,
+            0
+        )
+    );
+    assert_eq!(dp.global_stats().unwrap()["nat_reply"], 2);
+}
+
+/// A reply is translated only for the flow pinned to the real server that sends it:
+/// from another real server of the same VIP, from a port the flow does not use, or
+/// for a flow that is gone or idle past its timeout, it is the kernel's, untouched
+/// and without a reply entry.
+#[test]
+fn a_reply_finds_only_a_live_flow_pinned_to_its_real_server() {
+    const OTHER: [u8; 4] = [203, 0, 113, 12];
+    let mut dp = nat_dataplane();
+    let other = BackendValue {
+        addr: v4_mapped(OTHER),
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(1, &other).unwrap();
+    // Both real servers answer for VIP:80 (the schedule holds only the first).
+    let vip = [(key(v4_mapped(VIP), 80, IPPROTO_TCP), 0)];
+    let mut origins = origins(SERVER_PORT);
+    origins.extend(nat_origins_of(v4_mapped(OTHER), SERVER_PORT, &vip));
+    dp.set_nat(&origins, &NatTimeouts::default()).unwrap();
+    let (action, _) = run(
+        &dp,
+        &tcp(CLIENT, 44_100, VIP, 80, (CLIENT_MAC, LB_MAC), b"GET"),
+    );
+    assert_eq!(action, XDP_TX);
+    let not_ours = [
+        (OTHER, SERVER_PORT, 44_100, "another real server of the VIP"),
+        (SERVER, SERVER_PORT, 44_101, "a client port with no flow"),
+    ];
+    for (src, sport, dport, what) in not_ours {
+        let reply = tcp(
+            src,
+            sport,
+            CLIENT,
+            dport,
+            (SERVER_MAC, LB_SERVER_SIDE_MAC),
+            b"x",
+        );
+        let (action, out) = run(&dp, &reply);
+        assert_eq!((action, out == reply), (XDP_PASS, true), "{what}");
+    }
+    assert_eq!(dp.table_sizes(), (1, 0), "no reply entry written");
+    // Idle past the TCP timeout (1 ns now): the flow no longer answers for its
+    // replies; with the timeout back, the same reply is translated.
+    let reply = tcp(
+        SERVER,
+        SERVER_PORT,
+        CLIENT,
+        44_100,
+        (SERVER_MAC, LB_SERVER_SIDE_MAC),
+        b"x",
+    );
+    let idle = NatTimeouts {
+        tcp: std::time::Duration::from_nanos(1),
+        ..NatTimeouts::default()
+    };
+    dp.set_nat(&origins, &idle).unwrap();
+    let (action, _) = run(&dp, &reply);
+    assert_eq!(action, XDP_PASS, "an idle flow's reply");
+    assert_eq!(dp.table_sizes(), (1, 0));
+    dp.set_nat(&origins, &NatTimeouts::default()).unwrap();
+    let (action, _) = run(&dp, &reply);
+    assert_eq!(action, XDP_TX, "the live flow's reply");
+}
+
+/// A real server answering for two VIPs: each reply finds the flow of its own VIP
+/// (the client's port tells them apart) and leaves from that VIP.
+#[test]
+fn a_real_server_of_two_vips_sends_each_reply_from_its_own_vip() {
+    const VIP2: [u8; 4] = [192, 0, 2, 101];
+    let mut dp = nat_dataplane();
+    let second = key(v4_mapped(VIP2), 80, IPPROTO_TCP);
+    dp.set_service(&ServiceSpec {
+        key: second,
+        id: 2,
+        forwarding: FWD_NAT,
+        select: SELECT_CURSOR,
+        active: true,
+        slots: vec![0],
+        ..Default::default()
+    })
+    .unwrap();
+    let vips = [(key(v4_mapped(VIP), 80, IPPROTO_TCP), 0), (second, 2)];
+    dp.set_nat(
+        &nat_origins_of(v4_mapped(SERVER), SERVER_PORT, &vips),
+        &NatTimeouts::default(),
+    )
+    .unwrap();
+    for (vip, sport) in [(VIP, 44_200), (VIP2, 44_201)] {
+        let (action, _) = run(
+            &dp,
+            &tcp(CLIENT, sport, vip, 80, (CLIENT_MAC, LB_MAC), b"GET"),
+        );
+        assert_eq!(action, XDP_TX);
+    }
+    for (vip, sport) in [(VIP2, 44_201), (VIP, 44_200)] {
+        let reply = tcp(
+            SERVER,
+            SERVER_PORT,
+            CLIENT,
+            sport,
+            (SERVER_MAC, LB_SERVER_SIDE_MAC),
+            b"ok",
+        );
+        let (action, out) = run(&dp, &reply);
+        assert_eq!(action, XDP_TX);
+        let back = inspect(&out);
+        assert_eq!((back.src, back.sport, back.dport), (vip, 80, sport));
+        assert_checksums(&back);
+    }
+    let mut services: Vec<u32> = dp
+        .nat_reply_entries()
+        .iter()
+        .map(|(_, v)| v.service)
+        .collect();
+    services.sort();
+    assert_eq!(services, vec![0, 2]);
+}
+
+/// A backend flagged `BACKEND_F_NAT_EAGER` (its real server answers for more VIPs than
+/// an origin lists) writes its reply entry with the flow, and its replies are
+/// translated without any origin.
+#[test]
+fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
+    let mut dp = nat_dataplane();
+    let eager = BackendValue {
+        flags: BACKEND_F_ACTIVE | BACKEND_F_NAT_EAGER,
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(0, &eager).unwrap();
+    // The ports stay, the origin does not (another real server's).
+    dp.set_nat(
+        &nat_origins_of(
+            v4_mapped([203, 0, 113, 99]),
+            SERVER_PORT,
+            &[(key(v4_mapped(VIP), 80, IPPROTO_TCP), 0)],
+        ),
+        &NatTimeouts::default(),
+    )
+    .unwrap();
+    let (fwd, back) = round_trip(&dp, tcp, 44_300, 80, b"GET");
+    assert_eq!(fwd.dst, SERVER);
+    assert_eq!((back.src, back.sport), (VIP, 80));
+    assert_eq!(dp.table_sizes(), (1, 1));
+    let (action, _) = run(
+        &dp,
+        &tcp(CLIENT, 44_301, VIP, 80, (CLIENT_MAC, LB_MAC), b"GET"),
+    );
+    assert_eq!(action, XDP_TX);
+    assert_eq!(
+        dp.table_sizes(),
+        (2, 2),
+        "the reply entry is written with the flow"
+    );
 }

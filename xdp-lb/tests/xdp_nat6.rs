@@ -12,7 +12,10 @@ use support::test_run::{
     TEST_RUN_IFINDEX, key, load, run,
     xdp_action::{XDP_PASS, XDP_TX},
 };
-use xdp_lb::dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts};
+use xdp_lb::{
+    dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts},
+    services::nat_origins_of,
+};
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_NAT, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR,
 };
@@ -58,8 +61,15 @@ fn nat_dataplane() -> Dataplane {
         })
         .unwrap();
     }
-    dp.set_nat(&[SERVER_PORT].into(), &NatTimeouts::default())
-        .unwrap();
+    let vips = [
+        (key(VIP, 80, IPPROTO_TCP), 0),
+        (key(VIP, 53, IPPROTO_UDP), 1),
+    ];
+    dp.set_nat(
+        &nat_origins_of(SERVER, SERVER_PORT, &vips),
+        &NatTimeouts::default(),
+    )
+    .unwrap();
     dp
 }
 

@@ -27,7 +27,7 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FilterKeyV4, FilterKeyV6,
-    FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, PersistKey, PersistValue,
+    FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue,
     SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
     SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceEntryV4, ServiceKey, ServiceKeyV4,
     ServiceStats, ServiceValue,
@@ -170,6 +170,7 @@ pub struct Dataplane {
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
     pub(crate) nat_ports: Array<MapData, u64>,
+    nat_origins: HashMap<MapData, ServiceKey, NatOrigin>,
     filter_v4: LpmTrie<MapData, FilterKeyV4, FilterValue>,
     filter_v6: LpmTrie<MapData, FilterKeyV6, FilterValue>,
     filter_stats: PerCpuArray<MapData, u64>,
@@ -325,6 +326,7 @@ impl Dataplane {
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
             nat_ports: take!("NAT_PORTS"),
+            nat_origins: take!("NAT_ORIGINS"),
             filter_v4: take!("FILTER_V4"),
             filter_v6: take!("FILTER_V6"),
             filter_stats: take!("FILTER_STATS"),

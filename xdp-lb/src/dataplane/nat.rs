@@ -5,12 +5,12 @@ use std::{collections::HashMap, time::Duration};
 
 use xdp_lb_common::{
     CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS, CONFIG_TIMEOUT_UDP_NS, FLOW_F_CLOSING,
-    FlowKey, IPPROTO_TCP, NAT_PORT_WORDS,
+    FlowKey, IPPROTO_TCP, NAT_PORT_WORDS, NatOrigin, ServiceKey,
 };
 
 use super::{Dataplane, DataplaneError, map_err};
 pub use crate::config::NatTimeouts;
-use crate::{load::Counters, schedule::Load};
+use crate::{load::Counters, schedule::Load, services::NatOrigins};
 
 impl NatTimeouts {
     pub(crate) fn for_entry(&self, proto: u8, flags: u32) -> Duration {
@@ -51,13 +51,13 @@ pub struct NatGc {
 }
 
 impl Dataplane {
-    /// Sets the ports NAT real servers answer from (none: no NAT reply handling) and
-    /// the idle timeouts.
-    pub fn set_nat(
-        &mut self,
-        ports: &std::collections::BTreeSet<u16>,
-        t: &NatTimeouts,
-    ) -> Result<(), DataplaneError> {
+    /// Sets the NAT real servers (none: no NAT reply handling) and the idle timeouts:
+    /// the ports replies may come from (`NAT_PORTS`) and the VIPs each real server
+    /// answers for (`NAT_ORIGINS`). A real server with more VIPs than an origin lists
+    /// keeps the first ones (so flows through them still find their replies' way
+    /// while its backends switch to writing reply entries at once, see
+    /// `BACKEND_F_NAT_EAGER`).
+    pub fn set_nat(&mut self, origins: &NatOrigins, t: &NatTimeouts) -> Result<(), DataplaneError> {
         let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         for (slot, value) in [
             (CONFIG_TIMEOUT_TCP_NS, ns(t.tcp)),
@@ -66,8 +66,31 @@ impl Dataplane {
         ] {
             self.config.set(slot, value, 0).map_err(map_err("CONFIG"))?;
         }
+        // The origins first: a port's bit sends replies to them.
+        for (key, vips) in origins {
+            let mut origin = NatOrigin::default();
+            for (slot, vip) in origin.vips.iter_mut().zip(vips) {
+                *slot = *vip;
+                origin.count += 1;
+            }
+            self.nat_origins
+                .insert(key, origin, 0)
+                .map_err(map_err("NAT_ORIGINS"))?;
+        }
+        let gone: Vec<ServiceKey> = self
+            .nat_origins
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !origins.contains_key(k))
+            .collect();
+        for key in &gone {
+            self.nat_origins
+                .remove(key)
+                .map_err(map_err("NAT_ORIGINS"))?;
+        }
         let mut words = vec![0u64; NAT_PORT_WORDS as usize];
-        for &port in ports {
+        for key in origins.keys() {
+            let port = u16::from_be(key.port_be);
             words[usize::from(port >> 6)] |= 1 << (port & 63);
         }
         for (i, word) in words.into_iter().enumerate() {

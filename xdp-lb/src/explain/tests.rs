@@ -45,7 +45,7 @@ impl MapWriter for Maps {
     }
     fn set_nat(
         &mut self,
-        _: &std::collections::BTreeSet<u16>,
+        _: &crate::services::NatOrigins,
         _: &NatTimeouts,
     ) -> Result<(), DataplaneError> {
         Ok(())
@@ -418,9 +418,7 @@ fn a_flow_entry_wins_until_its_real_server_goes_down() {
         FlowValue {
             backend: other.id.0,
             service: svc.id,
-            last_seen_ns: 0,
-            flags: 0,
-            _pad: 0,
+            ..Default::default()
         },
     );
     let e = ask(&owner, "MASTER", q);

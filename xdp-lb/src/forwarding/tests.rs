@@ -8,8 +8,8 @@ pub struct MemoryMaps {
     pub services: std::collections::BTreeMap<[u8; 20], ServiceSpec>,
     /// The timeouts while the NAT reply path is on.
     pub nat: Option<NatTimeouts>,
-    /// The ports NAT real servers answer from.
-    pub nat_ports: std::collections::BTreeSet<u16>,
+    /// The NAT real servers and the VIPs each answers for.
+    pub nat_origins: crate::services::NatOrigins,
     /// The timeouts last written, whether NAT is on or not.
     pub timeouts: Option<NatTimeouts>,
     /// The entries of each source-filter generation.
@@ -80,12 +80,12 @@ impl MapWriter for MemoryMaps {
     }
     fn set_nat(
         &mut self,
-        ports: &std::collections::BTreeSet<u16>,
+        origins: &crate::services::NatOrigins,
         timeouts: &NatTimeouts,
     ) -> Result<(), DataplaneError> {
-        let on = !ports.is_empty();
+        let on = !origins.is_empty();
         self.nat = on.then_some(*timeouts);
-        self.nat_ports = ports.clone();
+        self.nat_origins = origins.clone();
         self.timeouts = Some(*timeouts);
         self.writes.push(Write::Nat(on));
         Ok(())
@@ -410,13 +410,24 @@ fn the_nat_reply_path_and_the_timeouts_follow_a_reload() {
     let service_at = writes.iter().position(|w| matches!(w, Write::Service(_)));
     assert!(nat_at.is_some() && nat_at < service_at, "{writes:?}");
     assert_eq!(owner.writer().nat, Some(timeouts));
-    // The NAT service's real servers answer from port 80; the DR one's (53) are not
+    // Each of the NAT service's real servers answers for its VIP; the DR one's are not
     // looked at.
+    let vip =
+        crate::services::service_key("192.0.2.100".parse().unwrap(), 80, config::Protocol::Tcp);
+    let origins = &owner.writer().nat_origins;
     assert_eq!(
-        owner.writer().nat_ports,
-        [80].into_iter().collect(),
-        "every NAT real server's port, and only theirs"
+        origins.keys().map(|k| k.addr).collect::<Vec<_>>(),
+        ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+            .map(|a| crate::services::addr16(a.parse().unwrap()))
+            .to_vec(),
+        "every NAT real server, and only theirs"
     );
+    for (origin, vips) in origins {
+        assert_eq!((origin.port_be, origin.proto), (80u16.to_be(), 6));
+        let only: Vec<_> = vips.iter().map(|v| (v.vip, v.vport_be)).collect();
+        assert_eq!(only, vec![(vip.addr, vip.port_be)]);
+        assert_eq!(vips.first().unwrap().service, owner.table().services[0].id);
+    }
     assert_eq!(owner.aging(), Some(timeouts));
     // wlc over DR: no NAT replies, but its flows age with the same timeouts.
     let wlc = CONFIG.replacen("quorum = 3", "quorum = 3\nscheduler = \"wlc\"", 1);
@@ -776,4 +787,61 @@ allow = ["198.51.100.0/24"]
         owner.writer().filter[0].iter().map(|e| e.scope).collect();
     assert_eq!(scopes, [svc.id + 1].into());
     assert_eq!(owner.writer().filter[0].len(), 3);
+}
+
+#[test]
+fn a_nat_real_server_answering_for_more_vips_than_an_origin_lists_writes_replies_at_once() {
+    use xdp_lb_common::{BACKEND_F_NAT_EAGER, NAT_ORIGIN_VIPS};
+    // Both services NAT; the single one's real server is the group's .11:80, which
+    // then answers for the group's three members and .102:80: four VIPs.
+    let nat = GROUP
+        .replace("group = \"web\"", "group = \"web\"\nforwarding = \"nat\"")
+        .replace("port = 80\n  [[virtual_server.real_server]]\n  address = \"192.0.2.13\"",
+            "port = 80\nforwarding = \"nat\"\n  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"");
+    let eleven =
+        crate::services::service_key("192.0.2.11".parse().unwrap(), 80, config::Protocol::Tcp);
+    let eager = |owner: &Forwarding<MemoryMaps>| -> Vec<(String, bool)> {
+        let t = owner.table();
+        t.backends
+            .iter()
+            .map(|b| {
+                let flags = owner.writer().backends[&b.id.0].flags;
+                (
+                    format!("{}@{}", b.addr, b.service),
+                    flags & BACKEND_F_NAT_EAGER != 0,
+                )
+            })
+            .collect()
+    };
+    let mut owner = started(&nat);
+    assert_eq!(owner.writer().nat_origins[&eleven].len(), NAT_ORIGIN_VIPS);
+    assert_eq!(
+        eager(&owner),
+        vec![
+            ("192.0.2.11@0".to_string(), false),
+            ("192.0.2.12@0".to_string(), false),
+            ("192.0.2.11@1".to_string(), false),
+        ],
+        "four VIPs: every reply finds its flow"
+    );
+    // A fourth member: .11:80 answers for five VIPs, .12:80 for four.
+    let five = nat.replace(
+        "\"192.0.2.101:80\"]",
+        "\"192.0.2.101:80\", \"192.0.2.103:80\"]",
+    );
+    let prepared = prepare(&owner, &five, &ALL);
+    owner.apply_reload(prepared).unwrap();
+    assert_eq!(
+        owner.writer().nat_origins[&eleven].len(),
+        NAT_ORIGIN_VIPS + 1
+    );
+    assert_eq!(
+        eager(&owner),
+        vec![
+            ("192.0.2.11@0".to_string(), true),
+            ("192.0.2.12@0".to_string(), false),
+            ("192.0.2.11@1".to_string(), true),
+        ],
+        "both of .11's backends write their reply entries at once; .12's do not"
+    );
 }
