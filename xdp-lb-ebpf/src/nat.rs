@@ -3,11 +3,11 @@
 //! incremental checksum updates (IPv4: the header's and TCP/UDP's; IPv6: TCP/UDP's only,
 //! whose pseudo-header holds the 16-byte addresses). The reply map remembers how to
 //! undo the translation and where the client is (its next-hop MAC and our interface),
-//! so replies need nothing from userspace. A new flow writes only its flow entry
-//! (with the client's hop): the flow's first reply finds it through `NAT_ORIGINS`
-//! and writes the reply entry, so a connection that is never answered costs one
-//! insert. Entries carry a coarse last-seen time; the
-//! daemon deletes idle ones. Both families share the maps (16-byte addresses).
+//! so replies need nothing from userspace. A new flow writes only its flow entry (with
+//! the client's hop): the flow's first reply finds it through `NAT_ORIGINS` and
+//! writes the reply entry, so a connection that is never answered costs one insert.
+//! Entries carry a coarse last-seen time; the daemon deletes idle ones. Each IP
+//! version has its reply map, as it has its flow map (see `flows`).
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
     programs::XdpContext,

@@ -632,49 +632,51 @@ impl ServiceTable {
     /// port and protocol, with the VIPs (and ports) it answers for and their service.
     pub fn nat_origins(&self) -> NatOrigins {
         let mut origins = NatOrigins::new();
-        for (origin, vip) in self.nat_origin_vips() {
-            origins.entry(origin).or_default().insert(vip);
+        for (origin, s) in self.nat_real_servers() {
+            let vips = s.members.iter().map(|m| NatOriginVip {
+                vip: m.key.addr,
+                vport_be: m.key.port_be,
+                _pad: 0,
+                service: s.id,
+            });
+            origins.entry(origin).or_default().extend(vips);
         }
         origins
     }
 
-    /// Each (NAT real server, VIP it answers for), as `nat_origins` gathers them.
-    fn nat_origin_vips(&self) -> impl Iterator<Item = (ServiceKey, NatOriginVip)> + '_ {
+    /// Each NAT backend's real server (as an origin key) and its service.
+    fn nat_real_servers(&self) -> impl Iterator<Item = (ServiceKey, &Service)> + '_ {
         self.services
             .iter()
             .filter(|s| s.forwarding == Forwarding::Nat)
             .flat_map(move |s| {
-                s.backends.iter().chain(s.sorry.iter()).flat_map(move |&b| {
+                s.backends.iter().chain(s.sorry.iter()).map(move |&b| {
                     let b = &self.backends[b];
-                    let origin = service_key(b.addr, b.port, s.protocol);
-                    s.members.iter().map(move |m| {
-                        let vip = NatOriginVip {
-                            vip: m.key.addr,
-                            vport_be: m.key.port_be,
-                            _pad: 0,
-                            service: s.id,
-                        };
-                        (origin, vip)
-                    })
+                    (service_key(b.addr, b.port, s.protocol), s)
                 })
             })
     }
 
     /// A NAT backend whose real server answers for more VIPs than a `NatOrigin`
     /// lists: its replies cannot find their flow, so each new flow writes its reply
-    /// entry at once.
+    /// entry at once. (One pass over the backends, without gathering every origin.)
     fn nat_eager(&self, b: &Backend) -> bool {
         let service = &self.services[b.service];
         if service.forwarding != Forwarding::Nat {
             return false;
         }
         let origin = service_key(b.addr, b.port, service.protocol);
-        let vips: BTreeSet<NatOriginVip> = self
-            .nat_origin_vips()
+        let services: BTreeSet<u32> = self
+            .nat_real_servers()
             .filter(|(o, _)| *o == origin)
-            .map(|(_, vip)| vip)
+            .map(|(_, s)| s.id)
             .collect();
-        vips.len() > NAT_ORIGIN_VIPS
+        let vips: usize = services
+            .iter()
+            .filter_map(|id| self.services.iter().find(|s| s.id == *id))
+            .map(|s| s.members.len())
+            .sum();
+        vips > NAT_ORIGIN_VIPS
     }
 
     /// The value of the backend at `index` (written copy-on-write for its slot `id`).
