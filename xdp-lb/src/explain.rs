@@ -834,10 +834,7 @@ impl LiveMaps for Dataplane {
         read(self.schedule.get(&slot, 0), "SCHEDULE")
     }
     fn backend(&self, id: u32) -> Result<Option<BackendValue>, DataplaneError> {
-        let Some(entry) = read(self.backend_slot.get(&id, 0), "BACKEND_SLOT")? else {
-            return Ok(None);
-        };
-        read(self.backend_values.get(&entry, 0), "BACKEND_VALUES")
+        self.backends.selected(id)
     }
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
         read_either(self.flows.get(key))

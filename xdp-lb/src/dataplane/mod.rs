@@ -12,10 +12,12 @@ pub mod filter;
 pub mod nat;
 pub mod pins;
 pub mod pool;
+pub mod selector;
 pub mod service_index;
 pub mod stats;
 
 pub use pins::{Adoption, Pins};
+use selector::{PooledSelector, Target};
 
 use std::collections::HashMap as StdHashMap;
 
@@ -158,8 +160,8 @@ pub struct Dataplane {
     pub(crate) services: by_family::ServiceMap,
     /// Derived from the IPv4 services, slot by slot (see `service_index`).
     service_index: service_index::ServiceIndex,
-    pub(crate) backend_slot: Array<MapData, u32>,
-    pub(crate) backend_values: Array<MapData, BackendValue>,
+    /// `BACKEND_SLOT` → `BACKEND_VALUES`, by backend id.
+    pub(crate) backends: PooledSelector<BackendValue>,
     pub(crate) schedule: Array<MapData, u32>,
     egress: DevMapHash<MapData>,
     pub(crate) service_stats: PerCpuArray<MapData, ServiceStats>,
@@ -177,10 +179,6 @@ pub struct Dataplane {
     /// What each filter generation holds: (scope, address, prefix length).
     filter_written: [std::collections::BTreeSet<(u32, std::net::IpAddr, u8)>; 2],
     pool: RangePool,
-    /// Entries of `BACKEND_VALUES`, one at a time.
-    values: RangePool,
-    /// What `BACKEND_SLOT` holds, by backend id (all `BACKEND_VALUE_EMPTY` at load).
-    current: Vec<u32>,
     /// Live schedule range per service id (a group's keys share one).
     ranges: StdHashMap<u32, std::ops::Range<u32>>,
     /// The service id each installed key's value names.
@@ -314,8 +312,13 @@ impl Dataplane {
                 take!("SERVICE_INDEX_V4"),
                 take!("SERVICE_ENTRIES_V4"),
             ),
-            backend_slot: take!("BACKEND_SLOT"),
-            backend_values: take!("BACKEND_VALUES"),
+            backends: PooledSelector::new(
+                (take!("BACKEND_SLOT"), take!("BACKEND_VALUES")),
+                ("BACKEND_SLOT", "BACKEND_VALUES"),
+                "backend value pool",
+                BACKEND_VALUE_EMPTY + 1..BACKEND_VALUE_SLOTS,
+                0,
+            ),
             schedule: take!("SCHEDULE"),
             egress: take!("EGRESS"),
             service_stats: take!("SERVICE_STATS"),
@@ -333,12 +336,6 @@ impl Dataplane {
             filter_written: Default::default(),
             ebpf,
             pool: RangePool::new("schedule pool", 0..SCHEDULE_POOL_SLOTS, GRACE),
-            values: RangePool::new(
-                "backend value pool",
-                BACKEND_VALUE_EMPTY + 1..BACKEND_VALUE_SLOTS,
-                GRACE,
-            ),
-            current: vec![BACKEND_VALUE_EMPTY; MAX_BACKENDS as usize],
             ranges: StdHashMap::new(),
             owners: StdHashMap::new(),
             pins,
@@ -438,39 +435,18 @@ impl Dataplane {
         if id >= MAX_BACKENDS {
             return Err(DataplaneError::BackendId(id));
         }
-        let entry = if *value == BackendValue::default() {
-            BACKEND_VALUE_EMPTY
+        let target = if *value == BackendValue::default() {
+            Target::Marker(BACKEND_VALUE_EMPTY)
         } else {
-            let range = self.values.allocate_waiting(1, &SystemClock)?;
-            if let Err(e) = self.backend_values.set(range.start, value, 0) {
-                self.values.unused(range);
-                return Err(map_err("BACKEND_VALUES")(e));
-            }
-            range.start
+            Target::Value(value)
         };
-        // The switch: from here on packets read the new entry.
-        if let Err(e) = self.backend_slot.set(id, entry, 0) {
-            if entry != BACKEND_VALUE_EMPTY {
-                self.values.unused(entry..entry + 1);
-            }
-            return Err(map_err("BACKEND_SLOT")(e));
-        }
-        let old = std::mem::replace(&mut self.current[id as usize], entry);
-        if old != BACKEND_VALUE_EMPTY {
-            self.values.retire(old..old + 1, std::time::Instant::now());
-        }
-        Ok(())
+        self.backends.select(id, target)
     }
 
     /// The current value of backend `id`, as the program reads it.
     pub fn backend(&self, id: u32) -> Result<BackendValue, DataplaneError> {
-        let entry = self
-            .backend_slot
-            .get(&id, 0)
-            .map_err(map_err("BACKEND_SLOT"))?;
-        self.backend_values
-            .get(&entry, 0)
-            .map_err(map_err("BACKEND_VALUES"))
+        // The base is 0: every code selects an entry (the empty one included).
+        Ok(self.backends.selected(id)?.unwrap_or_default())
     }
 
     /// Installs or replaces a service and its schedule: the schedule is written

@@ -5,10 +5,7 @@
 //! While a service whose key hashes to a slot changes, the slot is marked shared, so
 //! its packets look their key up in `SERVICES_V4`; afterwards the slot is settled from
 //! what is installed: no service (empty), one (an entry written aside first, then the
-//! slot switched to it with one u32 write), or several (shared). A replaced entry is
-//! reused only after a grace period, as backend values are.
-use std::{collections::HashMap, time::Instant};
-
+//! slot switched to it with one u32 write), or several (shared): see `selector`.
 use aya::maps::{Array, MapData};
 use xdp_lb_common::{
     SERVICE_ENTRY_SLOTS, SERVICE_INDEX_EMPTY, SERVICE_INDEX_ENTRY_BASE, SERVICE_INDEX_SHARED,
@@ -16,8 +13,8 @@ use xdp_lb_common::{
 };
 
 use super::{
-    DataplaneError, map_err,
-    pool::{GRACE, RangePool, SystemClock},
+    DataplaneError,
+    selector::{PooledSelector, Target},
 };
 
 /// What a slot holds, given the entries of the services hashing to it.
@@ -43,65 +40,34 @@ pub fn slot_of(key: &ServiceKey) -> Option<u32> {
     ServiceKeyV4::stored(key).map(|k| ServiceKeyV4::index_slot(k.word()))
 }
 
-pub struct ServiceIndex {
-    slots: Array<MapData, u32>,
-    entries: Array<MapData, ServiceEntryV4>,
-    pool: RangePool,
-    /// The entry each slot holding one points at.
-    held: HashMap<u32, u32>,
-}
+pub struct ServiceIndex(PooledSelector<ServiceEntryV4>);
 
 impl ServiceIndex {
     /// Over freshly loaded (all empty) maps.
     pub fn new(slots: Array<MapData, u32>, entries: Array<MapData, ServiceEntryV4>) -> Self {
-        ServiceIndex {
-            slots,
-            entries,
-            pool: RangePool::new("service entry pool", 0..SERVICE_ENTRY_SLOTS, GRACE),
-            held: HashMap::new(),
-        }
+        ServiceIndex(PooledSelector::new(
+            (slots, entries),
+            ("SERVICE_INDEX_V4", "SERVICE_ENTRIES_V4"),
+            "service entry pool",
+            0..SERVICE_ENTRY_SLOTS,
+            SERVICE_INDEX_ENTRY_BASE,
+        ))
     }
 
     /// Marks `slot` shared: from here on its packets look their key up in
     /// `SERVICES_V4`, whatever happens to it there.
     pub fn open(&mut self, slot: u32) -> Result<(), DataplaneError> {
-        self.point(slot, SERVICE_INDEX_SHARED)
+        self.0.select(slot, Target::Marker(SERVICE_INDEX_SHARED))
     }
 
     /// Makes `slot` hold what `plan` says.
     pub fn settle(&mut self, slot: u32, plan: SlotPlan) -> Result<(), DataplaneError> {
-        let code = match plan {
-            SlotPlan::Empty => SERVICE_INDEX_EMPTY,
-            SlotPlan::Shared => SERVICE_INDEX_SHARED,
-            SlotPlan::One(entry) => {
-                let range = self.pool.allocate_waiting(1, &SystemClock)?;
-                if let Err(e) = self.entries.set(range.start, entry, 0) {
-                    self.pool.unused(range);
-                    return Err(map_err("SERVICE_ENTRIES_V4")(e));
-                }
-                range.start + SERVICE_INDEX_ENTRY_BASE
-            }
+        let target = match &plan {
+            SlotPlan::Empty => Target::Marker(SERVICE_INDEX_EMPTY),
+            SlotPlan::Shared => Target::Marker(SERVICE_INDEX_SHARED),
+            SlotPlan::One(entry) => Target::Value(entry),
         };
-        self.point(slot, code)
-    }
-
-    /// Switches `slot` to `code` and retires the entry it pointed at, if any.
-    fn point(&mut self, slot: u32, code: u32) -> Result<(), DataplaneError> {
-        let entry = code.checked_sub(SERVICE_INDEX_ENTRY_BASE);
-        if let Err(e) = self.slots.set(slot, code, 0) {
-            if let Some(entry) = entry {
-                self.pool.unused(entry..entry + 1);
-            }
-            return Err(map_err("SERVICE_INDEX_V4")(e));
-        }
-        let old = match entry {
-            Some(entry) => self.held.insert(slot, entry),
-            None => self.held.remove(&slot),
-        };
-        if let Some(old) = old {
-            self.pool.retire(old..old + 1, Instant::now());
-        }
-        Ok(())
+        self.0.select(slot, target)
     }
 }
 
