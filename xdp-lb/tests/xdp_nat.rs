@@ -46,20 +46,25 @@ fn nat_dataplane() -> Dataplane {
         .into_iter()
         .enumerate()
     {
-        dp.set_service(&ServiceSpec {
-            key: key(v4_mapped(VIP), port, proto),
-            id: id as u32,
-            forwarding: FWD_NAT,
-            select: SELECT_CURSOR,
-            active: true,
-            slots: vec![0],
-            ..Default::default()
-        })
-        .unwrap();
+        nat_service(&mut dp, key(v4_mapped(VIP), port, proto), id as u32, 0);
     }
     dp.set_nat(&origins(SERVER_PORT), &NatTimeouts::default())
         .unwrap();
     dp
+}
+
+/// Installs NAT service `id` under `key`, every new flow to backend `backend`.
+fn nat_service(dp: &mut Dataplane, key: xdp_lb_common::ServiceKey, id: u32, backend: u32) {
+    dp.set_service(&ServiceSpec {
+        key,
+        id,
+        forwarding: FWD_NAT,
+        select: SELECT_CURSOR,
+        active: true,
+        slots: vec![backend],
+        ..Default::default()
+    })
+    .unwrap();
 }
 
 /// The real server, answering from `port` for both services.
@@ -387,16 +392,7 @@ fn nat_counts_a_real_server_only_for_packets_it_forwards() {
         ..dp.backend(0).unwrap()
     };
     dp.set_backend(1, &unreachable).unwrap();
-    dp.set_service(&ServiceSpec {
-        key: key(v4_mapped(VIP), 81, IPPROTO_TCP),
-        id: 2,
-        forwarding: FWD_NAT,
-        select: SELECT_CURSOR,
-        active: true,
-        slots: vec![1],
-        ..Default::default()
-    })
-    .unwrap();
+    nat_service(&mut dp, key(v4_mapped(VIP), 81, IPPROTO_TCP), 2, 1);
     let to_81 = tcp(CLIENT, 43_001, VIP, 81, (CLIENT_MAC, LB_MAC), b"dropped");
     for frame in [&to_81, &to_81] {
         let (action, _) = run(&dp, frame);
@@ -903,16 +899,7 @@ fn a_real_server_of_two_vips_sends_each_reply_from_its_own_vip() {
     const VIP2: [u8; 4] = [192, 0, 2, 101];
     let mut dp = nat_dataplane();
     let second = key(v4_mapped(VIP2), 80, IPPROTO_TCP);
-    dp.set_service(&ServiceSpec {
-        key: second,
-        id: 2,
-        forwarding: FWD_NAT,
-        select: SELECT_CURSOR,
-        active: true,
-        slots: vec![0],
-        ..Default::default()
-    })
-    .unwrap();
+    nat_service(&mut dp, second, 2, 0);
     let vips = [(key(v4_mapped(VIP), 80, IPPROTO_TCP), 0), (second, 2)];
     dp.set_nat(
         &nat_origins_of(v4_mapped(SERVER), SERVER_PORT, &vips),
