@@ -33,7 +33,8 @@ pub const MAX_EGRESS_IFACES: u32 = 64;
 /// version clears the pinned state instead of adopting it.
 /// 2: IPv4 flows and NAT replies moved to FLOWS_V4 and NAT_REPLIES_V4.
 /// 3: a flow entry holds its NAT client's hop (`FlowValue::client`).
-pub const STATE_VERSION: u32 = 3;
+/// 4: a flow entry's service and flags are 16 bits (32-byte entries).
+pub const STATE_VERSION: u32 = 4;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -475,13 +476,13 @@ impl FlowKeyV4 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowValue {
     pub backend: u32,
-    pub service: u32,
+    /// The service's id (below `MAX_SERVICES`, so 16 bits hold it; a 32-byte entry).
+    pub service: u16,
+    /// `FLOW_F_*`.
+    pub flags: u16,
     /// NAT flows only (`bpf_ktime_get_ns`, refreshed at most once a second): idle
     /// entries expire. DR flows keep 0 and live until the LRU evicts them.
     pub last_seen_ns: u64,
-    /// `FLOW_F_*`.
-    pub flags: u32,
-    pub _pad: u32,
     /// NAT flows only: the way back to the client, for the first reply to write the
     /// reply entry from (see `NatOrigin`).
     pub client: ClientHop,
@@ -529,7 +530,7 @@ pub struct NatOriginVip {
 
 /// `FlowValue::flags` / `NatValue::flags`: a FIN or RST was seen; the entry expires
 /// after the shorter closing timeout.
-pub const FLOW_F_CLOSING: u32 = 1;
+pub const FLOW_F_CLOSING: u16 = 1;
 
 /// Value of the NAT reply map, keyed by the reply's 5-tuple as the real server sends
 /// it (src = real server, dst = client): how to turn it back into VIP traffic.
@@ -548,7 +549,9 @@ pub struct NatValue {
     /// Aligns `last_seen_ns` to 8 bytes.
     pub _pad2: u32,
     pub last_seen_ns: u64,
-    pub flags: u32,
+    /// `FLOW_F_*`.
+    pub flags: u16,
+    pub _pad3: u16,
     pub service: u32,
 }
 
@@ -817,14 +820,15 @@ layout!(FlowKeyV4, 16, {
     proto: u8 = 12,
     _pad: [u8; 3] = 13,
 });
-layout!(FlowValue, 40, {
+layout!(FlowValue, 32, {
     backend: u32 = 0,
-    service: u32 = 4,
+    service: u16 = 4,
+    flags: u16 = 6,
     last_seen_ns: u64 = 8,
-    flags: u32 = 16,
-    _pad: u32 = 20,
-    client: ClientHop = 24,
+    client: ClientHop = 16,
 });
+// A service id fits a flow entry's 16 bits.
+const _: () = assert!(MAX_SERVICES <= 1 << 16);
 layout!(ClientHop, 16, {
     mac: [u8; 6] = 0,
     lb_mac: [u8; 6] = 6,
@@ -849,7 +853,8 @@ layout!(NatValue, 56, {
     ifindex: u32 = 32,
     _pad2: u32 = 36,
     last_seen_ns: u64 = 40,
-    flags: u32 = 48,
+    flags: u16 = 48,
+    _pad3: u16 = 50,
     service: u32 = 52,
 });
 layout!(ServiceStats, 64, {

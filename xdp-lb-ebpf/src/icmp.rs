@@ -116,7 +116,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         // SAFETY: a value pointer from a successful lookup, read by value at once; a
         // racing update of the same flow changes whole aligned words (see
         // `schedule::select`).
-        unsafe { ((*v).backend, (*v).service) }
+        unsafe { ((*v).backend, u32::from((*v).service)) }
     });
     let Some((backend_id, service)) = pinned.filter(|&(_, s)| s == svc.id) else {
         return Err(Verdict::pass(Reason::PassIcmpNoFlow));

@@ -150,7 +150,7 @@ fn reply_entry(
     client: &ClientHop,
     service: u32,
     now: u64,
-    flags: u32,
+    flags: u16,
 ) -> NatValue {
     NatValue {
         vip: *vip,
@@ -162,6 +162,7 @@ fn reply_entry(
         _pad2: 0,
         last_seen_ns: now,
         flags,
+        _pad3: 0,
         service,
     }
 }
@@ -277,7 +278,7 @@ fn first_reply(pkt: &Packet, now: u64) -> Option<(&'static NatOriginVip, &'stati
         };
         // SAFETY: as in `reply`: valid for the run, only read.
         let flow: &'static FlowValue = unsafe { &*flow };
-        if flow.service != vip.service
+        if u32::from(flow.service) != vip.service
             || flow.client.ifindex == 0
             || expired(flow.last_seen_ns, flow.flags, pkt.flow.proto, now)
         {
@@ -515,7 +516,7 @@ pub fn fold_add(sum: u32, x: u32) -> u32 {
 }
 
 #[inline(always)]
-fn closing_flag(tcp_flags: u8) -> u32 {
+fn closing_flag(tcp_flags: u8) -> u16 {
     if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         FLOW_F_CLOSING
     } else {
@@ -526,7 +527,7 @@ fn closing_flag(tcp_flags: u8) -> u32 {
 /// Refreshes a last-seen time at most once per granularity and latches FIN/RST;
 /// says whether anything changed.
 #[inline(always)]
-pub fn touch(last_seen: &mut u64, flags: &mut u32, now: u64, closing: u32) -> bool {
+pub fn touch(last_seen: &mut u64, flags: &mut u16, now: u64, closing: u16) -> bool {
     let mut changed = false;
     if now.wrapping_sub(*last_seen) > LAST_SEEN_GRANULARITY_NS {
         *last_seen = now;
@@ -541,7 +542,7 @@ pub fn touch(last_seen: &mut u64, flags: &mut u32, now: u64, closing: u32) -> bo
 
 /// Idle longer than the timeout for its protocol and state.
 #[inline(always)]
-pub fn expired(last_seen: u64, flags: u32, proto: u8, now: u64) -> bool {
+pub fn expired(last_seen: u64, flags: u16, proto: u8, now: u64) -> bool {
     let slot = if proto != IPPROTO_TCP {
         CONFIG_TIMEOUT_UDP_NS
     } else if flags & FLOW_F_CLOSING != 0 {

@@ -67,7 +67,7 @@ pub fn select(
             && backend.flags & BACKEND_F_ACTIVE != 0
             // A reload may give a removed real server's slot to another service's new
             // one: a pin made for another service id is not followed.
-            && pinned.service == svc.id
+            && u32::from(pinned.service) == svc.id
         {
             let was_closing = pinned.flags & FLOW_F_CLOSING;
             let refreshed = now != 0
@@ -160,10 +160,11 @@ pub fn commit(
     }
     let pin = FlowValue {
         backend: chosen.backend_id,
-        service: svc.id,
+        // Service ids are below MAX_SERVICES (checked against 16 bits in the common
+        // crate).
+        service: svc.id as u16,
         last_seen_ns: now,
         flags: if now != 0 { closing(pkt) } else { 0 },
-        _pad: 0,
         client: *client,
     };
     if !insert_allowed() {
@@ -243,7 +244,7 @@ fn next_cursor(service_id: u32) -> u32 {
 }
 
 #[inline(always)]
-fn closing(pkt: &Packet) -> u32 {
+fn closing(pkt: &Packet) -> u16 {
     if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         FLOW_F_CLOSING
     } else {

@@ -65,7 +65,11 @@ pub fn list(
             complete = false;
             break;
         }
-        let Some(svc) = table.services.iter().find(|s| s.id == value.service) else {
+        let Some(svc) = table
+            .services
+            .iter()
+            .find(|s| s.id == u32::from(value.service))
+        else {
             continue;
         };
         let protocol = protocol_of(key.proto);

@@ -432,7 +432,7 @@ pub fn explain(
                     });
                 let not_followed_because = if expired {
                     Some("it has been idle longer than its timeout".to_owned())
-                } else if pin.service != value.id {
+                } else if u32::from(pin.service) != value.id {
                     Some("it was made for another service".to_owned())
                 } else if !rs.as_ref().is_some_and(|r| r.active) {
                     Some("its real server is gone or inactive (failed check, no MAC)".to_owned())

@@ -68,7 +68,7 @@ pub fn refresh_period(t: &NatTimeouts) -> Duration {
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     last_seen_ns: u64,
-    flags: u32,
+    flags: u16,
     at_ns: u64,
 }
 
@@ -535,10 +535,10 @@ fn install_one(
             },
             FlowValue {
                 backend: e.backend,
-                service: e.service,
+                // A configured service's id (found above): below MAX_SERVICES.
+                service: e.service as u16,
                 last_seen_ns,
                 flags: closing,
-                _pad: 0,
                 client: ClientHop {
                     mac: e.client_mac,
                     lb_mac,
@@ -565,6 +565,7 @@ fn install_one(
                 _pad2: 0,
                 last_seen_ns,
                 flags: closing,
+                _pad3: 0,
                 service: e.service,
             },
         ),

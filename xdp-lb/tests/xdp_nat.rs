@@ -492,7 +492,6 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
                 service: 0,
                 last_seen_ns: last_seen,
                 flags: 0,
-                _pad: 0,
                 client: ClientHop {
                     mac: SYNCED_CLIENT_MAC,
                     lb_mac: OUR_MAC,
@@ -519,6 +518,7 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
                 _pad2: 0,
                 last_seen_ns: last_seen,
                 flags: 0,
+                _pad3: 0,
                 service: 0,
             },
         ),
@@ -597,7 +597,6 @@ fn a_sync_round_over_a_full_table_is_measured() {
                         service: 0,
                         last_seen_ns: now,
                         flags: 0,
-                        _pad: 0,
                         client: ClientHop {
                             mac: CLIENT_MAC,
                             lb_mac: LB_MAC,
@@ -624,6 +623,7 @@ fn a_sync_round_over_a_full_table_is_measured() {
                         _pad2: 0,
                         last_seen_ns: now,
                         flags: 0,
+                        _pad3: 0,
                         service: 0,
                     },
                 ),

@@ -464,7 +464,7 @@ fn each_family_s_flows_are_pinned_where_the_daemon_reads_and_writes_them() {
     };
     // Written by the daemon, to backend 0: a followed pin makes no new flow, so the
     // counters below tell whether the program found them.
-    let pin = |key: FlowKey, service: u32| Install {
+    let pin = |key: FlowKey, service: u16| Install {
         flow: (
             key,
             FlowValue {

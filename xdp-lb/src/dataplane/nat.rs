@@ -13,7 +13,7 @@ pub use crate::config::NatTimeouts;
 use crate::{load::Counters, schedule::Load, services::NatOrigins};
 
 impl NatTimeouts {
-    pub(crate) fn for_entry(&self, proto: u8, flags: u32) -> Duration {
+    pub(crate) fn for_entry(&self, proto: u8, flags: u16) -> Duration {
         match (proto, flags & FLOW_F_CLOSING != 0) {
             (IPPROTO_TCP, true) => self.tcp_fin,
             (IPPROTO_TCP, false) => self.tcp,
@@ -116,7 +116,7 @@ impl Dataplane {
         t: &NatTimeouts,
         now_ns: u64,
     ) -> Result<FlowSweep, DataplaneError> {
-        let idle = |last: u64, proto: u8, flags: u32| {
+        let idle = |last: u64, proto: u8, flags: u16| {
             last != 0 && now_ns.saturating_sub(last) > t.for_entry(proto, flags).as_nanos() as u64
         };
         let mut sweep = FlowSweep::default();

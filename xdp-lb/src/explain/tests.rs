@@ -417,7 +417,7 @@ fn a_flow_entry_wins_until_its_real_server_goes_down() {
         key,
         FlowValue {
             backend: other.id.0,
-            service: svc.id,
+            service: svc.id as u16,
             ..Default::default()
         },
     );

@@ -52,7 +52,7 @@ fn timeouts() -> NatTimeouts {
 
 /// The reply-table entry the program writes for client port `cport` on real server
 /// 192.0.2.1`n`:8080, last seen at `last_seen`.
-fn reply(t: &ServiceTable, cport: u16, n: u8, last_seen: u64, flags: u32) -> (FlowKey, NatValue) {
+fn reply(t: &ServiceTable, cport: u16, n: u8, last_seen: u64, flags: u16) -> (FlowKey, NatValue) {
     let svc = &t.services[0];
     let key = FlowKey {
         src: addr16(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + n))),
@@ -72,6 +72,7 @@ fn reply(t: &ServiceTable, cport: u16, n: u8, last_seen: u64, flags: u32) -> (Fl
         _pad2: 0,
         last_seen_ns: last_seen,
         flags,
+        _pad3: 0,
         service: svc.id,
     };
     (key, value)
@@ -169,7 +170,7 @@ fn a_new_connection_is_sent_once_and_installed_in_the_backups_terms() {
         .iter()
         .find(|b| b.addr == IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)))
         .unwrap();
-    assert_eq!((fv.backend, fv.service), (b1.id.0, t.services[0].id));
+    assert_eq!((fv.backend, fv.service), (b1.id.0, t.services[0].id as u16));
     assert_eq!(fv.last_seen_ns, backup_now - 2 * S);
     let (rk, rv) = i.reply;
     assert_eq!(
