@@ -187,16 +187,16 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>>
     // The clock only for a reply: every other packet of the host passes without it.
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    // An entry idle past its timeout is no answer: only replies refresh it, so its
+    // flow may still be live (a server quiet for long), and is looked for below.
+    // SAFETY: as in `remember_reply`: valid for the run; the fields used are copied
+    // out below, and a racing writer can only lose a refresh of aligned words.
+    let live = entry
+        .map(|e| unsafe { &mut *e })
+        .filter(|nat| !expired(nat.last_seen_ns, nat.flags, pkt.flow.proto, now));
     let closing = closing_flag(pkt.tcp_flags);
-    let (vip, vport, client) = match entry {
-        Some(entry) => {
-            // SAFETY: as in `remember_reply`: valid for the run; the fields used are
-            // copied out below, and a racing writer can only lose a refresh of
-            // aligned words.
-            let nat = unsafe { &mut *entry };
-            if expired(nat.last_seen_ns, nat.flags, pkt.flow.proto, now) {
-                return None;
-            }
+    let (vip, vport, client) = match live {
+        Some(nat) => {
             // A reply is forwarded too: only a well-formed one from a possible source.
             if let Err(reason) = crate::validate::check(ctx, pkt) {
                 return Some(Err(Verdict::pass(reason)));

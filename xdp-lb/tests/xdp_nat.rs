@@ -973,3 +973,79 @@ fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
         "the reply entry is written with the flow"
     );
 }
+
+/// Only replies refresh a reply entry, so a server quiet for longer than the timeout
+/// leaves an idle entry behind a live flow: its next reply finds the flow again and
+/// renews the entry, instead of going to the kernel.
+#[test]
+fn a_reply_past_an_idle_entry_of_a_live_flow_is_translated_and_renews_it() {
+    use xdp_lb::sync::Install;
+    use xdp_lb_common::{FlowKey, FlowValue, NatValue};
+    let mut dp = nat_dataplane();
+    let now = xdp_lb::dataplane::nat::monotonic_ns();
+    let long_ago = now - 1_000_000_000_000; // 1,000 s: past TCP's 900 s
+    let forward = FlowKey {
+        src: v4_mapped(CLIENT),
+        dst: v4_mapped(VIP),
+        sport_be: 44_400u16.to_be(),
+        dport_be: 80u16.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    let reply_key = FlowKey {
+        src: v4_mapped(SERVER),
+        dst: v4_mapped(CLIENT),
+        sport_be: SERVER_PORT.to_be(),
+        dport_be: 44_400u16.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    let client = ClientHop {
+        mac: CLIENT_MAC,
+        lb_mac: LB_MAC,
+        ifindex: TEST_RUN_IFINDEX,
+    };
+    let install = Install {
+        flow: (
+            forward,
+            FlowValue {
+                backend: 0,
+                service: 0,
+                flags: 0,
+                last_seen_ns: now,
+                client,
+            },
+        ),
+        reply: (
+            reply_key,
+            NatValue {
+                vip: v4_mapped(VIP),
+                vport_be: 80u16.to_be(),
+                client_mac: CLIENT_MAC,
+                lb_mac: LB_MAC,
+                ifindex: TEST_RUN_IFINDEX,
+                last_seen_ns: long_ago,
+                ..Default::default()
+            },
+        ),
+    };
+    assert_eq!(dp.install_synced(&[install]).unwrap(), 1);
+    let reply = tcp(
+        SERVER,
+        SERVER_PORT,
+        CLIENT,
+        44_400,
+        (SERVER_MAC, LB_SERVER_SIDE_MAC),
+        b"late",
+    );
+    let (action, out) = run(&dp, &reply);
+    assert_eq!(action, XDP_TX, "the live flow's reply");
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (VIP, 80));
+    let entries = dp.nat_reply_entries();
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0].1.last_seen_ns >= now,
+        "the idle entry was renewed: {} < {now}",
+        entries[0].1.last_seen_ns
+    );
+}
