@@ -54,9 +54,11 @@ impl Dataplane {
     /// Sets the NAT real servers (none: no NAT reply handling) and the idle timeouts:
     /// the ports replies may come from (`NAT_PORTS`) and the VIPs each real server
     /// answers for (`NAT_ORIGINS`). A real server with more VIPs than an origin lists
-    /// keeps the first ones (so flows through them still find their replies' way
-    /// while its backends switch to writing reply entries at once, see
-    /// `BACKEND_F_NAT_EAGER`).
+    /// keeps the first ones in (address, port, service) order, while its backends
+    /// switch to writing reply entries with the flow (`BACKEND_F_NAT_EAGER`): a reload
+    /// that adds such a VIP leaves its connections that already had a reply (and so
+    /// a reply entry) as they were, and those through the VIPs kept; one through a
+    /// VIP it pushed out, still waiting for its first reply, loses that reply.
     pub fn set_nat(&mut self, origins: &NatOrigins, t: &NatTimeouts) -> Result<(), DataplaneError> {
         let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         for (slot, value) in [
