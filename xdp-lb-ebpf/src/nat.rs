@@ -515,8 +515,10 @@ pub fn fold_add(sum: u32, x: u32) -> u32 {
     (s & 0xffff) + (s >> 16)
 }
 
+/// `FLOW_F_CLOSING` for a packet carrying FIN or RST, else 0: what a flow or reply
+/// entry latches.
 #[inline(always)]
-fn closing_flag(tcp_flags: u8) -> u16 {
+pub fn closing_flag(tcp_flags: u8) -> u16 {
     if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         FLOW_F_CLOSING
     } else {

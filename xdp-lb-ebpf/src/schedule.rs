@@ -12,7 +12,7 @@ use crate::{
     counters, flows,
     maps::{BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, INSERT_BUDGET, SCHEDULE},
     nat,
-    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{Packet, TCP_ACK, TCP_SYN},
     persist,
     program::Verdict,
 };
@@ -75,7 +75,7 @@ pub fn select(
                     &mut pinned.last_seen_ns,
                     &mut pinned.flags,
                     now,
-                    closing(pkt),
+                    nat::closing_flag(pkt.tcp_flags),
                 );
             if refreshed && was_closing == 0 && pinned.flags & FLOW_F_CLOSING != 0 {
                 counters::closed(backend_id);
@@ -164,7 +164,11 @@ pub fn commit(
         // crate).
         service: svc.id as u16,
         last_seen_ns: now,
-        flags: if now != 0 { closing(pkt) } else { 0 },
+        flags: if now != 0 {
+            nat::closing_flag(pkt.tcp_flags)
+        } else {
+            0
+        },
         client: *client,
     };
     if !insert_allowed() {
@@ -240,14 +244,5 @@ fn next_cursor(service_id: u32) -> u32 {
             v
         },
         None => 0,
-    }
-}
-
-#[inline(always)]
-fn closing(pkt: &Packet) -> u16 {
-    if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        FLOW_F_CLOSING
-    } else {
-        0
     }
 }
