@@ -34,7 +34,8 @@ pub const MAX_EGRESS_IFACES: u32 = 64;
 /// 2: IPv4 flows and NAT replies moved to FLOWS_V4 and NAT_REPLIES_V4.
 /// 3: a flow entry holds its NAT client's hop (`FlowValue::client`).
 /// 4: a flow entry's service and flags are 16 bits (32-byte entries).
-pub const STATE_VERSION: u32 = 4;
+/// 5: a NAT reply entry holds its client's hop as a `ClientHop`.
+pub const STATE_VERSION: u32 = 5;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -539,13 +540,9 @@ pub const FLOW_F_CLOSING: u16 = 1;
 pub struct NatValue {
     pub vip: [u8; 16],
     pub vport_be: u16,
-    /// The client's next hop (the original frame's source MAC).
-    pub client_mac: [u8; 6],
-    /// Our MAC on the client side (the original frame's destination MAC).
-    pub lb_mac: [u8; 6],
     pub _pad: [u8; 2],
-    /// The client-side interface the original frame arrived on.
-    pub ifindex: u32,
+    /// Where the client is: the way the translated reply leaves.
+    pub client: ClientHop,
     /// Aligns `last_seen_ns` to 8 bytes.
     pub _pad2: u32,
     pub last_seen_ns: u64,
@@ -847,10 +844,8 @@ layout!(NatOriginVip, 24, {
 layout!(NatValue, 56, {
     vip: [u8; 16] = 0,
     vport_be: u16 = 16,
-    client_mac: [u8; 6] = 18,
-    lb_mac: [u8; 6] = 24,
-    _pad: [u8; 2] = 30,
-    ifindex: u32 = 32,
+    _pad: [u8; 2] = 18,
+    client: ClientHop = 20,
     _pad2: u32 = 36,
     last_seen_ns: u64 = 40,
     flags: u16 = 48,

@@ -155,10 +155,8 @@ fn reply_entry(
     NatValue {
         vip: *vip,
         vport_be,
-        client_mac: client.mac,
-        lb_mac: client.lb_mac,
         _pad: [0; 2],
-        ifindex: client.ifindex,
+        client: *client,
         _pad2: 0,
         last_seen_ns: now,
         flags,
@@ -202,12 +200,7 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>>
                 return Some(Err(Verdict::pass(reason)));
             }
             touch(&mut nat.last_seen_ns, &mut nat.flags, now, closing);
-            let client = ClientHop {
-                mac: nat.client_mac,
-                lb_mac: nat.lb_mac,
-                ifindex: nat.ifindex,
-            };
-            (nat.vip.as_ptr(), nat.vport_be, client)
+            (nat.vip.as_ptr(), nat.vport_be, nat.client)
         }
         None => {
             let (vip, flow) = first_reply(pkt, now)?;

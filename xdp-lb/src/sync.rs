@@ -208,7 +208,7 @@ impl Sender {
                     at_ns: now,
                 },
             );
-            let described = describe(k, v, cx).zip(cx.interfaces.get(&v.ifindex));
+            let described = describe(k, v, cx).zip(cx.interfaces.get(&v.client.ifindex));
             let Some((entry, name)) = described else {
                 round.skipped += 1;
                 continue;
@@ -269,7 +269,7 @@ fn describe(k: &FlowKey, v: &NatValue, cx: &SendContext<'_>) -> Option<Entry> {
         service: v.service,
         backend,
         idle_ms: idle_ms.min(u64::from(u32::MAX)) as u32,
-        client_mac: v.client_mac,
+        client_mac: v.client.mac,
     })
 }
 
@@ -523,6 +523,12 @@ fn install_one(
     let client = addr16(IpAddr::V4(e.client));
     let vip = addr16(IpAddr::V4(e.vip));
     let real = addr16(IpAddr::V4(e.real));
+    // Our own side: the interface of the peer's name, and its MAC.
+    let hop = ClientHop {
+        mac: e.client_mac,
+        lb_mac,
+        ifindex,
+    };
     Ok(Install {
         flow: (
             FlowKey {
@@ -539,11 +545,7 @@ fn install_one(
                 service: e.service as u16,
                 last_seen_ns,
                 flags: closing,
-                client: ClientHop {
-                    mac: e.client_mac,
-                    lb_mac,
-                    ifindex,
-                },
+                client: hop,
             },
         ),
         reply: (
@@ -558,10 +560,8 @@ fn install_one(
             NatValue {
                 vip,
                 vport_be: e.vport.to_be(),
-                client_mac: e.client_mac,
-                lb_mac,
                 _pad: [0; 2],
-                ifindex,
+                client: hop,
                 _pad2: 0,
                 last_seen_ns,
                 flags: closing,

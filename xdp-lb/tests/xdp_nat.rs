@@ -511,10 +511,12 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
             NatValue {
                 vip: v4_mapped(VIP),
                 vport_be: 80u16.to_be(),
-                client_mac: SYNCED_CLIENT_MAC,
-                lb_mac: OUR_MAC,
                 _pad: [0; 2],
-                ifindex: TEST_RUN_IFINDEX,
+                client: ClientHop {
+                    mac: SYNCED_CLIENT_MAC,
+                    lb_mac: OUR_MAC,
+                    ifindex: TEST_RUN_IFINDEX,
+                },
                 _pad2: 0,
                 last_seen_ns: last_seen,
                 flags: 0,
@@ -616,10 +618,12 @@ fn a_sync_round_over_a_full_table_is_measured() {
                     NatValue {
                         vip: v4_mapped(VIP),
                         vport_be: 80u16.to_be(),
-                        client_mac: CLIENT_MAC,
-                        lb_mac: LB_MAC,
                         _pad: [0; 2],
-                        ifindex: TEST_RUN_IFINDEX,
+                        client: ClientHop {
+                            mac: CLIENT_MAC,
+                            lb_mac: LB_MAC,
+                            ifindex: TEST_RUN_IFINDEX,
+                        },
                         _pad2: 0,
                         last_seen_ns: now,
                         flags: 0,
@@ -812,9 +816,9 @@ fn the_first_reply_finds_its_flow_and_writes_the_reply_entry() {
         (
             entry.vip,
             entry.vport_be,
-            entry.client_mac,
-            entry.lb_mac,
-            entry.ifindex,
+            entry.client.mac,
+            entry.client.lb_mac,
+            entry.client.ifindex,
             entry.service
         ),
         (
@@ -1021,9 +1025,7 @@ fn a_reply_past_an_idle_entry_of_a_live_flow_is_translated_and_renews_it() {
             NatValue {
                 vip: v4_mapped(VIP),
                 vport_be: 80u16.to_be(),
-                client_mac: CLIENT_MAC,
-                lb_mac: LB_MAC,
-                ifindex: TEST_RUN_IFINDEX,
+                client,
                 last_seen_ns: long_ago,
                 ..Default::default()
             },

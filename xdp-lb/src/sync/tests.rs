@@ -65,10 +65,12 @@ fn reply(t: &ServiceTable, cport: u16, n: u8, last_seen: u64, flags: u16) -> (Fl
     let value = NatValue {
         vip: addr16(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 100))),
         vport_be: 80u16.to_be(),
-        client_mac: CLIENT_MAC,
-        lb_mac: [0x02, 0, 0, 0, 0, 0x01],
         _pad: [0; 2],
-        ifindex: 7,
+        client: ClientHop {
+            mac: CLIENT_MAC,
+            lb_mac: [0x02, 0, 0, 0, 0, 0x01],
+            ifindex: 7,
+        },
         _pad2: 0,
         last_seen_ns: last_seen,
         flags,
@@ -178,8 +180,11 @@ fn a_new_connection_is_sent_once_and_installed_in_the_backups_terms() {
         (replies[0].0, replies[0].1.service, 80u16.to_be())
     );
     // Node-local fields are the backup's own; the client's next hop is the entry's.
-    assert_eq!((rv.ifindex, rv.lb_mac), (3, [0x02, 0, 0, 0, 0, 0x02]));
-    assert_eq!(rv.client_mac, CLIENT_MAC);
+    assert_eq!(
+        (rv.client.ifindex, rv.client.lb_mac),
+        (3, [0x02, 0, 0, 0, 0, 0x02])
+    );
+    assert_eq!(rv.client.mac, CLIENT_MAC);
     assert_eq!(rv.last_seen_ns, fv.last_seen_ns);
 }
 
@@ -260,7 +265,7 @@ fn unknown_interfaces_and_real_servers_are_skipped_not_sent() {
     let mut m = Master::new(10_000);
     let t = table();
     let mut other_if = reply(&t, 1, 1, S, 0);
-    other_if.1.ifindex = 99;
+    other_if.1.client.ifindex = 99;
     let unknown_server = reply(&t, 2, 9, S, 0);
     let r = m.round(&[other_if, unknown_server], S);
     assert_eq!((r.entries, r.skipped), (0, 2));
