@@ -402,8 +402,9 @@ impl<W: MapWriter> Forwarding<W> {
     /// Every backend, then the source filter (into the generation no service reads,
     /// if it changed), then every service (which switches it to that generation).
     fn write_all(&mut self) -> Result<(), ForwardingError> {
-        for index in self.table.backend_indices() {
-            self.write_backend(index)?;
+        for (index, value) in self.table.backend_values() {
+            self.writer
+                .set_backend(self.table.backends[index].id, &value)?;
         }
         let entries = self.table.filter_entries();
         if self.written_filter.as_ref() != Some(&entries) {

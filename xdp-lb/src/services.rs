@@ -658,29 +658,29 @@ impl ServiceTable {
     }
 
     /// A NAT backend whose real server answers for more VIPs than a `NatOrigin`
-    /// lists: its replies cannot find their flow, so each new flow writes its reply
-    /// entry at once. (One pass over the backends, without gathering every origin.)
-    fn nat_eager(&self, b: &Backend) -> bool {
+    /// lists (`origins`: this table's [`ServiceTable::nat_origins`]): its replies
+    /// cannot find their flow, so each new flow writes its reply entry at once.
+    fn nat_eager(&self, b: &Backend, origins: &NatOrigins) -> bool {
         let service = &self.services[b.service];
-        if service.forwarding != Forwarding::Nat {
-            return false;
-        }
-        let origin = service_key(b.addr, b.port, service.protocol);
-        let services: BTreeSet<u32> = self
-            .nat_real_servers()
-            .filter(|(o, _)| *o == origin)
-            .map(|(_, s)| s.id)
-            .collect();
-        let vips: usize = services
-            .iter()
-            .filter_map(|id| self.services.iter().find(|s| s.id == *id))
-            .map(|s| s.members.len())
-            .sum();
-        vips > NAT_ORIGIN_VIPS
+        service.forwarding == Forwarding::Nat
+            && origins
+                .get(&service_key(b.addr, b.port, service.protocol))
+                .is_some_and(|vips| vips.len() > NAT_ORIGIN_VIPS)
+    }
+
+    /// Every backend's index and value, the NAT origins derived once for all.
+    pub fn backend_values(&self) -> impl Iterator<Item = (BackendIndex, BackendValue)> + '_ {
+        let origins = self.nat_origins();
+        self.backend_indices()
+            .map(move |index| (index, self.backend_value_in(index, &origins)))
     }
 
     /// The value of the backend at `index` (written copy-on-write for its slot `id`).
     pub fn backend_value(&self, index: BackendIndex) -> BackendValue {
+        self.backend_value_in(index, &self.nat_origins())
+    }
+
+    fn backend_value_in(&self, index: BackendIndex, origins: &NatOrigins) -> BackendValue {
         let b = &self.backends[index];
         let (ifindex, src_mac, mtu, tun_src) = match b.egress {
             Some(e) => (
@@ -697,7 +697,7 @@ impl ServiceTable {
             src_mac,
             ifindex,
             flags: if b.keeps_flows() { BACKEND_F_ACTIVE } else { 0 }
-                | if self.nat_eager(b) {
+                | if self.nat_eager(b, origins) {
                     BACKEND_F_NAT_EAGER
                 } else {
                     0
