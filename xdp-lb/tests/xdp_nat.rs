@@ -7,7 +7,7 @@ mod support;
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use support::test_run::{
-    TEST_RUN_IFINDEX, key, load, run,
+    TEST_RUN_IFINDEX, key, load, run, tcp_flow,
     xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
 };
 use xdp_lb::{
@@ -447,7 +447,7 @@ fn only_packets_from_nat_real_server_ports_are_looked_up_as_replies() {
 #[test]
 fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated() {
     use xdp_lb::sync::Install;
-    use xdp_lb_common::{FlowKey, FlowValue, NatValue};
+    use xdp_lb_common::{FlowValue, NatValue};
     const OTHER: [u8; 4] = [203, 0, 113, 12];
     const SYNCED_CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
     const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x88];
@@ -479,14 +479,7 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
     let last_seen = xdp_lb::dataplane::nat::monotonic_ns() - 2_000_000_000;
     let install = Install {
         flow: (
-            FlowKey {
-                src: v4_mapped(CLIENT),
-                dst: v4_mapped(VIP),
-                sport_be: 41_000u16.to_be(),
-                dport_be: 80u16.to_be(),
-                proto: IPPROTO_TCP,
-                _pad: [0; 3],
-            },
+            tcp_flow(CLIENT, 41_000, VIP, 80),
             FlowValue {
                 backend: 1,
                 service: 0,
@@ -500,14 +493,7 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
             },
         ),
         reply: (
-            FlowKey {
-                src: v4_mapped(OTHER),
-                dst: v4_mapped(CLIENT),
-                sport_be: SERVER_PORT.to_be(),
-                dport_be: 41_000u16.to_be(),
-                proto: IPPROTO_TCP,
-                _pad: [0; 3],
-            },
+            tcp_flow(OTHER, SERVER_PORT, CLIENT, 41_000),
             NatValue {
                 vip: v4_mapped(VIP),
                 vport_be: 80u16.to_be(),
@@ -577,7 +563,7 @@ fn connections_installed_by_the_sync_are_forwarded_and_their_replies_translated(
 fn a_sync_round_over_a_full_table_is_measured() {
     use std::collections::HashMap;
     use xdp_lb::sync::{Install, Key, SendContext, Sender};
-    use xdp_lb_common::{FlowKey, FlowValue, NatValue};
+    use xdp_lb_common::{FlowValue, NatValue};
     let mut dp = nat_dataplane();
     let now = xdp_lb::dataplane::nat::monotonic_ns();
     let installs: Vec<Install> = (0..2048u32)
@@ -586,14 +572,7 @@ fn a_sync_round_over_a_full_table_is_measured() {
             let sport = 10_000 + (i % 50_000) as u16;
             Install {
                 flow: (
-                    FlowKey {
-                        src: v4_mapped(client),
-                        dst: v4_mapped(VIP),
-                        sport_be: sport.to_be(),
-                        dport_be: 80u16.to_be(),
-                        proto: IPPROTO_TCP,
-                        _pad: [0; 3],
-                    },
+                    tcp_flow(client, sport, VIP, 80),
                     FlowValue {
                         backend: 0,
                         service: 0,
@@ -607,14 +586,7 @@ fn a_sync_round_over_a_full_table_is_measured() {
                     },
                 ),
                 reply: (
-                    FlowKey {
-                        src: v4_mapped(SERVER),
-                        dst: v4_mapped(client),
-                        sport_be: SERVER_PORT.to_be(),
-                        dport_be: sport.to_be(),
-                        proto: IPPROTO_TCP,
-                        _pad: [0; 3],
-                    },
+                    tcp_flow(SERVER, SERVER_PORT, client, sport),
                     NatValue {
                         vip: v4_mapped(VIP),
                         vport_be: 80u16.to_be(),
@@ -984,26 +956,12 @@ fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
 #[test]
 fn a_reply_past_an_idle_entry_of_a_live_flow_is_translated_and_renews_it() {
     use xdp_lb::sync::Install;
-    use xdp_lb_common::{FlowKey, FlowValue, NatValue};
+    use xdp_lb_common::{FlowValue, NatValue};
     let mut dp = nat_dataplane();
     let now = xdp_lb::dataplane::nat::monotonic_ns();
     let long_ago = now - 1_000_000_000_000; // 1,000 s: past TCP's 900 s
-    let forward = FlowKey {
-        src: v4_mapped(CLIENT),
-        dst: v4_mapped(VIP),
-        sport_be: 44_400u16.to_be(),
-        dport_be: 80u16.to_be(),
-        proto: IPPROTO_TCP,
-        _pad: [0; 3],
-    };
-    let reply_key = FlowKey {
-        src: v4_mapped(SERVER),
-        dst: v4_mapped(CLIENT),
-        sport_be: SERVER_PORT.to_be(),
-        dport_be: 44_400u16.to_be(),
-        proto: IPPROTO_TCP,
-        _pad: [0; 3],
-    };
+    let forward = tcp_flow(CLIENT, 44_400, VIP, 80);
+    let reply_key = tcp_flow(SERVER, SERVER_PORT, CLIENT, 44_400);
     let client = ClientHop {
         mac: CLIENT_MAC,
         lb_mac: LB_MAC,

@@ -15,7 +15,7 @@ use xdp_lb_common::{
     ServiceKey, ServiceKeyV4, v4_mapped,
 };
 
-use support::test_run::{TEST_RUN_IFINDEX, key, load, run, xdp_action};
+use support::test_run::{TEST_RUN_IFINDEX, key, load, run, tcp_flow, xdp_action};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -689,7 +689,7 @@ fn sh_keeps_a_client_on_one_backend_and_spreads_clients() {
 /// schedule.
 #[test]
 fn the_shared_hashes_predict_the_program_s_pick() {
-    use xdp_lb_common::{FlowKey, flow_hash, hash_words};
+    use xdp_lb_common::{flow_hash, hash_words};
     for select in [SELECT_HASH_FLOW, SELECT_HASH_SRC] {
         let dp = hashed(select);
         let service = key(v4_mapped(VIP), 80, IPPROTO_TCP);
@@ -697,14 +697,7 @@ fn the_shared_hashes_predict_the_program_s_pick() {
         let mut picked = std::collections::BTreeSet::new();
         for i in 0..300u16 {
             let (src, sport) = ([10, 1, (i >> 8) as u8, i as u8], 30_000 + i);
-            let flow = FlowKey {
-                src: v4_mapped(src),
-                dst: v4_mapped(VIP),
-                sport_be: sport.to_be(),
-                dport_be: 80u16.to_be(),
-                proto: IPPROTO_TCP,
-                _pad: [0; 3],
-            };
+            let flow = tcp_flow(src, sport, VIP, 80);
             let hash = if select == SELECT_HASH_SRC {
                 hash_words(&flow.src, 0)
             } else {

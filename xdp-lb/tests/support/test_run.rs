@@ -1,7 +1,7 @@
 //! BPF_PROG_TEST_RUN helpers: load the program, pin the thread, run a frame.
 use aya::programs::{TestRun, TestRunOptions};
 use xdp_lb::dataplane::Dataplane;
-use xdp_lb_common::ServiceKey;
+use xdp_lb_common::{FlowKey, IPPROTO_TCP, ServiceKey, v4_mapped};
 
 /// `enum xdp_action` from the kernel UAPI.
 pub mod xdp_action {
@@ -49,6 +49,19 @@ pub fn key(addr: [u8; 16], port: u16, proto: u8) -> ServiceKey {
         port_be: port.to_be(),
         proto,
         _pad: 0,
+    }
+}
+
+/// The flow key of an IPv4 TCP packet from `src:sport` to `dst:dport`, as the program
+/// builds it (addresses IPv4-mapped).
+pub fn tcp_flow(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
+    FlowKey {
+        src: v4_mapped(src),
+        dst: v4_mapped(dst),
+        sport_be: sport.to_be(),
+        dport_be: dport.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
     }
 }
 
