@@ -191,7 +191,8 @@ fn with_lab_pin_dir(config: &str) -> Result<String> {
     ))
 }
 
-fn ensure_lab_bpffs() -> Result<()> {
+/// Mounts the bpffs at [`LAB_BPFFS`] unless it is there already.
+pub fn ensure_lab_bpffs() -> Result<()> {
     static MOUNTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
     if *mounted {

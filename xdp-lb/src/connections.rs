@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use xdp_lb_common::{FLOW_F_CLOSING, FlowKey};
 
 use crate::{
-    dataplane::{Dataplane, nat::monotonic_ns},
+    dataplane::{Dataplane, FlowCapacity, nat::monotonic_ns},
     forwarding::Forwarding,
     services::protocol_of,
 };
@@ -44,8 +44,8 @@ pub struct Connections {
     pub entries: Vec<Connection>,
     /// Every entry of the table is listed (not cut at the limit).
     pub complete: bool,
-    /// The flow table's capacity.
-    pub capacity: u32,
+    /// The flow tables' capacity.
+    pub capacity: FlowCapacity,
 }
 
 /// The flow table's entries, of `service` only if given (`vip:port/proto`, a group's
@@ -53,7 +53,7 @@ pub struct Connections {
 pub fn list(
     forwarding: &Forwarding<Dataplane>,
     service: Option<&str>,
-    capacity: u32,
+    capacity: FlowCapacity,
 ) -> Connections {
     let table = forwarding.table();
     let now = monotonic_ns();
@@ -147,10 +147,14 @@ pub fn render(c: &Connections) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{} entries{} (flow table capacity {})",
+        "\n{} entries{} (flow table capacity {} IPv4, {})",
         c.entries.len(),
         if c.complete { "" } else { ", the first only" },
-        c.capacity
+        c.capacity.max_flows,
+        match c.capacity.max_flows_v6 {
+            0 => "no IPv6".to_string(),
+            n => format!("{n} IPv6"),
+        }
     );
     let _ = writeln!(
         out,
@@ -190,13 +194,16 @@ mod tests {
         let c = Connections {
             entries: vec![entry(40000, false, None), entry(40001, true, Some(3))],
             complete: true,
-            capacity: 262144,
+            capacity: FlowCapacity {
+                max_flows: 262144,
+                max_flows_v6: 4096,
+            },
         };
         let text = render(&c);
         for line in [
             "TCP ACTIVE      - 192.0.2.1:40000         192.0.2.100:80/tcp       192.0.2.11:80",
             "TCP CLOSING    3s 192.0.2.1:40001         192.0.2.100:80/tcp       192.0.2.11:80",
-            "2 entries (flow table capacity 262144)",
+            "2 entries (flow table capacity 262144 IPv4, 4096 IPv6)",
             "192.0.2.100:80/tcp       192.0.2.11:80                     1         1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

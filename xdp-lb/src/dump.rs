@@ -7,7 +7,11 @@
 
 use std::path::PathBuf;
 
-use crate::{dataplane::Dataplane, forwarding::Forwarding, status::Snapshot};
+use crate::{
+    dataplane::{Dataplane, FlowCapacity},
+    forwarding::Forwarding,
+    status::Snapshot,
+};
 
 /// Which dump a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +36,7 @@ impl Dump {
         dir: &std::path::Path,
         snapshot: Snapshot,
         forwarding: &Forwarding<Dataplane>,
-        flow_capacity: u32,
+        flow_capacity: FlowCapacity,
     ) -> std::io::Result<PathBuf> {
         let text = match self {
             Dump::Data => data(&snapshot, forwarding, flow_capacity),
@@ -47,7 +51,7 @@ impl Dump {
 }
 
 /// The data dump's text: the status, then the flow table.
-fn data(snapshot: &Snapshot, forwarding: &Forwarding<Dataplane>, capacity: u32) -> String {
+fn data(snapshot: &Snapshot, forwarding: &Forwarding<Dataplane>, capacity: FlowCapacity) -> String {
     let mut out = format!(
         "xdp-lb {} ({}) data dump\n\n",
         env!("CARGO_PKG_VERSION"),

@@ -173,7 +173,11 @@ port = 80
         let vrrp = BASE.replace("virtual_router_id = 52", "virtual_router_id = 53");
         assert_eq!(changed(&vrrp), ["[vrrp.VI_2] virtual_router_id"]);
         let dp = BASE.replace("[dataplane]\n", "[dataplane]\nmax_flows = 4096\n");
-        assert_eq!(changed(&dp), ["[dataplane] max_flows"]);
+        // The IPv6 tables' capacity follows `max_flows` unless set.
+        assert_eq!(
+            changed(&dp),
+            ["[dataplane] max_flows", "[dataplane] max_flows_v6"]
+        );
         let global = format!("[global]\nrouter_id = \"lb2\"\n{BASE}");
         assert_eq!(changed(&global), ["[global] router_id"]);
         let gone = BASE.replace(

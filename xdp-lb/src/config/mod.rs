@@ -542,9 +542,13 @@ pub struct Dataplane {
     pub interfaces: Vec<String>,
     /// Default [`XdpMode::Auto`].
     pub xdp_mode: XdpMode,
-    /// Capacity of each flow table (one per IP version); default 262144, valid
-    /// 1024..=16777216.
+    /// Capacity of the IPv4 connection tables (flows, NAT replies) and of persistence;
+    /// default 262144, valid 1024..=16777216.
     pub max_flows: u32,
+    /// Capacity of the IPv6 connection tables; default `max_flows`, valid 0 (no IPv6
+    /// tables: then no virtual server with an IPv6 VIP may need one) or
+    /// 1024..=16777216.
+    pub max_flows_v6: u32,
     /// How long to wait for a real server's MAC at start; default 5s.
     pub neighbour_timeout: Duration,
     /// The flood guard: flow-table inserts allowed per second on each CPU; beyond it
@@ -559,6 +563,16 @@ pub struct Dataplane {
     /// `nat_udp_timeout`); IPVS's defaults.
     #[serde(flatten)]
     pub nat_timeouts: NatTimeouts,
+}
+
+impl Dataplane {
+    /// The capacity the connection-state tables are loaded with.
+    pub fn flow_capacity(&self) -> crate::dataplane::FlowCapacity {
+        crate::dataplane::FlowCapacity {
+            max_flows: self.max_flows,
+            max_flows_v6: self.max_flows_v6,
+        }
+    }
 }
 
 /// Idle timeouts of NAT entries, as IPVS has them (`ipvsadm --set tcp tcpfin udp`).

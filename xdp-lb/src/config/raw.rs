@@ -138,6 +138,7 @@ pub(super) struct RawDataplane {
     pub(super) interfaces: Option<Spanned<Vec<Spanned<Value>>>>,
     pub(super) xdp_mode: Option<Spanned<Value>>,
     pub(super) max_flows: Option<Spanned<Value>>,
+    pub(super) max_flows_v6: Option<Spanned<Value>>,
     pub(super) neighbour_timeout: Option<Spanned<Value>>,
     pub(super) new_flow_rate: Option<Spanned<Value>>,
     pub(super) pin_dir: Option<Spanned<Value>>,

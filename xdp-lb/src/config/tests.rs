@@ -1035,6 +1035,66 @@ fn max_flows_range_and_type() {
 }
 
 #[test]
+fn max_flows_v6_defaults_to_max_flows_and_may_be_0_without_ipv6_services() {
+    let dp = parse_ok(&with_dp(&["max_flows = 4096"])).dataplane;
+    assert_eq!((dp.max_flows, dp.max_flows_v6), (4096, 4096));
+    let dp = parse_ok(&with_dp(&["max_flows_v6 = 2048"])).dataplane;
+    assert_eq!((dp.max_flows, dp.max_flows_v6), (262_144, 2048));
+    let service = |vip: &str, extra: &str| {
+        with_dp(&[
+            "max_flows_v6 = 0",
+            "[[virtual_server]]",
+            &format!("vip = \"{vip}\""),
+            "port = 80",
+            extra,
+            "  [[virtual_server.real_server]]",
+            &format!(
+                "  address = \"{}\"",
+                if vip.contains(':') {
+                    "2001:db8::11"
+                } else {
+                    "192.0.2.11"
+                }
+            ),
+        ])
+    };
+    let ipv4 = parse_ok(&service("192.0.2.1", ""));
+    assert_eq!(ipv4.dataplane.max_flows_v6, 0);
+    // A consistent-hash IPv6 service without a flow table keeps no state.
+    parse_ok(&service(
+        "2001:db8::1",
+        "scheduler = \"maglev\"\nflow_table = false",
+    ));
+    assert_error(
+        &service("2001:db8::1", ""),
+        3,
+        16,
+        &[
+            "`max_flows_v6` = 0 leaves no IPv6 connection tables",
+            "virtual server [2001:db8::1]:80/tcp has an IPv6 VIP",
+        ],
+    );
+    assert_error(
+        &with_dp(&["max_flows_v6 = 1000"]),
+        3,
+        16,
+        &[
+            "`max_flows_v6` = 1000 is out of range",
+            "0 (no IPv6",
+            "1024 to 16777216",
+        ],
+    );
+    assert_error(
+        &with_dp(&["max_flows_v6 = \"none\""]),
+        3,
+        16,
+        &[
+            "`max_flows_v6` must be an integer, 0 (no IPv6 connection tables) or 1024 to 16777216; found string",
+        ],
+    );
+}
+
+#[test]
 fn durations_need_units() {
     assert_error(
         &with_dp(&["neighbour_timeout = \"5\""]),

@@ -110,6 +110,13 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
         Some(global) => v.global(global.into_inner())?,
         None => Global::default(),
     };
+    // Where `max_flows_v6` is written, to say so if it leaves an IPv6 service without
+    // the tables it needs.
+    let v6_capacity_span = raw
+        .dataplane
+        .as_ref()
+        .and_then(|d| d.get_ref().max_flows_v6.as_ref())
+        .map(|v| v.span());
     let dataplane = match raw.dataplane {
         Some(dataplane) => v.dataplane(dataplane)?,
         None => {
@@ -123,6 +130,7 @@ pub(super) fn validate(raw: RawConfig, src: &SourceText<'_>) -> Result<Config, C
     let filter = v.filter(raw.filter)?;
     let groups = v.server_groups(raw.virtual_server_group)?;
     let virtual_servers = v.virtual_servers(raw.virtual_server, groups, filter.deny.len())?;
+    v.ipv6_tables_for(&dataplane, v6_capacity_span, &virtual_servers)?;
     let scripts = v.scripts(raw.script)?;
     let bfd = v.bfd_sessions(raw.bfd)?;
     let vrrp = v.vrrp_instances(raw.vrrp, &virtual_servers, &scripts, &bfd)?;
@@ -378,6 +386,37 @@ impl Validator<'_, '_> {
             Some(value) => self.integer(value, "max_flows", MAX_FLOWS)? as u32,
             None => DEFAULT_MAX_FLOWS,
         };
+        let max_flows_v6 = match &raw.max_flows_v6 {
+            Some(value) => {
+                let valid = format!(
+                    "0 (no IPv6 connection tables) or {} to {}",
+                    MAX_FLOWS.start(),
+                    MAX_FLOWS.end()
+                );
+                match value.get_ref() {
+                    Value::Integer(0) => 0,
+                    Value::Integer(n) if MAX_FLOWS.contains(n) => *n as u32,
+                    Value::Integer(n) => {
+                        return Err(self.src.error(
+                            value.span(),
+                            format!(
+                                "`max_flows_v6` = {n} is out of range: valid values are {valid}"
+                            ),
+                        ));
+                    }
+                    other => {
+                        return Err(self.src.error(
+                            value.span(),
+                            format!(
+                                "`max_flows_v6` must be an integer, {valid}; found {}",
+                                other.type_str()
+                            ),
+                        ));
+                    }
+                }
+            }
+            None => max_flows,
+        };
         let neighbour_timeout = match &raw.neighbour_timeout {
             Some(value) => self.duration(value, "neighbour_timeout")?,
             None => DEFAULT_NEIGHBOUR_TIMEOUT,
@@ -438,11 +477,42 @@ impl Validator<'_, '_> {
             interfaces,
             xdp_mode,
             max_flows,
+            max_flows_v6,
             new_flow_rate,
             pin_dir,
             neighbour_timeout,
             nat_timeouts,
         })
+    }
+
+    /// `max_flows_v6 = 0` leaves no IPv6 connection tables: refused if a virtual server
+    /// with an IPv6 VIP needs them (every one but a consistent-hash service without a
+    /// flow table, which keeps no state).
+    fn ipv6_tables_for(
+        &self,
+        dataplane: &Dataplane,
+        span: Option<std::ops::Range<usize>>,
+        services: &[VirtualServer],
+    ) -> Result<(), ConfigError> {
+        let (0, Some(span)) = (dataplane.max_flows_v6, span) else {
+            return Ok(());
+        };
+        let needs = services
+            .iter()
+            .find(|s| s.members.iter().any(|m| m.is_ipv6()) && s.flow_table);
+        match needs {
+            None => Ok(()),
+            Some(s) => Err(self.src.error(
+                span,
+                format!(
+                    "`max_flows_v6` = 0 leaves no IPv6 connection tables, but virtual server \
+                     {} has an IPv6 VIP and keeps a flow entry per connection: give the \
+                     IPv6 tables a capacity (1024 to 16777216; it defaults to `max_flows`), \
+                     or remove the service",
+                    s.name()
+                ),
+            )),
+        }
     }
 
     fn virtual_servers(

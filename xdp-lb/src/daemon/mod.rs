@@ -131,8 +131,8 @@ pub async fn run_reloadable(
     let Routed { links, table } = preflight::route(&config, &netlink).await?;
     let pins = config.dataplane.pin_dir.as_deref().and_then(Pins::under);
     let mut dataplane = match pins {
-        Some(pins) => Dataplane::load_pinned(config.dataplane.max_flows, pins)?,
-        None => Dataplane::load(config.dataplane.max_flows)?,
+        Some(pins) => Dataplane::load_pinned(config.dataplane.flow_capacity(), pins)?,
+        None => Dataplane::load(config.dataplane.flow_capacity())?,
     };
     dataplane.set_new_flow_rate(config.dataplane.new_flow_rate)?;
     // Clones share the record of the entries created, removed again at the end.
@@ -719,7 +719,7 @@ impl Core {
             }
             Event::Dump(dump) => {
                 let dir = &self.config.global.dump_dir;
-                let capacity = self.config.dataplane.max_flows;
+                let capacity = self.config.dataplane.flow_capacity();
                 match dump.write(dir, self.snapshot(), &self.forwarding, capacity) {
                     Ok(path) => info!(path = %path.display(), "{dump:?} dump written"),
                     Err(e) => {
@@ -849,7 +849,7 @@ impl Core {
                 let _ = reply.send(self.snapshot());
             }
             ApiRequest::Connections { service, reply } => {
-                let capacity = self.config.dataplane.max_flows;
+                let capacity = self.config.dataplane.flow_capacity();
                 let _ = reply.send(crate::connections::list(
                     &self.forwarding,
                     service.as_deref(),

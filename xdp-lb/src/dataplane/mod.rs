@@ -237,35 +237,62 @@ fn attach_in_mode(
     }
 }
 
+/// The capacity of the connection-state tables: `[dataplane] max_flows` entries for
+/// the IPv4 ones and persistence, `max_flows_v6` for the IPv6 ones (0: no IPv6 table,
+/// made as small as the kernel allows). They are preallocated, so this is their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FlowCapacity {
+    pub max_flows: u32,
+    pub max_flows_v6: u32,
+}
+
+impl FlowCapacity {
+    /// The entries state map `map` is created with (a map holds at least one).
+    pub fn entries(&self, map: &pins::StateMap) -> u32 {
+        match map.sized_by {
+            pins::SizedBy::MaxFlows => self.max_flows,
+            pins::SizedBy::MaxFlowsV6 => self.max_flows_v6,
+        }
+        .max(1)
+    }
+}
+
+/// The same capacity for both IP versions.
+impl From<u32> for FlowCapacity {
+    fn from(max_flows: u32) -> Self {
+        FlowCapacity {
+            max_flows,
+            max_flows_v6: max_flows,
+        }
+    }
+}
+
 impl Dataplane {
     /// Loads the embedded program (verifier included) and opens its maps.
-    pub fn load(max_flows: u32) -> Result<Dataplane, DataplaneError> {
-        Self::load_object(PROGRAM_OBJECT, max_flows, None)
+    pub fn load(capacity: impl Into<FlowCapacity>) -> Result<Dataplane, DataplaneError> {
+        Self::load_object(PROGRAM_OBJECT, capacity.into(), None)
     }
 
     /// [`Dataplane::load`] with the connection state pinned in `pins`: what an earlier
     /// run left there (and this build can read) is adopted; see [`pins`].
-    pub fn load_pinned(max_flows: u32, pins: Pins) -> Result<Dataplane, DataplaneError> {
-        Self::load_object(PROGRAM_OBJECT, max_flows, Some(pins))
+    pub fn load_pinned(capacity: FlowCapacity, pins: Pins) -> Result<Dataplane, DataplaneError> {
+        Self::load_object(PROGRAM_OBJECT, capacity, Some(pins))
     }
 
     fn load_object(
         object: &[u8],
-        max_flows: u32,
+        capacity: FlowCapacity,
         pins: Option<Pins>,
     ) -> Result<Dataplane, DataplaneError> {
         let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(by_family::FLOW_MAPS[0], max_flows)
-            .map_max_entries(by_family::FLOW_MAPS[1], max_flows)
-            .map_max_entries(by_family::NAT_REPLY_MAPS[0], max_flows)
-            .map_max_entries(by_family::NAT_REPLY_MAPS[1], max_flows)
-            .map_max_entries("PERSIST", max_flows);
+        for map in pins::STATE_MAPS {
+            loader.map_max_entries(map.name, capacity.entries(&map));
+        }
         let adopted = match &pins {
             Some(p) => {
-                let kept = p.check_state_maps(max_flows);
-                for (name, _, _) in pins::STATE_MAPS {
-                    loader.map_pin_path(name, p.map(name));
+                let kept = p.check_state_maps(capacity);
+                for map in pins::STATE_MAPS {
+                    loader.map_pin_path(map.name, p.map(map.name));
                 }
                 kept
             }

@@ -24,6 +24,8 @@ use aya::{
     },
 };
 use tracing::{info, warn};
+
+use super::FlowCapacity;
 use xdp_lb_common::{
     FlowKey, FlowKeyV4, FlowValue, NatValue, PersistKey, PersistValue, STATE_VERSION,
 };
@@ -31,35 +33,73 @@ use xdp_lb_common::{
 /// Where xdp-lb pins, unless the bpffs is elsewhere.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf/xdp-lb";
 
-/// The maps whose entries are connection state, with the shape this build gives them
-/// (key size, value size; capacity is the configured `max_flows`).
-pub const STATE_MAPS: [(&str, usize, usize); 5] = [
-    (
-        super::by_family::FLOW_MAPS[0],
-        size_of::<FlowKeyV4>(),
-        size_of::<FlowValue>(),
-    ),
-    (
-        super::by_family::FLOW_MAPS[1],
-        size_of::<FlowKey>(),
-        size_of::<FlowValue>(),
-    ),
-    (
-        super::by_family::NAT_REPLY_MAPS[0],
-        size_of::<FlowKeyV4>(),
-        size_of::<NatValue>(),
-    ),
-    (
-        super::by_family::NAT_REPLY_MAPS[1],
-        size_of::<FlowKey>(),
-        size_of::<NatValue>(),
-    ),
-    (
-        "PERSIST",
-        size_of::<PersistKey>(),
-        size_of::<PersistValue>(),
-    ),
+/// Which configured capacity a connection-state map takes (see [`FlowCapacity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizedBy {
+    /// `max_flows`: the IPv4 tables, and persistence (of both families' clients).
+    MaxFlows,
+    /// `max_flows_v6`: the IPv6 tables.
+    MaxFlowsV6,
+}
+
+/// A map whose entries are connection state, with the shape this build gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct StateMap {
+    pub name: &'static str,
+    key: usize,
+    value: usize,
+    pub sized_by: SizedBy,
+}
+
+/// The connection-state maps: sized at load, pinned to outlive a restart.
+pub const STATE_MAPS: [StateMap; 5] = [
+    StateMap {
+        name: super::by_family::FLOW_MAPS[0],
+        key: size_of::<FlowKeyV4>(),
+        value: size_of::<FlowValue>(),
+        sized_by: SizedBy::MaxFlows,
+    },
+    StateMap {
+        name: super::by_family::FLOW_MAPS[1],
+        key: size_of::<FlowKey>(),
+        value: size_of::<FlowValue>(),
+        sized_by: SizedBy::MaxFlowsV6,
+    },
+    StateMap {
+        name: super::by_family::NAT_REPLY_MAPS[0],
+        key: size_of::<FlowKeyV4>(),
+        value: size_of::<NatValue>(),
+        sized_by: SizedBy::MaxFlows,
+    },
+    StateMap {
+        name: super::by_family::NAT_REPLY_MAPS[1],
+        key: size_of::<FlowKey>(),
+        value: size_of::<NatValue>(),
+        sized_by: SizedBy::MaxFlowsV6,
+    },
+    StateMap {
+        name: "PERSIST",
+        key: size_of::<PersistKey>(),
+        value: size_of::<PersistValue>(),
+        sized_by: SizedBy::MaxFlows,
+    },
 ];
+
+/// `BPF_F_NO_COMMON_LRU`: an LRU map with a list per CPU.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// The capacity the kernel gives an LRU map created with `requested` entries and
+/// `flags` on a host of `possible_cpus`: a per-CPU LRU is rounded up to a multiple of
+/// the CPUs (each gets an equal share), so 262,144 becomes 262,152 on 24 CPUs.
+pub fn kernel_capacity(requested: u32, flags: u32, possible_cpus: u32) -> u32 {
+    if flags & BPF_F_NO_COMMON_LRU != 0 && possible_cpus > 0 {
+        requested
+            .div_ceil(possible_cpus)
+            .saturating_mul(possible_cpus)
+    } else {
+        requested
+    }
+}
 
 /// Where the meaning of the pinned entries' ids is kept (bpffs holds no plain files).
 pub const RUN_DIR: &str = "/run/xdp-lb";
@@ -135,9 +175,11 @@ impl Pins {
     /// Removes pinned state maps that this build cannot read (another key or value
     /// size, or capacity), with the reason; returns the names of those kept (adopted
     /// when the program loads).
-    pub fn check_state_maps(&self, max_flows: u32) -> Vec<&'static str> {
+    pub fn check_state_maps(&self, capacity: FlowCapacity) -> Vec<&'static str> {
+        let possible_cpus = aya::util::nr_cpus().map_or(0, |n| n as u32);
         let mut kept = Vec::new();
-        for (name, key, value) in STATE_MAPS {
+        for map in STATE_MAPS {
+            let name = map.name;
             let path = self.map(name);
             if !path.exists() {
                 continue;
@@ -146,7 +188,9 @@ impl Pins {
                 Err(e) => Some(format!("cannot read it: {e}")),
                 Ok(info) => {
                     let found = (info.key_size(), info.value_size(), info.max_entries());
-                    let wanted = (key as u32, value as u32, max_flows);
+                    let entries =
+                        kernel_capacity(capacity.entries(&map), info.map_flags(), possible_cpus);
+                    let wanted = (map.key as u32, map.value as u32, entries);
                     let lru = matches!(
                         info.map_type(),
                         Ok(MapType::LruHash | MapType::LruPerCpuHash)
@@ -323,5 +367,14 @@ mod tests {
             adoption(Some(&other), ids),
             Adoption::OtherVersion(Some(STATE_VERSION + 1))
         );
+    }
+
+    #[test]
+    fn per_cpu_lru_capacities_round_up_to_a_multiple_of_the_cpus() {
+        assert_eq!(kernel_capacity(262_144, BPF_F_NO_COMMON_LRU, 24), 262_152);
+        assert_eq!(kernel_capacity(262_144, BPF_F_NO_COMMON_LRU, 16), 262_144);
+        assert_eq!(kernel_capacity(1, BPF_F_NO_COMMON_LRU, 2), 2);
+        // A common LRU is what was asked.
+        assert_eq!(kernel_capacity(262_144, 0, 24), 262_144);
     }
 }
