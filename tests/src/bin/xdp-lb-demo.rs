@@ -209,7 +209,8 @@ fn show_status(ns: &Netns, daemon_bin: &Path, who: &str) -> anyhow::Result<()> {
             String::from_utf8_lossy(&status.stderr).trim()
         );
     }
-    for line in String::from_utf8_lossy(&status.stdout).lines() {
+    let shown = String::from_utf8_lossy(&status.stdout);
+    for line in shown.lines() {
         println!(
             "{}",
             if line.is_empty() {
@@ -217,6 +218,13 @@ fn show_status(ns: &Netns, daemon_bin: &Path, who: &str) -> anyhow::Result<()> {
             } else {
                 format!("   {line}")
             }
+        );
+    }
+    if shown.contains("VIP CONFLICT") {
+        println!(
+            "\n   (the conflict is real: the killed lb1 could not take back the VIP it had \
+             added, so its kernel still answers ARP for it; xdp-lb started again there \
+             removes it before it joins as BACKUP)"
         );
     }
     Ok(())
