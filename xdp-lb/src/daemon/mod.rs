@@ -135,6 +135,15 @@ pub async fn run_reloadable(
         None => Dataplane::load(config.dataplane.flow_capacity())?,
     };
     dataplane.set_new_flow_rate(config.dataplane.new_flow_rate)?;
+    // Preallocated whatever the traffic: say what `max_flows` costs.
+    if let Some(bytes) = dataplane.state_memory() {
+        info!(
+            max_flows = config.dataplane.max_flows,
+            max_flows_v6 = config.dataplane.max_flows_v6,
+            "connection tables loaded: {} MiB locked",
+            bytes >> 20
+        );
+    }
     // Clones share the record of the entries created, removed again at the end.
     let neighbours = Neighbours::new(&netlink);
     let (tx, events) = mpsc::channel(EVENT_QUEUE);

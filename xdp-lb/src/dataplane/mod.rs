@@ -412,6 +412,33 @@ impl Dataplane {
             .expect("program loaded in Dataplane::load")
     }
 
+    /// The memory the connection-state tables lock, in bytes, as the kernel accounts
+    /// it (`memlock` of each map's fdinfo); `None` if the kernel does not say.
+    pub fn state_memory(&self) -> Option<u64> {
+        let info = self.program().info().ok()?;
+        let mut total = 0;
+        for id in info.map_ids().ok()??.into_iter() {
+            let map = aya::maps::MapInfo::from_id(id).ok()?;
+            let name = map.name_as_str()?;
+            if !pins::STATE_MAPS.iter().any(|m| m.name == name) {
+                continue;
+            }
+            let fd = map.fd().ok()?;
+            let fdinfo = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&fd))
+            ))
+            .ok()?;
+            total += fdinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))?
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+        }
+        Some(total)
+    }
+
     /// Attaches to `iface`. `Auto` tries driver mode and falls back to generic mode
     /// with a warning; `Driver` and `Generic` insist. The attachment is a bpf_link:
     /// unpinned, it goes away with this process; pinned ([`pins`]), it stays until a
