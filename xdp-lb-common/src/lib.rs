@@ -256,6 +256,10 @@ pub const SERVICE_INDEX_ENTRY_BASE: u32 = 2;
 /// ones waiting out their grace period (an entry is never rewritten while a packet
 /// may be reading it, as with backend values).
 pub const SERVICE_ENTRY_SLOTS: u32 = 2 * MAX_SERVICES;
+/// `SERVICE_ENTRIES_V4` also holds, after the pool, one scratch entry per possible CPU
+/// (the daemon sizes the map at load): a service of a shared slot is copied into its
+/// CPU's, so that every IPv4 service the first look finds is a value of one map.
+pub const SERVICE_SCRATCH_BASE: u32 = SERVICE_ENTRY_SLOTS;
 
 /// An IPv4 service as the index holds it: its key's [word](ServiceKeyV4::word), and
 /// a copy of its `SERVICES_V4` value.

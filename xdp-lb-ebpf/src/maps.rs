@@ -26,10 +26,12 @@ pub static SERVICE_INDEX_V4: Array<u32> = Array::with_max_entries(SERVICE_INDEX_
 
 /// Pool of index entries: an IPv4 service's key word and a copy of its value. An
 /// entry is written before a slot points at it and reused only a grace period after
-/// no slot does, so a packet reads a whole one (as `BACKEND_VALUES`).
+/// no slot does, so a packet reads a whole one (as `BACKEND_VALUES`). Then one scratch
+/// entry per possible CPU, from `SERVICE_SCRATCH_BASE` (see `early`); the daemon
+/// sizes the map at load.
 #[map]
 pub static SERVICE_ENTRIES_V4: Array<ServiceEntryV4> =
-    Array::with_max_entries(SERVICE_ENTRY_SLOTS, 0);
+    Array::with_max_entries(SERVICE_ENTRY_SLOTS + 1, 0);
 
 /// IPv6 (VIP, port, proto) → service.
 #[map]

@@ -31,8 +31,8 @@ use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FilterKeyV4, FilterKeyV6,
     FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue,
     SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
-    SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, ServiceEntryV4, ServiceKey, ServiceKeyV4,
-    ServiceStats, ServiceValue,
+    SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, SERVICE_SCRATCH_BASE, ServiceEntryV4,
+    ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -237,6 +237,30 @@ fn attach_in_mode(
     }
 }
 
+/// How many CPU ids there can be: one more than the highest possible CPU's
+/// (`/sys/devices/system/cpu/possible`, e.g. `0-63`).
+fn possible_cpu_ids() -> Result<u32, DataplaneError> {
+    const POSSIBLE: &str = "/sys/devices/system/cpu/possible";
+    let text = std::fs::read_to_string(POSSIBLE).map_err(DataplaneError::Cpus)?;
+    cpu_ids_end(&text).ok_or_else(|| {
+        DataplaneError::Cpus(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{POSSIBLE} holds {text:?}, not a CPU list"),
+        ))
+    })
+}
+
+/// One more than the highest CPU id of a kernel CPU list (`0-3,8-11` → 12).
+fn cpu_ids_end(list: &str) -> Option<u32> {
+    list.trim()
+        .split(',')
+        .map(|range| {
+            let last = range.rsplit('-').next()?;
+            last.trim().parse::<u32>().ok()?.checked_add(1)
+        })
+        .try_fold(0, |end, range_end| Some(end.max(range_end?)))
+}
+
 /// The capacity of the connection-state tables: `[dataplane] max_flows` entries for
 /// the IPv4 ones and persistence, `max_flows_v6` for the IPv6 ones (0: no IPv6 table,
 /// made as small as the kernel allows). They are preallocated, so this is their memory.
@@ -288,6 +312,11 @@ impl Dataplane {
         for map in pins::STATE_MAPS {
             loader.map_max_entries(map.name, capacity.entries(&map));
         }
+        // The pool of service entries, then a scratch entry for each possible CPU id.
+        loader.map_max_entries(
+            "SERVICE_ENTRIES_V4",
+            SERVICE_SCRATCH_BASE + possible_cpu_ids()?,
+        );
         let adopted = match &pins {
             Some(p) => {
                 let kept = p.check_state_maps(capacity);
@@ -721,4 +750,18 @@ fn load_reference(object: &[u8], names: &[&'static str]) -> Result<Ebpf, Datapla
         program.load().map_err(DataplaneError::Verify)?;
     }
     Ok(ebpf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ids_end;
+
+    #[test]
+    fn a_cpu_list_ends_after_its_highest_id() {
+        assert_eq!(cpu_ids_end("0-63\n"), Some(64));
+        assert_eq!(cpu_ids_end("0"), Some(1));
+        assert_eq!(cpu_ids_end("0-3,8-11"), Some(12));
+        assert_eq!(cpu_ids_end(""), None);
+        assert_eq!(cpu_ids_end("0-x"), None);
+    }
 }
