@@ -24,11 +24,11 @@ use aya::{
     },
 };
 use tracing::{info, warn};
-
-use super::FlowCapacity;
 use xdp_lb_common::{
     FlowKey, FlowKeyV4, FlowValue, NatValue, PersistKey, PersistValue, STATE_VERSION,
 };
+
+use super::FlowCapacity;
 
 /// Where xdp-lb pins, unless the bpffs is elsewhere.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf/xdp-lb";
