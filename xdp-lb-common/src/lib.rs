@@ -24,6 +24,14 @@ pub const SCHEDULE_POOL_SLOTS: u32 = 1 << 18;
 pub const MAX_SCHEDULE_LEN: u32 = 65537;
 /// Default flow-table capacity (LRU); the daemon may resize it before load.
 pub const DEFAULT_MAX_FLOWS: u32 = 1 << 18;
+/// Map flags of the connection-state tables (flows, NAT replies, persistence): none,
+/// the kernel's common LRU. Its capacity is the whole map whichever CPUs insert.
+/// `BPF_F_NO_COMMON_LRU` (an LRU list per CPU) splits it: each possible CPU may hold
+/// only `max_entries / CPUs`, so a host whose flows arrive on fewer CPUs than it has
+/// (fewer RX queues than cores, or a VM with more possible CPUs than online ones)
+/// would evict established flows long before the table is full; it also made new
+/// flows slower on this machine kind (see the README's benchmark).
+pub const STATE_MAP_FLAGS: u32 = 0;
 /// Capacity of the egress-interface devmap.
 pub const MAX_EGRESS_IFACES: u32 = 64;
 /// The version of what the connection-state maps' entries mean (FLOWS_V4, FLOWS,

@@ -9,7 +9,8 @@ use xdp_lb_common::{
     FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowKeyV4, FlowValue,
     MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatOrigin,
     NatValue, PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, SERVICE_ENTRY_SLOTS,
-    SERVICE_INDEX_SLOTS, ServiceEntryV4, ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
+    SERVICE_INDEX_SLOTS, STATE_MAP_FLAGS, ServiceEntryV4, ServiceKey, ServiceKeyV4, ServiceStats,
+    ServiceValue,
 };
 
 /// IPv4 (VIP, port, proto) → service, under an 8-byte key (see `services`).
@@ -54,25 +55,23 @@ pub static BACKEND_VALUES: Array<BackendValue> = Array::with_max_entries(BACKEND
 pub static SCHEDULE: Array<u32> = Array::with_max_entries(SCHEDULE_POOL_SLOTS, 0);
 
 /// IPv4 5-tuple → pinned backend, so a connection never changes server while it is
-/// active. One table shared by all CPUs (a flow may arrive on any queue), but per-CPU
-/// LRU lists (`BPF_F_NO_COMMON_LRU`), so inserting new flows takes no global lock.
-/// IPv4 flows have their own table for its 16-byte key (see `flows`).
+/// active. One table shared by all CPUs (a flow may arrive on any queue), with the
+/// common LRU (see `STATE_MAP_FLAGS`). IPv4 flows have their own table for its
+/// 16-byte key (see `flows`).
 #[map]
 pub static FLOWS_V4: LruHashMap<FlowKeyV4, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, STATE_MAP_FLAGS);
 
 /// IPv6 5-tuple → pinned backend, as `FLOWS_V4`.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
-
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, STATE_MAP_FLAGS);
 
 /// (service, client address masked by its granularity) → the client's real server, for
 /// services with persistence (see `persist`). Sized like the flow tables by the daemon.
 #[map]
 pub static PERSIST: LruHashMap<PersistKey, PersistValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, STATE_MAP_FLAGS);
 
 /// Per-CPU round-robin position per service id.
 #[map]
@@ -98,12 +97,12 @@ pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS_IFACES, 
 /// under the 16-byte key (see `flows`).
 #[map]
 pub static NAT_REPLIES_V4: LruHashMap<FlowKeyV4, NatValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, STATE_MAP_FLAGS);
 
 /// IPv6 NAT replies, as `NAT_REPLIES_V4`.
 #[map]
 pub static NAT_REPLIES: LruHashMap<FlowKey, NatValue> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, STATE_MAP_FLAGS);
 
 /// A NAT real server (address, port, protocol) → the VIPs it answers for: how a
 /// reply without a reply entry finds its flow (see `NatOrigin`).

@@ -513,6 +513,27 @@ fn each_family_s_flows_are_pinned_where_the_daemon_reads_and_writes_them() {
     assert_eq!(dp.table_sizes().0, 4);
 }
 
+/// The flow table's capacity is the whole table whichever CPU inserts (the common
+/// LRU, `STATE_MAP_FLAGS`): flows arriving on one CPU of several are all kept. With
+/// an LRU list per CPU, one CPU could hold only its share (4096 / CPUs here) and
+/// would evict established flows, as on a host with fewer RX queues than cores.
+#[test]
+fn new_flows_on_one_cpu_may_fill_the_whole_flow_table() {
+    let dp = dataplane();
+    // Three quarters of the 4096 entries of `load`: beyond one CPU's share on two
+    // CPUs or more (on one, both flavours keep them all).
+    let flows = 4096 * 3 / 4;
+    for i in 0..flows as u16 {
+        let frame = tcp4_from([10, 9, (i >> 8) as u8, i as u8], 40_000, 80);
+        assert_eq!(run(&dp, &frame).0, xdp_action::XDP_TX);
+    }
+    assert_eq!(
+        dp.flows().count(),
+        flows,
+        "flows evicted before the table was full"
+    );
+}
+
 #[test]
 fn a_flow_on_a_disabled_backend_is_rescheduled_and_others_stay() {
     let mut dp = dataplane();

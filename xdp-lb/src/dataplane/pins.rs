@@ -7,8 +7,8 @@
 //!
 //! One directory per network namespace (`/sys/fs/bpf/xdp-lb/ns-<inode>`), since each
 //! namespace has its own interfaces and daemon. A pinned map whose shape (key or value
-//! size, capacity) no longer matches this build is replaced, and said so: its entries
-//! would be read as something else.
+//! size, capacity, flags) no longer matches this build is replaced, and said so: its
+//! entries would be read as something else, or it would keep another LRU flavour.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -25,7 +25,8 @@ use aya::{
 };
 use tracing::{info, warn};
 use xdp_lb_common::{
-    FlowKey, FlowKeyV4, FlowValue, NatValue, PersistKey, PersistValue, STATE_VERSION,
+    FlowKey, FlowKeyV4, FlowValue, NatValue, PersistKey, PersistValue, STATE_MAP_FLAGS,
+    STATE_VERSION,
 };
 
 use super::FlowCapacity;
@@ -84,22 +85,6 @@ pub const STATE_MAPS: [StateMap; 5] = [
         sized_by: SizedBy::MaxFlows,
     },
 ];
-
-/// `BPF_F_NO_COMMON_LRU`: an LRU map with a list per CPU.
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
-
-/// The capacity the kernel gives an LRU map created with `requested` entries and
-/// `flags` on a host of `possible_cpus`: a per-CPU LRU is rounded up to a multiple of
-/// the CPUs (each gets an equal share), so 262,144 becomes 262,152 on 24 CPUs.
-pub fn kernel_capacity(requested: u32, flags: u32, possible_cpus: u32) -> u32 {
-    if flags & BPF_F_NO_COMMON_LRU != 0 && possible_cpus > 0 {
-        requested
-            .div_ceil(possible_cpus)
-            .saturating_mul(possible_cpus)
-    } else {
-        requested
-    }
-}
 
 /// Where the meaning of the pinned entries' ids is kept (bpffs holds no plain files).
 pub const RUN_DIR: &str = "/run/xdp-lb";
@@ -172,11 +157,10 @@ impl Pins {
         self.dir.join(format!("link-{iface}"))
     }
 
-    /// Removes pinned state maps that this build cannot read (another key or value
-    /// size, or capacity), with the reason; returns the names of those kept (adopted
+    /// Removes pinned state maps that this build cannot read or would not create
+    /// (another key or value size, capacity, or flags), with the reason; returns the names of those kept (adopted
     /// when the program loads).
     pub fn check_state_maps(&self, capacity: FlowCapacity) -> Vec<&'static str> {
-        let possible_cpus = aya::util::nr_cpus().map_or(0, |n| n as u32);
         let mut kept = Vec::new();
         for map in STATE_MAPS {
             let name = map.name;
@@ -187,18 +171,34 @@ impl Pins {
             let why = match MapInfo::from_pin(&path) {
                 Err(e) => Some(format!("cannot read it: {e}")),
                 Ok(info) => {
-                    let found = (info.key_size(), info.value_size(), info.max_entries());
-                    let entries =
-                        kernel_capacity(capacity.entries(&map), info.map_flags(), possible_cpus);
-                    let wanted = (map.key as u32, map.value as u32, entries);
+                    let found = (
+                        info.key_size(),
+                        info.value_size(),
+                        info.max_entries(),
+                        info.map_flags(),
+                    );
+                    let wanted = (
+                        map.key as u32,
+                        map.value as u32,
+                        capacity.entries(&map),
+                        STATE_MAP_FLAGS,
+                    );
                     let lru = matches!(
                         info.map_type(),
                         Ok(MapType::LruHash | MapType::LruPerCpuHash)
                     );
                     (found != wanted || !lru).then(|| {
                         format!(
-                            "key/value/capacity {}/{}/{} where this build has {}/{}/{}",
-                            found.0, found.1, found.2, wanted.0, wanted.1, wanted.2
+                            "key/value/capacity/flags {}/{}/{}/{:#x} where this build has \
+                             {}/{}/{}/{:#x}",
+                            found.0,
+                            found.1,
+                            found.2,
+                            found.3,
+                            wanted.0,
+                            wanted.1,
+                            wanted.2,
+                            wanted.3
                         )
                     })
                 }
@@ -367,14 +367,5 @@ mod tests {
             adoption(Some(&other), ids),
             Adoption::OtherVersion(Some(STATE_VERSION + 1))
         );
-    }
-
-    #[test]
-    fn per_cpu_lru_capacities_round_up_to_a_multiple_of_the_cpus() {
-        assert_eq!(kernel_capacity(262_144, BPF_F_NO_COMMON_LRU, 24), 262_152);
-        assert_eq!(kernel_capacity(262_144, BPF_F_NO_COMMON_LRU, 16), 262_144);
-        assert_eq!(kernel_capacity(1, BPF_F_NO_COMMON_LRU, 2), 2);
-        // A common LRU is what was asked.
-        assert_eq!(kernel_capacity(262_144, 0, 24), 262_144);
     }
 }
