@@ -1,8 +1,9 @@
 //! The flood guard against a real SYN flood: 100 long-lived keep-alive connections
 //! through the VIP (wrr over three real servers, a flow table of 1,024 entries), then
-//! 200,000 SYNs from spoofed sources. Without the guard the flood evicts the
-//! connections' flow entries and wrr sends their next packets elsewhere (the control
-//! run, which proves the test can fail); with `new_flow_rate` none breaks.
+//! 200,000 SYNs from spoofed sources, each sent twice. Without the guard the flood
+//! evicts the connections' flow entries and wrr sends their next packets elsewhere
+//! (the control run, which proves the test can fail); with `new_flow_rate` none
+//! breaks.
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ const CONNECTIONS: usize = 100;
 const FLOOD: u32 = 200_000;
 
 /// 200,000 TCP SYNs to VIP:80 from 198.18.0.0/15 (a different source and port each),
-/// through a raw socket in the client's namespace.
+/// each sent twice, through a raw socket in the client's namespace.
 fn syn_flood(lab: &DrLab) -> Duration {
     lab.client
         .run(|| {
@@ -39,9 +40,15 @@ fn syn_flood(lab: &DrLab) -> Duration {
                 p[33] = 0x02; // SYN
                 p[34..36].copy_from_slice(&64_000u16.to_be_bytes());
                 // The kernel fills in the IP checksum and length (raw(7)); the TCP
-                // checksum stays wrong, the real servers drop these anyway.
-                while socket.send_to(&p, &to).is_err() {
-                    std::thread::yield_now();
+                // checksum stays wrong, the real servers drop these anyway. Each SYN
+                // goes twice, as a client's retransmission would: its flow's second
+                // packet marks the entry used, so the LRU's second chance (which
+                // spares used entries from a flood of one-packet flows) does not
+                // spare the idle established ones in the control run either.
+                for _ in 0..2 {
+                    while socket.send_to(&p, &to).is_err() {
+                        std::thread::yield_now();
+                    }
                 }
             }
             started.elapsed()
