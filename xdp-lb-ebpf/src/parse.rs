@@ -67,6 +67,27 @@ pub unsafe fn load_word(p: *const u8) -> u32 {
     unsafe { core::ptr::read_volatile(p as *const u32) }
 }
 
+/// The big-endian 16-bit field at `p`, as a length to add to a packet offset.
+/// Verifiers before Linux 6.6 know nothing of a byte swap's result, not even that it
+/// is not negative, and refuse a program that adds a swapped field to a packet
+/// pointer (seen on Debian 12's 6.1). So the swapped value goes through a 2-byte
+/// stack slot: every verifier bounds a 2-byte load below 65,536. Volatile, so LLVM
+/// keeps the round trip (two instructions) rather than the swap it knows is bounded.
+///
+/// # Safety
+/// `p` must point at 2 bytes checked to lie inside the packet.
+#[inline(always)]
+pub unsafe fn load_be16(p: *const u8) -> usize {
+    let mut slot = 0u16;
+    // SAFETY: `p` is inside the packet by the caller's contract (a 2-byte packet
+    // load, unaligned allowed as in `load_word`); `slot` is an aligned local.
+    unsafe {
+        let value = u16::from_be(core::ptr::read_volatile(p as *const u16));
+        core::ptr::write_volatile(&mut slot, value);
+        core::ptr::read_volatile(&slot) as usize
+    }
+}
+
 /// A 16-byte packet address as four word loads (see [`load_word`]).
 ///
 /// # Safety
@@ -167,7 +188,7 @@ fn parse_ipv4(ctx: &XdpContext, at: Ipv4At) -> Result<Packet, Reason> {
     let (frags, tot_len, proto, src, dst) = unsafe {
         (
             u16::from_be_bytes((*ip).frags),
-            u16::from_be_bytes((*ip).tot_len) as usize,
+            load_be16((ip as *const u8).add(2)),
             (*ip).proto,
             load_word((ip as *const u8).add(12)),
             load_word((ip as *const u8).add(16)),
@@ -225,9 +246,9 @@ fn transport(
         IPPROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, l4)?;
             // SAFETY: ptr_at checked the 8-byte UDP header; byte-array fields by value.
-            let (src, dst, len) = unsafe { ((*udp).src, (*udp).dst, (*udp).len) };
+            let (src, dst, len) =
+                unsafe { ((*udp).src, (*udp).dst, load_be16((udp as *const u8).add(4))) };
             // The datagram's own length covers its header and ends inside the IP one.
-            let len = u16::from_be_bytes(len) as usize;
             if len < UdpHdr::LEN || l4 + len > l3_end {
                 return Err(Reason::PassMalformed);
             }
@@ -255,7 +276,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     let (version, payload_len, next) = unsafe {
         (
             (*ip).vcf[0] >> 4,
-            u16::from_be_bytes((*ip).payload_len) as usize,
+            load_be16((ip as *const u8).add(4)),
             (*ip).next_hdr,
         )
     };
