@@ -169,7 +169,6 @@ impl<W: MapWriter> Forwarding<W> {
             written_filter: None,
         };
         owner.write_all()?;
-        owner.write_aging()?;
         Ok((owner, edges))
     }
 
@@ -242,7 +241,7 @@ impl<W: MapWriter> Forwarding<W> {
         if !self.table.set_health(index, up, weight) {
             return Ok(HealthApplied::default());
         }
-        self.write_backend(index)?;
+        self.write_backends(&[index])?;
         let quorum = self
             .table
             .update_quorum(service)
@@ -288,8 +287,8 @@ impl<W: MapWriter> Forwarding<W> {
     pub fn apply_neighbours(&mut self, macs: &Macs) -> Result<Vec<BackendIndex>, ForwardingError> {
         let changed = self.table.learn_macs(macs);
         let mut services = Vec::new();
+        self.write_backends(&changed)?;
         for &index in &changed {
-            self.write_backend(index)?;
             let service = self.table.backends[index].service;
             if !services.contains(&service) {
                 services.push(service);
@@ -379,10 +378,7 @@ impl<W: MapWriter> Forwarding<W> {
             self.writer.set_backend(slot, &BackendValue::default())?;
         }
         self.table = table;
-        // The NAT ports first: a new NAT service's replies are recognised from its
-        // first connection on.
         self.timeouts = timeouts;
-        self.write_aging()?;
         self.write_all()?;
         Ok(edges)
     }
@@ -390,22 +386,25 @@ impl<W: MapWriter> Forwarding<W> {
     /// The NAT reply path looks at packets from NAT services' real servers (sorry
     /// servers included); the timeouts are written with them, for NAT's flows and
     /// those of lc and wlc services.
-    fn write_aging(&mut self) -> Result<(), ForwardingError> {
-        let wanted = (self.table.nat_origins(), self.timeouts);
-        if self.written_aging.as_ref() != Some(&wanted) {
-            self.writer.set_nat(&wanted.0, &self.timeouts)?;
-            self.written_aging = Some(wanted);
+    fn write_aging(&mut self, origins: &NatOrigins) -> Result<(), ForwardingError> {
+        let written = self.written_aging.as_ref();
+        if written.is_some_and(|(o, t)| o == origins && *t == self.timeouts) {
+            return Ok(());
         }
+        self.writer.set_nat(origins, &self.timeouts)?;
+        self.written_aging = Some((origins.clone(), self.timeouts));
         Ok(())
     }
 
-    /// Every backend, then the source filter (into the generation no service reads,
-    /// if it changed), then every service (which switches it to that generation).
+    /// The NAT ports (first: a new NAT service's replies are recognised from its
+    /// first connection on), every backend, then the source filter (into the
+    /// generation no service reads, if it changed), then every service (which
+    /// switches it to that generation).
     fn write_all(&mut self) -> Result<(), ForwardingError> {
-        for (index, value) in self.table.backend_values() {
-            self.writer
-                .set_backend(self.table.backends[index].id, &value)?;
-        }
+        let origins = self.table.nat_origins();
+        self.write_aging(&origins)?;
+        let every: Vec<BackendIndex> = self.table.backend_indices().collect();
+        self.write_backends_in(&every, &origins)?;
         let entries = self.table.filter_entries();
         if self.written_filter.as_ref() != Some(&entries) {
             let generation = match self.written_filter {
@@ -422,10 +421,25 @@ impl<W: MapWriter> Forwarding<W> {
         Ok(())
     }
 
-    fn write_backend(&mut self, index: BackendIndex) -> Result<(), ForwardingError> {
-        let slot = self.table.backends[index].id;
-        let value = self.table.backend_value(index);
-        Ok(self.writer.set_backend(slot, &value)?)
+    /// Rewrites the backends at `indices` (after their health or MAC changed).
+    fn write_backends(&mut self, indices: &[BackendIndex]) -> Result<(), ForwardingError> {
+        let origins = self.table.nat_origins();
+        self.write_backends_in(indices, &origins)
+    }
+
+    /// Writes the backends at `indices`, with the table's NAT origins (`origins`),
+    /// derived once by the caller: each value needs them.
+    fn write_backends_in(
+        &mut self,
+        indices: &[BackendIndex],
+        origins: &NatOrigins,
+    ) -> Result<(), ForwardingError> {
+        for &index in indices {
+            let value = self.table.backend_value_in(index, origins);
+            self.writer
+                .set_backend(self.table.backends[index].id, &value)?;
+        }
+        Ok(())
     }
 
     fn write_service(&mut self, index: usize) -> Result<(), ForwardingError> {

@@ -668,19 +668,16 @@ impl ServiceTable {
                 .is_some_and(|vips| vips.len() > NAT_ORIGIN_VIPS)
     }
 
-    /// Every backend's index and value, the NAT origins derived once for all.
-    pub fn backend_values(&self) -> impl Iterator<Item = (BackendIndex, BackendValue)> + '_ {
-        let origins = self.nat_origins();
-        self.backend_indices()
-            .map(move |index| (index, self.backend_value_in(index, &origins)))
-    }
-
-    /// The value of the backend at `index` (written copy-on-write for its slot `id`).
+    /// The value of the backend at `index`, deriving the NAT origins for it alone.
+    #[cfg(test)]
     pub fn backend_value(&self, index: BackendIndex) -> BackendValue {
         self.backend_value_in(index, &self.nat_origins())
     }
 
-    fn backend_value_in(&self, index: BackendIndex, origins: &NatOrigins) -> BackendValue {
+    /// The value of the backend at `index` (written copy-on-write for its slot `id`);
+    /// `origins`: this table's [`ServiceTable::nat_origins`], derived once by a caller
+    /// that writes several.
+    pub fn backend_value_in(&self, index: BackendIndex, origins: &NatOrigins) -> BackendValue {
         let b = &self.backends[index];
         let (ifindex, src_mac, mtu, tun_src) = match b.egress {
             Some(e) => (

@@ -195,6 +195,7 @@ fn start_writes_every_entry_and_leaves_vrrp_services_to_the_kernel() {
     assert_eq!(
         maps.writes,
         vec![
+            Write::Nat(false),
             Write::Backend(0),
             Write::Backend(1),
             Write::Backend(2),
@@ -202,7 +203,6 @@ fn start_writes_every_entry_and_leaves_vrrp_services_to_the_kernel() {
             Write::Filter(0),
             Write::Service(key(&owner, 0)),
             Write::Service(key(&owner, 1)),
-            Write::Nat(false),
         ]
     );
     assert_eq!(maps.backends[&1].flags, BACKEND_F_ACTIVE);
