@@ -10,8 +10,9 @@ const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("XDP_LB_COMMIT"),
-    ")\nneeds: Linux >= 5.15 (XDP in driver or generic mode, BPF links, devmap hash, \
-     per-CPU LRU hash maps, CAP_BPF), glibc >= 2.34; the XDP program is built in"
+    ")\nneeds: Linux >= 6.1 (XDP in driver or generic mode, BPF links, devmap hash, \
+     LRU hash maps, CAP_BPF; its verifier tested on 6.1 and 6.18), glibc >= 2.34; \
+     the XDP program is built in"
 );
 
 #[derive(Parser)]

@@ -2,13 +2,16 @@
 //!
 //! - `setup`       install what a bare machine lacks (apt packages, nightly rust-src, bpf-linker)
 //! - `build-ebpf`  build the XDP program and the daemon that embeds it
-//! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration
+//! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration,
+//!   then the core BPF_PROG_TEST_RUN tests again on Debian 12's Linux 6.1 under qemu
+//! - `older-kernel` the BPF_PROG_TEST_RUN tests (all, or those named) on Linux 6.1
 //! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
 //! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor and a
 //!   minimal DR program, Mpps end to end through veth beside that program, and VRRP
 //!   takeover gaps seen by a client, xdp-lb beside keepalived
 //! - `package`     a Debian package: the binary (XDP program embedded), the systemd
 //!   unit, a default configuration, the man page and shell completions
+mod older_kernel;
 mod package;
 mod setup;
 
@@ -38,6 +41,12 @@ enum Cmd {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Run BPF_PROG_TEST_RUN test binaries (all, or those named) on Debian 12's Linux
+    /// 6.1, booted under qemu: the verifier and helpers of an older kernel than this one.
+    OlderKernel {
+        /// Test binaries of the xdp-lb package (xdp_program, xdp_nat, ...).
+        tests: Vec<String>,
     },
     /// Run the demo lab: client, LB, three backends weighted 1:2:3, real HTTP traffic.
     Demo {
@@ -92,7 +101,22 @@ fn main() -> anyhow::Result<()> {
                 "--no-fail-fast",
             ]);
             cmd.args(&args).args(["--", "--test-threads=1"]);
-            run_cmd(&mut cmd)
+            run_cmd(&mut cmd)?;
+            // A filtered run is someone's focus: the older kernel only runs with all.
+            if args.is_empty() {
+                older_kernel::run(older_kernel::IN_TEST)?;
+            }
+            Ok(())
+        }
+        Cmd::OlderKernel { tests } => {
+            setup::install()?;
+            require_root("the test binaries load XDP programs (inside the guest as root)")?;
+            let tests: Vec<&str> = tests.iter().map(String::as_str).collect();
+            older_kernel::run(if tests.is_empty() {
+                older_kernel::ALL
+            } else {
+                &tests
+            })
         }
         Cmd::Demo { connections, ecmp } => {
             setup::install()?;

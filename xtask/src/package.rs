@@ -93,7 +93,7 @@ pub fn build(release: bool, out: &Path) -> anyhow::Result<PathBuf> {
          keepalived + LVS/IPVS in one daemon: an XDP program forwards virtual-service\n \
          traffic (DR, NAT, TUN) at the NIC driver; VRRP (wire-compatible with\n \
          keepalived), health checks and VIP management run in the daemon.\n \
-         Needs Linux >= 5.15.\n"
+         Needs Linux >= 6.1.\n"
     );
     put("DEBIAN/control", control.as_bytes(), 0o644)?;
     put("DEBIAN/conffiles", b"/etc/xdp-lb/lb.toml\n", 0o644)?;

@@ -11,6 +11,7 @@ use crate::run_cmd;
 /// keepalived: the real VRRP peer of the failover tests (and its genhash); nftables:
 /// their split brain. openssl: the TLS server `genhash -S` is compared against.
 /// frr: the routers and the LBs' BGP speakers of the ECMP lab (bgpd, zebra, vtysh).
+/// qemu-system-x86, busybox-static: the guest that runs the BPF tests on Linux 6.1.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -23,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "openssl",
     "frr",
+    "qemu-system-x86",
+    "busybox-static",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod nat;
 pub mod pins;
 pub mod pool;
+pub mod refusal;
 pub mod selector;
 pub mod service_index;
 pub mod stats;
@@ -59,6 +60,15 @@ pub enum DataplaneError {
     Load(#[source] Box<aya::EbpfError>),
     #[error("the XDP program was rejected by the kernel: {0}")]
     Verify(#[source] ProgramError),
+    #[error(
+        "the kernel's verifier refused the XDP program: {reason}\n  after:\n    {context}\n  {hint}"
+    )]
+    Refused {
+        reason: String,
+        /// The instructions before the reason, one per line.
+        context: String,
+        hint: String,
+    },
     #[error("the embedded object has no map `{0}`; rebuild with `cargo xtask build-ebpf`")]
     MissingMap(&'static str),
     #[error("map `{name}`: {source}")]
@@ -339,14 +349,7 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap("program xdp_lb"))?
             .try_into()
             .map_err(DataplaneError::Verify)?;
-        program.load().map_err(|e| match &e {
-            ProgramError::LoadError { io_error, .. }
-                if io_error.raw_os_error() == Some(libc::EPERM) =>
-            {
-                DataplaneError::Privileges
-            }
-            _ => DataplaneError::Verify(e),
-        })?;
+        program.load().map_err(load_error)?;
 
         macro_rules! take {
             ($name:expr) => {{
@@ -737,6 +740,31 @@ pub fn load_dr_ref(vip: [u8; 4], port: u16, macs: &[[u8; 6]]) -> Result<Ebpf, Da
         .insert(key, [0, macs.len() as u32], 0)
         .map_err(map_err("REF_SERVICES"))?;
     Ok(ebpf)
+}
+
+/// A failed program load, told as the operator needs it: missing privileges, or the
+/// verifier's reason (its whole log goes to the debug log).
+fn load_error(e: ProgramError) -> DataplaneError {
+    let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &e
+    else {
+        return DataplaneError::Verify(e);
+    };
+    if io_error.raw_os_error() == Some(libc::EPERM) {
+        return DataplaneError::Privileges;
+    }
+    let log = verifier_log.to_string();
+    tracing::debug!(log = %log, "the verifier's whole log");
+    match refusal::read(&log) {
+        Some(r) => DataplaneError::Refused {
+            reason: r.reason,
+            context: r.context.join("\n    "),
+            hint: refusal::kernel_hint(&refusal::kernel_release()),
+        },
+        None => DataplaneError::Verify(e),
+    }
 }
 
 fn load_reference(object: &[u8], names: &[&'static str]) -> Result<Ebpf, DataplaneError> {
