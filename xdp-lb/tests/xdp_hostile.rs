@@ -312,10 +312,17 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
     let dp = dataplane();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let sources = [CLIENT, [127, 0, 0, 1], VIP, [10, 1, 2, 3], [224, 1, 1, 1]];
-    const FRAMES: usize = 1_000_000;
+    // Fewer where each run costs more: `cargo xtask older-kernel` runs this under
+    // emulation, about a hundred times slower per frame.
+    let frames: u64 = std::env::var("XDP_LB_HOSTILE_FRAMES")
+        .map(|v| {
+            v.parse()
+                .expect("XDP_LB_HOSTILE_FRAMES: a number of frames")
+        })
+        .unwrap_or(1_000_000);
     let (mut forwarded, mut passed, mut dropped, mut violations) = (0u64, 0u64, 0u64, Vec::new());
     let mut n = 0;
-    while forwarded + passed + dropped < FRAMES as u64 {
+    while forwarded + passed + dropped < frames {
         n += 1;
         let mut frame = match rng.below(6) {
             0 => tcp4(
@@ -413,19 +420,22 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
         .map(|(r, n)| format!("{r}={n}"))
         .collect();
     eprintln!(
-        "measured: {FRAMES} frames: forwarded {forwarded}, passed {passed}, dropped {dropped}; \
+        "measured: {frames} frames: forwarded {forwarded}, passed {passed}, dropped {dropped}; \
          by reason: {}; invariant violations: {}",
         reasons.join(" "),
         violations.len()
     );
     assert!(
-        forwarded > 10_000,
+        forwarded > frames / 100,
         "the campaign must reach the forwarding paths"
     );
     // Every forwarding path, the IPv6 NAT (service 5) and TUN (6) ones included.
     for id in 0..7 {
         let packets = dp.service_stats(id).unwrap().packets;
-        assert!(packets > 1_000, "service {id} forwarded only {packets}");
+        assert!(
+            packets > frames / 1_000,
+            "service {id} forwarded only {packets}"
+        );
     }
     assert!(
         violations.is_empty(),

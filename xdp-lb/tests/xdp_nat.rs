@@ -958,8 +958,17 @@ fn a_reply_past_an_idle_entry_of_a_live_flow_is_translated_and_renews_it() {
     use xdp_lb::sync::Install;
     use xdp_lb_common::{FlowValue, NatValue};
     let mut dp = nat_dataplane();
+    // A 2 s TCP timeout, so that an entry idle past it lies after the boot of a
+    // machine that has just started (such as `cargo xtask older-kernel`'s guest).
+    let timeouts = NatTimeouts {
+        tcp: std::time::Duration::from_secs(2),
+        ..NatTimeouts::default()
+    };
+    dp.set_nat(&origins(SERVER_PORT), &timeouts).unwrap();
     let now = xdp_lb::dataplane::nat::monotonic_ns();
-    let long_ago = now - 1_000_000_000_000; // 1,000 s: past TCP's 900 s
+    let long_ago = now
+        .checked_sub(3_000_000_000)
+        .expect("the machine has been up for 3 s");
     let forward = tcp_flow(CLIENT, 44_400, VIP, 80);
     let reply_key = tcp_flow(SERVER, SERVER_PORT, CLIENT, 44_400);
     let client = ClientHop {

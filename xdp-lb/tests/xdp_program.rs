@@ -1678,3 +1678,32 @@ fn a_too_big_error_about_a_flow_goes_to_the_flows_real_server() {
     assert_eq!(delta("icmp_to_real_server"), 7);
     assert_eq!(delta("pass_icmp_no_flow"), 1);
 }
+
+/// The verifier's limit (instructions it may process for one program) since Linux 5.2.
+const VERIFIER_LIMIT: u32 = 1_000_000;
+
+#[test]
+fn the_verifier_accepts_the_program_with_room_to_spare() {
+    let dp = load();
+    let info = dp.program().info().expect("program info");
+    let verified = info
+        .verified_instruction_count()
+        .expect("the kernel reports the verifier's count (Linux 5.16 and later)");
+    let size = info
+        .size_translated()
+        .map_or("?".into(), |bytes| (bytes / 8).to_string());
+    println!(
+        "kernel {}: the verifier processed {verified} instructions ({}% of its limit); \
+         {size} instructions after loading",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap()
+            .trim(),
+        verified as u64 * 100 / VERIFIER_LIMIT as u64
+    );
+    // A change that takes the walk near the limit fails here, on each kernel the
+    // tests run on, before some host's verifier refuses it.
+    assert!(
+        verified < VERIFIER_LIMIT * 7 / 10,
+        "the verifier processed {verified} instructions, over 70% of its limit"
+    );
+}
