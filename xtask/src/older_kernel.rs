@@ -88,26 +88,15 @@ pub fn run(tests: &[&str]) -> anyhow::Result<()> {
 
 /// The newest Debian 12 kernel of the series, downloaded once into `dir`.
 fn kernel(dir: &Path) -> anyhow::Result<PathBuf> {
-    let search = Command::new("apt-cache")
-        .args(["search", "--names-only"])
-        .arg(format!(
-            "^linux-image-{}-[0-9]+-cloud-amd64$",
-            SERIES.replace('.', "\\.")
-        ))
-        .output()
-        .context("apt-cache")?;
-    let newest = String::from_utf8_lossy(&search.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|p| {
-            let abi = p.strip_prefix(&format!("linux-image-{SERIES}-"))?;
-            Some((abi.split('-').next()?.parse::<u32>().ok()?, p.to_string()))
-        })
-        .max();
-    let Some((_, package)) = newest else {
-        bail!(
-            "no linux-image-{SERIES}-N-cloud-amd64 package in the package lists (apt-get update?)"
-        );
+    let package = match newest_kernel_package()? {
+        Some(p) => p,
+        None => {
+            // No package lists yet (or stale ones): fetch them once.
+            run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+            newest_kernel_package()?.with_context(|| {
+                format!("no linux-image-{SERIES}-N-cloud-amd64 package in Debian's lists")
+            })?
+        }
     };
     let vmlinuz = dir.join(&package).join("vmlinuz");
     if vmlinuz.exists() {
@@ -140,6 +129,27 @@ fn kernel(dir: &Path) -> anyhow::Result<PathBuf> {
     fs::copy(&boot, &vmlinuz)?;
     fs::remove_dir_all(&download)?;
     Ok(vmlinuz)
+}
+
+/// The name of the newest `linux-image-6.1.0-N-cloud-amd64` in the package lists.
+fn newest_kernel_package() -> anyhow::Result<Option<String>> {
+    let search = Command::new("apt-cache")
+        .args(["search", "--names-only"])
+        .arg(format!(
+            "^linux-image-{}-[0-9]+-cloud-amd64$",
+            SERIES.replace('.', "\\.")
+        ))
+        .output()
+        .context("apt-cache")?;
+    Ok(String::from_utf8_lossy(&search.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| {
+            let abi = p.strip_prefix(&format!("linux-image-{SERIES}-"))?;
+            Some((abi.split('-').next()?.parse::<u32>().ok()?, p.to_string()))
+        })
+        .max()
+        .map(|(_, package)| package))
 }
 
 /// The path of the test binary `name` of the daemon's package, built if needed.
