@@ -4,7 +4,8 @@
 //! - `build-ebpf`  build the XDP program and the daemon that embeds it
 //! - `test`        every test: unit, BPF_PROG_TEST_RUN and network-namespace integration,
 //!   then the core BPF_PROG_TEST_RUN tests again on Debian 12's Linux 6.1 under qemu
-//! - `older-kernel` the BPF_PROG_TEST_RUN tests (all, or those named) on Linux 6.1
+//! - `older-kernel` tests on Linux 6.1: every BPF_PROG_TEST_RUN binary, or those named
+//!   (network-namespace tests too)
 //! - `demo`        a throwaway lab in network namespaces with real traffic through xdp-lb
 //! - `bench`       BPF_PROG_TEST_RUN ns/packet beside a trivial XDP_TX floor and a
 //!   minimal DR program, Mpps end to end through veth beside that program, and VRRP
@@ -42,10 +43,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Run BPF_PROG_TEST_RUN test binaries (all, or those named) on Debian 12's Linux
-    /// 6.1, booted under qemu: the verifier and helpers of an older kernel than this one.
+    /// Run tests on Debian 12's Linux 6.1, booted under qemu: the verifier and helpers
+    /// of an older kernel than this one. Without names: every BPF_PROG_TEST_RUN binary.
     OlderKernel {
-        /// Test binaries of the xdp-lb package (xdp_program, xdp_nat, ...).
+        /// BPF test binaries of the xdp-lb package (xdp_program, xdp_nat, ...) or
+        /// network-namespace tests (dr_netns, nat_netns, ...).
         tests: Vec<String>,
     },
     /// Run the demo lab: client, LB, three backends weighted 1:2:3, real HTTP traffic.

@@ -158,8 +158,8 @@ impl Pins {
     }
 
     /// Removes pinned state maps that this build cannot read or would not create
-    /// (another key or value size, capacity, or flags), with the reason; returns the names of those kept (adopted
-    /// when the program loads).
+    /// (another key or value size, capacity, or flags), with the reason; returns the
+    /// names of those kept (adopted when the program loads).
     pub fn check_state_maps(&self, capacity: FlowCapacity) -> Vec<&'static str> {
         let mut kept = Vec::new();
         for map in STATE_MAPS {
