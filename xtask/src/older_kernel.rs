@@ -280,13 +280,15 @@ fn initramfs(dir: &Path, kernel: &Kernel, binaries: &[(&str, PathBuf)]) -> anyho
         // count, for one).
         init.push_str(&format!(
             "chroot /merged /bin/sh -c 'cd {workspace} && \
-               export CI=true XDP_LB_HOSTILE_FRAMES=20000 HOME=/root \
-               PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin && \
+               export CI=true XDP_LB_HOSTILE_FRAMES=20000 HOME={home} PATH={path} && \
                ip link set lo up && \
                {binary} --test-threads=1 --show-output{skips}'\n\
              echo \"{RESULT} {name} $?\"\n",
             workspace = workspace.display(),
             binary = path.display(),
+            // The host's, so the labs' cargo finds rustc as on the host.
+            home = std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            path = std::env::var("PATH").context("PATH is not set")?,
         ));
     }
     init.push_str("poweroff -f\n");
