@@ -76,8 +76,8 @@ pub const IN_TEST: &[&str] = &["xdp_program", "state_maps"];
 
 /// Runs `tests` on the older kernel; fails unless each passed. A name of `ALL` is a
 /// BPF test binary of the daemon's package; one ending in `_netns` is a
-/// network-namespace test of the end-to-end package (about ten times its time
-/// here: a few minutes each).
+/// network-namespace test of the end-to-end package (about fifteen times its
+/// native time here).
 pub fn run(tests: &[&str]) -> anyhow::Result<()> {
     let mut binaries = Vec::new();
     for t in tests {
