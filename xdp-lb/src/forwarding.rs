@@ -423,6 +423,10 @@ impl<W: MapWriter> Forwarding<W> {
 
     /// Rewrites the backends at `indices` (after their health or MAC changed).
     fn write_backends(&mut self, indices: &[BackendIndex]) -> Result<(), ForwardingError> {
+        // Most neighbour events change no backend: no origins to derive then.
+        if indices.is_empty() {
+            return Ok(());
+        }
         let origins = self.table.nat_origins();
         self.write_backends_in(indices, &origins)
     }
