@@ -70,8 +70,8 @@ const SKIPPED_IN_GUEST: &[(&str, &str, &str)] = &[(
 )];
 
 /// What `cargo xtask test` runs on the older kernel: the broadest binary (every
-/// forwarding path's fixtures) and the map flavours and sizes (about 4 minutes under
-/// emulation; all of `ALL` take about 11).
+/// forwarding path's fixtures) and the map flavours and sizes (about 5 minutes under
+/// emulation; all of `ALL` take about 15).
 pub const IN_TEST: &[&str] = &["xdp_program", "state_maps"];
 
 /// Runs `tests` on the older kernel; fails unless each passed. A name of `ALL` is a
