@@ -221,6 +221,8 @@ fn test_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
 
 /// An initramfs (gzip'd newc cpio) of busybox, the modules that mount the host's
 /// file system, and an init that runs each binary in a chroot of it and powers off.
+/// No tmpfs over the chroot's /tmp: the workspace may live there (CI's clone does),
+/// and the overlay already takes the guest's writes.
 fn initramfs(dir: &Path, kernel: &Kernel, binaries: &[(&str, PathBuf)]) -> anyhow::Result<PathBuf> {
     let root = dir.join("initramfs");
     let _ = fs::remove_dir_all(&root);
@@ -262,7 +264,6 @@ fn initramfs(dir: &Path, kernel: &Kernel, binaries: &[(&str, PathBuf)]) -> anyho
          mount -t sysfs sys /merged/sys\n\
          mount -t devtmpfs dev /merged/dev\n\
          mount -t bpf bpf /merged/sys/fs/bpf\n\
-         mount -t tmpfs tmp /merged/tmp\n\
          mount -t tmpfs run /merged/run\n\
          echo \"kernel $(cat /proc/sys/kernel/osrelease)\"\n",
         boot = BOOT_MODULES.join(" "),
