@@ -15,13 +15,14 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, run_cmd, workspace_root};
+use crate::{cargo, run_cmd, setup, workspace_root};
 
 /// The kernel series and flavour, as Debian 12 names its packages
 /// (`linux-image-6.1.0-N-amd64`: the generic flavour, whose modules include 9p).
@@ -60,14 +61,6 @@ const LAB_MODULES: &[&str] = &[
     "crc32c_generic",
     "nf_tables",
 ];
-
-/// Tests the guest leaves out, with why: their time goes to userspace arithmetic,
-/// which tells nothing of the kernel and takes many minutes under emulation.
-const SKIPPED_IN_GUEST: &[(&str, &str, &str)] = &[(
-    "xdp_nat6",
-    "checksums_stay_valid_across_the_fold_boundaries",
-    "builds and parses 262,144 frames to find payloads at the checksum's fold",
-)];
 
 /// What `cargo xtask test` runs on the older kernel: the broadest binary (every
 /// forwarding path's fixtures) and the map flavours and sizes (about 5 minutes under
@@ -154,22 +147,8 @@ fn kernel(dir: &Path) -> anyhow::Result<Kernel> {
     if kernel.modules.join("modules.dep").exists() {
         return Ok(kernel);
     }
-    let download = dir.join("download");
-    let _ = fs::remove_dir_all(&download);
     let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(&download)?;
-    run_cmd(
-        Command::new("apt-get")
-            .args(["download", "-q", &package])
-            .current_dir(&download),
-    )?;
-    let deb = fs::read_dir(&download)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
-    run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-    fs::remove_dir_all(&download)?;
+    setup::unpack_debian_package(&package, &root)?;
     run_cmd(
         Command::new("busybox")
             .args(["depmod", "-b"])
@@ -272,18 +251,13 @@ fn initramfs(dir: &Path, kernel: &Kernel, binaries: &[(&str, PathBuf)]) -> anyho
         release = release.to_string_lossy(),
     );
     for (name, path) in binaries {
-        let mut skips = String::new();
-        for (_, test, why) in SKIPPED_IN_GUEST.iter().filter(|(b, ..)| b == name) {
-            println!("older kernel: {name}: {test} is left out ({why})");
-            skips += &format!(" --skip {test}");
-        }
         // Their output too: what a test measured on this kernel (the verifier's
         // count, for one).
         init.push_str(&format!(
             "chroot /merged /bin/sh -c 'cd {workspace} && \
                export CI=true XDP_LB_HOSTILE_FRAMES=20000 HOME={home} PATH={path} && \
                ip link set lo up && \
-               {binary} --test-threads=1 --show-output{skips}'\n\
+               {binary} --test-threads=1 --show-output'\n\
              echo \"{RESULT} {name} $?\"\n",
             workspace = workspace.display(),
             binary = path.display(),
@@ -295,7 +269,7 @@ fn initramfs(dir: &Path, kernel: &Kernel, binaries: &[(&str, PathBuf)]) -> anyho
     init.push_str("poweroff -f\n");
     let init_path = root.join("init");
     fs::write(&init_path, init)?;
-    run_cmd(Command::new("chmod").arg("+x").arg(&init_path))?;
+    fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))?;
     let image = dir.join("initramfs.gz");
     run_cmd(
         Command::new("sh")

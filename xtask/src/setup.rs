@@ -1,6 +1,7 @@
 //! Installs what a bare machine of this kind lacks, and nothing twice:
 //! Debian packages, the nightly's rust-src (for `-Z build-std=core`), and bpf-linker
 //! built against the same LLVM major as the nightly (22).
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
@@ -47,31 +48,45 @@ fn promtool() -> anyhow::Result<()> {
     eprintln!("setup: installing promtool (from Debian's prometheus package)");
     let dir = std::env::temp_dir().join("xdp-lb-setup-promtool");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let download = || {
+    let root = dir.join("root");
+    unpack_debian_package("prometheus", &root)?;
+    std::fs::copy(root.join("usr/bin/promtool"), "/usr/local/bin/promtool")
+        .context("installing promtool into /usr/local/bin")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Downloads Debian's package `name` (the version apt would install) and unpacks its
+/// files under `into`, without installing it: for a tool or a kernel the machine
+/// should not run as its own. Fetches the package lists first on a fresh machine.
+pub fn unpack_debian_package(name: &str, into: &Path) -> anyhow::Result<()> {
+    // A sibling of `into`: the same file system, and nothing left inside `into`.
+    let mut download = into.as_os_str().to_owned();
+    download.push(".download");
+    let download = std::path::PathBuf::from(download);
+    let _ = std::fs::remove_dir_all(&download);
+    std::fs::create_dir_all(&download)?;
+    let fetch = || {
         Command::new("apt-get")
-            .args(["download", "-q", "prometheus"])
-            .current_dir(&dir)
+            .args(["download", "-q", name])
+            .current_dir(&download)
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !download() {
+    if !fetch() {
         // No package lists yet on a fresh machine.
         run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-        if !download() {
-            bail!("cannot download Debian's prometheus package for promtool");
+        if !fetch() {
+            bail!("cannot download Debian's package {name}");
         }
     }
-    let deb = std::fs::read_dir(&dir)?
+    let deb = std::fs::read_dir(&download)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .context("apt-get download left no .deb")?;
-    let root = dir.join("root");
-    run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-    std::fs::copy(root.join("usr/bin/promtool"), "/usr/local/bin/promtool")
-        .context("installing promtool into /usr/local/bin")?;
-    let _ = std::fs::remove_dir_all(&dir);
+    run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(into))?;
+    std::fs::remove_dir_all(&download)?;
     Ok(())
 }
 
