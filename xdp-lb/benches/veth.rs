@@ -3,7 +3,8 @@
 //!
 //! Two veth pairs between a generator namespace and an LB namespace: xdp-lb (native
 //! XDP, one DR service over three real servers, their frames sent back out of the same
-//! veth) on one, the DR reference on the other. In the generator namespace,
+//! veth; and a Maglev service over the same servers that keeps no flow entries) on
+//! one, the DR reference on the other. In the generator namespace,
 //! `xdp_gen` runs under BPF_PROG_TEST_RUN in live-frames mode and sends 64-byte TCP
 //! frames to the VIP out of one pair's end, its source port cycling over 1 or 20,000
 //! values; `xdp_sink` on that end drops and counts what the LB sends back. Rounds
@@ -32,6 +33,8 @@ use xdp_lb_lab::{Netns, require_root};
 const CLIENT: [u8; 4] = [198, 51, 100, 7];
 const VIP: [u8; 4] = [192, 0, 2, 100];
 const ROUNDS: usize = 7;
+/// The port of the Maglev service without flow entries (the wrr one is on 80).
+const BYPASS_PORT: u16 = 81;
 /// Frames per burst.
 const BURST: u32 = 2_000_000;
 /// Frames the kernel hands to the generator at a time.
@@ -130,6 +133,28 @@ fn main() {
         ..Default::default()
     })
     .unwrap();
+    // The same real servers behind a Maglev service that keeps no flow entries (Katran's
+    // LRU bypass, `flow_table = false`): every packet is hashed again, no table touched.
+    let keys: Vec<u64> = (0..3u8)
+        .map(|i| schedule::backend_key([192, 0, 2, 11 + i].into(), 80))
+        .collect();
+    let maglev = schedule::maglev(&keys, &[1, 2, 3], xdp_lb_common::SELECT_HASH_FLOW);
+    dp.set_service(&ServiceSpec {
+        key: ServiceKey {
+            addr: v4_mapped(VIP),
+            port_be: BYPASS_PORT.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        },
+        id: 1,
+        forwarding: FWD_DR,
+        select: maglev.select,
+        active: true,
+        slots: maglev.slots,
+        no_flow_table: true,
+        ..Default::default()
+    })
+    .unwrap();
     dp.attach("la", config::XdpMode::Driver)
         .expect("attach xdp-lb");
     let mut reference_ebpf = load_dr_ref(VIP, 80, &macs).expect("load the DR reference");
@@ -157,23 +182,28 @@ fn main() {
     let sink_count: PerCpuArray<_, u64> =
         PerCpuArray::try_from(traffic.take_map("SINK_COUNT").unwrap()).unwrap();
     let generator: &Xdp = traffic.program("xdp_gen").unwrap().try_into().unwrap();
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(CLIENT, VIP, 64)
-        .tcp(10_000, 80, 1, 64_000)
-        .ack(1)
-        .write(&mut frame, &[0u8; 10])
-        .unwrap();
+    let frame_to = |port: u16| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(10_000, port, 1, 64_000)
+            .ack(1)
+            .write(&mut frame, &[0u8; 10])
+            .unwrap();
+        frame
+    };
+    // The reference serves port 80 only; xdp-lb both.
+    let (frame, bypass_frame) = (frame_to(80), frame_to(BYPASS_PORT));
     let counted = || -> u64 { sink_count.get(&0, 0).unwrap().iter().sum() };
     // (Mpps, share of the burst that came back).
-    let mut mpps = |target: u32, n: u32| -> (f64, f64) {
+    let mut mpps = |target: u32, frame: &[u8], n: u32| -> (f64, f64) {
         flows.set(0, n, 0).unwrap();
         let md = xdp_md(frame.len(), target);
         let before = counted();
         let start = Instant::now();
         generator
             .test_run(TestRunOptions {
-                data_in: Some(&frame),
+                data_in: Some(frame),
                 ctx_in: Some(&md),
                 repeat: BURST,
                 attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
@@ -186,26 +216,39 @@ fn main() {
     };
     // One warm-up burst each, so the 20,000 flows are in xdp-lb's table.
     for target in [ga, gb] {
-        mpps(target, 20_000);
+        mpps(target, &frame, 20_000);
     }
-    let cases = [(ga, 1), (gb, 1), (ga, 20_000), (gb, 20_000)];
+    let cases = [
+        (ga, &frame, 1),
+        (gb, &frame, 1),
+        (ga, &bypass_frame, 1),
+        (ga, &frame, 20_000),
+        (gb, &frame, 20_000),
+        (ga, &bypass_frame, 20_000),
+    ];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut lowest_back = 1.0f64;
     for _ in 0..ROUNDS {
-        for (i, &(target, n)) in cases.iter().enumerate() {
-            let (rate, back) = mpps(target, n);
+        for (i, &(target, frame, n)) in cases.iter().enumerate() {
+            let (rate, back) = mpps(target, frame, n);
             results[i].push(rate);
             lowest_back = lowest_back.min(back);
         }
     }
     let m: Vec<f64> = results.into_iter().map(median).collect();
     println!();
-    println!("| veth end to end (Mpps, one CPU) | xdp-lb | DR ref | ratio |");
-    println!("|---|--:|--:|--:|");
-    for (label, ours, reference) in [("1 flow", m[0], m[1]), ("20,000 flows", m[2], m[3])] {
+    println!(
+        "| veth end to end (Mpps, one CPU) | xdp-lb | DR ref | ratio | xdp-lb, maglev, no flow table | ratio |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|");
+    for (label, [ours, reference, bypass]) in [
+        ("1 flow", [m[0], m[1], m[2]]),
+        ("20,000 flows", [m[3], m[4], m[5]]),
+    ] {
         println!(
-            "| {label} | {ours:.2} | {reference:.2} | {:.2} |",
-            ours / reference
+            "| {label} | {ours:.2} | {reference:.2} | {:.2} | {bypass:.2} | {:.2} |",
+            ours / reference,
+            bypass / reference
         );
     }
     println!(
