@@ -2,16 +2,20 @@
 //! through the VIP (wrr over three real servers, a flow table of 1,024 entries), then
 //! 200,000 SYNs from spoofed sources, each sent twice. Without the guard the flood
 //! evicts the connections' flow entries and wrr sends their next packets elsewhere
-//! (the control run, which proves the test can fail); with `new_flow_rate` none
-//! breaks.
+//! (the control run, which proves the test can fail); with `new_flow_rate`, set by a
+//! reload once the connections are up, none breaks.
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use xdp_lb::status::Snapshot;
 use xdp_lb_lab::{DrLab, DrLabOptions, KeepAlive};
-use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, vip};
+use xdp_lb_tests::{IO_TIMEOUT, binary, config, dr_lab, start, vip};
 
 const CONNECTIONS: usize = 100;
 const FLOOD: u32 = 200_000;
+const MAX_FLOWS: usize = 1024;
+/// The guarded run's `new_flow_rate`: inserts a second on each CPU.
+const RATE: u64 = 1;
 
 /// 200,000 TCP SYNs to VIP:80 from 198.18.0.0/15 (a different source and port each),
 /// each sent twice, through a raw socket in the client's namespace.
@@ -56,17 +60,30 @@ fn syn_flood(lab: &DrLab) -> Duration {
         .unwrap()
 }
 
+/// What a flood did to the connections, and what the daemon counted.
+struct Outcome {
+    broken: usize,
+    /// How long the flood took to send.
+    took: Duration,
+    /// Forwards the flood guard left without a flow entry.
+    unpinned: u64,
+    /// `xdp-lb status` after the flood, for the record and for a failure.
+    status: String,
+}
+
 /// Opens the connections, floods, then asks on each again: how many broke or moved.
-fn broken_by_a_flood(new_flow_rate: u64) -> usize {
+fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
     lab.start_http_backends(80).unwrap();
-    let text = config(&lab, &[(80, "tcp", &[1, 1, 1])]).replace(
-        "neighbour_timeout = \"10s\"\n",
-        &format!(
-            "neighbour_timeout = \"10s\"\nmax_flows = 1024\nnew_flow_rate = {new_flow_rate}\n"
-        ),
-    );
-    let daemon = start(&lab.lb, &text);
+    let dataplane = |rate: u64| {
+        config(&lab, &[(80, "tcp", &[1, 1, 1])]).replace(
+            "neighbour_timeout = \"10s\"\n",
+            &format!(
+                "neighbour_timeout = \"10s\"\nmax_flows = {MAX_FLOWS}\nnew_flow_rate = {rate}\n"
+            ),
+        )
+    };
+    let mut daemon = start(&lab.lb, &dataplane(0));
     let mut connections: Vec<(KeepAlive, String)> = (0..CONNECTIONS)
         .map(|_| {
             let mut c = KeepAlive::open(&lab.client, vip(80), IO_TIMEOUT).unwrap();
@@ -74,7 +91,30 @@ fn broken_by_a_flood(new_flow_rate: u64) -> usize {
             (c, first)
         })
         .collect();
+    if new_flow_rate != 0 {
+        // Turned on by a reload once the connections are up, as an operator would
+        // during an attack (a rate this low would have left their own SYNs unpinned).
+        daemon.reload(&dataplane(new_flow_rate)).unwrap();
+        let line = daemon
+            .wait_for_line("configuration reloaded", Duration::from_secs(30))
+            .unwrap();
+        assert!(
+            line.contains(&format!("new_flow_rate 0 -> {new_flow_rate}")),
+            "{line}"
+        );
+    }
     let took = syn_flood(&lab);
+    // What the data plane saw, as an operator reads it.
+    let status = lab.lb.command(binary()).arg("status").output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let json = lab
+        .lb
+        .command(binary())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let snapshot: Snapshot = serde_json::from_slice(&json.stdout).expect("xdp-lb status --json");
+    let unpinned = snapshot.services[0].counters.unpinned_flows;
     let broken = connections
         .iter_mut()
         .map(|(c, first)| !matches!(c.get(), Ok(name) if name == *first))
@@ -82,22 +122,48 @@ fn broken_by_a_flood(new_flow_rate: u64) -> usize {
         .count();
     eprintln!(
         "measured: new_flow_rate {new_flow_rate}: {FLOOD} SYNs in {took:?}, {broken} of \
-         {CONNECTIONS} connections broken"
+         {CONNECTIONS} connections broken; xdp-lb status after the flood:\n{status}"
     );
     drop(connections);
     daemon.stop().unwrap();
-    broken
+    Outcome {
+        broken,
+        took,
+        unpinned,
+        status,
+    }
 }
 
 #[test]
 fn the_flood_guard_keeps_established_connections_through_a_syn_flood() {
+    let control = broken_by_a_flood(0);
     assert!(
-        broken_by_a_flood(0) > 0,
-        "control: without the guard the flood should evict established flows"
+        control.broken > 0,
+        "control: without the guard the flood should evict established flows\n{}",
+        control.status
+    );
+    assert_eq!(control.unpinned, 0, "no guard, nothing unpinned");
+    let guarded = broken_by_a_flood(RATE);
+    // The guard bounds the inserts, not the flood: over the flood each CPU inserts at
+    // most RATE a second plus its full bucket. The connections are safe while that
+    // fits in the table beside them, whatever the machine's speed (a flood under
+    // emulation takes minutes); past it, this test could not tell.
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let admitted = cpus * RATE * (guarded.took.as_secs() + 2);
+    assert!(
+        admitted < (MAX_FLOWS - CONNECTIONS) as u64,
+        "the flood took {:?}: up to {admitted} guarded inserts, more than the table's room",
+        guarded.took
     );
     assert_eq!(
-        broken_by_a_flood(100),
-        0,
-        "with the guard no connection breaks"
+        guarded.broken, 0,
+        "with the guard no connection breaks\n{}",
+        guarded.status
+    );
+    assert!(
+        guarded.unpinned >= u64::from(FLOOD),
+        "the guard forwarded the flood without entries: {} unpinned\n{}",
+        guarded.unpinned,
+        guarded.status
     );
 }

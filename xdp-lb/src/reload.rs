@@ -7,8 +7,9 @@
 //! its counter. A VRRP instance may change what needs no new election (its tunables:
 //! priority, preemption, announcements, notify commands), applied in place: its state
 //! and VIPs stay, and a new priority acts from the next advert on, so lowering the
-//! MASTER's priority below its peer's hands the VIPs over as keepalived does. Anything
-//! else (`[global]`, `[dataplane]`, `[announce]`, `[sync]`, other `[vrrp.*]` keys,
+//! MASTER's priority below its peer's hands the VIPs over as keepalived does. So is
+//! the flood guard's rate (`[dataplane] new_flow_rate`, one map value). Anything
+//! else (`[global]`, other `[dataplane]` keys, `[announce]`, `[sync]`, other `[vrrp.*]` keys,
 //! instances added or removed, a priority to or from 255, `[script.*]`,
 //! `[vrrp_sync_group.*]`, `[bfd.*]`) is refused with what
 //! changed named: applying it live would mean re-attaching XDP or restarting VRRP
@@ -22,7 +23,8 @@ use serde::Serialize;
 use crate::config::{Config, VrrpInstance};
 
 /// What differs between the running `old` and the reloaded `new` configuration that
-/// a reload cannot apply, besides `[[virtual_server]]`, each as `[table] key`:
+/// a reload cannot apply, besides `[[virtual_server]]` and `[dataplane] new_flow_rate`,
+/// each as `[table] key`:
 /// `[dataplane] max_flows`, `[vrrp.VI_1] interface`, `[vrrp.VI_3] (added)`, ... Tables
 /// are compared by value, so a key written out with its default is no change; a VRRP
 /// instance by its identity (its tunables apply in place), and a priority to or from
@@ -30,7 +32,18 @@ use crate::config::{Config, VrrpInstance};
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     changed_keys("[global]", &old.global, &new.global, &mut changed);
-    changed_keys("[dataplane]", &old.dataplane, &new.dataplane, &mut changed);
+    // The flood guard's rate is one map value: a reload sets it in place, so an
+    // operator can turn the guard on or tighten it during an attack.
+    let dataplane_but_live = crate::config::Dataplane {
+        new_flow_rate: old.dataplane.new_flow_rate,
+        ..new.dataplane.clone()
+    };
+    changed_keys(
+        "[dataplane]",
+        &old.dataplane,
+        &dataplane_but_live,
+        &mut changed,
+    );
     changed_keys("[announce]", &old.announce, &new.announce, &mut changed);
     // The sync socket, its peers and its key are set up at start.
     if old.sync != new.sync {
@@ -166,6 +179,18 @@ port = 80
         // Comments and blank lines move every line: still nothing to restart for.
         let moved = format!("# reloaded\n\n{BASE}");
         assert!(changed(&moved).is_empty());
+    }
+
+    #[test]
+    fn the_flood_guard_rate_applies_in_place() {
+        let guarded = BASE.replace("[dataplane]\n", "[dataplane]\nnew_flow_rate = 1000\n");
+        assert!(changed(&guarded).is_empty());
+        // Beside a key that does need a restart, only that one is named.
+        let both = BASE.replace(
+            "[dataplane]\n",
+            "[dataplane]\nnew_flow_rate = 1000\nmax_flows_v6 = 0\n",
+        );
+        assert_eq!(changed(&both), ["[dataplane] max_flows_v6"]);
     }
 
     #[test]

@@ -247,7 +247,7 @@ pub fn render(s: &Snapshot) -> String {
             let c = &svc.counters;
             let _ = writeln!(
                 out,
-                "  {} {} {}{}  {}{}  packets {} new flows {}{}{}",
+                "  {} {} {}{}  {}{}  packets {} new flows {}{}{}{}",
                 svc.name,
                 svc.forwarding,
                 svc.scheduler,
@@ -266,6 +266,10 @@ pub fn render(s: &Snapshot) -> String {
                 match c.dropped_no_real_server {
                     0 => String::new(),
                     n => format!(", {n} dropped with no real server"),
+                },
+                match c.unpinned_flows {
+                    0 => String::new(),
+                    n => format!(", {n} unpinned by the flood guard"),
                 },
                 rates(s, &svc.rates),
             );
@@ -551,6 +555,15 @@ mod tests {
         assert!(
             !text.contains("SOURCE FILTER"),
             "no rules, no section:\n{text}"
+        );
+        // The flood guard's forwards without a flow entry, once there are some.
+        let mut flooded = crate::status::sample();
+        flooded.services[0].counters.unpinned_flows = 7;
+        let text = render(&flooded);
+        assert!(
+            text.lines().any(|l| l
+                == "  192.0.2.100:80/tcp dr wrr  forwarding  packets 274 new flows 40, 7 unpinned by the flood guard"),
+            "{text}"
         );
         // With rates measured, each service and real server line ends with them.
         let mut later = crate::status::sample();

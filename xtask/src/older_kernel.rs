@@ -311,8 +311,10 @@ fn boot(kernel: &Path, initramfs: &Path) -> anyhow::Result<Vec<(String, i32)>> {
         .args([
             "-m",
             "3072",
+            // Two CPUs, as this machine has: per-CPU maps and the LRU's per-CPU free
+            // lists behave as on a real host (with one, a flood evicted nothing).
             "-smp",
-            "1",
+            "2",
             "-nographic",
             "-no-reboot",
             "-kernel",

@@ -32,12 +32,12 @@ impl Core {
         if strip_locations(&self.config.virtual_servers) == strip_locations(&new.virtual_servers)
             && strip_filter(&self.config.filter) == strip_filter(&new.filter)
         {
-            let vrrp = self.reconfigure_vrrp(&new).await;
+            let done = self.apply_in_place(&new).await;
             self.config = new;
-            if vrrp {
-                info!("configuration reloaded: vrrp instances reconfigured in place");
-            } else {
+            if done.is_empty() {
                 info!("configuration reloaded: nothing changed");
+            } else {
+                info!("configuration reloaded: {}", done.join("; "));
             }
             return;
         }
@@ -75,6 +75,26 @@ impl Core {
             let _ = events.send(Event::Prepared { generation, result }).await;
         });
         self.reload.preparing = Some((new, AbortOnDrop(task)));
+    }
+
+    /// What a reload sets in place, whatever else it changes: the flood guard's rate
+    /// and the VRRP instances' tunables. Returns what it did, for the log line.
+    async fn apply_in_place(&mut self, new: &Config) -> Vec<String> {
+        let mut done = Vec::new();
+        let (was, rate) = (
+            self.config.dataplane.new_flow_rate,
+            new.dataplane.new_flow_rate,
+        );
+        if rate != was {
+            match self.forwarding.writer_mut().set_new_flow_rate(rate) {
+                Ok(()) => done.push(format!("new_flow_rate {was} -> {rate}")),
+                Err(e) => error!("new_flow_rate stays {was}: {}", Chain(&e)),
+            }
+        }
+        if self.reconfigure_vrrp(new).await {
+            done.push("vrrp instances reconfigured in place".into());
+        }
+        done
     }
 
     /// What a reload cannot apply (see [`crate::reload`]).
@@ -118,9 +138,7 @@ impl Core {
                 self.tracking.retarget(&new, self.forwarding.table());
                 self.tracking.update(self.forwarding.table());
                 let mut parts = vec![summary];
-                if self.reconfigure_vrrp(&new).await {
-                    parts.push("vrrp instances reconfigured in place".into());
-                }
+                parts.extend(self.apply_in_place(&new).await);
                 self.config = new;
                 self.advertise();
                 info!("configuration reloaded: {}", parts.join("; "));
