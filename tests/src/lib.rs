@@ -53,6 +53,27 @@ pub fn config(lab: &DrLab, services: &[(u16, &str, &[u32])]) -> String {
     text
 }
 
+/// `xdp-lb status --json`, run in `ns` against the daemon's default API.
+pub fn status(ns: &Netns) -> xdp_lb::status::Snapshot {
+    let out = ns
+        .command(binary())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xdp-lb status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `xdp-lb status` as an operator reads it, run in `ns`.
+pub fn status_text(ns: &Netns) -> String {
+    let out = ns.command(binary()).arg("status").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The `xdp-lb` binary of this workspace. It belongs to another package, which cargo
 /// does not build for these tests, so the first call builds it (a no-op when it is up
 /// to date) with the profile the tests were built with.

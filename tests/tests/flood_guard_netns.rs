@@ -7,9 +7,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use xdp_lb::status::Snapshot;
 use xdp_lb_lab::{DrLab, DrLabOptions, KeepAlive};
-use xdp_lb_tests::{IO_TIMEOUT, binary, config, dr_lab, start, vip};
+use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, status, status_text, vip};
 
 const CONNECTIONS: usize = 100;
 const FLOOD: u32 = 200_000;
@@ -105,16 +104,8 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
     }
     let took = syn_flood(&lab);
     // What the data plane saw, as an operator reads it.
-    let status = lab.lb.command(binary()).arg("status").output().unwrap();
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    let json = lab
-        .lb
-        .command(binary())
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    let snapshot: Snapshot = serde_json::from_slice(&json.stdout).expect("xdp-lb status --json");
-    let unpinned = snapshot.services[0].counters.unpinned_flows;
+    let status_shown = status_text(&lab.lb);
+    let unpinned = status(&lab.lb).services[0].counters.unpinned_flows;
     let broken = connections
         .iter_mut()
         .map(|(c, first)| !matches!(c.get(), Ok(name) if name == *first))
@@ -122,7 +113,7 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
         .count();
     eprintln!(
         "measured: new_flow_rate {new_flow_rate}: {FLOOD} SYNs in {took:?}, {broken} of \
-         {CONNECTIONS} connections broken; xdp-lb status after the flood:\n{status}"
+         {CONNECTIONS} connections broken; xdp-lb status after the flood:\n{status_shown}"
     );
     drop(connections);
     daemon.stop().unwrap();
@@ -130,7 +121,7 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
         broken,
         took,
         unpinned,
-        status,
+        status: status_shown,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use xdp_lb::{filter::Action, status::Snapshot};
 use xdp_lb_lab::{DrLab, DrLabOptions, KeepAlive, http_get_new_connections_from};
-use xdp_lb_tests::{IO_TIMEOUT, binary, config, dr_lab, start, vip};
+use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, status, vip};
 
 /// Allowed throughout (its keep-alive connection spans the reload).
 const ALLOWED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 70);
@@ -39,22 +39,6 @@ fn filtered(lab: &DrLab, service_deny: &[Ipv4Addr], global: &[Ipv4Addr]) -> Stri
         list(global),
         config(lab, &[(80, "tcp", &[1, 1])]).replace("scheduler = \"wrr\"\n", &rules)
     )
-}
-
-/// `xdp-lb status --json`, run in the LB's namespace against its default API.
-fn status(lab: &DrLab) -> Snapshot {
-    let out = lab
-        .lb
-        .command(binary())
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "xdp-lb status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Packets counted by the service's rule `action prefix`, or by the global rule.
@@ -100,7 +84,7 @@ fn denied_clients_are_dropped_and_counted_and_a_reload_flips_them_live() {
     // The denied one cannot connect, and its rule counts what it dropped.
     let refused = connect(&lab, DENIED, DENIED_TIMEOUT);
     assert!(refused.is_err(), "a denied client connected: {refused:?}");
-    let before = status(&lab);
+    let before = status(&lab.lb);
     let dropped = counted(&before, false, Action::Deny, "192.0.2.71/32").unwrap();
     assert!(dropped >= 1, "the deny rule counted nothing: {before:?}");
     let allowed = counted(&before, false, Action::Allow, "192.0.2.64/27").unwrap();
@@ -131,7 +115,7 @@ fn denied_clients_are_dropped_and_counted_and_a_reload_flips_them_live() {
     assert_eq!(connect(&lab, DENIED, IO_TIMEOUT).unwrap(), 3, "now allowed");
     let refused = connect(&lab, LATER_DENIED, DENIED_TIMEOUT);
     assert!(refused.is_err(), "now denied, yet connected: {refused:?}");
-    let after = status(&lab);
+    let after = status(&lab.lb);
     assert_eq!(
         counted(&after, false, Action::Deny, "192.0.2.71/32"),
         None,
