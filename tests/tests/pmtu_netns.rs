@@ -145,7 +145,14 @@ fn path_mtu_through_the_vip(nat: bool) {
                  http://{}:{PORT}/big.bin",
                 DrLab::VIP
             ))
-            .unwrap_or_else(|e| panic!("download {i} through the VIP: {e:#}"));
+            .unwrap_or_else(|e| {
+                // What the data plane did with the packets, by reason.
+                let verdicts = lab
+                    .lb
+                    .sh("curl -sS http://127.0.0.1:9180/metrics | grep '^xdp_lb_verdicts_total'")
+                    .unwrap_or_else(|e| format!("(no metrics: {e:#})"));
+                panic!("download {i} through the VIP: {e:#}\nverdicts:\n{verdicts}")
+            });
         assert_eq!(got.trim(), SIZE.to_string(), "download {i}");
     }
     // Each real server's kernel has the path MTU the router told it.
