@@ -53,25 +53,23 @@ pub fn config(lab: &DrLab, services: &[(u16, &str, &[u32])]) -> String {
     text
 }
 
-/// `xdp-lb status --json`, run in `ns` against the daemon's default API.
-pub fn status(ns: &Netns) -> xdp_lb::status::Snapshot {
-    let out = ns
-        .command(binary())
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
+/// Runs the real `xdp-lb` with `args` in `ns` and returns its stdout; fails the test,
+/// naming the arguments and showing stderr, unless it exited 0.
+pub fn run_in(ns: &Netns, args: &[&str]) -> String {
+    let out = ns.command(binary()).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "xdp-lb status: {}",
+        "xdp-lb {args:?}: {}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8(out.stdout).unwrap()
 }
 
-/// `xdp-lb status` as an operator reads it, run in `ns`.
-pub fn status_text(ns: &Netns) -> String {
-    let out = ns.command(binary()).arg("status").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `xdp-lb status --json`, run in `ns` against the daemon's default API.
+pub fn status(ns: &Netns) -> xdp_lb::status::Snapshot {
+    let json = run_in(ns, &["status", "--json"]);
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
 }
 
 /// The `xdp-lb` binary of this workspace. It belongs to another package, which cargo

@@ -230,20 +230,7 @@ fn connections_lists_the_flow_table_like_ipvsadm_and_status_shows_rates() {
             .unwrap();
     let server = open.get().unwrap();
     let server_addr = lab.backend(&server).unwrap().addr;
-    let run = |args: &[&str]| {
-        let out = lab
-            .lb
-            .command(xdp_lb_tests::binary())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| xdp_lb_tests::run_in(&lab.lb, args);
     let service = format!("{}:80/tcp", DrLab::VIP);
     let listing = run(&["connections", "--api", API, "--service", &service]);
     let client = format!(" {}:", lab.client_addr());

@@ -36,20 +36,12 @@ fn config(lab: &DrLab) -> String {
 
 /// Runs `xdp-lb explain ARGS --api API` in the LB namespace: its stdout.
 fn explain_text(lab: &DrLab, args: &[&str]) -> String {
-    let out = lab
-        .lb
-        .command(xdp_lb_tests::binary())
-        .arg("explain")
-        .args(args)
-        .args(["--api", API])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "explain {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let args: Vec<&str> = ["explain"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--api", API])
+        .collect();
+    xdp_lb_tests::run_in(&lab.lb, &args)
 }
 
 /// `xdp-lb explain SRC DST tcp --json`, parsed.

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use xdp_lb_lab::{DrLab, DrLabOptions, KeepAlive};
-use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, status, status_text, vip};
+use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, status, vip};
 
 const CONNECTIONS: usize = 100;
 const FLOOD: u32 = 200_000;
@@ -104,8 +104,9 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
     }
     let took = syn_flood(&lab);
     // What the data plane saw, as an operator reads it.
-    let status_shown = status_text(&lab.lb);
-    let unpinned = status(&lab.lb).services[0].counters.unpinned_flows;
+    let snapshot = status(&lab.lb);
+    let status_shown = xdp_lb::status_client::render(&snapshot);
+    let unpinned = snapshot.services[0].counters.unpinned_flows;
     let broken = connections
         .iter_mut()
         .map(|(c, first)| !matches!(c.get(), Ok(name) if name == *first))

@@ -98,19 +98,19 @@ fn each_client_sticks_to_one_real_server_and_moves_only_when_it_goes_down() {
 /// `xdp-lb explain CLIENT VIP:80 tcp --json` in the LB's namespace (the API on its
 /// default loopback address there): the client's persistence entry.
 fn persisted(lab: &DrLab, client: IpAddr) -> Persisted {
-    let out = lab
-        .lb
-        .command(xdp_lb_tests::binary())
-        .args(["explain", &client.to_string(), &vip(80).to_string(), "tcp"])
-        .args(["--json", "--api", "127.0.0.1:9180"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = xdp_lb_tests::run_in(
+        &lab.lb,
+        &[
+            "explain",
+            &client.to_string(),
+            &vip(80).to_string(),
+            "tcp",
+            "--json",
+            "--api",
+            "127.0.0.1:9180",
+        ],
     );
-    let e: Explanation = serde_json::from_slice(&out.stdout).unwrap();
+    let e: Explanation = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     e.service
         .and_then(|s| s.persisted)
         .expect("a persistent service explains its memory of the client")
