@@ -145,6 +145,21 @@ pub fn udp_query(
 /// refusal (RST) as an answer: it proves the path and ARP work even when
 /// nothing listens. Polls until `timeout`; the error names what stayed silent.
 pub fn wait_tcp_reachable(ns: &Netns, addrs: &[SocketAddr], timeout: Duration) -> Result<()> {
+    wait_tcp(ns, addrs, timeout, true)
+}
+
+/// Waits until a server listens at every address in `addrs`: a connect succeeds
+/// (a refusal, its kernel's answer before the server is up, is polled past).
+pub fn wait_tcp_listening(ns: &Netns, addrs: &[SocketAddr], timeout: Duration) -> Result<()> {
+    wait_tcp(ns, addrs, timeout, false)
+}
+
+fn wait_tcp(
+    ns: &Netns,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+    refusal_answers: bool,
+) -> Result<()> {
     let addrs = addrs.to_vec();
     let where_ = ns.name().to_owned();
     ns.run(move || -> Result<()> {
@@ -154,13 +169,19 @@ pub fn wait_tcp_reachable(ns: &Netns, addrs: &[SocketAddr], timeout: Duration) -
                 let attempt = Duration::from_secs(1);
                 let err = match TcpStream::connect_timeout(&addr, attempt) {
                     Ok(_) => break,
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+                    Err(e) if refusal_answers && e.kind() == ErrorKind::ConnectionRefused => break,
                     Err(e) => e,
                 };
                 if Instant::now() >= deadline {
-                    bail!("from netns {where_}: {addr} still unreachable after {timeout:?}: {err}");
+                    let what = if refusal_answers {
+                        "unreachable"
+                    } else {
+                        "not listening"
+                    };
+                    bail!("from netns {where_}: {addr} still {what} after {timeout:?}: {err}");
                 }
-                // Bounded polling while the kernel brings links and neighbours up.
+                // Bounded polling while the kernel brings links and neighbours up, or
+                // the server starts.
                 thread::sleep(Duration::from_millis(50));
             }
         }

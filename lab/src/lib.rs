@@ -39,7 +39,7 @@ pub use backends::{BackendServer, ServerKind};
 pub use capture::Capture;
 pub use client::{
     KeepAlive, http_get_keepalive, http_get_new_connections, http_get_new_connections_from,
-    udp_query, wait_tcp_reachable,
+    udp_query, wait_tcp_listening, wait_tcp_reachable,
 };
 pub use daemon::Daemon;
 pub use frr::Frr;

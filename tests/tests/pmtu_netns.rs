@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use xdp_lb_lab::{DrLab, DrLabOptions, Netns, wait_tcp_reachable};
+use xdp_lb_lab::{DrLab, DrLabOptions, Netns, wait_tcp_listening};
 use xdp_lb_tests::{config, dr_lab, start};
 
 const PORT: u16 = 8080;
@@ -121,7 +121,9 @@ fn path_mtu_through_the_vip(nat: bool) {
                 .unwrap();
         servers.push(FileServer(child));
         let own = SocketAddr::from((b.addr, PORT));
-        wait_tcp_reachable(
+        // Listening, not only reachable: python takes seconds to start under
+        // emulation, and a download sent before would be refused.
+        wait_tcp_listening(
             if nat { &lab.lb } else { &lab.client },
             &[own],
             Duration::from_secs(20),
