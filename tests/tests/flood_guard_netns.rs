@@ -3,7 +3,9 @@
 //! 200,000 SYNs from spoofed sources, each sent twice. Without the guard the flood
 //! evicts the connections' flow entries and wrr sends their next packets elsewhere
 //! (the control run, which proves the test can fail); with `new_flow_rate`, set by a
-//! reload once the connections are up, none breaks.
+//! reload once the connections are up, none breaks. The rate is one a plain rate limit
+//! could not defend the table with: over the flood's length it would let in more
+//! inserts than the table has room for. The guard pins no SYN once it sees the flood.
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,16 @@ use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, status, vip};
 const CONNECTIONS: usize = 100;
 const FLOOD: u32 = 200_000;
 const MAX_FLOWS: usize = 1024;
-/// The guarded run's `new_flow_rate`: inserts a second on each CPU.
-const RATE: u64 = 1;
+/// The table's room beside the connections.
+const ROOM: u64 = (MAX_FLOWS - CONNECTIONS) as u64;
+
+/// The guarded run's `new_flow_rate` (inserts a second on each CPU): as high as lets
+/// every online CPU's first bucketful (before it sees the flood) fit in the room.
+fn rate() -> u64 {
+    // SAFETY: sysconf only reads a system value.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u64;
+    ROOM / (2 * cpus)
+}
 
 /// 200,000 TCP SYNs to VIP:80 from 198.18.0.0/15 (a different source and port each),
 /// each sent twice, through a raw socket in the client's namespace.
@@ -92,7 +102,7 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
         .collect();
     if new_flow_rate != 0 {
         // Turned on by a reload once the connections are up, as an operator would
-        // during an attack (a rate this low would have left their own SYNs unpinned).
+        // during an attack.
         daemon.reload(&dataplane(new_flow_rate)).unwrap();
         let line = daemon
             .wait_for_line("configuration reloaded", Duration::from_secs(30))
@@ -135,18 +145,16 @@ fn the_flood_guard_keeps_established_connections_through_a_syn_flood() {
         control.status
     );
     assert_eq!(control.unpinned, 0, "no guard, nothing unpinned");
-    let guarded = broken_by_a_flood(RATE);
-    // The guard bounds the inserts, not the flood: over the flood each CPU inserts at
-    // most RATE a second plus its full bucket. The connections are safe while that
-    // fits in the table beside them, whatever the machine's speed (a flood under
-    // emulation takes minutes); past it, this test could not tell.
-    // Every online CPU has a bucket, whatever this process may run on.
-    // SAFETY: sysconf only reads a system value.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u64;
-    let admitted = cpus * RATE * (guarded.took.as_secs() + 2);
+    let rate = rate();
+    let guarded = broken_by_a_flood(rate);
+    // A plain rate limit would have let this flood insert `rate` a second on each CPU
+    // it arrived on, more than the room on one CPU alone: only the guard's refusal to
+    // pin SYNs during a flood can keep the connections.
+    let limited = (rate as f64 * guarded.took.as_secs_f64()) as u64;
     assert!(
-        admitted < (MAX_FLOWS - CONNECTIONS) as u64,
-        "the flood took {:?}: up to {admitted} guarded inserts, more than the table's room",
+        limited > ROOM,
+        "the flood took {:?}: at {rate} a second a plain rate limit would have let in \
+         only {limited} inserts, which fit in the room ({ROOM}); this test cannot tell",
         guarded.took
     );
     assert_eq!(

@@ -568,9 +568,9 @@ pub struct NatValue {
 pub const CONFIG_TIMEOUT_TCP_NS: u32 = 1;
 pub const CONFIG_TIMEOUT_TCP_FIN_NS: u32 = 2;
 pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
-/// The flood guard: flow-table inserts allowed per second on each CPU (0: no limit).
-/// New flows beyond it are forwarded without an entry, so a SYN flood cannot evict
-/// established connections; consistent-hash services keep their server by the hash.
+/// The flood guard's rate per second on each CPU (0: off): SYNs before a SYN flood is
+/// on, during which a DR or TUN service pins no SYN (its connections are pinned by
+/// their first ACK, picked by the same hash), and other new flows pinned at most.
 pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
 pub const CONFIG_SLOTS: u32 = 5;
 

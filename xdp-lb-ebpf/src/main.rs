@@ -167,11 +167,13 @@ mod program {
         // above and counts only under its reason.
         schedule::commit(&pkt, svc, &chosen, stats, now, &client);
         if svc.persist_secs != 0 {
+            // A flow the flood guard left unpinned is no client to remember (a spoofed
+            // SYN, most likely); it only refreshes an entry, as a known flow does.
             persist::remember(
                 svc,
                 &pkt.flow.src,
                 chosen.backend_id,
-                chosen.new_flow,
+                chosen.new_flow && chosen.pin,
                 clock,
             );
         }

@@ -113,9 +113,15 @@ pub static NAT_ORIGINS: HashMap<ServiceKey, NatOrigin> = HashMap::with_max_entri
 #[map]
 pub static NAT_PORTS: Array<u64> = Array::with_max_entries(NAT_PORT_WORDS, 0);
 
-/// The flood guard's per-CPU token bucket: (tokens, last refill in ns).
+/// The flood guard's per-CPU token buckets (connection attempts, other new flows; see
+/// `schedule::admit`): (tokens, last refill in ns).
 #[map]
-pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(2, 0);
+
+/// When a SYN last found its CPU's bucket of connection attempts dry (ns), shared by
+/// all CPUs: a flood seen on one is on for all (see `schedule::admit`).
+#[map]
+pub static FLOOD_SEEN: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Settings written by the daemon (`CONFIG_*` indices).
 #[map]

@@ -3,14 +3,14 @@
 //! indexes the schedule: weights, interleaving and consistent hashing are built by
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, ClientHop, FLOW_F_CLOSING, FlowValue,
-    IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC, SERVICE_F_NO_FLOW_TABLE,
-    ServiceStats, ServiceValue, flow_hash, hash_words,
+    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, ClientHop, FLOW_F_CLOSING, FWD_NAT,
+    FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC,
+    SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue, flow_hash, hash_words,
 };
 
 use crate::{
     counters, flows,
-    maps::{BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, INSERT_BUDGET, SCHEDULE},
+    maps::{BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, FLOOD_SEEN, INSERT_BUDGET, SCHEDULE},
     nat,
     parse::{Packet, TCP_ACK, TCP_SYN},
     persist,
@@ -31,6 +31,8 @@ pub struct Chosen {
     pub rescheduled: bool,
     /// New, or its aging state changed: NAT refreshes the reply entry then.
     pub refreshed: bool,
+    /// A new flow the flood guard lets into the flow table (see [`admit`]).
+    pub pin: bool,
 }
 
 /// `now` is 0 for flows that do not age (DR); NAT passes the time so idle pins expire.
@@ -86,6 +88,7 @@ pub fn select(
                 new_flow: false,
                 rescheduled: false,
                 refreshed,
+                pin: false,
             });
         } else {
             // Its backend is gone or disabled: reschedule as a new flow.
@@ -93,6 +96,11 @@ pub fn select(
         }
     }
 
+    let admission = if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 {
+        admit(pkt, svc)
+    } else {
+        Admission::UNGUARDED
+    };
     // A persistent client goes back to its real server, whatever the schedule says.
     if svc.persist_secs != 0
         && let Some((backend_id, backend)) = persist::remembered(svc, &pkt.flow.src, clock)
@@ -103,6 +111,7 @@ pub fn select(
             new_flow: true,
             rescheduled,
             refreshed: true,
+            pin: admission.pin,
         });
     }
     if svc.sched_len == 0 {
@@ -110,7 +119,7 @@ pub fn select(
         return Err(Verdict::drop(Reason::DropNoBackend));
     }
     let slot = match svc.select {
-        SELECT_CURSOR => next_cursor(svc.id),
+        SELECT_CURSOR if !admission.by_hash => next_cursor(svc.id),
         SELECT_HASH_SRC => hash_words(&pkt.flow.src, 0),
         SELECT_HASH_DST => hash_words(&pkt.flow.dst, 0),
         _ => flow_hash(&pkt.flow),
@@ -131,6 +140,7 @@ pub fn select(
         new_flow: svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 || starts_connection(pkt),
         rescheduled,
         refreshed: true,
+        pin: admission.pin,
     })
 }
 
@@ -171,9 +181,9 @@ pub fn commit(
         },
         client: *client,
     };
-    if !insert_allowed() {
-        // Forwarded unpinned: a consistent-hash service's next packet hashes to the
-        // same server; any other's may move (only during a flood of new flows).
+    if !chosen.pin {
+        // Forwarded unpinned: its next packet, with no entry either, is picked by the
+        // flow's hash again, so it reaches the same server (see `admit`).
         counters::bump(stats, |s| &mut s.unpinned);
         return;
     }
@@ -187,20 +197,93 @@ pub fn commit(
     }
 }
 
-/// The flood guard: one token per flow-table insert from a per-CPU bucket refilled at
-/// `CONFIG_NEW_FLOW_RATE` per second (holding at most one second's worth); always
-/// allowed when the rate is 0.
+/// What the flood guard lets a packet without a flow entry do.
+struct Admission {
+    /// Its flow may be pinned.
+    pin: bool,
+    /// A cursor service picks its server by the flow's hash instead, as consistent-hash
+    /// services always do: the pick of an unpinned flow is the same at every packet.
+    by_hash: bool,
+}
+
+impl Admission {
+    const UNGUARDED: Admission = Admission {
+        pin: true,
+        by_hash: false,
+    };
+}
+
+/// The flood guard (`CONFIG_NEW_FLOW_RATE` per second and CPU; off at 0). Two token
+/// buckets per CPU, holding at most a second's worth each:
+/// - connection attempts (bare TCP SYNs): a SYN takes a token and is pinned. When a
+///   CPU's bucket runs dry a flood is on, on every CPU, until a second after a SYN
+///   last found a bucket dry; during a flood no SYN of a DR or TUN service is pinned,
+///   token or not, so a flood of spoofed SYNs, however long, inserts about a bucketful
+///   per CPU (those taken before it was seen) and evicts no one. Such a SYN is picked
+///   by its flow's hash, and so is its connection's next packet (below). A NAT flow
+///   needs its entry to translate its first reply: its SYNs are pinned while tokens
+///   last.
+/// - other packets without an entry (a handshake's last ACK, a flow whose entry was
+///   evicted, UDP): pinned while its own bucket has tokens, which a SYN flood does not
+///   drain. A TCP one is picked by hash, where its SYN was; an unpinned UDP one too.
 #[inline(always)]
-fn insert_allowed() -> bool {
+fn admit(pkt: &Packet, svc: &ServiceValue) -> Admission {
     let rate = match CONFIG.get(CONFIG_NEW_FLOW_RATE) {
         Some(rate) if *rate != 0 => *rate,
-        _ => return true,
-    };
-    let Some(bucket) = INSERT_BUDGET.get_ptr_mut(0) else {
-        return true;
+        _ => return Admission::UNGUARDED,
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    if starts_connection(pkt) {
+        let taken = take_token(BUDGET_ATTEMPTS, rate, now);
+        // Asked even without a token: that is how a flood is marked.
+        let flood = flood_on(taken, now);
+        let pin = taken && (svc.forwarding == FWD_NAT || !flood);
+        return Admission { pin, by_hash: !pin };
+    }
+    let pin = take_token(BUDGET_OTHERS, rate, now);
+    Admission {
+        pin,
+        by_hash: !pin || pkt.flow.proto == IPPROTO_TCP,
+    }
+}
+
+/// `INSERT_BUDGET`'s buckets: bare SYNs, and the other packets without an entry.
+const BUDGET_ATTEMPTS: u32 = 0;
+const BUDGET_OTHERS: u32 = 1;
+/// How long a flood lasts after a SYN last found a bucket dry.
+const FLOOD_HOLD_NS: u64 = 1_000_000_000;
+/// `FLOOD_SEEN` is rewritten at most this often: during a flood every SYN finds its
+/// bucket dry, and one shared word written by all of them would bounce between CPUs.
+const FLOOD_SEEN_GRANULARITY_NS: u64 = 10_000_000;
+
+/// Whether a flood is on, for a SYN that found a token (`taken`) or none; one that
+/// found none marks the flood for every CPU.
+#[inline(always)]
+fn flood_on(taken: bool, now: u64) -> bool {
+    let Some(seen) = FLOOD_SEEN.get_ptr_mut(0) else {
+        return !taken;
+    };
+    // SAFETY: a value pointer from a successful array lookup, valid for the run. CPUs
+    // race on this aligned word: the worst is an older time written over a newer one,
+    // which ends a flood at most FLOOD_SEEN_GRANULARITY_NS early.
+    let seen = unsafe { &mut *seen };
+    if !taken {
+        if now.saturating_sub(*seen) >= FLOOD_SEEN_GRANULARITY_NS {
+            *seen = now;
+        }
+        return true;
+    }
+    *seen != 0 && now.saturating_sub(*seen) < FLOOD_HOLD_NS
+}
+
+/// Takes a token from this CPU's bucket `which`, refilled at `rate` per second:
+/// whether one was left.
+#[inline(always)]
+fn take_token(which: u32, rate: u64, now: u64) -> bool {
+    let Some(bucket) = INSERT_BUDGET.get_ptr_mut(which) else {
+        return true;
+    };
     // SAFETY: this CPU's copy from a successful per-CPU array lookup, written by no one
     // else during the run.
     let [tokens, last] = unsafe { &mut *bucket };

@@ -741,6 +741,49 @@ fn a_fragmentation_needed_about_a_nat_reply_is_translated_for_the_real_server() 
 /// A new NAT flow writes only its flow entry, with the way back to its client; the
 /// first reply finds that flow through the real server's origin, is translated, and
 /// writes the reply entry, which the next reply uses: the same translation both ways.
+/// The flood guard leaves a DR or TUN service's SYNs unpinned during a flood, but a
+/// NAT flow needs its entry for its first reply to be translated: its SYNs are pinned
+/// while the bucket has tokens, flood or not, and a connection opened then works.
+#[test]
+fn during_a_syn_flood_a_nat_syn_with_a_token_left_is_pinned_and_answered() {
+    let mut dp = nat_dataplane();
+    dp.set_new_flow_rate(5).unwrap();
+    let syn = |src: [u8; 4], sport: u16| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+            .ipv4(src, VIP, 64)
+            .tcp(sport, 80, 7, 1000)
+            .syn()
+            .write(&mut f, b"")
+            .unwrap();
+        f
+    };
+    // Six SYNs: five pinned, the sixth finds the bucket dry and starts a flood.
+    for i in 0..6u16 {
+        assert_eq!(run(&dp, &syn([203, 0, 113, 200], 40_000 + i)).0, XDP_TX);
+    }
+    assert_eq!(dp.table_sizes().0, 5);
+    // A token is back after 200 ms at 5 a second; the flood holds for a second.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(run(&dp, &syn(CLIENT, 44_001)).0, XDP_TX);
+    assert_eq!(
+        dp.table_sizes().0,
+        6,
+        "the NAT SYN took the token and is pinned"
+    );
+    let reply = tcp(
+        SERVER,
+        SERVER_PORT,
+        CLIENT,
+        44_001,
+        (SERVER_MAC, LB_SERVER_SIDE_MAC),
+        b"",
+    );
+    let (action, out) = run(&dp, &reply);
+    assert_eq!(action, XDP_TX, "its first reply is translated");
+    assert_eq!(inspect(&out).src, VIP);
+}
+
 #[test]
 fn the_first_reply_finds_its_flow_and_writes_the_reply_entry() {
     let dp = nat_dataplane();

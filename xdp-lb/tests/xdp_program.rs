@@ -1144,6 +1144,97 @@ fn the_flood_guard_forwards_new_flows_beyond_its_rate_without_entries() {
     assert_eq!(dp.flows().count(), 6);
 }
 
+/// A TCP segment of an open connection (ACK, no SYN) from `src`.
+fn tcp4_ack_from(src: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(src, VIP, 64)
+        .tcp(sport, dport, 1001, 64_000)
+        .ack(1)
+        .write(&mut frame, b"GET /")
+        .unwrap();
+    frame
+}
+
+/// Runs SYNs from fresh sources until the flood guard's bucket of connection attempts
+/// is dry (`rate` + 1 of them: the first `rate` are pinned).
+fn run_dry(dp: &Dataplane, rate: u16) {
+    for i in 0..=rate {
+        let f = tcp4_from([203, 0, 113, 200], 40_000 + i, 80);
+        assert_dr_rewrite(&f, &run(dp, &f).1);
+    }
+}
+
+/// Once a flood is on, a SYN is not pinned even when a token came back meanwhile:
+/// however long a flood of spoofed SYNs lasts, it inserts no more than the bucket
+/// held when it began. A second after the last SYN found the bucket dry, SYNs are
+/// pinned again. (The sleeps are the refill and the flood's hold being timed, not
+/// waits for an event.)
+#[test]
+fn a_syn_flood_pins_nothing_more_once_the_bucket_ran_dry() {
+    let mut dp = dataplane();
+    dp.set_new_flow_rate(5).unwrap();
+    run_dry(&dp, 5);
+    assert_eq!(dp.flows().count(), 5, "a bucketful pinned, then none");
+    // At 5 a second, a token is back after 200 ms; the flood holds for a second.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let f = tcp4_from([203, 0, 113, 201], 50_000, 80);
+    assert_dr_rewrite(&f, &run(&dp, &f).1);
+    assert_eq!(dp.flows().count(), 5, "no SYN is pinned during a flood");
+    assert_eq!(dp.service_stats(0).unwrap().unpinned, 2);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let f = tcp4_from([203, 0, 113, 202], 50_001, 80);
+    assert_dr_rewrite(&f, &run(&dp, &f).1);
+    assert_eq!(
+        dp.flows().count(),
+        6,
+        "the flood is over: SYNs are pinned again"
+    );
+}
+
+/// A connection opened during a flood: its SYN is left unpinned and picked by its
+/// flow's hash (wrr would send its next packet to the next server in turn), so a
+/// retransmission and the handshake's ACK reach the same real server; the ACK is
+/// pinned from a bucket of its own, which the SYNs do not drain.
+#[test]
+fn a_connection_opened_during_a_syn_flood_keeps_its_server_and_is_pinned_by_its_ack() {
+    let mut dp = dataplane();
+    dp.set_new_flow_rate(5).unwrap();
+    run_dry(&dp, 5);
+    let mut servers = std::collections::BTreeSet::new();
+    for i in 0..5u8 {
+        let src = [198, 51, 100, 10 + i];
+        let syn = tcp4_from(src, 33_000, 80);
+        let server = assert_dr_rewrite(&syn, &run(&dp, &syn).1);
+        assert_eq!(
+            dp.flows().count(),
+            5 + usize::from(i),
+            "SYN {i} left unpinned"
+        );
+        assert_eq!(
+            assert_dr_rewrite(&syn, &run(&dp, &syn).1),
+            server,
+            "a retransmitted SYN reaches the same server"
+        );
+        let ack = tcp4_ack_from(src, 33_000, 80);
+        assert_eq!(
+            assert_dr_rewrite(&ack, &run(&dp, &ack).1),
+            server,
+            "client {i}"
+        );
+        assert_eq!(
+            dp.flows().count(),
+            6 + usize::from(i),
+            "the ACK pins the flow"
+        );
+        assert_eq!(assert_dr_rewrite(&ack, &run(&dp, &ack).1), server);
+        servers.insert(server);
+    }
+    assert!(servers.len() > 1, "hashed picks spread: {servers:?}");
+    // 6 SYNs over the bucket, two per client.
+    assert_eq!(dp.service_stats(0).unwrap().unpinned, 1 + 2 * 5);
+}
+
 /// lc and wlc services' DR flows carry a clock, and each real server counts the flows
 /// that saw their first FIN or RST; a walk of the table counts active and inactive
 /// connections by real server, leaves out other services' unstamped flows, and

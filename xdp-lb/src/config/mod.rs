@@ -551,9 +551,10 @@ pub struct Dataplane {
     pub max_flows_v6: u32,
     /// How long to wait for a real server's MAC at start; default 5s.
     pub neighbour_timeout: Duration,
-    /// The flood guard: flow-table inserts allowed per second on each CPU; beyond it
-    /// new flows are forwarded without an entry, so a SYN flood cannot evict
-    /// established connections. 0 (the default): no limit.
+    /// The flood guard: new connections (SYNs) per second on each CPU before a SYN
+    /// flood is on, during which DR and TUN services pin no SYN (each connection is
+    /// pinned by its first ACK), so a flood cannot evict established connections;
+    /// other new flows are pinned at most this often. 0 (the default): off.
     pub new_flow_rate: u64,
     /// A directory on bpffs where the connection state and the XDP attachments are
     /// pinned, so a restart keeps them (one subdirectory per network namespace);

@@ -103,7 +103,8 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The flood guard's rate: flow-table inserts per second on each CPU (0: none).
+    /// The flood guard's rate per second on each CPU (0: off; see `schedule::admit`
+    /// in the XDP program).
     pub fn set_new_flow_rate(&mut self, per_cpu: u64) -> Result<(), DataplaneError> {
         self.config
             .set(xdp_lb_common::CONFIG_NEW_FLOW_RATE, per_cpu, 0)
