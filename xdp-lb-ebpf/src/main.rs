@@ -173,7 +173,7 @@ mod program {
                 svc,
                 &pkt.flow.src,
                 chosen.backend_id,
-                chosen.new_flow && chosen.pin,
+                chosen.new_flow && schedule::admitted(),
                 clock,
             );
         }

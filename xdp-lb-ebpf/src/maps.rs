@@ -118,6 +118,11 @@ pub static NAT_PORTS: Array<u64> = Array::with_max_entries(NAT_PORT_WORDS, 0);
 #[map]
 pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(2, 0);
 
+/// Whether this run's new flow may be pinned: `schedule::select` decides, `commit`
+/// acts (see `schedule::set_admitted`).
+#[map]
+pub static ADMITTED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// When a SYN last found its CPU's bucket of connection attempts dry (ns), shared by
 /// all CPUs: a flood seen on one is on for all (see `schedule::admit`).
 #[map]

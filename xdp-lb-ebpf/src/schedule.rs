@@ -10,7 +10,10 @@ use xdp_lb_common::{
 
 use crate::{
     counters, flows,
-    maps::{BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, FLOOD_SEEN, INSERT_BUDGET, SCHEDULE},
+    maps::{
+        ADMITTED, BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, FLOOD_SEEN, INSERT_BUDGET,
+        SCHEDULE,
+    },
     nat,
     parse::{Packet, TCP_ACK, TCP_SYN},
     persist,
@@ -31,8 +34,6 @@ pub struct Chosen {
     pub rescheduled: bool,
     /// New, or its aging state changed: NAT refreshes the reply entry then.
     pub refreshed: bool,
-    /// A new flow the flood guard lets into the flow table (see [`admit`]).
-    pub pin: bool,
 }
 
 /// `now` is 0 for flows that do not age (DR); NAT passes the time so idle pins expire.
@@ -88,7 +89,6 @@ pub fn select(
                 new_flow: false,
                 rescheduled: false,
                 refreshed,
-                pin: false,
             });
         } else {
             // Its backend is gone or disabled: reschedule as a new flow.
@@ -101,6 +101,7 @@ pub fn select(
     } else {
         Admission::UNGUARDED
     };
+    set_admitted(admission.pin);
     // A persistent client goes back to its real server, whatever the schedule says.
     if svc.persist_secs != 0
         && let Some((backend_id, backend)) = persist::remembered(svc, &pkt.flow.src, clock)
@@ -111,7 +112,6 @@ pub fn select(
             new_flow: true,
             rescheduled,
             refreshed: true,
-            pin: admission.pin,
         });
     }
     if svc.sched_len == 0 {
@@ -140,7 +140,6 @@ pub fn select(
         new_flow: svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 || starts_connection(pkt),
         rescheduled,
         refreshed: true,
-        pin: admission.pin,
     })
 }
 
@@ -181,7 +180,7 @@ pub fn commit(
         },
         client: *client,
     };
-    if !chosen.pin {
+    if !admitted() {
         // Forwarded unpinned: its next packet, with no entry either, is picked by the
         // flow's hash again, so it reaches the same server (see `admit`).
         counters::bump(stats, |s| &mut s.unpinned);
@@ -246,6 +245,26 @@ fn admit(pkt: &Packet, svc: &ServiceValue) -> Admission {
         pin,
         by_hash: !pin || pkt.flow.proto == IPPROTO_TCP,
     }
+}
+
+/// Records whether this run's new flow may be pinned, for [`admitted`]. Kept in a map
+/// word rather than in [`Chosen`]: read back, it is a value the verifier does not
+/// know, so it walks the forwarding paths between once, not once for each decision
+/// (the walk grew by half when it was a field).
+#[inline(always)]
+fn set_admitted(pin: bool) {
+    if let Some(slot) = ADMITTED.get_ptr_mut(0) {
+        // SAFETY: this CPU's copy from a successful per-CPU array lookup, written and
+        // read by this run only (see `counters::bump`).
+        unsafe { *slot = u32::from(pin) };
+    }
+}
+
+/// Whether the flood guard let this run's new flow be pinned ([`select`] decided).
+#[inline(always)]
+pub fn admitted() -> bool {
+    // SAFETY: as in `set_admitted`.
+    ADMITTED.get_ptr(0).is_none_or(|slot| unsafe { *slot } != 0)
 }
 
 /// `INSERT_BUDGET`'s buckets: bare SYNs, and the other packets without an entry.
