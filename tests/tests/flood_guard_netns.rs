@@ -76,6 +76,8 @@ struct Outcome {
     took: Duration,
     /// Forwards the flood guard left without a flow entry.
     unpinned: u64,
+    /// When the guard last saw the flood, as `xdp-lb status` tells it.
+    flood_seen_ago: Option<f64>,
     /// `xdp-lb status` after the flood, for the record and for a failure.
     status: String,
 }
@@ -117,6 +119,7 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
     let snapshot = status(&lab.lb);
     let status_shown = xdp_lb::status_client::render(&snapshot);
     let unpinned = snapshot.services[0].counters.unpinned_flows;
+    let flood_seen_ago = snapshot.syn_flood_seen_seconds_ago;
     let broken = connections
         .iter_mut()
         .map(|(c, first)| !matches!(c.get(), Ok(name) if name == *first))
@@ -132,6 +135,7 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
         broken,
         took,
         unpinned,
+        flood_seen_ago,
         status: status_shown,
     }
 }
@@ -145,6 +149,7 @@ fn the_flood_guard_keeps_established_connections_through_a_syn_flood() {
         control.status
     );
     assert_eq!(control.unpinned, 0, "no guard, nothing unpinned");
+    assert_eq!(control.flood_seen_ago, None, "no guard, no flood seen");
     let rate = rate();
     let guarded = broken_by_a_flood(rate);
     // A plain rate limit would have let this flood insert `rate` a second on each CPU
@@ -160,6 +165,11 @@ fn the_flood_guard_keeps_established_connections_through_a_syn_flood() {
     assert_eq!(
         guarded.broken, 0,
         "with the guard no connection breaks\n{}",
+        guarded.status
+    );
+    assert!(
+        guarded.flood_seen_ago.is_some(),
+        "xdp-lb status tells the flood\n{}",
         guarded.status
     );
     assert!(

@@ -572,6 +572,9 @@ pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
 /// on, during which a DR or TUN service pins no SYN (its connections are pinned by
 /// their first ACK, picked by the same hash), and other new flows pinned at most.
 pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
+/// How long the flood guard holds a SYN flood on after a SYN last found its CPU's
+/// bucket dry (`FLOOD_SEEN`, in `bpf_ktime_get_ns` time: CLOCK_MONOTONIC).
+pub const FLOOD_HOLD_NS: u64 = 1_000_000_000;
 pub const CONFIG_SLOTS: u32 = 5;
 
 /// `NAT_PORTS`: one bit per port (port / 64 is the word, port % 64 the bit) that a NAT

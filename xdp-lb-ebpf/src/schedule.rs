@@ -3,8 +3,8 @@
 //! indexes the schedule: weights, interleaving and consistent hashing are built by
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, ClientHop, FLOW_F_CLOSING, FWD_NAT,
-    FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC,
+    BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, ClientHop, FLOOD_HOLD_NS, FLOW_F_CLOSING,
+    FWD_NAT, FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC,
     SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue, flow_hash, hash_words,
 };
 
@@ -270,8 +270,6 @@ pub fn admitted() -> bool {
 /// `INSERT_BUDGET`'s buckets: bare SYNs, and the other packets without an entry.
 const BUDGET_ATTEMPTS: u32 = 0;
 const BUDGET_OTHERS: u32 = 1;
-/// How long a flood lasts after a SYN last found a bucket dry.
-const FLOOD_HOLD_NS: u64 = 1_000_000_000;
 /// `FLOOD_SEEN` is rewritten at most this often: during a flood every SYN finds its
 /// bucket dry, and one shared word written by all of them would bounce between CPUs.
 const FLOOD_SEEN_GRANULARITY_NS: u64 = 10_000_000;

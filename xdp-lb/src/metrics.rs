@@ -121,6 +121,12 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "syn_flood",
+            "1 while the flood guard holds a SYN flood on (new_flow_rate)",
+            [(Vec::new(), gauge(i64::from(s.syn_flood_on())))],
+        )?;
+        family(
+            &mut e,
             "verdicts",
             "Packets seen by the XDP program, by verdict reason",
             s.verdicts
@@ -727,6 +733,23 @@ mod tests {
             text.contains("xdp_lb_vrrp_priority_zero_received_total{instance=\"VI_1\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_syn_flood_gauge_is_1_only_while_the_guard_holds_a_flood() {
+        let mut s = crate::status::sample();
+        let gauge = |s: &crate::status::Snapshot| {
+            let text = render(s.clone());
+            text.lines()
+                .find_map(|l| l.strip_prefix("xdp_lb_syn_flood{} "))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no xdp_lb_syn_flood in:\n{text}"))
+        };
+        assert_eq!(gauge(&s), "0", "never seen");
+        s.syn_flood_seen_seconds_ago = Some(0.5);
+        assert_eq!(gauge(&s), "1");
+        s.syn_flood_seen_seconds_ago = Some(1.5);
+        assert_eq!(gauge(&s), "0", "over a second ago");
     }
 
     #[test]

@@ -43,6 +43,19 @@ pub struct Snapshot {
     /// `[bfd.NAME]` sessions as bfdd last reported them.
     #[serde(default)]
     pub bfd: Vec<crate::bfd::SessionStatus>,
+    /// Seconds since the flood guard last saw a SYN flood (`[dataplane]
+    /// new_flow_rate`); none if it never did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_flood_seen_seconds_ago: Option<f64>,
+}
+
+impl Snapshot {
+    /// Whether the flood guard holds a SYN flood on now (DR and TUN services pin no
+    /// SYN meanwhile).
+    pub fn syn_flood_on(&self) -> bool {
+        self.syn_flood_seen_seconds_ago
+            .is_some_and(|ago| ago < xdp_lb_common::FLOOD_HOLD_NS as f64 / 1e9)
+    }
 }
 
 /// Per-second rates over the last interval (see [`Snapshot::with_rates`]).
@@ -321,6 +334,10 @@ impl Snapshot {
             Default::default()
         });
         let verdicts = verdicts.into_iter().map(|(r, n)| (r.into(), n)).collect();
+        let syn_flood_seen = dataplane.syn_flood_seen_ago().unwrap_or_else(|e| {
+            note(e);
+            None
+        });
         if let Some(e) = failed {
             tracing::warn!(error = %e, "some data-plane counters could not be read; shown as 0");
         }
@@ -337,6 +354,7 @@ impl Snapshot {
             drain: Default::default(),
             sync: None,
             bfd: Vec::new(),
+            syn_flood_seen_seconds_ago: syn_flood_seen.map(|d| d.as_secs_f64()),
         }
     }
 

@@ -241,6 +241,24 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(out, "  {:<30} packets {}", rule.describe(), rule.packets);
         }
     }
+    if let Some(ago) = s.syn_flood_seen_seconds_ago {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            if s.syn_flood_on() {
+                format!(
+                    "SYN FLOOD ON (seen {} ago): DR and TUN services pin no SYN; \
+                     connections are pinned by their ACK",
+                    seconds(ago)
+                )
+            } else {
+                format!(
+                    "last SYN flood seen {} ago by the flood guard",
+                    seconds(ago)
+                )
+            }
+        );
+    }
     if !s.services.is_empty() {
         let _ = writeln!(out, "\nSERVICES");
         for svc in &s.services {
@@ -563,6 +581,26 @@ mod tests {
         assert!(
             text.lines().any(|l| l
                 == "  192.0.2.100:80/tcp dr wrr  forwarding  packets 274 new flows 40, 7 unpinned by the flood guard"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("SYN FLOOD"),
+            "none seen, none shown:\n{text}"
+        );
+        // A SYN flood the guard holds on, and one that is over.
+        flooded.syn_flood_seen_seconds_ago = Some(0.25);
+        let text = render(&flooded);
+        assert!(
+            text.contains(
+                "\nSYN FLOOD ON (seen 0.2s ago): DR and TUN services pin no SYN; \
+                 connections are pinned by their ACK\n\nSERVICES\n"
+            ),
+            "{text}"
+        );
+        flooded.syn_flood_seen_seconds_ago = Some(90.0);
+        let text = render(&flooded);
+        assert!(
+            text.contains("\nlast SYN flood seen 1m30s ago by the flood guard\n"),
             "{text}"
         );
         // With rates measured, each service and real server line ends with them.

@@ -181,6 +181,8 @@ pub struct Dataplane {
     pub(crate) nat_replies: by_family::ReplyTable,
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
+    /// When the flood guard last saw a SYN flood (`FLOOD_SEEN`).
+    pub(crate) flood_seen: Array<MapData, u64>,
     pub(crate) nat_ports: Array<MapData, u64>,
     nat_origins: HashMap<MapData, ServiceKey, NatOrigin>,
     filter_v4: LpmTrie<MapData, FilterKeyV4, FilterValue>,
@@ -387,6 +389,7 @@ impl Dataplane {
             nat_replies: take_pair!(by_family::NAT_REPLY_MAPS),
             persist: take!("PERSIST"),
             config: take!("CONFIG"),
+            flood_seen: take!("FLOOD_SEEN"),
             nat_ports: take!("NAT_PORTS"),
             nat_origins: take!("NAT_ORIGINS"),
             filter_v4: take!("FILTER_V4"),

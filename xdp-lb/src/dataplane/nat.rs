@@ -111,6 +111,18 @@ impl Dataplane {
             .map_err(map_err("CONFIG"))
     }
 
+    /// How long ago the flood guard last saw a SYN flood (a SYN finding its CPU's
+    /// bucket dry); `None` if never since the program was loaded.
+    pub fn syn_flood_seen_ago(&self) -> Result<Option<std::time::Duration>, DataplaneError> {
+        let seen = self.flood_seen.get(&0, 0).map_err(map_err("FLOOD_SEEN"))?;
+        if seen == 0 {
+            return Ok(None);
+        }
+        Ok(Some(std::time::Duration::from_nanos(
+            monotonic_ns().saturating_sub(seen),
+        )))
+    }
+
     /// Deletes flow and NAT reply entries idle past their timeout, and counts the
     /// connections of the flows that stay, by backend id (aging flows only: DR and TUN
     /// flows of other services are never stamped and are left to the LRU).
