@@ -3,7 +3,8 @@
 //! 200,000 SYNs from spoofed sources, each sent twice. Without the guard the flood
 //! evicts the connections' flow entries and wrr sends their next packets elsewhere
 //! (the control run, which proves the test can fail); with `new_flow_rate`, set by a
-//! reload once the connections are up, none breaks. The rate is one a plain rate limit
+//! reload once the connections are up, none breaks, and connections opened during the
+//! flood work and keep their server. The rate is one a plain rate limit
 //! could not defend the table with: over the flood's length it would let in more
 //! inserts than the table has room for. The guard pins no SYN once it sees the flood.
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -13,6 +14,8 @@ use xdp_lb_lab::{DrLab, DrLabOptions, KeepAlive};
 use xdp_lb_tests::{IO_TIMEOUT, config, dr_lab, start, status, vip};
 
 const CONNECTIONS: usize = 100;
+/// Connections opened while the guarded flood is on.
+const DURING: usize = 20;
 const FLOOD: u32 = 200_000;
 const MAX_FLOWS: usize = 1024;
 /// The table's room beside the connections.
@@ -78,8 +81,37 @@ struct Outcome {
     unpinned: u64,
     /// When the guard last saw the flood, as `xdp-lb status` tells it.
     flood_seen_ago: Option<f64>,
+    /// With the guard: the servers that answered the two requests of each connection
+    /// opened during the flood.
+    opened_during: Vec<Result<(String, String), String>>,
     /// `xdp-lb status` after the flood, for the record and for a failure.
     status: String,
+}
+
+/// Once the guard holds the flood on (as `xdp-lb status` tells), opens connections
+/// and asks twice on each: their SYNs go unpinned, picked by their flow's hash, and
+/// their ACKs must reach the same server and pin them. Fails if the flood ended
+/// before they were done (the test could not tell then).
+fn open_during_the_flood(lab: &DrLab) -> Vec<Result<(String, String), String>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !status(&lab.lb).syn_flood_on() {
+        assert!(Instant::now() < deadline, "the guard never saw the flood");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let opened = (0..DURING)
+        .map(|_| {
+            let mut c =
+                KeepAlive::open(&lab.client, vip(80), IO_TIMEOUT).map_err(|e| format!("{e:#}"))?;
+            let first = c.get().map_err(|e| format!("{e:#}"))?;
+            let second = c.get().map_err(|e| format!("{e:#}"))?;
+            Ok((first, second))
+        })
+        .collect();
+    assert!(
+        status(&lab.lb).syn_flood_on(),
+        "the flood was over before the connections opened during it were done"
+    );
+    opened
 }
 
 /// Opens the connections, floods, then asks on each again: how many broke or moved.
@@ -114,7 +146,15 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
             "{line}"
         );
     }
-    let took = syn_flood(&lab);
+    let (took, opened_during) = std::thread::scope(|s| {
+        let flood = s.spawn(|| syn_flood(&lab));
+        let opened = if new_flow_rate != 0 {
+            open_during_the_flood(&lab)
+        } else {
+            Vec::new()
+        };
+        (flood.join().unwrap(), opened)
+    });
     // What the data plane saw, as an operator reads it.
     let snapshot = status(&lab.lb);
     let status_shown = xdp_lb::status_client::render(&snapshot);
@@ -136,6 +176,7 @@ fn broken_by_a_flood(new_flow_rate: u64) -> Outcome {
         took,
         unpinned,
         flood_seen_ago,
+        opened_during,
         status: status_shown,
     }
 }
@@ -166,6 +207,24 @@ fn the_flood_guard_keeps_established_connections_through_a_syn_flood() {
         guarded.broken, 0,
         "with the guard no connection breaks\n{}",
         guarded.status
+    );
+    let moved: Vec<_> = guarded
+        .opened_during
+        .iter()
+        .filter(|o| !matches!(o, Ok((first, second)) if first == second))
+        .collect();
+    assert!(
+        moved.is_empty() && guarded.opened_during.len() == DURING,
+        "connections opened during the flood must work and keep their server: {:?}",
+        guarded.opened_during
+    );
+    let mut servers = std::collections::BTreeMap::new();
+    for (first, _) in guarded.opened_during.iter().flatten() {
+        *servers.entry(first.as_str()).or_insert(0) += 1;
+    }
+    eprintln!(
+        "measured: {DURING} connections opened during the flood each kept its server: \
+         {servers:?}"
     );
     assert!(
         guarded.flood_seen_ago.is_some(),
