@@ -249,6 +249,12 @@ struct Node {
 
 impl Node {
     fn start(ns: &Netns, specs: Vec<VrrpInstance>) -> Node {
+        Node::start_with(ns, specs, true)
+    }
+
+    /// `applies`: whether the state events are acknowledged at once, as a data plane
+    /// that follows them would (otherwise the test does, with `applied.done()`).
+    fn start_with(ns: &Netns, specs: Vec<VrrpInstance>, applies: bool) -> Node {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
         let (std_tx, events) = mpsc::channel();
@@ -262,9 +268,13 @@ impl Node {
                     .unwrap();
                 rt.block_on(async move {
                     let netlink = Netlink::connect()?;
-                    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<FailoverEvent>(64);
                     let forward = tokio::spawn(async move {
                         while let Some(ev) = rx.recv().await {
+                            // No data plane here: it follows at once.
+                            if applies {
+                                ev.applied.done();
+                            }
                             let _ = std_tx.send((Instant::now(), ev));
                         }
                     });
@@ -399,6 +409,31 @@ impl Drop for Node {
 
 /// Two xdp-lb runners: election, gratuitous ARP, a graceful stop (priority 0), the
 /// preemption back, and a crash (no priority 0), the handovers measured by the client.
+/// A new MASTER adds and announces its VIPs only once its receiver says the data plane
+/// forwards their services: a client sent here by the gratuitous ARP before that would
+/// meet the kernel, which resets its connection.
+#[test]
+fn a_new_master_holds_its_vips_until_the_data_plane_follows() {
+    let (a, _b) = pair("ack");
+    let spec = vip_spec("VI_ACK", 200, Version::V3, Duration::from_millis(100));
+    let mut node = Node::start_with(&a, vec![spec], false);
+    node.wait_state(State::Master, Duration::from_secs(5));
+    // The engine sent the event, then waits (up to APPLY_WAIT, 500 ms): had it gone
+    // on, the VIP would be there before the event crossed to this thread.
+    assert!(
+        !has_vip(&a, VIP),
+        "the VIP was added before the data plane followed"
+    );
+    let acked = Instant::now();
+    node.seen.last().unwrap().1.applied.done();
+    wait_vip(&a, VIP, true, Duration::from_secs(2));
+    eprintln!(
+        "measured: the VIP was added {:?} after the acknowledgment",
+        acked.elapsed()
+    );
+    node.shutdown();
+}
+
 #[test]
 fn xdp_lb_pair_elects_fails_over_and_preempts_back() {
     let lab = probed("x");

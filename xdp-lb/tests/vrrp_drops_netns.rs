@@ -116,9 +116,11 @@ impl Node {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<FailoverEvent>(64);
                     let forward = tokio::spawn(async move {
                         while let Some(ev) = rx.recv().await {
+                            // No data plane here: it follows at once.
+                            ev.applied.done();
                             let _ = std_tx.send(ev);
                         }
                     });

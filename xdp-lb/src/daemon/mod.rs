@@ -800,6 +800,9 @@ impl Core {
                 warn!(error = %Chain(&e), "could not apply a VRRP state change to the data plane");
             }
         }
+        // The new MASTER announces its VIPs now (after a failure too: waiting longer
+        // would not mend it).
+        event.applied.done();
     }
 
     /// MACs learned, changed or lost: logged once the maps follow.

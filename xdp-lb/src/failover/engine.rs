@@ -20,8 +20,8 @@ use xdp_lb_vrrp::{
 };
 
 use super::{
-    Controls, FailoverError, FailoverEvent, PeerDown, Plan, PlannedInstance, SocketPlan,
-    TrackUpdate,
+    APPLY_WAIT, Applied, Controls, FailoverError, FailoverEvent, PeerDown, Plan, PlannedInstance,
+    SocketPlan, TrackUpdate,
     notify::Notifier,
     status::{InstanceStatus, SocketStatus, StatusBoard, Takeover, VipConflict, state_label},
     vip_watch::{self, ArpSocket, Conflict, Held, Listener, NdpSocket},
@@ -857,11 +857,14 @@ impl Engine {
         match action {
             Action::SendAdvert { priority } => self.send_advert(i, priority).await,
             Action::BecomeMaster => {
-                // The data plane is told first, so it forwards the VIPs' services by
+                // The data plane follows first, so it forwards the VIPs' services by
                 // the time the VIPs are added and announced: a packet reaching the
                 // kernel in between (a client's retransmission, an ACK of a NAT
-                // connection the sync kept) would be answered with a reset.
-                self.report(i, State::Master).await;
+                // connection the sync kept) would be answered with a reset. Sent is
+                // not enough (it crosses two tasks: a millisecond under load).
+                let (tx, applied) = tokio::sync::oneshot::channel();
+                self.report_with(i, State::Master, Applied::new(tx)).await;
+                let _ = tokio::time::timeout(APPLY_WAIT, applied).await;
                 self.add_vips(i).await;
                 self.start_announcer(i).await;
                 self.log_and_notify(i, State::Master);
@@ -1190,11 +1193,16 @@ impl Engine {
 
     /// Tells the daemon (its data plane follows).
     async fn report(&mut self, i: usize, state: State) {
+        self.report_with(i, state, Applied::default()).await;
+    }
+
+    async fn report_with(&mut self, i: usize, state: State, applied: Applied) {
         let r = &self.instances[i];
         let event = FailoverEvent {
             instance: r.spec.name.clone(),
             state,
             vips: r.spec.identity.vips(),
+            applied,
         };
         // A closed receiver only means nobody listens any more.
         let _ = self.events.send(event).await;

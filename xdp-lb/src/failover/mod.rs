@@ -52,11 +52,43 @@ pub use status::{InstanceStatus, Label, SocketStatus, StatusBoard, Takeover, Vip
 
 /// A state change of one instance. `state` is [`State::Master`] while the VIPs are held
 /// here, and [`State::Initialize`] once the instance has stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct FailoverEvent {
     pub instance: String,
     pub state: State,
     pub vips: Vec<IpAddr>,
+    /// For a MASTER event: the receiver calls [`Applied::done`] once its data plane
+    /// forwards the VIPs' services. The engine adds and announces the VIPs only then
+    /// (or after [`APPLY_WAIT`]): a client's packet reaching this node after the
+    /// gratuitous ARP but before the data plane follows would be the kernel's, which
+    /// resets it (a NAT connection the sync kept, a keep-alive request).
+    pub applied: Applied,
+}
+
+/// How long a new MASTER waits for the data plane before it announces its VIPs anyway
+/// (a receiver that does not answer only delays the takeover this much).
+pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The receiver's side of [`FailoverEvent::applied`]: cloned with the event, done once.
+#[derive(Debug, Clone, Default)]
+pub struct Applied(Option<Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>>);
+
+impl Applied {
+    /// A handle for `tx` (the engine's end).
+    fn new(tx: tokio::sync::oneshot::Sender<()>) -> Applied {
+        Applied(Some(Arc::new(std::sync::Mutex::new(Some(tx)))))
+    }
+
+    /// Tells the engine the data plane follows the event (later calls do nothing).
+    pub fn done(&self) {
+        if let Some(tx) = self
+            .0
+            .as_ref()
+            .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take())
+        {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// What tracked objects say about an instance (the daemon sends one whenever a tracked
