@@ -862,9 +862,10 @@ impl Engine {
                 // kernel in between (a client's retransmission, an ACK of a NAT
                 // connection the sync kept) would be answered with a reset. Sent is
                 // not enough (it crosses two tasks: a millisecond under load).
-                let (tx, applied) = tokio::sync::oneshot::channel();
-                self.report_with(i, State::Master, Applied::new(tx)).await;
-                let _ = tokio::time::timeout(APPLY_WAIT, applied).await;
+                let applied = Arc::new(tokio::sync::Notify::new());
+                self.report_with(i, State::Master, Applied(Some(applied.clone())))
+                    .await;
+                let _ = tokio::time::timeout(APPLY_WAIT, applied.notified()).await;
                 self.add_vips(i).await;
                 self.start_announcer(i).await;
                 self.log_and_notify(i, State::Master);

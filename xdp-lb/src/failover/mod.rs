@@ -69,24 +69,16 @@ pub struct FailoverEvent {
 /// (a receiver that does not answer only delays the takeover this much).
 pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The receiver's side of [`FailoverEvent::applied`]: cloned with the event, done once.
+/// The receiver's side of [`FailoverEvent::applied`]: cloned with the event. A
+/// `done` before the engine waits is kept (a `Notify` permit), later ones do nothing.
 #[derive(Debug, Clone, Default)]
-pub struct Applied(Option<Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>>);
+pub struct Applied(Option<Arc<tokio::sync::Notify>>);
 
 impl Applied {
-    /// A handle for `tx` (the engine's end).
-    fn new(tx: tokio::sync::oneshot::Sender<()>) -> Applied {
-        Applied(Some(Arc::new(std::sync::Mutex::new(Some(tx)))))
-    }
-
-    /// Tells the engine the data plane follows the event (later calls do nothing).
+    /// Tells the engine the data plane follows the event.
     pub fn done(&self) {
-        if let Some(tx) = self
-            .0
-            .as_ref()
-            .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take())
-        {
-            let _ = tx.send(());
+        if let Some(notify) = &self.0 {
+            notify.notify_one();
         }
     }
 }
