@@ -22,8 +22,11 @@ use xdp_lb_common::{
 };
 
 /// Repeat-loop rows: ROUNDS rounds, each timing every case once with REPEAT runs, so
-/// a slow moment of the machine hits all cases alike; the median round is reported.
-const ROUNDS: usize = 21;
+/// a slow moment of the machine hits all cases alike; the median round is reported,
+/// and a ratio is the median of the rounds' own ratios (each of two runs next to each
+/// other in time), which a machine whose speed drifts between rounds moves less than
+/// a ratio of two medians.
+const ROUNDS: usize = 41;
 const REPEAT: u32 = 200_000;
 const SINGLE_RUNS: u16 = 20_000;
 
@@ -54,6 +57,17 @@ fn time(program: &Xdp, frame: &[u8], repeat: u32) -> Duration {
         ..Default::default()
     };
     program.test_run(opts).expect("BPF_PROG_TEST_RUN").duration
+}
+
+/// The median of `values` and their p10-p90 spread in percent of it.
+fn median_and_spread(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = values[n / 2];
+    (
+        median,
+        (values[n * 9 / 10] - values[n / 10]) / median * 100.0,
+    )
 }
 
 /// Median ns of single runs, each on a frame from `make(i)`.
@@ -218,14 +232,18 @@ fn main() {
         rounds[4].push(time(reference, &established_frame, REPEAT).as_nanos() as f64);
         rounds[5].push(time(lb, &filtered_frame, REPEAT).as_nanos() as f64);
     }
-    let spread = |r: &[f64]| {
-        let (lo, hi) = (r[r.len() / 10], r[r.len() * 9 / 10]);
-        (hi - lo) / r[r.len() / 2] * 100.0
+    // Each round's ratio of xdp-lb to the reference, before the sorting below.
+    let ratios = |ours: usize, reference: usize| -> Vec<f64> {
+        rounds[ours]
+            .iter()
+            .zip(&rounds[reference])
+            .map(|(a, b)| a / b)
+            .collect()
     };
-    let medians = rounds.map(|mut r| {
-        r.sort_by(f64::total_cmp);
-        (r[r.len() / 2], spread(&r))
-    });
+    let (non_vip_ratio, non_vip_ratio_spread) = median_and_spread(ratios(1, 2));
+    let (established_ratio, established_ratio_spread) = median_and_spread(ratios(3, 4));
+    let (filtered_ratio, _) = median_and_spread(ratios(5, 4));
+    let medians = rounds.map(median_and_spread);
     let [
         (floor_repeat, _),
         (non_vip, non_vip_spread),
@@ -375,9 +393,11 @@ fn main() {
     println!(
         "|-----------------------------------|---------------------|----------:|---------:|----------:|---------:|----------:|"
     );
-    let row = |case: &str, how: &str, ours: f64, floor: f64, reference: Option<f64>| {
+    // `reference`: the reference's ns and the ratio to it (for single runs, of the
+    // medians; for repeat rows, the median of the rounds' ratios).
+    let row = |case: &str, how: &str, ours: f64, floor: f64, reference: Option<(f64, f64)>| {
         let (r, ratio) = match reference {
-            Some(r) => (format!("{r:.1}"), format!("{:.2}", ours / r)),
+            Some((r, ratio)) => (format!("{r:.1}"), format!("{ratio:.2}")),
             None => ("".into(), "".into()),
         };
         println!(
@@ -392,91 +412,91 @@ fn main() {
         &repeat,
         non_vip,
         floor_repeat,
-        Some(ref_non_vip),
+        Some((ref_non_vip, non_vip_ratio)),
     );
     row(
         "established, one hot flow",
         &repeat,
         established,
         floor_repeat,
-        Some(ref_established),
+        Some((ref_established, established_ratio)),
     );
     row(
         "established, hot, source filter",
         &repeat,
         filtered,
         floor_repeat,
-        Some(ref_established),
+        Some((ref_established, filtered_ratio)),
     );
     row(
         "established, 20,000 flows",
         &single,
         established_single,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, established_single / ref_single)),
     );
     row(
         "new flow, wrr",
         &single,
         new_flow,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, new_flow / ref_single)),
     );
     row(
         "new flow, maglev",
         &single,
         maglev_new,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, maglev_new / ref_single)),
     );
     row(
         "any packet, maglev, no flow table",
         &single,
         maglev_no_table,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, maglev_no_table / ref_single)),
     );
     row(
         "new flow, wrr + persistence",
         &single,
         persistent_new,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, persistent_new / ref_single)),
     );
     row(
         "new flow, wlc",
         &single,
         wlc_new,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, wlc_new / ref_single)),
     );
     row(
         "established, 20,000 flows, wlc",
         &single,
         wlc_established,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, wlc_established / ref_single)),
     );
     row(
         "non-VIP packet, NAT enabled",
         &repeat,
         non_vip_nat_on,
         floor_repeat,
-        Some(ref_non_vip),
+        Some((ref_non_vip, non_vip_nat_on / ref_non_vip)),
     );
     row(
         "NAT forward, new flow",
         &single,
         nat_new,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, nat_new / ref_single)),
     );
     row(
         "NAT forward, established",
         &single,
         nat_established,
         floor_single,
-        Some(ref_single),
+        Some((ref_single, nat_established / ref_single)),
     );
     row(
         "NAT reply, first (writes entry)",
@@ -513,9 +533,10 @@ fn main() {
     );
     println!(
         "repeat rows: one hot packet, median of {ROUNDS} rounds (spread p10-p90: non-VIP \
-         {non_vip_spread:.0}%, established {established_spread:.0}%); x1 rows: single runs over \
-         20,000 distinct flows (new, then seen again), median, including the kernel's per-call \
-         timer cost."
+         {non_vip_spread:.0}%, established {established_spread:.0}%), ratios the median of the \
+         rounds' own (spread p10-p90: non-VIP {non_vip_ratio_spread:.0}%, established \
+         {established_ratio_spread:.0}%); x1 rows: single runs over 20,000 distinct flows (new, \
+         then seen again), median, including the kernel's per-call timer cost."
     );
     println!(
         "non-VIP with NAT enabled costs {:.0}% more than without; a NAT new flow {:.2}x a DR \
