@@ -1,7 +1,7 @@
 //! The xdp-lb XDP program. It reads as the packet's path: first look (most packets
 //! are for no service and leave here) → parse, from where the first look stopped →
-//! service lookup (IPv6; the first look found IPv4's) → source filter → flow lookup /
-//! schedule → rewrite → pin and count → verdict.
+//! service lookup (IPv6; the first look found IPv4's) → source filter → flow lookup →
+//! (no entry: validation) → schedule → rewrite → pin and count → verdict.
 //!
 //! Anything that is not a configured, active virtual service goes to the kernel
 //! untouched (`XDP_PASS`); every verdict is counted by reason in `GLOBAL_STATS`.
@@ -136,8 +136,12 @@ mod program {
         {
             return Err(Verdict::drop(Reason::DropFiltered));
         }
-        // Only well-formed packets from possible clients are forwarded.
-        validate::check(ctx, &pkt).map_err(Verdict::pass)?;
+        // Only well-formed packets from possible clients get a flow entry: a packet of
+        // a flow in the table is not checked again (see `validate` for why).
+        let entry = schedule::entry(&pkt, svc);
+        if entry.is_none() {
+            validate::check(ctx, &pkt).map_err(Verdict::pass)?;
+        }
         // NAT flows age, and those of services that count connections (lc, wlc); other
         // DR and TUN flows only leave by LRU eviction and skip the clock.
         let ages = svc.forwarding == FWD_NAT || svc.flags & SERVICE_F_AGING != 0;
@@ -148,7 +152,7 @@ mod program {
             0
         };
         let now = if ages { clock } else { 0 };
-        let chosen = schedule::select(&pkt, svc, stats, now, clock)?;
+        let chosen = schedule::select(&pkt, svc, entry, stats, now, clock)?;
         // SAFETY: `chosen.backend` comes from a successful lookup in the BACKEND_VALUES
         // array, whose values live as long as the map (so the whole run), and is only
         // read. Userspace never writes an entry that an id points to, nor one replaced

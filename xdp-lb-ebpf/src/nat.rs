@@ -195,15 +195,14 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>>
     let closing = closing_flag(pkt.tcp_flags);
     let (vip, vport, client) = match live {
         Some(nat) => {
-            // A reply is forwarded too: only a well-formed one from a possible source.
-            if let Err(reason) = crate::validate::check(ctx, pkt) {
-                return Some(Err(Verdict::pass(reason)));
-            }
+            // A known reply is not checked again (see `validate`): the first one was.
             touch(&mut nat.last_seen_ns, &mut nat.flags, now, closing);
             (nat.vip.as_ptr(), nat.vport_be, nat.client)
         }
         None => {
             let (vip, flow) = first_reply(pkt, now)?;
+            // A reply is forwarded too: only a well-formed one from a possible source
+            // gets a reply entry.
             if let Err(reason) = crate::validate::check(ctx, pkt) {
                 return Some(Err(Verdict::pass(reason)));
             }

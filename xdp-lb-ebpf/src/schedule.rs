@@ -36,24 +36,31 @@ pub struct Chosen {
     pub refreshed: bool,
 }
 
-/// `now` is 0 for flows that do not age (DR); NAT passes the time so idle pins expire.
-/// `clock` is the time for a persistent service's memory of its clients.
+/// The flow table's entry of the packet's flow, if its service keeps one (for
+/// [`select`]).
+#[inline(always)]
+pub fn entry(pkt: &Packet, svc: &ServiceValue) -> Option<*mut FlowValue> {
+    if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 {
+        // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
+        flows::pinned(&pkt.flow, pkt.ipv4)
+    } else {
+        None
+    }
+}
+
+/// `pinned`: the flow's [`entry`]. `now` is 0 for flows that do not age (DR); NAT
+/// passes the time so idle pins expire. `clock` is the time for a persistent
+/// service's memory of its clients.
 #[inline(always)]
 pub fn select(
     pkt: &Packet,
     svc: &ServiceValue,
+    pinned: Option<*mut FlowValue>,
     stats: Option<*mut ServiceStats>,
     now: u64,
     clock: u64,
 ) -> Result<Chosen, Verdict> {
     let mut rescheduled = false;
-    // Borrowed, not moved: a by-value key would be copied on the 512-byte stack.
-    let flow = &pkt.flow;
-    let pinned = if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 {
-        flows::pinned(flow, pkt.ipv4)
-    } else {
-        None
-    };
     if let Some(pinned) = pinned {
         // SAFETY: a value pointer from a successful lookup stays valid for the whole
         // run (hash map elements are freed only after an RCU grace period). Another

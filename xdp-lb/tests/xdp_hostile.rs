@@ -3,8 +3,12 @@
 //! them; every other one goes to the kernel under a named reason. A fixture per
 //! flaw, then a campaign of a million mutated and random frames against DR, NAT and
 //! TUN services that checks the invariant "forwarded => well-formed, non-martian,
-//! to an active real server" with an independent parser (etherparse). Needs root.
+//! to an active real server" with an independent parser (etherparse); the one flaw a
+//! forwarded packet may have is a wrong IPv4 header checksum, and only on its way to
+//! the server of its flow, pinned by a well-formed packet before. Needs root.
 mod support;
+
+use std::collections::HashMap;
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use xdp_lb::{
@@ -241,6 +245,57 @@ fn each_flaw_goes_to_the_kernel_under_its_reason() {
     }
 }
 
+/// A packet of a pinned flow is not checked again (see the program's `validate`): with
+/// a wrong IPv4 header checksum it still goes to its flow's server, and its sum stays
+/// wrong (DR leaves the header alone, NAT updates it incrementally, TUN carries it
+/// inside), so that server's kernel drops it. A NAT reply with an entry likewise.
+#[test]
+fn a_pinned_flows_packet_with_a_wrong_header_checksum_reaches_its_server_still_wrong() {
+    let dp = dataplane();
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(SERVER_MACS[2], LB_MAC)
+        .ipv4([203, 0, 113, 13], CLIENT, 64)
+        .tcp(8080, 40000, 1, 64_000)
+        .write(&mut reply, b"hello, client")
+        .unwrap();
+    // (what, frame, where its IPv4 header is in the frame that leaves)
+    let cases = [
+        ("DR", tcp4(CLIENT, VIP, 80), 14),
+        ("NAT", tcp4(CLIENT, VIP, 81), 14),
+        ("NAT reply", reply, 14),
+        ("TUN", udp4(CLIENT, 82), 14 + 20),
+    ];
+    for (what, good, inner) in cases {
+        let (action, out) = run(&dp, &good);
+        assert_eq!(action, xdp_action::XDP_TX, "{what}: the well-formed packet");
+        let server = out[..6].to_vec();
+        let mut bad = good.clone();
+        bad[14 + 10] ^= 0x55;
+        let before = dp.global_stats().unwrap();
+        let (action, out) = run(&dp, &bad);
+        let after = dp.global_stats().unwrap();
+        assert_eq!(action, xdp_action::XDP_TX, "{what}: not forwarded");
+        assert_eq!(out[..6], server[..], "{what}: not to its flow's server");
+        let ihl = usize::from(out[inner] & 0x0f) * 4;
+        assert_ne!(
+            ones_complement_sum(&out[inner..inner + ihl]),
+            0xffff,
+            "{what}: the wrong sum became right"
+        );
+        assert_eq!(
+            after["pass_bad_checksum"], before["pass_bad_checksum"],
+            "{what}: counted as refused"
+        );
+    }
+    // Without a pin, the same damage is refused.
+    let mut unpinned = tcp4(CLIENT, VIP, 80);
+    unpinned[14 + 20 + 1] ^= 1; // another source port: another flow
+    unpinned[14 + 10] ^= 0x55;
+    let before = dp.global_stats().unwrap()["pass_bad_checksum"];
+    assert_eq!(run(&dp, &unpinned).0, xdp_action::XDP_PASS);
+    assert_eq!(dp.global_stats().unwrap()["pass_bad_checksum"], before + 1);
+}
+
 /// A small, fast, seeded generator: the campaign is the same on every run.
 struct XorShift(u64);
 
@@ -256,46 +311,54 @@ impl XorShift {
     }
 }
 
-/// Why an independent reading of `frame` says it must not be forwarded, if it does.
-fn must_not_forward(frame: &[u8]) -> Option<String> {
-    let sliced = match SlicedPacket::from_ethernet(frame) {
-        Ok(s) => s,
-        Err(e) => return Some(format!("etherparse: {e}")),
-    };
-    let (src, dst, ipv4): (Vec<u8>, Vec<u8>, bool) = match &sliced.net {
+/// A frame's flow as the flow table keys it: addresses, protocol, ports.
+type Flow = (Vec<u8>, Vec<u8>, u8, u16, u16);
+
+/// An independent reading of a frame that may be forwarded: its flow, and whether its
+/// IPv4 header checksum is right (always for IPv6, which has none).
+struct Forwardable {
+    flow: Flow,
+    checksum_right: bool,
+}
+
+/// An independent reading of `frame`: why it must not be forwarded, if it does. A
+/// wrong IPv4 header checksum is no such reason by itself: a packet of a pinned flow
+/// goes to its flow's server unchecked (the caller knows which flows are pinned).
+fn must_not_forward(frame: &[u8]) -> Result<Forwardable, String> {
+    let sliced = SlicedPacket::from_ethernet(frame).map_err(|e| format!("etherparse: {e}"))?;
+    let (src, dst, ipv4, checksum_right): (Vec<u8>, Vec<u8>, bool, bool) = match &sliced.net {
         Some(etherparse::NetSlice::Ipv4(ip)) => {
             let h = ip.header();
             if h.is_fragmenting_payload() {
-                return Some("fragment".into());
+                return Err("fragment".into());
             }
-            if ones_complement_sum(h.slice()) != 0xffff {
-                return Some("ipv4 checksum".into());
-            }
-            (h.source().to_vec(), h.destination().to_vec(), true)
+            let right = ones_complement_sum(h.slice()) == 0xffff;
+            (h.source().to_vec(), h.destination().to_vec(), true, right)
         }
         Some(etherparse::NetSlice::Ipv6(ip)) => {
             let h = ip.header();
             if h.payload_length() == 0 {
-                return Some("ipv6 payload length 0".into());
+                return Err("ipv6 payload length 0".into());
             }
             if !ip.extensions().is_empty() {
-                return Some("ipv6 extension headers".into());
+                return Err("ipv6 extension headers".into());
             }
-            (h.source().to_vec(), h.destination().to_vec(), false)
+            (h.source().to_vec(), h.destination().to_vec(), false, true)
         }
-        _ => return Some("not ip".into()),
+        _ => return Err("not ip".into()),
     };
-    match &sliced.transport {
-        Some(TransportSlice::Tcp(_)) => {}
+    let (proto, sport, dport) = match &sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => (IPPROTO_TCP, tcp.source_port(), tcp.destination_port()),
         Some(TransportSlice::Udp(udp)) => {
             if udp.length() < 8 {
-                return Some("udp length".into());
+                return Err("udp length".into());
             }
+            (IPPROTO_UDP, udp.source_port(), udp.destination_port())
         }
-        _ => return Some("not tcp or udp".into()),
-    }
+        _ => return Err("not tcp or udp".into()),
+    };
     if src == dst {
-        return Some("source is the destination".into());
+        return Err("source is the destination".into());
     }
     let martian = if ipv4 {
         src[0] == 0 || src[0] == 127 || src[0] >= 224
@@ -304,7 +367,13 @@ fn must_not_forward(frame: &[u8]) -> Option<String> {
         let mapped = src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff;
         loopback_or_any || src[0] == 0xff || mapped
     };
-    martian.then(|| "martian source".into())
+    if martian {
+        return Err("martian source".into());
+    }
+    Ok(Forwardable {
+        flow: (src, dst, proto, sport, dport),
+        checksum_right,
+    })
 }
 
 #[test]
@@ -321,6 +390,10 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
         })
         .unwrap_or(1_000_000);
     let (mut forwarded, mut passed, mut dropped, mut violations) = (0u64, 0u64, 0u64, Vec::new());
+    // The server each flow was forwarded to by a well-formed packet (so pinned), and
+    // how many packets with a wrong header checksum followed their flow there.
+    let mut pinned: HashMap<Flow, Vec<u8>> = HashMap::new();
+    let mut unchecked_to_their_server = 0u64;
     let mut n = 0;
     while forwarded + passed + dropped < frames {
         n += 1;
@@ -399,8 +472,25 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
             xdp_action::XDP_TX | xdp_action::XDP_REDIRECT => {
                 forwarded += 1;
                 let to_server = out.len() >= 6 && SERVER_MACS.iter().any(|m| out[..6] == *m);
-                let flaw = must_not_forward(&frame)
-                    .or_else(|| (!to_server).then(|| "not to an active real server".into()));
+                let flaw = match must_not_forward(&frame) {
+                    Err(flaw) => Some(flaw),
+                    Ok(_) if !to_server => Some("not to an active real server".into()),
+                    Ok(Forwardable {
+                        flow,
+                        checksum_right: true,
+                    }) => {
+                        pinned.insert(flow, out[..6].to_vec());
+                        None
+                    }
+                    Ok(Forwardable { flow, .. }) => match pinned.get(&flow) {
+                        Some(server) if server[..] == out[..6] => {
+                            unchecked_to_their_server += 1;
+                            None
+                        }
+                        Some(_) => Some("ipv4 checksum, to another server than its flow's".into()),
+                        None => Some("ipv4 checksum, and its flow was never pinned".into()),
+                    },
+                };
                 if let Some(flaw) = flaw {
                     if violations.len() < 5 {
                         violations.push(format!("frame {n} forwarded ({flaw}): {frame:02x?}"));
@@ -421,9 +511,14 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
         .collect();
     eprintln!(
         "measured: {frames} frames: forwarded {forwarded}, passed {passed}, dropped {dropped}; \
-         by reason: {}; invariant violations: {}",
+         by reason: {}; wrong IPv4 header checksum, forwarded to their pinned flow's server: \
+         {unchecked_to_their_server}; invariant violations: {}",
         reasons.join(" "),
         violations.len()
+    );
+    assert!(
+        unchecked_to_their_server > 0,
+        "the campaign must reach pinned flows' packets with a wrong header checksum"
     );
     assert!(
         forwarded > frames / 100,
