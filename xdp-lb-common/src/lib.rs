@@ -661,7 +661,9 @@ pub enum Reason {
     /// broadcast or reserved (IPv4 0/8, 127/8, 224/4, 240/4; IPv6 ::, ::1, ff00::/8,
     /// IPv4-mapped), or the destination itself: passed (the kernel drops martians).
     PassMartian = 17,
-    /// An IPv4 header whose checksum is wrong: passed (the kernel drops it).
+    /// An IPv4 header whose checksum is wrong, of a packet without a flow entry (or a
+    /// NAT reply without a reply entry): passed (the kernel drops it). A packet of a
+    /// flow in the table goes to its flow's server, whose kernel drops it.
     PassBadChecksum = 18,
     /// The source filter denied the source (a global `deny`, a service's `deny`, or
     /// no `allow` of a service that has some): dropped, and counted by its rule in
