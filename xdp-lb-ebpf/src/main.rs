@@ -170,18 +170,17 @@ mod program {
         // count it. A pass or drop on the way (too big, no redirect target) returned
         // above and counts only under its reason.
         schedule::commit(&pkt, svc, &chosen, stats, now, &client);
+        // A flow the flood guard left unpinned (a spoofed SYN, most likely) is counted
+        // as unpinned, not as a new flow: nothing would ever count its end, and lc and
+        // wlc take a real server's new flows minus its closed ones as its active
+        // connections. A real connection's ACK pins it, and counts it then, once.
+        let new_flow = chosen.new_flow && schedule::admitted();
         if svc.persist_secs != 0 {
-            // A flow the flood guard left unpinned is no client to remember (a spoofed
-            // SYN, most likely); it only refreshes an entry, as a known flow does.
-            persist::remember(
-                svc,
-                &pkt.flow.src,
-                chosen.backend_id,
-                chosen.new_flow && schedule::admitted(),
-                clock,
-            );
+            // Nor is it a client to remember; it only refreshes an entry, as a known
+            // flow does.
+            persist::remember(svc, &pkt.flow.src, chosen.backend_id, new_flow, clock);
         }
-        counters::account(stats, chosen.backend_id, pkt.len, chosen.new_flow);
+        counters::account(stats, chosen.backend_id, pkt.len, new_flow);
         Ok(verdict)
     }
 }

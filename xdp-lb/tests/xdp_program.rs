@@ -1129,7 +1129,10 @@ fn the_flood_guard_forwards_new_flows_beyond_its_rate_without_entries() {
         assert_dr_rewrite(&f, &run(&dp, &f).1);
     }
     assert_eq!(dp.flows().count(), 5, "only the first five were pinned");
-    assert_eq!(dp.service_stats(0).unwrap().unpinned, 20);
+    let stats = dp.service_stats(0).unwrap();
+    assert_eq!(stats.unpinned, 20);
+    assert_eq!(stats.packets, 25, "every one forwarded");
+    assert_eq!(stats.new_flows, 5, "an unpinned flow is no new flow");
     for (f, backend) in &established {
         assert_eq!(
             assert_dr_rewrite(f, &run(&dp, f).1),
@@ -1232,7 +1235,14 @@ fn a_connection_opened_during_a_syn_flood_keeps_its_server_and_is_pinned_by_its_
     }
     assert!(servers.len() > 1, "hashed picks spread: {servers:?}");
     // 6 SYNs over the bucket, two per client.
-    assert_eq!(dp.service_stats(0).unwrap().unpinned, 1 + 2 * 5);
+    let stats = dp.service_stats(0).unwrap();
+    assert_eq!(stats.unpinned, 1 + 2 * 5);
+    // New flows: the bucketful of SYNs, then each connection once, at its ACK. So a
+    // real server's new flows minus its closed ones (lc's and wlc's active
+    // connections) count no spoofed SYN.
+    assert_eq!(stats.new_flows, 5 + 5);
+    let by_servers: u64 = (0..3).map(|b| dp.backend_stats(b).unwrap().new_flows).sum();
+    assert_eq!(by_servers, 5 + 5);
 }
 
 /// lc and wlc services' DR flows carry a clock, and each real server counts the flows
