@@ -600,7 +600,8 @@ pub struct ServiceStats {
     pub drop_no_backend: u64,
     /// Packets dropped because the redirect to the egress interface failed.
     pub drop_redirect: u64,
-    /// New flows forwarded without a flow entry by the flood guard.
+    /// Packets without a flow entry that the flood guard forwarded unpinned (SYNs
+    /// during a flood, most of them spoofed); not counted in `new_flows`.
     pub unpinned: u64,
 }
 

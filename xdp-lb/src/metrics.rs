@@ -147,7 +147,7 @@ impl Collector for SnapshotCollector {
             }),
             (
                 "service_new_flows",
-                "Flows scheduled onto a real server",
+                "Flows scheduled onto a real server (one the flood guard left unpinned counts as unpinned instead)",
                 |c| c.new_flows,
             ),
             (
@@ -172,7 +172,7 @@ impl Collector for SnapshotCollector {
             ),
             (
                 "service_unpinned_flows",
-                "New flows the flood guard forwarded without a flow-table entry",
+                "Packets without a flow entry that the flood guard forwarded unpinned (not counted as new flows)",
                 |c| c.unpinned_flows,
             ),
             (
