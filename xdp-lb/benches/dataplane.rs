@@ -59,6 +59,16 @@ fn time(program: &Xdp, frame: &[u8], repeat: u32) -> Duration {
     program.test_run(opts).expect("BPF_PROG_TEST_RUN").duration
 }
 
+/// What a row's xdp-lb time is compared with.
+enum Versus {
+    /// The reference's median ns: the ratio of the medians (single runs).
+    Median(f64),
+    /// The reference's median ns and the median of the rounds' own ratios (repeat rows).
+    Paired(f64, f64),
+    /// No reference row.
+    Nothing,
+}
+
 /// The median of `values` and their p10-p90 spread in percent of it.
 fn median_and_spread(mut values: Vec<f64>) -> (f64, f64) {
     values.sort_by(f64::total_cmp);
@@ -393,12 +403,11 @@ fn main() {
     println!(
         "|-----------------------------------|---------------------|----------:|---------:|----------:|---------:|----------:|"
     );
-    // `reference`: the reference's ns and the ratio to it (for single runs, of the
-    // medians; for repeat rows, the median of the rounds' ratios).
-    let row = |case: &str, how: &str, ours: f64, floor: f64, reference: Option<(f64, f64)>| {
+    let row = |case: &str, how: &str, ours: f64, floor: f64, reference: Versus| {
         let (r, ratio) = match reference {
-            Some((r, ratio)) => (format!("{r:.1}"), format!("{ratio:.2}")),
-            None => ("".into(), "".into()),
+            Versus::Median(r) => (format!("{r:.1}"), format!("{:.2}", ours / r)),
+            Versus::Paired(r, ratio) => (format!("{r:.1}"), format!("{ratio:.2}")),
+            Versus::Nothing => ("".into(), "".into()),
         };
         println!(
             "| {case:<33} | {how:<19} | {ours:>9.1} | {floor:>8.1} | {r:>9} | {:>8.2} | {ratio:>9} |",
@@ -412,119 +421,119 @@ fn main() {
         &repeat,
         non_vip,
         floor_repeat,
-        Some((ref_non_vip, non_vip_ratio)),
+        Versus::Paired(ref_non_vip, non_vip_ratio),
     );
     row(
         "established, one hot flow",
         &repeat,
         established,
         floor_repeat,
-        Some((ref_established, established_ratio)),
+        Versus::Paired(ref_established, established_ratio),
     );
     row(
         "established, hot, source filter",
         &repeat,
         filtered,
         floor_repeat,
-        Some((ref_established, filtered_ratio)),
+        Versus::Paired(ref_established, filtered_ratio),
     );
     row(
         "established, 20,000 flows",
         &single,
         established_single,
         floor_single,
-        Some((ref_single, established_single / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "new flow, wrr",
         &single,
         new_flow,
         floor_single,
-        Some((ref_single, new_flow / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "new flow, maglev",
         &single,
         maglev_new,
         floor_single,
-        Some((ref_single, maglev_new / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "any packet, maglev, no flow table",
         &single,
         maglev_no_table,
         floor_single,
-        Some((ref_single, maglev_no_table / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "new flow, wrr + persistence",
         &single,
         persistent_new,
         floor_single,
-        Some((ref_single, persistent_new / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "new flow, wlc",
         &single,
         wlc_new,
         floor_single,
-        Some((ref_single, wlc_new / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "established, 20,000 flows, wlc",
         &single,
         wlc_established,
         floor_single,
-        Some((ref_single, wlc_established / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "non-VIP packet, NAT enabled",
         &repeat,
         non_vip_nat_on,
         floor_repeat,
-        Some((ref_non_vip, non_vip_nat_on / ref_non_vip)),
+        Versus::Median(ref_non_vip),
     );
     row(
         "NAT forward, new flow",
         &single,
         nat_new,
         floor_single,
-        Some((ref_single, nat_new / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "NAT forward, established",
         &single,
         nat_established,
         floor_single,
-        Some((ref_single, nat_established / ref_single)),
+        Versus::Median(ref_single),
     );
     row(
         "NAT reply, first (writes entry)",
         &single,
         nat_first_reply,
         floor_single,
-        None,
+        Versus::Nothing,
     );
     row(
         "NAT reply, established",
         &single,
         nat_reply,
         floor_single,
-        None,
+        Versus::Nothing,
     );
     row(
         "TUN encapsulation, new flow",
         &single,
         tun_new,
         floor_single,
-        None,
+        Versus::Nothing,
     );
     row(
         "TUN encapsulation, established",
         &single,
         tun_established,
         floor_single,
-        None,
+        Versus::Nothing,
     );
     println!();
     println!(
