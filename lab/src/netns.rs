@@ -297,6 +297,22 @@ impl Netns {
             .ok_or_else(|| anyhow!("no MAC address for {ifname} in netns {}: {out}", self.name))
     }
 
+    /// The MAC address of interface `ifname` in this namespace, as bytes.
+    pub fn mac_bytes(&self, ifname: &str) -> Result<[u8; 6]> {
+        let text = self.mac(ifname)?;
+        let bytes: Vec<u8> = text
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("MAC address {text} of {ifname} in netns {}", self.name))?;
+        bytes.try_into().map_err(|_| {
+            anyhow!(
+                "MAC address {text} of {ifname} in netns {} is not 6 bytes",
+                self.name
+            )
+        })
+    }
+
     /// The ifindex of interface `ifname` in this namespace.
     pub fn ifindex(&self, ifname: &str) -> Result<u32> {
         let out = self.ip(["-o", "link", "show", "dev", ifname])?;

@@ -123,6 +123,11 @@ impl Backend {
         self.ns.mac("eth0")
     }
 
+    /// The MAC address of its `eth0`, as bytes.
+    pub fn mac_bytes(&self) -> Result<[u8; 6]> {
+        self.ns.mac_bytes("eth0")
+    }
+
     /// The servers currently running on it.
     pub fn servers(&self) -> &[BackendServer] {
         &self.servers

@@ -226,14 +226,6 @@ fn steer_program(dst: [u8; 6], src: [u8; 6], redirect_ifindex: Option<u32>) -> V
     p
 }
 
-fn mac(s: &str) -> [u8; 6] {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
-}
-
 /// What xdp-lb relies on: native XDP on the LB's interfaces can hand client
 /// packets to a backend (XDP_TX one-arm, redirect eth0 -> eth1 two-arm), and
 /// the backend's direct reply reaches the client.
@@ -245,8 +237,8 @@ fn check_xdp_path(opts: DrLabOptions) {
     let vip = SocketAddr::from((DrLab::VIP, HTTP_PORT));
     let target = lab.backend("b2").unwrap();
     let program = steer_program(
-        mac(&target.mac().unwrap()),
-        mac(&lab.lb.mac(lab.lb_backend_interface()).unwrap()),
+        target.mac_bytes().unwrap(),
+        lab.lb.mac_bytes(lab.lb_backend_interface()).unwrap(),
         two_arm.then(|| lab.lb.ifindex("eth1").unwrap()),
     );
     attach_xdp_bytecode(&lab.lb, "eth0", "lab_steer", &program).unwrap_or_else(|e| panic!("{e:#}"));

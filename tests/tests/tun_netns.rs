@@ -46,9 +46,12 @@ fn datagrams_reach_the_real_server_as_ipip_with_the_inner_packet_intact() {
         .collect();
 
     // Four datagrams from four source ports: round robin sends two to each server.
+    // The program keeps one rr cursor per CPU, so the sender stays on one CPU: a
+    // thread that moved between two would meet two cursors (a 3/1 split, seen on 2 CPUs).
     let sent: Vec<(u16, Vec<u8>)> = lab
         .client
         .run(|| {
+            pin_to_one_cpu();
             (0..4)
                 .map(|i| {
                     let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -61,11 +64,19 @@ fn datagrams_reach_the_real_server_as_ipip_with_the_inner_packet_intact() {
         .unwrap();
 
     // Gather the IP-in-IP frames each real server received, by inner source port.
+    // Only frames to the server's own MAC: the lab's switch floods a frame to every
+    // port until it has learnt where its destination is.
+    let macs: Vec<[u8; 6]> = lab
+        .backends
+        .iter()
+        .map(|b| b.mac_bytes().unwrap())
+        .collect();
     let mut seen = std::collections::HashMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while seen.len() < sent.len() && std::time::Instant::now() < deadline {
         for (i, capture) in captures.iter().enumerate() {
-            if let Ok(frame) = capture.next_matching(Duration::from_millis(50), is_ipip) {
+            let to_this_server = |frame: &[u8]| is_ipip(frame) && frame[..6] == macs[i];
+            if let Ok(frame) = capture.next_matching(Duration::from_millis(50), to_this_server) {
                 seen.insert(inner_sport(&frame), (i, frame));
             }
         }
@@ -124,6 +135,29 @@ fn datagrams_reach_the_real_server_as_ipip_with_the_inner_packet_intact() {
 /// An IPv4 frame carrying IP-in-IP with an inner UDP header.
 fn is_ipip(frame: &[u8]) -> bool {
     frame.len() >= 14 + 20 + 20 + 8 && frame[12..14] == [0x08, 0x00] && frame[14 + 9] == 4
+}
+
+/// Keeps the calling thread on the CPU it is on.
+fn pin_to_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read and
+    // write that set and this thread's affinity.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 fn inner_sport(frame: &[u8]) -> u16 {

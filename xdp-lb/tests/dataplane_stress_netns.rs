@@ -536,14 +536,6 @@ impl Drop for StopOnDrop {
     }
 }
 
-fn parse_mac(text: &str) -> [u8; 6] {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
-}
-
 #[test]
 fn flips_at_a_thousand_a_second_never_misdirect_or_tear_a_packet() {
     // Fails (never skips) without root, as every lab test: namespaces, XDP, raw sockets.
@@ -571,8 +563,8 @@ fn flips_at_a_thousand_a_second_never_misdirect_or_tear_a_packet() {
             assert!(out.status.success(), "{out:?}");
         }
     }
-    let lb_mac = parse_mac(&lab.lb.mac("eth0").unwrap());
-    let client_mac = parse_mac(&lab.client.mac("eth0").unwrap());
+    let lb_mac = lab.lb.mac_bytes("eth0").unwrap();
+    let client_mac = lab.client.mac_bytes("eth0").unwrap();
     let ifindex = lab.lb.ifindex("eth0").unwrap();
 
     // Loaded here, attached from inside the LB's namespace (the link outlives the

@@ -106,11 +106,7 @@ fn the_peer_learns_the_vip_from_gratuitous_arp_and_unsolicited_na() {
         (nl.link_local_v6(i).await.unwrap(), i)
     });
     let link_local = link_local.expect("a link-local address on eth0");
-    let mac: Vec<u8> = mac_text
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
-    let mac: [u8; 6] = mac.try_into().unwrap();
+    let mac = a.mac_bytes("eth0").unwrap();
     a.run(move || {
         let socket = FrameSocket::open(ifindex).unwrap();
         socket

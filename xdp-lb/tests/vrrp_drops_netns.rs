@@ -387,14 +387,7 @@ fn garps(capture: &Capture, mac: [u8; 6], window: Duration) -> Vec<Instant> {
 #[test]
 fn a_lower_priority_advert_makes_the_master_announce_again() {
     let (a, b) = pair("xlblow-");
-    let mac: [u8; 6] = a
-        .mac("eth0")
-        .unwrap()
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap();
+    let mac = a.mac_bytes("eth0").unwrap();
     let mut spec = VrrpInstance::new("VI_LOW", "eth0", VRID, vec![VrrpAddress::new(ip(VIP), 24)]);
     spec.identity.version = 3; // sub-second adverts are VRRPv3
     spec.identity.advert_interval = Duration::from_millis(100);
