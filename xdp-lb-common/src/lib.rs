@@ -353,8 +353,8 @@ pub fn prefix_mask(prefix: u8) -> [u8; 16] {
 #[inline(always)]
 pub fn flow_hash(flow: &FlowKey) -> u32 {
     let ports = ((flow.sport_be as u32) << 16) | flow.dport_be as u32;
-    let h = hash_words(&flow.src, ports ^ flow.proto as u32);
-    hash_words(&flow.dst, h)
+    let h = hash_addr(flow.src_words(), ports ^ flow.proto as u32);
+    hash_addr(flow.dst_words(), h)
 }
 
 /// Murmur3-style mixing of a 16-byte address into a seed; unrolled, no loops. A
@@ -365,11 +365,18 @@ pub fn flow_hash(flow: &FlowKey) -> u32 {
 #[inline(always)]
 pub fn hash_words(addr: &[u8; 16], seed: u32) -> u32 {
     let w = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    hash_addr([w(0), w(4), w(8), w(12)], seed)
+}
+
+/// [`hash_words`] of an address given as its four little-endian words (a flow's
+/// [`FlowKey::src_words`] or [`FlowKey::dst_words`]).
+#[inline(always)]
+pub fn hash_addr(w: [u32; 4], seed: u32) -> u32 {
     let mut h = seed ^ 0x9e37_79b9;
-    h = mix(h, w(0));
-    h = mix(h, w(4));
-    h = mix(h, w(8));
-    h = mix(h, w(12));
+    h = mix(h, w[0]);
+    h = mix(h, w[1]);
+    h = mix(h, w[2]);
+    h = mix(h, w[3]);
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;
@@ -440,6 +447,32 @@ pub struct FlowKeyV4 {
     pub dport_be: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The source address as four little-endian words, read a word at a time: BPF has
+    /// no unaligned loads, so the bytes of a `[u8; 16]` would be loaded one by one
+    /// (and each spilled, where they outlive a call).
+    #[inline(always)]
+    pub fn src_words(&self) -> [u32; 4] {
+        self.words::<{ offset_of!(FlowKey, src) }>()
+    }
+
+    /// The destination address as four little-endian words (see [`Self::src_words`]).
+    #[inline(always)]
+    pub fn dst_words(&self) -> [u32; 4] {
+        self.words::<{ offset_of!(FlowKey, dst) }>()
+    }
+
+    #[inline(always)]
+    fn words<const OFFSET: usize>(&self) -> [u32; 4] {
+        let base = self as *const FlowKey as *const u8;
+        // SAFETY: OFFSET is `src`'s or `dst`'s: 16 bytes inside the key at a multiple
+        // of 4 in a key aligned to 8, so each read is an aligned u32 within it.
+        let word =
+            |i: usize| u32::from_le(unsafe { base.add(OFFSET + 4 * i).cast::<u32>().read() });
+        [word(0), word(1), word(2), word(3)]
+    }
 }
 
 impl FlowKeyV4 {
@@ -676,9 +709,13 @@ pub enum Reason {
     /// An ICMP "fragmentation needed" / "packet too big" about a VIP flow, forwarded to
     /// the flow's real server (DR, TUN) for its path-MTU discovery.
     IcmpToRealServer = 21,
+    /// A NAT real server's answer to a flow the flood guard left unpinned, for whose
+    /// client the kernel's FIB gave no next hop (no route or neighbour, or forwarding
+    /// off on the interface it came in by): passed untranslated.
+    PassNoClientHop = 22,
 }
 
-pub const REASON_COUNT: u32 = 22;
+pub const REASON_COUNT: u32 = 23;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -704,6 +741,7 @@ impl Reason {
         Reason::DropFiltered,
         Reason::PassIcmpNoFlow,
         Reason::IcmpToRealServer,
+        Reason::PassNoClientHop,
     ];
 
     /// Stable snake_case name for logs and metrics.
@@ -731,6 +769,7 @@ impl Reason {
             Reason::DropFiltered => "drop_filtered",
             Reason::PassIcmpNoFlow => "pass_icmp_no_flow",
             Reason::IcmpToRealServer => "icmp_to_real_server",
+            Reason::PassNoClientHop => "pass_no_client_hop",
         }
     }
 }

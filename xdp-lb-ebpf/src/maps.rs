@@ -1,6 +1,7 @@
 //! The maps the program shares with the daemon. Names are part of the contract:
 //! the daemon opens them by these names.
 use aya_ebpf::{
+    bindings::bpf_fib_lookup,
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -117,6 +118,16 @@ pub static NAT_PORTS: Array<u64> = Array::with_max_entries(NAT_PORT_WORDS, 0);
 /// `schedule::admit`): (tokens, last refill in ns).
 #[map]
 pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(2, 0);
+
+/// The FIB query of `nat::client_hop`: 64 bytes that do not fit on the stack beside
+/// the entry's frame.
+#[map]
+pub static FIB_QUERY: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which VIP of its real server's origin a reply without a flow entry answers
+/// (`nat::unpinned_reply`), read back as a value the verifier does not know.
+#[map]
+pub static UNPINNED_VIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether this run's new flow may be pinned: `schedule::select` decides, `commit`
 /// acts (see `schedule::set_admitted`).

@@ -7,9 +7,12 @@
 //! the client's hop): the flow's first reply finds it through `NAT_ORIGINS` and
 //! writes the reply entry, so a connection that is never answered costs one insert.
 //! Entries carry a coarse last-seen time; the daemon deletes idle ones. Each IP
-//! version has its reply map, as it has its flow map (see `flows`).
+//! version has its reply map, as it has its flow map (see `flows`). A flow the flood
+//! guard forwarded without an entry is answered all the same: its server is the one
+//! its hash picks, and the way to its client is the kernel's FIB's (`unpinned_reply`).
 use aya_ebpf::{
-    bindings::{xdp_action, xdp_md},
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action, xdp_md},
+    helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
 use network_types::{
@@ -20,15 +23,18 @@ use network_types::{
 };
 use xdp_lb_common::{
     BACKEND_F_NAT_EAGER, BackendValue, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS,
-    CONFIG_TIMEOUT_UDP_NS, ClientHop, FLOW_F_CLOSING, FlowKey, FlowValue, IPPROTO_TCP,
+    CONFIG_TIMEOUT_UDP_NS, ClientHop, FLOW_F_CLOSING, FWD_NAT, FlowKey, FlowValue, IPPROTO_TCP,
     LAST_SEEN_GRANULARITY_NS, NAT_ORIGIN_VIPS, NatOrigin, NatOriginVip, NatValue, Reason,
-    ServiceKey, ServiceStats,
+    SERVICE_F_ACTIVE, ServiceKey, ServiceStats,
 };
 
 use crate::{
     csum::{replace16, replace32},
     dr, flows,
-    maps::{CONFIG, EGRESS, NAT_ORIGINS, NAT_PORTS, NAT_REPLIES, NAT_REPLIES_V4},
+    maps::{
+        CONFIG, EGRESS, FIB_QUERY, NAT_ORIGINS, NAT_PORTS, NAT_REPLIES, NAT_REPLIES_V4, SCHEDULE,
+        UNPINNED_VIP,
+    },
     parse::{Packet, TCP_FIN, TCP_RST, ptr_at_mut},
     program::Verdict,
     schedule::Chosen,
@@ -200,24 +206,40 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>>
             (nat.vip.as_ptr(), nat.vport_be, nat.client)
         }
         None => {
-            let (vip, flow) = first_reply(pkt, now)?;
+            let origin = origin_of(pkt)?;
             // A reply is forwarded too: only a well-formed one from a possible source
-            // gets a reply entry.
-            if let Err(reason) = crate::validate::check(ctx, pkt) {
-                return Some(Err(Verdict::pass(reason)));
+            // gets a reply entry, or is translated without one.
+            if let Some((vip, flow)) = first_reply(pkt, origin, now) {
+                if let Err(reason) = crate::validate::check(ctx, pkt) {
+                    return Some(Err(Verdict::pass(reason)));
+                }
+                let entry = reply_entry(
+                    &vip.vip,
+                    vip.vport_be,
+                    &flow.client,
+                    vip.service,
+                    now,
+                    closing,
+                );
+                // Written before the packet leaves, so its next reply takes the short
+                // way; should the send fail, the entry only ages out.
+                flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4, &entry);
+                (vip.vip.as_ptr(), vip.vport_be, flow.client)
+            } else {
+                let vip = unpinned_reply(pkt, origin, now)?;
+                if let Err(reason) = crate::validate::check(ctx, pkt) {
+                    return Some(Err(Verdict::pass(reason)));
+                }
+                // No reply entry: a flood's answers would fill the table, and the
+                // client's next packet pins the flow, which the next reply then finds.
+                let mut client = ClientHop::default();
+                if let Err(reason) =
+                    client_hop(ctx.ctx, pkt, vip.vip.as_ptr(), vip.vport_be, &mut client)
+                {
+                    return Some(Err(Verdict::pass(reason)));
+                }
+                (vip.vip.as_ptr(), vip.vport_be, client)
             }
-            let entry = reply_entry(
-                &vip.vip,
-                vip.vport_be,
-                &flow.client,
-                vip.service,
-                now,
-                closing,
-            );
-            // Written before the packet leaves, so its next reply takes the short way;
-            // should the send fail, the entry only ages out.
-            flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4, &entry);
-            (vip.vip.as_ptr(), vip.vport_be, flow.client)
         }
     };
     let rewritten = if pkt.ipv4 {
@@ -236,12 +258,10 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>>
     Some(send_reply(ctx, &client.mac, &client.lb_mac, client.ifindex))
 }
 
-/// A reply without a reply entry: the flow it answers, found from the VIPs its real
-/// server answers for (`NAT_ORIGINS`). The client's flow to each is looked up; the
-/// one pinned (live, by NAT) to this very real server is the reply's. `None` if none
-/// is: the packet is not a NAT reply, or its flow is gone.
+/// The VIPs the reply's source answers for, if it is a NAT real server
+/// (`NAT_ORIGINS`).
 #[inline(always)]
-fn first_reply(pkt: &Packet, now: u64) -> Option<(&'static NatOriginVip, &'static FlowValue)> {
+fn origin_of(pkt: &Packet) -> Option<&'static NatOrigin> {
     let origin_key = ServiceKey {
         addr: pkt.flow.src,
         port_be: pkt.flow.sport_be,
@@ -250,41 +270,218 @@ fn first_reply(pkt: &Packet, now: u64) -> Option<(&'static NatOriginVip, &'stati
     };
     let key_ref = &origin_key;
     // SAFETY: a value from a successful lookup, valid for the run; the daemon replaces
-    // an origin whole (one map update), and each candidate is checked below.
-    let origin: &'static NatOrigin = unsafe { NAT_ORIGINS.get(key_ref) }?;
+    // an origin whole (one map update), and each candidate is checked by the callers.
+    unsafe { NAT_ORIGINS.get(key_ref) }
+}
+
+/// A reply without a reply entry: the flow it answers, found from the VIPs its real
+/// server answers for (`origin`). The client's flow to each is looked up; the one
+/// pinned (live, by NAT) to this very real server is the reply's. `None` if none is:
+/// the packet is not a NAT reply, its flow is gone, or it has none (see
+/// `unpinned_reply`).
+#[inline(always)]
+fn first_reply(
+    pkt: &Packet,
+    origin: &'static NatOrigin,
+    now: u64,
+) -> Option<(&'static NatOriginVip, &'static FlowValue)> {
     for i in 0..NAT_ORIGIN_VIPS {
         if i as u32 >= origin.count {
             break;
         }
         let vip = &origin.vips[i];
-        let forward = FlowKey {
-            src: pkt.flow.dst,
-            dst: vip.vip,
-            sport_be: pkt.flow.dport_be,
-            dport_be: vip.vport_be,
-            proto: pkt.flow.proto,
-            _pad: [0; 3],
-        };
+        let forward = forward_flow(pkt, vip);
         let Some(flow) = flows::pinned(&forward, pkt.ipv4) else {
             continue;
         };
         // SAFETY: as in `reply`: valid for the run, only read.
         let flow: &'static FlowValue = unsafe { &*flow };
-        if u32::from(flow.service) != vip.service
-            || flow.client.ifindex == 0
-            || expired(flow.last_seen_ns, flow.flags, pkt.flow.proto, now)
+        if u32::from(flow.service) == vip.service
+            && flow.client.ifindex != 0
+            && !expired(flow.last_seen_ns, flow.flags, pkt.flow.proto, now)
+            && crate::schedule::backend(flow.backend).is_some_and(|b| answers(pkt, b))
         {
-            continue;
-        }
-        match crate::schedule::backend(flow.backend) {
-            Some(b) if b.port_be == pkt.flow.sport_be && b.addr == pkt.flow.src => {
-                return Some((vip, flow));
-            }
-            _ => continue,
+            return Some((vip, flow));
         }
     }
     None
 }
+
+/// A reply without a pinned flow, while the flood guard is on: its flow may be one
+/// the guard forwarded without an entry. It is, for the first VIP of `origin` whose
+/// service would send it to this very real server (`sent_unpinned`); `None` if none
+/// would, or the guard is off (every NAT flow is pinned then). (A client's one port
+/// to two VIPs of one real server would be one connection at that server: which VIP
+/// comes first cannot matter.)
+///
+/// The VIP found is passed through a map word (`UNPINNED_VIP`) and read back: a value
+/// the verifier does not know, so it walks the translation after this once, not
+/// once for each VIP it could be.
+#[inline(always)]
+fn unpinned_reply(
+    pkt: &Packet,
+    origin: &'static NatOrigin,
+    now: u64,
+) -> Option<&'static NatOriginVip> {
+    if crate::schedule::guard_rate() == 0 {
+        return None;
+    }
+    let found = UNPINNED_VIP.get_ptr_mut(0)?;
+    let mut any = false;
+    for i in 0..NAT_ORIGIN_VIPS {
+        if i as u32 >= origin.count {
+            break;
+        }
+        let vip = &origin.vips[i];
+        if sent_unpinned(pkt, &forward_flow(pkt, vip), vip, now) {
+            // SAFETY: this CPU's copy from a successful per-CPU array lookup, written
+            // and read by this run only (see `counters::bump`).
+            unsafe { *found = i as u32 };
+            any = true;
+            break;
+        }
+    }
+    if !any {
+        return None;
+    }
+    // SAFETY: as above.
+    let index = unsafe { *found } as usize;
+    origin.vips.get(index)
+}
+
+/// The client's flow to `vip` that the reply `pkt` would answer.
+#[inline(always)]
+fn forward_flow(pkt: &Packet, vip: &NatOriginVip) -> FlowKey {
+    FlowKey {
+        src: pkt.flow.dst,
+        dst: vip.vip,
+        sport_be: pkt.flow.dport_be,
+        dport_be: vip.vport_be,
+        proto: pkt.flow.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Whether `pkt` comes from `backend`: its address and port. The addresses are
+/// compared a word at a time: as byte arrays the compiler loads all 32 bytes one by
+/// one (BPF has no unaligned loads), and keeps and spills the packet's 16.
+#[inline(always)]
+fn answers(pkt: &Packet, backend: &BackendValue) -> bool {
+    // Both addresses open 4-aligned structs (asserted below), so they are [u32; 4]s.
+    const _: () = assert!(
+        core::mem::offset_of!(BackendValue, addr) == 0
+            && align_of::<BackendValue>() >= 4
+            && core::mem::offset_of!(FlowKey, src) == 0
+            && align_of::<FlowKey>() >= 4
+    );
+    // SAFETY: 16 readable bytes each, 4-aligned (above), read as plain integers.
+    let (a, b) = unsafe {
+        (
+            &*(backend.addr.as_ptr() as *const [u32; 4]),
+            &*(pkt.flow.src.as_ptr() as *const [u32; 4]),
+        )
+    };
+    backend.port_be == pkt.flow.sport_be
+        && a[0] == b[0]
+        && a[1] == b[1]
+        && a[2] == b[2]
+        && a[3] == b[3]
+}
+
+/// Whether `vip`'s service would send `forward`, the flow the reply `pkt` answers, to
+/// `pkt`'s source without a flow entry: by the flow's hash (`schedule::hashed_slot`,
+/// as the flood guard picks), or by a persistent service's memory of the client. Not
+/// inlined: the keys it builds get a frame of their own, off the entry's (see
+/// `rewrite_v6`), and it reads the flow's words through the pointer.
+#[inline(never)]
+fn sent_unpinned(pkt: &Packet, forward: &FlowKey, vip: &NatOriginVip, now: u64) -> bool {
+    let Some(svc) = crate::services::lookup(forward, pkt.ipv4) else {
+        return false;
+    };
+    if svc.id != vip.service
+        || svc.forwarding != FWD_NAT
+        || svc.flags & SERVICE_F_ACTIVE == 0
+        || svc.sched_len == 0
+    {
+        return false;
+    }
+    let hashed = SCHEDULE
+        .get(svc.sched_base + crate::schedule::hashed_slot(forward, svc))
+        .and_then(|id| crate::schedule::backend(*id));
+    if hashed.is_some_and(|b| answers(pkt, b)) {
+        return true;
+    }
+    svc.persist_secs != 0
+        && crate::persist::remembered(svc, &forward.src, now)
+            // SAFETY: a backend value pointer from `remembered`'s successful lookup,
+            // valid for the run and only read.
+            .is_some_and(|(_, remembered)| answers(pkt, unsafe { &*remembered }))
+}
+
+/// The way to the client of a reply translated without a reply entry: the kernel's
+/// FIB lookup from the VIP (`vip`, 16 bytes in a map value; `vport_be`) to the client,
+/// as the kernel would forward it, into `hop`. The query lives in a map (`FIB_QUERY`):
+/// the entry's frame leaves no room for its 64 bytes.
+#[inline(never)]
+fn client_hop(
+    ctx: *mut xdp_md,
+    pkt: &Packet,
+    vip: *const u8,
+    vport_be: u16,
+    hop: &mut ClientHop,
+) -> Result<(), Reason> {
+    let ctx = XdpContext::new(ctx);
+    let query = FIB_QUERY.get_ptr_mut(0).ok_or(Reason::PassNoClientHop)?;
+    // SAFETY: this CPU's copy from a successful per-CPU array lookup, used by this run
+    // only (see `counters::bump`); `vip` points to 16 readable bytes (see above); the
+    // query's fields are plain integers, each union written whole.
+    unsafe {
+        let q = &mut *query;
+        *q = core::mem::zeroed();
+        q.l4_protocol = pkt.flow.proto;
+        q.sport = vport_be;
+        q.dport = pkt.flow.dport_be;
+        q.ifindex = ctx.ingress_ifindex() as u32;
+        let word = |p: *const u8, i: usize| {
+            u32::from_ne_bytes([
+                *p.add(4 * i),
+                *p.add(4 * i + 1),
+                *p.add(4 * i + 2),
+                *p.add(4 * i + 3),
+            ])
+        };
+        let client = pkt.flow.dst.as_ptr();
+        if pkt.ipv4 {
+            q.family = AF_INET;
+            q.__bindgen_anon_3.ipv4_src = word(vip, 3);
+            q.__bindgen_anon_4.ipv4_dst = word(client, 3);
+        } else {
+            q.family = AF_INET6;
+            q.__bindgen_anon_3.ipv6_src = [word(vip, 0), word(vip, 1), word(vip, 2), word(vip, 3)];
+            q.__bindgen_anon_4.ipv6_dst = [
+                word(client, 0),
+                word(client, 1),
+                word(client, 2),
+                word(client, 3),
+            ];
+        }
+        // The helper reads and writes the query, whose size is passed.
+        let rc = bpf_fib_lookup(ctx.ctx as *mut _, q, size_of::<bpf_fib_lookup>() as i32, 0);
+        if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+            return Err(Reason::PassNoClientHop);
+        }
+        *hop = ClientHop {
+            mac: q.dmac,
+            lb_mac: q.smac,
+            ifindex: q.ifindex,
+        };
+    }
+    Ok(())
+}
+
+/// `AF_INET` and `AF_INET6`, as the FIB lookup takes them.
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 /// Sends a translated reply to the client: its next hop's MAC, out of the interface
 /// the client's packets came in by.

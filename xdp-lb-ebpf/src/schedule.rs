@@ -4,8 +4,8 @@
 //! the daemon, so new schedulers need no change here.
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, ClientHop, FLOOD_HOLD_NS, FLOW_F_CLOSING,
-    FWD_NAT, FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC,
-    SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue, flow_hash, hash_words,
+    FlowKey, FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC,
+    SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue, flow_hash, hash_addr,
 };
 
 use crate::{
@@ -104,7 +104,7 @@ pub fn select(
     }
 
     let admission = if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 {
-        admit(pkt, svc)
+        admit(pkt)
     } else {
         Admission::UNGUARDED
     };
@@ -125,12 +125,11 @@ pub fn select(
         counters::bump(stats, |s| &mut s.drop_no_backend);
         return Err(Verdict::drop(Reason::DropNoBackend));
     }
-    let slot = match svc.select {
-        SELECT_CURSOR if !admission.by_hash => next_cursor(svc.id),
-        SELECT_HASH_SRC => hash_words(&pkt.flow.src, 0),
-        SELECT_HASH_DST => hash_words(&pkt.flow.dst, 0),
-        _ => flow_hash(&pkt.flow),
-    } % svc.sched_len;
+    let slot = if svc.select == SELECT_CURSOR && !admission.by_hash {
+        next_cursor(svc.id) % svc.sched_len
+    } else {
+        hashed_slot(&pkt.flow, svc)
+    };
     let backend_id = match SCHEDULE.get(svc.sched_base + slot) {
         Some(id) => *id,
         None => return Err(Verdict::drop(Reason::DropBadBackend)),
@@ -148,6 +147,19 @@ pub fn select(
         rescheduled,
         refreshed: true,
     })
+}
+
+/// The schedule slot `flow` takes by hash: what consistent-hash services always pick,
+/// and what the flood guard picks for a cursor service's unpinned flow. A NAT reply
+/// of such a flow is told by it (`nat::unpinned_reply`). `svc.sched_len` is not 0.
+#[inline(always)]
+pub fn hashed_slot(flow: &FlowKey, svc: &ServiceValue) -> u32 {
+    let hash = match svc.select {
+        SELECT_HASH_SRC => hash_addr(flow.src_words(), 0),
+        SELECT_HASH_DST => hash_addr(flow.dst_words(), 0),
+        _ => flow_hash(flow),
+    };
+    hash % svc.sched_len
 }
 
 /// A TCP SYN without ACK: how a service without flow entries tells a new connection
@@ -223,28 +235,27 @@ impl Admission {
 /// buckets per CPU, holding at most a second's worth each:
 /// - connection attempts (bare TCP SYNs): a SYN takes a token and is pinned. When a
 ///   CPU's bucket runs dry a flood is on, on every CPU, until a second after a SYN
-///   last found a bucket dry; during a flood no SYN of a DR or TUN service is pinned,
-///   token or not, so a flood of spoofed SYNs, however long, inserts about a bucketful
-///   per CPU (those taken before it was seen) and evicts no one. Such a SYN is picked
-///   by its flow's hash, and so is its connection's next packet (below). A NAT flow
-///   needs its entry to translate its first reply: its SYNs are pinned while tokens
-///   last.
+///   last found a bucket dry; during a flood no SYN is pinned, token or not, so a
+///   flood of spoofed SYNs, however long, inserts about a bucketful per CPU (those
+///   taken before it was seen) and evicts no one. Such a SYN is picked by its flow's
+///   hash, and so is its connection's next packet (below). A NAT real server's answer
+///   to one is told by that hash too (`nat::unpinned_reply`).
 /// - other packets without an entry (a handshake's last ACK, a flow whose entry was
 ///   evicted, UDP): pinned while its own bucket has tokens, which a SYN flood does not
 ///   drain. A TCP one is picked by hash, where its SYN was; an unpinned UDP one too.
 #[inline(always)]
-fn admit(pkt: &Packet, svc: &ServiceValue) -> Admission {
-    let rate = match CONFIG.get(CONFIG_NEW_FLOW_RATE) {
-        Some(rate) if *rate != 0 => *rate,
-        _ => return Admission::UNGUARDED,
-    };
+fn admit(pkt: &Packet) -> Admission {
+    let rate = guard_rate();
+    if rate == 0 {
+        return Admission::UNGUARDED;
+    }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     if starts_connection(pkt) {
         let taken = take_token(BUDGET_ATTEMPTS, rate, now);
         // Asked even without a token: that is how a flood is marked.
         let flood = flood_on(taken, now);
-        let pin = taken && (svc.forwarding == FWD_NAT || !flood);
+        let pin = taken && !flood;
         return Admission { pin, by_hash: !pin };
     }
     let pin = take_token(BUDGET_OTHERS, rate, now);
@@ -252,6 +263,12 @@ fn admit(pkt: &Packet, svc: &ServiceValue) -> Admission {
         pin,
         by_hash: !pin || pkt.flow.proto == IPPROTO_TCP,
     }
+}
+
+/// The flood guard's rate (`CONFIG_NEW_FLOW_RATE`); 0 when it is off.
+#[inline(always)]
+pub fn guard_rate() -> u64 {
+    CONFIG.get(CONFIG_NEW_FLOW_RATE).copied().unwrap_or(0)
 }
 
 /// Records whether this run's new flow may be pinned, for [`admitted`]. Kept in a map

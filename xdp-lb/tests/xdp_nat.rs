@@ -7,8 +7,8 @@ mod support;
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use support::test_run::{
-    TEST_RUN_IFINDEX, key, load, run, tcp_flow,
-    xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    TEST_RUN_IFINDEX, enter, key, load, run, tcp_flow,
+    xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
 };
 use xdp_lb::{
     dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts},
@@ -16,8 +16,9 @@ use xdp_lb::{
 };
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_NAT_EAGER, BackendValue, ClientHop, FWD_NAT, IPPROTO_TCP,
-    IPPROTO_UDP, SELECT_CURSOR, v4_mapped,
+    IPPROTO_UDP, SELECT_CURSOR, flow_hash, v4_mapped,
 };
+use xdp_lb_lab::Netns;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -26,6 +27,8 @@ const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 const CLIENT: [u8; 4] = [198, 51, 100, 7];
 const VIP: [u8; 4] = [192, 0, 2, 100];
 const SERVER: [u8; 4] = [203, 0, 113, 11];
+/// A second real server, where a test needs two.
+const SERVER2: [u8; 4] = [203, 0, 113, 12];
 const SERVER_PORT: u16 = 8080;
 
 /// One NAT real server behind VIP:80/tcp and VIP:53/udp (port-mapped to 8080).
@@ -738,52 +741,187 @@ fn a_fragmentation_needed_about_a_nat_reply_is_translated_for_the_real_server() 
     assert_eq!(dp.global_stats().unwrap()["pass_icmp_no_flow"], 1);
 }
 
-/// A new NAT flow writes only its flow entry, with the way back to its client; the
-/// first reply finds that flow through the real server's origin, is translated, and
-/// writes the reply entry, which the next reply uses: the same translation both ways.
-/// The flood guard leaves a DR or TUN service's SYNs unpinned during a flood, but a
-/// NAT flow needs its entry for its first reply to be translated: its SYNs are pinned
-/// while the bucket has tokens, flood or not, and a connection opened then works.
+/// During a flood the guard leaves a NAT service's SYN unpinned, as a DR service's:
+/// a flood must not turn the flow table over. The real server's answer has no entry
+/// to be translated by; it is translated all the same, and nothing is written for it,
+/// when the service would send that flow to this very server by its hash (two real
+/// servers here, so the other one's answer is not), and it goes where the kernel's
+/// FIB says the client is. The client's ACK pins the flow; a client the FIB has no
+/// neighbour for gets its answer passed untranslated, and counted.
 #[test]
-fn during_a_syn_flood_a_nat_syn_with_a_token_left_is_pinned_and_answered() {
+fn during_a_syn_flood_a_nat_syn_goes_unpinned_and_its_answer_is_translated_by_the_fib() {
+    // The FIB of a namespace of the test's own: this thread runs the program there.
+    let ns = Netns::new("xlbfib").unwrap();
+    enter(&ns);
+    // (a veth pair: this kernel has no dummy devices)
+    ns.ip(["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+        .unwrap();
+    ns.ip(["link", "set", "d1", "up"]).unwrap();
+    ns.ip(["addr", "add", "198.51.100.1/24", "dev", "d0"])
+        .unwrap();
+    ns.ip(["link", "set", "d0", "up"]).unwrap();
+    let client_mac = "02:00:00:00:00:01";
+    assert_eq!(CLIENT_MAC, [2, 0, 0, 0, 0, 1]);
+    ns.ip([
+        "neigh",
+        "add",
+        "198.51.100.7",
+        "lladdr",
+        client_mac,
+        "dev",
+        "d0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    // The FIB answers only for interfaces that forward, as a NAT gateway's do.
+    ns.sysctl(&[("net/ipv4/ip_forward", "1")]).unwrap();
+    let d0 = ns.ifindex("d0").unwrap();
+    let d0_mac = ns.mac_bytes("d0").unwrap();
+
     let mut dp = nat_dataplane();
-    dp.set_new_flow_rate(5).unwrap();
-    let syn = |src: [u8; 4], sport: u16| {
-        let mut f = Vec::new();
-        PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-            .ipv4(src, VIP, 64)
-            .tcp(sport, 80, 7, 1000)
-            .syn()
-            .write(&mut f, b"")
-            .unwrap();
-        f
+    let second = BackendValue {
+        addr: v4_mapped(SERVER2),
+        dst_mac: SERVER_MAC,
+        src_mac: LB_SERVER_SIDE_MAC,
+        ifindex: TEST_RUN_IFINDEX,
+        flags: BACKEND_F_ACTIVE,
+        port_be: SERVER_PORT.to_be(),
+        mtu: 1500,
+        tun_src: [0; 16],
     };
+    dp.set_backend(1, &second).unwrap();
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(VIP), 80, IPPROTO_TCP),
+        id: 0,
+        forwarding: FWD_NAT,
+        select: SELECT_CURSOR,
+        active: true,
+        slots: vec![0, 1],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut both = origins(SERVER_PORT);
+    both.extend(nat_origins_of(
+        v4_mapped(SERVER2),
+        SERVER_PORT,
+        &[(key(v4_mapped(VIP), 80, IPPROTO_TCP), 0)],
+    ));
+    dp.set_nat(&both, &NatTimeouts::default()).unwrap();
+    dp.add_egress(d0).unwrap();
+    dp.set_new_flow_rate(5).unwrap();
+
+    let syn = |src: [u8; 4], sport: u16| segment(src, sport, VIP, 80, (CLIENT_MAC, LB_MAC), SYN);
     // Six SYNs: five pinned, the sixth finds the bucket dry and starts a flood.
     for i in 0..6u16 {
         assert_eq!(run(&dp, &syn([203, 0, 113, 200], 40_000 + i)).0, XDP_TX);
     }
-    assert_eq!(dp.table_sizes().0, 5);
-    // A token is back after 200 ms at 5 a second; the flood holds for a second.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(run(&dp, &syn(CLIENT, 44_001)).0, XDP_TX);
+    assert_eq!(dp.table_sizes(), (5, 0));
+    // The server each client port's flow goes to by its hash, as the guard picks.
+    let by_hash = |sport: u16| {
+        let slot = flow_hash(&tcp_flow(CLIENT, sport, VIP, 80)) % 2;
+        [SERVER, SERVER2][slot as usize]
+    };
+    let sport = 44_001;
+    let (action, out) = run(&dp, &syn(CLIENT, sport));
+    assert_eq!(action, XDP_TX);
     assert_eq!(
-        dp.table_sizes().0,
-        6,
-        "the NAT SYN took the token and is pinned"
+        inspect(&out).dst,
+        by_hash(sport),
+        "picked by the flow's hash"
     );
-    let reply = tcp(
-        SERVER,
-        SERVER_PORT,
-        CLIENT,
-        44_001,
-        (SERVER_MAC, LB_SERVER_SIDE_MAC),
-        b"",
+    assert_eq!(dp.table_sizes(), (5, 0), "left unpinned during the flood");
+
+    let answer = |server: [u8; 4], client: [u8; 4], sport: u16, flags: u8| {
+        segment(
+            server,
+            SERVER_PORT,
+            client,
+            sport,
+            (SERVER_MAC, LB_SERVER_SIDE_MAC),
+            flags,
+        )
+    };
+    let other = if by_hash(sport) == SERVER {
+        SERVER2
+    } else {
+        SERVER
+    };
+    let before = dp.global_stats().unwrap();
+    let (action, _) = run(&dp, &answer(other, CLIENT, sport, SYN | ACK));
+    assert_eq!(
+        action, XDP_PASS,
+        "the other server's answer is no answer of this flow"
     );
-    let (action, out) = run(&dp, &reply);
-    assert_eq!(action, XDP_TX, "its first reply is translated");
-    assert_eq!(inspect(&out).src, VIP);
+    let (action, out) = run(&dp, &answer(by_hash(sport), CLIENT, sport, SYN | ACK));
+    assert_eq!(action, XDP_REDIRECT, "out of the FIB's interface, d0");
+    let back = inspect(&out);
+    assert_checksums(&back);
+    assert_eq!((back.src, back.sport), (VIP, 80));
+    assert_eq!((back.dst, back.dport), (CLIENT, sport));
+    assert_eq!(
+        (back.dst_mac, back.src_mac),
+        (CLIENT_MAC, d0_mac),
+        "the FIB's neighbour and d0's own MAC"
+    );
+    assert_eq!(dp.table_sizes(), (5, 0), "nothing written for it");
+    let after = dp.global_stats().unwrap();
+    assert_eq!(after["nat_reply"] - before["nat_reply"], 1);
+    assert_eq!(after["pass_not_service"] - before["pass_not_service"], 1);
+
+    // The client's ACK pins the flow, to the same server; the next answer finds it.
+    let ack = segment(CLIENT, sport, VIP, 80, (CLIENT_MAC, LB_MAC), ACK);
+    let (action, out) = run(&dp, &ack);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(inspect(&out).dst, by_hash(sport), "the ACK follows its SYN");
+    assert_eq!(dp.table_sizes(), (6, 0), "the ACK is pinned");
+    let (action, _) = run(&dp, &answer(by_hash(sport), CLIENT, sport, ACK));
+    assert_eq!(action, XDP_TX, "back the way the ACK came, from its entry");
+    assert_eq!(dp.table_sizes(), (6, 1), "its reply entry written now");
+
+    // A client without a neighbour entry: the answer goes to the kernel as it came.
+    let lonely = [198, 51, 100, 9];
+    let (action, out) = run(&dp, &syn(lonely, 44_002));
+    assert_eq!(action, XDP_TX);
+    let server = inspect(&out).dst;
+    let answer_lonely = answer(server, lonely, 44_002, SYN | ACK);
+    let before = dp.global_stats().unwrap()["pass_no_client_hop"];
+    let (action, out) = run(&dp, &answer_lonely);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, answer_lonely, "passed untouched");
+    assert_eq!(dp.global_stats().unwrap()["pass_no_client_hop"] - before, 1);
 }
 
+/// TCP flags for [`segment`].
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// An empty TCP segment with `flags` (SYN, ACK or both).
+fn segment(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    macs: ([u8; 6], [u8; 6]),
+    flags: u8,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 7, 1000);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(99);
+    }
+    let mut f = Vec::new();
+    b.write(&mut f, b"").unwrap();
+    f
+}
+
+/// A new NAT flow writes only its flow entry, with the way back to its client; the
+/// first reply finds that flow through the real server's origin, is translated, and
+/// writes the reply entry, which the next reply uses: the same translation both ways.
 #[test]
 fn the_first_reply_finds_its_flow_and_writes_the_reply_entry() {
     let dp = nat_dataplane();

@@ -9,8 +9,8 @@ mod support;
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use support::test_run::{
-    TEST_RUN_IFINDEX, key, load, run,
-    xdp_action::{XDP_PASS, XDP_TX},
+    TEST_RUN_IFINDEX, enter, key, load, run,
+    xdp_action::{XDP_PASS, XDP_REDIRECT, XDP_TX},
 };
 use xdp_lb::{
     dataplane::{Dataplane, ServiceSpec, nat::NatTimeouts},
@@ -19,6 +19,7 @@ use xdp_lb::{
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_NAT, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR,
 };
+use xdp_lb_lab::Netns;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -518,4 +519,91 @@ fn a_packet_too_big_about_a_nat66_reply_is_translated_for_the_real_server() {
     let short = too_big_about((VIP, 80), 1_024, false, 50, (CLIENT_MAC, LB_MAC));
     assert_eq!(run(&dp, &short), (XDP_PASS, short.clone()));
     assert_eq!(dp.global_stats().unwrap()["icmp_to_real_server"], 4 * 40);
+}
+
+/// With the flood guard's bucket for packets other than SYNs dry, a UDP flow goes
+/// unpinned (picked by its hash); its real server's answer has no entry to be
+/// translated by, and is translated all the same, and sent where the kernel's IPv6
+/// FIB says the client is. With forwarding off the FIB answers nothing: the answer
+/// goes to the kernel as it came, and is counted.
+#[test]
+fn an_unpinned_nat66_flows_answer_is_translated_and_sent_by_the_fib() {
+    let ns = Netns::new("xlbfib6").unwrap();
+    enter(&ns);
+    // (a veth pair: this kernel has no dummy devices)
+    ns.ip(["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+        .unwrap();
+    ns.ip(["link", "set", "d1", "up"]).unwrap();
+    ns.ip(["link", "set", "d0", "up"]).unwrap();
+    ns.ip([
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/64",
+        "dev",
+        "d0",
+        "nodad",
+    ])
+    .unwrap();
+    assert_eq!(CLIENT_MAC, [2, 0, 0, 0, 0, 1]);
+    ns.ip([
+        "-6",
+        "neigh",
+        "add",
+        "2001:db8:1::7",
+        "lladdr",
+        "02:00:00:00:00:01",
+        "dev",
+        "d0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    ns.sysctl(&[("net/ipv6/conf/all/forwarding", "1")]).unwrap();
+    let d0 = ns.ifindex("d0").unwrap();
+    let d0_mac = ns.mac_bytes("d0").unwrap();
+
+    let mut dp = nat_dataplane();
+    dp.add_egress(d0).unwrap();
+    dp.set_new_flow_rate(5).unwrap();
+    let query = |sport: u16| udp((CLIENT, sport, VIP, 53, (CLIENT_MAC, LB_MAC)), b"query");
+    // Five datagrams of five flows take the bucket's tokens and are pinned.
+    for sport in 50_000..50_005 {
+        assert_eq!(run(&dp, &query(sport)).0, XDP_TX);
+    }
+    assert_eq!(dp.table_sizes(), (5, 0));
+    let (action, out) = run(&dp, &query(50_005));
+    assert_eq!(action, XDP_TX);
+    assert_eq!(inspect(&out).dst, SERVER);
+    assert_eq!(dp.table_sizes(), (5, 0), "the sixth flow found no token");
+
+    let answer = udp(
+        (
+            SERVER,
+            SERVER_PORT,
+            CLIENT,
+            50_005,
+            (SERVER_MAC, LB_SERVER_SIDE_MAC),
+        ),
+        b"answer",
+    );
+    let (action, out) = run(&dp, &answer);
+    assert_eq!(action, XDP_REDIRECT, "out of the FIB's interface, d0");
+    let back = inspect(&out);
+    assert_checksum(&back);
+    assert_eq!((back.src, back.sport), (VIP, 53));
+    assert_eq!((back.dst, back.dport), (CLIENT, 50_005));
+    assert_eq!(
+        (back.dst_mac, back.src_mac),
+        (CLIENT_MAC, d0_mac),
+        "the FIB's neighbour and d0's own MAC"
+    );
+    assert_eq!(dp.table_sizes(), (5, 0), "nothing written for it");
+
+    ns.sysctl(&[("net/ipv6/conf/all/forwarding", "0")]).unwrap();
+    let before = dp.global_stats().unwrap()["pass_no_client_hop"];
+    let (action, out) = run(&dp, &answer);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, answer, "passed untouched");
+    assert_eq!(dp.global_stats().unwrap()["pass_no_client_hop"] - before, 1);
 }

@@ -65,6 +65,15 @@ pub fn tcp_flow(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
     }
 }
 
+/// Enters `ns` for the calling thread, and so for the programs it test-runs: their
+/// FIB lookups see `ns`'s routes and neighbours, not the host's.
+pub fn enter(ns: &xdp_lb_lab::Netns) {
+    let file = std::fs::File::open(ns.path()).unwrap();
+    // SAFETY: setns with a valid namespace fd only changes this thread's namespace.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
 /// Runs one frame; returns the action and the frame as the program left it.
 pub fn run(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
