@@ -402,6 +402,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 block_on(xdp_lb::preflight::check(&config)).map_err(|e| {
                     e.context(format!("{}: this host cannot run it", path.display()))
                 })?;
+                for warning in xdp_lb::preflight::host_warnings(&config) {
+                    eprintln!("xdp-lb: warning: {warning}");
+                }
             }
             let backends: usize = config
                 .virtual_servers

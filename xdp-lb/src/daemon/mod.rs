@@ -121,7 +121,7 @@ pub async fn run_reloadable(
     let dump_signals = DumpSignals::install()?;
     privileges::check(&config)?;
     privileges::raise_fd_limit();
-    warn_shadowed_rules(&config);
+    warn_of_likely_mistakes(&config);
     // Bound first, so a taken port stops the start before anything is changed.
     let api_listener = match config.global.api {
         Some(addr) => Some(crate::api::bind(addr).await?),
@@ -192,11 +192,15 @@ pub async fn run_reloadable(
     result
 }
 
-/// Source-filter rules that can never decide anything (as `xdp-lb check` reports them):
-/// they are installed and counted, but are most likely a mistake.
-fn warn_shadowed_rules(config: &Config) {
+/// What is most likely a mistake but stops nothing, as `xdp-lb check` reports it:
+/// source-filter rules that can never decide anything (installed and counted all the
+/// same), and host settings that spoil part of the configuration.
+fn warn_of_likely_mistakes(config: &Config) {
     for shadow in crate::config::shadowed_rules(config) {
         warn!("source filter: {shadow}");
+    }
+    for warning in preflight::host_warnings(config) {
+        warn!("{warning}");
     }
 }
 

@@ -134,7 +134,7 @@ impl Core {
                 }
                 // The checks of the new table, each starting from the server's verdict.
                 self.restart_checks();
-                warn_shadowed_rules(&new);
+                warn_of_likely_mistakes(&new);
                 self.tracking.retarget(&new, self.forwarding.table());
                 self.tracking.update(self.forwarding.table());
                 let mut parts = vec![summary];
