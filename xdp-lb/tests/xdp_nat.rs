@@ -7,7 +7,7 @@ mod support;
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use support::test_run::{
-    TEST_RUN_IFINDEX, enter, key, load, run, tcp_flow,
+    TEST_RUN_IFINDEX, fib_namespace, key, load, run, tcp_flow,
     xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
 };
 use xdp_lb::{
@@ -18,7 +18,6 @@ use xdp_lb_common::{
     BACKEND_F_ACTIVE, BACKEND_F_NAT_EAGER, BackendValue, ClientHop, FWD_NAT, IPPROTO_TCP,
     IPPROTO_UDP, SELECT_CURSOR, flow_hash, v4_mapped,
 };
-use xdp_lb_lab::Netns;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -751,44 +750,11 @@ fn a_fragmentation_needed_about_a_nat_reply_is_translated_for_the_real_server() 
 #[test]
 fn during_a_syn_flood_a_nat_syn_goes_unpinned_and_its_answer_is_translated_by_the_fib() {
     // The FIB of a namespace of the test's own: this thread runs the program there.
-    let ns = Netns::new("xlbfib").unwrap();
-    enter(&ns);
-    // (a veth pair: this kernel has no dummy devices)
-    ns.ip(["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
-        .unwrap();
-    ns.ip(["link", "set", "d1", "up"]).unwrap();
-    ns.ip(["addr", "add", "198.51.100.1/24", "dev", "d0"])
-        .unwrap();
-    ns.ip(["link", "set", "d0", "up"]).unwrap();
-    let client_mac = "02:00:00:00:00:01";
-    assert_eq!(CLIENT_MAC, [2, 0, 0, 0, 0, 1]);
-    ns.ip([
-        "neigh",
-        "add",
-        "198.51.100.7",
-        "lladdr",
-        client_mac,
-        "dev",
-        "d0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
-    // The FIB answers only for interfaces that forward, as a NAT gateway's do.
-    ns.sysctl(&[("net/ipv4/ip_forward", "1")]).unwrap();
-    let d0 = ns.ifindex("d0").unwrap();
-    let d0_mac = ns.mac_bytes("d0").unwrap();
-
+    let (_ns, d0, d0_mac) = fib_namespace("198.51.100.1/24", "198.51.100.7", CLIENT_MAC);
     let mut dp = nat_dataplane();
     let second = BackendValue {
         addr: v4_mapped(SERVER2),
-        dst_mac: SERVER_MAC,
-        src_mac: LB_SERVER_SIDE_MAC,
-        ifindex: TEST_RUN_IFINDEX,
-        flags: BACKEND_F_ACTIVE,
-        port_be: SERVER_PORT.to_be(),
-        mtu: 1500,
-        tun_src: [0; 16],
+        ..dp.backend(0).unwrap()
     };
     dp.set_backend(1, &second).unwrap();
     dp.set_service(&ServiceSpec {

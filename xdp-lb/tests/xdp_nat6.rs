@@ -9,7 +9,7 @@ mod support;
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use support::test_run::{
-    TEST_RUN_IFINDEX, enter, key, load, run,
+    TEST_RUN_IFINDEX, fib_namespace, key, load, run,
     xdp_action::{XDP_PASS, XDP_REDIRECT, XDP_TX},
 };
 use xdp_lb::{
@@ -19,7 +19,6 @@ use xdp_lb::{
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, FWD_NAT, IPPROTO_TCP, IPPROTO_UDP, SELECT_CURSOR,
 };
-use xdp_lb_lab::Netns;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -528,41 +527,7 @@ fn a_packet_too_big_about_a_nat66_reply_is_translated_for_the_real_server() {
 /// goes to the kernel as it came, and is counted.
 #[test]
 fn an_unpinned_nat66_flows_answer_is_translated_and_sent_by_the_fib() {
-    let ns = Netns::new("xlbfib6").unwrap();
-    enter(&ns);
-    // (a veth pair: this kernel has no dummy devices)
-    ns.ip(["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
-        .unwrap();
-    ns.ip(["link", "set", "d1", "up"]).unwrap();
-    ns.ip(["link", "set", "d0", "up"]).unwrap();
-    ns.ip([
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:1::1/64",
-        "dev",
-        "d0",
-        "nodad",
-    ])
-    .unwrap();
-    assert_eq!(CLIENT_MAC, [2, 0, 0, 0, 0, 1]);
-    ns.ip([
-        "-6",
-        "neigh",
-        "add",
-        "2001:db8:1::7",
-        "lladdr",
-        "02:00:00:00:00:01",
-        "dev",
-        "d0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
-    ns.sysctl(&[("net/ipv6/conf/all/forwarding", "1")]).unwrap();
-    let d0 = ns.ifindex("d0").unwrap();
-    let d0_mac = ns.mac_bytes("d0").unwrap();
-
+    let (ns, d0, d0_mac) = fib_namespace("2001:db8:1::1/64", "2001:db8:1::7", CLIENT_MAC);
     let mut dp = nat_dataplane();
     dp.add_egress(d0).unwrap();
     dp.set_new_flow_rate(5).unwrap();

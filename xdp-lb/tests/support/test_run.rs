@@ -74,6 +74,50 @@ pub fn enter(ns: &xdp_lb_lab::Netns) {
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
+/// What a NAT gateway's kernel knows of a client: a namespace of the test's own,
+/// entered by the calling thread, with `lb_addr` (with its prefix) on `d0` (a veth:
+/// this kernel has no dummy devices), `client` on-link there at `client_mac`, and
+/// forwarding on. Returns it with d0's ifindex and MAC.
+pub fn fib_namespace(
+    lb_addr: &str,
+    client: &str,
+    client_mac: [u8; 6],
+) -> (xdp_lb_lab::Netns, u32, [u8; 6]) {
+    let ns = xdp_lb_lab::Netns::new("xlbfib").unwrap();
+    enter(&ns);
+    let family = if client.contains(':') { "-6" } else { "-4" };
+    let mac: Vec<String> = client_mac.iter().map(|b| format!("{b:02x}")).collect();
+    ns.ip(["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+        .unwrap();
+    ns.ip(["link", "set", "d1", "up"]).unwrap();
+    ns.ip(["link", "set", "d0", "up"]).unwrap();
+    ns.ip([family, "addr", "add", lb_addr, "dev", "d0", "nodad"])
+        .unwrap();
+    let lladdr = mac.join(":");
+    ns.ip([
+        family,
+        "neigh",
+        "add",
+        client,
+        "lladdr",
+        &lladdr,
+        "dev",
+        "d0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    // The FIB answers only for interfaces that forward, as a NAT gateway's do.
+    ns.sysctl(&[
+        ("net/ipv4/ip_forward", "1"),
+        ("net/ipv6/conf/all/forwarding", "1"),
+    ])
+    .unwrap();
+    let d0 = ns.ifindex("d0").unwrap();
+    let d0_mac = ns.mac_bytes("d0").unwrap();
+    (ns, d0, d0_mac)
+}
+
 /// Runs one frame; returns the action and the frame as the program left it.
 pub fn run(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
