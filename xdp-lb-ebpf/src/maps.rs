@@ -124,10 +124,10 @@ pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(
 #[map]
 pub static FIB_QUERY: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
-/// Which VIP of its real server's origin a reply without a flow entry answers
-/// (`nat::unpinned_reply`), read back as a value the verifier does not know.
+/// Which VIP of its real server's origin a reply without a reply entry answers
+/// (`nat::record_answered`), read back as a value the verifier does not know.
 #[map]
-pub static UNPINNED_VIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static ANSWERED_VIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether this run's new flow may be pinned: `schedule::select` decides, `commit`
 /// acts (see `schedule::set_admitted`).

@@ -32,8 +32,8 @@ use crate::{
     csum::{replace16, replace32},
     dr, flows,
     maps::{
-        CONFIG, EGRESS, FIB_QUERY, NAT_ORIGINS, NAT_PORTS, NAT_REPLIES, NAT_REPLIES_V4, SCHEDULE,
-        UNPINNED_VIP,
+        ANSWERED_VIP, CONFIG, EGRESS, FIB_QUERY, NAT_ORIGINS, NAT_PORTS, NAT_REPLIES,
+        NAT_REPLIES_V4, SCHEDULE,
     },
     parse::{Packet, TCP_FIN, TCP_RST, ptr_at_mut},
     program::Verdict,
@@ -207,39 +207,44 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet) -> Option<Result<Verdict, Verdict>>
         }
         None => {
             let origin = origin_of(pkt)?;
+            let pinned = first_reply(pkt, origin, now);
+            if pinned.is_none() && !unpinned_reply(pkt, origin, now) {
+                return None;
+            }
+            let vip = answered_vip(origin)?;
             // A reply is forwarded too: only a well-formed one from a possible source
             // gets a reply entry, or is translated without one.
-            if let Some((vip, flow)) = first_reply(pkt, origin, now) {
-                if let Err(reason) = crate::validate::check(ctx, pkt) {
-                    return Some(Err(Verdict::pass(reason)));
-                }
-                let entry = reply_entry(
-                    &vip.vip,
-                    vip.vport_be,
-                    &flow.client,
-                    vip.service,
-                    now,
-                    closing,
-                );
-                // Written before the packet leaves, so its next reply takes the short
-                // way; should the send fail, the entry only ages out.
-                flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4, &entry);
-                (vip.vip.as_ptr(), vip.vport_be, flow.client)
-            } else {
-                let vip = unpinned_reply(pkt, origin, now)?;
-                if let Err(reason) = crate::validate::check(ctx, pkt) {
-                    return Some(Err(Verdict::pass(reason)));
+            if let Err(reason) = crate::validate::check(ctx, pkt) {
+                return Some(Err(Verdict::pass(reason)));
+            }
+            let client = match pinned {
+                Some(flow) => {
+                    let entry = reply_entry(
+                        &vip.vip,
+                        vip.vport_be,
+                        &flow.client,
+                        vip.service,
+                        now,
+                        closing,
+                    );
+                    // Written before the packet leaves, so its next reply takes the
+                    // short way; should the send fail, the entry only ages out.
+                    flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &pkt.flow, pkt.ipv4, &entry);
+                    flow.client
                 }
                 // No reply entry: a flood's answers would fill the table, and the
                 // client's next packet pins the flow, which the next reply then finds.
-                let mut client = ClientHop::default();
-                if let Err(reason) =
-                    client_hop(ctx.ctx, pkt, vip.vip.as_ptr(), vip.vport_be, &mut client)
-                {
-                    return Some(Err(Verdict::pass(reason)));
+                None => {
+                    let mut client = ClientHop::default();
+                    if let Err(reason) =
+                        client_hop(ctx.ctx, pkt, vip.vip.as_ptr(), vip.vport_be, &mut client)
+                    {
+                        return Some(Err(Verdict::pass(reason)));
+                    }
+                    client
                 }
-                (vip.vip.as_ptr(), vip.vport_be, client)
-            }
+            };
+            (vip.vip.as_ptr(), vip.vport_be, client)
         }
     };
     let rewritten = if pkt.ipv4 {
@@ -276,15 +281,11 @@ fn origin_of(pkt: &Packet) -> Option<&'static NatOrigin> {
 
 /// A reply without a reply entry: the flow it answers, found from the VIPs its real
 /// server answers for (`origin`). The client's flow to each is looked up; the one
-/// pinned (live, by NAT) to this very real server is the reply's. `None` if none is:
-/// the packet is not a NAT reply, its flow is gone, or it has none (see
-/// `unpinned_reply`).
+/// pinned (live, by NAT) to this very real server is the reply's, and its VIP is
+/// recorded (see `answered_vip`). `None` if none is: the packet is not a NAT reply,
+/// its flow is gone, or it has none (see `unpinned_reply`).
 #[inline(always)]
-fn first_reply(
-    pkt: &Packet,
-    origin: &'static NatOrigin,
-    now: u64,
-) -> Option<(&'static NatOriginVip, &'static FlowValue)> {
+fn first_reply(pkt: &Packet, origin: &'static NatOrigin, now: u64) -> Option<&'static FlowValue> {
     for i in 0..NAT_ORIGIN_VIPS {
         if i as u32 >= origin.count {
             break;
@@ -300,8 +301,9 @@ fn first_reply(
             && flow.client.ifindex != 0
             && !expired(flow.last_seen_ns, flow.flags, pkt.flow.proto, now)
             && crate::schedule::backend(flow.backend).is_some_and(|b| answers(pkt, b))
+            && record_answered(i)
         {
-            return Some((vip, flow));
+            return Some(flow);
         }
     }
     None
@@ -309,44 +311,48 @@ fn first_reply(
 
 /// A reply without a pinned flow, while the flood guard is on: its flow may be one
 /// the guard forwarded without an entry. It is, for the first VIP of `origin` whose
-/// service would send it to this very real server (`sent_unpinned`); `None` if none
-/// would, or the guard is off (every NAT flow is pinned then). (A client's one port
-/// to two VIPs of one real server would be one connection at that server: which VIP
-/// comes first cannot matter.)
-///
-/// The VIP found is passed through a map word (`UNPINNED_VIP`) and read back: a value
-/// the verifier does not know, so it walks the translation after this once, not
-/// once for each VIP it could be.
+/// service would send it to this very real server (`sent_unpinned`), which is
+/// recorded (see `answered_vip`); `false` if none would, or the guard is off (every
+/// NAT flow is pinned then). (A client's one port to two VIPs of one real server
+/// would be one connection at that server: which VIP comes first cannot matter.)
 #[inline(always)]
-fn unpinned_reply(
-    pkt: &Packet,
-    origin: &'static NatOrigin,
-    now: u64,
-) -> Option<&'static NatOriginVip> {
+fn unpinned_reply(pkt: &Packet, origin: &'static NatOrigin, now: u64) -> bool {
     if crate::schedule::guard_rate() == 0 {
-        return None;
+        return false;
     }
-    let found = UNPINNED_VIP.get_ptr_mut(0)?;
-    let mut any = false;
     for i in 0..NAT_ORIGIN_VIPS {
         if i as u32 >= origin.count {
             break;
         }
         let vip = &origin.vips[i];
         if sent_unpinned(pkt, &forward_flow(pkt, vip), vip, now) {
-            // SAFETY: this CPU's copy from a successful per-CPU array lookup, written
-            // and read by this run only (see `counters::bump`).
-            unsafe { *found = i as u32 };
-            any = true;
-            break;
+            return record_answered(i);
         }
     }
-    if !any {
-        return None;
-    }
-    // SAFETY: as above.
-    let index = unsafe { *found } as usize;
-    origin.vips.get(index)
+    false
+}
+
+/// Records that the reply answers its origin's VIP `index` (in `ANSWERED_VIP`);
+/// whether it could.
+#[inline(always)]
+fn record_answered(index: usize) -> bool {
+    let Some(slot) = ANSWERED_VIP.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's copy from a successful per-CPU array lookup, written and read
+    // by this run only (see `counters::bump`).
+    unsafe { *slot = index as u32 };
+    true
+}
+
+/// The VIP of `origin` that [`record_answered`] recorded. Read back from the map, the
+/// index is a value the verifier does not know, so it walks the translation after
+/// this once, not once for each VIP it could be.
+#[inline(always)]
+fn answered_vip(origin: &'static NatOrigin) -> Option<&'static NatOriginVip> {
+    // SAFETY: as in `record_answered`.
+    let index = unsafe { *ANSWERED_VIP.get_ptr(0)? };
+    origin.vips.get(index as usize)
 }
 
 /// The client's flow to `vip` that the reply `pkt` would answer.
