@@ -602,8 +602,9 @@ pub const CONFIG_TIMEOUT_TCP_NS: u32 = 1;
 pub const CONFIG_TIMEOUT_TCP_FIN_NS: u32 = 2;
 pub const CONFIG_TIMEOUT_UDP_NS: u32 = 3;
 /// The flood guard's rate per second on each CPU (0: off): SYNs before a SYN flood is
-/// on, during which a DR or TUN service pins no SYN (its connections are pinned by
-/// their first ACK, picked by the same hash), and other new flows pinned at most.
+/// on, during which no SYN is pinned (its connection is pinned by its first ACK,
+/// picked by the same hash; a NAT server's answer to it is told by that hash), and
+/// other new flows pinned at most.
 pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
 /// How long the flood guard holds a SYN flood on after a SYN last found its CPU's
 /// bucket dry (`FLOOD_SEEN`, in `bpf_ktime_get_ns` time: CLOCK_MONOTONIC).
