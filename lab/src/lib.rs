@@ -8,6 +8,8 @@
 //! - [`client`]: probes run from a namespace: HTTP over new or keep-alive connections,
 //!   UDP from many source ports, reachability waits.
 //! - [`capture`]: [`Capture`], an AF_PACKET capture on one interface of a namespace.
+//! - [`cpu`]: keeping a thread on one CPU ([`cpu::pin_to_cpu`]), for the data plane's
+//!   per-CPU state and for benchmarks.
 //! - [`daemon`]: [`Daemon`], the xdp-lb binary run in a namespace, its log awaited line by line.
 //! - [`keepalived`]: [`Keepalived`], real keepalived (VRRP only) in a namespace, with a
 //!   one-instance configuration ([`KaConf`]), stopped gracefully or killed like a crash.
@@ -26,6 +28,7 @@
 pub mod backends;
 pub mod capture;
 pub mod client;
+pub mod cpu;
 pub mod daemon;
 pub mod ecmp;
 pub mod frr;

@@ -239,6 +239,15 @@ impl Netns {
             .context("cannot spawn a thread")
     }
 
+    /// Moves the calling thread into this namespace for the rest of its life, as
+    /// `ip netns exec` moves a process ([`Netns::run`] does it on a thread of its own).
+    pub fn enter(&self) -> Result<()> {
+        let path = self.path();
+        let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("setns into network namespace {}", self.name))
+    }
+
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let path = self.path();
         let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;

@@ -107,17 +107,10 @@ fn median_alternating(
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions; a zeroed cpu_set_t with one bit set is valid.
-    unsafe {
-        assert_eq!(
-            libc::geteuid(),
-            0,
-            "the benchmark loads XDP programs: run as root"
-        );
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "the benchmark loads XDP programs: run as root");
+    xdp_lb_lab::cpu::pin_to_cpu(0).expect("keep the benchmark on CPU 0");
     let mut dp = Dataplane::load(1 << 18).expect("load xdp-lb");
     for id in 0..3u32 {
         let b = BackendValue {

@@ -12,10 +12,7 @@
 //! that made it back over its wall time, so the figure is the whole path's rate on one
 //! CPU (generator, veth, LB program, veth, sink), of which the LB program is the part
 //! that differs.
-use std::{
-    os::fd::AsRawFd as _,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use aya::{
     maps::{Array, PerCpuArray},
@@ -40,14 +37,6 @@ const BURST: u32 = 2_000_000;
 /// Frames the kernel hands to the generator at a time.
 const BATCH: u32 = 64;
 
-/// Enters `ns` for the calling thread (what `ip netns exec` does for a process).
-fn enter(ns: &Netns) {
-    let file = std::fs::File::open(format!("/run/netns/{}", ns.name())).expect("netns file");
-    // SAFETY: setns with a valid namespace fd only changes this thread's namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
 fn ifindex(name: &str) -> u32 {
     nix::net::if_::if_nametoindex(name).unwrap_or_else(|e| panic!("no interface {name}: {e}"))
 }
@@ -68,12 +57,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     require_root().expect("the benchmark attaches XDP programs: run as root");
-    // SAFETY: a zeroed cpu_set_t with one bit set is valid.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
+    xdp_lb_lab::cpu::pin_to_cpu(0).expect("keep the benchmark on CPU 0");
     let gen_ns = Netns::new("xlbbvg").expect("generator namespace");
     let lb_ns = Netns::new("xlbbvl").expect("LB namespace");
     for (g, l) in [("ga", "la"), ("gb", "lb")] {
@@ -96,7 +80,7 @@ fn main() {
     }
 
     // The LB side: xdp-lb on `la`, the reference on `lb`.
-    enter(&lb_ns);
+    lb_ns.enter().expect("enter the LB namespace");
     let la = ifindex("la");
     let macs = [
         [2, 0, 0, 0, 0, 0x11],
@@ -168,7 +152,7 @@ fn main() {
         .expect("attach the reference");
 
     // The generator side.
-    enter(&gen_ns);
+    gen_ns.enter().expect("enter the generator namespace");
     let (ga, gb) = (ifindex("ga"), ifindex("gb"));
     let mut traffic = load_traffic().expect("load the traffic programs");
     {

@@ -25,15 +25,7 @@ pub fn require_root() {
 
 /// Keeps per-CPU state (round-robin cursors, counters) on one CPU so results are exact.
 pub fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; we set one bit and apply it to this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
+    xdp_lb_lab::cpu::pin_to_cpu(0).unwrap();
 }
 
 /// A loaded program on a pinned, privileged thread.
@@ -68,10 +60,7 @@ pub fn tcp_flow(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
 /// Enters `ns` for the calling thread, and so for the programs it test-runs: their
 /// FIB lookups see `ns`'s routes and neighbours, not the host's.
 pub fn enter(ns: &xdp_lb_lab::Netns) {
-    let file = std::fs::File::open(ns.path()).unwrap();
-    // SAFETY: setns with a valid namespace fd only changes this thread's namespace.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    ns.enter().unwrap();
 }
 
 /// What a NAT gateway's kernel knows of a client: a namespace of the test's own,
