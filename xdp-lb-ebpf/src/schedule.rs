@@ -225,6 +225,7 @@ struct Admission {
 }
 
 impl Admission {
+    /// A service without flow entries: nothing to guard, and its pick is a hash anyway.
     const UNGUARDED: Admission = Admission {
         pin: true,
         by_hash: false,
@@ -242,12 +243,20 @@ impl Admission {
 ///   to one is told by that hash too (`nat::unpinned_reply`).
 /// - other packets without an entry (a handshake's last ACK, a flow whose entry was
 ///   evicted, UDP): pinned while its own bucket has tokens, which a SYN flood does not
-///   drain. A TCP one is picked by hash, where its SYN was; an unpinned UDP one too.
+///   drain. A TCP one is picked by hash, where its SYN was, with the guard off too;
+///   an unpinned UDP one too.
 #[inline(always)]
 fn admit(pkt: &Packet) -> Admission {
     let rate = guard_rate();
     if rate == 0 {
-        return Admission::UNGUARDED;
+        // A TCP segment with no entry that does not open a connection may be the
+        // handshake's ACK of a SYN the guard left unpinned just before it was turned
+        // off: picked by hash, it reaches that SYN's server. (Any other such segment,
+        // its entry evicted, has no better pick.)
+        return Admission {
+            pin: true,
+            by_hash: pkt.flow.proto == IPPROTO_TCP && !starts_connection(pkt),
+        };
     }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };

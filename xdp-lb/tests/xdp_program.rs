@@ -1245,6 +1245,44 @@ fn a_connection_opened_during_a_syn_flood_keeps_its_server_and_is_pinned_by_its_
     assert_eq!(by_servers, 5 + 5);
 }
 
+/// A handshake in flight when the guard is turned off (a reload during a flood): its
+/// SYN went unpinned, picked by hash; its ACK, finding no entry and no guard, is
+/// picked by hash too, not by wrr's turn, so it reaches the SYN's server and pins the
+/// flow there.
+#[test]
+fn a_handshake_in_flight_keeps_its_server_when_the_guard_is_turned_off() {
+    let mut dp = dataplane();
+    dp.set_new_flow_rate(5).unwrap();
+    run_dry(&dp, 5);
+    let mut syn_servers = Vec::new();
+    for i in 0..6u8 {
+        let syn = tcp4_from([198, 51, 100, 20 + i], 34_000, 80);
+        syn_servers.push(assert_dr_rewrite(&syn, &run(&dp, &syn).1));
+    }
+    assert_eq!(dp.flows().count(), 5, "the six SYNs went unpinned");
+    dp.set_new_flow_rate(0).unwrap();
+    for (i, server) in syn_servers.iter().enumerate() {
+        let src = [198, 51, 100, 20 + i as u8];
+        let ack = tcp4_ack_from(src, 34_000, 80);
+        assert_eq!(
+            assert_dr_rewrite(&ack, &run(&dp, &ack).1),
+            *server,
+            "client {i}'s ACK"
+        );
+        // Pinned now: later segments stay, whatever the hash says.
+        assert_eq!(assert_dr_rewrite(&ack, &run(&dp, &ack).1), *server);
+    }
+    assert_eq!(dp.flows().count(), 5 + 6, "each ACK pinned its flow");
+    // A SYN is still scheduled by wrr's turn: six in a row (one turn of weights 1, 2
+    // and 3) land in exactly those shares.
+    let mut shares = [0; 3];
+    for i in 0..6u16 {
+        let syn = tcp4_from([198, 51, 100, 40], 35_000 + i, 80);
+        shares[assert_dr_rewrite(&syn, &run(&dp, &syn).1)] += 1;
+    }
+    assert_eq!(shares, [1, 2, 3]);
+}
+
 /// lc and wlc services' DR flows carry a clock, and each real server counts the flows
 /// that saw their first FIN or RST; a walk of the table counts active and inactive
 /// connections by real server, leaves out other services' unstamped flows, and
