@@ -10,12 +10,13 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sched::CloneFlags;
@@ -24,6 +25,9 @@ use nix::unistd::Pid;
 
 /// Counter behind unique namespace and lab names within this process.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+/// How long a fresh veth may take to come up with its carrier (seconds on an emulated
+/// older kernel; milliseconds natively).
+pub(crate) const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `ip netns add` may set up the `/run/netns` mount on first use; two of those
 /// racing inside one process can stack mounts, so adds and deletes are serialized.
@@ -295,6 +299,48 @@ impl Netns {
         })?
     }
 
+    /// Waits until `ifname` is up with its carrier (operational state UP: what a VRRP
+    /// daemon calls up, and not yet true just after `ip link set up` on a slow host).
+    /// Woken by the kernel's link notifications: a socket joined to the link group
+    /// before the first look, so a change in between is not missed.
+    pub fn wait_oper_up(&self, ifname: &str, within: Duration) -> Result<()> {
+        let ifname = ifname.to_owned();
+        let name = self.name.clone();
+        self.run(move || -> Result<()> {
+            let deadline = Instant::now() + within;
+            let notifications = link_notifications()?;
+            loop {
+                let out = Command::new("ip")
+                    .args(["-o", "link", "show", "dev", &ifname])
+                    .output()
+                    .context("cannot run ip")?;
+                let line = String::from_utf8_lossy(&out.stdout);
+                if line.contains(" state UP ") {
+                    return Ok(());
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    bail!(
+                        "in netns {name}: {ifname} not up within {within:?}: {}",
+                        line.trim()
+                    );
+                }
+                // Any link message (or the timeout) is a reason to look again.
+                wait_readable(&notifications, left)?;
+                let mut buf = [0u8; 8192];
+                // SAFETY: reads into a buffer of the length given; the socket is ours.
+                unsafe {
+                    libc::recv(
+                        notifications.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+            }
+        })?
+    }
+
     /// The MAC address of interface `ifname` in this namespace, as `aa:bb:cc:dd:ee:ff`.
     pub fn mac(&self, ifname: &str) -> Result<String> {
         let out = self.ip(["-o", "link", "show", "dev", ifname])?;
@@ -400,6 +446,58 @@ impl Drop for Netns {
     }
 }
 
+/// A route netlink socket joined to the link notification group (RTMGRP_LINK), in
+/// the calling thread's namespace.
+fn link_notifications() -> Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before it is owned.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("netlink socket");
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is plain data; all-zero is a valid value to fill in.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = libc::RTMGRP_LINK as u32;
+    // SAFETY: bind(2) with a sockaddr_nl and its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("bind to the link group");
+    }
+    Ok(fd)
+}
+
+/// Waits up to `within` for `fd` to have something to read.
+fn wait_readable(fd: &OwnedFd, within: Duration) -> Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = within.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: poll(2) over one pollfd we own.
+    if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e).context("poll");
+        }
+    }
+    Ok(())
+}
+
 /// Two fresh namespaces (names from `prefix`) joined by a veth whose ends are both
 /// `eth0` and up: the smallest segment for tests of protocols between two hosts. IPv6
 /// is quiet and deterministic: no duplicate address detection, no generated link-local,
@@ -425,6 +523,11 @@ pub fn veth_pair(prefix: &str) -> Result<(Netns, Netns)> {
         ns.ip(["link", "set", "eth0", "addrgenmode", "none"])?;
         ns.ip(["link", "set", "eth0", "up"])?;
         ns.ip(["addr", "add", link_local, "dev", "eth0", "nodad"])?;
+    }
+    // Up with its carrier before anyone uses it: a daemon started earlier would begin
+    // in FAULT.
+    for ns in [&a, &b] {
+        ns.wait_oper_up("eth0", LINK_UP_TIMEOUT)?;
     }
     Ok((a, b))
 }

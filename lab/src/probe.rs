@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::netns::{Netns, require_root, require_tool};
+use crate::netns::{LINK_UP_TIMEOUT, Netns, require_root, require_tool};
 
 /// How long a probe or responder thread may take to set up its socket.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,6 +91,9 @@ pub struct Handover {
     /// Datagrams sent between those two replies that nobody answered, when both
     /// replies carry their datagram's number.
     pub lost: Option<u64>,
+    /// The number of the datagram the new node answered first, when its reply carries
+    /// it.
+    pub first_new_seq: Option<u64>,
 }
 
 impl Handover {
@@ -103,6 +106,21 @@ impl Handover {
     /// From the event to the new node's first reply.
     pub fn after_event(&self) -> Duration {
         self.first_new.saturating_duration_since(self.event)
+    }
+
+    /// Replies from `old` that arrived in `[first_new, to)` to datagrams sent after the
+    /// one the new node answered first: the client's traffic went back to `old`. A
+    /// later-arriving reply to an earlier datagram was only slow (sent to `old` before
+    /// the client switched). Without datagram numbers every reply in the span counts.
+    pub fn answered_by_old_after(&self, replies: &[Reply], old: &str, to: Instant) -> usize {
+        replies
+            .iter()
+            .filter(|r| r.from == old && r.at >= self.first_new && r.at < to)
+            .filter(|r| match (r.seq, self.first_new_seq) {
+                (Some(seq), Some(first)) => seq > first,
+                _ => true,
+            })
+            .count()
     }
 }
 
@@ -133,6 +151,7 @@ pub fn handover(replies: &[Reply], old: &str, new: &str, event: Instant) -> Resu
         last_old: last.at,
         first_new: first.at,
         lost,
+        first_new_seq: first.seq,
     })
 }
 
@@ -143,6 +162,8 @@ pub struct Run {
     pub first: Instant,
     pub last: Instant,
     pub count: usize,
+    /// The lowest and highest datagram numbers answered, when the replies carry them.
+    pub seqs: Option<(u64, u64)>,
 }
 
 /// The replies grouped into runs of one responder, in order.
@@ -153,20 +174,26 @@ pub fn runs(replies: &[Reply]) -> Vec<Run> {
             Some(run) if run.from == r.from => {
                 run.last = r.at;
                 run.count += 1;
+                run.seqs = match (run.seqs, r.seq) {
+                    (Some((lo, hi)), Some(seq)) => Some((lo.min(seq), hi.max(seq))),
+                    (seqs, _) => seqs,
+                };
             }
             _ => out.push(Run {
                 from: r.from.clone(),
                 first: r.at,
                 last: r.at,
                 count: 1,
+                seqs: r.seq.map(|seq| (seq, seq)),
             }),
         }
     }
     out
 }
 
-/// The runs as text with times in seconds relative to `base` (negative before it),
-/// e.g. `a [-1.200, -0.004] x120, b [3.605, 5.000] x139`, for failure messages.
+/// The runs as text with times in seconds relative to `base` (negative before it) and
+/// the datagrams answered, e.g. `a [-1.200, -0.004] x120 #0-119, b [3.605, 5.000] x139
+/// #480-618`, for failure messages.
 pub fn timeline(replies: &[Reply], base: Instant) -> String {
     let secs = |t: Instant| {
         if t >= base {
@@ -192,6 +219,9 @@ pub fn timeline(replies: &[Reply], base: Instant) -> String {
             secs(run.last),
             run.count
         );
+        if let Some((lo, hi)) = run.seqs {
+            let _ = write!(s, " #{lo}-{hi}");
+        }
     }
     s
 }
@@ -646,6 +676,10 @@ impl ProbeLab {
                 "nodad",
             ])?;
         }
+        // Up with their carriers before a daemon starts (or it would begin in FAULT).
+        for ns in [&a, &b, &client] {
+            ns.wait_oper_up("eth0", LINK_UP_TIMEOUT)?;
+        }
         client.ip([
             "addr",
             "add",
@@ -853,8 +887,33 @@ mod tests {
         );
         assert_eq!(
             timeline(&replies, at(base, 100)),
-            "a [-0.100, 0.000] x11, b [0.300, 0.400] x11"
+            "a [-0.100, 0.000] x11 #0-10, b [0.300, 0.400] x11 #40-50"
         );
         assert_eq!(timeline(&[], base), "none");
+    }
+
+    /// After the new node's first answer (datagram 40 at 400 ms), a late reply from the
+    /// old node to datagram 39 was only slow; one to datagram 42 means the client went
+    /// back to it.
+    #[test]
+    fn only_old_answers_to_later_datagrams_count_after_a_handover() {
+        let base = Instant::now();
+        let mut replies = crash_trace(base);
+        let h = handover(&replies, "a", "b", at(base, 200)).unwrap();
+        assert_eq!(h.first_new_seq, Some(40));
+        let late = |ms, seq| Reply {
+            at: at(base, ms),
+            from: "a".into(),
+            seq,
+        };
+        replies.push(late(405, Some(39)));
+        assert_eq!(h.answered_by_old_after(&replies, "a", at(base, 600)), 0);
+        replies.push(late(425, Some(42)));
+        assert_eq!(h.answered_by_old_after(&replies, "a", at(base, 600)), 1);
+        // Before the handover, or past `to`: not counted.
+        assert_eq!(h.answered_by_old_after(&replies, "a", at(base, 420)), 0);
+        // Without numbers, by arrival alone.
+        replies.push(late(430, None));
+        assert_eq!(h.answered_by_old_after(&replies, "a", at(base, 600)), 2);
     }
 }

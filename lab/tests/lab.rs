@@ -269,3 +269,30 @@ fn one_arm_xdp_tx_reaches_backends() {
 fn two_arm_xdp_redirect_reaches_backends() {
     check_xdp_path(DrLabOptions::two_arm(&["b1", "b2"]));
 }
+
+/// A fresh veth pair comes back up with its carrier; with its peer down, an end is not
+/// up, and the wait says so once its time is out; set up again, the wait returns.
+#[test]
+fn veth_pair_returns_links_with_carrier_and_the_wait_tells_down_from_up() {
+    root();
+    let (a, b) = xdp_lb_lab::veth_pair("xlblw").unwrap();
+    for ns in [&a, &b] {
+        let link = ns.ip(["-o", "link", "show", "dev", "eth0"]).unwrap();
+        assert!(link.contains(" state UP "), "{link}");
+    }
+    b.ip(["link", "set", "eth0", "down"]).unwrap();
+    let err = a
+        .wait_oper_up("eth0", Duration::from_millis(300))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("eth0 not up"), "{err:#}");
+    let took = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let started = Instant::now();
+            a.wait_oper_up("eth0", Duration::from_secs(10))
+                .map(|()| started.elapsed())
+        });
+        b.ip(["link", "set", "eth0", "up"]).unwrap();
+        waiter.join().unwrap().unwrap()
+    });
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

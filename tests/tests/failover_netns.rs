@@ -30,8 +30,7 @@ use xdp_lb::{
     netlink::Netlink,
 };
 use xdp_lb_lab::{
-    Capture, Handover, KaConf, Keepalived, Netns, Probe, ProbeLab, Responder,
-    probe::{count_from, timeline},
+    Capture, Handover, KaConf, Keepalived, Netns, Probe, ProbeLab, Responder, probe::timeline,
     veth_pair,
 };
 use xdp_lb_vrrp::{State, Version};
@@ -186,7 +185,8 @@ fn check_graceful_handover(what: &str, h: &Handover, probe: &Probe, interval: Du
 }
 
 /// Once the new node answers, the old one must not any more: waits [`SETTLE`] worth of
-/// answers from `new` and checks none came from `old` meanwhile.
+/// answers from `new` and checks that `old` answered no datagram sent after `new`'s
+/// first (a reply to an earlier one may arrive late on a slow host).
 fn check_settled(what: &str, h: &Handover, probe: &Probe, old: &str, new: &str) {
     let until = h.first_new + SETTLE;
     let heard = probe
@@ -194,7 +194,7 @@ fn check_settled(what: &str, h: &Handover, probe: &Probe, old: &str, new: &str) 
         .unwrap_or_else(|e| panic!("{what}: the client lost {new} again: {e:#}"));
     let replies = probe.replies();
     assert_eq!(
-        count_from(&replies, old, h.first_new, heard),
+        h.answered_by_old_after(&replies, old, heard),
         0,
         "{what}: {old} still answered after {new} took over; replies (seconds from the \
          event): {}",

@@ -880,7 +880,7 @@ fn sigterm_hands_the_vip_to_keepalived(tag: &str, setting: &Setting) {
         .unwrap_or_else(|e| panic!("the client lost keepalived again: {e:#}"));
     let replies = probe.replies();
     assert_eq!(
-        count_from(&replies, XLB, h.first_new, heard),
+        h.answered_by_old_after(&replies, XLB, heard),
         0,
         "xdp-lb's host still answered after keepalived took over; replies (seconds from \
          the signal): {}",
