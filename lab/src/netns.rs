@@ -446,9 +446,8 @@ impl Drop for Netns {
     }
 }
 
-/// A route netlink socket joined to the link notification group (RTMGRP_LINK), in
-/// the calling thread's namespace.
-fn link_notifications() -> Result<OwnedFd> {
+/// A route netlink socket in the calling thread's namespace.
+pub(crate) fn route_netlink() -> Result<OwnedFd> {
     // SAFETY: plain socket(2); the result is checked before it is owned.
     let fd = unsafe {
         libc::socket(
@@ -461,7 +460,13 @@ fn link_notifications() -> Result<OwnedFd> {
         return Err(std::io::Error::last_os_error()).context("netlink socket");
     }
     // SAFETY: a fresh descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A route netlink socket joined to the link notification group (RTMGRP_LINK), in
+/// the calling thread's namespace.
+fn link_notifications() -> Result<OwnedFd> {
+    let fd = route_netlink()?;
     // SAFETY: sockaddr_nl is plain data; all-zero is a valid value to fill in.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;

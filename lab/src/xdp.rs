@@ -291,19 +291,7 @@ fn set_link_xdp(ifname: &str, prog: Option<&OwnedFd>) -> Result<()> {
     msg.extend_from_slice(&0u32.to_ne_bytes());
     msg.extend_from_slice(&body);
 
-    // SAFETY: plain socket(2) call; the result is checked and owned below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        bail!("netlink socket: {}", io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let sock = crate::netns::route_netlink()?;
     // SAFETY: `msg` is a valid buffer of the given length.
     let sent = unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
     if sent < 0 {
