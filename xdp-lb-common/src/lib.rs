@@ -619,13 +619,13 @@ pub const NAT_PORT_WORDS: u32 = 1024;
 /// cache line on every packet.
 pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
 
-/// Per-service counters (per-CPU array indexed by service id).
+/// Per-service counters (per-CPU array indexed by service id) of the events that
+/// belong to no real server. A service's packets, bytes and new flows are not here:
+/// they are the sums of its real servers' [`BackendStats`], so a forwarded packet
+/// updates one counter line, not two.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ServiceStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub new_flows: u64,
     /// Flows whose pinned backend lost `BACKEND_F_ACTIVE` and were moved.
     pub rescheduled: u64,
     /// Packets passed to the kernel because the service is inactive (not MASTER).
@@ -910,15 +910,12 @@ layout!(NatValue, 56, {
     _pad3: u16 = 50,
     service: u32 = 52,
 });
-layout!(ServiceStats, 64, {
-    packets: u64 = 0,
-    bytes: u64 = 8,
-    new_flows: u64 = 16,
-    rescheduled: u64 = 24,
-    pass_inactive: u64 = 32,
-    drop_no_backend: u64 = 40,
-    drop_redirect: u64 = 48,
-    unpinned: u64 = 56,
+layout!(ServiceStats, 40, {
+    rescheduled: u64 = 0,
+    pass_inactive: u64 = 8,
+    drop_no_backend: u64 = 16,
+    drop_redirect: u64 = 24,
+    unpinned: u64 = 32,
 });
 layout!(FilterKeyV4, 8, {
     scope: u32 = 0,

@@ -17,15 +17,21 @@ pub fn count_reason(reason: Reason) {
     }
 }
 
+/// A service's own counters, looked up only when one is bumped: they count the rare
+/// events (a pass, a drop, a move). A forwarded packet is counted once, on its real
+/// server; the service's traffic is the sum of its real servers' (userspace derives it).
+#[derive(Clone, Copy)]
+pub struct ServiceCounters(u32);
+
 #[inline(always)]
-pub fn service(id: u32) -> Option<*mut ServiceStats> {
-    SERVICE_STATS.get_ptr_mut(id)
+pub fn service(id: u32) -> ServiceCounters {
+    ServiceCounters(id)
 }
 
 /// Adds one to the counter `field` picks in this CPU's copy of a service's stats.
 #[inline(always)]
-pub fn bump(stats: Option<*mut ServiceStats>, field: impl FnOnce(&mut ServiceStats) -> &mut u64) {
-    if let Some(s) = stats {
+pub fn bump(stats: ServiceCounters, field: impl FnOnce(&mut ServiceStats) -> &mut u64) {
+    if let Some(s) = SERVICE_STATS.get_ptr_mut(stats.0) {
         // SAFETY: a per-CPU array value is this CPU's own copy, valid while the map lives
         // (as long as the program). XDP runs with migration disabled and one run at a
         // time per CPU, so nothing else writes it meanwhile (userspace only reads it,
@@ -35,18 +41,10 @@ pub fn bump(stats: Option<*mut ServiceStats>, field: impl FnOnce(&mut ServiceSta
     }
 }
 
-/// Counts a forwarded packet on its service and backend.
+/// Counts a forwarded packet on its real server (the only count on the hot path).
 #[inline(always)]
-pub fn account(svc: Option<*mut ServiceStats>, backend: u32, len: u64, new_flow: bool) {
+pub fn account(backend: u32, len: u64, new_flow: bool) {
     let new = new_flow as u64;
-    if let Some(s) = svc {
-        // SAFETY: `s` is this CPU's copy from `service`; as in `bump`.
-        unsafe {
-            (*s).packets += 1;
-            (*s).bytes += len;
-            (*s).new_flows += new;
-        }
-    }
     if let Some(b) = BACKEND_STATS.get_ptr_mut(backend) {
         // SAFETY: this CPU's copy from a successful per-CPU array lookup; as in `bump`.
         unsafe {

@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use core::mem::offset_of;
 use network_types::eth::EthHdr;
-use xdp_lb_common::{BackendValue, Reason, ServiceStats};
+use xdp_lb_common::{BackendValue, Reason};
 
 use crate::{counters, maps::EGRESS, parse::ptr_at_mut, program::Verdict};
 
@@ -11,7 +11,7 @@ use crate::{counters, maps::EGRESS, parse::ptr_at_mut, program::Verdict};
 pub fn forward(
     ctx: &XdpContext,
     backend: &BackendValue,
-    stats: Option<*mut ServiceStats>,
+    stats: counters::ServiceCounters,
 ) -> Result<Verdict, Verdict> {
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0).map_err(Verdict::pass)?;
     // SAFETY: ptr_at_mut checked that the 14-byte Ethernet header lies inside the

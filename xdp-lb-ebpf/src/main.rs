@@ -180,7 +180,7 @@ mod program {
             // flow does.
             persist::remember(svc, &pkt.flow.src, chosen.backend_id, new_flow, clock);
         }
-        counters::account(stats, chosen.backend_id, pkt.len, new_flow);
+        counters::account(chosen.backend_id, pkt.len, new_flow);
         Ok(verdict)
     }
 }

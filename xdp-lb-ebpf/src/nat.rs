@@ -25,7 +25,7 @@ use xdp_lb_common::{
     BACKEND_F_NAT_EAGER, BackendValue, CONFIG_TIMEOUT_TCP_FIN_NS, CONFIG_TIMEOUT_TCP_NS,
     CONFIG_TIMEOUT_UDP_NS, ClientHop, FLOW_F_CLOSING, FWD_NAT, FlowKey, FlowValue, IPPROTO_TCP,
     LAST_SEEN_GRANULARITY_NS, NAT_ORIGIN_VIPS, NatOrigin, NatOriginVip, NatValue, Reason,
-    SERVICE_F_ACTIVE, ServiceKey, ServiceStats,
+    SERVICE_F_ACTIVE, ServiceKey,
 };
 
 use crate::{
@@ -59,7 +59,7 @@ pub fn forward(
     pkt: &Packet,
     backend: &BackendValue,
     service: u32,
-    stats: Option<*mut ServiceStats>,
+    stats: crate::counters::ServiceCounters,
     now: u64,
     chosen: &Chosen,
     client: &mut ClientHop,

@@ -5,7 +5,7 @@
 use xdp_lb_common::{
     BACKEND_F_ACTIVE, BackendValue, CONFIG_NEW_FLOW_RATE, ClientHop, FLOOD_HOLD_NS, FLOW_F_CLOSING,
     FlowKey, FlowValue, IPPROTO_TCP, Reason, SELECT_CURSOR, SELECT_HASH_DST, SELECT_HASH_SRC,
-    SERVICE_F_NO_FLOW_TABLE, ServiceStats, ServiceValue, flow_hash, hash_addr,
+    SERVICE_F_NO_FLOW_TABLE, ServiceValue, flow_hash, hash_addr,
 };
 
 use crate::{
@@ -56,7 +56,7 @@ pub fn select(
     pkt: &Packet,
     svc: &ServiceValue,
     pinned: Option<*mut FlowValue>,
-    stats: Option<*mut ServiceStats>,
+    stats: counters::ServiceCounters,
     now: u64,
     clock: u64,
 ) -> Result<Chosen, Verdict> {
@@ -179,7 +179,7 @@ pub fn commit(
     pkt: &Packet,
     svc: &ServiceValue,
     chosen: &Chosen,
-    stats: Option<*mut ServiceStats>,
+    stats: counters::ServiceCounters,
     now: u64,
     client: &ClientHop,
 ) {

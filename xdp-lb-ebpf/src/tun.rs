@@ -12,7 +12,7 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use xdp_lb_common::{BackendValue, Reason, ServiceStats, is_v4_mapped};
+use xdp_lb_common::{BackendValue, Reason, is_v4_mapped};
 
 use crate::{
     dr,
@@ -29,7 +29,7 @@ pub fn forward(
     ctx: &XdpContext,
     pkt: &Packet,
     backend: &BackendValue,
-    stats: Option<*mut ServiceStats>,
+    stats: crate::counters::ServiceCounters,
 ) -> Result<Verdict, Verdict> {
     let as_verdict = |reason| match reason {
         Reason::DropNoHeadroom => Verdict::drop(reason),

@@ -18,7 +18,7 @@ use xdp_lb_common::{BackendValue, ServiceKey};
 
 use crate::{
     config::NatTimeouts,
-    dataplane::{Dataplane, DataplaneError, ServiceSpec, filter::FilterEntry},
+    dataplane::{Dataplane, DataplaneError, ServiceSpec, filter::FilterEntry, stats::Traffic},
     schedule::Load,
     services::{
         BackendIndex, Macs, Member, NatOrigins, Reloaded, ServiceTable, ServicesError, Slot,
@@ -52,6 +52,8 @@ pub trait MapWriter {
     ) -> Result<(), DataplaneError>;
     /// Zeroes the counters of newly given source-filter rule numbers.
     fn reset_rule_counters(&mut self, rules: &[u32]) -> Result<(), DataplaneError>;
+    /// What the real server in `slot` has forwarded since its counters were zeroed.
+    fn backend_traffic(&self, slot: Slot) -> Result<Traffic, DataplaneError>;
 }
 
 impl MapWriter for Dataplane {
@@ -84,6 +86,9 @@ impl MapWriter for Dataplane {
     }
     fn reset_rule_counters(&mut self, rules: &[u32]) -> Result<(), DataplaneError> {
         Dataplane::reset_rule_counters(self, rules)
+    }
+    fn backend_traffic(&self, slot: Slot) -> Result<Traffic, DataplaneError> {
+        Ok(self.backend_stats(slot.0)?.into())
     }
 }
 
@@ -170,6 +175,17 @@ impl<W: MapWriter> Forwarding<W> {
         };
         owner.write_all()?;
         Ok((owner, edges))
+    }
+
+    /// What the service at `index` forwarded: its real servers' counters (the sorry
+    /// server's included) and those of real servers reloads took out of it.
+    pub fn service_traffic(&self, index: usize) -> Result<Traffic, DataplaneError> {
+        let svc = &self.table.services[index];
+        let mut total = svc.retired;
+        for &b in svc.backends.iter().chain(&svc.sorry) {
+            total += self.writer.backend_traffic(self.table.backends[b].id)?;
+        }
+        Ok(total)
     }
 
     pub fn table(&self) -> &ServiceTable {
@@ -365,6 +381,18 @@ impl<W: MapWriter> Forwarding<W> {
         for svc in &mut table.services {
             if let Some(old) = self.table.services.iter().find(|s| s.id == svc.id) {
                 svc.quorum_ok = old.quorum_ok;
+                svc.retired = old.retired;
+            }
+        }
+        // A kept service keeps what its removed real servers forwarded (read before
+        // their slots can be handed on and zeroed).
+        for &slot in &reloaded.removed_backends {
+            let Some(old) = self.table.backends.iter().find(|b| b.id == slot) else {
+                continue;
+            };
+            let id = self.table.services[old.service].id;
+            if let Some(svc) = table.services.iter_mut().find(|s| s.id == id) {
+                svc.retired += self.writer.backend_traffic(slot)?;
             }
         }
         let edges = quorum_edges(&mut table);

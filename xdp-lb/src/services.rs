@@ -230,6 +230,9 @@ pub struct Service {
     pub filtered: bool,
     /// `announce = true`: its VIPs are announced while it has quorum.
     pub announce: bool,
+    /// What the real servers that reloads took out of it had forwarded: kept so its
+    /// totals (the sums of its real servers' counters) never go back.
+    pub retired: crate::dataplane::stats::Traffic,
 }
 
 impl Service {
@@ -545,6 +548,7 @@ impl ServiceTable {
                 arrivals: 1,
                 filtered: !v.allow.is_empty() || !v.deny.is_empty(),
                 announce: v.announce,
+                retired: Default::default(),
             });
         }
         if let Some(old) = old {

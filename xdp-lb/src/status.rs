@@ -280,6 +280,10 @@ impl Snapshot {
                     note(e);
                     Default::default()
                 });
+                let traffic = forwarding.service_traffic(index).unwrap_or_else(|e| {
+                    note(e);
+                    Default::default()
+                });
                 let filter = rules(crate::filter::Scope::Service(svc.members[0].key), &mut note);
                 ServiceStatus {
                     name: svc.name.clone(),
@@ -305,9 +309,9 @@ impl Snapshot {
                     quorum_ok: svc.quorum_ok,
                     rates: Rates::default(),
                     counters: ServiceCounters {
-                        packets: s.packets,
-                        bytes: s.bytes,
-                        new_flows: s.new_flows,
+                        packets: traffic.packets,
+                        bytes: traffic.bytes,
+                        new_flows: traffic.new_flows,
                         rescheduled_flows: s.rescheduled,
                         passed_inactive: s.pass_inactive,
                         dropped_no_real_server: s.drop_no_backend,

@@ -524,12 +524,13 @@ fn a_million_hostile_frames_forward_only_well_formed_packets_to_active_servers()
         forwarded > frames / 100,
         "the campaign must reach the forwarding paths"
     );
-    // Every forwarding path, the IPv6 NAT (service 5) and TUN (6) ones included.
-    for id in 0..7 {
-        let packets = dp.service_stats(id).unwrap().packets;
+    // Every forwarding path, by its real servers: DR (slots 0 and 1), NAT and TUN over
+    // IPv4 (2, 3) and over IPv6 (4, 5).
+    for slot in 0..6 {
+        let packets = dp.backend_stats(slot).unwrap().packets;
         assert!(
             packets > frames / 1_000,
-            "service {id} forwarded only {packets}"
+            "real server {slot} forwarded only {packets}"
         );
     }
     assert!(

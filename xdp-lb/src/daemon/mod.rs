@@ -591,12 +591,10 @@ impl Core {
     /// Packets of the services with `announce = true`, summed.
     fn announced_packets(&self) -> u64 {
         let table = self.forwarding.table();
-        table
-            .services
-            .iter()
-            .filter(|s| s.announce)
-            .filter_map(|s| self.forwarding.writer().service_stats(s.id).ok())
-            .map(|c| c.packets)
+        (0..table.services.len())
+            .filter(|&i| table.services[i].announce)
+            .filter_map(|i| self.forwarding.service_traffic(i).ok())
+            .map(|t| t.packets)
             .sum()
     }
 

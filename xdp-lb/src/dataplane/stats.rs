@@ -8,6 +8,33 @@ use super::{Dataplane, DataplaneError, map_err};
 /// Verdict counts by reason name.
 pub type ReasonCounts = BTreeMap<&'static str, u64>;
 
+/// What was forwarded: by one real server, or by a service (the sum of its real
+/// servers', the only place the data plane counts it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl From<BackendStats> for Traffic {
+    fn from(s: BackendStats) -> Traffic {
+        Traffic {
+            packets: s.packets,
+            bytes: s.bytes,
+            new_flows: s.new_flows,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, other: Traffic) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
+    }
+}
+
 impl Dataplane {
     pub fn global_stats(&self) -> Result<ReasonCounts, DataplaneError> {
         let mut out = BTreeMap::new();
@@ -27,9 +54,6 @@ impl Dataplane {
             .get(&id, 0)
             .map_err(map_err("SERVICE_STATS"))?;
         Ok(per_cpu.iter().fold(ServiceStats::default(), |mut acc, s| {
-            acc.packets += s.packets;
-            acc.bytes += s.bytes;
-            acc.new_flows += s.new_flows;
             acc.rescheduled += s.rescheduled;
             acc.pass_inactive += s.pass_inactive;
             acc.drop_no_backend += s.drop_no_backend;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::{
     config::{self, NatTimeouts},
-    dataplane::ServiceSpec,
+    dataplane::{ServiceSpec, stats::Traffic},
     forwarding::{Forwarding, MapWriter},
     services::{Macs, Slot},
 };
@@ -59,6 +59,9 @@ impl MapWriter for Maps {
     }
     fn reset_rule_counters(&mut self, _: &[u32]) -> Result<(), DataplaneError> {
         Ok(())
+    }
+    fn backend_traffic(&self, _: Slot) -> Result<Traffic, DataplaneError> {
+        Ok(Traffic::default())
     }
 }
 

@@ -14,6 +14,8 @@ pub struct MemoryMaps {
     pub timeouts: Option<NatTimeouts>,
     /// The entries of each source-filter generation.
     pub filter: [Vec<FilterEntry>; 2],
+    /// Each slot's forwarded traffic, as the data plane would have counted it.
+    pub traffic: std::collections::BTreeMap<u32, Traffic>,
     pub writes: Vec<Write>,
 }
 
@@ -73,6 +75,9 @@ impl MapWriter for MemoryMaps {
         Ok(())
     }
     fn reset_counters(&mut self, services: &[u32], slots: &[Slot]) -> Result<(), DataplaneError> {
+        for slot in slots {
+            self.traffic.remove(&slot.0);
+        }
         let slots = slots.iter().map(|s| s.0).collect();
         self.writes
             .push(Write::ResetCounters(services.to_vec(), slots));
@@ -102,6 +107,9 @@ impl MapWriter for MemoryMaps {
     fn reset_rule_counters(&mut self, rules: &[u32]) -> Result<(), DataplaneError> {
         self.writes.push(Write::ResetRules(rules.to_vec()));
         Ok(())
+    }
+    fn backend_traffic(&self, slot: Slot) -> Result<Traffic, DataplaneError> {
+        Ok(self.traffic.get(&slot.0).copied().unwrap_or_default())
     }
 }
 
@@ -844,4 +852,58 @@ fn a_nat_real_server_answering_for_more_vips_than_an_origin_lists_writes_replies
         ],
         "both of .11's backends write their reply entries at once; .12's do not"
     );
+}
+
+fn traffic(packets: u64) -> Traffic {
+    Traffic {
+        packets,
+        bytes: packets * 100,
+        new_flows: packets / 10,
+    }
+}
+
+/// A service's traffic is its real servers' sum; a reload that takes a real server
+/// out keeps what it forwarded in the service's totals, through later reloads too,
+/// and a real server joining starts from zero.
+#[test]
+fn a_service_keeps_the_traffic_of_real_servers_a_reload_removed() {
+    let mut owner = started(CONFIG);
+    for (slot, packets) in [(0, 10), (1, 20), (2, 30), (3, 40)] {
+        owner.writer_mut().traffic.insert(slot, traffic(packets));
+    }
+    assert_eq!(owner.service_traffic(0).unwrap(), traffic(60));
+    assert_eq!(owner.service_traffic(1).unwrap(), traffic(40));
+
+    // .11 leaves and .14 joins.
+    let text = CONFIG
+        .replace(
+            "  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n  weight = 1\n",
+            "  [[virtual_server.real_server]]\n  address = \"192.0.2.14\"\n",
+        )
+        .replace("quorum = 3", "quorum = 1");
+    let mut all = ALL.to_vec();
+    all.push("192.0.2.14");
+    let prepared = prepare(&owner, &text, &all);
+    owner.apply_reload(prepared).unwrap();
+    assert_eq!(owner.service_traffic(0).unwrap(), traffic(60), "kept .11's");
+    assert_eq!(owner.service_traffic(1).unwrap(), traffic(40));
+    let joined = owner
+        .table()
+        .backends
+        .iter()
+        .find(|b| b.id.0 > 3)
+        .unwrap()
+        .id;
+    owner.writer_mut().traffic.insert(joined.0, traffic(5));
+    assert_eq!(owner.service_traffic(0).unwrap(), traffic(65));
+
+    // .12 leaves too: both removed servers' traffic stays.
+    let text = text.replace(
+        "  [[virtual_server.real_server]]\n  address = \"192.0.2.12\"\n  weight = 2\n",
+        "",
+    );
+    let prepared = prepare(&owner, &text, &all);
+    owner.apply_reload(prepared).unwrap();
+    assert_eq!(owner.service_traffic(0).unwrap(), traffic(65));
+    assert_eq!(owner.table().services[0].retired, traffic(30));
 }
