@@ -574,8 +574,9 @@ pub struct NatOriginVip {
     pub service: u32,
 }
 
-/// `FlowValue::flags` / `NatValue::flags`: a FIN or RST was seen; the entry expires
-/// after the shorter closing timeout.
+/// `FlowValue::flags` / `NatValue::flags`: a FIN or RST was seen; an aging entry
+/// expires after the shorter closing timeout, and a SYN on a flow entry opens a new
+/// connection (a reused port), scheduled afresh.
 pub const FLOW_F_CLOSING: u16 = 1;
 
 /// Value of the NAT reply map, keyed by the reply's 5-tuple as the real server sends
@@ -646,8 +647,9 @@ pub struct BackendStats {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
-    /// Flows of aging services (NAT, lc, wlc) that saw their first FIN or RST: new
-    /// flows minus these is the change in active connections since a count.
+    /// Flows that saw their first FIN or RST from the client: for aging services (NAT,
+    /// lc, wlc), new flows minus these is the change in active connections since a
+    /// count.
     pub closed_flows: u64,
 }
 

@@ -137,9 +137,12 @@ mod program {
             return Err(Verdict::drop(Reason::DropFiltered));
         }
         // Only well-formed packets from possible clients get a flow entry: a packet of
-        // a flow in the table is not checked again (see `validate` for why).
+        // a flow in the table is not checked again (see `validate` for why), unless
+        // it opens a new connection in its place.
         let entry = schedule::entry(&pkt, svc);
-        if entry.is_none() {
+        // SAFETY: a value pointer from a successful lookup, valid for the run; read
+        // in place (a racing update changes whole aligned words, see `select`).
+        if entry.is_none_or(|e| schedule::reopens(&pkt, unsafe { &*e })) {
             validate::check(ctx, &pkt).map_err(Verdict::pass)?;
         }
         // NAT flows age, and those of services that count connections (lc, wlc); other

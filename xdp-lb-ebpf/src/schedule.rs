@@ -48,6 +48,14 @@ pub fn entry(pkt: &Packet, svc: &ServiceValue) -> Option<*mut FlowValue> {
     }
 }
 
+/// A SYN on a flow its client closed (FIN or RST seen) opens a new connection on a
+/// reused port: it is validated, scheduled afresh and counted new, as IPVS's
+/// conn_reuse_mode does. A retransmitted SYN of a live flow stays.
+#[inline(always)]
+pub fn reopens(pkt: &Packet, entry: &FlowValue) -> bool {
+    entry.flags & FLOW_F_CLOSING != 0 && starts_connection(pkt)
+}
+
 /// `pinned`: the flow's [`entry`]. `now` is 0 for flows that do not age (DR); NAT
 /// passes the time so idle pins expire. `clock` is the time for a persistent
 /// service's memory of its clients.
@@ -61,6 +69,7 @@ pub fn select(
     clock: u64,
 ) -> Result<Chosen, Verdict> {
     let mut rescheduled = false;
+    let mut reopened = false;
     if let Some(pinned) = pinned {
         // SAFETY: a value pointer from a successful lookup stays valid for the whole
         // run (hash map elements are freed only after an RCU grace period). Another
@@ -70,9 +79,11 @@ pub fn select(
         let pinned = unsafe { &mut *pinned };
         let backend_id = pinned.backend;
         let idle = now != 0 && nat::expired(pinned.last_seen_ns, pinned.flags, pkt.flow.proto, now);
+        reopened = reopens(pkt, pinned);
         let backend = backend(backend_id);
-        if idle {
-            // An idle NAT flow: whatever comes now is a new connection.
+        if idle || reopened {
+            // An idle NAT flow, or a reopened one: whatever comes now is a new
+            // connection.
         } else if let Some(backend) = backend
             && backend.flags & BACKEND_F_ACTIVE != 0
             // A reload may give a removed real server's slot to another service's new
@@ -80,14 +91,19 @@ pub fn select(
             && u32::from(pinned.service) == svc.id
         {
             let was_closing = pinned.flags & FLOW_F_CLOSING;
-            let refreshed = now != 0
-                && nat::touch(
-                    &mut pinned.last_seen_ns,
-                    &mut pinned.flags,
-                    now,
-                    nat::closing_flag(pkt.tcp_flags),
-                );
-            if refreshed && was_closing == 0 && pinned.flags & FLOW_F_CLOSING != 0 {
+            let closing = nat::closing_flag(pkt.tcp_flags);
+            // Every TCP flow latches its client's FIN or RST (a write only then), so
+            // that a SYN reusing its port is told from a retransmission; aging flows
+            // refresh their clock too.
+            let refreshed = if now != 0 {
+                nat::touch(&mut pinned.last_seen_ns, &mut pinned.flags, now, closing)
+            } else {
+                if closing != 0 && was_closing == 0 {
+                    pinned.flags |= closing;
+                }
+                false
+            };
+            if was_closing == 0 && pinned.flags & FLOW_F_CLOSING != 0 {
                 counters::closed(backend_id);
             }
             return Ok(Chosen {
@@ -103,7 +119,9 @@ pub fn select(
         }
     }
 
-    let admission = if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 {
+    // A reopened flow's entry is replaced in place, taking no new room; left unpinned,
+    // its handshake's ACK would follow the closed connection's server.
+    let admission = if svc.flags & SERVICE_F_NO_FLOW_TABLE == 0 && !reopened {
         admit(pkt)
     } else {
         Admission::UNGUARDED
@@ -192,11 +210,7 @@ pub fn commit(
         // crate).
         service: svc.id as u16,
         last_seen_ns: now,
-        flags: if now != 0 {
-            nat::closing_flag(pkt.tcp_flags)
-        } else {
-            0
-        },
+        flags: nat::closing_flag(pkt.tcp_flags),
         client: *client,
     };
     if !admitted() {
@@ -226,6 +240,7 @@ struct Admission {
 
 impl Admission {
     /// A service without flow entries: nothing to guard, and its pick is a hash anyway.
+    /// And a reopened flow: pinned in its entry's place, picked by the schedule.
     const UNGUARDED: Admission = Admission {
         pin: true,
         by_hash: false,

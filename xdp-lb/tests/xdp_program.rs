@@ -1328,13 +1328,18 @@ fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
         with_flags(40_001, 84, RST),
         with_flags(40_009, 84, RST),
         with_flags(40_002, 84, ACK),
-        // The wrr service's FIN: its flows are not counted.
+        // The wrr service's FIN: counted on its own real server (not 0), and not in
+        // any load below (its flow carries no clock).
         with_flags(40_100, 80, FIN_ACK),
     ] {
         assert_eq!(run(&dp, &frame).0, xdp_action::XDP_TX);
     }
     let counters = dp.backend_counters([0]).unwrap()[&0];
     assert_eq!((counters.new_flows, counters.closed_flows), (6, 3));
+    let wrr_closed: u64 = (1..3)
+        .map(|b| dp.backend_stats(b).unwrap().closed_flows)
+        .sum();
+    assert_eq!(wrr_closed, 1);
 
     let now = xdp_lb::dataplane::nat::monotonic_ns();
     let sweep = dp.expire_idle(&timeouts, now).unwrap();
@@ -1836,4 +1841,79 @@ fn the_verifier_accepts_the_program_with_room_to_spare() {
         verified < VERIFIER_LIMIT * 7 / 10,
         "the verifier processed {verified} instructions, over 70% of its limit"
     );
+}
+
+/// A client that closed a connection (FIN or RST) and opens another from the same
+/// port (a reused port): its SYN finds the old flow's entry. It is scheduled afresh
+/// and counted new, as IPVS's conn_reuse_mode does, and its ACK follows it. A SYN
+/// retransmitted on a live flow stays with its server; during a SYN flood the
+/// reopened flow is pinned in its entry's place all the same.
+#[test]
+fn a_syn_on_a_flow_its_client_closed_opens_a_new_connection() {
+    let mut dp = dataplane();
+    let src = [198, 51, 100, 60];
+    let with_flags = |flags: u8| {
+        let mut f = tcp4_from(src, 36_000, 80);
+        f[47] = flags;
+        f
+    };
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FIN_ACK: u8 = 0x11;
+    const RST: u8 = 0x04;
+    let send = |dp: &Dataplane, flags: u8| {
+        let f = with_flags(flags);
+        assert_dr_rewrite(&f, &run(dp, &f).1)
+    };
+    let new_flows = |dp: &Dataplane| served(dp, 0..3).new_flows;
+    let closed = |dp: &Dataplane| -> u64 {
+        (0..3)
+            .map(|b| dp.backend_stats(b).unwrap().closed_flows)
+            .sum()
+    };
+    // wrr's turn over weights 1, 2 and 3 is [2, 1, 0, 2, 1, 2].
+    let first = send(&dp, SYN);
+    assert_eq!(first, 2);
+    assert_eq!(send(&dp, SYN), first, "a retransmitted SYN stays");
+    assert_eq!(send(&dp, ACK), first);
+    assert_eq!(new_flows(&dp), 1, "a retransmission is no new flow");
+    assert_eq!(send(&dp, FIN_ACK), first);
+    assert_eq!(send(&dp, FIN_ACK), first, "a FIN ends the flow once");
+    assert_eq!(closed(&dp), 1);
+
+    // A new connection is checked as any: a SYN with a wrong IPv4 header checksum
+    // goes to the kernel and leaves the closed flow's entry as it was.
+    let mut bad = with_flags(SYN);
+    bad[14 + 10] ^= 0xff;
+    assert_eq!(run(&dp, &bad).0, xdp_action::XDP_PASS);
+    assert_eq!(dp.global_stats().unwrap()["pass_bad_checksum"], 1);
+    assert_eq!(new_flows(&dp), 1);
+
+    let second = send(&dp, SYN);
+    assert_eq!(second, 1, "the next in wrr's turn, not the old server");
+    assert_eq!(new_flows(&dp), 2, "the reopened flow counts as new");
+    assert_eq!(send(&dp, ACK), second, "its ACK follows the new pin");
+    assert_eq!(dp.flows().count(), 1, "replaced in place");
+
+    // Ended by an RST; reopened during a flood: pinned all the same, so its ACK
+    // does not go back to the closed connection's server.
+    assert_eq!(send(&dp, RST), second);
+    assert_eq!(closed(&dp), 2);
+    dp.set_new_flow_rate(5).unwrap();
+    run_dry(&dp, 5);
+    let flows = dp.flows().count();
+    let third = send(&dp, SYN);
+    assert_eq!(
+        dp.service_stats(0).unwrap().unpinned,
+        1,
+        "only run_dry's SYN after the bucket went unpinned"
+    );
+    assert_eq!(dp.flows().count(), flows, "replaced, not added");
+    let pinned_to = dp
+        .flows()
+        .map(|e| e.unwrap())
+        .find(|(k, _)| k.src[12..] == src)
+        .map(|(_, v)| v.backend);
+    assert_eq!(pinned_to, Some(third as u32));
+    assert_eq!(send(&dp, ACK), third);
 }
