@@ -123,8 +123,8 @@ fn after_the_timeout_a_quiet_client_is_scheduled_anew() {
     lab.start_http_backends(80).unwrap();
     // Three clients, each a /28 (`persistence_granularity = 28`), each round from
     // another address of its /28: the same client to persistence, but new 5-tuples,
-    // so no connection can meet a flow entry an earlier round left (a reused source
-    // port would follow its old entry, not persistence).
+    // so no connection can meet a flow entry an earlier round left (a live one would
+    // keep it where it is, whatever persistence says).
     let address =
         |client: u8, round: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, 64 + 16 * client + 1 + round));
     for c in 0..3 {
@@ -154,27 +154,32 @@ fn after_the_timeout_a_quiet_client_is_scheduled_anew() {
 
     for round in 0..2u8 {
         let clients: Vec<IpAddr> = (0..3).map(|c| address(c, round)).collect();
-        let homes: Vec<String> = clients.iter().map(|c| connect(*c, 30)).collect();
-        let quiet_since = Instant::now();
-        for (c, home) in clients.iter().zip(&homes) {
+        // Each client is looked at right after its own connections: on a slow (emulated)
+        // machine the next client's 30 take longer than the timeout.
+        let mut homes = Vec::new();
+        let mut quiet_since = Vec::new();
+        for c in &clients {
+            let home = connect(*c, 30);
+            quiet_since.push(Instant::now());
             let p = persisted(&lab, *c);
             assert!(p.used, "round {round}: {c} is followed while fresh: {p:?}");
             assert_eq!(
                 p.real_server.map(|r| r.address),
-                Some(server(home)),
+                Some(server(&home)),
                 "round {round}: {c}'s entry names the server its connections reached"
             );
+            homes.push(home);
         }
         // Quiet now: each entry stops being followed once the client has been silent
         // for the timeout (the program refreshes it at most once a second), not before.
         let mut expired_after = Vec::new();
-        for c in &clients {
-            let deadline = quiet_since + TIMEOUT * 3;
+        for (c, since) in clients.iter().zip(&quiet_since) {
+            let deadline = *since + TIMEOUT * 3;
             while persisted(&lab, *c).used {
                 assert!(Instant::now() < deadline, "{c}'s entry never expired");
                 std::thread::sleep(Duration::from_millis(50));
             }
-            expired_after.push(quiet_since.elapsed());
+            expired_after.push(since.elapsed());
         }
         eprintln!(
             "measured: round {round}: homes {homes:?}, entries no longer followed after {expired_after:?}"
