@@ -50,6 +50,27 @@ pub fn http_get_new_connections_from(
     })?
 }
 
+/// One `GET /` on a new connection from `source`, a fixed port (to open the next one
+/// from the same port): the connection ends with an RST (SO_LINGER 0), so the port is
+/// free again at once. Returns the name answered. The calling thread is pinned to CPU
+/// 0 first, so rr's per-CPU cursor sees each connection.
+pub fn http_get_from_port(
+    ns: &Netns,
+    source: SocketAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<String> {
+    ns.run(move || -> Result<String> {
+        crate::cpu::pin_to_cpu(0)?;
+        let stream = connect_from(source, addr, timeout)?;
+        let mut reader = BufReader::new(stream);
+        let name =
+            http_exchange(&mut reader, addr, true).with_context(|| format!("from {source}"))?;
+        socket2::SockRef::from(reader.get_ref()).set_linger(Some(Duration::ZERO))?;
+        Ok(name)
+    })?
+}
+
 /// Sends `requests` GETs over ONE TCP connection (HTTP/1.1 keep-alive) and
 /// returns the names answered, in order.
 pub fn http_get_keepalive(

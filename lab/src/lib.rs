@@ -41,8 +41,8 @@ pub mod xdp;
 pub use backends::{BackendServer, ServerKind};
 pub use capture::Capture;
 pub use client::{
-    KeepAlive, http_get_keepalive, http_get_new_connections, http_get_new_connections_from,
-    udp_query, wait_tcp_listening, wait_tcp_reachable,
+    KeepAlive, http_get_from_port, http_get_keepalive, http_get_new_connections,
+    http_get_new_connections_from, udp_query, wait_tcp_listening, wait_tcp_reachable,
 };
 pub use daemon::Daemon;
 pub use frr::Frr;

@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
-use xdp_lb_lab::{DrLab, DrLabOptions, http_get_keepalive, http_get_new_connections, udp_query};
-use xdp_lb_tests::{IO_TIMEOUT, assert_split, config, dr_lab, spawn, start, vip};
+use xdp_lb_lab::{
+    DrLab, DrLabOptions, http_get_from_port, http_get_keepalive, http_get_new_connections,
+    udp_query,
+};
+use xdp_lb_tests::{IO_TIMEOUT, assert_split, config, dr_lab, spawn, start, status, vip};
 
 #[test]
 fn six_hundred_connections_split_by_weight_1_2_3() {
@@ -30,6 +33,34 @@ fn a_long_connection_stays_on_one_server() {
             names.iter().all(|n| *n == names[0]),
             "one connection was answered by several servers: {names:?}"
         );
+    }
+    daemon.stop().unwrap();
+}
+
+/// A client that ends a connection (here with an RST) and opens the next from the same
+/// source port reaches the next server in rr's turn, and the LB counts two new
+/// connections: a SYN on a closed flow's entry opens a new one (IPVS's
+/// conn_reuse_mode), where it used to follow the old connection's server.
+#[test]
+fn a_reused_source_port_opens_a_new_connection() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1", "b2", "b3"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1, 1, 1])]));
+    let source = "0.0.0.0:45000".parse().unwrap();
+    let first = http_get_from_port(&lab.client, source, vip(80), IO_TIMEOUT).unwrap();
+    let second = http_get_from_port(&lab.client, source, vip(80), IO_TIMEOUT).unwrap();
+    assert_ne!(first, second, "the reused port followed the old connection");
+    let snapshot = status(&lab.lb);
+    let service = &snapshot.services[0];
+    assert_eq!(service.counters.new_flows, 2, "{:?}", service.counters);
+    for name in [&first, &second] {
+        let addr = lab.backend(name).unwrap().addr;
+        let rs = service
+            .real_servers
+            .iter()
+            .find(|r| r.address == std::net::IpAddr::V4(addr))
+            .unwrap();
+        assert_eq!(rs.new_flows, 1, "{name}: {rs:?}");
     }
     daemon.stop().unwrap();
 }
