@@ -243,6 +243,7 @@ fn initramfs(dir: &Path, kernel: &Kernel, binaries: &[(&str, PathBuf)]) -> anyho
          mount -t sysfs sys /merged/sys\n\
          mount -t devtmpfs dev /merged/dev\n\
          mount -t bpf bpf /merged/sys/fs/bpf\n\
+         mount -t cgroup2 cgroup2 /merged/sys/fs/cgroup\n\
          mount -t tmpfs run /merged/run\n\
          echo \"kernel $(cat /proc/sys/kernel/osrelease)\"\n",
         boot = BOOT_MODULES.join(" "),
