@@ -80,4 +80,15 @@ fn http_and_udp_through_an_ipv6_nat_vip_reach_each_server_on_its_mapped_port() {
         replies >= 3 * 150 + 150,
         "only {replies} NAT replies translated"
     );
+    // The way in: from the client's arm to the servers', every packet redirected
+    // (counted on its real server, the verdict derived from there), none sent back out.
+    let redirected = count(&log, "redirect");
+    assert!(
+        redirected >= 3 * 150 + 150,
+        "only {redirected} packets redirected to the servers"
+    );
+    assert!(
+        !log.contains(" tx=") && !log.contains("verdicts=tx="),
+        "packets left by the arm they came in on:\n{log}"
+    );
 }

@@ -651,6 +651,10 @@ pub struct BackendStats {
     /// lc, wlc), new flows minus these is the change in active connections since a
     /// count.
     pub closed_flows: u64,
+    /// Of `packets`, those that left by `XDP_REDIRECT` (the others by `XDP_TX`). The
+    /// `tx` and `redirect` verdicts are counted here only, so that a forwarded packet
+    /// updates one counter line: userspace derives them (see `Reason::Tx`).
+    pub redirected: u64,
 }
 
 /// Reasons counted in the global per-CPU counter array (index = reason).
@@ -673,9 +677,10 @@ pub enum Reason {
     DropNoBackend = 6,
     /// Backend entry unusable (missing, corrupt): dropped.
     DropBadBackend = 7,
-    /// Forwarded out of the ingress interface.
+    /// Forwarded out of the ingress interface. Counted on the real server only (its
+    /// `packets` minus its `redirected`), never in `GLOBAL_STATS`: userspace derives it.
     Tx = 8,
-    /// Forwarded to another interface.
+    /// Forwarded to another interface. Counted as `Tx` is (a real server's `redirected`).
     Redirect = 9,
     /// Redirect helper failed: dropped.
     DropRedirect = 10,
@@ -746,6 +751,11 @@ impl Reason {
         Reason::IcmpToRealServer,
         Reason::PassNoClientHop,
     ];
+
+    /// Counted on the packet's real server (`BackendStats`), not in `GLOBAL_STATS`.
+    pub const fn counted_on_real_server(self) -> bool {
+        matches!(self, Reason::Tx | Reason::Redirect)
+    }
 
     /// Stable snake_case name for logs and metrics.
     pub const fn name(self) -> &'static str {
@@ -931,11 +941,12 @@ layout!(FilterValue, 8, {
     rule: u32 = 0,
     action: u32 = 4,
 });
-layout!(BackendStats, 32, {
+layout!(BackendStats, 40, {
     packets: u64 = 0,
     bytes: u64 = 8,
     new_flows: u64 = 16,
     closed_flows: u64 = 24,
+    redirected: u64 = 32,
 });
 
 #[cfg(feature = "user")]

@@ -41,16 +41,17 @@ pub fn bump(stats: ServiceCounters, field: impl FnOnce(&mut ServiceStats) -> &mu
     }
 }
 
-/// Counts a forwarded packet on its real server (the only count on the hot path).
+/// Counts a forwarded packet on its real server, verdict included (`redirected`, or
+/// else `XDP_TX`): the only count on the hot path.
 #[inline(always)]
-pub fn account(backend: u32, len: u64, new_flow: bool) {
-    let new = new_flow as u64;
+pub fn account(backend: u32, len: u64, new_flow: bool, redirected: bool) {
     if let Some(b) = BACKEND_STATS.get_ptr_mut(backend) {
         // SAFETY: this CPU's copy from a successful per-CPU array lookup; as in `bump`.
         unsafe {
             (*b).packets += 1;
             (*b).bytes += len;
-            (*b).new_flows += new;
+            (*b).new_flows += new_flow as u64;
+            (*b).redirected += redirected as u64;
         }
     }
 }

@@ -4,7 +4,8 @@
 //! (no entry: validation) → schedule → rewrite → pin and count → verdict.
 //!
 //! Anything that is not a configured, active virtual service goes to the kernel
-//! untouched (`XDP_PASS`); every verdict is counted by reason in `GLOBAL_STATS`.
+//! untouched (`XDP_PASS`); every verdict is counted by reason in `GLOBAL_STATS`, but
+//! a forwarded packet's, counted on its real server with its traffic.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // Every unsafe block says why it is sound (checked by clippy with -D warnings).
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -82,7 +83,10 @@ mod program {
         let verdict = match process(&ctx) {
             Ok(v) | Err(v) => v,
         };
-        counters::count_reason(verdict.reason);
+        // A forwarded packet's verdict was counted on its real server (`account`).
+        if !verdict.reason.counted_on_real_server() {
+            counters::count_reason(verdict.reason);
+        }
         verdict.action
     }
 
@@ -183,7 +187,8 @@ mod program {
             // flow does.
             persist::remember(svc, &pkt.flow.src, chosen.backend_id, new_flow, clock);
         }
-        counters::account(chosen.backend_id, pkt.len, new_flow);
+        let redirected = verdict.reason == Reason::Redirect;
+        counters::account(chosen.backend_id, pkt.len, new_flow, redirected);
         Ok(verdict)
     }
 }

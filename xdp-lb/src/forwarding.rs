@@ -151,6 +151,9 @@ pub struct Forwarding<W: MapWriter> {
     /// switched to it (one value write each), so no packet sees half of a change.
     filter_generation: u32,
     written_filter: Option<Vec<FilterEntry>>,
+    /// What the services reloads removed had forwarded: kept so that the totals of
+    /// all traffic (the `tx` and `redirect` verdicts) never go back.
+    gone: Traffic,
 }
 
 impl<W: MapWriter> Forwarding<W> {
@@ -172,6 +175,7 @@ impl<W: MapWriter> Forwarding<W> {
             written_aging: None,
             filter_generation: 0,
             written_filter: None,
+            gone: Traffic::default(),
         };
         owner.write_all()?;
         Ok((owner, edges))
@@ -181,11 +185,29 @@ impl<W: MapWriter> Forwarding<W> {
     /// server's included) and those of real servers reloads took out of it.
     pub fn service_traffic(&self, index: usize) -> Result<Traffic, DataplaneError> {
         let svc = &self.table.services[index];
-        let mut total = svc.retired;
-        for &b in svc.backends.iter().chain(&svc.sorry) {
-            total += self.writer.backend_traffic(self.table.backends[b].id)?;
-        }
-        Ok(total)
+        let served = svc.backends.iter().chain(&svc.sorry);
+        let served: Vec<_> = served
+            .map(|&b| self.writer.backend_traffic(self.table.backends[b].id))
+            .collect::<Result<_, _>>()?;
+        Ok(svc.traffic(served))
+    }
+
+    /// What all real servers ever forwarded, given each service's traffic
+    /// (`services`, as [`Forwarding::service_traffic`] derives it): with what removed
+    /// services had forwarded.
+    pub fn forwarded_from(&self, services: impl IntoIterator<Item = Traffic>) -> Traffic {
+        services.into_iter().fold(self.gone, |mut total, t| {
+            total += t;
+            total
+        })
+    }
+
+    /// [`Forwarding::forwarded_from`] with every service's traffic read.
+    pub fn forwarded(&self) -> Result<Traffic, DataplaneError> {
+        let services: Vec<Traffic> = (0..self.table.services.len())
+            .map(|index| self.service_traffic(index))
+            .collect::<Result<_, _>>()?;
+        Ok(self.forwarded_from(services))
     }
 
     pub fn table(&self) -> &ServiceTable {
@@ -385,14 +407,22 @@ impl<W: MapWriter> Forwarding<W> {
             }
         }
         // A kept service keeps what its removed real servers forwarded (read before
-        // their slots can be handed on and zeroed).
+        // their slots can be handed on and zeroed); what a removed service forwarded
+        // stays in the totals of all.
         for &slot in &reloaded.removed_backends {
             let Some(old) = self.table.backends.iter().find(|b| b.id == slot) else {
                 continue;
             };
             let id = self.table.services[old.service].id;
-            if let Some(svc) = table.services.iter_mut().find(|s| s.id == id) {
-                svc.retired += self.writer.backend_traffic(slot)?;
+            let traffic = self.writer.backend_traffic(slot)?;
+            match table.services.iter_mut().find(|s| s.id == id) {
+                Some(svc) => svc.retired += traffic,
+                None => self.gone += traffic,
+            }
+        }
+        for old in &self.table.services {
+            if reloaded.removed_services.contains(&old.id) {
+                self.gone += old.retired;
             }
         }
         let edges = quorum_edges(&mut table);

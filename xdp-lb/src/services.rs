@@ -245,6 +245,18 @@ impl Service {
     pub fn is_ipv4(&self) -> bool {
         self.members[0].vip.is_ipv4()
     }
+
+    /// Its traffic, given what each of its real servers (sorry server included) has
+    /// forwarded: the data plane counts a packet only on its real server.
+    pub fn traffic(
+        &self,
+        served: impl IntoIterator<Item = crate::dataplane::stats::Traffic>,
+    ) -> crate::dataplane::stats::Traffic {
+        served.into_iter().fold(self.retired, |mut total, t| {
+            total += t;
+            total
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    dataplane::Dataplane,
+    dataplane::{
+        Dataplane,
+        stats::{Traffic, verdicts},
+    },
     failover::{InstanceStatus, Label, SocketStatus},
     forwarding::Forwarding,
     services::BackendIndex,
@@ -227,6 +230,8 @@ impl Snapshot {
         let mut note = |e: crate::dataplane::DataplaneError| {
             failed.get_or_insert_with(|| e.to_string());
         };
+        // A real server's status, and its traffic as read for it (the service's and
+        // all traffic are summed from these, not read again).
         let real_server =
             |id: BackendIndex, note: &mut dyn FnMut(crate::dataplane::DataplaneError)| {
                 let b = &table.backends[id];
@@ -234,7 +239,7 @@ impl Snapshot {
                     note(e);
                     Default::default()
                 });
-                RealServerStatus {
+                let status = RealServerStatus {
                     address: b.addr,
                     port: b.port,
                     weight: b.weight,
@@ -253,7 +258,8 @@ impl Snapshot {
                             inactive: b.load.inactive,
                         }),
                     rates: Rates::default(),
-                }
+                };
+                (status, Traffic::from(c))
             };
         let rules = |scope: crate::filter::Scope, note: &mut dyn FnMut(_)| -> Vec<RuleStatus> {
             table
@@ -271,6 +277,7 @@ impl Snapshot {
                 .collect()
         };
         let global_deny = rules(crate::filter::Scope::Global, &mut note);
+        let mut all_traffic = Vec::with_capacity(table.services.len());
         let services = table
             .services
             .iter()
@@ -280,10 +287,15 @@ impl Snapshot {
                     note(e);
                     Default::default()
                 });
-                let traffic = forwarding.service_traffic(index).unwrap_or_else(|e| {
-                    note(e);
-                    Default::default()
-                });
+                let (real_servers, served): (Vec<RealServerStatus>, Vec<Traffic>) = svc
+                    .backends
+                    .iter()
+                    .map(|&id| real_server(id, &mut note))
+                    .unzip();
+                let sorry = svc.sorry.map(|id| real_server(id, &mut note));
+                let traffic =
+                    svc.traffic(served.into_iter().chain(sorry.as_ref().map(|(_, t)| *t)));
+                all_traffic.push(traffic);
                 let filter = rules(crate::filter::Scope::Service(svc.members[0].key), &mut note);
                 ServiceStatus {
                     name: svc.name.clone(),
@@ -323,20 +335,17 @@ impl Snapshot {
                             .map(|r| r.packets)
                             .sum(),
                     },
-                    real_servers: svc
-                        .backends
-                        .iter()
-                        .map(|&id| real_server(id, &mut note))
-                        .collect(),
-                    sorry_server: svc.sorry.map(|id| real_server(id, &mut note)),
+                    real_servers,
+                    sorry_server: sorry.map(|(s, _)| s),
                     filter,
                 }
             })
             .collect();
-        let verdicts = dataplane.global_stats().unwrap_or_else(|e| {
+        let counted = dataplane.global_stats().unwrap_or_else(|e| {
             note(e);
             Default::default()
         });
+        let verdicts = verdicts(counted, forwarding.forwarded_from(all_traffic));
         let verdicts = verdicts.into_iter().map(|(r, n)| (r.into(), n)).collect();
         let syn_flood_seen = dataplane.syn_flood_seen_ago().unwrap_or_else(|e| {
             note(e);

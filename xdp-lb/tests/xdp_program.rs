@@ -5,7 +5,7 @@ mod support;
 
 use etherparse::{IpNumber, Ipv4Header, Ipv4Options, PacketBuilder};
 use xdp_lb::{
-    dataplane::{Dataplane, ServiceSpec, filter::FilterEntry},
+    dataplane::{Dataplane, ServiceSpec, filter::FilterEntry, stats::verdicts},
     schedule,
     sync::Install,
 };
@@ -309,8 +309,10 @@ fn fixtures() {
         failures.join("\n")
     );
 
-    let reasons = dp.global_stats().unwrap();
+    // `tx` and `redirect` are counted on the real servers (here backends 0 to 3).
+    let reasons = verdicts(dp.global_stats().unwrap(), served(&dp, 0..4));
     assert_eq!(reasons["tx"], 5, "{reasons:?}");
+    assert_eq!(reasons["redirect"], 0, "{reasons:?}");
     assert_eq!(reasons["pass_not_service"], 3, "{reasons:?}");
     assert_eq!(reasons["pass_inactive"], 1, "{reasons:?}");
     assert_eq!(reasons["drop_no_backend"], 1, "{reasons:?}");

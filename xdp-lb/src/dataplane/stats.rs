@@ -9,12 +9,15 @@ use super::{Dataplane, DataplaneError, map_err};
 pub type ReasonCounts = BTreeMap<&'static str, u64>;
 
 /// What was forwarded: by one real server, or by a service (the sum of its real
-/// servers', the only place the data plane counts it).
+/// servers', the only place the data plane counts it), or by all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Of `packets`, those redirected to another interface (the others left by
+    /// `XDP_TX`): the `redirect` and `tx` verdicts.
+    pub redirected: u64,
 }
 
 impl From<BackendStats> for Traffic {
@@ -23,6 +26,7 @@ impl From<BackendStats> for Traffic {
             packets: s.packets,
             bytes: s.bytes,
             new_flows: s.new_flows,
+            redirected: s.redirected,
         }
     }
 }
@@ -32,13 +36,37 @@ impl std::ops::AddAssign for Traffic {
         self.packets += other.packets;
         self.bytes += other.bytes;
         self.new_flows += other.new_flows;
+        self.redirected += other.redirected;
     }
 }
 
+impl std::iter::Sum for Traffic {
+    fn sum<I: Iterator<Item = Traffic>>(iter: I) -> Traffic {
+        iter.fold(Traffic::default(), |mut total, t| {
+            total += t;
+            total
+        })
+    }
+}
+
+/// The verdict counts: the data plane's (`counted`, from [`Dataplane::global_stats`])
+/// and the two it counts only on real servers, derived from `forwarded`, what every
+/// real server forwarded.
+pub fn verdicts(mut counted: ReasonCounts, forwarded: Traffic) -> ReasonCounts {
+    counted.insert(Reason::Tx.name(), forwarded.packets - forwarded.redirected);
+    counted.insert(Reason::Redirect.name(), forwarded.redirected);
+    counted
+}
+
 impl Dataplane {
+    /// The verdicts counted in `GLOBAL_STATS`: all but those counted on real servers
+    /// (see [`verdicts`]).
     pub fn global_stats(&self) -> Result<ReasonCounts, DataplaneError> {
         let mut out = BTreeMap::new();
-        for reason in Reason::ALL {
+        for reason in Reason::ALL
+            .into_iter()
+            .filter(|r| !r.counted_on_real_server())
+        {
             let per_cpu = self
                 .global_stats
                 .get(&(reason as u32), 0)
@@ -73,6 +101,7 @@ impl Dataplane {
             acc.bytes += s.bytes;
             acc.new_flows += s.new_flows;
             acc.closed_flows += s.closed_flows;
+            acc.redirected += s.redirected;
             acc
         }))
     }

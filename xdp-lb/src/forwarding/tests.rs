@@ -859,6 +859,7 @@ fn traffic(packets: u64) -> Traffic {
         packets,
         bytes: packets * 100,
         new_flows: packets / 10,
+        redirected: packets / 2,
     }
 }
 
@@ -906,4 +907,40 @@ fn a_service_keeps_the_traffic_of_real_servers_a_reload_removed() {
     owner.apply_reload(prepared).unwrap();
     assert_eq!(owner.service_traffic(0).unwrap(), traffic(65));
     assert_eq!(owner.table().services[0].retired, traffic(30));
+}
+
+/// The totals of all traffic (from which the `tx` and `redirect` verdicts are derived)
+/// keep what a removed service forwarded, its earlier removed real servers' included.
+#[test]
+fn all_traffic_keeps_what_removed_services_forwarded() {
+    let mut owner = started(CONFIG);
+    for (slot, packets) in [(0, 10), (1, 20), (2, 30), (3, 40)] {
+        owner.writer_mut().traffic.insert(slot, traffic(packets));
+    }
+    assert_eq!(owner.forwarded().unwrap(), traffic(100));
+
+    // .11 leaves the first service: kept in that service's totals.
+    let text = CONFIG
+        .replace(
+            "  [[virtual_server.real_server]]\n  address = \"192.0.2.11\"\n  weight = 1\n",
+            "",
+        )
+        .replace("quorum = 3", "quorum = 1");
+    owner.apply_reload(prepare(&owner, &text, &ALL)).unwrap();
+    assert_eq!(owner.forwarded().unwrap(), traffic(100));
+
+    // Then the whole first service leaves: what it and .11 forwarded stays.
+    let second = text.rfind("[[virtual_server]]").unwrap();
+    let text = format!(
+        "{}{}",
+        &text[..text.find("[[virtual_server]]").unwrap()],
+        &text[second..]
+    );
+    owner.apply_reload(prepare(&owner, &text, &ALL)).unwrap();
+    assert_eq!(owner.table().services.len(), 1);
+    assert_eq!(owner.service_traffic(0).unwrap(), traffic(40));
+    assert_eq!(owner.forwarded().unwrap(), traffic(100));
+    let verdicts =
+        crate::dataplane::stats::verdicts(Default::default(), owner.forwarded().unwrap());
+    assert_eq!((verdicts["tx"], verdicts["redirect"]), (50, 50));
 }
