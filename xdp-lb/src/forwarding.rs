@@ -196,10 +196,9 @@ impl<W: MapWriter> Forwarding<W> {
     /// (`services`, as [`Forwarding::service_traffic`] derives it): with what removed
     /// services had forwarded.
     pub fn forwarded_from(&self, services: impl IntoIterator<Item = Traffic>) -> Traffic {
-        services.into_iter().fold(self.gone, |mut total, t| {
-            total += t;
-            total
-        })
+        let mut total: Traffic = services.into_iter().sum();
+        total += self.gone;
+        total
     }
 
     /// [`Forwarding::forwarded_from`] with every service's traffic read.

@@ -252,10 +252,9 @@ impl Service {
         &self,
         served: impl IntoIterator<Item = crate::dataplane::stats::Traffic>,
     ) -> crate::dataplane::stats::Traffic {
-        served.into_iter().fold(self.retired, |mut total, t| {
-            total += t;
-            total
-        })
+        let mut total: crate::dataplane::stats::Traffic = served.into_iter().sum();
+        total += self.retired;
+        total
     }
 }
 

@@ -53,7 +53,10 @@ impl std::iter::Sum for Traffic {
 /// and the two it counts only on real servers, derived from `forwarded`, what every
 /// real server forwarded.
 pub fn verdicts(mut counted: ReasonCounts, forwarded: Traffic) -> ReasonCounts {
-    counted.insert(Reason::Tx.name(), forwarded.packets - forwarded.redirected);
+    // Saturating: a reading taken while a CPU is between its two increments (or a
+    // slot zeroed on a reload between them) may see one more redirected than sent.
+    let tx = forwarded.packets.saturating_sub(forwarded.redirected);
+    counted.insert(Reason::Tx.name(), tx);
     counted.insert(Reason::Redirect.name(), forwarded.redirected);
     counted
 }
@@ -104,5 +107,26 @@ impl Dataplane {
             acc.redirected += s.redirected;
             acc
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tx` is what was not redirected; a reading between a CPU's two increments
+    /// (one more redirected than sent) gives 0, not a wrapped count.
+    #[test]
+    fn tx_and_redirect_are_derived_from_the_real_servers_traffic() {
+        let counted = ReasonCounts::from([("pass_not_service", 7)]);
+        let forwarded = |packets, redirected| Traffic {
+            packets,
+            redirected,
+            ..Traffic::default()
+        };
+        let v = verdicts(counted.clone(), forwarded(10, 4));
+        assert_eq!((v["tx"], v["redirect"], v["pass_not_service"]), (6, 4, 7));
+        let v = verdicts(counted, forwarded(3, 4));
+        assert_eq!((v["tx"], v["redirect"]), (0, 4));
     }
 }

@@ -124,9 +124,7 @@ pub fn run(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
 /// they are its only ones (the data plane counts a forwarded packet only on its real
 /// server; the daemon sums a service's).
 pub fn served(dp: &Dataplane, slots: std::ops::Range<u32>) -> xdp_lb::dataplane::stats::Traffic {
-    let mut total = xdp_lb::dataplane::stats::Traffic::default();
-    for slot in slots {
-        total += dp.backend_stats(slot).unwrap().into();
-    }
-    total
+    slots
+        .map(|slot| dp.backend_stats(slot).unwrap().into())
+        .sum()
 }
