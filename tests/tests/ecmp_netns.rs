@@ -71,6 +71,28 @@ fn counters(lab: &EcmpLab) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// What else each LB counted, for a count that does not add up: flows moved off a
+/// real server (counted new again), flows left unpinned, health transitions.
+fn details(lab: &EcmpLab) -> String {
+    (0..LBS)
+        .map(|i| {
+            let s = &status(lab, i).services[0];
+            let transitions: Vec<u64> = s
+                .real_servers
+                .iter()
+                .map(|r| r.health_transitions)
+                .collect();
+            format!(
+                "lb{}: rescheduled {}, unpinned {}, health transitions {transitions:?}",
+                i + 1,
+                s.counters.rescheduled_flows,
+                s.counters.unpinned_flows
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Open keep-alive connections and the real server each answered first.
 struct Connections {
     open: Vec<(KeepAlive, String)>,
@@ -156,7 +178,12 @@ fn three_lbs_behind_ecmp_spread_drain_and_survive_failures() {
     // close these connections, so the client keeps no TIME_WAIT and may reuse a port
     // whose flow entry is still in the LB's table; its SYN reopens that flow as new.
     let counted = per_lb.iter().sum::<u64>();
-    assert_eq!(counted, 600, "connections counted as new: {per_lb:?}");
+    assert_eq!(
+        counted,
+        600,
+        "connections counted as new: {per_lb:?}; {}",
+        details(&lab)
+    );
     for (i, n) in per_lb.iter().enumerate() {
         assert!(
             (100..=300).contains(n),
