@@ -201,14 +201,6 @@ impl<W: MapWriter> Forwarding<W> {
         total
     }
 
-    /// [`Forwarding::forwarded_from`] with every service's traffic read.
-    pub fn forwarded(&self) -> Result<Traffic, DataplaneError> {
-        let services: Vec<Traffic> = (0..self.table.services.len())
-            .map(|index| self.service_traffic(index))
-            .collect::<Result<_, _>>()?;
-        Ok(self.forwarded_from(services))
-    }
-
     pub fn table(&self) -> &ServiceTable {
         &self.table
     }

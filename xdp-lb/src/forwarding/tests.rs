@@ -909,6 +909,13 @@ fn a_service_keeps_the_traffic_of_real_servers_a_reload_removed() {
     assert_eq!(owner.table().services[0].retired, traffic(30));
 }
 
+/// [`Forwarding::forwarded_from`] with every service's traffic read, as the status
+/// snapshot sums it.
+fn forwarded(owner: &Forwarding<MemoryMaps>) -> Traffic {
+    let services = (0..owner.table().services.len()).map(|i| owner.service_traffic(i).unwrap());
+    owner.forwarded_from(services)
+}
+
 /// The totals of all traffic (from which the `tx` and `redirect` verdicts are derived)
 /// keep what a removed service forwarded, its earlier removed real servers' included.
 #[test]
@@ -917,7 +924,7 @@ fn all_traffic_keeps_what_removed_services_forwarded() {
     for (slot, packets) in [(0, 10), (1, 20), (2, 30), (3, 40)] {
         owner.writer_mut().traffic.insert(slot, traffic(packets));
     }
-    assert_eq!(owner.forwarded().unwrap(), traffic(100));
+    assert_eq!(forwarded(&owner), traffic(100));
 
     // .11 leaves the first service: kept in that service's totals.
     let text = CONFIG
@@ -927,7 +934,7 @@ fn all_traffic_keeps_what_removed_services_forwarded() {
         )
         .replace("quorum = 3", "quorum = 1");
     owner.apply_reload(prepare(&owner, &text, &ALL)).unwrap();
-    assert_eq!(owner.forwarded().unwrap(), traffic(100));
+    assert_eq!(forwarded(&owner), traffic(100));
 
     // Then the whole first service leaves: what it and .11 forwarded stays.
     let second = text.rfind("[[virtual_server]]").unwrap();
@@ -939,8 +946,7 @@ fn all_traffic_keeps_what_removed_services_forwarded() {
     owner.apply_reload(prepare(&owner, &text, &ALL)).unwrap();
     assert_eq!(owner.table().services.len(), 1);
     assert_eq!(owner.service_traffic(0).unwrap(), traffic(40));
-    assert_eq!(owner.forwarded().unwrap(), traffic(100));
-    let verdicts =
-        crate::dataplane::stats::verdicts(Default::default(), owner.forwarded().unwrap());
+    assert_eq!(forwarded(&owner), traffic(100));
+    let verdicts = crate::dataplane::stats::verdicts(Default::default(), forwarded(&owner));
     assert_eq!((verdicts["tx"], verdicts["redirect"]), (50, 50));
 }
