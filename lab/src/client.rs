@@ -41,7 +41,8 @@ pub fn http_get_new_connections_from(
     ns.run(move || -> Result<BTreeMap<String, usize>> {
         let mut tally = BTreeMap::new();
         for i in 1..=n {
-            let name = http_get_once(source, addr, timeout).with_context(|| {
+            let from = source.map(|ip| SocketAddr::new(ip, 0));
+            let name = http_get_once(from, addr, timeout, false).with_context(|| {
                 format!("from netns {where_}: new connection {i} of {n} to http://{addr}/")
             })?;
             *tally.entry(name).or_insert(0) += 1;
@@ -62,12 +63,7 @@ pub fn http_get_from_port(
 ) -> Result<String> {
     ns.run(move || -> Result<String> {
         crate::cpu::pin_to_cpu(0)?;
-        let stream = connect_from(source, addr, timeout)?;
-        let mut reader = BufReader::new(stream);
-        let name =
-            http_exchange(&mut reader, addr, true).with_context(|| format!("from {source}"))?;
-        socket2::SockRef::from(reader.get_ref()).set_linger(Some(Duration::ZERO))?;
-        Ok(name)
+        http_get_once(Some(source), addr, timeout, true)
     })?
 }
 
@@ -241,15 +237,22 @@ fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     Ok(stream)
 }
 
+/// One `GET /` on a new connection from `source` (the kernel's choice when `None`);
+/// with `reset`, the connection ends with an RST (SO_LINGER 0) rather than a FIN.
 fn http_get_once(
-    source: Option<std::net::IpAddr>,
+    source: Option<SocketAddr>,
     addr: SocketAddr,
     timeout: Duration,
+    reset: bool,
 ) -> Result<String> {
     let stream = match source {
         None => connect(addr, timeout)?,
-        Some(source) => connect_from((source, 0), addr, timeout)?,
+        Some(source) => connect_from(source, addr, timeout)?,
     };
+    if reset {
+        // Linger applies at close only: set now, the drop below sends the RST.
+        socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+    }
     let local = stream.local_addr().ok();
     let mut reader = BufReader::new(stream);
     http_exchange(&mut reader, addr, true)
