@@ -114,10 +114,10 @@ pub static NAT_ORIGINS: HashMap<ServiceKey, NatOrigin> = HashMap::with_max_entri
 #[map]
 pub static NAT_PORTS: Array<u64> = Array::with_max_entries(NAT_PORT_WORDS, 0);
 
-/// The flood guard's per-CPU token buckets (connection attempts, other new flows; see
-/// `schedule::admit`): (tokens, last refill in ns).
+/// The flood guard's per-CPU token buckets (connection attempts, other new flows, NAT
+/// reply entries of unpinned flows; see `schedule::admit`): (tokens, last refill in ns).
 #[map]
-pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(2, 0);
+pub static INSERT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(3, 0);
 
 /// The FIB query of `nat::client_hop`: 64 bytes that do not fit on the stack beside
 /// the entry's frame.

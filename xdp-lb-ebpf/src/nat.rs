@@ -37,7 +37,7 @@ use crate::{
     },
     parse::{Packet, TCP_FIN, TCP_RST, ptr_at_mut},
     program::Verdict,
-    schedule::Chosen,
+    schedule::{self, Chosen},
 };
 
 /// Which end of the packet the rewrite changes.
@@ -51,7 +51,8 @@ enum End {
 /// fills `client` with the way back (for the flow entry, which the first reply writes
 /// the reply entry from). A backend flagged `BACKEND_F_NAT_EAGER` (whose replies
 /// cannot find their flow) gets its reply entry here instead: when the pick
-/// (`chosen`) is a new flow or refreshed its entry, once the packet has left.
+/// (`chosen`) is a new flow or refreshed its entry, once the packet has left. A flow
+/// the flood guard left unpinned gets a new one only within the guard's budget.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -90,7 +91,11 @@ pub fn forward(
     };
     // Only a packet that left can be answered: no reply entry for a dropped one.
     if chosen.refreshed && backend.flags & BACKEND_F_NAT_EAGER != 0 {
-        remember_reply(pkt, backend, service, now, client, chosen.new_flow);
+        if chosen.new_flow && !schedule::admitted() {
+            remember_unpinned_reply(pkt, backend, service, now, client);
+        } else {
+            remember_reply(pkt, backend, service, now, client, chosen.new_flow);
+        }
     }
     Ok(verdict)
 }
@@ -105,15 +110,7 @@ fn remember_reply(
     client: &ClientHop,
     new_flow: bool,
 ) {
-    let reply = FlowKey {
-        src: backend.addr,
-        dst: pkt.flow.src,
-        sport_be: backend.port_be,
-        dport_be: pkt.flow.sport_be,
-        proto: pkt.flow.proto,
-        _pad: [0; 3],
-    };
-    let closing = closing_flag(pkt.tcp_flags);
+    let reply = reply_key(pkt, backend);
     // A new flow's entry is written whole (replacing any left by an earlier connection
     // of the same 5-tuple): no lookup first.
     let found = if new_flow {
@@ -130,22 +127,97 @@ fn remember_reply(
                 &mut (*entry).last_seen_ns,
                 &mut (*entry).flags,
                 now,
-                closing,
+                closing_flag(pkt.tcp_flags),
             );
         },
-        None => {
-            let entry = reply_entry(
-                &pkt.flow.dst,
-                pkt.flow.dport_be,
-                client,
-                service,
-                now,
-                closing,
-            );
-            // A full LRU evicts the oldest entry; losing one only loses that reply path.
-            flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, &reply, pkt.ipv4, &entry);
-        }
+        None => write_reply(pkt, &reply, service, now, client),
     }
+}
+
+/// `remember_reply` for a flow the flood guard left unpinned (a SYN during a flood,
+/// most likely spoofed): it refreshes an entry it already has (rewrites it, if
+/// another VIP's), and gets a new one only with a token of the guard's reply budget.
+/// A flood must not turn the reply table over, taking established flows' ways back
+/// with it. A real connection whose SYN got none has its SYN-ACK go to the kernel
+/// untranslated, and gets one when a retransmitted SYN finds a token (or with any
+/// later packet the guard pins from its budget of other packets).
+#[inline(always)]
+fn remember_unpinned_reply(
+    pkt: &Packet,
+    backend: &BackendValue,
+    service: u32,
+    now: u64,
+    client: &ClientHop,
+) {
+    let reply = reply_key(pkt, backend);
+    if let Some(entry) = flows::get_in(&NAT_REPLIES_V4, &NAT_REPLIES, &reply, pkt.ipv4) {
+        // SAFETY: as in `remember_reply`.
+        let entry = unsafe { &mut *entry };
+        if is_reply_of(entry, pkt, service) {
+            touch(
+                &mut entry.last_seen_ns,
+                &mut entry.flags,
+                now,
+                closing_flag(pkt.tcp_flags),
+            );
+            return;
+        }
+        // Another VIP's connection from the same client port, which this one ends at
+        // the real server: replaced, in its place.
+    } else if !schedule::reply_budget(now) {
+        return;
+    }
+    write_reply(pkt, &reply, service, now, client);
+}
+
+/// The reply key of `pkt`'s flow forwarded to `backend`: how its replies come.
+#[inline(always)]
+fn reply_key(pkt: &Packet, backend: &BackendValue) -> FlowKey {
+    FlowKey {
+        src: backend.addr,
+        dst: pkt.flow.src,
+        sport_be: backend.port_be,
+        dport_be: pkt.flow.sport_be,
+        proto: pkt.flow.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Writes the whole reply entry of `pkt`'s flow under `reply`.
+#[inline(always)]
+fn write_reply(pkt: &Packet, reply: &FlowKey, service: u32, now: u64, client: &ClientHop) {
+    let entry = reply_entry(
+        &pkt.flow.dst,
+        pkt.flow.dport_be,
+        client,
+        service,
+        now,
+        closing_flag(pkt.tcp_flags),
+    );
+    // A full LRU evicts the oldest entry; losing one only loses that reply path.
+    flows::insert_in(&NAT_REPLIES_V4, &NAT_REPLIES, reply, pkt.ipv4, &entry);
+}
+
+/// Whether reply entry `entry` is this packet's flow's (`service`, VIP and port): an
+/// entry of an earlier connection of the same client port to another VIP of the
+/// real server would translate its replies wrongly. Addresses compared by words, as
+/// in `answers`.
+#[inline(always)]
+fn is_reply_of(entry: &NatValue, pkt: &Packet, service: u32) -> bool {
+    const _: () = assert!(
+        core::mem::offset_of!(NatValue, vip) == 0
+            && align_of::<NatValue>() >= 4
+            && core::mem::offset_of!(FlowKey, dst) % 4 == 0
+            && align_of::<FlowKey>() >= 4
+    );
+    // SAFETY: 16 readable bytes each, 4-aligned (above), read as plain integers.
+    let (a, b) = unsafe {
+        (
+            &*(entry.vip.as_ptr() as *const [u32; 4]),
+            &*(pkt.flow.dst.as_ptr() as *const [u32; 4]),
+        )
+    };
+    entry.service == service && entry.vport_be == pkt.flow.dport_be && a == b
 }
 
 /// The reply entry of a flow to `vip`:`vport_be` whose client is at `client`.

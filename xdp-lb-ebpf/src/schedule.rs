@@ -315,9 +315,11 @@ pub fn admitted() -> bool {
     ADMITTED.get_ptr(0).is_none_or(|slot| unsafe { *slot } != 0)
 }
 
-/// `INSERT_BUDGET`'s buckets: bare SYNs, and the other packets without an entry.
+/// `INSERT_BUDGET`'s buckets: bare SYNs, the other packets without an entry, and the
+/// NAT reply entries of flows left unpinned (`reply_budget`).
 const BUDGET_ATTEMPTS: u32 = 0;
 const BUDGET_OTHERS: u32 = 1;
+const BUDGET_REPLIES: u32 = 2;
 /// `FLOOD_SEEN` is rewritten at most this often: during a flood every SYN finds its
 /// bucket dry, and one shared word written by all of them would bounce between CPUs.
 const FLOOD_SEEN_GRANULARITY_NS: u64 = 10_000_000;
@@ -340,6 +342,14 @@ fn flood_on(taken: bool, now: u64) -> bool {
         return true;
     }
     *seen != 0 && now.saturating_sub(*seen) < FLOOD_HOLD_NS
+}
+
+/// Whether a flow the flood guard left unpinned may have a NAT reply entry written:
+/// one of `CONFIG_NEW_FLOW_RATE` per second and CPU, like the flows it pins. Only
+/// `BACKEND_F_NAT_EAGER` real servers' flows need one (see `nat::remember_reply`).
+#[inline(always)]
+pub fn reply_budget(now: u64) -> bool {
+    take_token(BUDGET_REPLIES, guard_rate(), now)
 }
 
 /// Takes a token from this CPU's bucket `which`, refilled at `rate` per second:

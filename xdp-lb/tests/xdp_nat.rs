@@ -1097,6 +1097,112 @@ fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
     );
 }
 
+/// During a flood the guard leaves SYNs unpinned, and an eager backend's would each
+/// write a reply entry: a flood of spoofed SYNs would turn the reply table over and
+/// take established flows' ways back with it. An unpinned SYN gets a new reply entry
+/// only within the guard's budget (`new_flow_rate` a second, a bucketful here); it
+/// refreshes one it has, and rewrites one another VIP's connection of its ports left.
+/// A connection whose SYN got none gets one with any later packet the guard pins
+/// (here its ACK; without an entry the SYN-ACK could not have reached it, and its
+/// SYN's retransmission would have tried again).
+#[test]
+fn during_a_syn_flood_an_eager_backend_writes_reply_entries_only_within_the_budget() {
+    const VIP2: [u8; 4] = [192, 0, 2, 101];
+    let mut dp = nat_dataplane();
+    let eager = BackendValue {
+        flags: BACKEND_F_ACTIVE | BACKEND_F_NAT_EAGER,
+        ..dp.backend(0).unwrap()
+    };
+    dp.set_backend(0, &eager).unwrap();
+    nat_service(&mut dp, key(v4_mapped(VIP2), 80, IPPROTO_TCP), 2, 0);
+    // The ports stay, the origin does not (another real server's): only reply
+    // entries translate this server's answers.
+    dp.set_nat(
+        &nat_origins_of(
+            v4_mapped([203, 0, 113, 99]),
+            SERVER_PORT,
+            &[(key(v4_mapped(VIP), 80, IPPROTO_TCP), 0)],
+        ),
+        &NatTimeouts::default(),
+    )
+    .unwrap();
+    dp.set_new_flow_rate(5).unwrap();
+    let answer = |sport: u16| {
+        tcp(
+            SERVER,
+            SERVER_PORT,
+            CLIENT,
+            sport,
+            (SERVER_MAC, LB_SERVER_SIDE_MAC),
+            b"ok",
+        )
+    };
+    let answered_from = |sport: u16| {
+        let (action, out) = run(&dp, &answer(sport));
+        assert_eq!(action, XDP_TX, "the answer to client port {sport}");
+        let back = inspect(&out);
+        assert_eq!((back.dst, back.dport), (CLIENT, sport));
+        back.src
+    };
+    // Two established connections, each with its reply entry.
+    for sport in [44_300, 44_400] {
+        let (action, _) = run(
+            &dp,
+            &tcp(CLIENT, sport, VIP, 80, (CLIENT_MAC, LB_MAC), b"GET"),
+        );
+        assert_eq!(action, XDP_TX);
+    }
+    assert_eq!(dp.table_sizes(), (2, 2));
+
+    // A flood of 20 SYNs: five pinned with their entries (the bucket of attempts),
+    // then five unpinned ones given an entry (the bucket of replies), then none.
+    let flood = |i: u8| segment([203, 0, 113, i], 40_000, VIP, 80, (CLIENT_MAC, LB_MAC), SYN);
+    for i in 0..20 {
+        assert_eq!(run(&dp, &flood(i)).0, XDP_TX, "flood SYN {i}");
+    }
+    assert_eq!(dp.table_sizes(), (2 + 5, 2 + 5 + 5));
+    assert_eq!(dp.service_stats(0).unwrap().unpinned, 15);
+    // Retransmitted, a SYN with an entry refreshes it, one without still gets none.
+    for i in [5, 19] {
+        assert_eq!(run(&dp, &flood(i)).0, XDP_TX);
+    }
+    assert_eq!(dp.table_sizes(), (7, 12));
+    assert_eq!(
+        answered_from(44_300),
+        VIP,
+        "the established flow's way back"
+    );
+
+    // The client reuses port 44400 for VIP2 on the same real server: the server sees
+    // one connection, and the entry is rewritten for VIP2 in its place.
+    let (action, _) = run(
+        &dp,
+        &segment(CLIENT, 44_400, VIP2, 80, (CLIENT_MAC, LB_MAC), SYN),
+    );
+    assert_eq!(action, XDP_TX);
+    assert_eq!(dp.table_sizes(), (7, 12));
+    assert_eq!(answered_from(44_400), VIP2);
+
+    // A real connection during the flood: its SYN gets no entry, its ACK does.
+    let (action, _) = run(
+        &dp,
+        &segment(CLIENT, 44_500, VIP, 80, (CLIENT_MAC, LB_MAC), SYN),
+    );
+    assert_eq!(action, XDP_TX);
+    assert_eq!(dp.table_sizes(), (7, 12), "no budget left for its SYN");
+    let (action, _) = run(
+        &dp,
+        &tcp(CLIENT, 44_500, VIP, 80, (CLIENT_MAC, LB_MAC), b"GET"),
+    );
+    assert_eq!(action, XDP_TX);
+    assert_eq!(
+        dp.table_sizes(),
+        (8, 13),
+        "the ACK pins it and writes its entry"
+    );
+    assert_eq!(answered_from(44_500), VIP);
+}
+
 /// Only replies refresh a reply entry, so a server quiet for longer than the timeout
 /// leaves an idle entry behind a live flow: its next reply finds the flow again and
 /// renews the entry, instead of going to the kernel.
