@@ -137,8 +137,10 @@ fn remember_reply(
 /// `remember_reply` for a flow the flood guard left unpinned (a SYN during a flood,
 /// most likely spoofed): it refreshes an entry it already has (rewrites it, if
 /// another VIP's), and gets a new one only with a token of the guard's reply budget.
-/// A flood must not turn the reply table over, taking established flows' ways back
-/// with it. A real connection whose SYN got none has its SYN-ACK go to the kernel
+/// So a flood turns the reply table over no faster than the budget allows, instead
+/// of in about a second; an established flow whose entry went gets it back from its
+/// client's next packet that refreshes its flow entry (one a second, while it sends).
+/// A real connection whose SYN got none has its SYN-ACK go to the kernel
 /// untranslated, and gets one when a retransmitted SYN finds a token (or with any
 /// later packet the guard pins from its budget of other packets).
 #[inline(always)]
