@@ -476,20 +476,32 @@ impl FlowKey {
 }
 
 impl FlowKeyV4 {
-    /// The stored form of an IPv4 flow (both addresses IPv4-mapped): four words of
-    /// the `FlowKey` (its addresses' last words, the ports, the protocol with its zero
-    /// padding), each one load and one store: no byte moves, no memset call on BPF.
+    /// The stored form of an IPv4 flow (both addresses IPv4-mapped): four words (its
+    /// addresses' last words, the ports, the protocol with its zero padding), each
+    /// written with one store: no byte moves, no memset call on BPF. The ports and the
+    /// protocol are read field by field and joined in registers, not read as words:
+    /// the parse has just stored them field by field, and a load spanning several
+    /// smaller stores still on their way to the cache cannot be served from them
+    /// (through veth, that wait was 14% of the program's time).
     #[inline(always)]
     pub fn of_v4(flow: &FlowKey) -> Self {
         let base = flow as *const FlowKey as *const u8;
-        // SAFETY: every offset is inside the 40-byte key and a multiple of 4 in a key
+        // SAFETY: both offsets are inside the 40-byte key and multiples of 4 in a key
         // aligned to 8, so each read is an aligned u32 within it.
         let word = |offset: usize| unsafe { base.add(offset).cast::<u32>().read() };
+        // The ports' word in memory order: the source port's two bytes, then the
+        // destination port's (as bytes, LLVM masks and rejoins each half).
+        let (sport, dport) = (u32::from(flow.sport_be), u32::from(flow.dport_be));
+        let ports = if cfg!(target_endian = "little") {
+            sport | dport << 16
+        } else {
+            sport << 16 | dport
+        };
         let words = [
             word(offset_of!(FlowKey, src) + 12),
             word(offset_of!(FlowKey, dst) + 12),
-            word(offset_of!(FlowKey, sport_be)),
-            word(offset_of!(FlowKey, proto)),
+            ports,
+            u32::from_ne_bytes([flow.proto, 0, 0, 0]),
         ];
         // SAFETY: FlowKeyV4 is 16 bytes of integers with align 4 (`layout!` below), so
         // any four words are a valid value; their order is its fields' order.
