@@ -54,6 +54,40 @@ fn a_udp_service_is_translated_both_ways() {
     daemon.stop().unwrap();
 }
 
+/// A real server port behind more VIPs than a NAT origin lists (six services here,
+/// VIP:80..=85, all to :8080; an origin lists four): its replies cannot tell their VIP,
+/// so its flows write their reply entries when forwarded (eager). The client accepts
+/// only answers from the VIP and port it called, so every port answering proves
+/// each reply left from its own service, the two past the origin's four included.
+#[test]
+fn a_real_server_behind_more_vips_than_an_origin_lists_answers_each_from_its_own() {
+    const PORTS: std::ops::RangeInclusive<u16> = 80..=85;
+    let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
+    lab.start_http_backends(8080).unwrap();
+    let mut text =
+        "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nneighbour_timeout = \"10s\"\n".to_string();
+    for vport in PORTS {
+        text += &format!(
+            "\n[[virtual_server]]\nvip = \"{}\"\nport = {vport}\nprotocol = \"tcp\"\nforwarding = \"nat\"\n",
+            DrLab::VIP
+        );
+        for b in &lab.backends {
+            text += &format!(
+                "  [[virtual_server.real_server]]\n  address = \"{}\"\n  port = 8080\n",
+                b.addr
+            );
+        }
+    }
+    let daemon = start(&lab.lb, &text);
+    for vport in PORTS {
+        let tally = http_get_new_connections(&lab.client, vip(vport), 20, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("VIP:{vport}: {e:#}"));
+        assert_eq!(tally.values().sum::<usize>(), 20, "VIP:{vport}: {tally:?}");
+        assert_eq!(tally.len(), 2, "VIP:{vport}: both real servers: {tally:?}");
+    }
+    daemon.stop().unwrap();
+}
+
 #[test]
 fn ten_thousand_short_connections_leave_the_tables_bounded_and_they_expire() {
     let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
