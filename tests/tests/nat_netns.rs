@@ -9,10 +9,15 @@ use xdp_lb_tests::{IO_TIMEOUT, assert_split, dr_lab, start, vip};
 
 /// VIP:80/tcp → :8080 and VIP:53/udp → :5353 on every backend, NAT.
 fn nat_config(lab: &DrLab, extra: &str) -> String {
+    nat_services(lab, extra, &[(80, "tcp", 8080), (53, "udp", 5353)])
+}
+
+/// NAT services (VIP port, protocol, real servers' port), every backend behind each.
+fn nat_services(lab: &DrLab, extra: &str, services: &[(u16, &str, u16)]) -> String {
     let mut text = format!(
         "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nneighbour_timeout = \"10s\"\n{extra}\n"
     );
-    for (vport, proto, rport) in [(80, "tcp", 8080), (53, "udp", 5353)] {
+    for (vport, proto, rport) in services {
         text += &format!(
             "\n[[virtual_server]]\nvip = \"{}\"\nport = {vport}\nprotocol = \"{proto}\"\nforwarding = \"nat\"\n",
             DrLab::VIP
@@ -64,21 +69,8 @@ fn a_real_server_behind_more_vips_than_an_origin_lists_answers_each_from_its_own
     const PORTS: std::ops::RangeInclusive<u16> = 80..=85;
     let mut lab = dr_lab(DrLabOptions::two_arm(&["b1", "b2"]));
     lab.start_http_backends(8080).unwrap();
-    let mut text =
-        "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nneighbour_timeout = \"10s\"\n".to_string();
-    for vport in PORTS {
-        text += &format!(
-            "\n[[virtual_server]]\nvip = \"{}\"\nport = {vport}\nprotocol = \"tcp\"\nforwarding = \"nat\"\n",
-            DrLab::VIP
-        );
-        for b in &lab.backends {
-            text += &format!(
-                "  [[virtual_server.real_server]]\n  address = \"{}\"\n  port = 8080\n",
-                b.addr
-            );
-        }
-    }
-    let daemon = start(&lab.lb, &text);
+    let services: Vec<(u16, &str, u16)> = PORTS.map(|vport| (vport, "tcp", 8080)).collect();
+    let daemon = start(&lab.lb, &nat_services(&lab, "", &services));
     for vport in PORTS {
         let tally = http_get_new_connections(&lab.client, vip(vport), 20, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("VIP:{vport}: {e:#}"));

@@ -1060,18 +1060,16 @@ fn a_real_server_of_two_vips_sends_each_reply_from_its_own_vip() {
     assert_eq!(services, vec![0, 2]);
 }
 
-/// A backend flagged `BACKEND_F_NAT_EAGER` (its real server answers for more VIPs than
-/// an origin lists) writes its reply entry with the flow, and its replies are
-/// translated without any origin.
-#[test]
-fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
+/// `nat_dataplane` with its backend flagged `BACKEND_F_NAT_EAGER` and no origin of its
+/// own: the ports stay, the origin is another real server's, so only reply entries
+/// translate this server's answers.
+fn eager_dataplane() -> Dataplane {
     let mut dp = nat_dataplane();
     let eager = BackendValue {
         flags: BACKEND_F_ACTIVE | BACKEND_F_NAT_EAGER,
         ..dp.backend(0).unwrap()
     };
     dp.set_backend(0, &eager).unwrap();
-    // The ports stay, the origin does not (another real server's).
     dp.set_nat(
         &nat_origins_of(
             v4_mapped([203, 0, 113, 99]),
@@ -1081,6 +1079,15 @@ fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
         &NatTimeouts::default(),
     )
     .unwrap();
+    dp
+}
+
+/// A backend flagged `BACKEND_F_NAT_EAGER` (its real server answers for more VIPs than
+/// an origin lists) writes its reply entry with the flow, and its replies are
+/// translated without any origin.
+#[test]
+fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
+    let dp = eager_dataplane();
     let (fwd, back) = round_trip(&dp, tcp, 44_300, 80, b"GET");
     assert_eq!(fwd.dst, SERVER);
     assert_eq!((back.src, back.sport), (VIP, 80));
@@ -1108,24 +1115,8 @@ fn an_eager_backend_writes_its_reply_entry_with_the_flow() {
 #[test]
 fn during_a_syn_flood_an_eager_backend_writes_reply_entries_only_within_the_budget() {
     const VIP2: [u8; 4] = [192, 0, 2, 101];
-    let mut dp = nat_dataplane();
-    let eager = BackendValue {
-        flags: BACKEND_F_ACTIVE | BACKEND_F_NAT_EAGER,
-        ..dp.backend(0).unwrap()
-    };
-    dp.set_backend(0, &eager).unwrap();
+    let mut dp = eager_dataplane();
     nat_service(&mut dp, key(v4_mapped(VIP2), 80, IPPROTO_TCP), 2, 0);
-    // The ports stay, the origin does not (another real server's): only reply
-    // entries translate this server's answers.
-    dp.set_nat(
-        &nat_origins_of(
-            v4_mapped([203, 0, 113, 99]),
-            SERVER_PORT,
-            &[(key(v4_mapped(VIP), 80, IPPROTO_TCP), 0)],
-        ),
-        &NatTimeouts::default(),
-    )
-    .unwrap();
     dp.set_new_flow_rate(5).unwrap();
     let answer = |sport: u16| {
         tcp(
