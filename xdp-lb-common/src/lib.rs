@@ -490,7 +490,7 @@ impl FlowKeyV4 {
         // aligned to 8, so each read is an aligned u32 within it.
         let word = |offset: usize| unsafe { base.add(offset).cast::<u32>().read() };
         // The ports' word in memory order: the source port's two bytes, then the
-        // destination port's (as bytes, LLVM masks and rejoins each half).
+        // destination port's. (Joined as four bytes, LLVM masked and rejoined each.)
         let (sport, dport) = (u32::from(flow.sport_be), u32::from(flow.dport_be));
         let ports = if cfg!(target_endian = "little") {
             sport | dport << 16

@@ -346,7 +346,8 @@ fn flood_on(taken: bool, now: u64) -> bool {
 
 /// Whether a flow the flood guard left unpinned may have a NAT reply entry written:
 /// one of `CONFIG_NEW_FLOW_RATE` per second and CPU, like the flows it pins. Only
-/// `BACKEND_F_NAT_EAGER` real servers' flows need one (see `nat::remember_reply`).
+/// `BACKEND_F_NAT_EAGER` real servers' flows need one (see
+/// `nat::remember_unpinned_reply`).
 #[inline(always)]
 pub fn reply_budget(now: u64) -> bool {
     take_token(BUDGET_REPLIES, guard_rate(), now)
