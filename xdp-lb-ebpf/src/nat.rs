@@ -122,14 +122,7 @@ fn remember_reply(
         // SAFETY: a value pointer from a successful lookup stays valid for the run
         // (elements are freed after an RCU grace period); a concurrent update of the
         // same entry by another CPU can only lose a refresh of these aligned words.
-        Some(entry) => unsafe {
-            touch(
-                &mut (*entry).last_seen_ns,
-                &mut (*entry).flags,
-                now,
-                closing_flag(pkt.tcp_flags),
-            );
-        },
+        Some(entry) => refresh_reply(unsafe { &mut *entry }, pkt, now),
         None => write_reply(pkt, &reply, service, now, client),
     }
 }
@@ -156,12 +149,7 @@ fn remember_unpinned_reply(
         // SAFETY: as in `remember_reply`.
         let entry = unsafe { &mut *entry };
         if is_reply_of(entry, pkt, service) {
-            touch(
-                &mut entry.last_seen_ns,
-                &mut entry.flags,
-                now,
-                closing_flag(pkt.tcp_flags),
-            );
+            refresh_reply(entry, pkt, now);
             return;
         }
         // Another VIP's connection from the same client port, which this one ends at
@@ -185,6 +173,17 @@ fn reply_key(pkt: &Packet, backend: &BackendValue) -> FlowKey {
     }
 }
 
+/// Refreshes the reply entry of `pkt`'s flow: its last-seen time, and a FIN or RST.
+#[inline(always)]
+fn refresh_reply(entry: &mut NatValue, pkt: &Packet, now: u64) {
+    touch(
+        &mut entry.last_seen_ns,
+        &mut entry.flags,
+        now,
+        closing_flag(pkt.tcp_flags),
+    );
+}
+
 /// Writes the whole reply entry of `pkt`'s flow under `reply`.
 #[inline(always)]
 fn write_reply(pkt: &Packet, reply: &FlowKey, service: u32, now: u64, client: &ClientHop) {
@@ -202,8 +201,7 @@ fn write_reply(pkt: &Packet, reply: &FlowKey, service: u32, now: u64, client: &C
 
 /// Whether reply entry `entry` is this packet's flow's (`service`, VIP and port): an
 /// entry of an earlier connection of the same client port to another VIP of the
-/// real server would translate its replies wrongly. Addresses compared by words, as
-/// in `answers`.
+/// real server would translate its replies wrongly.
 #[inline(always)]
 fn is_reply_of(entry: &NatValue, pkt: &Packet, service: u32) -> bool {
     const _: () = assert!(
@@ -212,14 +210,25 @@ fn is_reply_of(entry: &NatValue, pkt: &Packet, service: u32) -> bool {
             && core::mem::offset_of!(FlowKey, dst) % 4 == 0
             && align_of::<FlowKey>() >= 4
     );
-    // SAFETY: 16 readable bytes each, 4-aligned (above), read as plain integers.
-    let (a, b) = unsafe {
-        (
-            &*(entry.vip.as_ptr() as *const [u32; 4]),
-            &*(pkt.flow.dst.as_ptr() as *const [u32; 4]),
-        )
-    };
-    entry.service == service && entry.vport_be == pkt.flow.dport_be && a == b
+    entry.service == service
+        && entry.vport_be == pkt.flow.dport_be
+        // SAFETY: 16 readable bytes each, 4-aligned (above).
+        && unsafe { same_addr(entry.vip.as_ptr(), pkt.flow.dst.as_ptr()) }
+}
+
+/// Whether the 16-byte addresses at `a` and `b` are equal, compared a word at a time:
+/// as byte arrays the compiler loads all 32 bytes one by one (BPF has no unaligned
+/// loads), and keeps and spills a packet's 16.
+///
+/// # Safety
+///
+/// `a` and `b` each point to 16 readable bytes at a 4-aligned address (callers assert
+/// the layout of the structs they come from).
+#[inline(always)]
+unsafe fn same_addr(a: *const u8, b: *const u8) -> bool {
+    // SAFETY: by the caller's contract, read as plain integers.
+    let (a, b) = unsafe { (&*(a as *const [u32; 4]), &*(b as *const [u32; 4])) };
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
 }
 
 /// The reply entry of a flow to `vip`:`vport_be` whose client is at `client`.
@@ -442,30 +451,19 @@ fn forward_flow(pkt: &Packet, vip: &NatOriginVip) -> FlowKey {
     }
 }
 
-/// Whether `pkt` comes from `backend`: its address and port. The addresses are
-/// compared a word at a time: as byte arrays the compiler loads all 32 bytes one by
-/// one (BPF has no unaligned loads), and keeps and spills the packet's 16.
+/// Whether `pkt` comes from `backend`: its address and port (see `same_addr`).
 #[inline(always)]
 fn answers(pkt: &Packet, backend: &BackendValue) -> bool {
-    // Both addresses open 4-aligned structs (asserted below), so they are [u32; 4]s.
+    // Both addresses open 4-aligned structs (asserted below).
     const _: () = assert!(
         core::mem::offset_of!(BackendValue, addr) == 0
             && align_of::<BackendValue>() >= 4
             && core::mem::offset_of!(FlowKey, src) == 0
             && align_of::<FlowKey>() >= 4
     );
-    // SAFETY: 16 readable bytes each, 4-aligned (above), read as plain integers.
-    let (a, b) = unsafe {
-        (
-            &*(backend.addr.as_ptr() as *const [u32; 4]),
-            &*(pkt.flow.src.as_ptr() as *const [u32; 4]),
-        )
-    };
     backend.port_be == pkt.flow.sport_be
-        && a[0] == b[0]
-        && a[1] == b[1]
-        && a[2] == b[2]
-        && a[3] == b[3]
+        // SAFETY: 16 readable bytes each, 4-aligned (above).
+        && unsafe { same_addr(backend.addr.as_ptr(), pkt.flow.src.as_ptr()) }
 }
 
 /// Whether `vip`'s service would send `forward`, the flow the reply `pkt` answers, to
