@@ -508,6 +508,14 @@ impl FlowKeyV4 {
         unsafe { core::mem::transmute::<[u32; 4], FlowKeyV4>(words) }
     }
 
+    /// The key as two words in memory order: how the flow cache hashes and compares it.
+    #[inline(always)]
+    pub fn words(self) -> [u64; 2] {
+        // SAFETY: FlowKeyV4 is 16 bytes of integers without padding (`layout!` below),
+        // so its bytes are two valid u64s (moved by value: no alignment needed).
+        unsafe { core::mem::transmute::<FlowKeyV4, [u64; 2]>(self) }
+    }
+
     /// The map a flow is stored in: `Some` (this form, in FLOWS_V4) when both its
     /// addresses are IPv4-mapped, `None` (FLOWS) otherwise. The program decides by the
     /// packet's IP version; the same thing, as the program drops IPv6 packets from
@@ -622,7 +630,59 @@ pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
 /// How long the flood guard holds a SYN flood on after a SYN last found its CPU's
 /// bucket dry (`FLOOD_SEEN`, in `bpf_ktime_get_ns` time: CLOCK_MONOTONIC).
 pub const FLOOD_HOLD_NS: u64 = 1_000_000_000;
-pub const CONFIG_SLOTS: u32 = 5;
+/// The flow cache (`FLOW_CACHE`): its generation in the low 32 bits (0: cache off) and
+/// log2 of its sets per CPU in the high 32. A way is valid only under the generation it
+/// was written in, so one write of this word forgets every CPU's cache: the daemon
+/// bumps it every second (so each cached flow looks itself up in the flow table, and
+/// keeps its LRU place, once a second) and whenever it removes flow entries.
+pub const CONFIG_FLOW_CACHE: u32 = 5;
+pub const CONFIG_SLOTS: u32 = 6;
+
+/// Where a cached flow goes: its pin, copied from its flow-table entry (see
+/// `FlowCacheSet`). Backend and service ids fit 16 bits (asserted below).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCachePin {
+    pub backend: u16,
+    pub service: u16,
+}
+
+/// A set of the flow cache: three established IPv4 flows' keys and pins in one cache
+/// line, the most recently filled first. An established flow's packet finds its pin
+/// here with one memory access, where the flow table's lookup walks a bucket and an
+/// element (two or three lines, which miss the caches once the flows outgrow them).
+/// A set holds flows only of its `generation` (see `CONFIG_FLOW_CACHE`); an empty
+/// way's key is all zero, which no packet's flow is (its protocol is TCP or UDP).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCacheSet {
+    pub keys: [FlowKeyV4; 3],
+    pub pins: [FlowCachePin; 3],
+    pub generation: u32,
+}
+
+impl FlowCacheSet {
+    /// Which of a CPU's `2^bits` sets holds the flow of `key`: a multiplicative hash of
+    /// its two words (memory order), top bits first. The program places flows by it
+    /// and the daemon finds them by it. A collision only costs a flow its cached copy.
+    #[inline(always)]
+    pub fn index_in_cpu(key: FlowKeyV4, bits: u32) -> u32 {
+        let words = key.words();
+        let hash = (words[0] ^ words[1].wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .wrapping_mul(0xff51_afd7_ed55_8ccd);
+        (hash >> 32) as u32 & ((1u32 << (bits & 31)) - 1)
+    }
+}
+
+/// Sets per CPU of the flow cache, as log2: at most `max_flows / 8` sets (3/8 as
+/// many ways as the flow table has entries, so each CPU's share of the flows fits with
+/// room), and at most `max_flows / 2` sets over all possible CPUs (32 bytes a flow
+/// entry, a third of what the flow table takes for it); at least 2^6.
+pub fn flow_cache_bits(max_flows: u32, cpus: u32) -> u32 {
+    let per_cpu = (max_flows / 8).min(max_flows / 2 / cpus.max(1)).max(64);
+    // The largest power of two not above it.
+    31 - per_cpu.leading_zeros()
+}
 
 /// `NAT_PORTS`: one bit per port (port / 64 is the word, port % 64 the bit) that a NAT
 /// real server answers from. A packet to no VIP is looked up in the reply table only
@@ -899,6 +959,17 @@ layout!(FlowKeyV4, 16, {
     proto: u8 = 12,
     _pad: [u8; 3] = 13,
 });
+layout!(FlowCachePin, 4, {
+    backend: u16 = 0,
+    service: u16 = 2,
+});
+layout!(FlowCacheSet, 64, {
+    keys: [FlowKeyV4; 3] = 0,
+    pins: [FlowCachePin; 3] = 48,
+    generation: u32 = 60,
+});
+// A backend id fits a cached pin's 16 bits (a service id does too, see below).
+const _: () = assert!(MAX_BACKENDS <= 1 << 16);
 layout!(FlowValue, 32, {
     backend: u32 = 0,
     service: u16 = 4,
@@ -984,6 +1055,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for FlowValue {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for FlowCacheSet {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for PersistKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PersistValue {}
@@ -1045,6 +1118,39 @@ mod flow_key_tests {
     fn the_schedule_hashes_keep_their_values() {
         assert_eq!(flow_hash(&ipv4_flow()), 0xb36d_e029);
         assert_eq!(hash_words(&v4_mapped([192, 0, 2, 1]), 0), 0x871d_c6b6);
+    }
+
+    #[test]
+    fn the_flow_cache_takes_a_quarter_of_the_flow_table_per_cpu_and_half_over_all() {
+        // 2 CPUs: 2^15 sets each (3 ways, 98,304 flows a CPU); 2 MiB a CPU.
+        assert_eq!(flow_cache_bits(1 << 18, 2), 15);
+        // 64 CPUs share half the table's count of sets: 2^11 each.
+        assert_eq!(flow_cache_bits(1 << 18, 64), 11);
+        // Not a power of two: the one below.
+        assert_eq!(flow_cache_bits(100_000, 1), 13);
+        assert_eq!(flow_cache_bits(1, 4), 6, "at least 64 sets");
+        assert_eq!(flow_cache_bits(u32::MAX, 0), 28);
+    }
+
+    #[test]
+    fn the_flow_cache_spreads_one_client_s_ports_over_its_sets() {
+        let bits = 15;
+        let mut seen = [0u8; 1 << 15];
+        for port in 10_000..30_000u16 {
+            let flow = FlowKey {
+                sport_be: port.to_be(),
+                ..ipv4_flow()
+            };
+            let set = FlowCacheSet::index_in_cpu(FlowKeyV4::stored(&flow).unwrap(), bits);
+            seen[set as usize] += 1;
+        }
+        // 20,000 flows in 32,768 sets: about 1.7% of them land in a set with more than
+        // three (Poisson, mean 0.61); a poor hash piles far more up.
+        let crowded: u32 = seen.iter().filter(|&&n| n > 3).map(|&n| u32::from(n)).sum();
+        assert!(
+            crowded < 1_000,
+            "{crowded} flows in sets of more than three"
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ mod early;
 #[cfg(target_arch = "bpf")]
 mod filter;
 #[cfg(target_arch = "bpf")]
+mod flow_cache;
+#[cfg(target_arch = "bpf")]
 mod flows;
 #[cfg(target_arch = "bpf")]
 mod icmp;
@@ -47,11 +49,12 @@ mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use xdp_lb_common::{
         ClientHop, FWD_DR, FWD_NAT, FWD_TUN, Reason, SERVICE_F_ACTIVE, SERVICE_F_AGING,
-        SERVICE_F_FILTER, SERVICE_F_FILTER_GLOBAL,
+        SERVICE_F_FILTER, SERVICE_F_FILTER_GLOBAL, ServiceValue,
     };
 
     use crate::{
-        counters, dr, early, filter, icmp, nat, parse, persist, schedule, services, tun, validate,
+        counters, dr, early, filter, flow_cache, icmp, nat, parse, persist, schedule, services,
+        tun, validate,
     };
 
     /// A final action together with the reason it is counted under.
@@ -140,26 +143,12 @@ mod program {
         {
             return Err(Verdict::drop(Reason::DropFiltered));
         }
-        // Only well-formed packets from possible clients get a flow entry: a packet of
-        // a flow in the table is not checked again (see `validate` for why), unless
-        // it opens a new connection in its place.
-        let entry = schedule::entry(&pkt, svc);
-        // SAFETY: a value pointer from a successful lookup, valid for the run; read
-        // in place (a racing update changes whole aligned words, see `select`).
-        if entry.is_none_or(|e| schedule::reopens(&pkt, unsafe { &*e })) {
-            validate::check(ctx, &pkt).map_err(Verdict::pass)?;
-        }
-        // NAT flows age, and those of services that count connections (lc, wlc); other
-        // DR and TUN flows only leave by LRU eviction and skip the clock.
-        let ages = svc.forwarding == FWD_NAT || svc.flags & SERVICE_F_AGING != 0;
-        let clock = if ages || svc.persist_secs != 0 {
-            // SAFETY: bpf_ktime_get_ns has no preconditions.
-            unsafe { bpf_ktime_get_ns() }
-        } else {
-            0
+        let (chosen, now, clock) = match flow_cache::lookup(&pkt, svc).and_then(schedule::cached) {
+            // An established flow this CPU forwarded, its pin cached: nothing to
+            // validate (as with a flow-table hit), no clock (its service does not age).
+            Some(chosen) => (chosen, 0, 0),
+            None => established_or_new(ctx, &pkt, svc, stats)?,
         };
-        let now = if ages { clock } else { 0 };
-        let chosen = schedule::select(&pkt, svc, entry, stats, now, clock)?;
         // SAFETY: `chosen.backend` comes from a successful lookup in the BACKEND_VALUES
         // array, whose values live as long as the map (so the whole run), and is only
         // read. Userspace never writes an entry that an id points to, nor one replaced
@@ -190,6 +179,42 @@ mod program {
         let redirected = verdict.reason == Reason::Redirect;
         counters::account(chosen.backend_id, pkt.len, new_flow, redirected);
         Ok(verdict)
+    }
+
+    /// The pick of a packet the flow cache did not answer: its flow-table entry, or a
+    /// new pick; with the time for aging flows (`now`, 0 for others) and for a
+    /// persistent service's memory of its clients (`clock`).
+    #[inline(always)]
+    fn established_or_new(
+        ctx: &XdpContext,
+        pkt: &parse::Packet,
+        svc: &ServiceValue,
+        stats: counters::ServiceCounters,
+    ) -> Result<(schedule::Chosen, u64, u64), Verdict> {
+        // Only well-formed packets from possible clients get a flow entry: a packet of
+        // a flow in the table is not checked again (see `validate` for why), unless
+        // it opens a new connection in its place.
+        let entry = schedule::entry(pkt, svc);
+        // SAFETY: a value pointer from a successful lookup, valid for the run; read
+        // in place (a racing update changes whole aligned words, see `select`).
+        if entry.is_none_or(|e| schedule::reopens(pkt, unsafe { &*e })) {
+            validate::check(ctx, pkt).map_err(Verdict::pass)?;
+        }
+        // NAT flows age, and those of services that count connections (lc, wlc); other
+        // DR and TUN flows only leave by LRU eviction and skip the clock.
+        let ages = svc.forwarding == FWD_NAT || svc.flags & SERVICE_F_AGING != 0;
+        let clock = if ages || svc.persist_secs != 0 {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        };
+        let now = if ages { clock } else { 0 };
+        Ok((
+            schedule::select(pkt, svc, entry, stats, now, clock)?,
+            now,
+            clock,
+        ))
     }
 }
 

@@ -1,17 +1,17 @@
 //! The maps the program shares with the daemon. Names are part of the contract:
 //! the daemon opens them by these names.
 use aya_ebpf::{
-    bindings::bpf_fib_lookup,
+    bindings::{BPF_F_MMAPABLE, bpf_fib_lookup},
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use xdp_lb_common::{
     BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_SLOTS, DEFAULT_MAX_FLOWS,
-    FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowKey, FlowKeyV4, FlowValue,
-    MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS, NatOrigin,
-    NatValue, PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS, SERVICE_ENTRY_SLOTS,
-    SERVICE_INDEX_SLOTS, STATE_MAP_FLAGS, ServiceEntryV4, ServiceKey, ServiceKeyV4, ServiceStats,
-    ServiceValue,
+    FILTER_TRIE_ENTRIES, FilterKeyV4, FilterKeyV6, FilterValue, FlowCacheSet, FlowKey, FlowKeyV4,
+    FlowValue, MAX_BACKENDS, MAX_EGRESS_IFACES, MAX_FILTER_RULES, MAX_SERVICES, NAT_PORT_WORDS,
+    NatOrigin, NatValue, PersistKey, PersistValue, REASON_COUNT, SCHEDULE_POOL_SLOTS,
+    SERVICE_ENTRY_SLOTS, SERVICE_INDEX_SLOTS, STATE_MAP_FLAGS, ServiceEntryV4, ServiceKey,
+    ServiceKeyV4, ServiceStats, ServiceValue,
 };
 
 /// IPv4 (VIP, port, proto) → service, under an 8-byte key (see `services`).
@@ -67,6 +67,12 @@ pub static FLOWS_V4: LruHashMap<FlowKeyV4, FlowValue> =
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, STATE_MAP_FLAGS);
+
+/// The flow cache (see `flow_cache`): for each possible CPU id, a run of sets of two
+/// ways; the daemon sizes it at load (`flow_cache_bits`). Mmapable, so its values
+/// start on a page and each 64-byte set is one cache line.
+#[map]
+pub static FLOW_CACHE: Array<FlowCacheSet> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// (service, client address masked by its granularity) → the client's real server, for
 /// services with persistence (see `persist`). Sized like the flow tables by the daemon.

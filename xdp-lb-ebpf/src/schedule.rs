@@ -9,7 +9,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
-    counters, flows,
+    counters, flow_cache, flows,
     maps::{
         ADMITTED, BACKEND_SLOT, BACKEND_VALUES, CONFIG, CURSORS, FLOOD_SEEN, INSERT_BUDGET,
         SCHEDULE,
@@ -45,6 +45,23 @@ pub fn entry(pkt: &Packet, svc: &ServiceValue) -> Option<*mut FlowValue> {
         flows::pinned(&pkt.flow, pkt.ipv4)
     } else {
         None
+    }
+}
+
+/// The pick of a packet whose flow's pin the flow cache held: followed while its real
+/// server is active, as a flow-table hit is (`select`); `None` sends the packet the
+/// flow table's way.
+#[inline(always)]
+pub fn cached(backend_id: u32) -> Option<Chosen> {
+    match backend(backend_id) {
+        Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => Some(Chosen {
+            backend_id,
+            backend: b,
+            new_flow: false,
+            rescheduled: false,
+            refreshed: false,
+        }),
+        _ => None,
     }
 }
 
@@ -105,6 +122,10 @@ pub fn select(
             };
             if was_closing == 0 && pinned.flags & FLOW_F_CLOSING != 0 {
                 counters::closed(backend_id);
+                // A SYN reusing its port must find the closed entry (`reopens`).
+                flow_cache::forget(pkt);
+            } else if pinned.flags & FLOW_F_CLOSING == 0 {
+                flow_cache::fill(pkt, svc, backend_id);
             }
             return Ok(Chosen {
                 backend_id,

@@ -10,9 +10,9 @@ use xdp_lb::{
     sync::Install,
 };
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, FlowKey, FlowValue,
-    IPPROTO_TCP, IPPROTO_UDP, NatValue, SELECT_CURSOR, SELECT_HASH_FLOW, SELECT_HASH_SRC,
-    ServiceKey, ServiceKeyV4, v4_mapped,
+    BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, FlowKey, FlowKeyV4,
+    FlowValue, IPPROTO_TCP, IPPROTO_UDP, NatValue, SELECT_CURSOR, SELECT_HASH_FLOW,
+    SELECT_HASH_SRC, ServiceKey, ServiceKeyV4, v4_mapped,
 };
 
 use support::test_run::{TEST_RUN_IFINDEX, key, load, run, served, tcp_flow, xdp_action};
@@ -1918,4 +1918,135 @@ fn a_syn_on_a_flow_its_client_closed_opens_a_new_connection() {
         .map(|(_, v)| v.backend);
     assert_eq!(pinned_to, Some(third as u32));
     assert_eq!(send(&dp, ACK), third);
+}
+
+/// Removes `flow`'s flow-table entry behind the daemon's back (no new flow-cache
+/// generation), through the map itself.
+fn remove_flow_entry_only(dp: &Dataplane, flow: &FlowKey) {
+    let info = dp.program().info().unwrap();
+    for id in info.map_ids().unwrap().unwrap() {
+        let data = aya::maps::MapData::from_id(id).unwrap();
+        if data.info().unwrap().name_as_str() == Some("FLOWS_V4") {
+            let mut table: aya::maps::HashMap<_, FlowKeyV4, FlowValue> =
+                aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
+            table.remove(&FlowKeyV4::stored(flow).unwrap()).unwrap();
+            return;
+        }
+    }
+    panic!("no FLOWS_V4 map");
+}
+
+/// An established IPv4 flow's packets are forwarded from this CPU's flow cache: its
+/// first established packet copies its pin there, and later ones follow that copy
+/// without the flow table, until a new generation (every second, and after the daemon
+/// removes flow entries) sends them the flow table's way again. A cached pin whose
+/// real server is disabled is not followed.
+#[test]
+fn an_established_flow_is_forwarded_from_the_flow_cache_until_its_generation_ends() {
+    let mut dp = dataplane();
+    let flow = tcp_flow(CLIENT, 37_000, VIP, 80);
+    let (syn, ack) = (tcp4(37_000, 80), tcp4_ack_from(CLIENT, 37_000, 80));
+    let send = |dp: &Dataplane, f: &[u8]| assert_dr_rewrite(f, &run(dp, f).1);
+    let first = send(&dp, &syn);
+    assert_eq!(
+        dp.cached_pin(&flow, 0).unwrap(),
+        None,
+        "a new flow is not cached"
+    );
+    assert_eq!(send(&dp, &ack), first);
+    let pin = dp.cached_pin(&flow, 0).unwrap().expect("cached when found");
+    assert_eq!((usize::from(pin.backend), pin.service), (first, 0));
+
+    // Its flow-table entry gone without a new generation: the cache still answers,
+    // and its packets neither pin the flow again nor count it new.
+    remove_flow_entry_only(&dp, &flow);
+    for _ in 0..3 {
+        assert_eq!(send(&dp, &ack), first);
+    }
+    assert_eq!(
+        dp.flows().count(),
+        0,
+        "a cached packet leaves the flow table alone"
+    );
+    assert_eq!(served(&dp, 0..3).new_flows, 1);
+
+    // A new generation: the flow table's way, where the flow has no entry now, so its
+    // ACK is picked afresh (by its hash) and pinned, and counts as new.
+    dp.renew_flow_cache().unwrap();
+    assert_eq!(dp.cached_pin(&flow, 0).unwrap(), None);
+    let second = send(&dp, &ack);
+    assert_eq!(served(&dp, 0..3).new_flows, 2);
+    assert_eq!(dp.flows().count(), 1);
+    assert_eq!(send(&dp, &ack), second);
+    assert_eq!(
+        dp.cached_pin(&flow, 0)
+            .unwrap()
+            .map(|p| usize::from(p.backend)),
+        Some(second)
+    );
+
+    // Its real server disabled (and out of the schedule, as a failed check does): the
+    // cached pin is not followed; the flow is moved.
+    let mut down = dp.backend(second as u32).unwrap();
+    down.flags = 0;
+    dp.set_backend(second as u32, &down).unwrap();
+    let mut weights = [1, 2, 3];
+    weights[second] = 0;
+    reweight_tcp_service(&mut dp, &weights);
+    let third = send(&dp, &ack);
+    assert_ne!(third, second);
+    assert_eq!(dp.service_stats(0).unwrap().rescheduled, 1);
+    assert_eq!(send(&dp, &ack), third);
+
+    // Clearing the connection state starts a new generation too.
+    dp.clear_connection_state();
+    assert_eq!(dp.cached_pin(&flow, 0).unwrap(), None);
+}
+
+/// Only flows whose entry the packet path never rewrites are cached: not those of
+/// aging services (their entries carry a clock), nor of persistent ones (each packet
+/// refreshes its client's entry), nor IPv6 ones; UDP flows are.
+#[test]
+fn only_flows_whose_entries_packets_never_rewrite_are_cached() {
+    let mut dp = dataplane();
+    dp.set_service(&ServiceSpec {
+        key: key(v4_mapped(VIP), 84, IPPROTO_TCP),
+        id: 6,
+        forwarding: FWD_DR,
+        select: SELECT_CURSOR,
+        active: true,
+        ages: true,
+        slots: vec![0],
+        ..Default::default()
+    })
+    .unwrap();
+    let udp = FlowKey {
+        proto: IPPROTO_UDP,
+        ..tcp_flow(CLIENT, 5_300, VIP, 53)
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            run(&dp, &tcp4_ack_from(CLIENT, 38_000, 84)).0,
+            xdp_action::XDP_TX
+        );
+        assert_eq!(run(&dp, &udp4(5_300, 53)).0, xdp_action::XDP_TX);
+    }
+    assert_eq!(
+        dp.cached_pin(&tcp_flow(CLIENT, 38_000, VIP, 84), 0)
+            .unwrap(),
+        None
+    );
+    assert!(dp.cached_pin(&udp, 0).unwrap().is_some());
+    let dp = persistent(300, 32);
+    for _ in 0..3 {
+        assert_eq!(
+            run(&dp, &tcp4_ack_from(CLIENT, 38_001, 80)).0,
+            xdp_action::XDP_TX
+        );
+    }
+    assert_eq!(
+        dp.cached_pin(&tcp_flow(CLIENT, 38_001, VIP, 80), 0)
+            .unwrap(),
+        None
+    );
 }

@@ -100,6 +100,8 @@ enum Event {
     RateSample,
     /// Time to see whether a drain is complete (traffic stopped).
     DrainCheck,
+    /// Time for a new flow-cache generation (see [`FLOW_CACHE_RENEWAL`]).
+    RenewFlowCache,
     /// Time for the NAT sync's round (see [`crate::sync`]).
     SyncTick,
     /// NAT connections a sync peer sent (authenticated already).
@@ -108,6 +110,11 @@ enum Event {
 
 /// How often counters are kept for rates; rates cover the last one to two of these.
 const RATE_SAMPLE: Duration = Duration::from_secs(5);
+
+/// How often the XDP program's flow cache starts a new generation: each cached flow
+/// then looks itself up in the flow table again, keeping its LRU place there (see the
+/// program's `flow_cache`).
+const FLOW_CACHE_RENEWAL: Duration = Duration::from_secs(1);
 
 /// [`run`], applying each configuration that arrives on `reloads` (see
 /// [`crate::reload`]); one that cannot be applied is logged and changes nothing.
@@ -718,6 +725,11 @@ impl Core {
             Event::Api(request) => self.answer(request),
             Event::Watchdog => crate::systemd::watchdog(),
             Event::DrainCheck => self.check_drain(),
+            Event::RenewFlowCache => {
+                if let Err(e) = self.forwarding.writer_mut().renew_flow_cache() {
+                    warn!(error = %Chain(&e), "could not renew the flow cache; cached flows keep their pins, and may lose their flow-table entries to the LRU");
+                }
+            }
             Event::SyncTick => self.sync_tick(),
             Event::SyncReceived(received) => self.on_sync_received(received),
             Event::RateSample => {

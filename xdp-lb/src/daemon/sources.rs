@@ -18,7 +18,7 @@ pub(super) struct Sources {
 
 impl Sources {
     /// The API, reloads, the neighbour poller and the timers (NAT ageing, rates, the
-    /// watchdog), and the dump signals.
+    /// flow cache's generations, the watchdog), and the dump signals.
     pub(super) fn spawn(
         &mut self,
         core: &Core,
@@ -65,6 +65,10 @@ impl Sources {
         tasks.spawn(cancel_with(
             stop,
             tick(DRAIN_CHECK, tx.clone(), || Event::DrainCheck),
+        ));
+        tasks.spawn(cancel_with(
+            stop,
+            tick(FLOW_CACHE_RENEWAL, tx.clone(), || Event::RenewFlowCache),
         ));
         if let Some(every) = crate::systemd::watchdog_interval() {
             tasks.spawn(cancel_with(

@@ -29,9 +29,10 @@ use aya::{
 };
 use tracing::warn;
 use xdp_lb_common::{
-    BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, FilterKeyV4, FilterKeyV6,
-    FilterValue, FlowKey, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue,
-    SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
+    BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_FLOW_CACHE,
+    FilterKeyV4, FilterKeyV6, FilterValue, FlowCachePin, FlowCacheSet, FlowKey, FlowKeyV4,
+    MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue, SCHEDULE_POOL_SLOTS,
+    SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
     SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, SERVICE_SCRATCH_BASE, ServiceEntryV4,
     ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
 };
@@ -181,6 +182,8 @@ pub struct Dataplane {
     pub(crate) nat_replies: by_family::ReplyTable,
     pub(crate) persist: HashMap<MapData, PersistKey, PersistValue>,
     pub(crate) config: Array<MapData, u64>,
+    /// The program's flow cache (`FLOW_CACHE`), read only for [`Dataplane::cached_pin`].
+    flow_cache: Array<MapData, FlowCacheSet>,
     /// When the flood guard last saw a SYN flood (`FLOOD_SEEN`).
     pub(crate) flood_seen: Array<MapData, u64>,
     pub(crate) nat_ports: Array<MapData, u64>,
@@ -324,11 +327,12 @@ impl Dataplane {
         for map in pins::STATE_MAPS {
             loader.map_max_entries(map.name, capacity.entries(&map));
         }
+        let cpus = possible_cpu_ids()?;
         // The pool of service entries, then a scratch entry for each possible CPU id.
-        loader.map_max_entries(
-            "SERVICE_ENTRIES_V4",
-            SERVICE_SCRATCH_BASE + possible_cpu_ids()?,
-        );
+        loader.map_max_entries("SERVICE_ENTRIES_V4", SERVICE_SCRATCH_BASE + cpus);
+        // The flow cache: a run of sets for each possible CPU id.
+        let cache_bits = xdp_lb_common::flow_cache_bits(capacity.max_flows, cpus);
+        loader.map_max_entries("FLOW_CACHE", cpus << cache_bits);
         let adopted = match &pins {
             Some(p) => {
                 let kept = p.check_state_maps(capacity);
@@ -367,6 +371,11 @@ impl Dataplane {
                 by_family::ByFamily::new(take!($names[0]), take!($names[1]), $names)
             };
         }
+        let mut config: Array<MapData, u64> = take!("CONFIG");
+        // Generation 1: the cache is on (see `renew_flow_cache`).
+        config
+            .set(CONFIG_FLOW_CACHE, u64::from(cache_bits) << 32 | 1, 0)
+            .map_err(map_err("CONFIG"))?;
         Ok(Dataplane {
             services: take_pair!(by_family::SERVICE_MAPS),
             service_index: service_index::ServiceIndex::new(
@@ -388,7 +397,8 @@ impl Dataplane {
             flows: take_pair!(by_family::FLOW_MAPS),
             nat_replies: take_pair!(by_family::NAT_REPLY_MAPS),
             persist: take!("PERSIST"),
-            config: take!("CONFIG"),
+            config,
+            flow_cache: take!("FLOW_CACHE"),
             flood_seen: take!("FLOOD_SEEN"),
             nat_ports: take!("NAT_PORTS"),
             nat_origins: take!("NAT_ORIGINS"),
@@ -410,6 +420,57 @@ impl Dataplane {
         &self.adopted
     }
 
+    /// Starts a new generation of the flow cache: every CPU's cached pins stop
+    /// counting, so each cached flow's next packet looks itself up in the flow table
+    /// (which keeps its LRU place) and caches what it finds there. The daemon calls it
+    /// every second, and it follows every removal of flow entries.
+    pub fn renew_flow_cache(&mut self) -> Result<(), DataplaneError> {
+        let word = self
+            .config
+            .get(&CONFIG_FLOW_CACHE, 0)
+            .map_err(map_err("CONFIG"))?;
+        // Generation 0 is the cache off: skipped on wrapping.
+        let generation = (word as u32).wrapping_add(1).max(1);
+        self.config
+            .set(
+                CONFIG_FLOW_CACHE,
+                word & !u64::from(u32::MAX) | u64::from(generation),
+                0,
+            )
+            .map_err(map_err("CONFIG"))
+    }
+
+    /// The pin CPU `cpu`'s flow cache holds for IPv4 `flow` in the current generation
+    /// (see the program's `flow_cache`), if any.
+    pub fn cached_pin(
+        &self,
+        flow: &FlowKey,
+        cpu: u32,
+    ) -> Result<Option<FlowCachePin>, DataplaneError> {
+        let Some(key) = FlowKeyV4::stored(flow) else {
+            return Ok(None);
+        };
+        let word = self
+            .config
+            .get(&CONFIG_FLOW_CACHE, 0)
+            .map_err(map_err("CONFIG"))?;
+        let (generation, bits) = (word as u32, (word >> 32) as u32);
+        let index = (cpu << bits) | FlowCacheSet::index_in_cpu(key, bits);
+        let set = self
+            .flow_cache
+            .get(&index, 0)
+            .map_err(map_err("FLOW_CACHE"))?;
+        if generation == 0 || set.generation != generation {
+            return Ok(None);
+        }
+        Ok(set
+            .keys
+            .iter()
+            .zip(set.pins)
+            .find(|(k, _)| **k == key)
+            .map(|(_, pin)| pin))
+    }
+
     /// Forgets every connection: flow, NAT reply and persistence entries.
     pub fn clear_connection_state(&mut self) -> usize {
         let mut removed = 0;
@@ -424,6 +485,9 @@ impl Dataplane {
         let persisted: Vec<PersistKey> = self.persist.keys().filter_map(Result::ok).collect();
         for k in &persisted {
             let _ = self.persist.remove(k);
+        }
+        if let Err(e) = self.renew_flow_cache() {
+            warn!(error = %e, "could not renew the flow cache: cached flows keep their pins");
         }
         removed
     }
