@@ -1,10 +1,11 @@
 //! The benchmark floor: swap the Ethernet addresses and bounce the frame (`XDP_TX`).
 //! `cargo xtask bench` times it beside xdp-lb in the same run.
 //!
-//! Also the veth benchmark's traffic: `xdp_gen`, run by BPF_PROG_TEST_RUN in
-//! live-frames mode, sends its frame out again with the TCP source port cycling through
-//! `GEN_FLOWS` values (that many flows), and `xdp_sink` drops and counts what comes
-//! back.
+//! Also the veth benchmark's traffic: `xdp_loop`, on the generator's end of a veth
+//! pair whose other end runs the program measured, counts each frame that program sent
+//! back and, while `LOOP_ON` is set, sends it over again with the TCP source port
+//! cycling through `GEN_FLOWS` values (that many flows). A few frames put on the wire
+//! once keep going round the loop, in the kernel, until it is turned off.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -17,24 +18,41 @@ mod program {
         programs::XdpContext,
     };
 
-    /// How many distinct source ports `xdp_gen` cycles through.
+    /// How many distinct source ports `xdp_loop` cycles through.
     #[map]
     static GEN_FLOWS: Array<u32> = Array::with_max_entries(1, 0);
     /// Each CPU's position in the cycle.
     #[map]
     static GEN_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-    /// Frames `xdp_sink` dropped, per CPU.
+    /// Non-zero: `xdp_loop` sends what comes back out again; zero: it drops it.
+    #[map]
+    static LOOP_ON: Array<u32> = Array::with_max_entries(1, 0);
+    /// Frames `xdp_loop` saw come back (sent on or dropped), per CPU.
     #[map]
     static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+    /// Frames `xdp_loop` dropped (the loop off), per CPU.
+    #[map]
+    static LOOP_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     /// Ethernet + IPv4 without options: the TCP source port's offset.
     const SPORT: usize = 14 + 20;
 
+    /// Adds one to this CPU's element of a per-CPU counter.
+    #[inline(always)]
+    fn bump(counter: &PerCpuArray<u64>) {
+        if let Some(count) = counter.get_ptr_mut(0) {
+            // SAFETY: this CPU's element of a per-CPU array, from a successful lookup.
+            unsafe { *count += 1 };
+        }
+    }
+
     #[xdp]
-    pub fn xdp_gen(ctx: XdpContext) -> u32 {
+    pub fn xdp_loop(ctx: XdpContext) -> u32 {
+        bump(&SINK_COUNT);
         let start = ctx.data();
-        if start + SPORT + 2 > ctx.data_end() {
-            return xdp_action::XDP_ABORTED;
+        if LOOP_ON.get(0).copied().unwrap_or(0) == 0 || start + SPORT + 2 > ctx.data_end() {
+            bump(&LOOP_DROPPED);
+            return xdp_action::XDP_DROP;
         }
         let flows = GEN_FLOWS.get(0).copied().unwrap_or(1).max(1);
         let Some(next) = GEN_NEXT.get_ptr_mut(0) else {
@@ -50,15 +68,6 @@ mod program {
         // SAFETY: the check above keeps the two bytes inside the packet.
         unsafe { *((start + SPORT) as *mut [u8; 2]) = port };
         xdp_action::XDP_TX
-    }
-
-    #[xdp]
-    pub fn xdp_sink(_ctx: XdpContext) -> u32 {
-        if let Some(count) = SINK_COUNT.get_ptr_mut(0) {
-            // SAFETY: this CPU's element of a per-CPU array, from a successful lookup.
-            unsafe { *count += 1 };
-        }
-        xdp_action::XDP_DROP
     }
 
     #[xdp]

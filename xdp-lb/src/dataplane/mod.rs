@@ -773,10 +773,9 @@ pub fn load_floor() -> Result<Ebpf, DataplaneError> {
     load_reference(FLOOR_OBJECT, &["xdp_floor"])
 }
 
-/// Loads the veth benchmark's traffic programs (`xdp_gen`, `xdp_sink`; see the floor's
-/// source).
+/// Loads the veth benchmark's traffic program (`xdp_loop`; see the floor's source).
 pub fn load_traffic() -> Result<Ebpf, DataplaneError> {
-    load_reference(FLOOR_OBJECT, &["xdp_gen", "xdp_sink"])
+    load_reference(FLOOR_OBJECT, &["xdp_loop"])
 }
 
 /// Loads the minimal DR reference with one service, `vip:port`/tcp, over backends with
