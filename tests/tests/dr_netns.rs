@@ -227,3 +227,33 @@ fn an_ipv6_vip_is_balanced_by_weight_too() {
         .unwrap_or_else(|| panic!("no tx count in the log:\n{log}"));
     assert!(tx >= 4 * 300, "only {tx} packets forwarded");
 }
+
+/// The daemon starts a new flow-cache generation every second (each cached flow then
+/// looks itself up in the flow table again, keeping its LRU place there), and
+/// `xdp-lb status` shows the cache.
+#[test]
+fn the_daemon_renews_the_flow_cache_every_second() {
+    let mut lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
+    lab.start_http_backends(80).unwrap();
+    let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1])]));
+    let first = status(&lab.lb).flow_cache.expect("the flow cache's state");
+    assert_eq!(first.ways, 3);
+    assert!(first.sets_per_cpu.is_power_of_two() && first.sets_per_cpu >= 64);
+    let started = std::time::Instant::now();
+    loop {
+        let now = status(&lab.lb).flow_cache.unwrap();
+        if now.generation >= first.generation + 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the generation stays at {} from {}",
+            now.generation,
+            first.generation
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = xdp_lb_tests::run_in(&lab.lb, &["status"]);
+    assert!(text.contains("flow cache: "), "{text}");
+    daemon.stop().unwrap();
+}

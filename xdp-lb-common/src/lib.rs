@@ -656,10 +656,13 @@ pub struct FlowCachePin {
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCacheSet {
-    pub keys: [FlowKeyV4; 3],
-    pub pins: [FlowCachePin; 3],
+    pub keys: [FlowKeyV4; FLOW_CACHE_WAYS as usize],
+    pub pins: [FlowCachePin; FLOW_CACHE_WAYS as usize],
     pub generation: u32,
 }
+
+/// Ways to a flow-cache set.
+pub const FLOW_CACHE_WAYS: u32 = 3;
 
 impl FlowCacheSet {
     /// Which of a CPU's `2^bits` sets holds the flow of `key`: a multiplicative hash of

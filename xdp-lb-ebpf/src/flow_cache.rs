@@ -29,8 +29,8 @@
 //! real server, which is active.
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use xdp_lb_common::{
-    CONFIG_FLOW_CACHE, FWD_NAT, FlowCachePin, FlowCacheSet, FlowKeyV4, IPPROTO_TCP,
-    SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceValue,
+    CONFIG_FLOW_CACHE, FLOW_CACHE_WAYS, FWD_NAT, FlowCachePin, FlowCacheSet, FlowKeyV4,
+    IPPROTO_TCP, SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceValue,
 };
 
 use crate::{
@@ -39,7 +39,7 @@ use crate::{
 };
 
 /// Ways to a set.
-const WAYS: usize = 3;
+const WAYS: usize = FLOW_CACHE_WAYS as usize;
 
 /// Whether `svc`'s flows may be cached (see the module's doc).
 #[inline(always)]

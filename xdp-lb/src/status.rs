@@ -50,6 +50,9 @@ pub struct Snapshot {
     /// new_flow_rate`); none if it never did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syn_flood_seen_seconds_ago: Option<f64>,
+    /// The data plane's flow cache (none if it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_cache: Option<crate::dataplane::FlowCacheState>,
 }
 
 impl Snapshot {
@@ -351,6 +354,7 @@ impl Snapshot {
             note(e);
             None
         });
+        let flow_cache = dataplane.flow_cache_state().map_err(&mut note).ok();
         if let Some(e) = failed {
             tracing::warn!(error = %e, "some data-plane counters could not be read; shown as 0");
         }
@@ -368,6 +372,7 @@ impl Snapshot {
             sync: None,
             bfd: Vec::new(),
             syn_flood_seen_seconds_ago: syn_flood_seen.map(|d| d.as_secs_f64()),
+            flow_cache,
         }
     }
 

@@ -241,6 +241,13 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(out, "  {:<30} packets {}", rule.describe(), rule.packets);
         }
     }
+    if let Some(cache) = s.flow_cache {
+        let _ = writeln!(
+            out,
+            "\nflow cache: {} sets of {} flows per CPU, generation {} (a new one every second)",
+            cache.sets_per_cpu, cache.ways, cache.generation
+        );
+    }
     if let Some(ago) = s.syn_flood_seen_seconds_ago {
         let _ = writeln!(
             out,

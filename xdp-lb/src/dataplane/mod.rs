@@ -30,9 +30,9 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_FLOW_CACHE,
-    FilterKeyV4, FilterKeyV6, FilterValue, FlowCachePin, FlowCacheSet, FlowKey, FlowKeyV4,
-    MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue, SCHEDULE_POOL_SLOTS,
-    SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
+    FLOW_CACHE_WAYS, FilterKeyV4, FilterKeyV6, FilterValue, FlowCachePin, FlowCacheSet, FlowKey,
+    FlowKeyV4, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue,
+    SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
     SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, SERVICE_SCRATCH_BASE, ServiceEntryV4,
     ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
 };
@@ -201,6 +201,15 @@ pub struct Dataplane {
     /// Where the connection state and the attachments are pinned, if anywhere.
     pins: Option<Pins>,
     adopted: Vec<&'static str>,
+}
+
+/// The program's flow cache (see its `flow_cache`): each CPU's sets of `ways` flows,
+/// and the generation they count in (the daemon starts a new one every second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FlowCacheState {
+    pub sets_per_cpu: u32,
+    pub ways: u32,
+    pub generation: u32,
 }
 
 /// Where and how the program ended up attached.
@@ -438,6 +447,19 @@ impl Dataplane {
                 0,
             )
             .map_err(map_err("CONFIG"))
+    }
+
+    /// The flow cache's size and generation.
+    pub fn flow_cache_state(&self) -> Result<FlowCacheState, DataplaneError> {
+        let word = self
+            .config
+            .get(&CONFIG_FLOW_CACHE, 0)
+            .map_err(map_err("CONFIG"))?;
+        Ok(FlowCacheState {
+            sets_per_cpu: 1 << (word >> 32),
+            ways: FLOW_CACHE_WAYS,
+            generation: word as u32,
+        })
     }
 
     /// The pin CPU `cpu`'s flow cache holds for IPv4 `flow` in the current generation
