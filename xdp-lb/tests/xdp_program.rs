@@ -1280,15 +1280,11 @@ fn a_handshake_in_flight_keeps_its_server_when_the_guard_is_turned_off() {
 /// that saw their first FIN or RST; a walk of the table counts active and inactive
 /// connections by real server, leaves out other services' unstamped flows, and
 /// collects the idle ones.
-#[test]
-fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
-    let mut dp = dataplane();
-    let timeouts = xdp_lb::config::NatTimeouts::default();
-    dp.set_nat(&Default::default(), &timeouts).unwrap();
-    // :84 counts connections, on backend 0 alone; :80 (wrr) does not.
-    let aging = key(v4_mapped(VIP), 84, IPPROTO_TCP);
+/// VIP:84/tcp, a service that counts connections (its flows carry a clock), on
+/// backend 0 alone.
+fn add_aging_service(dp: &mut Dataplane) {
     dp.set_service(&ServiceSpec {
-        key: aging,
+        key: key(v4_mapped(VIP), 84, IPPROTO_TCP),
         id: 6,
         forwarding: FWD_DR,
         select: SELECT_CURSOR,
@@ -1298,6 +1294,15 @@ fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
         ..Default::default()
     })
     .unwrap();
+}
+
+#[test]
+fn aging_services_stamp_their_flows_and_count_closes_per_real_server() {
+    let mut dp = dataplane();
+    let timeouts = xdp_lb::config::NatTimeouts::default();
+    dp.set_nat(&Default::default(), &timeouts).unwrap();
+    // :84 counts connections, on backend 0 alone; :80 (wrr) does not.
+    add_aging_service(&mut dp);
     let with_flags = |sport: u16, dport: u16, flags: u8| {
         let mut f = tcp4(sport, dport);
         f[47] = flags;
@@ -2009,17 +2014,7 @@ fn an_established_flow_is_forwarded_from_the_flow_cache_until_its_generation_end
 #[test]
 fn only_flows_whose_entries_packets_never_rewrite_are_cached() {
     let mut dp = dataplane();
-    dp.set_service(&ServiceSpec {
-        key: key(v4_mapped(VIP), 84, IPPROTO_TCP),
-        id: 6,
-        forwarding: FWD_DR,
-        select: SELECT_CURSOR,
-        active: true,
-        ages: true,
-        slots: vec![0],
-        ..Default::default()
-    })
-    .unwrap();
+    add_aging_service(&mut dp);
     let udp = FlowKey {
         proto: IPPROTO_UDP,
         ..tcp_flow(CLIENT, 5_300, VIP, 53)
