@@ -638,6 +638,43 @@ pub const FLOOD_HOLD_NS: u64 = 1_000_000_000;
 pub const CONFIG_FLOW_CACHE: u32 = 5;
 pub const CONFIG_SLOTS: u32 = 6;
 
+/// The `CONFIG_FLOW_CACHE` word, as the program reads it and the daemon writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowCacheConfig {
+    /// 0: the cache is off.
+    pub generation: u32,
+    /// log2 of the sets per CPU.
+    pub bits: u32,
+}
+
+impl FlowCacheConfig {
+    #[inline(always)]
+    pub const fn of(word: u64) -> Self {
+        FlowCacheConfig {
+            generation: word as u32,
+            bits: (word >> 32) as u32 & 31,
+        }
+    }
+
+    pub const fn word(self) -> u64 {
+        (self.bits as u64) << 32 | self.generation as u64
+    }
+
+    /// The next generation (0, the cache off, is skipped when it wraps).
+    pub const fn renewed(self) -> Self {
+        let next = self.generation.wrapping_add(1);
+        FlowCacheConfig {
+            generation: if next == 0 { 1 } else { next },
+            bits: self.bits,
+        }
+    }
+
+    /// Sets per CPU.
+    pub const fn sets_per_cpu(self) -> u32 {
+        1 << self.bits
+    }
+}
+
 /// Where a cached flow goes: its pin, copied from its flow-table entry (see
 /// `FlowCacheSet`). Backend and service ids fit 16 bits (asserted below).
 #[repr(C)]
@@ -1133,6 +1170,23 @@ mod flow_key_tests {
         assert_eq!(flow_cache_bits(100_000, 1), 13);
         assert_eq!(flow_cache_bits(1, 4), 6, "at least 64 sets");
         assert_eq!(flow_cache_bits(u32::MAX, 0), 28);
+    }
+
+    #[test]
+    fn the_flow_cache_word_holds_its_generation_and_size_and_never_renews_to_off() {
+        let config = FlowCacheConfig {
+            generation: 7,
+            bits: 15,
+        };
+        assert_eq!(FlowCacheConfig::of(config.word()), config);
+        assert_eq!(config.renewed().generation, 8);
+        assert_eq!(config.renewed().bits, 15);
+        let last = FlowCacheConfig {
+            generation: u32::MAX,
+            ..config
+        };
+        assert_eq!(last.renewed().generation, 1, "0 is the cache off");
+        assert_eq!(config.sets_per_cpu(), 32_768);
     }
 
     #[test]

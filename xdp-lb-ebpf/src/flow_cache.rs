@@ -29,8 +29,8 @@
 //! real server, which is active.
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use xdp_lb_common::{
-    CONFIG_FLOW_CACHE, FLOW_CACHE_WAYS, FWD_NAT, FlowCachePin, FlowCacheSet, FlowKeyV4,
-    IPPROTO_TCP, SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceValue,
+    CONFIG_FLOW_CACHE, FLOW_CACHE_WAYS, FWD_NAT, FlowCacheConfig, FlowCachePin, FlowCacheSet,
+    FlowKeyV4, IPPROTO_TCP, SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceValue,
 };
 
 use crate::{
@@ -53,19 +53,17 @@ pub fn serves(svc: &ServiceValue) -> bool {
 /// the current generation; `None` when the cache is off.
 #[inline(always)]
 fn place(pkt: &Packet) -> Option<([u64; 2], *mut FlowCacheSet, u32)> {
-    let config = *CONFIG.get(CONFIG_FLOW_CACHE)?;
-    let generation = config as u32;
-    if generation == 0 {
+    let config = FlowCacheConfig::of(*CONFIG.get(CONFIG_FLOW_CACHE)?);
+    if config.generation == 0 {
         return None;
     }
     let key = FlowKeyV4::of_v4(&pkt.flow);
-    let bits = (config >> 32) as u32 & 31;
-    let set_in_cpu = FlowCacheSet::index_in_cpu(key, bits);
+    let (bits, set_in_cpu) = (config.bits, FlowCacheSet::index_in_cpu(key, config.bits));
     let words = key.words();
     // SAFETY: bpf_get_smp_processor_id has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let set = FLOW_CACHE.get_ptr_mut((cpu << bits) | set_in_cpu)?;
-    Some((words, set, generation))
+    Some((words, set, config.generation))
 }
 
 /// Way `i`'s key as the two words [`place`] gives.

@@ -30,11 +30,11 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_FLOW_CACHE,
-    FLOW_CACHE_WAYS, FilterKeyV4, FilterKeyV6, FilterValue, FlowCachePin, FlowCacheSet, FlowKey,
-    FlowKeyV4, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue,
-    SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
-    SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, SERVICE_SCRATCH_BASE, ServiceEntryV4,
-    ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
+    FLOW_CACHE_WAYS, FilterKeyV4, FilterKeyV6, FilterValue, FlowCacheConfig, FlowCachePin,
+    FlowCacheSet, FlowKey, FlowKeyV4, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey,
+    PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
+    SERVICE_F_FILTER_GEN, SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, SERVICE_SCRATCH_BASE,
+    ServiceEntryV4, ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -382,8 +382,12 @@ impl Dataplane {
         }
         let mut config: Array<MapData, u64> = take!("CONFIG");
         // Generation 1: the cache is on (see `renew_flow_cache`).
+        let cache = FlowCacheConfig {
+            generation: 1,
+            bits: cache_bits,
+        };
         config
-            .set(CONFIG_FLOW_CACHE, u64::from(cache_bits) << 32 | 1, 0)
+            .set(CONFIG_FLOW_CACHE, cache.word(), 0)
             .map_err(map_err("CONFIG"))?;
         Ok(Dataplane {
             services: take_pair!(by_family::SERVICE_MAPS),
@@ -434,32 +438,28 @@ impl Dataplane {
     /// (which keeps its LRU place) and caches what it finds there. The daemon calls it
     /// every second, and it follows every removal of flow entries.
     pub fn renew_flow_cache(&mut self) -> Result<(), DataplaneError> {
-        let word = self
-            .config
-            .get(&CONFIG_FLOW_CACHE, 0)
-            .map_err(map_err("CONFIG"))?;
-        // Generation 0 is the cache off: skipped on wrapping.
-        let generation = (word as u32).wrapping_add(1).max(1);
+        let renewed = self.flow_cache_config()?.renewed();
         self.config
-            .set(
-                CONFIG_FLOW_CACHE,
-                word & !u64::from(u32::MAX) | u64::from(generation),
-                0,
-            )
+            .set(CONFIG_FLOW_CACHE, renewed.word(), 0)
             .map_err(map_err("CONFIG"))
     }
 
     /// The flow cache's size and generation.
     pub fn flow_cache_state(&self) -> Result<FlowCacheState, DataplaneError> {
+        let config = self.flow_cache_config()?;
+        Ok(FlowCacheState {
+            sets_per_cpu: config.sets_per_cpu(),
+            ways: FLOW_CACHE_WAYS,
+            generation: config.generation,
+        })
+    }
+
+    fn flow_cache_config(&self) -> Result<FlowCacheConfig, DataplaneError> {
         let word = self
             .config
             .get(&CONFIG_FLOW_CACHE, 0)
             .map_err(map_err("CONFIG"))?;
-        Ok(FlowCacheState {
-            sets_per_cpu: 1 << (word >> 32),
-            ways: FLOW_CACHE_WAYS,
-            generation: word as u32,
-        })
+        Ok(FlowCacheConfig::of(word))
     }
 
     /// The pin CPU `cpu`'s flow cache holds for IPv4 `flow` in the current generation
@@ -472,17 +472,13 @@ impl Dataplane {
         let Some(key) = FlowKeyV4::stored(flow) else {
             return Ok(None);
         };
-        let word = self
-            .config
-            .get(&CONFIG_FLOW_CACHE, 0)
-            .map_err(map_err("CONFIG"))?;
-        let (generation, bits) = (word as u32, (word >> 32) as u32);
-        let index = (cpu << bits) | FlowCacheSet::index_in_cpu(key, bits);
+        let config = self.flow_cache_config()?;
+        let index = (cpu << config.bits) | FlowCacheSet::index_in_cpu(key, config.bits);
         let set = self
             .flow_cache
             .get(&index, 0)
             .map_err(map_err("FLOW_CACHE"))?;
-        if generation == 0 || set.generation != generation {
+        if config.generation == 0 || set.generation != config.generation {
             return Ok(None);
         }
         Ok(set
