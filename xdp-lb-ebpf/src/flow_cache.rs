@@ -13,9 +13,14 @@
 //!   table's turnover far slower than that);
 //! - a pin is followed only while its real server is active and its service is the
 //!   packet's (as a flow-table hit is); otherwise the packet takes the flow table's way;
-//! - a flow whose client closed it (FIN or RST) is not cached, and its way is cleared
-//!   when that is latched: a SYN reusing its port then finds the closed entry and opens
-//!   a new connection (see `schedule::reopens`).
+//! - a connection's first and last packets (a bare SYN, a FIN or RST) take the flow
+//!   table's way: a FIN or RST latches there and a closing flow is not cached, and a
+//!   SYN on a closed entry reopens it there (see `schedule::reopens`); a reopen starts
+//!   a new generation from the program itself, since another CPU may hold the flow's
+//!   old pin (a flow's packets may arrive on several CPUs: veth and generic XDP run on
+//!   the sender's);
+//! - the daemon also starts a new generation whenever it rewrites a real server, so a
+//!   server that comes back does not draw the flows cached before it went away.
 //!
 //! Two ways to a set missed one packet in eight at 20,000 flows (a cycle of flows
 //! through sets that got more than two); three miss about one in forty.
@@ -23,10 +28,10 @@
 //! Only flows whose pin the packet path never writes are cached: IPv4, DR or TUN, not
 //! aging (NAT, lc, wlc refresh a clock) and without persistence (which refreshes its
 //! client's entry). Each CPU has its own sets (CPU id × sets per CPU), written only by
-//! itself, so no way is torn by another CPU. A flow split over two CPUs (a queue
-//! change) may be cached on both; a FIN seen on one leaves the other's way until the
-//! next generation, where at worst a reused port's SYN follows its closed connection's
-//! real server, which is active.
+//! itself. What is left: a flow whose entry the LRU evicted keeps its cached pin on
+//! the CPUs that hold one until the next generation (its next packet elsewhere is a
+//! new flow, as without the cache); and a fill racing a reopen of the same flow on
+//! another CPU can keep the old pin there until the next generation.
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use xdp_lb_common::{
     CONFIG_FLOW_CACHE, FLOW_CACHE_WAYS, FWD_NAT, FlowCacheConfig, FlowCachePin, FlowCacheSet,
@@ -35,7 +40,7 @@ use xdp_lb_common::{
 
 use crate::{
     maps::{CONFIG, FLOW_CACHE},
-    parse::{Packet, TCP_FIN, TCP_RST},
+    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 /// Ways to a set.
@@ -89,10 +94,10 @@ fn set_key(set: &mut FlowCacheSet, i: usize, words: [u64; 2]) {
 }
 
 /// The backend id cached for the packet's flow under `svc`, if its service may be
-/// cached and the packet does not close it.
+/// cached and the packet neither opens nor closes a connection.
 #[inline(always)]
 pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
-    if !pkt.ipv4 || !serves(svc) || closes(pkt) {
+    if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
         return None;
     }
     let (words, set, generation) = place(pkt)?;
@@ -115,7 +120,7 @@ pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
 /// one way (the last one's flow leaves).
 #[inline(always)]
 pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32) {
-    if !pkt.ipv4 || !serves(svc) || closes(pkt) {
+    if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
         return;
     }
     let Some((words, set, generation)) = place(pkt) else {
@@ -150,27 +155,36 @@ pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32) {
     };
 }
 
-/// Clears the packet's flow from this CPU's cache: its client closed it.
+/// Starts a new generation from the program itself, for every CPU: a flow of `svc`
+/// was reopened (a SYN on its closed entry) and pinned afresh, and any CPU may still
+/// hold its old pin (a flow's packets may arrive on several CPUs: veth and generic
+/// XDP run on the sender's). Reopens are rarer than packets by far; each makes every
+/// cached flow look itself up once more.
 #[inline(always)]
-pub fn forget(pkt: &Packet) {
-    if !pkt.ipv4 {
+pub fn renew_after_reopen(pkt: &Packet, svc: &ServiceValue) {
+    if !pkt.ipv4 || !serves(svc) {
         return;
     }
-    let Some((words, set, _)) = place(pkt) else {
+    let Some(word) = CONFIG.get_ptr_mut(CONFIG_FLOW_CACHE) else {
         return;
     };
-    // SAFETY: as in `fill`.
-    let set = unsafe { &mut *set };
-    for i in 0..WAYS {
-        if key_words(set, i) == words {
-            set_key(set, i, [0, 0]);
+    // SAFETY: a value pointer from a successful array lookup, valid for the run. CPUs
+    // and the daemon race on this aligned word: two renewals may become one, which
+    // still leaves every set written before either out of date.
+    unsafe {
+        let config = FlowCacheConfig::of(*word);
+        if config.generation != 0 {
+            *word = config.renewed().word();
         }
     }
 }
 
-/// A TCP packet with FIN or RST: it changes its flow's entry, so it takes the flow
-/// table's way.
+/// A bare TCP SYN (it may reopen a closed flow: the flow table decides, see
+/// `schedule::reopens`), or a FIN or RST (it changes the flow's entry): either takes
+/// the flow table's way.
 #[inline(always)]
-fn closes(pkt: &Packet) -> bool {
-    pkt.flow.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0
+fn opens_or_closes(pkt: &Packet) -> bool {
+    pkt.flow.proto == IPPROTO_TCP
+        && (pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0
+            || pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
 }

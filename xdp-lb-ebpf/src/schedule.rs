@@ -100,7 +100,10 @@ pub fn select(
         let backend = backend(backend_id);
         if idle || reopened {
             // An idle NAT flow, or a reopened one: whatever comes now is a new
-            // connection.
+            // connection. Another CPU may have cached the reopened flow's old pin.
+            if reopened {
+                flow_cache::renew_after_reopen(pkt, svc);
+            }
         } else if let Some(backend) = backend
             && backend.flags & BACKEND_F_ACTIVE != 0
             // A reload may give a removed real server's slot to another service's new
@@ -122,8 +125,6 @@ pub fn select(
             };
             if was_closing == 0 && pinned.flags & FLOW_F_CLOSING != 0 {
                 counters::closed(backend_id);
-                // A SYN reusing its port must find the closed entry (`reopens`).
-                flow_cache::forget(pkt);
             } else if pinned.flags & FLOW_F_CLOSING == 0 {
                 flow_cache::fill(pkt, svc, backend_id);
             }

@@ -1990,14 +1990,15 @@ fn an_established_flow_is_forwarded_from_the_flow_cache_until_its_generation_end
         Some(second)
     );
 
-    // Its real server disabled (and out of the schedule, as a failed check does): the
-    // cached pin is not followed; the flow is moved.
+    // Its real server disabled (and out of the schedule, as a failed check does):
+    // rewriting a real server starts a new generation, and the flow is moved.
     let mut down = dp.backend(second as u32).unwrap();
     down.flags = 0;
     dp.set_backend(second as u32, &down).unwrap();
     let mut weights = [1, 2, 3];
     weights[second] = 0;
     reweight_tcp_service(&mut dp, &weights);
+    assert_eq!(dp.cached_pin(&flow, 0).unwrap(), None);
     let third = send(&dp, &ack);
     assert_ne!(third, second);
     assert_eq!(dp.service_stats(0).unwrap().rescheduled, 1);
@@ -2043,5 +2044,59 @@ fn only_flows_whose_entries_packets_never_rewrite_are_cached() {
         dp.cached_pin(&tcp_flow(CLIENT, 38_001, VIP, 80), 0)
             .unwrap(),
         None
+    );
+}
+
+/// A flow whose packets arrive on two CPUs (veth and generic XDP run on the sender's
+/// CPU): its client closes it on one, and its SYN reusing the port on the other, which
+/// had cached its pin, still opens a new connection (a bare SYN takes the flow table's
+/// way), and the new connection's packets on the first CPU follow the new pin (the
+/// reopen started a new generation).
+#[test]
+fn a_flow_closed_on_one_cpu_reopens_on_another_that_had_cached_it() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs, the machine has {cpus}"
+    );
+    let dp = dataplane();
+    let src = [198, 51, 100, 61];
+    let flow = tcp_flow(src, 36_100, VIP, 80);
+    let send = |flags: u8| {
+        let mut f = tcp4_from(src, 36_100, 80);
+        f[47] = flags;
+        assert_dr_rewrite(&f, &run(&dp, &f).1)
+    };
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const RST: u8 = 0x04;
+    // wrr's turn over weights 1, 2 and 3 is [2, 1, 0, 2, 1, 2], one cursor per CPU:
+    // another flow takes CPU 1's first turn, so its next pick differs from CPU 0's.
+    xdp_lb_lab::cpu::pin_to_cpu(1).unwrap();
+    let other = tcp4_from(src, 36_101, 80);
+    assert_eq!(assert_dr_rewrite(&other, &run(&dp, &other).1), 2);
+    support::test_run::pin_to_cpu0();
+    let first = send(SYN);
+    assert_eq!(first, 2);
+    // Cached on both CPUs.
+    for cpu in [1, 0] {
+        xdp_lb_lab::cpu::pin_to_cpu(cpu).unwrap();
+        assert_eq!(send(ACK), first);
+        assert!(dp.cached_pin(&flow, cpu as u32).unwrap().is_some());
+    }
+    // Closed on CPU 0, reopened on CPU 1.
+    assert_eq!(send(RST), first);
+    xdp_lb_lab::cpu::pin_to_cpu(1).unwrap();
+    let second = send(SYN);
+    assert_eq!(second, 1, "the reused port followed the closed connection");
+    assert_eq!(served(&dp, 0..3).new_flows, 3);
+    assert_eq!(send(ACK), second);
+    // CPU 0's copy of the old pin is out of date: its next packet takes the new pin.
+    support::test_run::pin_to_cpu0();
+    assert_eq!(dp.cached_pin(&flow, 0).unwrap(), None);
+    assert_eq!(
+        send(ACK),
+        second,
+        "CPU 0 followed the closed connection's pin"
     );
 }

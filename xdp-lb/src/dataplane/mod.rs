@@ -438,7 +438,11 @@ impl Dataplane {
     /// (which keeps its LRU place) and caches what it finds there. The daemon calls it
     /// every second, and it follows every removal of flow entries.
     pub fn renew_flow_cache(&mut self) -> Result<(), DataplaneError> {
-        let renewed = self.flow_cache_config()?.renewed();
+        let config = self.flow_cache_config()?;
+        if config.generation == 0 {
+            return Ok(()); // off
+        }
+        let renewed = config.renewed();
         self.config
             .set(CONFIG_FLOW_CACHE, renewed.word(), 0)
             .map_err(map_err("CONFIG"))
@@ -611,7 +615,10 @@ impl Dataplane {
         } else {
             Target::Value(value)
         };
-        self.backends.select(id, target)
+        self.backends.select(id, target)?;
+        // A real server that comes back active must not draw the flows some CPU cached
+        // before it went away, which the flow table has moved since.
+        self.renew_flow_cache()
     }
 
     /// The current value of backend `id`, as the program reads it.
