@@ -631,10 +631,11 @@ pub const CONFIG_NEW_FLOW_RATE: u32 = 4;
 /// bucket dry (`FLOOD_SEEN`, in `bpf_ktime_get_ns` time: CLOCK_MONOTONIC).
 pub const FLOOD_HOLD_NS: u64 = 1_000_000_000;
 /// The flow cache (`FLOW_CACHE`): its generation in the low 32 bits (0: cache off) and
-/// log2 of its sets per CPU in the high 32. A way is valid only under the generation it
+/// log2 of its sets per CPU in the high 32. A set is valid only under the generation it
 /// was written in, so one write of this word forgets every CPU's cache: the daemon
 /// bumps it every second (so each cached flow looks itself up in the flow table, and
-/// keeps its LRU place, once a second) and whenever it removes flow entries.
+/// keeps its LRU place, once a second), whenever it removes flow entries and whenever
+/// it rewrites a real server; the program bumps it when it reopens a flow.
 pub const CONFIG_FLOW_CACHE: u32 = 5;
 pub const CONFIG_SLOTS: u32 = 6;
 

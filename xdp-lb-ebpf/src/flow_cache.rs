@@ -5,7 +5,7 @@
 //! the caches once there are tens of thousands of flows) and the kernel call around it.
 //!
 //! The flow table stays the authority; the cache only copies a pin that an ordinary
-//! lookup found, and a way counts only under the generation it was written in
+//! lookup found, and a set counts only under the generation it was written in
 //! (`CONFIG_FLOW_CACHE`), which the daemon bumps every second and whenever it removes
 //! flow entries (a set of an older generation counts as empty). So:
 //! - each cached flow looks itself up in the flow table at least once a second, which
