@@ -40,7 +40,9 @@ use xdp_lb_common::{
 
 use crate::{
     maps::{CONFIG, FLOW_CACHE},
-    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    nat,
+    parse::Packet,
+    schedule,
 };
 
 /// Ways to a set.
@@ -116,8 +118,9 @@ pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
 }
 
 /// Caches the pin the flow table gave an established flow of `svc` (its entry not
-/// closing): in place if the set holds the flow, else first, the others moving down
-/// one way (the last one's flow leaves).
+/// closing): in place if one of the set's first two ways holds the flow, else first,
+/// the others moving down one way (the last one's flow leaves, or the flow's own
+/// older copy if the last way held it).
 #[inline(always)]
 pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32) {
     if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
@@ -185,6 +188,5 @@ pub fn renew_after_reopen(pkt: &Packet, svc: &ServiceValue) {
 #[inline(always)]
 fn opens_or_closes(pkt: &Packet) -> bool {
     pkt.flow.proto == IPPROTO_TCP
-        && (pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0
-            || pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+        && (nat::closing_flag(pkt.tcp_flags) != 0 || schedule::starts_connection(pkt))
 }

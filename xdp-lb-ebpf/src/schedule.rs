@@ -205,7 +205,7 @@ pub fn hashed_slot(flow: &FlowKey, svc: &ServiceValue) -> u32 {
 /// A TCP SYN without ACK: how a service without flow entries tells a new connection
 /// (for its counters; UDP has no such start).
 #[inline(always)]
-fn starts_connection(pkt: &Packet) -> bool {
+pub fn starts_connection(pkt: &Packet) -> bool {
     pkt.flow.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
