@@ -237,7 +237,7 @@ fn the_daemon_renews_the_flow_cache_every_second() {
     lab.start_http_backends(80).unwrap();
     let daemon = start(&lab.lb, &config(&lab, &[(80, "tcp", &[1])]));
     let first = status(&lab.lb).flow_cache.expect("the flow cache's state");
-    assert_eq!(first.ways, 3);
+    assert_eq!(first.ways, 6);
     assert!(first.sets_per_cpu.is_power_of_two() && first.sets_per_cpu >= 64);
     let started = std::time::Instant::now();
     loop {

@@ -1,8 +1,11 @@
 //! The flow cache: each CPU's memo of the established IPv4 flows it forwarded, in a
-//! set-associative array (`FLOW_CACHE`, three ways to a 64-byte set). A cached flow's
-//! packet finds its pin with one memory access instead of the flow table's bucket
-//! walk (bucket, element header and key, value: two or three cache lines, all missing
-//! the caches once there are tens of thousands of flows) and the kernel call around it.
+//! set-associative array (`FLOW_CACHE`, six ways to a 64-byte set). A cached flow's
+//! packet finds its real server with one memory access instead of the flow table's
+//! bucket walk (bucket, element header and key, value: two or three cache lines, all
+//! missing the caches once there are tens of thousands of flows) and the kernel call
+//! around it. A way is a word of key (source address and port, service) and 16 bits of
+//! backend id, so six flows share a line: the fewer lines a CPU's flows touch, the
+//! more of them stay in its L2 cache.
 //!
 //! The flow table stays the authority; the cache only copies a pin that an ordinary
 //! lookup found, and a set counts only under the generation it was written in
@@ -11,8 +14,9 @@
 //! - each cached flow looks itself up in the flow table at least once a second, which
 //!   keeps its LRU place as a lookup on every packet did (the flood guard keeps the
 //!   table's turnover far slower than that);
-//! - a pin is followed only while its real server is active and its service is the
-//!   packet's (as a flow-table hit is); otherwise the packet takes the flow table's way;
+//! - a pin is followed only while its real server is active, under the packet's
+//!   service (part of the key; as a flow-table hit is); otherwise the packet takes the
+//!   flow table's way;
 //! - a connection's first and last packets (a bare SYN, a FIN or RST) take the flow
 //!   table's way: a FIN or RST latches there and a closing flow is not cached, and a
 //!   SYN on a closed entry reopens it there (see `schedule::reopens`); a reopen starts
@@ -22,8 +26,11 @@
 //! - the daemon also starts a new generation whenever it rewrites a real server, so a
 //!   server that comes back does not draw the flows cached before it went away.
 //!
-//! Two ways to a set missed one packet in eight at 20,000 flows (a cycle of flows
-//! through sets that got more than two); three miss about one in forty.
+//! A set keeps the first five flows filled in a generation and turns over its last way
+//! (see `fill`). Earlier versions had two and then three ways of 16-byte keys, each
+//! filled at the front: at 20,000 flows two ways missed one packet in eight (a cycle
+//! of flows through sets that got more than two), three one in forty, over 2 MiB of
+//! sets a CPU that the flows spread across; six ways in 512 KiB a CPU were faster.
 //!
 //! Only flows whose pin the packet path never writes are cached: IPv4, DR or TUN, not
 //! aging (NAT, lc, wlc refresh a clock) and without persistence (which refreshes its
@@ -34,8 +41,8 @@
 //! another CPU can keep the old pin there until the next generation.
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use xdp_lb_common::{
-    CONFIG_FLOW_CACHE, FLOW_CACHE_WAYS, FWD_NAT, FlowCacheConfig, FlowCachePin, FlowCacheSet,
-    FlowKeyV4, IPPROTO_TCP, SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceValue,
+    CONFIG_FLOW_CACHE, FLOW_CACHE_WAYS, FWD_NAT, FlowCacheConfig, FlowCacheSet, IPPROTO_TCP,
+    SERVICE_F_AGING, SERVICE_F_NO_FLOW_TABLE, ServiceValue,
 };
 
 use crate::{
@@ -56,43 +63,21 @@ pub fn serves(svc: &ServiceValue) -> bool {
         && svc.persist_secs == 0
 }
 
-/// The packet's flow as the two words a way's key is compared by, and its set with
-/// the current generation; `None` when the cache is off.
+/// The packet's flow key under `svc`, and its set with the current generation; `None`
+/// when the cache is off.
 #[inline(always)]
-fn place(pkt: &Packet) -> Option<([u64; 2], *mut FlowCacheSet, u32)> {
+fn place(pkt: &Packet, svc: &ServiceValue) -> Option<(u64, *mut FlowCacheSet, u32)> {
     let config = FlowCacheConfig::of(*CONFIG.get(CONFIG_FLOW_CACHE)?);
     if config.generation == 0 {
         return None;
     }
-    let key = FlowKeyV4::of_v4(&pkt.flow);
-    let (bits, set_in_cpu) = (config.bits, FlowCacheSet::index_in_cpu(key, config.bits));
-    let words = key.words();
+    let key = FlowCacheSet::key(&pkt.flow, svc.id);
+    let bits = config.bits;
+    let set_in_cpu = FlowCacheSet::index_in_cpu(key, bits);
     // SAFETY: bpf_get_smp_processor_id has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let set = FLOW_CACHE.get_ptr_mut((cpu << bits) | set_in_cpu)?;
-    Some((words, set, config.generation))
-}
-
-/// Way `i`'s key as the two words [`place`] gives.
-#[inline(always)]
-fn key_words(set: &FlowCacheSet, i: usize) -> [u64; 2] {
-    // SAFETY: the keys are the set's first 48 bytes, 16 each, in a set aligned to 64
-    // (`layout!`), so both reads are aligned u64s within way `i`'s key (i < WAYS).
-    unsafe {
-        let base = (set as *const FlowCacheSet as *const u64).add(2 * i);
-        [base.read(), base.add(1).read()]
-    }
-}
-
-/// Writes way `i`'s key from its two words.
-#[inline(always)]
-fn set_key(set: &mut FlowCacheSet, i: usize, words: [u64; 2]) {
-    // SAFETY: as in `key_words`; any bytes are a valid key.
-    unsafe {
-        let base = (set as *mut FlowCacheSet as *mut u64).add(2 * i);
-        base.write(words[0]);
-        base.add(1).write(words[1]);
-    }
+    Some((key, set, config.generation))
 }
 
 /// The backend id cached for the packet's flow under `svc`, if its service may be
@@ -102,7 +87,7 @@ pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
     if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
         return None;
     }
-    let (words, set, generation) = place(pkt)?;
+    let (key, set, generation) = place(pkt, svc)?;
     // SAFETY: a value pointer from a successful array lookup, valid for the run; this
     // CPU's sets are written only by this CPU, and XDP runs one at a time per CPU.
     let set = unsafe { &*set };
@@ -110,23 +95,24 @@ pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
         return None;
     }
     for i in 0..WAYS {
-        if key_words(set, i) == words && u32::from(set.pins[i].service) == svc.id {
-            return Some(u32::from(set.pins[i].backend));
+        if set.keys[i] == key {
+            return Some(u32::from(set.backends[i]));
         }
     }
     None
 }
 
-/// Caches the pin the flow table gave an established flow of `svc` (its entry not
-/// closing): in place if one of the set's first two ways holds the flow, else first,
-/// the others moving down one way (the last one's flow leaves, or the flow's own
-/// older copy if the last way held it).
+/// Caches the real server the flow table gave an established flow of `svc` (its entry
+/// not closing): in the first way that holds the flow or is empty, else in the last
+/// way. So a set's first five flows of a generation stay, and only the flows beyond
+/// them take turns in the last way: flows that overflow a set and come round in turn
+/// (as the flows of a busy service do) would all miss if each pushed out the oldest.
 #[inline(always)]
 pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32) {
     if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
         return;
     }
-    let Some((words, set, generation)) = place(pkt) else {
+    let Some((key, set, generation)) = place(pkt, svc) else {
         return;
     };
     // SAFETY: as in `lookup`; written by this CPU only.
@@ -138,24 +124,16 @@ pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32) {
             ..Default::default()
         };
     }
-    let at = if key_words(set, 0) == words {
-        0
-    } else if key_words(set, 1) == words {
-        1
-    } else {
-        for i in (1..WAYS).rev() {
-            let moved = key_words(set, i - 1);
-            set_key(set, i, moved);
-            set.pins[i] = set.pins[i - 1];
+    let mut at = WAYS - 1;
+    for i in 0..WAYS - 1 {
+        if set.keys[i] == key || set.keys[i] == 0 {
+            at = i;
+            break;
         }
-        set_key(set, 0, words);
-        0
-    };
-    // Backend and service ids fit 16 bits (asserted in the common crate).
-    set.pins[at] = FlowCachePin {
-        backend: backend as u16,
-        service: svc.id as u16,
-    };
+    }
+    set.keys[at] = key;
+    // Backend ids fit 16 bits (asserted in the common crate).
+    set.backends[at] = backend as u16;
 }
 
 /// Starts a new generation from the program itself, for every CPU: a flow of `svc`

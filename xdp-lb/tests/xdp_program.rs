@@ -10,8 +10,8 @@ use xdp_lb::{
     sync::Install,
 };
 use xdp_lb_common::{
-    BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, FlowKey, FlowKeyV4,
-    FlowValue, IPPROTO_TCP, IPPROTO_UDP, NatValue, SELECT_CURSOR, SELECT_HASH_FLOW,
+    BACKEND_F_ACTIVE, BackendValue, FILTER_ALLOW, FILTER_DENY, FWD_DR, FlowCacheSet, FlowKey,
+    FlowKeyV4, FlowValue, IPPROTO_TCP, IPPROTO_UDP, NatValue, SELECT_CURSOR, SELECT_HASH_FLOW,
     SELECT_HASH_SRC, ServiceKey, ServiceKeyV4, v4_mapped,
 };
 
@@ -2045,6 +2045,50 @@ fn only_flows_whose_entries_packets_never_rewrite_are_cached() {
             .unwrap(),
         None
     );
+}
+
+/// A set's first five flows of a generation stay in it; the flows beyond them take
+/// turns in its last way. So flows that overflow a set and come round in turn (a busy
+/// service's) miss only in that way, not in all six.
+#[test]
+fn a_full_set_keeps_its_first_five_flows_and_turns_over_its_last_way() {
+    let dp = dataplane();
+    let bits = dp.flow_cache_state().unwrap().sets_per_cpu.trailing_zeros();
+    let set_of = |port: u16| {
+        let flow = tcp_flow(CLIENT, port, VIP, 80);
+        FlowCacheSet::index_in_cpu(FlowCacheSet::key(&flow, 0), bits)
+    };
+    // Seven of the client's ports whose flows share one set.
+    let ports: Vec<u16> = (40_001..60_000)
+        .filter(|&p| set_of(p) == set_of(40_000))
+        .chain([40_000])
+        .take(7)
+        .collect();
+    assert_eq!(ports.len(), 7, "too few ports share a set");
+    let cached = |dp: &Dataplane, port: u16| {
+        dp.cached_pin(&tcp_flow(CLIENT, port, VIP, 80), 0)
+            .unwrap()
+            .map(|pin| usize::from(pin.backend))
+    };
+    let mut servers = Vec::new();
+    for &port in &ports {
+        let (syn, ack) = (tcp4(port, 80), tcp4_ack_from(CLIENT, port, 80));
+        let server = assert_dr_rewrite(&syn, &run(&dp, &syn).1);
+        assert_eq!(assert_dr_rewrite(&ack, &run(&dp, &ack).1), server);
+        assert_eq!(cached(&dp, port), Some(server), "port {port} cached");
+        servers.push(server);
+    }
+    // The sixth flow's way went to the seventh; the first five stayed.
+    for (i, &port) in ports.iter().enumerate() {
+        let expected = (i != 5).then_some(servers[i]);
+        assert_eq!(cached(&dp, port), expected, "flow {i}");
+    }
+    // The sixth comes round again: the last way is its again, from the flow table.
+    let ack = tcp4_ack_from(CLIENT, ports[5], 80);
+    assert_eq!(assert_dr_rewrite(&ack, &run(&dp, &ack).1), servers[5]);
+    assert_eq!(cached(&dp, ports[5]), Some(servers[5]));
+    assert_eq!(cached(&dp, ports[6]), None);
+    assert_eq!(cached(&dp, ports[0]), Some(servers[0]));
 }
 
 /// A flow whose packets arrive on two CPUs (veth and generic XDP run on the sender's

@@ -465,6 +465,8 @@ struct Core {
     started: std::time::Instant,
     /// Counters kept every [`RATE_SAMPLE`], for the rates in snapshots.
     rate_samples: std::collections::VecDeque<(std::time::Instant, Snapshot)>,
+    /// A failing flow-cache renewal would warn every second: one line per period.
+    renewal_warnings: crate::log_limit::LogLimit,
     /// Tells the VRRP runtime that its shutdown is a handover.
     vrrp_handover: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Real servers' connections, for lc and wlc.
@@ -504,6 +506,7 @@ impl Core {
             events,
             started,
             rate_samples: std::collections::VecDeque::new(),
+            renewal_warnings: Default::default(),
             vrrp_handover: Default::default(),
             loads: crate::load::LoadTracker::default(),
             advertiser: Advertiser::default(),
@@ -726,8 +729,10 @@ impl Core {
             Event::Watchdog => crate::systemd::watchdog(),
             Event::DrainCheck => self.check_drain(),
             Event::RenewFlowCache => {
-                if let Err(e) = self.forwarding.writer_mut().renew_flow_cache() {
-                    warn!(error = %Chain(&e), "could not renew the flow cache; cached flows keep their pins, and may lose their flow-table entries to the LRU");
+                if let Err(e) = self.forwarding.writer_mut().renew_flow_cache()
+                    && let Some(suppressed) = self.renewal_warnings.allow(std::time::Instant::now())
+                {
+                    warn!(error = %Chain(&e), suppressed, "could not renew the flow cache; cached flows keep their pins, and may lose their flow-table entries to the LRU");
                 }
             }
             Event::SyncTick => self.sync_tick(),

@@ -30,11 +30,11 @@ use aya::{
 use tracing::warn;
 use xdp_lb_common::{
     BACKEND_VALUE_EMPTY, BACKEND_VALUE_SLOTS, BackendStats, BackendValue, CONFIG_FLOW_CACHE,
-    FLOW_CACHE_WAYS, FilterKeyV4, FilterKeyV6, FilterValue, FlowCacheConfig, FlowCachePin,
-    FlowCacheSet, FlowKey, FlowKeyV4, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey,
-    PersistValue, SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER,
-    SERVICE_F_FILTER_GEN, SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, SERVICE_SCRATCH_BASE,
-    ServiceEntryV4, ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
+    FLOW_CACHE_WAYS, FilterKeyV4, FilterKeyV6, FilterValue, FlowCacheConfig, FlowCacheSet, FlowKey,
+    FlowKeyV4, MAX_BACKENDS, MAX_FILTER_RULES, NatOrigin, PersistKey, PersistValue,
+    SCHEDULE_POOL_SLOTS, SERVICE_F_ACTIVE, SERVICE_F_AGING, SERVICE_F_FILTER, SERVICE_F_FILTER_GEN,
+    SERVICE_F_FILTER_GLOBAL, SERVICE_F_NO_FLOW_TABLE, SERVICE_SCRATCH_BASE, ServiceEntryV4,
+    ServiceKey, ServiceKeyV4, ServiceStats, ServiceValue,
 };
 
 use crate::config;
@@ -210,6 +210,13 @@ pub struct FlowCacheState {
     pub sets_per_cpu: u32,
     pub ways: u32,
     pub generation: u32,
+}
+
+/// A flow's entry in a CPU's flow cache: its real server, under its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedPin {
+    pub backend: u16,
+    pub service: u16,
 }
 
 /// Where and how the program ended up attached.
@@ -472,11 +479,15 @@ impl Dataplane {
         &self,
         flow: &FlowKey,
         cpu: u32,
-    ) -> Result<Option<FlowCachePin>, DataplaneError> {
-        let Some(key) = FlowKeyV4::stored(flow) else {
+    ) -> Result<Option<CachedPin>, DataplaneError> {
+        if FlowKeyV4::stored(flow).is_none() {
+            return Ok(None);
+        }
+        let Ok(service) = self.service(&ServiceKey::of_flow(flow)) else {
             return Ok(None);
         };
         let config = self.flow_cache_config()?;
+        let key = FlowCacheSet::key(flow, service.id);
         let index = (cpu << config.bits) | FlowCacheSet::index_in_cpu(key, config.bits);
         let set = self
             .flow_cache
@@ -488,9 +499,12 @@ impl Dataplane {
         Ok(set
             .keys
             .iter()
-            .zip(set.pins)
+            .zip(set.backends)
             .find(|(k, _)| **k == key)
-            .map(|(_, pin)| pin))
+            .map(|(_, backend)| CachedPin {
+                backend,
+                service: service.id as u16,
+            }))
     }
 
     /// Forgets every connection: flow, NAT reply and persistence entries.
