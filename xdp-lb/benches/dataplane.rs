@@ -557,7 +557,7 @@ fn main() {
          flow cache."
     );
     println!(
-        "non-VIP with NAT enabled costs {:.0}% more than without; a NAT new flow {:.2}x a DR \
+        "non-VIP with NAT enabled costs {:+.0}% against without; a NAT new flow {:.2}x a DR \
          new flow (runs alternating with DR new flows on the same table: {:.0} ns; {:.2}x \
          against the first DR row).",
         (non_vip_nat_on / non_vip - 1.0) * 100.0,
