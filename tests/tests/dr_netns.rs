@@ -230,7 +230,7 @@ fn an_ipv6_vip_is_balanced_by_weight_too() {
 
 /// The daemon starts a new flow-cache generation every second (each cached flow then
 /// looks itself up in the flow table again, keeping its LRU place there), and
-/// `xdp-lb status` shows the cache.
+/// `xdp-lb status` shows the cache, and each service's fills.
 #[test]
 fn the_daemon_renews_the_flow_cache_every_second() {
     let mut lab = dr_lab(DrLabOptions::one_arm(&["b1"]));
@@ -255,5 +255,11 @@ fn the_daemon_renews_the_flow_cache_every_second() {
     }
     let text = xdp_lb_tests::run_in(&lab.lb, &["status"]);
     assert!(text.contains("flow cache: "), "{text}");
+    // Each connection's first established packet takes the flow table's way and
+    // fills the cache: the service counts it.
+    let tally = http_get_new_connections(&lab.client, vip(80), 5, IO_TIMEOUT).unwrap();
+    assert_eq!(tally.values().sum::<usize>(), 5);
+    let fills = status(&lab.lb).services[0].counters.flow_cache_fills;
+    assert!(fills >= 5, "{fills} flow-cache fills for 5 connections");
     daemon.stop().unwrap();
 }

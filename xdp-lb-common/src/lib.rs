@@ -669,8 +669,9 @@ impl FlowCacheConfig {
 }
 
 /// A set of the flow cache: six established IPv4 flows' keys and real servers in one
-/// cache line, the most recently filled first. An established flow's packet finds its
-/// real server here with one memory access, where the flow table's lookup walks a
+/// cache line, in the order they were filled (see the program's `flow_cache::fill`:
+/// the last way turns over once the set is full). An established flow's packet finds
+/// its real server here with one memory access, where the flow table's lookup walks a
 /// bucket and an element (two or three lines, which miss the caches once the flows
 /// outgrow them). A key is one word (see [`FlowCacheSet::key`]), so six flows share a
 /// line and a CPU's cached flows touch few lines. A set holds flows only of its
@@ -759,6 +760,11 @@ pub struct ServiceStats {
     /// Packets without a flow entry that the flood guard forwarded unpinned (SYNs
     /// during a flood, most of them spoofed); not counted in `new_flows`.
     pub unpinned: u64,
+    /// Established packets the flow cache could have answered but did not: they took
+    /// the flow table's way and cached their pin (a flow's first established packet on
+    /// a CPU, one a second after each new generation, and every packet of a flow that
+    /// overflows its set). Counted off the hot path, on the flow table's way only.
+    pub flow_cache_fills: u64,
 }
 
 /// Per-backend counters (per-CPU array indexed by backend id).
@@ -1050,12 +1056,13 @@ layout!(NatValue, 56, {
     _pad3: u16 = 50,
     service: u32 = 52,
 });
-layout!(ServiceStats, 40, {
+layout!(ServiceStats, 48, {
     rescheduled: u64 = 0,
     pass_inactive: u64 = 8,
     drop_no_backend: u64 = 16,
     drop_redirect: u64 = 24,
     unpinned: u64 = 32,
+    flow_cache_fills: u64 = 40,
 });
 layout!(FilterKeyV4, 8, {
     scope: u32 = 0,

@@ -46,6 +46,7 @@ use xdp_lb_common::{
 };
 
 use crate::{
+    counters::{self, ServiceCounters},
     maps::{CONFIG, FLOW_CACHE},
     nat,
     parse::Packet,
@@ -108,7 +109,7 @@ pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
 /// them take turns in the last way: flows that overflow a set and come round in turn
 /// (as the flows of a busy service do) would all miss if each pushed out the oldest.
 #[inline(always)]
-pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32) {
+pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32, stats: ServiceCounters) {
     if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
         return;
     }
@@ -134,6 +135,7 @@ pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32) {
     set.keys[at] = key;
     // Backend ids fit 16 bits (asserted in the common crate).
     set.backends[at] = backend as u16;
+    counters::bump(stats, |s| &mut s.flow_cache_fills);
 }
 
 /// Starts a new generation from the program itself, for every CPU: a flow of `svc`

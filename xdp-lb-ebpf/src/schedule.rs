@@ -126,7 +126,7 @@ pub fn select(
             if was_closing == 0 && pinned.flags & FLOW_F_CLOSING != 0 {
                 counters::closed(backend_id);
             } else if pinned.flags & FLOW_F_CLOSING == 0 {
-                flow_cache::fill(pkt, svc, backend_id);
+                flow_cache::fill(pkt, svc, backend_id, stats);
             }
             return Ok(Chosen {
                 backend_id,

@@ -136,7 +136,7 @@ impl Collector for SnapshotCollector {
 
         let svc = |x: &crate::status::ServiceStatus| vec![("service", x.name.clone())];
         type Pick = fn(&crate::status::ServiceCounters) -> u64;
-        let service_counters: [(&str, &str, Pick); 9] = [
+        let service_counters: [(&str, &str, Pick); 10] = [
             (
                 "service_packets",
                 "Packets forwarded for the service",
@@ -174,6 +174,11 @@ impl Collector for SnapshotCollector {
                 "service_unpinned_flows",
                 "Packets without a flow entry that the flood guard forwarded unpinned (not counted as new flows)",
                 |c| c.unpinned_flows,
+            ),
+            (
+                "service_flow_cache_fills",
+                "Established packets the flow cache did not answer: they took the flow table's way and cached their pin (about one a second per flow when the cache holds them all)",
+                |c| c.flow_cache_fills,
             ),
             (
                 "service_dropped_filtered",

@@ -153,6 +153,10 @@ pub struct ServiceCounters {
     /// counted on its rules, [`Snapshot::global_deny`]).
     #[serde(default)]
     pub dropped_filtered: u64,
+    /// Established packets that took the flow table's way and filled the flow cache
+    /// (see `ServiceStats::flow_cache_fills`); 0 for services it does not serve.
+    #[serde(default)]
+    pub flow_cache_fills: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -332,6 +336,7 @@ impl Snapshot {
                         dropped_no_real_server: s.drop_no_backend,
                         dropped_redirect: s.drop_redirect,
                         unpinned_flows: s.unpinned,
+                        flow_cache_fills: s.flow_cache_fills,
                         dropped_filtered: filter
                             .iter()
                             .filter(|r| r.action == crate::filter::Action::Deny)
@@ -390,6 +395,7 @@ impl Snapshot {
                 drop_no_backend = c.dropped_no_real_server,
                 drop_redirect = c.dropped_redirect,
                 unpinned = c.unpinned_flows,
+                flow_cache_fills = c.flow_cache_fills,
                 drop_filtered = c.dropped_filtered,
                 "service counters"
             );

@@ -272,7 +272,7 @@ pub fn render(s: &Snapshot) -> String {
             let c = &svc.counters;
             let _ = writeln!(
                 out,
-                "  {} {} {}{}  {}{}  packets {} new flows {}{}{}{}",
+                "  {} {} {}{}  {}{}  packets {} new flows {}{}{}{}{}",
                 svc.name,
                 svc.forwarding,
                 svc.scheduler,
@@ -295,6 +295,10 @@ pub fn render(s: &Snapshot) -> String {
                 match c.unpinned_flows {
                     0 => String::new(),
                     n => format!(", {n} unpinned by the flood guard"),
+                },
+                match c.flow_cache_fills {
+                    0 => String::new(),
+                    n => format!(", flow cache filled {n} times"),
                 },
                 rates(s, &svc.rates),
             );
@@ -593,6 +597,15 @@ mod tests {
         assert!(
             !text.contains("SYN FLOOD"),
             "none seen, none shown:\n{text}"
+        );
+        // The flow cache's fills, once there are some.
+        let mut filled = crate::status::sample();
+        filled.services[0].counters.flow_cache_fills = 12;
+        let text = render(&filled);
+        assert!(
+            text.lines().any(|l| l
+                == "  192.0.2.100:80/tcp dr wrr  forwarding  packets 274 new flows 40, flow cache filled 12 times"),
+            "{text}"
         );
         // A SYN flood the guard holds on, and one that is over.
         flooded.syn_flood_seen_seconds_ago = Some(0.25);

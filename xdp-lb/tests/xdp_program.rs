@@ -1961,6 +1961,12 @@ fn an_established_flow_is_forwarded_from_the_flow_cache_until_its_generation_end
     assert_eq!(send(&dp, &ack), first);
     let pin = dp.cached_pin(&flow, 0).unwrap().expect("cached when found");
     assert_eq!((usize::from(pin.backend), pin.service), (first, 0));
+    let fills = |dp: &Dataplane| dp.service_stats(0).unwrap().flow_cache_fills;
+    assert_eq!(
+        fills(&dp),
+        1,
+        "the ACK took the flow table's way and filled"
+    );
 
     // Its flow-table entry gone without a new generation: the cache still answers,
     // and its packets neither pin the flow again nor count it new.
@@ -1974,6 +1980,7 @@ fn an_established_flow_is_forwarded_from_the_flow_cache_until_its_generation_end
         "a cached packet leaves the flow table alone"
     );
     assert_eq!(served(&dp, 0..3).new_flows, 1);
+    assert_eq!(fills(&dp), 1, "cached packets fill nothing");
 
     // A new generation: the flow table's way, where the flow has no entry now, so its
     // ACK is picked afresh (by its hash) and pinned, and counts as new.
@@ -1983,6 +1990,11 @@ fn an_established_flow_is_forwarded_from_the_flow_cache_until_its_generation_end
     assert_eq!(served(&dp, 0..3).new_flows, 2);
     assert_eq!(dp.flows().count(), 1);
     assert_eq!(send(&dp, &ack), second);
+    assert_eq!(
+        fills(&dp),
+        2,
+        "a new pick fills nothing; its next packet does"
+    );
     assert_eq!(
         dp.cached_pin(&flow, 0)
             .unwrap()
@@ -2089,6 +2101,13 @@ fn a_full_set_keeps_its_first_five_flows_and_turns_over_its_last_way() {
     assert_eq!(cached(&dp, ports[5]), Some(servers[5]));
     assert_eq!(cached(&dp, ports[6]), None);
     assert_eq!(cached(&dp, ports[0]), Some(servers[0]));
+    // The first five come round from the cache; the seventh fills again.
+    for &port in &ports[..5] {
+        let ack = tcp4_ack_from(CLIENT, port, 80);
+        run(&dp, &ack);
+    }
+    run(&dp, &tcp4_ack_from(CLIENT, ports[6], 80));
+    assert_eq!(dp.service_stats(0).unwrap().flow_cache_fills, 7 + 1 + 1);
 }
 
 /// A flow whose packets arrive on two CPUs (veth and generic XDP run on the sender's

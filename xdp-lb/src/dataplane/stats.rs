@@ -90,6 +90,7 @@ impl Dataplane {
             acc.drop_no_backend += s.drop_no_backend;
             acc.drop_redirect += s.drop_redirect;
             acc.unpinned += s.unpinned;
+            acc.flow_cache_fills += s.flow_cache_fills;
             acc
         }))
     }
