@@ -298,7 +298,7 @@ pub fn render(s: &Snapshot) -> String {
                 },
                 match c.flow_cache_fills {
                     0 => String::new(),
-                    n => format!(", flow cache filled {n} times"),
+                    n => format!(", flow-cache fills {n}"),
                 },
                 rates(s, &svc.rates),
             );
@@ -604,7 +604,7 @@ mod tests {
         let text = render(&filled);
         assert!(
             text.lines().any(|l| l
-                == "  192.0.2.100:80/tcp dr wrr  forwarding  packets 274 new flows 40, flow cache filled 12 times"),
+                == "  192.0.2.100:80/tcp dr wrr  forwarding  packets 274 new flows 40, flow-cache fills 12"),
             "{text}"
         );
         // A SYN flood the guard holds on, and one that is over.
