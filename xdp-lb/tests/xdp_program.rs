@@ -2110,6 +2110,57 @@ fn a_full_set_keeps_its_first_five_flows_and_turns_over_its_last_way() {
     assert_eq!(dp.service_stats(0).unwrap().flow_cache_fills, 7 + 1 + 1);
 }
 
+/// Scattered clients' flows, four to a set on average, overflow some sets. Going round
+/// them all again, the program misses exactly where the fill policy says: in a set of
+/// k > 6 flows, only the k − 5 beyond its first five (which take turns in its last
+/// way), counted as fills. Pushing the oldest out would miss all k.
+#[test]
+fn flows_that_overflow_their_sets_miss_only_beyond_the_first_five() {
+    let dp = dataplane();
+    let sets = dp.flow_cache_state().unwrap().sets_per_cpu;
+    let bits = sets.trailing_zeros();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let flows: Vec<([u8; 4], u16)> = (0..4 * sets)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let [a, b, c, d, e, f, ..] = state.to_be_bytes();
+            (
+                [198, 18 | (a & 1), b, c.max(1)],
+                u16::from_be_bytes([d | 0x80, e ^ f]),
+            )
+        })
+        .collect();
+    // What the policy predicts, from the set each flow lands in.
+    let mut per_set = vec![0u32; sets as usize];
+    for &(src, port) in &flows {
+        let key = FlowCacheSet::key(&tcp_flow(src, port, VIP, 80), 0);
+        per_set[FlowCacheSet::index_in_cpu(key, bits) as usize] += 1;
+    }
+    let beyond_five: u32 = per_set.iter().filter(|&&k| k > 6).map(|&k| k - 5).sum();
+    let all_overflowing: u32 = per_set.iter().filter(|&&k| k > 6).sum();
+    assert!(beyond_five > 0, "no set overflows: the test shows nothing");
+
+    let fills = |dp: &Dataplane| dp.service_stats(0).unwrap().flow_cache_fills;
+    for &(src, port) in &flows {
+        run(&dp, &tcp4_from(src, port, 80));
+        run(&dp, &tcp4_ack_from(src, port, 80));
+    }
+    assert_eq!(fills(&dp), u64::from(4 * sets), "each flow's ACK filled");
+    for &(src, port) in &flows {
+        let ack = tcp4_ack_from(src, port, 80);
+        assert_eq!(run(&dp, &ack).0, xdp_action::XDP_TX);
+    }
+    let missed = fills(&dp) - u64::from(4 * sets);
+    assert_eq!(
+        missed,
+        u64::from(beyond_five),
+        "of {} flows, {all_overflowing} in overflowing sets",
+        flows.len()
+    );
+}
+
 /// A flow whose packets arrive on two CPUs (veth and generic XDP run on the sender's
 /// CPU): its client closes it on one, and its SYN reusing the port on the other, which
 /// had cached its pin, still opens a new connection (a bare SYN takes the flow table's
