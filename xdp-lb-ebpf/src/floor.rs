@@ -3,9 +3,12 @@
 //!
 //! Also the veth benchmark's traffic: `xdp_loop`, on the generator's end of a veth
 //! pair whose other end runs the program measured, counts each frame that program sent
-//! back and, while `LOOP_ON` is set, sends it over again with the TCP source port
-//! cycling through `GEN_FLOWS` values (that many flows). A few frames put on the wire
-//! once keep going round the loop, in the kernel, until it is turned off.
+//! back and, while `LOOP_ON` is set, sends it over again as the next of `GEN_FLOWS`
+//! flows: the TCP source port counts through them, and the source address's last two
+//! bytes are a hash of the count, so the flows come from scattered clients (as an edge
+//! host's do), not from one client's consecutive ports, which a multiplicative hash
+//! deals out more evenly than real traffic. A few frames put on the wire once keep
+//! going round the loop, in the kernel, until it is turned off.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -36,6 +39,30 @@ mod program {
 
     /// Ethernet + IPv4 without options: the TCP source port's offset.
     const SPORT: usize = 14 + 20;
+    /// The IPv4 header checksum's offset.
+    const IP_CHECKSUM: usize = 14 + 10;
+    /// The last two bytes of the IPv4 source address.
+    const SADDR_LOW: usize = 14 + 14;
+
+    /// murmur3's 32-bit finalizer: consecutive counts to unrelated values.
+    #[inline(always)]
+    fn scatter(n: u32) -> u16 {
+        let mut h = n ^ n >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        (h ^ h >> 16) as u16
+    }
+
+    /// RFC 1624's incremental update of a header checksum for one 16-bit word changed
+    /// from `old` to `new`: HC' = ~(~HC + ~m + m').
+    #[inline(always)]
+    fn checksum_after(checksum: u16, old: u16, new: u16) -> u16 {
+        let mut sum = u32::from(!checksum) + u32::from(!old) + u32::from(new);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        !(sum as u16)
+    }
 
     /// Adds one to this CPU's element of a per-CPU counter.
     #[inline(always)]
@@ -65,8 +92,22 @@ mod program {
             n
         };
         let port = (10_000 + n as u16).to_be_bytes();
-        // SAFETY: the check above keeps the two bytes inside the packet.
-        unsafe { *((start + SPORT) as *mut [u8; 2]) = port };
+        let saddr_low = scatter(n);
+        // SAFETY: the check above keeps every byte up to the source port's inside the
+        // packet (the checksum's and the address's come before it); [u8; 2] has
+        // alignment 1.
+        unsafe {
+            *((start + SPORT) as *mut [u8; 2]) = port;
+            let low = (start + SADDR_LOW) as *mut [u8; 2];
+            let checksum = (start + IP_CHECKSUM) as *mut [u8; 2];
+            let updated = checksum_after(
+                u16::from_be_bytes(*checksum),
+                u16::from_be_bytes(*low),
+                saddr_low,
+            );
+            *low = saddr_low.to_be_bytes();
+            *checksum = updated.to_be_bytes();
+        }
         xdp_action::XDP_TX
     }
 

@@ -7,8 +7,9 @@
 //! one, the DR reference on the other. In the generator namespace `xdp_loop` runs on
 //! both pairs' ends: a burst of 64-byte TCP frames to the VIP, put on the wire once
 //! from an AF_PACKET socket, goes round between the LB program and `xdp_loop` in the
-//! kernel, `xdp_loop` sending each frame back with its source port cycling over 1 or
-//! 20,000 values. (BPF_PROG_TEST_RUN's live-frames mode, a faster generator, is refused
+//! kernel, `xdp_loop` sending each frame back as the next of 1 or 20,000 flows (its
+//! source port counting through them, the source address's last two bytes a hash of
+//! the count: scattered clients). (BPF_PROG_TEST_RUN's live-frames mode, a faster generator, is refused
 //! on some kernels: this loop needs nothing but XDP on veth.) Each measurement counts
 //! the frames `xdp_loop` saw come back over a wall-clock window, so the figure is the
 //! whole loop's rate on one CPU (LB program, veth, `xdp_loop`, veth), of which the LB
