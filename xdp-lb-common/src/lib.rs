@@ -666,6 +666,13 @@ impl FlowCacheConfig {
     pub const fn sets_per_cpu(self) -> u32 {
         1 << self.bits
     }
+
+    /// Where CPU `cpu`'s set for `key` lies in `FLOW_CACHE`: each CPU has a run of
+    /// sets of its own. The program places flows by it and the daemon finds them by it.
+    #[inline(always)]
+    pub fn set_index(self, cpu: u32, key: u64) -> u32 {
+        (cpu << self.bits) | FlowCacheSet::index_in_cpu(key, self.bits)
+    }
 }
 
 /// A set of the flow cache: six established IPv4 flows' keys and real servers in one

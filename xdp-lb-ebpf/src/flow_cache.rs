@@ -73,11 +73,9 @@ fn place(pkt: &Packet, svc: &ServiceValue) -> Option<(u64, *mut FlowCacheSet, u3
         return None;
     }
     let key = FlowCacheSet::key(&pkt.flow, svc.id);
-    let bits = config.bits;
-    let set_in_cpu = FlowCacheSet::index_in_cpu(key, bits);
     // SAFETY: bpf_get_smp_processor_id has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let set = FLOW_CACHE.get_ptr_mut((cpu << bits) | set_in_cpu)?;
+    let set = FLOW_CACHE.get_ptr_mut(config.set_index(cpu, key))?;
     Some((key, set, config.generation))
 }
 
@@ -85,7 +83,7 @@ fn place(pkt: &Packet, svc: &ServiceValue) -> Option<(u64, *mut FlowCacheSet, u3
 /// cached and the packet neither opens nor closes a connection.
 #[inline(always)]
 pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
-    if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
+    if !takes(pkt, svc) {
         return None;
     }
     let (key, set, generation) = place(pkt, svc)?;
@@ -110,7 +108,7 @@ pub fn lookup(pkt: &Packet, svc: &ServiceValue) -> Option<u32> {
 /// (as the flows of a busy service do) would all miss if each pushed out the oldest.
 #[inline(always)]
 pub fn fill(pkt: &Packet, svc: &ServiceValue, backend: u32, stats: ServiceCounters) {
-    if !pkt.ipv4 || !serves(svc) || opens_or_closes(pkt) {
+    if !takes(pkt, svc) {
         return;
     }
     let Some((key, set, generation)) = place(pkt, svc) else {
@@ -160,6 +158,13 @@ pub fn renew_after_reopen(pkt: &Packet, svc: &ServiceValue) {
             *word = config.renewed().word();
         }
     }
+}
+
+/// Whether the cache answers for (and fills from) this packet of `svc`: an IPv4
+/// packet of a service it serves that neither opens nor closes a connection.
+#[inline(always)]
+fn takes(pkt: &Packet, svc: &ServiceValue) -> bool {
+    pkt.ipv4 && serves(svc) && !opens_or_closes(pkt)
 }
 
 /// A bare TCP SYN (it may reopen a closed flow: the flow table decides, see

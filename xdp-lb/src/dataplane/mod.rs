@@ -488,10 +488,9 @@ impl Dataplane {
         };
         let config = self.flow_cache_config()?;
         let key = FlowCacheSet::key(flow, service.id);
-        let index = (cpu << config.bits) | FlowCacheSet::index_in_cpu(key, config.bits);
         let set = self
             .flow_cache
-            .get(&index, 0)
+            .get(&config.set_index(cpu, key), 0)
             .map_err(map_err("FLOW_CACHE"))?;
         if config.generation == 0 || set.generation != config.generation {
             return Ok(None);
